@@ -1,0 +1,414 @@
+"""A book: the reference data of one organization, read from a folder and loaded.
+
+`read_book` validates every file of the folder (book.toml, units.csv, services.csv,
+rates.csv, recurring.csv) and collects every problem; `load_book` stores a valid book,
+updating what was loaded before without touching anything already posted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import Connection, delete, func, insert, select, union_all, update
+
+from chargeback.errors import InputRefused, Problem, Refused
+from chargeback.fields import (
+    Code,
+    Date,
+    OptionalCode,
+    OptionalDate,
+    OptionalPeriod,
+    OptionalText,
+    PeriodText,
+    Quantity,
+    RateValue,
+    Text,
+    problems_of,
+)
+from chargeback.money import known_currency, minor_digits, to_micro
+from chargeback.pricing import RateRow, overlapping
+from chargeback.schema import Adjustment, Book, Entry, Rate, Recurring, Service, Unit, Usage
+from chargeback.tabular import Columns, read_rows
+
+
+class Settings(BaseModel):
+    """`book.toml`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    currency: str
+    fiscal_year_start: int = Field(default=7, ge=1, le=12)
+    payment_terms: str | None = None
+    allocation_method: Literal["direct", "step", "reciprocal"] = "direct"
+    variance_threshold: Decimal = Field(default=Decimal("0.25"), ge=0)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if not known_currency(value):
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code (USD, EUR, JPY...)")
+        return value
+
+    @field_validator("variance_threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: object) -> object:
+        if isinstance(value, float):
+            return Decimal(str(value))
+        return value
+
+
+class UnitRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: Code
+    name: Text
+    kind: Literal["internal", "external"] = "internal"
+    parent: OptionalCode = None
+    manager: OptionalText = None
+    email: OptionalText = None
+    active_from: OptionalDate = None
+    active_to: OptionalDate = None
+    expense_account: OptionalText = None
+    revenue_account: OptionalText = None
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, value: object) -> object:
+        return "internal" if value in (None, "") else str(value).strip()
+
+
+class ServiceRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: Code
+    provider: Code
+    name: Text
+    unit_of_measure: Text
+    description: OptionalText = None
+
+
+class RateFileRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: Code
+    customer_class: Literal["internal", "external"] = "internal"
+    effective_from: Date
+    effective_to: OptionalDate = None
+    rate: RateValue
+    tier_from: Quantity = Decimal(0)
+
+    @field_validator("customer_class", mode="before")
+    @classmethod
+    def _class(cls, value: object) -> object:
+        return "internal" if value in (None, "") else str(value).strip()
+
+    @field_validator("tier_from", mode="before")
+    @classmethod
+    def _tier(cls, value: object) -> object:
+        return "0" if value in (None, "") or str(value).strip() == "" else value
+
+
+class RecurringRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: Code
+    consumer: Code
+    quantity: Quantity
+    from_period: PeriodText
+    to_period: OptionalPeriod = None
+    description: OptionalText = None
+
+
+UNITS = Columns(("code", "name"), ("kind", "parent", "manager", "email", "active_from",
+                                   "active_to", "expense_account", "revenue_account"))
+SERVICES = Columns(("code", "provider", "name", "unit_of_measure"), ("description",))
+RATES = Columns(("service", "effective_from", "rate"), ("customer_class", "effective_to", "tier_from"))
+RECURRING = Columns(("service", "consumer", "quantity", "from_period"), ("to_period", "description"))
+
+
+@dataclass
+class BookData:
+    """A validated book, ready to load."""
+
+    settings: Settings
+    units: list[UnitRow] = field(default_factory=list)
+    services: list[ServiceRow] = field(default_factory=list)
+    rates: list[RateFileRow] = field(default_factory=list)
+    recurring: list[RecurringRow] = field(default_factory=list)
+
+
+def _read_file(folder: Path, name: str, columns: Columns, model: type[BaseModel],
+               problems: list[Problem], required: bool = True) -> list[tuple[int, BaseModel]]:
+    path = folder / name
+    if not path.exists():
+        if required:
+            problems.append(Problem(name, 0, "-", f"file is missing from the book folder {folder}"))
+        return []
+    rows = []
+    for line, values in read_rows(path, columns, problems, name):
+        try:
+            rows.append((line, model.model_validate(values)))
+        except ValidationError as exc:
+            problems.extend(problems_of(exc, name, line))
+    return rows
+
+
+def _read_settings(folder: Path, problems: list[Problem]) -> Settings | None:
+    path = folder / "book.toml"
+    if not path.exists():
+        problems.append(Problem("book.toml", 0, "-", f"file is missing from the book folder {folder}"))
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        problems.append(Problem("book.toml", 0, "-", f"not valid TOML: {exc}"))
+        return None
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        for item in exc.errors():
+            key = str(item["loc"][0]) if item["loc"] else "-"
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = "unknown key; the keys are: " + ", ".join(Settings.model_fields)
+            line = _toml_line(path, key)
+            problems.append(Problem("book.toml", line, key, message))
+        return None
+
+
+def _toml_line(path: Path, key: str) -> int:
+    for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if text.strip().startswith(key):
+            return number
+    return 0
+
+
+def read_book(folder: Path) -> BookData:
+    """Read and check a book folder; raises `InputRefused` listing every problem."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise Refused(f"{folder}: not a book folder")
+    problems: list[Problem] = []
+    settings = _read_settings(folder, problems)
+    units = _read_file(folder, "units.csv", UNITS, UnitRow, problems)
+    services = _read_file(folder, "services.csv", SERVICES, ServiceRow, problems)
+    rates = _read_file(folder, "rates.csv", RATES, RateFileRow, problems)
+    recurring = _read_file(folder, "recurring.csv", RECURRING, RecurringRow, problems, required=False)
+    _check_units(units, problems)
+    unit_kind = {u.code: u.kind for _, u in units}  # type: ignore[attr-defined]
+    _check_services(services, unit_kind, problems)
+    service_provider = {s.code: s.provider for _, s in services}  # type: ignore[attr-defined]
+    _check_rates(rates, service_provider, problems)
+    _check_recurring(recurring, service_provider, unit_kind, problems)
+    if problems or settings is None:
+        raise InputRefused(sorted(set(problems)), what="load")
+    return BookData(
+        settings=settings,
+        units=[u for _, u in units],  # type: ignore[misc]
+        services=[s for _, s in services],  # type: ignore[misc]
+        rates=[r for _, r in rates],  # type: ignore[misc]
+        recurring=[r for _, r in recurring],  # type: ignore[misc]
+    )
+
+
+def _check_units(rows: list[tuple[int, UnitRow]], problems: list[Problem]) -> None:  # type: ignore[type-arg]
+    name = "units.csv"
+    first_line: dict[str, int] = {}
+    for line, unit in rows:
+        if unit.code in first_line:
+            problems.append(Problem(name, line, "code", f"{unit.code!r} is already used on line {first_line[unit.code]}"))
+        else:
+            first_line[unit.code] = line
+        if unit.active_from and unit.active_to and unit.active_to < unit.active_from:
+            problems.append(Problem(name, line, "active_to", "is before active_from"))
+    parents = {u.code: u.parent for _, u in rows}
+    for line, unit in rows:
+        if unit.parent is None:
+            continue
+        if unit.parent not in parents:
+            problems.append(Problem(name, line, "parent", f"{unit.parent!r} is not a unit code in units.csv"))
+            continue
+        seen, cursor = {unit.code}, unit.parent
+        while cursor is not None:
+            if cursor in seen:
+                problems.append(Problem(name, line, "parent", f"{unit.code!r} is its own ancestor (a cycle through {cursor!r})"))
+                break
+            seen.add(cursor)
+            cursor = parents.get(cursor)
+
+
+def _check_services(rows, unit_kind: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "services.csv"
+    first_line: dict[str, int] = {}
+    for line, service in rows:
+        if service.code in first_line:
+            problems.append(Problem(name, line, "code", f"{service.code!r} is already used on line {first_line[service.code]}"))
+        else:
+            first_line[service.code] = line
+        kind = unit_kind.get(service.provider)
+        if kind is None:
+            problems.append(Problem(name, line, "provider", f"{service.provider!r} is not a unit code in units.csv"))
+        elif kind != "internal":
+            problems.append(Problem(name, line, "provider", f"{service.provider!r} is an external unit; a provider must be internal"))
+
+
+def _check_rates(rows, service_provider: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "rates.csv"
+    lines: dict[RateRow, int] = {}
+    for line, rate in rows:
+        if rate.service not in service_provider:
+            problems.append(Problem(name, line, "service", f"{rate.service!r} is not a service code in services.csv"))
+        if rate.rate < 0:
+            problems.append(Problem(name, line, "rate", "must not be negative"))
+        if rate.tier_from < 0:
+            problems.append(Problem(name, line, "tier_from", "must not be negative"))
+        if rate.effective_to and rate.effective_to < rate.effective_from:
+            problems.append(Problem(name, line, "effective_to", "is before effective_from"))
+            continue
+        lines[_rate_row(rate)] = line
+    for earlier, later in overlapping(lines):
+        problems.append(Problem(
+            name, lines[later], "effective_from",
+            f"overlaps the rate on line {lines[earlier]} for {later.service} {later.customer_class}"
+            + (f" tier {later.tier_from}" if later.tier_from else "")
+            + ": end the earlier range before this one starts",
+        ))
+
+
+def _rate_row(rate: RateFileRow) -> RateRow:
+    return RateRow(rate.service, rate.customer_class, rate.effective_from, rate.effective_to,
+                   rate.rate, rate.tier_from)
+
+
+def _check_recurring(rows, service_provider, unit_kind, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "recurring.csv"
+    for line, fee in rows:
+        provider = service_provider.get(fee.service)
+        if provider is None:
+            problems.append(Problem(name, line, "service", f"{fee.service!r} is not a service code in services.csv"))
+        if fee.consumer not in unit_kind:
+            problems.append(Problem(name, line, "consumer", f"{fee.consumer!r} is not a unit code in units.csv"))
+        elif fee.consumer == provider:
+            problems.append(Problem(name, line, "consumer", f"{fee.consumer!r} provides {fee.service}: a unit cannot charge itself"))
+        if fee.quantity == 0:
+            problems.append(Problem(name, line, "quantity", "must not be zero"))
+        if fee.to_period and fee.to_period < fee.from_period:
+            problems.append(Problem(name, line, "to_period", "is before from_period"))
+
+
+@dataclass
+class LoadResult:
+    """What `load` did, for the command's summary."""
+
+    name: str
+    units_added: int
+    units_updated: int
+    services: int
+    rates: int
+    recurring: int
+
+
+def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
+    """Validate the book in `folder` and store it, replacing the reference data loaded
+    before. Units and services that disappeared are removed only when nothing refers
+    to them; otherwise the load is refused."""
+    book = read_book(folder)
+    settings = book.settings
+    digits = minor_digits(settings.currency)
+    current = conn.execute(select(Book.currency)).scalar()
+    if current is not None and current != settings.currency:
+        posted = conn.execute(select(func.count()).select_from(Entry)).scalar()
+        if posted:
+            raise Refused(
+                f"book.toml: currency: the book is kept in {current} and has posted entries; "
+                f"it cannot change to {settings.currency}"
+            )
+    values = dict(name=settings.name, currency=settings.currency, minor_digits=digits,
+                  fiscal_year_start=settings.fiscal_year_start,
+                  payment_terms=settings.payment_terms,
+                  allocation_method=settings.allocation_method,
+                  variance_threshold=str(settings.variance_threshold), loaded_at=now)
+    if current is None:
+        conn.execute(insert(Book).values(id=1, **values))
+    else:
+        conn.execute(update(Book).where(Book.id == 1).values(**values))
+
+    _refuse_removing_used(conn, book)
+    existing = set(conn.execute(select(Unit.code)).scalars())
+    ordered = _parents_first(book.units)
+    added = updated = 0
+    for unit in ordered:
+        row = unit.model_dump()
+        if unit.code in existing:
+            conn.execute(update(Unit).where(Unit.code == unit.code).values(**row))
+            updated += 1
+        else:
+            conn.execute(insert(Unit).values(**row))
+            added += 1
+    service_codes = set(conn.execute(select(Service.code)).scalars())
+    for service in book.services:
+        row = service.model_dump()
+        if service.code in service_codes:
+            conn.execute(update(Service).where(Service.code == service.code).values(**row))
+        else:
+            conn.execute(insert(Service).values(**row))
+    conn.execute(delete(Rate))
+    conn.execute(delete(Recurring))
+    kept_services = {s.code for s in book.services}
+    conn.execute(delete(Service).where(Service.code.not_in(kept_services)))
+    kept_units = {u.code for u in book.units}
+    conn.execute(update(Unit).where(Unit.code.not_in(kept_units)).values(parent=None))
+    conn.execute(delete(Unit).where(Unit.code.not_in(kept_units)))
+    if book.rates:
+        conn.execute(insert(Rate), [
+            dict(service=r.service, customer_class=r.customer_class, effective_from=r.effective_from,
+                 effective_to=r.effective_to, rate_micro=to_micro(r.rate),
+                 tier_from_micro=to_micro(r.tier_from)) for r in book.rates])
+    if book.recurring:
+        conn.execute(insert(Recurring), [
+            dict(service=r.service, consumer=r.consumer, quantity_micro=to_micro(r.quantity),
+                 from_period=r.from_period, to_period=r.to_period, description=r.description)
+            for r in book.recurring])
+    return LoadResult(settings.name, added, updated, len(book.services), len(book.rates), len(book.recurring))
+
+
+def _parents_first(units: list[UnitRow]) -> list[UnitRow]:
+    by_code = {u.code: u for u in units}
+    done: set[str] = set()
+    ordered: list[UnitRow] = []
+
+    def visit(unit: UnitRow) -> None:
+        if unit.code in done:
+            return
+        done.add(unit.code)
+        if unit.parent in by_code:
+            visit(by_code[unit.parent])
+        ordered.append(unit)
+
+    for unit in units:
+        visit(unit)
+    return ordered
+
+
+def _refuse_removing_used(conn: Connection, book: BookData) -> None:
+    units = {u.code for u in book.units}
+    services = {s.code for s in book.services}
+    used_units = union_all(
+        select(Usage.consumer), select(Adjustment.consumer), select(Entry.consumer),
+        select(Entry.provider),
+    ).subquery()
+    missing_units = conn.execute(
+        select(used_units.c[0]).where(used_units.c[0].not_in(units)).distinct()
+    ).scalars().all()
+    used_services = union_all(select(Usage.service), select(Adjustment.service), select(Entry.service)).subquery()
+    missing_services = conn.execute(
+        select(used_services.c[0]).where(used_services.c[0].not_in(services)).distinct()
+    ).scalars().all()
+    problems = [Problem("units.csv", 0, "code", f"{code!r} has charges but is missing from units.csv: keep it and set active_to instead")
+                for code in sorted(missing_units)]
+    problems += [Problem("services.csv", 0, "code", f"{code!r} has charges but is missing from services.csv: keep it")
+                 for code in sorted(missing_services)]
+    if problems:
+        raise InputRefused(problems, what="load")

@@ -1,0 +1,260 @@
+"""The `chargeback` command: parse arguments, call one engine function, print.
+
+Exit codes: 0 done; 1 refused (bad data, closed period, unbalanced books), with the
+reason on stderr and nothing changed; 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from chargeback import api
+from chargeback.db import database_url, redact
+from chargeback.errors import InputRefused, Refused
+from chargeback.money import format_amount
+from chargeback.reconciliation import Reconciliation
+from chargeback.usage import ImportResult
+
+PERIOD = click.STRING
+
+
+class Context:
+    def __init__(self, db: str | None, debug: bool, quiet: bool) -> None:
+        self.url = database_url(db)
+        self.debug = debug
+        self.quiet = quiet
+
+
+def _fail(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(1)
+
+
+class ChargebackGroup(click.Group):
+    """Turns refusals and database errors into one clear line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except InputRefused as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            _fail(str(exc))
+        except Refused as exc:
+            _fail(f"refused: {exc}")
+        except IntegrityError as exc:
+            if _debug(ctx):
+                traceback.print_exc()
+            _fail("refused: another command changed the same data at the same time; "
+                  f"nothing was changed, run the command again ({type(exc.orig).__name__})")
+        except SQLAlchemyError as exc:
+            if _debug(ctx):
+                traceback.print_exc()
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            url = ctx.obj.url if isinstance(ctx.obj, Context) else ""
+            _fail(f"database error ({redact(url)}): {detail[0] if detail else type(exc).__name__}")
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug: one line for the user, the traceback with --debug
+            if _debug(ctx):
+                traceback.print_exc()
+            _fail(f"error: {type(exc).__name__}: {exc} (run with --debug for details; nothing was changed)")
+        return None
+
+
+def _debug(ctx: click.Context) -> bool:
+    return isinstance(ctx.obj, Context) and ctx.obj.debug
+
+
+@click.group(cls=ChargebackGroup)
+@click.option("--db", "db", metavar="URL", help="Database URL (default: $CHARGEBACK_DB or sqlite:///chargeback.db).")
+@click.option("--debug", is_flag=True, help="Show a traceback when something unexpected fails.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only errors.")
+@click.version_option(package_name="chargeback")
+@click.pass_context
+def main(ctx: click.Context, db: str | None, debug: bool, quiet: bool) -> None:
+    """Chargeback and internal billing: load a book, import usage, close the month."""
+    ctx.obj = Context(db, debug, quiet)
+
+
+def _say(ctx: Context, text: str) -> None:
+    if not ctx.quiet:
+        click.echo(text)
+
+
+@main.command()
+@click.pass_obj
+def init(ctx: Context) -> None:
+    """Create or upgrade the database schema (safe to repeat)."""
+    api.init(ctx.url)
+    _say(ctx, f"database ready: {redact(ctx.url)}")
+
+
+@main.command()
+@click.argument("book", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def load(ctx: Context, book: Path) -> None:
+    """Load or update the reference data of BOOK (a folder)."""
+    result = api.load(ctx.url, book)
+    _say(ctx, f"loaded {result.name}: {result.units_added + result.units_updated} units "
+              f"({result.units_added} new), {result.services} services, {result.rates} rates, "
+              f"{result.recurring} recurring fees")
+
+
+def _import_summary(result: ImportResult) -> str:
+    lines = [f"{result.file} -> {result.period}: {result.lines_read} lines read, "
+             f"{result.imported} imported, {result.duplicates} duplicates skipped, "
+             f"{result.late} late, {result.credits} credits"]
+    for provider, amount in result.by_provider.items():
+        lines.append(f"  {provider:<20} {amount:>16} {result.currency}")
+    return "\n".join(lines)
+
+
+@main.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--period", required=True, metavar="YYYY-MM", help="The open period to import into.")
+@click.pass_obj
+def import_(ctx: Context, file: Path, period: str) -> None:
+    """Import a usage FILE (CSV or XLSX) into an open period."""
+    _say(ctx, _import_summary(api.import_file(ctx.url, file, period)))
+
+
+@main.command()
+@click.argument("period", metavar="YYYY-MM")
+@click.option("--service", required=True)
+@click.option("--consumer", required=True)
+@click.option("--amount", required=True, help="Positive for a charge, negative for a credit.")
+@click.option("--reason", required=True)
+@click.option("--reference", default=None)
+@click.pass_obj
+def adjust(ctx: Context, period: str, service: str, consumer: str, amount: str, reason: str,
+           reference: str | None) -> None:
+    """Record a manual charge or credit in an open period."""
+    result = api.adjust(ctx.url, period, service, consumer, amount, reason, reference)
+    _say(ctx, f"adjustment {result.id} recorded in {result.period}: {result.service} -> "
+              f"{result.consumer} {result.amount} {result.currency}")
+
+
+def _totals(rec: Reconciliation) -> str:
+    m = rec.money
+    return (f"internal revenue {m(rec.internal_revenue)} {rec.currency}, internal spend "
+            f"{m(rec.internal_spend)}, difference {m(rec.difference)}, external revenue "
+            f"{m(rec.external_revenue)}")
+
+
+@main.command()
+@click.argument("period", metavar="YYYY-MM")
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def close(ctx: Context, period: str, out_dir: Path) -> None:
+    """Price, post, check net zero, lock the period and write its documents."""
+    result = api.close(ctx.url, period, out_dir)
+    _say(ctx, f"closed {period}: {result.posted} entries posted; {_totals(result.reconciliation)}; "
+              f"documents in {out_dir / period}")
+
+
+@main.command()
+@click.argument("period", metavar="YYYY-MM")
+@click.option("--json", "as_json", is_flag=True, help="Print the contract's JSON object.")
+@click.pass_obj
+def reconcile(ctx: Context, period: str, as_json: bool) -> None:
+    """The net-zero reconciliation; exit 0 when balanced, 1 when not."""
+    rec = api.reconcile(ctx.url, period)
+    if as_json:
+        click.echo(json.dumps(rec.as_json(), indent=1))
+    else:
+        m = rec.money
+        click.echo(f"{period} ({rec.status}): {'balanced' if rec.balanced else 'NOT BALANCED'}")
+        click.echo(f"  {_totals(rec)}")
+        for unit, (internal, external) in sorted(rec.providers.items()):
+            click.echo(f"  provider {unit:<20} internal {m(internal):>14}  external {m(external):>14}")
+        for unit, spend in sorted(rec.consumers.items()):
+            click.echo(f"  consumer {unit:<20} spend    {m(spend):>14}")
+    if not rec.balanced:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("period", metavar="YYYY-MM")
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def report(ctx: Context, period: str, out_dir: Path) -> None:
+    """Write a closed period's documents again."""
+    folder = api.report(ctx.url, period, out_dir)
+    _say(ctx, f"documents of {period} written to {folder}")
+
+
+@main.command()
+@click.argument("period", metavar="YYYY-MM")
+@click.option("--reason", required=True, help="Why the period is reopened (recorded).")
+@click.pass_obj
+def reopen(ctx: Context, period: str, reason: str) -> None:
+    """Reopen a closed period; its posted entries stay."""
+    api.reopen(ctx.url, period, reason)
+    _say(ctx, f"reopened {period}: new activity will be posted at the next close")
+
+
+@main.command()
+@click.argument("period", metavar="YYYY-MM")
+@click.option("--format", "fmt", required=True, type=click.Choice(["csv", "hledger", "beancount"]))
+@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def export(ctx: Context, period: str, fmt: str, out_file: Path | None) -> None:
+    """The period's journal for a general ledger or a plain-text accounting tool."""
+    text = api.export(ctx.url, period, fmt, out_file)
+    if text is not None:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.pass_obj
+def verify(ctx: Context) -> None:
+    """Check the journal: balanced entries, hash chain intact, closed periods untouched."""
+    result = api.verify(ctx.url)
+    if not result.ok:
+        for problem in result.problems:
+            click.echo(problem, err=True)
+        _fail(f"verify failed: {result.problems[0]}")
+    _say(ctx, f"journal verified: {result.entries} entries, hash chain intact, "
+              f"{result.periods} closed periods match their totals")
+
+
+def _run_summary(ctx: Context, result: api.RunResult) -> None:
+    _say(ctx, f"loaded {result.load.name}")
+    for imported in result.imports:
+        _say(ctx, _import_summary(imported))
+    for period in result.skipped:
+        _say(ctx, f"{period} is closed already: left as it is")
+    for closed in result.closes:
+        _say(ctx, f"closed {closed.period}: {closed.posted} entries posted; {_totals(closed.reconciliation)}")
+    _say(ctx, f"documents in {result.out_dir}")
+
+
+@main.command()
+@click.argument("book", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--through", default=None, metavar="YYYY-MM", help="Import and close periods up to this one only.")
+@click.pass_obj
+def run(ctx: Context, book: Path, out_dir: Path, through: str | None) -> None:
+    """The monthly job: load BOOK, import BOOK/usage/*, close the periods in order."""
+    _run_summary(ctx, api.run(ctx.url, book, out_dir, through))
+
+
+@main.command()
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def demo(ctx: Context, out_dir: Path) -> None:
+    """Run the bundled demo book with a fresh database in the --out folder."""
+    result, url = api.demo(out_dir)
+    _run_summary(ctx, result)
+    _say(ctx, f"demo database: {url}\n  try: chargeback --db {url} reconcile {result.closes[-1].period if result.closes else 'YYYY-MM'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

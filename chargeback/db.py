@@ -1,0 +1,110 @@
+"""Connecting to the database, upgrading its schema, and one transaction per command.
+
+SQLite is the embedded default; PostgreSQL is for production. A writing command runs
+in one transaction: on SQLite it starts with `BEGIN IMMEDIATE`, so two writers never
+interleave; on PostgreSQL the commands lock the rows they depend on (see `periods`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from chargeback.errors import Refused
+
+DEFAULT_URL = "sqlite:///chargeback.db"
+
+
+def database_url(url: str | None = None) -> str:
+    """The URL given, else `CHARGEBACK_DB`, else `chargeback.db` in the current folder."""
+    return url or os.environ.get("CHARGEBACK_DB") or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for every message and log."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unreadable database URL>"
+
+
+def connect(url: str | None = None) -> Engine:
+    """An engine for a SQLite or PostgreSQL URL (`postgresql://` means psycopg 3)."""
+    url = database_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise Refused(f"not a database URL: {redact(url)}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise Refused(f"unsupported database {backend!r}: use a sqlite:// or postgresql:// URL")
+    if backend == "sqlite":
+        engine = create_engine(parsed, connect_args={"timeout": 60})
+        _sqlite_transactions(engine)
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True)
+    return engine
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """Take SQLite's transactions from pysqlite: BEGIN IMMEDIATE for writers, foreign keys on."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _alembic_config(conn: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("chargeback") / "migrations"))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    """Create the schema or upgrade it to the newest revision; safe to repeat."""
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "head")
+
+
+def schema_is_current(conn: Connection) -> bool:
+    head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+    return MigrationContext.configure(conn).get_current_revision() == head
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction for one command: all of it commits, or none of it does."""
+    try:
+        with engine.begin() as conn:
+            if not schema_is_current(conn):
+                raise Refused("the database has no chargeback schema or an old one: run `chargeback init`")
+            yield conn
+    except OperationalError as exc:
+        raise Refused(f"database error: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    text = str(exc.orig) if getattr(exc, "orig", None) is not None else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

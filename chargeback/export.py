@@ -1,0 +1,129 @@
+"""The journal of a period for a general ledger (CSV) or a plain-text accounting tool
+(hledger, beancount). Rows are streamed from the database in entry order."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import TextIO
+
+from sqlalchemy import Connection, select
+
+from chargeback.errors import Refused
+from chargeback.money import format_amount
+from chargeback.safe import neutralize
+from chargeback.schema import Book, Entry
+
+CSV_HEADER = ["entry", "date", "period", "account", "gl_account", "unit", "debit", "credit",
+              "service", "reference", "memo"]
+FORMATS = ("csv", "hledger", "beancount")
+
+
+def _entries(conn: Connection, period: str) -> Iterator:  # type: ignore[type-arg]
+    return conn.execution_options(yield_per=20_000).execute(
+        select(Entry.id, Entry.date, Entry.service_date, Entry.period, Entry.kind, Entry.service,
+               Entry.provider, Entry.consumer, Entry.amount_minor, Entry.debit_account,
+               Entry.credit_account, Entry.debit_gl, Entry.credit_gl, Entry.reference, Entry.memo)
+        .where(Entry.period == period).order_by(Entry.id))
+
+
+def _currency(conn: Connection) -> tuple[str, int]:
+    row = conn.execute(select(Book.currency, Book.minor_digits)).first()
+    if row is None:
+        raise Refused("no book is loaded: run `chargeback load BOOK` first")
+    return row.currency, row.minor_digits
+
+
+def journal_lines(conn: Connection, period: str) -> Iterator[list[str]]:
+    """The CSV export's rows (two per entry: the debit line, then the credit line)."""
+    _, digits = _currency(conn)
+    for e in _entries(conn, period):
+        amount = format_amount(abs(e.amount_minor), digits)
+        debit_side, credit_side = (amount, ""), ("", amount)
+        if e.amount_minor < 0:
+            debit_side, credit_side = credit_side, debit_side
+        memo = neutralize(e.memo) or ""
+        reference = neutralize(e.reference) or ""
+        date = e.date.isoformat()
+        yield [str(e.id), date, e.period, e.debit_account, e.debit_gl or "", e.consumer,
+               *debit_side, e.service, reference, memo]
+        yield [str(e.id), date, e.period, e.credit_account, e.credit_gl or "", e.provider,
+               *credit_side, e.service, reference, memo]
+
+
+def write_csv(conn: Connection, period: str, out: TextIO) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerows(journal_lines(conn, period))
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def write_hledger(conn: Connection, period: str, out: TextIO) -> None:
+    currency, digits = _currency(conn)
+    out.write(f"; chargeback journal, period {period}\n\n")
+    for e in _entries(conn, period):
+        amount = format_amount(e.amount_minor, digits)
+        negated = format_amount(-e.amount_minor, digits)
+        title = _one_line(f"{e.service} {e.reference or ''} | {e.memo or e.kind}").replace(";", ",")
+        out.write(f"{e.date.isoformat()} ({e.id}) {title}\n")
+        out.write(f"    ; period:{e.period}, kind:{e.kind}, service-date:{e.service_date.isoformat()}\n")
+        out.write(f"    {e.debit_account}  {amount} {currency}\n")
+        out.write(f"    {e.credit_account}  {negated} {currency}\n\n")
+
+
+BEANCOUNT_ROOTS = {"expenses": "Expenses", "revenue": "Income", "assets": "Assets"}
+
+
+def beancount_account(account: str) -> str:
+    """`expenses:internal:eng.civil` as a beancount account: `Expenses:Internal:ENG-CIVIL`."""
+    root, middle, code = account.split(":", 2)
+    component = code.upper().replace(".", "-").replace("_", "-")
+    if not component[0].isalnum():
+        component = "X" + component
+    return f"{BEANCOUNT_ROOTS[root]}:{middle.capitalize()}:{component}"
+
+
+def _quote(text: str) -> str:
+    return '"' + _one_line(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_beancount(conn: Connection, period: str, out: TextIO) -> None:
+    currency, digits = _currency(conn)
+    entries = list(_entries(conn, period))
+    names: dict[str, str] = {}
+    for e in entries:
+        for account in (e.debit_account, e.credit_account):
+            mapped = beancount_account(account)
+            if names.setdefault(mapped, account) != account:
+                raise Refused(f"accounts {names[mapped]} and {account} both become {mapped} in beancount")
+    out.write(f'; chargeback journal, period {period}\noption "operating_currency" "{currency}"\n\n')
+    opened = min((e.date for e in entries), default=None)
+    for mapped in sorted(names):
+        out.write(f"{opened.isoformat() if opened else period + '-01'} open {mapped} {currency}\n")
+    out.write("\n")
+    for e in entries:
+        payee = _quote(f"{e.service} {e.reference or ''}")
+        out.write(f"{e.date.isoformat()} * {payee} {_quote(e.memo or e.kind)}\n")
+        out.write(f'  entry: "{e.id}"\n  period: "{e.period}"\n')
+        out.write(f"  {beancount_account(e.debit_account)}  {format_amount(e.amount_minor, digits)} {currency}\n")
+        out.write(f"  {beancount_account(e.credit_account)}  {format_amount(-e.amount_minor, digits)} {currency}\n\n")
+
+
+WRITERS = {"csv": write_csv, "hledger": write_hledger, "beancount": write_beancount}
+
+
+def export(conn: Connection, period: str, fmt: str, out: TextIO) -> None:
+    """Write the period's journal in `fmt` (csv, hledger or beancount) to `out`."""
+    if fmt not in WRITERS:
+        raise Refused(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    WRITERS[fmt](conn, period, out)
+
+
+def export_text(conn: Connection, period: str, fmt: str) -> str:
+    buffer = io.StringIO()
+    export(conn, period, fmt, buffer)
+    return buffer.getvalue()

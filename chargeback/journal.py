@@ -1,0 +1,119 @@
+"""The journal: append-only, hash-chained, balanced entries.
+
+Each charge is posted as one entry that debits the consumer's account and credits the
+provider's by one amount, so no entry can be unbalanced. Entries are appended in
+id order under a lock on the journal head; each carries the hash of the one before it,
+and `verify` recomputes the whole chain. Corrections are new entries, never edits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass, fields
+
+from sqlalchemy import Connection, insert, select, update
+
+from chargeback.schema import Entry, JournalHead
+
+GENESIS = "0" * 64
+
+
+def accounts(customer_class: str, consumer: str, provider: str) -> tuple[str, str]:
+    """(debit, credit) accounts of a charge, as the contract names them."""
+    if customer_class == "internal":
+        return f"expenses:internal:{consumer}", f"revenue:internal:{provider}"
+    return f"assets:receivable:{consumer}", f"revenue:external:{provider}"
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A charge ready to post: everything an entry holds but its place in the chain."""
+
+    period: str
+    date: dt.date
+    service_date: dt.date
+    kind: str
+    usage_id: int | None
+    source: str | None
+    service: str
+    provider: str
+    consumer: str
+    customer_class: str
+    quantity_micro: int
+    rate_micro: int | None
+    amount_minor: int
+    debit_account: str
+    credit_account: str
+    debit_gl: str | None
+    credit_gl: str | None
+    reference: str | None
+    memo: str | None
+    rate_source: str | None
+
+
+DRAFT_FIELDS = tuple(f.name for f in fields(Draft))
+HASHED_FIELDS = ("id", "posted_at") + DRAFT_FIELDS + ("prev_hash",)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return value
+
+
+def entry_hash(values: Sequence[object]) -> str:
+    """sha256 of an entry's values in HASHED_FIELDS order (JSON, so it is unambiguous)."""
+    text = json.dumps([_plain(v) for v in values], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Posted:
+    """What a posting run appended."""
+
+    count: int
+    first_id: int | None
+    last_hash: str
+
+
+def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
+         batch: int = 20_000) -> Posted:
+    """Append drafts to the journal, in order, under the journal head's lock."""
+    posted_at = posted_at.replace(microsecond=0)
+    head = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)
+                        .where(JournalHead.id == 1).with_for_update()).one()
+    last_id, last_hash = head.last_entry, head.last_hash
+    first_id = last_id + 1
+    rows: list[dict[str, object]] = []
+    count = 0
+    stamp = posted_at.isoformat()
+    for draft in drafts:
+        last_id += 1
+        values = astuple(draft)
+        digest = entry_hash((last_id, stamp) + values + (last_hash,))
+        row = dict(zip(DRAFT_FIELDS, values))
+        row.update(id=last_id, posted_at=posted_at, prev_hash=last_hash, hash=digest)
+        rows.append(row)
+        last_hash = digest
+        count += 1
+        if len(rows) >= batch:
+            conn.execute(insert(Entry), rows)
+            rows = []
+    if rows:
+        conn.execute(insert(Entry), rows)
+    if count:
+        conn.execute(update(JournalHead).where(JournalHead.id == 1)
+                     .values(last_entry=last_id, last_hash=last_hash))
+    return Posted(count, first_id if count else None, last_hash)
+
+
+def head(conn: Connection) -> tuple[int, str]:
+    """(id, hash) of the last entry; (0, GENESIS) for an empty journal."""
+    row = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)).one()
+    return row.last_entry, row.last_hash
+
+
+ENTRY_COLUMNS = [getattr(Entry, name) for name in HASHED_FIELDS] + [Entry.hash]

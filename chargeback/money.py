@@ -1,0 +1,92 @@
+"""Money and exact decimals: the one place where amounts are rounded.
+
+Amounts live as integer minor units (cents for USD, yen for JPY) in the database and
+as `Decimal` in Python. Quantities and rates are stored as integer millionths. Nothing
+here ever touches a float.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from babel.numbers import get_currency_precision, list_currencies
+
+RATE_PLACES = 6
+QUANTITY_PLACES = 6
+MICRO = Decimal(10) ** RATE_PLACES
+#: Largest magnitude accepted for a quantity, a rate or an amount: keeps every
+#: stored integer (and every product) well inside a signed 64-bit column.
+LIMIT = Decimal(10) ** 12
+
+
+def known_currency(code: str) -> bool:
+    """True for an ISO 4217 code that babel knows."""
+    return code in list_currencies()
+
+
+def minor_digits(currency: str) -> int:
+    """Number of minor digits of a currency (USD 2, JPY 0, BHD 3)."""
+    return get_currency_precision(currency)
+
+
+def quantize(value: Decimal, digits: int) -> Decimal:
+    """Round to `digits` fractional digits, half away from zero (ROUND_HALF_UP)."""
+    return value.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+
+
+def to_minor(amount: Decimal, digits: int) -> int:
+    """An amount already rounded to the currency, as integer minor units."""
+    return int(quantize(amount, digits).scaleb(digits))
+
+
+def from_minor(minor: int, digits: int) -> Decimal:
+    """Integer minor units back to a Decimal with the currency's digits."""
+    return Decimal(minor).scaleb(-digits) if digits else Decimal(minor)
+
+
+def format_amount(minor: int, digits: int) -> str:
+    """Minor units as the plain string the JSON and exports use: `-30.00`."""
+    return f"{from_minor(minor, digits):.{digits}f}"
+
+
+def to_micro(value: Decimal) -> int:
+    """A quantity or rate with at most six fractional digits, as integer millionths."""
+    return int(value * MICRO)
+
+
+def from_micro(micro: int) -> Decimal:
+    """Integer millionths back to a Decimal, trailing zeros dropped (`1.5`, `60`)."""
+    value = Decimal(micro) / MICRO
+    return value.quantize(Decimal(1)) if value == value.to_integral() else value.normalize()
+
+
+def parse_decimal(text: str, places: int, *, what: str = "number") -> Decimal:
+    """Parse a plain decimal (digits, optional sign, `.` separator, at most `places`
+    fractional digits, magnitude below 10^12). Raises ValueError with a message a
+    finance user understands."""
+    raw = text.strip()
+    if not raw:
+        raise ValueError(f"{what} is empty")
+    body = raw[1:] if raw[0] in "+-" else raw
+    if not body or not all(c.isdigit() or c == "." for c in body) or body.count(".") > 1:
+        raise ValueError(
+            f"{what} {raw!r} is not a plain decimal number (digits with '.' as the separator)"
+        )
+    if body == ".":
+        raise ValueError(f"{what} {raw!r} is not a number")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation as exc:  # pragma: no cover - guarded by the checks above
+        raise ValueError(f"{what} {raw!r} is not a number") from exc
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > places and value != quantize(value, places):
+        raise ValueError(f"{what} {raw!r} has more than {places} decimal places")
+    if abs(value) >= LIMIT:
+        raise ValueError(f"{what} {raw!r} is too large (the limit is 10^12)")
+    return quantize(value, places) if -exponent > places else value
+
+
+def price(quantity: Decimal, rate: Decimal, digits: int) -> Decimal:
+    """amount = quantity x rate, rounded once to the currency's minor unit."""
+    return quantize(quantity * rate, digits)

@@ -1,0 +1,136 @@
+"""Periods: opening on first use, closing (the month-end post), and reopening.
+
+A period row is locked (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's
+`BEGIN IMMEDIATE` already serializes writers) by every command that changes the
+period, so two closes of one period, or an import racing a close, cannot interleave:
+the second waits, then sees the first one's result and is refused cleanly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, exists, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from chargeback import journal
+from chargeback.charges import period_charges
+from chargeback.errors import Refused
+from chargeback.fields import PERIOD_PATTERN
+from chargeback.reconciliation import Reconciliation, reconcile
+from chargeback.reference import load_reference
+from chargeback.schema import Adjustment, Entry, Period, PeriodEvent, Usage
+
+
+def check_period(period: str) -> str:
+    """A `YYYY-MM` period, or a refusal that says how to write one."""
+    if not PERIOD_PATTERN.fullmatch(period or ""):
+        raise Refused(f"{period!r} is not a period: write it as YYYY-MM, e.g. 2026-10")
+    return period
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def lock_period(conn: Connection, period: str, create: bool) -> str | None:
+    """Lock the period's row (creating it open when asked) and return its status."""
+    check_period(period)
+    if create:
+        table = Period.__table__
+        maker = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(maker(table).values(period=period, status="open").on_conflict_do_nothing())
+    return conn.execute(
+        select(Period.status).where(Period.period == period).with_for_update()
+    ).scalar()
+
+
+def lock_open_period(conn: Connection, period: str, create: bool = True) -> None:
+    """Lock the period for a change; refuses when it is closed."""
+    if lock_period(conn, period, create) == "closed":
+        raise Refused(
+            f"period {period} is closed: nothing can be added to it; "
+            f"reopen it with `chargeback reopen {period} --reason ...` if you must"
+        )
+
+
+def _earlier_open_with_activity(conn: Connection, period: str) -> list[str]:
+    activity = or_(
+        exists().where(Usage.period == Period.period),
+        exists().where(Adjustment.period == Period.period),
+        exists().where(Entry.period == Period.period),
+    )
+    return list(conn.execute(
+        select(Period.period).where(Period.period < period, Period.status == "open", activity)
+        .order_by(Period.period)
+    ).scalars())
+
+
+@dataclass
+class CloseResult:
+    """What a close posted, and the reconciliation it checked."""
+
+    period: str
+    posted: int
+    reconciliation: Reconciliation
+    closed_at: dt.datetime
+    journal_hash: str
+
+
+def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult:
+    """Price and post everything pending in `period`, check net zero, and lock it.
+
+    Runs inside the caller's transaction: a refusal or crash anywhere undoes all of it."""
+    status = lock_period(conn, period, create=True)
+    if status == "closed":
+        raise Refused(f"period {period} is already closed")
+    earlier = _earlier_open_with_activity(conn, period)
+    if earlier:
+        raise Refused(f"period {earlier[0]} is still open and has activity: close it before {period}")
+    ref = load_reference(conn)
+    now = now.replace(microsecond=0)
+    posted = journal.post(conn, period_charges(conn, ref, period), now)
+    result = reconcile(conn, period)
+    if not result.balanced:
+        raise Refused(
+            f"period {period} does not net to zero: internal revenue {result.money(result.internal_revenue)}, "
+            f"internal spend {result.money(result.internal_spend)}; nothing was posted"
+        )
+    _, last_hash = journal.head(conn)
+    conn.execute(update(Period).where(Period.period == period).values(
+        status="closed", closed_at=now, closed_hash=last_hash, entry_count=result.entries,
+        internal_revenue_minor=result.internal_revenue, internal_spend_minor=result.internal_spend,
+        external_revenue_minor=result.external_revenue))
+    conn.execute(insert(PeriodEvent).values(period=period, at=now, action="close",
+                                            reason=f"{posted.count} entries posted", user=_user()))
+    result.status = "closed"
+    return CloseResult(period, posted.count, result, now, last_hash)
+
+
+def reopen_period(conn: Connection, period: str, reason: str, now: dt.datetime) -> None:
+    """Reopen a closed period; its posted entries stay, and the reason is recorded."""
+    if not reason or not reason.strip():
+        raise Refused("reopening needs a reason: --reason TEXT")
+    status = lock_period(conn, period, create=False)
+    if status is None:
+        raise Refused(f"period {period} has no activity: there is nothing to reopen")
+    if status != "closed":
+        raise Refused(f"period {period} is open already")
+    conn.execute(update(Period).where(Period.period == period).values(status="open"))
+    conn.execute(insert(PeriodEvent).values(period=period, at=now.replace(microsecond=0),
+                                            action="reopen", reason=reason.strip(), user=_user()))
+
+
+def period_status(conn: Connection, period: str) -> str | None:
+    return conn.execute(select(Period.status).where(Period.period == period)).scalar()
+
+
+def periods_with_activity(conn: Connection) -> list[tuple[str, str]]:
+    """(period, status) of every period the database knows, in order."""
+    return [(p, s) for p, s in conn.execute(select(Period.period, Period.status).order_by(Period.period))]

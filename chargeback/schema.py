@@ -1,0 +1,246 @@
+"""The database schema: reference data, usage, periods and the journal.
+
+Money is stored as integer minor units (`*_minor`), quantities and rates as integer
+millionths (`*_micro`): exact on SQLite and PostgreSQL alike. The journal table
+(`entries`) is append-only; each row is one balanced transfer (one amount, a debit
+account and a credit account), so an entry cannot be unbalanced by construction.
+Alembic migrations in `chargeback/migrations` build exactly this schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CODE = String(32)
+PERIOD = String(7)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Book(Base):
+    """The organization's settings from `book.toml` (one row)."""
+
+    __tablename__ = "book"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    minor_digits: Mapped[int] = mapped_column(Integer)
+    fiscal_year_start: Mapped[int] = mapped_column(Integer)
+    payment_terms: Mapped[str | None] = mapped_column(String(200))
+    allocation_method: Mapped[str] = mapped_column(String(20))
+    variance_threshold: Mapped[str] = mapped_column(String(20))
+    loaded_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class Unit(Base):
+    """A business unit: a department (internal) or an outside customer (external)."""
+
+    __tablename__ = "units"
+    code: Mapped[str] = mapped_column(CODE, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(8))
+    parent: Mapped[str | None] = mapped_column(CODE, ForeignKey("units.code"))
+    manager: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    active_from: Mapped[dt.date | None] = mapped_column(Date)
+    active_to: Mapped[dt.date | None] = mapped_column(Date)
+    expense_account: Mapped[str | None] = mapped_column(String(64))
+    revenue_account: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (CheckConstraint("kind IN ('internal', 'external')", name="kind"),)
+
+
+class Service(Base):
+    """A service a provider sells, priced per unit of measure."""
+
+    __tablename__ = "services"
+    code: Mapped[str] = mapped_column(CODE, primary_key=True)
+    provider: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+    name: Mapped[str] = mapped_column(String(200))
+    unit_of_measure: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class Rate(Base):
+    """A price per unit of a service for one customer class over a date range."""
+
+    __tablename__ = "rates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"))
+    customer_class: Mapped[str] = mapped_column(String(8))
+    effective_from: Mapped[dt.date] = mapped_column(Date)
+    effective_to: Mapped[dt.date | None] = mapped_column(Date)
+    rate_micro: Mapped[int] = mapped_column(BigInteger)
+    tier_from_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    __table_args__ = (
+        CheckConstraint("rate_micro >= 0", name="rate_not_negative"),
+        CheckConstraint("customer_class IN ('internal', 'external')", name="class"),
+        Index("ix_rates_service", "service", "customer_class", "effective_from"),
+    )
+
+
+class Recurring(Base):
+    """A fixed monthly charge, priced at the rate in force on the period's first day."""
+
+    __tablename__ = "recurring"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"))
+    consumer: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+    quantity_micro: Mapped[int] = mapped_column(BigInteger)
+    from_period: Mapped[str] = mapped_column(PERIOD)
+    to_period: Mapped[str | None] = mapped_column(PERIOD)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class Period(Base):
+    """A calendar month; `closed` locks it. Totals and journal head are recorded at close."""
+
+    __tablename__ = "periods"
+    period: Mapped[str] = mapped_column(PERIOD, primary_key=True)
+    status: Mapped[str] = mapped_column(String(6), default="open")
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    closed_hash: Mapped[str | None] = mapped_column(String(64))
+    entry_count: Mapped[int | None] = mapped_column(BigInteger)
+    internal_revenue_minor: Mapped[int | None] = mapped_column(BigInteger)
+    internal_spend_minor: Mapped[int | None] = mapped_column(BigInteger)
+    external_revenue_minor: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (CheckConstraint("status IN ('open', 'closed')", name="status"),)
+
+
+class PeriodEvent(Base):
+    """History of closes and reopens, with the reason given."""
+
+    __tablename__ = "period_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+    action: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str | None] = mapped_column(Text)
+    user: Mapped[str | None] = mapped_column(String(100))
+
+
+class Import(Base):
+    """One usage file imported into a period, with what it did."""
+
+    __tablename__ = "imports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
+    file_name: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+    lines_read: Mapped[int] = mapped_column(BigInteger)
+    imported: Mapped[int] = mapped_column(BigInteger)
+    duplicates: Mapped[int] = mapped_column(BigInteger)
+
+
+class Usage(Base):
+    """A usage line as imported; (service, reference) identifies it for ever."""
+
+    __tablename__ = "usage"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
+    import_id: Mapped[int] = mapped_column(Integer, ForeignKey("imports.id"))
+    line: Mapped[int] = mapped_column(Integer)
+    date: Mapped[dt.date] = mapped_column(Date)
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"))
+    consumer: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+    quantity_micro: Mapped[int] = mapped_column(BigInteger)
+    reference: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        UniqueConstraint("service", "reference"),
+        CheckConstraint("quantity_micro <> 0", name="quantity_not_zero"),
+        Index("ix_usage_period", "period"),
+    )
+
+
+class Adjustment(Base):
+    """A manual charge or credit entered by finance staff, with its reason."""
+
+    __tablename__ = "adjustments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"))
+    consumer: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(String(100))
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+    __table_args__ = (CheckConstraint("amount_minor <> 0", name="amount_not_zero"),)
+
+
+class JournalHead(Base):
+    """The last entry of the journal (one row): locked to append, so the chain is linear."""
+
+    __tablename__ = "journal_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_entry: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class Entry(Base):
+    """One posted charge: debit the consumer, credit the provider, by `amount_minor`.
+
+    Append-only. `hash` covers every column and `prev_hash`, the hash of the entry
+    before it, so an edited, deleted, inserted or reordered entry breaks the chain.
+    """
+
+    __tablename__ = "entries"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
+    posted_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    date: Mapped[dt.date] = mapped_column(Date)
+    service_date: Mapped[dt.date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(12))
+    usage_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("usage.id"), unique=True)
+    source: Mapped[str | None] = mapped_column(String(200), unique=True)
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"))
+    provider: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+    consumer: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+    customer_class: Mapped[str] = mapped_column(String(8))
+    quantity_micro: Mapped[int] = mapped_column(BigInteger)
+    rate_micro: Mapped[int | None] = mapped_column(BigInteger)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    debit_account: Mapped[str] = mapped_column(String(80))
+    credit_account: Mapped[str] = mapped_column(String(80))
+    debit_gl: Mapped[str | None] = mapped_column(String(64))
+    credit_gl: Mapped[str | None] = mapped_column(String(64))
+    reference: Mapped[str | None] = mapped_column(String(100))
+    memo: Mapped[str | None] = mapped_column(Text)
+    rate_source: Mapped[str | None] = mapped_column(String(200))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    __table_args__ = (
+        CheckConstraint("debit_account <> credit_account", name="two_accounts"),
+        CheckConstraint(
+            "kind IN ('usage', 'recurring', 'adjustment', 'allocation')", name="kind"
+        ),
+        CheckConstraint("customer_class IN ('internal', 'external')", name="class"),
+        Index("ix_entries_period", "period"),
+    )

@@ -1,0 +1,209 @@
+"""Importing a usage file (CSV or XLSX) into an open period.
+
+The whole file is validated before anything is stored: every row against the book
+(service, consumer, active dates, a rate in force) and against what was imported
+before ((service, reference) identifies a line for ever). Any problem refuses the
+file whole. Valid files are inserted in bulk, in the command's one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import Connection, insert, select, tuple_
+
+from chargeback.errors import InputRefused, Problem, Refused
+from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_bounds, problems_of
+from chargeback.money import QUANTITY_PLACES, from_minor, quantize, to_micro
+from chargeback.periods import lock_open_period
+from chargeback.reference import Reference, load_reference
+from chargeback.schema import Import, Usage
+from chargeback.tabular import Columns, read_rows, sha256_of
+
+USAGE = Columns(("date", "service", "consumer", "quantity", "reference"), ("description",))
+MAX_REFERENCE = 100
+MAX_DESCRIPTION = 2000
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    """A validated usage row."""
+
+    line: int
+    date: dt.date
+    service: str
+    consumer: str
+    quantity: Decimal
+    reference: str
+    description: str | None
+
+
+@dataclass
+class ImportResult:
+    """What an import did, for the command's summary."""
+
+    file: str
+    period: str
+    lines_read: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    late: int = 0
+    credits: int = 0
+    by_provider: dict[str, Decimal] = field(default_factory=dict)
+    currency: str = ""
+
+
+def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime) -> ImportResult:
+    """Import the usage file at `path` into `period`; refuses it whole on any problem."""
+    name = path.name
+    if not path.is_file():
+        raise Refused(f"{path}: no such file")
+    lock_open_period(conn, period, create=True)
+    reference = load_reference(conn)
+    problems: list[Problem] = []
+    lines, lines_read = _validate(path, name, period, reference, problems)
+    known = _existing(conn, lines)
+    fresh: list[UsageLine] = []
+    duplicates = 0
+    seen_in_file: dict[tuple[str, str], UsageLine] = {}
+    for line in lines:
+        key = (line.service, line.reference)
+        earlier = seen_in_file.get(key)
+        if earlier is not None:
+            if _same(earlier, line):
+                duplicates += 1
+            else:
+                problems.append(Problem(name, line.line, "reference",
+                    f"{line.reference!r} of {line.service} is also on line {earlier.line} with other values"))
+            continue
+        seen_in_file[key] = line
+        stored = known.get(key)
+        if stored is None:
+            fresh.append(line)
+        elif _same(stored, line):
+            duplicates += 1
+        else:
+            problems.append(Problem(name, line.line, "reference",
+                f"{line.reference!r} of {line.service} was imported before with another date, "
+                "consumer or quantity: give the correction a new reference"))
+    if problems:
+        raise InputRefused(sorted(problems))
+
+    digits = reference.digits
+    first_day, _ = period_bounds(period)
+    result = ImportResult(name, period, lines_read=lines_read, imported=len(fresh),
+                          duplicates=duplicates, currency=reference.currency)
+    totals: Counter[str] = Counter()
+    for line in fresh:
+        consumer_class = reference.units[line.consumer].kind
+        rate = reference.rates.find(line.service, consumer_class, line.date)
+        assert rate is not None
+        totals[reference.services[line.service].provider] += int(quantize(line.quantity * rate.rate, digits).scaleb(digits))
+        result.late += line.date < first_day
+        result.credits += line.quantity < 0
+    result.by_provider = {p: from_minor(v, digits) for p, v in sorted(totals.items())}
+
+    import_id = conn.execute(insert(Import).values(
+        period=period, file_name=str(path), sha256=sha256_of(path), at=now,
+        lines_read=lines_read, imported=len(fresh), duplicates=duplicates,
+    ).returning(Import.id)).scalar_one()
+    if fresh:
+        conn.execute(insert(Usage), [
+            dict(period=period, import_id=import_id, line=u.line, date=u.date, service=u.service,
+                 consumer=u.consumer, quantity_micro=to_micro(u.quantity), reference=u.reference,
+                 description=u.description) for u in fresh])
+    return result
+
+
+def _same(a: UsageLine, b: UsageLine) -> bool:
+    return (a.date, a.consumer, a.quantity) == (b.date, b.consumer, b.quantity)
+
+
+class UsageRow(BaseModel):
+    """One row of a usage file, each cell checked on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    date: Date
+    service: Code
+    consumer: Code
+    quantity: Quantity
+    reference: Annotated[Text, Field(max_length=MAX_REFERENCE)]
+    description: Annotated[OptionalText, Field(max_length=MAX_DESCRIPTION)] = None
+
+    @field_validator("quantity")
+    @classmethod
+    def _not_zero(cls, value: Decimal) -> Decimal:
+        if value == 0:
+            raise ValueError("must not be zero")
+        return value
+
+
+def _validate(path: Path, name: str, period: str, ref: Reference,
+              problems: list[Problem]) -> tuple[list[UsageLine], int]:
+    _, last_day = period_bounds(period)
+    lines: list[UsageLine] = []
+    read = 0
+    services, units, rates = ref.services, ref.units, ref.rates
+    validate = UsageRow.model_validate
+    for number, values in read_rows(path, USAGE, problems, name):
+        read += 1
+        try:
+            row = validate(values)
+        except ValidationError as exc:
+            problems.extend(problems_of(exc, name, number))
+            continue
+        bad = len(problems)
+        day = row.date
+        if day > last_day:
+            problems.append(Problem(name, number, "date",
+                f"{day.isoformat()} is after the end of period {period}: import it into its own period"))
+        service = services.get(row.service)
+        consumer = units.get(row.consumer)
+        if service is None:
+            problems.append(Problem(name, number, "service", f"{row.service!r} is not a service of the book"))
+        if consumer is None:
+            problems.append(Problem(name, number, "consumer", f"{row.consumer!r} is not a unit of the book"))
+        if service and consumer:
+            if consumer.code == service.provider:
+                problems.append(Problem(name, number, "consumer",
+                    f"{consumer.code!r} provides {service.code}: a unit cannot charge itself"))
+            if (consumer.active_from and day < consumer.active_from) or (consumer.active_to and day > consumer.active_to):
+                problems.append(Problem(name, number, "date",
+                    f"{day.isoformat()} is outside the active dates of {consumer.code} "
+                    f"({_range(consumer.active_from, consumer.active_to)})"))
+            elif rates.find(service.code, consumer.kind, day) is None:
+                problems.append(Problem(name, number, "service",
+                    f"no {consumer.kind} rate of {service.code} is in force on {day.isoformat()}: add one to rates.csv"))
+        if len(problems) == bad:
+            lines.append(UsageLine(number, day, row.service, row.consumer, row.quantity,
+                                   row.reference, row.description))
+    return lines, read
+
+
+def _range(start: dt.date | None, end: dt.date | None) -> str:
+    return f"{start.isoformat() if start else '...'} to {end.isoformat() if end else '...'}"
+
+
+def _existing(conn: Connection, lines: list[UsageLine]) -> dict[tuple[str, str], UsageLine]:
+    """Lines of the file already stored, by (service, reference), looked up in chunks."""
+    keys = sorted({(u.service, u.reference) for u in lines})
+    found: dict[tuple[str, str], UsageLine] = {}
+    chunk = 500
+    for start in range(0, len(keys), chunk):
+        part = keys[start:start + chunk]
+        rows = conn.execute(
+            select(Usage.service, Usage.reference, Usage.date, Usage.consumer, Usage.quantity_micro)
+            .where(tuple_(Usage.service, Usage.reference).in_(part))
+        )
+        for service, ref, day, consumer, quantity_micro in rows:
+            found[(service, ref)] = UsageLine(0, day, service, consumer,
+                                             Decimal(quantity_micro) / 10**QUANTITY_PLACES, ref, None)
+    return found
+

@@ -1,0 +1,71 @@
+"""`verify`: prove that history was not rewritten.
+
+Recomputes every entry's hash and the chain that links them, checks each entry's
+accounts against its consumer, provider and class, checks the journal head, and
+recomputes every closed period's totals against those recorded when it was closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, select
+
+from chargeback.journal import ENTRY_COLUMNS, GENESIS, accounts, entry_hash, head
+from chargeback.reconciliation import reconcile
+from chargeback.schema import Entry, Period
+
+
+@dataclass
+class VerifyResult:
+    entries: int = 0
+    periods: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(conn: Connection) -> VerifyResult:
+    """Check the whole journal; the first problem names the first bad entry."""
+    result = VerifyResult()
+    expected_prev, expected_id = GENESIS, 1
+    rows = conn.execution_options(yield_per=20_000).execute(select(*ENTRY_COLUMNS).order_by(Entry.id))
+    for row in rows:
+        values = tuple(row)
+        entry_id, stored_hash = values[0], values[-1]
+        fields = dict(zip([c.key for c in ENTRY_COLUMNS], values))
+        result.entries += 1
+        if entry_id != expected_id:
+            result.problems.append(
+                f"entry {entry_id}: expected entry {expected_id} here: entries were deleted, inserted or renumbered")
+        if fields["prev_hash"] != expected_prev:
+            result.problems.append(
+                f"entry {entry_id}: does not follow the entry before it (hash chain broken): "
+                "an entry before it was changed, deleted or inserted")
+        if entry_hash(values[:-1]) != stored_hash:
+            result.problems.append(f"entry {entry_id}: its contents do not match its hash: the entry was altered")
+        debit, credit = accounts(fields["customer_class"], fields["consumer"], fields["provider"])
+        if (fields["debit_account"], fields["credit_account"]) != (debit, credit):
+            result.problems.append(f"entry {entry_id}: posted to the wrong accounts")
+        expected_prev, expected_id = stored_hash, entry_id + 1
+        if len(result.problems) > 20:
+            break
+    last_id, last_hash = head(conn)
+    if not result.problems and (last_id, last_hash) != (expected_id - 1, expected_prev):
+        result.problems.append(
+            f"journal head names entry {last_id} but the journal ends at entry {expected_id - 1}: "
+            "entries were deleted or added behind the engine's back")
+    for period in conn.execute(select(Period.__table__).where(Period.status == "closed").order_by(Period.period)):
+        result.periods += 1
+        now = reconcile(conn, period.period)
+        recorded = (period.entry_count, period.internal_revenue_minor, period.internal_spend_minor,
+                    period.external_revenue_minor)
+        if (now.entries, now.internal_revenue, now.internal_spend, now.external_revenue) != recorded:
+            result.problems.append(
+                f"period {period.period}: its entries no longer match the totals recorded when it was "
+                f"closed ({now.entries} entries now, {period.entry_count} at close)")
+        elif not now.balanced:
+            result.problems.append(f"period {period.period}: does not net to zero")
+    return result

@@ -1,0 +1,5 @@
+"""`python -m chargeback` runs the command line."""
+
+from chargeback.cli import main
+
+main()

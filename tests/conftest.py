@@ -1,0 +1,93 @@
+"""Shared fixtures: a database on SQLite and on PostgreSQL, and small books on disk.
+
+PostgreSQL tests use the server named by CHARGEBACK_TEST_PG (`scripts/start-postgres.sh`
+starts one and prints its URL). Without it they skip on a developer's machine; in CI
+(CI=true) every skip is turned into a failure, so no check is silently left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from chargeback import api
+
+HERE = Path(__file__).parent
+BOOKS = HERE / "books"
+PG_URL = os.environ.get("CHARGEBACK_TEST_PG")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which must run every test: {report.longrepr}"
+
+
+def reset_postgres(url: str) -> None:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_url() -> str:
+    if not PG_URL:
+        pytest.skip("no PostgreSQL server: set CHARGEBACK_TEST_PG (see scripts/start-postgres.sh)")
+    reset_postgres(PG_URL)
+    return PG_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chargeback.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'chargeback.db'}"
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]], bom: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def mini_book(tmp_path: Path) -> Path:
+    """A copy of the contract's mini book (tests may change it)."""
+    target = tmp_path / "mini"
+    shutil.copytree(BOOKS / "mini", target)
+    return target
+
+
+@pytest.fixture
+def loaded(db_url: str, mini_book: Path) -> Iterator[str]:
+    """A database with the mini book loaded and nothing imported."""
+    api.load(db_url, mini_book)
+    yield db_url
+
+
+USAGE_HEADER = ["date", "service", "consumer", "quantity", "reference", "description"]
+
+
+def usage_file(folder: Path, name: str, rows: list[list[object]], bom: bool = False) -> Path:
+    return write_csv(folder / name, USAGE_HEADER, rows, bom=bom)

@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from typing import Annotated
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from sqlalchemy import Connection, insert, select, tuple_
 
 from chargeback.errors import InputRefused, Problem, Refused
@@ -134,14 +132,28 @@ class UsageRow(BaseModel):
     service: Code
     consumer: Code
     quantity: Quantity
-    reference: Annotated[Text, Field(max_length=MAX_REFERENCE)]
-    description: Annotated[OptionalText, Field(max_length=MAX_DESCRIPTION)] = None
+    reference: Text
+    description: OptionalText = None
 
     @field_validator("quantity")
     @classmethod
     def _not_zero(cls, value: Decimal) -> Decimal:
         if value == 0:
             raise ValueError("must not be zero")
+        return value
+
+    @field_validator("reference")
+    @classmethod
+    def _reference_length(cls, value: str) -> str:
+        if len(value) > MAX_REFERENCE:
+            raise ValueError(f"is longer than {MAX_REFERENCE} characters")
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _description_length(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_DESCRIPTION:
+            raise ValueError(f"is longer than {MAX_DESCRIPTION} characters")
         return value
 
 

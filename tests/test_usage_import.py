@@ -1,0 +1,186 @@
+"""Importing usage (contract section 3): every rule, every error listed with file, line
+and column, the file refused whole, duplicates skipped and counted."""
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from openpyxl import Workbook
+from sqlalchemy import create_engine, func, select
+
+from chargeback import api
+from chargeback.errors import InputRefused, Refused
+from chargeback.schema import Usage
+
+from conftest import USAGE_HEADER, usage_file
+
+D = Decimal
+
+
+def stored(url: str) -> int:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(Usage)).scalar()
+    engine.dispose()
+    return count
+
+
+def refused(url: str, path: Path, period: str) -> list[str]:
+    with pytest.raises(InputRefused) as caught:
+        api.import_file(url, path, period)
+    assert str(caught.value).startswith("import refused: ")
+    assert str(caught.value).endswith(" errors, nothing imported") or str(caught.value).endswith(" error, nothing imported")
+    return [str(p) for p in caught.value.problems]
+
+
+def test_import_counts_and_totals_by_provider(loaded: str) -> None:
+    book_usage = Path(__file__).parent / "books" / "mini" / "usage" / "2026-03.csv"
+    result = api.import_file(loaded, book_usage, "2026-03")
+    assert (result.lines_read, result.imported, result.duplicates, result.late, result.credits) == (5, 5, 0, 0, 0)
+    # VAN: 1 x 45.125 = 45.13 (half up) and 2 x 47.5 = 95.00 after the mid-month rate change
+    assert result.by_provider == {"FLEET": D("140.13"), "IT": D("285.00")}
+    again = api.import_file(loaded, book_usage, "2026-03")
+    assert (again.lines_read, again.imported, again.duplicates) == (5, 0, 5)
+    assert stored(loaded) == 5
+
+
+def test_bom_csv_and_codes_with_dots_underscores_and_lower_case(db_url: str, mini_book: Path, tmp_path: Path) -> None:
+    with open(mini_book / "units.csv", "a") as handle:
+        handle.write("eng.civil,Civil Engineering,internal,COL\nMed_Sch,Medicine,internal,COL\nlab-3,Lab three,internal,COL\n")
+    api.load(db_url, mini_book)
+    path = usage_file(tmp_path, "bom.csv", [
+        ["2026-03-02", "HELP", "eng.civil", "0.335", "B-1", "float trap"],
+        ["2026-03-03", "HELP", "Med_Sch", "1", "B-2", ""],
+        ["2026-03-04", "HELP", "lab-3", "0.000125", "B-3", "tiny"],
+    ], bom=True)
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    result = api.import_file(db_url, path, "2026-03")
+    # 0.335 x 60 = 20.10; 1 x 60 = 60.00; 0.000125 x 60 = 0.0075 -> 0.01
+    assert result.by_provider == {"IT": D("80.11")}
+
+
+def test_xlsx_with_date_cells_and_decimal_quantities(loaded: str, tmp_path: Path) -> None:
+    book = Workbook()
+    sheet = book.active
+    sheet.append(USAGE_HEADER)
+    sheet.append([dt.date(2026, 3, 20), "VAN", "ART", 10.1, "X-1", "Exhibit"])
+    sheet.append([dt.datetime(2026, 3, 21), "HELP", "MATH", 3, "X-2", None])
+    sheet.append(["2026-03-22", "HELP", "EXT-1", "0.25", "X-3", "text cells too"])
+    book.save(tmp_path / "march.xlsx")
+    result = api.import_file(loaded, tmp_path / "march.xlsx", "2026-03")
+    # 10.1 x 47.5 = 479.75; 3 x 60 = 180.00; 0.25 x 90 (external) = 22.50
+    assert result.by_provider == {"FLEET": D("479.75"), "IT": D("202.50")}
+    assert result.imported == 3
+
+
+def test_every_rule_is_checked_and_the_file_is_refused_whole(loaded: str, tmp_path: Path) -> None:
+    path = usage_file(tmp_path, "bad.csv", [
+        ["2026-03-02", "HELP", "ART", "1", "OK-1", "fine"],             # 2
+        ["2026-04-01", "HELP", "ART", "1", "F-1", "after period"],      # 3
+        ["2026-03-32", "HELP", "ART", "1", "F-2", ""],                  # 4
+        ["2026-03-02", "NOPE", "ART", "1", "F-3", ""],                  # 5
+        ["2026-03-02", "HELP", "NOBODY", "1", "F-4", ""],               # 6
+        ["2026-03-02", "HELP", "IT", "1", "F-5", "self"],               # 7
+        ["2026-03-02", "HELP", "ART", "0", "F-6", ""],                  # 8
+        ["2026-03-02", "HELP", "ART", "1,5", "F-7", ""],                # 9
+        ["2026-03-02", "HELP", "ART", "1", "", ""],                     # 10
+        ["2026-03-02", "VAN", "EXT-1", "1", "F-9", "no external rate"], # 11
+        ["2025-12-31", "HELP", "ART", "1", "F-10", "no rate yet"],      # 12
+        ["2026-03-02", "HELP", "ART", "1.0000001", "F-11", ""],         # 13
+        ["2026-03-02", "HELP", "ART", "NaN", "F-12", ""],               # 14
+        ["2026-03-02", "HELP", "ART", "1e30", "F-13", ""],              # 15
+    ])
+    problems = refused(loaded, path, "2026-03")
+    assert problems == [
+        "bad.csv:3: date: 2026-04-01 is after the end of period 2026-03: import it into its own period",
+        "bad.csv:4: date: '2026-03-32' is not a date: write it as YYYY-MM-DD",
+        "bad.csv:5: service: 'NOPE' is not a service of the book",
+        "bad.csv:6: consumer: 'NOBODY' is not a unit of the book",
+        "bad.csv:7: consumer: 'IT' provides HELP: a unit cannot charge itself",
+        "bad.csv:8: quantity: must not be zero",
+        "bad.csv:9: quantity: quantity '1,5' is not a plain decimal number (digits with '.' as the separator)",
+        "bad.csv:10: reference: is required and is blank",
+        "bad.csv:11: service: no external rate of VAN is in force on 2026-03-02: add one to rates.csv",
+        "bad.csv:12: service: no internal rate of HELP is in force on 2025-12-31: add one to rates.csv",
+        "bad.csv:13: quantity: quantity '1.0000001' has more than 6 decimal places",
+        "bad.csv:14: quantity: quantity 'NaN' is not a plain decimal number (digits with '.' as the separator)",
+        "bad.csv:15: quantity: quantity '1e30' is not a plain decimal number (digits with '.' as the separator)",
+    ]
+    assert stored(loaded) == 0
+
+
+def test_header_problems(loaded: str, tmp_path: Path) -> None:
+    path = tmp_path / "cols.csv"
+    path.write_text("date,service,customer,quantity,reference,notes\n2026-03-02,HELP,ART,1,R-1,x\n")
+    assert refused(loaded, path, "2026-03") == [
+        "cols.csv:1: consumer: required column is missing from the header",
+        "cols.csv:1: customer: unknown column; the columns are: date, service, consumer, quantity, reference, description",
+        "cols.csv:1: notes: unknown column; the columns are: date, service, consumer, quantity, reference, description",
+    ]
+    semi = tmp_path / "semi.csv"
+    semi.write_text("date;service;consumer;quantity;reference\n2026-03-02;HELP;ART;1;R-1\n")
+    assert refused(loaded, semi, "2026-03") == ["semi.csv:1: -: the file is separated by ';': save it as comma-separated CSV"]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("date,service,consumer,quantity,reference,description\n2026-03-02,HELP,ART,1,R-1,Caf\xe9\n".encode("latin-1"))
+    assert refused(loaded, latin, "2026-03") == ["latin.csv:2: -: not UTF-8 text: save the file as CSV UTF-8"]
+
+
+def test_duplicates_and_conflicting_duplicates(loaded: str, tmp_path: Path) -> None:
+    first = usage_file(tmp_path, "a.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", "x"]])
+    api.import_file(loaded, first, "2026-03")
+    again = usage_file(tmp_path, "b.csv", [
+        ["2026-03-02", "HELP", "ART", "1.000", "T-1", "same line, other description"],
+        ["2026-03-03", "HELP", "ART", "2", "T-2", "new"],
+        ["2026-03-03", "HELP", "ART", "2", "T-2", "repeated in the file"],
+        ["2026-03-03", "VAN", "ART", "2", "T-1", "same reference, other service"],
+    ])
+    result = api.import_file(loaded, again, "2026-03")
+    assert (result.imported, result.duplicates) == (2, 2)
+    conflict = usage_file(tmp_path, "c.csv", [
+        ["2026-03-05", "HELP", "ART", "1", "T-1", "other date"],
+        ["2026-03-06", "HELP", "MATH", "1", "T-3", ""],
+        ["2026-03-06", "HELP", "ART", "1", "T-3", "other consumer, same file"],
+    ])
+    assert refused(loaded, conflict, "2026-03") == [
+        "c.csv:2: reference: 'T-1' of HELP was imported before with another date, consumer or quantity: give the correction a new reference",
+        "c.csv:4: reference: 'T-3' of HELP is also on line 3 with other values",
+    ]
+    assert stored(loaded) == 3
+
+
+def test_late_charge_and_credit_are_accepted_and_priced_at_their_own_date(loaded: str, tmp_path: Path) -> None:
+    path = usage_file(tmp_path, "apr.csv", [
+        ["2026-03-10", "VAN", "MATH", "1", "L-1", "late, old rate"],
+        ["2026-04-02", "VAN", "MATH", "-1", "C-1", "credit"],
+    ])
+    result = api.import_file(loaded, path, "2026-04")
+    assert (result.late, result.credits) == (1, 1)
+    assert result.by_provider == {"FLEET": D("-2.37")}  # 45.13 - 47.50
+
+
+def test_inactive_consumer_is_refused(db_url: str, mini_book: Path, tmp_path: Path) -> None:
+    units = (mini_book / "units.csv").read_text().replace("code,name,kind,parent", "code,name,kind,parent,active_from,active_to")
+    units = "\n".join(line + (",2026-03-10,2026-03-20" if line.startswith("MATH") else ",," if line and not line.startswith("code") else "") for line in units.splitlines()) + "\n"
+    (mini_book / "units.csv").write_text(units)
+    api.load(db_url, mini_book)
+    path = usage_file(tmp_path, "m.csv", [["2026-03-21", "HELP", "MATH", "1", "I-1", ""],
+                                          ["2026-03-20", "HELP", "MATH", "1", "I-2", ""]])
+    assert refused(db_url, path, "2026-03") == [
+        "m.csv:2: date: 2026-03-21 is outside the active dates of MATH (2026-03-10 to 2026-03-20)"]
+
+
+def test_import_into_a_closed_period_is_refused(loaded: str, tmp_path: Path) -> None:
+    path = usage_file(tmp_path, "a.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]])
+    api.import_file(loaded, path, "2026-03")
+    api.close(loaded, "2026-03", tmp_path / "out")
+    late = usage_file(tmp_path, "b.csv", [["2026-03-03", "HELP", "ART", "1", "T-2", ""]])
+    with pytest.raises(Refused, match="period 2026-03 is closed"):
+        api.import_file(loaded, late, "2026-03")
+    assert stored(loaded) == 1
+
+
+def test_broken_xlsx_is_refused_with_its_name(loaded: str, tmp_path: Path) -> None:
+    path = tmp_path / "broken.xlsx"
+    path.write_bytes(b"PK\x03\x04 not really a workbook")
+    assert refused(loaded, path, "2026-03") == ["broken.xlsx:0: -: not a readable XLSX workbook (BadZipFile)"]

@@ -18,7 +18,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError
 
 from chargeback.errors import Refused
 
@@ -96,15 +96,7 @@ def schema_is_current(conn: Connection) -> bool:
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
     """One transaction for one command: all of it commits, or none of it does."""
-    try:
-        with engine.begin() as conn:
-            if not schema_is_current(conn):
-                raise Refused("the database has no chargeback schema or an old one: run `chargeback init`")
-            yield conn
-    except OperationalError as exc:
-        raise Refused(f"database error: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: SQLAlchemyError) -> str:
-    text = str(exc.orig) if getattr(exc, "orig", None) is not None else str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    with engine.begin() as conn:
+        if not schema_is_current(conn):
+            raise Refused("the database has no chargeback schema or an old one: run `chargeback init`")
+        yield conn

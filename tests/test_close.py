@@ -1,0 +1,157 @@
+"""Closing a period (contract section 4): price, recurring fees, adjustments, post,
+net zero, lock, documents; all or nothing; reopen and a later close."""
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from chargeback import api, documents
+from chargeback.errors import Refused
+from chargeback.schema import Entry, PeriodEvent
+
+from conftest import usage_file
+
+D = Decimal
+
+
+def engine_for(url: str):  # type: ignore[no-untyped-def]
+    return create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def entries(url: str, period: str | None = None) -> list[tuple]:  # type: ignore[type-arg]
+    query = select(Entry.kind, Entry.consumer, Entry.service, Entry.amount_minor, Entry.debit_account,
+                   Entry.credit_account).order_by(Entry.id)
+    if period:
+        query = query.where(Entry.period == period)
+    engine = engine_for(url)
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(query)]
+    engine.dispose()
+    return rows
+
+
+def march(url: str, tmp_path: Path) -> None:
+    api.import_file(url, usage_file(tmp_path, "m.csv", [
+        ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop"],
+        ["2026-03-21", "HELP", "EXT-1", "2", "T-2", "Kiosk"],
+    ]), "2026-03")
+
+
+def test_close_posts_one_balanced_entry_per_charge_and_locks(loaded: str, tmp_path: Path) -> None:
+    march(loaded, tmp_path)
+    result = api.close(loaded, "2026-03", tmp_path / "out")
+    assert result.posted == 2
+    assert entries(loaded) == [
+        ("usage", "ART", "HELP", 9000, "expenses:internal:ART", "revenue:internal:IT"),
+        ("usage", "EXT-1", "HELP", 18000, "assets:receivable:EXT-1", "revenue:external:IT"),
+    ]
+    rec = api.reconcile(loaded, "2026-03")
+    assert (rec.status, rec.internal_revenue, rec.internal_spend, rec.external_revenue) == ("closed", 9000, 9000, 18000)
+    assert sorted(p.name for p in (tmp_path / "out" / "2026-03").iterdir())[:2] == ["journal.csv", "manifest.json"] or \
+        {"journal.csv", "manifest.json"} <= {p.name for p in (tmp_path / "out" / "2026-03").iterdir()}
+    with pytest.raises(Refused, match="already closed"):
+        api.close(loaded, "2026-03", tmp_path / "out")
+    with pytest.raises(Refused, match="period 2026-03 is closed"):
+        api.adjust(loaded, "2026-03", "HELP", "ART", "-5", "goodwill")
+
+
+def test_earlier_periods_with_activity_close_first(loaded: str, tmp_path: Path) -> None:
+    march(loaded, tmp_path)
+    api.import_file(loaded, usage_file(tmp_path, "a.csv", [["2026-04-02", "HELP", "ART", "1", "T-3", ""]]), "2026-04")
+    with pytest.raises(Refused, match="period 2026-03 is still open and has activity: close it before 2026-04"):
+        api.close(loaded, "2026-04", tmp_path / "out")
+    api.close(loaded, "2026-03", tmp_path / "out")
+    api.close(loaded, "2026-04", tmp_path / "out")
+    assert api.reconcile(loaded, "2026-04").internal_spend == 6000
+
+
+def test_recurring_fees_and_adjustments_are_posted_at_close(db_url: str, mini_book: Path, tmp_path: Path) -> None:
+    (mini_book / "recurring.csv").write_text(
+        "service,consumer,quantity,from_period,to_period,description\n"
+        "HELP,ART,0.5,2026-03,2026-04,Support retainer\n"
+        "VAN,MATH,1,2026-03,,Reserved van\n")
+    api.load(db_url, mini_book)
+    api.adjust(db_url, "2026-03", "HELP", "MATH", "-12.34", "Goodwill credit", "ADJ-7")
+    api.close(db_url, "2026-03", tmp_path / "out")
+    assert entries(db_url, "2026-03") == [
+        ("recurring", "ART", "HELP", 3000, "expenses:internal:ART", "revenue:internal:IT"),
+        # the van is priced at the rate in force on the period's first day: 45.125 -> 45.13
+        ("recurring", "MATH", "VAN", 4513, "expenses:internal:MATH", "revenue:internal:FLEET"),
+        ("adjustment", "MATH", "HELP", -1234, "expenses:internal:MATH", "revenue:internal:IT"),
+    ]
+    rec = api.reconcile(db_url, "2026-03").as_json()
+    assert rec["consumers"] == [{"unit": "ART", "internal_spend": "30.00"}, {"unit": "MATH", "internal_spend": "32.79"}]
+    api.close(db_url, "2026-04", tmp_path / "out")
+    assert [e[3] for e in entries(db_url, "2026-04")] == [3000, 4750]
+
+
+def test_adjustment_refusals(loaded: str) -> None:
+    with pytest.raises(Refused, match="a unit cannot charge itself"):
+        api.adjust(loaded, "2026-03", "HELP", "IT", "5", "x")
+    with pytest.raises(Refused, match="--amount: amount '1.234' has more than 2 decimal places"):
+        api.adjust(loaded, "2026-03", "HELP", "ART", "1.234", "x")
+    with pytest.raises(Refused, match="--reason"):
+        api.adjust(loaded, "2026-03", "HELP", "ART", "1", " ")
+    with pytest.raises(Refused, match="not a period"):
+        api.adjust(loaded, "2026-3", "HELP", "ART", "1", "x")
+    api.adjust(loaded, "2026-03", "HELP", "ART", "1", "x", "R-1")
+    with pytest.raises(Refused, match="already used"):
+        api.adjust(loaded, "2026-03", "HELP", "ART", "2", "y", "R-1")
+
+
+def test_a_close_that_fails_half_way_changes_nothing(loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    march(loaded, tmp_path)
+
+    def broken_writer(conn, period, folder):  # type: ignore[no-untyped-def]
+        (folder / "half-written.txt").write_text("...")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(documents, "EXTRA_WRITERS", [broken_writer])
+    with pytest.raises(Refused, match="No space left on device; the period stays open"):
+        api.close(loaded, "2026-03", tmp_path / "out")
+    assert entries(loaded) == []
+    assert api.reconcile(loaded, "2026-03").status == "open"
+    assert list((tmp_path / "out").iterdir()) == []
+    monkeypatch.setattr(documents, "EXTRA_WRITERS", [])
+    assert api.close(loaded, "2026-03", tmp_path / "out").posted == 2
+    assert api.verify(loaded).ok
+
+
+def test_reopen_needs_a_reason_and_a_later_close_posts_only_what_is_new(loaded: str, tmp_path: Path) -> None:
+    march(loaded, tmp_path)
+    api.close(loaded, "2026-03", tmp_path / "out")
+    with pytest.raises(Refused, match="needs a reason"):
+        api.reopen(loaded, "2026-03", "  ")
+    api.reopen(loaded, "2026-03", "Missed help desk tickets")
+    with pytest.raises(Refused, match="open already"):
+        api.reopen(loaded, "2026-03", "again")
+    api.import_file(loaded, usage_file(tmp_path, "more.csv", [
+        ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop (already posted)"],
+        ["2026-03-30", "HELP", "MATH", "1", "T-9", "Missed ticket"],
+    ]), "2026-03")
+    result = api.close(loaded, "2026-03", tmp_path / "out")
+    assert result.posted == 1
+    assert result.reconciliation.internal_spend == 9000 + 6000
+    engine = engine_for(loaded)
+    with engine.connect() as conn:
+        events = conn.execute(select(PeriodEvent.action, PeriodEvent.reason).order_by(PeriodEvent.id)).all()
+        assert [tuple(e) for e in events] == [("close", "2 entries posted"), ("reopen", "Missed help desk tickets"),
+                                              ("close", "1 entries posted")]
+        assert conn.execute(select(func.count()).select_from(Entry)).scalar() == 3
+    engine.dispose()
+    assert api.verify(loaded).ok
+
+
+def test_reconcile_of_a_period_with_no_activity(loaded: str) -> None:
+    rec = api.reconcile(loaded, "2030-01").as_json()
+    assert rec["status"] == "open" and rec["balanced"] is True and rec["internal_revenue"] == "0.00"
+
+
+def test_run_is_safe_to_repeat(db_url: str, mini_book: Path, tmp_path: Path) -> None:
+    first = api.run(db_url, mini_book, tmp_path / "out")
+    assert [c.posted for c in first.closes] == [5, 3]
+    again = api.run(db_url, mini_book, tmp_path / "out")
+    assert again.closes == [] and again.skipped == ["2026-03", "2026-04"]
+    assert len(entries(db_url)) == 8

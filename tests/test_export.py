@@ -1,0 +1,73 @@
+"""Exports read by the auditors' own tools: hledger and beancount's bean-check."""
+
+import csv
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from chargeback import api
+from chargeback.export import CSV_HEADER, beancount_account
+
+
+@pytest.fixture
+def closed(db_url: str, mini_book: Path, tmp_path: Path) -> str:
+    api.run(db_url, mini_book, tmp_path / "out")
+    return db_url
+
+
+def test_csv_export_has_a_debit_and_a_credit_line_per_entry(closed: str) -> None:
+    rows = list(csv.reader(io.StringIO(api.export(closed, "2026-04", "csv"))))
+    assert rows[0] == CSV_HEADER
+    assert rows[1:3] == [
+        ["6", "2026-04-01", "2026-04", "expenses:internal:MATH", "", "MATH", "60.00", "", "HELP", "T-4", "Late ticket"],
+        ["6", "2026-04-01", "2026-04", "revenue:internal:IT", "", "IT", "", "60.00", "HELP", "T-4", "Late ticket"],
+    ]
+    # the credit: the consumer's expense is credited, the provider's revenue debited
+    assert rows[3:5] == [
+        ["7", "2026-04-02", "2026-04", "expenses:internal:ART", "", "ART", "", "30.00", "HELP", "T-1C", "Credit for T-1"],
+        ["7", "2026-04-02", "2026-04", "revenue:internal:IT", "", "IT", "30.00", "", "HELP", "T-1C", "Credit for T-1"],
+    ]
+
+
+def hledger(*args: str) -> str:
+    if not shutil.which("hledger"):
+        pytest.skip("hledger is not installed (Debian package hledger)")
+    return subprocess.run(["hledger", *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_hledger_reads_the_export_and_internal_accounts_net_to_zero(closed: str, tmp_path: Path) -> None:
+    for period in ("2026-03", "2026-04"):
+        path = tmp_path / f"{period}.journal"
+        api.export(closed, period, "hledger", path)
+        hledger("-f", str(path), "check")
+        total = hledger("-f", str(path), "bal", "expenses:internal", "revenue:internal", "-O", "csv")
+        last = list(csv.reader(io.StringIO(total)))[-1]
+        assert last[0].lower().rstrip(":") == "total" and last[1] in ("0", "0 USD", "0.00 USD")
+    revenue = hledger("-f", str(tmp_path / "2026-03.journal"), "bal", "revenue:external", "-O", "csv", "--invert")
+    assert list(csv.reader(io.StringIO(revenue)))[-1][1] == "180.00 USD"
+
+
+def test_bean_check_accepts_the_export(closed: str, tmp_path: Path) -> None:
+    path = tmp_path / "2026-03.beancount"
+    api.export(closed, "2026-03", "beancount", path)
+    checker = shutil.which("bean-check") or pytest.skip("bean-check is not installed (pip install beancount)")
+    done = subprocess.run([checker, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_beancount_account_names() -> None:
+    assert beancount_account("expenses:internal:eng.civil") == "Expenses:Internal:ENG-CIVIL"
+    assert beancount_account("revenue:external:Med_Sch") == "Income:External:MED-SCH"
+    assert beancount_account("assets:receivable:EXT-1") == "Assets:Receivable:EXT-1"
+
+
+def test_formula_text_in_the_csv_is_neutralised(loaded: str, tmp_path: Path) -> None:
+    from conftest import usage_file
+    api.import_file(loaded, usage_file(tmp_path, "u.csv", [
+        ["2026-03-02", "HELP", "ART", "1", "=1+1", "=HYPERLINK(\"http://x\")"]]), "2026-03")
+    api.close(loaded, "2026-03", tmp_path / "out")
+    rows = list(csv.reader(io.StringIO(api.export(loaded, "2026-03", "csv"))))
+    assert rows[1][9:] == ["'=1+1", "'=HYPERLINK(\"http://x\")"]

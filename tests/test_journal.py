@@ -1,0 +1,87 @@
+"""The journal is append-only and hash-chained: `verify` finds any rewrite of history,
+made behind the engine's back with plain SQL."""
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from chargeback import api
+from chargeback.journal import ENTRY_COLUMNS, GENESIS, entry_hash
+
+
+def sql(url: str, statement: str) -> None:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
+        conn.execute(text(statement))
+    engine.dispose()
+
+
+@pytest.fixture
+def closed(db_url: str, mini_book: Path, tmp_path: Path) -> str:
+    api.run(db_url, mini_book, tmp_path / "out")
+    assert api.verify(db_url).ok
+    return db_url
+
+
+def test_entries_link_to_the_one_before(closed: str) -> None:
+    engine = create_engine(closed.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        rows = conn.execute(select(*ENTRY_COLUMNS).order_by(ENTRY_COLUMNS[0])).all()
+    engine.dispose()
+    assert rows[0].prev_hash == GENESIS
+    for before, after in zip(rows, rows[1:]):
+        assert after.prev_hash == before.hash
+    assert all(entry_hash(tuple(r)[:-1]) == r.hash for r in rows)
+
+
+def test_a_changed_amount_is_found(closed: str) -> None:
+    sql(closed, "UPDATE entries SET amount_minor = amount_minor + 1 WHERE id = 3")
+    result = api.verify(closed)
+    assert result.problems[0] == "entry 3: its contents do not match its hash: the entry was altered"
+    assert any(p.startswith("period 2026-03: its entries no longer match the totals") for p in result.problems)
+
+
+def test_a_deleted_entry_is_found(closed: str) -> None:
+    sql(closed, "DELETE FROM entries WHERE id = 2")
+    problems = api.verify(closed).problems
+    assert problems[0] == "entry 3: expected entry 2 here: entries were deleted, inserted or renumbered"
+    assert problems[1].startswith("entry 3: does not follow the entry before it")
+
+
+def test_a_deleted_last_entry_is_found(closed: str) -> None:
+    sql(closed, "DELETE FROM entries WHERE id = 8")
+    problems = api.verify(closed).problems
+    assert problems[0].startswith("journal head names entry 8 but the journal ends at entry 7")
+
+
+def test_reordered_entries_are_found(closed: str) -> None:
+    sql(closed, "UPDATE entries SET id = -1 WHERE id = 4")
+    sql(closed, "UPDATE entries SET id = 4 WHERE id = 5")
+    sql(closed, "UPDATE entries SET id = 5 WHERE id = -1")
+    problems = api.verify(closed).problems
+    assert problems[0].startswith("entry 4: does not follow the entry before it")
+
+
+def test_an_inserted_entry_is_found(closed: str) -> None:
+    sql(closed, "INSERT INTO entries SELECT id + 100, period, posted_at, date, service_date, kind, NULL, 'forged', "
+                "service, provider, consumer, customer_class, quantity_micro, rate_micro, amount_minor, debit_account, "
+                "credit_account, debit_gl, credit_gl, reference, memo, rate_source, prev_hash, 'f' || substr(hash, 2) "
+                "FROM entries WHERE id = 8")
+    problems = api.verify(closed).problems
+    assert problems[0] == "entry 108: expected entry 9 here: entries were deleted, inserted or renumbered"
+
+
+def test_an_entry_moved_to_another_account_is_found(closed: str) -> None:
+    sql(closed, "UPDATE entries SET credit_account = 'revenue:external:IT' WHERE id = 1")
+    problems = api.verify(closed).problems
+    assert "entry 1: posted to the wrong accounts" in problems
+
+
+def test_the_database_refuses_an_entry_with_one_account(closed: str) -> None:
+    with pytest.raises(Exception):
+        sql(closed, "UPDATE entries SET credit_account = debit_account WHERE id = 1")
+    with pytest.raises(Exception):
+        sql(closed, "UPDATE entries SET amount_minor = NULL WHERE id = 1")

@@ -8,7 +8,7 @@ interleave; on PostgreSQL the commands lock the rows they depend on (see `period
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 
@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -91,6 +91,41 @@ def upgrade(engine: Engine) -> None:
 def schema_is_current(conn: Connection) -> bool:
     head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
     return MigrationContext.configure(conn).get_current_revision() == head
+
+
+def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
+                rows: Iterable[Sequence[object]], batch: int = 20_000) -> int:
+    """Insert many rows of plain values in the current transaction: PostgreSQL's COPY,
+    or one prepared executemany per batch on SQLite. Returns the number of rows."""
+    count = 0
+    names = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+        return count
+    processors = [table.c[c].type._cached_bind_processor(conn.dialect) for c in columns]  # noqa: SLF001
+    converting = [(i, p) for i, p in enumerate(processors) if p is not None]
+    statement = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
+    chunk: list[Sequence[object]] = []
+    for row in rows:
+        if converting:
+            values = list(row)
+            for i, process in converting:
+                if values[i] is not None:
+                    values[i] = process(values[i])
+            row = tuple(values)
+        chunk.append(row)
+        if len(chunk) >= batch:
+            conn.exec_driver_sql(statement, chunk)  # type: ignore[arg-type]
+            count += len(chunk)
+            chunk = []
+    if chunk:
+        conn.exec_driver_sql(statement, chunk)  # type: ignore[arg-type]
+        count += len(chunk)
+    return count
 
 
 @contextmanager

@@ -12,10 +12,12 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import Connection, insert, select, update
 
+from chargeback.db import bulk_insert
 from chargeback.schema import Entry, JournalHead
 
 GENESIS = "0" * 64
@@ -28,8 +30,7 @@ def accounts(customer_class: str, consumer: str, provider: str) -> tuple[str, st
     return f"assets:receivable:{consumer}", f"revenue:external:{provider}"
 
 
-@dataclass(frozen=True)
-class Draft:
+class Draft(NamedTuple):
     """A charge ready to post: everything an entry holds but its place in the chain."""
 
     period: str
@@ -54,20 +55,22 @@ class Draft:
     rate_source: str | None
 
 
-DRAFT_FIELDS = tuple(f.name for f in fields(Draft))
+DRAFT_FIELDS = Draft._fields
 HASHED_FIELDS = ("id", "posted_at") + DRAFT_FIELDS + ("prev_hash",)
 
 
-def _plain(value: object) -> object:
+def _iso(value: object) -> str:
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
-    return value
+    raise TypeError(f"cannot hash a {type(value).__name__}")
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_iso).encode
 
 
 def entry_hash(values: Sequence[object]) -> str:
     """sha256 of an entry's values in HASHED_FIELDS order (JSON, so it is unambiguous)."""
-    text = json.dumps([_plain(v) for v in values], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_encode(list(values)).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -80,30 +83,26 @@ class Posted:
 
 
 def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
-         batch: int = 20_000) -> Posted:
-    """Append drafts to the journal, in order, under the journal head's lock."""
+         batch: int = 50_000) -> Posted:
+    """Append drafts to the journal, in order, under the journal head's lock.
+
+    Drafts are chained and inserted a batch at a time: the drafts' own queries (which
+    may read the database lazily) never run while a batch is being copied in."""
     posted_at = posted_at.replace(microsecond=0)
-    head = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)
-                        .where(JournalHead.id == 1).with_for_update()).one()
-    last_id, last_hash = head.last_entry, head.last_hash
-    first_id = last_id + 1
-    rows: list[dict[str, object]] = []
-    count = 0
-    stamp = posted_at.isoformat()
+    head_row = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)
+                            .where(JournalHead.id == 1).with_for_update()).one()
+    last_id, last_hash = head_row.last_entry, head_row.last_hash
+    first_id, count = last_id + 1, 0
+    rows: list[tuple[object, ...]] = []
     for draft in drafts:
         last_id += 1
-        values = astuple(draft)
-        digest = entry_hash((last_id, stamp) + values + (last_hash,))
-        row = dict(zip(DRAFT_FIELDS, values))
-        row.update(id=last_id, posted_at=posted_at, prev_hash=last_hash, hash=digest)
-        rows.append(row)
+        digest = entry_hash((last_id, posted_at) + draft + (last_hash,))
+        rows.append((last_id, posted_at) + draft + (last_hash, digest))
         last_hash = digest
-        count += 1
         if len(rows) >= batch:
-            conn.execute(insert(Entry), rows)
+            count += bulk_insert(conn, Entry.__table__, COLUMNS, rows)
             rows = []
-    if rows:
-        conn.execute(insert(Entry), rows)
+    count += bulk_insert(conn, Entry.__table__, COLUMNS, rows)
     if count:
         conn.execute(update(JournalHead).where(JournalHead.id == 1)
                      .values(last_entry=last_id, last_hash=last_hash))
@@ -117,3 +116,4 @@ def head(conn: Connection) -> tuple[int, str]:
 
 
 ENTRY_COLUMNS = [getattr(Entry, name) for name in HASHED_FIELDS] + [Entry.hash]
+COLUMNS = HASHED_FIELDS + ("hash",)

@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from sqlalchemy import Connection, insert, select, tuple_
+from typing_extensions import TypedDict
+
+from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, ValidationError, field_validator
+from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select
 
 from chargeback.errors import InputRefused, Problem, Refused
 from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_bounds, problems_of
-from chargeback.money import QUANTITY_PLACES, from_minor, quantize, to_micro
+from chargeback.db import bulk_insert
+from chargeback.money import from_micro, from_minor, quantize, to_micro
 from chargeback.periods import lock_open_period
 from chargeback.reference import Reference, load_reference
 from chargeback.schema import Import, Usage
 from chargeback.tabular import Columns, read_rows, sha256_of
 
 USAGE = Columns(("date", "service", "consumer", "quantity", "reference"), ("description",))
+USAGE_COLUMNS = ("period", "import_id", "line", "date", "service", "consumer", "quantity_micro",
+                 "reference", "description")
 MAX_REFERENCE = 100
 MAX_DESCRIPTION = 2000
 
@@ -112,11 +119,9 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime) ->
         period=period, file_name=str(path), sha256=sha256_of(path), at=now,
         lines_read=lines_read, imported=len(fresh), duplicates=duplicates,
     ).returning(Import.id)).scalar_one()
-    if fresh:
-        conn.execute(insert(Usage), [
-            dict(period=period, import_id=import_id, line=u.line, date=u.date, service=u.service,
-                 consumer=u.consumer, quantity_micro=to_micro(u.quantity), reference=u.reference,
-                 description=u.description) for u in fresh])
+    bulk_insert(conn, Usage.__table__, USAGE_COLUMNS, (
+        (period, import_id, u.line, u.date, u.service, u.consumer, to_micro(u.quantity), u.reference,
+         u.description) for u in fresh))
     return result
 
 
@@ -157,31 +162,96 @@ class UsageRow(BaseModel):
         return value
 
 
+def _stripped(pattern: str | None = None, max_length: int | None = None, min_length: int = 0):  # type: ignore[no-untyped-def]
+    return Annotated[str, StringConstraints(strip_whitespace=True, pattern=pattern,
+                                            max_length=max_length, min_length=min_length)]
+
+
+class UsageShape(TypedDict):
+    """The shape of a valid usage row, checked for whole batches inside pydantic's core;
+    a row that does not fit is checked again by `UsageRow` to say exactly what is wrong."""
+
+    date: _stripped(r"^\d{4}-\d{2}-\d{2}$")  # type: ignore[valid-type]
+    service: _stripped(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")  # type: ignore[valid-type]
+    consumer: _stripped(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")  # type: ignore[valid-type]
+    quantity: _stripped(r"^[+-]?\d{1,12}(\.\d{1,6})?$")  # type: ignore[valid-type]
+    reference: _stripped(max_length=MAX_REFERENCE, min_length=1)  # type: ignore[valid-type]
+    description: _stripped(max_length=MAX_DESCRIPTION)  # type: ignore[valid-type]
+
+
+SHAPES = TypeAdapter(list[UsageShape])
+BATCH = 10_000
+
+
+Fields = tuple[dt.date, str, str, Decimal, str, str | None]
+
+
+def _checked_rows(rows: Iterable[tuple[int, dict[str, str]]], name: str,
+                  problems: list[Problem]) -> Iterator[tuple[int, Fields]]:
+    """Every row validated: in batches when they fit the shape, one by one when not."""
+    batch: list[tuple[int, dict[str, str]]] = []
+
+    def flush() -> Iterator[tuple[int, Fields]]:
+        try:
+            shaped: list[dict[str, str]] | None = SHAPES.validate_python([values for _, values in batch])
+        except ValidationError:
+            shaped = None
+        for index, (number, values) in enumerate(batch):
+            row = _fast_row(shaped[index]) if shaped is not None else None
+            if row is None:
+                try:
+                    full = UsageRow.model_validate(values)
+                except ValidationError as exc:
+                    problems.extend(problems_of(exc, name, number))
+                    continue
+                row = (full.date, full.service, full.consumer, full.quantity, full.reference,
+                       full.description)
+            yield number, row
+
+    for item in rows:
+        batch.append(item)
+        if len(batch) >= BATCH:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
+
+
+def _fast_row(values: dict[str, str]) -> Fields | None:
+    try:
+        day = dt.date.fromisoformat(values["date"])
+    except ValueError:
+        return None
+    quantity = Decimal(values["quantity"])
+    if not quantity:
+        return None
+    return (day, values["service"], values["consumer"], quantity, values["reference"],
+            values.get("description") or None)
+
+
 def _validate(path: Path, name: str, period: str, ref: Reference,
               problems: list[Problem]) -> tuple[list[UsageLine], int]:
     _, last_day = period_bounds(period)
     lines: list[UsageLine] = []
-    read = 0
+    counter = {"read": 0}
     services, units, rates = ref.services, ref.units, ref.rates
-    validate = UsageRow.model_validate
-    for number, values in read_rows(path, USAGE, problems, name):
-        read += 1
-        try:
-            row = validate(values)
-        except ValidationError as exc:
-            problems.extend(problems_of(exc, name, number))
-            continue
+
+    def counted() -> Iterator[tuple[int, dict[str, str]]]:
+        for item in read_rows(path, USAGE, problems, name):
+            counter["read"] += 1
+            yield item
+
+    for number, (day, service_code, consumer_code, quantity, reference, description) in _checked_rows(counted(), name, problems):
         bad = len(problems)
-        day = row.date
         if day > last_day:
             problems.append(Problem(name, number, "date",
                 f"{day.isoformat()} is after the end of period {period}: import it into its own period"))
-        service = services.get(row.service)
-        consumer = units.get(row.consumer)
+        service = services.get(service_code)
+        consumer = units.get(consumer_code)
         if service is None:
-            problems.append(Problem(name, number, "service", f"{row.service!r} is not a service of the book"))
+            problems.append(Problem(name, number, "service", f"{service_code!r} is not a service of the book"))
         if consumer is None:
-            problems.append(Problem(name, number, "consumer", f"{row.consumer!r} is not a unit of the book"))
+            problems.append(Problem(name, number, "consumer", f"{consumer_code!r} is not a unit of the book"))
         if service and consumer:
             if consumer.code == service.provider:
                 problems.append(Problem(name, number, "consumer",
@@ -194,28 +264,29 @@ def _validate(path: Path, name: str, period: str, ref: Reference,
                 problems.append(Problem(name, number, "service",
                     f"no {consumer.kind} rate of {service.code} is in force on {day.isoformat()}: add one to rates.csv"))
         if len(problems) == bad:
-            lines.append(UsageLine(number, day, row.service, row.consumer, row.quantity,
-                                   row.reference, row.description))
-    return lines, read
+            lines.append(UsageLine(number, day, service_code, consumer_code, quantity,
+                                   reference, description))
+    return lines, counter["read"]
 
 
 def _range(start: dt.date | None, end: dt.date | None) -> str:
     return f"{start.isoformat() if start else '...'} to {end.isoformat() if end else '...'}"
 
 
-def _existing(conn: Connection, lines: list[UsageLine]) -> dict[tuple[str, str], UsageLine]:
-    """Lines of the file already stored, by (service, reference), looked up in chunks."""
-    keys = sorted({(u.service, u.reference) for u in lines})
-    found: dict[tuple[str, str], UsageLine] = {}
-    chunk = 500
-    for start in range(0, len(keys), chunk):
-        part = keys[start:start + chunk]
-        rows = conn.execute(
-            select(Usage.service, Usage.reference, Usage.date, Usage.consumer, Usage.quantity_micro)
-            .where(tuple_(Usage.service, Usage.reference).in_(part))
-        )
-        for service, ref, day, consumer, quantity_micro in rows:
-            found[(service, ref)] = UsageLine(0, day, service, consumer,
-                                             Decimal(quantity_micro) / 10**QUANTITY_PLACES, ref, None)
-    return found
+INCOMING = Table("incoming_keys", MetaData(), Column("service", String(32)),
+                 Column("reference", String(100)), prefixes=["TEMPORARY"])
 
+
+def _existing(conn: Connection, lines: list[UsageLine]) -> dict[tuple[str, str], UsageLine]:
+    """Lines of the file already stored, by (service, reference): the file's keys go to
+    a temporary table and one join finds them."""
+    INCOMING.drop(conn, checkfirst=True)
+    INCOMING.create(conn)
+    bulk_insert(conn, INCOMING, ("service", "reference"), ((u.service, u.reference) for u in lines))
+    rows = conn.execute(
+        select(Usage.service, Usage.reference, Usage.date, Usage.consumer, Usage.quantity_micro)
+        .join(INCOMING, (INCOMING.c.service == Usage.service) & (INCOMING.c.reference == Usage.reference)))
+    found = {(service, ref): UsageLine(0, day, service, consumer, from_micro(quantity_micro), ref, None)
+             for service, ref, day, consumer, quantity_micro in rows}
+    INCOMING.drop(conn)
+    return found

@@ -151,12 +151,13 @@ def _totals(rec: Reconciliation) -> str:
 @main.command()
 @click.argument("period", metavar="YYYY-MM")
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--no-documents", is_flag=True, help="Close without writing documents (write them later with `report`).")
 @click.pass_obj
-def close(ctx: Context, period: str, out_dir: Path) -> None:
+def close(ctx: Context, period: str, out_dir: Path, no_documents: bool) -> None:
     """Price, post, check net zero, lock the period and write its documents."""
-    result = api.close(ctx.url, period, out_dir)
-    _say(ctx, f"closed {period}: {result.posted} entries posted; {_totals(result.reconciliation)}; "
-              f"documents in {out_dir / period}")
+    result = api.close(ctx.url, period, out_dir, documents=not no_documents)
+    where = "no documents written" if no_documents else f"documents in {out_dir / period}"
+    _say(ctx, f"closed {period}: {result.posted} entries posted; {_totals(result.reconciliation)}; {where}")
 
 
 @main.command()

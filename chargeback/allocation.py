@@ -19,14 +19,124 @@ database. Nothing here is ever a float.
 from __future__ import annotations
 
 from collections import defaultdict
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 from fractions import Fraction
 from math import floor
 
+from chargeback.fields import CODE_PATTERN
 from chargeback.money import round_fraction
 
 METHODS = ("direct", "step", "reciprocal")
+EQUAL = "equal"
+USAGE_PREFIX = "usage:"
+PARENT_PREFIX = "parent:"
+
+
+@dataclass(frozen=True)
+class Driver:
+    """An allocation driver: `equal`, `usage:SERVICE` or a name from drivers.csv."""
+
+    kind: str  # "equal" | "usage" | "named"
+    name: str  # the service for "usage", the driver name for "named"
+
+    @property
+    def text(self) -> str:
+        return {"equal": EQUAL, "usage": USAGE_PREFIX + self.name}.get(self.kind, self.name)
+
+
+def parse_driver(text: str) -> Driver:
+    """Read the `driver` column; raises ValueError saying how to write it."""
+    text = text.strip()
+    if text == EQUAL:
+        return Driver("equal", "")
+    if text.startswith(USAGE_PREFIX):
+        service = text[len(USAGE_PREFIX):].strip()
+        if not CODE_PATTERN.fullmatch(service):
+            raise ValueError(f"{text!r}: write usage:SERVICE with a service code after the colon")
+        return Driver("usage", service)
+    if not CODE_PATTERN.fullmatch(text):
+        raise ValueError(f"{text!r} is not a driver: write a name used in drivers.csv, "
+                         "usage:SERVICE or equal")
+    return Driver("named", text)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The `targets` column: every leaf unit (`*`), the leaves under a parent
+    (`parent:CODE`), or a list of codes (`A|B|C`)."""
+
+    kind: str  # "all" | "parent" | "list"
+    codes: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        if self.kind == "all":
+            return "*"
+        if self.kind == "parent":
+            return PARENT_PREFIX + self.codes[0]
+        return "|".join(self.codes)
+
+
+def parse_targets(text: str) -> Targets:
+    """Read the `targets` column; raises ValueError saying how to write it."""
+    text = text.strip()
+    if text == "*":
+        return Targets("all")
+    if text.startswith(PARENT_PREFIX):
+        code = text[len(PARENT_PREFIX):].strip()
+        if not CODE_PATTERN.fullmatch(code):
+            raise ValueError(f"{text!r}: write parent:CODE with a unit code after the colon")
+        return Targets("parent", (code,))
+    codes = tuple(part.strip() for part in text.split("|"))
+    bad = [c for c in codes if not CODE_PATTERN.fullmatch(c)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a unit code: write *, parent:CODE or codes "
+                         "separated by |")
+    if len(set(codes)) != len(codes):
+        raise ValueError("a unit is listed twice")
+    return Targets("list", codes)
+
+
+class UnitLike(Protocol):
+    code: str
+    kind: str
+    parent: str | None
+    active_from: dt.date | None
+    active_to: dt.date | None
+
+
+def resolve_targets(targets: Targets, provider: str, units: Mapping[str, UnitLike],
+                    first_day: dt.date, last_day: dt.date) -> list[str]:
+    """The units a pool is spread over in a period: internal units active on some day
+    of the period, other than the pool's provider; for `*` and `parent:CODE` only
+    units with no children (`parent:CODE` takes those anywhere below CODE)."""
+    with_children = {u.parent for u in units.values() if u.parent}
+
+    def active(unit: UnitLike) -> bool:
+        return (unit.kind == "internal" and unit.code != provider
+                and (unit.active_from is None or unit.active_from <= last_day)
+                and (unit.active_to is None or unit.active_to >= first_day))
+
+    def under(unit: UnitLike, ancestor: str) -> bool:
+        seen: set[str] = set()
+        cursor = unit.parent
+        while cursor is not None and cursor not in seen:
+            if cursor == ancestor:
+                return True
+            seen.add(cursor)
+            cursor = units[cursor].parent if cursor in units else None
+        return False
+
+    if targets.kind == "list":
+        chosen = [units[c] for c in targets.codes if c in units]
+    else:
+        chosen = [u for u in units.values() if u.code not in with_children]
+        if targets.kind == "parent":
+            chosen = [u for u in chosen if under(u, targets.codes[0])]
+    return sorted(u.code for u in chosen if active(u))
 
 
 class AllocationError(ValueError):

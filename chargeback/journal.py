@@ -12,11 +12,12 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 
 from sqlalchemy import Connection, insert, select, update
 
-from chargeback.schema import Entry, JournalHead
+from chargeback.schema import Entry, EntryTier, JournalHead
 
 GENESIS = "0" * 64
 
@@ -28,9 +29,16 @@ def accounts(customer_class: str, consumer: str, provider: str) -> tuple[str, st
     return f"assets:receivable:{consumer}", f"revenue:external:{provider}"
 
 
+#: One tier piece of a tiered charge: (tier_from_micro, quantity_micro, rate_micro).
+TierPiece = tuple[int, int, int]
+
+
 @dataclass(frozen=True)
 class Draft:
-    """A charge ready to post: everything an entry holds but its place in the chain."""
+    """A charge ready to post: everything an entry holds but its place in the chain.
+
+    `pieces` (tiered charges only) are stored in `entry_tiers`, not in the entry; the
+    entry's `rate_source` names them too, so the hash covers them."""
 
     period: str
     date: dt.date
@@ -52,9 +60,11 @@ class Draft:
     reference: str | None
     memo: str | None
     rate_source: str | None
+    pieces: tuple[TierPiece, ...] = ()
 
 
-DRAFT_FIELDS = tuple(f.name for f in fields(Draft))
+DRAFT_FIELDS = tuple(f.name for f in fields(Draft) if f.name != "pieces")
+_draft_values = attrgetter(*DRAFT_FIELDS)
 HASHED_FIELDS = ("id", "posted_at") + DRAFT_FIELDS + ("prev_hash",)
 
 
@@ -88,26 +98,36 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
     last_id, last_hash = head.last_entry, head.last_hash
     first_id = last_id + 1
     rows: list[dict[str, object]] = []
+    tiers: list[dict[str, int]] = []
     count = 0
     stamp = posted_at.isoformat()
     for draft in drafts:
         last_id += 1
-        values = astuple(draft)
+        values = _draft_values(draft)
         digest = entry_hash((last_id, stamp) + values + (last_hash,))
         row = dict(zip(DRAFT_FIELDS, values))
         row.update(id=last_id, posted_at=posted_at, prev_hash=last_hash, hash=digest)
         rows.append(row)
+        for number, (tier_from, quantity, rate) in enumerate(draft.pieces, start=1):
+            tiers.append(dict(entry_id=last_id, piece=number, tier_from_micro=tier_from,
+                              quantity_micro=quantity, rate_micro=rate))
         last_hash = digest
         count += 1
         if len(rows) >= batch:
-            conn.execute(insert(Entry), rows)
-            rows = []
+            _insert(conn, rows, tiers)
+            rows, tiers = [], []
     if rows:
-        conn.execute(insert(Entry), rows)
+        _insert(conn, rows, tiers)
     if count:
         conn.execute(update(JournalHead).where(JournalHead.id == 1)
                      .values(last_entry=last_id, last_hash=last_hash))
     return Posted(count, first_id if count else None, last_hash)
+
+
+def _insert(conn: Connection, rows: list[dict[str, object]], tiers: list[dict[str, int]]) -> None:
+    conn.execute(insert(Entry), rows)
+    if tiers:
+        conn.execute(insert(EntryTier), tiers)
 
 
 def head(conn: Connection) -> tuple[int, str]:

@@ -62,6 +62,8 @@ class RateTable:
             self._by_key[(row.service, row.customer_class)].append(row)
         for rows_of_key in self._by_key.values():
             rows_of_key.sort(key=lambda r: (r.effective_from, r.tier_from))
+        #: Services with graduated tiers (a row above tier 0 for any class and date).
+        self.tiered = frozenset(r.service for rs in self._by_key.values() for r in rs if r.tier_from)
         self._cache: dict[tuple[str, str, dt.date], tuple[RateRow, ...]] = {}
 
     def tiers(self, service: str, customer_class: str, day: dt.date) -> tuple[RateRow, ...]:
@@ -78,6 +80,15 @@ class RateTable:
         """The base rate (the lowest tier) in force on `day`, or None."""
         rows = self.tiers(service, customer_class, day)
         return rows[0] if rows else None
+
+    def latest(self, service: str, customer_class: str, day: dt.date) -> RateRow | None:
+        """The base rate in force on `day`, else the base rate that started last before it."""
+        found = self.find(service, customer_class, day)
+        if found is not None:
+            return found
+        earlier = [r for r in self._by_key.get((service, customer_class), ())
+                   if r.effective_from <= day and r.tier_from == 0]
+        return max(earlier, key=lambda r: r.effective_from) if earlier else None
 
 
 def price(quantity: Decimal, rate_row: RateRow, digits: int) -> Priced:
@@ -170,3 +181,26 @@ def overlapping(rows: Iterable[RateRow]) -> list[tuple[RateRow, RateRow]]:
             if earlier.effective_to is None or later.effective_from <= earlier.effective_to:
                 clashes.append((earlier, later))
     return clashes
+
+
+def without_base_tier(rows: Iterable[RateRow]) -> list[RateRow]:
+    """Rows above tier 0 whose date range is not covered by tier-0 rows of their
+    (service, class): such a schedule would leave the first quantities unpriced."""
+    rows = list(rows)
+    bases: dict[tuple[str, str], list[RateRow]] = defaultdict(list)
+    for row in rows:
+        if row.tier_from == 0:
+            bases[(row.service, row.customer_class)].append(row)
+    missing = []
+    for row in rows:
+        if row.tier_from == 0:
+            continue
+        cursor: dt.date | None = row.effective_from
+        for base in sorted(bases[(row.service, row.customer_class)], key=lambda r: r.effective_from):
+            if cursor is None or (row.effective_to is not None and cursor > row.effective_to):
+                break
+            if base.holds(cursor):
+                cursor = None if base.effective_to is None else base.effective_to + dt.timedelta(days=1)
+        if cursor is not None and (row.effective_to is None or cursor <= row.effective_to):
+            missing.append(row)
+    return missing

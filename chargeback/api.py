@@ -23,6 +23,7 @@ from chargeback.export import export as _export
 from chargeback.periods import (
     CloseResult,
     check_period,
+    cost_periods,
     close_period,
     period_status,
     periods_with_activity,
@@ -167,7 +168,8 @@ def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]
 
 def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
         through: str | None = None) -> RunResult:
-    """The monthly job: load the book, import its usage files, close the periods in order.
+    """The monthly job: load the book, import its usage files, close the periods in order
+(with the months that have allocation costs, up to the last month with usage).
 
     Safe to run again: imported lines are skipped as duplicates and closed periods are
     left as they are."""
@@ -179,6 +181,10 @@ def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
     periods = sorted({p for p, _ in files})
     with db.transaction(engine) as conn:
         status = dict(periods_with_activity(conn))
+        if periods:
+            # A month with allocation costs but no usage file is closed too, up to the
+            # last month with usage (costs budgeted for later months wait for them).
+            periods = sorted(set(periods) | set(cost_periods(conn, periods[-1])))
     for period, path in files:
         if status.get(period) == "closed":
             continue

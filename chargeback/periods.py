@@ -22,7 +22,7 @@ from chargeback.errors import Refused
 from chargeback.fields import PERIOD_PATTERN
 from chargeback.reconciliation import Reconciliation, reconcile
 from chargeback.reference import load_reference
-from chargeback.schema import Adjustment, Entry, Period, PeriodEvent, Usage
+from chargeback.schema import Adjustment, Cost, Entry, Period, PeriodEvent, Usage
 
 
 def check_period(period: str) -> str:
@@ -137,3 +137,9 @@ def period_status(conn: Connection, period: str) -> str | None:
 def periods_with_activity(conn: Connection) -> list[tuple[str, str]]:
     """(period, status) of every period the database knows, in order."""
     return [(p, s) for p, s in conn.execute(select(Period.period, Period.status).order_by(Period.period))]
+
+
+def cost_periods(conn: Connection, through: str) -> list[str]:
+    """Periods up to `through` that have allocation costs to spread."""
+    return list(conn.execute(select(Cost.period).where(Cost.period <= through).distinct()
+                             .order_by(Cost.period)).scalars())

@@ -256,7 +256,7 @@ def recovery(ctx: Context, fiscal_year: int, out_file: Path) -> None:
         if s.break_even_rate is not None:
             current = "-" if s.current_rate is None else f"{s.current_rate}"
             _say(ctx, f"  {s.service:<12} break-even rate {s.break_even_rate} per "
-                      f"{s.unit_of_measure}, current rate {current}")
+                      f"{s.unit_of_measure}, current rate {current}, billed on average {s.average_rate}")
     _say(ctx, f"written {out_file}")
 
 

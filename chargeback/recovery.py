@@ -5,7 +5,8 @@ month), per provider and period: the full cost (`provider_costs.csv`), internal 
 external revenue (from the posted journal), the surplus or deficit, the balance carried
 forward over the year and the recovery ratio (revenue / cost); per service, the
 break-even rate (the service's share of the provider's cost, by revenue, divided by the
-quantity billed) beside the rate in force at the end of the year. A provider more than
+quantity billed) beside the rate in force at the end of the year and the average rate
+billed (revenue / quantity). A provider more than
 5% over or under break even over the year is flagged.
 
 All arithmetic is exact (integers and fractions); the only rounding is the currency's,
@@ -124,6 +125,9 @@ class ServiceLine:
     cost_share: int | None
     break_even_rate: Decimal | None
     current_rate: Decimal | None
+    #: revenue / quantity billed: what was charged per unit on average (external sales
+    #: and rate changes make it differ from the current internal rate).
+    average_rate: Decimal | None = None
 
 
 @dataclass
@@ -214,13 +218,16 @@ def _services(conn: Connection, ref, periods: list[str],  # type: ignore[no-unty
         share: Fraction | None = None
         if owner.cost is not None and owner.revenue > 0:
             share = Fraction(owner.cost) * earned / owner.revenue
-        break_even = None
-        if share is not None and billed > 0:
-            break_even = _decimal(share / 10 ** ref.digits / Fraction(billed, 10 ** 6), RATE_PLACES)
+        break_even = average = None
+        if billed > 0:
+            per_unit = Fraction(10 ** 6, billed) / 10 ** ref.digits
+            average = _decimal(earned * per_unit, RATE_PLACES)
+            if share is not None:
+                break_even = _decimal(share * per_unit, RATE_PLACES)
         rate = ref.rates.latest(code, "internal", year_end)
         lines.append(ServiceLine(service.provider, code, service.name, service.unit_of_measure, earned,
                                  billed, None if share is None else round_fraction(share),
-                                 break_even, rate.rate if rate else None))
+                                 break_even, rate.rate if rate else None, average))
     return sorted(lines, key=lambda s: (s.provider, s.service))
 
 
@@ -274,11 +281,12 @@ def write_workbook(rec: Recovery, path: Path) -> None:
           {4: money_format, 5: money_format, 6: money_format, 7: money_format, 8: money_format,
            9: "0.00%"})
     sheet("Services", ["Provider", "Service", "Name", "Unit", "Revenue", "Cost share",
-                       "Quantity billed", "Break-even rate", "Current rate"],
+                       "Quantity billed", "Break-even rate", "Current rate", "Average billed rate"],
           [[s.provider, s.service, s.name, s.unit_of_measure, money(s.revenue), money(s.cost_share),
-            from_micro(s.quantity_micro), s.break_even_rate, s.current_rate] for s in rec.services],
+            from_micro(s.quantity_micro), s.break_even_rate, s.current_rate, s.average_rate]
+           for s in rec.services],
           {5: money_format, 6: money_format, 7: "#,##0.######", 8: "#,##0.00####",
-           9: "#,##0.00####"})
+           9: "#,##0.00####", 10: "#,##0.00####"})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".recovery-", suffix=".xlsx", dir=path.parent)

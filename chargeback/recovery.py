@@ -3,7 +3,8 @@
 For fiscal year YYYY (it ends in YYYY and starts in the book's `fiscal_year_start`
 month), per provider and period: the full cost (`provider_costs.csv`), internal and
 external revenue (from the posted journal), the surplus or deficit, the balance carried
-forward over the year and the recovery ratio (revenue / cost); per service, the
+forward over the year (the sum of the surpluses of the periods with a cost) and the
+recovery ratio (revenue / cost); per service, the
 break-even rate (the service's share of the provider's cost, by revenue, divided by the
 quantity billed) beside the rate in force at the end of the year and the average rate
 billed (revenue / quantity). A provider more than
@@ -78,13 +79,17 @@ class PeriodLine:
 
 @dataclass
 class ProviderLine:
-    """One provider over the fiscal year."""
+    """One provider over the fiscal year. When the provider has costs, the totals cover
+    the periods that have a cost row (`months_costed`); revenue of other periods is
+    reported apart (`uncosted_revenue`) and left out of the surplus and the ratio."""
 
     provider: str
     name: str
     cost: int | None
     internal: int
     external: int
+    months_costed: int = 0
+    uncosted_revenue: int = 0
 
     @property
     def revenue(self) -> int:
@@ -175,24 +180,28 @@ def recovery(conn: Connection, fiscal_year: int) -> Recovery:
     status = dict(conn.execute(select(Period.period, Period.status).where(Period.period.in_(periods))).all())
     providers = sorted({p for p, _ in costs} | {p for p, _ in revenue})
     for provider in providers:
-        balance = 0
-        has_cost = False
+        costed = any(p == provider for p, _ in costs)
+        balance: int | None = None
         total = ProviderLine(provider, ref.units[provider].name if provider in ref.units else provider,
-                             None, 0, 0)
+                             0 if costed else None, 0, 0)
         for period in periods:
             cost = costs.get((provider, period))
             internal, external = revenue.get((provider, period), (0, 0))
             if cost is None and not internal and not external:
                 continue
             line = PeriodLine(provider, period, status.get(period, "open"), cost, internal, external)
-            has_cost = has_cost or cost is not None
-            balance += line.revenue - (cost or 0)
-            line.balance = balance if has_cost else None
+            if cost is not None:
+                balance = (balance or 0) + line.revenue - cost
+            line.balance = balance
             result.periods.append(line)
+            if costed and cost is None:
+                total.uncosted_revenue += line.revenue
+                continue
             total.internal += internal
             total.external += external
             if cost is not None:
                 total.cost = (total.cost or 0) + cost
+                total.months_costed += 1
         result.providers.append(total)
     result.services = _services(conn, ref, periods, {p.provider: p for p in result.providers})
     return result
@@ -267,10 +276,13 @@ def write_workbook(rec: Recovery, path: Path) -> None:
 
     fy = f"FY{rec.fiscal_year} ({rec.periods_of_year[0]} to {rec.periods_of_year[-1]})"
     summary = sheet("Summary", [f"Provider ({fy})", "Name", "Full cost", "Internal revenue",
-                                "External revenue", "Surplus (deficit)", "Recovery ratio", "Flag"],
+                                "External revenue", "Surplus (deficit)", "Recovery ratio", "Flag",
+                                "Months with cost", "Revenue of months without cost"],
                     [[p.provider, p.name, money(p.cost), money(p.internal), money(p.external),
-                      money(p.surplus), ratio(p.ratio), p.flag] for p in rec.providers],
-                    {3: money_format, 4: money_format, 5: money_format, 6: money_format, 7: "0.00%"},
+                      money(p.surplus), ratio(p.ratio), p.flag, p.months_costed,
+                      money(p.uncosted_revenue)] for p in rec.providers],
+                    {3: money_format, 4: money_format, 5: money_format, 6: money_format, 7: "0.00%",
+                     10: money_format},
                     first=True)
     summary.column_dimensions["A"].width = 30
     sheet("Periods", ["Provider", "Period", "Status", "Full cost", "Internal revenue",

@@ -43,6 +43,8 @@ def test_recovery_per_provider_period_and_service(db_url: str, tmp_path: Path) -
     assert it.ratio == Fraction(754000, 650000) and it.flag == "over-recovery"
     assert (providers["FAC"].ratio, providers["FAC"].flag) == (1, "")
     assert (providers["HR"].cost, providers["HR"].flag) == (None, "no cost data")
+    assert providers["HR"].internal == 900000  # 5,000.00 + 4,000.00, all periods
+    assert (it.months_costed, it.uncosted_revenue) == (2, 0)
     it_periods = [(p.period, p.cost, p.surplus, p.balance) for p in rec.periods if p.provider == "IT"]
     assert it_periods == [("2026-03", 600000, 148000, 148000), ("2026-04", 50000, -44000, 104000)]
     help_desk = next(s for s in rec.services if s.service == "HELP")
@@ -56,7 +58,7 @@ def test_recovery_per_provider_period_and_service(db_url: str, tmp_path: Path) -
     book = load_workbook(tmp_path / "recovery.xlsx")
     assert book.sheetnames == ["Summary", "Periods", "Services"]
     summary = {row[0]: row for row in book["Summary"].iter_rows(min_row=2, values_only=True)}
-    assert summary["IT"][2:8] == (6500, 7360, 180, 1040, 1.16, "over-recovery")
+    assert summary["IT"][2:10] == (6500, 7360, 180, 1040, 1.16, "over-recovery", 2, 0)
     assert book["Summary"]["C2"].number_format.endswith('"USD"')
     periods = list(book["Periods"].iter_rows(min_row=2, values_only=True))
     assert ("IT", "2026-04", "closed", 500, 60, 0, -440, 1040, 0.12) in periods
@@ -75,3 +77,15 @@ def test_cli_recovery_prints_a_summary(db_url: str, tmp_path: Path) -> None:
     assert out_file.is_file()
     bad = CliRunner().invoke(main, ["--db", db_url, "recovery", "--fiscal-year", "26"])
     assert bad.exit_code == 2
+
+
+def test_months_without_a_cost_are_kept_out_of_the_surplus(db_url: str, tmp_path: Path) -> None:
+    book = _book(tmp_path)
+    write_csv(book / "provider_costs.csv", ["period", "provider", "amount"], [["2026-04", "IT", "100.00"]])
+    api.run(db_url, book, tmp_path / "out")
+    rec = api.recovery(db_url, 2026, None)
+    it = next(p for p in rec.providers if p.provider == "IT")
+    assert (it.cost, it.revenue, it.surplus, it.months_costed) == (10000, 6000, -4000, 1)
+    assert it.uncosted_revenue == 748000 and it.flag == "under-recovery"
+    lines = [(p.period, p.cost, p.surplus, p.balance) for p in rec.periods if p.provider == "IT"]
+    assert lines == [("2026-03", None, None, None), ("2026-04", 10000, -4000, -4000)]

@@ -52,17 +52,12 @@ def fiscal_periods(fiscal_year: int, start_month: int) -> list[str]:
     return periods
 
 
-@dataclass
-class PeriodLine:
-    """One provider in one period."""
+class _Figures:
+    """Revenue, surplus and recovery ratio from a cost and the two revenues."""
 
-    provider: str
-    period: str
-    status: str
     cost: int | None
     internal: int
     external: int
-    balance: int | None = None
 
     @property
     def revenue(self) -> int:
@@ -78,7 +73,20 @@ class PeriodLine:
 
 
 @dataclass
-class ProviderLine:
+class PeriodLine(_Figures):
+    """One provider in one period."""
+
+    provider: str
+    period: str
+    status: str
+    cost: int | None
+    internal: int
+    external: int
+    balance: int | None = None
+
+
+@dataclass
+class ProviderLine(_Figures):
     """One provider over the fiscal year. When the provider has costs, the totals cover
     the periods that have a cost row (`months_costed`); revenue of other periods is
     reported apart (`uncosted_revenue`) and left out of the surplus and the ratio."""
@@ -90,18 +98,6 @@ class ProviderLine:
     external: int
     months_costed: int = 0
     uncosted_revenue: int = 0
-
-    @property
-    def revenue(self) -> int:
-        return self.internal + self.external
-
-    @property
-    def surplus(self) -> int | None:
-        return None if self.cost is None else self.revenue - self.cost
-
-    @property
-    def ratio(self) -> Fraction | None:
-        return Fraction(self.revenue, self.cost) if self.cost else None
 
     @property
     def flag(self) -> str:

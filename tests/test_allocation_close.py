@@ -79,10 +79,12 @@ def test_reclose_after_reopen_posts_only_what_changed(db_url: str, tmp_path: Pat
     assert later and len(later) == revised.posted
     assert all(r.memo.endswith("(revised)") for r in later)
     # What is posted per target is now the step allocation of the revised costs.
+    from dataclasses import replace
+
     from chargeback.allocation import allocate
 
     specs = tb.pool_specs()
-    specs[0] = type(specs[0])(**{**specs[0].__dict__, "amount": 7_783_025})
+    specs[0] = replace(specs[0], amount=7_783_025)
     expected = {r.code: {s.unit: s.amount for s in r.shares if s.amount} for r in allocate(specs, "step")}
     assert _by_pool(rows) == expected
     assert revised.reconciliation.providers["FAC"][0] == 7_783_025

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from chargeback import api, db
 from chargeback.errors import InputRefused
@@ -137,6 +137,15 @@ def test_tiers_accumulate_by_date_and_carry_on_after_a_reopen(db_url: str, tmp_p
     assert march["H-6"] == (187000, None, "HELP/internal/2026-01-01 tiers 100:27@50, 150:13@40",
                             [(100 * M, 27 * M, 50 * M), (150 * M, 13 * M, 40 * M)])
     assert api.verify(db_url).ok
+    # Tampering with a piece is found by verify.
+    engine = db.connect(db_url)
+    with engine.begin() as conn:
+        entry_id = conn.execute(select(Entry.id).where(Entry.reference == "H-6")).scalar_one()
+        conn.execute(update(EntryTier).where(EntryTier.entry_id == entry_id, EntryTier.piece == 2)
+                     .values(rate_micro=30 * M))
+    problems = api.verify(db_url).problems
+    assert problems == [f"entry {entry_id}: its tier pieces do not add up to its quantity and amount: "
+                        "entry_tiers was altered"]
 
 
 def test_tiers_restart_each_period(db_url: str, tmp_path: Path) -> None:

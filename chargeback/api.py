@@ -23,12 +23,14 @@ from chargeback.export import export as _export
 from chargeback.periods import (
     CloseResult,
     check_period,
+    cost_periods,
     close_period,
     period_status,
     periods_with_activity,
     reopen_period,
 )
 from chargeback.reconciliation import Reconciliation, reconcile as _reconcile
+from chargeback.recovery import Recovery, recovery as _recovery, write_workbook as write_recovery
 from chargeback.usage import ImportResult, import_usage
 from chargeback.verification import VerifyResult, verify as _verify
 
@@ -61,11 +63,14 @@ def import_file(url: str | Engine | None, path: Path, period: str) -> ImportResu
         return import_usage(conn, Path(path), period, now())
 
 
-def adjust(url: str | Engine | None, period: str, service: str, consumer: str, amount: str,
-           reason: str, reference: str | None = None) -> AdjustResult:
+def adjust(url: str | Engine | None, period: str, service: str | None, consumer: str | None,
+           amount: str, reason: str, reference: str | None = None,
+           against: str | None = None) -> AdjustResult:
+    """A manual charge or credit; `against` (`SERVICE:REFERENCE`) links it to the posted
+    charge it corrects, and then `service` and `consumer` may be left out."""
     check_period(period)
     with db.transaction(_engine(url)) as conn:
-        return _adjust(conn, period, service, consumer, amount, reason, reference, now())
+        return _adjust(conn, period, service, consumer, amount, reason, reference, now(), against)
 
 
 def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
@@ -170,7 +175,8 @@ def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]
 
 def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
         through: str | None = None) -> RunResult:
-    """The monthly job: load the book, import its usage files, close the periods in order.
+    """The monthly job: load the book, import its usage files, close the periods in order
+(with the months that have allocation costs, up to the last month with usage).
 
     Safe to run again: imported lines are skipped as duplicates and closed periods are
     left as they are."""
@@ -182,6 +188,10 @@ def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
     periods = sorted({p for p, _ in files})
     with db.transaction(engine) as conn:
         status = dict(periods_with_activity(conn))
+        if periods:
+            # A month with allocation costs but no usage file is closed too, up to the
+            # last month with usage (costs budgeted for later months wait for them).
+            periods = sorted(set(periods) | set(cost_periods(conn, periods[-1])))
     for period, path in files:
         if status.get(period) == "closed":
             continue
@@ -211,3 +221,17 @@ def demo(out_dir: Path = Path("out")) -> tuple[RunResult, str]:
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     url = f"sqlite:///{database.resolve()}"
     return run(url, demo_book(), out_dir), url
+
+
+def recovery(url: str | Engine | None, fiscal_year: int,
+             out: Path | None = Path("recovery.xlsx")) -> Recovery:
+    """The cost-recovery report of a fiscal year; writes `recovery.xlsx` to `out` unless
+    `out` is None."""
+    with db.transaction(_engine(url)) as conn:
+        result = _recovery(conn, fiscal_year)
+    if out is not None:
+        try:
+            write_recovery(result, Path(out))
+        except OSError as exc:
+            raise Refused(f"cannot write {out}: {exc.strerror or exc}") from exc
+    return result

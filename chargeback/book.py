@@ -1,8 +1,9 @@
 """A book: the reference data of one organization, read from a folder and loaded.
 
 `read_book` validates every file of the folder (book.toml, units.csv, services.csv,
-rates.csv, recurring.csv) and collects every problem; `load_book` stores a valid book,
-updating what was loaded before without touching anything already posted.
+rates.csv, recurring.csv, and the allocation files allocations.csv, costs.csv,
+drivers.csv, provider_costs.csv) and collects every problem; `load_book` stores a valid
+book, updating what was loaded before without touching anything already posted.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import Connection, delete, func, insert, select, union_all, update
 
+from chargeback.allocation import EQUAL, parse_driver, parse_targets
 from chargeback.errors import InputRefused, Problem, Refused
 from chargeback.fields import (
+    Amount,
     Code,
     Date,
     OptionalCode,
     OptionalDate,
+    OptionalInteger,
     OptionalPeriod,
     OptionalText,
     PeriodText,
@@ -31,9 +35,22 @@ from chargeback.fields import (
     Text,
     problems_of,
 )
-from chargeback.money import known_currency, minor_digits, to_micro
-from chargeback.pricing import RateRow, overlapping
-from chargeback.schema import Adjustment, Book, Entry, Rate, Recurring, Service, Unit, Usage
+from chargeback.money import known_currency, minor_digits, quantize, to_micro, to_minor
+from chargeback.pricing import RateRow, overlapping, without_base_tier
+from chargeback.schema import (
+    Adjustment,
+    Allocation,
+    Book,
+    Cost,
+    Driver,
+    Entry,
+    ProviderCost,
+    Rate,
+    Recurring,
+    Service,
+    Unit,
+    Usage,
+)
 from chargeback.tabular import Columns, read_rows
 
 
@@ -121,11 +138,55 @@ class RecurringRow(BaseModel):
     description: OptionalText = None
 
 
+def _driver_text(value: str) -> str:
+    return parse_driver(value).text
+
+
+def _targets_text(value: str) -> str:
+    return parse_targets(value).text
+
+
+class AllocationRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pool: Code
+    provider: Code
+    service: Code
+    driver: Annotated[Text, AfterValidator(_driver_text)]
+    targets: Annotated[Text, AfterValidator(_targets_text)]
+    order: OptionalInteger = None
+
+
+class CostRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    period: PeriodText
+    pool: Code
+    amount: Amount
+
+
+class DriverRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    period: PeriodText
+    driver: Code
+    unit: Code
+    value: Quantity
+
+
+class ProviderCostRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    period: PeriodText
+    provider: Code
+    amount: Amount
+
+
 UNITS = Columns(("code", "name"), ("kind", "parent", "manager", "email", "active_from",
                                    "active_to", "expense_account", "revenue_account"))
 SERVICES = Columns(("code", "provider", "name", "unit_of_measure"), ("description",))
 RATES = Columns(("service", "effective_from", "rate"), ("customer_class", "effective_to", "tier_from"))
 RECURRING = Columns(("service", "consumer", "quantity", "from_period"), ("to_period", "description"))
+ALLOCATIONS = Columns(("pool", "provider", "service", "driver", "targets"), ("order",))
+COSTS = Columns(("period", "pool", "amount"))
+DRIVERS = Columns(("period", "driver", "unit", "value"))
+PROVIDER_COSTS = Columns(("period", "provider", "amount"))
 
 
 @dataclass
@@ -137,6 +198,10 @@ class BookData:
     services: list[ServiceRow] = field(default_factory=list)
     rates: list[RateFileRow] = field(default_factory=list)
     recurring: list[RecurringRow] = field(default_factory=list)
+    allocations: list[AllocationRow] = field(default_factory=list)
+    costs: list[CostRow] = field(default_factory=list)
+    drivers: list[DriverRow] = field(default_factory=list)
+    provider_costs: list[ProviderCostRow] = field(default_factory=list)
 
 
 def _read_file(folder: Path, name: str, columns: Columns, model: type[BaseModel],
@@ -202,6 +267,18 @@ def read_book(folder: Path) -> BookData:
     service_provider = {s.code: s.provider for _, s in services}  # type: ignore[attr-defined]
     _check_rates(rates, service_provider, problems)
     _check_recurring(recurring, service_provider, unit_kind, problems)
+    allocations = _read_file(folder, "allocations.csv", ALLOCATIONS, AllocationRow, problems, required=False)
+    costs = _read_file(folder, "costs.csv", COSTS, CostRow, problems, required=False)
+    drivers = _read_file(folder, "drivers.csv", DRIVERS, DriverRow, problems, required=False)
+    provider_costs = _read_file(folder, "provider_costs.csv", PROVIDER_COSTS, ProviderCostRow,
+                                problems, required=False)
+    digits = minor_digits(settings.currency) if settings else None
+    driver_names = {d.driver for _, d in drivers}  # type: ignore[attr-defined]
+    method = settings.allocation_method if settings else "direct"
+    _check_allocations(allocations, method, service_provider, unit_kind, driver_names, problems)
+    _check_costs(costs, {a.pool for _, a in allocations}, digits, problems)  # type: ignore[attr-defined]
+    _check_drivers(drivers, unit_kind, problems)
+    _check_provider_costs(provider_costs, unit_kind, digits, problems)
     if problems or settings is None:
         raise InputRefused(sorted(set(problems)), what="load")
     return BookData(
@@ -210,6 +287,10 @@ def read_book(folder: Path) -> BookData:
         services=[s for _, s in services],  # type: ignore[misc]
         rates=[r for _, r in rates],  # type: ignore[misc]
         recurring=[r for _, r in recurring],  # type: ignore[misc]
+        allocations=[a for _, a in allocations],  # type: ignore[misc]
+        costs=[c for _, c in costs],  # type: ignore[misc]
+        drivers=[d for _, d in drivers],  # type: ignore[misc]
+        provider_costs=[c for _, c in provider_costs],  # type: ignore[misc]
     )
 
 
@@ -275,6 +356,11 @@ def _check_rates(rows, service_provider: dict[str, str], problems: list[Problem]
             + (f" tier {later.tier_from}" if later.tier_from else "")
             + ": end the earlier range before this one starts",
         ))
+    for row in without_base_tier(lines):
+        problems.append(Problem(
+            name, lines[row], "tier_from",
+            f"tier {row.tier_from} of {row.service} {row.customer_class} is in force on days with "
+            "no base tier (tier_from 0): graduated tiers need a tier 0 row over the same dates"))
 
 
 def _rate_row(rate: RateFileRow) -> RateRow:
@@ -298,6 +384,123 @@ def _check_recurring(rows, service_provider, unit_kind, problems: list[Problem])
             problems.append(Problem(name, line, "to_period", "is before from_period"))
 
 
+def _check_allocations(rows, method: str, service_provider: dict[str, str],  # type: ignore[no-untyped-def]
+                       unit_kind: dict[str, str], driver_names: set[str],
+                       problems: list[Problem]) -> None:
+    name = "allocations.csv"
+    first_line: dict[str, int] = {}
+    orders: dict[int, str] = {}
+    pools_of: dict[str, str] = {}
+    for line, pool in rows:
+        if pool.pool in first_line:
+            problems.append(Problem(name, line, "pool", f"{pool.pool!r} is already used on line {first_line[pool.pool]}"))
+            continue
+        first_line[pool.pool] = line
+        _check_internal(name, line, "provider", pool.provider, unit_kind, problems)
+        owner = service_provider.get(pool.service)
+        if owner is None:
+            problems.append(Problem(name, line, "service", f"{pool.service!r} is not a service code in services.csv"))
+        elif owner != pool.provider:
+            problems.append(Problem(name, line, "service",
+                f"pool {pool.pool}: {pool.service} is a service of {owner}, not of {pool.provider}"))
+        driver = parse_driver(pool.driver)
+        if driver.kind == "usage" and driver.name not in service_provider:
+            problems.append(Problem(name, line, "driver",
+                f"pool {pool.pool}: {driver.name!r} is not a service code in services.csv"))
+        elif driver.kind == "named" and driver.name not in driver_names:
+            problems.append(Problem(name, line, "driver",
+                f"pool {pool.pool}: unknown driver {driver.name!r}: it has no rows in drivers.csv "
+                "(write a driver name used there, usage:SERVICE or equal)"))
+        targets = parse_targets(pool.targets)
+        for code in targets.codes:
+            if targets.kind == "parent":
+                if code not in unit_kind:
+                    problems.append(Problem(name, line, "targets", f"pool {pool.pool}: {code!r} is not a unit code in units.csv"))
+            elif code == pool.provider:
+                problems.append(Problem(name, line, "targets",
+                    f"pool {pool.pool}: {code} is the pool's provider: a unit cannot charge itself"))
+            else:
+                _check_internal(name, line, "targets", code, unit_kind, problems, f"pool {pool.pool}: ")
+        if method == "step":
+            if pool.order is None:
+                problems.append(Problem(name, line, "order",
+                    f"pool {pool.pool} has no order: allocation_method = \"step\" needs one for every pool"))
+            elif pool.order in orders:
+                problems.append(Problem(name, line, "order",
+                    f"pool {pool.pool}: order {pool.order} is also the order of pool {orders[pool.order]}"))
+            else:
+                orders[pool.order] = pool.pool
+        if method in ("step", "reciprocal"):
+            if pool.provider in pools_of:
+                problems.append(Problem(name, line, "provider",
+                    f"pool {pool.pool}: {pool.provider} also provides pool {pools_of[pool.provider]}; "
+                    f"with allocation_method = \"{method}\" a provider owns at most one pool"))
+            else:
+                pools_of[pool.provider] = pool.pool
+
+
+def _check_internal(name: str, line: int, column: str, code: str, unit_kind: dict[str, str],
+                    problems: list[Problem], prefix: str = "") -> None:
+    kind = unit_kind.get(code)
+    if kind is None:
+        problems.append(Problem(name, line, column, f"{prefix}{code!r} is not a unit code in units.csv"))
+    elif kind != "internal":
+        problems.append(Problem(name, line, column, f"{prefix}{code!r} is an external unit; it must be internal"))
+
+
+def _check_money(name: str, line: int, column: str, amount: Decimal, digits: int | None,
+                 problems: list[Problem]) -> None:
+    if amount < 0:
+        problems.append(Problem(name, line, column, "must not be negative"))
+    elif digits is not None and quantize(amount, digits) != amount:
+        problems.append(Problem(name, line, column,
+            f"{amount} has more decimal places than the currency's {digits}"))
+
+
+def _check_unique(name: str, line: int, column: str, key: tuple, seen: dict,  # type: ignore[type-arg]
+                  what: str, problems: list[Problem]) -> None:
+    if key in seen:
+        problems.append(Problem(name, line, column, f"{what} is already given on line {seen[key]}"))
+    else:
+        seen[key] = line
+
+
+def _check_costs(rows, pools: set[str], digits: int | None, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "costs.csv"
+    seen: dict[tuple[str, str], int] = {}
+    for line, cost in rows:
+        if cost.pool not in pools:
+            problems.append(Problem(name, line, "pool", f"{cost.pool!r} is not a pool in allocations.csv"))
+        _check_money(name, line, "amount", cost.amount, digits, problems)
+        _check_unique(name, line, "pool", (cost.period, cost.pool), seen,
+                      f"the cost of pool {cost.pool} in {cost.period}", problems)
+
+
+def _check_drivers(rows, unit_kind: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "drivers.csv"
+    seen: dict[tuple[str, str, str], int] = {}
+    for line, row in rows:
+        if row.driver == EQUAL:
+            problems.append(Problem(name, line, "driver", f"{EQUAL!r} is reserved: it needs no rows; choose another name"))
+        if row.unit not in unit_kind:
+            problems.append(Problem(name, line, "unit", f"{row.unit!r} is not a unit code in units.csv"))
+        if row.value < 0:
+            problems.append(Problem(name, line, "value", "must not be negative"))
+        _check_unique(name, line, "unit", (row.period, row.driver, row.unit), seen,
+                      f"the {row.driver} of {row.unit} in {row.period}", problems)
+
+
+def _check_provider_costs(rows, unit_kind: dict[str, str], digits: int | None,  # type: ignore[no-untyped-def]
+                          problems: list[Problem]) -> None:
+    name = "provider_costs.csv"
+    seen: dict[tuple[str, str], int] = {}
+    for line, row in rows:
+        _check_internal(name, line, "provider", row.provider, unit_kind, problems)
+        _check_money(name, line, "amount", row.amount, digits, problems)
+        _check_unique(name, line, "provider", (row.period, row.provider), seen,
+                      f"the cost of {row.provider} in {row.period}", problems)
+
+
 @dataclass
 class LoadResult:
     """What `load` did, for the command's summary."""
@@ -308,6 +511,10 @@ class LoadResult:
     services: int
     rates: int
     recurring: int
+    pools: int = 0
+    cost_rows: int = 0
+    driver_rows: int = 0
+    provider_cost_rows: int = 0
 
 
 def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
@@ -356,6 +563,8 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
             conn.execute(insert(Service).values(**row))
     conn.execute(delete(Rate))
     conn.execute(delete(Recurring))
+    for table in (Cost, Allocation, Driver, ProviderCost):
+        conn.execute(delete(table))
     kept_services = {s.code for s in book.services}
     conn.execute(delete(Service).where(Service.code.not_in(kept_services)))
     kept_units = {u.code for u in book.units}
@@ -371,7 +580,27 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
             dict(service=r.service, consumer=r.consumer, quantity_micro=to_micro(r.quantity),
                  from_period=r.from_period, to_period=r.to_period, description=r.description)
             for r in book.recurring])
-    return LoadResult(settings.name, added, updated, len(book.services), len(book.rates), len(book.recurring))
+    _insert_allocations(conn, book, digits)
+    return LoadResult(settings.name, added, updated, len(book.services), len(book.rates),
+                      len(book.recurring), len(book.allocations), len(book.costs),
+                      len(book.drivers), len(book.provider_costs))
+
+
+def _insert_allocations(conn: Connection, book: BookData, digits: int) -> None:
+    """The allocation files, replacing what was loaded before."""
+    tables = (
+        (Allocation, [dict(pool=a.pool, provider=a.provider, service=a.service, driver=a.driver,
+                           targets=a.targets, step_order=a.order) for a in book.allocations]),
+        (Cost, [dict(period=c.period, pool=c.pool, amount_minor=to_minor(c.amount, digits))
+                for c in book.costs]),
+        (Driver, [dict(period=d.period, driver=d.driver, unit=d.unit, value_micro=to_micro(d.value))
+                  for d in book.drivers]),
+        (ProviderCost, [dict(period=c.period, provider=c.provider,
+                             amount_minor=to_minor(c.amount, digits)) for c in book.provider_costs]),
+    )
+    for table, rows in tables:
+        if rows:
+            conn.execute(insert(table), rows)
 
 
 def _parents_first(units: list[UnitRow]) -> list[UnitRow]:

@@ -19,6 +19,7 @@ from chargeback.db import database_url, redact
 from chargeback.errors import InputRefused, Refused
 from chargeback.money import format_amount
 from chargeback.reconciliation import Reconciliation
+from chargeback.recovery import percent
 from chargeback.usage import ImportResult
 
 PERIOD = click.STRING
@@ -102,9 +103,11 @@ def init(ctx: Context) -> None:
 def load(ctx: Context, book: Path) -> None:
     """Load or update the reference data of BOOK (a folder)."""
     result = api.load(ctx.url, book)
+    pools = (f", {result.pools} allocation pools ({result.cost_rows} costs, "
+             f"{result.driver_rows} driver values)" if result.pools else "")
     _say(ctx, f"loaded {result.name}: {result.units_added + result.units_updated} units "
               f"({result.units_added} new), {result.services} services, {result.rates} rates, "
-              f"{result.recurring} recurring fees")
+              f"{result.recurring} recurring fees{pools}")
 
 
 def _import_summary(result: ImportResult) -> str:
@@ -127,18 +130,23 @@ def import_(ctx: Context, file: Path, period: str) -> None:
 
 @main.command()
 @click.argument("period", metavar="YYYY-MM")
-@click.option("--service", required=True)
-@click.option("--consumer", required=True)
+@click.option("--service", default=None, help="Required unless --against names the charge.")
+@click.option("--consumer", default=None, help="Required unless --against names the charge.")
 @click.option("--amount", required=True, help="Positive for a charge, negative for a credit.")
 @click.option("--reason", required=True)
 @click.option("--reference", default=None)
+@click.option("--against", default=None, metavar="SERVICE:REFERENCE",
+              help="Link to the posted charge this corrects (it may be in a closed period).")
 @click.pass_obj
-def adjust(ctx: Context, period: str, service: str, consumer: str, amount: str, reason: str,
-           reference: str | None) -> None:
+def adjust(ctx: Context, period: str, service: str | None, consumer: str | None, amount: str,
+           reason: str, reference: str | None, against: str | None) -> None:
     """Record a manual charge or credit in an open period."""
-    result = api.adjust(ctx.url, period, service, consumer, amount, reason, reference)
+    if against is None and (service is None or consumer is None):
+        raise click.UsageError("--service and --consumer are required unless --against is given")
+    result = api.adjust(ctx.url, period, service, consumer, amount, reason, reference, against)
+    link = f" against {result.against}" if result.against else ""
     _say(ctx, f"adjustment {result.id} recorded in {result.period}: {result.service} -> "
-              f"{result.consumer} {result.amount} {result.currency}")
+              f"{result.consumer} {result.amount} {result.currency}{link}")
 
 
 def _totals(rec: Reconciliation) -> str:
@@ -224,6 +232,33 @@ def verify(ctx: Context) -> None:
         _fail(f"verify failed: {result.problems[0]}")
     _say(ctx, f"journal verified: {result.entries} entries, hash chain intact, "
               f"{result.periods} closed periods match their totals")
+
+
+@main.command()
+@click.option("--fiscal-year", "fiscal_year", required=True, type=click.IntRange(1000, 9999),
+              metavar="YYYY", help="The fiscal year, named by the year it ends in.")
+@click.option("--out", "out_file", default="recovery.xlsx", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def recovery(ctx: Context, fiscal_year: int, out_file: Path) -> None:
+    """Cost recovery: does each provider's billing break even over the fiscal year?"""
+    rec = api.recovery(ctx.url, fiscal_year, out_file)
+    m = rec.money
+    _say(ctx, f"cost recovery FY{rec.fiscal_year} ({rec.periods_of_year[0]} to "
+              f"{rec.periods_of_year[-1]}), {rec.currency}")
+    if not rec.providers:
+        _say(ctx, "  no provider has costs or revenue in this fiscal year")
+    for p in rec.providers:
+        ratio = "" if p.ratio is None else percent(p.ratio)
+        flag = f"  [{p.flag}]" if p.flag else ""
+        _say(ctx, f"  {p.provider:<12} cost {m(p.cost) or '-':>14}  revenue {m(p.revenue):>14}  "
+                  f"surplus {m(p.surplus) or '-':>14}  recovery {ratio:>7}{flag}")
+    for s in rec.services:
+        if s.break_even_rate is not None:
+            current = "-" if s.current_rate is None else f"{s.current_rate}"
+            _say(ctx, f"  {s.service:<12} break-even rate {s.break_even_rate} per "
+                      f"{s.unit_of_measure}, current rate {current}, billed on average {s.average_rate}")
+    _say(ctx, f"written {out_file}")
 
 
 def _run_summary(ctx: Context, result: api.RunResult) -> None:

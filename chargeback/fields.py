@@ -105,6 +105,19 @@ OptionalQuantity = Annotated[
     Decimal | None, BeforeValidator(_optional(decimal_checker(QUANTITY_PLACES, "quantity")))
 ]
 RateValue = Annotated[Decimal, BeforeValidator(_required(decimal_checker(RATE_PLACES, "rate")))]
+#: An amount of money as written in a book file; its places are checked against the
+#: currency once the book's currency is known.
+Amount = Annotated[Decimal, BeforeValidator(_required(decimal_checker(RATE_PLACES, "amount")))]
+
+
+def check_integer(value: object) -> int:
+    text = str(value).strip()
+    if not re.fullmatch(r"[+-]?\d{1,9}", text):
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+OptionalInteger = Annotated[int | None, BeforeValidator(_optional(check_integer))]
 
 
 def problems_of(error: ValidationError, file: str, line: int) -> list[Problem]:

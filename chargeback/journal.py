@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
 
 from chargeback.db import bulk_insert
-from chargeback.schema import Entry, JournalHead
+from chargeback.schema import Entry, EntryTier, JournalHead
 
 GENESIS = "0" * 64
 
@@ -30,8 +30,15 @@ def accounts(customer_class: str, consumer: str, provider: str) -> tuple[str, st
     return f"assets:receivable:{consumer}", f"revenue:external:{provider}"
 
 
+#: One tier piece of a tiered charge: (tier_from_micro, quantity_micro, rate_micro).
+TierPiece = tuple[int, int, int]
+
+
 class Draft(NamedTuple):
-    """A charge ready to post: everything an entry holds but its place in the chain."""
+    """A charge ready to post: everything an entry holds but its place in the chain.
+
+    `pieces` (tiered charges only) are stored in `entry_tiers`, not in the entry; the
+    entry's `rate_source` names them too, so the hash covers them."""
 
     period: str
     date: dt.date
@@ -53,9 +60,10 @@ class Draft(NamedTuple):
     reference: str | None
     memo: str | None
     rate_source: str | None
+    pieces: tuple[TierPiece, ...] = ()
 
 
-DRAFT_FIELDS = Draft._fields
+DRAFT_FIELDS = Draft._fields[:-1]
 HASHED_FIELDS = ("id", "posted_at") + DRAFT_FIELDS + ("prev_hash",)
 
 
@@ -94,19 +102,32 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
     last_id, last_hash = head_row.last_entry, head_row.last_hash
     first_id, count = last_id + 1, 0
     rows: list[tuple[object, ...]] = []
+    tiers: list[tuple[int, int, int, int, int]] = []
     for draft in drafts:
         last_id += 1
-        digest = entry_hash((last_id, posted_at) + draft + (last_hash,))
-        rows.append((last_id, posted_at) + draft + (last_hash, digest))
+        values = draft[:-1]
+        digest = entry_hash((last_id, posted_at) + values + (last_hash,))
+        rows.append((last_id, posted_at) + values + (last_hash, digest))
+        for number, (tier_from, quantity, rate) in enumerate(draft.pieces, start=1):
+            tiers.append((last_id, number, tier_from, quantity, rate))
         last_hash = digest
         if len(rows) >= batch:
-            count += bulk_insert(conn, Entry.__table__, COLUMNS, rows)
-            rows = []
-    count += bulk_insert(conn, Entry.__table__, COLUMNS, rows)
+            count += _insert(conn, rows, tiers)
+            rows, tiers = [], []
+    count += _insert(conn, rows, tiers)
     if count:
         conn.execute(update(JournalHead).where(JournalHead.id == 1)
                      .values(last_entry=last_id, last_hash=last_hash))
     return Posted(count, first_id if count else None, last_hash)
+
+
+TIER_COLUMNS = ("entry_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro")
+
+
+def _insert(conn: Connection, rows: list[tuple[object, ...]], tiers: list[tuple[int, int, int, int, int]]) -> int:
+    count = bulk_insert(conn, Entry.__table__, COLUMNS, rows)
+    bulk_insert(conn, EntryTier.__table__, TIER_COLUMNS, tiers)
+    return count
 
 
 def head(conn: Connection) -> tuple[int, str]:

@@ -8,6 +8,7 @@ here ever touches a float.
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from fractions import Fraction
 
 from babel.numbers import get_currency_precision, list_currencies
 
@@ -32,6 +33,16 @@ def minor_digits(currency: str) -> int:
 def quantize(value: Decimal, digits: int) -> Decimal:
     """Round to `digits` fractional digits, half away from zero (ROUND_HALF_UP)."""
     return value.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+
+
+def round_fraction(value: Fraction) -> int:
+    """An exact fraction of minor units rounded to a whole one, half away from zero:
+    the rule of `quantize`, for the exact results of allocation."""
+    magnitude = abs(value)
+    whole = int(magnitude)
+    if magnitude - whole >= Fraction(1, 2):
+        whole += 1
+    return whole if value >= 0 else -whole
 
 
 def to_minor(amount: Decimal, digits: int) -> int:

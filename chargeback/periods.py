@@ -17,12 +17,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from chargeback import journal
-from chargeback.charges import period_charges
+from chargeback.charges import allocation_charges, period_charges
 from chargeback.errors import Refused
 from chargeback.fields import PERIOD_PATTERN
 from chargeback.reconciliation import Reconciliation, reconcile
 from chargeback.reference import load_reference
-from chargeback.schema import Adjustment, Entry, Period, PeriodEvent, Usage
+from chargeback.schema import Adjustment, Cost, Entry, Period, PeriodEvent, Usage
 
 
 def check_period(period: str) -> str:
@@ -84,7 +84,8 @@ class CloseResult:
 
 
 def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult:
-    """Price and post everything pending in `period`, check net zero, and lock it.
+    """Price and post everything pending in `period`, then its allocations (which may
+    depend on what was just posted), check net zero, and lock it.
 
     Runs inside the caller's transaction: a refusal or crash anywhere undoes all of it."""
     status = lock_period(conn, period, create=True)
@@ -95,7 +96,9 @@ def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult
         raise Refused(f"period {earlier[0]} is still open and has activity: close it before {period}")
     ref = load_reference(conn)
     now = now.replace(microsecond=0)
-    posted = journal.post(conn, period_charges(conn, ref, period), now)
+    charged = journal.post(conn, period_charges(conn, ref, period), now)
+    allocated = journal.post(conn, allocation_charges(conn, ref, period), now)
+    posted_count = charged.count + allocated.count
     result = reconcile(conn, period)
     if not result.balanced:
         raise Refused(
@@ -108,9 +111,9 @@ def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult
         internal_revenue_minor=result.internal_revenue, internal_spend_minor=result.internal_spend,
         external_revenue_minor=result.external_revenue))
     conn.execute(insert(PeriodEvent).values(period=period, at=now, action="close",
-                                            reason=f"{posted.count} entries posted", user=_user()))
+                                            reason=f"{posted_count} entries posted", user=_user()))
     result.status = "closed"
-    return CloseResult(period, posted.count, result, now, last_hash)
+    return CloseResult(period, posted_count, result, now, last_hash)
 
 
 def reopen_period(conn: Connection, period: str, reason: str, now: dt.datetime) -> None:
@@ -134,3 +137,9 @@ def period_status(conn: Connection, period: str) -> str | None:
 def periods_with_activity(conn: Connection) -> list[tuple[str, str]]:
     """(period, status) of every period the database knows, in order."""
     return [(p, s) for p, s in conn.execute(select(Period.period, Period.status).order_by(Period.period))]
+
+
+def cost_periods(conn: Connection, through: str) -> list[str]:
+    """Periods up to `through` that have allocation costs to spread."""
+    return list(conn.execute(select(Cost.period).where(Cost.period <= through).distinct()
+                             .order_by(Cost.period)).scalars())

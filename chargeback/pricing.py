@@ -4,13 +4,19 @@ Pure functions over plain values (Decimal, dates, codes), so they can be tested 
 property-tested without a database. The rate is the one whose customer class matches
 the consumer's kind and whose date range holds the usage date; the amount is
 quantity x rate rounded once, half away from zero, to the currency's minor unit.
+
+Graduated tiers: rate rows of one service and class in force on the same date with
+different `tier_from` form a schedule. Within a period, per (service, consumer), the
+lines' quantities accumulate in order of date then reference; the part of a line above
+a threshold is priced at that tier's rate (`tier_pieces`), and the line's amount is the
+sum of its pieces rounded once (`price_tiered`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -56,6 +62,8 @@ class RateTable:
             self._by_key[(row.service, row.customer_class)].append(row)
         for rows_of_key in self._by_key.values():
             rows_of_key.sort(key=lambda r: (r.effective_from, r.tier_from))
+        #: Services with graduated tiers (a row above tier 0 for any class and date).
+        self.tiered = frozenset(r.service for rs in self._by_key.values() for r in rs if r.tier_from)
         self._cache: dict[tuple[str, str, dt.date], tuple[RateRow, ...]] = {}
 
     def tiers(self, service: str, customer_class: str, day: dt.date) -> tuple[RateRow, ...]:
@@ -73,10 +81,92 @@ class RateTable:
         rows = self.tiers(service, customer_class, day)
         return rows[0] if rows else None
 
+    def latest(self, service: str, customer_class: str, day: dt.date) -> RateRow | None:
+        """The base rate in force on `day`, else the base rate that started last before it."""
+        found = self.find(service, customer_class, day)
+        if found is not None:
+            return found
+        earlier = [r for r in self._by_key.get((service, customer_class), ())
+                   if r.effective_from <= day and r.tier_from == 0]
+        return max(earlier, key=lambda r: r.effective_from) if earlier else None
+
 
 def price(quantity: Decimal, rate_row: RateRow, digits: int) -> Priced:
     """Price one line at one rate: quantity x rate, rounded once."""
     return Priced(rate_row.rate, quantize(quantity * rate_row.rate, digits), rate_row)
+
+
+@dataclass(frozen=True)
+class TierPiece:
+    """The part of a line priced at one tier: `quantity` (negative for a credit) at
+    the rate of `tier`."""
+
+    tier: RateRow
+    quantity: Decimal
+
+    @property
+    def text(self) -> str:
+        """`FROM:QUANTITY@RATE`, as a charge's rate source lists its pieces."""
+        return f"{plain(self.tier.tier_from)}:{plain(self.quantity)}@{plain(self.tier.rate)}"
+
+
+@dataclass(frozen=True)
+class TieredPrice:
+    """A line priced over a tier schedule: its pieces and their sum, rounded once."""
+
+    amount: Decimal
+    pieces: tuple[TierPiece, ...]
+
+    @property
+    def rate_source(self) -> str:
+        """`SERVICE/CLASS/FROM tiers 0:100@60, 100:20@50`: the schedule that priced
+        the line and each piece as tier threshold, quantity and rate."""
+        base = self.pieces[0].tier
+        head = f"{base.service}/{base.customer_class}/{base.effective_from.isoformat()} tiers "
+        return head + ", ".join(piece.text for piece in self.pieces)
+
+
+def plain(value: Decimal) -> str:
+    """A decimal without exponent or trailing zeros: `100`, `0.5`, `60.125`."""
+    text = format(value.normalize(), "f")
+    return text if value != 0 else "0"
+
+
+def tier_pieces(start: Decimal, quantity: Decimal, tiers: Sequence[RateRow]) -> tuple[TierPiece, ...]:
+    """Split a line that moves the accumulated quantity from `start` to
+    `start + quantity` over a tier schedule (rows by ascending `tier_from`).
+
+    Tier i covers [tier_from_i, tier_from_i+1); the lowest tier also covers anything
+    below its threshold. A credit (negative quantity) takes its pieces off the top,
+    highest tier first. The pieces' quantities sum to `quantity` exactly."""
+    if not tiers:
+        raise ValueError("no tier schedule")
+    low, high = sorted((start, start + quantity))
+    pieces = []
+    for index, tier in enumerate(tiers):
+        lower = low if index == 0 else max(low, tier.tier_from)
+        upper = high if index + 1 == len(tiers) else min(high, tiers[index + 1].tier_from)
+        if upper > lower:
+            pieces.append(TierPiece(tier, upper - lower if quantity > 0 else lower - upper))
+    if quantity < 0:
+        pieces.reverse()
+    return tuple(pieces)
+
+
+def price_tiered(lines: Iterable[tuple[Decimal, Sequence[RateRow]]], digits: int,
+                 start: Decimal = Decimal(0)) -> Iterator[TieredPrice]:
+    """Price lines of one (service, consumer) in one period, in order (date, then
+    reference), each with the tier schedule in force on its date.
+
+    `start` is the quantity already accumulated before the first line (what was posted
+    in the period before a reopen). Each line's amount is the sum of its pieces,
+    rounded once to `digits`."""
+    accumulated = start
+    for quantity, tiers in lines:
+        pieces = tier_pieces(accumulated, quantity, tiers)
+        exact = sum((piece.quantity * piece.tier.rate for piece in pieces), Decimal(0))
+        accumulated += quantity
+        yield TieredPrice(quantize(exact, digits), pieces)
 
 
 def overlapping(rows: Iterable[RateRow]) -> list[tuple[RateRow, RateRow]]:
@@ -91,3 +181,26 @@ def overlapping(rows: Iterable[RateRow]) -> list[tuple[RateRow, RateRow]]:
             if earlier.effective_to is None or later.effective_from <= earlier.effective_to:
                 clashes.append((earlier, later))
     return clashes
+
+
+def without_base_tier(rows: Iterable[RateRow]) -> list[RateRow]:
+    """Rows above tier 0 whose date range is not covered by tier-0 rows of their
+    (service, class): such a schedule would leave the first quantities unpriced."""
+    rows = list(rows)
+    bases: dict[tuple[str, str], list[RateRow]] = defaultdict(list)
+    for row in rows:
+        if row.tier_from == 0:
+            bases[(row.service, row.customer_class)].append(row)
+    missing = []
+    for row in rows:
+        if row.tier_from == 0:
+            continue
+        cursor: dt.date | None = row.effective_from
+        for base in sorted(bases[(row.service, row.customer_class)], key=lambda r: r.effective_from):
+            if cursor is None or (row.effective_to is not None and cursor > row.effective_to):
+                break
+            if base.holds(cursor):
+                cursor = None if base.effective_to is None else base.effective_to + dt.timedelta(days=1)
+        if cursor is not None and (row.effective_to is None or cursor <= row.effective_to):
+            missing.append(row)
+    return missing

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -191,7 +192,73 @@ class Adjustment(Base):
     reason: Mapped[str] = mapped_column(Text)
     reference: Mapped[str | None] = mapped_column(String(100))
     at: Mapped[dt.datetime] = mapped_column(DateTime)
-    __table_args__ = (CheckConstraint("amount_minor <> 0", name="amount_not_zero"),)
+    #: A linked credit names the charge it corrects: (service, reference) of the original.
+    against_service: Mapped[str | None] = mapped_column(CODE, ForeignKey("services.code"))
+    against_reference: Mapped[str | None] = mapped_column(String(100))
+    __table_args__ = (
+        CheckConstraint("amount_minor <> 0", name="amount_not_zero"),
+        CheckConstraint("(against_service IS NULL) = (against_reference IS NULL)",
+                        name="against_both_or_neither"),
+        Index("ix_adjustments_against", "against_service", "against_reference"),
+    )
+
+
+class Allocation(Base):
+    """A cost pool from `allocations.csv`: a provider's cost spread over targets by a driver.
+
+    `driver` is a name from drivers.csv, `usage:SERVICE` or `equal`; `targets` is `*`,
+    `parent:CODE` or codes separated by `|`; `step_order` is the file's `order`."""
+
+    __tablename__ = "allocations"
+    pool: Mapped[str] = mapped_column(CODE, primary_key=True)
+    provider: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"))
+    driver: Mapped[str] = mapped_column(String(64))
+    targets: Mapped[str] = mapped_column(Text)
+    step_order: Mapped[int | None] = mapped_column(Integer)
+
+
+class Cost(Base):
+    """`costs.csv`: the cost to spread for a pool in a period."""
+
+    __tablename__ = "costs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(PERIOD)
+    pool: Mapped[str] = mapped_column(CODE, ForeignKey("allocations.pool"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        UniqueConstraint("period", "pool"),
+        CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
+    )
+
+
+class Driver(Base):
+    """`drivers.csv`: a unit's value of a named driver in a period."""
+
+    __tablename__ = "drivers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(PERIOD)
+    driver: Mapped[str] = mapped_column(CODE)
+    unit: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+    value_micro: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        UniqueConstraint("driver", "period", "unit"),
+        CheckConstraint("value_micro >= 0", name="value_not_negative"),
+    )
+
+
+class ProviderCost(Base):
+    """`provider_costs.csv`: a provider's full cost in a period, for cost recovery."""
+
+    __tablename__ = "provider_costs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(PERIOD)
+    provider: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        UniqueConstraint("provider", "period"),
+        CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
+    )
 
 
 class JournalHead(Base):
@@ -243,4 +310,25 @@ class Entry(Base):
         ),
         CheckConstraint("customer_class IN ('internal', 'external')", name="class"),
         Index("ix_entries_period", "period"),
+    )
+
+
+class EntryTier(Base):
+    """The tier pieces of a usage charge of a tiered service, one row per piece.
+
+    A line priced over a graduated schedule is one entry whose amount is the sum of its
+    pieces rounded once; these rows say which tier priced which part of its quantity
+    (`piece` counts from 1 in the order the pieces were taken). The entry's
+    `rate_source` repeats them as text (`HELP/internal/2026-01-01 tiers 0:100@60,
+    100:20@50`), which the journal's hash covers."""
+
+    __tablename__ = "entry_tiers"
+    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"))
+    piece: Mapped[int] = mapped_column(Integer)
+    tier_from_micro: Mapped[int] = mapped_column(BigInteger)
+    quantity_micro: Mapped[int] = mapped_column(BigInteger)
+    rate_micro: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        PrimaryKeyConstraint("entry_id", "piece"),
+        CheckConstraint("rate_micro >= 0", name="rate_not_negative"),
     )

@@ -1,19 +1,24 @@
 """`verify`: prove that history was not rewritten.
 
 Recomputes every entry's hash and the chain that links them, checks each entry's
-accounts against its consumer, provider and class, checks the journal head, and
-recomputes every closed period's totals against those recorded when it was closed.
+accounts against its consumer, provider and class, checks the journal head, checks that
+the tier pieces of every tiered charge add up to its quantity and (rounded once) its
+amount, and recomputes every closed period's totals against those recorded when it was
+closed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from itertools import groupby
+
 from sqlalchemy import Connection, select
 
 from chargeback.journal import ENTRY_COLUMNS, GENESIS, accounts, entry_hash, head
+from chargeback.money import from_micro, to_minor
 from chargeback.reconciliation import reconcile
-from chargeback.schema import Entry, Period
+from chargeback.schema import Book, Entry, EntryTier, Period
 
 
 @dataclass
@@ -57,6 +62,7 @@ def verify(conn: Connection) -> VerifyResult:
         result.problems.append(
             f"journal head names entry {last_id} but the journal ends at entry {expected_id - 1}: "
             "entries were deleted or added behind the engine's back")
+    _check_tiers(conn, result)
     for period in conn.execute(select(Period.__table__).where(Period.status == "closed").order_by(Period.period)):
         result.periods += 1
         now = reconcile(conn, period.period)
@@ -69,3 +75,22 @@ def verify(conn: Connection) -> VerifyResult:
         elif not now.balanced:
             result.problems.append(f"period {period.period}: does not net to zero")
     return result
+
+
+def _check_tiers(conn: Connection, result: VerifyResult) -> None:
+    """Each tiered charge's pieces sum to its quantity, and their amounts, rounded once,
+    to its amount."""
+    digits = conn.execute(select(Book.minor_digits)).scalar() or 0
+    rows = conn.execution_options(yield_per=20_000).execute(
+        select(EntryTier.entry_id, EntryTier.quantity_micro, EntryTier.rate_micro,
+               Entry.quantity_micro, Entry.amount_minor)
+        .join(Entry, Entry.id == EntryTier.entry_id).order_by(EntryTier.entry_id, EntryTier.piece))
+    for entry_id, pieces in groupby(rows, key=lambda row: row[0]):
+        pieces = list(pieces)
+        quantity, amount = pieces[0][3], pieces[0][4]
+        exact = sum(from_micro(q) * from_micro(r) for _, q, r, _, _ in pieces)
+        if sum(q for _, q, _, _, _ in pieces) != quantity or to_minor(exact, digits) != amount:
+            result.problems.append(f"entry {entry_id}: its tier pieces do not add up to its quantity "
+                                   "and amount: entry_tiers was altered")
+            if len(result.problems) > 20:
+                return

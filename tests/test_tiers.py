@@ -1,0 +1,169 @@
+"""Graduated tiers: pure pricing, then through close, reopen and a later close."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from sqlalchemy import select, update
+
+from chargeback import api, db
+from chargeback.errors import InputRefused
+from chargeback.pricing import RateRow, price_tiered, tier_pieces
+from chargeback.schema import Entry, EntryTier
+from conftest import usage_file
+from test_allocation_close import campus
+
+DAY = dt.date(2026, 1, 1)
+
+
+def schedule(*tiers: tuple[str, str]) -> tuple[RateRow, ...]:
+    return tuple(RateRow("HELP", "internal", DAY, None, D(rate), D(start)) for start, rate in tiers)
+
+
+HELP = schedule(("0", "60"), ("100", "50"), ("150", "40"))
+
+
+def pieces(start: str, quantity: str, tiers=HELP) -> list[str]:  # type: ignore[no-untyped-def]
+    return [p.text for p in tier_pieces(D(start), D(quantity), tiers)]
+
+
+def test_a_line_crossing_a_threshold_is_split_into_pieces() -> None:
+    assert pieces("90", "30") == ["0:10@60", "100:20@50"]
+    assert pieces("0", "200") == ["0:100@60", "100:50@50", "150:50@40"]
+    assert pieces("100", "50") == ["100:50@50"]
+    assert pieces("0", "100") == ["0:100@60"]
+    assert pieces("150", "0.5") == ["150:0.5@40"]
+
+
+def test_a_credit_takes_its_pieces_off_the_top() -> None:
+    assert pieces("120", "-25") == ["100:-20@50", "0:-5@60"]
+    assert pieces("10", "-15") == ["0:-15@60"]  # below zero stays in the lowest tier
+
+
+def test_lines_accumulate_and_each_is_rounded_once() -> None:
+    lines = [(D("90"), HELP), (D("30"), HELP), (D("35"), HELP), (D("-5"), HELP)]
+    priced = list(price_tiered(lines, 2))
+    assert [p.amount for p in priced] == [D("5400.00"), D("1600.00"), D("1700.00"), D("-200.00")]
+    assert priced[1].rate_source == "HELP/internal/2026-01-01 tiers 0:10@60, 100:20@50"
+    # The same lines after 95 already posted (a re-close after a reopen).
+    again = list(price_tiered([(D("10"), HELP)], 2, start=D("95")))
+    assert again[0].amount == D("550.00") and [p.text for p in again[0].pieces] == ["0:5@60", "100:5@50"]
+    # Rounded once: 0.5 x 0.01 + 0.5 x 0.011 = 0.0105 -> 0.01 (piece by piece it would be 0.02).
+    fine = schedule(("0", "0.01"), ("0.5", "0.011"))
+    assert next(price_tiered([(D("1"), fine)], 2)).amount == D("0.01")
+
+
+def _cumulative(quantity: D, tiers) -> D:  # type: ignore[no-untyped-def]
+    """The exact price of the first `quantity` units, tier by tier."""
+    total = D(0)
+    for index, tier in enumerate(tiers):
+        upper = tiers[index + 1].tier_from if index + 1 < len(tiers) else None
+        low = tier.tier_from if index else min(D(0), quantity)
+        high = quantity if upper is None else min(quantity, upper)
+        if high > low:
+            total += (high - low) * tier.rate
+    return total
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 500), st.integers(0, 10_000)), min_size=0, max_size=4),
+       st.lists(st.integers(-300, 600).filter(bool), min_size=1, max_size=12))
+def test_pieces_add_up_to_the_schedule(steps, quantities) -> None:  # type: ignore[no-untyped-def]
+    tiers, start = [RateRow("S", "internal", DAY, None, D(60), D(0))], D(0)
+    for width, rate in steps:
+        start += width
+        tiers.append(RateRow("S", "internal", DAY, None, D(rate) / 100, start))
+    accumulated = D(0)
+    exact_total = D(0)
+    for quantity in map(D, quantities):
+        found = tier_pieces(accumulated, quantity, tiers)
+        assert sum(p.quantity for p in found) == quantity
+        exact_total += sum(p.quantity * p.tier.rate for p in found)
+        accumulated += quantity
+    # Below zero the lowest tier extends downwards; elsewhere the lines' exact amounts
+    # add up to the price of the accumulated quantity, whatever the lines were.
+    if all(sum(map(D, quantities[:i + 1])) >= 0 for i in range(len(quantities))):
+        assert exact_total == _cumulative(accumulated, tiers)
+
+
+# --- through the engine ------------------------------------------------------------
+
+def _usage_entries(url: str, period: str) -> dict[str, object]:
+    with db.connect(url).connect() as conn:
+        rows = conn.execute(select(Entry.__table__).where(Entry.period == period, Entry.kind == "usage")).all()
+        tiers = conn.execute(select(EntryTier.__table__).order_by(EntryTier.entry_id, EntryTier.piece)).all()
+    by_entry: dict[int, list[tuple[int, int, int]]] = {}
+    for t in tiers:
+        by_entry.setdefault(t.entry_id, []).append((t.tier_from_micro, t.quantity_micro, t.rate_micro))
+    return {r.reference: (r.amount_minor, r.rate_micro, r.rate_source, by_entry.get(r.id, [])) for r in rows}
+
+
+M = 10**6
+
+
+def test_tiers_accumulate_by_date_and_carry_on_after_a_reopen(db_url: str, tmp_path: Path) -> None:
+    book = campus(tmp_path / "campus", costs=[])
+    (book / "usage" / "2026-04.csv").unlink()
+    # In the file, the later line comes first: pricing follows date, then reference.
+    usage_file(book / "usage", "2026-03.csv", [
+        ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"],
+        ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"],
+        ["2026-03-09", "HELP", "BIO", "5", "H-2", "Printer"],
+        ["2026-03-20", "HELP", "ART", "2", "H-30", "Same day, reference after H-3"],
+        ["2026-03-21", "HELP", "EXT-1", "200", "H-4", "External: no tiers"]])
+    api.run(db_url, book, tmp_path / "out")
+    march = _usage_entries(db_url, "2026-03")
+    assert march["H-1"] == (540000, 60 * M, "HELP/internal/2026-01-01 tiers 0:90@60", [(0, 90 * M, 60 * M)])
+    assert march["H-3"] == (160000, None, "HELP/internal/2026-01-01 tiers 0:10@60, 100:20@50",
+                            [(0, 10 * M, 60 * M), (100 * M, 20 * M, 50 * M)])
+    assert march["H-30"][:2] == (10000, 50 * M)  # 120 -> 122, all at 50
+    assert march["H-2"][0] == 30000  # BIO accumulates on its own
+    assert march["H-4"][0] == 1800000 and march["H-4"][2] == "HELP/external/2026-01-01 tiers 0:200@90"
+    # Reopen, import more for March: ART carries on from 122.
+    api.reopen(db_url, "2026-03", "late help desk tickets")
+    late = usage_file(tmp_path, "late.csv", [
+        ["2026-03-25", "HELP", "ART", "40", "H-6", "Crosses 150"],
+        ["2026-03-01", "HELP", "ART", "1", "H-7", "Dated earlier, priced after what is posted"]])
+    api.import_file(db_url, late, "2026-03")
+    result = api.close(db_url, "2026-03", tmp_path / "out")
+    assert result.posted == 2 and result.reconciliation.balanced
+    march = _usage_entries(db_url, "2026-03")
+    # H-7 (03-01) comes first by date: 122 -> 123 at 50; then H-6: 123 -> 163.
+    assert march["H-7"][0] == 5000
+    assert march["H-6"] == (187000, None, "HELP/internal/2026-01-01 tiers 100:27@50, 150:13@40",
+                            [(100 * M, 27 * M, 50 * M), (150 * M, 13 * M, 40 * M)])
+    assert api.verify(db_url).ok
+    # Tampering with a piece is found by verify.
+    engine = db.connect(db_url)
+    with engine.begin() as conn:
+        entry_id = conn.execute(select(Entry.id).where(Entry.reference == "H-6")).scalar_one()
+        conn.execute(update(EntryTier).where(EntryTier.entry_id == entry_id, EntryTier.piece == 2)
+                     .values(rate_micro=30 * M))
+    problems = api.verify(db_url).problems
+    assert problems == [f"entry {entry_id}: its tier pieces do not add up to its quantity and amount: "
+                        "entry_tiers was altered"]
+
+
+def test_tiers_restart_each_period(db_url: str, tmp_path: Path) -> None:
+    book = campus(tmp_path / "campus", costs=[])
+    usage_file(book / "usage", "2026-04.csv", [["2026-04-02", "HELP", "ART", "10", "H-5", "April"]])
+    api.run(db_url, book, tmp_path / "out")
+    assert _usage_entries(db_url, "2026-04")["H-5"][0] == 60000
+
+
+def test_a_higher_tier_needs_a_base_tier(db_url: str, tmp_path: Path) -> None:
+    book = campus(tmp_path / "campus")
+    rates = (book / "rates.csv").read_text().replace("HELP,internal,2026-01-01,60.00,0",
+                                                     "HELP,internal,2026-02-01,60.00,0")
+    (book / "rates.csv").write_text(rates)
+    with pytest.raises(InputRefused) as info:
+        api.load(db_url, book)
+    assert [str(p) for p in info.value.problems] == [
+        "rates.csv:3: tier_from: tier 100 of HELP internal is in force on days with no base tier "
+        "(tier_from 0): graduated tiers need a tier 0 row over the same dates",
+        "rates.csv:4: tier_from: tier 150 of HELP internal is in force on days with no base tier "
+        "(tier_from 0): graduated tiers need a tier 0 row over the same dates"]

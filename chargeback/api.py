@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from chargeback import db
+from chargeback.bundled import bundled
 from chargeback.adjustments import AdjustResult, adjust as _adjust
 from chargeback.book import LoadResult, load_book
 from chargeback.documents import staged, write_documents
@@ -68,15 +68,17 @@ def adjust(url: str | Engine | None, period: str, service: str, consumer: str, a
         return _adjust(conn, period, service, consumer, amount, reason, reference, now())
 
 
-def close(url: str | Engine | None, period: str, out_dir: Path = Path("out")) -> CloseResult:
-    """Close the period and write its documents: all of it, or nothing."""
+def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
+          progress: bool = False) -> CloseResult:
+    """Close the period and write its documents: all of it, or nothing. `progress`
+    allows a progress bar on a terminal while a big period's documents are written."""
     check_period(period)
     engine = _engine(url)
     with staged(Path(out_dir), period) as (folder, publish):
         with db.transaction(engine) as conn:
             result = close_period(conn, period, now())
             try:
-                write_documents(conn, period, folder)
+                write_documents(conn, period, folder, progress=progress)
             except OSError as exc:
                 raise Refused(
                     f"cannot write the documents to {out_dir}: {exc.strerror or exc}; "
@@ -86,7 +88,8 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out")) ->
     return result
 
 
-def report(url: str | Engine | None, period: str, out_dir: Path = Path("out")) -> Path:
+def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
+           progress: bool = False) -> Path:
     """Write a closed period's documents again."""
     check_period(period)
     with db.transaction(_engine(url)) as conn:
@@ -94,7 +97,7 @@ def report(url: str | Engine | None, period: str, out_dir: Path = Path("out")) -
             raise Refused(f"period {period} is not closed: documents are written for closed periods")
         with staged(Path(out_dir), period) as (folder, publish):
             try:
-                write_documents(conn, period, folder)
+                write_documents(conn, period, folder, progress=progress)
             except OSError as exc:
                 raise Refused(f"cannot write the documents to {out_dir}: {exc.strerror or exc}") from exc
             publish()
@@ -162,7 +165,7 @@ def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]
 
 
 def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
-        through: str | None = None) -> RunResult:
+        through: str | None = None, progress: bool = False) -> RunResult:
     """The monthly job: load the book, import its usage files, close the periods in order.
 
     Safe to run again: imported lines are skipped as duplicates and closed periods are
@@ -183,16 +186,13 @@ def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
         if status.get(period) == "closed":
             result.skipped.append(period)
             continue
-        result.closes.append(close(engine, period, out_dir))
+        result.closes.append(close(engine, period, out_dir, progress))
     return result
 
 
 def demo_book() -> Path:
     """The bundled demo book (installed in the package, or at the top of a checkout)."""
-    packaged = Path(str(resources.files("chargeback"))) / "ledgers" / "demo"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "ledgers" / "demo"
+    return bundled("ledgers", "demo")
 
 
 def demo(out_dir: Path = Path("out")) -> tuple[RunResult, str]:

@@ -11,6 +11,7 @@ The workbook is streamed row by row, so a period of any size fits in memory.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from xlsxwriter.worksheet import Worksheet
@@ -25,7 +26,7 @@ from chargeback.reconciliation import (
     Reconciliation,
 )
 from chargeback.schema import Entry, Import, PeriodEvent
-from chargeback.workbooks import Workbook, cell, column_range, sum_formula
+from chargeback.workbooks import RowSheet, RowXml, Workbook, cell, column_range, sum_formula
 
 JOURNAL_TITLES = ["Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit",
                   "Service", "Reference", "Memo", "Kind", "Entry hash"]
@@ -145,18 +146,14 @@ def _matrix(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentConte
     head, names = 3, 4
     columns: list[tuple[str, str]] = [("unit", c) for c in internal] + [("internal", "")]
     columns += [("unit", c) for c in external] + [("external", ""), ("total", "")]
+    titles = {"internal": "Internal total", "external": "External total", "total": "Total"}
     sheet.write_string(head, 0, "Provider \\ Consumer", f.header)
-    sheet.write_string(names, 0, "", f.header)
     for col, (what, code) in enumerate(columns, 1):
-        if what == "unit":
-            wb.text(sheet, head, col, code, f.header_number)
-            unit = ctx.units.get(code)
-            wb.text(sheet, names, col, unit.name if unit else code, f.header_number)
-        else:
-            title = {"internal": "Internal total", "external": "External total",
-                     "total": "Total"}[what]
-            sheet.write_string(head, col, title, f.header_number)
-            sheet.write_string(names, col, "", f.header_number)
+        wb.text(sheet, head, col, code if what == "unit" else titles[what], f.header_number)
+    sheet.write_blank(names, 0, None, f.header)
+    for col, (what, code) in enumerate(columns, 1):
+        unit = ctx.units.get(code) if what == "unit" else None
+        wb.text(sheet, names, col, unit.name if unit else "", f.header_number)
     sheet.freeze_panes(names + 1, 1)
     sheet.set_column(0, 0, 34)
     sheet.set_column(1, len(columns), 15)
@@ -193,43 +190,45 @@ def _matrix(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentConte
     return f"Matrix!{cell(total_row, internal_col, True)}", column_sums[internal_col]
 
 
-def _journal(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentContext) -> None:
+def _journal(wb: Workbook, sheet: RowSheet, conn: Connection, ctx: DocumentContext) -> None:
     """Every journal line, two per entry (debit line, then credit line), as journal.csv."""
     f = wb.formats
     wb.header(sheet, 0, JOURNAL_TITLES, numeric=(0, 5, 6))
     sheet.freeze_panes(1, 0)
     wb.widths(sheet, [9, 11, 30, 12, 12, 14, 14, 10, 16, 36, 11, 66])
-    rows = conn.execution_options(yield_per=20_000).execute(
+    entries = conn.execution_options(yield_per=20_000).execute(
         select(Entry.id, Entry.date, Entry.debit_account, Entry.debit_gl, Entry.consumer,
                Entry.credit_account, Entry.credit_gl, Entry.provider, Entry.amount_minor,
                Entry.service, Entry.reference, Entry.memo, Entry.kind, Entry.hash)
         .where(Entry.period == ctx.period).order_by(Entry.id))
-    money_format = f.money
-    date_format = f.date
-    write_number = sheet.write_number
-    write_string = sheet.write_string
-    text = wb.text
+    xml = RowXml({"date": f.date, "money": f.money})
     amount = ctx.amount
-    r = 0
-    for (entry, date, debit_account, debit_gl, consumer, credit_account, credit_gl, provider,
-         minor, service, reference, memo, kind, digest) in rows:
-        value = amount(abs(minor))
-        debit_col, credit_col = (DEBIT, CREDIT) if minor >= 0 else (CREDIT, DEBIT)
-        for account, gl, unit, col in ((debit_account, debit_gl, consumer, debit_col),
-                                       (credit_account, credit_gl, provider, credit_col)):
-            r += 1
-            write_number(r, 0, entry)
-            sheet.write_datetime(r, 1, date, date_format)
-            write_string(r, 2, account)
-            text(sheet, r, 3, gl)
-            write_string(r, 4, unit)
-            write_number(r, col, value, money_format)
-            write_string(r, 7, service)
-            text(sheet, r, 8, reference)
-            text(sheet, r, 9, memo)
-            write_string(r, 10, kind)
-            write_string(r, 11, digest)
-    sheet.autofilter(0, 0, max(r, 1), len(JOURNAL_TITLES) - 1)
+
+    def rows() -> Iterator[str]:
+        row = 0
+        for (entry, date, debit_account, debit_gl, consumer, credit_account, credit_gl,
+             provider, minor, service, reference, memo, kind, digest) in entries:
+            value = amount(abs(minor))
+            debit, credit = ("F", "G") if minor >= 0 else ("G", "F")
+            for account, gl, unit, side in ((debit_account, debit_gl, consumer, debit),
+                                            (credit_account, credit_gl, provider, credit)):
+                row += 1
+                xml.start(row)
+                xml.number("A", entry)
+                xml.date("B", date)
+                xml.text("C", account)
+                xml.text("D", gl)
+                xml.text("E", unit)
+                xml.number(side, value, "money")
+                xml.text("H", service)
+                xml.text("I", reference)
+                xml.text("J", memo)
+                xml.text("K", kind)
+                xml.text("L", digest)
+                yield xml.end()
+
+    last = sheet.raw_rows(1, len(JOURNAL_TITLES) - 1, rows()) - 1
+    sheet.autofilter(0, 0, max(last, 1), len(JOURNAL_TITLES) - 1)
 
 
 def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentContext) -> None:

@@ -20,7 +20,7 @@ from chargeback.bills import Bill, DocumentContext, ServiceTotal, Totals, sorted
 from chargeback.money import from_micro
 from chargeback.reference import UnitInfo
 from chargeback.safe import file_in
-from chargeback.workbooks import Workbook, cell, sum_formula
+from chargeback.workbooks import RowSheet, RowXml, Workbook, cell, sum_formula
 
 ROLLUP_FOLDER = "rollup"
 def statement_path(folder: Path, code: str) -> Path:
@@ -168,40 +168,50 @@ def write_statement(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
 
 DETAIL_TITLES = ["Date", "Provider", "Service", "Description", "Reference", "Quantity",
                  "Unit of measure", "Rate", "Amount", "Note", "Entry"]
+DETAIL_HEADER = 1
 
 
 def _detail(wb: Workbook, bill: Bill) -> None:
+    """Every internal charge line under a frozen header with filters; the total of the
+    visible lines sits above the header, so it stays in view and follows the filters."""
     ctx = wb.ctx
     f = wb.formats
     sheet = wb.sheet("Detail")
-    wb.header(sheet, 0, DETAIL_TITLES, numeric=(5, 7, 8, 10))
-    sheet.freeze_panes(1, 0)
+    lines = [line for line in bill.lines if line.customer_class == "internal"]
+    first, last = DETAIL_HEADER + 1, DETAIL_HEADER + max(len(lines), 1)
+    sheet.write_string(0, 7, "Total", f.total_label)
+    wb.formula(sheet, 0, 8, f"=SUBTOTAL(9,{cell(first, 8)}:{cell(last, 8)})",
+               sum(line.amount_minor for line in lines), f.money_total)
+    sheet.write_string(0, 9, "(of the lines shown)")
+    wb.header(sheet, DETAIL_HEADER, DETAIL_TITLES, numeric=(5, 7, 8, 10))
+    sheet.freeze_panes(DETAIL_HEADER + 1, 0)
+    sheet.autofilter(DETAIL_HEADER, 0, last, len(DETAIL_TITLES) - 1)
     wb.widths(sheet, [11, 28, 28, 40, 16, 10, 14, 12, 14, 30, 9])
+    xml = RowXml({"date": f.date, "money": f.money, "quantity": f.quantity, "rate": f.rate})
     first_day = ctx.first_day
-    row = 0
-    for line in bill.lines:
-        if line.customer_class != "internal":
-            continue
-        row += 1
-        sheet.write_datetime(row, 0, line.service_date, f.date)
-        wb.text(sheet, row, 1, ctx.unit_label(line.provider))
-        wb.text(sheet, row, 2, ctx.service_label(line.service))
-        wb.text(sheet, row, 3, line.memo)
-        wb.text(sheet, row, 4, line.reference)
-        if line.kind != "adjustment":
-            sheet.write_number(row, 5, line.quantity, f.quantity)
-            wb.text(sheet, row, 6, ctx.unit_of_measure(line.service))
-            wb.number(sheet, row, 7, line.rate, f.rate)
-        sheet.write_number(row, 8, ctx.amount(line.amount_minor), f.money)
-        notes = line.notes(first_day)
-        if notes:
-            sheet.write_string(row, 9, "; ".join(notes))
-        sheet.write_number(row, 10, line.entry)
-    sheet.autofilter(0, 0, max(row, 1), len(DETAIL_TITLES) - 1)
-    total = sum(line.amount_minor for line in bill.lines if line.customer_class == "internal")
-    sheet.write_string(row + 2, 7, "Total", f.total_label)
-    formula = f"=SUBTOTAL(9,{cell(1, 8)}:{cell(max(row, 1), 8)})"
-    wb.formula(sheet, row + 2, 8, formula, total, f.money_total)
+    providers = {code: ctx.unit_label(code) for code in {line.provider for line in lines}}
+    services = {code: (ctx.service_label(code), ctx.unit_of_measure(code))
+                for code in {line.service for line in lines}}
+
+    def rows() -> Iterator[str]:
+        for row, line in enumerate(lines, first):
+            xml.start(row)
+            xml.date("A", line.service_date)
+            xml.text("B", providers[line.provider])
+            service, unit_of_measure = services[line.service]
+            xml.text("C", service)
+            xml.text("D", line.memo)
+            xml.text("E", line.reference)
+            if line.kind != "adjustment":
+                xml.number("F", line.quantity, "quantity")
+                xml.text("G", unit_of_measure)
+                xml.number("H", line.rate, "rate")
+            xml.number("I", ctx.amount(line.amount_minor), "money")
+            xml.text("J", "; ".join(line.notes(first_day)))
+            xml.number("K", line.entry)
+            yield xml.end()
+
+    sheet.raw_rows(first, len(DETAIL_TITLES) - 1, rows())
 
 
 # roll-ups --------------------------------------------------------------------------

@@ -131,7 +131,10 @@ class Workbook:
                numeric: tuple[int, ...] = (), first_col: int = 0) -> None:
         for col, title in enumerate(titles, first_col):
             fmt = self.formats.header_number if col - first_col in numeric else self.formats.header
-            sheet.write_string(row, col, title, fmt)
+            if title:
+                sheet.write_string(row, col, title, fmt)
+            else:
+                sheet.write_blank(row, col, None, fmt)
 
     def widths(self, sheet: Worksheet, widths: list[float], first_col: int = 0) -> None:
         for col, width in enumerate(widths, first_col):
@@ -225,8 +228,10 @@ def _escape_control(match: re.Match[str]) -> str:
 
 
 def xml_text(value: str) -> str:
-    """Text for a `<t>` element: XML-escaped, control characters as Excel's `_xHHHH_`."""
+    """Text for a `<t>` element: XML-escaped, CR kept (XML readers turn a bare CR into
+    LF), other control characters as Excel's `_xHHHH_`."""
     value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    value = value.replace("\r", "&#13;")
     return _CONTROL.sub(_escape_control, value) if _CONTROL.search(value) else value
 
 

@@ -31,18 +31,23 @@ def rollup_path(folder: Path, code: str) -> Path:
     return file_in(folder / "statements" / ROLLUP_FOLDER, code, ".xlsx")
 
 
-def _heading(wb: Workbook, sheet: Worksheet, title: str, subtitle: str,
-             facts: list[tuple[str, object]]) -> int:
-    ctx = wb.ctx
-    sheet.write_string(0, 0, wb.title(f"{ctx.book}: {title}"), wb.formats.title)
+def _begin(path: Path, ctx: DocumentContext, kind: str, unit: UnitInfo, subtitle: str,
+           facts: list[tuple[str, object]]) -> tuple[Workbook, RowSheet, int]:
+    """A statement workbook with its Summary sheet headed; returns the next free row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb = Workbook(path, ctx, f"{kind[0].upper()}{kind[1:]} of {unit.code} for {ctx.period}")
+    sheet = wb.sheet("Summary")
+    sheet.write_string(0, 0, wb.title(f"{ctx.book}: {kind} of internal charges"), wb.formats.title)
     wb.text(sheet, 1, 0, subtitle, wb.formats.subtitle)
-    return wb.facts(sheet, 3, facts + [
+    top = wb.facts(sheet, 3, [("Unit", f"{unit.name} ({unit.code})"), ("Manager", unit.manager)]
+                   + facts + [
         ("Period", f"{ctx.period} ({ctx.period_label})"),
         ("Previous period", ctx.previous_period),
         ("Fiscal year to date", f"{ctx.year_start} to {ctx.period}"),
         ("Issued", ctx.issued),
         ("Currency", ctx.currency),
-    ]) + 1
+    ])
+    return wb, sheet, top + 1
 
 
 def _service_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal],
@@ -146,15 +151,10 @@ def _summary_widths(wb: Workbook, sheet: Worksheet, amount_columns: int) -> None
 
 def write_statement(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
     """`statements/<UNIT>.xlsx` of an internal unit."""
-    path = statement_path(folder, bill.unit.code)
-    path.parent.mkdir(parents=True, exist_ok=True)
     unit = bill.unit
-    wb = Workbook(path, ctx, f"Statement of {unit.code} for {ctx.period}")
-    summary = wb.sheet("Summary")
-    top = _heading(wb, summary, "statement of internal charges",
-                   f"{unit.name} ({unit.code})",
-                   [("Unit", f"{unit.name} ({unit.code})"), ("Manager", unit.manager),
-                    ("Email", unit.email)])
+    path = statement_path(folder, unit.code)
+    wb, summary, top = _begin(path, ctx, "statement", unit, f"{unit.name} ({unit.code})",
+                              [("Email", unit.email)])
     summary.write_string(top, 0, "By service", wb.formats.subtitle)
     rows = bill.totals
     first, last, now = _service_table(wb, summary, top + 1, rows)
@@ -276,15 +276,12 @@ def rollups(ctx: DocumentContext, totals: Totals) -> Iterator[Rollup]:
 
 def write_rollup(folder: Path, ctx: DocumentContext, rollup: Rollup) -> Path:
     """`statements/rollup/<UNIT>.xlsx`: a parent unit's whole subtree."""
-    path = rollup_path(folder, rollup.unit.code)
-    path.parent.mkdir(parents=True, exist_ok=True)
     unit = rollup.unit
-    wb = Workbook(path, ctx, f"Roll-up statement of {unit.code} for {ctx.period}")
-    summary = wb.sheet("Summary")
-    top = _heading(wb, summary, "roll-up statement of internal charges",
-                   f"{unit.name} ({unit.code}) and the {len(rollup.members) - 1} units under it",
-                   [("Unit", f"{unit.name} ({unit.code})"), ("Manager", unit.manager),
-                    ("Units in the roll-up", len(rollup.members))])
+    path = rollup_path(folder, unit.code)
+    wb, summary, top = _begin(
+        path, ctx, "roll-up statement", unit,
+        f"{unit.name} ({unit.code}) and the {len(rollup.members) - 1} units under it",
+        [("Units in the roll-up", len(rollup.members))])
     summary.write_string(top, 0, "By service: the unit's own charges and each child's subtree",
                          wb.formats.subtitle)
     rows = sorted_totals(rollup.combined([m.code for m, _ in rollup.members]))

@@ -8,6 +8,7 @@ half-written folder that looks finished. Everything written comes from the datab
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import multiprocessing
@@ -41,12 +42,14 @@ BATCH_LINES = 5_000
 
 
 def write_documents(conn: Connection, period: str, folder: Path, *, progress: bool = False,
-                    workers: int | None = None) -> int:
+                    workers: int | None = None, draft: bool = False,
+                    issued: dt.datetime | None = None) -> int:
     """Write every document of the closed `period` into `folder`; returns the number of
     files. `progress` allows a progress bar on a terminal for a big period; `workers`
-    overrides the number of processes (by default one per core for a big period)."""
+    overrides the number of processes (by default one per core for a big period).
+    `draft` writes an open period's documents as drafts, dated `issued`."""
     folder.mkdir(parents=True, exist_ok=True)
-    ctx = document_context(conn, period)
+    ctx = document_context(conn, period, draft=draft, issued=issued)
     rec = reconcile(conn, period)
     totals = service_totals(conn, ctx)
     parents = list(rollups(ctx, totals))

@@ -197,3 +197,28 @@ def test_documents_are_for_closed_periods(loaded: str, tmp_path: Path) -> None:
     with db.transaction(db.connect(loaded)) as conn:
         assert conn.execute(select(Period.status)).scalar() == "open"
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_drafts_of_an_open_period_say_so(loaded: str, tmp_path: Path) -> None:
+    """For the preview command to come: it can post the period in a transaction, write
+    the documents as drafts and roll back."""
+    import datetime as dt
+
+    from chargeback.periods import close_period
+
+    api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "test")
+    with db.connect(loaded).connect() as conn:
+        with conn.begin() as transaction:
+            close_period(conn, "2026-03", dt.datetime(2026, 3, 15, 12, 0))
+            documents.write_documents(conn, "2026-03", tmp_path, draft=True,
+                                      issued=dt.datetime(2026, 3, 15, 12, 0))
+            transaction.rollback()
+    assert api.reconcile(loaded, "2026-03").status == "open"
+    html = (tmp_path / "invoices" / "ART.html").read_text()
+    assert 'class="watermark"' in html and "Draft Internal charge notice" in html
+    assert "2026-03-15" in html
+    for path in (tmp_path / "statements" / "ART.xlsx", tmp_path / "reconciliation.xlsx"):
+        title = openpyxl.load_workbook(path)["Summary"]["A1"].value
+        assert title.startswith("DRAFT - "), title
+    assert openpyxl.load_workbook(tmp_path / "reconciliation.xlsx")["Summary"]["B5"].value \
+        == "draft (period open)"

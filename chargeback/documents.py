@@ -4,6 +4,10 @@ Documents are written into a hidden staging folder beside the target and moved i
 place only when every file is complete, so a failed or killed command never leaves a
 half-written folder that looks finished. Everything written comes from the database
 (timestamps included), so `report` writes the same bytes again.
+
+The charge lines are read once, ordered by consumer; for a big period each batch of
+consumers' invoices and statements is written by a worker process while this process
+writes `journal.csv` and the auditors' workbook, so every core is busy.
 """
 
 from __future__ import annotations

@@ -32,9 +32,18 @@ def build(url: str, folder: Path) -> Path:
     book = folder / "book"
     shutil.copytree(BOOKS / "mini", book)
     shutil.rmtree(book / "usage")
-    with open(book / "units.csv", "a", encoding="utf-8", newline="") as handle:
-        csv.writer(handle).writerow(["CHEM", "Chemistry & <Labs>", "internal", "SCI"])
-        csv.writer(handle).writerow(["SCI", "=Science Faculty", "internal", "COL"])
+    with open(book / "units.csv", "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([
+            ["code", "name", "kind", "parent", "manager", "expense_account", "revenue_account"],
+            ["COL", "Mini College", "internal", "", "Dean Ada", "", ""],
+            ["IT", "Information Technology", "internal", "COL", "", "6100", "4100"],
+            ["FLEET", "Fleet Services", "internal", "COL", "", "6100", "4200"],
+            ["ART", "Art Department", "internal", "COL", "Frida K.", "6100", ""],
+            ["MATH", "Mathematics", "internal", "COL", "", "-6200", ""],
+            ["EXT-1", "Town Library", "external", "", "Head Librarian", "", ""],
+            ["CHEM", "Chemistry & <Labs>", "internal", "SCI", "", "", ""],
+            ["SCI", "=Science Faculty", "internal", "COL", "", "", ""],
+        ])
     (book / "book.toml").write_text('name = "Mini College & Co"\ncurrency = "USD"\n'
                                     'payment_terms = "Net 30"\n')
     out = folder / "out"

@@ -106,6 +106,8 @@ def test_text_from_input_never_becomes_a_formula(out: tuple[str, Path]) -> None:
                     assert not line[key].startswith(FORMULA_STARTS), line
                 memos.add(line["memo"])
     assert "'=cmd|' /C calc'!A0" in memos and "'-minus start" in memos
+    journal = openpyxl.load_workbook(folder / "2026-03" / "reconciliation.xlsx")["Journal"]
+    assert "'-6200" in {row[3] for row in journal.iter_rows(values_only=True)}
 
 
 def test_tabs_and_carriage_returns_are_neutralized_in_every_writer(out: tuple[str, Path],

@@ -62,7 +62,7 @@ def _service_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceT
     titles += [name for name, _ in parts]
     titles += ["This period", f"Previous period ({ctx.previous_period})", "Change",
                f"Year to date (from {ctx.year_start})"]
-    wb.header(sheet, top, titles, numeric=tuple(range(3, len(titles))))
+    wb.header(sheet, top, titles, numeric=tuple(range(3, len(titles))), lines=2)
     now = 4 + len(parts)
     first = top + 1
     for index, total in enumerate(rows):

@@ -128,7 +128,10 @@ class Workbook:
         sheet.write_formula(row, col, formula, fmt or self.formats.money, self.ctx.amount(minor))
 
     def header(self, sheet: Worksheet, row: int, titles: list[str],
-               numeric: tuple[int, ...] = (), first_col: int = 0) -> None:
+               numeric: tuple[int, ...] = (), first_col: int = 0, lines: int = 1) -> None:
+        """A header row; `lines` makes room for titles that wrap."""
+        if lines > 1:
+            sheet.set_row(row, 15 * lines)
         for col, title in enumerate(titles, first_col):
             fmt = self.formats.header_number if col - first_col in numeric else self.formats.header
             if title:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from chargeback import db
+from chargeback.bundled import bundled
 from chargeback.adjustments import AdjustResult, adjust as _adjust
 from chargeback.book import LoadResult, load_book
 from chargeback.documents import staged, write_documents
@@ -74,11 +74,12 @@ def adjust(url: str | Engine | None, period: str, service: str | None, consumer:
 
 
 def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
-          documents: bool = True) -> CloseResult:
+          documents: bool = True, progress: bool = False) -> CloseResult:
     """Close the period and write its documents: all of it, or nothing.
 
     With `documents=False` the period is closed without writing them (`report` writes
-    them later); the benchmark uses this to time the two phases apart."""
+    them later); the benchmark uses this to time the two phases apart. `progress` allows
+    a progress bar on a terminal while a big period's documents are written."""
     check_period(period)
     engine = _engine(url)
     if not documents:
@@ -88,7 +89,7 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
         with db.transaction(engine) as conn:
             result = close_period(conn, period, now())
             try:
-                write_documents(conn, period, folder)
+                write_documents(conn, period, folder, progress=progress)
             except OSError as exc:
                 raise Refused(
                     f"cannot write the documents to {out_dir}: {exc.strerror or exc}; "
@@ -98,7 +99,8 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
     return result
 
 
-def report(url: str | Engine | None, period: str, out_dir: Path = Path("out")) -> Path:
+def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
+           progress: bool = False) -> Path:
     """Write a closed period's documents again."""
     check_period(period)
     with db.transaction(_engine(url)) as conn:
@@ -106,7 +108,7 @@ def report(url: str | Engine | None, period: str, out_dir: Path = Path("out")) -
             raise Refused(f"period {period} is not closed: documents are written for closed periods")
         with staged(Path(out_dir), period) as (folder, publish):
             try:
-                write_documents(conn, period, folder)
+                write_documents(conn, period, folder, progress=progress)
             except OSError as exc:
                 raise Refused(f"cannot write the documents to {out_dir}: {exc.strerror or exc}") from exc
             publish()
@@ -174,7 +176,7 @@ def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]
 
 
 def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
-        through: str | None = None) -> RunResult:
+        through: str | None = None, progress: bool = False) -> RunResult:
     """The monthly job: load the book, import its usage files, close the periods in order
 (with the months that have allocation costs, up to the last month with usage).
 
@@ -200,16 +202,13 @@ def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
         if status.get(period) == "closed":
             result.skipped.append(period)
             continue
-        result.closes.append(close(engine, period, out_dir))
+        result.closes.append(close(engine, period, out_dir, progress=progress))
     return result
 
 
 def demo_book() -> Path:
     """The bundled demo book (installed in the package, or at the top of a checkout)."""
-    packaged = Path(str(resources.files("chargeback"))) / "ledgers" / "demo"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "ledgers" / "demo"
+    return bundled("ledgers", "demo")
 
 
 def demo(out_dir: Path = Path("out")) -> tuple[RunResult, str]:

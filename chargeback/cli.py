@@ -163,7 +163,7 @@ def _totals(rec: Reconciliation) -> str:
 @click.pass_obj
 def close(ctx: Context, period: str, out_dir: Path, no_documents: bool) -> None:
     """Price, post, check net zero, lock the period and write its documents."""
-    result = api.close(ctx.url, period, out_dir, documents=not no_documents)
+    result = api.close(ctx.url, period, out_dir, documents=not no_documents, progress=not ctx.quiet)
     where = "no documents written" if no_documents else f"documents in {out_dir / period}"
     _say(ctx, f"closed {period}: {result.posted} entries posted; {_totals(result.reconciliation)}; {where}")
 
@@ -195,7 +195,7 @@ def reconcile(ctx: Context, period: str, as_json: bool) -> None:
 @click.pass_obj
 def report(ctx: Context, period: str, out_dir: Path) -> None:
     """Write a closed period's documents again."""
-    folder = api.report(ctx.url, period, out_dir)
+    folder = api.report(ctx.url, period, out_dir, progress=not ctx.quiet)
     _say(ctx, f"documents of {period} written to {folder}")
 
 
@@ -279,7 +279,7 @@ def _run_summary(ctx: Context, result: api.RunResult) -> None:
 @click.pass_obj
 def run(ctx: Context, book: Path, out_dir: Path, through: str | None) -> None:
     """The monthly job: load BOOK, import BOOK/usage/*, close the periods in order."""
-    _run_summary(ctx, api.run(ctx.url, book, out_dir, through))
+    _run_summary(ctx, api.run(ctx.url, book, out_dir, through, progress=not ctx.quiet))
 
 
 @main.command()

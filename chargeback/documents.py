@@ -4,45 +4,194 @@ Documents are written into a hidden staging folder beside the target and moved i
 place only when every file is complete, so a failed or killed command never leaves a
 half-written folder that looks finished. Everything written comes from the database
 (timestamps included), so `report` writes the same bytes again.
+
+The charge lines are read once, ordered by consumer; for a big period each batch of
+consumers' invoices and statements is written by a worker process while this process
+writes `journal.csv` and the auditors' workbook, so every core is busy.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import sys
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
-from sqlalchemy import Connection, select
+import click
+from sqlalchemy import Connection, func, select
 
+from chargeback.bills import Bill, DocumentContext, bills, document_context, service_totals
 from chargeback.export import write_csv
+from chargeback.invoices import write_invoice
 from chargeback.reconciliation import reconcile
-from chargeback.schema import Book, Period
+from chargeback.reconciliation_workbook import write_reconciliation_workbook
+from chargeback.schema import Book, Entry, Period
+from chargeback.statements import Rollup, rollups, write_rollup, write_statement
 
-#: Writers of further documents (invoices, statements, workbooks); each gets the
-#: connection, the period and the staging folder, and writes its own files.
-DocumentWriter = Callable[[Connection, str, Path], None]
-EXTRA_WRITERS: list[DocumentWriter] = []
-
-
-@dataclass(frozen=True)
-class Written:
-    folder: Path
-    files: int
+#: Below this many charge lines, starting worker processes costs more than it saves.
+PARALLEL_LINES = 20_000
+#: From this many charge lines on, writing takes long enough to show a progress bar.
+PROGRESS_LINES = 20_000
+#: Charge lines handed to a worker at a time.
+BATCH_LINES = 5_000
 
 
-def write_documents(conn: Connection, period: str, folder: Path) -> int:
-    """Write every document of `period` into `folder`; returns the number of files."""
+def write_documents(conn: Connection, period: str, folder: Path, *, progress: bool = False,
+                    workers: int | None = None, draft: bool = False,
+                    issued: dt.datetime | None = None) -> int:
+    """Write every document of the closed `period` into `folder`; returns the number of
+    files. `progress` allows a progress bar on a terminal for a big period; `workers`
+    overrides the number of processes (by default one per core for a big period).
+    `draft` writes an open period's documents as drafts, dated `issued`."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
-        write_csv(conn, period, handle)
-    for writer in EXTRA_WRITERS:
-        writer(conn, period, folder)
+    ctx = document_context(conn, period, draft=draft, issued=issued)
+    rec = reconcile(conn, period)
+    totals = service_totals(conn, ctx)
+    parents = list(rollups(ctx, totals))
+    consumers = conn.execute(select(func.count(func.distinct(Entry.consumer)))
+                             .where(Entry.period == period)).scalar() or 0
+    if workers is None:
+        workers = _cores() if rec.entries >= PARALLEL_LINES else 1
+    total = consumers + len(rec.consumers) + len(parents) + 2
+    show = progress and rec.entries >= PROGRESS_LINES and sys.stderr.isatty()
+    with Progress(total, f"writing the documents of {period}", show) as bar, \
+            Writers(folder, ctx, workers, bar) as writers:
+        for bill in bills(conn, ctx, totals):
+            writers.bill(bill)
+        writers.rollups(parents)
+        with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
+            write_csv(conn, period, handle)
+        bar.add(1)
+        write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx")
+        bar.add(1)
     return write_manifest(conn, period, folder)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def write_bill(folder: Path, ctx: DocumentContext, bill: Bill) -> int:
+    """A consumer's invoice and, for an internal unit, its statement."""
+    write_invoice(folder, ctx, bill)
+    if bill.unit.kind == "internal" and any(line.customer_class == "internal" for line in bill.lines):
+        write_statement(folder, ctx, bill)
+        return 2
+    return 1
+
+
+def write_batch(folder: Path, ctx: DocumentContext, batch: list[Bill],
+                parents: list[Rollup]) -> int:
+    written = sum(write_bill(folder, ctx, bill) for bill in batch)
+    for rollup in parents:
+        write_rollup(folder, ctx, rollup)
+    return written + len(parents)
+
+
+_WORKER_CONTEXT: DocumentContext | None = None
+
+
+def _start_worker(ctx: DocumentContext) -> None:
+    global _WORKER_CONTEXT
+    _WORKER_CONTEXT = ctx
+
+
+def _work(folder: Path, batch: list[Bill], parents: list[Rollup]) -> int:
+    assert _WORKER_CONTEXT is not None
+    return write_batch(folder, _WORKER_CONTEXT, batch, parents)
+
+
+class Progress:
+    """A progress bar on stderr, or nothing; `add` may be called from any thread."""
+
+    def __init__(self, total: int, label: str, enabled: bool) -> None:
+        self._lock = threading.Lock()
+        self._bar = click.progressbar(length=total, label=label, file=sys.stderr) if enabled else None
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+    def add(self, done: int) -> None:
+        if self._bar is not None:
+            with self._lock:
+                self._bar.update(done)
+
+
+class Writers:
+    """Writes bills' documents in this process, or in worker processes when `workers` > 1.
+
+    Workers get plain data (never a database connection): the close writes its
+    documents inside its own transaction, which no other connection can see."""
+
+    def __init__(self, folder: Path, ctx: DocumentContext, workers: int, bar: Progress) -> None:
+        self.folder, self.ctx, self.bar = folder, ctx, bar
+        self.pool: ProcessPoolExecutor | None = None
+        if workers > 1:
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_start_worker, initargs=(ctx,))
+        self.futures: list[Future[int]] = []
+        self.batch: list[Bill] = []
+        self.batch_lines = 0
+
+    def __enter__(self) -> Writers:
+        return self
+
+    def bill(self, bill: Bill) -> None:
+        if self.pool is None:
+            self.bar.add(write_bill(self.folder, self.ctx, bill))
+            return
+        self.batch.append(bill)
+        self.batch_lines += len(bill.lines)
+        if self.batch_lines >= BATCH_LINES:
+            self._submit([])
+
+    def rollups(self, parents: list[Rollup]) -> None:
+        if self.pool is None:
+            self.bar.add(write_batch(self.folder, self.ctx, [], parents))
+        else:
+            self._submit(parents)
+
+    def _submit(self, parents: list[Rollup]) -> None:
+        assert self.pool is not None
+        future = self.pool.submit(_work, self.folder, self.batch, parents)
+        future.add_done_callback(self._done)
+        self.futures.append(future)
+        self.batch, self.batch_lines = [], 0
+
+    def _done(self, future: Future[int]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.bar.add(future.result())
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self.pool is None:
+            return
+        if kind is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            return
+        try:
+            for future in self.futures:
+                future.result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def write_manifest(conn: Connection, period: str, folder: Path) -> int:

@@ -46,9 +46,9 @@ def journal_lines(conn: Connection, period: str) -> Iterator[list[str]]:
         memo = neutralize(e.memo) or ""
         reference = neutralize(e.reference) or ""
         date = e.date.isoformat()
-        yield [str(e.id), date, e.period, e.debit_account, e.debit_gl or "", e.consumer,
+        yield [str(e.id), date, e.period, e.debit_account, neutralize(e.debit_gl) or "", e.consumer,
                *debit_side, e.service, reference, memo]
-        yield [str(e.id), date, e.period, e.credit_account, e.credit_gl or "", e.provider,
+        yield [str(e.id), date, e.period, e.credit_account, neutralize(e.credit_gl) or "", e.provider,
                *credit_side, e.service, reference, memo]
 
 

@@ -104,17 +104,17 @@ def test_adjustment_refusals(loaded: str) -> None:
 def test_a_close_that_fails_half_way_changes_nothing(loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     march(loaded, tmp_path)
 
-    def broken_writer(conn, period, folder):  # type: ignore[no-untyped-def]
+    def broken_writer(folder: Path, ctx: object, bill: object) -> Path:
         (folder / "half-written.txt").write_text("...")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(documents, "EXTRA_WRITERS", [broken_writer])
+    monkeypatch.setattr(documents, "write_invoice", broken_writer)
     with pytest.raises(Refused, match="No space left on device; the period stays open"):
         api.close(loaded, "2026-03", tmp_path / "out")
     assert entries(loaded) == []
     assert api.reconcile(loaded, "2026-03").status == "open"
     assert list((tmp_path / "out").iterdir()) == []
-    monkeypatch.setattr(documents, "EXTRA_WRITERS", [])
+    monkeypatch.undo()
     assert api.close(loaded, "2026-03", tmp_path / "out").posted == 2
     assert api.verify(loaded).ok
 

@@ -1,0 +1,237 @@
+"""What a period's documents are made of: the context they share, and each consumer's
+bill (its charge lines and its totals by service).
+
+Bills are read from the journal in one query ordered by consumer, so thousands of
+consumers cost one pass over the period, not one query each. Everything here is plain
+picklable data, so the writers can run in worker processes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from itertools import groupby
+from typing import NamedTuple
+
+from sqlalchemy import Connection, case, func, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from chargeback.fields import period_bounds, previous_period
+from chargeback.money import from_micro, from_minor
+from chargeback.reference import ServiceInfo, UnitInfo, load_reference
+from chargeback.schema import Entry, Period
+
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+
+
+@dataclass(frozen=True)
+class DocumentContext:
+    """What every document of one period shares: the book, the period, the issue date
+    (the close's timestamp, so documents written again are identical) and whether they
+    are drafts of an open period."""
+
+    book: str
+    currency: str
+    digits: int
+    period: str
+    issued: dt.datetime
+    payment_terms: str | None
+    fiscal_year_start: int
+    journal_hash: str | None
+    units: dict[str, UnitInfo]
+    services: dict[str, ServiceInfo]
+    draft: bool = False
+
+    @property
+    def first_day(self) -> dt.date:
+        return period_bounds(self.period)[0]
+
+    @property
+    def last_day(self) -> dt.date:
+        return period_bounds(self.period)[1]
+
+    @property
+    def period_label(self) -> str:
+        """`2026-03` as `March 2026`."""
+        return f"{MONTHS[int(self.period[5:7]) - 1]} {self.period[:4]}"
+
+    @property
+    def previous_period(self) -> str:
+        return previous_period(self.period)
+
+    @property
+    def year_start(self) -> str:
+        """The first period of the fiscal year that holds this period."""
+        year, month = int(self.period[:4]), int(self.period[5:7])
+        if month < self.fiscal_year_start:
+            year -= 1
+        return f"{year:04d}-{self.fiscal_year_start:02d}"
+
+    def amount(self, minor: int) -> Decimal:
+        return from_minor(minor, self.digits)
+
+    def unit_label(self, code: str) -> str:
+        unit = self.units.get(code)
+        return f"{unit.name} ({code})" if unit else code
+
+    def service_label(self, code: str) -> str:
+        service = self.services.get(code)
+        return f"{service.name} ({code})" if service else code
+
+    def unit_of_measure(self, code: str) -> str:
+        service = self.services.get(code)
+        return service.unit_of_measure if service else ""
+
+
+def document_context(conn: Connection, period: str, *, draft: bool = False,
+                     issued: dt.datetime | None = None) -> DocumentContext:
+    """The context of `period`'s documents; a closed period's issue date is its close."""
+    ref = load_reference(conn)
+    record = conn.execute(select(Period.closed_at, Period.closed_hash)
+                          .where(Period.period == period)).first()
+    closed_at = record.closed_at if record else None
+    when = issued if draft or closed_at is None else closed_at
+    if when is None:
+        raise ValueError(f"period {period} is not closed: give the draft's issue date")
+    return DocumentContext(ref.name, ref.currency, ref.digits, period, when, ref.payment_terms,
+                           ref.fiscal_year_start, None if draft else record.closed_hash,
+                           ref.units, ref.services, draft)
+
+
+class Line(NamedTuple):
+    """One charge line of a bill, as posted."""
+
+    entry: int
+    date: dt.date
+    service_date: dt.date
+    kind: str
+    provider: str
+    service: str
+    customer_class: str
+    quantity_micro: int
+    rate_micro: int | None
+    amount_minor: int
+    reference: str | None
+    memo: str | None
+
+    @property
+    def quantity(self) -> Decimal:
+        return from_micro(self.quantity_micro)
+
+    @property
+    def rate(self) -> Decimal | None:
+        return None if self.rate_micro is None else from_micro(self.rate_micro)
+
+    def notes(self, first_day: dt.date) -> list[str]:
+        """Why a line deserves a reader's attention: late charge, credit, adjustment."""
+        found = []
+        if self.service_date < first_day:
+            found.append(f"late charge (service on {self.service_date.isoformat()})")
+        if self.amount_minor < 0:
+            found.append("credit")
+        if self.kind == "adjustment":
+            found.append("adjustment")
+        return found
+
+
+LINE_COLUMNS = (Entry.id, Entry.date, Entry.service_date, Entry.kind, Entry.provider,
+                Entry.service, Entry.customer_class, Entry.quantity_micro, Entry.rate_micro,
+                Entry.amount_minor, Entry.reference, Entry.memo)
+
+
+@dataclass
+class ServiceTotal:
+    """A consumer's totals of one service: this period, the previous one, the fiscal year."""
+
+    provider: str
+    service: str
+    lines: int = 0
+    quantity_micro: int = 0
+    amount_minor: int = 0
+    previous_minor: int = 0
+    year_to_date_minor: int = 0
+
+    def add(self, other: ServiceTotal) -> None:
+        self.lines += other.lines
+        self.quantity_micro += other.quantity_micro
+        self.amount_minor += other.amount_minor
+        self.previous_minor += other.previous_minor
+        self.year_to_date_minor += other.year_to_date_minor
+
+
+#: consumer -> (provider, service) -> totals, internal charges only
+Totals = dict[str, dict[tuple[str, str], ServiceTotal]]
+
+
+@dataclass
+class Bill:
+    """A consumer's charge lines of the period (ordered by provider, service, date) and,
+    for internal units, its totals by service."""
+
+    unit: UnitInfo
+    lines: list[Line]
+    totals: list[ServiceTotal] = field(default_factory=list)
+
+    @property
+    def total_minor(self) -> int:
+        return sum(line.amount_minor for line in self.lines)
+
+
+def plain_order(conn: Connection, *columns: ColumnElement[str]) -> list[ColumnElement[str]]:
+    """Text columns to ORDER BY in plain character order on both databases (PostgreSQL's
+    default collation follows the locale; SQLite's compares bytes)."""
+    if conn.dialect.name == "postgresql":
+        return [column.collate("C") for column in columns]
+    return list(columns)
+
+
+def service_totals(conn: Connection, ctx: DocumentContext) -> Totals:
+    """Internal charges by consumer and service: this period, the previous period and
+    the fiscal year to date, in three grouped queries."""
+    totals: Totals = {}
+
+    def slot(consumer: str, provider: str, service: str) -> ServiceTotal:
+        return totals.setdefault(consumer, {}).setdefault(
+            (provider, service), ServiceTotal(provider, service))
+
+    keys = (Entry.consumer, Entry.provider, Entry.service)
+    internal = Entry.customer_class == "internal"
+    usage_quantity = func.sum(case((Entry.kind == "adjustment", 0), else_=Entry.quantity_micro))
+    for consumer, provider, service, count, quantity, amount in conn.execute(
+        select(*keys, func.count(), usage_quantity, func.sum(Entry.amount_minor))
+        .where(Entry.period == ctx.period, internal).group_by(*keys)
+    ):
+        total = slot(consumer, provider, service)
+        total.lines, total.quantity_micro, total.amount_minor = count, int(quantity), int(amount)
+    for consumer, provider, service, amount in conn.execute(
+        select(*keys, func.sum(Entry.amount_minor))
+        .where(Entry.period == ctx.previous_period, internal).group_by(*keys)
+    ):
+        slot(consumer, provider, service).previous_minor = int(amount)
+    for consumer, provider, service, amount in conn.execute(
+        select(*keys, func.sum(Entry.amount_minor))
+        .where(Entry.period >= ctx.year_start, Entry.period <= ctx.period, internal)
+        .group_by(*keys)
+    ):
+        slot(consumer, provider, service).year_to_date_minor = int(amount)
+    return totals
+
+
+def sorted_totals(by_service: dict[tuple[str, str], ServiceTotal]) -> list[ServiceTotal]:
+    return [by_service[key] for key in sorted(by_service)]
+
+
+def bills(conn: Connection, ctx: DocumentContext, totals: Totals) -> Iterator[Bill]:
+    """Every consumer's bill of the period, in consumer code order, streamed."""
+    rows = conn.execution_options(yield_per=20_000).execute(
+        select(Entry.consumer, *LINE_COLUMNS).where(Entry.period == ctx.period)
+        .order_by(*plain_order(conn, Entry.consumer, Entry.provider, Entry.service),
+                  Entry.service_date, Entry.id))
+    for consumer, group in groupby(rows, key=lambda row: row[0]):
+        lines = [Line._make(row[1:]) for row in group]
+        unit = ctx.units.get(consumer) or UnitInfo(consumer, consumer, "internal", None, None,
+                                                   None, None, None, None, None)
+        yield Bill(unit, lines, sorted_totals(totals.get(consumer, {})))

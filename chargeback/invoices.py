@@ -1,0 +1,127 @@
+"""Invoices (`invoices/<UNIT>.html`): one self-contained, print-ready page per consumer.
+
+External customers get an invoice to pay; internal units get an internal charge notice,
+settled by journal transfer. The Jinja2 template (`templates/invoice.html.j2`) is
+compiled once per process, with autoescaping on, so text from input files is shown,
+never run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import lru_cache
+from itertools import groupby
+from pathlib import Path
+
+import jinja2
+
+from chargeback.bills import Bill, DocumentContext, Line
+from chargeback.bundled import bundled
+from chargeback.safe import file_in
+
+TEMPLATE = "invoice.html.j2"
+NET_DAYS = re.compile(r"\bnet\s*(\d{1,3})\b", re.IGNORECASE)
+
+
+@lru_cache(maxsize=1)
+def template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(bundled("templates"))),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+        lstrip_blocks=True, keep_trailing_newline=True)
+    return env.get_template(TEMPLATE)
+
+
+def invoice_number(ctx: DocumentContext, code: str, external: bool) -> str:
+    """Stable for a period and unit: `INV-202603-EXT-1`, `ICN-202603-ART`."""
+    return f"{'INV' if external else 'ICN'}-{ctx.period.replace('-', '')}-{code}"
+
+
+def due_date(terms: str | None, issued: dt.date) -> dt.date | None:
+    """The due date of "Net 30"-style payment terms, if the terms say so."""
+    found = NET_DAYS.search(terms or "")
+    return issued + dt.timedelta(days=int(found.group(1))) if found else None
+
+
+def money(ctx: DocumentContext, minor: int) -> str:
+    return f"{ctx.amount(minor):,.{ctx.digits}f}"
+
+
+def plain(value: Decimal | None, places: int = 0) -> str:
+    """A quantity or rate with thousands separators and at least `places` decimals:
+    `1,500`, `45.125`, `60.00`."""
+    if value is None:
+        return ""
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent < places:
+        value = value.quantize(Decimal(1).scaleb(-places))
+    return f"{value:,f}"
+
+
+@dataclass
+class ServiceGroup:
+    code: str
+    label: str
+    unit_of_measure: str
+    lines: list[tuple[Line, list[str]]]
+    total_minor: int
+
+
+@dataclass
+class ProviderGroup:
+    code: str
+    label: str
+    services: list[ServiceGroup] = field(default_factory=list)
+
+    @property
+    def total_minor(self) -> int:
+        return sum(s.total_minor for s in self.services)
+
+
+def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
+    """Lines by provider, then service (they arrive in that order)."""
+    first_day = ctx.first_day
+    groups = []
+    for provider, by_provider in groupby(lines, key=lambda line: line.provider):
+        group = ProviderGroup(provider, ctx.unit_label(provider))
+        for service, by_service in groupby(by_provider, key=lambda line: line.service):
+            items = [(line, line.notes(first_day)) for line in by_service]
+            group.services.append(ServiceGroup(
+                service, ctx.service_label(service), ctx.unit_of_measure(service), items,
+                sum(line.amount_minor for line, _ in items)))
+        groups.append(group)
+    return groups
+
+
+def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
+    unit = bill.unit
+    external = unit.kind == "external"
+    issued = ctx.issued.date()
+    groups = _groups(ctx, bill.lines)
+    marks = {"late": 0, "credit": 0, "adjustment": 0}
+    for line in bill.lines:
+        marks["late"] += line.service_date < ctx.first_day
+        marks["credit"] += line.amount_minor < 0
+        marks["adjustment"] += line.kind == "adjustment"
+    return template().render(
+        ctx=ctx, unit=unit, external=external, groups=groups, marks=marks,
+        number=invoice_number(ctx, unit.code, external), issued=issued,
+        due=due_date(ctx.payment_terms, issued) if external else None,
+        total_minor=bill.total_minor,
+        money=lambda minor: money(ctx, minor), plain=plain,
+        debit_account=f"expenses:internal:{unit.code}")
+
+
+def invoice_path(folder: Path, code: str) -> Path:
+    return file_in(folder / "invoices", code, ".html")
+
+
+def write_invoice(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
+    """`invoices/<UNIT>.html` of one consumer."""
+    path = invoice_path(folder, bill.unit.code)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_invoice(ctx, bill), encoding="utf-8", newline="\n")
+    return path

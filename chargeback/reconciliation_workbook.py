@@ -1,0 +1,323 @@
+"""The auditors' workbook (`reconciliation.xlsx`).
+
+`Summary` shows each net-zero figure twice: as the engine computed it and as a live
+formula over the `Journal` sheet, with a check cell that is zero when they agree, so an
+auditor can recompute the close without trusting the engine. `Matrix` crosses providers
+with consumers, `Journal` holds every journal line of the period (the same lines as
+`journal.csv`, with entry hashes) and `Exceptions` lists what deserves a second look.
+The workbook is streamed row by row, so a period of any size fits in memory.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+from xlsxwriter.worksheet import Worksheet
+
+from sqlalchemy import Connection, func, or_, select
+
+from chargeback.bills import DocumentContext
+from chargeback.reconciliation import (
+    EXTERNAL_REVENUE,
+    INTERNAL_REVENUE,
+    INTERNAL_SPEND,
+    Reconciliation,
+)
+from chargeback.schema import Entry, Import, PeriodEvent
+from chargeback.workbooks import RowSheet, RowXml, Workbook, cell, column_range, sum_formula
+
+JOURNAL_TITLES = ["Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit",
+                  "Service", "Reference", "Memo", "Kind", "Entry hash"]
+ACCOUNT, DEBIT, CREDIT = 2, 5, 6
+
+
+def write_reconciliation_workbook(conn: Connection, ctx: DocumentContext,
+                                  rec: Reconciliation, path: Path) -> Path:
+    wb = Workbook(path, ctx, f"Reconciliation {ctx.period}", streaming=True)
+    summary = wb.sheet("Summary")
+    matrix = wb.sheet("Matrix")
+    journal = wb.sheet("Journal")
+    exceptions = wb.sheet("Exceptions")
+    last_journal_row = rec.entries * 2
+    matrix_total = _matrix(wb, matrix, conn, ctx, rec)
+    _summary(wb, summary, ctx, rec, last_journal_row, matrix_total)
+    _journal(wb, journal, conn, ctx)
+    _exceptions(wb, exceptions, conn, ctx)
+    summary.activate()
+    wb.close()
+    return path
+
+
+def _journal_sum(account_prefix: str, add: int, subtract: int, last_row: int, digits: int) -> str:
+    """SUMIFS of one side minus the other over the Journal lines whose account starts
+    with `account_prefix`, rounded to the currency (sums of many binary floats drift)."""
+    accounts = column_range(1, max(last_row, 1), ACCOUNT, "Journal")
+
+    def side(col: int) -> str:
+        return f'SUMIFS({column_range(1, max(last_row, 1), col, "Journal")},{accounts},"{account_prefix}*")'
+
+    return f"=ROUND({side(add)}-{side(subtract)},{digits})"
+
+
+def _summary(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, rec: Reconciliation,
+             last_row: int, matrix_total: tuple[str, int]) -> None:
+    f = wb.formats
+    digits = str(ctx.digits)
+    sheet.write_string(0, 0, wb.title(f"{ctx.book}: reconciliation of {ctx.period}"), f.title)
+    sheet.write_string(1, 0, "Net zero: internal revenue credited to providers equals internal "
+                       "spend debited to internal consumers", f.subtitle)
+    row = wb.facts(sheet, 3, [
+        ("Period", f"{ctx.period} ({ctx.period_label})"),
+        ("Status", "draft (period open)" if ctx.draft else rec.status),
+        ("Closed at (UTC)", None if ctx.draft else ctx.issued),
+        ("Journal hash at close", ctx.journal_hash),
+        ("Currency", ctx.currency),
+        ("Entries", rec.entries),
+        ("Journal lines", last_row),
+    ]) + 1
+    wb.header(sheet, row, ["Figure", "Engine", "From the Journal sheet", "Check (engine - journal)"],
+              numeric=(1, 2, 3))
+    first = row + 1
+    figures = [
+        ("Internal revenue", rec.internal_revenue,
+         _journal_sum(INTERNAL_REVENUE, CREDIT, DEBIT, last_row, ctx.digits), rec.internal_revenue),
+        ("Internal spend", rec.internal_spend,
+         _journal_sum(INTERNAL_SPEND, DEBIT, CREDIT, last_row, ctx.digits), rec.internal_spend),
+        ("Difference", rec.difference, f"={cell(first, 2)}-{cell(first + 1, 2)}", rec.difference),
+        ("External revenue", rec.external_revenue,
+         _journal_sum(EXTERNAL_REVENUE, CREDIT, DEBIT, last_row, ctx.digits), rec.external_revenue),
+        ("Matrix: internal total", rec.internal_revenue, f"={matrix_total[0]}", matrix_total[1]),
+    ]
+    checks = []
+    for offset, (label, minor, formula, value) in enumerate(figures):
+        r = first + offset
+        sheet.write_string(r, 0, label)
+        wb.money(sheet, r, 1, minor)
+        wb.formula(sheet, r, 2, formula, value)
+        wb.formula(sheet, r, 3, f"=ROUND({cell(r, 1)}-{cell(r, 2)},{digits})", minor - value)
+        checks.append(cell(r, 3))
+    r = first + len(figures)
+    debits = column_range(1, max(last_row, 1), DEBIT, "Journal")
+    credits = column_range(1, max(last_row, 1), CREDIT, "Journal")
+    sheet.write_string(r, 0, "Journal debits - credits")
+    wb.money(sheet, r, 1, 0)
+    wb.formula(sheet, r, 2, f"=ROUND(SUM({debits})-SUM({credits}),{digits})", 0)
+    wb.formula(sheet, r, 3, f"=ROUND({cell(r, 1)}-{cell(r, 2)},{digits})", 0)
+    checks.append(cell(r, 3))
+    r += 1
+    sheet.write_string(r, 0, "Entries (journal lines / 2)")
+    sheet.write_number(r, 1, rec.entries)
+    sheet.write_formula(r, 2, f"=COUNT({column_range(1, max(last_row, 1), 0, 'Journal')})/2",
+                        None, rec.entries)
+    sheet.write_formula(r, 3, f"={cell(r, 1)}-{cell(r, 2)}", None, 0)
+    checks.append(cell(r, 3))
+    r += 2
+    sheet.write_string(r, 0, "All checks", f.total_label)
+    condition = ",".join(f"{c}=0" for c in checks)
+    ok = rec.balanced
+    sheet.write_formula(r, 1, f'=IF(AND({condition},{cell(first + 2, 1)}=0),"OK","CHECK")',
+                        f.total_label, "OK" if ok else "CHECK")
+    wb.widths(sheet, [34, 22, 24, 24])
+
+
+def _matrix(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentContext,
+            rec: Reconciliation) -> tuple[str, int]:
+    """Providers as rows, consumers (internal, then external) as columns; returns the
+    cell and value of the internal grand total."""
+    f = wb.formats
+    amounts: dict[tuple[str, str], int] = defaultdict(int)
+    classes: dict[str, str] = {}
+    for provider, consumer, customer_class, amount in conn.execute(
+        select(Entry.provider, Entry.consumer, Entry.customer_class, func.sum(Entry.amount_minor))
+        .where(Entry.period == ctx.period)
+        .group_by(Entry.provider, Entry.consumer, Entry.customer_class)
+    ):
+        amounts[(provider, consumer)] += int(amount)
+        classes[consumer] = customer_class
+    providers = sorted({p for p, _ in amounts})
+    internal = sorted(c for c, k in classes.items() if k == "internal")
+    external = sorted(c for c, k in classes.items() if k != "internal")
+    sheet.write_string(0, 0, wb.title(f"{ctx.book}: charges by provider and consumer, {ctx.period}"),
+                       f.title)
+    sheet.write_string(1, 0, "Rows: providers. Columns: consumers (internal, then external). "
+                       "Amounts net of credits.")
+    head, names = 3, 4
+    columns: list[tuple[str, str]] = [("unit", c) for c in internal] + [("internal", "")]
+    columns += [("unit", c) for c in external] + [("external", ""), ("total", "")]
+    titles = {"internal": "Internal total", "external": "External total", "total": "Total"}
+    sheet.write_string(head, 0, "Provider \\ Consumer", f.header)
+    for col, (what, code) in enumerate(columns, 1):
+        wb.text(sheet, head, col, code if what == "unit" else titles[what], f.header_number)
+    sheet.write_blank(names, 0, None, f.header)
+    for col, (what, code) in enumerate(columns, 1):
+        unit = ctx.units.get(code) if what == "unit" else None
+        wb.text(sheet, names, col, unit.name if unit else "", f.header_number)
+    sheet.freeze_panes(names + 1, 1)
+    sheet.set_column(0, 0, 34)
+    sheet.set_column(1, len(columns), 15)
+    first = names + 1
+    internal_col = len(internal) + 1
+    external_col = internal_col + len(external) + 1
+    column_sums = [0] * (len(columns) + 1)
+    for index, provider in enumerate(providers):
+        r = first + index
+        wb.text(sheet, r, 0, ctx.unit_label(provider))
+        own = [amounts.get((provider, c), 0) for c in internal]
+        out = [amounts.get((provider, c), 0) for c in external]
+        values = own + [sum(own)] + out + [sum(out), sum(own) + sum(out)]
+        for col, (what, code) in enumerate(columns, 1):
+            minor = values[col - 1]
+            column_sums[col] += minor
+            if what == "unit":
+                if (provider, code) in amounts:
+                    wb.money(sheet, r, col, minor)
+            elif what == "internal":
+                wb.formula(sheet, r, col, f"=SUM({cell(r, 1)}:{cell(r, internal_col - 1)})"
+                           if internal else "=0", minor)
+            elif what == "external":
+                wb.formula(sheet, r, col, f"=SUM({cell(r, internal_col + 1)}:{cell(r, external_col - 1)})"
+                           if external else "=0", minor)
+            else:
+                wb.formula(sheet, r, col, f"={cell(r, internal_col)}+{cell(r, external_col)}", minor)
+    last = first + len(providers) - 1
+    total_row = last + 1
+    sheet.write_string(total_row, 0, "Total", f.total_label)
+    for col in range(1, len(columns) + 1):
+        wb.formula(sheet, total_row, col, sum_formula(first, last, col), column_sums[col],
+                   f.money_total)
+    return f"Matrix!{cell(total_row, internal_col, True)}", column_sums[internal_col]
+
+
+def _journal(wb: Workbook, sheet: RowSheet, conn: Connection, ctx: DocumentContext) -> None:
+    """Every journal line, two per entry (debit line, then credit line), as journal.csv."""
+    f = wb.formats
+    wb.header(sheet, 0, JOURNAL_TITLES, numeric=(0, 5, 6))
+    sheet.freeze_panes(1, 0)
+    wb.widths(sheet, [9, 11, 30, 12, 12, 14, 14, 10, 16, 36, 11, 66])
+    entries = conn.execution_options(yield_per=20_000).execute(
+        select(Entry.id, Entry.date, Entry.debit_account, Entry.debit_gl, Entry.consumer,
+               Entry.credit_account, Entry.credit_gl, Entry.provider, Entry.amount_minor,
+               Entry.service, Entry.reference, Entry.memo, Entry.kind, Entry.hash)
+        .where(Entry.period == ctx.period).order_by(Entry.id))
+    xml = RowXml({"date": f.date, "money": f.money})
+    amount = ctx.amount
+
+    def rows() -> Iterator[str]:
+        row = 0
+        for (entry, date, debit_account, debit_gl, consumer, credit_account, credit_gl,
+             provider, minor, service, reference, memo, kind, digest) in entries:
+            value = amount(abs(minor))
+            debit, credit = ("F", "G") if minor >= 0 else ("G", "F")
+            for account, gl, unit, side in ((debit_account, debit_gl, consumer, debit),
+                                            (credit_account, credit_gl, provider, credit)):
+                row += 1
+                xml.start(row)
+                xml.number("A", entry)
+                xml.date("B", date)
+                xml.text("C", account)
+                xml.text("D", gl)
+                xml.text("E", unit)
+                xml.number(side, value, "money")
+                xml.text("H", service)
+                xml.text("I", reference)
+                xml.text("J", memo)
+                xml.text("K", kind)
+                xml.text("L", digest)
+                yield xml.end()
+
+    last = sheet.raw_rows(1, len(JOURNAL_TITLES) - 1, rows()) - 1
+    sheet.autofilter(0, 0, max(last, 1), len(JOURNAL_TITLES) - 1)
+
+
+def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentContext) -> None:
+    """Late charges, credits and adjustments; imports with their skipped duplicates; the
+    period's close and reopen history."""
+    f = wb.formats
+    sheet.write_string(0, 0, wb.title(f"{ctx.book}: exceptions of {ctx.period}"), f.title)
+    wb.widths(sheet, [22, 9, 11, 11, 14, 14, 12, 16, 40, 14])
+    row = 2
+    sheet.write_string(row, 0, "Charges: late charges, credits, adjustments", f.subtitle)
+    row += 1
+    wb.header(sheet, row, ["Exception", "Entry", "Service date", "Posted on", "Consumer",
+                           "Provider", "Service", "Reference", "Memo / reason", "Amount"],
+              numeric=(1, 9))
+    first_day = ctx.first_day
+    start = row + 1
+    total = 0
+    for (entry, service_date, date, kind, consumer, provider, service, reference, memo,
+         minor) in conn.execute(
+        select(Entry.id, Entry.service_date, Entry.date, Entry.kind, Entry.consumer,
+               Entry.provider, Entry.service, Entry.reference, Entry.memo, Entry.amount_minor)
+        .where(Entry.period == ctx.period, or_(Entry.service_date < first_day,
+                                               Entry.amount_minor < 0, Entry.kind == "adjustment"))
+        .order_by(Entry.id)
+    ):
+        row += 1
+        what = []
+        if service_date < first_day:
+            what.append("late charge")
+        if minor < 0:
+            what.append("credit")
+        if kind == "adjustment":
+            what.append("adjustment")
+        sheet.write_string(row, 0, ", ".join(what))
+        sheet.write_number(row, 1, entry)
+        sheet.write_datetime(row, 2, service_date, f.date)
+        sheet.write_datetime(row, 3, date, f.date)
+        sheet.write_string(row, 4, consumer)
+        sheet.write_string(row, 5, provider)
+        sheet.write_string(row, 6, service)
+        wb.text(sheet, row, 7, reference)
+        wb.text(sheet, row, 8, memo)
+        wb.money(sheet, row, 9, minor)
+        total += minor
+    if row < start:
+        row += 1
+        sheet.write_string(row, 0, "none")
+    row += 1
+    sheet.write_string(row, 8, "Total", f.total_label)
+    wb.formula(sheet, row, 9, sum_formula(start, row - 1, 9), total, f.money_total)
+
+    row += 3
+    sheet.write_string(row, 0, "Imports: usage files and the duplicates they skipped", f.subtitle)
+    row += 1
+    wb.header(sheet, row, ["File", "Import", "Imported at (UTC)", "", "Lines read",
+                           "Imported", "Duplicates skipped", "SHA-256"], numeric=(1, 4, 5, 6))
+    found = False
+    for number, name, at, read, imported, duplicates, digest in conn.execute(
+        select(Import.id, Import.file_name, Import.at, Import.lines_read, Import.imported,
+               Import.duplicates, Import.sha256)
+        .where(Import.period == ctx.period).order_by(Import.id)
+    ):
+        row += 1
+        found = True
+        wb.text(sheet, row, 0, name)
+        sheet.write_number(row, 1, number)
+        sheet.write_datetime(row, 2, at, f.datetime)
+        sheet.write_number(row, 4, read)
+        sheet.write_number(row, 5, imported)
+        sheet.write_number(row, 6, duplicates)
+        sheet.write_string(row, 7, digest)
+    if not found:
+        row += 1
+        sheet.write_string(row, 0, "none")
+
+    row += 3
+    sheet.write_string(row, 0, "Close and reopen history", f.subtitle)
+    row += 1
+    wb.header(sheet, row, ["Action", "Event", "At (UTC)", "", "User", "", "", "", "Reason"],
+              numeric=(1,))
+    for number, at, action, reason, user in conn.execute(
+        select(PeriodEvent.id, PeriodEvent.at, PeriodEvent.action, PeriodEvent.reason,
+               PeriodEvent.user)
+        .where(PeriodEvent.period == ctx.period).order_by(PeriodEvent.id)
+    ):
+        row += 1
+        sheet.write_string(row, 0, action)
+        sheet.write_number(row, 1, number)
+        sheet.write_datetime(row, 2, at, f.datetime)
+        wb.text(sheet, row, 4, user)
+        wb.text(sheet, row, 8, reason)
+

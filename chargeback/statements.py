@@ -1,0 +1,340 @@
+"""Department statements (`statements/<UNIT>.xlsx`): what an internal unit was charged.
+
+`Summary` shows the unit's charges by service and by provider against the previous
+period and the fiscal year to date, with a bar chart; `Detail` lists every charge line,
+ready to filter and sort. A parent unit also gets a roll-up of its whole subtree
+(`statements/rollup/<UNIT>.xlsx`), with a column per child and a row per unit. Totals
+are live formulas whose stored values are the engine's figures.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from xlsxwriter.worksheet import Worksheet
+
+from chargeback.bills import Bill, DocumentContext, ServiceTotal, Totals, sorted_totals
+from chargeback.money import from_micro
+from chargeback.reference import UnitInfo
+from chargeback.safe import file_in
+from chargeback.workbooks import RowSheet, RowXml, Workbook, cell, sum_formula
+
+ROLLUP_FOLDER = "rollup"
+def statement_path(folder: Path, code: str) -> Path:
+    return file_in(folder / "statements", code, ".xlsx")
+
+
+def rollup_path(folder: Path, code: str) -> Path:
+    return file_in(folder / "statements" / ROLLUP_FOLDER, code, ".xlsx")
+
+
+def _begin(path: Path, ctx: DocumentContext, kind: str, unit: UnitInfo, subtitle: str,
+           facts: list[tuple[str, object]]) -> tuple[Workbook, RowSheet, int]:
+    """A statement workbook with its Summary sheet headed; returns the next free row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb = Workbook(path, ctx, f"{kind[0].upper()}{kind[1:]} of {unit.code} for {ctx.period}")
+    sheet = wb.sheet("Summary")
+    sheet.write_string(0, 0, wb.title(f"{ctx.book}: {kind} of internal charges"), wb.formats.title)
+    wb.text(sheet, 1, 0, subtitle, wb.formats.subtitle)
+    top = wb.facts(sheet, 3, [("Unit", f"{unit.name} ({unit.code})"), ("Manager", unit.manager)]
+                   + facts + [
+        ("Period", f"{ctx.period} ({ctx.period_label})"),
+        ("Previous period", ctx.previous_period),
+        ("Fiscal year to date", f"{ctx.year_start} to {ctx.period}"),
+        ("Issued", ctx.issued),
+        ("Currency", ctx.currency),
+    ])
+    return wb, sheet, top + 1
+
+
+def _service_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal],
+                   split: list[tuple[str, list[int]]] | None = None) -> tuple[int, int, int]:
+    """The table by service from row `top`: provider, service, unit, quantity, [one
+    column per part of `split`,] this period, previous, change, year to date, and a
+    total row. Returns (first data row, last data row, column of "This period")."""
+    ctx = wb.ctx
+    f = wb.formats
+    parts = split or []
+    titles = ["Provider", "Service", "Unit of measure", "Quantity"]
+    titles += [name for name, _ in parts]
+    titles += ["This period", f"Previous period ({ctx.previous_period})", "Change",
+               f"Year to date (from {ctx.year_start})"]
+    wb.header(sheet, top, titles, numeric=tuple(range(3, len(titles))), lines=2)
+    now = 4 + len(parts)
+    first = top + 1
+    for index, total in enumerate(rows):
+        row = first + index
+        wb.text(sheet, row, 0, ctx.unit_label(total.provider))
+        wb.text(sheet, row, 1, ctx.service_label(total.service))
+        wb.text(sheet, row, 2, ctx.unit_of_measure(total.service))
+        wb.number(sheet, row, 3, from_micro(total.quantity_micro), f.quantity)
+        for offset, (_, amounts) in enumerate(parts):
+            wb.money(sheet, row, 4 + offset, amounts[index])
+        if parts:
+            wb.formula(sheet, row, now, f"=SUM({cell(row, 4)}:{cell(row, now - 1)})",
+                       total.amount_minor)
+        else:
+            wb.money(sheet, row, now, total.amount_minor)
+        wb.money(sheet, row, now + 1, total.previous_minor)
+        wb.formula(sheet, row, now + 2, f"={cell(row, now)}-{cell(row, now + 1)}",
+                   total.amount_minor - total.previous_minor)
+        wb.money(sheet, row, now + 3, total.year_to_date_minor)
+    last = first + len(rows) - 1
+    total_row = last + 1
+    sheet.write_string(total_row, 0, "Total", f.total_label)
+    for col in range(1, 4):
+        sheet.write_blank(total_row, col, None, f.total_label)
+    sums = [sum(amounts) for _, amounts in parts] + [
+        sum(t.amount_minor for t in rows), sum(t.previous_minor for t in rows),
+        sum(t.amount_minor - t.previous_minor for t in rows),
+        sum(t.year_to_date_minor for t in rows)]
+    for col, minor in enumerate(sums, 4):
+        wb.formula(sheet, total_row, col, sum_formula(first, last, col), minor, f.money_total)
+    return first, last, now
+
+
+def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal],
+                    first: int, now: int) -> int:
+    """Totals by provider, each a SUM over that provider's block of the service table."""
+    f = wb.formats
+    sheet.write_string(top, 0, "By provider", f.subtitle)
+    wb.header(sheet, top + 1, ["Provider"], first_col=0)
+    for col in range(1, now):
+        sheet.write_blank(top + 1, col, None, f.header)
+    wb.header(sheet, top + 1, ["This period", "Previous period", "Change", "Year to date"],
+              numeric=(0, 1, 2, 3), first_col=now)
+    blocks: dict[str, list[int]] = defaultdict(list)
+    for index, total in enumerate(rows):
+        blocks[total.provider].append(index)
+    row = top + 2
+    for provider, indexes in blocks.items():
+        wb.text(sheet, row, 0, wb.ctx.unit_label(provider))
+        picked = [rows[i] for i in indexes]
+        figures = [sum(t.amount_minor for t in picked), sum(t.previous_minor for t in picked),
+                   sum(t.amount_minor - t.previous_minor for t in picked),
+                   sum(t.year_to_date_minor for t in picked)]
+        for offset, minor in enumerate(figures):
+            col = now + offset
+            wb.formula(sheet, row, col,
+                       sum_formula(first + indexes[0], first + indexes[-1], col), minor)
+        row += 1
+    return row
+
+
+def _chart(wb: Workbook, sheet: Worksheet, name: str, first: int, last: int, now: int,
+           at_row: int) -> None:
+    """A bar chart of this period's (and the previous period's) spend by service."""
+    if last < first:
+        return
+    chart = wb.book.add_chart({"type": "bar"})
+    for col, colour in ((now, "#2F5597"), (now + 1, "#A5A5A5")):
+        chart.add_series({
+            "name": [name, first - 1, col],
+            "categories": [name, first, 1, last, 1],
+            "values": [name, first, col, last, col],
+            "fill": {"color": colour},
+        })
+    chart.set_title({"name": "Spend by service"})
+    chart.set_x_axis({"num_format": wb.formats.money.num_format})
+    chart.set_y_axis({"reverse": True})
+    chart.set_legend({"position": "bottom"})
+    chart.set_size({"width": 640, "height": max(260, 60 + 36 * (last - first + 1))})
+    sheet.insert_chart(at_row, 0, chart)
+
+
+def _summary_widths(wb: Workbook, sheet: Worksheet, amount_columns: int) -> None:
+    wb.widths(sheet, [34, 34, 16, 12] + [16] * amount_columns)
+
+
+def write_statement(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
+    """`statements/<UNIT>.xlsx` of an internal unit."""
+    unit = bill.unit
+    path = statement_path(folder, unit.code)
+    wb, summary, top = _begin(path, ctx, "statement", unit, f"{unit.name} ({unit.code})",
+                              [("Email", unit.email)])
+    summary.write_string(top, 0, "By service", wb.formats.subtitle)
+    rows = bill.totals
+    first, last, now = _service_table(wb, summary, top + 1, rows)
+    after = _provider_table(wb, summary, last + 3, rows, first, now)
+    _chart(wb, summary, "Summary", first, last, now, after + 2)
+    _summary_widths(wb, summary, 4)
+    _detail(wb, bill)
+    wb.close()
+    return path
+
+
+DETAIL_TITLES = ["Date", "Provider", "Service", "Description", "Reference", "Quantity",
+                 "Unit of measure", "Rate", "Amount", "Note", "Entry"]
+DETAIL_HEADER = 1
+
+
+def _detail(wb: Workbook, bill: Bill) -> None:
+    """Every internal charge line under a frozen header with filters; the total of the
+    visible lines sits above the header, so it stays in view and follows the filters."""
+    ctx = wb.ctx
+    f = wb.formats
+    sheet = wb.sheet("Detail")
+    lines = [line for line in bill.lines if line.customer_class == "internal"]
+    first, last = DETAIL_HEADER + 1, DETAIL_HEADER + max(len(lines), 1)
+    sheet.write_string(0, 7, "Total", f.total_label)
+    wb.formula(sheet, 0, 8, f"=SUBTOTAL(9,{cell(first, 8)}:{cell(last, 8)})",
+               sum(line.amount_minor for line in lines), f.money_total)
+    sheet.write_string(0, 9, "(of the lines shown)")
+    wb.header(sheet, DETAIL_HEADER, DETAIL_TITLES, numeric=(5, 7, 8, 10))
+    sheet.freeze_panes(DETAIL_HEADER + 1, 0)
+    sheet.autofilter(DETAIL_HEADER, 0, last, len(DETAIL_TITLES) - 1)
+    wb.widths(sheet, [11, 28, 28, 40, 16, 10, 14, 12, 14, 30, 9])
+    xml = RowXml({"date": f.date, "money": f.money, "quantity": f.quantity, "rate": f.rate})
+    first_day = ctx.first_day
+    providers = {code: ctx.unit_label(code) for code in {line.provider for line in lines}}
+    services = {code: (ctx.service_label(code), ctx.unit_of_measure(code))
+                for code in {line.service for line in lines}}
+
+    def rows() -> Iterator[str]:
+        for row, line in enumerate(lines, first):
+            xml.start(row)
+            xml.date("A", line.service_date)
+            xml.text("B", providers[line.provider])
+            service, unit_of_measure = services[line.service]
+            xml.text("C", service)
+            xml.text("D", line.memo)
+            xml.text("E", line.reference)
+            if line.kind != "adjustment":
+                xml.number("F", line.quantity, "quantity")
+                xml.text("G", unit_of_measure)
+                xml.number("H", line.rate, "rate")
+            xml.number("I", ctx.amount(line.amount_minor), "money")
+            xml.text("J", "; ".join(line.notes(first_day)))
+            xml.number("K", line.entry)
+            yield xml.end()
+
+    sheet.raw_rows(first, len(DETAIL_TITLES) - 1, rows())
+
+
+# roll-ups --------------------------------------------------------------------------
+
+
+@dataclass
+class Rollup:
+    """A parent unit with its internal subtree: (unit, depth) in tree order, its direct
+    children, and every member's own totals by service."""
+
+    unit: UnitInfo
+    members: list[tuple[UnitInfo, int]]
+    children: list[str]
+    totals: Totals
+
+    def subtree(self, code: str) -> list[str]:
+        """`code` and every member below it."""
+        codes = [m.code for m, _ in self.members]
+        start = codes.index(code)
+        depth = self.members[start][1]
+        found = [code]
+        for unit, level in self.members[start + 1:]:
+            if level <= depth:
+                break
+            found.append(unit.code)
+        return found
+
+    def combined(self, codes: list[str]) -> dict[tuple[str, str], ServiceTotal]:
+        merged: dict[tuple[str, str], ServiceTotal] = {}
+        for code in codes:
+            for key, total in self.totals.get(code, {}).items():
+                merged.setdefault(key, ServiceTotal(*key)).add(total)
+        return merged
+
+
+def rollups(ctx: DocumentContext, totals: Totals) -> Iterator[Rollup]:
+    """Every internal parent unit whose subtree has internal charges in the period."""
+    children: dict[str, list[str]] = defaultdict(list)
+    for unit in ctx.units.values():
+        if unit.parent and unit.kind == "internal":
+            children[unit.parent].append(unit.code)
+    for code in sorted(children):
+        parent = ctx.units.get(code)
+        if parent is None or parent.kind != "internal":
+            continue
+        members: list[tuple[UnitInfo, int]] = []
+        stack = [(code, 0)]
+        seen: set[str] = set()
+        while stack:
+            current, depth = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            members.append((ctx.units[current], depth))
+            stack.extend((child, depth + 1) for child in sorted(children.get(current, []),
+                                                                  reverse=True))
+        if not any(t.lines for m, _ in members for t in totals.get(m.code, {}).values()):
+            continue
+        yield Rollup(parent, members, sorted(children[code]),
+                     {m.code: totals[m.code] for m, _ in members if m.code in totals})
+
+
+def write_rollup(folder: Path, ctx: DocumentContext, rollup: Rollup) -> Path:
+    """`statements/rollup/<UNIT>.xlsx`: a parent unit's whole subtree."""
+    unit = rollup.unit
+    path = rollup_path(folder, unit.code)
+    wb, summary, top = _begin(
+        path, ctx, "roll-up statement", unit,
+        f"{unit.name} ({unit.code}) and the {len(rollup.members) - 1} units under it",
+        [("Units in the roll-up", len(rollup.members))])
+    summary.write_string(top, 0, "By service: the unit's own charges and each child's subtree",
+                         wb.formats.subtitle)
+    rows = sorted_totals(rollup.combined([m.code for m, _ in rollup.members]))
+    parts: list[tuple[str, list[int]]] = []
+    own = rollup.totals.get(unit.code, {})
+    parts.append((f"{unit.code} (own)", [_amount(own, t) for t in rows]))
+    for child in rollup.children:
+        merged = rollup.combined(rollup.subtree(child))
+        parts.append((f"{child} and below", [_amount(merged, t) for t in rows]))
+    first, last, now = _service_table(wb, summary, top + 1, rows, parts)
+    _chart(wb, summary, "Summary", first, last, now, last + 3)
+    _summary_widths(wb, summary, len(parts) + 4)
+    _units_sheet(wb, folder, rollup)
+    wb.close()
+    return path
+
+
+def _amount(totals: dict[tuple[str, str], ServiceTotal], row: ServiceTotal) -> int:
+    found = totals.get((row.provider, row.service))
+    return found.amount_minor if found else 0
+
+
+def _units_sheet(wb: Workbook, folder: Path, rollup: Rollup) -> None:
+    f = wb.formats
+    sheet = wb.sheet("Units")
+    titles = ["Code", "Name", "Parent", "Manager", "This period", "Previous period", "Change",
+              "Year to date", "Statement"]
+    wb.header(sheet, 0, titles, numeric=(4, 5, 6, 7))
+    sheet.freeze_panes(1, 0)
+    wb.widths(sheet, [14, 40, 14, 24, 16, 16, 16, 16, 24])
+    indents: dict[int, object] = {}
+    statements = folder / "statements"
+    sums = [0, 0, 0, 0]
+    for row, (member, depth) in enumerate(rollup.members, 1):
+        own = rollup.totals.get(member.code, {}).values()
+        figures = [sum(t.amount_minor for t in own), sum(t.previous_minor for t in own)]
+        figures += [figures[0] - figures[1], sum(t.year_to_date_minor for t in own)]
+        indent = indents.get(depth) or indents.setdefault(depth, wb.book.add_format({"indent": depth}))
+        wb.text(sheet, row, 0, member.code, indent)
+        wb.text(sheet, row, 1, member.name)
+        wb.text(sheet, row, 2, member.parent if depth else None)
+        wb.text(sheet, row, 3, member.manager)
+        for col, minor in enumerate(figures, 4):
+            if col == 6:
+                wb.formula(sheet, row, col, f"={cell(row, 4)}-{cell(row, 5)}", minor)
+            else:
+                wb.money(sheet, row, col, minor)
+            sums[col - 4] += minor
+        if any(t.lines for t in own):
+            sheet.write_string(row, 8, statement_path(folder, member.code)
+                               .relative_to(statements.resolve()).as_posix())
+    last = len(rollup.members)
+    sheet.autofilter(0, 0, last, len(titles) - 1)
+    sheet.write_string(last + 2, 0, "Total", f.total_label)
+    for col, minor in enumerate(sums, 4):
+        wb.formula(sheet, last + 2, col, sum_formula(1, last, col), minor, f.money_total)

@@ -1,0 +1,226 @@
+"""The documents folder as a whole: manifest, reproducibility, safety, parallel writing,
+progress, and all-or-nothing closes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import openpyxl
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import insert, select
+
+from chargeback import api, db, documents
+from chargeback.cli import main
+from chargeback.errors import Refused
+from chargeback.bills import bills, document_context, service_totals
+from chargeback.safe import file_in, neutralize
+from chargeback.statements import write_statement
+from chargeback.schema import Period, Unit
+
+from documents_book import HOSTILE, build
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    folder = tmp_path_factory.mktemp("documents")
+    url = f"sqlite:///{folder / 'db.sqlite'}"
+    return url, build(url, folder)
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cells_of(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    book = openpyxl.load_workbook(path)
+    return {sheet.title: list(sheet.iter_rows(values_only=True)) for sheet in book.worksheets}
+
+
+def test_manifest_lists_every_file_with_hash_size_and_totals(out: tuple[str, Path]) -> None:
+    url, folder = out
+    period = folder / "2026-04"
+    manifest = json.loads((period / "manifest.json").read_text())
+    listed = {f["path"]: f for f in manifest["files"]}
+    on_disk = {p: data for p, data in files_of(period).items() if p != "manifest.json"}
+    assert set(listed) == set(on_disk)
+    for name, data in on_disk.items():
+        assert listed[name]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert listed[name]["bytes"] == len(data)
+    totals = api.reconcile(url, "2026-04").as_json()
+    assert manifest["totals"]["internal_revenue"] == totals["internal_revenue"]
+    assert manifest["totals"]["external_revenue"] == totals["external_revenue"]
+    assert {"invoices/EXT-1.html", "statements/ART.xlsx", "statements/rollup/COL.xlsx",
+            "reconciliation.xlsx", "journal.csv"} <= set(listed)
+
+
+def test_report_writes_the_same_documents_again(db_url: str, tmp_path: Path) -> None:
+    """Byte for byte, workbooks included (their zip entries and properties carry the
+    close's timestamp, not the clock), and cell for cell."""
+    first = build(db_url, tmp_path)
+    again = api.report(db_url, "2026-03", tmp_path / "again")
+    before, after = files_of(first / "2026-03"), files_of(again)
+    assert before.keys() == after.keys()
+    for name in before:
+        if name.endswith(".xlsx"):
+            assert cells_of(first / "2026-03" / name) == cells_of(again / name), name
+        assert before[name] == after[name], name
+
+
+def test_parallel_writing_gives_the_same_files(out: tuple[str, Path], tmp_path: Path) -> None:
+    url, folder = out
+    engine = db.connect(url)
+    with db.transaction(engine) as conn:
+        documents.write_documents(conn, "2026-03", tmp_path / "one", workers=1)
+        documents.write_documents(conn, "2026-03", tmp_path / "two", workers=2)
+    assert files_of(tmp_path / "one") == files_of(tmp_path / "two") == files_of(folder / "2026-03")
+
+
+def test_text_from_input_never_becomes_a_formula(out: tuple[str, Path]) -> None:
+    _, folder = out
+    seen = set()
+    for path in sorted(folder.rglob("*.xlsx")):
+        for sheet in openpyxl.load_workbook(path).worksheets:
+            for row in sheet.iter_rows():
+                for cell in row:
+                    value = cell.value
+                    if cell.data_type == "f":
+                        assert not any(h.strip() in value for h in ("cmd|", "SUM(A1:A9)", "1+2")), (path, cell.coordinate)
+                        continue
+                    if isinstance(value, str):
+                        assert not value.lstrip(" ").startswith(FORMULA_STARTS), (path, cell.coordinate, value)
+                        seen.update(h for h in HOSTILE if value == neutralize(h))
+    assert seen >= {"=cmd|' /C calc'!A0", "+1+2", "-2+3", "@SUM(A1:A9)"}
+    memos = set()
+    for period in ("2026-03", "2026-04"):
+        with open(folder / period / "journal.csv", encoding="utf-8", newline="") as handle:
+            for line in csv.DictReader(handle):
+                for key in ("memo", "reference", "gl_account"):
+                    assert not line[key].startswith(FORMULA_STARTS), line
+                memos.add(line["memo"])
+    assert "'=cmd|' /C calc'!A0" in memos and "'-minus start" in memos
+    journal = openpyxl.load_workbook(folder / "2026-03" / "reconciliation.xlsx")["Journal"]
+    assert "'-6200" in {row[3] for row in journal.iter_rows(values_only=True)}
+
+
+def test_tabs_and_carriage_returns_are_neutralized_in_every_writer(out: tuple[str, Path],
+                                                                  tmp_path: Path) -> None:
+    """The importer trims descriptions, so a leading tab or CR reaches the writers only
+    from elsewhere (an adjustment's reason, a future importer): check the writers."""
+    url, _ = out
+    with db.transaction(db.connect(url)) as conn:
+        ctx = document_context(conn, "2026-03")
+        bill = next(b for b in bills(conn, ctx, service_totals(conn, ctx)) if b.unit.code == "ART")
+    hostile = ["\t=1+1", "\r=1+1", "\n@x", " =2+2", "\uff1d1+1"]
+    bill.lines = [line._replace(memo=text, reference=text) for line, text in zip(bill.lines, hostile)]
+    path = write_statement(tmp_path, ctx, bill)
+    detail = openpyxl.load_workbook(path)["Detail"]
+    memos = [row[3] for row in detail.iter_rows(min_row=3, values_only=True)]
+    assert memos == [neutralize(t) for t in hostile[:len(memos)]]
+    assert all(m.startswith("'") for m in memos)
+
+
+def test_names_from_the_book_are_neutralized(out: tuple[str, Path]) -> None:
+    _, folder = out
+    units = openpyxl.load_workbook(folder / "2026-03" / "statements" / "rollup" / "COL.xlsx")["Units"]
+    names = [row[1] for row in units.iter_rows(values_only=True)]
+    assert "'=Science Faculty" in names
+
+
+@pytest.mark.parametrize("code", ["../../escape", "/etc/passwd", "..", ".", "", "a/../../b",
+                                  "CON", "nul.txt", "x\x00y", "C:\\Windows"])
+def test_a_unit_code_never_becomes_a_path_outside_the_folder(tmp_path: Path, code: str) -> None:
+    path = file_in(tmp_path, code, ".html")
+    assert path.parent == tmp_path.resolve()
+    assert not path.name.startswith(".") and path.name.split(".")[0].upper() not in ("CON", "NUL")
+
+
+def test_a_hostile_unit_code_in_the_database_stays_inside(loaded: str, tmp_path: Path) -> None:
+    """Codes are checked when the book loads; a database edited by hand still cannot
+    write outside the output folder."""
+    with db.transaction(db.connect(loaded)) as conn:
+        conn.execute(insert(Unit).values(code="../../escape", name="Escape", kind="internal"))
+    api.adjust(loaded, "2026-03", "HELP", "../../escape", "10.00", "test")
+    out = tmp_path / "deep" / "out"
+    api.close(loaded, "2026-03", out)
+    written = [p for p in (tmp_path / "deep").rglob("*") if p.is_file()]
+    assert written and all(out / "2026-03" in p.parents for p in written)
+    assert (out / "2026-03" / "invoices" / "_.._.._escape.html").is_file()
+    assert (out / "2026-03" / "statements" / "_.._.._escape.xlsx").is_file()
+
+
+def test_a_failure_while_writing_leaves_the_period_open(loaded: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "test")
+
+    def broken(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(documents, "write_statement", broken)
+    with pytest.raises(Refused, match="No space left"):
+        api.close(loaded, "2026-03", tmp_path / "out")
+    assert api.reconcile(loaded, "2026-03").status == "open"
+    assert not (tmp_path / "out" / "2026-03").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(out: tuple[str, Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = out
+    monkeypatch.setattr(documents, "PROGRESS_LINES", 0)
+    result = CliRunner().invoke(main, ["--db", url, "report", "2026-03", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "writing the documents" not in result.output
+
+
+def test_progress_bar_on_a_terminal_for_a_big_period(out: tuple[str, Path], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    url, _ = out
+    monkeypatch.setattr(documents, "PROGRESS_LINES", 0)
+    monkeypatch.setattr(documents.sys.stderr, "isatty", lambda: True, raising=False)
+    api.report(url, "2026-03", tmp_path, progress=True)
+    assert "writing the documents of 2026-03" in capsys.readouterr().err
+    api.report(url, "2026-03", tmp_path, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_documents_are_for_closed_periods(loaded: str, tmp_path: Path) -> None:
+    api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "test")
+    with pytest.raises(Refused, match="not closed"):
+        api.report(loaded, "2026-03", tmp_path)
+    with db.transaction(db.connect(loaded)) as conn:
+        assert conn.execute(select(Period.status)).scalar() == "open"
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_drafts_of_an_open_period_say_so(loaded: str, tmp_path: Path) -> None:
+    """For the preview command to come: it can post the period in a transaction, write
+    the documents as drafts and roll back."""
+    import datetime as dt
+
+    from chargeback.periods import close_period
+
+    api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "test")
+    with db.connect(loaded).connect() as conn:
+        with conn.begin() as transaction:
+            close_period(conn, "2026-03", dt.datetime(2026, 3, 15, 12, 0))
+            documents.write_documents(conn, "2026-03", tmp_path, draft=True,
+                                      issued=dt.datetime(2026, 3, 15, 12, 0))
+            transaction.rollback()
+    assert api.reconcile(loaded, "2026-03").status == "open"
+    html = (tmp_path / "invoices" / "ART.html").read_text()
+    assert 'class="watermark"' in html and "Draft Internal charge notice" in html
+    assert "2026-03-15" in html
+    for path in (tmp_path / "statements" / "ART.xlsx", tmp_path / "reconciliation.xlsx"):
+        title = openpyxl.load_workbook(path)["Summary"]["A1"].value
+        assert title.startswith("DRAFT - "), title
+    assert openpyxl.load_workbook(tmp_path / "reconciliation.xlsx")["Summary"]["B5"].value \
+        == "draft (period open)"

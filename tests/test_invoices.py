@@ -1,0 +1,192 @@
+"""Invoices: every line and total there and adding up, text escaped, print-ready."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from chargeback import db
+from chargeback.schema import Entry
+
+from documents_book import build
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    folder = tmp_path_factory.mktemp("invoices")
+    url = f"sqlite:///{folder / 'db.sqlite'}"
+    return url, build(url, folder)
+
+
+class Invoice(HTMLParser):
+    """Reads an invoice back: line amounts by provider, subtotals, total, texts."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.lines: dict[str, list[tuple[int, Decimal, str]]] = {}
+        self.subtotals: dict[str, Decimal] = {}
+        self.total: Decimal | None = None
+        self.scripts = 0
+        self.ids: dict[str, str] = {}
+        self._provider = ""
+        self._row: dict[str, str] | None = None
+        self._cells: list[list[str]] = []
+        self._id: str | None = None
+        self.text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "script":
+            self.scripts += 1
+        if tag == "table" and a.get("data-provider"):
+            self._provider = a["data-provider"] or ""
+            self.lines[self._provider] = []
+        if tag == "tr":
+            self._row = {k: v or "" for k, v in a.items()}
+            self._cells = []
+        if tag in ("td", "th") and self._row is not None:
+            self._cells.append([])
+        if a.get("id"):
+            self._id = a["id"]
+            self.ids[self._id] = ""
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._row is not None and self._cells:
+            self._cells[-1].append(data)
+        if self._id:
+            self.ids[self._id] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "span", "th", "div") and self._id and tag != "span":
+            self._id = None
+        if tag != "tr" or self._row is None:
+            return
+        cells = ["".join(c).strip() for c in self._cells]
+        classes = self._row.get("class", "").split()
+        if "line" in classes:
+            self.lines[self._provider].append(
+                (int(self._row["data-entry"]), _amount(cells[-1]), cells[1]))
+        elif "subtotal" in classes:
+            self.subtotals[self._provider] = _amount(cells[-1])
+        self._row = None
+
+
+def _amount(text: str) -> Decimal:
+    return Decimal(text.replace(",", ""))
+
+
+def _consumer_entries(url: str, period: str, consumer: str) -> dict[int, int]:
+    with db.transaction(db.connect(url)) as conn:
+        return dict(conn.execute(select(Entry.id, Entry.amount_minor)
+                                 .where(Entry.period == period, Entry.consumer == consumer)).all())
+
+
+@pytest.mark.parametrize("period", ["2026-03", "2026-04"])
+def test_every_line_and_the_total_add_up_to_the_cent(out: tuple[str, Path], period: str) -> None:
+    url, folder = out
+    invoices = sorted((folder / period / "invoices").glob("*.html"))
+    assert invoices
+    for path in invoices:
+        invoice = Invoice(path.read_text(encoding="utf-8"))
+        expected = _consumer_entries(url, period, path.stem)
+        lines = [line for group in invoice.lines.values() for line in group]
+        assert {entry: amount * 100 for entry, amount, _ in lines} == expected, path.name
+        for provider, group in invoice.lines.items():
+            assert sum(amount for _, amount, _ in group) == invoice.subtotals[provider]
+        total = _amount(invoice.ids["total"])
+        assert total == sum(invoice.subtotals.values()) == Decimal(sum(expected.values())) / 100
+
+
+def test_every_consumer_with_charges_has_one(out: tuple[str, Path]) -> None:
+    url, folder = out
+    with db.transaction(db.connect(url)) as conn:
+        consumers = set(conn.execute(select(Entry.consumer).where(Entry.period == "2026-04")).scalars())
+    assert {p.stem for p in (folder / "2026-04" / "invoices").glob("*.html")} == consumers
+
+
+def test_external_invoice_and_internal_notice(out: tuple[str, Path]) -> None:
+    _, folder = out
+    external = Invoice((folder / "2026-03" / "invoices" / "EXT-1.html").read_text())
+    text = " ".join(external.text)
+    assert "Bill to" in text and "Amount due" in text and "Net 30" in text
+    assert external.ids["number"] == "INV-202603-EXT-1"
+    assert external.ids["due"] > external.ids["issued"]
+    internal = Invoice((folder / "2026-03" / "invoices" / "ART.html").read_text())
+    text = " ".join(internal.text)
+    assert "journal transfer" in text and "not to be paid" in text and "Amount due" not in text
+    assert internal.ids["number"] == "ICN-202603-ART"
+    assert internal.ids["consumer"] == "ART"
+
+
+def test_late_charges_credits_and_adjustments_are_marked(out: tuple[str, Path]) -> None:
+    _, folder = out
+    html = (folder / "2026-04" / "invoices" / "MATH.html").read_text()
+    assert "late charge (service on 2026-03-30)" in html
+    html = (folder / "2026-04" / "invoices" / "ART.html").read_text()
+    assert 'class="tag credit"' in html and 'class="tag adjustment"' in html
+    march = (folder / "2026-03" / "invoices" / "MATH.html").read_text()
+    assert "Goodwill &lt;credit&gt; &amp; thanks" in march
+
+
+def test_text_from_input_is_escaped(out: tuple[str, Path]) -> None:
+    _, folder = out
+    raw = (folder / "2026-03" / "invoices" / "CHEM.html").read_text()
+    assert "<script>" not in raw and "&lt;script&gt;" in raw
+    invoice = Invoice(raw)
+    assert invoice.scripts == 0
+    descriptions = [d for group in invoice.lines.values() for _, _, d in group]
+    assert any("<script>alert('x')</script> & Sons" in d for d in descriptions)
+    assert "Chemistry & <Labs>" in invoice.ids["consumer-name"]
+    assert "Mini College &amp; Co" in raw
+
+
+def test_report_keeps_the_invoice_number_and_issue_date(out: tuple[str, Path], tmp_path: Path) -> None:
+    from chargeback import api
+
+    url, folder = out
+    again = api.report(url, "2026-03", tmp_path)
+    for path in (folder / "2026-03" / "invoices").glob("*.html"):
+        assert (again / "invoices" / path.name).read_bytes() == path.read_bytes()
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("Chromium is not installed (Debian package `chromium`)")
+
+
+def _pages(pdf: Path) -> int:
+    if shutil.which("pdfinfo"):
+        info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True)
+        return int(re.search(r"Pages:\s+(\d+)", info.stdout).group(1))  # type: ignore[union-attr]
+    data = pdf.read_bytes()
+    return len(re.findall(rb"/Type\s*/Page(?![a-z])", data))
+
+
+@pytest.mark.parametrize("paper", ["Letter", "A4"])
+def test_chromium_prints_an_invoice(out: tuple[str, Path], tmp_path: Path, paper: str) -> None:
+    browser = _chromium()
+    _, folder = out
+    html = (folder / "2026-03" / "invoices" / "CHEM.html").read_text()
+    page = tmp_path / "invoice.html"
+    page.write_text(html.replace("<style>", f"<style>@page {{ size: {paper}; }}", 1))
+    pdf = tmp_path / "invoice.pdf"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                    "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    assert pdf.stat().st_size > 5_000
+    assert _pages(pdf) >= 1

@@ -1,0 +1,221 @@
+"""Statements and the auditors' workbook: real numbers and dates, every figure tied to
+the engine, and every formula giving the engine's value after LibreOffice recalculates."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import shutil
+import zipfile
+from decimal import Decimal
+from pathlib import Path
+
+import openpyxl
+import pytest
+from sqlalchemy import select
+
+from chargeback import api, db
+from chargeback.schema import Entry
+
+from documents_book import build, soffice_recalculate
+
+CENT = Decimal("0.01")
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    folder = tmp_path_factory.mktemp("workbooks")
+    url = f"sqlite:///{folder / 'db.sqlite'}"
+    return url, build(url, folder)
+
+
+def money(value: object) -> Decimal:
+    assert isinstance(value, (int, float)), value
+    return Decimal(str(value)).quantize(CENT)
+
+
+def minor(amount: int) -> Decimal:
+    return (Decimal(amount) / 100).quantize(CENT)
+
+
+def rows(sheet) -> list[tuple]:  # type: ignore[no-untyped-def,type-arg]
+    return list(sheet.iter_rows(values_only=True))
+
+
+def find(sheet, label: str) -> tuple:  # type: ignore[no-untyped-def,type-arg]
+    for row in sheet.iter_rows(values_only=True):
+        if row and row[0] == label:
+            return row
+    raise AssertionError(f"no row {label!r}")
+
+
+def test_statements_only_for_internal_consumers(out: tuple[str, Path]) -> None:
+    url, folder = out
+    rec = api.reconcile(url, "2026-03")
+    assert {p.stem for p in (folder / "2026-03" / "statements").glob("*.xlsx")} == set(rec.consumers)
+
+
+def test_statement_detail_has_every_line_as_numbers_and_dates(out: tuple[str, Path]) -> None:
+    url, folder = out
+    rec = api.reconcile(url, "2026-04")
+    with db.transaction(db.connect(url)) as conn:
+        lines = conn.execute(select(Entry.id, Entry.amount_minor)
+                             .where(Entry.period == "2026-04", Entry.consumer == "ART")).all()
+    book = openpyxl.load_workbook(folder / "2026-04" / "statements" / "ART.xlsx")
+    assert book.sheetnames == ["Summary", "Detail"]
+    detail = book["Detail"]
+    assert detail.freeze_panes == "A3"
+    assert detail.auto_filter.ref == f"A2:K{2 + len(lines)}"
+    header = [c.value for c in detail[2]]
+    assert header[:9] == ["Date", "Provider", "Service", "Description", "Reference",
+                          "Quantity", "Unit of measure", "Rate", "Amount"]
+    data = list(detail.iter_rows(min_row=3))
+    assert {row[10].value: money(row[8].value) for row in data} == {e: minor(a) for e, a in lines}
+    for row in data:
+        assert isinstance(row[0].value, dt.datetime)
+        assert row[8].data_type == "n" and "#,##0.00" in row[8].number_format
+    assert detail["I1"].value.startswith("=SUBTOTAL(9,I3:I")
+    assert detail.column_dimensions["D"].width >= 30
+    assert sum(money(row[8].value) for row in data) == minor(rec.consumers["ART"])
+    notes = {row[3].value: row[9].value for row in data}
+    assert notes["Credit for T-1"] == "credit" and notes["Fuel surcharge"] == "adjustment"
+
+
+def test_statement_summary_previous_period_and_year_to_date(out: tuple[str, Path]) -> None:
+    url, folder = out
+    march, april = api.reconcile(url, "2026-03"), api.reconcile(url, "2026-04")
+    path = folder / "2026-04" / "statements" / "MATH.xlsx"
+    summary = openpyxl.load_workbook(path)["Summary"]
+    cached = openpyxl.load_workbook(path, data_only=True)["Summary"]
+    header = next(r for r in rows(summary) if r[0] == "Provider" and r[1] == "Service")
+    assert header[4:8] == ("This period", "Previous period (2026-03)", "Change",
+                           "Year to date (from 2025-07)")
+    total = find(summary, "Total")
+    assert all(str(v).startswith("=SUM(") for v in total[4:8])
+    figures = find(cached, "Total")
+    assert money(figures[4]) == minor(april.consumers["MATH"])
+    assert money(figures[5]) == minor(march.consumers["MATH"])
+    assert money(figures[6]) == minor(april.consumers["MATH"] - march.consumers["MATH"])
+    assert money(figures[7]) == minor(april.consumers["MATH"] + march.consumers["MATH"])
+    with zipfile.ZipFile(path) as archive:
+        chart = archive.read("xl/charts/chart1.xml").decode()
+    assert "<c:barChart>" in chart and "Summary!$B$" in chart
+
+
+def test_rollup_covers_the_subtree(out: tuple[str, Path]) -> None:
+    url, folder = out
+    rec = api.reconcile(url, "2026-03")
+    path = folder / "2026-03" / "statements" / "rollup" / "COL.xlsx"
+    book = openpyxl.load_workbook(path, data_only=True)
+    assert book.sheetnames == ["Summary", "Units"]
+    units = rows(book["Units"])
+    codes = [r[0] for r in units[1:] if r[0] and r[0] != "Total"]
+    assert codes == ["COL", "ART", "FLEET", "IT", "MATH", "SCI", "CHEM"]
+    total = find(book["Units"], "Total")
+    assert money(total[4]) == minor(rec.internal_spend)
+    summary = rows(book["Summary"])
+    header = next(r for r in summary if r[0] == "Provider" and r[1] == "Service")
+    assert "COL (own)" in header and "SCI and below" in header
+    grand = find(book["Summary"], "Total")
+    assert money(grand[header.index("This period")]) == minor(rec.internal_spend)
+    sci = openpyxl.load_workbook(folder / "2026-03" / "statements" / "rollup" / "SCI.xlsx",
+                                 data_only=True)
+    assert money(find(sci["Units"], "Total")[4]) == minor(rec.consumers["SCI"] + rec.consumers["CHEM"])
+
+
+def test_reconciliation_workbook_ties_to_the_engine(out: tuple[str, Path]) -> None:
+    url, folder = out
+    rec = api.reconcile(url, "2026-03")
+    path = folder / "2026-03" / "reconciliation.xlsx"
+    book = openpyxl.load_workbook(path, data_only=True)
+    assert book.sheetnames == ["Summary", "Matrix", "Journal", "Exceptions"]
+    summary = book["Summary"]
+    for label, figure in (("Internal revenue", rec.internal_revenue),
+                          ("Internal spend", rec.internal_spend), ("Difference", 0),
+                          ("External revenue", rec.external_revenue)):
+        row = find(summary, label)
+        assert money(row[1]) == money(row[2]) == minor(figure)
+        assert row[3] == 0
+    assert find(summary, "Status")[1] == "closed"
+    assert isinstance(find(summary, "Closed at (UTC)")[1], dt.datetime)
+    assert len(find(summary, "Journal hash at close")[1]) == 64
+    assert find(summary, "All checks")[1] == "OK"
+    formulas = openpyxl.load_workbook(path)["Summary"]
+    assert "SUMIFS('Journal'!" in find(formulas, "Internal revenue")[2]
+    matrix = rows(book["Matrix"])
+    header = matrix[3]
+    total = next(r for r in matrix if r[0] == "Total")
+    assert money(total[header.index("Internal total")]) == minor(rec.internal_revenue)
+    assert money(total[header.index("External total")]) == minor(rec.external_revenue)
+
+
+def test_journal_sheet_matches_journal_csv_with_hashes(out: tuple[str, Path]) -> None:
+    url, folder = out
+    journal = rows(openpyxl.load_workbook(folder / "2026-03" / "reconciliation.xlsx")["Journal"])
+    assert journal[0] == ("Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit",
+                          "Service", "Reference", "Memo", "Kind", "Entry hash")
+    with open(folder / "2026-03" / "journal.csv", encoding="utf-8") as handle:
+        exported = list(csv.DictReader(handle))
+    assert len(journal) - 1 == len(exported)
+    for row, line in zip(journal[1:], exported):
+        assert str(row[0]) == line["entry"] and row[2] == line["account"] and row[4] == line["unit"]
+        assert (money(row[5]) if row[5] is not None else "") == (Decimal(line["debit"]) if line["debit"] else "")
+        assert (money(row[6]) if row[6] is not None else "") == (Decimal(line["credit"]) if line["credit"] else "")
+        assert (row[9] or "") == line["memo"] and (row[8] or "") == line["reference"]
+    with db.transaction(db.connect(url)) as conn:
+        hashes = dict(conn.execute(select(Entry.id, Entry.hash).where(Entry.period == "2026-03")).all())
+    assert {row[0]: row[11] for row in journal[1:]} == hashes
+
+
+def test_exceptions_list_what_needs_a_second_look(out: tuple[str, Path]) -> None:
+    _, folder = out
+    march = rows(openpyxl.load_workbook(folder / "2026-03" / "reconciliation.xlsx")["Exceptions"])
+    text = [r for r in march if r[0]]
+    kinds = [r[0] for r in text]
+    assert "credit, adjustment" in kinds
+    imports = [r for r in text if str(r[0]).endswith("2026-03.csv")]
+    assert [r[6] for r in imports] == [0, 13]  # the second import skipped every line
+    assert any(r[0] == "reopen" and r[8] == "Late <invoice> from IT & fleet" for r in text)
+    assert [r[0] for r in text if r[0] in ("close", "reopen")] == ["close", "reopen", "close"]
+    april = rows(openpyxl.load_workbook(folder / "2026-04" / "reconciliation.xlsx")["Exceptions"])
+    kinds = [r[0] for r in april if r[0]]
+    assert "late charge" in kinds and "credit" in kinds and "adjustment" in kinds
+
+
+def test_libreoffice_recalculates_every_formula_to_the_engines_value(
+        out: tuple[str, Path], tmp_path: Path) -> None:
+    if not shutil.which("soffice"):
+        pytest.skip("LibreOffice is not installed (Debian package `libreoffice-calc-nogui`)")
+    url, folder = out
+    files = [folder / "2026-03" / "reconciliation.xlsx",
+             folder / "2026-04" / "reconciliation.xlsx",
+             folder / "2026-04" / "statements" / "MATH.xlsx",
+             folder / "2026-04" / "statements" / "ART.xlsx",
+             folder / "2026-03" / "statements" / "rollup" / "COL.xlsx"]
+    recalculated = soffice_recalculate(files, tmp_path)
+    checked = 0
+    for path in files:
+        formulas = openpyxl.load_workbook(path)
+        engine = openpyxl.load_workbook(path, data_only=True)  # values stored by the engine
+        again = openpyxl.load_workbook(recalculated[path], data_only=True)
+        for sheet in formulas.worksheets:
+            for row in sheet.iter_rows():
+                for cell in row:
+                    if cell.data_type != "f":
+                        continue
+                    want = engine[sheet.title][cell.coordinate].value
+                    got = again[sheet.title][cell.coordinate].value
+                    if isinstance(want, str):
+                        assert got == want, (path.name, sheet.title, cell.coordinate)
+                    else:
+                        assert money(got) == money(want), (path.name, sheet.title, cell.coordinate, cell.value)
+                    checked += 1
+    assert checked > 50
+    for period in ("2026-03", "2026-04"):
+        rec = api.reconcile(url, period)
+        summary = openpyxl.load_workbook(recalculated[folder / period / "reconciliation.xlsx"],
+                                         data_only=True)["Summary"]
+        assert money(find(summary, "Internal revenue")[2]) == minor(rec.internal_revenue)
+        assert money(find(summary, "Internal spend")[2]) == minor(rec.internal_spend)
+        assert money(find(summary, "External revenue")[2]) == minor(rec.external_revenue)
+        assert find(summary, "All checks")[1] == "OK"

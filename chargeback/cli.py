@@ -222,7 +222,28 @@ def verify(ctx: Context) -> None:
             click.echo(problem, err=True)
         _fail(f"verify failed: {result.problems[0]}")
     _say(ctx, f"journal verified: {result.entries} entries, hash chain intact, "
-              f"{result.periods} closed periods match their totals")
+              f"{result.periods} closed periods match their totals, "
+              f"{result.audit_records} audit records chained")
+
+
+@main.command(name="audit")
+@click.option("--period", default=None, metavar="YYYY-MM", help="Only the records of this period.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as a JSON list.")
+@click.pass_obj
+def audit_(ctx: Context, period: str | None, as_json: bool) -> None:
+    """The audit log: every command that wrote, who ran it, its input files and outcome."""
+    records, (count, problems, last_hash) = api.audit_log(ctx.url, period)
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in records], indent=1, ensure_ascii=False))
+    else:
+        for record in records:
+            click.echo(record.line())
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        _fail(f"audit log damaged: {problems[0]}")
+    if not as_json:
+        _say(ctx, f"audit log: {len(records)} of {count} records shown, hash chain intact, head {last_hash}")
 
 
 def _run_summary(ctx: Context, result: api.RunResult) -> None:

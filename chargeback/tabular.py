@@ -175,17 +175,20 @@ def _csv_rows(
 
 
 def _first_bad_utf8(path: Path, header: list[str] | None) -> tuple[int, str]:
-    """(line, column) of the first byte that is not UTF-8, found again line by line."""
+    """(line, column) of the first byte that is not UTF-8, found again line by line (the
+    decoder reads ahead, so the line the CSV reader had reached is not the one)."""
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                raw.decode("utf-8")
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError:
                 column = "-"
                 if header is not None and number > 1:
                     cells = next(csv.reader([raw.decode("utf-8", "replace")]), [])
                     column = next((c for c, cell in zip(header, cells) if "\ufffd" in cell), "-")
                 return number, column
+            if number == 1 and header is None:
+                header = [h.strip() for h in next(csv.reader([text]), [])]
     return 1, "-"
 
 

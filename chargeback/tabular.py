@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+import re
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -174,22 +175,37 @@ def _csv_rows(
         problems.append(Problem(name, 0, "-", f"cannot read the file: {exc.strerror or exc}"))
 
 
+LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
 def _first_bad_utf8(path: Path, header: list[str] | None) -> tuple[int, str]:
-    """(line, column) of the first byte that is not UTF-8, found again line by line (the
-    decoder reads ahead, so the line the CSV reader had reached is not the one)."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError:
-                column = "-"
-                if header is not None and number > 1:
-                    cells = next(csv.reader([raw.decode("utf-8", "replace")]), [])
-                    column = next((c for c, cell in zip(header, cells) if "\ufffd" in cell), "-")
-                return number, column
-            if number == 1 and header is None:
-                header = [h.strip() for h in next(csv.reader([text]), [])]
-    return 1, "-"
+    """(line, column) of the first byte that is not UTF-8 (the decoder reads ahead, so the
+    line the CSV reader had reached is not the one). Line ends are counted as the CSV
+    reader counts them: CR LF, CR or LF."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        return 1, "-"
+    except UnicodeDecodeError as exc:
+        start = exc.start
+    breaks = [m.end() for m in LINE_BREAK.finditer(data, 0, start)]
+    line = len(breaks) + 1
+    if line == 1:
+        return 1, "-"
+    if header is None:
+        first = LINE_BREAK.split(data, 1)[0].decode("utf-8-sig", "replace")
+        header = [h.strip() for h in _cells(first)]
+    end = LINE_BREAK.search(data, start)
+    text = data[breaks[-1]:end.start() if end else len(data)].decode("utf-8", "replace")
+    column = next((c for c, cell in zip(header, _cells(text)) if "\ufffd" in cell), "-")
+    return line, column
+
+
+def _cells(text: str) -> list[str]:
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error:
+        return []
 
 
 def cell_text(value: object) -> str:
@@ -233,14 +249,14 @@ def _xlsx_refusal(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, EOFError):
+    except Exception:  # BadZipFile, NotImplementedError (an unknown zip version), struct errors...
         return "is damaged (not a complete XLSX archive): save it again from the spreadsheet program"
     total = 0
     for member in members:
         total += member.file_size
         if member.file_size > BOMB_FLOOR and member.file_size > BOMB_RATIO * max(member.compress_size, 1):
-            return (f"{member.filename} expands {member.file_size // max(member.compress_size, 1)}-fold "
-                    f"to {member.file_size >> 20} MB: refused as a zip bomb")
+            return (f"{member.filename} expands more than {BOMB_RATIO}-fold (to {member.file_size >> 20} MB): "
+                    "refused as a zip bomb")
     if total > MAX_UNPACKED:
         return f"expands to {total >> 20} MB: too big to read safely; save it as CSV UTF-8"
     return None

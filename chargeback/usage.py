@@ -24,7 +24,7 @@ from sqlalchemy import Column, Connection, MetaData, String, Table, insert, sele
 from chargeback.errors import InputRefused, Problem, Refused
 from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_bounds, problems_of
 from chargeback.db import bulk_insert
-from chargeback.money import from_micro, from_minor, quantize, to_micro
+from chargeback.money import LIMIT, from_micro, from_minor, quantize, to_micro
 from chargeback.periods import lock_open_period
 from chargeback.reference import Reference, load_reference
 from chargeback.schema import Import, Usage
@@ -260,9 +260,12 @@ def _validate(path: Path, name: str, period: str, ref: Reference,
                 problems.append(Problem(name, number, "date",
                     f"{day.isoformat()} is outside the active dates of {consumer.code} "
                     f"({_range(consumer.active_from, consumer.active_to)})"))
-            elif rates.find(service.code, consumer.kind, day) is None:
+            elif (rate := rates.find(service.code, consumer.kind, day)) is None:
                 problems.append(Problem(name, number, "service",
                     f"no {consumer.kind} rate of {service.code} is in force on {day.isoformat()}: add one to rates.csv"))
+            elif abs(quantity * rate.rate) >= LIMIT:
+                problems.append(Problem(name, number, "quantity",
+                    f"{quantity} x the rate {rate.rate} is too large for one charge line (the limit is 10^12)"))
         if len(problems) == bad:
             lines.append(UsageLine(number, day, service_code, consumer_code, quantity,
                                    reference, description))

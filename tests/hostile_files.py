@@ -20,8 +20,8 @@ def csv_bytes(*lines: str, encoding: str = "utf-8") -> bytes:
     return ("\n".join(lines) + "\n").encode(encoding)
 
 
-def usage_csv(*rows: str) -> bytes:
-    return csv_bytes(HEADER, *rows)
+def usage_csv(*rows: str, encoding: str = "utf-8") -> bytes:
+    return csv_bytes(HEADER, *rows, encoding=encoding)
 
 
 def _cell(ref: str, value: object) -> str:

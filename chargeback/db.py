@@ -18,7 +18,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from chargeback.errors import Refused
 
@@ -101,10 +101,16 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
     names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-                count += 1
+        statement = f"COPY {table.name} ({names}) FROM STDIN"
+        try:
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    count += 1
+        except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
+            # the driver's own cursor: wrap its error as SQLAlchemy would (IntegrityError...)
+            raise DBAPIError.instance(statement, None, exc, conn.dialect.dbapi.Error,  # type: ignore[union-attr]
+                                      dialect=conn.dialect) from exc
         return count
     processors = [table.c[c].type._cached_bind_processor(conn.dialect) for c in columns]  # noqa: SLF001
     converting = [(i, p) for i, p in enumerate(processors) if p is not None]

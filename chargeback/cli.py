@@ -58,7 +58,9 @@ class ChargebackGroup(click.Group):
                 traceback.print_exc()
             detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             url = ctx.obj.url if isinstance(ctx.obj, Context) else ""
-            _fail(f"database error ({redact(url)}): {detail[0] if detail else type(exc).__name__}")
+            _fail(f"database error ({redact(url)}): {detail[0] if detail else type(exc).__name__}; "
+                  "the command did not complete: check that the database server is running and "
+                  "reachable, then run the command again")
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: one line for the user, the traceback with --debug

@@ -3,6 +3,21 @@
 SQLite is the embedded default; PostgreSQL is for production. A writing command runs
 in one transaction: on SQLite it starts with `BEGIN IMMEDIATE`, so two writers never
 interleave; on PostgreSQL the commands lock the rows they depend on (see `periods`).
+
+Concurrency on PostgreSQL, chosen deliberately: READ COMMITTED with explicit row locks,
+not SERIALIZABLE. Every command that changes a period first locks that period's row
+(`SELECT ... FOR UPDATE`): imports, adjustments, closes and reopens of one period run one
+after the other, and the one that waited then reads what the other committed (so a
+second import of a file finds its lines as duplicates, and an import that waited for a
+close finds the period closed and is refused; a close that waited for an import posts
+all of it). Appending to the journal locks `journal_head`, and to the audit log
+`audit_head`, always after the period, so the chains stay linear and locks are always
+taken in the same order (no deadlock). What no period lock covers, the database's
+constraints decide: two imports into *different* periods with the same (service,
+reference) meet at the unique index, the second waits for the first to commit, then is
+refused whole with a clear message. SERIALIZABLE would also be correct, but it fails the
+loser with a serialization error after doing all its work, and the caller would have to
+retry; locks make the loser wait and then get a plain answer.
 """
 
 from __future__ import annotations

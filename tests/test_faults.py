@@ -29,8 +29,8 @@ from chargeback.errors import Refused
 from conftest import USAGE_HEADER
 from reliability import chargeback, count, engine_for, fingerprint, popen, rounds, rows, scalar
 
-KILLS = rounds(4, 40)
-LINES = 4000
+KILLS = rounds(3, 40)
+LINES = 3000
 SEED = int(os.environ.get("CHARGEBACK_SEED", time.time_ns() % 1_000_000))
 
 

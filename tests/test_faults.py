@@ -108,6 +108,13 @@ def entries_of(url: str, period: str) -> int:
     return int(scalar(url, f"SELECT count(*) FROM entries WHERE period = '{period}'"))  # type: ignore[arg-type]
 
 
+def tally(command: str, outcomes: Counter) -> None:  # type: ignore[type-arg]
+    """Add a test's kills to the run's figures and show how they fell."""
+    count("kills", sum(n for (how, _), n in outcomes.items() if how == "killed"))
+    count("kill rounds", KILLS)
+    print(f"{command} kills (seed {SEED}): {dict(outcomes)}")
+
+
 def test_kill_import_at_random_points(loaded: str, tmp_path: Path) -> None:
     rng = random.Random(SEED)
     budget = 1.1 * timed("--db", loaded, "import", str(big_file(tmp_path, "first", "2026-03")), "--period", "2026-03")
@@ -125,9 +132,7 @@ def test_kill_import_at_random_points(loaded: str, tmp_path: Path) -> None:
         stored = now
         outcomes["killed" if killed else "finished", "after" if after else "before"] += 1
     assert api.verify(loaded).ok
-    count("kills", outcomes["killed", "before"] + outcomes["killed", "after"])
-    count("kill rounds", KILLS)
-    print(f"import kills (seed {SEED}): {dict(outcomes)}")
+    tally("import", outcomes)
 
 
 def test_kill_close_at_random_points(loaded: str, tmp_path: Path) -> None:
@@ -157,9 +162,7 @@ def test_kill_close_at_random_points(loaded: str, tmp_path: Path) -> None:
         assert not list(out.glob(f".{period}.*")), "a killed writer's leftovers were not tidied"
         assert api.verify(loaded).ok
         outcomes["killed" if killed else "finished", status] += 1
-    count("kills", outcomes["killed", "closed"] + outcomes["killed", "open"])
-    count("kill rounds", KILLS)
-    print(f"close kills (seed {SEED}): {dict(outcomes)}")
+    tally("close", outcomes)
 
 
 def test_kill_report_at_random_points(loaded: str, tmp_path: Path) -> None:
@@ -184,9 +187,7 @@ def test_kill_report_at_random_points(loaded: str, tmp_path: Path) -> None:
         assert fingerprint(loaded) == before
         outcomes["killed" if killed else "finished", "present" if present else "moved aside"] += 1
     assert api.verify(loaded).ok
-    count("kills", outcomes["killed", "present"] + outcomes["killed", "moved aside"])
-    count("kill rounds", KILLS)
-    print(f"report kills (seed {SEED}): {dict(outcomes)}")
+    tally("report", outcomes)
 
 
 # ---- a full disk, an unwritable folder ----------------------------------------------

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine
 
-from chargeback import db
+from chargeback import audit, db
 from chargeback.bundled import bundled
 from chargeback.adjustments import AdjustResult, adjust as _adjust
 from chargeback.book import LoadResult, load_book
@@ -46,21 +48,33 @@ def _engine(url: str | Engine | None) -> Engine:
 
 def init(url: str | Engine | None = None) -> None:
     """Create the schema or upgrade it; safe to repeat."""
-    db.upgrade(_engine(url))
+    engine = _engine(url)
+    db.upgrade(engine)
+    with db.transaction(engine) as conn:
+        audit.append(conn, "init", {}, [], None, "done: schema is current")
 
 
 def load(url: str | Engine | None, book: Path) -> LoadResult:
     """Load or update a book's reference data (creating the schema if needed)."""
     engine = _engine(url)
     db.upgrade(engine)
-    with db.transaction(engine) as conn:
-        return load_book(conn, Path(book), now())
+    with audit.command(engine, "load", {"book": str(book)}, audit.book_files(Path(book))) as log:
+        with db.transaction(engine) as conn:
+            result = load_book(conn, Path(book), now())
+            log.done(conn, f"{result.units_added + result.units_updated} units, {result.services} services, "
+                           f"{result.rates} rates, {result.recurring} recurring fees")
+            return result
 
 
 def import_file(url: str | Engine | None, path: Path, period: str) -> ImportResult:
-    check_period(period)
-    with db.transaction(_engine(url)) as conn:
-        return import_usage(conn, Path(path), period, now())
+    engine = _engine(url)
+    with audit.command(engine, "import", {"file": str(path), "period": period}, [Path(path)], period) as log:
+        check_period(period)
+        with db.transaction(engine) as conn:
+            result = import_usage(conn, Path(path), period, now())
+            log.done(conn, f"{result.lines_read} lines read, {result.imported} imported, "
+                           f"{result.duplicates} duplicates skipped")
+            return result
 
 
 def adjust(url: str | Engine | None, period: str, service: str | None, consumer: str | None,
@@ -68,57 +82,92 @@ def adjust(url: str | Engine | None, period: str, service: str | None, consumer:
            against: str | None = None) -> AdjustResult:
     """A manual charge or credit; `against` (`SERVICE:REFERENCE`) links it to the posted
     charge it corrects, and then `service` and `consumer` may be left out."""
-    check_period(period)
-    with db.transaction(_engine(url)) as conn:
-        return _adjust(conn, period, service, consumer, amount, reason, reference, now(), against)
+    engine = _engine(url)
+    arguments = {"period": period, "service": service, "consumer": consumer, "amount": amount,
+                 "reason": reason, "reference": reference, "against": against}
+    with audit.command(engine, "adjust", arguments, period=period) as log:
+        check_period(period)
+        with db.transaction(engine) as conn:
+            result = _adjust(conn, period, service, consumer, amount, reason, reference, now(), against)
+            log.done(conn, f"adjustment {result.id}: {result.amount} {result.currency}")
+            return result
 
 
 def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
           documents: bool = True, progress: bool = False) -> CloseResult:
     """Close the period and write its documents: all of it, or nothing.
 
-    With `documents=False` the period is closed without writing them (`report` writes
-    them later); the benchmark uses this to time the two phases apart. `progress` allows
-    a progress bar on a terminal while a big period's documents are written."""
-    check_period(period)
+    The documents are written into a staging folder inside the transaction; the
+    transaction commits, then the folder is moved into place. A failure before the
+    commit undoes everything; a kill between the commit and the move leaves the period
+    closed with no `out_dir/period` folder (`report` writes it). With `documents=False`
+    the period is closed without writing them (`report` writes them later); the
+    benchmark uses this to time the two phases apart. `progress` allows a progress bar
+    on a terminal while a big period's documents are written."""
     engine = _engine(url)
-    if not documents:
-        with db.transaction(engine) as conn:
-            return close_period(conn, period, now())
-    with staged(Path(out_dir), period) as (folder, publish):
-        with db.transaction(engine) as conn:
-            result = close_period(conn, period, now())
-            try:
-                write_documents(conn, period, folder, progress=progress)
-            except OSError as exc:
-                raise Refused(
-                    f"cannot write the documents to {out_dir}: {exc.strerror or exc}; "
-                    "the period stays open: free some space or choose another --out folder"
-                ) from exc
-        publish()
-    return result
+    out_dir = Path(out_dir)
+    arguments = {"period": period, "out": str(out_dir), "documents": documents}
+    with audit.command(engine, "close", arguments, period=period) as log:
+        check_period(period)
+        if not documents:
+            with db.transaction(engine) as conn:
+                result = close_period(conn, period, now())
+                log.done(conn, f"{result.posted} entries posted, no documents written")
+                return result
+        with _writing_documents(out_dir, "the period stays open"):
+            with staged(out_dir, period) as (folder, publish):
+                with db.transaction(engine) as conn:
+                    result = close_period(conn, period, now())
+                    write_documents(conn, period, folder, progress=progress)
+                    log.done(conn, f"{result.posted} entries posted, documents in {out_dir / period}")
+                try:
+                    publish()
+                except OSError as exc:
+                    raise Refused(
+                        f"period {period} is closed, but its documents could not be moved into "
+                        f"{out_dir / period}: {exc.strerror or exc}; write them with "
+                        f"`chargeback report {period} --out {out_dir}`") from exc
+        return result
+
+
+@contextmanager
+def _writing_documents(out_dir: Path, consequence: str) -> Iterator[None]:
+    """An OSError while writing documents (full disk, read-only or missing folder) as a
+    refusal that says what happened to the command and what to do."""
+    try:
+        yield
+    except OSError as exc:
+        raise Refused(
+            f"cannot write the documents to {out_dir}: {exc.strerror or exc}; {consequence}: "
+            "free some space, make the folder writable or choose another --out folder"
+        ) from exc
 
 
 def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
            progress: bool = False) -> Path:
     """Write a closed period's documents again."""
-    check_period(period)
-    with db.transaction(_engine(url)) as conn:
-        if period_status(conn, period) != "closed":
-            raise Refused(f"period {period} is not closed: documents are written for closed periods")
-        with staged(Path(out_dir), period) as (folder, publish):
-            try:
-                write_documents(conn, period, folder, progress=progress)
-            except OSError as exc:
-                raise Refused(f"cannot write the documents to {out_dir}: {exc.strerror or exc}") from exc
-            publish()
-    return Path(out_dir) / period
+    engine = _engine(url)
+    out_dir = Path(out_dir)
+    with audit.command(engine, "report", {"period": period, "out": str(out_dir)}, period=period) as log:
+        check_period(period)
+        with _writing_documents(out_dir, "the documents already there are left as they were"):
+            with db.transaction(engine) as conn:
+                if period_status(conn, period) != "closed":
+                    raise Refused(f"period {period} is not closed: documents are written for closed periods")
+                with staged(out_dir, period) as (folder, publish):
+                    files = write_documents(conn, period, folder, progress=progress)
+                    publish()
+                log.done(conn, f"{files} files written to {out_dir / period}")
+    return out_dir / period
 
 
 def reopen(url: str | Engine | None, period: str, reason: str) -> None:
-    check_period(period)
-    with db.transaction(_engine(url)) as conn:
-        reopen_period(conn, period, reason, now())
+    engine = _engine(url)
+    with audit.command(engine, "reopen", {"period": period, "reason": reason}, period=period) as log:
+        check_period(period)
+        with db.transaction(engine) as conn:
+            reopen_period(conn, period, reason, now())
+            log.done(conn, "reopened")
 
 
 def reconcile(url: str | Engine | None, period: str) -> Reconciliation:
@@ -143,6 +192,17 @@ def export(url: str | Engine | None, period: str, fmt: str, out: Path | None = N
 def verify(url: str | Engine | None) -> VerifyResult:
     with db.transaction(_engine(url)) as conn:
         return _verify(conn)
+
+
+def audit_log(url: str | Engine | None, period: str | None = None
+              ) -> tuple[list[audit.Record], tuple[int, list[str], str]]:
+    """The audit records (of one period, or all) and the chain's state: (records checked,
+    problems, hash of the last record)."""
+    if period is not None:
+        check_period(period)
+    with db.transaction(_engine(url)) as conn:
+        count, problems = audit.verify_chain(conn)
+        return audit.records(conn, period), (count, problems, audit.head(conn)[1])
 
 
 @dataclass

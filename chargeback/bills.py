@@ -226,10 +226,10 @@ def sorted_totals(by_service: dict[tuple[str, str], ServiceTotal]) -> list[Servi
 
 def bills(conn: Connection, ctx: DocumentContext, totals: Totals) -> Iterator[Bill]:
     """Every consumer's bill of the period, in consumer code order, streamed."""
-    rows = conn.execution_options(yield_per=20_000).execute(
+    rows = conn.execute(
         select(Entry.consumer, *LINE_COLUMNS).where(Entry.period == ctx.period)
         .order_by(*plain_order(conn, Entry.consumer, Entry.provider, Entry.service),
-                  Entry.service_date, Entry.id))
+                  Entry.service_date, Entry.id).execution_options(yield_per=20_000))
     for consumer, group in groupby(rows, key=lambda row: row[0]):
         lines = [Line._make(row[1:]) for row in group]
         unit = ctx.units.get(consumer) or UnitInfo(consumer, consumer, "internal", None, None,

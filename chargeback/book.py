@@ -9,6 +9,7 @@ book, updating what was loaded before without touching anything already posted.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -228,7 +229,8 @@ def _read_settings(folder: Path, problems: list[Problem]) -> Settings | None:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        problems.append(Problem("book.toml", 0, "-", f"not valid TOML: {exc}"))
+        where = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        problems.append(Problem("book.toml", int(where.group(1)) if where else 0, "-", f"not valid TOML: {exc}"))
         return None
     try:
         return Settings.model_validate(data)

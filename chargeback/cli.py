@@ -59,7 +59,9 @@ class ChargebackGroup(click.Group):
                 traceback.print_exc()
             detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             url = ctx.obj.url if isinstance(ctx.obj, Context) else ""
-            _fail(f"database error ({redact(url)}): {detail[0] if detail else type(exc).__name__}")
+            _fail(f"database error ({redact(url)}): {detail[0] if detail else type(exc).__name__}; "
+                  "the command did not complete: check that the database server is running and "
+                  "reachable, then run the command again")
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: one line for the user, the traceback with --debug
@@ -231,7 +233,28 @@ def verify(ctx: Context) -> None:
             click.echo(problem, err=True)
         _fail(f"verify failed: {result.problems[0]}")
     _say(ctx, f"journal verified: {result.entries} entries, hash chain intact, "
-              f"{result.periods} closed periods match their totals")
+              f"{result.periods} closed periods match their totals, "
+              f"{result.audit_records} audit records chained")
+
+
+@main.command(name="audit")
+@click.option("--period", default=None, metavar="YYYY-MM", help="Only the records of this period.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as a JSON list.")
+@click.pass_obj
+def audit_(ctx: Context, period: str | None, as_json: bool) -> None:
+    """The audit log: every command that wrote, who ran it, its input files and outcome."""
+    records, (count, problems, last_hash) = api.audit_log(ctx.url, period)
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in records], indent=1, ensure_ascii=False))
+    else:
+        for record in records:
+            click.echo(record.line())
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        _fail(f"audit log damaged: {problems[0]}")
+    if not as_json:
+        _say(ctx, f"audit log: {len(records)} of {count} records shown, hash chain intact, head {last_hash}")
 
 
 @main.command()

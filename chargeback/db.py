@@ -3,6 +3,21 @@
 SQLite is the embedded default; PostgreSQL is for production. A writing command runs
 in one transaction: on SQLite it starts with `BEGIN IMMEDIATE`, so two writers never
 interleave; on PostgreSQL the commands lock the rows they depend on (see `periods`).
+
+Concurrency on PostgreSQL, chosen deliberately: READ COMMITTED with explicit row locks,
+not SERIALIZABLE. Every command that changes a period first locks that period's row
+(`SELECT ... FOR UPDATE`): imports, adjustments, closes and reopens of one period run one
+after the other, and the one that waited then reads what the other committed (so a
+second import of a file finds its lines as duplicates, and an import that waited for a
+close finds the period closed and is refused; a close that waited for an import posts
+all of it). Appending to the journal locks `journal_head`, and to the audit log
+`audit_head`, always after the period, so the chains stay linear and locks are always
+taken in the same order (no deadlock). What no period lock covers, the database's
+constraints decide: two imports into *different* periods with the same (service,
+reference) meet at the unique index, the second waits for the first to commit, then is
+refused whole with a clear message. SERIALIZABLE would also be correct, but it fails the
+loser with a serialization error after doing all its work, and the caller would have to
+retry; locks make the loser wait and then get a plain answer.
 """
 
 from __future__ import annotations
@@ -18,7 +33,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from chargeback.errors import Refused
 
@@ -103,10 +118,16 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
     names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-                count += 1
+        statement = f"COPY {table.name} ({names}) FROM STDIN"
+        try:
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    count += 1
+        except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
+            # the driver's own cursor: wrap its error as SQLAlchemy would (IntegrityError...)
+            raise DBAPIError.instance(statement, None, exc, conn.dialect.dbapi.Error,  # type: ignore[union-attr]
+                                      dialect=conn.dialect) from exc
         return count
     processors = [table.c[c].type._cached_bind_processor(conn.dialect) for c in columns]  # noqa: SLF001
     converting = [(i, p) for i, p in enumerate(processors) if p is not None]

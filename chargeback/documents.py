@@ -226,6 +226,7 @@ def staged(out_dir: Path, name: str) -> Iterator[tuple[Path, Callable[[], None]]
     Without `publish` (or on an error) the staging folder is removed and an existing
     `out_dir/name` is left as it was."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    recover(out_dir, name)
     target = out_dir / name
     staging = out_dir / f".{name}.partial-{os.getpid()}"
     old = out_dir / f".{name}.old-{os.getpid()}"
@@ -242,3 +243,28 @@ def staged(out_dir: Path, name: str) -> Iterator[tuple[Path, Callable[[], None]]
         yield staging, publish
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but belongs to someone else
+        return True
+    return True
+
+
+def recover(out_dir: Path, name: str) -> None:
+    """Tidy up after a command killed while writing `out_dir/name`: a staging folder is
+    removed; a previous version moved aside just before the new one was moved in is put
+    back when nothing replaced it (so the folder is the old one or the new one, never
+    missing for good). Only leftovers of processes that are gone are touched."""
+    for path in sorted(out_dir.glob(f".{name}.*-*")):
+        kind, _, pid = path.name[len(name) + 2:].rpartition("-")
+        if kind not in ("partial", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if kind == "old" and not (out_dir / name).exists():
+            path.rename(out_dir / name)
+        else:
+            shutil.rmtree(path, ignore_errors=True)

@@ -21,11 +21,13 @@ FORMATS = ("csv", "hledger", "beancount")
 
 
 def _entries(conn: Connection, period: str) -> Iterator:  # type: ignore[type-arg]
-    return conn.execution_options(yield_per=20_000).execute(
+    # yield_per on the statement, not the connection: Connection.execution_options changes
+    # the connection in place, and every later statement would use a server-side cursor
+    return conn.execute(
         select(Entry.id, Entry.date, Entry.service_date, Entry.period, Entry.kind, Entry.service,
                Entry.provider, Entry.consumer, Entry.amount_minor, Entry.debit_account,
                Entry.credit_account, Entry.debit_gl, Entry.credit_gl, Entry.reference, Entry.memo)
-        .where(Entry.period == period).order_by(Entry.id))
+        .where(Entry.period == period).order_by(Entry.id).execution_options(yield_per=20_000))
 
 
 def _currency(conn: Connection) -> tuple[str, int]:

@@ -18,9 +18,13 @@ from typing import NamedTuple
 from sqlalchemy import Connection, select, update
 
 from chargeback.db import bulk_insert
+from chargeback.errors import Refused
 from chargeback.schema import Entry, EntryTier, JournalHead
 
 GENESIS = "0" * 64
+#: No charge reaches 10^12 in any currency (minor digits 0-3): every amount, and the sum
+#: of a period's amounts, stays well inside a signed 64-bit column.
+MAX_AMOUNT_MINOR = 10**15
 
 
 def accounts(customer_class: str, consumer: str, provider: str) -> tuple[str, str]:
@@ -104,6 +108,10 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
     rows: list[tuple[object, ...]] = []
     tiers: list[tuple[int, int, int, int, int]] = []
     for draft in drafts:
+        if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
+            raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
+                          f"its amount ({draft.amount_minor} minor units) is too large to post; "
+                          "check its quantity and rate (a charge must stay below 10^12)")
         last_id += 1
         values = draft[:-1]
         digest = entry_hash((last_id, posted_at) + values + (last_hash,))

@@ -196,11 +196,11 @@ def _journal(wb: Workbook, sheet: RowSheet, conn: Connection, ctx: DocumentConte
     wb.header(sheet, 0, JOURNAL_TITLES, numeric=(0, 5, 6))
     sheet.freeze_panes(1, 0)
     wb.widths(sheet, [9, 11, 30, 12, 12, 14, 14, 10, 16, 36, 11, 66])
-    entries = conn.execution_options(yield_per=20_000).execute(
+    entries = conn.execute(
         select(Entry.id, Entry.date, Entry.debit_account, Entry.debit_gl, Entry.consumer,
                Entry.credit_account, Entry.credit_gl, Entry.provider, Entry.amount_minor,
                Entry.service, Entry.reference, Entry.memo, Entry.kind, Entry.hash)
-        .where(Entry.period == ctx.period).order_by(Entry.id))
+        .where(Entry.period == ctx.period).order_by(Entry.id).execution_options(yield_per=20_000))
     xml = RowXml({"date": f.date, "money": f.money})
     amount = ctx.amount
 

@@ -332,3 +332,32 @@ class EntryTier(Base):
         PrimaryKeyConstraint("entry_id", "piece"),
         CheckConstraint("rate_micro >= 0", name="rate_not_negative"),
     )
+
+
+class AuditRecord(Base):
+    """One command that wrote (or tried to write): when, who, what, on which files, and how
+    it ended. Append-only (database triggers refuse UPDATE and DELETE) and hash-chained like
+    the journal, so `verify` finds a record changed, removed or slipped in."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+    os_user: Mapped[str] = mapped_column(String(100))
+    command: Mapped[str] = mapped_column(String(20))
+    arguments: Mapped[str] = mapped_column(Text)
+    inputs: Mapped[str] = mapped_column(Text)
+    period: Mapped[str | None] = mapped_column(PERIOD)
+    outcome: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    __table_args__ = (Index("ix_audit_log_period", "period"),)
+
+
+class AuditHead(Base):
+    """The last audit record (one row), locked to append so the audit chain is linear."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_record: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import math
+import re
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from chargeback.errors import Problem
@@ -71,22 +75,69 @@ def _check_header(
     return cleaned if ok else None
 
 
+#: Signatures of files that are not CSV text, whatever their name says.
+ZIP_MAGIC = b"PK\x03\x04"
+OLE2_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+#: A header that is one cell holding one of these was written with another separator.
+SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'"}
+
+
+def _head(path: Path, size: int = 8) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def _contains(path: Path, needle: bytes) -> bool:
+    """True when the file's bytes contain `needle` (a fast scan, before parsing)."""
+    with open(path, "rb") as handle:
+        tail = b""
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            if needle in tail + block:
+                return True
+            tail = block[-len(needle):]
+    return False
+
+
+def _not_csv(head: bytes) -> str | None:
+    if head.startswith(ZIP_MAGIC):
+        return "is a workbook (XLSX), not CSV text: name it .xlsx, or save it as CSV UTF-8"
+    if head.startswith(OLE2_MAGIC):
+        return "is an old .xls or a password-protected workbook, not CSV text: save it as CSV UTF-8"
+    if head.startswith(UTF16_BOMS):
+        return "is UTF-16 text (Excel's \"Unicode Text\"): save the file as CSV UTF-8"
+    return None
+
+
 def _csv_rows(
     path: Path, columns: Columns, problems: list[Problem], name: str
 ) -> Iterator[tuple[int, dict[str, str]]]:
     line = 1
+    wanted: list[str] | None = None
     try:
+        wrong = _not_csv(_head(path))
+        if wrong:
+            problems.append(Problem(name, 1, "-", wrong))
+            return
+        nul = _contains(path, b"\x00")
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
+            # strict: a quote never closed, or text after a closing quote, is an error
+            # rather than a cell that silently swallows the rest of the file
+            reader = csv.reader(handle, strict=True)
             try:
                 header = next(reader)
             except StopIteration:
                 problems.append(Problem(name, 1, "-", "the file is empty; it needs a header row"))
                 return
-            if len(header) == 1 and ";" in header[0]:
-                problems.append(
-                    Problem(name, 1, "-", "the file is separated by ';': save it as comma-separated CSV")
-                )
+            if len(header) == 1:
+                for separator, said in SEPARATORS.items():
+                    if separator in header[0]:
+                        problems.append(Problem(
+                            name, 1, "-", f"the file is separated by {said}: save it as comma-separated CSV"))
+                        return
+            if nul and "\x00" in "".join(header):
+                problems.append(Problem(name, 1, "-", "contains a NUL byte: the file is not plain CSV text; "
+                                                      "save it as CSV UTF-8"))
                 return
             wanted = _check_header(header, columns, problems, name)
             if wanted is None:
@@ -104,13 +155,57 @@ def _csv_rows(
                     continue
                 if len(record) < width:
                     record = record + [""] * (width - len(record))
+                if nul and any("\x00" in cell for cell in record):
+                    column = next(c for c, cell in zip(wanted, record) if "\x00" in cell)
+                    problems.append(Problem(name, start, column, "contains a NUL byte: the file is not plain "
+                                                                 "CSV text; save it as CSV UTF-8"))
+                    continue
                 yield start, dict(zip(wanted, record))
     except UnicodeDecodeError:
-        problems.append(Problem(name, line + 1, "-", "not UTF-8 text: save the file as CSV UTF-8"))
+        bad_line, column = _first_bad_utf8(path, wanted)
+        problems.append(Problem(name, bad_line, column, "not UTF-8 text: save the file as CSV UTF-8"))
     except csv.Error as exc:
-        problems.append(Problem(name, line + 1, "-", f"not readable as CSV: {exc}"))
+        message = str(exc)
+        if message == "unexpected end of data":
+            message = "a quoted cell is never closed (a '\"' is missing)"
+        elif message.startswith("field larger than field limit"):
+            message = f"a cell is longer than {csv.field_size_limit()} characters"
+        problems.append(Problem(name, line + 1, "-", f"not readable as CSV: {message}"))
     except OSError as exc:
         problems.append(Problem(name, 0, "-", f"cannot read the file: {exc.strerror or exc}"))
+
+
+LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def _first_bad_utf8(path: Path, header: list[str] | None) -> tuple[int, str]:
+    """(line, column) of the first byte that is not UTF-8 (the decoder reads ahead, so the
+    line the CSV reader had reached is not the one). Line ends are counted as the CSV
+    reader counts them: CR LF, CR or LF."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        return 1, "-"
+    except UnicodeDecodeError as exc:
+        start = exc.start
+    breaks = [m.end() for m in LINE_BREAK.finditer(data, 0, start)]
+    line = len(breaks) + 1
+    if line == 1:
+        return 1, "-"
+    if header is None:
+        first = LINE_BREAK.split(data, 1)[0].decode("utf-8-sig", "replace")
+        header = [h.strip() for h in _cells(first)]
+    end = LINE_BREAK.search(data, start)
+    text = data[breaks[-1]:end.start() if end else len(data)].decode("utf-8", "replace")
+    column = next((c for c, cell in zip(header, _cells(text)) if "\ufffd" in cell), "-")
+    return line, column
+
+
+def _cells(text: str) -> list[str]:
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error:
+        return []
 
 
 def cell_text(value: object) -> str:
@@ -125,54 +220,198 @@ def cell_text(value: object) -> str:
         return value.isoformat()
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        # the shortest text that reads back as the same float, without an exponent,
+        # so that 1e30 is judged by its size and 1e-7 by its decimal places
+        return format(Decimal(repr(value)), "f")
     return str(value).strip()
+
+
+#: Limits that keep a hostile workbook (a "zip bomb") from filling memory or time.
+MAX_UNPACKED = 1 << 30
+BOMB_RATIO = 100
+BOMB_FLOOR = 10 << 20
+MAX_HEADER_CELLS = 256
+
+
+def _xlsx_refusal(path: Path) -> str | None:
+    """Why a file cannot be read as a workbook, judged before any XML is parsed."""
+    head = _head(path)
+    if head.startswith(OLE2_MAGIC):
+        return ("is password-protected (encrypted) or an old .xls workbook: remove the password, "
+                "or save it as .xlsx, and import it again")
+    if not head.startswith(ZIP_MAGIC):
+        return "is not an XLSX workbook: save it as .xlsx (or as CSV UTF-8 with a .csv name)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except Exception:  # BadZipFile, NotImplementedError (an unknown zip version), struct errors...
+        return "is damaged (not a complete XLSX archive): save it again from the spreadsheet program"
+    total = 0
+    for member in members:
+        total += member.file_size
+        if member.file_size > BOMB_FLOOR and member.file_size > BOMB_RATIO * max(member.compress_size, 1):
+            return (f"{member.filename} expands more than {BOMB_RATIO}-fold (to {member.file_size >> 20} MB): "
+                    "refused as a zip bomb")
+    if total > MAX_UNPACKED:
+        return f"expands to {total >> 20} MB: too big to read safely; save it as CSV UTF-8"
+    return None
+
+
+def _sheet_parser():  # type: ignore[no-untyped-def]
+    """openpyxl's streaming sheet parser, noting formula cells that have no saved value
+    (openpyxl writes formulas without one; with `data_only` they would read as blank)."""
+    from openpyxl.worksheet._reader import FORMULA_TAG, WorkSheetParser
+
+    class Cells(WorkSheetParser):  # type: ignore[misc]
+        def parse_cell(self, element):  # type: ignore[no-untyped-def]
+            cell = super().parse_cell(element)
+            if cell["value"] is None and element.find(FORMULA_TAG) is not None:
+                cell["formula"] = True
+            return cell
+
+    return Cells
+
+
+def _column_letter(column: int) -> str:
+    from openpyxl.utils import get_column_letter
+
+    try:
+        return get_column_letter(column)
+    except ValueError:
+        return str(column)
 
 
 def _xlsx_rows(
     path: Path, columns: Columns, problems: list[Problem], name: str
 ) -> Iterator[tuple[int, dict[str, str]]]:
+    """The rows of the first sheet, read straight from its XML: only the cells that are
+    there (a declared size of A1:XFD1048576 costs nothing), formulas without a saved
+    value, error cells and merged cells reported rather than read as blanks."""
+    import openpyxl.xml
+    from defusedxml import DefusedXmlException
     from openpyxl import load_workbook
 
     try:
-        workbook = load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, TypeError, IndexError) as exc:
-        problems.append(Problem(name, 0, "-", f"not a readable XLSX workbook ({type(exc).__name__})"))
+        refusal = _xlsx_refusal(path)
+    except OSError as exc:
+        refusal = f"cannot read the file: {exc.strerror or exc}"
+    if refusal is None and not openpyxl.xml.DEFUSEDXML:
+        refusal = "cannot be read safely: install defusedxml (openpyxl uses it against XML attacks)"
+    if refusal:
+        problems.append(Problem(name, 0, "-", refusal))
         return
-    except Exception as exc:  # openpyxl raises many kinds on broken XML
-        problems.append(Problem(name, 0, "-", f"not a readable XLSX workbook ({type(exc).__name__})"))
+    unsafe = "declares XML entities or a DTD, which spreadsheet programs never write: refused as unsafe"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            workbook = load_workbook(path, read_only=True, data_only=True)
+        except Exception as exc:  # openpyxl raises many kinds on broken XML
+            if _caused_by(exc, DefusedXmlException):
+                problems.append(Problem(name, 0, "-", unsafe))
+                return
+            problems.append(Problem(name, 0, "-", f"is not a readable XLSX workbook ({type(exc).__name__}): "
+                                                  "open it in a spreadsheet program and save it again"))
+            return
+        where = [0]  # the row being read, for an error in the middle of the sheet
+        try:
+            if not workbook.worksheets:
+                problems.append(Problem(name, 0, "-", "has no worksheet: put the usage on the first sheet"))
+                return
+            sheet = workbook.worksheets[0]
+            with sheet._get_source() as source:  # noqa: SLF001 - the stream openpyxl itself reads
+                parser = _sheet_parser()(
+                    source, sheet._shared_strings, data_only=True, epoch=workbook.epoch,  # noqa: SLF001
+                    date_formats=workbook._date_formats,  # noqa: SLF001
+                    timedelta_formats=workbook._timedelta_formats)  # noqa: SLF001
+                yield from _sheet_rows(parser, columns, problems, name, where)
+        except Exception as exc:
+            if _caused_by(exc, DefusedXmlException):
+                problems.append(Problem(name, 0, "-", unsafe))
+                return
+            problems.append(Problem(name, where[0], "-", f"is not a readable XLSX workbook ({type(exc).__name__}): "
+                                                         "open it in a spreadsheet program and save it again"))
+        finally:
+            workbook.close()
+
+
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    """True when `exc` or an exception it was raised from is a `kind` (openpyxl wraps
+    what its XML parser raised in a ValueError)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, kind):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _sheet_rows(parser, columns: Columns, problems: list[Problem],  # type: ignore[no-untyped-def]
+                name: str, where: list[int]) -> Iterator[tuple[int, dict[str, str]]]:
+    where[0] = 1
+    rows = parser.parse()
+    first = next(rows, None)
+    if first is None or first[0] != 1 or not first[1]:
+        problems.append(Problem(name, 1, "-", "the first sheet has no header on row 1; it needs a header row"))
         return
-    try:
-        sheet = workbook.worksheets[0]
-        rows = sheet.iter_rows(values_only=True)
-        header_cells = next(rows, None)
-        if header_cells is None:
-            problems.append(Problem(name, 1, "-", "the first sheet is empty; it needs a header row"))
+    header_cells = first[1]
+    if header_cells[-1]["column"] > MAX_HEADER_CELLS:
+        problems.append(Problem(name, 1, "-", f"the header row has cells beyond column "
+                                              f"{_column_letter(MAX_HEADER_CELLS)}: only the header's names belong there"))
+        return
+    header = [""] * header_cells[-1]["column"]
+    for cell in header_cells:
+        header[cell["column"] - 1] = cell_text(cell["value"])
+    while header and header[-1] == "":
+        header.pop()
+    wanted = _check_header(header, columns, problems, name)
+    if wanted is None:
+        return
+    width = len(wanted)
+    last = 1
+    for number, cells in rows:
+        where[0] = number
+        if number <= last:
+            problems.append(Problem(name, number, "-", "the sheet's rows are out of order: "
+                                                       "save the file again from a spreadsheet program"))
             return
-        header = [cell_text(v) for v in header_cells]
-        while header and header[-1] == "":
-            header.pop()
-        wanted = _check_header(header, columns, problems, name)
-        if wanted is None:
-            return
-        width = len(wanted)
-        for number, cells in enumerate(rows, start=2):
-            texts = [cell_text(v) for v in cells]
-            if not any(texts):
+        last = number
+        texts = [""] * width
+        extra = bad = False
+        for cell in cells:
+            column = cell["column"]
+            label = wanted[column - 1] if column <= width else _column_letter(column)
+            if cell.get("formula"):
+                problems.append(Problem(name, number, label,
+                    "is a formula with no saved value: open the file in a spreadsheet program, "
+                    "let it calculate and save it (or paste the values)"))
+                bad = True
                 continue
-            extra = [t for t in texts[width:] if t]
-            if extra:
-                problems.append(
-                    Problem(name, number, "-", f"cells beyond the {width} columns of the header")
-                )
+            if cell["data_type"] == "e":
+                problems.append(Problem(name, number, label,
+                                        f"is a spreadsheet error ({cell['value']}): fix the formula"))
+                bad = True
                 continue
-            texts = texts[:width] + [""] * (width - len(texts[:width]))
+            text = cell_text(cell["value"])
+            if column > width:
+                extra = extra or bool(text)
+            else:
+                texts[column - 1] = text
+        if bad:
+            continue
+        if extra:
+            problems.append(Problem(name, number, "-", f"cells beyond the {width} columns of the header"))
+            continue
+        if any(texts):
             yield number, dict(zip(wanted, texts))
-    except Exception as exc:
-        problems.append(Problem(name, 0, "-", f"not a readable XLSX workbook ({type(exc).__name__})"))
-    finally:
-        workbook.close()
+    for ref in getattr(parser.merged_cells, "mergeCell", None) or ():
+        min_col, min_row, _, _ = ref.bounds
+        label = wanted[min_col - 1] if min_col <= width else _column_letter(min_col)
+        problems.append(Problem(name, min_row, label, f"merged cells {ref.ref}: unmerge them and fill in every cell"))
 
 
 def sha256_of(path: Path) -> str:

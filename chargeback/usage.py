@@ -20,11 +20,12 @@ from typing_extensions import TypedDict
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, ValidationError, field_validator
 from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from chargeback.errors import InputRefused, Problem, Refused
 from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_bounds, problems_of
 from chargeback.db import bulk_insert
-from chargeback.money import from_micro, from_minor, quantize, to_micro
+from chargeback.money import LIMIT, from_micro, from_minor, quantize, to_micro
 from chargeback.periods import lock_open_period
 from chargeback.reference import Reference, load_reference
 from chargeback.schema import Import, Usage
@@ -119,9 +120,19 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime) ->
         period=period, file_name=str(path), sha256=sha256_of(path), at=now,
         lines_read=lines_read, imported=len(fresh), duplicates=duplicates,
     ).returning(Import.id)).scalar_one()
-    bulk_insert(conn, Usage.__table__, USAGE_COLUMNS, (
-        (period, import_id, u.line, u.date, u.service, u.consumer, to_micro(u.quantity), u.reference,
-         u.description) for u in fresh))
+    try:
+        bulk_insert(conn, Usage.__table__, USAGE_COLUMNS, (
+            (period, import_id, u.line, u.date, u.service, u.consumer, to_micro(u.quantity), u.reference,
+             u.description) for u in fresh))
+    except IntegrityError as exc:
+        # The unique (service, reference) index is the last word on "stored at most once":
+        # an import into another period (another lock) stored some of these lines after
+        # this one looked for them. It waited for that import to commit, and now says so.
+        if "uq_usage_service_reference" in str(exc.orig) or "usage.service, usage.reference" in str(exc.orig):
+            raise Refused("another import stored some of these usage lines at the same time; nothing from "
+                          f"{name} was imported: import it again (lines already stored are skipped as duplicates)"
+                          ) from exc
+        raise
     return result
 
 
@@ -260,9 +271,12 @@ def _validate(path: Path, name: str, period: str, ref: Reference,
                 problems.append(Problem(name, number, "date",
                     f"{day.isoformat()} is outside the active dates of {consumer.code} "
                     f"({_range(consumer.active_from, consumer.active_to)})"))
-            elif rates.find(service.code, consumer.kind, day) is None:
+            elif (rate := rates.find(service.code, consumer.kind, day)) is None:
                 problems.append(Problem(name, number, "service",
                     f"no {consumer.kind} rate of {service.code} is in force on {day.isoformat()}: add one to rates.csv"))
+            elif abs(quantity * rate.rate) >= LIMIT:
+                problems.append(Problem(name, number, "quantity",
+                    f"{quantity} x the rate {rate.rate} is too large for one charge line (the limit is 10^12)"))
         if len(problems) == bad:
             lines.append(UsageLine(number, day, service_code, consumer_code, quantity,
                                    reference, description))

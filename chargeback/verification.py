@@ -3,8 +3,10 @@
 Recomputes every entry's hash and the chain that links them, checks each entry's
 accounts against its consumer, provider and class, checks the journal head, checks that
 the tier pieces of every tiered charge add up to its quantity and (rounded once) its
-amount, and recomputes every closed period's totals against those recorded when it was
-closed.
+amount, recomputes every closed period's totals against those recorded when it was
+closed, and checks that the journal hash recorded at each close is still in the journal
+(a journal rewritten and re-chained from scratch no longer holds it). The audit log's own
+chain is checked too (`audit.verify_chain`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from itertools import groupby
 
 from sqlalchemy import Connection, select
 
+from chargeback import audit
 from chargeback.journal import ENTRY_COLUMNS, GENESIS, accounts, entry_hash, head
 from chargeback.money import from_micro, to_minor
 from chargeback.reconciliation import reconcile
@@ -25,6 +28,7 @@ from chargeback.schema import Book, Entry, EntryTier, Period
 class VerifyResult:
     entries: int = 0
     periods: int = 0
+    audit_records: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -36,7 +40,7 @@ def verify(conn: Connection) -> VerifyResult:
     """Check the whole journal; the first problem names the first bad entry."""
     result = VerifyResult()
     expected_prev, expected_id = GENESIS, 1
-    rows = conn.execution_options(yield_per=20_000).execute(select(*ENTRY_COLUMNS).order_by(Entry.id))
+    rows = conn.execute(select(*ENTRY_COLUMNS).order_by(Entry.id).execution_options(yield_per=20_000))
     for row in rows:
         values = tuple(row)
         entry_id, stored_hash = values[0], values[-1]
@@ -74,6 +78,13 @@ def verify(conn: Connection) -> VerifyResult:
                 f"closed ({now.entries} entries now, {period.entry_count} at close)")
         elif not now.balanced:
             result.problems.append(f"period {period.period}: does not net to zero")
+        if period.closed_hash not in (None, GENESIS) and conn.execute(
+                select(Entry.id).where(Entry.hash == period.closed_hash)).first() is None:
+            result.problems.append(
+                f"period {period.period}: the journal hash recorded when it was closed is no longer "
+                "in the journal: entries were rewritten")
+    result.audit_records, audit_problems = audit.verify_chain(conn)
+    result.problems.extend(audit_problems)
     return result
 
 
@@ -81,10 +92,11 @@ def _check_tiers(conn: Connection, result: VerifyResult) -> None:
     """Each tiered charge's pieces sum to its quantity, and their amounts, rounded once,
     to its amount."""
     digits = conn.execute(select(Book.minor_digits)).scalar() or 0
-    rows = conn.execution_options(yield_per=20_000).execute(
+    rows = conn.execute(
         select(EntryTier.entry_id, EntryTier.quantity_micro, EntryTier.rate_micro,
                Entry.quantity_micro, Entry.amount_minor)
-        .join(Entry, Entry.id == EntryTier.entry_id).order_by(EntryTier.entry_id, EntryTier.piece))
+        .join(Entry, Entry.id == EntryTier.entry_id).order_by(EntryTier.entry_id, EntryTier.piece)
+        .execution_options(yield_per=20_000))
     for entry_id, pieces in groupby(rows, key=lambda row: row[0]):
         pieces = list(pieces)
         quantity, amount = pieces[0][3], pieces[0][4]

@@ -14,9 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import create_engine, text
 
 from chargeback import api
+
+#: `pytest --hypothesis-profile=long`: many more examples and longer model-based runs; the
+#: kill, race and fuzz tests also run more rounds (see tests/reliability.py).
+settings.register_profile("long", max_examples=200, stateful_step_count=40, deadline=None,
+                          suppress_health_check=list(HealthCheck))
 
 HERE = Path(__file__).parent
 BOOKS = HERE / "books"

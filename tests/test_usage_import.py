@@ -123,7 +123,7 @@ def test_header_problems(loaded: str, tmp_path: Path) -> None:
     assert refused(loaded, semi, "2026-03") == ["semi.csv:1: -: the file is separated by ';': save it as comma-separated CSV"]
     latin = tmp_path / "latin.csv"
     latin.write_bytes("date,service,consumer,quantity,reference,description\n2026-03-02,HELP,ART,1,R-1,Caf\xe9\n".encode("latin-1"))
-    assert refused(loaded, latin, "2026-03") == ["latin.csv:2: -: not UTF-8 text: save the file as CSV UTF-8"]
+    assert refused(loaded, latin, "2026-03") == ["latin.csv:2: description: not UTF-8 text: save the file as CSV UTF-8"]
 
 
 def test_duplicates_and_conflicting_duplicates(loaded: str, tmp_path: Path) -> None:
@@ -183,4 +183,5 @@ def test_import_into_a_closed_period_is_refused(loaded: str, tmp_path: Path) -> 
 def test_broken_xlsx_is_refused_with_its_name(loaded: str, tmp_path: Path) -> None:
     path = tmp_path / "broken.xlsx"
     path.write_bytes(b"PK\x03\x04 not really a workbook")
-    assert refused(loaded, path, "2026-03") == ["broken.xlsx:0: -: not a readable XLSX workbook (BadZipFile)"]
+    assert refused(loaded, path, "2026-03") == [
+        "broken.xlsx:0: -: is damaged (not a complete XLSX archive): save it again from the spreadsheet program"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from chargeback import db
+from chargeback import db, variance
 from chargeback.adjustments import AdjustResult, adjust as _adjust
 from chargeback.book import LoadResult, load_book
 from chargeback.documents import staged, write_documents
@@ -26,6 +26,7 @@ from chargeback.periods import (
     close_period,
     period_status,
     periods_with_activity,
+    post_pending,
     reopen_period,
 )
 from chargeback.reconciliation import Reconciliation, reconcile as _reconcile
@@ -75,6 +76,7 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out")) ->
     with staged(Path(out_dir), period) as (folder, publish):
         with db.transaction(engine) as conn:
             result = close_period(conn, period, now())
+            result.review = variance.review(conn, period)
             try:
                 write_documents(conn, period, folder)
             except OSError as exc:
@@ -84,6 +86,38 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out")) ->
                 ) from exc
         publish()
     return result
+
+
+@dataclass
+class PreviewResult:
+    """What a close would post, its variance review, and where the drafts are."""
+
+    period: str
+    posted: int
+    reconciliation: Reconciliation
+    review: variance.Review
+    folder: Path
+
+
+def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) -> PreviewResult:
+    """Everything `close` does (pricing, recurring fees, allocations, net zero), in a
+    transaction that is rolled back: nothing is posted or locked. The documents are
+    written as drafts to `out_dir/YYYY-MM-draft/`, with the variance review."""
+    check_period(period)
+    issued = now()
+    with staged(Path(out_dir), f"{period}-draft") as (folder, publish):
+        with db.rolled_back(_engine(url)) as conn:
+            if period_status(conn, period) == "closed":
+                raise Refused(f"period {period} is closed: its documents are final; "
+                              f"`chargeback report {period}` writes them again")
+            posted, rec = post_pending(conn, period, issued)
+            review = variance.review(conn, period)
+            try:
+                write_documents(conn, period, folder, draft=True, issued=issued)
+            except OSError as exc:
+                raise Refused(f"cannot write the drafts to {out_dir}: {exc.strerror or exc}") from exc
+        publish()
+    return PreviewResult(period, posted, rec, review, Path(out_dir) / f"{period}-draft")
 
 
 def report(url: str | Engine | None, period: str, out_dir: Path = Path("out")) -> Path:

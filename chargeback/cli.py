@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from chargeback import api
+from chargeback import api, variance
 from chargeback.db import database_url, redact
 from chargeback.errors import InputRefused, Refused
 from chargeback.money import format_amount
@@ -157,6 +157,25 @@ def close(ctx: Context, period: str, out_dir: Path) -> None:
     result = api.close(ctx.url, period, out_dir)
     _say(ctx, f"closed {period}: {result.posted} entries posted; {_totals(result.reconciliation)}; "
               f"documents in {out_dir / period}")
+    if result.review is not None:
+        _review(ctx, result.review)
+
+
+def _review(ctx: Context, review: variance.Review) -> None:
+    for line in variance.report_lines(review):
+        _say(ctx, line)
+
+
+@main.command()
+@click.argument("period", metavar="YYYY-MM")
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def preview(ctx: Context, period: str, out_dir: Path) -> None:
+    """Everything close does, kept nowhere: draft documents and the variance review."""
+    result = api.preview(ctx.url, period, out_dir)
+    _say(ctx, f"preview of {period}: {result.posted} charges priced; {_totals(result.reconciliation)}; "
+              f"nothing was posted; draft documents in {result.folder}")
+    _review(ctx, result.review)
 
 
 @main.command()

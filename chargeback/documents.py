@@ -8,6 +8,7 @@ half-written folder that looks finished. Everything written comes from the datab
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select
 
+from chargeback import variance
 from chargeback.export import write_csv
 from chargeback.reconciliation import reconcile
 from chargeback.schema import Book, Period
@@ -35,17 +37,33 @@ class Written:
     files: int
 
 
-def write_documents(conn: Connection, period: str, folder: Path) -> int:
-    """Write every document of `period` into `folder`; returns the number of files."""
+def write_documents(conn: Connection, period: str, folder: Path, *, draft: bool = False,
+                    issued: dt.datetime | None = None) -> int:
+    """Write every document of `period` into `folder`; returns the number of files.
+    `draft` writes an open period's documents as drafts (a preview's), dated `issued`;
+    a closed period's are dated by its close, so `report` writes the same bytes again."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
         write_csv(conn, period, handle)
     for writer in EXTRA_WRITERS:
         writer(conn, period, folder)
-    return write_manifest(conn, period, folder)
+    write_variance(conn, period, folder, draft=draft, issued=issued)
+    return write_manifest(conn, period, folder, draft=draft)
 
 
-def write_manifest(conn: Connection, period: str, folder: Path) -> int:
+def write_variance(conn: Connection, period: str, folder: Path, *, draft: bool,
+                   issued: dt.datetime | None) -> None:
+    """`variance.xlsx`: the variance review of the period (see `variance`)."""
+    book = conn.execute(select(Book.name)).scalar()
+    closed_at = conn.execute(select(Period.closed_at).where(Period.period == period)).scalar()
+    when = issued if draft or closed_at is None else closed_at
+    if when is None:
+        raise ValueError(f"period {period} is not closed: give the draft's issue date")
+    variance.write_workbook(variance.review(conn, period), folder / "variance.xlsx",
+                            book=book, draft=draft, when=when)
+
+
+def write_manifest(conn: Connection, period: str, folder: Path, *, draft: bool = False) -> int:
     """`manifest.json`: every file with its sha256 and size, and the period's totals."""
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -60,6 +78,7 @@ def write_manifest(conn: Connection, period: str, folder: Path) -> int:
     manifest = {
         "book": book,
         "period": period,
+        "draft": draft,
         "status": totals.pop("status"),
         "closed_at": record.closed_at.isoformat() if record and record.closed_at else None,
         "journal_hash": record.closed_hash if record else None,

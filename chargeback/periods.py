@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, exists, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,6 +24,9 @@ from chargeback.fields import PERIOD_PATTERN
 from chargeback.reconciliation import Reconciliation, reconcile
 from chargeback.reference import load_reference
 from chargeback.schema import Adjustment, Entry, Period, PeriodEvent, Usage
+
+if TYPE_CHECKING:
+    from chargeback.variance import Review
 
 
 def check_period(period: str) -> str:
@@ -74,19 +78,21 @@ def _earlier_open_with_activity(conn: Connection, period: str) -> list[str]:
 
 @dataclass
 class CloseResult:
-    """What a close posted, and the reconciliation it checked."""
+    """What a close posted, and the reconciliation it checked (and, from `api.close`,
+    the variance review)."""
 
     period: str
     posted: int
     reconciliation: Reconciliation
     closed_at: dt.datetime
     journal_hash: str
+    review: Review | None = None
 
 
-def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult:
-    """Price and post everything pending in `period`, check net zero, and lock it.
-
-    Runs inside the caller's transaction: a refusal or crash anywhere undoes all of it."""
+def post_pending(conn: Connection, period: str, now: dt.datetime) -> tuple[int, Reconciliation]:
+    """Price and post everything pending in `period` and check net zero; the period stays
+    open. The first half of a close, and all of a preview (whose transaction is rolled
+    back). Returns the number of entries posted and the period's reconciliation."""
     status = lock_period(conn, period, create=True)
     if status == "closed":
         raise Refused(f"period {period} is already closed")
@@ -94,7 +100,6 @@ def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult
     if earlier:
         raise Refused(f"period {earlier[0]} is still open and has activity: close it before {period}")
     ref = load_reference(conn)
-    now = now.replace(microsecond=0)
     posted = journal.post(conn, period_charges(conn, ref, period), now)
     result = reconcile(conn, period)
     if not result.balanced:
@@ -102,15 +107,24 @@ def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult
             f"period {period} does not net to zero: internal revenue {result.money(result.internal_revenue)}, "
             f"internal spend {result.money(result.internal_spend)}; nothing was posted"
         )
+    return posted.count, result
+
+
+def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult:
+    """Price and post everything pending in `period`, check net zero, and lock it.
+
+    Runs inside the caller's transaction: a refusal or crash anywhere undoes all of it."""
+    now = now.replace(microsecond=0)
+    count, result = post_pending(conn, period, now)
     _, last_hash = journal.head(conn)
     conn.execute(update(Period).where(Period.period == period).values(
         status="closed", closed_at=now, closed_hash=last_hash, entry_count=result.entries,
         internal_revenue_minor=result.internal_revenue, internal_spend_minor=result.internal_spend,
         external_revenue_minor=result.external_revenue))
     conn.execute(insert(PeriodEvent).values(period=period, at=now, action="close",
-                                            reason=f"{posted.count} entries posted", user=_user()))
+                                            reason=f"{count} entries posted", user=_user()))
     result.status = "closed"
-    return CloseResult(period, posted.count, result, now, last_hash)
+    return CloseResult(period, count, result, now, last_hash)
 
 
 def reopen_period(conn: Connection, period: str, reason: str, now: dt.datetime) -> None:

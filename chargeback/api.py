@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
-from chargeback import db, variance
+from chargeback import budgets as _budgets, db, variance
 from chargeback.adjustments import AdjustResult, adjust as _adjust
 from chargeback.book import LoadResult, load_book
 from chargeback.documents import staged, write_documents
@@ -30,6 +30,7 @@ from chargeback.periods import (
     reopen_period,
 )
 from chargeback.reconciliation import Reconciliation, reconcile as _reconcile
+from chargeback.schema import Book
 from chargeback.usage import ImportResult, import_usage
 from chargeback.verification import VerifyResult, verify as _verify
 
@@ -77,6 +78,7 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out")) ->
         with db.transaction(engine) as conn:
             result = close_period(conn, period, now())
             result.review = variance.review(conn, period)
+            result.budget_warnings = _budgets.warnings(conn, period)
             try:
                 write_documents(conn, period, folder)
             except OSError as exc:
@@ -96,6 +98,7 @@ class PreviewResult:
     posted: int
     reconciliation: Reconciliation
     review: variance.Review
+    budget_warnings: list[_budgets.BudgetStatus]
     folder: Path
 
 
@@ -112,12 +115,29 @@ def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) 
                               f"`chargeback report {period}` writes them again")
             posted, rec = post_pending(conn, period, issued)
             review = variance.review(conn, period)
+            warnings = _budgets.warnings(conn, period)
             try:
                 write_documents(conn, period, folder, draft=True, issued=issued)
             except OSError as exc:
                 raise Refused(f"cannot write the drafts to {out_dir}: {exc.strerror or exc}") from exc
         publish()
-    return PreviewResult(period, posted, rec, review, Path(out_dir) / f"{period}-draft")
+    return PreviewResult(period, posted, rec, review, warnings, Path(out_dir) / f"{period}-draft")
+
+
+def budgets(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("out")) -> tuple[_budgets.Table, Path]:
+    """The budget table of a fiscal year, also written to `out_dir/budgets-FYYYYY.xlsx`."""
+    if not 1000 <= fiscal_year <= 9999:
+        raise Refused(f"{fiscal_year} is not a fiscal year: write the year it ends in, YYYY")
+    with db.transaction(_engine(url)) as conn:
+        table = _budgets.table(conn, fiscal_year)
+        book = conn.execute(select(Book.name)).scalar() or ""
+    path = Path(out_dir) / f"budgets-FY{fiscal_year}.xlsx"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.write(path, book, now())
+    except OSError as exc:
+        raise Refused(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return table, path
 
 
 def report(url: str | Engine | None, period: str, out_dir: Path = Path("out")) -> Path:

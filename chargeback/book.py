@@ -1,7 +1,7 @@
 """A book: the reference data of one organization, read from a folder and loaded.
 
 `read_book` validates every file of the folder (book.toml, units.csv, services.csv,
-rates.csv, recurring.csv) and collects every problem; `load_book` stores a valid book,
+rates.csv, recurring.csv, budgets.csv) and collects every problem; `load_book` stores a valid book,
 updating what was loaded before without touching anything already posted.
 """
 
@@ -19,6 +19,7 @@ from sqlalchemy import Connection, delete, func, insert, select, union_all, upda
 
 from chargeback.errors import InputRefused, Problem, Refused
 from chargeback.fields import (
+    Amount,
     Code,
     Date,
     OptionalCode,
@@ -29,11 +30,12 @@ from chargeback.fields import (
     Quantity,
     RateValue,
     Text,
+    Year,
     problems_of,
 )
-from chargeback.money import known_currency, minor_digits, to_micro
+from chargeback.money import known_currency, minor_digits, quantize, to_micro, to_minor
 from chargeback.pricing import RateRow, overlapping
-from chargeback.schema import Adjustment, Book, Entry, Rate, Recurring, Service, Unit, Usage
+from chargeback.schema import Adjustment, Book, Budget, Entry, Rate, Recurring, Service, Unit, Usage
 from chargeback.tabular import Columns, read_rows
 
 
@@ -121,11 +123,21 @@ class RecurringRow(BaseModel):
     description: OptionalText = None
 
 
+class BudgetRow(BaseModel):
+    """A unit's internal-spend budget for the fiscal year that ends in `fiscal_year`."""
+
+    model_config = ConfigDict(extra="forbid")
+    fiscal_year: Year
+    unit: Code
+    amount: Amount
+
+
 UNITS = Columns(("code", "name"), ("kind", "parent", "manager", "email", "active_from",
                                    "active_to", "expense_account", "revenue_account"))
 SERVICES = Columns(("code", "provider", "name", "unit_of_measure"), ("description",))
 RATES = Columns(("service", "effective_from", "rate"), ("customer_class", "effective_to", "tier_from"))
 RECURRING = Columns(("service", "consumer", "quantity", "from_period"), ("to_period", "description"))
+BUDGETS = Columns(("fiscal_year", "unit", "amount"))
 
 
 @dataclass
@@ -137,6 +149,7 @@ class BookData:
     services: list[ServiceRow] = field(default_factory=list)
     rates: list[RateFileRow] = field(default_factory=list)
     recurring: list[RecurringRow] = field(default_factory=list)
+    budgets: list[BudgetRow] = field(default_factory=list)
 
 
 def _read_file(folder: Path, name: str, columns: Columns, model: type[BaseModel],
@@ -196,12 +209,14 @@ def read_book(folder: Path) -> BookData:
     services = _read_file(folder, "services.csv", SERVICES, ServiceRow, problems)
     rates = _read_file(folder, "rates.csv", RATES, RateFileRow, problems)
     recurring = _read_file(folder, "recurring.csv", RECURRING, RecurringRow, problems, required=False)
+    budgets = _read_file(folder, "budgets.csv", BUDGETS, BudgetRow, problems, required=False)
     _check_units(units, problems)
     unit_kind = {u.code: u.kind for _, u in units}  # type: ignore[attr-defined]
     _check_services(services, unit_kind, problems)
     service_provider = {s.code: s.provider for _, s in services}  # type: ignore[attr-defined]
     _check_rates(rates, service_provider, problems)
     _check_recurring(recurring, service_provider, unit_kind, problems)
+    _check_budgets(budgets, unit_kind, settings, problems)
     if problems or settings is None:
         raise InputRefused(sorted(set(problems)), what="load")
     return BookData(
@@ -210,6 +225,7 @@ def read_book(folder: Path) -> BookData:
         services=[s for _, s in services],  # type: ignore[misc]
         rates=[r for _, r in rates],  # type: ignore[misc]
         recurring=[r for _, r in recurring],  # type: ignore[misc]
+        budgets=[b for _, b in budgets],  # type: ignore[misc]
     )
 
 
@@ -298,6 +314,30 @@ def _check_recurring(rows, service_provider, unit_kind, problems: list[Problem])
             problems.append(Problem(name, line, "to_period", "is before from_period"))
 
 
+def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "budgets.csv"
+    digits = minor_digits(settings.currency) if settings else None
+    first_line: dict[tuple[int, str], int] = {}
+    for line, budget in rows:
+        kind = unit_kind.get(budget.unit)
+        if kind is None:
+            problems.append(Problem(name, line, "unit", f"{budget.unit!r} is not a unit code in units.csv"))
+        elif kind != "internal":
+            problems.append(Problem(name, line, "unit", f"{budget.unit!r} is an external customer: "
+                                                        "budgets are for internal units' spend"))
+        key = (budget.fiscal_year, budget.unit)
+        if key in first_line:
+            problems.append(Problem(name, line, "unit", f"{budget.unit!r} already has a budget for "
+                                                        f"fiscal year {budget.fiscal_year} on line {first_line[key]}"))
+        else:
+            first_line[key] = line
+        if budget.amount < 0:
+            problems.append(Problem(name, line, "amount", "must not be negative"))
+        elif digits is not None and budget.amount != quantize(budget.amount, digits):
+            problems.append(Problem(name, line, "amount", f"amount '{budget.amount}' has more than "
+                                                          f"{digits} decimal places ({settings.currency})"))
+
+
 @dataclass
 class LoadResult:
     """What `load` did, for the command's summary."""
@@ -308,6 +348,7 @@ class LoadResult:
     services: int
     rates: int
     recurring: int
+    budgets: int = 0
 
 
 def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
@@ -356,6 +397,7 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
             conn.execute(insert(Service).values(**row))
     conn.execute(delete(Rate))
     conn.execute(delete(Recurring))
+    conn.execute(delete(Budget))
     kept_services = {s.code for s in book.services}
     conn.execute(delete(Service).where(Service.code.not_in(kept_services)))
     kept_units = {u.code for u in book.units}
@@ -371,7 +413,12 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
             dict(service=r.service, consumer=r.consumer, quantity_micro=to_micro(r.quantity),
                  from_period=r.from_period, to_period=r.to_period, description=r.description)
             for r in book.recurring])
-    return LoadResult(settings.name, added, updated, len(book.services), len(book.rates), len(book.recurring))
+    if book.budgets:
+        conn.execute(insert(Budget), [
+            dict(fiscal_year=b.fiscal_year, unit=b.unit, amount_minor=to_minor(b.amount, digits))
+            for b in book.budgets])
+    return LoadResult(settings.name, added, updated, len(book.services), len(book.rates),
+                      len(book.recurring), len(book.budgets))
 
 
 def _parents_first(units: list[UnitRow]) -> list[UnitRow]:

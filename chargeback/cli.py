@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from chargeback import api, variance
+from chargeback import api, budgets, variance
 from chargeback.db import database_url, redact
 from chargeback.errors import InputRefused, Refused
 from chargeback.money import format_amount
@@ -104,7 +104,7 @@ def load(ctx: Context, book: Path) -> None:
     result = api.load(ctx.url, book)
     _say(ctx, f"loaded {result.name}: {result.units_added + result.units_updated} units "
               f"({result.units_added} new), {result.services} services, {result.rates} rates, "
-              f"{result.recurring} recurring fees")
+              f"{result.recurring} recurring fees" + (f", {result.budgets} budgets" if result.budgets else ""))
 
 
 def _import_summary(result: ImportResult) -> str:
@@ -158,12 +158,15 @@ def close(ctx: Context, period: str, out_dir: Path) -> None:
     _say(ctx, f"closed {period}: {result.posted} entries posted; {_totals(result.reconciliation)}; "
               f"documents in {out_dir / period}")
     if result.review is not None:
-        _review(ctx, result.review)
+        _review(ctx, result.review, result.budget_warnings)
 
 
-def _review(ctx: Context, review: variance.Review) -> None:
+def _review(ctx: Context, review: variance.Review, warnings: list[budgets.BudgetStatus]) -> None:
+    """The variance review and the budget warnings, as preview and close print them."""
     for line in variance.report_lines(review):
         _say(ctx, line)
+    for status in warnings:
+        _say(ctx, budgets.warning_text(status, review.digits, review.currency))
 
 
 @main.command()
@@ -175,7 +178,20 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
     result = api.preview(ctx.url, period, out_dir)
     _say(ctx, f"preview of {period}: {result.posted} charges priced; {_totals(result.reconciliation)}; "
               f"nothing was posted; draft documents in {result.folder}")
-    _review(ctx, result.review)
+    _review(ctx, result.review, result.budget_warnings)
+
+
+@main.command(name="budgets")
+@click.option("--fiscal-year", "fiscal_year", required=True, type=int, metavar="YYYY",
+              help="The fiscal year, named by the year it ends in.")
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
+    """Each unit's budget, spend to date, remaining, percent used and year-end projection."""
+    table, path = api.budgets(ctx.url, fiscal_year, out_dir)
+    for line in table.lines():
+        _say(ctx, line)
+    _say(ctx, f"written to {path}")
 
 
 @main.command()

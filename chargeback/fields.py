@@ -66,6 +66,13 @@ def check_text(value: object) -> str:
     return text.strip()
 
 
+def check_year(value: object) -> int:
+    text = str(value).strip()
+    if not (len(text) == 4 and text.isdigit() and text[0] != "0"):
+        raise ValueError(f"{text!r} is not a year: write the year as YYYY, e.g. 2027")
+    return int(text)
+
+
 def decimal_checker(places: int, what: str):  # type: ignore[no-untyped-def]
     def check(value: object) -> Decimal:
         if isinstance(value, Decimal):
@@ -104,6 +111,8 @@ Quantity = Annotated[Decimal, BeforeValidator(_required(decimal_checker(QUANTITY
 OptionalQuantity = Annotated[
     Decimal | None, BeforeValidator(_optional(decimal_checker(QUANTITY_PLACES, "quantity")))
 ]
+Amount = Annotated[Decimal, BeforeValidator(_required(decimal_checker(QUANTITY_PLACES, "amount")))]
+Year = Annotated[int, BeforeValidator(_required(check_year))]
 RateValue = Annotated[Decimal, BeforeValidator(_required(decimal_checker(RATE_PLACES, "rate")))]
 
 

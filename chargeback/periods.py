@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, exists, insert, or_, select, update
@@ -26,6 +26,7 @@ from chargeback.reference import load_reference
 from chargeback.schema import Adjustment, Entry, Period, PeriodEvent, Usage
 
 if TYPE_CHECKING:
+    from chargeback.budgets import BudgetStatus
     from chargeback.variance import Review
 
 
@@ -79,7 +80,7 @@ def _earlier_open_with_activity(conn: Connection, period: str) -> list[str]:
 @dataclass
 class CloseResult:
     """What a close posted, and the reconciliation it checked (and, from `api.close`,
-    the variance review)."""
+    the variance review and the units over or on course to exceed their budget)."""
 
     period: str
     posted: int
@@ -87,6 +88,7 @@ class CloseResult:
     closed_at: dt.datetime
     journal_hash: str
     review: Review | None = None
+    budget_warnings: list[BudgetStatus] = field(default_factory=list)
 
 
 def post_pending(conn: Connection, period: str, now: dt.datetime) -> tuple[int, Reconciliation]:

@@ -43,9 +43,9 @@ from sqlalchemy import Connection, func, select
 
 from chargeback.errors import Refused
 from chargeback.fields import previous_period
-from chargeback.money import format_amount, quantize
+from chargeback.money import format_amount, format_percent, quantize
 from chargeback.schema import Book, Entry, Unit
-from chargeback.xlsx import Money, Percent, Sheets
+from chargeback.xlsx import Money, Sheets, money, percent
 
 WINDOW = 3
 MAX_DRIVERS = 3
@@ -252,12 +252,6 @@ def review(conn: Connection, period: str) -> Review:
 
 # presentation -------------------------------------------------------------------------
 
-def percent_text(value: Decimal | None) -> str:
-    if value is None:
-        return ""
-    return f"{quantize(value * 100, 1)}%"
-
-
 def _signed(review: Review, minor: int | None) -> str:
     if minor is None:
         return ""
@@ -287,7 +281,7 @@ def report_lines(review: Review) -> list[str]:
             mark = "!" if line.flagged else " "
             drivers = f"  {drivers_text(r, line)}" if line.flagged and line.drivers else ""
             out.append(f"{mark} {line.unit:<22} {r.money(line.current):>14} {r.money(line.previous):>14} "
-                       f"{_signed(r, line.change):>14} {percent_text(line.percent):>8} "
+                       f"{_signed(r, line.change):>14} {format_percent(line.percent):>8} "
                        f"{r.money(line.average):>14}{drivers}")
     out.extend(f"  new consumer: {unit}" for unit in r.new_consumers)
     out.extend(f"  consumer gone: {unit} (charged {r.money(r.consumer(unit).previous)} in "
@@ -319,8 +313,8 @@ def write_workbook(review: Review, path: Path, *, book: str, draft: bool, when: 
         for row, line in enumerate(lines, start=row + 1):
             sheets.row(sheet, row, [
                 line.unit, r.names.get(line.unit, ""), line.kind, Money(line.current),
-                _money(line.previous), _money(line.change), _percent(line.percent),
-                _money(line.average), _money(line.average_change), _percent(line.average_percent),
+                money(line.previous), money(line.change), percent(line.percent),
+                money(line.average), money(line.average_change), percent(line.average_percent),
                 "yes" if line.flagged else "", drivers_text(r, line)])
     sheet, row = sheets.sheet("Callouts", f"Variance review {r.period}: callouts", notes)
     sheets.header(sheet, row, ["Callout", "Unit or service", "Name", "Period", "Amount", "Detail"],
@@ -328,7 +322,7 @@ def write_workbook(review: Review, path: Path, *, book: str, draft: bool, when: 
     callouts: list[list[object]] = []
     callouts += [["new consumer", u, r.names.get(u, ""), r.period, Money(r.consumer(u).current),
                   "no charges in the comparison window"] for u in r.new_consumers]
-    callouts += [["consumer gone", u, r.names.get(u, ""), r.previous, _money(r.consumer(u).previous),
+    callouts += [["consumer gone", u, r.names.get(u, ""), r.previous, money(r.consumer(u).previous),
                   f"no charges in {r.period}"] for u in r.gone_consumers]
     callouts += [["no usage", s.service, s.provider, s.last_period, Money(s.last_amount),
                   f"no usage of {s.service} in {r.period}: is a usage file missing?"]
@@ -336,11 +330,3 @@ def write_workbook(review: Review, path: Path, *, book: str, draft: bool, when: 
     for row, values in enumerate(callouts, start=row + 1):
         sheets.row(sheet, row, values)
     sheets.save(path, when)
-
-
-def _money(minor: int | None) -> Money | None:
-    return None if minor is None else Money(minor)
-
-
-def _percent(value: Decimal | None) -> Percent | None:
-    return None if value is None else Percent(value)

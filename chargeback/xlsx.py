@@ -109,7 +109,9 @@ class Sheets:
         writer = ExcelWriter(self.workbook, archive)
         self.workbook.properties.modified = when
         writer.save()
-        path.write_bytes(buffer.getvalue())
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(buffer.getvalue())
+        partial.replace(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,16 @@ class Percent:
     """A share (0.25 is 25%), for `Sheets.row`."""
 
     share: Decimal
+
+
+def money(minor: int | None) -> Money | None:
+    """An amount for `Sheets.row`, or a blank cell for None."""
+    return None if minor is None else Money(minor)
+
+
+def percent(share: Decimal | None) -> Percent | None:
+    """A share for `Sheets.row`, or a blank cell for None."""
+    return None if share is None else Percent(share)
 
 
 class _FixedTimeZip(zipfile.ZipFile):

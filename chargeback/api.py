@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
-from chargeback import budgets as _budgets, db, variance
+from chargeback import budgets as _budgets, db, delivery, variance
 from chargeback.adjustments import AdjustResult, adjust as _adjust
 from chargeback.book import LoadResult, load_book
 from chargeback.documents import staged, write_documents
@@ -30,7 +30,8 @@ from chargeback.periods import (
     reopen_period,
 )
 from chargeback.reconciliation import Reconciliation, reconcile as _reconcile
-from chargeback.schema import Book
+from chargeback.safe import file_in
+from chargeback.schema import Book, Delivery
 from chargeback.usage import ImportResult, import_usage
 from chargeback.verification import VerifyResult, verify as _verify
 
@@ -153,6 +154,68 @@ def report(url: str | Engine | None, period: str, out_dir: Path = Path("out")) -
                 raise Refused(f"cannot write the documents to {out_dir}: {exc.strerror or exc}") from exc
             publish()
     return Path(out_dir) / period
+
+
+@dataclass
+class DeliverResult:
+    """What `deliver` did, unit by unit."""
+
+    period: str
+    folder: Path
+    sent: list[delivery.Sent] = field(default_factory=list)
+    failed: list[delivery.Failed] = field(default_factory=list)
+    sent_before: list[str] = field(default_factory=list)
+    no_email: list[delivery.Recipient] = field(default_factory=list)
+    rewritten: bool = False  # the documents were written again first
+    outbox: Path | None = None  # a dry run's .eml files
+    written: int = 0
+
+
+def deliver(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
+            smtp: str = "localhost:25", sender: str = "chargeback@localhost",
+            dry_run: bool = False) -> DeliverResult:
+    """Send each unit charged in the closed `period` its documents from
+    `out_dir/YYYY-MM/` (written again first when they are missing or from another close),
+    one message per unit; a dry run writes them to `out_dir/YYYY-MM-outbox/` instead."""
+    check_period(period)
+    try:
+        server = delivery.parse_server(smtp)
+    except ValueError as exc:
+        raise Refused(f"--smtp: {exc}") from None
+    if len(delivery.addresses(sender) or ()) != 1:
+        raise Refused(f"--from: {sender!r} is not an email address")
+    engine = _engine(url)
+    folder = Path(out_dir) / period
+    with db.transaction(engine) as conn:
+        todo = delivery.plan(conn, period)
+    result = DeliverResult(period, folder, sent_before=todo.delivered, no_email=todo.no_email)
+    if todo.pending and (not todo.current(folder) or todo.missing(folder)):
+        report(engine, period, out_dir)
+        result.rewritten = True
+    missing = todo.missing(folder)
+    if missing:
+        listed = "; ".join(f"{unit}: {', '.join(files)}" for unit, files in missing.items())
+        raise Refused(f"cannot deliver {period}: documents missing from {folder}: {listed}; nothing was sent")
+    issued = now()
+    messages = ((r, *delivery.message(todo, r, folder, sender, issued)) for r in todo.pending)
+    if dry_run:
+        with staged(Path(out_dir), f"{period}-outbox") as (staging, publish):
+            for recipient, msg, _ in messages:
+                file_in(staging, recipient.unit, ".eml").write_bytes(bytes(msg))
+                result.written += 1
+            publish()
+        result.outbox = Path(out_dir) / f"{period}-outbox"
+        return result
+
+    def record(done: delivery.Sent) -> None:
+        with db.transaction(engine) as conn:
+            conn.execute(insert(Delivery).values(
+                period=period, unit=done.unit, journal_hash=todo.journal_hash, email=done.to,
+                sent_at=now(), message_id=done.message_id,
+                attachments=delivery.attachments_text(done.files)))
+
+    result.sent, result.failed = delivery.send(server, messages, record)
+    return result
 
 
 def reopen(url: str | Engine | None, period: str, reason: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from chargeback import api, budgets, variance
+from chargeback import api, budgets, delivery, variance
 from chargeback.db import database_url, redact
 from chargeback.errors import InputRefused, Refused
 from chargeback.money import format_amount
@@ -223,6 +223,51 @@ def report(ctx: Context, period: str, out_dir: Path) -> None:
     """Write a closed period's documents again."""
     folder = api.report(ctx.url, period, out_dir)
     _say(ctx, f"documents of {period} written to {folder}")
+
+
+def _server(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        delivery.parse_server(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@main.command()
+@click.argument("period", metavar="YYYY-MM")
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The folder holding the period's documents.")
+@click.option("--smtp", default="localhost:25", show_default=True, envvar="CHARGEBACK_SMTP", metavar="HOST:PORT",
+              callback=_server, help="The mail server (or $CHARGEBACK_SMTP).")
+@click.option("--from", "sender", default="chargeback@localhost", show_default=True, envvar="CHARGEBACK_FROM",
+              metavar="ADDRESS", help="The sender's address (or $CHARGEBACK_FROM).")
+@click.option("--dry-run", is_flag=True, help="Write the messages as .eml files instead of sending them.")
+@click.pass_obj
+def deliver(ctx: Context, period: str, out_dir: Path, smtp: str, sender: str, dry_run: bool) -> None:
+    """Mail each unit its statement and invoice of a closed period (once)."""
+    result = api.deliver(ctx.url, period, out_dir, smtp, sender, dry_run)
+    if result.rewritten:
+        _say(ctx, f"documents of {period} written again to {result.folder}")
+    for sent in result.sent:
+        _say(ctx, f"sent {sent.unit} to {sent.to}: {', '.join(path for path, _ in sent.files)}")
+        if sent.refused:
+            click.echo(f"warning: {sent.unit}: the mail server refused {sent.refused}", err=True)
+    if result.sent_before:
+        _say(ctx, f"sent before, not again: {', '.join(result.sent_before)}")
+    for recipient in result.no_email:
+        problem = (f"its email {recipient.email!r} is not an address" if recipient.email
+                   else "it has no email in units.csv")
+        click.echo(f"warning: {recipient.unit} not sent: {problem}", err=True)
+    if result.outbox is not None:
+        _say(ctx, f"dry run: {result.written} messages written to {result.outbox}; nothing sent or recorded")
+    else:
+        _say(ctx, f"delivered {period}: {len(result.sent)} sent, {len(result.sent_before)} sent before, "
+                  f"{len(result.no_email)} without an address, {len(result.failed)} refused by the server")
+    for failed in result.failed:
+        click.echo(f"not sent: {failed.unit} to {failed.to}: {failed.reason}", err=True)
+    if result.failed:
+        _fail(f"refused: the mail server refused {len(result.failed)} messages; the others were sent; "
+              "fix the addresses and run deliver again")
 
 
 @main.command()

@@ -26,7 +26,6 @@ from chargeback.periods import (
     close_period,
     period_status,
     periods_with_activity,
-    post_pending,
     reopen_period,
 )
 from chargeback.reconciliation import Reconciliation, reconcile as _reconcile
@@ -104,9 +103,10 @@ class PreviewResult:
 
 
 def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) -> PreviewResult:
-    """Everything `close` does (pricing, recurring fees, allocations, net zero), in a
-    transaction that is rolled back: nothing is posted or locked. The documents are
-    written as drafts to `out_dir/YYYY-MM-draft/`, with the variance review."""
+    """Everything `close` does (it runs the close itself: pricing, recurring fees,
+    allocations, net zero), in a transaction that is rolled back: nothing is posted or
+    locked. The documents are written as drafts to `out_dir/YYYY-MM-draft/`, with the
+    variance review."""
     check_period(period)
     issued = now()
     with staged(Path(out_dir), f"{period}-draft") as (folder, publish):
@@ -114,7 +114,8 @@ def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) 
             if period_status(conn, period) == "closed":
                 raise Refused(f"period {period} is closed: its documents are final; "
                               f"`chargeback report {period}` writes them again")
-            posted, rec = post_pending(conn, period, issued)
+            result = close_period(conn, period, issued)
+            result.reconciliation.status = "open"  # once the transaction is rolled back
             review = variance.review(conn, period)
             warnings = _budgets.warnings(conn, period)
             try:
@@ -122,7 +123,8 @@ def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) 
             except OSError as exc:
                 raise Refused(f"cannot write the drafts to {out_dir}: {exc.strerror or exc}") from exc
         publish()
-    return PreviewResult(period, posted, rec, review, warnings, Path(out_dir) / f"{period}-draft")
+    return PreviewResult(period, result.posted, result.reconciliation, review, warnings,
+                         Path(out_dir) / f"{period}-draft")
 
 
 def budgets(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("out")) -> tuple[_budgets.Table, Path]:

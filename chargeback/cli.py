@@ -161,6 +161,11 @@ def close(ctx: Context, period: str, out_dir: Path) -> None:
         _review(ctx, result.review, result.budget_warnings)
 
 
+#: `--out DIR` of the commands that write a period's files.
+out_option = click.option("--out", "out_dir", default="out", show_default=True,
+                          type=click.Path(file_okay=False, path_type=Path))
+
+
 def _review(ctx: Context, review: variance.Review, warnings: list[budgets.BudgetStatus]) -> None:
     """The variance review and the budget warnings, as preview and close print them."""
     for line in variance.report_lines(review):
@@ -171,7 +176,7 @@ def _review(ctx: Context, review: variance.Review, warnings: list[budgets.Budget
 
 @main.command()
 @click.argument("period", metavar="YYYY-MM")
-@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@out_option
 @click.pass_obj
 def preview(ctx: Context, period: str, out_dir: Path) -> None:
     """Everything close does, kept nowhere: draft documents and the variance review."""
@@ -184,7 +189,7 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
 @main.command(name="budgets")
 @click.option("--fiscal-year", "fiscal_year", required=True, type=int, metavar="YYYY",
               help="The fiscal year, named by the year it ends in.")
-@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@out_option
 @click.pass_obj
 def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
     """Each unit's budget, spend to date, remaining, percent used and year-end projection."""
@@ -235,8 +240,7 @@ def _server(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 
 @main.command()
 @click.argument("period", metavar="YYYY-MM")
-@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The folder holding the period's documents.")
+@out_option
 @click.option("--smtp", default="localhost:25", show_default=True, envvar="CHARGEBACK_SMTP", metavar="HOST:PORT",
               callback=_server, help="The mail server (or $CHARGEBACK_SMTP).")
 @click.option("--from", "sender", default="chargeback@localhost", show_default=True, envvar="CHARGEBACK_FROM",

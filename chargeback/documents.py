@@ -73,13 +73,14 @@ def write_manifest(conn: Connection, period: str, folder: Path, *, draft: bool =
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         files.append({"path": relative, "sha256": digest, "bytes": path.stat().st_size})
     book = conn.execute(select(Book.name)).scalar()
-    record = conn.execute(select(Period.__table__).where(Period.period == period)).first()
+    record = None if draft else conn.execute(select(Period.__table__).where(Period.period == period)).first()
     totals = reconcile(conn, period).as_json()
+    status = totals.pop("status")
     manifest = {
         "book": book,
         "period": period,
-        "draft": draft,
-        "status": totals.pop("status"),
+        "draft": draft,  # a preview's: the period stays open, nothing was posted
+        "status": "open" if draft else status,
         "closed_at": record.closed_at.isoformat() if record and record.closed_at else None,
         "journal_hash": record.closed_hash if record else None,
         "totals": totals,

@@ -107,13 +107,15 @@ Date = Annotated[dt.date, BeforeValidator(_required(check_date))]
 OptionalDate = Annotated[dt.date | None, BeforeValidator(_optional(check_date))]
 PeriodText = Annotated[str, BeforeValidator(_required(check_period))]
 OptionalPeriod = Annotated[str | None, BeforeValidator(_optional(check_period))]
+Year = Annotated[int, BeforeValidator(_required(check_year))]
 Quantity = Annotated[Decimal, BeforeValidator(_required(decimal_checker(QUANTITY_PLACES, "quantity")))]
 OptionalQuantity = Annotated[
     Decimal | None, BeforeValidator(_optional(decimal_checker(QUANTITY_PLACES, "quantity")))
 ]
-Amount = Annotated[Decimal, BeforeValidator(_required(decimal_checker(QUANTITY_PLACES, "amount")))]
-Year = Annotated[int, BeforeValidator(_required(check_year))]
 RateValue = Annotated[Decimal, BeforeValidator(_required(decimal_checker(RATE_PLACES, "rate")))]
+#: An amount of money as written in a book file; its places are checked against the
+#: currency once the book's currency is known.
+Amount = Annotated[Decimal, BeforeValidator(_required(decimal_checker(RATE_PLACES, "amount")))]
 
 
 def problems_of(error: ValidationError, file: str, line: int) -> list[Problem]:

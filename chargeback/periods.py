@@ -91,10 +91,10 @@ class CloseResult:
     budget_warnings: list[BudgetStatus] = field(default_factory=list)
 
 
-def post_pending(conn: Connection, period: str, now: dt.datetime) -> tuple[int, Reconciliation]:
-    """Price and post everything pending in `period` and check net zero; the period stays
-    open. The first half of a close, and all of a preview (whose transaction is rolled
-    back). Returns the number of entries posted and the period's reconciliation."""
+def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult:
+    """Price and post everything pending in `period`, check net zero, and lock it.
+
+    Runs inside the caller's transaction: a refusal or crash anywhere undoes all of it."""
     status = lock_period(conn, period, create=True)
     if status == "closed":
         raise Refused(f"period {period} is already closed")
@@ -102,6 +102,7 @@ def post_pending(conn: Connection, period: str, now: dt.datetime) -> tuple[int, 
     if earlier:
         raise Refused(f"period {earlier[0]} is still open and has activity: close it before {period}")
     ref = load_reference(conn)
+    now = now.replace(microsecond=0)
     posted = journal.post(conn, period_charges(conn, ref, period), now)
     result = reconcile(conn, period)
     if not result.balanced:
@@ -109,24 +110,15 @@ def post_pending(conn: Connection, period: str, now: dt.datetime) -> tuple[int, 
             f"period {period} does not net to zero: internal revenue {result.money(result.internal_revenue)}, "
             f"internal spend {result.money(result.internal_spend)}; nothing was posted"
         )
-    return posted.count, result
-
-
-def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult:
-    """Price and post everything pending in `period`, check net zero, and lock it.
-
-    Runs inside the caller's transaction: a refusal or crash anywhere undoes all of it."""
-    now = now.replace(microsecond=0)
-    count, result = post_pending(conn, period, now)
     _, last_hash = journal.head(conn)
     conn.execute(update(Period).where(Period.period == period).values(
         status="closed", closed_at=now, closed_hash=last_hash, entry_count=result.entries,
         internal_revenue_minor=result.internal_revenue, internal_spend_minor=result.internal_spend,
         external_revenue_minor=result.external_revenue))
     conn.execute(insert(PeriodEvent).values(period=period, at=now, action="close",
-                                            reason=f"{count} entries posted", user=_user()))
+                                            reason=f"{posted.count} entries posted", user=_user()))
     result.status = "closed"
-    return CloseResult(period, count, result, now, last_hash)
+    return CloseResult(period, posted.count, result, now, last_hash)
 
 
 def reopen_period(conn: Connection, period: str, reason: str, now: dt.datetime) -> None:

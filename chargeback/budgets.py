@@ -127,18 +127,23 @@ def last_posted(conn: Connection, year: int) -> str | None:
         Entry.period >= periods[0], Entry.period <= periods[-1])).scalar()
 
 
+def statuses_for(conn: Connection, period: str) -> dict[str, BudgetStatus]:
+    """The budget status of every unit with a budget for the fiscal year of `period`,
+    through `period` (with the entries of this transaction: a preview's or a close's)."""
+    found = _statuses(conn, fiscal_year(period, _start(conn)), period, with_unbudgeted=False)
+    return {status.unit: status for status in found}
+
+
 def status_for(conn: Connection, unit: str, period: str) -> BudgetStatus | None:
-    """`unit`'s budget status for the fiscal year of `period`, through `period`; None
-    when it has no budget for that year. For statements."""
+    """`unit`'s budget status for the fiscal year of `period`, through `period`: budget,
+    spend to date, remaining, share used; None when it has no budget that year."""
     found = _statuses(conn, fiscal_year(period, _start(conn)), period, unit, with_unbudgeted=False)
     return found[0] if found else None
 
 
 def warnings(conn: Connection, period: str) -> list[BudgetStatus]:
-    """Units over their budget, or on course to exceed it, through `period` (with the
-    entries of this transaction: a preview's or a close's)."""
-    found = _statuses(conn, fiscal_year(period, _start(conn)), period, with_unbudgeted=False)
-    return [s for s in found if s.over or s.on_course_to_exceed]
+    """Units over their budget, or on course to exceed it, through `period`."""
+    return [s for s in statuses_for(conn, period).values() if s.over or s.on_course_to_exceed]
 
 
 def warning_text(status: BudgetStatus, digits: int, currency: str) -> str:

@@ -187,7 +187,7 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
 
 
 @main.command(name="budgets")
-@click.option("--fiscal-year", "fiscal_year", required=True, type=int, metavar="YYYY",
+@click.option("--fiscal-year", "fiscal_year", required=True, type=click.IntRange(1000, 9999), metavar="YYYY",
               help="The fiscal year, named by the year it ends in.")
 @out_option
 @click.pass_obj

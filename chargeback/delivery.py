@@ -31,7 +31,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, func, select
 
-from chargeback.budgets import BudgetStatus, status_for
+from chargeback.budgets import BudgetStatus, statuses_for
 from chargeback.errors import Refused
 from chargeback.money import format_amount, format_percent
 from chargeback.safe import file_in
@@ -141,6 +141,7 @@ def plan(conn: Connection, period: str) -> Plan:
                   record.closed_hash)
     sent = {(unit, journal_hash) for unit, journal_hash in conn.execute(
         select(Delivery.unit, Delivery.journal_hash).where(Delivery.period == period))}
+    budgets = statuses_for(conn, period)
     rows = conn.execute(
         select(Unit.code, Unit.name, Unit.kind, Unit.manager, Unit.email, func.sum(Entry.amount_minor))
         .join(Entry, Entry.consumer == Unit.code).where(Entry.period == period)
@@ -149,8 +150,7 @@ def plan(conn: Connection, period: str) -> Plan:
         if (code, record.closed_hash) in sent:
             result.delivered.append(code)
             continue
-        budget = status_for(conn, code, period) if kind == "internal" else None
-        recipient = Recipient(code, name, kind, manager, email, int(total), budget)
+        recipient = Recipient(code, name, kind, manager, email, int(total), budgets.get(code))
         if addresses(email) is None:
             result.no_email.append(recipient)
             continue

@@ -110,8 +110,11 @@ class Sheets:
         self.workbook.properties.modified = when
         writer.save()
         partial = path.with_name(f".{path.name}.partial")
-        partial.write_bytes(buffer.getvalue())
-        partial.replace(path)
+        try:
+            partial.write_bytes(buffer.getvalue())
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)

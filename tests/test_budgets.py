@@ -132,7 +132,7 @@ def test_the_budgets_command(loaded: str, mini_book: Path, tmp_path: Path) -> No
     assert rows["MATH"][5].number_format.startswith("0.0%") and rows["MATH"][7].value == "on course to exceed"
     assert rows["FLEET"][2].value is None and rows["FLEET"][7].value == "no budget"
     result = CliRunner().invoke(main, ["--db", loaded, "budgets", "--fiscal-year", "26"])
-    assert result.exit_code == 1 and "not a fiscal year" in result.stderr
+    assert result.exit_code == 2 and "--fiscal-year" in result.stderr
     result = CliRunner().invoke(main, ["--db", loaded, "budgets", "--fiscal-year", "next"])
     assert result.exit_code == 2
 

@@ -93,6 +93,7 @@ def march(db_url: str, mini_book: Path, tmp_path: Path) -> tuple[str, Path]:
     """March of the mini book closed, with addresses for ART, MATH and the library."""
     with_emails(mini_book, {"ART": "art@uni.example", "MATH": "math@uni.example, dean@uni.example",
                             "EXT-1": "billing@library.example"})
+    write_csv(mini_book / "budgets.csv", ["fiscal_year", "unit", "amount"], [[2026, "ART", "1000"]])
     api.run(db_url, mini_book, tmp_path / "out", through="2026-03")
     documents_for(tmp_path / "out" / "2026-03", CONSUMERS)
     return db_url, tmp_path / "out"
@@ -133,6 +134,9 @@ def test_each_unit_gets_its_documents_once(march: tuple[str, Path], smtp: tuple[
     assert art["From"] == "finance@uni.example" and art["To"] == "art@uni.example"
     body = art.get_body(("plain",)).get_content()
     assert body.startswith("Dear Dr. Ada Byron,") and "Charges of the period: 185.00 USD" in body
+    assert ("Budget for fiscal year 2026: 1000.00 USD; spent to date 185.00 USD (18.5%), "
+            "remaining 815.00 USD") in body
+    assert "Budget" not in inbox.to("math@uni.example").get_body(("plain",)).get_content()
     assert attachments(art) == [
         ("ART-2026-03-statement.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
          (folder / "statements" / "ART.xlsx").read_bytes()),

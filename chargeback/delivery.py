@@ -142,11 +142,12 @@ def plan(conn: Connection, period: str) -> Plan:
     sent = {(unit, journal_hash) for unit, journal_hash in conn.execute(
         select(Delivery.unit, Delivery.journal_hash).where(Delivery.period == period))}
     budgets = statuses_for(conn, period)
+    units_sent = {unit for unit, _ in sent}
     rows = conn.execute(
         select(Unit.code, Unit.name, Unit.kind, Unit.manager, Unit.email, func.sum(Entry.amount_minor))
         .join(Entry, Entry.consumer == Unit.code).where(Entry.period == period)
-        .group_by(Unit.code, Unit.name, Unit.kind, Unit.manager, Unit.email).order_by(Unit.code))
-    for code, name, kind, manager, email, total in rows:
+        .group_by(Unit.code, Unit.name, Unit.kind, Unit.manager, Unit.email)).all()
+    for code, name, kind, manager, email, total in sorted(rows):  # codes in plain character order
         if (code, record.closed_hash) in sent:
             result.delivered.append(code)
             continue
@@ -155,7 +156,7 @@ def plan(conn: Connection, period: str) -> Plan:
             result.no_email.append(recipient)
             continue
         result.pending.append(recipient)
-        if any(unit == code for unit, _ in sent):
+        if code in units_sent:
             result.revised.add(code)
     return result
 

@@ -132,3 +132,23 @@ def test_preview_and_close_print_the_review(loaded: str, tmp_path: Path) -> None
     assert result.exit_code == 0 and result.stdout.splitlines()[1:] == lines[1:]
     result = CliRunner().invoke(main, ["--db", loaded, "preview", "2026-04", "--out", out])
     assert result.exit_code == 1 and result.stderr.startswith("refused: period 2026-04 is closed")
+
+
+def test_a_preview_that_fails_leaves_nothing(loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chargeback import variance
+
+    api.import_file(loaded, usage_file(tmp_path, "m.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]]), "2026-03")
+    api.preview(loaded, "2026-03", tmp_path / "out")
+    before = state(loaded)
+    first = (tmp_path / "out" / "2026-03-draft" / "journal.csv").read_bytes()
+
+    def full_disk(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(variance, "write_workbook", full_disk)
+    with pytest.raises(Refused, match="cannot write the drafts to .*: No space left on device"):
+        api.preview(loaded, "2026-03", tmp_path / "out")
+    assert state(loaded) == before
+    # the last good drafts are left as they were, and no half-written folder appears
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["2026-03-draft"]
+    assert (tmp_path / "out" / "2026-03-draft" / "journal.csv").read_bytes() == first

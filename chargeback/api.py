@@ -80,7 +80,7 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out")) ->
             result.review = variance.review(conn, period)
             result.budget_warnings = _budgets.warnings(conn, period)
             try:
-                write_documents(conn, period, folder)
+                write_documents(conn, period, folder, review=result.review)
             except OSError as exc:
                 raise Refused(
                     f"cannot write the documents to {out_dir}: {exc.strerror or exc}; "
@@ -119,7 +119,7 @@ def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) 
             review = variance.review(conn, period)
             warnings = _budgets.warnings(conn, period)
             try:
-                write_documents(conn, period, folder, draft=True, issued=issued)
+                write_documents(conn, period, folder, draft=True, issued=issued, review=review)
             except OSError as exc:
                 raise Refused(f"cannot write the drafts to {out_dir}: {exc.strerror or exc}") from exc
         publish()

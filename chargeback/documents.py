@@ -38,28 +38,30 @@ class Written:
 
 
 def write_documents(conn: Connection, period: str, folder: Path, *, draft: bool = False,
-                    issued: dt.datetime | None = None) -> int:
+                    issued: dt.datetime | None = None,
+                    review: variance.Review | None = None) -> int:
     """Write every document of `period` into `folder`; returns the number of files.
     `draft` writes an open period's documents as drafts (a preview's), dated `issued`;
-    a closed period's are dated by its close, so `report` writes the same bytes again."""
+    a closed period's are dated by its close, so `report` writes the same bytes again.
+    `review`: the period's variance review when the caller has computed it already."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
         write_csv(conn, period, handle)
     for writer in EXTRA_WRITERS:
         writer(conn, period, folder)
-    write_variance(conn, period, folder, draft=draft, issued=issued)
+    write_variance(conn, period, folder, draft=draft, issued=issued, review=review)
     return write_manifest(conn, period, folder, draft=draft)
 
 
 def write_variance(conn: Connection, period: str, folder: Path, *, draft: bool,
-                   issued: dt.datetime | None) -> None:
+                   issued: dt.datetime | None, review: variance.Review | None = None) -> None:
     """`variance.xlsx`: the variance review of the period (see `variance`)."""
     book = conn.execute(select(Book.name)).scalar()
     closed_at = conn.execute(select(Period.closed_at).where(Period.period == period)).scalar()
     when = issued if draft or closed_at is None else closed_at
     if when is None:
         raise ValueError(f"period {period} is not closed: give the draft's issue date")
-    variance.write_workbook(variance.review(conn, period), folder / "variance.xlsx",
+    variance.write_workbook(review or variance.review(conn, period), folder / "variance.xlsx",
                             book=book, draft=draft, when=when)
 
 

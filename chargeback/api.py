@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert, select
 
-from chargeback import audit, db
+from chargeback import audit, budgets as _budgets, db, delivery, variance
 from chargeback.bundled import bundled
 from chargeback.adjustments import AdjustResult, adjust as _adjust
 from chargeback.book import LoadResult, load_book
@@ -33,6 +33,8 @@ from chargeback.periods import (
 )
 from chargeback.reconciliation import Reconciliation, reconcile as _reconcile
 from chargeback.recovery import Recovery, recovery as _recovery, write_workbook as write_recovery
+from chargeback.safe import file_in
+from chargeback.schema import Book, Delivery
 from chargeback.usage import ImportResult, import_usage
 from chargeback.verification import VerifyResult, verify as _verify
 
@@ -112,13 +114,17 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
         if not documents:
             with db.transaction(engine) as conn:
                 result = close_period(conn, period, now())
+                result.review = variance.review(conn, period)
+                result.budget_warnings = _budgets.warnings(conn, period)
                 log.done(conn, f"{result.posted} entries posted, no documents written")
                 return result
         with _writing_documents(out_dir, "the period stays open"):
             with staged(out_dir, period) as (folder, publish):
                 with db.transaction(engine) as conn:
                     result = close_period(conn, period, now())
-                    write_documents(conn, period, folder, progress=progress)
+                    result.review = variance.review(conn, period)
+                    result.budget_warnings = _budgets.warnings(conn, period)
+                    write_documents(conn, period, folder, progress=progress, review=result.review)
                     log.done(conn, f"{result.posted} entries posted, documents in {out_dir / period}")
                 try:
                     publish()
@@ -143,6 +149,59 @@ def _writing_documents(out_dir: Path, consequence: str) -> Iterator[None]:
         ) from exc
 
 
+@dataclass
+class PreviewResult:
+    """What a close would post, its variance review, and where the drafts are."""
+
+    period: str
+    posted: int
+    reconciliation: Reconciliation
+    review: variance.Review
+    budget_warnings: list[_budgets.BudgetStatus]
+    folder: Path
+
+
+def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) -> PreviewResult:
+    """Everything `close` does (it runs the close itself: pricing, recurring fees,
+    allocations, net zero), in a transaction that is rolled back: nothing is posted or
+    locked. The documents are written as drafts to `out_dir/YYYY-MM-draft/`, with the
+    variance review."""
+    check_period(period)
+    issued = now()
+    with staged(Path(out_dir), f"{period}-draft") as (folder, publish):
+        with db.rolled_back(_engine(url)) as conn:
+            if period_status(conn, period) == "closed":
+                raise Refused(f"period {period} is closed: its documents are final; "
+                              f"`chargeback report {period}` writes them again")
+            result = close_period(conn, period, issued)
+            result.reconciliation.status = "open"  # once the transaction is rolled back
+            review = variance.review(conn, period)
+            warnings = _budgets.warnings(conn, period)
+            try:
+                write_documents(conn, period, folder, draft=True, issued=issued, review=review)
+            except OSError as exc:
+                raise Refused(f"cannot write the drafts to {out_dir}: {exc.strerror or exc}") from exc
+        publish()
+    return PreviewResult(period, result.posted, result.reconciliation, review, warnings,
+                         Path(out_dir) / f"{period}-draft")
+
+
+def budgets(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("out")) -> tuple[_budgets.Table, Path]:
+    """The budget table of a fiscal year, also written to `out_dir/budgets-FYYYYY.xlsx`."""
+    if not 1000 <= fiscal_year <= 9999:
+        raise Refused(f"{fiscal_year} is not a fiscal year: write the year it ends in, YYYY")
+    with db.transaction(_engine(url)) as conn:
+        table = _budgets.table(conn, fiscal_year)
+        book = conn.execute(select(Book.name)).scalar() or ""
+    path = Path(out_dir) / f"budgets-FY{fiscal_year}.xlsx"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.write(path, book, now())
+    except OSError as exc:
+        raise Refused(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return table, path
+
+
 def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
            progress: bool = False) -> Path:
     """Write a closed period's documents again."""
@@ -159,6 +218,71 @@ def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
                     publish()
                 log.done(conn, f"{files} files written to {out_dir / period}")
     return out_dir / period
+
+
+@dataclass
+class DeliverResult:
+    """What `deliver` did, unit by unit."""
+
+    period: str
+    folder: Path
+    sent: list[delivery.Sent] = field(default_factory=list)
+    failed: list[delivery.Failed] = field(default_factory=list)
+    sent_before: list[str] = field(default_factory=list)
+    no_email: list[delivery.Recipient] = field(default_factory=list)
+    rewritten: bool = False  # the documents were written again first
+    outbox: Path | None = None  # a dry run's .eml files
+    written: int = 0
+
+
+def deliver(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
+            smtp: str = "localhost:25", sender: str = "chargeback@localhost",
+            dry_run: bool = False) -> DeliverResult:
+    """Send each unit charged in the closed `period` its documents from
+    `out_dir/YYYY-MM/` (written again first when they are missing or from another close),
+    one message per unit; a dry run writes them to `out_dir/YYYY-MM-outbox/` instead."""
+    check_period(period)
+    try:
+        server = delivery.parse_server(smtp)
+    except ValueError as exc:
+        raise Refused(f"--smtp: {exc}") from None
+    if len(delivery.addresses(sender) or ()) != 1:
+        raise Refused(f"--from: {sender!r} is not an email address")
+    engine = _engine(url)
+    folder = Path(out_dir) / period
+    with db.transaction(engine) as conn:
+        todo = delivery.plan(conn, period)
+    result = DeliverResult(period, folder, sent_before=todo.delivered, no_email=todo.no_email)
+    if todo.pending and (not todo.current(folder) or todo.missing(folder)):
+        report(engine, period, out_dir)
+        result.rewritten = True
+    missing = todo.missing(folder)
+    if missing:
+        listed = "; ".join(f"{unit}: {', '.join(files)}" for unit, files in missing.items())
+        raise Refused(f"cannot deliver {period}: documents missing from {folder}: {listed}; nothing was sent")
+    issued = now()
+    messages = ((r, *delivery.message(todo, r, folder, sender, issued)) for r in todo.pending)
+    if dry_run:
+        with staged(Path(out_dir), f"{period}-outbox") as (staging, publish):
+            for recipient, msg, _ in messages:
+                file_in(staging, recipient.unit, ".eml").write_bytes(bytes(msg))
+                result.written += 1
+            publish()
+        result.outbox = Path(out_dir) / f"{period}-outbox"
+        return result
+
+    def record(done: delivery.Sent) -> None:
+        with db.transaction(engine) as conn:
+            conn.execute(insert(Delivery).values(
+                period=period, unit=done.unit, journal_hash=todo.journal_hash, email=done.to,
+                sent_at=now(), message_id=done.message_id,
+                attachments=delivery.attachments_text(done.files)))
+
+    arguments = {"period": period, "out": str(out_dir), "smtp": smtp, "from": sender}
+    with audit.command(engine, "deliver", arguments, period=period) as log:
+        result.sent, result.failed = delivery.send(server, messages, record)
+        log.record_apart(f"done: {len(result.sent)} units sent, {len(result.failed)} failed")
+    return result
 
 
 def reopen(url: str | Engine | None, period: str, reason: str) -> None:

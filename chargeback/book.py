@@ -1,9 +1,9 @@
 """A book: the reference data of one organization, read from a folder and loaded.
 
 `read_book` validates every file of the folder (book.toml, units.csv, services.csv,
-rates.csv, recurring.csv, and the allocation files allocations.csv, costs.csv,
-drivers.csv, provider_costs.csv) and collects every problem; `load_book` stores a valid
-book, updating what was loaded before without touching anything already posted.
+rates.csv, recurring.csv, the allocation files allocations.csv, costs.csv, drivers.csv,
+provider_costs.csv, and budgets.csv) and collects every problem; `load_book` stores a
+valid book, updating what was loaded before without touching anything already posted.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from chargeback.fields import (
     Quantity,
     RateValue,
     Text,
+    Year,
     problems_of,
 )
 from chargeback.money import known_currency, minor_digits, quantize, to_micro, to_minor
@@ -42,6 +43,7 @@ from chargeback.schema import (
     Adjustment,
     Allocation,
     Book,
+    Budget,
     Cost,
     Driver,
     Entry,
@@ -179,6 +181,15 @@ class ProviderCostRow(BaseModel):
     amount: Amount
 
 
+class BudgetRow(BaseModel):
+    """A unit's internal-spend budget for the fiscal year that ends in `fiscal_year`."""
+
+    model_config = ConfigDict(extra="forbid")
+    fiscal_year: Year
+    unit: Code
+    amount: Amount
+
+
 UNITS = Columns(("code", "name"), ("kind", "parent", "manager", "email", "active_from",
                                    "active_to", "expense_account", "revenue_account"))
 SERVICES = Columns(("code", "provider", "name", "unit_of_measure"), ("description",))
@@ -188,6 +199,7 @@ ALLOCATIONS = Columns(("pool", "provider", "service", "driver", "targets"), ("or
 COSTS = Columns(("period", "pool", "amount"))
 DRIVERS = Columns(("period", "driver", "unit", "value"))
 PROVIDER_COSTS = Columns(("period", "provider", "amount"))
+BUDGETS = Columns(("fiscal_year", "unit", "amount"))
 
 
 @dataclass
@@ -203,6 +215,7 @@ class BookData:
     costs: list[CostRow] = field(default_factory=list)
     drivers: list[DriverRow] = field(default_factory=list)
     provider_costs: list[ProviderCostRow] = field(default_factory=list)
+    budgets: list[BudgetRow] = field(default_factory=list)
 
 
 def _read_file(folder: Path, name: str, columns: Columns, model: type[BaseModel],
@@ -263,6 +276,7 @@ def read_book(folder: Path) -> BookData:
     services = _read_file(folder, "services.csv", SERVICES, ServiceRow, problems)
     rates = _read_file(folder, "rates.csv", RATES, RateFileRow, problems)
     recurring = _read_file(folder, "recurring.csv", RECURRING, RecurringRow, problems, required=False)
+    budgets = _read_file(folder, "budgets.csv", BUDGETS, BudgetRow, problems, required=False)
     _check_units(units, problems)
     unit_kind = {u.code: u.kind for _, u in units}  # type: ignore[attr-defined]
     _check_services(services, unit_kind, problems)
@@ -281,6 +295,7 @@ def read_book(folder: Path) -> BookData:
     _check_costs(costs, {a.pool for _, a in allocations}, digits, problems)  # type: ignore[attr-defined]
     _check_drivers(drivers, unit_kind, problems)
     _check_provider_costs(provider_costs, unit_kind, digits, problems)
+    _check_budgets(budgets, unit_kind, settings, problems)
     if problems or settings is None:
         raise InputRefused(sorted(set(problems)), what="load")
     return BookData(
@@ -293,6 +308,7 @@ def read_book(folder: Path) -> BookData:
         costs=[c for _, c in costs],  # type: ignore[misc]
         drivers=[d for _, d in drivers],  # type: ignore[misc]
         provider_costs=[c for _, c in provider_costs],  # type: ignore[misc]
+        budgets=[b for _, b in budgets],  # type: ignore[misc]
     )
 
 
@@ -503,6 +519,30 @@ def _check_provider_costs(rows, unit_kind: dict[str, str], digits: int | None,  
                       f"the cost of {row.provider} in {row.period}", problems)
 
 
+def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "budgets.csv"
+    digits = minor_digits(settings.currency) if settings else None
+    first_line: dict[tuple[int, str], int] = {}
+    for line, budget in rows:
+        kind = unit_kind.get(budget.unit)
+        if kind is None:
+            problems.append(Problem(name, line, "unit", f"{budget.unit!r} is not a unit code in units.csv"))
+        elif kind != "internal":
+            problems.append(Problem(name, line, "unit", f"{budget.unit!r} is an external customer: "
+                                                        "budgets are for internal units' spend"))
+        key = (budget.fiscal_year, budget.unit)
+        if key in first_line:
+            problems.append(Problem(name, line, "unit", f"{budget.unit!r} already has a budget for "
+                                                        f"fiscal year {budget.fiscal_year} on line {first_line[key]}"))
+        else:
+            first_line[key] = line
+        if budget.amount < 0:
+            problems.append(Problem(name, line, "amount", "must not be negative"))
+        elif digits is not None and budget.amount != quantize(budget.amount, digits):
+            problems.append(Problem(name, line, "amount", f"amount '{budget.amount}' has more than "
+                                                          f"{digits} decimal places ({settings.currency})"))
+
+
 @dataclass
 class LoadResult:
     """What `load` did, for the command's summary."""
@@ -517,6 +557,7 @@ class LoadResult:
     cost_rows: int = 0
     driver_rows: int = 0
     provider_cost_rows: int = 0
+    budgets: int = 0
 
 
 def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
@@ -567,6 +608,7 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
     conn.execute(delete(Recurring))
     for table in (Cost, Allocation, Driver, ProviderCost):
         conn.execute(delete(table))
+    conn.execute(delete(Budget))
     kept_services = {s.code for s in book.services}
     conn.execute(delete(Service).where(Service.code.not_in(kept_services)))
     kept_units = {u.code for u in book.units}
@@ -583,9 +625,13 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
                  from_period=r.from_period, to_period=r.to_period, description=r.description)
             for r in book.recurring])
     _insert_allocations(conn, book, digits)
+    if book.budgets:
+        conn.execute(insert(Budget), [
+            dict(fiscal_year=b.fiscal_year, unit=b.unit, amount_minor=to_minor(b.amount, digits))
+            for b in book.budgets])
     return LoadResult(settings.name, added, updated, len(book.services), len(book.rates),
                       len(book.recurring), len(book.allocations), len(book.costs),
-                      len(book.drivers), len(book.provider_costs))
+                      len(book.drivers), len(book.provider_costs), len(book.budgets))
 
 
 def _insert_allocations(conn: Connection, book: BookData, digits: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from chargeback import api
+from chargeback import api, budgets, delivery, variance
 from chargeback.db import database_url, redact
 from chargeback.errors import InputRefused, Refused
 from chargeback.money import format_amount
@@ -109,7 +109,7 @@ def load(ctx: Context, book: Path) -> None:
              f"{result.driver_rows} driver values)" if result.pools else "")
     _say(ctx, f"loaded {result.name}: {result.units_added + result.units_updated} units "
               f"({result.units_added} new), {result.services} services, {result.rates} rates, "
-              f"{result.recurring} recurring fees{pools}")
+              f"{result.recurring} recurring fees{pools}" + (f", {result.budgets} budgets" if result.budgets else ""))
 
 
 def _import_summary(result: ImportResult) -> str:
@@ -168,6 +168,46 @@ def close(ctx: Context, period: str, out_dir: Path, no_documents: bool) -> None:
     result = api.close(ctx.url, period, out_dir, documents=not no_documents, progress=not ctx.quiet)
     where = "no documents written" if no_documents else f"documents in {out_dir / period}"
     _say(ctx, f"closed {period}: {result.posted} entries posted; {_totals(result.reconciliation)}; {where}")
+    if result.review is not None:
+        _review(ctx, result.review, result.budget_warnings)
+
+
+#: `--out DIR` of the commands that write a period's files.
+out_option = click.option("--out", "out_dir", default="out", show_default=True,
+                          type=click.Path(file_okay=False, path_type=Path))
+
+
+def _review(ctx: Context, review: variance.Review, warnings: list[budgets.BudgetStatus]) -> None:
+    """The variance review and the budget warnings, as preview and close print them."""
+    for line in variance.report_lines(review):
+        _say(ctx, line)
+    for status in warnings:
+        _say(ctx, budgets.warning_text(status, review.digits, review.currency))
+
+
+@main.command()
+@click.argument("period", metavar="YYYY-MM")
+@out_option
+@click.pass_obj
+def preview(ctx: Context, period: str, out_dir: Path) -> None:
+    """Everything close does, kept nowhere: draft documents and the variance review."""
+    result = api.preview(ctx.url, period, out_dir)
+    _say(ctx, f"preview of {period}: {result.posted} charges priced; {_totals(result.reconciliation)}; "
+              f"nothing was posted; draft documents in {result.folder}")
+    _review(ctx, result.review, result.budget_warnings)
+
+
+@main.command(name="budgets")
+@click.option("--fiscal-year", "fiscal_year", required=True, type=click.IntRange(1000, 9999), metavar="YYYY",
+              help="The fiscal year, named by the year it ends in.")
+@out_option
+@click.pass_obj
+def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
+    """Each unit's budget, spend to date, remaining, percent used and year-end projection."""
+    table, path = api.budgets(ctx.url, fiscal_year, out_dir)
+    for line in table.lines():
+        _say(ctx, line)
+    _say(ctx, f"written to {path}")
 
 
 @main.command()
@@ -199,6 +239,50 @@ def report(ctx: Context, period: str, out_dir: Path) -> None:
     """Write a closed period's documents again."""
     folder = api.report(ctx.url, period, out_dir, progress=not ctx.quiet)
     _say(ctx, f"documents of {period} written to {folder}")
+
+
+def _server(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        delivery.parse_server(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@main.command()
+@click.argument("period", metavar="YYYY-MM")
+@out_option
+@click.option("--smtp", default="localhost:25", show_default=True, envvar="CHARGEBACK_SMTP", metavar="HOST:PORT",
+              callback=_server, help="The mail server (or $CHARGEBACK_SMTP).")
+@click.option("--from", "sender", default="chargeback@localhost", show_default=True, envvar="CHARGEBACK_FROM",
+              metavar="ADDRESS", help="The sender's address (or $CHARGEBACK_FROM).")
+@click.option("--dry-run", is_flag=True, help="Write the messages as .eml files instead of sending them.")
+@click.pass_obj
+def deliver(ctx: Context, period: str, out_dir: Path, smtp: str, sender: str, dry_run: bool) -> None:
+    """Mail each unit its statement and invoice of a closed period (once)."""
+    result = api.deliver(ctx.url, period, out_dir, smtp, sender, dry_run)
+    if result.rewritten:
+        _say(ctx, f"documents of {period} written again to {result.folder}")
+    for sent in result.sent:
+        _say(ctx, f"sent {sent.unit} to {sent.to}: {', '.join(path for path, _ in sent.files)}")
+        if sent.refused:
+            click.echo(f"warning: {sent.unit}: the mail server refused {sent.refused}", err=True)
+    if result.sent_before:
+        _say(ctx, f"sent before, not again: {', '.join(result.sent_before)}")
+    for recipient in result.no_email:
+        problem = (f"its email {recipient.email!r} is not an address" if recipient.email
+                   else "it has no email in units.csv")
+        click.echo(f"warning: {recipient.unit} not sent: {problem}", err=True)
+    if result.outbox is not None:
+        _say(ctx, f"dry run: {result.written} messages written to {result.outbox}; nothing sent or recorded")
+    else:
+        _say(ctx, f"delivered {period}: {len(result.sent)} sent, {len(result.sent_before)} sent before, "
+                  f"{len(result.no_email)} without an address, {len(result.failed)} refused by the server")
+    for failed in result.failed:
+        click.echo(f"not sent: {failed.unit} to {failed.to}: {failed.reason}", err=True)
+    if result.failed:
+        _fail(f"refused: the mail server refused {len(result.failed)} messages; the others were sent; "
+              "fix the addresses and run deliver again")
 
 
 @main.command()

@@ -151,10 +151,27 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
     return count
 
 
+def _require_schema(conn: Connection) -> None:
+    if not schema_is_current(conn):
+        raise Refused("the database has no chargeback schema or an old one: run `chargeback init`")
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
     """One transaction for one command: all of it commits, or none of it does."""
     with engine.begin() as conn:
-        if not schema_is_current(conn):
-            raise Refused("the database has no chargeback schema or an old one: run `chargeback init`")
+        _require_schema(conn)
         yield conn
+
+
+@contextmanager
+def rolled_back(engine: Engine) -> Iterator[Connection]:
+    """A transaction that is always rolled back, for a command that does another's work
+    to show its result and keeps none of it (`preview` does a close's)."""
+    with engine.connect() as conn:
+        outer = conn.begin()
+        try:
+            _require_schema(conn)
+            yield conn
+        finally:
+            outer.rollback()

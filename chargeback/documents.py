@@ -29,6 +29,7 @@ from types import TracebackType
 import click
 from sqlalchemy import Connection, func, select
 
+from chargeback import variance
 from chargeback.bills import Bill, DocumentContext, bills, document_context, service_totals
 from chargeback.export import write_csv
 from chargeback.invoices import write_invoice
@@ -47,11 +48,14 @@ BATCH_LINES = 5_000
 
 def write_documents(conn: Connection, period: str, folder: Path, *, progress: bool = False,
                     workers: int | None = None, draft: bool = False,
-                    issued: dt.datetime | None = None) -> int:
-    """Write every document of the closed `period` into `folder`; returns the number of
-    files. `progress` allows a progress bar on a terminal for a big period; `workers`
-    overrides the number of processes (by default one per core for a big period).
-    `draft` writes an open period's documents as drafts, dated `issued`."""
+                    issued: dt.datetime | None = None,
+                    review: variance.Review | None = None) -> int:
+    """Write every document of `period` into `folder`; returns the number of files.
+    `progress` allows a progress bar on a terminal for a big period; `workers` overrides
+    the number of processes (by default one per core for a big period). `draft` writes an
+    open period's documents as drafts (a preview's), dated `issued`; a closed period's are
+    dated by its close, so `report` writes the same bytes again. `review`: the period's
+    variance review when the caller has computed it already."""
     folder.mkdir(parents=True, exist_ok=True)
     ctx = document_context(conn, period, draft=draft, issued=issued)
     rec = reconcile(conn, period)
@@ -73,7 +77,8 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
         bar.add(1)
         write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx")
         bar.add(1)
-    return write_manifest(conn, period, folder)
+        write_variance(conn, period, folder, draft=draft, issued=issued, review=review)
+    return write_manifest(conn, period, folder, draft=draft)
 
 
 def _cores() -> int:
@@ -194,7 +199,19 @@ class Writers:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_manifest(conn: Connection, period: str, folder: Path) -> int:
+def write_variance(conn: Connection, period: str, folder: Path, *, draft: bool,
+                   issued: dt.datetime | None, review: variance.Review | None = None) -> None:
+    """`variance.xlsx`: the variance review of the period (see `variance`)."""
+    book = conn.execute(select(Book.name)).scalar()
+    closed_at = conn.execute(select(Period.closed_at).where(Period.period == period)).scalar()
+    when = issued if draft or closed_at is None else closed_at
+    if when is None:
+        raise ValueError(f"period {period} is not closed: give the draft's issue date")
+    variance.write_workbook(review or variance.review(conn, period), folder / "variance.xlsx",
+                            book=book, draft=draft, when=when)
+
+
+def write_manifest(conn: Connection, period: str, folder: Path, *, draft: bool = False) -> int:
     """`manifest.json`: every file with its sha256 and size, and the period's totals."""
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -204,12 +221,14 @@ def write_manifest(conn: Connection, period: str, folder: Path) -> int:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         files.append({"path": relative, "sha256": digest, "bytes": path.stat().st_size})
     book = conn.execute(select(Book.name)).scalar()
-    record = conn.execute(select(Period.__table__).where(Period.period == period)).first()
+    record = None if draft else conn.execute(select(Period.__table__).where(Period.period == period)).first()
     totals = reconcile(conn, period).as_json()
+    status = totals.pop("status")
     manifest = {
         "book": book,
         "period": period,
-        "status": totals.pop("status"),
+        "draft": draft,  # a preview's: the period stays open, nothing was posted
+        "status": "open" if draft else status,
         "closed_at": record.closed_at.isoformat() if record and record.closed_at else None,
         "journal_hash": record.closed_hash if record else None,
         "totals": totals,

@@ -15,8 +15,12 @@ from chargeback.money import format_amount
 from chargeback.safe import neutralize
 from chargeback.schema import Book, Entry
 
-CSV_HEADER = ["entry", "date", "period", "account", "gl_account", "unit", "debit", "credit",
-              "service", "reference", "memo"]
+#: The contract's columns, in its order; columns of our own come after them.
+CONTRACT_HEADER = ["entry", "date", "period", "account", "gl_account", "unit", "debit", "credit",
+                   "service", "reference", "memo"]
+#: `rate_source`: which rate row priced the charge (`SERVICE/class/effective_from[/tier]`),
+#: which pool and driver allocated it, or `manual adjustment`.
+CSV_HEADER = CONTRACT_HEADER + ["rate_source"]
 FORMATS = ("csv", "hledger", "beancount")
 
 
@@ -26,7 +30,8 @@ def _entries(conn: Connection, period: str) -> Iterator:  # type: ignore[type-ar
     return conn.execute(
         select(Entry.id, Entry.date, Entry.service_date, Entry.period, Entry.kind, Entry.service,
                Entry.provider, Entry.consumer, Entry.amount_minor, Entry.debit_account,
-               Entry.credit_account, Entry.debit_gl, Entry.credit_gl, Entry.reference, Entry.memo)
+               Entry.credit_account, Entry.debit_gl, Entry.credit_gl, Entry.reference, Entry.memo,
+               Entry.rate_source)
         .where(Entry.period == period).order_by(Entry.id).execution_options(yield_per=20_000))
 
 
@@ -47,11 +52,12 @@ def journal_lines(conn: Connection, period: str) -> Iterator[list[str]]:
             debit_side, credit_side = credit_side, debit_side
         memo = neutralize(e.memo) or ""
         reference = neutralize(e.reference) or ""
+        source = neutralize(e.rate_source) or ""
         date = e.date.isoformat()
         yield [str(e.id), date, e.period, e.debit_account, neutralize(e.debit_gl) or "", e.consumer,
-               *debit_side, e.service, reference, memo]
+               *debit_side, e.service, reference, memo, source]
         yield [str(e.id), date, e.period, e.credit_account, neutralize(e.credit_gl) or "", e.provider,
-               *credit_side, e.service, reference, memo]
+               *credit_side, e.service, reference, memo, source]
 
 
 def write_csv(conn: Connection, period: str, out: TextIO) -> None:
@@ -72,7 +78,8 @@ def write_hledger(conn: Connection, period: str, out: TextIO) -> None:
         negated = format_amount(-e.amount_minor, digits)
         title = _one_line(f"{e.service} {e.reference or ''} | {e.memo or e.kind}").replace(";", ",")
         out.write(f"{e.date.isoformat()} ({e.id}) {title}\n")
-        out.write(f"    ; period:{e.period}, kind:{e.kind}, service-date:{e.service_date.isoformat()}\n")
+        rate = f", rate-source:{_one_line(e.rate_source).replace(',', ' ')}" if e.rate_source else ""
+        out.write(f"    ; period:{e.period}, kind:{e.kind}, service-date:{e.service_date.isoformat()}{rate}\n")
         out.write(f"    {e.debit_account}  {amount} {currency}\n")
         out.write(f"    {e.credit_account}  {negated} {currency}\n\n")
 
@@ -111,6 +118,8 @@ def write_beancount(conn: Connection, period: str, out: TextIO) -> None:
         payee = _quote(f"{e.service} {e.reference or ''}")
         out.write(f"{e.date.isoformat()} * {payee} {_quote(e.memo or e.kind)}\n")
         out.write(f'  entry: "{e.id}"\n  period: "{e.period}"\n')
+        if e.rate_source:
+            out.write(f"  rate_source: {_quote(e.rate_source)}\n")
         out.write(f"  {beancount_account(e.debit_account)}  {format_amount(e.amount_minor, digits)} {currency}\n")
         out.write(f"  {beancount_account(e.credit_account)}  {format_amount(-e.amount_minor, digits)} {currency}\n\n")
 

@@ -66,6 +66,13 @@ def check_text(value: object) -> str:
     return text.strip()
 
 
+def check_year(value: object) -> int:
+    text = str(value).strip()
+    if not (len(text) == 4 and text.isdigit() and text[0] != "0"):
+        raise ValueError(f"{text!r} is not a year: write the year as YYYY, e.g. 2027")
+    return int(text)
+
+
 def decimal_checker(places: int, what: str):  # type: ignore[no-untyped-def]
     def check(value: object) -> Decimal:
         if isinstance(value, Decimal):
@@ -100,6 +107,7 @@ Date = Annotated[dt.date, BeforeValidator(_required(check_date))]
 OptionalDate = Annotated[dt.date | None, BeforeValidator(_optional(check_date))]
 PeriodText = Annotated[str, BeforeValidator(_required(check_period))]
 OptionalPeriod = Annotated[str | None, BeforeValidator(_optional(check_period))]
+Year = Annotated[int, BeforeValidator(_required(check_year))]
 Quantity = Annotated[Decimal, BeforeValidator(_required(decimal_checker(QUANTITY_PLACES, "quantity")))]
 OptionalQuantity = Annotated[
     Decimal | None, BeforeValidator(_optional(decimal_checker(QUANTITY_PLACES, "quantity")))

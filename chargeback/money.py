@@ -60,6 +60,11 @@ def format_amount(minor: int, digits: int) -> str:
     return f"{from_minor(minor, digits):.{digits}f}"
 
 
+def format_percent(share: Decimal | None) -> str:
+    """A share as a percentage with one decimal: `0.2512` as `25.1%`; blank for None."""
+    return "" if share is None else f"{quantize(share * 100, 1)}%"
+
+
 def to_micro(value: Decimal) -> int:
     """A quantity or rate with at most six fractional digits, as integer millionths."""
     return int(value * MICRO)

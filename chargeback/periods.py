@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, exists, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,6 +24,10 @@ from chargeback.fields import PERIOD_PATTERN
 from chargeback.reconciliation import Reconciliation, reconcile
 from chargeback.reference import load_reference
 from chargeback.schema import Adjustment, Cost, Entry, Period, PeriodEvent, Usage
+
+if TYPE_CHECKING:
+    from chargeback.budgets import BudgetStatus
+    from chargeback.variance import Review
 
 
 def check_period(period: str) -> str:
@@ -74,13 +79,16 @@ def _earlier_open_with_activity(conn: Connection, period: str) -> list[str]:
 
 @dataclass
 class CloseResult:
-    """What a close posted, and the reconciliation it checked."""
+    """What a close posted, and the reconciliation it checked (and, from `api.close`,
+    the variance review and the units over or on course to exceed their budget)."""
 
     period: str
     posted: int
     reconciliation: Reconciliation
     closed_at: dt.datetime
     journal_hash: str
+    review: Review | None = None
+    budget_warnings: list[BudgetStatus] = field(default_factory=list)
 
 
 def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult:

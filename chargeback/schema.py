@@ -361,3 +361,29 @@ class AuditHead(Base):
     last_record: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class Budget(Base):
+    """An internal unit's internal-spend budget for a fiscal year, from `budgets.csv`."""
+
+    __tablename__ = "budgets"
+    fiscal_year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"), primary_key=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (CheckConstraint("amount_minor >= 0", name="amount_not_negative"),)
+
+
+class Delivery(Base):
+    """A period's documents sent to a unit: to whom, when, which files (path and sha256),
+    and the close they came from (`journal_hash`), so a re-close's documents go again."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
+    unit: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+    journal_hash: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str] = mapped_column(String(320))
+    sent_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    message_id: Mapped[str] = mapped_column(String(250))
+    attachments: Mapped[str] = mapped_column(Text)
+    __table_args__ = (UniqueConstraint("period", "unit", "journal_hash"),)

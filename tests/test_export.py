@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chargeback import api
-from chargeback.export import CSV_HEADER, beancount_account
+from chargeback.export import CONTRACT_HEADER, CSV_HEADER, beancount_account
 
 
 @pytest.fixture
@@ -21,15 +21,42 @@ def closed(db_url: str, mini_book: Path, tmp_path: Path) -> str:
 def test_csv_export_has_a_debit_and_a_credit_line_per_entry(closed: str) -> None:
     rows = list(csv.reader(io.StringIO(api.export(closed, "2026-04", "csv"))))
     assert rows[0] == CSV_HEADER
+    # the contract's columns first, exactly; the rate's provenance after them
+    assert CSV_HEADER[:len(CONTRACT_HEADER)] == "entry,date,period,account,gl_account,unit,debit,credit,service,reference,memo".split(",")
+    assert CSV_HEADER[len(CONTRACT_HEADER):] == ["rate_source"]
+    help_rate = "HELP/internal/2026-01-01"
     assert rows[1:3] == [
-        ["6", "2026-04-01", "2026-04", "expenses:internal:MATH", "", "MATH", "60.00", "", "HELP", "T-4", "Late ticket"],
-        ["6", "2026-04-01", "2026-04", "revenue:internal:IT", "", "IT", "", "60.00", "HELP", "T-4", "Late ticket"],
+        ["6", "2026-04-01", "2026-04", "expenses:internal:MATH", "", "MATH", "60.00", "", "HELP", "T-4", "Late ticket", help_rate],
+        ["6", "2026-04-01", "2026-04", "revenue:internal:IT", "", "IT", "", "60.00", "HELP", "T-4", "Late ticket", help_rate],
     ]
     # the credit: the consumer's expense is credited, the provider's revenue debited
     assert rows[3:5] == [
-        ["7", "2026-04-02", "2026-04", "expenses:internal:ART", "", "ART", "", "30.00", "HELP", "T-1C", "Credit for T-1"],
-        ["7", "2026-04-02", "2026-04", "revenue:internal:IT", "", "IT", "30.00", "", "HELP", "T-1C", "Credit for T-1"],
+        ["7", "2026-04-02", "2026-04", "expenses:internal:ART", "", "ART", "", "30.00", "HELP", "T-1C", "Credit for T-1", help_rate],
+        ["7", "2026-04-02", "2026-04", "revenue:internal:IT", "", "IT", "30.00", "", "HELP", "T-1C", "Credit for T-1", help_rate],
     ]
+    # a van rented after the rate change names the newer rate row
+    assert rows[5][8] == "VAN" and rows[5][11] == "VAN/internal/2026-03-16"
+
+
+def test_rate_provenance_in_every_export(db_url: str, mini_book: Path, tmp_path: Path) -> None:
+    """A department can see which rate row priced each line, and that an adjustment was
+    entered by hand, in the GL's CSV and in the plain-text journals."""
+    (mini_book / "recurring.csv").write_text(
+        "service,consumer,quantity,from_period,to_period,description\nHELP,ART,1,2026-03,2026-03,Retainer\n")
+    api.run(db_url, mini_book, tmp_path / "out", through="2026-03")
+    api.reopen(db_url, "2026-03", "goodwill credit")
+    api.adjust(db_url, "2026-03", "HELP", "MATH", "-1.00", "Goodwill")
+    api.close(db_url, "2026-03", tmp_path / "out")
+    rows = list(csv.DictReader(io.StringIO(api.export(db_url, "2026-03", "csv"))))
+    by_reference = {(r["reference"], r["unit"]): r["rate_source"] for r in rows}
+    assert by_reference[("V-1", "MATH")] == "VAN/internal/2026-01-01"
+    assert by_reference[("V-2", "ART")] == "VAN/internal/2026-03-16"
+    assert by_reference[("T-2", "EXT-1")] == "HELP/external/2026-01-01"
+    assert by_reference[("REC-2026-03", "ART")] == "HELP/internal/2026-01-01"
+    assert [source for (ref, unit), source in by_reference.items() if ref.startswith("ADJ-")] == ["manual adjustment"] * 2
+    hledger_text = api.export(db_url, "2026-03", "hledger")
+    assert "rate-source:VAN/internal/2026-03-16" in hledger_text
+    assert 'rate_source: "manual adjustment"' in api.export(db_url, "2026-03", "beancount")
 
 
 def hledger(*args: str) -> str:
@@ -70,4 +97,4 @@ def test_formula_text_in_the_csv_is_neutralised(loaded: str, tmp_path: Path) -> 
         ["2026-03-02", "HELP", "ART", "1", "=1+1", "=HYPERLINK(\"http://x\")"]]), "2026-03")
     api.close(loaded, "2026-03", tmp_path / "out")
     rows = list(csv.reader(io.StringIO(api.export(loaded, "2026-03", "csv"))))
-    assert rows[1][9:] == ["'=1+1", "'=HYPERLINK(\"http://x\")"]
+    assert rows[1][9:11] == ["'=1+1", "'=HYPERLINK(\"http://x\")"]

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, case, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from chargeback.budgets import BudgetStatus, statuses_for
 from chargeback.fields import period_bounds, previous_period
 from chargeback.money import from_micro, from_minor
 from chargeback.reference import ServiceInfo, UnitInfo, load_reference
@@ -44,6 +45,8 @@ class DocumentContext:
     units: dict[str, UnitInfo]
     services: dict[str, ServiceInfo]
     draft: bool = False
+    #: Each budgeted unit's budget status for the fiscal year, through this period.
+    budgets: dict[str, BudgetStatus] = field(default_factory=dict)
 
     @property
     def first_day(self) -> dt.date:
@@ -98,7 +101,7 @@ def document_context(conn: Connection, period: str, *, draft: bool = False,
         raise ValueError(f"period {period} is not closed: give the draft's issue date")
     return DocumentContext(ref.name, ref.currency, ref.digits, period, when, ref.payment_terms,
                            ref.fiscal_year_start, None if draft else record.closed_hash,
-                           ref.units, ref.services, draft)
+                           ref.units, ref.services, draft, statuses_for(conn, period))
 
 
 class Line(NamedTuple):
@@ -116,6 +119,7 @@ class Line(NamedTuple):
     amount_minor: int
     reference: str | None
     memo: str | None
+    rate_source: str | None
 
     @property
     def quantity(self) -> Decimal:
@@ -139,7 +143,7 @@ class Line(NamedTuple):
 
 LINE_COLUMNS = (Entry.id, Entry.date, Entry.service_date, Entry.kind, Entry.provider,
                 Entry.service, Entry.customer_class, Entry.quantity_micro, Entry.rate_micro,
-                Entry.amount_minor, Entry.reference, Entry.memo)
+                Entry.amount_minor, Entry.reference, Entry.memo, Entry.rate_source)
 
 
 @dataclass

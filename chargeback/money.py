@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 
-from babel.numbers import get_currency_precision, list_currencies
+from babel.numbers import get_currency_precision, get_currency_symbol, list_currencies
 
 RATE_PLACES = 6
 QUANTITY_PLACES = 6
@@ -106,3 +106,11 @@ def parse_decimal(text: str, places: int, *, what: str = "number") -> Decimal:
 def price(quantity: Decimal, rate: Decimal, digits: int) -> Decimal:
     """amount = quantity x rate, rounded once to the currency's minor unit."""
     return quantize(quantity * rate, digits)
+
+
+def currency_format(currency: str, digits: int) -> str:
+    """An Excel number format for amounts of `currency`: `"$"#,##0.00`, negatives in red."""
+    symbol = get_currency_symbol(currency, locale="en")
+    symbol = symbol if len(symbol) == 1 else f"{symbol} "
+    number = "#,##0" + ("." + "0" * digits if digits else "")
+    return f'"{symbol}"{number};[Red]-"{symbol}"{number}'

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 from xlsxwriter.worksheet import Worksheet
 
 from sqlalchemy import Connection, func, or_, select
 
+from chargeback import audit
 from chargeback.bills import DocumentContext
 from chargeback.reconciliation import (
     EXTERNAL_REVENUE,
@@ -38,31 +40,58 @@ def write_reconciliation_workbook(conn: Connection, ctx: DocumentContext,
     wb = Workbook(path, ctx, f"Reconciliation {ctx.period}", streaming=True)
     summary = wb.sheet("Summary")
     matrix = wb.sheet("Matrix")
-    journal = wb.sheet("Journal")
+    parts = journal_parts(rec.entries)
+    journals = [wb.sheet(name) for name, _ in parts]
     exceptions = wb.sheet("Exceptions")
-    last_journal_row = rec.entries * 2
     matrix_total = _matrix(wb, matrix, conn, ctx, rec)
-    _summary(wb, summary, ctx, rec, last_journal_row, matrix_total)
-    _journal(wb, journal, conn, ctx)
+    _summary(wb, summary, ctx, rec, parts, matrix_total)
+    _journal(wb, journals, parts, conn, ctx)
     _exceptions(wb, exceptions, conn, ctx)
     summary.activate()
     wb.close()
     return path
 
 
-def _journal_sum(account_prefix: str, add: int, subtract: int, last_row: int, digits: int) -> str:
+#: Journal lines on one sheet below its header: Excel's 1,048,576 rows less the header,
+#: kept even so that an entry's debit and credit lines stay on one sheet.
+JOURNAL_LINES_PER_SHEET = 1_048_574
+
+
+def journal_parts(entries: int) -> list[tuple[str, int]]:
+    """(sheet name, journal lines) of the Journal sheets: `Journal`, then `Journal (2)`,
+    `Journal (3)`... when a period's lines pass one sheet's rows."""
+    per_sheet = JOURNAL_LINES_PER_SHEET - JOURNAL_LINES_PER_SHEET % 2
+    lines, parts = entries * 2, []
+    while True:
+        name = "Journal" if not parts else f"Journal ({len(parts) + 1})"
+        parts.append((name, min(lines, per_sheet)))
+        lines -= per_sheet
+        if lines <= 0:
+            return parts
+
+
+def _over_journal(parts: list[tuple[str, int]], col: int) -> list[str]:
+    """The column `col` of each Journal sheet's lines, as ranges."""
+    return [column_range(1, max(lines, 1), col, name) for name, lines in parts]
+
+
+def _journal_sum(account_prefix: str, add: int, subtract: int, parts: list[tuple[str, int]],
+                 digits: int) -> str:
     """SUMIFS of one side minus the other over the Journal lines whose account starts
-    with `account_prefix`, rounded to the currency (sums of many binary floats drift)."""
-    accounts = column_range(1, max(last_row, 1), ACCOUNT, "Journal")
+    with `account_prefix`, over every Journal sheet, rounded to the currency (sums of
+    many binary floats drift)."""
+    accounts = _over_journal(parts, ACCOUNT)
 
     def side(col: int) -> str:
-        return f'SUMIFS({column_range(1, max(last_row, 1), col, "Journal")},{accounts},"{account_prefix}*")'
+        return "+".join(f'SUMIFS({values},{where},"{account_prefix}*")'
+                        for values, where in zip(_over_journal(parts, col), accounts))
 
-    return f"=ROUND({side(add)}-{side(subtract)},{digits})"
+    return f"=ROUND({side(add)}-({side(subtract)}),{digits})"
 
 
 def _summary(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, rec: Reconciliation,
-             last_row: int, matrix_total: tuple[str, int]) -> None:
+             parts: list[tuple[str, int]], matrix_total: tuple[str, int]) -> None:
+    last_row = rec.entries * 2
     f = wb.formats
     digits = str(ctx.digits)
     sheet.write_string(0, 0, wb.title(f"{ctx.book}: reconciliation of {ctx.period}"), f.title)
@@ -82,12 +111,12 @@ def _summary(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, rec: Reconcil
     first = row + 1
     figures = [
         ("Internal revenue", rec.internal_revenue,
-         _journal_sum(INTERNAL_REVENUE, CREDIT, DEBIT, last_row, ctx.digits), rec.internal_revenue),
+         _journal_sum(INTERNAL_REVENUE, CREDIT, DEBIT, parts, ctx.digits), rec.internal_revenue),
         ("Internal spend", rec.internal_spend,
-         _journal_sum(INTERNAL_SPEND, DEBIT, CREDIT, last_row, ctx.digits), rec.internal_spend),
+         _journal_sum(INTERNAL_SPEND, DEBIT, CREDIT, parts, ctx.digits), rec.internal_spend),
         ("Difference", rec.difference, f"={cell(first, 2)}-{cell(first + 1, 2)}", rec.difference),
         ("External revenue", rec.external_revenue,
-         _journal_sum(EXTERNAL_REVENUE, CREDIT, DEBIT, last_row, ctx.digits), rec.external_revenue),
+         _journal_sum(EXTERNAL_REVENUE, CREDIT, DEBIT, parts, ctx.digits), rec.external_revenue),
         ("Matrix: internal total", rec.internal_revenue, f"={matrix_total[0]}", matrix_total[1]),
     ]
     checks = []
@@ -99,8 +128,8 @@ def _summary(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, rec: Reconcil
         wb.formula(sheet, r, 3, f"=ROUND({cell(r, 1)}-{cell(r, 2)},{digits})", minor - value)
         checks.append(cell(r, 3))
     r = first + len(figures)
-    debits = column_range(1, max(last_row, 1), DEBIT, "Journal")
-    credits = column_range(1, max(last_row, 1), CREDIT, "Journal")
+    debits = ",".join(_over_journal(parts, DEBIT))
+    credits = ",".join(_over_journal(parts, CREDIT))
     sheet.write_string(r, 0, "Journal debits - credits")
     wb.money(sheet, r, 1, 0)
     wb.formula(sheet, r, 2, f"=ROUND(SUM({debits})-SUM({credits}),{digits})", 0)
@@ -109,7 +138,7 @@ def _summary(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, rec: Reconcil
     r += 1
     sheet.write_string(r, 0, "Entries (journal lines / 2)")
     sheet.write_number(r, 1, rec.entries)
-    sheet.write_formula(r, 2, f"=COUNT({column_range(1, max(last_row, 1), 0, 'Journal')})/2",
+    sheet.write_formula(r, 2, f"=COUNT({','.join(_over_journal(parts, 0))})/2",
                         None, rec.entries)
     sheet.write_formula(r, 3, f"={cell(r, 1)}-{cell(r, 2)}", None, 0)
     checks.append(cell(r, 3))
@@ -190,12 +219,11 @@ def _matrix(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentConte
     return f"Matrix!{cell(total_row, internal_col, True)}", column_sums[internal_col]
 
 
-def _journal(wb: Workbook, sheet: RowSheet, conn: Connection, ctx: DocumentContext) -> None:
-    """Every journal line, two per entry (debit line, then credit line), as journal.csv."""
+def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
+             conn: Connection, ctx: DocumentContext) -> None:
+    """Every journal line, two per entry (debit line, then credit line), as journal.csv,
+    continued on the next Journal sheet when one is full."""
     f = wb.formats
-    wb.header(sheet, 0, JOURNAL_TITLES, numeric=(0, 5, 6))
-    sheet.freeze_panes(1, 0)
-    wb.widths(sheet, [9, 11, 30, 12, 12, 14, 14, 10, 16, 36, 11, 66])
     entries = conn.execute(
         select(Entry.id, Entry.date, Entry.debit_account, Entry.debit_gl, Entry.consumer,
                Entry.credit_account, Entry.credit_gl, Entry.provider, Entry.amount_minor,
@@ -204,7 +232,7 @@ def _journal(wb: Workbook, sheet: RowSheet, conn: Connection, ctx: DocumentConte
     xml = RowXml({"date": f.date, "money": f.money})
     amount = ctx.amount
 
-    def rows() -> Iterator[str]:
+    def rows(entries: Iterator) -> Iterator[str]:  # type: ignore[type-arg]
         row = 0
         for (entry, date, debit_account, debit_gl, consumer, credit_account, credit_gl,
              provider, minor, service, reference, memo, kind, digest) in entries:
@@ -227,13 +255,20 @@ def _journal(wb: Workbook, sheet: RowSheet, conn: Connection, ctx: DocumentConte
                 xml.text("L", digest)
                 yield xml.end()
 
-    last = sheet.raw_rows(1, len(JOURNAL_TITLES) - 1, rows()) - 1
-    sheet.autofilter(0, 0, max(last, 1), len(JOURNAL_TITLES) - 1)
+    remaining = iter(entries)
+    for sheet, (_, lines) in zip(sheets, parts):
+        wb.header(sheet, 0, JOURNAL_TITLES, numeric=(0, 5, 6))
+        sheet.freeze_panes(1, 0)
+        wb.widths(sheet, [9, 11, 30, 12, 12, 14, 14, 10, 16, 36, 11, 66])
+        last = sheet.raw_rows(1, len(JOURNAL_TITLES) - 1, rows(islice(remaining, lines // 2))) - 1
+        sheet.autofilter(0, 0, max(last, 1), len(JOURNAL_TITLES) - 1)
 
 
 def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentContext) -> None:
     """Late charges, credits and adjustments; imports with their skipped duplicates; the
-    period's close and reopen history."""
+    period's close and reopen history; the audit log of the period's commands up to its
+    close (later records, the close's own included, would make `report` write other
+    bytes: `chargeback audit` lists them all)."""
     f = wb.formats
     sheet.write_string(0, 0, wb.title(f"{ctx.book}: exceptions of {ctx.period}"), f.title)
     wb.widths(sheet, [22, 9, 11, 11, 14, 14, 12, 16, 40, 14])
@@ -321,3 +356,37 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
         wb.text(sheet, row, 4, user)
         wb.text(sheet, row, 8, reason)
 
+    row += 3
+    sheet.write_string(row, 0, "Audit log: the commands of this period up to its close", f.subtitle)
+    row += 1
+    wb.header(sheet, row, ["Command", "Record", "At (UTC)", "", "User", "", "", "", "Outcome",
+                           "", "Arguments and input files"], numeric=(1,))
+    records = _audit_before_close(conn, ctx)
+    for record in records:
+        row += 1
+        sheet.write_string(row, 0, record.command)
+        sheet.write_number(row, 1, record.id)
+        sheet.write_datetime(row, 2, record.at, f.datetime)
+        wb.text(sheet, row, 4, record.user)
+        wb.text(sheet, row, 8, record.outcome)
+        wb.text(sheet, row, 10, "; ".join(
+            [" ".join(f"{k}={v}" for k, v in record.arguments.items() if v not in (None, ""))]
+            + [f"{i['file']} sha256:{i['sha256'] or 'unreadable'}" for i in record.inputs]))
+    if not records:
+        row += 1
+        sheet.write_string(row, 0, "none")
+
+
+
+def _audit_before_close(conn: Connection, ctx: DocumentContext) -> list[audit.Record]:
+    """The period's audit records before its latest close's own record: the same list
+    when the close writes the documents and when `report` writes them again later."""
+    records = audit.entries_for_period(conn, ctx.period)
+    if ctx.draft:
+        return records
+    closes = conn.execute(select(func.count()).select_from(PeriodEvent)
+                          .where(PeriodEvent.period == ctx.period, PeriodEvent.action == "close")).scalar() or 0
+    done = [r for r in records if r.command == "close" and r.outcome.startswith("done")]
+    if closes and len(done) >= closes:
+        return [r for r in records if r.id < done[closes - 1].id]
+    return records  # the close being written now has no record yet

@@ -17,7 +17,7 @@ from pathlib import Path
 from xlsxwriter.worksheet import Worksheet
 
 from chargeback.bills import Bill, DocumentContext, ServiceTotal, Totals, sorted_totals
-from chargeback.money import from_micro
+from chargeback.money import format_amount, format_percent, from_micro
 from chargeback.reference import UnitInfo
 from chargeback.safe import file_in
 from chargeback.workbooks import RowSheet, RowXml, Workbook, cell, sum_formula
@@ -154,7 +154,7 @@ def write_statement(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
     unit = bill.unit
     path = statement_path(folder, unit.code)
     wb, summary, top = _begin(path, ctx, "statement", unit, f"{unit.name} ({unit.code})",
-                              [("Email", unit.email)])
+                              [("Email", unit.email)] + _budget_facts(ctx, unit.code))
     summary.write_string(top, 0, "By service", wb.formats.subtitle)
     rows = bill.totals
     first, last, now = _service_table(wb, summary, top + 1, rows)
@@ -166,8 +166,28 @@ def write_statement(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
     return path
 
 
+def _budget_facts(ctx: DocumentContext, code: str) -> list[tuple[str, object]]:
+    """Budget, spend to date, remaining and share used, for a unit with a budget."""
+    status = ctx.budgets.get(code)
+    if status is None or status.budget is None:
+        return []
+    year = f"fiscal year {status.fiscal_year}"
+    facts: list[tuple[str, object]] = [
+        (f"Budget, {year}", ("money", status.budget)),
+        (f"Spent, {year} to date", ("money", status.spent)),
+        ("Remaining", ("money", status.remaining)),
+        ("Budget used", format_percent(status.used) if status.used is not None else None),
+    ]
+    if status.over:
+        facts.append(("Budget warning", "over budget"))
+    elif status.on_course_to_exceed:
+        facts.append(("Budget warning", "on course to exceed the budget by the year's end "
+                                        f"(projected {format_amount(status.projected or 0, ctx.digits)})"))
+    return facts
+
+
 DETAIL_TITLES = ["Date", "Provider", "Service", "Description", "Reference", "Quantity",
-                 "Unit of measure", "Rate", "Amount", "Note", "Entry"]
+                 "Unit of measure", "Rate", "Amount", "Note", "Entry", "Priced by"]
 DETAIL_HEADER = 1
 
 
@@ -186,7 +206,7 @@ def _detail(wb: Workbook, bill: Bill) -> None:
     wb.header(sheet, DETAIL_HEADER, DETAIL_TITLES, numeric=(5, 7, 8, 10))
     sheet.freeze_panes(DETAIL_HEADER + 1, 0)
     sheet.autofilter(DETAIL_HEADER, 0, last, len(DETAIL_TITLES) - 1)
-    wb.widths(sheet, [11, 28, 28, 40, 16, 10, 14, 12, 14, 30, 9])
+    wb.widths(sheet, [11, 28, 28, 40, 16, 10, 14, 12, 14, 30, 9, 40])
     xml = RowXml({"date": f.date, "money": f.money, "quantity": f.quantity, "rate": f.rate})
     first_day = ctx.first_day
     providers = {code: ctx.unit_label(code) for code in {line.provider for line in lines}}
@@ -209,6 +229,7 @@ def _detail(wb: Workbook, bill: Bill) -> None:
             xml.number("I", ctx.amount(line.amount_minor), "money")
             xml.text("J", "; ".join(line.notes(first_day)))
             xml.number("K", line.entry)
+            xml.text("L", line.rate_source)
             yield xml.end()
 
     sheet.raw_rows(first, len(DETAIL_TITLES) - 1, rows())

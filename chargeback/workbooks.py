@@ -22,21 +22,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import xlsxwriter
-from babel.numbers import get_currency_symbol
 from xlsxwriter.format import Format
 from xlsxwriter.utility import xl_rowcol_to_cell
 from xlsxwriter.worksheet import Worksheet
 
 from chargeback.bills import DocumentContext
+from chargeback.money import currency_format
 from chargeback.safe import neutralize
-
-
-def currency_format(currency: str, digits: int) -> str:
-    """An Excel number format for amounts of `currency`: `"$"#,##0.00`, negatives in red."""
-    symbol = get_currency_symbol(currency, locale="en")
-    symbol = symbol if len(symbol) == 1 else f"{symbol} "
-    number = "#,##0" + ("." + "0" * digits if digits else "")
-    return f'"{symbol}"{number};[Red]-"{symbol}"{number}'
 
 
 @dataclass

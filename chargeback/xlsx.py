@@ -13,28 +13,19 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from babel.numbers import get_currency_symbol
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 from openpyxl.writer.excel import ExcelWriter
 
-from chargeback.money import from_minor
+from chargeback.money import currency_format, from_minor
 from chargeback.safe import neutralize
 
 PERCENT = "0.0%;[Red]-0.0%"
 BOLD = Font(bold=True)
 TITLE = Font(bold=True, size=14)
 HEADER_FILL = PatternFill("solid", fgColor="DDE4EE")
-
-
-def currency_format(currency: str, digits: int) -> str:
-    """An Excel number format for amounts of `currency`: `"$"#,##0.00`, negatives in red."""
-    symbol = get_currency_symbol(currency, locale="en")
-    symbol = symbol if len(symbol) == 1 else f"{symbol} "
-    number = "#,##0" + ("." + "0" * digits if digits else "")
-    return f'"{symbol}"{number};[Red]-"{symbol}"{number}'
 
 
 class Sheets:

@@ -147,3 +147,21 @@ def test_spend_through_a_later_import_is_counted(loaded: str, mini_book: Path, t
     api.import_file(loaded, usage_file(tmp_path, "f.csv", [["2026-02-05", "HELP", "ART", "1", "T-2", ""]]), "2026-02")
     [warning] = api.close(loaded, "2026-02", tmp_path / "out").budget_warnings
     assert (warning.unit, warning.spent, warning.months, warning.projected) == ("MATH", 6000, 2, 36000)
+
+
+def test_a_statement_shows_the_units_budget(db_url: str, mini_book: Path, tmp_path: Path) -> None:
+    budget_book(mini_book, [[2026, "ART", "1000"]], start=1)
+    api.load(db_url, mini_book)
+    api.run(db_url, mini_book, tmp_path / "out")  # March: ART 185.00; April: ART -30.00
+
+    def facts(period: str, unit: str) -> dict[str, object]:
+        sheet = openpyxl.load_workbook(tmp_path / "out" / period / "statements" / f"{unit}.xlsx")["Summary"]
+        return {row[0]: row[1] for row in sheet.iter_rows(values_only=True) if row[0]}
+
+    april = facts("2026-04", "ART")
+    assert april["Budget, fiscal year 2026"] == 1000
+    assert Decimal(str(april["Spent, fiscal year 2026 to date"])) == Decimal("155.00")
+    assert Decimal(str(april["Remaining"])) == Decimal("845.00")
+    assert april["Budget used"] == "15.5%"
+    assert "Budget warning" not in april
+    assert not any(str(label).startswith("Budget") for label in facts("2026-04", "MATH"))

@@ -61,16 +61,21 @@ def test_statement_detail_has_every_line_as_numbers_and_dates(out: tuple[str, Pa
     with db.transaction(db.connect(url)) as conn:
         lines = conn.execute(select(Entry.id, Entry.amount_minor)
                              .where(Entry.period == "2026-04", Entry.consumer == "ART")).all()
+        sources = dict(conn.execute(select(Entry.id, Entry.rate_source)
+                                    .where(Entry.period == "2026-04", Entry.consumer == "ART")).all())
     book = openpyxl.load_workbook(folder / "2026-04" / "statements" / "ART.xlsx")
     assert book.sheetnames == ["Summary", "Detail"]
     detail = book["Detail"]
     assert detail.freeze_panes == "A3"
-    assert detail.auto_filter.ref == f"A2:K{2 + len(lines)}"
+    assert detail.auto_filter.ref == f"A2:L{2 + len(lines)}"
     header = [c.value for c in detail[2]]
     assert header[:9] == ["Date", "Provider", "Service", "Description", "Reference",
                           "Quantity", "Unit of measure", "Rate", "Amount"]
     data = list(detail.iter_rows(min_row=3))
     assert {row[10].value: money(row[8].value) for row in data} == {e: minor(a) for e, a in lines}
+    assert header[11] == "Priced by"
+    assert {row[10].value: row[11].value for row in data} == sources  # which rate row priced it
+    assert any(str(source).startswith("HELP/internal/") for source in sources.values())
     for row in data:
         assert isinstance(row[0].value, dt.datetime)
         assert row[8].data_type == "n" and "#,##0.00" in row[8].number_format
@@ -176,7 +181,13 @@ def test_exceptions_list_what_needs_a_second_look(out: tuple[str, Path]) -> None
     imports = [r for r in text if str(r[0]).endswith("2026-03.csv")]
     assert [r[6] for r in imports] == [0, 13]  # the second import skipped every line
     assert any(r[0] == "reopen" and r[8] == "Late <invoice> from IT & fleet" for r in text)
-    assert [r[0] for r in text if r[0] in ("close", "reopen")] == ["close", "reopen", "close"]
+    at_audit = next(i for i, r in enumerate(text) if str(r[0]).startswith("Audit log"))
+    history, audit = text[:at_audit], text[at_audit + 2:]
+    assert [r[0] for r in history if r[0] in ("close", "reopen")] == ["close", "reopen", "close"]
+    assert [r[0] for r in audit] == [  # the last close's own record comes after it
+        "import", "import", "adjust", "close", "reopen", "import"]
+    assert all(str(r[8]).startswith("done: ") for r in audit)
+    assert any("sha256:" in str(r[10]) for r in audit if r[0] == "import")
     april = rows(openpyxl.load_workbook(folder / "2026-04" / "reconciliation.xlsx")["Exceptions"])
     kinds = [r[0] for r in april if r[0]]
     assert "late charge" in kinds and "credit" in kinds and "adjustment" in kinds
@@ -219,3 +230,31 @@ def test_libreoffice_recalculates_every_formula_to_the_engines_value(
         assert money(find(summary, "Internal spend")[2]) == minor(rec.internal_spend)
         assert money(find(summary, "External revenue")[2]) == minor(rec.external_revenue)
         assert find(summary, "All checks")[1] == "OK"
+
+
+def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ties(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Excel's row limit, made small: 6 journal lines a sheet (3 entries)."""
+    from chargeback import reconciliation_workbook
+
+    monkeypatch.setattr(reconciliation_workbook, "JOURNAL_LINES_PER_SHEET", 6)
+    folder = build(db_url, tmp_path)
+    path = folder / "2026-03" / "reconciliation.xlsx"
+    rec = api.reconcile(db_url, "2026-03")
+    book = openpyxl.load_workbook(path)
+    journals = [name for name in book.sheetnames if name.startswith("Journal")]
+    assert journals == ["Journal"] + [f"Journal ({n})" for n in range(2, len(journals) + 1)]
+    assert len(journals) == -(-rec.entries // 3) > 1
+    lines = [row for name in journals for row in rows(book[name])[1:]]
+    with open(folder / "2026-03" / "journal.csv", newline="", encoding="utf-8") as handle:
+        csv_lines = list(csv.reader(handle))[1:]
+    assert [int(row[0]) for row in lines] == [int(row[0]) for row in csv_lines]
+    assert all(len(rows(book[name])) - 1 <= 6 for name in journals)
+    if not shutil.which("soffice"):
+        pytest.skip("LibreOffice is not installed (Debian package `libreoffice-calc-nogui`)")
+    summary = openpyxl.load_workbook(soffice_recalculate([path], tmp_path / "lo")[path], data_only=True)["Summary"]
+    assert money(find(summary, "Internal revenue")[2]) == minor(rec.internal_revenue)
+    assert money(find(summary, "Internal spend")[2]) == minor(rec.internal_spend)
+    assert money(find(summary, "External revenue")[2]) == minor(rec.external_revenue)
+    assert find(summary, "Entries (journal lines / 2)")[2] == rec.entries
+    assert find(summary, "All checks")[1] == "OK"

@@ -26,7 +26,28 @@ settings.register_profile("long", max_examples=200, stateful_step_count=40, dead
 
 HERE = Path(__file__).parent
 BOOKS = HERE / "books"
-PG_URL = os.environ.get("CHARGEBACK_TEST_PG")
+
+
+def _worker_database(url: str | None) -> str | None:
+    """Under pytest-xdist each worker gets a database of its own on the same server
+    (`chargeback_test_gw0`, ...), created when missing, since tests reset the schema."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    address, _, query = url.partition("?")
+    server, name = address.rsplit("/", 1)
+    database = f"{name}_{worker}"
+    engine = create_engine(f"{server}/{name}".replace("postgresql://", "postgresql+psycopg://", 1),
+                           isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                        {"name": database}).first() is None:
+            conn.execute(text(f'CREATE DATABASE "{database}"'))
+    engine.dispose()
+    return f"{server}/{database}" + (f"?{query}" if query else "")
+
+
+PG_URL = _worker_database(os.environ.get("CHARGEBACK_TEST_PG"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,7 +97,8 @@ def adjust(url: str | Engine | None, period: str, service: str | None, consumer:
 
 
 def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
-          documents: bool = True, progress: bool = False) -> CloseResult:
+          documents: bool = True, progress: bool = False,
+          seconds: dict[str, float] | None = None) -> CloseResult:
     """Close the period and write its documents: all of it, or nothing.
 
     The documents are written into a staging folder inside the transaction; the
@@ -105,7 +107,9 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
     closed with no `out_dir/period` folder (`report` writes it). With `documents=False`
     the period is closed without writing them (`report` writes them later); the
     benchmark uses this to time the two phases apart. `progress` allows a progress bar
-    on a terminal while a big period's documents are written."""
+    on a terminal while a big period's documents are written; `seconds` (when given)
+    adds the wall seconds of the close and of its documents under "close" and
+    "documents"."""
     engine = _engine(url)
     out_dir = Path(out_dir)
     arguments = {"period": period, "out": str(out_dir), "documents": documents}
@@ -121,10 +125,15 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
         with _writing_documents(out_dir, "the period stays open"):
             with staged(out_dir, period) as (folder, publish):
                 with db.transaction(engine) as conn:
+                    started = time.perf_counter()
                     result = close_period(conn, period, now())
                     result.review = variance.review(conn, period)
                     result.budget_warnings = _budgets.warnings(conn, period)
+                    posted = time.perf_counter()
                     write_documents(conn, period, folder, progress=progress, review=result.review)
+                    if seconds is not None:
+                        seconds["close"] = seconds.get("close", 0.0) + posted - started
+                        seconds["documents"] = seconds.get("documents", 0.0) + time.perf_counter() - posted
                     log.done(conn, f"{result.posted} entries posted, documents in {out_dir / period}")
                 try:
                     publish()
@@ -338,6 +347,8 @@ class RunResult:
     closes: list[CloseResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     out_dir: Path = Path("out")
+    #: Wall seconds per phase: load, import, close (pricing, posting, checks), documents.
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]]:
@@ -369,7 +380,9 @@ def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
     if through is not None:
         check_period(through)
     engine = _engine(url)
+    started = time.perf_counter()
     result = RunResult(load(engine, book), out_dir=Path(out_dir))
+    result.seconds["load"] = time.perf_counter() - started
     files = usage_files(book, through)
     periods = sorted({p for p, _ in files})
     with db.transaction(engine) as conn:
@@ -381,12 +394,14 @@ def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
     for period, path in files:
         if status.get(period) == "closed":
             continue
+        started = time.perf_counter()
         result.imports.append(import_file(engine, path, period))
+        result.seconds["import"] = result.seconds.get("import", 0.0) + time.perf_counter() - started
     for period in periods:
         if status.get(period) == "closed":
             result.skipped.append(period)
             continue
-        result.closes.append(close(engine, period, out_dir, progress=progress))
+        result.closes.append(close(engine, period, out_dir, progress=progress, seconds=result.seconds))
     return result
 
 

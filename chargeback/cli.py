@@ -377,6 +377,10 @@ def _run_summary(ctx: Context, result: api.RunResult) -> None:
     for closed in result.closes:
         _say(ctx, f"closed {closed.period}: {closed.posted} entries posted; {_totals(closed.reconciliation)}")
     _say(ctx, f"documents in {result.out_dir}")
+    lines = sum(i.lines_read for i in result.imports)
+    times = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.seconds.items())
+    _say(ctx, f"{lines} usage lines read in {len(result.imports)} files, {len(result.closes)} periods closed; "
+              f"time: {times}")
 
 
 @main.command()

@@ -1,6 +1,7 @@
 """The command line: exit codes 0 / 1 / 2, one clear line on stderr, never a traceback."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -86,6 +87,9 @@ def test_the_installed_command_runs_the_mini_book(mini_book: Path, tmp_path: Pat
     done = subprocess.run([sys.executable, "-m", "chargeback", "run", str(mini_book), "--out", str(tmp_path / "out")],
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    summary = done.stdout.splitlines()[-1]  # one line with the time of each phase
+    assert re.fullmatch(r"\d+ usage lines read in 2 files, 2 periods closed; time: load [\d.]+ s, "
+                        r"import [\d.]+ s, close [\d.]+ s, documents [\d.]+ s", summary), summary
     done = subprocess.run([sys.executable, "-m", "chargeback", "reconcile", "2026-03", "--json"],
                           env=env, capture_output=True, text=True)
     assert json.loads(done.stdout)["internal_revenue"] == "245.13"

@@ -39,7 +39,7 @@ from chargeback.allocation import (
 from chargeback.errors import Refused
 from chargeback.fields import period_bounds
 from chargeback.journal import Draft, accounts
-from chargeback.money import format_amount, from_micro, quantize, to_micro, to_minor
+from chargeback.money import format_amount, from_micro, minor_of_product, quantize, to_micro, to_minor
 from chargeback.pricing import RateRow, plain, price_tiered
 from chargeback.reference import Reference
 from chargeback.schema import Adjustment, Allocation, Cost, Driver, Entry, Usage
@@ -91,10 +91,10 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
     query never reads the entries table while it is being appended to."""
     first_day, _ = period_bounds(period)
     digits = ref.digits
-    scale = 10 ** digits
     query = _unposted_usage(conn, period)
     if tiered:
         query = query.where(Usage.service.not_in(sorted(tiered)))
+    rate_micros: dict[int, int] = {}
     after = 0
     while True:
         rows = conn.execute(query.where(Usage.id > after).order_by(Usage.id).limit(chunk)).all()
@@ -106,12 +106,14 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
             rate = ref.rates.find(service, unit.kind, day) if unit and service in ref.services else None
             if rate is None:
                 raise _no_rate(service, reference, day, consumer)
-            amount = int(quantize(from_micro(quantity_micro) * rate.rate, digits) * scale)
+            rate_micro = rate_micros.get(id(rate))
+            if rate_micro is None:
+                rate_micro = rate_micros[id(rate)] = to_micro(rate.rate)
             yield _draft(ref, period, date=max(day, first_day), service_date=day, kind="usage",
                          usage_id=usage_id, source=None, service=service, consumer=consumer,
-                         quantity_micro=quantity_micro, rate_micro=to_micro(rate.rate),
-                         amount_minor=amount, reference=reference, memo=description,
-                         rate_source=rate.provenance)
+                         quantity_micro=quantity_micro, rate_micro=rate_micro,
+                         amount_minor=minor_of_product(quantity_micro, rate_micro, digits),
+                         reference=reference, memo=description, rate_source=rate.provenance)
 
 
 def _bytewise(conn: Connection, column: Column) -> object:  # type: ignore[type-arg]

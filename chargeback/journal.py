@@ -101,6 +101,7 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
     Drafts are chained and inserted a batch at a time: the drafts' own queries (which
     may read the database lazily) never run while a batch is being copied in."""
     posted_at = posted_at.replace(microsecond=0)
+    posted_text = posted_at.isoformat()
     head_row = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)
                             .where(JournalHead.id == 1).with_for_update()).one()
     last_id, last_hash = head_row.last_entry, head_row.last_hash
@@ -114,7 +115,9 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
                           "check its quantity and rate (a charge must stay below 10^12)")
         last_id += 1
         values = draft[:-1]
-        digest = entry_hash((last_id, posted_at) + values + (last_hash,))
+        # the dates as entry_hash would write them, without its per-value fallback
+        digest = entry_hash((last_id, posted_text, values[0], values[1].isoformat(),
+                             values[2].isoformat()) + values[3:] + (last_hash,))
         rows.append((last_id, posted_at) + values + (last_hash, digest))
         for number, (tier_from, quantity, rate) in enumerate(draft.pieces, start=1):
             tiers.append((last_id, number, tier_from, quantity, rate))

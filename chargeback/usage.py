@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from chargeback.errors import InputRefused, Problem, Refused
 from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_bounds, problems_of
 from chargeback.db import bulk_insert
-from chargeback.money import LIMIT, from_micro, from_minor, quantize, to_micro
+from chargeback.money import LIMIT, from_micro, from_minor, minor_of_product, to_micro
 from chargeback.periods import lock_open_period
 from chargeback.reference import Reference, load_reference
 from chargeback.schema import Import, Usage
@@ -107,11 +107,16 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime) ->
     result = ImportResult(name, period, lines_read=lines_read, imported=len(fresh),
                           duplicates=duplicates, currency=reference.currency)
     totals: Counter[str] = Counter()
+    rate_micros: dict[int, int] = {}
     for line in fresh:
         consumer_class = reference.units[line.consumer].kind
         rate = reference.rates.find(line.service, consumer_class, line.date)
         assert rate is not None
-        totals[reference.services[line.service].provider] += int(quantize(line.quantity * rate.rate, digits).scaleb(digits))
+        rate_micro = rate_micros.get(id(rate))
+        if rate_micro is None:
+            rate_micro = rate_micros[id(rate)] = to_micro(rate.rate)
+        totals[reference.services[line.service].provider] += minor_of_product(
+            to_micro(line.quantity), rate_micro, digits)
         result.late += line.date < first_day
         result.credits += line.quantity < 0
     result.by_provider = {p: from_minor(v, digits) for p, v in sorted(totals.items())}

@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chargeback.money import format_amount, parse_decimal, price, quantize, to_minor
+from chargeback.money import format_amount, minor_of_product, parse_decimal, price, quantize, to_micro, to_minor
 from chargeback.pricing import RateRow, RateTable, overlapping
 from chargeback.pricing import price as price_line
 
@@ -94,3 +94,17 @@ def test_price_matches_exact_integer_rounding(quantity: Decimal, rate_value: Dec
     expected = magnitude if product >= 0 else -magnitude
     assert to_minor(price(quantity, rate_value, digits), digits) == expected
     assert quantize(price(quantity, rate_value, digits), digits) == price(quantity, rate_value, digits)
+
+
+@given(quantities, rates, st.sampled_from([0, 2, 3]))
+def test_the_close_prices_in_integers_as_decimal_pricing_does(quantity: Decimal, rate_value: Decimal,
+                                                                digits: int) -> None:
+    exact = to_minor(price(quantity, rate_value, digits), digits)
+    assert minor_of_product(to_micro(quantity), to_micro(rate_value), digits) == exact
+
+
+def test_integer_pricing_rounds_half_cents_away_from_zero() -> None:
+    assert minor_of_product(1_000_000, 5_000, 2) == 1  # 1 x 0.005 = 0.005 -> 0.01
+    assert minor_of_product(-1_000_000, 5_000, 2) == -1
+    assert minor_of_product(1_000_000, 4_999, 2) == 0
+    assert minor_of_product(3_000_000, 333_333, 2) == 100  # 0.999999 -> 1.00

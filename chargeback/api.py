@@ -69,12 +69,13 @@ def load(url: str | Engine | None, book: Path) -> LoadResult:
             return result
 
 
-def import_file(url: str | Engine | None, path: Path, period: str) -> ImportResult:
+def import_file(url: str | Engine | None, path: Path, period: str, progress: bool = False) -> ImportResult:
+    """Import a usage file into an open period; `progress` allows a bar on a terminal."""
     engine = _engine(url)
     with audit.command(engine, "import", {"file": str(path), "period": period}, [Path(path)], period) as log:
         check_period(period)
         with db.transaction(engine) as conn:
-            result = import_usage(conn, Path(path), period, now())
+            result = import_usage(conn, Path(path), period, now(), progress)
             log.done(conn, f"{result.lines_read} lines read, {result.imported} imported, "
                            f"{result.duplicates} duplicates skipped")
             return result
@@ -117,7 +118,7 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
         check_period(period)
         if not documents:
             with db.transaction(engine) as conn:
-                result = close_period(conn, period, now())
+                result = close_period(conn, period, now(), progress)
                 result.review = variance.review(conn, period)
                 result.budget_warnings = _budgets.warnings(conn, period)
                 log.done(conn, f"{result.posted} entries posted, no documents written")
@@ -126,7 +127,7 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
             with staged(out_dir, period) as (folder, publish):
                 with db.transaction(engine) as conn:
                     started = time.perf_counter()
-                    result = close_period(conn, period, now())
+                    result = close_period(conn, period, now(), progress)
                     result.review = variance.review(conn, period)
                     result.budget_warnings = _budgets.warnings(conn, period)
                     posted = time.perf_counter()
@@ -395,7 +396,7 @@ def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
         if status.get(period) == "closed":
             continue
         started = time.perf_counter()
-        result.imports.append(import_file(engine, path, period))
+        result.imports.append(import_file(engine, path, period, progress))
         result.seconds["import"] = result.seconds.get("import", 0.0) + time.perf_counter() - started
     for period in periods:
         if status.get(period) == "closed":

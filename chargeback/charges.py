@@ -70,6 +70,11 @@ def _unposted_usage(conn: Connection, period: str):  # type: ignore[no-untyped-d
             .where(Usage.period == period, Entry.id.is_(None)))
 
 
+def unposted_usage_count(conn: Connection, period: str) -> int:
+    """The usage lines of `period` that the close will price and post (sizes its bar)."""
+    return conn.execute(select(func.count()).select_from(_unposted_usage(conn, period).subquery())).scalar() or 0
+
+
 def _no_rate(service: str, reference: str, day: dt.date, consumer: str) -> Refused:
     return Refused(f"usage {service} {reference} ({day.isoformat()}, {consumer}): no rate in "
                    "force any more; fix rates.csv and load the book again")

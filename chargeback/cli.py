@@ -127,7 +127,7 @@ def _import_summary(result: ImportResult) -> str:
 @click.pass_obj
 def import_(ctx: Context, file: Path, period: str) -> None:
     """Import a usage FILE (CSV or XLSX) into an open period."""
-    _say(ctx, _import_summary(api.import_file(ctx.url, file, period)))
+    _say(ctx, _import_summary(api.import_file(ctx.url, file, period, progress=not ctx.quiet)))
 
 
 @main.command()

@@ -19,20 +19,19 @@ import multiprocessing
 import os
 import shutil
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-import click
 from sqlalchemy import Connection, func, select
 
 from chargeback import variance
 from chargeback.bills import Bill, DocumentContext, bills, document_context, service_totals
 from chargeback.export import write_csv
 from chargeback.invoices import write_invoice
+from chargeback.progress import Progress
 from chargeback.reconciliation import reconcile
 from chargeback.reconciliation_workbook import write_reconciliation_workbook
 from chargeback.schema import Book, Entry, Period
@@ -116,28 +115,6 @@ def _start_worker(ctx: DocumentContext) -> None:
 def _work(folder: Path, batch: list[Bill], parents: list[Rollup]) -> int:
     assert _WORKER_CONTEXT is not None
     return write_batch(folder, _WORKER_CONTEXT, batch, parents)
-
-
-class Progress:
-    """A progress bar on stderr, or nothing; `add` may be called from any thread."""
-
-    def __init__(self, total: int, label: str, enabled: bool) -> None:
-        self._lock = threading.Lock()
-        self._bar = click.progressbar(length=total, label=label, file=sys.stderr) if enabled else None
-
-    def __enter__(self) -> Progress:
-        if self._bar is not None:
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-
-    def add(self, done: int) -> None:
-        if self._bar is not None:
-            with self._lock:
-                self._bar.update(done)
 
 
 class Writers:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -95,7 +95,7 @@ class Posted:
 
 
 def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
-         batch: int = 50_000) -> Posted:
+         batch: int = 50_000, on_batch: Callable[[int], None] | None = None) -> Posted:
     """Append drafts to the journal, in order, under the journal head's lock.
 
     Drafts are chained and inserted a batch at a time: the drafts' own queries (which
@@ -124,8 +124,12 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
         last_hash = digest
         if len(rows) >= batch:
             count += _insert(conn, rows, tiers)
+            if on_batch is not None:
+                on_batch(len(rows))
             rows, tiers = [], []
     count += _insert(conn, rows, tiers)
+    if on_batch is not None and rows:
+        on_batch(len(rows))
     if count:
         conn.execute(update(JournalHead).where(JournalHead.id == 1)
                      .values(last_entry=last_id, last_hash=last_hash))

@@ -18,9 +18,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from chargeback import journal
-from chargeback.charges import allocation_charges, period_charges
+from chargeback.charges import allocation_charges, period_charges, unposted_usage_count
 from chargeback.errors import Refused
 from chargeback.fields import PERIOD_PATTERN
+from chargeback.progress import on_terminal, phase
 from chargeback.reconciliation import Reconciliation, reconcile
 from chargeback.reference import load_reference
 from chargeback.schema import Adjustment, Cost, Entry, Period, PeriodEvent, Usage
@@ -91,9 +92,10 @@ class CloseResult:
     budget_warnings: list[BudgetStatus] = field(default_factory=list)
 
 
-def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult:
+def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool = False) -> CloseResult:
     """Price and post everything pending in `period`, then its allocations (which may
-    depend on what was just posted), check net zero, and lock it.
+    depend on what was just posted), check net zero, and lock it. `progress` allows a
+    bar of the usage lines posted on a terminal.
 
     Runs inside the caller's transaction: a refusal or crash anywhere undoes all of it."""
     status = lock_period(conn, period, create=True)
@@ -104,7 +106,9 @@ def close_period(conn: Connection, period: str, now: dt.datetime) -> CloseResult
         raise Refused(f"period {earlier[0]} is still open and has activity: close it before {period}")
     ref = load_reference(conn)
     now = now.replace(microsecond=0)
-    charged = journal.post(conn, period_charges(conn, ref, period), now)
+    total = unposted_usage_count(conn, period) if on_terminal(progress) else 0
+    with phase(f"pricing and posting {period}", total, progress) as bar:
+        charged = journal.post(conn, period_charges(conn, ref, period), now, on_batch=bar.add)
     allocated = journal.post(conn, allocation_charges(conn, ref, period), now)
     posted_count = charged.count + allocated.count
     result = reconcile(conn, period)

@@ -27,6 +27,7 @@ from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_b
 from chargeback.db import bulk_insert
 from chargeback.money import LIMIT, from_micro, from_minor, minor_of_product, to_micro
 from chargeback.periods import lock_open_period
+from chargeback.progress import Progress, csv_lines, phase
 from chargeback.reference import Reference, load_reference
 from chargeback.schema import Import, Usage
 from chargeback.tabular import Columns, read_rows, sha256_of
@@ -66,15 +67,18 @@ class ImportResult:
     currency: str = ""
 
 
-def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime) -> ImportResult:
-    """Import the usage file at `path` into `period`; refuses it whole on any problem."""
+def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
+                 progress: bool = False) -> ImportResult:
+    """Import the usage file at `path` into `period`; refuses it whole on any problem.
+    `progress` allows a bar of the lines read and checked on a terminal."""
     name = path.name
     if not path.is_file():
         raise Refused(f"{path}: no such file")
     lock_open_period(conn, period, create=True)
     reference = load_reference(conn)
     problems: list[Problem] = []
-    lines, lines_read = _validate(path, name, period, reference, problems)
+    with phase(f"reading {name}", csv_lines(path) if progress else 0, progress) as bar:
+        lines, lines_read = _validate(path, name, period, reference, problems, bar)
     known = _existing(conn, lines)
     fresh: list[UsageLine] = []
     duplicates = 0
@@ -246,7 +250,7 @@ def _fast_row(values: dict[str, str]) -> Fields | None:
 
 
 def _validate(path: Path, name: str, period: str, ref: Reference,
-              problems: list[Problem]) -> tuple[list[UsageLine], int]:
+              problems: list[Problem], bar: Progress) -> tuple[list[UsageLine], int]:
     _, last_day = period_bounds(period)
     lines: list[UsageLine] = []
     counter = {"read": 0}
@@ -255,6 +259,8 @@ def _validate(path: Path, name: str, period: str, ref: Reference,
     def counted() -> Iterator[tuple[int, dict[str, str]]]:
         for item in read_rows(path, USAGE, problems, name):
             counter["read"] += 1
+            if not counter["read"] % 10_000:
+                bar.add(10_000)
             yield item
 
     for number, (day, service_code, consumer_code, quantity, reference, description) in _checked_rows(counted(), name, problems):
@@ -285,6 +291,7 @@ def _validate(path: Path, name: str, period: str, ref: Reference,
         if len(problems) == bad:
             lines.append(UsageLine(number, day, service_code, consumer_code, quantity,
                                    reference, description))
+    bar.add(counter["read"] % 10_000)
     return lines, counter["read"]
 
 

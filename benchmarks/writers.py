@@ -1,0 +1,208 @@
+"""Which XLSX writer for the big sheets (the auditors' Journal, statements' Detail)?
+
+    python benchmarks/writers.py [--rows 200000] [--only NAME]
+
+Writes the same journal-like sheet (entry id, date, account, GL account, unit, debit,
+credit, service, reference, memo, kind, 64-hex hash; amounts as numeric cells with a
+currency format, dates as date cells) with each candidate, each in a process of its own,
+and prints wall seconds, rows per second, peak memory and file size. Every file is read
+back with openpyxl: its first and last data rows must hold the values written (amounts
+exactly, through `str()`). A candidate that is not installed is skipped and said so.
+
+Candidates: openpyxl (write-only mode), XlsxWriter (constant_memory, a cell at a time),
+chargeback's own path (XlsxWriter for the workbook, the rows' XML rendered directly,
+`workbooks.RowXml`), and rustpy-xlsxwriter (Rust's rust_xlsxwriter behind Python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+TITLES = ["Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit", "Service",
+          "Reference", "Memo", "Kind", "Entry hash"]
+MONEY = '"$"#,##0.00;[Red]-"$"#,##0.00'
+CANDIDATES = ("openpyxl", "xlsxwriter", "chargeback", "rust")
+
+
+def rows(count: int) -> Iterator[tuple]:  # type: ignore[type-arg]
+    """Journal lines: a debit line then a credit line per entry, seeded and plain."""
+    day = dt.date(2026, 3, 1)
+    for n in range(count):
+        entry = n // 2 + 1
+        amount = Decimal(f"{(entry * 7919) % 100000}.{entry % 100:02d}")
+        debit = n % 2 == 0
+        yield (entry, day + dt.timedelta(days=entry % 28),
+               f"expense:internal:D{entry % 2000:04d}" if debit else f"revenue:internal:P{entry % 40:03d}",
+               "6100" if debit else "4100", f"D{entry % 2000:04d}" if debit else f"P{entry % 40:03d}",
+               amount if debit else None, None if debit else amount, f"SVC-{entry % 400:03d}",
+               f"REF-{entry:07d}", f"usage line {entry} of the month", "usage",
+               f"{entry * 2654435761 % 2**64:016x}" * 4)
+
+
+def write_openpyxl(path: Path, count: int) -> None:
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("Journal")
+    sheet.append(TITLES)
+    for row in rows(count):
+        cells = list(row)
+        for col in (1,):
+            cell = WriteOnlyCell(sheet, row[col])
+            cell.number_format = "yyyy-mm-dd"
+            cells[col] = cell
+        for col in (5, 6):
+            if row[col] is not None:
+                cell = WriteOnlyCell(sheet, row[col])
+                cell.number_format = MONEY
+                cells[col] = cell
+        sheet.append(cells)
+    book.save(path)
+
+
+def write_xlsxwriter(path: Path, count: int) -> None:
+    import xlsxwriter
+
+    book = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_formulas": False,
+                                           "strings_to_numbers": False, "strings_to_urls": False})
+    sheet = book.add_worksheet("Journal")
+    money = book.add_format({"num_format": MONEY})
+    date = book.add_format({"num_format": "yyyy-mm-dd"})
+    sheet.write_row(0, 0, TITLES)
+    for r, row in enumerate(rows(count), start=1):
+        sheet.write_number(r, 0, row[0])
+        sheet.write_datetime(r, 1, row[1], date)
+        for col in (2, 3, 4, 7, 8, 9, 10, 11):
+            sheet.write_string(r, col, row[col])
+        for col in (5, 6):
+            if row[col] is not None:
+                sheet.write_number(r, col, row[col], money)
+    book.close()
+
+
+def write_chargeback(path: Path, count: int) -> None:
+    from chargeback.bills import DocumentContext
+    from chargeback.workbooks import RowXml, Workbook
+
+    ctx = DocumentContext("Benchmark", "USD", 2, "2026-03", dt.datetime(2026, 4, 1), None, 7,
+                          None, {}, {})
+    wb = Workbook(path, ctx, "Writers", streaming=True)
+    sheet = wb.sheet("Journal")
+    wb.header(sheet, 0, TITLES, numeric=(0, 5, 6))
+    xml = RowXml({"date": wb.formats.date, "money": wb.formats.money})
+
+    def rendered() -> Iterator[str]:
+        for r, row in enumerate(rows(count), start=1):
+            xml.start(r)
+            xml.number("A", row[0])
+            xml.date("B", row[1])
+            for col, value in zip("CDE", row[2:5]):
+                xml.text(col, value)
+            xml.number("F", row[5], "money")
+            xml.number("G", row[6], "money")
+            for col, value in zip("HIJKL", row[7:]):
+                xml.text(col, value)
+            yield xml.end()
+
+    sheet.raw_rows(1, len(TITLES) - 1, rendered())
+    wb.close()
+
+
+def write_rust(path: Path, count: int) -> None:
+    from rustpy_xlsxwriter import FastExcel
+
+    def records() -> Iterator[dict[str, object]]:
+        for row in rows(count):
+            record = dict(zip(TITLES, row))
+            record["Date"] = dt.datetime.combine(row[1], dt.time())
+            # the writer takes binary floats, not Decimal: fine for a speed test only
+            record["Debit"] = float(row[5]) if row[5] is not None else None
+            record["Credit"] = float(row[6]) if row[6] is not None else None
+            yield record
+
+    FastExcel(str(path)).format(float_format="#,##0.00").sheet("Journal", records()).save()
+
+
+WRITERS = {"openpyxl": write_openpyxl, "xlsxwriter": write_xlsxwriter,
+           "chargeback": write_chargeback, "rust": write_rust}
+MODULES = {"openpyxl": "openpyxl", "xlsxwriter": "xlsxwriter", "chargeback": "xlsxwriter",
+           "rust": "rustpy_xlsxwriter"}
+
+
+def check(path: Path, count: int) -> None:
+    """The first and last data rows read back with openpyxl hold what was written."""
+    from openpyxl import load_workbook
+
+    book = load_workbook(path, read_only=True)
+    sheet = book["Journal"]
+    read = list(sheet.iter_rows(min_row=2, max_row=2, values_only=True))
+    read += list(sheet.iter_rows(min_row=count + 1, max_row=count + 1, values_only=True))
+    expected = [next(rows(1))]
+    *_, last = rows(count)
+    expected.append(last)
+    for got, want in zip(read, expected):
+        assert got[0] == want[0], (got, want)
+        assert got[1].date() == want[1], (got, want)
+        for col in (5, 6):
+            assert (got[col] is None) == (want[col] is None), (got, want)
+            if want[col] is not None:
+                assert Decimal(str(got[col])) == want[col], (got[col], want[col])
+        assert got[11] == want[11]
+
+
+def measure(name: str, count: int, folder: Path) -> dict[str, object] | str:
+    path = folder / f"{name}.xlsx"
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, __file__, "--only", name, "--rows", str(count),
+                                "--path", str(path)], stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    assert process.stderr is not None
+    error = process.stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        return error.strip().splitlines()[-1] if error.strip() else "failed"
+    check(path, count)
+    return {"seconds": round(seconds, 2), "rows_per_second": round(count / seconds),
+            "peak_mb": usage.ru_maxrss // 1024, "mb": round(path.stat().st_size / 2**20, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--only", choices=CANDIDATES)
+    parser.add_argument("--path", type=Path)
+    args = parser.parse_args()
+    if args.only and args.path:
+        WRITERS[args.only](args.path, args.rows)
+        return
+    print(f"| writer | {args.rows:,} rows: seconds | rows/s | peak MB | file MB |\n|---|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as folder:
+        for name in ([args.only] if args.only else CANDIDATES):
+            try:
+                __import__(MODULES[name])
+            except ImportError:
+                print(f"| {name} | not installed | | | |")
+                continue
+            result = measure(name, args.rows, Path(folder))
+            if isinstance(result, str):
+                print(f"| {name} | failed: {result} | | | |")
+            else:
+                print(f"| {name} | {result['seconds']} | {result['rows_per_second']:,} "
+                      f"| {result['peak_mb']} | {result['mb']} |")
+
+
+if __name__ == "__main__":
+    main()

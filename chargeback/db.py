@@ -8,7 +8,7 @@ interleave; on PostgreSQL the commands lock the rows they depend on (see `period
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 
@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Date, DateTime, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -109,7 +109,8 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
                 count += 1
         return count
     processors = [table.c[c].type._cached_bind_processor(conn.dialect) for c in columns]  # noqa: SLF001
-    converting = [(i, p) for i, p in enumerate(processors) if p is not None]
+    converting = [(i, _remembered(p) if isinstance(table.c[c].type, (Date, DateTime)) else p)
+                  for i, (c, p) in enumerate(zip(columns, processors)) if p is not None]
     statement = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
     chunk: list[Sequence[object]] = []
     for row in rows:
@@ -128,6 +129,23 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
         conn.exec_driver_sql(statement, chunk)  # type: ignore[arg-type]
         count += len(chunk)
     return count
+
+
+def _remembered(process: Callable[[object], object]) -> Callable[[object], object]:
+    """A date or timestamp bind processor that converts each distinct value once: a
+    batch holds few distinct ones."""
+    seen: dict[object, object] = {}
+
+    def convert(value: object) -> object:
+        try:
+            return seen[value]
+        except KeyError:
+            converted = seen[value] = process(value)
+            return converted
+        except TypeError:  # not hashable
+            return process(value)
+
+    return convert
 
 
 @contextmanager

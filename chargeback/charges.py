@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from itertools import groupby, tee
 
-from sqlalchemy import Column, Connection, func, select, tuple_
+from sqlalchemy import Column, Connection, String, func, select, tuple_, type_coerce
 
 from chargeback.allocation import (
     AllocationError,
@@ -39,7 +39,7 @@ from chargeback.allocation import (
 from chargeback.errors import Refused
 from chargeback.fields import period_bounds
 from chargeback.journal import Draft, accounts
-from chargeback.money import format_amount, from_micro, quantize, to_micro, to_minor
+from chargeback.money import format_amount, from_micro, price_micro, quantize, to_micro, to_minor
 from chargeback.pricing import RateRow, plain, price_tiered
 from chargeback.reference import Reference
 from chargeback.schema import Adjustment, Allocation, Cost, Driver, Entry, Usage
@@ -88,30 +88,62 @@ def usage_charges(conn: Connection, ref: Reference, period: str,
 def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: frozenset[str],
                     chunk: int) -> Iterator[Draft]:
     """Read in chunks by id, each chunk fetched whole before its drafts are posted, so the
-    query never reads the entries table while it is being appended to."""
+    query never reads the entries table while it is being appended to.
+
+    Priced in integers (`price_micro`, the rounding of `quantize`); what does not change
+    from line to line (accounts per service and consumer, the rate per service, class and
+    day) is worked out once."""
     first_day, _ = period_bounds(period)
     digits = ref.digits
-    scale = 10 ** digits
-    query = _unposted_usage(conn, period)
+    query = select(Usage.id, type_coerce(Usage.date, String), Usage.service, Usage.consumer,
+                   Usage.quantity_micro, Usage.reference, Usage.description
+                   ).outerjoin(Entry, Entry.usage_id == Usage.id).where(Usage.period == period, Entry.id.is_(None))
     if tiered:
         query = query.where(Usage.service.not_in(sorted(tiered)))
+    days: dict[object, dt.date] = {}
+    parties: dict[tuple[str, str], tuple[object, ...] | None] = {}
+    rates: dict[tuple[str, str, dt.date], tuple[int, str] | None] = {}
     after = 0
     while True:
         rows = conn.execute(query.where(Usage.id > after).order_by(Usage.id).limit(chunk)).all()
         if not rows:
             return
         after = rows[-1][0]
-        for usage_id, day, service, consumer, quantity_micro, reference, description in rows:
-            unit = ref.units.get(consumer)
-            rate = ref.rates.find(service, unit.kind, day) if unit and service in ref.services else None
+        for usage_id, raw_day, service, consumer, quantity_micro, reference, description in rows:
+            day = days.get(raw_day)
+            if day is None:  # text on SQLite, a date on PostgreSQL
+                day = days[raw_day] = raw_day if isinstance(raw_day, dt.date) else dt.date.fromisoformat(raw_day)
+            party = parties.get((service, consumer), False)
+            if party is False:
+                party = parties[(service, consumer)] = _parties(ref, service, consumer)
+            rate = None
+            if party is not None:
+                kind = party[1]
+                rate = rates.get((service, kind, day), False)
+                if rate is False:
+                    row = ref.rates.find(service, kind, day)
+                    rate = rates[(service, kind, day)] = (
+                        None if row is None else (to_micro(row.rate), row.provenance))
             if rate is None:
                 raise _no_rate(service, reference, day, consumer)
-            amount = int(quantize(from_micro(quantity_micro) * rate.rate, digits) * scale)
-            yield _draft(ref, period, date=max(day, first_day), service_date=day, kind="usage",
-                         usage_id=usage_id, source=None, service=service, consumer=consumer,
-                         quantity_micro=quantity_micro, rate_micro=to_micro(rate.rate),
-                         amount_minor=amount, reference=reference, memo=description,
-                         rate_source=rate.provenance)
+            provider, kind, debit, credit, debit_gl, credit_gl = party  # type: ignore[misc]
+            rate_micro, provenance = rate
+            yield Draft(period, max(day, first_day), day, "usage", usage_id, None, service, provider,
+                        consumer, kind, quantity_micro, rate_micro,
+                        price_micro(quantity_micro, rate_micro, digits), debit, credit, debit_gl,
+                        credit_gl, reference, description, provenance)
+
+
+def _parties(ref: Reference, service: str, consumer: str) -> tuple[object, ...] | None:
+    """(provider, class, debit, credit, debit GL, credit GL) of a charge, as `_draft`
+    makes them; None when the service or consumer is not in the book."""
+    unit = ref.units.get(consumer)
+    if unit is None or service not in ref.services:
+        return None
+    provider = ref.services[service].provider
+    debit, credit = accounts(unit.kind, consumer, provider)
+    return (provider, unit.kind, debit, credit, unit.expense_account,
+            ref.units[provider].revenue_account)
 
 
 def _bytewise(conn: Connection, column: Column) -> object:  # type: ignore[type-arg]

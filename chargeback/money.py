@@ -101,3 +101,15 @@ def parse_decimal(text: str, places: int, *, what: str = "number") -> Decimal:
 def price(quantity: Decimal, rate: Decimal, digits: int) -> Decimal:
     """amount = quantity x rate, rounded once to the currency's minor unit."""
     return quantize(quantity * rate, digits)
+
+
+def price_micro(quantity_micro: int, rate_micro: int, digits: int) -> int:
+    """amount = quantity x rate for a quantity and a rate in integer millionths, as
+    integer minor units rounded once, half away from zero: the rule of `quantize`, in
+    integers (exact at any size, and cheap enough for millions of lines)."""
+    exact = quantity_micro * rate_micro          # in 10^-12 currency units
+    divisor = 10 ** (2 * RATE_PLACES - digits)
+    whole, rest = divmod(abs(exact), divisor)
+    if 2 * rest >= divisor:
+        whole += 1
+    return whole if exact >= 0 else -whole

@@ -91,8 +91,8 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
     query never reads the entries table while it is being appended to.
 
     Priced in integers (`price_micro`, the rounding of `quantize`); what does not change
-    from line to line (accounts per service and consumer, the rate per service, class and
-    day) is worked out once."""
+    from line to line (a consumer's class and accounts, a service's provider, the rate of
+    a service, class and day) is worked out once."""
     first_day, _ = period_bounds(period)
     digits = ref.digits
     query = select(Usage.id, type_coerce(Usage.date, String), Usage.service, Usage.consumer,
@@ -101,7 +101,9 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
     if tiered:
         query = query.where(Usage.service.not_in(sorted(tiered)))
     days: dict[object, dt.date] = {}
-    parties: dict[tuple[str, str], tuple[object, ...] | None] = {}
+    consumers: dict[str, tuple[str, str | None] | None] = {}
+    services: dict[str, tuple[str, str | None] | None] = {}
+    pairs: dict[tuple[str, str, str], tuple[str, str]] = {}
     rates: dict[tuple[str, str, dt.date], tuple[int, str] | None] = {}
     after = 0
     while True:
@@ -113,12 +115,18 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
             day = days.get(raw_day)
             if day is None:  # text on SQLite, a date on PostgreSQL
                 day = days[raw_day] = raw_day if isinstance(raw_day, dt.date) else dt.date.fromisoformat(raw_day)
-            party = parties.get((service, consumer), False)
-            if party is False:
-                party = parties[(service, consumer)] = _parties(ref, service, consumer)
+            buyer = consumers.get(consumer, False)
+            if buyer is False:
+                unit = ref.units.get(consumer)
+                buyer = consumers[consumer] = None if unit is None else (unit.kind, unit.expense_account)
+            seller = services.get(service, False)
+            if seller is False:
+                info = ref.services.get(service)
+                seller = services[service] = (
+                    None if info is None else (info.provider, ref.units[info.provider].revenue_account))
             rate = None
-            if party is not None:
-                kind = party[1]
+            if buyer is not None and seller is not None:
+                kind = buyer[0]
                 rate = rates.get((service, kind, day), False)
                 if rate is False:
                     row = ref.rates.find(service, kind, day)
@@ -126,24 +134,16 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
                         None if row is None else (to_micro(row.rate), row.provenance))
             if rate is None:
                 raise _no_rate(service, reference, day, consumer)
-            provider, kind, debit, credit, debit_gl, credit_gl = party  # type: ignore[misc]
+            kind, debit_gl = buyer  # type: ignore[misc]
+            provider, credit_gl = seller  # type: ignore[misc]
+            both = pairs.get((kind, consumer, provider))
+            if both is None:
+                both = pairs[(kind, consumer, provider)] = accounts(kind, consumer, provider)
             rate_micro, provenance = rate
             yield Draft(period, max(day, first_day), day, "usage", usage_id, None, service, provider,
                         consumer, kind, quantity_micro, rate_micro,
-                        price_micro(quantity_micro, rate_micro, digits), debit, credit, debit_gl,
+                        price_micro(quantity_micro, rate_micro, digits), both[0], both[1], debit_gl,
                         credit_gl, reference, description, provenance)
-
-
-def _parties(ref: Reference, service: str, consumer: str) -> tuple[object, ...] | None:
-    """(provider, class, debit, credit, debit GL, credit GL) of a charge, as `_draft`
-    makes them; None when the service or consumer is not in the book."""
-    unit = ref.units.get(consumer)
-    if unit is None or service not in ref.services:
-        return None
-    provider = ref.services[service].provider
-    debit, credit = accounts(unit.kind, consumer, provider)
-    return (provider, unit.kind, debit, credit, unit.expense_account,
-            ref.units[provider].revenue_account)
 
 
 def _bytewise(conn: Connection, column: Column) -> object:  # type: ignore[type-arg]

@@ -7,6 +7,7 @@ interleave; on PostgreSQL the commands lock the rows they depend on (see `period
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -129,6 +130,20 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
         conn.exec_driver_sql(statement, chunk)  # type: ignore[arg-type]
         count += len(chunk)
     return count
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a command makes millions of rows of plain values:
+    they hold no cycles, and the collector would walk the growing heap again and again
+    (a fifth of a million-line import). Usable as a decorator."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _remembered(process: Callable[[object], object]) -> Callable[[object], object]:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, select, update
 
-from chargeback.db import bulk_insert
+from chargeback.db import bulk_insert, collector_paused
 from chargeback.schema import Entry, EntryTier, JournalHead
 
 GENESIS = "0" * 64
@@ -103,6 +103,7 @@ class Posted:
     last_hash: str
 
 
+@collector_paused()
 def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
          batch: int = 50_000) -> Posted:
     """Append drafts to the journal, in order, under the journal head's lock.

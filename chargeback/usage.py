@@ -23,7 +23,7 @@ from sqlalchemy import Column, Connection, MetaData, String, Table, insert, sele
 
 from chargeback.errors import InputRefused, Problem, Refused
 from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_bounds, problems_of
-from chargeback.db import bulk_insert
+from chargeback.db import bulk_insert, collector_paused
 from chargeback.money import from_micro, from_minor, price_micro, to_micro
 from chargeback.periods import lock_open_period
 from chargeback.reference import Reference, load_reference
@@ -64,6 +64,7 @@ class ImportResult:
     currency: str = ""
 
 
+@collector_paused()
 def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime) -> ImportResult:
     """Import the usage file at `path` into `period`; refuses it whole on any problem."""
     name = path.name

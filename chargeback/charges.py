@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from itertools import groupby, tee
 
-from sqlalchemy import Column, Connection, func, select, tuple_
+from sqlalchemy import Column, Connection, String, func, select, tuple_, type_coerce
 
 from chargeback.allocation import (
     AllocationError,
@@ -93,32 +93,62 @@ def usage_charges(conn: Connection, ref: Reference, period: str,
 def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: frozenset[str],
                     chunk: int) -> Iterator[Draft]:
     """Read in chunks by id, each chunk fetched whole before its drafts are posted, so the
-    query never reads the entries table while it is being appended to."""
+    query never reads the entries table while it is being appended to.
+
+    Priced in integers (`minor_of_product`, the rounding of `quantize`); what does not change
+    from line to line (a consumer's class and accounts, a service's provider, the rate of
+    a service, class and day) is worked out once."""
     first_day, _ = period_bounds(period)
     digits = ref.digits
-    query = _unposted_usage(conn, period)
+    query = select(Usage.id, type_coerce(Usage.date, String), Usage.service, Usage.consumer,
+                   Usage.quantity_micro, Usage.reference, Usage.description
+                   ).outerjoin(Entry, Entry.usage_id == Usage.id).where(Usage.period == period, Entry.id.is_(None))
     if tiered:
         query = query.where(Usage.service.not_in(sorted(tiered)))
-    rate_micros: dict[int, int] = {}
+    days: dict[object, dt.date] = {}
+    consumers: dict[str, tuple[str, str | None] | None] = {}
+    services: dict[str, tuple[str, str | None] | None] = {}
+    pairs: dict[tuple[str, str, str], tuple[str, str]] = {}
+    rates: dict[tuple[str, str, dt.date], tuple[int, str] | None] = {}
     after = 0
     while True:
         rows = conn.execute(query.where(Usage.id > after).order_by(Usage.id).limit(chunk)).all()
         if not rows:
             return
         after = rows[-1][0]
-        for usage_id, day, service, consumer, quantity_micro, reference, description in rows:
-            unit = ref.units.get(consumer)
-            rate = ref.rates.find(service, unit.kind, day) if unit and service in ref.services else None
+        for usage_id, raw_day, service, consumer, quantity_micro, reference, description in rows:
+            day = days.get(raw_day)
+            if day is None:  # text on SQLite, a date on PostgreSQL
+                day = days[raw_day] = raw_day if isinstance(raw_day, dt.date) else dt.date.fromisoformat(raw_day)
+            buyer = consumers.get(consumer, False)
+            if buyer is False:
+                unit = ref.units.get(consumer)
+                buyer = consumers[consumer] = None if unit is None else (unit.kind, unit.expense_account)
+            seller = services.get(service, False)
+            if seller is False:
+                info = ref.services.get(service)
+                seller = services[service] = (
+                    None if info is None else (info.provider, ref.units[info.provider].revenue_account))
+            rate = None
+            if buyer is not None and seller is not None:
+                kind = buyer[0]
+                rate = rates.get((service, kind, day), False)
+                if rate is False:
+                    row = ref.rates.find(service, kind, day)
+                    rate = rates[(service, kind, day)] = (
+                        None if row is None else (to_micro(row.rate), row.provenance))
             if rate is None:
                 raise _no_rate(service, reference, day, consumer)
-            rate_micro = rate_micros.get(id(rate))
-            if rate_micro is None:
-                rate_micro = rate_micros[id(rate)] = to_micro(rate.rate)
-            yield _draft(ref, period, date=max(day, first_day), service_date=day, kind="usage",
-                         usage_id=usage_id, source=None, service=service, consumer=consumer,
-                         quantity_micro=quantity_micro, rate_micro=rate_micro,
-                         amount_minor=minor_of_product(quantity_micro, rate_micro, digits),
-                         reference=reference, memo=description, rate_source=rate.provenance)
+            kind, debit_gl = buyer  # type: ignore[misc]
+            provider, credit_gl = seller  # type: ignore[misc]
+            both = pairs.get((kind, consumer, provider))
+            if both is None:
+                both = pairs[(kind, consumer, provider)] = accounts(kind, consumer, provider)
+            rate_micro, provenance = rate
+            yield Draft(period, max(day, first_day), day, "usage", usage_id, None, service, provider,
+                        consumer, kind, quantity_micro, rate_micro,
+                        minor_of_product(quantity_micro, rate_micro, digits), both[0], both[1], debit_gl,
+                        credit_gl, reference, description, provenance)
 
 
 def _bytewise(conn: Connection, column: Column) -> object:  # type: ignore[type-arg]

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, select, update
 
-from chargeback.db import bulk_insert
+from chargeback.db import bulk_insert, collector_paused
 from chargeback.errors import Refused
 from chargeback.schema import Entry, EntryTier, JournalHead
 
@@ -80,9 +80,22 @@ def _iso(value: object) -> str:
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_iso).encode
 
 
+def _plain_encoder() -> Callable[[list[object]], str]:
+    """The same JSON as `_encode`, from one C encoder built once: `JSONEncoder.encode`
+    builds a new one per call, which costs more than the encoding itself."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - a Python without the C accelerator
+        return _encode
+    encoder = make(None, _iso, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    return lambda values: "".join(encoder(values, 0))
+
+
+_encode_plain = _plain_encoder()
+
+
 def entry_hash(values: Sequence[object]) -> str:
     """sha256 of an entry's values in HASHED_FIELDS order (JSON, so it is unambiguous)."""
-    return hashlib.sha256(_encode(list(values)).encode("utf-8")).hexdigest()
+    return hashlib.sha256(_encode_plain(list(values)).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,7 @@ class Posted:
     last_hash: str
 
 
+@collector_paused()
 def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
          batch: int = 50_000, on_batch: Callable[[int], None] | None = None) -> Posted:
     """Append drafts to the journal, in order, under the journal head's lock.
@@ -101,13 +115,17 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
     Drafts are chained and inserted a batch at a time: the drafts' own queries (which
     may read the database lazily) never run while a batch is being copied in."""
     posted_at = posted_at.replace(microsecond=0)
-    posted_text = posted_at.isoformat()
     head_row = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)
                             .where(JournalHead.id == 1).with_for_update()).one()
     last_id, last_hash = head_row.last_entry, head_row.last_hash
     first_id, count = last_id + 1, 0
     rows: list[tuple[object, ...]] = []
     tiers: list[tuple[int, int, int, int, int]] = []
+    # The hash is taken over the JSON of the values with dates as ISO text: the same
+    # bytes `entry_hash` produces from the stored row, built without a callback per date.
+    stamp = posted_at.isoformat()
+    iso: dict[dt.date, str] = {}
+    sha256, encode = hashlib.sha256, _encode_plain
     for draft in drafts:
         if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
             raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
@@ -115,12 +133,15 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
                           "check its quantity and rate (a charge must stay below 10^12)")
         last_id += 1
         values = draft[:-1]
-        # the dates as entry_hash would write them, without its per-value fallback
-        digest = entry_hash((last_id, posted_text, values[0], values[1].isoformat(),
-                             values[2].isoformat()) + values[3:] + (last_hash,))
-        rows.append((last_id, posted_at) + values + (last_hash, digest))
-        for number, (tier_from, quantity, rate) in enumerate(draft.pieces, start=1):
-            tiers.append((last_id, number, tier_from, quantity, rate))
+        day, service_day = draft[1], draft[2]
+        day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
+        service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
+        digest = sha256(encode([last_id, stamp, draft[0], day_text, service_text, *draft[3:-1], last_hash])
+                        .encode("utf-8")).hexdigest()
+        rows.append((last_id, posted_at, *values, last_hash, digest))
+        if draft.pieces:
+            for number, (tier_from, quantity, rate) in enumerate(draft.pieces, start=1):
+                tiers.append((last_id, number, tier_from, quantity, rate))
         last_hash = digest
         if len(rows) >= batch:
             count += _insert(conn, rows, tiers)

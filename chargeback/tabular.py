@@ -146,7 +146,7 @@ def _csv_rows(
             line = reader.line_num
             for record in reader:
                 start, line = line + 1, reader.line_num
-                if not any(cell.strip() for cell in record):
+                if not any(map(str.strip, record)):
                     continue
                 if len(record) > width:
                     problems.append(

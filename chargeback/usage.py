@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from typing_extensions import TypedDict
 
@@ -24,8 +24,8 @@ from sqlalchemy.exc import IntegrityError
 
 from chargeback.errors import InputRefused, Problem, Refused
 from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_bounds, problems_of
-from chargeback.db import bulk_insert
-from chargeback.money import LIMIT, from_micro, from_minor, minor_of_product, to_micro
+from chargeback.db import bulk_insert, collector_paused
+from chargeback.money import LIMIT, MICRO_SQUARED, from_micro, from_minor, minor_of_product, to_micro
 from chargeback.periods import lock_open_period
 from chargeback.progress import Progress, csv_lines, phase
 from chargeback.reference import Reference, load_reference
@@ -39,8 +39,7 @@ MAX_REFERENCE = 100
 MAX_DESCRIPTION = 2000
 
 
-@dataclass(frozen=True)
-class UsageLine:
+class UsageLine(NamedTuple):
     """A validated usage row."""
 
     line: int
@@ -67,6 +66,7 @@ class ImportResult:
     currency: str = ""
 
 
+@collector_paused()
 def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
                  progress: bool = False) -> ImportResult:
     """Import the usage file at `path` into `period`; refuses it whole on any problem.
@@ -77,8 +77,9 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
     lock_open_period(conn, period, create=True)
     reference = load_reference(conn)
     problems: list[Problem] = []
+    rated: dict[tuple[str, str, dt.date], int | None] = {}
     with phase(f"reading {name}", csv_lines(path) if progress else 0, progress) as bar:
-        lines, lines_read = _validate(path, name, period, reference, problems, bar)
+        lines, lines_read = _validate(path, name, period, reference, problems, bar, rated)
     known = _existing(conn, lines)
     fresh: list[UsageLine] = []
     duplicates = 0
@@ -111,18 +112,16 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
     result = ImportResult(name, period, lines_read=lines_read, imported=len(fresh),
                           duplicates=duplicates, currency=reference.currency)
     totals: Counter[str] = Counter()
-    rate_micros: dict[int, int] = {}
+    providers = {code: service.provider for code, service in reference.services.items()}
+    kinds = {code: unit.kind for code, unit in reference.units.items()}
+    late = credits = 0
     for line in fresh:
-        consumer_class = reference.units[line.consumer].kind
-        rate = reference.rates.find(line.service, consumer_class, line.date)
-        assert rate is not None
-        rate_micro = rate_micros.get(id(rate))
-        if rate_micro is None:
-            rate_micro = rate_micros[id(rate)] = to_micro(rate.rate)
-        totals[reference.services[line.service].provider] += minor_of_product(
-            to_micro(line.quantity), rate_micro, digits)
-        result.late += line.date < first_day
-        result.credits += line.quantity < 0
+        rate_micro = rated[(line.service, kinds[line.consumer], line.date)]
+        assert rate_micro is not None
+        totals[providers[line.service]] += minor_of_product(to_micro(line.quantity), rate_micro, digits)
+        late += line.date < first_day
+        credits += line.quantity < 0
+    result.late, result.credits = late, credits
     result.by_provider = {p: from_minor(v, digits) for p, v in sorted(totals.items())}
 
     import_id = conn.execute(insert(Import).values(
@@ -249,9 +248,12 @@ def _fast_row(values: dict[str, str]) -> Fields | None:
             values.get("description") or None)
 
 
-def _validate(path: Path, name: str, period: str, ref: Reference,
-              problems: list[Problem], bar: Progress) -> tuple[list[UsageLine], int]:
+def _validate(path: Path, name: str, period: str, ref: Reference, problems: list[Problem],
+              bar: Progress, rated: dict[tuple[str, str, dt.date], int | None]) -> tuple[list[UsageLine], int]:
+    """The file's valid lines and the number of rows read; `rated` gets the base rate (in
+    millionths, None if there is none) of each (service, class, date) that was checked."""
     _, last_day = period_bounds(period)
+    in_force = rated
     lines: list[UsageLine] = []
     counter = {"read": 0}
     services, units, rates = ref.services, ref.units, ref.rates
@@ -282,12 +284,18 @@ def _validate(path: Path, name: str, period: str, ref: Reference,
                 problems.append(Problem(name, number, "date",
                     f"{day.isoformat()} is outside the active dates of {consumer.code} "
                     f"({_range(consumer.active_from, consumer.active_to)})"))
-            elif (rate := rates.find(service.code, consumer.kind, day)) is None:
-                problems.append(Problem(name, number, "service",
-                    f"no {consumer.kind} rate of {service.code} is in force on {day.isoformat()}: add one to rates.csv"))
-            elif abs(quantity * rate.rate) >= LIMIT:
-                problems.append(Problem(name, number, "quantity",
-                    f"{quantity} x the rate {rate.rate} is too large for one charge line (the limit is 10^12)"))
+            else:
+                key = (service.code, consumer.kind, day)
+                rate_micro = in_force.get(key, False)
+                if rate_micro is False:
+                    rate = rates.find(service.code, consumer.kind, day)
+                    rate_micro = in_force[key] = None if rate is None else to_micro(rate.rate)
+                if rate_micro is None:
+                    problems.append(Problem(name, number, "service",
+                        f"no {consumer.kind} rate of {service.code} is in force on {day.isoformat()}: add one to rates.csv"))
+                elif abs(to_micro(quantity)) * rate_micro >= LIMIT * MICRO_SQUARED:
+                    problems.append(Problem(name, number, "quantity",
+                        f"{quantity} x the rate {from_micro(rate_micro)} is too large for one charge line (the limit is 10^12)"))
         if len(problems) == bad:
             lines.append(UsageLine(number, day, service_code, consumer_code, quantity,
                                    reference, description))

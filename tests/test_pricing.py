@@ -94,3 +94,25 @@ def test_price_matches_exact_integer_rounding(quantity: Decimal, rate_value: Dec
     expected = magnitude if product >= 0 else -magnitude
     assert to_minor(price(quantity, rate_value, digits), digits) == expected
     assert quantize(price(quantity, rate_value, digits), digits) == price(quantity, rate_value, digits)
+
+
+@given(st.integers(-10**18, 10**18), st.integers(0, 10**18), st.sampled_from([0, 2, 3]))
+def test_integer_pricing_rounds_like_quantize(quantity_micro: int, rate_micro: int, digits: int) -> None:
+    """`price_micro` (the close's and the import's integer pricing) is `quantize`'s rule."""
+    from decimal import localcontext
+
+    from chargeback.money import price_micro
+
+    with localcontext() as context:
+        context.prec = 60  # exact product, whatever the size
+        exact = D(quantity_micro).scaleb(-6) * D(rate_micro).scaleb(-6)
+        expected = int(quantize(exact, digits).scaleb(digits))
+    assert price_micro(quantity_micro, rate_micro, digits) == expected
+
+
+@given(st.integers(-10**6, 10**6).filter(bool), st.sampled_from([0, 5, 335, 1_250_000, 999_999]))
+def test_integer_pricing_ties_go_away_from_zero(quantity: int, rate_micro: int) -> None:
+    from chargeback.money import price_micro
+
+    expected = to_minor(quantize(D(quantity).scaleb(-6) * D(rate_micro).scaleb(-6), 2), 2)
+    assert price_micro(quantity, rate_micro, 2) == expected

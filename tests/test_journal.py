@@ -85,3 +85,16 @@ def test_the_database_refuses_an_entry_with_one_account(closed: str) -> None:
         sql(closed, "UPDATE entries SET credit_account = debit_account WHERE id = 1")
     with pytest.raises(Exception):
         sql(closed, "UPDATE entries SET amount_minor = NULL WHERE id = 1")
+
+
+def test_the_hash_is_the_json_of_the_values() -> None:
+    """The fast encoder gives the bytes of the JSON the chain was defined with."""
+    import datetime as dt
+    import hashlib
+    import json
+
+    values = [7, dt.datetime(2026, 3, 31, 23, 59, 1), "2026-03", dt.date(2026, 3, 1), dt.date(2026, 2, 28),
+              "usage", None, "a \"quoted\" \\ back\nslash\t", "é€😀\x00\x1f", -12, 10**17, "", None]
+    reference = json.dumps(values, ensure_ascii=False, separators=(",", ":"),
+                           default=lambda v: v.isoformat())
+    assert entry_hash(values) == hashlib.sha256(reference.encode("utf-8")).hexdigest()

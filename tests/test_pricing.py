@@ -108,3 +108,25 @@ def test_integer_pricing_rounds_half_cents_away_from_zero() -> None:
     assert minor_of_product(-1_000_000, 5_000, 2) == -1
     assert minor_of_product(1_000_000, 4_999, 2) == 0
     assert minor_of_product(3_000_000, 333_333, 2) == 100  # 0.999999 -> 1.00
+
+
+@given(st.integers(-10**18, 10**18), st.integers(0, 10**18), st.sampled_from([0, 2, 3]))
+def test_integer_pricing_rounds_like_quantize(quantity_micro: int, rate_micro: int, digits: int) -> None:
+    """`minor_of_product` (the close's and the import's integer pricing) is `quantize`'s rule."""
+    from decimal import localcontext
+
+    from chargeback.money import minor_of_product
+
+    with localcontext() as context:
+        context.prec = 60  # exact product, whatever the size
+        exact = D(quantity_micro).scaleb(-6) * D(rate_micro).scaleb(-6)
+        expected = int(quantize(exact, digits).scaleb(digits))
+    assert minor_of_product(quantity_micro, rate_micro, digits) == expected
+
+
+@given(st.integers(-10**6, 10**6).filter(bool), st.sampled_from([0, 5, 335, 1_250_000, 999_999]))
+def test_integer_pricing_ties_go_away_from_zero(quantity: int, rate_micro: int) -> None:
+    from chargeback.money import minor_of_product
+
+    expected = to_minor(quantize(D(quantity).scaleb(-6) * D(rate_micro).scaleb(-6), 2), 2)
+    assert minor_of_product(quantity, rate_micro, 2) == expected

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 
 from chargeback import audit, budgets as _budgets, db, delivery, variance
 from chargeback.bundled import bundled
@@ -118,18 +118,14 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
         check_period(period)
         if not documents:
             with db.transaction(engine) as conn:
-                result = close_period(conn, period, now(), progress)
-                result.review = variance.review(conn, period)
-                result.budget_warnings = _budgets.warnings(conn, period)
+                result = _close_reviewed(conn, period, now(), progress)
                 log.done(conn, f"{result.posted} entries posted, no documents written")
                 return result
         with _writing_documents(out_dir, "the period stays open"):
             with staged(out_dir, period) as (folder, publish):
                 with db.transaction(engine) as conn:
                     started = time.perf_counter()
-                    result = close_period(conn, period, now(), progress)
-                    result.review = variance.review(conn, period)
-                    result.budget_warnings = _budgets.warnings(conn, period)
+                    result = _close_reviewed(conn, period, now(), progress)
                     posted = time.perf_counter()
                     write_documents(conn, period, folder, progress=progress, review=result.review)
                     if seconds is not None:
@@ -144,6 +140,15 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
                         f"{out_dir / period}: {exc.strerror or exc}; write them with "
                         f"`chargeback report {period} --out {out_dir}`") from exc
         return result
+
+
+def _close_reviewed(conn: Connection, period: str, when: dt.datetime, progress: bool = False) -> CloseResult:
+    """The close (or a preview's), with the variance review and the budget warnings that
+    `close` and `preview` print, computed in the same transaction."""
+    result = close_period(conn, period, when, progress)
+    result.review = variance.review(conn, period)
+    result.budget_warnings = _budgets.warnings(conn, period)
+    return result
 
 
 @contextmanager
@@ -183,16 +188,15 @@ def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) 
             if period_status(conn, period) == "closed":
                 raise Refused(f"period {period} is closed: its documents are final; "
                               f"`chargeback report {period}` writes them again")
-            result = close_period(conn, period, issued)
+            result = _close_reviewed(conn, period, issued)
             result.reconciliation.status = "open"  # once the transaction is rolled back
-            review = variance.review(conn, period)
-            warnings = _budgets.warnings(conn, period)
             try:
-                write_documents(conn, period, folder, draft=True, issued=issued, review=review)
+                write_documents(conn, period, folder, draft=True, issued=issued, review=result.review)
             except OSError as exc:
                 raise Refused(f"cannot write the drafts to {out_dir}: {exc.strerror or exc}") from exc
         publish()
-    return PreviewResult(period, result.posted, result.reconciliation, review, warnings,
+    return PreviewResult(period, result.posted, result.reconciliation, result.review,  # type: ignore[arg-type]
+                         result.budget_warnings,
                          Path(out_dir) / f"{period}-draft")
 
 

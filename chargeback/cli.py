@@ -17,7 +17,6 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from chargeback import api, budgets, delivery, variance
 from chargeback.db import database_url, redact
 from chargeback.errors import InputRefused, Refused
-from chargeback.money import format_amount
 from chargeback.reconciliation import Reconciliation
 from chargeback.recovery import percent
 from chargeback.usage import ImportResult

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import gc
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -67,7 +69,9 @@ def connect(url: str | None = None) -> Engine:
     if backend not in ("sqlite", "postgresql"):
         raise Refused(f"unsupported database {backend!r}: use a sqlite:// or postgresql:// URL")
     if backend == "sqlite":
-        engine = create_engine(parsed, connect_args={"timeout": 60})
+        # check_same_thread off: `Overlapped` inserts on a second thread, one at a time
+        # (SQLite itself is built serialized: sqlite3.threadsafety == 3).
+        engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
         _sqlite_transactions(engine)
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
@@ -101,9 +105,28 @@ def _alembic_config(conn: Connection) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Create the schema or upgrade it to the newest revision; safe to repeat."""
-    with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "head")
+    """Create the schema or upgrade it to the newest revision; safe to repeat.
+
+    On SQLite a migration that rebuilds a table others refer to (0005 rebuilds `entries`)
+    needs foreign keys off, which SQLite allows only outside a transaction: they are
+    turned off around it, every reference is checked before the commit, and they are
+    turned on again."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+        return
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection  # a PRAGMA outside SQLAlchemy's autobegin
+        raw.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                command.upgrade(_alembic_config(conn), "head")
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise Refused(f"upgrading the schema would break {len(broken)} references "
+                                  f"(first: table {broken[0][0]}); nothing was changed")
+        finally:
+            raw.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
 
 
 def schema_is_current(conn: Connection) -> bool:
@@ -134,23 +157,69 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
     converting = [(i, _remembered(p) if isinstance(table.c[c].type, (Date, DateTime)) else p)
                   for i, (c, p) in enumerate(zip(columns, processors)) if p is not None]
     statement = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+    def write(chunk: list[Sequence[object]]) -> None:
+        try:
+            cursor.executemany(statement, chunk)
+        except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
+            raise DBAPIError.instance(statement, None, exc, conn.dialect.dbapi.Error,  # type: ignore[union-attr]
+                                      dialect=conn.dialect) from exc
+
     chunk: list[Sequence[object]] = []
-    for row in rows:
-        if converting:
-            values = list(row)
-            for i, process in converting:
-                if values[i] is not None:
-                    values[i] = process(values[i])
-            row = tuple(values)
-        chunk.append(row)
-        if len(chunk) >= batch:
-            conn.exec_driver_sql(statement, chunk)  # type: ignore[arg-type]
+    try:
+        for row in rows:
+            if converting:
+                values = list(row)
+                for i, process in converting:
+                    if values[i] is not None:
+                        values[i] = process(values[i])
+                row = tuple(values)
+            chunk.append(row)
+            if len(chunk) >= batch:
+                write(chunk)
+                count += len(chunk)
+                chunk = []
+        if chunk:
+            write(chunk)
             count += len(chunk)
-            chunk = []
-    if chunk:
-        conn.exec_driver_sql(statement, chunk)  # type: ignore[arg-type]
-        count += len(chunk)
+    finally:
+        cursor.close()
     return count
+
+
+class Overlapped:
+    """Runs one piece of database work at a time on a second thread while the caller
+    prepares the next (the journal hashes batch n+1 while batch n is inserted): SQLite
+    and PostgreSQL do their part of an insert without holding Python's lock, so the
+    two cores share the work. Still one connection and one transaction; the work is
+    done in order, and an error in it is raised to the caller at the next `submit` or
+    at the end, after the thread has stopped touching the connection."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chargeback-insert")
+        self._pending: Future[object] | None = None
+
+    def submit(self, work: Callable[..., object], *args: object) -> None:
+        self.wait()
+        self._pending = self._pool.submit(work, *args)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> Overlapped:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self.wait()
+            elif self._pending is not None:
+                futures_wait([self._pending])  # the caller's own error wins; the thread is done
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _require_schema(conn: Connection) -> None:

@@ -11,7 +11,7 @@ from typing import TextIO
 from sqlalchemy import Connection, select
 
 from chargeback.errors import Refused
-from chargeback.money import format_amount
+from chargeback.money import format_amount, plain_amount
 from chargeback.safe import neutralize
 from chargeback.schema import Book, Entry
 
@@ -45,19 +45,29 @@ def _currency(conn: Connection) -> tuple[str, int]:
 def journal_lines(conn: Connection, period: str) -> Iterator[list[str]]:
     """The CSV export's rows (two per entry: the debit line, then the credit line)."""
     _, digits = _currency(conn)
-    for e in _entries(conn, period):
-        amount = format_amount(abs(e.amount_minor), digits)
+    safe: dict[str | None, str] = {None: ""}
+    dates: dict[object, str] = {}
+
+    def neutral(text: str | None) -> str:
+        found = safe.get(text)
+        if found is None:
+            found = safe[text] = neutralize(text) or ""
+        return found
+
+    for (entry, day, _, period_, _, service, provider, consumer, minor, debit_account,
+         credit_account, debit_gl, credit_gl, reference, memo, rate_source) in _entries(conn, period):
+        amount = plain_amount(abs(minor), digits)
         debit_side, credit_side = (amount, ""), ("", amount)
-        if e.amount_minor < 0:
+        if minor < 0:
             debit_side, credit_side = credit_side, debit_side
-        memo = neutralize(e.memo) or ""
-        reference = neutralize(e.reference) or ""
-        source = neutralize(e.rate_source) or ""
-        date = e.date.isoformat()
-        yield [str(e.id), date, e.period, e.debit_account, neutralize(e.debit_gl) or "", e.consumer,
-               *debit_side, e.service, reference, memo, source]
-        yield [str(e.id), date, e.period, e.credit_account, neutralize(e.credit_gl) or "", e.provider,
-               *credit_side, e.service, reference, memo, source]
+        date = dates.get(day) or dates.setdefault(day, day.isoformat())
+        number = str(entry)
+        tail = (service, neutralize(reference) or "", neutral(memo), neutral(rate_source))
+        yield [number, date, period_, debit_account, neutral(debit_gl), consumer, *debit_side, *tail]
+        yield [number, date, period_, credit_account, neutral(credit_gl), provider, *credit_side, *tail]
+        if len(safe) > 100_000:
+            safe.clear()
+            safe[None] = ""
 
 
 def write_csv(conn: Connection, period: str, out: TextIO) -> None:

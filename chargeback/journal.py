@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, select, update
 
-from chargeback.db import bulk_insert, collector_paused
+from chargeback.db import Overlapped, bulk_insert, collector_paused
 from chargeback.errors import Refused
 from chargeback.schema import Entry, EntryTier, JournalHead
 
@@ -112,8 +112,10 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
          batch: int = 50_000, on_batch: Callable[[int], None] | None = None) -> Posted:
     """Append drafts to the journal, in order, under the journal head's lock.
 
-    Drafts are chained and inserted a batch at a time: the drafts' own queries (which
-    may read the database lazily) never run while a batch is being copied in."""
+    Drafts are chained a batch at a time, and each batch is inserted on a second thread
+    while the next is chained (`Overlapped`). The drafts may read the database lazily as
+    they go (the usage still to price, a chunk at a time): those reads only touch rows
+    that no batch in flight writes."""
     posted_at = posted_at.replace(microsecond=0)
     head_row = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)
                             .where(JournalHead.id == 1).with_for_update()).one()
@@ -126,31 +128,34 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
     stamp = posted_at.isoformat()
     iso: dict[dt.date, str] = {}
     sha256, encode = hashlib.sha256, _encode_plain
-    for draft in drafts:
-        if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
-            raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
-                          f"its amount ({draft.amount_minor} minor units) is too large to post; "
-                          "check its quantity and rate (a charge must stay below 10^12)")
-        last_id += 1
-        values = draft[:-1]
-        day, service_day = draft[1], draft[2]
-        day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
-        service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
-        digest = sha256(encode([last_id, stamp, draft[0], day_text, service_text, *draft[3:-1], last_hash])
-                        .encode("utf-8")).hexdigest()
-        rows.append((last_id, posted_at, *values, last_hash, digest))
-        if draft.pieces:
-            for number, (tier_from, quantity, rate) in enumerate(draft.pieces, start=1):
-                tiers.append((last_id, number, tier_from, quantity, rate))
-        last_hash = digest
-        if len(rows) >= batch:
-            count += _insert(conn, rows, tiers)
+    with Overlapped() as inserts:
+        for draft in drafts:
+            if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
+                raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
+                              f"its amount ({draft.amount_minor} minor units) is too large to post; "
+                              "check its quantity and rate (a charge must stay below 10^12)")
+            last_id += 1
+            day, service_day = draft[1], draft[2]
+            day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
+            service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
+            digest = sha256(encode([last_id, stamp, draft[0], day_text, service_text, *draft[3:-1], last_hash])
+                            .encode("utf-8")).hexdigest()
+            rows.append((last_id, posted_at, *draft[:-1], last_hash, digest))
+            if draft.pieces:
+                for number, (tier_from, quantity, rate) in enumerate(draft.pieces, start=1):
+                    tiers.append((last_id, number, tier_from, quantity, rate))
+            last_hash = digest
+            if len(rows) >= batch:
+                inserts.submit(_insert, conn, rows, tiers)
+                count += len(rows)
+                if on_batch is not None:
+                    on_batch(len(rows))
+                rows, tiers = [], []
+        if rows:
+            inserts.submit(_insert, conn, rows, tiers)
+            count += len(rows)
             if on_batch is not None:
                 on_batch(len(rows))
-            rows, tiers = [], []
-    count += _insert(conn, rows, tiers)
-    if on_batch is not None and rows:
-        on_batch(len(rows))
     if count:
         conn.execute(update(JournalHead).where(JournalHead.id == 1)
                      .values(last_entry=last_id, last_hash=last_hash))

@@ -61,6 +61,15 @@ def format_amount(minor: int, digits: int) -> str:
     return f"{from_minor(minor, digits):.{digits}f}"
 
 
+def plain_amount(minor: int, digits: int) -> str:
+    """Non-negative minor units as plain text with the currency's digits (`1234.50`): the
+    text `format_amount` gives, worked out in integers for the million-line files."""
+    if not digits:
+        return str(minor)
+    whole, part = divmod(minor, 10**digits)
+    return f"{whole}.{part:0{digits}d}"
+
+
 def format_percent(share: Decimal | None) -> str:
     """A share as a percentage with one decimal: `0.2512` as `25.1%`; blank for None."""
     return "" if share is None else f"{quantize(share * 100, 1)}%"

@@ -302,7 +302,8 @@ class Entry(Base):
     memo: Mapped[str | None] = mapped_column(Text)
     rate_source: Mapped[str | None] = mapped_column(String(200))
     prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Not indexed: the chain, recomputed by `verify`, is what guards it (migration 0005).
+    hash: Mapped[str] = mapped_column(String(64))
     __table_args__ = (
         CheckConstraint("debit_account <> credit_account", name="two_accounts"),
         CheckConstraint(

@@ -40,13 +40,13 @@ MAX_DESCRIPTION = 2000
 
 
 class UsageLine(NamedTuple):
-    """A validated usage row."""
+    """A validated usage row; the quantity in integer millionths, as it is stored."""
 
     line: int
     date: dt.date
     service: str
     consumer: str
-    quantity: Decimal
+    quantity_micro: int
     reference: str
     description: str | None
 
@@ -118,9 +118,9 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
     for line in fresh:
         rate_micro = rated[(line.service, kinds[line.consumer], line.date)]
         assert rate_micro is not None
-        totals[providers[line.service]] += minor_of_product(to_micro(line.quantity), rate_micro, digits)
+        totals[providers[line.service]] += minor_of_product(line.quantity_micro, rate_micro, digits)
         late += line.date < first_day
-        credits += line.quantity < 0
+        credits += line.quantity_micro < 0
     result.late, result.credits = late, credits
     result.by_provider = {p: from_minor(v, digits) for p, v in sorted(totals.items())}
 
@@ -130,8 +130,7 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
     ).returning(Import.id)).scalar_one()
     try:
         bulk_insert(conn, Usage.__table__, USAGE_COLUMNS, (
-            (period, import_id, u.line, u.date, u.service, u.consumer, to_micro(u.quantity), u.reference,
-             u.description) for u in fresh))
+            (period, import_id, *u) for u in fresh))
     except IntegrityError as exc:
         # The unique (service, reference) index is the last word on "stored at most once":
         # an import into another period (another lock) stored some of these lines after
@@ -145,7 +144,7 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
 
 
 def _same(a: UsageLine, b: UsageLine) -> bool:
-    return (a.date, a.consumer, a.quantity) == (b.date, b.consumer, b.quantity)
+    return (a.date, a.consumer, a.quantity_micro) == (b.date, b.consumer, b.quantity_micro)
 
 
 class UsageRow(BaseModel):
@@ -202,7 +201,7 @@ SHAPES = TypeAdapter(list[UsageShape])
 BATCH = 10_000
 
 
-Fields = tuple[dt.date, str, str, Decimal, str, str | None]
+Fields = tuple[dt.date, str, str, int, str, str | None]
 
 
 def _checked_rows(rows: Iterable[tuple[int, dict[str, str]]], name: str,
@@ -223,7 +222,7 @@ def _checked_rows(rows: Iterable[tuple[int, dict[str, str]]], name: str,
                 except ValidationError as exc:
                     problems.extend(problems_of(exc, name, number))
                     continue
-                row = (full.date, full.service, full.consumer, full.quantity, full.reference,
+                row = (full.date, full.service, full.consumer, to_micro(full.quantity), full.reference,
                        full.description)
             yield number, row
 
@@ -241,7 +240,7 @@ def _fast_row(values: dict[str, str]) -> Fields | None:
         day = dt.date.fromisoformat(values["date"])
     except ValueError:
         return None
-    quantity = Decimal(values["quantity"])
+    quantity = to_micro(Decimal(values["quantity"]))
     if not quantity:
         return None
     return (day, values["service"], values["consumer"], quantity, values["reference"],
@@ -293,9 +292,9 @@ def _validate(path: Path, name: str, period: str, ref: Reference, problems: list
                 if rate_micro is None:
                     problems.append(Problem(name, number, "service",
                         f"no {consumer.kind} rate of {service.code} is in force on {day.isoformat()}: add one to rates.csv"))
-                elif abs(to_micro(quantity)) * rate_micro >= LIMIT * MICRO_SQUARED:
+                elif abs(quantity) * rate_micro >= LIMIT * MICRO_SQUARED:
                     problems.append(Problem(name, number, "quantity",
-                        f"{quantity} x the rate {from_micro(rate_micro)} is too large for one charge line (the limit is 10^12)"))
+                        f"{from_micro(quantity)} x the rate {from_micro(rate_micro)} is too large for one charge line (the limit is 10^12)"))
         if len(problems) == bad:
             lines.append(UsageLine(number, day, service_code, consumer_code, quantity,
                                    reference, description))
@@ -320,7 +319,7 @@ def _existing(conn: Connection, lines: list[UsageLine]) -> dict[tuple[str, str],
     rows = conn.execute(
         select(Usage.service, Usage.reference, Usage.date, Usage.consumer, Usage.quantity_micro)
         .join(INCOMING, (INCOMING.c.service == Usage.service) & (INCOMING.c.reference == Usage.reference)))
-    found = {(service, ref): UsageLine(0, day, service, consumer, from_micro(quantity_micro), ref, None)
+    found = {(service, ref): UsageLine(0, day, service, consumer, quantity_micro, ref, None)
              for service, ref, day, consumer, quantity_micro in rows}
     INCOMING.drop(conn)
     return found

@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
 
 from chargeback import api, db
-from chargeback.schema import Adjustment, Base
+from chargeback.schema import Adjustment, Base, Entry
 
 
 def _diff(engine) -> list:  # type: ignore[no-untyped-def]
@@ -47,3 +47,37 @@ def test_upgrade_keeps_data_and_downgrade_round_trips(db_url: str, mini_book: Pa
     with engine.connect() as conn:
         rows = conn.execute(select(Adjustment.amount_minor, Adjustment.against_service)).all()
     assert rows == [(1000, None)]
+
+
+def test_dropping_the_hash_index_keeps_the_journal_and_its_constraints(db_url: str, mini_book: Path,
+                                                                        tmp_path: Path) -> None:
+    """0005 rebuilds `entries` on SQLite: posted entries, their checks, foreign keys and
+    the tier pieces that refer to them come through, and `verify` still passes."""
+    engine = db.connect(db_url)
+    api.load(engine, mini_book)
+    for period, path in api.usage_files(mini_book):
+        api.import_file(engine, path, period)
+    api.close(engine, "2026-03", tmp_path / "out", documents=False)
+
+    def shape() -> tuple[object, ...]:
+        with engine.connect() as conn:
+            found = inspect(conn)
+            return (sorted(c["name"] for c in found.get_check_constraints("entries")),
+                    sorted(f["name"] for f in found.get_foreign_keys("entries")),
+                    sorted(f["referred_table"] for f in found.get_foreign_keys("entry_tiers")),
+                    sorted(tuple(u["column_names"]) for u in found.get_unique_constraints("entries")),
+                    conn.execute(select(Entry.id, Entry.hash).order_by(Entry.id)).all())
+
+    after = shape()
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "0004")
+    before = shape()
+    assert before[3] == sorted([("hash",), ("source",), ("usage_id",)])
+    db.upgrade(engine)
+    assert shape() == after
+    assert after[3] == sorted([("source",), ("usage_id",)])
+    assert after[:3] == before[:3]
+    assert ["ck_entries_class", "ck_entries_kind", "ck_entries_two_accounts"] == after[0]
+    assert len(after[4]) > 0
+    assert api.verify(engine).ok
+    assert _diff(engine) == []

@@ -194,7 +194,8 @@ def plain_order(conn: Connection, *columns: ColumnElement[str]) -> list[ColumnEl
 
 def service_totals(conn: Connection, ctx: DocumentContext) -> Totals:
     """Internal charges by consumer and service: this period, the previous period and
-    the fiscal year to date, in three grouped queries."""
+    the fiscal year to date (this period's plus the year's earlier periods'), in three
+    grouped queries that each read one stretch of periods."""
     totals: Totals = {}
 
     def slot(consumer: str, provider: str, service: str) -> ServiceTotal:
@@ -215,12 +216,16 @@ def service_totals(conn: Connection, ctx: DocumentContext) -> Totals:
         .where(Entry.period == ctx.previous_period, internal).group_by(*keys)
     ):
         slot(consumer, provider, service).previous_minor = int(amount)
+    for by_service in totals.values():
+        for total in by_service.values():
+            total.year_to_date_minor = total.amount_minor
+    # the fiscal year before this period: the earlier periods' entries only
     for consumer, provider, service, amount in conn.execute(
         select(*keys, func.sum(Entry.amount_minor))
-        .where(Entry.period >= ctx.year_start, Entry.period <= ctx.period, internal)
+        .where(Entry.period >= ctx.year_start, Entry.period < ctx.period, internal)
         .group_by(*keys)
     ):
-        slot(consumer, provider, service).year_to_date_minor = int(amount)
+        slot(consumer, provider, service).year_to_date_minor += int(amount)
     return totals
 
 

@@ -32,7 +32,7 @@ from chargeback.bills import Bill, DocumentContext, bills, document_context, ser
 from chargeback.export import write_csv
 from chargeback.invoices import write_invoice
 from chargeback.progress import Progress
-from chargeback.reconciliation import reconcile
+from chargeback.reconciliation import Reconciliation, reconcile
 from chargeback.reconciliation_workbook import write_reconciliation_workbook
 from chargeback.schema import Book, Entry, Period
 from chargeback.statements import Rollup, rollups, write_rollup, write_statement
@@ -77,7 +77,7 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
         write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx")
         bar.add(1)
         write_variance(conn, period, folder, draft=draft, issued=issued, review=review)
-    return write_manifest(conn, period, folder, draft=draft)
+    return write_manifest(conn, period, folder, draft=draft, reconciliation=rec)
 
 
 def _cores() -> int:
@@ -188,7 +188,8 @@ def write_variance(conn: Connection, period: str, folder: Path, *, draft: bool,
                             book=book, draft=draft, when=when)
 
 
-def write_manifest(conn: Connection, period: str, folder: Path, *, draft: bool = False) -> int:
+def write_manifest(conn: Connection, period: str, folder: Path, *, draft: bool = False,
+                   reconciliation: Reconciliation | None = None) -> int:
     """`manifest.json`: every file with its sha256 and size, and the period's totals."""
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -199,7 +200,7 @@ def write_manifest(conn: Connection, period: str, folder: Path, *, draft: bool =
         files.append({"path": relative, "sha256": digest, "bytes": path.stat().st_size})
     book = conn.execute(select(Book.name)).scalar()
     record = None if draft else conn.execute(select(Period.__table__).where(Period.period == period)).first()
-    totals = reconcile(conn, period).as_json()
+    totals = (reconciliation or reconcile(conn, period)).as_json()
     status = totals.pop("status")
     manifest = {
         "book": book,

@@ -146,9 +146,10 @@ LINE_COLUMNS = (Entry.id, Entry.date, Entry.service_date, Entry.kind, Entry.prov
                 Entry.amount_minor, Entry.reference, Entry.memo, Entry.rate_source)
 
 
-@dataclass
+@dataclass(slots=True)
 class ServiceTotal:
-    """A consumer's totals of one service: this period, the previous one, the fiscal year."""
+    """A consumer's totals of one service: this period, the previous one, the fiscal year
+    (slotted: a big period holds one per consumer and service, half a million of them)."""
 
     provider: str
     service: str

@@ -43,37 +43,76 @@ def _currency(conn: Connection) -> tuple[str, int]:
 
 
 def journal_lines(conn: Connection, period: str) -> Iterator[list[str]]:
-    """The CSV export's rows (two per entry: the debit line, then the credit line)."""
+    """The CSV export's rows (two per entry: the debit line, then the credit line), as
+    lists: the plain statement of what `write_csv` writes (faster, its own way)."""
     _, digits = _currency(conn)
-    safe: dict[str | None, str] = {None: ""}
-    dates: dict[object, str] = {}
-
-    def neutral(text: str | None) -> str:
-        found = safe.get(text)
-        if found is None:
-            found = safe[text] = neutralize(text) or ""
-        return found
-
-    for (entry, day, _, period_, _, service, provider, consumer, minor, debit_account,
-         credit_account, debit_gl, credit_gl, reference, memo, rate_source) in _entries(conn, period):
-        amount = plain_amount(abs(minor), digits)
+    for e in _entries(conn, period):
+        amount = format_amount(abs(e.amount_minor), digits)
         debit_side, credit_side = (amount, ""), ("", amount)
-        if minor < 0:
+        if e.amount_minor < 0:
             debit_side, credit_side = credit_side, debit_side
-        date = dates.get(day) or dates.setdefault(day, day.isoformat())
-        number = str(entry)
-        tail = (service, neutralize(reference) or "", neutral(memo), neutral(rate_source))
-        yield [number, date, period_, debit_account, neutral(debit_gl), consumer, *debit_side, *tail]
-        yield [number, date, period_, credit_account, neutral(credit_gl), provider, *credit_side, *tail]
-        if len(safe) > 100_000:
-            safe.clear()
-            safe[None] = ""
+        memo = neutralize(e.memo) or ""
+        reference = neutralize(e.reference) or ""
+        source = neutralize(e.rate_source) or ""
+        date = e.date.isoformat()
+        yield [str(e.id), date, e.period, e.debit_account, neutralize(e.debit_gl) or "", e.consumer,
+               *debit_side, e.service, reference, memo, source]
+        yield [str(e.id), date, e.period, e.credit_account, neutralize(e.credit_gl) or "", e.provider,
+               *credit_side, e.service, reference, memo, source]
+
+
+def csv_field(text: str) -> str:
+    """One field as `csv.writer` (minimal quoting, `\n` line ends) writes it."""
+    if "," in text or '"' in text or "\n" in text or "\r" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def write_csv(conn: Connection, period: str, out: TextIO) -> None:
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    writer.writerows(journal_lines(conn, period))
+    """journal.csv: the lines of `journal_lines`, the same bytes `csv.writer` writes,
+    formatted here with each distinct text quoted once (two million lines a month in
+    a big organisation; a test checks the bytes against `csv.writer`)."""
+    _, digits = _currency(conn)
+    out.write(",".join(csv_field(title) for title in CSV_HEADER) + "\n")
+    known: dict[str | None, str] = {None: ""}
+    dates: dict[object, str] = {}
+
+    codes: dict[str, str] = {}
+
+    def shown(text: str | None) -> str:
+        """Text from input (GL accounts, memos, rate sources): neutralized."""
+        found = known.get(text)
+        if found is None:
+            found = known[text] = csv_field(neutralize(text) or "")
+        return found
+
+    def code(text: str) -> str:
+        """Codes and accounts the engine made, as they are."""
+        found = codes.get(text)
+        if found is None:
+            found = codes[text] = csv_field(text)
+        return found
+
+    chunk: list[str] = []
+    for (entry, day, _, period_, _, service, provider, consumer, minor, debit_account,
+         credit_account, debit_gl, credit_gl, reference, memo, rate_source) in _entries(conn, period):
+        amount = plain_amount(abs(minor), digits)
+        debit, credit = (f"{amount},", f",{amount}") if minor >= 0 else (f",{amount}", f"{amount},")
+        date = dates.get(day)
+        if date is None:
+            date = dates[day] = f"{day.isoformat()},{csv_field(period_)}"
+        head = f"{entry},{date},"
+        tail = (f",{code(service)},{csv_field(neutralize(reference) or '')},{shown(memo)},"
+                f"{shown(rate_source)}\n")
+        chunk.append(f"{head}{code(debit_account)},{shown(debit_gl)},{code(consumer)},{debit}{tail}"
+                     f"{head}{code(credit_account)},{shown(credit_gl)},{code(provider)},{credit}{tail}")
+        if len(chunk) >= 10_000:
+            out.write("".join(chunk))
+            chunk = []
+            if len(known) > 100_000:
+                known.clear()
+                known[None] = ""
+    out.write("".join(chunk))
 
 
 def _one_line(text: str | None) -> str:

@@ -68,9 +68,10 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
     show = progress and rec.entries >= PROGRESS_LINES and sys.stderr.isatty()
     with Progress(total, f"writing the documents of {period}", show) as bar, \
             Writers(folder, ctx, workers, bar) as writers:
+        writers.rollups(parents)  # first: the workers start on them while the bills are read
         for bill in bills(conn, ctx, totals):
             writers.bill(bill)
-        writers.rollups(parents)
+        writers.flush()
         with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
             write_csv(conn, period, handle)
         bar.add(1)
@@ -143,20 +144,27 @@ class Writers:
         self.batch.append(bill)
         self.batch_lines += len(bill.lines)
         if self.batch_lines >= BATCH_LINES:
-            self._submit([])
+            self.flush()
 
     def rollups(self, parents: list[Rollup]) -> None:
+        """Each roll-up on its own: a worker writes one while another writes the next."""
         if self.pool is None:
             self.bar.add(write_batch(self.folder, self.ctx, [], parents))
-        else:
-            self._submit(parents)
+            return
+        for parent in parents:
+            self._submit([], [parent])
 
-    def _submit(self, parents: list[Rollup]) -> None:
+    def flush(self) -> None:
+        """Hand over the last, partly filled batch of bills."""
+        if self.pool is not None and self.batch:
+            self._submit(self.batch, [])
+            self.batch, self.batch_lines = [], 0
+
+    def _submit(self, batch: list[Bill], parents: list[Rollup]) -> None:
         assert self.pool is not None
-        future = self.pool.submit(_work, self.folder, self.batch, parents)
+        future = self.pool.submit(_work, self.folder, batch, parents)
         future.add_done_callback(self._done)
         self.futures.append(future)
-        self.batch, self.batch_lines = [], 0
 
     def _done(self, future: Future[int]) -> None:
         if not future.cancelled() and future.exception() is None:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from functools import lru_cache
 from itertools import groupby
 from pathlib import Path
+from typing import NamedTuple
 
 import jinja2
 
@@ -61,12 +62,24 @@ def plain(value: Decimal | None, places: int = 0) -> str:
     return f"{value:,f}"
 
 
+class Shown(NamedTuple):
+    """A line's figures as the invoice shows them, worked out in Python once (a big
+    consumer's invoice has thousands of lines): the template only places them."""
+
+    date: str
+    notes: list[tuple[str, str]]  # (tag, text)
+    quantity: str
+    rate: str
+    amount: str
+    credit: bool
+
+
 @dataclass
 class ServiceGroup:
     code: str
     label: str
     unit_of_measure: str
-    lines: list[tuple[Line, list[str]]]
+    lines: list[tuple[Line, Shown]]
     total_minor: int
 
 
@@ -84,11 +97,28 @@ class ProviderGroup:
 def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
     """Lines by provider, then service (they arrive in that order)."""
     first_day = ctx.first_day
+    dates: dict[dt.date, str] = {}
+    quantities: dict[int, str] = {}
+    rates: dict[int | None, str] = {None: ""}
+
+    def shown(line: Line) -> Shown:
+        date = dates.get(line.service_date)
+        if date is None:
+            date = dates[line.service_date] = line.service_date.isoformat()
+        quantity = quantities.get(line.quantity_micro)
+        if quantity is None:
+            quantity = quantities[line.quantity_micro] = plain(line.quantity)
+        rate = rates.get(line.rate_micro)
+        if rate is None:
+            rate = rates[line.rate_micro] = plain(line.rate, ctx.digits)
+        notes = [(note.split(" ")[0], note) for note in line.notes(first_day)]
+        return Shown(date, notes, quantity, rate, money(ctx, line.amount_minor), line.amount_minor < 0)
+
     groups = []
     for provider, by_provider in groupby(lines, key=lambda line: line.provider):
         group = ProviderGroup(provider, ctx.unit_label(provider))
         for service, by_service in groupby(by_provider, key=lambda line: line.service):
-            items = [(line, line.notes(first_day)) for line in by_service]
+            items = [(line, shown(line)) for line in by_service]
             group.services.append(ServiceGroup(
                 service, ctx.service_label(service), ctx.unit_of_measure(service), items,
                 sum(line.amount_minor for line, _ in items)))

@@ -29,7 +29,7 @@ from chargeback.reconciliation import (
 )
 from chargeback.schema import Entry, Import, PeriodEvent
 from chargeback.money import plain_amount
-from chargeback.workbooks import EXCEL_EPOCH, RowSheet, Workbook, cell, column_range, inline, sum_formula
+from chargeback.workbooks import EXCEL_EPOCH, RowSheet, Workbook, cell, column_range, inline, inline_once, sum_formula
 
 JOURNAL_TITLES = ["Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit",
                   "Service", "Reference", "Memo", "Kind", "Entry hash"]
@@ -248,7 +248,7 @@ def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
             debit, credit = ("F", "G") if minor >= 0 else ("G", "F")
             tail = "".join((
                 f'<c r="H\0" t="inlineStr">{inline(service)}</c>',
-                f'<c r="I\0" t="inlineStr">{inline(reference)}</c>' if reference else "",
+                f'<c r="I\0" t="inlineStr">{inline_once(reference)}</c>' if reference else "",
                 f'<c r="J\0" t="inlineStr">{inline(memo)}</c>' if memo else "",
                 f'<c r="K\0" t="inlineStr">{inline(kind)}</c>',
                 f'<c r="L\0" t="inlineStr"><is><t>{digest}</t></is></c></row>'))

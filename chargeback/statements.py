@@ -221,7 +221,7 @@ def _detail(wb: Workbook, bill: Bill) -> None:
             service, unit_of_measure = services[line.service]
             xml.text("C", service)
             xml.text("D", line.memo)
-            xml.text("E", line.reference)
+            xml.text_once("E", line.reference)
             if line.kind != "adjustment":
                 xml.number("F", line.quantity, "quantity")
                 xml.text("G", unit_of_measure)

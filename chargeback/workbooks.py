@@ -255,13 +255,18 @@ def inline(value: str) -> str:
     distinct text (a million-line journal holds a few thousand)."""
     found = _INLINE.get(value)
     if found is None:
-        text = neutralize(value) or ""
-        space = ' xml:space="preserve"' if text[0] in " \t\n" or text[-1] in " \t\n" else ""
-        found = f"<is><t{space}>{xml_text(text)}</t></is>"
+        found = inline_once(value)
         if len(_INLINE) >= INLINE_MEMORY:
             _INLINE.clear()
         _INLINE[value] = found
     return found
+
+
+def inline_once(value: str) -> str:
+    """`inline` for a text seen once (a reference), not remembered."""
+    text = neutralize(value) or ""
+    space = ' xml:space="preserve"' if text[0] in " \t\n" or text[-1] in " \t\n" else ""
+    return f"<is><t{space}>{xml_text(text)}</t></is>"
 
 
 class RowXml:
@@ -280,6 +285,11 @@ class RowXml:
         """Text from input: neutralized, then written as an inline string."""
         if value:
             self.cells.append(f'<c r="{col}{self.row}" t="inlineStr">{inline(value)}</c>')
+
+    def text_once(self, col: str, value: str | None) -> None:
+        """`text` for a value seen once (a reference): not remembered."""
+        if value:
+            self.cells.append(f'<c r="{col}{self.row}" t="inlineStr">{inline_once(value)}</c>')
 
     def number(self, col: str, value: Decimal | int | None, style: str | None = None) -> None:
         if value is not None:

@@ -81,7 +81,7 @@ def _no_rate(service: str, reference: str, day: dt.date, consumer: str) -> Refus
 
 
 def usage_charges(conn: Connection, ref: Reference, period: str,
-                  chunk: int = 50_000) -> Iterator[Draft]:
+                  chunk: int = 200_000) -> Iterator[Draft]:
     """Unposted usage of the period, priced: untiered services in import order, then
     tiered services per (service, consumer) in order of date then reference."""
     tiered = ref.rates.tiered
@@ -93,7 +93,9 @@ def usage_charges(conn: Connection, ref: Reference, period: str,
 def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: frozenset[str],
                     chunk: int) -> Iterator[Draft]:
     """Read in chunks by id, each chunk fetched whole before its drafts are posted, so the
-    query never reads the entries table while it is being appended to.
+    query never reads the entries table while it is being appended to. The chunks are
+    big (200,000 lines, some 50 MB): a read waits for the batch being inserted on the
+    other thread (`journal.post`), and few reads mean few waits.
 
     Priced in integers (`minor_of_product`, the rounding of `quantize`); what does not change
     from line to line (a consumer's class and accounts, a service's provider, the rate of

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import DBAPIError
 
 from chargeback.db import Overlapped, bulk_insert, collector_paused
 from chargeback.errors import Refused
@@ -128,6 +129,10 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
     stamp = posted_at.isoformat()
     iso: dict[dt.date, str] = {}
     sha256, encode = hashlib.sha256, _encode_plain
+    # On SQLite a batch goes in as the JSON it was hashed from (`_insert_json`).
+    as_json = conn.dialect.name == "sqlite"
+    insert = _insert_json if as_json else _insert
+    stored_at = _stored(conn, posted_at) if as_json else posted_at
     with Overlapped() as inserts:
         for draft in drafts:
             if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
@@ -138,21 +143,25 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
             day, service_day = draft[1], draft[2]
             day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
             service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
-            digest = sha256(encode([last_id, stamp, draft[0], day_text, service_text, *draft[3:-1], last_hash])
-                            .encode("utf-8")).hexdigest()
-            rows.append((last_id, posted_at, *draft[:-1], last_hash, digest))
+            text = encode([last_id, stamp, draft[0], day_text, service_text, *draft[3:-1], last_hash])
+            if "\\u0000" in text:
+                raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
+                              "its text holds a NUL character, which the journal and its exports cannot "
+                              "carry; remove it from the input")
+            digest = sha256(text.encode("utf-8")).hexdigest()
+            rows.append(f'{text[:-1]},"{digest}"]' if as_json else (last_id, posted_at, *draft[:-1], last_hash, digest))
             if draft.pieces:
                 for number, (tier_from, quantity, rate) in enumerate(draft.pieces, start=1):
                     tiers.append((last_id, number, tier_from, quantity, rate))
             last_hash = digest
             if len(rows) >= batch:
-                inserts.submit(_insert, conn, rows, tiers)
+                inserts.submit(insert, conn, rows, tiers, stored_at)
                 count += len(rows)
                 if on_batch is not None:
                     on_batch(len(rows))
                 rows, tiers = [], []
         if rows:
-            inserts.submit(_insert, conn, rows, tiers)
+            inserts.submit(insert, conn, rows, tiers, stored_at)
             count += len(rows)
             if on_batch is not None:
                 on_batch(len(rows))
@@ -165,10 +174,34 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
 TIER_COLUMNS = ("entry_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro")
 
 
-def _insert(conn: Connection, rows: list[tuple[object, ...]], tiers: list[tuple[int, int, int, int, int]]) -> int:
+def _insert(conn: Connection, rows: list[tuple[object, ...]], tiers: list[tuple[int, int, int, int, int]],
+            _: object = None) -> int:
     count = bulk_insert(conn, Entry.__table__, COLUMNS, rows)
     bulk_insert(conn, EntryTier.__table__, TIER_COLUMNS, tiers)
     return count
+
+
+def _stored(conn: Connection, posted_at: dt.datetime) -> object:
+    """`posted_at` as the database driver stores it (SQLAlchemy's text form on SQLite)."""
+    process = Entry.__table__.c.posted_at.type._cached_bind_processor(conn.dialect)  # noqa: SLF001
+    return process(posted_at) if process else posted_at
+
+
+def _insert_json(conn: Connection, rows: list[str], tiers: list[tuple[int, int, int, int, int]],
+                 stored_at: object) -> int:
+    """SQLite: the batch in one statement. SQLite lets go of Python's lock for the whole
+    statement (an `executemany` takes it back after every row, so the thread that hashes
+    the next batch and the one inserting this one took turns instead of working at once)."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(JSON_INSERT, (stored_at, f"[{','.join(rows)}]"))
+    except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
+        raise DBAPIError.instance(JSON_INSERT, None, exc, conn.dialect.dbapi.Error,  # type: ignore[union-attr]
+                                  dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
+    bulk_insert(conn, EntryTier.__table__, TIER_COLUMNS, tiers)
+    return len(rows)
 
 
 def head(conn: Connection) -> tuple[int, str]:
@@ -179,3 +212,9 @@ def head(conn: Connection) -> tuple[int, str]:
 
 ENTRY_COLUMNS = [getattr(Entry, name) for name in HASHED_FIELDS] + [Entry.hash]
 COLUMNS = HASHED_FIELDS + ("hash",)
+#: One statement inserts a batch from the JSON array of its entries' hashed values (in
+#: HASHED_FIELDS order, then the hash); `posted_at`, the same for all, is bound once.
+JSON_INSERT = (f"INSERT INTO entries ({', '.join(COLUMNS)}) SELECT "
+               + ", ".join("?" if name == "posted_at" else f"json_extract(value, '$[{i}]')"
+                           for i, name in enumerate(COLUMNS))
+               + " FROM json_each(?)")

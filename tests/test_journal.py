@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from chargeback import api
+from chargeback.errors import Refused
 from chargeback.journal import ENTRY_COLUMNS, GENESIS, entry_hash
 
 
@@ -98,3 +99,39 @@ def test_the_hash_is_the_json_of_the_values() -> None:
     reference = json.dumps(values, ensure_ascii=False, separators=(",", ":"),
                            default=lambda v: v.isoformat())
     assert entry_hash(values) == hashlib.sha256(reference.encode("utf-8")).hexdigest()
+
+
+def test_posted_entries_store_exactly_what_was_hashed(loaded: str) -> None:
+    """On SQLite a batch is inserted from the JSON it was hashed from; on PostgreSQL it is
+    copied in. Either way every value comes back as posted: text with quotes, backslashes,
+    line breaks, control characters, emoji and line separators; negative, large and missing numbers;
+    and two batches' worth of entries chained across the batch boundary."""
+    import datetime as dt
+
+    from chargeback import db, journal
+    from chargeback.journal import Draft
+    from chargeback.periods import lock_period
+
+    awkward = ['say "hi"', "back\\slash", "line\nbreak\r\n", "ctrl\x01\x1f", "emoji \U0001F4B8",
+               "sep\u2028arator", "x" * 2000, "", "tab\tand ünïcode"]
+    drafts = [Draft("2026-03", dt.date(2026, 3, 1 + i % 28), dt.date(2026, 2, 1 + i % 28), "adjustment",
+                    None, None, "HELP", "IT", "ART", "internal", -(10**12) + i, None if i % 2 else 60_000_000,
+                    (-1) ** i * (10**14 + i), "expenses:internal:ART", "revenue:internal:IT",
+                    'GL "6100"' if i % 3 else None, None, f"R-{i}", awkward[i % len(awkward)] or None, None)
+              for i in range(25)]
+    engine = db.connect(loaded)
+    with engine.begin() as conn:
+        lock_period(conn, "2026-03", create=True)
+        posted = journal.post(conn, drafts, dt.datetime(2026, 4, 1, 9, 30), batch=10)
+    assert posted.count == 25
+    with engine.connect() as conn:
+        rows = conn.execute(select(*ENTRY_COLUMNS).order_by(ENTRY_COLUMNS[0])).all()
+    assert [tuple(r)[2:-2] for r in rows] == [tuple(d[:-1]) for d in drafts]
+    assert all(r.posted_at == dt.datetime(2026, 4, 1, 9, 30) for r in rows)
+    assert all(entry_hash(tuple(r)[:-1]) == r.hash for r in rows)
+    assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]
+    assert api.verify(loaded).ok
+
+    with engine.begin() as conn, pytest.raises(Refused, match="NUL character"):
+        journal.post(conn, [drafts[0]._replace(memo="nul\x00inside")], dt.datetime(2026, 4, 2))
+    assert api.verify(loaded).entries == 25

@@ -144,7 +144,7 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
             day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
             service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
             text = encode([last_id, stamp, draft[0], day_text, service_text, *draft[3:-1], last_hash])
-            if "\\u0000" in text:
+            if "\\u0000" in text and any(isinstance(v, str) and "\x00" in v for v in draft):
                 raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
                               "its text holds a NUL character, which the journal and its exports cannot "
                               "carry; remove it from the input")

@@ -113,7 +113,7 @@ def test_posted_entries_store_exactly_what_was_hashed(loaded: str) -> None:
     from chargeback.periods import lock_period
 
     awkward = ['say "hi"', "back\\slash", "line\nbreak\r\n", "ctrl\x01\x1f", "emoji \U0001F4B8",
-               "sep\u2028arator", "x" * 2000, "", "tab\tand ünïcode"]
+               "sep\u2028arator", "x" * 2000, "", "tab\tand ünïcode", "a literal \\u0000, not a NUL"]
     drafts = [Draft("2026-03", dt.date(2026, 3, 1 + i % 28), dt.date(2026, 2, 1 + i % 28), "adjustment",
                     None, None, "HELP", "IT", "ART", "internal", -(10**12) + i, None if i % 2 else 60_000_000,
                     (-1) ** i * (10**14 + i), "expenses:internal:ART", "revenue:internal:IT",

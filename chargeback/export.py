@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator
 from typing import TextIO
@@ -11,7 +10,7 @@ from typing import TextIO
 from sqlalchemy import Connection, select
 
 from chargeback.errors import Refused
-from chargeback.money import format_amount, plain_amount
+from chargeback.money import format_amount
 from chargeback.safe import neutralize
 from chargeback.schema import Book, Entry
 
@@ -42,25 +41,6 @@ def _currency(conn: Connection) -> tuple[str, int]:
     return row.currency, row.minor_digits
 
 
-def journal_lines(conn: Connection, period: str) -> Iterator[list[str]]:
-    """The CSV export's rows (two per entry: the debit line, then the credit line), as
-    lists: the plain statement of what `write_csv` writes (faster, its own way)."""
-    _, digits = _currency(conn)
-    for e in _entries(conn, period):
-        amount = format_amount(abs(e.amount_minor), digits)
-        debit_side, credit_side = (amount, ""), ("", amount)
-        if e.amount_minor < 0:
-            debit_side, credit_side = credit_side, debit_side
-        memo = neutralize(e.memo) or ""
-        reference = neutralize(e.reference) or ""
-        source = neutralize(e.rate_source) or ""
-        date = e.date.isoformat()
-        yield [str(e.id), date, e.period, e.debit_account, neutralize(e.debit_gl) or "", e.consumer,
-               *debit_side, e.service, reference, memo, source]
-        yield [str(e.id), date, e.period, e.credit_account, neutralize(e.credit_gl) or "", e.provider,
-               *credit_side, e.service, reference, memo, source]
-
-
 def csv_field(text: str) -> str:
     """One field as `csv.writer` (minimal quoting, `\n` line ends) writes it."""
     if "," in text or '"' in text or "\n" in text or "\r" in text:
@@ -69,15 +49,16 @@ def csv_field(text: str) -> str:
 
 
 def write_csv(conn: Connection, period: str, out: TextIO) -> None:
-    """journal.csv: the lines of `journal_lines`, the same bytes `csv.writer` writes,
-    formatted here with each distinct text quoted once (two million lines a month in
-    a big organisation; a test checks the bytes against `csv.writer`)."""
+    """journal.csv: two lines per entry (the debit line, then the credit line) in
+    `CSV_HEADER`'s columns, text from input neutralized. The bytes `csv.writer` would
+    write (a test checks them), formatted here with each distinct text quoted once: a big
+    organisation's month is two million lines."""
     _, digits = _currency(conn)
     out.write(",".join(csv_field(title) for title in CSV_HEADER) + "\n")
     known: dict[str | None, str] = {None: ""}
-    dates: dict[object, str] = {}
-
     codes: dict[str, str] = {}
+    dates: dict[object, str] = {}
+    shown_period = csv_field(period)
 
     def shown(text: str | None) -> str:
         """Text from input (GL accounts, memos, rate sources): neutralized."""
@@ -94,14 +75,14 @@ def write_csv(conn: Connection, period: str, out: TextIO) -> None:
         return found
 
     chunk: list[str] = []
-    for (entry, day, _, period_, _, service, provider, consumer, minor, debit_account,
+    for (entry, day, _, _, _, service, provider, consumer, minor, debit_account,
          credit_account, debit_gl, credit_gl, reference, memo, rate_source) in _entries(conn, period):
-        amount = plain_amount(abs(minor), digits)
+        amount = format_amount(abs(minor), digits)
         debit, credit = (f"{amount},", f",{amount}") if minor >= 0 else (f",{amount}", f"{amount},")
         date = dates.get(day)
         if date is None:
-            date = dates[day] = f"{day.isoformat()},{csv_field(period_)}"
-        head = f"{entry},{date},"
+            date = dates[day] = day.isoformat()
+        head = f"{entry},{date},{shown_period},"
         tail = (f",{code(service)},{csv_field(neutralize(reference) or '')},{shown(memo)},"
                 f"{shown(rate_source)}\n")
         chunk.append(f"{head}{code(debit_account)},{shown(debit_gl)},{code(consumer)},{debit}{tail}"

@@ -57,17 +57,13 @@ def from_minor(minor: int, digits: int) -> Decimal:
 
 
 def format_amount(minor: int, digits: int) -> str:
-    """Minor units as the plain string the JSON and exports use: `-30.00`."""
-    return f"{from_minor(minor, digits):.{digits}f}"
-
-
-def plain_amount(minor: int, digits: int) -> str:
-    """Non-negative minor units as plain text with the currency's digits (`1234.50`): the
-    text `format_amount` gives, worked out in integers for the million-line files."""
+    """Minor units as the plain string the JSON and exports use: `-30.00`. Worked out in
+    integers (the million-line exports call it for every line); `from_minor` formatted
+    with the currency's digits gives the same text."""
     if not digits:
         return str(minor)
-    whole, part = divmod(minor, 10**digits)
-    return f"{whole}.{part:0{digits}d}"
+    whole, part = divmod(abs(minor), 10**digits)
+    return f"{'-' if minor < 0 else ''}{whole}.{part:0{digits}d}"
 
 
 def format_percent(share: Decimal | None) -> str:

@@ -28,7 +28,7 @@ from chargeback.reconciliation import (
     Reconciliation,
 )
 from chargeback.schema import Entry, Import, PeriodEvent
-from chargeback.money import plain_amount
+from chargeback.money import format_amount
 from chargeback.workbooks import EXCEL_EPOCH, RowSheet, Workbook, cell, column_range, inline, inline_once, sum_formula
 
 JOURNAL_TITLES = ["Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit",
@@ -244,7 +244,7 @@ def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
             serial = serials.get(date)
             if serial is None:
                 serial = serials[date] = (date - EXCEL_EPOCH).days
-            money = f'" s="{money_style}"><v>{plain_amount(abs(minor), digits)}</v></c>'
+            money = f'" s="{money_style}"><v>{format_amount(abs(minor), digits)}</v></c>'
             debit, credit = ("F", "G") if minor >= 0 else ("G", "F")
             tail = "".join((
                 f'<c r="H\0" t="inlineStr">{inline(service)}</c>',

@@ -104,11 +104,27 @@ def test_formula_text_in_the_csv_is_neutralised(loaded: str, tmp_path: Path) -> 
 
 def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> None:
     """`write_csv` formats lines itself, for speed: byte for byte what `csv.writer` makes
-    of `journal_lines`, with commas, quotes, line breaks and formula text in the memos
+    of the entries' lines, with commas, quotes, line breaks and formula text in the memos
     and references, and credits."""
     from conftest import usage_file
     from chargeback import db
-    from chargeback.export import journal_lines, write_csv
+    from chargeback.export import write_csv
+    from chargeback.money import from_minor
+    from chargeback.safe import neutralize
+    from chargeback.schema import Entry
+    from sqlalchemy import select
+
+    def journal_lines(conn, period):  # type: ignore[no-untyped-def]
+        """The lines, plainly: two per entry, the debit line then the credit line."""
+        for e in conn.execute(select(Entry.__table__).where(Entry.period == period).order_by(Entry.id)):
+            amount = f"{from_minor(abs(e.amount_minor), 2):.2f}"
+            debit, credit = ((amount, ""), ("", amount)) if e.amount_minor >= 0 else (("", amount), (amount, ""))
+            tail = [e.service, neutralize(e.reference) or "", neutralize(e.memo) or "", neutralize(e.rate_source) or ""]
+            yield [str(e.id), e.date.isoformat(), e.period, e.debit_account, neutralize(e.debit_gl) or "",
+                   e.consumer, *debit, *tail]
+            yield [str(e.id), e.date.isoformat(), e.period, e.credit_account, neutralize(e.credit_gl) or "",
+                   e.provider, *credit, *tail]
+
     api.import_file(loaded, usage_file(tmp_path, "u.csv", [
         ["2026-03-02", "HELP", "ART", "1", "T,1", 'a "quoted", memo'],
         ["2026-03-03", "HELP", "ART", "-2.5", "T\"2", "line one\nline two"],

@@ -29,7 +29,7 @@ from openpyxl import Workbook
 from sqlalchemy import select
 
 from chargeback import api, db
-from chargeback.errors import InputRefused, Refused
+from chargeback.errors import Refused
 from chargeback.schema import Entry
 
 from conftest import PG_URL, USAGE_HEADER, reset_postgres

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from functools import partial
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -131,8 +132,7 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
     sha256, encode = hashlib.sha256, _encode_plain
     # On SQLite a batch goes in as the JSON it was hashed from (`_insert_json`).
     as_json = conn.dialect.name == "sqlite"
-    insert = _insert_json if as_json else _insert
-    stored_at = _stored(conn, posted_at) if as_json else posted_at
+    insert: Callable[..., int] = partial(_insert_json, stored_at=_stored(conn, posted_at)) if as_json else _insert
     with Overlapped() as inserts:
         for draft in drafts:
             if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
@@ -155,13 +155,13 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
                     tiers.append((last_id, number, tier_from, quantity, rate))
             last_hash = digest
             if len(rows) >= batch:
-                inserts.submit(insert, conn, rows, tiers, stored_at)
+                inserts.submit(insert, conn, rows, tiers)
                 count += len(rows)
                 if on_batch is not None:
                     on_batch(len(rows))
                 rows, tiers = [], []
         if rows:
-            inserts.submit(insert, conn, rows, tiers, stored_at)
+            inserts.submit(insert, conn, rows, tiers)
             count += len(rows)
             if on_batch is not None:
                 on_batch(len(rows))
@@ -174,8 +174,7 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
 TIER_COLUMNS = ("entry_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro")
 
 
-def _insert(conn: Connection, rows: list[tuple[object, ...]], tiers: list[tuple[int, int, int, int, int]],
-            _: object = None) -> int:
+def _insert(conn: Connection, rows: list[tuple[object, ...]], tiers: list[tuple[int, int, int, int, int]]) -> int:
     count = bulk_insert(conn, Entry.__table__, COLUMNS, rows)
     bulk_insert(conn, EntryTier.__table__, TIER_COLUMNS, tiers)
     return count

@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from xlsxwriter.utility import xl_col_to_name
 from xlsxwriter.worksheet import Worksheet
 
 from chargeback.bills import Bill, DocumentContext, ServiceTotal, Totals, sorted_totals
 from chargeback.money import format_amount, format_percent, from_micro
 from chargeback.reference import UnitInfo
-from chargeback.safe import file_in
+from chargeback.safe import file_in, neutralize
 from chargeback.workbooks import RowSheet, RowXml, Workbook, cell, sum_formula
 
 ROLLUP_FOLDER = "rollup"
@@ -65,23 +66,7 @@ def _service_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceT
     wb.header(sheet, top, titles, numeric=tuple(range(3, len(titles))), lines=2)
     now = 4 + len(parts)
     first = top + 1
-    for index, total in enumerate(rows):
-        row = first + index
-        wb.text(sheet, row, 0, ctx.unit_label(total.provider))
-        wb.text(sheet, row, 1, ctx.service_label(total.service))
-        wb.text(sheet, row, 2, ctx.unit_of_measure(total.service))
-        wb.number(sheet, row, 3, from_micro(total.quantity_micro), f.quantity)
-        for offset, (_, amounts) in enumerate(parts):
-            wb.money(sheet, row, 4 + offset, amounts[index])
-        if parts:
-            wb.formula(sheet, row, now, f"=SUM({cell(row, 4)}:{cell(row, now - 1)})",
-                       total.amount_minor)
-        else:
-            wb.money(sheet, row, now, total.amount_minor)
-        wb.money(sheet, row, now + 1, total.previous_minor)
-        wb.formula(sheet, row, now + 2, f"={cell(row, now)}-{cell(row, now + 1)}",
-                   total.amount_minor - total.previous_minor)
-        wb.money(sheet, row, now + 3, total.year_to_date_minor)
+    sheet.raw_rows(first, now + 3, _service_rows(wb, first, rows, parts, now))
     last = first + len(rows) - 1
     total_row = last + 1
     sheet.write_string(total_row, 0, "Total", f.total_label)
@@ -94,6 +79,36 @@ def _service_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceT
     for col, minor in enumerate(sums, 4):
         wb.formula(sheet, total_row, col, sum_formula(first, last, col), minor, f.money_total)
     return first, last, now
+
+
+def _service_rows(wb: Workbook, first: int, rows: list[ServiceTotal],
+                  parts: list[tuple[str, list[int]]], now: int) -> Iterator[str]:
+    """The service table's rows as XML: a statement has a row for each of up to hundreds
+    of services, too many cells for XlsxWriter's per-cell calls (see `workbooks`)."""
+    ctx = wb.ctx
+    amount = ctx.amount
+    xml = RowXml({"money": wb.formats.money, "quantity": wb.formats.quantity})
+    col = [xl_col_to_name(c) for c in range(now + 4)]
+    split = [(col[4 + offset], amounts) for offset, (_, amounts) in enumerate(parts)]
+    for index, total in enumerate(rows):
+        row = first + index
+        number = row + 1
+        xml.start(row)
+        xml.text("A", ctx.unit_label(total.provider))
+        xml.text("B", ctx.service_label(total.service))
+        xml.text("C", ctx.unit_of_measure(total.service))
+        xml.number("D", from_micro(total.quantity_micro), "quantity")
+        for letter, amounts in split:
+            xml.number(letter, amount(amounts[index]), "money")
+        if split:
+            xml.formula(col[now], f"SUM({col[4]}{number}:{col[now - 1]}{number})", amount(total.amount_minor))
+        else:
+            xml.number(col[now], amount(total.amount_minor), "money")
+        xml.number(col[now + 1], amount(total.previous_minor), "money")
+        xml.formula(col[now + 2], f"{col[now]}{number}-{col[now + 1]}{number}",
+                    amount(total.amount_minor - total.previous_minor))
+        xml.number(col[now + 3], amount(total.year_to_date_minor), "money")
+        yield xml.end()
 
 
 def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal],
@@ -124,24 +139,32 @@ def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[Service
     return row
 
 
-def _chart(wb: Workbook, sheet: Worksheet, name: str, first: int, last: int, now: int,
-           at_row: int) -> None:
-    """A bar chart of this period's (and the previous period's) spend by service."""
-    if last < first:
+def _chart(wb: Workbook, sheet: Worksheet, name: str, first: int, now: int, at_row: int,
+           rows: list[ServiceTotal]) -> None:
+    """A bar chart of this period's (and the previous period's) spend by service. Its
+    cached figures (what a viewer that never recalculates shows) are given here: the
+    service table is written as raw rows, which XlsxWriter cannot read back."""
+    if not rows:
         return
+    ctx = wb.ctx
+    last = first + len(rows) - 1
+    labels = [neutralize(ctx.service_label(t.service)) for t in rows]
     chart = wb.book.add_chart({"type": "bar"})
-    for col, colour in ((now, "#2F5597"), (now + 1, "#A5A5A5")):
+    for col, colour, figures in ((now, "#2F5597", [ctx.amount(t.amount_minor) for t in rows]),
+                                 (now + 1, "#A5A5A5", [ctx.amount(t.previous_minor) for t in rows])):
         chart.add_series({
             "name": [name, first - 1, col],
             "categories": [name, first, 1, last, 1],
             "values": [name, first, col, last, col],
+            "categories_data": labels,
+            "values_data": figures,
             "fill": {"color": colour},
         })
     chart.set_title({"name": "Spend by service"})
     chart.set_x_axis({"num_format": wb.formats.money.num_format})
     chart.set_y_axis({"reverse": True})
     chart.set_legend({"position": "bottom"})
-    chart.set_size({"width": 640, "height": max(260, 60 + 36 * (last - first + 1))})
+    chart.set_size({"width": 640, "height": max(260, 60 + 36 * len(rows))})
     sheet.insert_chart(at_row, 0, chart)
 
 
@@ -159,7 +182,7 @@ def write_statement(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
     rows = bill.totals
     first, last, now = _service_table(wb, summary, top + 1, rows)
     after = _provider_table(wb, summary, last + 3, rows, first, now)
-    _chart(wb, summary, "Summary", first, last, now, after + 2)
+    _chart(wb, summary, "Summary", first, now, after + 2, rows)
     _summary_widths(wb, summary, 4)
     _detail(wb, bill)
     wb.close()
@@ -313,7 +336,7 @@ def write_rollup(folder: Path, ctx: DocumentContext, rollup: Rollup) -> Path:
         merged = rollup.combined(rollup.subtree(child))
         parts.append((f"{child} and below", [_amount(merged, t) for t in rows]))
     first, last, now = _service_table(wb, summary, top + 1, rows, parts)
-    _chart(wb, summary, "Summary", first, last, now, last + 3)
+    _chart(wb, summary, "Summary", first, now, last + 3, rows)
     _summary_widths(wb, summary, len(parts) + 4)
     _units_sheet(wb, folder, rollup)
     wb.close()

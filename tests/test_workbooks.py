@@ -4,6 +4,7 @@ the engine, and every formula giving the engine's value after LibreOffice recalc
 from __future__ import annotations
 
 import csv
+import re
 import datetime as dt
 import shutil
 import zipfile
@@ -105,6 +106,21 @@ def test_statement_summary_previous_period_and_year_to_date(out: tuple[str, Path
     with zipfile.ZipFile(path) as archive:
         chart = archive.read("xl/charts/chart1.xml").decode()
     assert "<c:barChart>" in chart and "Summary!$B$" in chart
+    # The chart's cached figures (what a viewer that never recalculates draws) are the
+    # table's: every service's label, this period's and the previous period's amounts.
+    first = rows(cached).index(header) + 1
+    table = rows(cached)[first:first + [r[0] for r in rows(cached)[first:]].index("Total")]
+    series = re.findall(r"<c:ser>(.*?)</c:ser>", chart, re.S)
+    assert len(series) == 2
+
+    def cache(xml: str, tag: str) -> list[str]:
+        return re.findall(r"<c:v>(.*?)</c:v>", re.search(rf"<c:{tag}>.*?</c:{tag}>", xml, re.S).group())
+
+    for one, column in zip(series, (4, 5)):
+        categories = re.search(r"<c:cat>.*?</c:cat>", one, re.S).group()
+        assert cache(categories, "strCache") == [r[1] for r in table]
+        values = re.search(r"<c:val>.*?</c:val>", one, re.S).group()
+        assert [Decimal(v) for v in cache(values, "numCache")] == [money(r[column]) for r in table]
 
 
 def test_rollup_covers_the_subtree(out: tuple[str, Path]) -> None:
@@ -258,3 +274,47 @@ def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ti
     assert money(find(summary, "External revenue")[2]) == minor(rec.external_revenue)
     assert find(summary, "Entries (journal lines / 2)")[2] == rec.entries
     assert find(summary, "All checks")[1] == "OK"
+
+
+def test_raw_rows_sit_in_their_place_among_ordinary_cells(tmp_path: Path) -> None:
+    """A block of ready rows in the middle of a sheet (a statement's service table) is
+    written between the cells above and below it; a cell written inside it is refused."""
+    import xlsxwriter
+
+    from chargeback.workbooks import RowSheet, RowXml
+
+    def block(styles: dict, first: int) -> list[str]:  # type: ignore[type-arg]
+        xml = RowXml(styles)
+        made = []
+        for row, (name, amount) in enumerate([("disk", Decimal("12.50")), ("cpu", Decimal("-3.25"))], first):
+            xml.start(row)
+            xml.text("A", name)
+            xml.number("B", amount, "money")
+            xml.formula("C", f"B{row + 1}*2", amount * 2)
+            made.append(xml.end())
+        return made
+
+    path = tmp_path / "blocks.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    money_format = book.add_format({"num_format": "#,##0.00"})
+    sheet = book.add_worksheet("S", worksheet_class=RowSheet)
+    sheet.write_string(0, 0, "Service")
+    assert sheet.raw_rows(1, 2, block({"money": money_format}, 1)) == 3
+    sheet.write_string(3, 0, "Total")
+    sheet.write_formula(3, 1, "=SUM(B2:B3)", money_format, 9.25)
+    assert sheet.raw_rows(5, 2, block({"money": money_format}, 5)) == 7
+    sheet.write_string(7, 0, "end")
+    book.close()
+    values = rows(openpyxl.load_workbook(path, data_only=True)["S"])
+    assert values == [("Service", None, None), ("disk", 12.5, 25), ("cpu", -3.25, -6.5),
+                      ("Total", 9.25, None), (None, None, None), ("disk", 12.5, 25),
+                      ("cpu", -3.25, -6.5), ("end", None, None)]
+    formulas = openpyxl.load_workbook(path)["S"]
+    assert formulas["C2"].value == "=B2*2" and formulas["B4"].value == "=SUM(B2:B3)"
+
+    bad = xlsxwriter.Workbook(str(tmp_path / "bad.xlsx"))
+    sheet = bad.add_worksheet("S", worksheet_class=RowSheet)
+    sheet.raw_rows(1, 2, block({"money": bad.add_format()}, 1))
+    sheet.write_string(2, 0, "inside")
+    with pytest.raises(ValueError, match="among the raw rows 2-3"):
+        bad.close()

@@ -1,9 +1,14 @@
 """Importing a usage file (CSV or XLSX) into an open period.
 
-The whole file is validated before anything is stored: every row against the book
-(service, consumer, active dates, a rate in force) and against what was imported
-before ((service, reference) identifies a line for ever). Any problem refuses the
-file whole. Valid files are inserted in bulk, in the command's one transaction.
+Every row is checked against the book (service, consumer, active dates, a rate in
+force) and against what was imported before ((service, reference) identifies a line for
+ever). Any problem refuses the file whole: nothing of it is stored.
+
+A new file of valid lines, the common case, is stored a batch at a time as it is read,
+so memory does not grow with the file; the first problem or repeated reference takes
+that back (a savepoint) and the file is checked whole before anything is stored, so
+every problem is listed and lines imported before are skipped as duplicates. Either
+way it all happens in the command's one transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Annotated, NamedTuple
 from typing_extensions import TypedDict
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, ValidationError, field_validator
-from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select
+from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chargeback.errors import InputRefused, Problem, Refused
@@ -76,6 +81,11 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
         raise Refused(f"{path}: no such file")
     lock_open_period(conn, period, create=True)
     reference = load_reference(conn)
+    try:
+        with conn.begin_nested():
+            return _import_new_lines(conn, path, period, now, reference, progress)
+    except _NotStraight:
+        pass  # the savepoint took back what the straight import stored
     problems: list[Problem] = []
     rated: dict[tuple[str, str, dt.date], int | None] = {}
     with phase(f"reading {name}", csv_lines(path) if progress else 0, progress) as bar:
@@ -135,12 +145,81 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
         # The unique (service, reference) index is the last word on "stored at most once":
         # an import into another period (another lock) stored some of these lines after
         # this one looked for them. It waited for that import to commit, and now says so.
-        if "uq_usage_service_reference" in str(exc.orig) or "usage.service, usage.reference" in str(exc.orig):
+        if _repeated_reference(exc):
             raise Refused("another import stored some of these usage lines at the same time; nothing from "
                           f"{name} was imported: import it again (lines already stored are skipped as duplicates)"
                           ) from exc
         raise
     return result
+
+
+class _NotStraight(Exception):
+    """The straight import met a problem or a line it cannot store as new."""
+
+
+#: Valid lines the straight import stores at a time.
+STRAIGHT_BATCH = 20_000
+
+
+def _import_new_lines(conn: Connection, path: Path, period: str, now: dt.datetime,
+                      reference: Reference, progress: bool) -> ImportResult:
+    """The common case, in memory that does not grow with the file: every line is valid
+    and new. Lines are stored a batch at a time as they are checked; the unique (service,
+    reference) index tells whether one was stored before. Any problem, or a reference
+    met again (in the file or in the database), raises `_NotStraight` at once, and the
+    caller takes back what was stored and checks the whole file first."""
+    name = path.name
+    problems: list[Problem] = []
+    rated: dict[tuple[str, str, dt.date], int | None] = {}
+    counter = {"read": 0}
+    digits = reference.digits
+    first_day, _ = period_bounds(period)
+    providers = {code: service.provider for code, service in reference.services.items()}
+    kinds = {code: unit.kind for code, unit in reference.units.items()}
+    totals: Counter[str] = Counter()
+    late = credits = imported = 0
+    import_id = conn.execute(insert(Import).values(
+        period=period, file_name=str(path), sha256=sha256_of(path), at=now,
+        lines_read=0, imported=0, duplicates=0).returning(Import.id)).scalar_one()
+    batch: list[tuple[object, ...]] = []
+
+    def store() -> None:
+        try:
+            bulk_insert(conn, Usage.__table__, USAGE_COLUMNS, batch)
+        except IntegrityError as exc:
+            if _repeated_reference(exc):
+                raise _NotStraight from exc
+            raise
+
+    with phase(f"reading {name}", csv_lines(path) if progress else 0, progress) as bar:
+        for line in _valid_lines(path, name, period, reference, problems, bar, rated, counter):
+            if problems:
+                raise _NotStraight
+            rate_micro = rated[(line.service, kinds[line.consumer], line.date)]
+            assert rate_micro is not None
+            totals[providers[line.service]] += minor_of_product(line.quantity_micro, rate_micro, digits)
+            late += line.date < first_day
+            credits += line.quantity_micro < 0
+            batch.append((period, import_id, *line))
+            if len(batch) >= STRAIGHT_BATCH:
+                store()
+                imported += len(batch)
+                batch = []
+        if problems:
+            raise _NotStraight
+        if batch:
+            store()
+            imported += len(batch)
+    conn.execute(update(Import).where(Import.id == import_id)
+                 .values(lines_read=counter["read"], imported=imported))
+    return ImportResult(name, period, lines_read=counter["read"], imported=imported, duplicates=0,
+                        late=late, credits=credits, currency=reference.currency,
+                        by_provider={p: from_minor(v, digits) for p, v in sorted(totals.items())})
+
+
+def _repeated_reference(exc: IntegrityError) -> bool:
+    """The unique (service, reference) index refused a line (SQLite's or PostgreSQL's words)."""
+    return "uq_usage_service_reference" in str(exc.orig) or "usage.service, usage.reference" in str(exc.orig)
 
 
 def _same(a: UsageLine, b: UsageLine) -> bool:
@@ -251,10 +330,18 @@ def _validate(path: Path, name: str, period: str, ref: Reference, problems: list
               bar: Progress, rated: dict[tuple[str, str, dt.date], int | None]) -> tuple[list[UsageLine], int]:
     """The file's valid lines and the number of rows read; `rated` gets the base rate (in
     millionths, None if there is none) of each (service, class, date) that was checked."""
+    counter = {"read": 0}
+    lines = list(_valid_lines(path, name, period, ref, problems, bar, rated, counter))
+    return lines, counter["read"]
+
+
+def _valid_lines(path: Path, name: str, period: str, ref: Reference, problems: list[Problem],
+                 bar: Progress, rated: dict[tuple[str, str, dt.date], int | None],
+                 counter: dict[str, int]) -> Iterator[UsageLine]:
+    """`_validate`, a line at a time: the valid lines, as they are read and checked;
+    `counter["read"]` counts the rows read."""
     _, last_day = period_bounds(period)
     in_force = rated
-    lines: list[UsageLine] = []
-    counter = {"read": 0}
     services, units, rates = ref.services, ref.units, ref.rates
 
     def counted() -> Iterator[tuple[int, dict[str, str]]]:
@@ -296,10 +383,8 @@ def _validate(path: Path, name: str, period: str, ref: Reference, problems: list
                     problems.append(Problem(name, number, "quantity",
                         f"{from_micro(quantity)} x the rate {from_micro(rate_micro)} is too large for one charge line (the limit is 10^12)"))
         if len(problems) == bad:
-            lines.append(UsageLine(number, day, service_code, consumer_code, quantity,
-                                   reference, description))
+            yield UsageLine(number, day, service_code, consumer_code, quantity, reference, description)
     bar.add(counter["read"] % 10_000)
-    return lines, counter["read"]
 
 
 def _range(start: dt.date | None, end: dt.date | None) -> str:

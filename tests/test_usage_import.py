@@ -185,3 +185,68 @@ def test_broken_xlsx_is_refused_with_its_name(loaded: str, tmp_path: Path) -> No
     path.write_bytes(b"PK\x03\x04 not really a workbook")
     assert refused(loaded, path, "2026-03") == [
         "broken.xlsx:0: -: is damaged (not a complete XLSX archive): save it again from the spreadsheet program"]
+
+
+def imports_of(url: str) -> list[tuple[int, int, int]]:
+    from chargeback.schema import Import
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        found = [tuple(r) for r in conn.execute(
+            select(Import.lines_read, Import.imported, Import.duplicates).order_by(Import.id))]
+    engine.dispose()
+    return found
+
+
+def test_lines_stored_before_a_repeated_reference_are_taken_back_and_counted_once(
+        loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new file is stored a batch at a time as it is read; a reference met again late
+    in the file (here after two stored batches) sends it through the full check, and
+    what was stored already is neither lost nor stored twice."""
+    import chargeback.usage
+
+    monkeypatch.setattr(chargeback.usage, "STRAIGHT_BATCH", 2)
+    first = usage_file(tmp_path, "first.csv", [["2026-03-02", "HELP", "ART", "1", "R-9", "earlier"]])
+    assert api.import_file(loaded, first, "2026-03").imported == 1
+    rows = [["2026-03-03", "HELP", "MATH", str(n), f"N-{n}", "new"] for n in range(1, 6)]
+    again = usage_file(tmp_path, "again.csv", rows + [["2026-03-02", "HELP", "ART", "1", "R-9", "earlier"],
+                                                     ["2026-03-03", "HELP", "MATH", "2", "N-2", "new"]])
+    result = api.import_file(loaded, again, "2026-03")
+    assert (result.lines_read, result.imported, result.duplicates) == (7, 5, 2)  # R-9 stored, N-2 twice
+    assert stored(loaded) == 6
+    assert imports_of(loaded) == [(1, 1, 0), (7, 5, 2)]
+    # HELP is 60.00 a unit for MATH: 1+2+3+4+5 units
+    assert result.by_provider == {"IT": D("900.00")}
+
+
+def test_a_problem_after_stored_batches_refuses_the_file_and_keeps_nothing(
+        loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import chargeback.usage
+
+    monkeypatch.setattr(chargeback.usage, "STRAIGHT_BATCH", 2)
+    rows = [["2026-03-03", "HELP", "MATH", "1", f"N-{n}", "new"] for n in range(1, 6)]
+    path = usage_file(tmp_path, "late-problem.csv", rows + [["2026-03-04", "NOPE", "MATH", "1", "N-6", ""]])
+    assert refused(loaded, path, "2026-03") == ["late-problem.csv:7: service: 'NOPE' is not a service of the book"]
+    assert stored(loaded) == 0
+    assert imports_of(loaded) == []
+
+
+def test_a_new_file_is_imported_straight_with_the_same_figures_as_the_full_check(
+        loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The straight import and the full check agree on every figure of the summary."""
+    import chargeback.usage
+
+    rows = [["2026-02-27", "HELP", "MATH", "1.5", "S-1", "late"], ["2026-03-03", "VAN", "ART", "-2", "S-2", "credit"],
+            ["2026-03-09", "HELP", "EXT-1", "3", "S-3", "external"]]
+    straight = api.import_file(loaded, usage_file(tmp_path, "s.csv", rows), "2026-03")
+
+    class Never(Exception):
+        pass
+
+    monkeypatch.setattr(chargeback.usage, "_NotStraight", Never)
+    monkeypatch.setattr(chargeback.usage, "_import_new_lines", lambda *a: (_ for _ in ()).throw(Never()))
+    full = api.import_file(loaded, usage_file(tmp_path, "f.csv", [[r[0], r[1], r[2], r[3], "F" + r[4], r[5]]
+                                                                    for r in rows]), "2026-03")
+    keys = ("lines_read", "imported", "duplicates", "late", "credits", "by_provider", "currency")
+    assert {k: getattr(straight, k) for k in keys} == {k: getattr(full, k) for k in keys}
+    assert (straight.late, straight.credits, straight.imported) == (1, 1, 3)

@@ -1,7 +1,8 @@
 """Department statements (`statements/<UNIT>.xlsx`): what an internal unit was charged.
 
 `Summary` shows the unit's charges by service and by provider against the previous
-period and the fiscal year to date, with a bar chart; `Detail` lists every charge line,
+period and the fiscal year to date, with a bar chart (of the `CHART_SERVICES` largest
+services, in a small table of their own, when there are more); `Detail` lists every charge line,
 ready to filter and sort. A parent unit also gets a roll-up of its whole subtree
 (`statements/rollup/<UNIT>.xlsx`), with a column per child and a row per unit. Totals
 are live formulas whose stored values are the engine's figures.
@@ -139,14 +140,24 @@ def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[Service
     return row
 
 
+#: A chart shows at most this many services: a bar for each of hundreds is unreadable.
+CHART_SERVICES = 15
+
+
 def _chart(wb: Workbook, sheet: Worksheet, name: str, first: int, now: int, at_row: int,
            rows: list[ServiceTotal]) -> None:
-    """A bar chart of this period's (and the previous period's) spend by service. Its
-    cached figures (what a viewer that never recalculates shows) are given here: the
-    service table is written as raw rows, which XlsxWriter cannot read back."""
+    """A bar chart of this period's (and the previous period's) spend by service, from
+    the service table; with more than `CHART_SERVICES` services, from a table of the
+    largest ones placed first (each figure a formula on the service table). Its cached
+    figures (what a viewer that never recalculates shows) are given here: the service
+    table is written as raw rows, which XlsxWriter cannot read back."""
     if not rows:
         return
     ctx = wb.ctx
+    title = "Spend by service"
+    if len(rows) > CHART_SERVICES:
+        at_row, first, rows = _largest(wb, sheet, at_row, rows, first, now)
+        title = f"Spend on the {len(rows)} largest services"
     last = first + len(rows) - 1
     labels = [neutralize(ctx.service_label(t.service)) for t in rows]
     chart = wb.book.add_chart({"type": "bar"})
@@ -160,12 +171,33 @@ def _chart(wb: Workbook, sheet: Worksheet, name: str, first: int, now: int, at_r
             "values_data": figures,
             "fill": {"color": colour},
         })
-    chart.set_title({"name": "Spend by service"})
+    chart.set_title({"name": title})
     chart.set_x_axis({"num_format": wb.formats.money.num_format})
     chart.set_y_axis({"reverse": True})
     chart.set_legend({"position": "bottom"})
     chart.set_size({"width": 640, "height": max(260, 60 + 36 * len(rows))})
     sheet.insert_chart(at_row, 0, chart)
+
+
+def _largest(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal], first: int,
+             now: int) -> tuple[int, int, list[ServiceTotal]]:
+    """The `CHART_SERVICES` services with the most spend this period, in the service
+    table's columns, each figure a formula on its row there. Returns the row for the
+    chart below it, the table's first data row and its services."""
+    ctx, f = wb.ctx, wb.formats
+    ranked = sorted(range(len(rows)), key=lambda i: (-rows[i].amount_minor, i))[:CHART_SERVICES]
+    sheet.write_string(top, 0, f"The {len(ranked)} largest services this period", f.subtitle)
+    wb.header(sheet, top + 1, ["Provider", "Service"], first_col=0)
+    for col in range(2, now):
+        sheet.write_blank(top + 1, col, None, f.header)
+    wb.header(sheet, top + 1, ["This period", "Previous period"], numeric=(0, 1), first_col=now)
+    for row, index in enumerate(ranked, top + 2):
+        total = rows[index]
+        wb.text(sheet, row, 0, ctx.unit_label(total.provider))
+        wb.text(sheet, row, 1, ctx.service_label(total.service))
+        wb.formula(sheet, row, now, f"={cell(first + index, now)}", total.amount_minor)
+        wb.formula(sheet, row, now + 1, f"={cell(first + index, now + 1)}", total.previous_minor)
+    return top + 2 + len(ranked) + 1, top + 2, [rows[i] for i in ranked]
 
 
 def _summary_widths(wb: Workbook, sheet: Worksheet, amount_columns: int) -> None:

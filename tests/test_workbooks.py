@@ -318,3 +318,34 @@ def test_raw_rows_sit_in_their_place_among_ordinary_cells(tmp_path: Path) -> Non
     sheet.write_string(2, 0, "inside")
     with pytest.raises(ValueError, match="among the raw rows 2-3"):
         bad.close()
+
+
+def test_a_statement_with_many_services_charts_its_largest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past `CHART_SERVICES` services, the chart shows a table of the largest ones, each
+    figure a formula on its row of the service table that LibreOffice recalculates to
+    the engine's value; the chart's cached figures are that table's."""
+    import chargeback.statements
+
+    monkeypatch.setattr(chargeback.statements, "CHART_SERVICES", 1)
+    folder = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    path = folder / "2026-04" / "statements" / "ART.xlsx"
+    formulas, cached = rows(openpyxl.load_workbook(path)["Summary"]), rows(openpyxl.load_workbook(path, data_only=True)["Summary"])
+    header = next(i for i, r in enumerate(cached) if r[0] == "Provider" and r[1] == "Service")
+    end = header + 1 + [r[0] for r in cached[header + 1:]].index("Total")
+    services = cached[header + 1:end]
+    assert len(services) >= 2
+    largest = max(services, key=lambda r: r[4])
+    at = next(i for i, r in enumerate(cached) if r[0] == "The 1 largest services this period")
+    assert cached[at + 1][:2] == ("Provider", "Service") and cached[at + 1][4:6] == ("This period", "Previous period")
+    block = cached[at + 2]
+    assert block[:2] == largest[:2] and (block[4], block[5]) == (largest[4], largest[5])
+    source = header + 1 + services.index(largest) + 1  # its row number in the sheet
+    assert formulas[at + 2][4:6] == (f"=E{source}", f"=F{source}")
+    with zipfile.ZipFile(path) as archive:
+        chart = archive.read("xl/charts/chart1.xml").decode()
+    assert f"Summary!$B${at + 3}" in re.findall(r"<c:f>(.*?)</c:f>", chart) and "Spend on the 1 largest services" in chart
+    assert re.findall(r"<c:strCache>.*?<c:v>(.*?)</c:v>", chart, re.S)[-1] == largest[1]
+    if shutil.which("soffice"):
+        again = openpyxl.load_workbook(soffice_recalculate([path], tmp_path / "lo")[path], data_only=True)["Summary"]
+        assert [money(again.cell(at + 3, c).value) for c in (5, 6)] == [money(largest[4]), money(largest[5])]

@@ -83,6 +83,30 @@ def test_parallel_writing_gives_the_same_files(out: tuple[str, Path], tmp_path: 
     assert files_of(tmp_path / "one") == files_of(tmp_path / "two") == files_of(folder / "2026-03")
 
 
+@pytest.mark.parametrize("consumers_for_workers, workers", [(2, 2), (10**6, 1)])
+def test_many_consumers_are_written_by_workers_even_with_few_lines(
+        out: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        consumers_for_workers: int, workers: int) -> None:
+    """Each consumer's documents cost milliseconds whatever their lines: a period of many
+    consumers is written on every core even when its lines are few; the files are the same."""
+    url, folder = out
+    chosen: list[int] = []
+    start = documents.Writers.__init__
+
+    def spy(self, folder, ctx, workers, bar):  # type: ignore[no-untyped-def]
+        chosen.append(workers)
+        start(self, folder, ctx, workers, bar)
+
+    monkeypatch.setattr(documents.Writers, "__init__", spy)
+    monkeypatch.setattr(documents, "_cores", lambda: 2)
+    monkeypatch.setattr(documents, "PARALLEL_LINES", 10**9)
+    monkeypatch.setattr(documents, "PARALLEL_CONSUMERS", consumers_for_workers)
+    with db.transaction(db.connect(url)) as conn:
+        documents.write_documents(conn, "2026-03", tmp_path / "out")
+    assert chosen == [workers]
+    assert files_of(tmp_path / "out") == files_of(folder / "2026-03")
+
+
 def test_text_from_input_never_becomes_a_formula(out: tuple[str, Path]) -> None:
     _, folder = out
     seen = set()

@@ -117,27 +117,10 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
     if problems:
         raise InputRefused(sorted(problems))
 
-    digits = reference.digits
-    first_day, _ = period_bounds(period)
-    result = ImportResult(name, period, lines_read=lines_read, imported=len(fresh),
-                          duplicates=duplicates, currency=reference.currency)
-    totals: Counter[str] = Counter()
-    providers = {code: service.provider for code, service in reference.services.items()}
-    kinds = {code: unit.kind for code, unit in reference.units.items()}
-    late = credits = 0
+    summary = _Summary(reference, period, rated)
     for line in fresh:
-        rate_micro = rated[(line.service, kinds[line.consumer], line.date)]
-        assert rate_micro is not None
-        totals[providers[line.service]] += minor_of_product(line.quantity_micro, rate_micro, digits)
-        late += line.date < first_day
-        credits += line.quantity_micro < 0
-    result.late, result.credits = late, credits
-    result.by_provider = {p: from_minor(v, digits) for p, v in sorted(totals.items())}
-
-    import_id = conn.execute(insert(Import).values(
-        period=period, file_name=str(path), sha256=sha256_of(path), at=now,
-        lines_read=lines_read, imported=len(fresh), duplicates=duplicates,
-    ).returning(Import.id)).scalar_one()
+        summary.add(line)
+    import_id = _record_import(conn, path, period, now, lines_read, len(fresh), duplicates)
     try:
         bulk_insert(conn, Usage.__table__, USAGE_COLUMNS, (
             (period, import_id, *u) for u in fresh))
@@ -150,7 +133,7 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
                           f"{name} was imported: import it again (lines already stored are skipped as duplicates)"
                           ) from exc
         raise
-    return result
+    return summary.result(name, lines_read, duplicates)
 
 
 class _NotStraight(Exception):
@@ -172,15 +155,8 @@ def _import_new_lines(conn: Connection, path: Path, period: str, now: dt.datetim
     problems: list[Problem] = []
     rated: dict[tuple[str, str, dt.date], int | None] = {}
     counter = {"read": 0}
-    digits = reference.digits
-    first_day, _ = period_bounds(period)
-    providers = {code: service.provider for code, service in reference.services.items()}
-    kinds = {code: unit.kind for code, unit in reference.units.items()}
-    totals: Counter[str] = Counter()
-    late = credits = imported = 0
-    import_id = conn.execute(insert(Import).values(
-        period=period, file_name=str(path), sha256=sha256_of(path), at=now,
-        lines_read=0, imported=0, duplicates=0).returning(Import.id)).scalar_one()
+    summary = _Summary(reference, period, rated)
+    import_id = _record_import(conn, path, period, now, 0, 0, 0)  # its figures come at the end
     batch: list[tuple[object, ...]] = []
 
     def store() -> None:
@@ -195,26 +171,56 @@ def _import_new_lines(conn: Connection, path: Path, period: str, now: dt.datetim
         for line in _valid_lines(path, name, period, reference, problems, bar, rated, counter):
             if problems:
                 raise _NotStraight
-            rate_micro = rated[(line.service, kinds[line.consumer], line.date)]
-            assert rate_micro is not None
-            totals[providers[line.service]] += minor_of_product(line.quantity_micro, rate_micro, digits)
-            late += line.date < first_day
-            credits += line.quantity_micro < 0
+            summary.add(line)
             batch.append((period, import_id, *line))
             if len(batch) >= STRAIGHT_BATCH:
                 store()
-                imported += len(batch)
                 batch = []
         if problems:
             raise _NotStraight
         if batch:
             store()
-            imported += len(batch)
     conn.execute(update(Import).where(Import.id == import_id)
-                 .values(lines_read=counter["read"], imported=imported))
-    return ImportResult(name, period, lines_read=counter["read"], imported=imported, duplicates=0,
-                        late=late, credits=credits, currency=reference.currency,
-                        by_provider={p: from_minor(v, digits) for p, v in sorted(totals.items())})
+                 .values(lines_read=counter["read"], imported=summary.imported))
+    return summary.result(name, counter["read"], duplicates=0)
+
+
+class _Summary:
+    """What the lines an import stores add up to, a line at a time: the command's
+    summary (by provider, late lines, credits)."""
+
+    def __init__(self, reference: Reference, period: str,
+                 rated: dict[tuple[str, str, dt.date], int | None]) -> None:
+        self.period, self.rated = period, rated
+        self.digits, self.currency = reference.digits, reference.currency
+        self.first_day, _ = period_bounds(period)
+        self.providers = {code: service.provider for code, service in reference.services.items()}
+        self.kinds = {code: unit.kind for code, unit in reference.units.items()}
+        self.totals: Counter[str] = Counter()
+        self.imported = self.late = self.credits = 0
+
+    def add(self, line: UsageLine) -> None:
+        rate_micro = self.rated[(line.service, self.kinds[line.consumer], line.date)]
+        assert rate_micro is not None  # a line without a rate in force is refused
+        self.totals[self.providers[line.service]] += minor_of_product(line.quantity_micro, rate_micro, self.digits)
+        self.imported += 1
+        self.late += line.date < self.first_day
+        self.credits += line.quantity_micro < 0
+
+    def result(self, name: str, lines_read: int, duplicates: int) -> ImportResult:
+        return ImportResult(name, self.period, lines_read=lines_read, imported=self.imported,
+                            duplicates=duplicates, late=self.late, credits=self.credits,
+                            by_provider={p: from_minor(v, self.digits) for p, v in sorted(self.totals.items())},
+                            currency=self.currency)
+
+
+def _record_import(conn: Connection, path: Path, period: str, now: dt.datetime, lines_read: int,
+                   imported: int, duplicates: int) -> int:
+    """The `imports` record of the file; returns its id, which its usage lines carry."""
+    return conn.execute(insert(Import).values(
+        period=period, file_name=str(path), sha256=sha256_of(path), at=now,
+        lines_read=lines_read, imported=imported, duplicates=duplicates,
+    ).returning(Import.id)).scalar_one()
 
 
 def _repeated_reference(exc: IntegrityError) -> bool:

@@ -240,11 +240,10 @@ def test_a_new_file_is_imported_straight_with_the_same_figures_as_the_full_check
             ["2026-03-09", "HELP", "EXT-1", "3", "S-3", "external"]]
     straight = api.import_file(loaded, usage_file(tmp_path, "s.csv", rows), "2026-03")
 
-    class Never(Exception):
-        pass
+    def not_straight(*args: object) -> None:
+        raise chargeback.usage._NotStraight
 
-    monkeypatch.setattr(chargeback.usage, "_NotStraight", Never)
-    monkeypatch.setattr(chargeback.usage, "_import_new_lines", lambda *a: (_ for _ in ()).throw(Never()))
+    monkeypatch.setattr(chargeback.usage, "_import_new_lines", not_straight)
     full = api.import_file(loaded, usage_file(tmp_path, "f.csv", [[r[0], r[1], r[2], r[3], "F" + r[4], r[5]]
                                                                     for r in rows]), "2026-03")
     keys = ("lines_read", "imported", "duplicates", "late", "credits", "by_provider", "currency")

@@ -117,11 +117,8 @@ def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[Service
     """Totals by provider, each a SUM over that provider's block of the service table."""
     f = wb.formats
     sheet.write_string(top, 0, "By provider", f.subtitle)
-    wb.header(sheet, top + 1, ["Provider"], first_col=0)
-    for col in range(1, now):
-        sheet.write_blank(top + 1, col, None, f.header)
-    wb.header(sheet, top + 1, ["This period", "Previous period", "Change", "Year to date"],
-              numeric=(0, 1, 2, 3), first_col=now)
+    _side_header(wb, sheet, top + 1, ["Provider"], now,
+                 ["This period", "Previous period", "Change", "Year to date"])
     blocks: dict[str, list[int]] = defaultdict(list)
     for index, total in enumerate(rows):
         blocks[total.provider].append(index)
@@ -138,6 +135,16 @@ def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[Service
                        sum_formula(first + indexes[0], first + indexes[-1], col), minor)
         row += 1
     return row
+
+
+def _side_header(wb: Workbook, sheet: Worksheet, row: int, labels: list[str], now: int,
+                 amounts: list[str]) -> None:
+    """A header over a block laid out in the service table's columns: `labels` from the
+    first column, `amounts` from its "This period" column, the cells between blank."""
+    wb.header(sheet, row, labels, first_col=0)
+    for col in range(len(labels), now):
+        sheet.write_blank(row, col, None, wb.formats.header)
+    wb.header(sheet, row, amounts, numeric=tuple(range(len(amounts))), first_col=now)
 
 
 #: A chart shows at most this many services: a bar for each of hundreds is unreadable.
@@ -187,10 +194,7 @@ def _largest(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal],
     ctx, f = wb.ctx, wb.formats
     ranked = sorted(range(len(rows)), key=lambda i: (-rows[i].amount_minor, i))[:CHART_SERVICES]
     sheet.write_string(top, 0, f"The {len(ranked)} largest services this period", f.subtitle)
-    wb.header(sheet, top + 1, ["Provider", "Service"], first_col=0)
-    for col in range(2, now):
-        sheet.write_blank(top + 1, col, None, f.header)
-    wb.header(sheet, top + 1, ["This period", "Previous period"], numeric=(0, 1), first_col=now)
+    _side_header(wb, sheet, top + 1, ["Provider", "Service"], now, ["This period", "Previous period"])
     for row, index in enumerate(ranked, top + 2):
         total = rows[index]
         wb.text(sheet, row, 0, ctx.unit_label(total.provider))

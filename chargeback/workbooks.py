@@ -192,6 +192,10 @@ class RowSheet(Worksheet):
     file after the rows written before them; otherwise each block is kept and written in
     its place among the other rows at close, and no cell may be written inside it."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._raw_blocks: dict[int, tuple[int, list[str]]] = {}  # first row: (last row, XML)
+
     def raw_rows(self, first_row: int, last_col: int, rows: Iterable[str]) -> int:
         """Add `rows` (from `RowXml`) from `first_row` on; returns the next free row."""
         if self.constant_memory:
@@ -210,8 +214,7 @@ class RowSheet(Worksheet):
         if self.constant_memory:
             self.previous_row = row
         elif row > first_row:
-            blocks: dict[int, tuple[int, list[str]]] = self.__dict__.setdefault("_raw_blocks", {})
-            blocks[first_row] = (row - 1, block)
+            self._raw_blocks[first_row] = (row - 1, block)
         return row
 
     def _prepare_formula(self, formula: str, expand_future_functions: bool = False) -> str:
@@ -221,7 +224,7 @@ class RowSheet(Worksheet):
 
     def _write_rows(self) -> None:
         """XlsxWriter's rows around each raw block, the block in its place."""
-        blocks = sorted(getattr(self, "_raw_blocks", {}).items())
+        blocks = sorted(self._raw_blocks.items())
         if not blocks:
             super()._write_rows()
             return

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import gc
 import os
+import sqlite3
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
+from itertools import chain, islice
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -41,6 +44,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from chargeback.errors import Refused
 
 DEFAULT_URL = "sqlite:///chargeback.db"
+T = TypeVar("T")
 
 
 def database_url(url: str | None = None) -> str:
@@ -137,9 +141,9 @@ def schema_is_current(conn: Connection) -> bool:
 
 
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
-                rows: Iterable[Sequence[object]], batch: int = 20_000) -> int:
+                rows: Iterable[Sequence[object]]) -> int:
     """Insert many rows of plain values in the current transaction: PostgreSQL's COPY,
-    or one prepared executemany per batch on SQLite. Returns the number of rows."""
+    or multi-row INSERTs on SQLite (`insert_values`). Returns the number of rows."""
     count = 0
     names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
@@ -158,36 +162,66 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
     processors = [table.c[c].type._cached_bind_processor(conn.dialect) for c in columns]  # noqa: SLF001
     converting = [(i, _remembered(p) if isinstance(table.c[c].type, (Date, DateTime)) else p)
                   for i, (c, p) in enumerate(zip(columns, processors)) if p is not None]
-    statement = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    if not converting:
+        return insert_values(conn, table.name, columns, rows)
 
-    def write(chunk: list[Sequence[object]]) -> None:
+    def converted() -> Iterator[Sequence[object]]:
+        for row in rows:
+            values = list(row)
+            for i, process in converting:
+                if values[i] is not None:
+                    values[i] = process(values[i])
+            yield values
+
+    return insert_values(conn, table.name, columns, converted())
+
+
+#: Rows per SQLite INSERT at most; fewer when the row is wide (SQLite binds at most
+#: `SQLITE_LIMIT_VARIABLE_NUMBER` values a statement, 32,766 by default).
+ROWS_PER_INSERT = 2_000
+
+
+def insert_values(conn: Connection, table_name: str, columns: Sequence[str],
+                  rows: Iterable[Sequence[object]]) -> int:
+    """SQLite: insert rows of values as the driver stores them (no type conversion),
+    many rows a statement: `INSERT ... VALUES (...), (...), ...`.
+
+    Measured on 200,000 journal entries of 24 columns: 7-8 us a row, against 12 us with
+    `executemany` (one step a row) and 23 us with one statement reading a JSON array.
+    The values are bound in C and the statement runs without Python's lock, so a thread
+    preparing the next rows meanwhile (`Overlapped`) is not held up row by row."""
+    raw = conn.connection.driver_connection
+    width = len(columns)
+    limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
+    per = max(1, min(ROWS_PER_INSERT, limit // width))
+    one = f"({', '.join('?' * width)})"
+    head = f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES "
+    full = head + ", ".join([one] * per)
+    cursor = raw.cursor()  # type: ignore[union-attr]
+
+    def write(part: list[Sequence[object]]) -> None:
+        statement = full if len(part) == per else head + ", ".join([one] * len(part))
         try:
-            cursor.executemany(statement, chunk)
+            cursor.execute(statement, list(chain.from_iterable(part)))
         except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
-            raise DBAPIError.instance(statement, None, exc, conn.dialect.dbapi.Error,  # type: ignore[union-attr]
+            raise DBAPIError.instance(head + one, None, exc, conn.dialect.dbapi.Error,  # type: ignore[union-attr]
                                       dialect=conn.dialect) from exc
 
-    chunk: list[Sequence[object]] = []
+    count = 0
     try:
-        for row in rows:
-            if converting:
-                values = list(row)
-                for i, process in converting:
-                    if values[i] is not None:
-                        values[i] = process(values[i])
-                row = tuple(values)
-            chunk.append(row)
-            if len(chunk) >= batch:
-                write(chunk)
-                count += len(chunk)
-                chunk = []
-        if chunk:
-            write(chunk)
-            count += len(chunk)
+        for part in batched(rows, per):
+            write(part)
+            count += len(part)
     finally:
         cursor.close()
     return count
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last one shorter)."""
+    iterator = iter(items)
+    while part := list(islice(iterator, size)):
+        yield part
 
 
 class Overlapped:

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
-from functools import partial
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import orjson
 from sqlalchemy import Connection, select, update
-from sqlalchemy.exc import DBAPIError
 
-from chargeback.db import Overlapped, bulk_insert, collector_paused
+from chargeback.db import Overlapped, bulk_insert, collector_paused, insert_values
 from chargeback.errors import Refused
 from chargeback.schema import Entry, EntryTier, JournalHead
 
@@ -73,31 +71,19 @@ DRAFT_FIELDS = Draft._fields[:-1]
 HASHED_FIELDS = ("id", "posted_at") + DRAFT_FIELDS + ("prev_hash",)
 
 
-def _iso(value: object) -> str:
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    raise TypeError(f"cannot hash a {type(value).__name__}")
-
-
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_iso).encode
-
-
-def _plain_encoder() -> Callable[[list[object]], str]:
-    """The same JSON as `_encode`, from one C encoder built once: `JSONEncoder.encode`
-    builds a new one per call, which costs more than the encoding itself."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - a Python without the C accelerator
-        return _encode
-    encoder = make(None, _iso, json.encoder.encode_basestring, None, ":", ",", False, False, True)
-    return lambda values: "".join(encoder(values, 0))
-
-
-_encode_plain = _plain_encoder()
+def hashed_json(values: list[object]) -> bytes:
+    """The bytes an entry's hash is taken over: its values as compact JSON in UTF-8, text
+    unescaped but for what JSON requires, dates and timestamps as ISO text. This is
+    `json.dumps(values, ensure_ascii=False, separators=(",", ":"))` with dates as
+    `isoformat()`, the form the chain was defined with; orjson writes the same bytes
+    (tests/test_journal.py checks it against the standard library for any text) about
+    ten times faster. A value of another type is refused (TypeError)."""
+    return orjson.dumps(values)
 
 
 def entry_hash(values: Sequence[object]) -> str:
     """sha256 of an entry's values in HASHED_FIELDS order (JSON, so it is unambiguous)."""
-    return hashlib.sha256(_encode_plain(list(values)).encode("utf-8")).hexdigest()
+    return hashlib.sha256(hashed_json(list(values))).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -126,13 +112,15 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
     rows: list[tuple[object, ...]] = []
     tiers: list[tuple[int, int, int, int, int]] = []
     # The hash is taken over the JSON of the values with dates as ISO text: the same
-    # bytes `entry_hash` produces from the stored row, built without a callback per date.
+    # bytes `entry_hash` produces from the stored row.
     stamp = posted_at.isoformat()
     iso: dict[dt.date, str] = {}
-    sha256, encode = hashlib.sha256, _encode_plain
-    # On SQLite a batch goes in as the JSON it was hashed from (`_insert_json`).
-    as_json = conn.dialect.name == "sqlite"
-    insert: Callable[..., int] = partial(_insert_json, stored_at=_stored(conn, posted_at)) if as_json else _insert
+    sha256, encode = hashlib.sha256, hashed_json
+    # On SQLite a row goes in with its dates as the ISO text it was hashed with
+    # (`_insert_stored`); PostgreSQL's COPY takes the values themselves.
+    stored = conn.dialect.name == "sqlite"
+    stored_at = _stored(conn, posted_at)
+    insert = _insert_stored if stored else _insert
     with Overlapped() as inserts:
         for draft in drafts:
             if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
@@ -144,12 +132,13 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
             day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
             service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
             text = encode([last_id, stamp, draft[0], day_text, service_text, *draft[3:-1], last_hash])
-            if "\\u0000" in text and any(isinstance(v, str) and "\x00" in v for v in draft):
+            if b"\\u0000" in text and any(isinstance(v, str) and "\x00" in v for v in draft):
                 raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
                               "its text holds a NUL character, which the journal and its exports cannot "
                               "carry; remove it from the input")
-            digest = sha256(text.encode("utf-8")).hexdigest()
-            rows.append(f'{text[:-1]},"{digest}"]' if as_json else (last_id, posted_at, *draft[:-1], last_hash, digest))
+            digest = sha256(text).hexdigest()
+            rows.append((last_id, stored_at, draft[0], day_text, service_text, *draft[3:-1], last_hash, digest)
+                        if stored else (last_id, posted_at, *draft[:-1], last_hash, digest))
             if draft.pieces:
                 for number, (tier_from, quantity, rate) in enumerate(draft.pieces, start=1):
                     tiers.append((last_id, number, tier_from, quantity, rate))
@@ -186,21 +175,12 @@ def _stored(conn: Connection, posted_at: dt.datetime) -> object:
     return process(posted_at) if process else posted_at
 
 
-def _insert_json(conn: Connection, rows: list[str], tiers: list[tuple[int, int, int, int, int]],
-                 stored_at: object) -> int:
-    """SQLite: the batch in one statement. SQLite lets go of Python's lock for the whole
-    statement (an `executemany` takes it back after every row, so the thread that hashes
-    the next batch and the one inserting this one took turns instead of working at once)."""
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(JSON_INSERT, (stored_at, f"[{','.join(rows)}]"))
-    except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
-        raise DBAPIError.instance(JSON_INSERT, None, exc, conn.dialect.dbapi.Error,  # type: ignore[union-attr]
-                                  dialect=conn.dialect) from exc
-    finally:
-        cursor.close()
+def _insert_stored(conn: Connection, rows: list[tuple[object, ...]],
+                   tiers: list[tuple[int, int, int, int, int]]) -> int:
+    """SQLite: rows whose dates are already the text SQLite stores."""
+    count = insert_values(conn, Entry.__tablename__, COLUMNS, rows)
     bulk_insert(conn, EntryTier.__table__, TIER_COLUMNS, tiers)
-    return len(rows)
+    return count
 
 
 def head(conn: Connection) -> tuple[int, str]:
@@ -211,9 +191,3 @@ def head(conn: Connection) -> tuple[int, str]:
 
 ENTRY_COLUMNS = [getattr(Entry, name) for name in HASHED_FIELDS] + [Entry.hash]
 COLUMNS = HASHED_FIELDS + ("hash",)
-#: One statement inserts a batch from the JSON array of its entries' hashed values (in
-#: HASHED_FIELDS order, then the hash); `posted_at`, the same for all, is bound once.
-JSON_INSERT = (f"INSERT INTO entries ({', '.join(COLUMNS)}) SELECT "
-               + ", ".join("?" if name == "posted_at" else f"json_extract(value, '$[{i}]')"
-                           for i, name in enumerate(COLUMNS))
-               + " FROM json_each(?)")

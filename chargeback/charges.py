@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from itertools import groupby, tee
 
-from sqlalchemy import Column, Connection, String, func, select, tuple_, type_coerce
+from sqlalchemy import Column, Connection, Row, Select, String, func, select, tuple_, type_coerce
 
 from chargeback.allocation import (
     AllocationError,
@@ -92,10 +92,11 @@ def usage_charges(conn: Connection, ref: Reference, period: str,
 
 def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: frozenset[str],
                     chunk: int) -> Iterator[Draft]:
-    """Read in chunks by id, each chunk fetched whole before its drafts are posted, so the
-    query never reads the entries table while it is being appended to. The chunks are
-    big (200,000 lines, some 50 MB): a read waits for the batch being inserted on the
-    other thread (`journal.post`), and few reads mean few waits.
+    """Read in chunks by id, each chunk fetched whole before its drafts are posted. The
+    chunks are big (200,000 lines, some 50 MB): a read waits for the batch being inserted
+    on the other thread (`journal.post`), and few reads mean few waits. Only a re-close
+    after a reopen needs to skip lines already posted (a join with the entries table);
+    a first close reads the usage table alone.
 
     Priced in integers (`minor_of_product`, the rounding of `quantize`); what does not change
     from line to line (a consumer's class and accounts, a service's provider, the rate of
@@ -103,21 +104,17 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
     first_day, _ = period_bounds(period)
     digits = ref.digits
     query = select(Usage.id, type_coerce(Usage.date, String), Usage.service, Usage.consumer,
-                   Usage.quantity_micro, Usage.reference, Usage.description
-                   ).outerjoin(Entry, Entry.usage_id == Usage.id).where(Usage.period == period, Entry.id.is_(None))
+                   Usage.quantity_micro, Usage.reference, Usage.description).where(Usage.period == period)
     if tiered:
         query = query.where(Usage.service.not_in(sorted(tiered)))
+    if _usage_posted(conn, period):
+        query = query.outerjoin(Entry, Entry.usage_id == Usage.id).where(Entry.id.is_(None))
     days: dict[object, dt.date] = {}
     consumers: dict[str, tuple[str, str | None] | None] = {}
     services: dict[str, tuple[str, str | None] | None] = {}
     pairs: dict[tuple[str, str, str], tuple[str, str]] = {}
     rates: dict[tuple[str, str, dt.date], tuple[int, str] | None] = {}
-    after = 0
-    while True:
-        rows = conn.execute(query.where(Usage.id > after).order_by(Usage.id).limit(chunk)).all()
-        if not rows:
-            return
-        after = rows[-1][0]
+    for rows in _chunks(conn, query, chunk):
         for usage_id, raw_day, service, consumer, quantity_micro, reference, description in rows:
             day = days.get(raw_day)
             if day is None:  # text on SQLite, a date on PostgreSQL
@@ -151,6 +148,20 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
                         consumer, kind, quantity_micro, rate_micro,
                         minor_of_product(quantity_micro, rate_micro, digits), both[0], both[1], debit_gl,
                         credit_gl, reference, description, provenance)
+
+
+def _usage_posted(conn: Connection, period: str) -> bool:
+    """Whether any usage of `period` is posted already (a re-close after a reopen)."""
+    return conn.execute(select(Entry.id).where(Entry.period == period, Entry.kind == "usage")
+                        .limit(1)).first() is not None
+
+
+def _chunks(conn: Connection, query: Select, chunk: int) -> Iterator[Sequence[Row]]:  # type: ignore[type-arg]
+    """The rows of `query` in chunks by usage id, each fetched whole before it is priced."""
+    after = 0
+    while rows := conn.execute(query.where(Usage.id > after).order_by(Usage.id).limit(chunk)).all():
+        after = rows[-1][0]
+        yield rows
 
 
 def _bytewise(conn: Connection, column: Column) -> object:  # type: ignore[type-arg]

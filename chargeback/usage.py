@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chargeback.errors import InputRefused, Problem, Refused
 from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_bounds, problems_of
-from chargeback.db import bulk_insert, collector_paused
+from chargeback.db import Overlapped, bulk_insert, collector_paused
 from chargeback.money import LIMIT, MICRO_SQUARED, from_micro, from_minor, minor_of_product, to_micro
 from chargeback.periods import lock_open_period
 from chargeback.progress import Progress, csv_lines, phase
@@ -159,7 +159,7 @@ def _import_new_lines(conn: Connection, path: Path, period: str, now: dt.datetim
     import_id = _record_import(conn, path, period, now, 0, 0, 0)  # its figures come at the end
     batch: list[tuple[object, ...]] = []
 
-    def store() -> None:
+    def store(batch: list[tuple[object, ...]]) -> None:
         try:
             bulk_insert(conn, Usage.__table__, USAGE_COLUMNS, batch)
         except IntegrityError as exc:
@@ -167,19 +167,21 @@ def _import_new_lines(conn: Connection, path: Path, period: str, now: dt.datetim
                 raise _NotStraight from exc
             raise
 
-    with phase(f"reading {name}", csv_lines(path) if progress else 0, progress) as bar:
+    # A batch is stored on a second thread while the next is read and checked.
+    with phase(f"reading {name}", csv_lines(path) if progress else 0, progress) as bar, \
+            Overlapped() as inserts:
         for line in _valid_lines(path, name, period, reference, problems, bar, rated, counter):
             if problems:
                 raise _NotStraight
             summary.add(line)
             batch.append((period, import_id, *line))
             if len(batch) >= STRAIGHT_BATCH:
-                store()
+                inserts.submit(store, batch)
                 batch = []
         if problems:
             raise _NotStraight
         if batch:
-            store()
+            inserts.submit(store, batch)
     conn.execute(update(Import).where(Import.id == import_id)
                  .values(lines_read=counter["read"], imported=summary.imported))
     return summary.result(name, counter["read"], duplicates=0)

@@ -32,7 +32,7 @@ from chargeback.periods import (
     periods_with_activity,
     reopen_period,
 )
-from chargeback.reconciliation import Reconciliation, reconcile as _reconcile
+from chargeback.reconciliation import PeriodTotal, Reconciliation, reconcile as _reconcile
 from chargeback.recovery import Recovery, recovery as _recovery, write_workbook as write_recovery
 from chargeback.safe import file_in
 from chargeback.schema import Book, Delivery
@@ -119,6 +119,7 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
         if not documents:
             with db.transaction(engine) as conn:
                 result = _close_reviewed(conn, period, now(), progress)
+                _totals_used(result)
                 log.done(conn, f"{result.posted} entries posted, no documents written")
                 return result
         with _writing_documents(out_dir, "the period stays open"):
@@ -127,7 +128,8 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
                     started = time.perf_counter()
                     result = _close_reviewed(conn, period, now(), progress)
                     posted = time.perf_counter()
-                    write_documents(conn, period, folder, progress=progress, review=result.review)
+                    write_documents(conn, period, folder, progress=progress, review=result.review,
+                                    totals=_totals_used(result))
                     if seconds is not None:
                         seconds["close"] = seconds.get("close", 0.0) + posted - started
                         seconds["documents"] = seconds.get("documents", 0.0) + time.perf_counter() - posted
@@ -146,9 +148,16 @@ def _close_reviewed(conn: Connection, period: str, when: dt.datetime, progress: 
     """The close (or a preview's), with the variance review and the budget warnings that
     `close` and `preview` print, computed in the same transaction."""
     result = close_period(conn, period, when, progress)
-    result.review = variance.review(conn, period)
-    result.budget_warnings = _budgets.warnings(conn, period)
+    result.review = variance.review(conn, period, result.totals)
+    result.budget_warnings = _budgets.warnings(conn, period, result.totals)
     return result
+
+
+def _totals_used(result: CloseResult) -> list[PeriodTotal]:
+    """The close's period totals, taken off the result once used (half a million of them
+    at a million lines: a `run` of many periods keeps its results)."""
+    totals, result.totals = result.totals, []
+    return totals
 
 
 @contextmanager
@@ -191,7 +200,8 @@ def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) 
             result = _close_reviewed(conn, period, issued)
             result.reconciliation.status = "open"  # once the transaction is rolled back
             try:
-                write_documents(conn, period, folder, draft=True, issued=issued, review=result.review)
+                write_documents(conn, period, folder, draft=True, issued=issued, review=result.review,
+                                totals=_totals_used(result))
             except OSError as exc:
                 raise Refused(f"cannot write the drafts to {out_dir}: {exc.strerror or exc}") from exc
         publish()

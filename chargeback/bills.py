@@ -9,7 +9,7 @@ picklable data, so the writers can run in worker processes.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import groupby
@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from chargeback.budgets import BudgetStatus, statuses_for
 from chargeback.fields import period_bounds, previous_period
 from chargeback.money import from_micro, from_minor
+from chargeback.reconciliation import PeriodTotal
 from chargeback.reference import ServiceInfo, UnitInfo, load_reference
 from chargeback.schema import Entry, Period
 
@@ -90,8 +91,10 @@ class DocumentContext:
 
 
 def document_context(conn: Connection, period: str, *, draft: bool = False,
-                     issued: dt.datetime | None = None) -> DocumentContext:
-    """The context of `period`'s documents; a closed period's issue date is its close."""
+                     issued: dt.datetime | None = None,
+                     totals: Sequence[PeriodTotal] | None = None) -> DocumentContext:
+    """The context of `period`'s documents; a closed period's issue date is its close.
+    `totals`: the period's (`reconciliation.period_totals`), when the caller has them."""
     ref = load_reference(conn)
     record = conn.execute(select(Period.closed_at, Period.closed_hash)
                           .where(Period.period == period)).first()
@@ -101,7 +104,7 @@ def document_context(conn: Connection, period: str, *, draft: bool = False,
         raise ValueError(f"period {period} is not closed: give the draft's issue date")
     return DocumentContext(ref.name, ref.currency, ref.digits, period, when, ref.payment_terms,
                            ref.fiscal_year_start, None if draft else record.closed_hash,
-                           ref.units, ref.services, draft, statuses_for(conn, period))
+                           ref.units, ref.services, draft, statuses_for(conn, period, totals))
 
 
 class Line(NamedTuple):
@@ -206,10 +209,12 @@ def plain_order(conn: Connection, *columns: ColumnElement[str]) -> list[ColumnEl
     return list(columns)
 
 
-def service_totals(conn: Connection, ctx: DocumentContext) -> Totals:
-    """Internal charges by consumer and service: this period, the previous period and
-    the fiscal year to date (this period's plus the year's earlier periods'), in three
-    grouped queries that each read one stretch of periods."""
+def service_totals(conn: Connection, ctx: DocumentContext,
+                   current: Sequence[PeriodTotal] | None = None) -> Totals:
+    """Internal charges by consumer and service: this period (from `current`, the
+    period's totals, when given), the previous period and the fiscal year to date (this
+    period's plus the year's earlier periods'), in grouped queries that each read one
+    stretch of periods."""
     totals: Totals = {}
 
     def slot(consumer: str, provider: str, service: str) -> ServiceTotal:
@@ -218,13 +223,21 @@ def service_totals(conn: Connection, ctx: DocumentContext) -> Totals:
 
     keys = (Entry.consumer, Entry.provider, Entry.service)
     internal = Entry.customer_class == "internal"
-    usage_quantity = func.sum(case((Entry.kind == "adjustment", 0), else_=Entry.quantity_micro))
-    for consumer, provider, service, count, quantity, amount in conn.execute(
-        select(*keys, func.count(), usage_quantity, func.sum(Entry.amount_minor))
-        .where(Entry.period == ctx.period, internal).group_by(*keys)
-    ):
-        total = slot(consumer, provider, service)
-        total.lines, total.quantity_micro, total.amount_minor = count, int(quantity), int(amount)
+    if current is None:
+        usage_quantity = func.sum(case((Entry.kind == "adjustment", 0), else_=Entry.quantity_micro))
+        current = [PeriodTotal(consumer, "internal", provider, service, "", "", "", count, int(quantity),
+                               int(amount))
+                   for consumer, provider, service, count, quantity, amount in conn.execute(
+                       select(*keys, func.count(), usage_quantity, func.sum(Entry.amount_minor))
+                       .where(Entry.period == ctx.period, internal).group_by(*keys))]
+    for line in current:
+        if line.customer_class != "internal":
+            continue
+        total = slot(line.consumer, line.provider, line.service)
+        total.lines += line.entries
+        total.amount_minor += line.amount_minor
+        if line.kind != "adjustment":  # an adjustment's quantity is 1 of nothing
+            total.quantity_micro += line.quantity_micro
     for consumer, provider, service, amount in conn.execute(
         select(*keys, func.sum(Entry.amount_minor))
         .where(Entry.period == ctx.previous_period, internal).group_by(*keys)

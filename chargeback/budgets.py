@@ -13,6 +13,7 @@ exceed* it when the projection is more than the budget.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,7 @@ from sqlalchemy import Connection, func, select
 
 from chargeback.errors import Refused
 from chargeback.money import format_amount, format_percent, quantize
+from chargeback.reconciliation import PeriodTotal
 from chargeback.schema import Book, Budget, Entry, Unit
 from chargeback.xlsx import Money, Sheets, money, percent
 
@@ -98,9 +100,11 @@ def _start(conn: Connection) -> int:
 
 
 def _statuses(conn: Connection, year: int, through: str | None, unit: str | None = None,
-              with_unbudgeted: bool = True) -> list[BudgetStatus]:
+              with_unbudgeted: bool = True,
+              last: Iterable[PeriodTotal] | None = None) -> list[BudgetStatus]:
     """Budget statuses of fiscal year `year` through `through` (None: nothing posted yet);
-    units with spend but no budget too when `with_unbudgeted`."""
+    units with spend but no budget too when `with_unbudgeted`. `last`: the totals of
+    `through` itself when the caller has read them; only the earlier periods are read."""
     periods = fiscal_periods(year, _start(conn))
     budgets = select(Budget.unit, Budget.amount_minor).where(Budget.fiscal_year == year)
     if unit is not None:
@@ -108,12 +112,17 @@ def _statuses(conn: Connection, year: int, through: str | None, unit: str | None
     amounts = {code: amount for code, amount in conn.execute(budgets)}
     spent: dict[str, int] = {}
     if through is not None:
+        internal = Entry.customer_class == "internal"
         spend = (select(Entry.consumer, func.sum(Entry.amount_minor))
-                 .where(Entry.customer_class == "internal", Entry.period >= periods[0],
-                        Entry.period <= through).group_by(Entry.consumer))
+                 .where(internal, Entry.period >= periods[0],
+                        Entry.period < through if last is not None else Entry.period <= through)
+                 .group_by(Entry.consumer))
         if unit is not None:
             spend = spend.where(Entry.consumer == unit)
         spent = {code: int(amount) for code, amount in conn.execute(spend)}
+        for total in last or ():
+            if total.customer_class == "internal" and unit in (None, total.consumer):
+                spent[total.consumer] = spent.get(total.consumer, 0) + total.amount_minor
     months = periods.index(through) + 1 if through else 0
     codes = set(amounts) | (set(spent) if with_unbudgeted else set())
     return [BudgetStatus(code, year, periods[0], periods[-1], through, months, amounts.get(code),
@@ -127,10 +136,13 @@ def last_posted(conn: Connection, year: int) -> str | None:
         Entry.period >= periods[0], Entry.period <= periods[-1])).scalar()
 
 
-def statuses_for(conn: Connection, period: str) -> dict[str, BudgetStatus]:
+def statuses_for(conn: Connection, period: str,
+                 totals: Iterable[PeriodTotal] | None = None) -> dict[str, BudgetStatus]:
     """The budget status of every unit with a budget for the fiscal year of `period`,
-    through `period` (with the entries of this transaction: a preview's or a close's)."""
-    found = _statuses(conn, fiscal_year(period, _start(conn)), period, with_unbudgeted=False)
+    through `period` (with the entries of this transaction: a preview's or a close's);
+    `totals`: the period's own, when the caller has read them."""
+    found = _statuses(conn, fiscal_year(period, _start(conn)), period, with_unbudgeted=False,
+                      last=totals)
     return {status.unit: status for status in found}
 
 
@@ -141,9 +153,10 @@ def status_for(conn: Connection, unit: str, period: str) -> BudgetStatus | None:
     return found[0] if found else None
 
 
-def warnings(conn: Connection, period: str) -> list[BudgetStatus]:
+def warnings(conn: Connection, period: str,
+             totals: Iterable[PeriodTotal] | None = None) -> list[BudgetStatus]:
     """Units over their budget, or on course to exceed it, through `period`."""
-    return [s for s in statuses_for(conn, period).values() if s.over or s.on_course_to_exceed]
+    return [s for s in statuses_for(conn, period, totals).values() if s.over or s.on_course_to_exceed]
 
 
 def warning_text(status: BudgetStatus, digits: int, currency: str) -> str:

@@ -25,16 +25,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from chargeback import variance
 from chargeback.bills import Bill, DocumentContext, bills, document_context, service_totals
 from chargeback.export import write_csv
 from chargeback.invoices import write_invoice
 from chargeback.progress import Progress
-from chargeback.reconciliation import Reconciliation, reconcile
+from chargeback.reconciliation import PeriodTotal, Reconciliation, period_totals, reconcile
 from chargeback.reconciliation_workbook import write_reconciliation_workbook
-from chargeback.schema import Book, Entry, Period
+from chargeback.schema import Book, Period
 from chargeback.statements import Rollup, rollups, write_rollup, write_statement
 
 #: Below this many charge lines and this many consumers, starting worker processes
@@ -52,20 +52,24 @@ BATCH_LINES = 5_000
 def write_documents(conn: Connection, period: str, folder: Path, *, progress: bool = False,
                     workers: int | None = None, draft: bool = False,
                     issued: dt.datetime | None = None,
-                    review: variance.Review | None = None) -> int:
+                    review: variance.Review | None = None,
+                    totals: list[PeriodTotal] | None = None) -> int:
     """Write every document of `period` into `folder`; returns the number of files.
     `progress` allows a progress bar on a terminal for a big period; `workers` overrides
     the number of processes (by default one per core for a big period). `draft` writes an
     open period's documents as drafts (a preview's), dated `issued`; a closed period's are
     dated by its close, so `report` writes the same bytes again. `review`: the period's
-    variance review when the caller has computed it already."""
+    variance review, and `totals` its totals (`period_totals`), when the caller has them
+    already; the period's figures are otherwise read once, from `period_totals`."""
     folder.mkdir(parents=True, exist_ok=True)
-    ctx = document_context(conn, period, draft=draft, issued=issued)
-    rec = reconcile(conn, period)
-    totals = service_totals(conn, ctx)
-    parents = list(rollups(ctx, totals))
-    consumers = conn.execute(select(func.count(func.distinct(Entry.consumer)))
-                             .where(Entry.period == period)).scalar() or 0
+    current = period_totals(conn, period) if totals is None else totals
+    ctx = document_context(conn, period, draft=draft, issued=issued, totals=current)
+    rec = reconcile(conn, period, current)
+    by_service = service_totals(conn, ctx, current)
+    parents = list(rollups(ctx, by_service))
+    consumers = len({line.consumer for line in current})
+    review = review or variance.review(conn, period, current)
+    del current  # half a million totals at a million lines: not kept while the files are written
     if workers is None:
         big = rec.entries >= PARALLEL_LINES or consumers >= PARALLEL_CONSUMERS
         workers = _cores() if big else 1
@@ -74,7 +78,7 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
     with Progress(total, f"writing the documents of {period}", show) as bar, \
             Writers(folder, ctx, workers, bar) as writers:
         writers.rollups(parents)  # first: the workers start on them while the bills are read
-        for bill in bills(conn, ctx, totals):
+        for bill in bills(conn, ctx, by_service):
             writers.bill(bill)
         writers.flush()
         with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:

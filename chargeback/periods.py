@@ -22,7 +22,7 @@ from chargeback.charges import allocation_charges, period_charges, unposted_usag
 from chargeback.errors import Refused
 from chargeback.fields import PERIOD_PATTERN
 from chargeback.progress import on_terminal, phase
-from chargeback.reconciliation import Reconciliation, reconcile
+from chargeback.reconciliation import PeriodTotal, Reconciliation, period_totals, reconcile
 from chargeback.reference import load_reference
 from chargeback.schema import Adjustment, Cost, Entry, Period, PeriodEvent, Usage
 
@@ -90,6 +90,9 @@ class CloseResult:
     journal_hash: str
     review: Review | None = None
     budget_warnings: list[BudgetStatus] = field(default_factory=list)
+    #: The period's totals after the close (`period_totals`), read once for the variance
+    #: review, the budgets and the documents; `api` takes them off once used.
+    totals: list[PeriodTotal] = field(default_factory=list, repr=False)
 
 
 def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool = False) -> CloseResult:
@@ -111,7 +114,8 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
         charged = journal.post(conn, period_charges(conn, ref, period), now, on_batch=bar.add)
     allocated = journal.post(conn, allocation_charges(conn, ref, period), now)
     posted_count = charged.count + allocated.count
-    result = reconcile(conn, period)
+    totals = period_totals(conn, period)
+    result = reconcile(conn, period, totals)
     if not result.balanced:
         raise Refused(
             f"period {period} does not net to zero: internal revenue {result.money(result.internal_revenue)}, "
@@ -125,7 +129,7 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
     conn.execute(insert(PeriodEvent).values(period=period, at=now, action="close",
                                             reason=f"{posted_count} entries posted", user=_user()))
     result.status = "closed"
-    return CloseResult(period, posted_count, result, now, last_hash)
+    return CloseResult(period, posted_count, result, now, last_hash, totals=totals)
 
 
 def reopen_period(conn: Connection, period: str, reason: str, now: dt.datetime) -> None:

@@ -3,12 +3,20 @@
 Internal revenue is summed from the `revenue:internal:*` credits and internal spend
 from the `expenses:internal:*` debits, independently, so a tampered or mis-posted
 entry shows up as a difference. External sales are reported apart, never netted.
+
+The close and the documents need a period's figures several ways (by account here, by
+consumer and service for the variance review and the statements, by consumer for the
+budgets). At a million lines a month each grouping is a pass over the period's entries;
+`period_totals` reads one grouping that keeps every key the others need, the accounts
+as posted included, so the others are summed from it in memory.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy import Connection, func, select
 
@@ -69,17 +77,72 @@ class Reconciliation:
         }
 
 
-def reconcile(conn: Connection, period: str) -> Reconciliation:
-    """The reconciliation of `period` from its posted entries."""
+class PeriodTotal(NamedTuple):
+    """A period's posted charges of one consumer, provider, service and kind, with the
+    accounts they were posted to: entries, quantity and amount."""
+
+    consumer: str
+    customer_class: str
+    provider: str
+    service: str
+    kind: str
+    debit_account: str
+    credit_account: str
+    entries: int
+    quantity_micro: int
+    amount_minor: int
+
+
+TOTAL_KEYS = (Entry.consumer, Entry.customer_class, Entry.provider, Entry.service, Entry.kind,
+              Entry.debit_account, Entry.credit_account)
+
+
+def period_totals(conn: Connection, period: str) -> list[PeriodTotal]:
+    """The period's entries summed by consumer, class, provider, service, kind and the
+    accounts as posted, in that order (text compared as bytes on both databases)."""
+    order = [key.collate("C") for key in TOTAL_KEYS] if conn.dialect.name == "postgresql" else TOTAL_KEYS
+    shared: dict[str, str] = {}
+    one = shared.setdefault
+    return [PeriodTotal(one(consumer, consumer), one(kind_of, kind_of), one(provider, provider),
+                        one(service, service), one(kind, kind), one(debit, debit), one(credit, credit),
+                        int(entries), int(quantity), int(amount))
+            for consumer, kind_of, provider, service, kind, debit, credit, entries, quantity, amount
+            in conn.execute(select(*TOTAL_KEYS, func.count(), func.sum(Entry.quantity_micro),
+                                   func.sum(Entry.amount_minor))
+                            .where(Entry.period == period).group_by(*TOTAL_KEYS).order_by(*order))]
+
+
+def _by_account(totals: Iterable[PeriodTotal]) -> tuple[list[tuple[str, int, int]], list[tuple[str, int]]]:
+    """(credit account, amount, entries) and (debit account, amount), in account order."""
+    credits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    debits: dict[str, int] = defaultdict(int)
+    for total in totals:
+        credit = credits[total.credit_account]
+        credit[0] += total.amount_minor
+        credit[1] += total.entries
+        debits[total.debit_account] += total.amount_minor
+    return ([(account, amount, count) for account, (amount, count) in sorted(credits.items())],
+            sorted(debits.items()))
+
+
+def reconcile(conn: Connection, period: str, totals: Sequence[PeriodTotal] | None = None) -> Reconciliation:
+    """The reconciliation of `period` from its posted entries, or from their `totals`
+    when the caller has read them (`period_totals`) in this transaction."""
     book = conn.execute(select(Book.currency, Book.minor_digits)).first()
     currency, digits = (book.currency, book.minor_digits) if book else ("", 2)
     status = conn.execute(select(Period.status).where(Period.period == period)).scalar() or "open"
     result = Reconciliation(period, currency, digits, status)
+    if totals is None:
+        credits: Iterable[tuple[str, int, int]] = conn.execute(
+            select(Entry.credit_account, func.sum(Entry.amount_minor), func.count())
+            .where(Entry.period == period).group_by(Entry.credit_account))  # type: ignore[assignment]
+        debits: Iterable[tuple[str, int]] = conn.execute(
+            select(Entry.debit_account, func.sum(Entry.amount_minor))
+            .where(Entry.period == period).group_by(Entry.debit_account))  # type: ignore[assignment]
+    else:
+        credits, debits = _by_account(totals)
     revenue: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for account, amount, count in conn.execute(
-        select(Entry.credit_account, func.sum(Entry.amount_minor), func.count())
-        .where(Entry.period == period).group_by(Entry.credit_account)
-    ):
+    for account, amount, count in credits:
         result.entries += count
         if account.startswith(INTERNAL_REVENUE):
             revenue[account[len(INTERNAL_REVENUE):]][0] += int(amount)
@@ -87,10 +150,7 @@ def reconcile(conn: Connection, period: str) -> Reconciliation:
         elif account.startswith(EXTERNAL_REVENUE):
             revenue[account[len(EXTERNAL_REVENUE):]][1] += int(amount)
             result.external_revenue += int(amount)
-    for account, amount in conn.execute(
-        select(Entry.debit_account, func.sum(Entry.amount_minor))
-        .where(Entry.period == period).group_by(Entry.debit_account)
-    ):
+    for account, amount in debits:
         if account.startswith(INTERNAL_SPEND):
             result.consumers[account[len(INTERNAL_SPEND):]] = int(amount)
             result.internal_spend += int(amount)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -44,6 +44,7 @@ from sqlalchemy import Connection, func, select
 from chargeback.errors import Refused
 from chargeback.fields import previous_period
 from chargeback.money import format_amount, format_percent, quantize
+from chargeback.reconciliation import PeriodTotal
 from chargeback.schema import Book, Entry, Unit
 from chargeback.xlsx import Money, Sheets, money, percent
 
@@ -232,9 +233,10 @@ def _drivers(now: dict[str, int], before: dict[str, int]) -> tuple[Driver, ...]:
     return tuple(Driver(s, c) for s, c in changes[:MAX_DRIVERS])
 
 
-def review(conn: Connection, period: str) -> Review:
+def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None = None) -> Review:
     """The variance review of `period` from the journal as it stands in this transaction
-    (a preview's or a close's entries included)."""
+    (a preview's or a close's entries included); `current`: the period's own totals when
+    the caller has read them (`reconciliation.period_totals`)."""
     book = conn.execute(select(Book.currency, Book.minor_digits, Book.variance_threshold)).first()
     if book is None:
         raise Refused("no book is loaded: run `chargeback load BOOK` first")
@@ -242,9 +244,13 @@ def review(conn: Connection, period: str) -> Review:
     window = window_of(period, first)
     keys = (Entry.period, Entry.consumer, Entry.customer_class, Entry.provider, Entry.service,
             Entry.kind)
+    read = window if current is not None else (period, *window)
     totals = [Total(*row[:-1], int(row[-1])) for row in conn.execute(
         select(*keys, func.sum(Entry.amount_minor))
-        .where(Entry.period.in_((period, *window))).group_by(*keys))]
+        .where(Entry.period.in_(read)).group_by(*keys).order_by(Entry.period))] if read else []
+    if current is not None:  # after the earlier periods, as the query orders them
+        totals.extend(Total(period, t.consumer, t.customer_class, t.provider, t.service, t.kind, t.amount_minor)
+                      for t in current)
     names = {code: name for code, name in conn.execute(select(Unit.code, Unit.name))}
     return compute(period, totals, window, threshold=Decimal(book.variance_threshold),
                    digits=book.minor_digits, currency=book.currency, names=names)

@@ -155,3 +155,42 @@ def test_run_is_safe_to_repeat(db_url: str, mini_book: Path, tmp_path: Path) -> 
     again = api.run(db_url, mini_book, tmp_path / "out")
     assert again.closes == [] and again.skipped == ["2026-03", "2026-04"]
     assert len(entries(db_url)) == 8
+
+
+def test_the_figures_read_once_are_the_figures_read_each_way(db_url: str, tmp_path: Path) -> None:
+    """The close and the documents read a period's totals once (`period_totals`) and sum
+    the reconciliation, the variance review, the budgets and the statements' service
+    table from them. Each equals what its own query over the entries gives, on the demo
+    book's three months (budgets, external customers, allocations, an adjustment), and a
+    mis-posted entry (revenue credited to an external account) still shows as a difference."""
+    from chargeback import budgets, db, variance
+    from chargeback.bills import document_context, service_totals
+    from chargeback.reconciliation import period_totals, reconcile
+
+    api.run(db_url, api.demo_book(), tmp_path / "out", through="2026-08")
+    api.adjust(db_url, "2026-09", "IT-HELPDESK", "CHEM", "-12.50", "Goodwill credit")
+    api.run(db_url, api.demo_book(), tmp_path / "out")
+    engine = engine_for(db_url)
+    with engine.begin() as conn:
+        first = conn.execute(select(func.min(Entry.id)).where(
+            Entry.period == "2026-08", Entry.credit_account.like("revenue:internal:%"))).scalar()
+        conn.execute(Entry.__table__.update().where(Entry.id == first)
+                     .values(credit_account="revenue:external:IT"))
+    engine.dispose()
+    engine = db.connect(db_url)
+    with engine.connect() as conn:
+        for period in ("2026-07", "2026-08", "2026-09"):
+            totals = period_totals(conn, period)
+            assert totals and sum(t.entries for t in totals) == conn.execute(
+                select(func.count()).where(Entry.period == period)).scalar()
+            assert reconcile(conn, period, totals) == reconcile(conn, period)
+            assert variance.review(conn, period, totals) == variance.review(conn, period)
+            assert budgets.statuses_for(conn, period, totals) == budgets.statuses_for(conn, period)
+            assert budgets.warnings(conn, period, totals) == budgets.warnings(conn, period)
+            ctx = document_context(conn, period)
+            assert service_totals(conn, ctx, totals) == service_totals(conn, ctx)
+            assert document_context(conn, period, totals=totals) == ctx
+        assert not reconcile(conn, "2026-08", period_totals(conn, "2026-08")).balanced
+        assert any(t.kind == "adjustment" for t in period_totals(conn, "2026-09"))
+        assert any(s.budget is not None for s in budgets.statuses_for(conn, "2026-09").values())
+    engine.dispose()

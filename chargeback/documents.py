@@ -63,6 +63,7 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
     already; the period's figures are otherwise read once, from `period_totals`."""
     folder.mkdir(parents=True, exist_ok=True)
     current = period_totals(conn, period) if totals is None else totals
+    del totals
     ctx = document_context(conn, period, draft=draft, issued=issued, totals=current)
     rec = reconcile(conn, period, current)
     by_service = service_totals(conn, ctx, current)

@@ -23,7 +23,7 @@ from chargeback.fields import period_bounds, previous_period
 from chargeback.money import from_micro, from_minor
 from chargeback.reconciliation import PeriodTotal
 from chargeback.reference import ServiceInfo, UnitInfo, load_reference
-from chargeback.schema import Entry, Period
+from chargeback.schema import Entry, Period, PeriodTotalRow
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")
@@ -238,19 +238,23 @@ def service_totals(conn: Connection, ctx: DocumentContext,
         total.amount_minor += line.amount_minor
         if line.kind != "adjustment":  # an adjustment's quantity is 1 of nothing
             total.quantity_micro += line.quantity_micro
+    # earlier periods from their totals stored at close
+    stored = PeriodTotalRow
+    earlier_keys = (stored.consumer, stored.provider, stored.service)
+    earlier_internal = stored.customer_class == "internal"
     for consumer, provider, service, amount in conn.execute(
-        select(*keys, func.sum(Entry.amount_minor))
-        .where(Entry.period == ctx.previous_period, internal).group_by(*keys)
+        select(*earlier_keys, func.sum(stored.amount_minor))
+        .where(stored.period == ctx.previous_period, earlier_internal).group_by(*earlier_keys)
     ):
         slot(consumer, provider, service).previous_minor = int(amount)
     for by_service in totals.values():
         for total in by_service.values():
             total.year_to_date_minor = total.amount_minor
-    # the fiscal year before this period: the earlier periods' entries only
+    # the fiscal year before this period
     for consumer, provider, service, amount in conn.execute(
-        select(*keys, func.sum(Entry.amount_minor))
-        .where(Entry.period >= ctx.year_start, Entry.period < ctx.period, internal)
-        .group_by(*keys)
+        select(*earlier_keys, func.sum(stored.amount_minor))
+        .where(stored.period >= ctx.year_start, stored.period < ctx.period, earlier_internal)
+        .group_by(*earlier_keys)
     ):
         slot(consumer, provider, service).year_to_date_minor += int(amount)
     return totals

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, func, select
 from chargeback.errors import Refused
 from chargeback.money import format_amount, format_percent, quantize
 from chargeback.reconciliation import PeriodTotal
-from chargeback.schema import Book, Budget, Entry, Unit
+from chargeback.schema import Book, Budget, Entry, PeriodTotalRow, Unit
 from chargeback.xlsx import Money, Sheets, money, percent
 
 MONTHS = 12
@@ -112,15 +112,24 @@ def _statuses(conn: Connection, year: int, through: str | None, unit: str | None
     amounts = {code: amount for code, amount in conn.execute(budgets)}
     spent: dict[str, int] = {}
     if through is not None:
-        internal = Entry.customer_class == "internal"
-        spend = (select(Entry.consumer, func.sum(Entry.amount_minor))
-                 .where(internal, Entry.period >= periods[0],
-                        Entry.period < through if last is not None else Entry.period <= through)
-                 .group_by(Entry.consumer))
+        # the year's earlier periods from their totals stored at close; `through` itself
+        # from `last` or its entries (it may be a preview's, or closing right now)
+        stored = PeriodTotalRow
+        earlier = (select(stored.consumer, func.sum(stored.amount_minor))
+                   .where(stored.customer_class == "internal", stored.period >= periods[0],
+                          stored.period < through).group_by(stored.consumer))
         if unit is not None:
-            spend = spend.where(Entry.consumer == unit)
-        spent = {code: int(amount) for code, amount in conn.execute(spend)}
-        for total in last or ():
+            earlier = earlier.where(stored.consumer == unit)
+        spent = {code: int(amount) for code, amount in conn.execute(earlier)}
+        if last is None:
+            now = (select(Entry.consumer, func.sum(Entry.amount_minor))
+                   .where(Entry.customer_class == "internal", Entry.period == through)
+                   .group_by(Entry.consumer))
+            if unit is not None:
+                now = now.where(Entry.consumer == unit)
+            last = [PeriodTotal(code, "internal", "", "", "", "", "", 0, 0, int(amount))
+                    for code, amount in conn.execute(now)]
+        for total in last:
             if total.customer_class == "internal" and unit in (None, total.consumer):
                 spent[total.consumer] = spent.get(total.consumer, 0) + total.amount_minor
     months = periods.index(through) + 1 if through else 0

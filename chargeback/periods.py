@@ -22,7 +22,7 @@ from chargeback.charges import allocation_charges, period_charges, unposted_usag
 from chargeback.errors import Refused
 from chargeback.fields import PERIOD_PATTERN
 from chargeback.progress import on_terminal, phase
-from chargeback.reconciliation import PeriodTotal, Reconciliation, period_totals, reconcile
+from chargeback.reconciliation import PeriodTotal, Reconciliation, period_totals, reconcile, store_totals
 from chargeback.reference import load_reference
 from chargeback.schema import Adjustment, Cost, Entry, Period, PeriodEvent, Usage
 
@@ -121,6 +121,7 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
             f"period {period} does not net to zero: internal revenue {result.money(result.internal_revenue)}, "
             f"internal spend {result.money(result.internal_spend)}; nothing was posted"
         )
+    store_totals(conn, period, totals)
     _, last_hash = journal.head(conn)
     conn.execute(update(Period).where(Period.period == period).values(
         status="closed", closed_at=now, closed_hash=last_hash, entry_count=result.entries,

@@ -18,10 +18,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, delete, func, select
+from sqlalchemy.sql.elements import ColumnElement
 
+from chargeback.db import bulk_insert
 from chargeback.money import format_amount
-from chargeback.schema import Book, Entry, Period
+from chargeback.schema import Book, Entry, Period, PeriodTotalRow
 
 INTERNAL_REVENUE = "revenue:internal:"
 EXTERNAL_REVENUE = "revenue:external:"
@@ -97,19 +99,47 @@ TOTAL_KEYS = (Entry.consumer, Entry.customer_class, Entry.provider, Entry.servic
               Entry.debit_account, Entry.credit_account)
 
 
+def _ordered(conn: Connection, keys: Sequence[ColumnElement[str]]) -> list[ColumnElement[str]]:
+    return [key.collate("C") for key in keys] if conn.dialect.name == "postgresql" else list(keys)
+
+
+def grouped_totals_query(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
+    """The grouping of `period`'s entries that `period_totals` reads."""
+    return (select(*TOTAL_KEYS, func.count(), func.sum(Entry.quantity_micro), func.sum(Entry.amount_minor))
+            .where(Entry.period == period).group_by(*TOTAL_KEYS).order_by(*_ordered(conn, TOTAL_KEYS)))
+
+
+def stored_totals_query(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
+    """`period`'s stored totals, in the same order as `grouped_totals_query`."""
+    keys = [getattr(PeriodTotalRow, name) for name in PeriodTotal._fields[:7]]
+    return (select(*keys, PeriodTotalRow.entries, PeriodTotalRow.quantity_micro, PeriodTotalRow.amount_minor)
+            .where(PeriodTotalRow.period == period).order_by(*_ordered(conn, keys)))
+
+
 def period_totals(conn: Connection, period: str) -> list[PeriodTotal]:
     """The period's entries summed by consumer, class, provider, service, kind and the
     accounts as posted, in that order (text compared as bytes on both databases)."""
-    order = [key.collate("C") for key in TOTAL_KEYS] if conn.dialect.name == "postgresql" else TOTAL_KEYS
     shared: dict[str, str] = {}
     one = shared.setdefault
     return [PeriodTotal(one(consumer, consumer), one(kind_of, kind_of), one(provider, provider),
                         one(service, service), one(kind, kind), one(debit, debit), one(credit, credit),
                         int(entries), int(quantity), int(amount))
             for consumer, kind_of, provider, service, kind, debit, credit, entries, quantity, amount
-            in conn.execute(select(*TOTAL_KEYS, func.count(), func.sum(Entry.quantity_micro),
-                                   func.sum(Entry.amount_minor))
-                            .where(Entry.period == period).group_by(*TOTAL_KEYS).order_by(*order))]
+            in conn.execute(grouped_totals_query(conn, period))]
+
+
+STORED_COLUMNS = ("period",) + PeriodTotal._fields
+
+
+def store_totals(conn: Connection, period: str, totals: Iterable[PeriodTotal]) -> None:
+    """Replace `period`'s stored totals (`schema.PeriodTotalRow`) with `totals`."""
+    conn.execute(delete(PeriodTotalRow).where(PeriodTotalRow.period == period))
+    bulk_insert(conn, PeriodTotalRow.__table__, STORED_COLUMNS, ((period, *total) for total in totals))
+
+
+def stored_totals(conn: Connection, period: str) -> list[PeriodTotal]:
+    """`period`'s totals as stored at its last close, in `period_totals`' order."""
+    return [PeriodTotal(*row) for row in conn.execute(stored_totals_query(conn, period))]
 
 
 def _by_account(totals: Iterable[PeriodTotal]) -> tuple[list[tuple[str, int, int]], list[tuple[str, int]]]:

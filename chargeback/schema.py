@@ -388,3 +388,31 @@ class Delivery(Base):
     message_id: Mapped[str] = mapped_column(String(250))
     attachments: Mapped[str] = mapped_column(Text)
     __table_args__ = (UniqueConstraint("period", "unit", "journal_hash"),)
+
+
+class PeriodTotalRow(Base):
+    """A period's entries summed by consumer, class, provider, service, kind and the
+    accounts as posted (`reconciliation.PeriodTotal`), stored when the period is closed.
+
+    Entries are only ever posted by a close, which rewrites its period's rows, so these
+    always equal a grouping of the period's entries; `verify` checks that they do. Later
+    closes read earlier periods from here (the variance review's three months, the
+    budgets' fiscal year, the statements' previous month and year to date) instead of
+    grouping every earlier entry again, so a close costs the same in the twelfth month of
+    a year as in the first. Derived data: no foreign keys (a million-line month has half a
+    million rows, and PostgreSQL checks a foreign key row by row)."""
+
+    __tablename__ = "period_totals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(PERIOD)
+    consumer: Mapped[str] = mapped_column(CODE)
+    customer_class: Mapped[str] = mapped_column(String(8))
+    provider: Mapped[str] = mapped_column(CODE)
+    service: Mapped[str] = mapped_column(CODE)
+    kind: Mapped[str] = mapped_column(String(12))
+    debit_account: Mapped[str] = mapped_column(String(80))
+    credit_account: Mapped[str] = mapped_column(String(80))
+    entries: Mapped[int] = mapped_column(Integer)
+    quantity_micro: Mapped[int] = mapped_column(BigInteger)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (Index("ix_period_totals_period", "period"),)

@@ -44,8 +44,8 @@ from sqlalchemy import Connection, func, select
 from chargeback.errors import Refused
 from chargeback.fields import previous_period
 from chargeback.money import format_amount, format_percent, quantize
-from chargeback.reconciliation import PeriodTotal
-from chargeback.schema import Book, Entry, Unit
+from chargeback.reconciliation import PeriodTotal, period_totals
+from chargeback.schema import Book, Entry, PeriodTotalRow, Unit
 from chargeback.xlsx import Money, Sheets, money, percent
 
 WINDOW = 3
@@ -242,15 +242,15 @@ def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None 
         raise Refused("no book is loaded: run `chargeback load BOOK` first")
     first = conn.execute(select(func.min(Entry.period)).where(Entry.period < period)).scalar()
     window = window_of(period, first)
-    keys = (Entry.period, Entry.consumer, Entry.customer_class, Entry.provider, Entry.service,
-            Entry.kind)
-    read = window if current is not None else (period, *window)
+    # the earlier periods from their totals stored at close, oldest first, then this one
+    stored = PeriodTotalRow
+    keys = (stored.period, stored.consumer, stored.customer_class, stored.provider, stored.service,
+            stored.kind)
     totals = [Total(*row[:-1], int(row[-1])) for row in conn.execute(
-        select(*keys, func.sum(Entry.amount_minor))
-        .where(Entry.period.in_(read)).group_by(*keys).order_by(Entry.period))] if read else []
-    if current is not None:  # after the earlier periods, as the query orders them
-        totals.extend(Total(period, t.consumer, t.customer_class, t.provider, t.service, t.kind, t.amount_minor)
-                      for t in current)
+        select(*keys, func.sum(stored.amount_minor))
+        .where(stored.period.in_(window)).group_by(*keys).order_by(stored.period))] if window else []
+    totals.extend(Total(period, t.consumer, t.customer_class, t.provider, t.service, t.kind, t.amount_minor)
+                  for t in (period_totals(conn, period) if current is None else current))
     names = {code: name for code, name in conn.execute(select(Unit.code, Unit.name))}
     return compute(period, totals, window, threshold=Decimal(book.variance_threshold),
                    digits=book.minor_digits, currency=book.currency, names=names)

@@ -191,6 +191,44 @@ def test_the_figures_read_once_are_the_figures_read_each_way(db_url: str, tmp_pa
             assert service_totals(conn, ctx, totals) == service_totals(conn, ctx)
             assert document_context(conn, period, totals=totals) == ctx
         assert not reconcile(conn, "2026-08", period_totals(conn, "2026-08")).balanced
+        # the months before are read from the totals stored at their close: the review of
+        # September equals one computed from the entries of all three months
+        keys = (Entry.period, Entry.consumer, Entry.customer_class, Entry.provider, Entry.service, Entry.kind)
+        from_entries = [variance.Total(*row[:-1], int(row[-1])) for row in conn.execute(
+            select(*keys, func.sum(Entry.amount_minor)).group_by(*keys).order_by(Entry.period))]
+        september = variance.review(conn, "2026-09")
+        assert september.window == ("2026-08", "2026-07")
+        assert september == variance.compute("2026-09", from_entries, september.window,
+                                             threshold=september.threshold, digits=september.digits,
+                                             currency=september.currency, names=september.names)
         assert any(t.kind == "adjustment" for t in period_totals(conn, "2026-09"))
         assert any(s.budget is not None for s in budgets.statuses_for(conn, "2026-09").values())
+    engine.dispose()
+
+
+def test_each_close_stores_its_totals_and_a_close_after_a_reopen_replaces_them(loaded: str, tmp_path: Path) -> None:
+    """Later closes read earlier months from the totals stored at close; they always
+    equal a grouping of the period's entries, a late line posted after a reopen included."""
+    from chargeback import db
+    from chargeback.reconciliation import period_totals, stored_totals
+
+    engine = db.connect(loaded)
+
+    def stored_and_grouped() -> tuple[list[object], list[object]]:
+        with engine.connect() as conn:
+            return stored_totals(conn, "2026-03"), period_totals(conn, "2026-03")  # type: ignore[return-value]
+
+    march(loaded, tmp_path)
+    api.close(loaded, "2026-03", tmp_path / "out", documents=False)
+    first, grouped = stored_and_grouped()
+    assert first == grouped and sum(t.entries for t in first) == 2  # type: ignore[attr-defined]
+    api.reopen(loaded, "2026-03", "a late ticket")
+    api.import_file(loaded, usage_file(tmp_path, "late.csv", [["2026-03-30", "HELP", "ART", "2", "T-3", "Printer"]]),
+                    "2026-03")
+    api.close(loaded, "2026-03", tmp_path / "out", documents=False)
+    again, grouped = stored_and_grouped()
+    assert again == grouped != first
+    assert [(t.consumer, t.entries, t.amount_minor) for t in again if t.consumer == "ART"] == [  # type: ignore[attr-defined]
+        ("ART", 2, sum(a for _, c, _, a, _, _ in entries(loaded, "2026-03") if c == "ART"))]
+    assert api.verify(loaded).ok
     engine.dispose()

@@ -130,6 +130,7 @@ def test_posted_entries_store_exactly_what_was_hashed(loaded: str, monkeypatch: 
     from chargeback import db, journal
     from chargeback.journal import Draft
     from chargeback.periods import lock_period
+    from chargeback.reconciliation import period_totals, store_totals
 
     monkeypatch.setattr(db, "ROWS_PER_INSERT", 3)
 
@@ -144,6 +145,7 @@ def test_posted_entries_store_exactly_what_was_hashed(loaded: str, monkeypatch: 
     with engine.begin() as conn:
         lock_period(conn, "2026-03", create=True)
         posted = journal.post(conn, drafts, dt.datetime(2026, 4, 1, 9, 30), batch=10)
+        store_totals(conn, "2026-03", period_totals(conn, "2026-03"))  # as a close does
     assert posted.count == 25
     with engine.connect() as conn:
         rows = conn.execute(select(*ENTRY_COLUMNS).order_by(ENTRY_COLUMNS[0])).all()

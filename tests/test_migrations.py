@@ -81,3 +81,23 @@ def test_dropping_the_hash_index_keeps_the_journal_and_its_constraints(db_url: s
     assert len(after[4]) > 0
     assert api.verify(engine).ok
     assert _diff(engine) == []
+
+
+def test_the_upgrade_stores_the_totals_of_every_period_from_its_entries(db_url: str, mini_book: Path,
+                                                                         tmp_path: Path) -> None:
+    """0006: a journal closed before it gets each period's totals from its entries, so
+    later closes can read them and `verify` passes."""
+    from chargeback.reconciliation import stored_totals
+
+    engine = db.connect(db_url)
+    api.run(engine, mini_book, tmp_path / "out")
+    with engine.connect() as conn:
+        before = {period: stored_totals(conn, period) for period in ("2026-03", "2026-04")}
+    assert all(before.values())
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "0005")
+        assert "period_totals" not in inspect(conn).get_table_names()
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        assert {period: stored_totals(conn, period) for period in before} == before
+    assert api.verify(engine).ok

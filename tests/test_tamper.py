@@ -44,6 +44,8 @@ def test_a_rechained_rewrite_is_found_by_the_closed_periods(closed: str) -> None
         "period 2026-03: its entries no longer match the totals recorded when it was closed (5 entries now, 5 at close)",
         "period 2026-03: the journal hash recorded when it was closed is no longer in the journal: entries were rewritten",
         "period 2026-04: the journal hash recorded when it was closed is no longer in the journal: entries were rewritten",
+        "period 2026-03: its entries no longer match the totals by consumer and service stored at its close "
+        "(one or the other was changed behind the engine's back)",
     ]
 
 
@@ -62,3 +64,12 @@ def test_an_entry_moved_into_a_closed_period_is_found(closed: str) -> None:
     problems = api.verify(closed).problems
     assert problems[0] == "entry 1: its contents do not match its hash: the entry was altered"
     assert "period 2026-03: its entries no longer match the totals recorded when it was closed (4 entries now, 5 at close)" in problems
+
+
+def test_changed_stored_totals_are_found(closed: str) -> None:
+    """The totals stored at a close, which later closes read for the months before theirs."""
+    sql(closed, "UPDATE period_totals SET amount_minor = amount_minor + 1 "
+                "WHERE id = (SELECT min(id) FROM period_totals WHERE period = '2026-04')")
+    assert api.verify(closed).problems == [
+        "period 2026-04: its entries no longer match the totals by consumer and service stored at its close "
+        "(one or the other was changed behind the engine's back)"]

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -242,17 +242,24 @@ def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None 
         raise Refused("no book is loaded: run `chargeback load BOOK` first")
     first = conn.execute(select(func.min(Entry.period)).where(Entry.period < period)).scalar()
     window = window_of(period, first)
-    # the earlier periods from their totals stored at close, oldest first, then this one
-    stored = PeriodTotalRow
-    keys = (stored.period, stored.consumer, stored.customer_class, stored.provider, stored.service,
-            stored.kind)
-    totals = [Total(*row[:-1], int(row[-1])) for row in conn.execute(
-        select(*keys, func.sum(stored.amount_minor))
-        .where(stored.period.in_(window)).group_by(*keys).order_by(stored.period))] if window else []
-    totals.extend(Total(period, t.consumer, t.customer_class, t.provider, t.service, t.kind, t.amount_minor)
-                  for t in (period_totals(conn, period) if current is None else current))
     names = {code: name for code, name in conn.execute(select(Unit.code, Unit.name))}
-    return compute(period, totals, window, threshold=Decimal(book.variance_threshold),
+    this = period_totals(conn, period) if current is None else current
+
+    def totals() -> Iterator[Total]:
+        """The earlier periods from their totals stored at close, oldest first, then this
+        one; streamed, as `compute` sums them (half a million rows a month at 1M lines)."""
+        if window:
+            stored = PeriodTotalRow
+            for row in conn.execute(
+                    select(stored.period, stored.consumer, stored.customer_class, stored.provider,
+                           stored.service, stored.kind, stored.amount_minor)
+                    .where(stored.period.in_(window)).order_by(stored.period)
+                    .execution_options(yield_per=20_000)):
+                yield Total(*row)
+        for t in this:
+            yield Total(period, t.consumer, t.customer_class, t.provider, t.service, t.kind, t.amount_minor)
+
+    return compute(period, totals(), window, threshold=Decimal(book.variance_threshold),
                    digits=book.minor_digits, currency=book.currency, names=names)
 
 

@@ -15,13 +15,13 @@ from decimal import Decimal
 from itertools import groupby
 from typing import NamedTuple
 
-from sqlalchemy import Connection, String, case, func, select, type_coerce
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Connection, String, func, select, type_coerce
 
 from chargeback.budgets import BudgetStatus, statuses_for
+from chargeback.db import bytewise
 from chargeback.fields import period_bounds, previous_period
 from chargeback.money import from_micro, from_minor
-from chargeback.reconciliation import PeriodTotal
+from chargeback.reconciliation import PeriodTotal, period_totals
 from chargeback.reference import ServiceInfo, UnitInfo, load_reference
 from chargeback.schema import Entry, Period, PeriodTotalRow
 
@@ -201,14 +201,6 @@ def _unpickle_bill(unit: UnitInfo, lines: list[tuple[object, ...]],
     return Bill(unit, [Line._make(line) for line in lines], [ServiceTotal(*total) for total in totals])
 
 
-def plain_order(conn: Connection, *columns: ColumnElement[str]) -> list[ColumnElement[str]]:
-    """Text columns to ORDER BY in plain character order on both databases (PostgreSQL's
-    default collation follows the locale; SQLite's compares bytes)."""
-    if conn.dialect.name == "postgresql":
-        return [column.collate("C") for column in columns]
-    return list(columns)
-
-
 def service_totals(conn: Connection, ctx: DocumentContext,
                    current: Sequence[PeriodTotal] | None = None) -> Totals:
     """Internal charges by consumer and service: this period (from `current`, the
@@ -221,15 +213,8 @@ def service_totals(conn: Connection, ctx: DocumentContext,
         return totals.setdefault(consumer, {}).setdefault(
             (provider, service), ServiceTotal(provider, service))
 
-    keys = (Entry.consumer, Entry.provider, Entry.service)
-    internal = Entry.customer_class == "internal"
     if current is None:
-        usage_quantity = func.sum(case((Entry.kind == "adjustment", 0), else_=Entry.quantity_micro))
-        current = [PeriodTotal(consumer, "internal", provider, service, "", "", "", count, int(quantity),
-                               int(amount))
-                   for consumer, provider, service, count, quantity, amount in conn.execute(
-                       select(*keys, func.count(), usage_quantity, func.sum(Entry.amount_minor))
-                       .where(Entry.period == ctx.period, internal).group_by(*keys))]
+        current = period_totals(conn, ctx.period)
     for line in current:
         if line.customer_class != "internal":
             continue
@@ -269,7 +254,7 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals) -> Iterator[Bi
     columns = [type_coerce(c, String) if c.name in ("date", "service_date") else c for c in LINE_COLUMNS]
     rows = conn.execute(
         select(Entry.consumer, *columns).where(Entry.period == ctx.period)
-        .order_by(*plain_order(conn, Entry.consumer, Entry.provider, Entry.service),
+        .order_by(*bytewise(conn, Entry.consumer, Entry.provider, Entry.service),
                   Entry.service_date, Entry.id).execution_options(yield_per=20_000))
     # One object for each distinct day and repeated text (a line's kind, provider, service,
     # class and rate source): less memory, and each is pickled once for the workers.

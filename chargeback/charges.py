@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from itertools import groupby, tee
 
-from sqlalchemy import Column, Connection, Row, Select, String, func, select, tuple_, type_coerce
+from sqlalchemy import Connection, Row, Select, String, func, select, tuple_, type_coerce
 
 from chargeback.allocation import (
     AllocationError,
@@ -36,6 +36,7 @@ from chargeback.allocation import (
     parse_targets,
     resolve_targets,
 )
+from chargeback.db import bytewise
 from chargeback.errors import Refused
 from chargeback.fields import period_bounds
 from chargeback.journal import Draft, accounts
@@ -164,12 +165,6 @@ def _chunks(conn: Connection, query: Select, chunk: int) -> Iterator[Sequence[Ro
         yield rows
 
 
-def _bytewise(conn: Connection, column: Column) -> object:  # type: ignore[type-arg]
-    """A text column compared in plain character order on both databases (SQLite's
-    default; PostgreSQL's "C" collation)."""
-    return column.collate("C") if conn.dialect.name == "postgresql" else column
-
-
 def _tiered_usage(conn: Connection, ref: Reference, period: str, tiered: frozenset[str],
                   chunk: int) -> Iterator[Draft]:
     """Usage of tiered services, priced with the accumulation of its (service, consumer)."""
@@ -215,8 +210,8 @@ def _fit(text: str, base: RateRow) -> str:
 def _tiered_rows(conn: Connection, period: str, tiered: frozenset[str], chunk: int):  # type: ignore[no-untyped-def]
     """Unposted usage of tiered services in order of service, consumer, date, reference,
     read in chunks (keyset), each fetched whole before its drafts are posted."""
-    order = (_bytewise(conn, Usage.service), _bytewise(conn, Usage.consumer), Usage.date,
-             _bytewise(conn, Usage.reference))
+    service, consumer, reference = bytewise(conn, Usage.service, Usage.consumer, Usage.reference)
+    order = (service, consumer, Usage.date, reference)
     query = _unposted_usage(conn, period).where(Usage.service.in_(sorted(tiered))).order_by(*order)
     after: tuple[object, ...] | None = None
     while True:

@@ -40,6 +40,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Date, DateTime, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
 
 from chargeback.errors import Refused
 
@@ -174,6 +175,15 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
             yield values
 
     return insert_values(conn, table.name, columns, converted())
+
+
+def bytewise(conn: Connection, *columns: ColumnElement[str]) -> list[ColumnElement[str]]:
+    """Text columns compared in plain character (byte) order on both databases, for ORDER
+    BY and keyset paging: SQLite's default; PostgreSQL's default collation follows the
+    locale, so its "C" collation."""
+    if conn.dialect.name == "postgresql":
+        return [column.collate("C") for column in columns]
+    return list(columns)
 
 
 #: Rows per SQLite INSERT at most; fewer when the row is wide (SQLite binds at most

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sqlalchemy import Connection, Select, delete, func, select
-from sqlalchemy.sql.elements import ColumnElement
 
-from chargeback.db import bulk_insert
+from chargeback.db import bulk_insert, bytewise
 from chargeback.money import format_amount
 from chargeback.schema import Book, Entry, Period, PeriodTotalRow
 
@@ -99,21 +98,17 @@ TOTAL_KEYS = (Entry.consumer, Entry.customer_class, Entry.provider, Entry.servic
               Entry.debit_account, Entry.credit_account)
 
 
-def _ordered(conn: Connection, keys: Sequence[ColumnElement[str]]) -> list[ColumnElement[str]]:
-    return [key.collate("C") for key in keys] if conn.dialect.name == "postgresql" else list(keys)
-
-
 def grouped_totals_query(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
     """The grouping of `period`'s entries that `period_totals` reads."""
     return (select(*TOTAL_KEYS, func.count(), func.sum(Entry.quantity_micro), func.sum(Entry.amount_minor))
-            .where(Entry.period == period).group_by(*TOTAL_KEYS).order_by(*_ordered(conn, TOTAL_KEYS)))
+            .where(Entry.period == period).group_by(*TOTAL_KEYS).order_by(*bytewise(conn, *TOTAL_KEYS)))
 
 
 def stored_totals_query(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
     """`period`'s stored totals, in the same order as `grouped_totals_query`."""
     keys = [getattr(PeriodTotalRow, name) for name in PeriodTotal._fields[:7]]
     return (select(*keys, PeriodTotalRow.entries, PeriodTotalRow.quantity_micro, PeriodTotalRow.amount_minor)
-            .where(PeriodTotalRow.period == period).order_by(*_ordered(conn, keys)))
+            .where(PeriodTotalRow.period == period).order_by(*bytewise(conn, *keys)))
 
 
 def period_totals(conn: Connection, period: str) -> list[PeriodTotal]:

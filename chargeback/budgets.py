@@ -125,13 +125,12 @@ def _statuses(conn: Connection, year: int, through: str | None, unit: str | None
             now = (select(Entry.consumer, func.sum(Entry.amount_minor))
                    .where(Entry.customer_class == "internal", Entry.period == through)
                    .group_by(Entry.consumer))
-            if unit is not None:
-                now = now.where(Entry.consumer == unit)
-            last = [PeriodTotal(code, "internal", "", "", "", "", "", 0, 0, int(amount))
-                    for code, amount in conn.execute(now)]
-        for total in last:
-            if total.customer_class == "internal" and unit in (None, total.consumer):
-                spent[total.consumer] = spent.get(total.consumer, 0) + total.amount_minor
+            through_spent: Iterable[tuple[str, int]] = conn.execute(now)  # type: ignore[assignment]
+        else:
+            through_spent = ((t.consumer, t.amount_minor) for t in last if t.customer_class == "internal")
+        for code, amount in through_spent:
+            if unit in (None, code):
+                spent[code] = spent.get(code, 0) + int(amount)
     months = periods.index(through) + 1 if through else 0
     codes = set(amounts) | (set(spent) if with_unbudgeted else set())
     return [BudgetStatus(code, year, periods[0], periods[-1], through, months, amounts.get(code),

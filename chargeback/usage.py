@@ -159,9 +159,9 @@ def _import_new_lines(conn: Connection, path: Path, period: str, now: dt.datetim
     import_id = _record_import(conn, path, period, now, 0, 0, 0)  # its figures come at the end
     batch: list[tuple[object, ...]] = []
 
-    def store(batch: list[tuple[object, ...]]) -> None:
+    def store(lines: list[tuple[object, ...]]) -> None:
         try:
-            bulk_insert(conn, Usage.__table__, USAGE_COLUMNS, batch)
+            bulk_insert(conn, Usage.__table__, USAGE_COLUMNS, lines)
         except IntegrityError as exc:
             if _repeated_reference(exc):
                 raise _NotStraight from exc

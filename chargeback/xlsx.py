@@ -21,6 +21,7 @@ from openpyxl.writer.excel import ExcelWriter
 
 from chargeback.money import currency_format, from_minor
 from chargeback.safe import neutralize
+from chargeback.zipfiles import FastZip
 
 PERCENT = "0.0%;[Red]-0.0%"
 BOLD = Font(bold=True)
@@ -132,7 +133,7 @@ def percent(share: Decimal | None) -> Percent | None:
     return None if share is None else Percent(share)
 
 
-class _FixedTimeZip(zipfile.ZipFile):
+class _FixedTimeZip(FastZip):
     """A zip archive whose entries all carry one timestamp instead of the clock's."""
 
     def __init__(self, file: io.BytesIO, when: dt.datetime) -> None:

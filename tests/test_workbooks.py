@@ -349,3 +349,33 @@ def test_a_statement_with_many_services_charts_its_largest(
     if shutil.which("soffice"):
         again = openpyxl.load_workbook(soffice_recalculate([path], tmp_path / "lo")[path], data_only=True)["Summary"]
         assert [money(again.cell(at + 3, c).value) for c in (5, 6)] == [money(largest[4]), money(largest[5])]
+
+
+def test_workbooks_are_zipped_as_standard_deflate_by_isal(tmp_path: Path) -> None:
+    """`FastZip` members are ordinary deflate streams (the standard library reads them)
+    made by ISA-L, not zlib: the compressed bytes are ISA-L's own."""
+    import zlib
+
+    from isal import isal_zlib
+
+    from chargeback.zipfiles import FastZip
+
+    xml = "".join(f'<row r="{r}"><c r="A{r}"><v>{r * 37 % 1000}</v></c>'
+                  f'<c r="B{r}" t="inlineStr"><is><t>D{r % 97:04d}</t></is></c></row>'
+                  for r in range(1, 20_000)).encode()
+    path = tmp_path / "sheet.zip"
+    with FastZip(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/worksheets/sheet1.xml", xml)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        assert archive.read("xl/worksheets/sheet1.xml") == xml
+        info = archive.getinfo("xl/worksheets/sheet1.xml")
+    assert info.compress_type == zipfile.ZIP_DEFLATED
+    isal = isal_zlib.compressobj(1, isal_zlib.DEFLATED, -15)
+    made_by_isal = isal.compress(xml) + isal.flush()
+    standard = zlib.compressobj(1, zlib.DEFLATED, -15)
+    made_by_zlib = standard.compress(xml) + standard.flush()
+    assert len(made_by_isal) != len(made_by_zlib)
+    assert info.compress_size == len(made_by_isal) < len(xml) / 4
+    raw = path.read_bytes()
+    assert made_by_isal in raw

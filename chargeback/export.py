@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TextIO
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Row, select
 
 from chargeback.errors import Refused
 from chargeback.money import format_amount
@@ -23,15 +23,27 @@ CSV_HEADER = CONTRACT_HEADER + ["rate_source"]
 FORMATS = ("csv", "hledger", "beancount")
 
 
-def _entries(conn: Connection, period: str) -> Iterator:  # type: ignore[type-arg]
+#: What is read of each entry, in this order, by every writer of the journal (the CSV,
+#: the plain-text formats and the auditors' Journal sheet), so that one read serves them all.
+JOURNAL_COLUMNS = (Entry.id, Entry.date, Entry.service_date, Entry.period, Entry.kind,
+                   Entry.service, Entry.provider, Entry.consumer, Entry.amount_minor,
+                   Entry.debit_account, Entry.credit_account, Entry.debit_gl, Entry.credit_gl,
+                   Entry.reference, Entry.memo, Entry.rate_source, Entry.hash)
+
+
+def journal_chunks(conn: Connection, period: str) -> Iterator[list[Row]]:  # type: ignore[type-arg]
+    """The period's entries in entry order (`JOURNAL_COLUMNS`), in lists of 20,000."""
     # yield_per on the statement, not the connection: Connection.execution_options changes
     # the connection in place, and every later statement would use a server-side cursor
-    return conn.execute(
-        select(Entry.id, Entry.date, Entry.service_date, Entry.period, Entry.kind, Entry.service,
-               Entry.provider, Entry.consumer, Entry.amount_minor, Entry.debit_account,
-               Entry.credit_account, Entry.debit_gl, Entry.credit_gl, Entry.reference, Entry.memo,
-               Entry.rate_source)
-        .where(Entry.period == period).order_by(Entry.id).execution_options(yield_per=20_000))
+    result = conn.execute(select(*JOURNAL_COLUMNS).where(Entry.period == period)
+                          .order_by(Entry.id).execution_options(yield_per=20_000))
+    for chunk in result.partitions():
+        yield chunk
+
+
+def _entries(conn: Connection, period: str) -> Iterator[Row]:  # type: ignore[type-arg]
+    for chunk in journal_chunks(conn, period):
+        yield from chunk
 
 
 def _currency(conn: Connection) -> tuple[str, int]:
@@ -50,50 +62,67 @@ def csv_field(text: str) -> str:
 
 def write_csv(conn: Connection, period: str, out: TextIO) -> None:
     """journal.csv: two lines per entry (the debit line, then the credit line) in
-    `CSV_HEADER`'s columns, text from input neutralized. The bytes `csv.writer` would
-    write (a test checks them), formatted here with each distinct text quoted once: a big
-    organisation's month is two million lines."""
+    `CSV_HEADER`'s columns, text from input neutralized."""
     _, digits = _currency(conn)
-    out.write(",".join(csv_field(title) for title in CSV_HEADER) + "\n")
-    known: dict[str | None, str] = {None: ""}
-    codes: dict[str, str] = {}
-    dates: dict[object, str] = {}
-    shown_period = csv_field(period)
+    journal = CsvJournal(out, period, digits)
+    for chunk in journal_chunks(conn, period):
+        journal.write(chunk)
 
-    def shown(text: str | None) -> str:
-        """Text from input (GL accounts, memos, rate sources): neutralized."""
-        found = known.get(text)
-        if found is None:
-            found = known[text] = csv_field(neutralize(text) or "")
-        return found
 
-    def code(text: str) -> str:
-        """Codes and accounts the engine made, as they are."""
-        found = codes.get(text)
-        if found is None:
-            found = codes[text] = csv_field(text)
-        return found
+class CsvJournal:
+    """Writes journal.csv from the entries handed to it, chunk by chunk. The bytes
+    `csv.writer` would write (a test checks them), formatted here with each distinct text
+    quoted once: a big organisation's month is two million lines."""
 
-    chunk: list[str] = []
-    for (entry, day, _, _, _, service, provider, consumer, minor, debit_account,
-         credit_account, debit_gl, credit_gl, reference, memo, rate_source) in _entries(conn, period):
-        amount = format_amount(abs(minor), digits)
-        debit, credit = (f"{amount},", f",{amount}") if minor >= 0 else (f",{amount}", f"{amount},")
-        date = dates.get(day)
-        if date is None:
-            date = dates[day] = day.isoformat()
-        head = f"{entry},{date},{shown_period},"
-        tail = (f",{code(service)},{csv_field(neutralize(reference) or '')},{shown(memo)},"
-                f"{shown(rate_source)}\n")
-        chunk.append(f"{head}{code(debit_account)},{shown(debit_gl)},{code(consumer)},{debit}{tail}"
-                     f"{head}{code(credit_account)},{shown(credit_gl)},{code(provider)},{credit}{tail}")
-        if len(chunk) >= 10_000:
-            out.write("".join(chunk))
-            chunk = []
-            if len(known) > 100_000:
-                known.clear()
-                known[None] = ""
-    out.write("".join(chunk))
+    def __init__(self, out: TextIO, period: str, digits: int) -> None:
+        self.out, self.digits = out, digits
+        self.shown_period = csv_field(period)
+        self.known: dict[str | None, str] = {None: ""}
+        self.codes: dict[str, str] = {}
+        self.dates: dict[object, str] = {}
+        out.write(",".join(csv_field(title) for title in CSV_HEADER) + "\n")
+
+    def passing(self, chunks: Iterable[list[Row]]) -> Iterator[Row]:  # type: ignore[type-arg]
+        """The entries of `chunks` one by one, each chunk written here first: the Journal
+        sheet of the auditors' workbook reads them as they pass."""
+        for chunk in chunks:
+            self.write(chunk)
+            yield from chunk
+
+    def write(self, chunk: Iterable[Row]) -> None:  # type: ignore[type-arg]
+        known, codes, dates, digits = self.known, self.codes, self.dates, self.digits
+
+        def shown(text: str | None) -> str:
+            """Text from input (GL accounts, memos, rate sources): neutralized."""
+            found = known.get(text)
+            if found is None:
+                found = known[text] = csv_field(neutralize(text) or "")
+            return found
+
+        def code(text: str) -> str:
+            """Codes and accounts the engine made, as they are."""
+            found = codes.get(text)
+            if found is None:
+                found = codes[text] = csv_field(text)
+            return found
+
+        lines: list[str] = []
+        for (entry, day, _, _, _, service, provider, consumer, minor, debit_account,
+             credit_account, debit_gl, credit_gl, reference, memo, rate_source, _) in chunk:
+            amount = format_amount(abs(minor), digits)
+            debit, credit = (f"{amount},", f",{amount}") if minor >= 0 else (f",{amount}", f"{amount},")
+            date = dates.get(day)
+            if date is None:
+                date = dates[day] = day.isoformat()
+            head = f"{entry},{date},{self.shown_period},"
+            tail = (f",{code(service)},{csv_field(neutralize(reference) or '')},{shown(memo)},"
+                    f"{shown(rate_source)}\n")
+            lines.append(f"{head}{code(debit_account)},{shown(debit_gl)},{code(consumer)},{debit}{tail}"
+                         f"{head}{code(credit_account)},{shown(credit_gl)},{code(provider)},{credit}{tail}")
+        self.out.write("".join(lines))
+        if len(known) > 100_000:
+            known.clear()
+            known[None] = ""
 
 
 def _one_line(text: str | None) -> str:

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from xlsxwriter.worksheet import Worksheet
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, Row, func, or_, select
 
 from chargeback import audit
 from chargeback.bills import DocumentContext
+from chargeback.export import journal_chunks
 from chargeback.reconciliation import (
     EXTERNAL_REVENUE,
     INTERNAL_REVENUE,
@@ -37,7 +38,11 @@ ACCOUNT, DEBIT, CREDIT = 2, 5, 6
 
 
 def write_reconciliation_workbook(conn: Connection, ctx: DocumentContext,
-                                  rec: Reconciliation, path: Path) -> Path:
+                                  rec: Reconciliation, path: Path,
+                                  entries: Iterator[Row] | None = None) -> Path:  # type: ignore[type-arg]
+    """The workbook of `ctx.period`. `entries`: the period's entries as `export.journal_chunks`
+    reads them, when the caller reads them anyway (`journal.csv` is written from the
+    same read); they are otherwise read here."""
     wb = Workbook(path, ctx, f"Reconciliation {ctx.period}", streaming=True)
     summary = wb.sheet("Summary")
     matrix = wb.sheet("Matrix")
@@ -46,7 +51,9 @@ def write_reconciliation_workbook(conn: Connection, ctx: DocumentContext,
     exceptions = wb.sheet("Exceptions")
     matrix_total = _matrix(wb, matrix, conn, ctx, rec)
     _summary(wb, summary, ctx, rec, parts, matrix_total)
-    _journal(wb, journals, parts, conn, ctx)
+    if entries is None:
+        entries = (row for chunk in journal_chunks(conn, ctx.period) for row in chunk)
+    _journal(wb, journals, parts, entries, ctx)
     _exceptions(wb, exceptions, conn, ctx)
     summary.activate()
     wb.close()
@@ -221,15 +228,10 @@ def _matrix(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentConte
 
 
 def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
-             conn: Connection, ctx: DocumentContext) -> None:
+             entries: Iterator[Row], ctx: DocumentContext) -> None:  # type: ignore[type-arg]
     """Every journal line, two per entry (debit line, then credit line), as journal.csv,
     continued on the next Journal sheet when one is full."""
     f = wb.formats
-    entries = conn.execute(
-        select(Entry.id, Entry.date, Entry.debit_account, Entry.debit_gl, Entry.consumer,
-               Entry.credit_account, Entry.credit_gl, Entry.provider, Entry.amount_minor,
-               Entry.service, Entry.reference, Entry.memo, Entry.kind, Entry.hash)
-        .where(Entry.period == ctx.period).order_by(Entry.id).execution_options(yield_per=20_000))
     date_style, money_style = f.date._get_xf_index(), f.money._get_xf_index()
     digits = ctx.digits
     serials: dict[object, int] = {}
@@ -239,8 +241,8 @@ def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
         million-entry period, so every repeated part is worked out once (the parts
         both lines of an entry share are built once, NUL standing for the row number)."""
         row = 1  # the sheet's first line under its header is row 2
-        for (entry, date, debit_account, debit_gl, consumer, credit_account, credit_gl,
-             provider, minor, service, reference, memo, kind, digest) in entries:
+        for (entry, date, _, _, kind, service, provider, consumer, minor, debit_account,
+             credit_account, debit_gl, credit_gl, reference, memo, _, digest) in entries:
             serial = serials.get(date)
             if serial is None:
                 serial = serials[date] = (date - EXCEL_EPOCH).days
@@ -264,7 +266,7 @@ def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
                     f'<c r="{side}{r}{money}',
                     tail.replace("\0", r)))  # no escaped text holds NUL (`xml_text`)
 
-    remaining = iter(entries)
+    remaining = entries
     for sheet, (_, lines) in zip(sheets, parts):
         wb.header(sheet, 0, JOURNAL_TITLES, numeric=(0, 5, 6))
         sheet.freeze_panes(1, 0)

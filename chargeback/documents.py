@@ -7,7 +7,8 @@ half-written folder that looks finished. Everything written comes from the datab
 
 The charge lines are read once, ordered by consumer; for a big period each batch of
 consumers' invoices and statements is written by a worker process while this process
-writes `journal.csv` and the auditors' workbook, so every core is busy.
+writes `journal.csv` and the auditors' workbook from one read of the journal, so every
+core is busy.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from sqlalchemy import Connection, select
 
 from chargeback import variance
 from chargeback.bills import Bill, DocumentContext, bills, document_context, service_totals
-from chargeback.export import write_csv
+from chargeback.export import CsvJournal, journal_chunks
 from chargeback.invoices import write_invoice
 from chargeback.progress import Progress
-from chargeback.reconciliation import PeriodTotal, Reconciliation, period_totals, reconcile
+from chargeback.reconciliation import PeriodTotal, Reconciliation, period_totals, reconcile, stored_totals
 from chargeback.reconciliation_workbook import write_reconciliation_workbook
 from chargeback.schema import Book, Period
 from chargeback.statements import Rollup, rollups, write_rollup, write_statement
@@ -60,17 +61,17 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
     open period's documents as drafts (a preview's), dated `issued`; a closed period's are
     dated by its close, so `report` writes the same bytes again. `review`: the period's
     variance review, and `totals` its totals (`period_totals`), when the caller has them
-    already; the period's figures are otherwise read once, from `period_totals`."""
+    already; the period's figures are otherwise read once: a closed period's as its close
+    stored them (`stored_totals`), an open one's from its entries (`period_totals`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    current = period_totals(conn, period) if totals is None else totals
+    current = totals if totals is not None else (
+        period_totals(conn, period) if draft else stored_totals(conn, period))
     del totals
     ctx = document_context(conn, period, draft=draft, issued=issued, totals=current)
     rec = reconcile(conn, period, current)
     by_service = service_totals(conn, ctx, current)
     parents = list(rollups(ctx, by_service))
     consumers = len({line.consumer for line in current})
-    review = review or variance.review(conn, period, current)
-    del current  # half a million totals at a million lines: not kept while the files are written
     if workers is None:
         big = rec.entries >= PARALLEL_LINES or consumers >= PARALLEL_CONSUMERS
         workers = _cores() if big else 1
@@ -78,15 +79,19 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
     show = progress and rec.entries >= PROGRESS_LINES and sys.stderr.isatty()
     with Progress(total, f"writing the documents of {period}", show) as bar, \
             Writers(folder, ctx, workers, bar) as writers:
-        writers.rollups(parents)  # first: the workers start on them while the bills are read
+        writers.rollups(parents)  # first: the workers start on them while the rest is read
+        review = review or variance.review(conn, period, current)
+        del current  # half a million totals at a million lines: not kept while the files are written
         for bill in bills(conn, ctx, by_service):
             writers.bill(bill)
         writers.flush()
         with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
-            write_csv(conn, period, handle)
-        bar.add(1)
-        write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx")
-        bar.add(1)
+            journal = CsvJournal(handle, period, ctx.digits)
+            entries = journal.passing(journal_chunks(conn, period))
+            write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx", entries)
+            for _ in entries:  # none are left unless the count disagreed; the CSV has them all
+                pass
+        bar.add(2)
         write_variance(conn, period, folder, draft=draft, issued=issued, review=review)
     return write_manifest(conn, period, folder, draft=draft, reconciliation=rec)
 

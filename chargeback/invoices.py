@@ -132,8 +132,9 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
     issued = ctx.issued.date()
     groups = _groups(ctx, bill.lines)
     marks = {"late": 0, "credit": 0, "adjustment": 0}
+    first_day = ctx.first_day
     for line in bill.lines:
-        marks["late"] += line.service_date < ctx.first_day
+        marks["late"] += line.service_date < first_day
         marks["credit"] += line.amount_minor < 0
         marks["adjustment"] += line.kind == "adjustment"
     return template().render(

@@ -22,7 +22,7 @@ from chargeback.bills import Bill, DocumentContext, ServiceTotal, Totals, sorted
 from chargeback.money import format_amount, format_percent, from_micro
 from chargeback.reference import UnitInfo
 from chargeback.safe import file_in, neutralize
-from chargeback.workbooks import RowSheet, RowXml, Workbook, cell, sum_formula
+from chargeback.workbooks import RowSheet, RowXml, Workbook, cell, inline, sum_formula
 
 ROLLUP_FOLDER = "rollup"
 def statement_path(folder: Path, code: str) -> Path:
@@ -85,31 +85,39 @@ def _service_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceT
 def _service_rows(wb: Workbook, first: int, rows: list[ServiceTotal],
                   parts: list[tuple[str, list[int]]], now: int) -> Iterator[str]:
     """The service table's rows as XML: a statement has a row for each of up to hundreds
-    of services, too many cells for XlsxWriter's per-cell calls (see `workbooks`)."""
+    of services (2,000 statements of a big period: half a million rows), too many cells
+    for XlsxWriter's per-cell calls (see `workbooks`), each row built in one piece."""
     ctx = wb.ctx
     amount = ctx.amount
-    xml = RowXml({"money": wb.formats.money, "quantity": wb.formats.quantity})
+    money = wb.formats.money._get_xf_index()  # noqa: SLF001
+    quantity = wb.formats.quantity._get_xf_index()  # noqa: SLF001
     col = [xl_col_to_name(c) for c in range(now + 4)]
+    this, previous, change, to_date = col[now:now + 4]
     split = [(col[4 + offset], amounts) for offset, (_, amounts) in enumerate(parts)]
+    labels: dict[str, str] = {}
     for index, total in enumerate(rows):
-        row = first + index
-        number = row + 1
-        xml.start(row)
-        xml.text("A", ctx.unit_label(total.provider))
-        xml.text("B", ctx.service_label(total.service))
-        xml.text("C", ctx.unit_of_measure(total.service))
-        xml.number("D", from_micro(total.quantity_micro), "quantity")
-        for letter, amounts in split:
-            xml.number(letter, amount(amounts[index]), "money")
+        n = first + index + 1  # Excel counts rows from 1
+        provider = labels.get(total.provider)
+        if provider is None:
+            provider = labels[total.provider] = f'<c r="A\0" t="inlineStr">{inline(ctx.unit_label(total.provider))}</c>'
+        measure = ctx.unit_of_measure(total.service)
+        now_minor = total.amount_minor
         if split:
-            xml.formula(col[now], f"SUM({col[4]}{number}:{col[now - 1]}{number})", amount(total.amount_minor))
+            parts_xml = "".join(f'<c r="{letter}{n}" s="{money}"><v>{amount(amounts[index])}</v></c>'
+                                for letter, amounts in split)
+            now_xml = f"<f>SUM({col[4]}{n}:{col[now - 1]}{n})</f>"
         else:
-            xml.number(col[now], amount(total.amount_minor), "money")
-        xml.number(col[now + 1], amount(total.previous_minor), "money")
-        xml.formula(col[now + 2], f"{col[now]}{number}-{col[now + 1]}{number}",
-                    amount(total.amount_minor - total.previous_minor))
-        xml.number(col[now + 3], amount(total.year_to_date_minor), "money")
-        yield xml.end()
+            parts_xml = now_xml = ""
+        yield "".join((
+            f'<row r="{n}">', provider.replace("\0", str(n), 1),
+            f'<c r="B{n}" t="inlineStr">{inline(ctx.service_label(total.service))}</c>',
+            f'<c r="C{n}" t="inlineStr">{inline(measure)}</c>' if measure else "",
+            f'<c r="D{n}" s="{quantity}"><v>{from_micro(total.quantity_micro)}</v></c>', parts_xml,
+            f'<c r="{this}{n}" s="{money}">{now_xml}<v>{amount(now_minor)}</v></c>',
+            f'<c r="{previous}{n}" s="{money}"><v>{amount(total.previous_minor)}</v></c>',
+            f'<c r="{change}{n}" s="{money}"><f>{this}{n}-{previous}{n}</f>'
+            f"<v>{amount(now_minor - total.previous_minor)}</v></c>",
+            f'<c r="{to_date}{n}" s="{money}"><v>{amount(total.year_to_date_minor)}</v></c></row>'))
 
 
 def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal],
@@ -122,19 +130,27 @@ def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[Service
     blocks: dict[str, list[int]] = defaultdict(list)
     for index, total in enumerate(rows):
         blocks[total.provider].append(index)
-    row = top + 2
-    for provider, indexes in blocks.items():
-        wb.text(sheet, row, 0, wb.ctx.unit_label(provider))
+    return sheet.raw_rows(top + 2, now + 3, _provider_rows(wb, top + 2, blocks, rows, first, now))
+
+
+def _provider_rows(wb: Workbook, top: int, blocks: dict[str, list[int]], rows: list[ServiceTotal],
+                   first: int, now: int) -> Iterator[str]:
+    """The provider table's rows as XML (a statement may have a hundred providers)."""
+    ctx = wb.ctx
+    amount = ctx.amount
+    xml = RowXml({"money": wb.formats.money})
+    letters = [xl_col_to_name(now + offset) for offset in range(4)]
+    for row, (provider, indexes) in enumerate(blocks.items(), top):
+        xml.start(row)
+        xml.text("A", ctx.unit_label(provider))
         picked = [rows[i] for i in indexes]
         figures = [sum(t.amount_minor for t in picked), sum(t.previous_minor for t in picked),
                    sum(t.amount_minor - t.previous_minor for t in picked),
                    sum(t.year_to_date_minor for t in picked)]
-        for offset, minor in enumerate(figures):
-            col = now + offset
-            wb.formula(sheet, row, col,
-                       sum_formula(first + indexes[0], first + indexes[-1], col), minor)
-        row += 1
-    return row
+        start, end = first + indexes[0] + 1, first + indexes[-1] + 1  # Excel counts from 1
+        for letter, minor in zip(letters, figures):
+            xml.formula(letter, f"SUM({letter}{start}:{letter}{end})", amount(minor))
+        yield xml.end()
 
 
 def _side_header(wb: Workbook, sheet: Worksheet, row: int, labels: list[str], now: int,

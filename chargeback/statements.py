@@ -10,9 +10,11 @@ are live formulas whose stored values are the engine's figures.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from xlsxwriter.utility import xl_col_to_name
@@ -22,7 +24,7 @@ from chargeback.bills import Bill, DocumentContext, ServiceTotal, Totals, sorted
 from chargeback.money import format_amount, format_percent, from_micro
 from chargeback.reference import UnitInfo
 from chargeback.safe import file_in, neutralize
-from chargeback.workbooks import RowSheet, RowXml, Workbook, cell, inline, sum_formula
+from chargeback.workbooks import EXCEL_EPOCH, RowSheet, RowXml, Workbook, cell, inline, inline_once, sum_formula
 
 ROLLUP_FOLDER = "rollup"
 def statement_path(folder: Path, code: str) -> Path:
@@ -282,30 +284,47 @@ def _detail(wb: Workbook, bill: Bill) -> None:
     sheet.freeze_panes(DETAIL_HEADER + 1, 0)
     sheet.autofilter(DETAIL_HEADER, 0, last, len(DETAIL_TITLES) - 1)
     wb.widths(sheet, [11, 28, 28, 40, 16, 10, 14, 12, 14, 30, 9, 40])
-    xml = RowXml({"date": f.date, "money": f.money, "quantity": f.quantity, "rate": f.rate})
-    first_day = ctx.first_day
-    providers = {code: ctx.unit_label(code) for code in {line.provider for line in lines}}
-    services = {code: (ctx.service_label(code), ctx.unit_of_measure(code))
+    date, money, quantity, rate = (style._get_xf_index() for style in (f.date, f.money, f.quantity, f.rate))  # noqa: SLF001
+    first_day, digits = ctx.first_day, ctx.digits
+    providers = {code: inline(ctx.unit_label(code)) for code in {line.provider for line in lines}}
+    services = {code: (inline(ctx.service_label(code)), ctx.unit_of_measure(code))
                 for code in {line.service for line in lines}}
+    serials: dict[dt.date, int] = {}
+    decimals: dict[int, Decimal] = {}
+
+    def decimal(micro: int) -> Decimal:
+        found = decimals.get(micro)
+        if found is None:
+            found = decimals[micro] = from_micro(micro)
+        return found
 
     def rows() -> Iterator[str]:
-        for row, line in enumerate(lines, first):
-            xml.start(row)
-            xml.date("A", line.service_date)
-            xml.text("B", providers[line.provider])
+        """Each line's `<row>` built in one piece: a big period has a million of them."""
+        for n, line in enumerate(lines, first + 1):  # Excel counts rows from 1
+            serial = serials.get(line.service_date)
+            if serial is None:
+                serial = serials[line.service_date] = (line.service_date - EXCEL_EPOCH).days
             service, unit_of_measure = services[line.service]
-            xml.text("C", service)
-            xml.text("D", line.memo)
-            xml.text_once("E", line.reference)
+            priced = ""
             if line.kind != "adjustment":
-                xml.number("F", line.quantity, "quantity")
-                xml.text("G", unit_of_measure)
-                xml.number("H", line.rate, "rate")
-            xml.number("I", ctx.amount(line.amount_minor), "money")
-            xml.text("J", "; ".join(line.notes(first_day)))
-            xml.number("K", line.entry)
-            xml.text("L", line.rate_source)
-            yield xml.end()
+                priced = "".join((
+                    f'<c r="F{n}" s="{quantity}"><v>{decimal(line.quantity_micro)}</v></c>',
+                    f'<c r="G{n}" t="inlineStr">{inline(unit_of_measure)}</c>' if unit_of_measure else "",
+                    f'<c r="H{n}" s="{rate}"><v>{decimal(line.rate_micro)}</v></c>'
+                    if line.rate_micro is not None else ""))
+            notes = "; ".join(line.notes(first_day))
+            yield "".join((
+                f'<row r="{n}"><c r="A{n}" s="{date}"><v>{serial}</v></c>',
+                f'<c r="B{n}" t="inlineStr">{providers[line.provider]}</c>',
+                f'<c r="C{n}" t="inlineStr">{service}</c>',
+                f'<c r="D{n}" t="inlineStr">{inline(line.memo)}</c>' if line.memo else "",
+                f'<c r="E{n}" t="inlineStr">{inline_once(line.reference)}</c>' if line.reference else "",
+                priced,
+                f'<c r="I{n}" s="{money}"><v>{format_amount(line.amount_minor, digits)}</v></c>',
+                f'<c r="J{n}" t="inlineStr">{inline(notes)}</c>' if notes else "",
+                f'<c r="K{n}"><v>{line.entry}</v></c>',
+                f'<c r="L{n}" t="inlineStr">{inline(line.rate_source)}</c></row>' if line.rate_source
+                else "</row>"))
 
     sheet.raw_rows(first, len(DETAIL_TITLES) - 1, rows())
 

@@ -248,3 +248,19 @@ def test_drafts_of_an_open_period_say_so(loaded: str, tmp_path: Path) -> None:
         assert title.startswith("DRAFT - "), title
     assert openpyxl.load_workbook(tmp_path / "reconciliation.xlsx")["Summary"]["B5"].value \
         == "draft (period open)"
+
+
+def test_the_document_workers_yield_the_cpu_to_the_process_feeding_them() -> None:
+    """On two cores the main process (reading bills, writing the journal) and two workers
+    compete; the workers run at a lower priority so the main process is never the last
+    to finish."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from chargeback import documents
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=documents._start_worker, initargs=(None,)) as pool:
+        worker = pool.submit(os.nice, 0).result()
+    assert worker == min(os.nice(0) + documents.WORKER_NICENESS, 19)

@@ -37,8 +37,7 @@ def journal_chunks(conn: Connection, period: str) -> Iterator[list[Row]]:  # typ
     # the connection in place, and every later statement would use a server-side cursor
     result = conn.execute(select(*JOURNAL_COLUMNS).where(Entry.period == period)
                           .order_by(Entry.id).execution_options(yield_per=20_000))
-    for chunk in result.partitions():
-        yield chunk
+    yield from result.partitions()
 
 
 def _entries(conn: Connection, period: str) -> Iterator[Row]:  # type: ignore[type-arg]

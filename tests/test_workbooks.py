@@ -266,6 +266,9 @@ def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ti
         csv_lines = list(csv.reader(handle))[1:]
     assert [int(row[0]) for row in lines] == [int(row[0]) for row in csv_lines]
     assert all(len(rows(book[name])) - 1 <= 6 for name in journals)
+    # journal.csv, written as the Journal sheets read the entries, is the export's file
+    written = (folder / "2026-03" / "journal.csv").read_text(encoding="utf-8")
+    assert written == api.export(db_url, "2026-03", "csv")
     if not shutil.which("soffice"):
         pytest.skip("LibreOffice is not installed (Debian package `libreoffice-calc-nogui`)")
     summary = openpyxl.load_workbook(soffice_recalculate([path], tmp_path / "lo")[path], data_only=True)["Summary"]

@@ -21,7 +21,6 @@ from sqlalchemy import Connection, Row, func, or_, select
 
 from chargeback import audit
 from chargeback.bills import DocumentContext
-from chargeback.export import journal_chunks
 from chargeback.reconciliation import (
     EXTERNAL_REVENUE,
     INTERNAL_REVENUE,
@@ -39,10 +38,9 @@ ACCOUNT, DEBIT, CREDIT = 2, 5, 6
 
 def write_reconciliation_workbook(conn: Connection, ctx: DocumentContext,
                                   rec: Reconciliation, path: Path,
-                                  entries: Iterator[Row] | None = None) -> Path:  # type: ignore[type-arg]
+                                  entries: Iterator[Row]) -> Path:  # type: ignore[type-arg]
     """The workbook of `ctx.period`. `entries`: the period's entries as `export.journal_chunks`
-    reads them, when the caller reads them anyway (`journal.csv` is written from the
-    same read); they are otherwise read here."""
+    reads them (`journal.csv` is written from the same read)."""
     wb = Workbook(path, ctx, f"Reconciliation {ctx.period}", streaming=True)
     summary = wb.sheet("Summary")
     matrix = wb.sheet("Matrix")
@@ -51,8 +49,6 @@ def write_reconciliation_workbook(conn: Connection, ctx: DocumentContext,
     exceptions = wb.sheet("Exceptions")
     matrix_total = _matrix(wb, matrix, conn, ctx, rec)
     _summary(wb, summary, ctx, rec, parts, matrix_total)
-    if entries is None:
-        entries = (row for chunk in journal_chunks(conn, ctx.period) for row in chunk)
     _journal(wb, journals, parts, entries, ctx)
     _exceptions(wb, exceptions, conn, ctx)
     summary.activate()

@@ -15,7 +15,6 @@ those rows are built as XML text here (`RowSheet.raw_rows`), ten times faster.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass

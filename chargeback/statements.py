@@ -96,12 +96,8 @@ def _service_rows(wb: Workbook, first: int, rows: list[ServiceTotal],
     col = [xl_col_to_name(c) for c in range(now + 4)]
     this, previous, change, to_date = col[now:now + 4]
     split = [(col[4 + offset], amounts) for offset, (_, amounts) in enumerate(parts)]
-    labels: dict[str, str] = {}
     for index, total in enumerate(rows):
         n = first + index + 1  # Excel counts rows from 1
-        provider = labels.get(total.provider)
-        if provider is None:
-            provider = labels[total.provider] = f'<c r="A\0" t="inlineStr">{inline(ctx.unit_label(total.provider))}</c>'
         measure = ctx.unit_of_measure(total.service)
         now_minor = total.amount_minor
         if split:
@@ -111,7 +107,7 @@ def _service_rows(wb: Workbook, first: int, rows: list[ServiceTotal],
         else:
             parts_xml = now_xml = ""
         yield "".join((
-            f'<row r="{n}">', provider.replace("\0", str(n), 1),
+            f'<row r="{n}"><c r="A{n}" t="inlineStr">{inline(ctx.unit_label(total.provider))}</c>',
             f'<c r="B{n}" t="inlineStr">{inline(ctx.service_label(total.service))}</c>',
             f'<c r="C{n}" t="inlineStr">{inline(measure)}</c>' if measure else "",
             f'<c r="D{n}" s="{quantity}"><v>{from_micro(total.quantity_micro)}</v></c>', parts_xml,

@@ -100,6 +100,7 @@ def _check_stored_totals(conn: Connection, result: VerifyResult) -> None:
     for the months before theirs) equal a grouping of its entries."""
     periods = set(conn.execute(select(Entry.period).distinct()).scalars())
     periods |= set(conn.execute(select(PeriodTotalRow.period).distinct()).scalars())
+
     def rows(query: Select) -> Iterator[tuple[object, ...]]:  # type: ignore[type-arg]
         for row in conn.execute(query.execution_options(yield_per=20_000)):
             yield (*row[:7], *(int(value) for value in row[7:]))

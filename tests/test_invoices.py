@@ -149,6 +149,35 @@ def test_text_from_input_is_escaped(out: tuple[str, Path]) -> None:
     assert "Mini College &amp; Co" in raw
 
 
+def test_every_text_of_a_line_row_is_escaped() -> None:
+    """The line rows are written with autoescaping off (for speed): each text from input
+    in them (description, reference, unit of measure) must still come out as text."""
+    import datetime as dt
+
+    from chargeback.bills import Bill, DocumentContext, Line
+    from chargeback.invoices import render_invoice
+    from chargeback.reference import ServiceInfo, UnitInfo
+
+    hostile = "<script>x</script> & <b>"
+    unit = UnitInfo("ART", "Art", "internal", None, None, None, None, None, None, None)
+    ctx = DocumentContext("Book", "USD", 2, "2026-03", dt.datetime(2026, 4, 1), None, 1, None,
+                          {"ART": unit}, {"S": ServiceInfo("S", "IT", "Svc", f"GB {hostile}", None)})
+    late = Line(7, dt.date(2026, 3, 1), dt.date(2026, 2, 27), "usage", "IT", "S", "internal",
+                1_500_000, 2_000_000, -300, f"R {hostile}", f"memo {hostile}", None)
+    raw = render_invoice(ctx, Bill(unit, [late]))
+    assert "<script>" not in raw and "<b>" not in raw
+    invoice = Invoice(raw)
+    assert invoice.scripts == 0
+    [(entry, amount, description)] = invoice.lines["IT"]
+    assert (entry, amount) == (7, Decimal("-3.00"))
+    assert description.startswith(f"memo {hostile}")
+    assert "late charge (service on 2026-02-27)" in description
+    row = raw[raw.index('<tr class="line credit" data-entry="7">'):]
+    row = row[:row.index("</tr>")]
+    assert "&lt;script&gt;x&lt;/script&gt; &amp; &lt;b&gt;" in row
+    assert row.count("&lt;script&gt;") == 3  # description, reference, unit of measure
+
+
 def test_report_keeps_the_invoice_number_and_issue_date(out: tuple[str, Path], tmp_path: Path) -> None:
     from chargeback import api
 

@@ -280,8 +280,21 @@ def inline(value: str) -> str:
     return found
 
 
+#: Text that needs no work at all: no formula start, no space at either end, nothing to
+#: escape, no `_x` (most references and descriptions). Checked in one match.
+_PLAIN = re.compile("[^ \u00a0=+\\-@\uff1d\uff0b\uff0d\uff20&<>\x00-\x1f\ufffe\uffff]"
+                    "[^&<>\x00-\x1f\ufffe\uffff]*")
+
+
 def inline_once(value: str) -> str:
     """`inline` for a text seen once (a reference), not remembered."""
+    if _PLAIN.fullmatch(value) and value[-1] != " " and "_x" not in value:
+        return f"<is><t>{value}</t></is>"
+    return escaped_inline(value)
+
+
+def escaped_inline(value: str) -> str:
+    """`inline_once` the long way, for any text."""
     text = neutralize(value) or ""
     space = ' xml:space="preserve"' if text[0] in " \t\n" or text[-1] in " \t\n" else ""
     return f"<is><t{space}>{xml_text(text)}</t></is>"

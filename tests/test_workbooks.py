@@ -13,10 +13,12 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from hypothesis import given, settings, strategies as st
 from sqlalchemy import select
 
 from chargeback import api, db
 from chargeback.schema import Entry
+from chargeback.workbooks import escaped_inline, inline_once
 
 from documents_book import build, soffice_recalculate
 
@@ -382,3 +384,14 @@ def test_workbooks_are_zipped_as_standard_deflate_by_isal(tmp_path: Path) -> Non
     assert info.compress_size == len(made_by_isal) < len(xml) / 4
     raw = path.read_bytes()
     assert made_by_isal in raw
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from(list("aZ09 _x5F;&<>'\"=+-@\t\r\n\x00\x1f\u00a0\uff1d\ufffe\u00e9")),
+               min_size=1))
+def test_a_plain_text_cell_is_the_same_by_the_short_way(text: str) -> None:
+    """`inline_once` skips the work for text that needs none; it must write what the long
+    way writes, for any text."""
+    assert inline_once(text) == escaped_inline(text)
+    assert inline_once("Usage 153445") == "<is><t>Usage 153445</t></is>"
+    assert inline_once("=1+2") == escaped_inline("=1+2") == "<is><t>'=1+2</t></is>"

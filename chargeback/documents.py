@@ -35,7 +35,7 @@ from chargeback.export import CsvJournal, journal_chunks
 from chargeback.invoices import write_invoice
 from chargeback.progress import Progress
 from chargeback.reconciliation import PeriodTotal, Reconciliation, period_totals, reconcile, stored_totals
-from chargeback.reconciliation_workbook import write_reconciliation_workbook
+from chargeback.reconciliation_workbook import matrix_of, write_reconciliation_workbook
 from chargeback.schema import Book, Period
 from chargeback.statements import Rollup, rollups, write_rollup, write_statement
 
@@ -82,6 +82,7 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
             Writers(folder, ctx, workers, bar) as writers:
         writers.rollups(parents)  # first: the workers start on them while the rest is read
         review = review or variance.review(conn, period, current)
+        matrix = matrix_of(current)
         del current  # half a million totals at a million lines: not kept while the files are written
         for bill in bills(conn, ctx, by_service):
             writers.bill(bill)
@@ -89,7 +90,8 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
         with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
             journal = CsvJournal(handle, period, ctx.digits)
             entries = journal.passing(journal_chunks(conn, period))
-            write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx", entries)
+            write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx", matrix,
+                                          entries)
             for _ in entries:  # none are left unless the count disagreed; the CSV has them all
                 pass
         bar.add(2)

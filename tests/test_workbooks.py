@@ -170,6 +170,22 @@ def test_reconciliation_workbook_ties_to_the_engine(out: tuple[str, Path]) -> No
     total = next(r for r in matrix if r[0] == "Total")
     assert money(total[header.index("Internal total")]) == minor(rec.internal_revenue)
     assert money(total[header.index("External total")]) == minor(rec.external_revenue)
+    # each cell: what its provider charged its consumer, summed from the entries
+    with db.transaction(db.connect(url)) as conn:
+        pairs = conn.execute(select(Entry.provider, Entry.consumer, Entry.amount_minor)
+                             .where(Entry.period == "2026-03")).all()
+    expected: dict[tuple[str, str], int] = {}
+    for provider, consumer, amount in pairs:
+        expected[(provider, consumer)] = expected.get((provider, consumer), 0) + amount
+    cells = {}
+    for r in matrix[5:]:
+        if r[0] == "Total":
+            break
+        provider = str(r[0]).rsplit("(", 1)[1].rstrip(")")
+        for code, value in zip(header[1:], r[1:]):
+            if value is not None and "total" not in str(code).lower():
+                cells[(provider, code)] = money(value)
+    assert cells == {pair: minor(amount) for pair, amount in expected.items()}
 
 
 def test_journal_sheet_matches_journal_csv_with_hashes(out: tuple[str, Path]) -> None:

@@ -214,15 +214,14 @@ class Writers:
 
 
 def write_variance(conn: Connection, period: str, folder: Path, *, draft: bool,
-                   issued: dt.datetime | None, review: variance.Review | None = None) -> None:
-    """`variance.xlsx`: the variance review of the period (see `variance`)."""
+                   issued: dt.datetime | None, review: variance.Review) -> None:
+    """`variance.xlsx`: the period's variance `review` (see `variance`)."""
     book = conn.execute(select(Book.name)).scalar()
     closed_at = conn.execute(select(Period.closed_at).where(Period.period == period)).scalar()
     when = issued if draft or closed_at is None else closed_at
     if when is None:
         raise ValueError(f"period {period} is not closed: give the draft's issue date")
-    variance.write_workbook(review or variance.review(conn, period), folder / "variance.xlsx",
-                            book=book, draft=draft, when=when)
+    variance.write_workbook(review, folder / "variance.xlsx", book=book, draft=draft, when=when)
 
 
 def write_manifest(conn: Connection, period: str, folder: Path, *, draft: bool = False,

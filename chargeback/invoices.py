@@ -4,7 +4,7 @@ External customers get an invoice to pay; internal units get an internal charge 
 settled by journal transfer. The Jinja2 template (`templates/invoice.html.j2`) is
 compiled once per process, with autoescaping on, so text from input files is shown,
 never run. The line rows alone are written with autoescaping off and `| e` on each text
-from input: escaping the line's own figures too took a third of a big invoice's time.
+from input: escaping the line's own figures too took about a fifth of a big invoice's work.
 """
 
 from __future__ import annotations

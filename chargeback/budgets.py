@@ -24,7 +24,6 @@ from chargeback.errors import Refused
 from chargeback.money import format_amount, format_percent, quantize
 from chargeback.reconciliation import PeriodTotal
 from chargeback.schema import Book, Budget, Entry, PeriodTotalRow, Unit
-from chargeback.xlsx import Money, Sheets, money, percent
 
 MONTHS = 12
 
@@ -214,6 +213,7 @@ class Table:
 
     def write(self, path: Path, book: str, when: dt.datetime) -> None:
         """The table as a workbook, amounts as numbers with the currency's format."""
+        from chargeback.xlsx import Money, Sheets, money, percent  # openpyxl: loaded when needed
         sheets = Sheets(f"Budgets fiscal year {self.fiscal_year}", book=book, currency=self.currency,
                         digits=self.digits, draft=False)
         sheet, row = sheets.sheet("Budgets", f"Budgets fiscal year {self.fiscal_year}",

@@ -46,7 +46,6 @@ from chargeback.fields import previous_period
 from chargeback.money import format_amount, format_percent, quantize
 from chargeback.reconciliation import PeriodTotal, period_totals
 from chargeback.schema import Book, Entry, PeriodTotalRow, Unit
-from chargeback.xlsx import Money, Sheets, money, percent
 
 WINDOW = 3
 MAX_DRIVERS = 3
@@ -311,6 +310,7 @@ WIDTHS = [14, 32, 10, 15, 15, 15, 10, 15, 15, 10, 8, 40]
 
 def write_workbook(review: Review, path: Path, *, book: str, draft: bool, when: dt.datetime) -> None:
     """`variance.xlsx`: sheets `Consumers`, `Providers` and `Callouts`."""
+    from chargeback.xlsx import Money, Sheets, money, percent  # openpyxl: loaded when needed
     r = review
     sheets = Sheets(f"Variance review {r.period}", book=book, currency=r.currency,
                     digits=r.digits, draft=draft)

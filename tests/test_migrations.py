@@ -7,6 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select
 
 from chargeback import api, db
@@ -18,6 +19,18 @@ def _diff(engine) -> list:  # type: ignore[no-untyped-def]
         context = MigrationContext.configure(conn, opts={"compare_type": True,
                                                          "compare_server_default": False})
         return compare_metadata(context, Base.metadata)
+
+
+def test_the_schema_check_knows_the_newest_migration(db_url: str) -> None:
+    """Commands check the schema against `db.SCHEMA_HEAD` without loading Alembic: a new
+    migration must move it."""
+    engine = db.connect(db_url)
+    with engine.connect() as conn:
+        assert db.SCHEMA_HEAD == ScriptDirectory.from_config(db._alembic_config(conn)).get_current_head()
+        assert not db.schema_is_current(conn)  # an empty database
+    api.init(engine)
+    with engine.connect() as conn:
+        assert db.schema_is_current(conn)
 
 
 def test_migrations_match_the_models(db_url: str) -> None:
@@ -42,6 +55,7 @@ def test_upgrade_keeps_data_and_downgrade_round_trips(db_url: str, mini_book: Pa
         command.downgrade(db._alembic_config(conn), "0001")
     with engine.begin() as conn:
         assert "allocations" not in inspect(conn).get_table_names()
+        assert not db.schema_is_current(conn)
         command.upgrade(db._alembic_config(conn), "head")
     assert _diff(engine) == []
     with engine.connect() as conn:

@@ -82,6 +82,9 @@ class ServiceGroup:
     unit_of_measure: str
     lines: list[tuple[Line, Shown]]
     total_minor: int
+    #: `total_minor` as the invoice shows it (a big period has half a million service
+    #: groups: formatted here, not by a call from the template)
+    total: str = ""
 
 
 @dataclass
@@ -89,6 +92,8 @@ class ProviderGroup:
     code: str
     label: str
     services: list[ServiceGroup] = field(default_factory=list)
+
+    total: str = ""  # `total_minor` as the invoice shows it
 
     @property
     def total_minor(self) -> int:
@@ -120,9 +125,11 @@ def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
         group = ProviderGroup(provider, ctx.unit_label(provider))
         for service, by_service in groupby(by_provider, key=lambda line: line.service):
             items = [(line, shown(line)) for line in by_service]
+            total = sum(line.amount_minor for line, _ in items)
             group.services.append(ServiceGroup(
-                service, ctx.service_label(service), ctx.unit_of_measure(service), items,
-                sum(line.amount_minor for line, _ in items)))
+                service, ctx.service_label(service), ctx.unit_of_measure(service), items, total,
+                money(ctx, total)))
+        group.total = money(ctx, group.total_minor)
         groups.append(group)
     return groups
 

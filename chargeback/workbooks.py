@@ -29,7 +29,7 @@ from xlsxwriter.worksheet import Worksheet
 
 from chargeback.bills import DocumentContext
 from chargeback.money import currency_format
-from chargeback.safe import neutralize
+from chargeback.safe import FORMULA_STARTS, neutralize
 from chargeback.zipfiles import FastZip
 
 
@@ -280,9 +280,10 @@ def inline(value: str) -> str:
     return found
 
 
-#: Text that needs no work at all: no formula start, no space at either end, nothing to
-#: escape, no `_x` (most references and descriptions). Checked in one match.
-_PLAIN = re.compile("[^ \u00a0=+\\-@\uff1d\uff0b\uff0d\uff20&<>\x00-\x1f\ufffe\uffff]"
+#: Text that needs no work at all: no formula start (`safe.FORMULA_STARTS`, after the
+#: spaces `neutralize` skips), no space at either end, nothing to escape, no `_x` (most
+#: references and descriptions). Checked in one match.
+_PLAIN = re.compile(f"[^ \u00a0{re.escape(''.join(FORMULA_STARTS))}&<>\x00-\x1f\ufffe\uffff]"
                     "[^&<>\x00-\x1f\ufffe\uffff]*")
 
 

@@ -318,11 +318,6 @@ class RowXml:
         if value:
             self.cells.append(f'<c r="{col}{self.row}" t="inlineStr">{inline(value)}</c>')
 
-    def text_once(self, col: str, value: str | None) -> None:
-        """`text` for a value seen once (a reference): not remembered."""
-        if value:
-            self.cells.append(f'<c r="{col}{self.row}" t="inlineStr">{inline_once(value)}</c>')
-
     def number(self, col: str, value: Decimal | int | None, style: str | None = None) -> None:
         if value is not None:
             s = f' s="{self.style[style]}"' if style else ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from itertools import groupby
@@ -84,20 +84,16 @@ class ServiceGroup:
     total_minor: int
     #: `total_minor` as the invoice shows it (a big period has half a million service
     #: groups: formatted here, not by a call from the template)
-    total: str = ""
+    total: str
 
 
 @dataclass
 class ProviderGroup:
     code: str
     label: str
-    services: list[ServiceGroup] = field(default_factory=list)
-
-    total: str = ""  # `total_minor` as the invoice shows it
-
-    @property
-    def total_minor(self) -> int:
-        return sum(s.total_minor for s in self.services)
+    services: list[ServiceGroup]
+    total_minor: int
+    total: str  # `total_minor` as the invoice shows it
 
 
 def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
@@ -122,15 +118,15 @@ def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
 
     groups = []
     for provider, by_provider in groupby(lines, key=lambda line: line.provider):
-        group = ProviderGroup(provider, ctx.unit_label(provider))
+        services = []
         for service, by_service in groupby(by_provider, key=lambda line: line.service):
             items = [(line, shown(line)) for line in by_service]
             total = sum(line.amount_minor for line, _ in items)
-            group.services.append(ServiceGroup(
-                service, ctx.service_label(service), ctx.unit_of_measure(service), items, total,
-                money(ctx, total)))
-        group.total = money(ctx, group.total_minor)
-        groups.append(group)
+            services.append(ServiceGroup(service, ctx.service_label(service),
+                                         ctx.unit_of_measure(service), items, total, money(ctx, total)))
+        total = sum(s.total_minor for s in services)
+        groups.append(ProviderGroup(provider, ctx.unit_label(provider), services, total,
+                                    money(ctx, total)))
     return groups
 
 

@@ -279,7 +279,9 @@ class Entry(Base):
     """
 
     __tablename__ = "entries"
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    #: On SQLite the table's own row id: one b-tree in id order (migration 0007).
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+                                    autoincrement=False)
     period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
     posted_at: Mapped[dt.datetime] = mapped_column(DateTime)
     date: Mapped[dt.date] = mapped_column(Date)

@@ -115,3 +115,38 @@ def test_the_upgrade_stores_the_totals_of_every_period_from_its_entries(db_url: 
     with engine.connect() as conn:
         assert {period: stored_totals(conn, period) for period in before} == before
     assert api.verify(engine).ok
+
+
+def test_an_entry_id_becomes_sqlite_s_row_id_and_keeps_its_entry(db_url: str, mini_book: Path,
+                                                                  tmp_path: Path) -> None:
+    """0007: on SQLite `entries.id` becomes the row id, so a period's entries are read in
+    id order without sorting them; every entry, its hash and its tier pieces come
+    through, and `verify` passes. PostgreSQL keeps its BIGINT."""
+    engine = db.connect(db_url)
+    api.run(engine, mini_book, tmp_path / "out")
+    sqlite = engine.dialect.name == "sqlite"
+    journal = select(Entry.id, Entry.hash).where(Entry.period == "2026-03").order_by(Entry.id)
+
+    def shape() -> tuple[object, ...]:
+        with engine.connect() as conn:
+            columns = {c["name"]: str(c["type"]) for c in inspect(conn).get_columns("entries")}
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(journal.compile(
+                conn, compile_kwargs={"literal_binds": True}))).all() if sqlite else []
+            rowid = conn.exec_driver_sql("SELECT count(*) FROM entries WHERE rowid <> id").scalar() if sqlite else 0
+            return columns["id"], " ".join(str(row[-1]) for row in plan), rowid, conn.execute(journal).all()
+
+    after = shape()
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "0006")
+    before = shape()
+    db.upgrade(engine)
+    assert shape() == after
+    assert before[3] == after[3] and len(after[3]) > 0
+    if sqlite:
+        assert (before[0], after[0]) == ("BIGINT", "INTEGER")
+        assert "TEMP B-TREE" in before[1] and "TEMP B-TREE" not in after[1]
+        assert after[2] == 0
+    else:
+        assert before[0] == after[0] == "BIGINT"
+    assert api.verify(engine).ok
+    assert _diff(engine) == []

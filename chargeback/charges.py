@@ -110,16 +110,19 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
         query = query.where(Usage.service.not_in(sorted(tiered)))
     if _usage_posted(conn, period):
         query = query.outerjoin(Entry, Entry.usage_id == Usage.id).where(Entry.id.is_(None))
-    days: dict[object, dt.date] = {}
+    days: dict[object, tuple[dt.date, dt.date]] = {}
+    make = tuple.__new__  # a Draft of all its fields, without NamedTuple's keyword-taking __new__
     consumers: dict[str, tuple[str, str | None] | None] = {}
     services: dict[str, tuple[str, str | None] | None] = {}
     pairs: dict[tuple[str, str, str], tuple[str, str]] = {}
     rates: dict[tuple[str, str, dt.date], tuple[int, str] | None] = {}
     for rows in _chunks(conn, query, chunk):
         for usage_id, raw_day, service, consumer, quantity_micro, reference, description in rows:
-            day = days.get(raw_day)
-            if day is None:  # text on SQLite, a date on PostgreSQL
-                day = days[raw_day] = raw_day if isinstance(raw_day, dt.date) else dt.date.fromisoformat(raw_day)
+            found = days.get(raw_day)
+            if found is None:  # text on SQLite, a date on PostgreSQL
+                day = raw_day if isinstance(raw_day, dt.date) else dt.date.fromisoformat(raw_day)
+                found = days[raw_day] = (day, max(day, first_day))  # a late line is posted on the first day
+            day, posted_on = found
             buyer = consumers.get(consumer, False)
             if buyer is False:
                 unit = ref.units.get(consumer)
@@ -145,10 +148,10 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
             if both is None:
                 both = pairs[(kind, consumer, provider)] = accounts(kind, consumer, provider)
             rate_micro, provenance = rate
-            yield Draft(period, max(day, first_day), day, "usage", usage_id, None, service, provider,
-                        consumer, kind, quantity_micro, rate_micro,
-                        minor_of_product(quantity_micro, rate_micro, digits), both[0], both[1], debit_gl,
-                        credit_gl, reference, description, provenance)
+            yield make(Draft, (period, posted_on, day, "usage", usage_id, None, service, provider,
+                               consumer, kind, quantity_micro, rate_micro,
+                               minor_of_product(quantity_micro, rate_micro, digits), both[0], both[1],
+                               debit_gl, credit_gl, reference, description, provenance, ()))
 
 
 def _usage_posted(conn: Connection, period: str) -> bool:

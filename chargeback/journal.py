@@ -109,7 +109,7 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
                             .where(JournalHead.id == 1).with_for_update()).one()
     last_id, last_hash = head_row.last_entry, head_row.last_hash
     first_id, count = last_id + 1, 0
-    rows: list[tuple[object, ...]] = []
+    rows: list[Sequence[object]] = []
     tiers: list[tuple[int, int, int, int, int]] = []
     # The hash is taken over the JSON of the values with dates as ISO text: the same
     # bytes `entry_hash` produces from the stored row.
@@ -131,14 +131,19 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
             day, service_day = draft[1], draft[2]
             day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
             service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
-            text = encode([last_id, stamp, draft[0], day_text, service_text, *draft[3:-1], last_hash])
+            values = [last_id, stamp, draft[0], day_text, service_text, *draft[3:-1], last_hash]
+            text = encode(values)
             if b"\\u0000" in text and any(isinstance(v, str) and "\x00" in v for v in draft):
                 raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
                               "its text holds a NUL character, which the journal and its exports cannot "
                               "carry; remove it from the input")
             digest = sha256(text).hexdigest()
-            rows.append((last_id, stored_at, draft[0], day_text, service_text, *draft[3:-1], last_hash, digest)
-                        if stored else (last_id, posted_at, *draft[:-1], last_hash, digest))
+            if stored:  # the hashed values are the row, but for the timestamp's stored form
+                values[1] = stored_at
+                values.append(digest)
+                rows.append(values)
+            else:
+                rows.append((last_id, posted_at, *draft[:-1], last_hash, digest))
             if draft.pieces:
                 for number, (tier_from, quantity, rate) in enumerate(draft.pieces, start=1):
                     tiers.append((last_id, number, tier_from, quantity, rate))
@@ -163,7 +168,7 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
 TIER_COLUMNS = ("entry_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro")
 
 
-def _insert(conn: Connection, rows: list[tuple[object, ...]], tiers: list[tuple[int, int, int, int, int]]) -> int:
+def _insert(conn: Connection, rows: list[Sequence[object]], tiers: list[tuple[int, int, int, int, int]]) -> int:
     count = bulk_insert(conn, Entry.__table__, COLUMNS, rows)
     bulk_insert(conn, EntryTier.__table__, TIER_COLUMNS, tiers)
     return count
@@ -175,7 +180,7 @@ def _stored(conn: Connection, posted_at: dt.datetime) -> object:
     return process(posted_at) if process else posted_at
 
 
-def _insert_stored(conn: Connection, rows: list[tuple[object, ...]],
+def _insert_stored(conn: Connection, rows: list[Sequence[object]],
                    tiers: list[tuple[int, int, int, int, int]]) -> int:
     """SQLite: rows whose dates are already the text SQLite stores."""
     count = insert_values(conn, Entry.__tablename__, COLUMNS, rows)

@@ -15,10 +15,10 @@ from decimal import Decimal
 from itertools import groupby
 from typing import NamedTuple
 
-from sqlalchemy import Connection, String, func, select, type_coerce
+from sqlalchemy import Connection, func, select
 
 from chargeback.budgets import BudgetStatus, statuses_for
-from chargeback.db import bytewise
+from chargeback.db import bytewise, dates_as_stored, stored_date
 from chargeback.fields import period_bounds, previous_period
 from chargeback.money import from_micro, from_minor
 from chargeback.reconciliation import PeriodTotal, period_totals
@@ -251,9 +251,8 @@ def sorted_totals(by_service: dict[tuple[str, str], ServiceTotal]) -> list[Servi
 
 def bills(conn: Connection, ctx: DocumentContext, totals: Totals) -> Iterator[Bill]:
     """Every consumer's bill of the period, in consumer code order, streamed."""
-    columns = [type_coerce(c, String) if c.name in ("date", "service_date") else c for c in LINE_COLUMNS]
     rows = conn.execute(
-        select(Entry.consumer, *columns).where(Entry.period == ctx.period)
+        select(Entry.consumer, *dates_as_stored(LINE_COLUMNS)).where(Entry.period == ctx.period)
         .order_by(*bytewise(conn, Entry.consumer, Entry.provider, Entry.service),
                   Entry.service_date, Entry.id).execution_options(yield_per=20_000))
     # One object for each distinct day and repeated text (a line's kind, provider, service,
@@ -262,8 +261,8 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals) -> Iterator[Bi
     shared: dict[str | None, str | None] = {}
     known, one = days.get, shared.setdefault
 
-    def day(raw: object) -> dt.date:  # text on SQLite, a date on PostgreSQL
-        found = days[raw] = raw if isinstance(raw, dt.date) else dt.date.fromisoformat(str(raw))
+    def day(raw: str | dt.date) -> dt.date:
+        found = days[raw] = stored_date(raw)
         return found
 
     for consumer, group in groupby(rows, key=lambda row: row[0]):

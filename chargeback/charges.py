@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from itertools import groupby, tee
 
-from sqlalchemy import Connection, Row, Select, String, func, select, tuple_, type_coerce
+from sqlalchemy import Connection, Row, Select, func, select, tuple_
 
 from chargeback.allocation import (
     AllocationError,
@@ -36,7 +36,7 @@ from chargeback.allocation import (
     parse_targets,
     resolve_targets,
 )
-from chargeback.db import bytewise
+from chargeback.db import bytewise, dates_as_stored, stored_date
 from chargeback.errors import Refused
 from chargeback.fields import period_bounds
 from chargeback.journal import Draft, accounts
@@ -104,8 +104,7 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
     a service, class and day) is worked out once."""
     first_day, _ = period_bounds(period)
     digits = ref.digits
-    query = select(Usage.id, type_coerce(Usage.date, String), Usage.service, Usage.consumer,
-                   Usage.quantity_micro, Usage.reference, Usage.description).where(Usage.period == period)
+    query = select(*dates_as_stored(USAGE_COLUMNS)).where(Usage.period == period)
     if tiered:
         query = query.where(Usage.service.not_in(sorted(tiered)))
     if _usage_posted(conn, period):
@@ -119,8 +118,8 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
     for rows in _chunks(conn, query, chunk):
         for usage_id, raw_day, service, consumer, quantity_micro, reference, description in rows:
             found = days.get(raw_day)
-            if found is None:  # text on SQLite, a date on PostgreSQL
-                day = raw_day if isinstance(raw_day, dt.date) else dt.date.fromisoformat(raw_day)
+            if found is None:
+                day = stored_date(raw_day)
                 found = days[raw_day] = (day, max(day, first_day))  # a late line is posted on the first day
             day, posted_on = found
             buyer = consumers.get(consumer, False)

@@ -22,6 +22,7 @@ retry; locks make the loser wait and then get a plain answer.
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import os
 import sqlite3
@@ -33,7 +34,8 @@ from importlib import resources
 from itertools import chain, islice
 from typing import TYPE_CHECKING, TypeVar
 
-from sqlalchemy import Connection, Date, DateTime, Engine, Table, create_engine, event, inspect, text
+from sqlalchemy import (Connection, Date, DateTime, Engine, String, Table, create_engine, event, inspect, text,
+                        type_coerce)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
@@ -187,6 +189,19 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
             yield values
 
     return insert_values(conn, table.name, columns, converted())
+
+
+def dates_as_stored(columns: Iterable[ColumnElement[object]]) -> list[ColumnElement[object]]:
+    """`columns` with each date column read as the database hands it over, unconverted:
+    ISO text on SQLite (SQLAlchemy's conversion of a million dates is a sixth of a read
+    of the journal), a date on PostgreSQL. `stored_date` reads either, once per distinct
+    value where rows repeat a few dates."""
+    return [type_coerce(c, String) if isinstance(getattr(c, "type", None), Date) else c for c in columns]
+
+
+def stored_date(value: str | dt.date) -> dt.date:
+    """A date read by `dates_as_stored`."""
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
 
 
 def bytewise(conn: Connection, *columns: ColumnElement[str]) -> list[ColumnElement[str]]:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
-from sqlalchemy import Connection, Row, String, select, type_coerce
+from sqlalchemy import Connection, Result, Row, select
+from sqlalchemy.sql.elements import ColumnElement
 
+from chargeback.db import dates_as_stored, stored_date
 from chargeback.errors import Refused
 from chargeback.money import format_amount
 from chargeback.safe import neutralize
@@ -34,26 +35,20 @@ JOURNAL_COLUMNS = (Entry.id, Entry.date, Entry.service_date, Entry.period, Entry
 
 def journal_chunks(conn: Connection, period: str) -> Iterator[list[Row]]:  # type: ignore[type-arg]
     """The period's entries in entry order (`JOURNAL_COLUMNS`), in lists of 20,000, the
-    dates as the database gives them for nothing: the stored ISO text on SQLite (made a
-    date for each of a million entries, they were a sixth of the read), a date on
-    PostgreSQL. `iso_date` reads either."""
-    dates = [type_coerce(c, String) if c.name in ("date", "service_date") else c for c in JOURNAL_COLUMNS]
+    dates as the database stores them (`db.dates_as_stored`)."""
+    yield from _journal(conn, period, dates_as_stored(JOURNAL_COLUMNS)).partitions()
+
+
+def _journal(conn: Connection, period: str, columns: Iterable[ColumnElement[object]]) -> Result:  # type: ignore[type-arg]
     # yield_per on the statement, not the connection: Connection.execution_options changes
     # the connection in place, and every later statement would use a server-side cursor
-    result = conn.execute(select(*dates).where(Entry.period == period)
-                          .order_by(Entry.id).execution_options(yield_per=20_000))
-    yield from result.partitions()
-
-
-def iso_date(value: str | dt.date) -> str:
-    """A date of `journal_chunks` as ISO text."""
-    return value if isinstance(value, str) else value.isoformat()
+    return conn.execute(select(*columns).where(Entry.period == period)
+                        .order_by(Entry.id).execution_options(yield_per=20_000))
 
 
 def _entries(conn: Connection, period: str) -> Iterator[Row]:  # type: ignore[type-arg]
     """The period's entries in entry order, the dates as dates."""
-    yield from conn.execute(select(*JOURNAL_COLUMNS).where(Entry.period == period)
-                            .order_by(Entry.id).execution_options(yield_per=20_000))
+    yield from _journal(conn, period, JOURNAL_COLUMNS)
 
 
 def _currency(conn: Connection) -> tuple[str, int]:
@@ -123,7 +118,7 @@ class CsvJournal:
             debit, credit = (f"{amount},", f",{amount}") if minor >= 0 else (f",{amount}", f"{amount},")
             date = dates.get(day)
             if date is None:
-                date = dates[day] = iso_date(day)
+                date = dates[day] = stored_date(day).isoformat()
             head = f"{entry},{date},{self.shown_period},"
             tail = (f",{code(service)},{csv_field(neutralize(reference) or '')},{shown(memo)},"
                     f"{shown(rate_source)}\n")

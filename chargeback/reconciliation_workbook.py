@@ -10,7 +10,6 @@ The workbook is streamed row by row, so a period of any size fits in memory.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -23,7 +22,7 @@ from sqlalchemy import Connection, Row, func, or_, select
 
 from chargeback import audit
 from chargeback.bills import DocumentContext
-from chargeback.export import iso_date
+from chargeback.db import stored_date
 from chargeback.reconciliation import (
     EXTERNAL_REVENUE,
     INTERNAL_REVENUE,
@@ -256,7 +255,7 @@ def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
              credit_account, debit_gl, credit_gl, reference, memo, _, digest) in entries:
             serial = serials.get(date)
             if serial is None:
-                serial = serials[date] = (dt.date.fromisoformat(iso_date(date)) - EXCEL_EPOCH).days
+                serial = serials[date] = (stored_date(date) - EXCEL_EPOCH).days
             money = f'" s="{money_style}"><v>{format_amount(abs(minor), digits)}</v></c>'
             debit, credit = ("F", "G") if minor >= 0 else ("G", "F")
             tail = "".join((

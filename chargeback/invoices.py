@@ -92,8 +92,7 @@ class ProviderGroup:
     code: str
     label: str
     services: list[ServiceGroup]
-    total_minor: int
-    total: str  # `total_minor` as the invoice shows it
+    total: str  # the sum of its services' `total_minor`, as the invoice shows it
 
 
 def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
@@ -124,9 +123,8 @@ def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
             total = sum(line.amount_minor for line, _ in items)
             services.append(ServiceGroup(service, ctx.service_label(service),
                                          ctx.unit_of_measure(service), items, total, money(ctx, total)))
-        total = sum(s.total_minor for s in services)
-        groups.append(ProviderGroup(provider, ctx.unit_label(provider), services, total,
-                                    money(ctx, total)))
+        groups.append(ProviderGroup(provider, ctx.unit_label(provider), services,
+                                    money(ctx, sum(s.total_minor for s in services))))
     return groups
 
 

@@ -23,20 +23,20 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from chargeback import variance
 from chargeback.bills import Bill, DocumentContext, bills, document_context, service_totals
 from chargeback.export import CsvJournal, journal_chunks
-from chargeback.invoices import write_invoice
+from chargeback.invoices import template, write_invoice
 from chargeback.progress import Progress
 from chargeback.reconciliation import PeriodTotal, Reconciliation, period_totals, reconcile, stored_totals
 from chargeback.reconciliation_workbook import matrix_of, write_reconciliation_workbook
-from chargeback.schema import Book, Period
+from chargeback.schema import Book, Entry, Period
 from chargeback.statements import Rollup, rollups, write_rollup, write_statement
 
 #: Below this many charge lines and this many consumers, starting worker processes
@@ -65,21 +65,26 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
     already; the period's figures are otherwise read once: a closed period's as its close
     stored them (`stored_totals`), an open one's from its entries (`period_totals`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    current = totals if totals is not None else (
-        period_totals(conn, period) if draft else stored_totals(conn, period))
-    del totals
-    ctx = document_context(conn, period, draft=draft, issued=issued, totals=current)
-    rec = reconcile(conn, period, current)
-    by_service = service_totals(conn, ctx, current)
-    parents = list(rollups(ctx, by_service))
-    consumers = len({line.consumer for line in current})
-    if workers is None:
-        big = rec.entries >= PARALLEL_LINES or consumers >= PARALLEL_CONSUMERS
-        workers = _cores() if big else 1
-    total = consumers + len(rec.consumers) + len(parents) + 2
-    show = progress and rec.entries >= PROGRESS_LINES and sys.stderr.isatty()
-    with Progress(total, f"writing the documents of {period}", show) as bar, \
-            Writers(folder, ctx, workers, bar) as writers:
+    with ExitStack() as stack:
+        pool = None
+        if workers is None and _entries(conn, period) >= PARALLEL_LINES:
+            workers = _cores()  # started first: the workers load while the period is read
+        if workers is not None and workers > 1:
+            pool = stack.enter_context(worker_pool(workers))
+        current = totals if totals is not None else (
+            period_totals(conn, period) if draft else stored_totals(conn, period))
+        del totals
+        ctx = document_context(conn, period, draft=draft, issued=issued, totals=current)
+        rec = reconcile(conn, period, current)
+        by_service = service_totals(conn, ctx, current)
+        parents = list(rollups(ctx, by_service))
+        consumers = len({line.consumer for line in current})
+        if workers is None and consumers >= PARALLEL_CONSUMERS and _cores() > 1:
+            pool = stack.enter_context(worker_pool(_cores()))
+        total = consumers + len(rec.consumers) + len(parents) + 2
+        show = progress and rec.entries >= PROGRESS_LINES and sys.stderr.isatty()
+        bar = stack.enter_context(Progress(total, f"writing the documents of {period}", show))
+        writers = stack.enter_context(Writers(folder, ctx, pool, bar))
         writers.rollups(parents)  # first: the workers start on them while the rest is read
         review = review or variance.review(conn, period, current)
         matrix = matrix_of(current)
@@ -96,7 +101,13 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
                 pass
         bar.add(2)
         write_variance(conn, period, folder, draft=draft, issued=issued, review=review)
+        writers.finish()
     return write_manifest(conn, period, folder, draft=draft, reconciliation=rec)
+
+
+def _entries(conn: Connection, period: str) -> int:
+    """The period's entries, counted on their index: whether it is big enough for workers."""
+    return conn.execute(select(func.count()).select_from(Entry).where(Entry.period == period)).scalar() or 0
 
 
 def _cores() -> int:
@@ -123,7 +134,8 @@ def write_batch(folder: Path, ctx: DocumentContext, batch: list[Bill],
     return written + len(parents)
 
 
-_WORKER_CONTEXT: DocumentContext | None = None
+#: The document context a worker was last sent, and its token.
+_WORKER_CONTEXT: tuple[str, DocumentContext] | None = None
 
 
 #: How much lower the workers' CPU priority is than this process's: on two cores, three
@@ -132,30 +144,53 @@ _WORKER_CONTEXT: DocumentContext | None = None
 WORKER_NICENESS = 5
 
 
-def _start_worker(ctx: DocumentContext) -> None:
-    global _WORKER_CONTEXT
-    _WORKER_CONTEXT = ctx
+def _start_worker() -> None:
+    """A worker's start, while this process reads the period: lower priority, and the
+    invoice template compiled."""
     if hasattr(os, "nice"):  # not on Windows
         os.nice(WORKER_NICENESS)
+    template()
 
 
-def _work(folder: Path, batch: bytes, parents: list[Rollup]) -> int:
-    assert _WORKER_CONTEXT is not None
-    return write_batch(folder, _WORKER_CONTEXT, pickle.loads(batch), parents)
+def _ready() -> None:
+    """Nothing: submitted once per worker so that each starts at once (the pool starts
+    them on demand)."""
+
+
+def _work(folder: Path, context: tuple[str, bytes], batch: bytes, parents: list[Rollup]) -> int:
+    global _WORKER_CONTEXT
+    token, pickled = context
+    if _WORKER_CONTEXT is None or _WORKER_CONTEXT[0] != token:
+        _WORKER_CONTEXT = token, pickle.loads(pickled)
+    return write_batch(folder, _WORKER_CONTEXT[1], pickle.loads(batch), parents)
+
+
+@contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """`workers` processes for the documents, started at once. They get plain data, never
+    a database connection: the close writes its documents inside its own transaction,
+    which no other connection can see. On an error, work not yet started is dropped."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker)
+    try:
+        for _ in range(workers):
+            pool.submit(_ready)
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 class Writers:
-    """Writes bills' documents in this process, or in worker processes when `workers` > 1.
+    """Writes bills' documents in this process, or in `pool`'s worker processes."""
 
-    Workers get plain data (never a database connection): the close writes its
-    documents inside its own transaction, which no other connection can see."""
-
-    def __init__(self, folder: Path, ctx: DocumentContext, workers: int, bar: Progress) -> None:
-        self.folder, self.ctx, self.bar = folder, ctx, bar
-        self.pool: ProcessPoolExecutor | None = None
-        if workers > 1:
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_start_worker, initargs=(ctx,))
+    def __init__(self, folder: Path, ctx: DocumentContext, pool: ProcessPoolExecutor | None,
+                 bar: Progress) -> None:
+        self.folder, self.ctx, self.bar, self.pool = folder, ctx, bar, pool
+        # the context goes with every batch, pickled once; a worker unpickles it once
+        self.context = ("", b"") if pool is None else (
+            os.urandom(8).hex(), pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL))
         self.futures: list[Future[int]] = []
         self.batch: list[Bill] = []
         self.batch_lines = 0
@@ -191,7 +226,7 @@ class Writers:
         # pickled now, not when a worker is free: bills waiting for a worker take a
         # quarter of the memory as bytes (200,000 lines: 19 MB)
         payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-        future = self.pool.submit(_work, self.folder, payload, parents)
+        future = self.pool.submit(_work, self.folder, self.context, payload, parents)
         future.add_done_callback(self._done)
         self.futures.append(future)
 
@@ -199,18 +234,16 @@ class Writers:
         if not future.cancelled() and future.exception() is None:
             self.bar.add(future.result())
 
+    def finish(self) -> None:
+        """Wait for every file handed to the workers; a worker's error is raised here."""
+        for future in self.futures:
+            future.result()
+
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        if self.pool is None:
-            return
         if kind is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            return
-        try:
             for future in self.futures:
-                future.result()
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+                future.cancel()
 
 
 def write_variance(conn: Connection, period: str, folder: Path, *, draft: bool,

@@ -91,19 +91,19 @@ def test_many_consumers_are_written_by_workers_even_with_few_lines(
     consumers is written on every core even when its lines are few; the files are the same."""
     url, folder = out
     chosen: list[int] = []
-    start = documents.Writers.__init__
+    start = documents.worker_pool
 
-    def spy(self, folder, ctx, workers, bar):  # type: ignore[no-untyped-def]
+    def spy(workers: int):  # type: ignore[no-untyped-def]
         chosen.append(workers)
-        start(self, folder, ctx, workers, bar)
+        return start(workers)
 
-    monkeypatch.setattr(documents.Writers, "__init__", spy)
+    monkeypatch.setattr(documents, "worker_pool", spy)
     monkeypatch.setattr(documents, "_cores", lambda: 2)
     monkeypatch.setattr(documents, "PARALLEL_LINES", 10**9)
     monkeypatch.setattr(documents, "PARALLEL_CONSUMERS", consumers_for_workers)
     with db.transaction(db.connect(url)) as conn:
         documents.write_documents(conn, "2026-03", tmp_path / "out")
-    assert chosen == [workers]
+    assert chosen == ([workers] if workers > 1 else [])
     assert files_of(tmp_path / "out") == files_of(folder / "2026-03")
 
 
@@ -254,13 +254,10 @@ def test_the_document_workers_yield_the_cpu_to_the_process_feeding_them() -> Non
     """On two cores the main process (reading bills, writing the journal) and two workers
     compete; the workers run at a lower priority so the main process is never the last
     to finish."""
-    import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor
 
     from chargeback import documents
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=documents._start_worker, initargs=(None,)) as pool:
+    with documents.worker_pool(1) as pool:
         worker = pool.submit(os.nice, 0).result()
     assert worker == min(os.nice(0) + documents.WORKER_NICENESS, 19)

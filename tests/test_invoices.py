@@ -150,8 +150,9 @@ def test_text_from_input_is_escaped(out: tuple[str, Path]) -> None:
 
 
 def test_every_text_of_a_line_row_is_escaped() -> None:
-    """The line rows are written with autoescaping off (for speed): each text from input
-    in them (description, reference, unit of measure) must still come out as text."""
+    """The tables of services and lines are written with autoescaping off (for speed):
+    each text from input in them (description, reference, unit of measure, service and
+    provider names) must still come out as text."""
     import datetime as dt
 
     from chargeback.bills import Bill, DocumentContext, Line
@@ -160,8 +161,10 @@ def test_every_text_of_a_line_row_is_escaped() -> None:
 
     hostile = "<script>x</script> & <b>"
     unit = UnitInfo("ART", "Art", "internal", None, None, None, None, None, None, None)
+    provider = UnitInfo("IT", f"IT {hostile}", "internal", None, None, None, None, None, None, None)
     ctx = DocumentContext("Book", "USD", 2, "2026-03", dt.datetime(2026, 4, 1), None, 1, None,
-                          {"ART": unit}, {"S": ServiceInfo("S", "IT", "Svc", f"GB {hostile}", None)})
+                          {"ART": unit, "IT": provider},
+                          {"S": ServiceInfo("S", "IT", f"Svc {hostile}", f"GB {hostile}", None)})
     late = Line(7, dt.date(2026, 3, 1), dt.date(2026, 2, 27), "usage", "IT", "S", "internal",
                 1_500_000, 2_000_000, -300, f"R {hostile}", f"memo {hostile}", None)
     raw = render_invoice(ctx, Bill(unit, [late]))
@@ -176,6 +179,11 @@ def test_every_text_of_a_line_row_is_escaped() -> None:
     row = row[:row.index("</tr>")]
     assert "&lt;script&gt;x&lt;/script&gt; &amp; &lt;b&gt;" in row
     assert row.count("&lt;script&gt;") == 3  # description, reference, unit of measure
+    escaped = "&lt;script&gt;x&lt;/script&gt; &amp; &lt;b&gt;"
+    assert f'<tr class="service" data-service="S"><th colspan="7">Svc {escaped} (S)</th></tr>' in raw
+    assert f"<td>IT {escaped} (IT)</td><td>Svc {escaped} (S)</td>" in raw  # the summary's row
+    assert f"<caption>IT {escaped} (IT)</caption>" in raw
+    assert f"Subtotal IT {escaped} (IT)</th>" in raw
 
 
 def test_report_keeps_the_invoice_number_and_issue_date(out: tuple[str, Path], tmp_path: Path) -> None:

@@ -286,8 +286,9 @@ def write_manifest(conn: Connection, period: str, folder: Path, *, draft: bool =
 
 
 def _sha256_of(path: Path) -> tuple[str, int]:
-    content = path.read_bytes()
-    return hashlib.sha256(content).hexdigest(), len(content)
+    """sha256 and size of a file, read a piece at a time (journal.csv can be 250 MB)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest(), os.fstat(handle.fileno()).st_size
 
 
 @contextmanager

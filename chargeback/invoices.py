@@ -23,6 +23,7 @@ from markupsafe import Markup, escape
 
 from chargeback.bills import Bill, DocumentContext, Line
 from chargeback.bundled import bundled
+from chargeback.money import format_grouped
 from chargeback.safe import file_in
 
 TEMPLATE = "invoice.html.j2"
@@ -50,7 +51,7 @@ def due_date(terms: str | None, issued: dt.date) -> dt.date | None:
 
 
 def money(ctx: DocumentContext, minor: int) -> str:
-    return f"{ctx.amount(minor):,.{ctx.digits}f}"
+    return format_grouped(minor, ctx.digits)
 
 
 def plain(value: Decimal | None, places: int = 0) -> str:

@@ -66,6 +66,14 @@ def format_amount(minor: int, digits: int) -> str:
     return f"{'-' if minor < 0 else ''}{whole}.{part:0{digits}d}"
 
 
+def format_grouped(minor: int, digits: int) -> str:
+    """`format_amount` with thousands separators, as invoices show amounts: `-1,230.00`."""
+    if not digits:
+        return f"{minor:,}"
+    whole, part = divmod(abs(minor), 10**digits)
+    return f"{'-' if minor < 0 else ''}{whole:,}.{part:0{digits}d}"
+
+
 def format_percent(share: Decimal | None) -> str:
     """A share as a percentage with one decimal: `0.2512` as `25.1%`; blank for None."""
     return "" if share is None else f"{quantize(share * 100, 1)}%"

@@ -90,7 +90,11 @@ def _service_rows(wb: Workbook, first: int, rows: list[ServiceTotal],
     of services (2,000 statements of a big period: half a million rows), too many cells
     for XlsxWriter's per-cell calls (see `workbooks`), each row built in one piece."""
     ctx = wb.ctx
-    amount = ctx.amount
+    digits = ctx.digits
+
+    def amount(minor: int) -> str:
+        return format_amount(minor, digits)
+
     money = wb.formats.money._get_xf_index()  # noqa: SLF001
     quantity = wb.formats.quantity._get_xf_index()  # noqa: SLF001
     col = [xl_col_to_name(c) for c in range(now + 4)]

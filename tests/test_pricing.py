@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chargeback.money import format_amount, from_minor, minor_of_product, parse_decimal, price, quantize, to_micro, to_minor
+from chargeback.money import format_amount, format_grouped, from_minor, minor_of_product, parse_decimal, price, quantize, to_micro, to_minor
 from chargeback.pricing import RateRow, RateTable, overlapping
 from chargeback.pricing import price as price_line
 
@@ -134,5 +134,7 @@ def test_integer_pricing_ties_go_away_from_zero(quantity: int, rate_micro: int) 
 
 @given(st.integers(min_value=-(10**15), max_value=10**15), st.integers(min_value=0, max_value=3))
 def test_an_amount_is_written_as_its_decimal_with_the_currency_digits(minor: int, digits: int) -> None:
-    """`format_amount` works in integers; the text is the exact Decimal's."""
-    assert format_amount(minor, digits) == f"{from_minor(minor, digits):.{digits}f}"
+    """`format_amount` and `format_grouped` work in integers; the text is the exact
+    Decimal's (as a workbook cell's value takes it, and with thousands separators)."""
+    assert format_amount(minor, digits) == f"{from_minor(minor, digits):.{digits}f}" == str(from_minor(minor, digits))
+    assert format_grouped(minor, digits) == f"{from_minor(minor, digits):,.{digits}f}"

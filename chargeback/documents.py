@@ -31,6 +31,7 @@ from sqlalchemy import Connection, func, select
 
 from chargeback import variance
 from chargeback.bills import Bill, DocumentContext, bills, document_context, service_totals
+from chargeback.db import collector_paused
 from chargeback.export import CsvJournal, journal_chunks
 from chargeback.invoices import template, write_invoice
 from chargeback.progress import Progress
@@ -51,6 +52,7 @@ PROGRESS_LINES = 20_000
 BATCH_LINES = 5_000
 
 
+@collector_paused()
 def write_documents(conn: Connection, period: str, folder: Path, *, progress: bool = False,
                     workers: int | None = None, draft: bool = False,
                     issued: dt.datetime | None = None,
@@ -157,6 +159,7 @@ def _ready() -> None:
     them on demand)."""
 
 
+@collector_paused()
 def _work(folder: Path, context: tuple[str, bytes], batch: bytes, parents: list[Rollup]) -> int:
     global _WORKER_CONTEXT
     token, pickled = context

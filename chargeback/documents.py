@@ -23,7 +23,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
 
@@ -52,7 +52,6 @@ PROGRESS_LINES = 20_000
 BATCH_LINES = 5_000
 
 
-@collector_paused()
 def write_documents(conn: Connection, period: str, folder: Path, *, progress: bool = False,
                     workers: int | None = None, draft: bool = False,
                     issued: dt.datetime | None = None,
@@ -91,10 +90,14 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
         review = review or variance.review(conn, period, current)
         matrix = matrix_of(current)
         del current  # half a million totals at a million lines: not kept while the files are written
-        for bill in bills(conn, ctx, by_service):
-            writers.bill(bill)
+        # The cycle collector is paused while millions of plain tuples and strings are
+        # made (they hold no cycles); each bill's files are written with it paused too,
+        # and it runs between bills, where a workbook's own cycles are left.
+        with collector_paused() if pool is not None else nullcontext():
+            for bill in bills(conn, ctx, by_service):
+                writers.bill(bill)
         writers.flush()
-        with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
+        with collector_paused(), open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
             journal = CsvJournal(handle, period, ctx.digits)
             entries = journal.passing(journal_chunks(conn, period))
             write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx", matrix,
@@ -119,6 +122,7 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+@collector_paused()
 def write_bill(folder: Path, ctx: DocumentContext, bill: Bill) -> int:
     """A consumer's invoice and, for an internal unit, its statement."""
     write_invoice(folder, ctx, bill)
@@ -132,7 +136,8 @@ def write_batch(folder: Path, ctx: DocumentContext, batch: list[Bill],
                 parents: list[Rollup]) -> int:
     written = sum(write_bill(folder, ctx, bill) for bill in batch)
     for rollup in parents:
-        write_rollup(folder, ctx, rollup)
+        with collector_paused():
+            write_rollup(folder, ctx, rollup)
     return written + len(parents)
 
 
@@ -159,7 +164,6 @@ def _ready() -> None:
     them on demand)."""
 
 
-@collector_paused()
 def _work(folder: Path, context: tuple[str, bytes], batch: bytes, parents: list[Rollup]) -> int:
     global _WORKER_CONTEXT
     token, pickled = context

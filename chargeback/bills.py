@@ -171,7 +171,9 @@ class ServiceTotal:
 
 
 #: consumer -> (provider, service) -> totals, internal charges only
-Totals = dict[str, dict[tuple[str, str], ServiceTotal]]
+#: A consumer's (or a subtree's) totals by (provider, service).
+ByService = dict[tuple[str, str], ServiceTotal]
+Totals = dict[str, ByService]
 
 
 @dataclass
@@ -245,7 +247,7 @@ def service_totals(conn: Connection, ctx: DocumentContext,
     return totals
 
 
-def sorted_totals(by_service: dict[tuple[str, str], ServiceTotal]) -> list[ServiceTotal]:
+def sorted_totals(by_service: ByService) -> list[ServiceTotal]:
     return [by_service[key] for key in sorted(by_service)]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from xlsxwriter.utility import xl_col_to_name
 from xlsxwriter.worksheet import Worksheet
 
-from chargeback.bills import Bill, DocumentContext, ServiceTotal, Totals, sorted_totals
+from chargeback.bills import Bill, ByService, DocumentContext, ServiceTotal, Totals, sorted_totals
 from chargeback.money import format_amount, format_percent, from_micro
 from chargeback.reference import UnitInfo
 from chargeback.safe import file_in, neutralize
@@ -332,9 +332,6 @@ def _detail(wb: Workbook, bill: Bill) -> None:
 # roll-ups --------------------------------------------------------------------------
 
 
-ByService = dict[tuple[str, str], ServiceTotal]
-
-
 @dataclass
 class Rollup:
     """A parent unit with its internal subtree, summed for its statement: (unit, depth)
@@ -367,16 +364,10 @@ def rollups(ctx: DocumentContext, totals: Totals) -> Iterator[Rollup]:
             own = totals.get(code, {})
             if code not in children:
                 return own
-            found = {key: ServiceTotal(*key) for key in own}
-            for key, total in own.items():
-                found[key].add(total)
-            for child in children[code]:
-                for key, total in subtree_of(child).items():
-                    merged = found.get(key)
-                    if merged is None:
-                        merged = found[key] = ServiceTotal(*key)
-                    merged.add(total)
-            summed[code] = found
+            found = summed[code] = {}
+            for part in (own, *(subtree_of(child) for child in children[code])):
+                for key, total in part.items():
+                    found.setdefault(key, ServiceTotal(*key)).add(total)
         return found
 
     for code in sorted(children):

@@ -89,7 +89,7 @@ class ServiceGroup(NamedTuple):
     label: Markup
     unit_of_measure: Markup
     lines: list[Shown]
-    count: str  # of lines
+    count: int  # of lines
     total: str  # the sum of the lines' amounts, as the invoice shows it
 
 
@@ -103,21 +103,14 @@ class ProviderGroup(NamedTuple):
 
 
 _SPECIAL = re.compile("[&<>\"']")
-_HTML: dict[str, Markup] = {}
-#: Distinct texts remembered at a time (codes, labels and memos repeat across invoices;
-#: references mostly do not and are escaped without being remembered).
-HTML_MEMORY = 100_000
 
 
+@lru_cache(maxsize=100_000)
 def html(text: str) -> Markup:
-    """`text` HTML-escaped, worked out once per distinct text (a Markup: the template's
-    autoescaping, where it is on, leaves it as it is)."""
-    found = _HTML.get(text)
-    if found is None:
-        if len(_HTML) >= HTML_MEMORY:
-            _HTML.clear()
-        found = _HTML[text] = escape(text)
-    return found
+    """`text` HTML-escaped, worked out once per distinct text: codes, labels and memos
+    repeat across invoices (references mostly do not: `html_once`). A Markup, which the
+    template's autoescaping, where it is on, leaves as it is."""
+    return escape(text)
 
 
 def html_once(text: str) -> str:
@@ -157,7 +150,7 @@ def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
             provider_total += total
             services.append(ServiceGroup(html(service), html(ctx.service_label(service)),
                                          html(ctx.unit_of_measure(service)), [shown(line) for line in items],
-                                         str(len(items)), money(ctx, total)))
+                                         len(items), money(ctx, total)))
         groups.append(ProviderGroup(html(provider), html(ctx.unit_label(provider)), services,
                                     money(ctx, provider_total)))
     return groups

@@ -4,13 +4,11 @@ repeat, and the database itself enforces what it can."""
 from pathlib import Path
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from chargeback import api, db
-from chargeback.schema import Base
+from conftest import model_differences
 
 
 def test_migrations_build_exactly_the_models(db_url: str) -> None:
@@ -18,8 +16,7 @@ def test_migrations_build_exactly_the_models(db_url: str) -> None:
     api.init(db_url)
     engine = db.connect(db_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-        assert diff == []
+        assert model_differences(conn) == []
         assert db.schema_is_current(conn)
     engine.dispose()
 
@@ -40,4 +37,102 @@ def test_the_database_enforces_uniqueness_and_states(loaded: str, tmp_path: Path
         with pytest.raises(IntegrityError):
             with engine.begin() as conn:
                 conn.execute(text(statement))
+    engine.dispose()
+
+
+def _closed(url: str, tmp_path: Path) -> None:
+    from conftest import usage_file
+    api.import_file(url, usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "2", "T-1", ""],
+                                                        ["2026-03-03", "HELP", "ART", "1", "T-2", ""]]), "2026-03")
+    api.close(url, "2026-03", tmp_path / "out", documents=False)
+
+
+def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: str, tmp_path: Path) -> None:
+    """Every unit, service, period, import and usage line that a usage line or an entry
+    names exists: foreign keys on SQLite, a check of each statement's rows on PostgreSQL
+    (migration 0008). A statement of many rows with one bad is refused whole, under the
+    foreign key's name."""
+    _closed(loaded, tmp_path)
+    engine = db.connect(loaded)
+    copy_usage = ("INSERT INTO usage (period, import_id, line, date, service, consumer, quantity_micro, reference) "
+                  "SELECT period, import_id, line, date, service, {consumer}, quantity_micro, reference || '-copy' "
+                  "FROM usage")
+    columns = ("period, posted_at, date, service_date, kind, usage_id, source, service, provider, consumer, "
+               "customer_class, quantity_micro, rate_micro, amount_minor, debit_account, credit_account, "
+               "prev_hash, hash")
+    copy_entry = (f"INSERT INTO entries (id, {columns}) SELECT id + 100, "
+                  + columns.replace("usage_id", "{usage_id}").replace("service,", "{service},", 1)
+                  + " FROM entries")
+    refused = {
+        "fk_usage_consumer_units": copy_usage.format(consumer="CASE WHEN line = 2 THEN 'NOBODY' ELSE consumer END"),
+        "fk_usage_import_id_imports": "UPDATE usage SET import_id = import_id + 99",
+        "fk_usage_period_periods": "UPDATE usage SET period = '2031-01'",
+        "fk_entries_usage_id_usage": copy_entry.format(usage_id="usage_id + 1000", service="service"),
+        "fk_entries_service_services": copy_entry.format(usage_id="NULL", service="'NOSUCH'"),
+        "fk_entries_consumer_units": "UPDATE entries SET consumer = 'NOBODY' WHERE id = (SELECT max(id) FROM entries)",
+    }
+    for name, statement in refused.items():
+        with pytest.raises(IntegrityError) as caught:
+            with engine.begin() as conn:
+                conn.execute(text(statement))
+        if engine.dialect.name == "postgresql":
+            assert caught.value.orig.diag.constraint_name == name  # type: ignore[union-attr]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM usage")).scalar() == 2
+        assert conn.execute(text("SELECT count(*) FROM usage WHERE consumer = 'ART'")).scalar() == 2
+        entries = conn.execute(text("SELECT count(*) FROM entries")).scalar()
+    with engine.begin() as conn:  # the same statements naming what exists go through
+        conn.execute(text(copy_usage.format(consumer="consumer")))
+        conn.execute(text("UPDATE usage SET consumer = consumer"))
+        assert conn.execute(text("SELECT count(*) FROM usage")).scalar() == 4
+        conn.rollback()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM entries")).scalar() == entries
+    engine.dispose()
+
+
+def test_the_database_refuses_removing_what_a_usage_line_or_entry_names(loaded: str, tmp_path: Path) -> None:
+    """A unit, service, period or usage line named by a usage line or an entry cannot be
+    deleted or have its key changed; one named by nothing can."""
+    _closed(loaded, tmp_path)
+    engine = db.connect(loaded)
+    for statement in ["DELETE FROM usage WHERE reference = 'T-1'",
+                      "DELETE FROM units WHERE code = 'ART'",
+                      "UPDATE services SET code = 'HELP2' WHERE code = 'HELP'",
+                      "UPDATE periods SET period = '2031-03' WHERE period = '2026-03'",
+                      "DELETE FROM imports"]:
+        with pytest.raises(IntegrityError):
+            with engine.begin() as conn:
+                conn.execute(text(statement))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE units SET name = 'Art and Design' WHERE code = 'ART'"))
+        conn.execute(text("INSERT INTO periods (period, status) VALUES ('2031-01', 'open')"))
+        assert conn.execute(text("DELETE FROM periods WHERE period = '2031-01'")).rowcount == 1
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM units WHERE code = 'ART'")).scalar() == "Art and Design"
+        assert conn.execute(text("SELECT count(*) FROM usage")).scalar() == 2
+    engine.dispose()
+
+
+def test_a_unit_named_by_an_uncommitted_usage_line_cannot_be_deleted_meanwhile(pg_url: str,
+                                                                                mini_book: Path) -> None:
+    """PostgreSQL: the statement's check locks the rows it names for key share, as a foreign
+    key does, so deleting one waits for the import to end (here: times out) instead of
+    leaving its lines naming nothing."""
+    api.load(pg_url, mini_book)
+    engine = db.connect(pg_url)
+    with engine.connect() as importing, engine.connect() as deleting:
+        importing.execute(text("INSERT INTO periods (period, status) VALUES ('2026-03', 'open')"))
+        importing.execute(text("INSERT INTO imports (period, file_name, sha256, at, lines_read, imported, duplicates) "
+                               "VALUES ('2026-03', 'u.csv', '', now(), 1, 1, 0)"))
+        importing.execute(text("INSERT INTO usage (period, import_id, line, date, service, consumer, "
+                               "quantity_micro, reference) SELECT '2026-03', max(id), 1, '2026-03-02', "
+                               "'HELP', 'ART', 1000000, 'T-1' FROM imports"))
+        deleting.execute(text("SET lock_timeout = '300ms'"))
+        with pytest.raises(OperationalError, match="lock timeout"):
+            deleting.execute(text("DELETE FROM units WHERE code = 'ART'"))
+        deleting.rollback()
+        importing.commit()
+        with pytest.raises(IntegrityError):
+            deleting.execute(text("DELETE FROM units WHERE code = 'ART'"))
     engine.dispose()

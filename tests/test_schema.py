@@ -4,7 +4,7 @@ repeat, and the database itself enforces what it can."""
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import BigInteger, Date, DateTime, Integer, String, Text, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from chargeback import api, db
@@ -135,4 +135,31 @@ def test_a_unit_named_by_an_uncommitted_usage_line_cannot_be_deleted_meanwhile(p
         importing.commit()
         with pytest.raises(IntegrityError):
             deleting.execute(text("DELETE FROM units WHERE code = 'ART'"))
+    engine.dispose()
+
+
+def test_bulk_insert_stores_every_kind_of_value_as_given(db_url: str) -> None:
+    """PostgreSQL's COPY goes in binary form where every column has one (`db.copy_types`),
+    in text form otherwise; either way, and on SQLite, the values read back as given."""
+    import datetime as dt
+
+    from sqlalchemy import Column, MetaData, Numeric, Table, select
+
+    kinds = Table("kinds", MetaData(), Column("n", Integer), Column("big", BigInteger), Column("code", String(8)),
+                  Column("memo", Text), Column("day", Date), Column("at", DateTime))
+    decimal = Table("decimals", MetaData(), Column("n", Integer), Column("amount", Numeric(12, 2)))
+    assert db.copy_types(kinds, ("n", "big", "code", "memo", "day", "at")) == ["int4", "int8", "text", "text",
+                                                                                "date", "timestamp"]
+    assert db.copy_types(decimal, ("n", "amount")) is None
+    rows = [(1, 2**62, "ART", "Café, \"quoted\"\ttab\nline", dt.date(2026, 3, 31), dt.datetime(2026, 4, 1, 9, 30, 5)),
+            (2, -(2**62), "X", None, None, None)]
+    engine = db.connect(db_url)
+    with engine.begin() as conn:
+        kinds.create(conn)
+        decimal.create(conn)
+        assert db.bulk_insert(conn, kinds, ("n", "big", "code", "memo", "day", "at"), rows) == 2
+        assert db.bulk_insert(conn, decimal, ("n", "amount"), [(1, "12.50")]) == 1
+    with engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(select(kinds).order_by(kinds.c.n))] == rows
+        assert str(conn.execute(select(decimal.c.amount)).scalar()) == "12.50"
     engine.dispose()

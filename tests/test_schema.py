@@ -93,14 +93,17 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
 
 def test_the_database_refuses_removing_what_a_usage_line_or_entry_names(loaded: str, tmp_path: Path) -> None:
     """A unit, service, period or usage line named by a usage line or an entry cannot be
-    deleted or have its key changed; one named by nothing can."""
+    deleted or have its key changed, nor its table emptied; one named by nothing can."""
     _closed(loaded, tmp_path)
     engine = db.connect(loaded)
-    for statement in ["DELETE FROM usage WHERE reference = 'T-1'",
-                      "DELETE FROM units WHERE code = 'ART'",
-                      "UPDATE services SET code = 'HELP2' WHERE code = 'HELP'",
-                      "UPDATE periods SET period = '2031-03' WHERE period = '2026-03'",
-                      "DELETE FROM imports"]:
+    statements = ["DELETE FROM usage WHERE reference = 'T-1'",
+                  "DELETE FROM units WHERE code = 'ART'",
+                  "UPDATE services SET code = 'HELP2' WHERE code = 'HELP'",
+                  "UPDATE periods SET period = '2031-03' WHERE period = '2026-03'",
+                  "DELETE FROM imports"]
+    if engine.dialect.name == "postgresql":  # SQLite has no TRUNCATE
+        statements += ["TRUNCATE usage", "TRUNCATE imports", "TRUNCATE units CASCADE"]
+    for statement in statements:
         with pytest.raises(IntegrityError):
             with engine.begin() as conn:
                 conn.execute(text(statement))

@@ -9,7 +9,8 @@ usage lines 9.0 s, the entries 14.8 s), and lock the rows they name exactly as a
 foreign key does (`FOR KEY SHARE`), so a unit, service, period, import or usage line named
 by a new row cannot be deleted before it commits. On the other side, deleting a row that
 a usage line or an entry names, or changing its key, is refused, as the foreign key's
-`NO ACTION` did. The error is PostgreSQL's own `foreign_key_violation` (SQLSTATE 23503)
+`NO ACTION` did, and so is emptying its table with TRUNCATE while usage lines or entries
+are there. The error is PostgreSQL's own `foreign_key_violation` (SQLSTATE 23503)
 under the foreign key's name, so callers see what they saw before.
 
 SQLite keeps its foreign keys: it checks them at no measurable cost (a million-line close
@@ -98,6 +99,17 @@ def _still_named(referred: str, action: str) -> str:
             "DECLARE named text;\nBEGIN\n  " + "\n  ".join(body) + "\n  RETURN NULL;\nEND $$")
 
 
+def _not_truncated(referred: str) -> str:
+    """The function run before TRUNCATE of `referred`: refused while a usage line or an
+    entry may name it (a foreign key made PostgreSQL refuse it outright)."""
+    tables = sorted({table for table, _, r, _, _ in REFERENCES if r == referred})
+    checks = " OR ".join(f"EXISTS (SELECT 1 FROM {table})" for table in tables)
+    return (f"CREATE FUNCTION {referred}_not_truncated() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n  IF {checks} THEN\n    RAISE EXCEPTION 'cannot truncate table \"{referred}\" while rows of "
+            f"{' or '.join(tables)} may name it' USING ERRCODE = 'foreign_key_violation', "
+            f"TABLE = '{referred}';\n  END IF;\n  RETURN NULL;\nEND $$")
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
@@ -116,12 +128,17 @@ def upgrade() -> None:
             op.execute(f"CREATE TRIGGER {referred}_still_named_on_{action} AFTER {action.upper()} ON {referred} "
                        f"REFERENCING {tables} FOR EACH STATEMENT "
                        f"EXECUTE FUNCTION {referred}_still_named_on_{action}()")
+        op.execute(_not_truncated(referred))
+        op.execute(f"CREATE TRIGGER {referred}_not_truncated BEFORE TRUNCATE ON {referred} "
+                   f"FOR EACH STATEMENT EXECUTE FUNCTION {referred}_not_truncated()")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     for referred in REFERRED:
+        op.execute(f"DROP TRIGGER {referred}_not_truncated ON {referred}")
+        op.execute(f"DROP FUNCTION {referred}_not_truncated()")
         for action in ("delete", "update"):
             op.execute(f"DROP TRIGGER {referred}_still_named_on_{action} ON {referred}")
             op.execute(f"DROP FUNCTION {referred}_still_named_on_{action}()")

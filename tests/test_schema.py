@@ -4,10 +4,11 @@ repeat, and the database itself enforces what it can."""
 from pathlib import Path
 
 import pytest
-from sqlalchemy import BigInteger, Date, DateTime, Integer, String, Text, text
+from sqlalchemy import BigInteger, Date, DateTime, Integer, String, Text, inspect, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from chargeback import api, db
+from chargeback.schema import STATEMENT_CHECKED
 from conftest import model_differences
 
 
@@ -70,7 +71,14 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
         "fk_entries_usage_id_usage": copy_entry.format(usage_id="usage_id + 1000", service="service"),
         "fk_entries_service_services": copy_entry.format(usage_id="NULL", service="'NOSUCH'"),
         "fk_entries_consumer_units": "UPDATE entries SET consumer = 'NOBODY' WHERE id = (SELECT max(id) FROM entries)",
+        "fk_usage_service_services": "UPDATE usage SET service = 'NOSUCH' WHERE line = 2",
+        "fk_entries_period_periods": "UPDATE entries SET period = '2031-01'",
+        "fk_entries_provider_units": "UPDATE entries SET provider = 'NOBODY'",
     }
+    assert set(refused) == STATEMENT_CHECKED
+    with engine.connect() as conn:  # PostgreSQL: triggers in place of these foreign keys; SQLite: the keys
+        found = {fk["name"] for table in ("usage", "entries") for fk in inspect(conn).get_foreign_keys(table)}
+    assert (found & STATEMENT_CHECKED) == (set() if engine.dialect.name == "postgresql" else STATEMENT_CHECKED)
     for name, statement in refused.items():
         with pytest.raises(IntegrityError) as caught:
             with engine.begin() as conn:
@@ -151,8 +159,8 @@ def test_bulk_insert_stores_every_kind_of_value_as_given(db_url: str) -> None:
     kinds = Table("kinds", MetaData(), Column("n", Integer), Column("big", BigInteger), Column("code", String(8)),
                   Column("memo", Text), Column("day", Date), Column("at", DateTime))
     decimal = Table("decimals", MetaData(), Column("n", Integer), Column("amount", Numeric(12, 2)))
-    assert db.copy_types(kinds, ("n", "big", "code", "memo", "day", "at")) == ["int4", "int8", "text", "text",
-                                                                                "date", "timestamp"]
+    assert db.copy_types(kinds, ("n", "big", "code", "memo", "day", "at")) == ("int4", "int8", "text", "text",
+                                                                                "date", "timestamp")
     assert db.copy_types(decimal, ("n", "amount")) is None
     rows = [(1, 2**62, "ART", "Café, \"quoted\"\ttab\nline", dt.date(2026, 3, 31), dt.datetime(2026, 4, 1, 9, 30, 5)),
             (2, -(2**62), "X", None, None, None)]

@@ -19,10 +19,18 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from chargeback import journal
 from chargeback.charges import allocation_charges, period_charges, unposted_usage_count
+from chargeback.db import collector_paused
 from chargeback.errors import Refused
 from chargeback.fields import PERIOD_PATTERN
 from chargeback.progress import on_terminal, phase
-from chargeback.reconciliation import PeriodTotal, Reconciliation, period_totals, reconcile, store_totals
+from chargeback.reconciliation import (
+    PeriodTotal,
+    Reconciliation,
+    Tally,
+    period_totals,
+    reconcile,
+    store_totals,
+)
 from chargeback.reference import load_reference
 from chargeback.schema import Adjustment, Cost, Entry, Period, PeriodEvent, Usage
 
@@ -78,6 +86,11 @@ def _earlier_open_with_activity(conn: Connection, period: str) -> list[str]:
     ).scalars())
 
 
+def _has_entries(conn: Connection, period: str) -> bool:
+    """Whether anything of `period` is posted already (a re-close after a reopen)."""
+    return conn.execute(select(Entry.id).where(Entry.period == period).limit(1)).first() is not None
+
+
 @dataclass
 class CloseResult:
     """What a close posted, and the reconciliation it checked (and, from `api.close`,
@@ -95,6 +108,7 @@ class CloseResult:
     totals: list[PeriodTotal] = field(default_factory=list, repr=False)
 
 
+@collector_paused()
 def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool = False) -> CloseResult:
     """Price and post everything pending in `period`, then its allocations (which may
     depend on what was just posted), check net zero, and lock it. `progress` allows a
@@ -110,11 +124,14 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
     ref = load_reference(conn)
     now = now.replace(microsecond=0)
     total = unposted_usage_count(conn, period) if on_terminal(progress) else 0
+    first_close = not _has_entries(conn, period)
+    tally = Tally()
     with phase(f"pricing and posting {period}", total, progress) as bar:
-        charged = journal.post(conn, period_charges(conn, ref, period), now, on_batch=bar.add)
-    allocated = journal.post(conn, allocation_charges(conn, ref, period), now)
+        charged = journal.post(conn, tally.counting(period_charges(conn, ref, period)), now,
+                               on_batch=bar.add)
+    allocated = journal.post(conn, tally.counting(allocation_charges(conn, ref, period)), now)
     posted_count = charged.count + allocated.count
-    totals = period_totals(conn, period)
+    totals = tally.totals() if first_close else period_totals(conn, period)
     result = reconcile(conn, period, totals)
     if not result.balanced:
         raise Refused(

@@ -5,6 +5,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 from sqlalchemy import create_engine, func, select
 
 from chargeback import api, documents
@@ -232,3 +233,61 @@ def test_each_close_stores_its_totals_and_a_close_after_a_reopen_replaces_them(l
         ("ART", 2, sum(a for _, c, _, a, _, _ in entries(loaded, "2026-03") if c == "ART"))]
     assert api.verify(loaded).ok
     engine.dispose()
+
+
+def test_a_first_close_sums_its_totals_as_it_posts_and_they_equal_the_entries_grouped(
+        db_url: str, tmp_path: Path) -> None:
+    """A first close sums the period's totals from the drafts it posts (`Tally`) instead of
+    grouping the entries it has just written: on the demo book's months (usage, recurring
+    fees, an adjustment, allocations, external customers) the totals stored at each close
+    are exactly the entries grouped, key by key and in the same order."""
+    from chargeback import db
+    from chargeback.reconciliation import period_totals, stored_totals
+
+    api.run(db_url, api.demo_book(), tmp_path / "out", through="2026-08")
+    api.adjust(db_url, "2026-09", "IT-HELPDESK", "CHEM", "-12.50", "Goodwill credit")
+    api.run(db_url, api.demo_book(), tmp_path / "out")
+    engine = db.connect(db_url)
+    with engine.connect() as conn:
+        periods = conn.execute(select(Entry.period).distinct().order_by(Entry.period)).scalars().all()
+        assert len(periods) >= 3
+        kinds = set()
+        for period in periods:
+            stored = stored_totals(conn, period)
+            assert stored == period_totals(conn, period)
+            kinds |= {t.kind for t in stored}
+    engine.dispose()
+    assert kinds == {"usage", "recurring", "adjustment", "allocation"}
+    assert api.verify(db_url).ok
+
+
+_CODE = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,5}\Z")
+
+
+@given(st.lists(st.tuples(_CODE, st.sampled_from(["internal", "external"]), _CODE, _CODE,
+                          st.sampled_from(["usage", "recurring", "adjustment", "allocation"]),
+                          _CODE, _CODE), min_size=1, max_size=40),
+       st.lists(st.integers(-10**9, 10**9), min_size=80, max_size=80))
+def test_a_tally_sums_and_orders_as_the_database_groups(keys: list[tuple[str, ...]], numbers: list[int]) -> None:
+    """Each key summed apart, in the tuples' order (the database's bytewise order of the
+    seven columns), whatever the codes: `A` before `A-B` before `A.B` before `AB`."""
+    import datetime as dt
+
+    from chargeback.journal import Draft
+    from chargeback.reconciliation import PeriodTotal, Tally
+
+    day = dt.date(2026, 3, 1)
+    drafts = [Draft("2026-03", day, day, kind, None, None, service, provider, consumer, kind_of,
+                    numbers[2 * i], None, numbers[2 * i + 1], debit, credit, None, None, None, None, None)
+              for i, (consumer, kind_of, provider, service, kind, debit, credit) in enumerate(keys * 2)
+              if i < 40]
+    tally = Tally()
+    assert list(tally.counting(drafts)) == drafts
+    expected: dict[tuple[str, ...], list[int]] = {}
+    for d in drafts:
+        sums = expected.setdefault((d.consumer, d.customer_class, d.provider, d.service, d.kind,
+                                    d.debit_account, d.credit_account), [0, 0, 0])
+        sums[0] += 1
+        sums[1] += d.quantity_micro
+        sums[2] += d.amount_minor
+    assert tally.totals() == [PeriodTotal(*key, *expected[key]) for key in sorted(expected)]

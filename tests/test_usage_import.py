@@ -249,3 +249,60 @@ def test_a_new_file_is_imported_straight_with_the_same_figures_as_the_full_check
     keys = ("lines_read", "imported", "duplicates", "late", "credits", "by_provider", "currency")
     assert {k: getattr(straight, k) for k in keys} == {k: getattr(full, k) for k in keys}
     assert (straight.late, straight.credits, straight.imported) == (1, 1, 3)
+
+
+@pytest.fixture
+def read_elsewhere(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every usage file read and checked in a second process, as a big one is; the list
+    names the files that were."""
+    import chargeback.usage
+
+    read: list[str] = []
+    original = chargeback.usage._batches_elsewhere
+
+    def spied(path: Path, name: str):  # type: ignore[no-untyped-def]
+        read.append(name)
+        return original(path, name)
+
+    monkeypatch.setattr(chargeback.usage, "ELSEWHERE_BYTES", 0)
+    monkeypatch.setattr(chargeback.usage, "_batches_elsewhere", spied)
+    return read
+
+
+def test_a_file_read_in_a_second_process_gives_the_same_problems(
+        loaded: str, tmp_path: Path, read_elsewhere: list[str]) -> None:
+    import multiprocessing
+
+    path = usage_file(tmp_path, "bad.csv", [
+        ["2026-03-02", "HELP", "ART", "1", "OK-1", "fine"],
+        ["2026-03-32", "HELP", "ART", "1", "F-2", ""],
+        ["2026-03-02", "NOPE", "ART", "1", "F-3", ""],
+        ["2026-03-02", "HELP", "ART", "1,5", "F-7", ""],
+    ])
+    assert refused(loaded, path, "2026-03") == [
+        "bad.csv:3: date: '2026-03-32' is not a date: write it as YYYY-MM-DD",
+        "bad.csv:4: service: 'NOPE' is not a service of the book",
+        "bad.csv:5: quantity: quantity '1,5' is not a plain decimal number (digits with '.' as the separator)",
+    ]
+    assert read_elsewhere == ["bad.csv", "bad.csv"]  # the straight import, then the full check
+    assert multiprocessing.active_children() == []
+    assert stored(loaded) == 0
+
+
+def test_a_big_file_read_in_a_second_process_is_imported_to_the_cent(
+        loaded: str, tmp_path: Path, read_elsewhere: list[str]) -> None:
+    """Three batches of the second process (10,000 rows each), a late line and a credit
+    among them: the same summary as read here, every line stored once."""
+    rows = [["2026-03-02" if n % 7 else "2026-02-27", "HELP", "MATH" if n % 3 else "EXT-1",
+             "-0.5" if n % 1000 == 0 else "1.25", f"B-{n}", f"line {n}"] for n in range(1, 25_001)]
+    elsewhere = api.import_file(loaded, usage_file(tmp_path, "big.csv", rows), "2026-03")
+    assert read_elsewhere == ["big.csv"]
+    assert (elsewhere.lines_read, elsewhere.imported, elsewhere.late, elsewhere.credits) == (25_000, 25_000, 3571, 25)
+    # HELP: 60.00 internal, 90.00 external a unit; 1.25 x 60 = 75.00 and 1.25 x 90 = 112.50 a line
+    internal = [r for n, r in enumerate(rows, 1) if n % 3]
+    external = [r for n, r in enumerate(rows, 1) if not n % 3]
+    expected = sum(D(r[3]) * 60 for r in internal) + sum(D(r[3]) * 90 for r in external)
+    assert elsewhere.by_provider == {"IT": expected}
+    assert stored(loaded) == 25_000
+    again = api.import_file(loaded, usage_file(tmp_path, "again.csv", rows[:10]), "2026-03")
+    assert (again.imported, again.duplicates) == (0, 10)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -95,66 +95,107 @@ class Posted:
     last_hash: str
 
 
-@collector_paused()
-def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
-         batch: int = 50_000, on_batch: Callable[[int], None] | None = None) -> Posted:
-    """Append drafts to the journal, in order, under the journal head's lock.
+class Prepared(NamedTuple):
+    """A batch of drafts made ready to chain: everything of each entry but its place in
+    the chain, so the work can be done ahead of the chain (in another process, even)."""
 
-    Drafts are chained a batch at a time, and each batch is inserted on a second thread
-    while the next is chained (`Overlapped`). The drafts may read the database lazily as
-    they go (the usage still to price, a chunk at a time): those reads only touch rows
-    that no batch in flight writes."""
-    posted_at = posted_at.replace(microsecond=0)
-    head_row = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)
-                            .where(JournalHead.id == 1).with_for_update()).one()
-    last_id, last_hash = head_row.last_entry, head_row.last_hash
-    first_id, count = last_id + 1, 0
-    rows: list[Sequence[object]] = []
-    tiers: list[tuple[int, int, int, int, int]] = []
+    #: Each entry's stored values but the last two (prev_hash, hash); the first (its id)
+    #: is None until the entry is chained.
+    rows: list[list[object]]
+    #: Each entry's hashed JSON between its id and its prev_hash: `[ID,TAIL,"PREV"]` is
+    #: the JSON `hashed_json` writes of the entry's values.
+    tails: list[bytes]
+    #: (row, pieces) of the batch's tiered charges.
+    pieces: list[tuple[int, tuple[TierPiece, ...]]]
+
+
+def prepared(drafts: Iterable[Draft], posted_at: dt.datetime, stored_at: object, stored: bool,
+             batch: int = 50_000) -> Iterator[Prepared]:
+    """`drafts` ready to chain, `batch` at a time; refuses a charge the journal cannot
+    hold (an amount out of range, a NUL character in its text). `stored`: rows as SQLite
+    stores them (dates as the ISO text they are hashed with, the timestamp as
+    `stored_at`); otherwise as PostgreSQL's COPY takes them."""
     # The hash is taken over the JSON of the values with dates as ISO text: the same
     # bytes `entry_hash` produces from the stored row.
     stamp = posted_at.isoformat()
     iso: dict[dt.date, str] = {}
-    sha256, encode = hashlib.sha256, hashed_json
-    # On SQLite a row goes in with its dates as the ISO text it was hashed with
-    # (`_insert_stored`); PostgreSQL's COPY takes the values themselves.
+    encode = hashed_json
+    rows: list[list[object]] = []
+    tails: list[bytes] = []
+    pieces: list[tuple[int, tuple[TierPiece, ...]]] = []
+    for draft in drafts:
+        if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
+            raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
+                          f"its amount ({draft.amount_minor} minor units) is too large to post; "
+                          "check its quantity and rate (a charge must stay below 10^12)")
+        day, service_day = draft[1], draft[2]
+        day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
+        service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
+        values = [None, stamp, draft[0], day_text, service_text, *draft[3:-1]]
+        text = encode(values)
+        if b"\\u0000" in text and any(isinstance(v, str) and "\x00" in v for v in draft):
+            raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
+                          "its text holds a NUL character, which the journal and its exports cannot "
+                          "carry; remove it from the input")
+        tails.append(text[6:-1])  # between `[null,` and `]`
+        if stored:  # the hashed values are the row, but for the timestamp's stored form
+            values[1] = stored_at
+            rows.append(values)
+        else:
+            rows.append([None, posted_at, *draft[:-1]])
+        if draft.pieces:
+            pieces.append((len(rows) - 1, draft.pieces))
+        if len(rows) >= batch:
+            yield Prepared(rows, tails, pieces)
+            rows, tails, pieces = [], [], []
+    if rows:
+        yield Prepared(rows, tails, pieces)
+
+
+def stored_timestamp(conn: Connection, posted_at: dt.datetime) -> tuple[bool, object]:
+    """Whether rows go in as SQLite stores them, and `posted_at` in that stored form."""
     stored = conn.dialect.name == "sqlite"
-    stored_at = _stored(conn, posted_at)
-    insert = _insert_stored if stored else _insert
+    return stored, _stored(conn, posted_at) if stored else posted_at
+
+
+def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
+         batch: int = 50_000, on_batch: Callable[[int], None] | None = None) -> Posted:
+    """Append drafts to the journal, in order, under the journal head's lock.
+
+    The drafts may read the database lazily as they go (the usage still to price, a
+    chunk at a time): those reads only touch rows that no batch in flight writes."""
+    posted_at = posted_at.replace(microsecond=0)
+    stored, stored_at = stored_timestamp(conn, posted_at)
+    return chain(conn, prepared(drafts, posted_at, stored_at, stored, batch), on_batch)
+
+
+@collector_paused()
+def chain(conn: Connection, batches: Iterable[Prepared],
+          on_batch: Callable[[int], None] | None = None) -> Posted:
+    """Append prepared batches to the journal, in order, under the journal head's lock:
+    each entry gets the next id and the hash of the one before.
+
+    Each batch is inserted on a second thread while the next is chained (`Overlapped`)."""
+    head_row = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)
+                            .where(JournalHead.id == 1).with_for_update()).one()
+    last_id, last_hash = head_row.last_entry, head_row.last_hash
+    first_id, count = last_id + 1, 0
+    sha256 = hashlib.sha256
+    insert = _insert_stored if conn.dialect.name == "sqlite" else _insert
+    previous = last_hash.encode()
     with Overlapped() as inserts:
-        for draft in drafts:
-            if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
-                raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
-                              f"its amount ({draft.amount_minor} minor units) is too large to post; "
-                              "check its quantity and rate (a charge must stay below 10^12)")
-            last_id += 1
-            day, service_day = draft[1], draft[2]
-            day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
-            service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
-            values = [last_id, stamp, draft[0], day_text, service_text, *draft[3:-1], last_hash]
-            text = encode(values)
-            if b"\\u0000" in text and any(isinstance(v, str) and "\x00" in v for v in draft):
-                raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
-                              "its text holds a NUL character, which the journal and its exports cannot "
-                              "carry; remove it from the input")
-            digest = sha256(text).hexdigest()
-            if stored:  # the hashed values are the row, but for the timestamp's stored form
-                values[1] = stored_at
-                values.append(digest)
-                rows.append(values)
-            else:
-                rows.append((last_id, posted_at, *draft[:-1], last_hash, digest))
-            if draft.pieces:
-                for number, (tier_from, quantity, rate) in enumerate(draft.pieces, start=1):
-                    tiers.append((last_id, number, tier_from, quantity, rate))
-            last_hash = digest
-            if len(rows) >= batch:
-                inserts.submit(insert, conn, rows, tiers)
-                count += len(rows)
-                if on_batch is not None:
-                    on_batch(len(rows))
-                rows, tiers = [], []
-        if rows:
+        for rows, tails, pieces in batches:
+            first_of_batch = last_id + 1
+            for row, tail in zip(rows, tails):
+                last_id += 1
+                row[0] = last_id
+                digest = sha256(b"[%d,%s,\"%s\"]" % (last_id, tail, previous)).hexdigest()
+                row.append(last_hash)
+                row.append(digest)
+                last_hash, previous = digest, digest.encode()
+            tiers = [(first_of_batch + index, number, tier_from, quantity, rate)
+                     for index, parts in pieces
+                     for number, (tier_from, quantity, rate) in enumerate(parts, start=1)]
             inserts.submit(insert, conn, rows, tiers)
             count += len(rows)
             if on_batch is not None:

@@ -104,11 +104,7 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
     a service, class and day) is worked out once."""
     first_day, _ = period_bounds(period)
     digits = ref.digits
-    query = select(*dates_as_stored(USAGE_COLUMNS)).where(Usage.period == period)
-    if tiered:
-        query = query.where(Usage.service.not_in(sorted(tiered)))
-    if _usage_posted(conn, period):
-        query = query.outerjoin(Entry, Entry.usage_id == Usage.id).where(Entry.id.is_(None))
+    query = untiered_query(conn, period, tiered)
     days: dict[object, tuple[dt.date, dt.date]] = {}
     make = tuple.__new__  # a Draft of all its fields, without NamedTuple's keyword-taking __new__
     consumers: dict[str, tuple[str, str | None] | None] = {}
@@ -151,6 +147,32 @@ def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: froze
                                consumer, kind, quantity_micro, rate_micro,
                                minor_of_product(quantity_micro, rate_micro, digits), both[0], both[1],
                                debit_gl, credit_gl, reference, description, provenance, ()))
+
+
+def untiered_query(conn: Connection, period: str, tiered: frozenset[str]) -> Select:  # type: ignore[type-arg]
+    """The period's unposted usage of services without tiers (`USAGE_COLUMNS`, dates as
+    stored)."""
+    query = select(*dates_as_stored(USAGE_COLUMNS)).where(Usage.period == period)
+    if tiered:
+        query = query.where(Usage.service.not_in(sorted(tiered)))
+    if _usage_posted(conn, period):
+        query = query.outerjoin(Entry, Entry.usage_id == Usage.id).where(Entry.id.is_(None))
+    return query
+
+
+def untiered_usage_charges(conn: Connection, ref: Reference, period: str,
+                           chunk: int = 200_000) -> Iterator[Draft]:
+    """The first part of `usage_charges`: the usage of services without tiers, priced."""
+    return _untiered_usage(conn, ref, period, ref.rates.tiered, chunk)
+
+
+def other_charges(conn: Connection, ref: Reference, period: str) -> Iterator[Draft]:
+    """`period_charges` but the untiered usage (priced elsewhere: `charges_elsewhere`)."""
+    tiered = ref.rates.tiered
+    if tiered:
+        yield from _tiered_usage(conn, ref, period, tiered, 200_000)
+    yield from recurring_charges(conn, ref, period)
+    yield from adjustment_charges(conn, ref, period)
 
 
 def _usage_posted(conn: Connection, period: str) -> bool:

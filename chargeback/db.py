@@ -60,8 +60,12 @@ def redact(url: str) -> str:
         return "<unreadable database URL>"
 
 
-def connect(url: str | None = None) -> Engine:
-    """An engine for a SQLite or PostgreSQL URL (`postgresql://` means psycopg 3)."""
+def connect(url: str | None = None, *, reader: bool = False) -> Engine:
+    """An engine for a SQLite or PostgreSQL URL (`postgresql://` means psycopg 3).
+
+    A `reader` only reads, in a second process working beside a command's transaction
+    (`charges_elsewhere`): each of its transactions reads one snapshot, and on SQLite it
+    never asks for the write lock the command holds (a plain, deferred BEGIN)."""
     url = database_url(url)
     try:
         parsed = make_url(url)
@@ -76,14 +80,17 @@ def connect(url: str | None = None) -> Engine:
         # check_same_thread off: `Overlapped` inserts on a second thread, one at a time
         # (SQLite itself is built serialized: sqlite3.threadsafety == 3).
         engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
-        _sqlite_transactions(engine)
+        _sqlite_transactions(engine, "BEGIN" if reader else "BEGIN IMMEDIATE")
+    elif reader:
+        engine = create_engine(parsed, pool_pre_ping=True, isolation_level="REPEATABLE READ")
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
     return engine
 
 
-def _sqlite_transactions(engine: Engine) -> None:
-    """Take SQLite's transactions from pysqlite: BEGIN IMMEDIATE for writers, foreign keys on."""
+def _sqlite_transactions(engine: Engine, begin: str = "BEGIN IMMEDIATE") -> None:
+    """Take SQLite's transactions from pysqlite: `begin` (BEGIN IMMEDIATE for writers),
+    foreign keys on."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -100,7 +107,7 @@ def _sqlite_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, exists, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from chargeback import journal
-from chargeback.charges import allocation_charges, period_charges, unposted_usage_count
+from chargeback import charges_elsewhere, journal
+from chargeback.charges import allocation_charges, other_charges, period_charges, unposted_usage_count
 from chargeback.db import collector_paused
 from chargeback.errors import Refused
 from chargeback.fields import PERIOD_PATTERN
@@ -127,10 +127,18 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
     first_close = not _has_entries(conn, period)
     tally = Tally()
     with phase(f"pricing and posting {period}", total, progress) as bar:
-        charged = journal.post(conn, tally.counting(period_charges(conn, ref, period)), now,
-                               on_batch=bar.add)
+        elsewhere = charges_elsewhere.start(conn, ref, period, now)
+        if elsewhere is None:
+            usage = 0
+            rest = period_charges(conn, ref, period)
+        else:
+            with elsewhere:
+                usage = journal.chain(conn, elsewhere.batches(), on_batch=bar.add).count
+            tally.merge(elsewhere.sums)
+            rest = other_charges(conn, ref, period)
+        charged = journal.post(conn, tally.counting(rest), now, on_batch=bar.add)
     allocated = journal.post(conn, tally.counting(allocation_charges(conn, ref, period)), now)
-    posted_count = charged.count + allocated.count
+    posted_count = usage + charged.count + allocated.count
     totals = tally.totals() if first_close else period_totals(conn, period)
     result = reconcile(conn, period, totals)
     if not result.balanced:

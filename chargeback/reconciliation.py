@@ -159,6 +159,23 @@ class Tally:
                 found[2] += draft[amount]
             yield draft
 
+    @property
+    def sums(self) -> dict[tuple[str, ...], list[int]]:
+        """(entries, quantity, amount) by key, so far."""
+        return self._sums
+
+    def merge(self, sums: dict[tuple[str, ...], list[int]]) -> None:
+        """Add another tally's sums (the usage priced in a second process)."""
+        own = self._sums
+        for key, (entries, quantity, amount) in sums.items():
+            found = own.get(key)
+            if found is None:
+                own[key] = [entries, quantity, amount]
+            else:
+                found[0] += entries
+                found[1] += quantity
+                found[2] += amount
+
     def totals(self) -> list[PeriodTotal]:
         """The sums in `period_totals`' order. Its keys are codes, the classes, kinds and
         accounts made of them, none with a NUL: joined with NULs they sort as the tuples

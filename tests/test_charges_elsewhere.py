@@ -40,6 +40,7 @@ def priced_where(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         return elsewhere
 
     monkeypatch.setattr(charges_elsewhere, "ELSEWHERE_LINES", 1)
+    monkeypatch.setattr(charges_elsewhere, "server_on_this_machine", lambda url: False)
     monkeypatch.setattr(charges_elsewhere, "start", spied)
     return used
 
@@ -109,3 +110,13 @@ def test_usage_stored_in_the_same_transaction_is_priced_here(september: str, pri
     assert priced_where == [False]
     assert "LATE-1" in references and posted > 1
     assert api.verify(september).ok
+
+
+def test_a_postgresql_server_on_this_machine_leaves_the_pricing_here() -> None:
+    """The server takes the second core; one on another machine leaves it to the close."""
+    from sqlalchemy.engine import make_url
+
+    local = ["postgresql://u:p@localhost/db", "postgresql://u:p@127.0.0.1:5432/db", "postgresql:///db",
+             "postgresql://u@/db?host=/var/run/postgresql"]
+    assert all(charges_elsewhere.server_on_this_machine(make_url(url)) for url in local)
+    assert not charges_elsewhere.server_on_this_machine(make_url("postgresql://u:p@db.example.org/ledger"))

@@ -120,3 +120,20 @@ def test_a_postgresql_server_on_this_machine_leaves_the_pricing_here() -> None:
              "postgresql://u@/db?host=/var/run/postgresql"]
     assert all(charges_elsewhere.server_on_this_machine(make_url(url)) for url in local)
     assert not charges_elsewhere.server_on_this_machine(make_url("postgresql://u:p@db.example.org/ledger"))
+
+
+def test_the_second_process_stops_when_the_close_stops_reading(september: str, priced_where: list[bool]) -> None:
+    """A close that stops (refused, failed or killed) closes its end of the pipe: the
+    second process, blocked handing over a batch, ends on its own, having written
+    nothing."""
+    from chargeback.reference import load_reference
+
+    engine = db.connect(september)
+    with db.rolled_back(engine) as conn:
+        elsewhere = charges_elsewhere.start(conn, load_reference(conn), "2026-09", WHEN)
+        assert elsewhere is not None and elsewhere.process.is_alive()
+        elsewhere.receiver.close()  # as when the closing process dies
+        elsewhere.process.join(timeout=30)
+        assert elsewhere.process.exitcode == 0
+    engine.dispose()
+    assert api.reconcile(september, "2026-09").entries == 0

@@ -19,10 +19,9 @@ committed) the usage is priced here instead.
 from __future__ import annotations
 
 import datetime as dt
+import marshal
 import multiprocessing
 import multiprocessing.connection
-import os
-import marshal
 import pickle
 from collections.abc import Iterator
 from types import TracebackType
@@ -33,6 +32,7 @@ from sqlalchemy.engine import URL
 from chargeback.charges import untiered_query, untiered_usage_charges
 from chargeback.errors import Refused
 from chargeback.journal import Prepared, prepared, stored_timestamp
+from chargeback.processes import cores
 from chargeback.reconciliation import Tally
 from chargeback.reference import Reference
 from chargeback.schema import Usage
@@ -125,7 +125,7 @@ def start(conn: Connection, ref: Reference, period: str, posted_at: dt.datetime)
     url = conn.engine.url
     if (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")) \
             or (url.get_backend_name() == "postgresql" and server_on_this_machine(url)) \
-            or len(os.sched_getaffinity(0)) < 2:
+            or cores() < 2:
         return None
     tiered = ref.rates.tiered
     in_period = select(func.count()).select_from(Usage).where(Usage.period == period)

@@ -34,6 +34,7 @@ from chargeback.bills import Bill, DocumentContext, bills, document_context, ser
 from chargeback.db import collector_paused
 from chargeback.export import CsvJournal, journal_chunks
 from chargeback.invoices import template, write_invoice
+from chargeback.processes import cores
 from chargeback.progress import Progress
 from chargeback.reconciliation import PeriodTotal, Reconciliation, period_totals, reconcile, stored_totals
 from chargeback.reconciliation_workbook import matrix_of, write_reconciliation_workbook
@@ -69,7 +70,7 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
     with ExitStack() as stack:
         pool = None
         if workers is None and _entries(conn, period) >= PARALLEL_LINES:
-            workers = _cores()  # started first: the workers load while the period is read
+            workers = cores()  # started first: the workers load while the period is read
         if workers is not None and workers > 1:
             pool = stack.enter_context(worker_pool(workers))
         current = totals if totals is not None else (
@@ -80,8 +81,8 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
         by_service = service_totals(conn, ctx, current)
         parents = list(rollups(ctx, by_service))
         consumers = len({line.consumer for line in current})
-        if workers is None and consumers >= PARALLEL_CONSUMERS and _cores() > 1:
-            pool = stack.enter_context(worker_pool(_cores()))
+        if workers is None and consumers >= PARALLEL_CONSUMERS and cores() > 1:
+            pool = stack.enter_context(worker_pool(cores()))
         total = consumers + len(rec.consumers) + len(parents) + 2
         show = progress and rec.entries >= PROGRESS_LINES and sys.stderr.isatty()
         bar = stack.enter_context(Progress(total, f"writing the documents of {period}", show))
@@ -113,13 +114,6 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
 def _entries(conn: Connection, period: str) -> int:
     """The period's entries, counted on their index: whether it is big enough for workers."""
     return conn.execute(select(func.count()).select_from(Entry).where(Entry.period == period)).scalar() or 0
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @collector_paused()
@@ -270,7 +264,7 @@ def write_manifest(conn: Connection, period: str, folder: Path, *, draft: bool =
     paths = [p for p in sorted(folder.rglob("*")) if p.is_file() and p != folder / "manifest.json"]
     # hashlib and file reads let other threads run: a million-line period's gigabyte of
     # files is hashed on every core (one: 1.2 s)
-    with ThreadPoolExecutor(_cores()) as pool:
+    with ThreadPoolExecutor(cores()) as pool:
         digests = list(pool.map(_sha256_of, paths))
     files = [{"path": path.relative_to(folder).as_posix(), "sha256": digest, "bytes": size}
              for path, (digest, size) in zip(paths, digests)]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import multiprocessing.connection
-import os
 import pickle
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -36,6 +35,7 @@ from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_b
 from chargeback.db import Overlapped, bulk_insert, collector_paused
 from chargeback.money import LIMIT, MICRO_SQUARED, from_micro, from_minor, minor_of_product, to_micro
 from chargeback.periods import lock_open_period
+from chargeback.processes import cores
 from chargeback.progress import Progress, csv_lines, phase
 from chargeback.reference import Reference, load_reference
 from chargeback.schema import Import, Usage
@@ -419,7 +419,7 @@ def _read_and_checked(path: Path, name: str, problems: list[Problem], bar: Progr
     """The rows of the file that fit their columns, read and checked in a second process
     for a big file on a machine of more than one core (`ELSEWHERE_BYTES`), here otherwise;
     their problems go to `problems` and the rows read to `counter["read"]`."""
-    elsewhere = path.stat().st_size >= ELSEWHERE_BYTES and len(os.sched_getaffinity(0)) > 1
+    elsewhere = path.stat().st_size >= ELSEWHERE_BYTES and cores() > 1
     for rows, found, read in (_batches_elsewhere if elsewhere else _batches)(path, name):
         problems.extend(found)
         counter["read"] += read

@@ -137,3 +137,17 @@ def test_the_second_process_stops_when_the_close_stops_reading(september: str, p
         assert elsewhere.process.exitcode == 0
     engine.dispose()
     assert api.reconcile(september, "2026-09").entries == 0
+
+
+def test_the_cores_counted_where_the_affinity_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux gives the cores this process may use; elsewhere (macOS, Windows) the
+    machine's count stands in for it."""
+    import os
+
+    from chargeback.processes import cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert cores() == 3
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 5)
+    assert cores() == 5

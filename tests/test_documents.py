@@ -98,7 +98,7 @@ def test_many_consumers_are_written_by_workers_even_with_few_lines(
         return start(workers)
 
     monkeypatch.setattr(documents, "worker_pool", spy)
-    monkeypatch.setattr(documents, "_cores", lambda: 2)
+    monkeypatch.setattr(documents, "cores", lambda: 2)
     monkeypatch.setattr(documents, "PARALLEL_LINES", 10**9)
     monkeypatch.setattr(documents, "PARALLEL_CONSUMERS", consumers_for_workers)
     with db.transaction(db.connect(url)) as conn:

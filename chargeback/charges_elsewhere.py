@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import marshal
-import multiprocessing
-import multiprocessing.connection
 import pickle
 from collections.abc import Iterator
 from types import TracebackType
@@ -30,9 +28,8 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.engine import URL
 
 from chargeback.charges import untiered_query, untiered_usage_charges
-from chargeback.errors import Refused
 from chargeback.journal import Prepared, prepared, stored_timestamp
-from chargeback.processes import cores
+from chargeback.processes import Helper, Send, cores
 from chargeback.reconciliation import Tally
 from chargeback.reference import Reference
 from chargeback.schema import Usage
@@ -58,23 +55,10 @@ class UsageElsewhere:
     """The second process and what it sends: `batches()` yields the prepared entries in
     order; once they are all read, `sums` holds their totals (`Tally`)."""
 
-    def __init__(self, process: multiprocessing.process.BaseProcess,
-                 receiver: multiprocessing.connection.Connection, posted_at: dt.datetime,
-                 stored_at: object, stored: bool) -> None:
-        self.process, self.receiver = process, receiver
+    def __init__(self, helper: Helper, posted_at: dt.datetime, stored_at: object, stored: bool) -> None:
+        self.helper = helper
         self.posted_at, self.stored_at, self.stored = posted_at, stored_at, stored
         self.sums: dict[tuple[str, ...], list[int]] = {}
-
-    def _next(self) -> tuple[str, object]:
-        try:
-            kind, content = pickle.loads(self.receiver.recv_bytes())
-        except EOFError:
-            raise RuntimeError("the process pricing the usage stopped before it was done") from None
-        if kind == "refused":
-            raise Refused(str(content))
-        if kind == "failed":
-            raise RuntimeError(f"the process pricing the usage failed: {content}")
-        return kind, content
 
     def batches(self) -> Iterator[Prepared]:
         """The entries prepared by the second process. Their rows come as the values they
@@ -84,7 +68,7 @@ class UsageElsewhere:
         stored, stored_at, posted_at = self.stored, self.stored_at, self.posted_at
         days: dict[str, dt.date] = {}
         while True:
-            kind, content = self._next()
+            kind, content = self.helper.receive()
             if kind == "done":
                 self.sums = content  # type: ignore[assignment]
                 return
@@ -104,10 +88,7 @@ class UsageElsewhere:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        self.receiver.close()
-        if self.process.is_alive():
-            self.process.terminate()
-        self.process.join()
+        self.helper.stop()
 
 
 def server_on_this_machine(url: URL) -> bool:
@@ -133,58 +114,35 @@ def start(conn: Connection, ref: Reference, period: str, posted_at: dt.datetime)
         return None
     posted_at = posted_at.replace(microsecond=0)
     stored, stored_at = stored_timestamp(conn, posted_at)
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=_price, name="chargeback-pricing", daemon=True,
-        args=(url.render_as_string(hide_password=False), period,
-              pickle.dumps(ref, protocol=pickle.HIGHEST_PROTOCOL), posted_at, sender))
-    process.start()
-    sender.close()
-    elsewhere = UsageElsewhere(process, receiver, posted_at, stored_at, stored)
+    helper = Helper(_price, (url.render_as_string(hide_password=False), period,
+                             pickle.dumps(ref, protocol=pickle.HIGHEST_PROTOCOL), posted_at),
+                    f"pricing the usage of {period}")
     try:
         ours = fingerprint(conn, period, tiered)  # while the second process starts
-        kind, theirs = elsewhere._next()
+        kind, theirs = helper.receive()
         if kind == "lines" and theirs == ours and ours[0] >= ELSEWHERE_LINES:
-            return elsewhere
+            return UsageElsewhere(helper, posted_at, stored_at, stored)
     except BaseException:
-        elsewhere.__exit__(None, None, None)
+        helper.stop()
         raise
-    elsewhere.__exit__(None, None, None)
+    helper.stop()
     return None
 
 
-def _price(url: str, period: str, reference: bytes, posted_at: dt.datetime,
-           sender: multiprocessing.connection.Connection) -> None:
+def _price(send: Send, url: str, period: str, reference: bytes, posted_at: dt.datetime) -> None:
     """In the second process: the lines' fingerprint, then the prepared batches, then
-    their totals; a refusal or a failure is sent as such."""
+    their totals."""
     from chargeback import db
 
-    def send(kind: str, content: object) -> None:
-        sender.send_bytes(pickle.dumps((kind, content), protocol=pickle.HIGHEST_PROTOCOL))
-
-    def say(kind: str, content: object) -> None:
-        try:
-            send(kind, content)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the close stopped reading
-
-    try:
-        engine = db.connect(url, reader=True)
-        ref: Reference = pickle.loads(reference)
-        tally = Tally()
-        with db.collector_paused(), engine.connect() as conn:
-            send("lines", fingerprint(conn, period, ref.rates.tiered))
-            drafts = tally.counting(untiered_usage_charges(conn, ref, period))
-            # rows as hashed (the timestamp's place left blank), which marshal can carry;
-            # the tails as lines (JSON has no raw line breaks)
-            for batch in prepared(drafts, posted_at, "", stored=True):
-                send("batch", marshal.dumps((batch.rows, b"\n".join(batch.tails))))
-        send("done", tally.sums)
-        engine.dispose()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the close stopped reading
-    except Refused as exc:
-        say("refused", str(exc))
-    except Exception as exc:  # noqa: BLE001 - said to the closing process, which raises it
-        say("failed", f"{type(exc).__name__}: {exc}")
+    engine = db.connect(url, reader=True)
+    ref: Reference = pickle.loads(reference)
+    tally = Tally()
+    with db.collector_paused(), engine.connect() as conn:
+        send("lines", fingerprint(conn, period, ref.rates.tiered))
+        drafts = tally.counting(untiered_usage_charges(conn, ref, period))
+        # rows as hashed (the timestamp's place left blank), which marshal can carry;
+        # the tails as lines (JSON has no raw line breaks)
+        for batch in prepared(drafts, posted_at, "", stored=True):
+            send("batch", marshal.dumps((batch.rows, b"\n".join(batch.tails))))
+    send("done", tally.sums)
+    engine.dispose()

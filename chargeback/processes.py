@@ -1,9 +1,27 @@
-"""How many cores this process may use: whether a second process can help a big command
-(reading a usage file, pricing a month, writing a month's documents)."""
+"""Second processes that help a big command: how many cores there are for them, and how
+one is started and hands its results over.
+
+A helper gets plain values, works on its own (a read-only connection of its own, if it
+needs the database) and sends (kind, content) messages, pickled, down a one-way pipe;
+the command reads them in order. The pipe holds little, so a helper stays a message or
+two ahead and memory does not grow with the work. A helper's refusal comes back as the
+same `Refused`, any other failure as a `RuntimeError` naming it, and a helper that dies
+is noticed at once. When the command stops reading (it is done, refused, or killed),
+the helper is stopped: its next send finds the pipe closed and it ends.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
 import os
+import pickle
+from collections.abc import Callable
+from types import TracebackType
+
+from chargeback.errors import Refused
+
+Send = Callable[[str, object], None]
 
 
 def cores() -> int:
@@ -12,3 +30,61 @@ def cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+class Helper:
+    """A second process running `work(send, *args)`, and the reading end of its pipe.
+    `doing` says what it does, in messages: "reading 2026-03.csv"."""
+
+    def __init__(self, work: Callable[..., None], args: tuple[object, ...], doing: str) -> None:
+        self.doing = doing
+        context = multiprocessing.get_context("spawn")
+        self.receiver, sender = context.Pipe(duplex=False)
+        self.process = context.Process(target=_serve, args=(work, args, sender), daemon=True,
+                                       name="chargeback-helper")
+        self.process.start()
+        sender.close()
+
+    def receive(self) -> tuple[str, object]:
+        """The next (kind, content) the helper sent."""
+        try:
+            kind, content = pickle.loads(self.receiver.recv_bytes())
+        except EOFError:
+            raise RuntimeError(f"the process {self.doing} stopped before it was done") from None
+        if kind == "refused":
+            raise Refused(str(content))
+        if kind == "failed":
+            raise RuntimeError(f"the process {self.doing} failed: {content}")
+        return kind, content
+
+    def stop(self) -> None:
+        """Close the pipe and make sure the helper has ended."""
+        self.receiver.close()
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+
+    def __enter__(self) -> Helper:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
+
+
+def _serve(work: Callable[..., None], args: tuple[object, ...],
+           sender: multiprocessing.connection.Connection) -> None:
+    """In the helper: run the work; say a refusal or a failure as such."""
+
+    def send(kind: str, content: object) -> None:
+        sender.send_bytes(pickle.dumps((kind, content), protocol=pickle.HIGHEST_PROTOCOL))
+
+    try:
+        try:
+            work(send, *args)
+        except Refused as exc:
+            send("refused", str(exc))
+        except Exception as exc:  # noqa: BLE001 - said to the command, which raises it
+            send("failed", f"{type(exc).__name__}: {exc}")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the command stopped reading

@@ -14,9 +14,6 @@ way it all happens in the command's one transaction.
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
-import multiprocessing.connection
-import pickle
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +32,7 @@ from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_b
 from chargeback.db import Overlapped, bulk_insert, collector_paused
 from chargeback.money import LIMIT, MICRO_SQUARED, from_micro, from_minor, minor_of_product, to_micro
 from chargeback.periods import lock_open_period
-from chargeback.processes import cores
+from chargeback.processes import Helper, Send, cores
 from chargeback.progress import Progress, csv_lines, phase
 from chargeback.reference import Reference, load_reference
 from chargeback.schema import Import, Usage
@@ -449,45 +446,21 @@ def _batches(path: Path, name: str) -> Iterator[Batch]:
 
 
 def _batches_elsewhere(path: Path, name: str) -> Iterator[Batch]:
-    """`_batches`, made by a second process and handed over through a pipe. The pipe holds
-    little: the process stays a batch or two ahead, so memory does not grow with the file.
-    When the caller stops reading (a problem ends a straight import), the process is
-    stopped."""
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_send_batches, args=(path, name, sender), daemon=True,
-                             name="chargeback-usage-reader")
-    worker.start()
-    sender.close()
-    try:
+    """`_batches`, made by a second process (`processes.Helper`); it is stopped when the
+    caller stops reading (a problem ends a straight import)."""
+    with Helper(_send_batches, (path, name), f"reading {name}") as helper:
         while True:
-            try:
-                message = receiver.recv_bytes()
-            except EOFError:
-                raise RuntimeError(f"the process reading {name} stopped before the end of the file") from None
-            if not message:
+            kind, content = helper.receive()
+            if kind == "done":
                 return
-            ok, content = pickle.loads(message)
-            if not ok:
-                raise RuntimeError(f"the process reading {name} failed: {content}")
-            yield content
-    finally:
-        receiver.close()
-        if worker.is_alive():
-            worker.terminate()
-        worker.join()
+            yield content  # type: ignore[misc]
 
 
-def _send_batches(path: Path, name: str, sender: multiprocessing.connection.Connection) -> None:
-    """In the second process: each batch pickled down the pipe, then an empty message."""
-    try:
-        for batch in _batches(path, name):
-            sender.send_bytes(pickle.dumps((True, batch), protocol=pickle.HIGHEST_PROTOCOL))
-        sender.send_bytes(b"")
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the import stopped reading
-    except Exception as exc:  # noqa: BLE001 - said to the importing process, which raises it
-        sender.send_bytes(pickle.dumps((False, f"{type(exc).__name__}: {exc}")))
+def _send_batches(send: Send, path: Path, name: str) -> None:
+    """In the second process: each batch, then "done"."""
+    for batch in _batches(path, name):
+        send("batch", batch)
+    send("done", None)
 
 
 def _range(start: dt.date | None, end: dt.date | None) -> str:

@@ -131,10 +131,10 @@ def test_the_second_process_stops_when_the_close_stops_reading(september: str, p
     engine = db.connect(september)
     with db.rolled_back(engine) as conn:
         elsewhere = charges_elsewhere.start(conn, load_reference(conn), "2026-09", WHEN)
-        assert elsewhere is not None and elsewhere.process.is_alive()
-        elsewhere.receiver.close()  # as when the closing process dies
-        elsewhere.process.join(timeout=30)
-        assert elsewhere.process.exitcode == 0
+        assert elsewhere is not None and elsewhere.helper.process.is_alive()
+        elsewhere.helper.receiver.close()  # as when the closing process dies
+        elsewhere.helper.process.join(timeout=30)
+        assert elsewhere.helper.process.exitcode == 0
     engine.dispose()
     assert api.reconcile(september, "2026-09").entries == 0
 

@@ -94,8 +94,9 @@ class UsageElsewhere:
 def server_on_this_machine(url: URL) -> bool:
     """Whether a PostgreSQL server runs here (no host, a socket or a loopback address):
     it takes a core of its own to store the entries, and a second Python process beside
-    it gains nothing on two cores (a million-line close took 39.5 s with one, 37.6 s
-    without). A server on another machine leaves this one's cores to the close."""
+    it gains nothing on two cores (a million-line close took 36.0 and 34.6 s with one,
+    34.5 and 34.7 s without). A server on another machine leaves this one's cores to the
+    close."""
     host = url.host or url.query.get("host")
     return not host or str(host).startswith("/") or host in ("localhost", "127.0.0.1", "::1")
 

@@ -81,12 +81,14 @@ def _no_rate(service: str, reference: str, day: dt.date, consumer: str) -> Refus
                    "force any more; fix rates.csv and load the book again")
 
 
-def usage_charges(conn: Connection, ref: Reference, period: str,
-                  chunk: int = 200_000) -> Iterator[Draft]:
+def usage_charges(conn: Connection, ref: Reference, period: str, chunk: int = 200_000,
+                  *, untiered: bool = True) -> Iterator[Draft]:
     """Unposted usage of the period, priced: untiered services in import order, then
-    tiered services per (service, consumer) in order of date then reference."""
+    tiered services per (service, consumer) in order of date then reference. Without
+    the `untiered` ones when they are priced elsewhere (`charges_elsewhere`)."""
     tiered = ref.rates.tiered
-    yield from _untiered_usage(conn, ref, period, tiered, chunk)
+    if untiered:
+        yield from _untiered_usage(conn, ref, period, tiered, chunk)
     if tiered:
         yield from _tiered_usage(conn, ref, period, tiered, chunk)
 
@@ -164,15 +166,6 @@ def untiered_usage_charges(conn: Connection, ref: Reference, period: str,
                            chunk: int = 200_000) -> Iterator[Draft]:
     """The first part of `usage_charges`: the usage of services without tiers, priced."""
     return _untiered_usage(conn, ref, period, ref.rates.tiered, chunk)
-
-
-def other_charges(conn: Connection, ref: Reference, period: str) -> Iterator[Draft]:
-    """`period_charges` but the untiered usage (priced elsewhere: `charges_elsewhere`)."""
-    tiered = ref.rates.tiered
-    if tiered:
-        yield from _tiered_usage(conn, ref, period, tiered, 200_000)
-    yield from recurring_charges(conn, ref, period)
-    yield from adjustment_charges(conn, ref, period)
 
 
 def _usage_posted(conn: Connection, period: str) -> bool:
@@ -296,9 +289,11 @@ def adjustment_source(against_service: str | None, against_reference: str | None
     return f"manual adjustment against {against_service}:{against_reference}"[:RATE_SOURCE_LENGTH]
 
 
-def period_charges(conn: Connection, ref: Reference, period: str) -> Iterator[Draft]:
-    """Everything a close posts for `period` before allocations, in posting order."""
-    yield from usage_charges(conn, ref, period)
+def period_charges(conn: Connection, ref: Reference, period: str, *,
+                   untiered: bool = True) -> Iterator[Draft]:
+    """Everything a close posts for `period` before allocations, in posting order;
+    without the untiered usage when it is priced elsewhere (`charges_elsewhere`)."""
+    yield from usage_charges(conn, ref, period, untiered=untiered)
     yield from recurring_charges(conn, ref, period)
     yield from adjustment_charges(conn, ref, period)
 

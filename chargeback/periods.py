@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from chargeback import charges_elsewhere, journal
-from chargeback.charges import allocation_charges, other_charges, period_charges, unposted_usage_count
+from chargeback.charges import allocation_charges, period_charges, unposted_usage_count
 from chargeback.db import collector_paused
 from chargeback.errors import Refused
 from chargeback.fields import PERIOD_PATTERN
@@ -127,15 +127,13 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
     first_close = not _has_entries(conn, period)
     tally = Tally()
     with phase(f"pricing and posting {period}", total, progress) as bar:
+        usage = 0
         elsewhere = charges_elsewhere.start(conn, ref, period, now)
-        if elsewhere is None:
-            usage = 0
-            rest = period_charges(conn, ref, period)
-        else:
+        if elsewhere is not None:
             with elsewhere:
                 usage = journal.chain(conn, elsewhere.batches(), on_batch=bar.add).count
             tally.merge(elsewhere.sums)
-            rest = other_charges(conn, ref, period)
+        rest = period_charges(conn, ref, period, untiered=elsewhere is None)
         charged = journal.post(conn, tally.counting(rest), now, on_batch=bar.add)
     allocated = journal.post(conn, tally.counting(allocation_charges(conn, ref, period)), now)
     posted_count = usage + charged.count + allocated.count

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chargeback.errors import InputRefused, Problem, Refused
 from chargeback.fields import Code, Date, OptionalText, Quantity, Text, period_bounds, problems_of
-from chargeback.db import Overlapped, bulk_insert, collector_paused
+from chargeback.db import Overlapped, batched, bulk_insert, collector_paused
 from chargeback.money import LIMIT, MICRO_SQUARED, from_micro, from_minor, minor_of_product, to_micro
 from chargeback.periods import lock_open_period
 from chargeback.processes import Helper, Send, cores
@@ -292,39 +292,6 @@ BATCH = 10_000
 Fields = tuple[dt.date, str, str, int, str, str | None]
 
 
-def _checked_rows(rows: Iterable[tuple[int, dict[str, str]]], name: str,
-                  problems: list[Problem]) -> Iterator[tuple[int, Fields]]:
-    """Every row validated: in batches when they fit the shape, one by one when not."""
-    batch: list[tuple[int, dict[str, str]]] = []
-    days: dict[str, dt.date] = {}
-    codes: dict[str, str] = {}
-
-    def flush() -> Iterator[tuple[int, Fields]]:
-        try:
-            shaped: list[dict[str, str]] | None = SHAPES.validate_python([values for _, values in batch])
-        except ValidationError:
-            shaped = None
-        for index, (number, values) in enumerate(batch):
-            row = _fast_row(shaped[index], days, codes) if shaped is not None else None
-            if row is None:
-                try:
-                    full = UsageRow.model_validate(values)
-                except ValidationError as exc:
-                    problems.extend(problems_of(exc, name, number))
-                    continue
-                row = (full.date, full.service, full.consumer, to_micro(full.quantity), full.reference,
-                       full.description)
-            yield number, row
-
-    for item in rows:
-        batch.append(item)
-        if len(batch) >= BATCH:
-            yield from flush()
-            batch = []
-    if batch:
-        yield from flush()
-
-
 def _fast_row(values: dict[str, str], days: dict[str, dt.date], codes: dict[str, str]) -> Fields | None:
     """A row that fit the shape, as fields; None when its date or quantity is not valid
     after all. A date and a code are made once per file (`days`, `codes`): a file has
@@ -399,7 +366,7 @@ def _valid_lines(path: Path, name: str, period: str, ref: Reference, problems: l
             yield UsageLine(number, day, service_code, consumer_code, quantity, reference, description)
 
 
-#: From this size on, a usage file is read and checked cell by cell (`_checked_rows`) in
+#: From this size on, a usage file is read and checked cell by cell (`_batches`) in
 #: a second process while this one checks the lines against the book and stores them:
 #: the two halves of an import each take most of a core. Starting the process takes
 #: about half a second: a file of 100,000 lines (5 MB) took as long either way (1.8-1.9 s),
@@ -413,9 +380,9 @@ Batch = tuple[list[tuple[int, Fields]], list[Problem], int]
 
 def _read_and_checked(path: Path, name: str, problems: list[Problem], bar: Progress,
                       counter: dict[str, int]) -> Iterator[tuple[int, Fields]]:
-    """The rows of the file that fit their columns, read and checked in a second process
-    for a big file on a machine of more than one core (`ELSEWHERE_BYTES`), here otherwise;
-    their problems go to `problems` and the rows read to `counter["read"]`."""
+    """The rows of the file that fit their columns (`_batches`), read and checked in a
+    second process for a big file on a machine of more than one core (`ELSEWHERE_BYTES`),
+    here otherwise; their problems go to `problems`, the rows read to `counter["read"]`."""
     elsewhere = path.stat().st_size >= ELSEWHERE_BYTES and cores() > 1
     for rows, found, read in (_batches_elsewhere if elsewhere else _batches)(path, name):
         problems.extend(found)
@@ -425,24 +392,33 @@ def _read_and_checked(path: Path, name: str, problems: list[Problem], bar: Progr
 
 
 def _batches(path: Path, name: str) -> Iterator[Batch]:
-    """The file read and checked a batch at a time (`_checked_rows`)."""
-    problems: list[Problem] = []
-    read = 0
-
-    def counted() -> Iterator[tuple[int, dict[str, str]]]:
-        nonlocal read
-        for item in read_rows(path, USAGE, problems, name):
-            read += 1
-            yield item
-
-    rows: list[tuple[int, Fields]] = []
-    for item in _checked_rows(counted(), name, problems):
-        rows.append(item)
-        if len(rows) >= BATCH:
-            yield rows, problems[:], read
-            rows, read = [], 0
-            problems.clear()
-    yield rows, problems, read
+    """The file read and each row checked against its columns' shapes, `BATCH` rows at a
+    time: in one call of pydantic's core when they all fit, one by one (`UsageRow`, to
+    say exactly what is wrong) when not."""
+    unreadable: list[Problem] = []  # the header's and the bytes' problems (`read_rows`)
+    days: dict[str, dt.date] = {}
+    codes: dict[str, str] = {}
+    for part in batched(read_rows(path, USAGE, unreadable, name), BATCH):
+        problems, rows = unreadable[:], []
+        unreadable.clear()
+        try:
+            shaped: list[dict[str, str]] | None = SHAPES.validate_python([values for _, values in part])
+        except ValidationError:
+            shaped = None
+        for index, (number, values) in enumerate(part):
+            row = _fast_row(shaped[index], days, codes) if shaped is not None else None
+            if row is None:
+                try:
+                    full = UsageRow.model_validate(values)
+                except ValidationError as exc:
+                    problems.extend(problems_of(exc, name, number))
+                    continue
+                row = (full.date, full.service, full.consumer, to_micro(full.quantity), full.reference,
+                       full.description)
+            rows.append((number, row))
+        yield rows, problems, len(part)
+    if unreadable:
+        yield [], unreadable, 0
 
 
 def _batches_elsewhere(path: Path, name: str) -> Iterator[Batch]:

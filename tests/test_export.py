@@ -2,8 +2,10 @@
 
 import csv
 import io
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,7 +84,9 @@ def test_hledger_reads_the_export_and_internal_accounts_net_to_zero(closed: str,
 def test_bean_check_accepts_the_export(closed: str, tmp_path: Path) -> None:
     path = tmp_path / "2026-03.beancount"
     api.export(closed, "2026-03", "beancount", path)
-    checker = shutil.which("bean-check") or pytest.skip("bean-check is not installed (pip install beancount)")
+    # beancount is a test dependency: its bean-check sits beside this Python, on PATH or not
+    beside = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    checker = shutil.which("bean-check", path=beside) or pytest.skip("bean-check is not installed (pip install beancount)")
     done = subprocess.run([checker, str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 

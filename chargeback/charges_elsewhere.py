@@ -28,6 +28,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.engine import URL
 
 from chargeback.charges import untiered_query, untiered_usage_charges
+from chargeback.db import url_for_another_process
 from chargeback.journal import Prepared, prepared, stored_timestamp
 from chargeback.processes import Helper, Send, cores
 from chargeback.reconciliation import Tally
@@ -105,8 +106,8 @@ def start(conn: Connection, ref: Reference, period: str, posted_at: dt.datetime)
     """The period's untiered usage priced in a second process, when it is big enough and
     that process sees the same lines; None to price it here."""
     url = conn.engine.url
-    if (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")) \
-            or (url.get_backend_name() == "postgresql" and server_on_this_machine(url)) \
+    shared = url_for_another_process(conn)
+    if shared is None or (url.get_backend_name() == "postgresql" and server_on_this_machine(url)) \
             or cores() < 2:
         return None
     tiered = ref.rates.tiered
@@ -115,7 +116,7 @@ def start(conn: Connection, ref: Reference, period: str, posted_at: dt.datetime)
         return None
     posted_at = posted_at.replace(microsecond=0)
     stored, stored_at = stored_timestamp(conn, posted_at)
-    helper = Helper(_price, (url.render_as_string(hide_password=False), period,
+    helper = Helper(_price, (shared, period,
                              pickle.dumps(ref, protocol=pickle.HIGHEST_PROTOCOL), posted_at),
                     f"pricing the usage of {period}")
     try:

@@ -88,6 +88,16 @@ def connect(url: str | None = None, *, reader: bool = False) -> Engine:
     return engine
 
 
+def url_for_another_process(conn: Connection) -> str | None:
+    """The URL a second process opens to read what `conn`'s database has committed (the
+    password included: it goes through a pipe, never a command line); None when no
+    other process can open it (SQLite in memory)."""
+    url = conn.engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return None
+    return url.render_as_string(hide_password=False)
+
+
 def _sqlite_transactions(engine: Engine, begin: str = "BEGIN IMMEDIATE") -> None:
     """Take SQLite's transactions from pysqlite: `begin` (BEGIN IMMEDIATE for writers),
     foreign keys on."""

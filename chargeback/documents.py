@@ -7,8 +7,10 @@ half-written folder that looks finished. Everything written comes from the datab
 
 The charge lines are read once, ordered by consumer; for a big period each batch of
 consumers' invoices and statements is written by a worker process while this process
-writes `journal.csv` and the auditors' workbook from one read of the journal, so every
-core is busy.
+writes the auditors' workbook, so every core is busy. `journal.csv` is written from the
+same read of the journal as the workbook, or, for a period whose entries are committed
+(`report`), by a worker from a read of its own that starts at once and is checked
+against this process's read.
 """
 
 from __future__ import annotations
@@ -21,17 +23,17 @@ import os
 import pickle
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Row, func, select
 
 from chargeback import variance
 from chargeback.bills import Bill, DocumentContext, bills, document_context, service_totals
-from chargeback.db import collector_paused
+from chargeback.db import collector_paused, connect, url_for_another_process
 from chargeback.export import CsvJournal, journal_chunks
 from chargeback.invoices import template, write_invoice
 from chargeback.processes import cores
@@ -57,7 +59,7 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
                     workers: int | None = None, draft: bool = False,
                     issued: dt.datetime | None = None,
                     review: variance.Review | None = None,
-                    totals: list[PeriodTotal] | None = None) -> int:
+                    totals: list[PeriodTotal] | None = None, committed: bool = False) -> int:
     """Write every document of `period` into `folder`; returns the number of files.
     `progress` allows a progress bar on a terminal for a big period; `workers` overrides
     the number of processes (by default one per core for a big period). `draft` writes an
@@ -65,14 +67,20 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
     dated by its close, so `report` writes the same bytes again. `review`: the period's
     variance review, and `totals` its totals (`period_totals`), when the caller has them
     already; the period's figures are otherwise read once: a closed period's as its close
-    stored them (`stored_totals`), an open one's from its entries (`period_totals`)."""
+    stored them (`stored_totals`), an open one's from its entries (`period_totals`).
+    `committed`: the period's entries are committed (`report`), so with workers one of
+    them writes `journal.csv` from a read of its own while this process reads the
+    period; not in the transaction that posted them (`close`), which no other connection
+    sees."""
     folder.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         pool = None
+        csv_elsewhere: Future[Fingerprint] | None = None
         if workers is None and _entries(conn, period) >= PARALLEL_LINES:
             workers = cores()  # started first: the workers load while the period is read
         if workers is not None and workers > 1:
             pool = stack.enter_context(worker_pool(workers))
+            csv_elsewhere = _journal_csv_elsewhere(conn, pool, period, folder, committed)
         current = totals if totals is not None else (
             period_totals(conn, period) if draft else stored_totals(conn, period))
         del totals
@@ -83,6 +91,7 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
         consumers = len({line.consumer for line in current})
         if workers is None and consumers >= PARALLEL_CONSUMERS and cores() > 1:
             pool = stack.enter_context(worker_pool(cores()))
+            csv_elsewhere = _journal_csv_elsewhere(conn, pool, period, folder, committed)
         total = consumers + len(rec.consumers) + len(parents) + 2
         show = progress and rec.entries >= PROGRESS_LINES and sys.stderr.isatty()
         bar = stack.enter_context(Progress(total, f"writing the documents of {period}", show))
@@ -98,17 +107,77 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
             for bill in bills(conn, ctx, by_service):
                 writers.bill(bill)
         writers.flush()
-        with collector_paused(), open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
-            journal = CsvJournal(handle, period, ctx.digits)
-            entries = journal.passing(journal_chunks(conn, period))
+        with collector_paused(), ExitStack() as files:
+            seen = Seen()
+            if csv_elsewhere is None:
+                handle = files.enter_context(open(folder / "journal.csv", "w", encoding="utf-8", newline=""))
+                entries = CsvJournal(handle, period, ctx.digits).passing(journal_chunks(conn, period))
+            else:
+                entries = seen.passing(journal_chunks(conn, period))
             write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx", matrix,
                                           entries)
             for _ in entries:  # none are left unless the count disagreed; the CSV has them all
                 pass
+        if csv_elsewhere is not None and csv_elsewhere.result() != seen.fingerprint():
+            raise RuntimeError(f"journal.csv of {period} was written from other entries than this "
+                               "command read (was the period reopened meanwhile?); run `report` again")
         bar.add(2)
         write_variance(conn, period, folder, draft=draft, issued=issued, review=review)
         writers.finish()
     return write_manifest(conn, period, folder, draft=draft, reconciliation=rec)
+
+
+#: A read of the journal: its entries' count, and the last one's id and hash (which
+#: chains every entry before it).
+Fingerprint = tuple[int, int | None, str | None]
+
+
+class Seen:
+    """Remembers the `Fingerprint` of the entries passing through it."""
+
+    def __init__(self) -> None:
+        self.count, self.last = 0, None  # type: ignore[var-annotated]
+
+    def chunks(self, chunks: Iterable[list[Row]]) -> Iterator[list[Row]]:  # type: ignore[type-arg]
+        for chunk in chunks:
+            self.count += len(chunk)
+            self.last = chunk[-1] if chunk else self.last
+            yield chunk
+
+    def passing(self, chunks: Iterable[list[Row]]) -> Iterator[Row]:  # type: ignore[type-arg]
+        for chunk in self.chunks(chunks):
+            yield from chunk
+
+    def fingerprint(self) -> Fingerprint:
+        return (self.count, None, None) if self.last is None else (self.count, self.last.id, self.last.hash)
+
+
+def _journal_csv_elsewhere(conn: Connection, pool: ProcessPoolExecutor, period: str, folder: Path,
+                           committed: bool) -> Future[Fingerprint] | None:
+    """`journal.csv` handed to a worker, which starts on it at once: this process is busy
+    reading the period for the first seconds, and the CSV, a tenth of the documents'
+    work at a million lines, no longer waits for it. Only for `committed` entries."""
+    url = url_for_another_process(conn)
+    if not committed or url is None:
+        return None
+    digits = conn.execute(select(Book.minor_digits)).scalar_one()
+    return pool.submit(write_journal_csv, url, period, folder / "journal.csv", digits)
+
+
+def write_journal_csv(url: str, period: str, path: Path, digits: int) -> Fingerprint:
+    """In a worker: `journal.csv` from the worker's own read of the period's committed
+    entries; returns what it read, for the command to compare with its own read."""
+    engine = connect(url, reader=True)
+    seen = Seen()
+    try:
+        with collector_paused(), engine.connect() as conn, \
+                open(path, "w", encoding="utf-8", newline="") as handle:
+            journal = CsvJournal(handle, period, digits)
+            for chunk in seen.chunks(journal_chunks(conn, period)):
+                journal.write(chunk)
+    finally:
+        engine.dispose()
+    return seen.fingerprint()
 
 
 def _entries(conn: Connection, period: str) -> int:

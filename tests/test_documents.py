@@ -20,7 +20,7 @@ from chargeback.errors import Refused
 from chargeback.bills import bills, document_context, service_totals
 from chargeback.safe import file_in, neutralize
 from chargeback.statements import write_statement
-from chargeback.schema import Period, Unit
+from chargeback.schema import Entry, Period, Unit
 
 from documents_book import HOSTILE, build
 
@@ -81,6 +81,53 @@ def test_parallel_writing_gives_the_same_files(out: tuple[str, Path], tmp_path: 
         documents.write_documents(conn, "2026-03", tmp_path / "one", workers=1)
         documents.write_documents(conn, "2026-03", tmp_path / "two", workers=2)
     assert files_of(tmp_path / "one") == files_of(tmp_path / "two") == files_of(folder / "2026-03")
+
+
+def test_a_report_on_workers_has_journal_csv_written_by_one_of_them(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`report` reads committed entries, so a worker writes journal.csv from a read of
+    its own while this process reads the period; every file is the close's, byte for byte."""
+    first = build(db_url, tmp_path)
+    handed: list[object] = []
+    start = documents._journal_csv_elsewhere
+
+    def spy(*args: object) -> object:
+        job = start(*args)  # type: ignore[arg-type]
+        handed.append(job)
+        return job
+
+    monkeypatch.setattr(documents, "_journal_csv_elsewhere", spy)
+    monkeypatch.setattr(documents, "cores", lambda: 2)
+    monkeypatch.setattr(documents, "PARALLEL_LINES", 1)
+    again = api.report(db_url, "2026-03", tmp_path / "again")
+    assert len(handed) == 1 and handed[0] is not None
+    assert files_of(first / "2026-03") == files_of(again)
+
+
+def test_a_journal_csv_read_from_other_entries_than_the_command_read_is_not_published(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    first = build(url, tmp_path)
+    monkeypatch.setattr(documents, "cores", lambda: 2)
+    monkeypatch.setattr(documents, "PARALLEL_LINES", 1)
+    # this process's read disagrees with the worker's (whose code is not patched)
+    monkeypatch.setattr(documents.Seen, "fingerprint", lambda self: (self.count, -1, "another"))
+    before = files_of(first / "2026-03")
+    with pytest.raises(RuntimeError, match="journal.csv of 2026-03 was written from other entries"):
+        api.report(url, "2026-03", first)
+    assert files_of(first / "2026-03") == before  # the close's documents, as they were
+    assert not list(first.glob(".2026-03.*"))  # no staging folder left
+
+
+def test_write_journal_csv_reads_the_committed_entries_on_a_connection_of_its_own(
+        out: tuple[str, Path], tmp_path: Path) -> None:
+    url, folder = out
+    seen = documents.write_journal_csv(url, "2026-03", tmp_path / "journal.csv", 2)
+    assert (tmp_path / "journal.csv").read_bytes() == (folder / "2026-03" / "journal.csv").read_bytes()
+    with db.connect(url).connect() as conn:
+        ids = conn.execute(select(Entry.id, Entry.hash).where(Entry.period == "2026-03")
+                           .order_by(Entry.id)).all()
+    assert seen == (len(ids), ids[-1].id, ids[-1].hash)
 
 
 @pytest.mark.parametrize("consumers_for_workers, workers", [(2, 2), (10**6, 1)])

@@ -56,22 +56,27 @@ def from_minor(minor: int, digits: int) -> Decimal:
     return Decimal(minor).scaleb(-digits) if digits else Decimal(minor)
 
 
+#: 10**digits for a currency's minor digits, worked out once.
+_SCALES = tuple(10**digits for digits in range(19))
+
+
 def format_amount(minor: int, digits: int) -> str:
     """Minor units as the plain string the JSON and exports use: `-30.00`. Worked out in
-    integers (the million-line exports call it for every line); `from_minor` formatted
-    with the currency's digits gives the same text."""
+    integers and plain string operations (the million-line exports and sheets call it
+    several times a line); `from_minor` formatted with the currency's digits gives the
+    same text."""
     if not digits:
         return str(minor)
-    whole, part = divmod(abs(minor), 10**digits)
-    return f"{'-' if minor < 0 else ''}{whole}.{part:0{digits}d}"
+    whole, part = divmod(abs(minor), _SCALES[digits])
+    return f"{'-' if minor < 0 else ''}{whole}.{str(part).zfill(digits)}"
 
 
 def format_grouped(minor: int, digits: int) -> str:
     """`format_amount` with thousands separators, as invoices show amounts: `-1,230.00`."""
     if not digits:
         return f"{minor:,}"
-    whole, part = divmod(abs(minor), 10**digits)
-    return f"{'-' if minor < 0 else ''}{whole:,}.{part:0{digits}d}"
+    whole, part = divmod(abs(minor), _SCALES[digits])
+    return f"{'-' if minor < 0 else ''}{whole:,}.{str(part).zfill(digits)}"
 
 
 def format_percent(share: Decimal | None) -> str:
@@ -88,6 +93,16 @@ def from_micro(micro: int) -> Decimal:
     """Integer millionths back to a Decimal, trailing zeros dropped (`1.5`, `60`)."""
     value = Decimal(micro) / MICRO
     return value.quantize(Decimal(1)) if value == value.to_integral() else value.normalize()
+
+
+def micro_text(micro: int) -> str:
+    """`str(from_micro(micro))` worked out in integers (`1.5`, `60`, `-0.25`): the
+    statements' sheets write a quantity for each of a million lines and rows."""
+    whole, part = divmod(abs(micro), 1_000_000)
+    sign = "-" if micro < 0 else ""
+    if not part:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{str(part).zfill(6).rstrip('0')}"
 
 
 def parse_decimal(text: str, places: int, *, what: str = "number") -> Decimal:

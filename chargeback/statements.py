@@ -14,14 +14,13 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 from xlsxwriter.utility import xl_col_to_name
 from xlsxwriter.worksheet import Worksheet
 
 from chargeback.bills import Bill, ByService, DocumentContext, ServiceTotal, Totals, sorted_totals
-from chargeback.money import format_amount, format_percent, from_micro
+from chargeback.money import format_amount, format_percent, micro_text
 from chargeback.reference import UnitInfo
 from chargeback.safe import file_in, neutralize
 from chargeback.workbooks import EXCEL_EPOCH, RowSheet, RowXml, Workbook, cell, inline, inline_once, sum_formula
@@ -114,7 +113,7 @@ def _service_rows(wb: Workbook, first: int, rows: list[ServiceTotal],
             f'<row r="{n}"><c r="A{n}" t="inlineStr">{inline(ctx.unit_label(total.provider))}</c>',
             f'<c r="B{n}" t="inlineStr">{inline(ctx.service_label(total.service))}</c>',
             f'<c r="C{n}" t="inlineStr">{inline(measure)}</c>' if measure else "",
-            f'<c r="D{n}" s="{quantity}"><v>{from_micro(total.quantity_micro)}</v></c>', parts_xml,
+            f'<c r="D{n}" s="{quantity}"><v>{micro_text(total.quantity_micro)}</v></c>', parts_xml,
             f'<c r="{this}{n}" s="{money}">{now_xml}<v>{amount(now_minor)}</v></c>',
             f'<c r="{previous}{n}" s="{money}"><v>{amount(total.previous_minor)}</v></c>',
             f'<c r="{change}{n}" s="{money}"><f>{this}{n}-{previous}{n}</f>'
@@ -290,12 +289,12 @@ def _detail(wb: Workbook, bill: Bill) -> None:
     services = {code: (inline(ctx.service_label(code)), ctx.unit_of_measure(code))
                 for code in {line.service for line in lines}}
     serials: dict[dt.date, int] = {}
-    decimals: dict[int, Decimal] = {}
+    decimals: dict[int, str] = {}
 
-    def decimal(micro: int) -> Decimal:
+    def decimal(micro: int) -> str:
         found = decimals.get(micro)
         if found is None:
-            found = decimals[micro] = from_micro(micro)
+            found = decimals[micro] = micro_text(micro)
         return found
 
     def rows() -> Iterator[str]:

@@ -138,3 +138,13 @@ def test_an_amount_is_written_as_its_decimal_with_the_currency_digits(minor: int
     Decimal's (as a workbook cell's value takes it, and with thousands separators)."""
     assert format_amount(minor, digits) == f"{from_minor(minor, digits):.{digits}f}" == str(from_minor(minor, digits))
     assert format_grouped(minor, digits) == f"{from_minor(minor, digits):,.{digits}f}"
+
+
+@given(st.one_of(st.integers(min_value=-(10**18), max_value=10**18),
+                 st.integers(min_value=-(10**6), max_value=10**6).map(lambda whole: whole * 1_000_000)))
+def test_a_quantity_is_written_as_its_decimal(micro: int) -> None:
+    """`micro_text` works in integers; the text is the Decimal's (`from_micro`): no
+    trailing zeros, no exponent, whole numbers without a point."""
+    from chargeback.money import from_micro, micro_text
+
+    assert micro_text(micro) == str(from_micro(micro))

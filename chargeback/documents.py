@@ -16,6 +16,7 @@ against this process's read.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -228,11 +229,19 @@ def _ready() -> None:
 
 
 def _work(folder: Path, context: tuple[str, bytes], batch: bytes, parents: list[Rollup]) -> int:
+    """A batch in a worker. The cycle collector is paused for the whole batch, its
+    unpickling included, and runs once after it on what the batch left (its workbooks'
+    own cycles); the context, kept for the worker's life, is frozen out of its walks.
+    Collecting as it went took about 8% of a worker's time, mostly while unpickling."""
     global _WORKER_CONTEXT
     token, pickled = context
     if _WORKER_CONTEXT is None or _WORKER_CONTEXT[0] != token:
         _WORKER_CONTEXT = token, pickle.loads(pickled)
-    return write_batch(folder, _WORKER_CONTEXT[1], pickle.loads(batch), parents)
+        gc.freeze()
+    with collector_paused():
+        written = write_batch(folder, _WORKER_CONTEXT[1], pickle.loads(batch), parents)
+    gc.collect()
+    return written
 
 
 @contextmanager

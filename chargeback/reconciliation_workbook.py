@@ -32,7 +32,8 @@ from chargeback.reconciliation import (
 )
 from chargeback.schema import Entry, Import, PeriodEvent
 from chargeback.money import format_amount
-from chargeback.workbooks import EXCEL_EPOCH, RowSheet, Workbook, cell, column_range, inline, inline_once, sum_formula
+from chargeback.workbooks import (EXCEL_EPOCH, RowSheet, SharedText, Workbook, cell, column_range, inline_once,
+                                  sum_formula)
 
 JOURNAL_TITLES = ["Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit",
                   "Service", "Reference", "Memo", "Kind", "Entry hash"]
@@ -246,11 +247,16 @@ def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
     digits = ctx.digits
     serials: dict[object, int] = {}
 
+    shared = SharedText(wb.book)
+    text, first = shared.cells.get, shared.first
+
     def rows(entries: Iterator) -> Iterator[str]:  # type: ignore[type-arg]
         """The lines as `<row>` XML, built directly: two million of them for a
         million-entry period, so every repeated part is worked out once (the parts
-        both lines of an entry share are built once, NUL standing for the row number)."""
+        both lines of an entry share are built once, NUL standing for the row number),
+        and the texts that repeat are shared strings."""
         row = 1  # the sheet's first line under its header is row 2
+        texts = 0
         for (entry, date, _, _, kind, service, provider, consumer, minor, debit_account,
              credit_account, debit_gl, credit_gl, reference, memo, _, digest) in entries:
             serial = serials.get(date)
@@ -259,22 +265,25 @@ def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
             money = f'" s="{money_style}"><v>{format_amount(abs(minor), digits)}</v></c>'
             debit, credit = ("F", "G") if minor >= 0 else ("G", "F")
             tail = "".join((
-                f'<c r="H\0" t="inlineStr">{inline(service)}</c>',
+                f'<c r="H\0{text(service) or first(service)}',
                 f'<c r="I\0" t="inlineStr">{inline_once(reference)}</c>' if reference else "",
-                f'<c r="J\0" t="inlineStr">{inline(memo)}</c>' if memo else "",
-                f'<c r="K\0" t="inlineStr">{inline(kind)}</c>',
+                f'<c r="J\0{text(memo) or first(memo)}' if memo else "",
+                f'<c r="K\0{text(kind) or first(kind)}',
                 f'<c r="L\0" t="inlineStr"><is><t>{digest}</t></is></c></row>'))
+            # C, E, H and K on both lines; D and J where there is a GL account, a memo
+            texts += 8 + bool(debit_gl) + bool(credit_gl) + 2 * bool(memo)
             for account, gl, unit, side in ((debit_account, debit_gl, consumer, debit),
                                             (credit_account, credit_gl, provider, credit)):
                 row += 1
                 r = str(row)
                 yield "".join((
                     f'<row r="{r}"><c r="A{r}"><v>{entry}</v></c><c r="B{r}" s="{date_style}"><v>{serial}</v></c>',
-                    f'<c r="C{r}" t="inlineStr">{inline(account)}</c>',
-                    f'<c r="D{r}" t="inlineStr">{inline(gl)}</c>' if gl else "",
-                    f'<c r="E{r}" t="inlineStr">{inline(unit)}</c>',
+                    f'<c r="C{r}{text(account) or first(account)}',
+                    f'<c r="D{r}{text(gl) or first(gl)}' if gl else "",
+                    f'<c r="E{r}{text(unit) or first(unit)}',
                     f'<c r="{side}{r}{money}',
                     tail.replace("\0", r)))  # no escaped text holds NUL (`xml_text`)
+        shared.written(texts)
 
     remaining = entries
     for sheet, (_, lines) in zip(sheets, parts):

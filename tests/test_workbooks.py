@@ -13,13 +13,14 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+import xlsxwriter
 from hypothesis import given, settings, strategies as st
 from sqlalchemy import select
 
 from chargeback import api, db
-from chargeback.safe import FORMULA_STARTS
+from chargeback.safe import FORMULA_STARTS, neutralize
 from chargeback.schema import Entry
-from chargeback.workbooks import escaped_inline, inline_once
+from chargeback.workbooks import RowSheet, SharedText, escaped_inline, inline_once
 
 from documents_book import build, soffice_recalculate
 
@@ -412,3 +413,26 @@ def test_a_plain_text_cell_is_the_same_by_the_short_way(text: str) -> None:
     assert inline_once(text) == escaped_inline(text)
     assert inline_once("Usage 153445") == "<is><t>Usage 153445</t></is>"
     assert inline_once("=1+2") == escaped_inline("=1+2") == "<is><t>'=1+2</t></is>"
+
+
+def test_shared_texts_read_back_as_written_and_the_table_counts_its_references(tmp_path: Path) -> None:
+    """Texts that repeat down a big sheet point into the shared strings table; a bare CR,
+    what XlsxWriter takes for its rich text, and new texts past the limit are written
+    inline; every one reads back as the neutralized text."""
+    path = tmp_path / "shared.xlsx"
+    book = xlsxwriter.Workbook(str(path), {"constant_memory": True})
+    sheet = book.add_worksheet("Lines", worksheet_class=RowSheet)
+    shared = SharedText(book, limit=3)
+    texts = ["ART", "=cmd|' /C calc'!A0", "ART", "line\rbreak", "<r>rich</r>", "MATH", "PHYS", "ART", " spaced "]
+    cell, first = shared.cells.get, shared.first
+    sheet.raw_rows(0, 0, [f'<row r="{n}"><c r="A{n}{cell(t) or first(t)}</row>' for n, t in enumerate(texts, 1)])
+    shared.written(len(texts))
+    book.close()
+    read = [row[0] for row in openpyxl.load_workbook(path)["Lines"].iter_rows(values_only=True)]
+    assert read == [neutralize(text) for text in texts]
+    with zipfile.ZipFile(path) as archive:
+        table = archive.read("xl/sharedStrings.xml").decode()
+        cells = archive.read("xl/worksheets/sheet1.xml").decode()
+    # ART three times, =cmd and MATH shared (three texts, the limit); the rest inline
+    assert cells.count(' t="s"') == 5 and cells.count(' t="inlineStr"') == 4
+    assert 'count="5" uniqueCount="3"' in table and table.count("<si>") == 3

@@ -23,7 +23,7 @@ from markupsafe import Markup, escape
 
 from chargeback.bills import Bill, DocumentContext, Line
 from chargeback.bundled import bundled
-from chargeback.money import format_grouped
+from chargeback.money import format_grouped, grouped_micro
 from chargeback.safe import file_in
 
 TEMPLATE = "invoice.html.j2"
@@ -131,10 +131,10 @@ def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
             date = dates[line.service_date] = line.service_date.isoformat()
         quantity = quantities.get(line.quantity_micro)
         if quantity is None:
-            quantity = quantities[line.quantity_micro] = plain(line.quantity)
+            quantity = quantities[line.quantity_micro] = grouped_micro(line.quantity_micro)
         rate = rates.get(line.rate_micro)
         if rate is None:
-            rate = rates[line.rate_micro] = plain(line.rate, ctx.digits)
+            rate = rates[line.rate_micro] = grouped_micro(line.rate_micro, ctx.digits)
         notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day)]
         return Shown(line.entry, date, html(line.memo) if line.memo else "", notes,
                      html_once(line.reference) if line.reference else "", quantity, rate,

@@ -105,6 +105,17 @@ def micro_text(micro: int) -> str:
     return f"{sign}{whole}.{str(part).zfill(6).rstrip('0')}"
 
 
+def grouped_micro(micro: int, places: int = 0) -> str:
+    """Integer millionths as invoices show a quantity or rate: thousands separators and
+    at least `places` decimals (`1,500`, `45.125`, `60.00`), worked out in integers."""
+    whole, part = divmod(abs(micro), 1_000_000)
+    fraction = str(part).zfill(6).rstrip("0") if part else ""
+    if len(fraction) < places:
+        fraction = fraction.ljust(places, "0")
+    sign = "-" if micro < 0 else ""
+    return f"{sign}{whole:,}.{fraction}" if fraction else f"{sign}{whole:,}"
+
+
 def parse_decimal(text: str, places: int, *, what: str = "number") -> Decimal:
     """Parse a plain decimal (digits, optional sign, `.` separator, at most `places`
     fractional digits, magnitude below 10^12). Raises ValueError with a message a

@@ -148,3 +148,15 @@ def test_a_quantity_is_written_as_its_decimal(micro: int) -> None:
     from chargeback.money import from_micro, micro_text
 
     assert micro_text(micro) == str(from_micro(micro))
+
+
+@given(st.one_of(st.integers(min_value=-(10**18), max_value=10**18),
+                 st.integers(min_value=-(10**6), max_value=10**6).map(lambda whole: whole * 1_000_000)),
+       st.integers(min_value=0, max_value=4))
+def test_an_invoice_shows_a_quantity_or_rate_as_its_decimal_grouped(micro: int, places: int) -> None:
+    """`grouped_micro` works in integers; the text is the Decimal's as `invoices.plain`
+    shows it (thousands separators, at least `places` decimals)."""
+    from chargeback.invoices import plain
+    from chargeback.money import from_micro, grouped_micro
+
+    assert grouped_micro(micro, places) == plain(from_micro(micro), places)

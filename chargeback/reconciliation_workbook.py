@@ -238,6 +238,11 @@ def _matrix(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, matrix: Matrix
     return f"Matrix!{cell(total_row, internal_col, True)}", column_sums[internal_col]
 
 
+#: Distinct texts the Journal sheets share at most (`workbooks.SharedText`): accounts,
+#: units and services are a few thousand; memos may be as many as the entries.
+SHARED_TEXTS = 50_000
+
+
 def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
              entries: Iterator[Row], ctx: DocumentContext) -> None:  # type: ignore[type-arg]
     """Every journal line, two per entry (debit line, then credit line), as journal.csv,
@@ -247,7 +252,7 @@ def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
     digits = ctx.digits
     serials: dict[object, int] = {}
 
-    shared = SharedText(wb.book)
+    shared = SharedText(wb.book, SHARED_TEXTS)
     text, first = shared.cells.get, shared.first
 
     def rows(entries: Iterator) -> Iterator[str]:  # type: ignore[type-arg]
@@ -264,12 +269,14 @@ def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
                 serial = serials[date] = (stored_date(date) - EXCEL_EPOCH).days
             money = f'" s="{money_style}"><v>{format_amount(abs(minor), digits)}</v></c>'
             debit, credit = ("F", "G") if minor >= 0 else ("G", "F")
+            inline_before = shared.inline
             tail = "".join((
                 f'<c r="H\0{text(service) or first(service)}',
                 f'<c r="I\0" t="inlineStr">{inline_once(reference)}</c>' if reference else "",
                 f'<c r="J\0{text(memo) or first(memo)}' if memo else "",
                 f'<c r="K\0{text(kind) or first(kind)}',
                 f'<c r="L\0" t="inlineStr"><is><t>{digest}</t></is></c></row>'))
+            shared.inline += shared.inline - inline_before  # the tail is on both lines
             # C, E, H and K on both lines; D and J where there is a GL account, a memo
             texts += 8 + bool(debit_gl) + bool(credit_gl) + 2 * bool(memo)
             for account, gl, unit, side in ((debit_account, debit_gl, consumer, debit),

@@ -436,3 +436,29 @@ def test_shared_texts_read_back_as_written_and_the_table_counts_its_references(t
     # ART three times, =cmd and MATH shared (three texts, the limit); the rest inline
     assert cells.count(' t="s"') == 5 and cells.count(' t="inlineStr"') == 4
     assert 'count="5" uniqueCount="3"' in table and table.count("<si>") == 3
+
+
+@pytest.mark.parametrize("limit", [3, 50_000])
+def test_the_journal_sheets_shared_strings_are_counted_as_the_cells_use_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """Repeated texts are shared; past the limit (made small) new texts are inline, the
+    memos among them on both lines of their entry; the table counts each shared cell."""
+    from chargeback import reconciliation_workbook
+
+    monkeypatch.setattr(reconciliation_workbook, "SHARED_TEXTS", limit)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    folder = build(url, tmp_path)
+    path = folder / "2026-03" / "reconciliation.xlsx"
+    with zipfile.ZipFile(path) as archive:
+        table = archive.read("xl/sharedStrings.xml").decode()
+        sheets = [archive.read(name).decode() for name in archive.namelist() if name.startswith("xl/worksheets/sheet")]
+    count, unique = map(int, re.search(r'count="(\d+)" uniqueCount="(\d+)"', table).groups())
+    assert count == sum(sheet.count(' t="s"') for sheet in sheets) > 0
+    assert unique == table.count("<si>") == min(limit, unique)
+    if limit == 3:
+        assert any(' t="inlineStr"><is><t>expenses:internal:' in sheet for sheet in sheets)
+    journal = rows(openpyxl.load_workbook(path)["Journal"])
+    with open(folder / "2026-03" / "journal.csv", encoding="utf-8") as handle:
+        exported = list(csv.DictReader(handle))
+    assert [(row[2], row[3] or "", row[4], row[7], row[9] or "") for row in journal[1:]] == [
+        (line["account"], line["gl_account"], line["unit"], line["service"], line["memo"]) for line in exported]

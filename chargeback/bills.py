@@ -20,7 +20,7 @@ from sqlalchemy import Connection, func, select
 from chargeback.budgets import BudgetStatus, statuses_for
 from chargeback.db import bytewise, dates_as_stored, stored_date
 from chargeback.fields import period_bounds, previous_period
-from chargeback.money import from_micro, from_minor
+from chargeback.money import from_minor
 from chargeback.reconciliation import PeriodTotal, period_totals
 from chargeback.reference import ServiceInfo, UnitInfo, load_reference
 from chargeback.schema import Entry, Period, PeriodTotalRow
@@ -123,14 +123,6 @@ class Line(NamedTuple):
     reference: str | None
     memo: str | None
     rate_source: str | None
-
-    @property
-    def quantity(self) -> Decimal:
-        return from_micro(self.quantity_micro)
-
-    @property
-    def rate(self) -> Decimal | None:
-        return None if self.rate_micro is None else from_micro(self.rate_micro)
 
     def notes(self, first_day: dt.date) -> list[str]:
         """Why a line deserves a reader's attention: late charge, credit, adjustment."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from decimal import Decimal
 from functools import lru_cache
 from itertools import groupby
 from pathlib import Path
@@ -52,17 +51,6 @@ def due_date(terms: str | None, issued: dt.date) -> dt.date | None:
 
 def money(ctx: DocumentContext, minor: int) -> str:
     return format_grouped(minor, ctx.digits)
-
-
-def plain(value: Decimal | None, places: int = 0) -> str:
-    """A quantity or rate with thousands separators and at least `places` decimals:
-    `1,500`, `45.125`, `60.00`."""
-    if value is None:
-        return ""
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and -exponent < places:
-        value = value.quantize(Decimal(1).scaleb(-places))
-    return f"{value:,f}"
 
 
 class Shown(NamedTuple):
@@ -172,7 +160,7 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
         number=invoice_number(ctx, unit.code, external), issued=issued,
         due=due_date(ctx.payment_terms, issued) if external else None,
         total_minor=bill.total_minor,
-        money=lambda minor: money(ctx, minor), plain=plain,
+        money=lambda minor: money(ctx, minor),
         debit_account=f"expenses:internal:{unit.code}")
 
 

@@ -95,24 +95,24 @@ def from_micro(micro: int) -> Decimal:
     return value.quantize(Decimal(1)) if value == value.to_integral() else value.normalize()
 
 
+def _micro_parts(micro: int) -> tuple[str, int, str]:
+    """Integer millionths as sign, whole part and fraction without trailing zeros."""
+    whole, part = divmod(abs(micro), 1_000_000)
+    return "-" if micro < 0 else "", whole, str(part).zfill(6).rstrip("0") if part else ""
+
+
 def micro_text(micro: int) -> str:
     """`str(from_micro(micro))` worked out in integers (`1.5`, `60`, `-0.25`): the
     statements' sheets write a quantity for each of a million lines and rows."""
-    whole, part = divmod(abs(micro), 1_000_000)
-    sign = "-" if micro < 0 else ""
-    if not part:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{str(part).zfill(6).rstrip('0')}"
+    sign, whole, fraction = _micro_parts(micro)
+    return f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}"
 
 
 def grouped_micro(micro: int, places: int = 0) -> str:
     """Integer millionths as invoices show a quantity or rate: thousands separators and
     at least `places` decimals (`1,500`, `45.125`, `60.00`), worked out in integers."""
-    whole, part = divmod(abs(micro), 1_000_000)
-    fraction = str(part).zfill(6).rstrip("0") if part else ""
-    if len(fraction) < places:
-        fraction = fraction.ljust(places, "0")
-    sign = "-" if micro < 0 else ""
+    sign, whole, fraction = _micro_parts(micro)
+    fraction = fraction.ljust(places, "0")
     return f"{sign}{whole:,}.{fraction}" if fraction else f"{sign}{whole:,}"
 
 

@@ -132,7 +132,7 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
         if elsewhere is not None:
             with elsewhere:
                 usage = journal.chain(conn, elsewhere.batches(), on_batch=bar.add).count
-            tally.merge(elsewhere.sums)
+            tally.merge_ordered(elsewhere.totals)
         rest = period_charges(conn, ref, period, untiered=elsewhere is None)
         charged = journal.post(conn, tally.counting(rest), now, on_batch=bar.add)
     allocated = journal.post(conn, tally.counting(allocation_charges(conn, ref, period)), now)

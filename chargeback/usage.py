@@ -21,8 +21,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, NamedTuple
 
-from typing_extensions import TypedDict
-
 from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, ValidationError, field_validator
 from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -36,7 +34,7 @@ from chargeback.processes import Helper, Send, cores
 from chargeback.progress import Progress, csv_lines, phase
 from chargeback.reference import Reference, load_reference
 from chargeback.schema import Import, Usage
-from chargeback.tabular import Columns, read_rows, sha256_of
+from chargeback.tabular import Columns, read_records, sha256_of
 
 USAGE = Columns(("date", "service", "consumer", "quantity", "reference"), ("description",))
 USAGE_COLUMNS = ("period", "import_id", "line", "date", "service", "consumer", "quantity_micro",
@@ -273,17 +271,18 @@ def _stripped(pattern: str | None = None, max_length: int | None = None, min_len
                                             max_length=max_length, min_length=min_length)]
 
 
-class UsageShape(TypedDict):
-    """The shape of a valid usage row, checked for whole batches inside pydantic's core;
-    a row that does not fit is checked again by `UsageRow` to say exactly what is wrong."""
-
-    date: _stripped(r"^\d{4}-\d{2}-\d{2}$")  # type: ignore[valid-type]
-    service: _stripped(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")  # type: ignore[valid-type]
-    consumer: _stripped(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")  # type: ignore[valid-type]
-    quantity: _stripped(r"^[+-]?\d{1,12}(\.\d{1,6})?$")  # type: ignore[valid-type]
-    reference: _stripped(max_length=MAX_REFERENCE, min_length=1)  # type: ignore[valid-type]
-    description: _stripped(max_length=MAX_DESCRIPTION)  # type: ignore[valid-type]
-
+#: The shape of a valid usage row, its cells in `USAGE.all` order (`tabular.read_records`),
+#: checked for whole batches inside pydantic's core (a tuple a row: 2.5 s a million rows
+#: against 3.0-3.4 s for a typed dict a row); a row that does not fit is checked again by
+#: `UsageRow` to say exactly what is wrong.
+UsageShape = tuple[
+    _stripped(r"^\d{4}-\d{2}-\d{2}$"),  # type: ignore[valid-type]  # date
+    _stripped(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"),  # type: ignore[valid-type]  # service
+    _stripped(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"),  # type: ignore[valid-type]  # consumer
+    _stripped(r"^[+-]?\d{1,12}(\.\d{1,6})?$"),  # type: ignore[valid-type]  # quantity
+    _stripped(max_length=MAX_REFERENCE, min_length=1),  # type: ignore[valid-type]  # reference
+    _stripped(max_length=MAX_DESCRIPTION),  # type: ignore[valid-type]  # description
+]
 
 SHAPES = TypeAdapter(list[UsageShape])
 BATCH = 10_000
@@ -292,24 +291,23 @@ BATCH = 10_000
 Fields = tuple[dt.date, str, str, int, str, str | None]
 
 
-def _fast_row(values: dict[str, str], days: dict[str, dt.date], codes: dict[str, str]) -> Fields | None:
+def _fast_row(values: tuple[str, ...], days: dict[str, dt.date], codes: dict[str, str]) -> Fields | None:
     """A row that fit the shape, as fields; None when its date or quantity is not valid
     after all. A date and a code are made once per file (`days`, `codes`): a file has
     few of them, and a batch handed to another process (`_batches_elsewhere`) then
     carries each once."""
-    text = values["date"]
+    text, service, consumer, quantity_text, reference, description = values
     day = days.get(text)
     if day is None:
         try:
             day = days[text] = dt.date.fromisoformat(text)
         except ValueError:
             return None
-    quantity = to_micro(Decimal(values["quantity"]))
+    quantity = to_micro(Decimal(quantity_text))
     if not quantity:
         return None
-    service, consumer = values["service"], values["consumer"]
     return (day, codes.setdefault(service, service), codes.setdefault(consumer, consumer), quantity,
-            values["reference"], values.get("description") or None)
+            reference, description or None)
 
 
 def _validate(path: Path, name: str, period: str, ref: Reference, problems: list[Problem],
@@ -395,21 +393,21 @@ def _batches(path: Path, name: str) -> Iterator[Batch]:
     """The file read and each row checked against its columns' shapes, `BATCH` rows at a
     time: in one call of pydantic's core when they all fit, one by one (`UsageRow`, to
     say exactly what is wrong) when not."""
-    unreadable: list[Problem] = []  # the header's and the bytes' problems (`read_rows`)
+    unreadable: list[Problem] = []  # the header's and the bytes' problems (`read_records`)
     days: dict[str, dt.date] = {}
     codes: dict[str, str] = {}
-    for part in batched(read_rows(path, USAGE, unreadable, name), BATCH):
+    for part in batched(read_records(path, USAGE, unreadable, name), BATCH):
         problems, rows = unreadable[:], []
         unreadable.clear()
         try:
-            shaped: list[dict[str, str]] | None = SHAPES.validate_python([values for _, values in part])
+            shaped: list[tuple[str, ...]] | None = SHAPES.validate_python([values for _, values in part])
         except ValidationError:
             shaped = None
         for index, (number, values) in enumerate(part):
             row = _fast_row(shaped[index], days, codes) if shaped is not None else None
             if row is None:
                 try:
-                    full = UsageRow.model_validate(values)
+                    full = UsageRow.model_validate(dict(zip(USAGE.all, values)))
                 except ValidationError as exc:
                     problems.extend(problems_of(exc, name, number))
                     continue

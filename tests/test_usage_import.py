@@ -74,6 +74,46 @@ def test_xlsx_with_date_cells_and_decimal_quantities(loaded: str, tmp_path: Path
     assert result.imported == 3
 
 
+@pytest.mark.parametrize("suffix", ["csv", "xlsx"])
+def test_columns_in_any_order_and_without_descriptions_are_stored_by_their_names(
+        loaded: str, tmp_path: Path, suffix: str) -> None:
+    """A file's columns are read by their names in the header, in whatever order, and a
+    file without the optional description column stores its lines without one; a bad
+    cell is still named by its column."""
+    header = ["reference", "quantity", "consumer", "date", "service"]
+    rows = [["R-1", " 2.5 ", "MATH", "2026-03-05", "HELP"], ["R-2", "1", "ART", "2026-03-06", "VAN"]]
+    path = tmp_path / f"reordered.{suffix}"
+    if suffix == "csv":
+        path.write_text("\n".join(",".join(row) for row in [header, *rows]) + "\n")
+    else:
+        book = Workbook()
+        for row in [header, *rows]:
+            book.active.append(row)
+        book.save(path)
+    result = api.import_file(loaded, path, "2026-03")
+    assert result.by_provider == {"FLEET": D("45.13"), "IT": D("150.00")}  # 1 x 45.125; 2.5 x 60
+    engine = create_engine(loaded.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        lines = conn.execute(select(Usage.line, Usage.date, Usage.service, Usage.consumer, Usage.quantity_micro,
+                                    Usage.reference, Usage.description).order_by(Usage.line)).all()
+    engine.dispose()
+    assert [tuple(line) for line in lines] == [
+        (2, dt.date(2026, 3, 5), "HELP", "MATH", 2_500_000, "R-1", None),
+        (3, dt.date(2026, 3, 6), "VAN", "ART", 1_000_000, "R-2", None)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("reference,quantity,consumer,date,service\nR-3,lots,MATH,2026-03-07,HELP\n")
+    assert refused(loaded, bad, "2026-03") == ["bad.csv:2: quantity: " + refused_quantity_message(loaded, tmp_path)]
+
+
+def refused_quantity_message(loaded: str, tmp_path: Path) -> str:
+    """What a non-numeric quantity is refused with, from a file in the usual order."""
+    path = usage_file(tmp_path, "usual.csv", [["2026-03-07", "HELP", "MATH", "lots", "R-4", ""]])
+    [problem] = refused(loaded, path, "2026-03")
+    prefix = "usual.csv:2: quantity: "
+    assert problem.startswith(prefix)
+    return problem[len(prefix):]
+
+
 def test_every_rule_is_checked_and_the_file_is_refused_whole(loaded: str, tmp_path: Path) -> None:
     path = usage_file(tmp_path, "bad.csv", [
         ["2026-03-02", "HELP", "ART", "1", "OK-1", "fine"],             # 2

@@ -189,7 +189,7 @@ class Tally:
 
 
 def _joined(key: Sequence[str]) -> str:
-    """A totals' key (its first seven fields) as one text that sorts as the key does."""
+    """A total's key (its first seven fields) as one text that sorts as the key does."""
     return "\0".join(key[:7])
 
 

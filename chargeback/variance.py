@@ -63,6 +63,11 @@ class Total(NamedTuple):
     amount: int
 
 
+#: A `Total`'s fields as a plain tuple, as the review streams them (making a `Total` is a
+#: Python call each).
+TotalRow = tuple[str, str, str, str, str, str, int]
+
+
 @dataclass(frozen=True)
 class Driver:
     service: str
@@ -174,9 +179,9 @@ def _nested() -> Amounts:
     return defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
 
 
-def compute(period: str, totals: Iterable[tuple[str, str, str, str, str, str, int]], window: tuple[str, ...],
-            *, threshold: Decimal, digits: int, currency: str, names: dict[str, str] | None = None) -> Review:
-    """The review of `period` from its totals (`Total`s, or tuples of their fields) and
+def compute(period: str, totals: Iterable[TotalRow], window: tuple[str, ...], *, threshold: Decimal,
+            digits: int, currency: str, names: dict[str, str] | None = None) -> Review:
+    """The review of `period` from its totals (`Total`s, or `TotalRow`s) and
     those of the `window` periods."""
     consumers, providers = _nested(), _nested()
     usage: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -258,7 +263,7 @@ def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None 
     names = {code: name for code, name in conn.execute(select(Unit.code, Unit.name))}
     this = period_totals(conn, period) if current is None else current
 
-    def totals() -> Iterator[tuple[str, str, str, str, str, str, int]]:
+    def totals() -> Iterator[TotalRow]:
         """The earlier periods from their totals stored at close, oldest first, then this
         one; streamed, as `compute` sums them (half a million rows a month at 1M lines)."""
         if window:
@@ -269,7 +274,7 @@ def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None 
                     .where(stored.period.in_(window)).order_by(stored.period)
                     .execution_options(yield_per=20_000)):
                 yield tuple(row)
-        for t in this:  # plain tuples: making a Total is a Python call each, half the review's time
+        for t in this:
             yield (period, t.consumer, t.customer_class, t.provider, t.service, t.kind, t.amount_minor)
 
     return compute(period, totals(), window, threshold=Decimal(book.variance_threshold),

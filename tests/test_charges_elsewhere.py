@@ -24,6 +24,16 @@ def september(db_url: str, tmp_path: Path) -> str:
     api.run(db_url, api.demo_book(), tmp_path / "out", through="2026-08")
     for name in ("2026-09.csv", "2026-09-fleet.xlsx"):
         api.import_file(db_url, api.demo_book() / "usage" / name, "2026-09")
+    # texts a JSON round trip must give back exactly: quotes, a backslash, a line break,
+    # accents, an emoji, a tab, no text at all; and a big quantity
+    tricky = tmp_path / "tricky.csv"
+    tricky.write_text(
+        "date,service,consumer,quantity,reference,description\n"
+        '2026-09-04,IT-LICENSE,MATH,1,"TRICKY-\\1","Say ""hi"" \\ then\nnext line"\n'
+        "2026-09-05,IT-LICENSE,MATH,2,TRICKY-2,Café Zoë 📈\ttab\n"
+        "2026-09-06,IT-LICENSE,MATH,9999999.999999,TRICKY-3,\n",
+        encoding="utf-8")
+    api.import_file(db_url, tricky, "2026-09")
     api.adjust(db_url, "2026-09", "IT-HELPDESK", "CHEM", "-12.50", "Goodwill credit")
     return db_url
 
@@ -67,6 +77,8 @@ def test_the_same_entries_and_hashes_as_priced_here(september: str, priced_where
     assert posted == len([e for e in entries if e[1] == "2026-09"]) and tiers
     kinds = {e[5] for e in entries if e[1] == "2026-09"}
     assert kinds == {"usage", "recurring", "adjustment", "allocation"}
+    memos = {e[20] for e in entries if (e[19] or "").startswith("TRICKY-")}
+    assert memos == {'Say "hi" \\ then\nnext line', "Café Zoë 📈\ttab", None}
 
 
 def test_a_close_priced_elsewhere_verifies_and_stores_the_totals_of_its_entries(

@@ -298,14 +298,14 @@ def read_elsewhere(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     import chargeback.usage
 
     read: list[str] = []
-    original = chargeback.usage._batches_elsewhere
+    original = chargeback.usage._checked_elsewhere
 
-    def spied(path: Path, name: str):  # type: ignore[no-untyped-def]
+    def spied(path: Path, name: str, *args: object):  # type: ignore[no-untyped-def]
         read.append(name)
-        return original(path, name)
+        return original(path, name, *args)
 
     monkeypatch.setattr(chargeback.usage, "ELSEWHERE_BYTES", 0)
-    monkeypatch.setattr(chargeback.usage, "_batches_elsewhere", spied)
+    monkeypatch.setattr(chargeback.usage, "_checked_elsewhere", spied)
     return read
 
 

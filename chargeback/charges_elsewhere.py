@@ -42,6 +42,11 @@ from chargeback.schema import Usage
 #: each line then costs this process some 6 microseconds less.
 ELSEWHERE_LINES = 200_000
 
+#: Batches of entries (50,000 each, some 15 MB) the second process may have priced and
+#: not yet handed over: it prices faster than this process chains and stores, and with
+#: them it sums up its totals while this process still stores the last batches.
+PRICED_AHEAD = 4
+
 Fingerprint = tuple[int, int, int]
 
 
@@ -124,7 +129,7 @@ def start(conn: Connection, ref: Reference, period: str, posted_at: dt.datetime)
     stored, stored_at = stored_timestamp(conn, posted_at)
     helper = Helper(_price, (shared, period,
                              pickle.dumps(ref, protocol=pickle.HIGHEST_PROTOCOL), posted_at),
-                    f"pricing the usage of {period}")
+                    f"pricing the usage of {period}", ahead=PRICED_AHEAD)
     try:
         ours = fingerprint(conn, period, tiered)  # while the second process starts
         kind, theirs = helper.receive()

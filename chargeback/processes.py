@@ -4,7 +4,8 @@ one is started and hands its results over.
 A helper gets plain values, works on its own (a read-only connection of its own, if it
 needs the database) and sends (kind, content) messages, pickled, down a one-way pipe;
 the command reads them in order. The pipe holds little, so a helper stays a message or
-two ahead and memory does not grow with the work. A helper's refusal comes back as the
+two ahead, or as many more as it is given room for (`ahead`), and memory does not grow
+with the work. A helper's refusal comes back as the
 same `Refused`, any other failure as a `RuntimeError` naming it, and a helper that dies
 is noticed at once. When the command stops reading (it is done, refused, or killed),
 the helper is stopped: its next send finds the pipe closed and it ends.
@@ -16,6 +17,8 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import queue
+import threading
 from collections.abc import Callable
 from types import TracebackType
 
@@ -36,11 +39,12 @@ class Helper:
     """A second process running `work(send, *args)`, and the reading end of its pipe.
     `doing` says what it does, in messages: "reading 2026-03.csv"."""
 
-    def __init__(self, work: Callable[..., None], args: tuple[object, ...], doing: str) -> None:
+    def __init__(self, work: Callable[..., None], args: tuple[object, ...], doing: str,
+                 ahead: int = 0) -> None:
         self.doing = doing
         context = multiprocessing.get_context("spawn")
         self.receiver, sender = context.Pipe(duplex=False)
-        self.process = context.Process(target=_serve, args=(work, args, sender), daemon=True,
+        self.process = context.Process(target=_serve, args=(work, args, sender, ahead), daemon=True,
                                        name="chargeback-helper")
         self.process.start()
         sender.close()
@@ -73,11 +77,17 @@ class Helper:
 
 
 def _serve(work: Callable[..., None], args: tuple[object, ...],
-           sender: multiprocessing.connection.Connection) -> None:
-    """In the helper: run the work; say a refusal or a failure as such."""
+           sender: multiprocessing.connection.Connection, ahead: int) -> None:
+    """In the helper: run the work; say a refusal or a failure as such. With `ahead`,
+    up to that many messages wait to be sent (`_Sending`) while the work goes on."""
+    sending = _Sending(sender, ahead) if ahead else None
 
     def send(kind: str, content: object) -> None:
-        sender.send_bytes(pickle.dumps((kind, content), protocol=pickle.HIGHEST_PROTOCOL))
+        message = pickle.dumps((kind, content), protocol=pickle.HIGHEST_PROTOCOL)
+        if sending is None:
+            sender.send_bytes(message)
+        else:
+            sending.put(message)
 
     try:
         try:
@@ -86,5 +96,42 @@ def _serve(work: Callable[..., None], args: tuple[object, ...],
             send("refused", str(exc))
         except Exception as exc:  # noqa: BLE001 - said to the command, which raises it
             send("failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            if sending is not None:
+                sending.finish()
     except (BrokenPipeError, ConnectionResetError):
         pass  # the command stopped reading
+
+
+class _Sending:
+    """Messages sent down the pipe by a thread of their own, up to `ahead` of them waiting:
+    a helper that is faster than the command reads goes on with its work instead of
+    waiting on the pipe, and is done that much earlier with what it can only do at the
+    end (the pricing process's totals: 4 s at a million lines, which the command spent
+    waiting). The thread waits in the kernel, not holding the interpreter's lock."""
+
+    def __init__(self, sender: multiprocessing.connection.Connection, ahead: int) -> None:
+        self.sender, self.closed = sender, False
+        self.waiting: queue.Queue[bytes | None] = queue.Queue(maxsize=ahead)
+        self.thread = threading.Thread(target=self._run, name="chargeback-sending", daemon=True)
+        self.thread.start()
+
+    def put(self, message: bytes) -> None:
+        if self.closed:
+            raise BrokenPipeError("the command stopped reading")
+        self.waiting.put(message)
+
+    def finish(self) -> None:
+        """Wait until every message is sent (or the command stopped reading)."""
+        self.waiting.put(None)
+        self.thread.join()
+        if self.closed:
+            raise BrokenPipeError("the command stopped reading")
+
+    def _run(self) -> None:
+        while (message := self.waiting.get()) is not None:
+            if not self.closed:  # once closed, the queue is only emptied, so `put` never blocks
+                try:
+                    self.sender.send_bytes(message)
+                except OSError:  # BrokenPipeError, ConnectionResetError
+                    self.closed = True

@@ -5,10 +5,10 @@ A helper gets plain values, works on its own (a read-only connection of its own,
 needs the database) and sends (kind, content) messages, pickled, down a one-way pipe;
 the command reads them in order. The pipe holds little, so a helper stays a message or
 two ahead, or as many more as it is given room for (`ahead`), and memory does not grow
-with the work. A helper's refusal comes back as the
-same `Refused`, any other failure as a `RuntimeError` naming it, and a helper that dies
-is noticed at once. When the command stops reading (it is done, refused, or killed),
-the helper is stopped: its next send finds the pipe closed and it ends.
+with the work. A helper's refusal comes back as the same `Refused`, any other failure
+as a `RuntimeError` naming it, and a helper that dies is noticed at once. When the
+command stops reading (it is done, refused, or killed), the helper is stopped: its next
+send finds the pipe closed and it ends.
 """
 
 from __future__ import annotations
@@ -133,5 +133,5 @@ class _Sending:
             if not self.closed:  # once closed, the queue is only emptied, so `put` never blocks
                 try:
                     self.sender.send_bytes(message)
-                except OSError:  # BrokenPipeError, ConnectionResetError
-                    self.closed = True
+                except Exception:  # noqa: BLE001 - a broken pipe, or any failure to send: the
+                    self.closed = True  # work stops, and the command hears the helper stopped

@@ -42,9 +42,10 @@ from chargeback.schema import Usage
 #: each line then costs this process some 6 microseconds less.
 ELSEWHERE_LINES = 200_000
 
-#: Batches of entries (50,000 each, some 15 MB) the second process may have priced and
-#: not yet handed over: it prices faster than this process chains and stores, and with
-#: them it sums up its totals while this process still stores the last batches.
+#: Batches of entries (50,000 each, 12.9-13.0 MB as sent at a million lines) the second
+#: process may have priced and not yet handed over, some 65 MB with the one being sent:
+#: it prices faster than this process chains and stores, and with them it sums up its
+#: totals while this process still stores the last batches.
 PRICED_AHEAD = 4
 
 Fingerprint = tuple[int, int, int]

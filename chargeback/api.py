@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from chargeback import audit, budgets as _budgets, db, delivery, variance
 from chargeback.bundled import bundled
@@ -295,16 +296,29 @@ def deliver(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
         result.outbox = Path(out_dir) / f"{period}-outbox"
         return result
 
-    def record(done: delivery.Sent) -> None:
+    @contextmanager
+    def claim(message: delivery.Sent) -> Iterator[bool]:
+        """The message's record, written before it is sent and committed once the server
+        took it. Another run claiming the same unit waits on the record's unique key
+        (PostgreSQL's index; SQLite's write lock, which the send holds meanwhile) and then
+        finds it there."""
         with db.transaction(engine) as conn:
-            conn.execute(insert(Delivery).values(
-                period=period, unit=done.unit, journal_hash=todo.journal_hash, email=done.to,
-                sent_at=now(), message_id=done.message_id,
-                attachments=delivery.attachments_text(done.files)))
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(Delivery).values(
+                        period=period, unit=message.unit, journal_hash=todo.journal_hash, email=message.to,
+                        sent_at=now(), message_id=message.message_id,
+                        attachments=delivery.attachments_text(message.files)))
+            except IntegrityError:
+                ours = False
+            else:
+                ours = True
+            yield ours
 
     arguments = {"period": period, "out": str(out_dir), "smtp": smtp, "from": sender}
     with audit.command(engine, "deliver", arguments, period=period) as log:
-        result.sent, result.failed = delivery.send(server, messages, record)
+        result.sent, result.failed, elsewhere = delivery.send(server, messages, claim)
+        result.sent_before += elsewhere
         log.record_apart(f"done: {len(result.sent)} units sent, {len(result.failed)} failed")
     return result
 

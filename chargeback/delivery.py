@@ -8,10 +8,12 @@ it, with CHARGEBACK_SMTP_USER / CHARGEBACK_SMTP_PASSWORD), or written as `.eml` 
 by a dry run.
 
 Each message is recorded (unit, address, files with their sha256, message id, and the
-journal hash of the close the documents come from) as soon as the server accepts it, so
-running `deliver` again sends only what was not sent. After a reopen and a new close
-that posted something, the journal hash differs and the new documents go again,
-marked "Revised".
+journal hash of the close the documents come from): the record is written before the
+message goes and committed once the server accepts it (`Claim`), so running `deliver`
+again sends only what was not sent, and a second run at the same time waits on the
+record's unique key and then skips the unit, instead of sending it twice. After a
+reopen and a new close that posted something, the journal hash differs and the new
+documents go again, marked "Revised".
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 import smtplib
 import ssl
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -224,14 +227,26 @@ class Failed:
 Message = tuple[Recipient, EmailMessage, list[tuple[str, str]]]
 
 
+#: Claims a message's record before it is sent (`send`): a context in which the record is
+#: written and not yet committed; True when it is this run's to send, False when another
+#: run recorded it first. Leaving the context with an error takes the record back.
+Claim = Callable[[Sent], AbstractContextManager[bool]]
+
+
+class _NotAccepted(Exception):
+    """The server refused a message: its claimed record is taken back."""
+
+
 def send(server: tuple[str, int], messages: Iterable[Message],
-         record: Callable[[Sent], None]) -> tuple[list[Sent], list[Failed]]:
-    """Send each message on one connection, recording each as soon as it is accepted.
-    A recipient the server refuses is reported and the others still go; losing the
-    server stops, with what was sent already recorded."""
+         claim: Claim) -> tuple[list[Sent], list[Failed], list[str]]:
+    """Send each message on one connection, each inside its claimed record (`Claim`), so
+    two runs at once never send a unit the same documents twice; (sent, refused, units
+    another run sent first). A recipient the server refuses is reported and the others
+    still go; losing the server stops, with what was sent already recorded."""
     host, port = server
     sent: list[Sent] = []
     failed: list[Failed] = []
+    elsewhere: list[str] = []
     try:
         smtp = smtplib.SMTP(host, port, timeout=60)
     except OSError as exc:
@@ -239,15 +254,22 @@ def send(server: tuple[str, int], messages: Iterable[Message],
     try:
         _secure(smtp, host, port)
         for recipient, msg, files in messages:
+            done = Sent(recipient.unit, msg["To"], msg["Message-ID"], files)
             try:
-                refused = smtp.send_message(msg)
-            except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError,
-                    smtplib.SMTPNotSupportedError) as exc:
-                failed.append(Failed(recipient.unit, msg["To"], _reason(exc)))
+                with claim(done) as ours:
+                    if not ours:
+                        elsewhere.append(recipient.unit)
+                        continue
+                    try:
+                        refused = smtp.send_message(msg)
+                    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError,
+                            smtplib.SMTPNotSupportedError) as exc:
+                        failed.append(Failed(recipient.unit, msg["To"], _reason(exc)))
+                        raise _NotAccepted from exc
+            except _NotAccepted:
                 continue
-            done = Sent(recipient.unit, msg["To"], msg["Message-ID"], files,
-                        _reason(smtplib.SMTPRecipientsRefused(refused)) if refused else "")
-            record(done)
+            if refused:
+                done.refused = _reason(smtplib.SMTPRecipientsRefused(refused))
             sent.append(done)
     except (smtplib.SMTPException, OSError) as exc:
         raise Refused(f"the mail server {host}:{port} failed: {_reason(exc)}; {len(sent)} messages "
@@ -257,7 +279,7 @@ def send(server: tuple[str, int], messages: Iterable[Message],
             smtp.quit()
         except (smtplib.SMTPException, OSError):
             smtp.close()
-    return sent, failed
+    return sent, failed, elsewhere
 
 
 def _secure(smtp: smtplib.SMTP, host: str, port: int) -> None:

@@ -4,17 +4,20 @@ without an address are listed; dry runs write .eml files; missing documents are 
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import email
 import socket
+import threading
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 
-from chargeback import api, db
+from chargeback import api, db, delivery
 from chargeback.cli import main
 from chargeback.errors import Refused
 from chargeback.schema import Delivery
@@ -37,6 +40,7 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], EmailMessage]] = []
+        self.delay = 0.0  # seconds the server takes to accept a message
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
         if address.startswith("bounce@"):
@@ -45,6 +49,7 @@ class Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(self.delay)
         message = email.message_from_bytes(envelope.original_content or envelope.content, policy=default)
         self.messages.append((list(envelope.rcpt_tos), message))
         return "250 Message accepted for delivery"
@@ -154,6 +159,63 @@ def test_each_unit_gets_its_documents_once(march: tuple[str, Path], smtp: tuple[
     assert again.sent == [] and again.sent_before == ["ART", "EXT-1", "MATH"]
     assert [r.unit for r in again.no_email] == ["FLEET"]
     assert len(inbox.messages) == 3
+
+
+def test_two_delivers_at_once_send_each_unit_one_message(march: tuple[str, Path],
+                                                         smtp: tuple[Inbox, str]) -> None:
+    """A scheduled `deliver` and one started by hand at the same moment: each unit still
+    gets one message, recorded once, and each run counts what the other sent as sent
+    before. Each message takes the server 0.3 s, so the two runs overlap (on SQLite the
+    first run's sends hold the write lock, so the second mostly waits for them)."""
+    url, out = march
+    inbox, server = smtp
+    inbox.delay = 0.3
+    start = threading.Barrier(2)
+    results: list[api.DeliverResult] = []
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        start.wait()
+        try:
+            results.append(api.deliver(url, "2026-03", out, server, "finance@uni.example"))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    runs = [threading.Thread(target=deliver) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=120)
+    assert errors == []
+    assert sorted(rcpt[0] for rcpt, _ in inbox.messages) == [
+        "art@uni.example", "billing@library.example", "math@uni.example"]
+    sent = [s.unit for result in results for s in result.sent]
+    assert sorted(sent) == ["ART", "EXT-1", "MATH"]
+    for result in results:
+        assert sorted(result.sent_before + [s.unit for s in result.sent]) == ["ART", "EXT-1", "MATH"]
+    assert sorted(unit for _, unit, _ in deliveries(url)) == ["ART", "EXT-1", "MATH"]
+
+
+def test_a_unit_another_run_sent_meanwhile_is_not_sent_again(march: tuple[str, Path], smtp: tuple[Inbox, str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another run records ART between this run's plan and its sending: this run finds
+    the record when it claims ART, sends only the others, and counts ART as sent before."""
+    url, out = march
+    inbox, server = smtp
+    planned = delivery.plan
+
+    def plan_while_another_run_sends_art(conn: Connection, period: str) -> delivery.Plan:
+        todo = planned(conn, period)
+        conn.execute(insert(Delivery).values(
+            period=period, unit="ART", journal_hash=todo.journal_hash, email="art@uni.example",
+            sent_at=dt.datetime(2026, 4, 1, 9), message_id="<other-run@uni.example>", attachments=""))
+        return todo
+
+    monkeypatch.setattr(delivery, "plan", plan_while_another_run_sends_art)
+    result = api.deliver(url, "2026-03", out, server, "finance@uni.example")
+    assert [s.unit for s in result.sent] == ["EXT-1", "MATH"] and result.sent_before == ["ART"]
+    assert sorted(rcpt[0] for rcpt, _ in inbox.messages) == ["billing@library.example", "math@uni.example"]
+    assert sorted(unit for _, unit, _ in deliveries(url)) == ["ART", "EXT-1", "MATH"]
 
 
 def test_a_refused_address_is_reported_and_sent_after_the_fix(march: tuple[str, Path], mini_book: Path,

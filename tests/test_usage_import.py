@@ -331,8 +331,9 @@ def test_a_file_read_in_a_second_process_gives_the_same_problems(
 
 def test_a_big_file_read_in_a_second_process_is_imported_to_the_cent(
         loaded: str, tmp_path: Path, read_elsewhere: list[str]) -> None:
-    """Three batches of the second process (10,000 rows each), a late line and a credit
-    among them: the same summary as read here, every line stored once."""
+    """Three batches of the second process (10,000 rows each; it checks the first and the
+    third against the book, this process the second), a late line and a credit among
+    them: the same summary as read here, every line stored once."""
     rows = [["2026-03-02" if n % 7 else "2026-02-27", "HELP", "MATH" if n % 3 else "EXT-1",
              "-0.5" if n % 1000 == 0 else "1.25", f"B-{n}", f"line {n}"] for n in range(1, 25_001)]
     elsewhere = api.import_file(loaded, usage_file(tmp_path, "big.csv", rows), "2026-03")
@@ -346,3 +347,21 @@ def test_a_big_file_read_in_a_second_process_is_imported_to_the_cent(
     assert stored(loaded) == 25_000
     again = api.import_file(loaded, usage_file(tmp_path, "again.csv", rows[:10]), "2026-03")
     assert (again.imported, again.duplicates) == (0, 10)
+
+
+def test_a_problem_in_a_batch_checked_here_refuses_the_file(
+        loaded: str, tmp_path: Path, read_elsewhere: list[str]) -> None:
+    """The second process reads the second batch and this process checks it against the
+    book (`CHECKED_HERE_EVERY`): its problems refuse the file like any other's."""
+    import chargeback.usage
+
+    assert chargeback.usage.CHECKED_HERE_EVERY == 2
+    rows = [["2026-03-02", "HELP", "MATH", "1", f"C-{n}", ""] for n in range(1, 12_001)]
+    rows[10_003][1] = "NOPE"  # line 10,005 of the file, counting the header
+    rows[10_007][2] = "IT"  # IT provides HELP
+    assert refused(loaded, usage_file(tmp_path, "second.csv", rows), "2026-03") == [
+        "second.csv:10005: service: 'NOPE' is not a service of the book",
+        "second.csv:10009: consumer: 'IT' provides HELP: a unit cannot charge itself",
+    ]
+    assert read_elsewhere == ["second.csv", "second.csv"]
+    assert stored(loaded) == 0

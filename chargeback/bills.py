@@ -12,13 +12,13 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from itertools import groupby
+from itertools import chain, groupby
 from typing import NamedTuple
 
 from sqlalchemy import Connection, func, select
 
 from chargeback.budgets import BudgetStatus, statuses_for
-from chargeback.db import bytewise, dates_as_stored, stored_date
+from chargeback.db import bytewise, dates_as_stored, plain_rows, stored_date
 from chargeback.fields import period_bounds, previous_period
 from chargeback.money import from_minor
 from chargeback.reconciliation import PeriodTotal, period_totals
@@ -245,10 +245,10 @@ def sorted_totals(by_service: ByService) -> list[ServiceTotal]:
 
 def bills(conn: Connection, ctx: DocumentContext, totals: Totals) -> Iterator[Bill]:
     """Every consumer's bill of the period, in consumer code order, streamed."""
-    rows = conn.execute(
+    rows = chain.from_iterable(plain_rows(conn, (
         select(Entry.consumer, *dates_as_stored(LINE_COLUMNS)).where(Entry.period == ctx.period)
         .order_by(*bytewise(conn, Entry.consumer, Entry.provider, Entry.service),
-                  Entry.service_date, Entry.id).execution_options(yield_per=20_000))
+                  Entry.service_date, Entry.id))))
     # One object for each distinct day and repeated text (a line's kind, provider, service,
     # class and rate source): less memory, and each is pickled once for the workers.
     days: dict[object, dt.date] = {}

@@ -32,11 +32,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
-from itertools import chain, islice
-from typing import TYPE_CHECKING, TypeVar
+from itertools import chain, count, islice
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import (BigInteger, Connection, Date, DateTime, Engine, Integer, String, Table, create_engine, event,
-                        inspect, text, type_coerce)
+from sqlalchemy import (BigInteger, Connection, Date, DateTime, Engine, Integer, Select, String, Table, create_engine,
+                        event, inspect, text, type_coerce)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
@@ -239,6 +239,40 @@ def dates_as_stored(columns: Iterable[ColumnElement[object]]) -> list[ColumnElem
     of the journal), a date on PostgreSQL. `stored_date` reads either, once per distinct
     value where rows repeat a few dates."""
     return [type_coerce(c, String) if isinstance(getattr(c, "type", None), Date) else c for c in columns]
+
+
+def plain_rows(conn: Connection, statement: Select, size: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:  # type: ignore[type-arg]
+    """The rows of `statement`, `size` at a time, as the driver hands them over: plain
+    tuples, read by position, without SQLAlchemy's rows (a million entries of the journal:
+    3.2-4.0 s of CPU against 4.6-7.9 s on SQLite, 3.2 against 4.6-5.5 s on PostgreSQL).
+    SQLAlchemy's conversion of values is skipped with them, so every column and parameter
+    must be one that needs none (codes, texts, integers; dates through
+    `dates_as_stored`): one that does is refused. On PostgreSQL the rows come from a
+    server-side cursor of the driver's, in the connection's transaction, so memory holds
+    `size` of them; SQLite's driver hands them over as the statement steps."""
+    dialect = conn.dialect
+    compiled = statement.compile(dialect=dialect)
+    for element in [*statement.selected_columns, *compiled.binds.values()]:
+        if element.type._cached_result_processor(dialect, None) is not None or \
+                element.type._cached_bind_processor(dialect) is not None:  # noqa: SLF001
+            raise ValueError(f"{element} needs SQLAlchemy's conversion: read it with conn.execute")
+    if dialect.name != "postgresql":
+        result = conn.execute(statement)  # not streamed: SQLAlchemy reads no row ahead of its cursor
+        try:
+            while rows := result.cursor.fetchmany(size):
+                yield rows
+        finally:
+            result.close()
+        return
+    if not conn.in_transaction():
+        conn.begin()  # as conn.execute would: the read sees the transaction's snapshot
+    with conn.connection.driver_connection.cursor(name=f"plain_rows_{next(_cursors)}") as cursor:  # type: ignore[union-attr]
+        cursor.execute(str(compiled), compiled.params)
+        while rows := cursor.fetchmany(size):
+            yield rows
+
+
+_cursors = count(1)
 
 
 def stored_date(value: str | dt.date) -> dt.date:

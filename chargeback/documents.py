@@ -30,12 +30,12 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import Connection, func, select
 
 from chargeback import variance
 from chargeback.bills import Bill, DocumentContext, bills, document_context, service_totals
 from chargeback.db import collector_paused, connect, url_for_another_process
-from chargeback.export import CsvJournal, journal_chunks
+from chargeback.export import CsvJournal, JournalRow, journal_chunks
 from chargeback.invoices import template, write_invoice
 from chargeback.processes import cores
 from chargeback.progress import Progress
@@ -139,18 +139,19 @@ class Seen:
     def __init__(self) -> None:
         self.count, self.last = 0, None  # type: ignore[var-annotated]
 
-    def chunks(self, chunks: Iterable[list[Row]]) -> Iterator[list[Row]]:  # type: ignore[type-arg]
+    def chunks(self, chunks: Iterable[list[JournalRow]]) -> Iterator[list[JournalRow]]:
         for chunk in chunks:
             self.count += len(chunk)
             self.last = chunk[-1] if chunk else self.last
             yield chunk
 
-    def passing(self, chunks: Iterable[list[Row]]) -> Iterator[Row]:  # type: ignore[type-arg]
+    def passing(self, chunks: Iterable[list[JournalRow]]) -> Iterator[JournalRow]:
         for chunk in self.chunks(chunks):
             yield from chunk
 
     def fingerprint(self) -> Fingerprint:
-        return (self.count, None, None) if self.last is None else (self.count, self.last.id, self.last.hash)
+        # a row of `export.JOURNAL_COLUMNS`: the id first, the hash last
+        return (self.count, None, None) if self.last is None else (self.count, self.last[0], self.last[-1])
 
 
 def _journal_csv_elsewhere(conn: Connection, pool: ProcessPoolExecutor, period: str, folder: Path,

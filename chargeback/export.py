@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import Connection, Result, Row, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from chargeback.db import dates_as_stored, stored_date
+from chargeback.db import dates_as_stored, plain_rows, stored_date
 from chargeback.errors import Refused
 from chargeback.money import format_amount
 from chargeback.safe import neutralize
@@ -33,10 +33,16 @@ JOURNAL_COLUMNS = (Entry.id, Entry.date, Entry.service_date, Entry.period, Entry
                    Entry.reference, Entry.memo, Entry.rate_source, Entry.hash)
 
 
-def journal_chunks(conn: Connection, period: str) -> Iterator[list[Row]]:  # type: ignore[type-arg]
-    """The period's entries in entry order (`JOURNAL_COLUMNS`), in lists of 20,000, the
-    dates as the database stores them (`db.dates_as_stored`)."""
-    yield from _journal(conn, period, dates_as_stored(JOURNAL_COLUMNS)).partitions()
+#: A row of `JOURNAL_COLUMNS` as `journal_chunks` reads it: a plain tuple.
+JournalRow = tuple[Any, ...]
+
+
+def journal_chunks(conn: Connection, period: str) -> Iterator[list[JournalRow]]:
+    """The period's entries in entry order, as plain tuples of `JOURNAL_COLUMNS`
+    (`db.plain_rows`), in lists of 20,000, the dates as the database stores them
+    (`db.dates_as_stored`)."""
+    yield from plain_rows(conn, select(*dates_as_stored(JOURNAL_COLUMNS)).where(Entry.period == period)
+                          .order_by(Entry.id))
 
 
 def _journal(conn: Connection, period: str, columns: Iterable[ColumnElement[object]]) -> Result:  # type: ignore[type-arg]
@@ -87,14 +93,14 @@ class CsvJournal:
         self.dates: dict[object, str] = {}
         out.write(",".join(csv_field(title) for title in CSV_HEADER) + "\n")
 
-    def passing(self, chunks: Iterable[list[Row]]) -> Iterator[Row]:  # type: ignore[type-arg]
+    def passing(self, chunks: Iterable[list[JournalRow]]) -> Iterator[JournalRow]:
         """The entries of `chunks` one by one, each chunk written here first: the Journal
         sheet of the auditors' workbook reads them as they pass."""
         for chunk in chunks:
             self.write(chunk)
             yield from chunk
 
-    def write(self, chunk: Iterable[Row]) -> None:  # type: ignore[type-arg]
+    def write(self, chunk: Iterable[JournalRow]) -> None:
         known, codes, dates, digits = self.known, self.codes, self.dates, self.digits
 
         def shown(text: str | None) -> str:

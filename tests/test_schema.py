@@ -4,7 +4,7 @@ repeat, and the database itself enforces what it can."""
 from pathlib import Path
 
 import pytest
-from sqlalchemy import BigInteger, Date, DateTime, Integer, String, Text, inspect, text
+from sqlalchemy import BigInteger, Date, DateTime, Integer, String, Text, inspect, text, type_coerce
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from chargeback import api, db
@@ -173,4 +173,47 @@ def test_bulk_insert_stores_every_kind_of_value_as_given(db_url: str) -> None:
     with engine.connect() as conn:
         assert [tuple(r) for r in conn.execute(select(kinds).order_by(kinds.c.n))] == rows
         assert str(conn.execute(select(decimal.c.amount)).scalar()) == "12.50"
+    engine.dispose()
+
+
+def test_plain_rows_reads_what_sqlalchemy_reads_a_chunk_at_a_time(db_url: str) -> None:
+    """`db.plain_rows` gives the rows as plain tuples, `size` at a time, with the values
+    SQLAlchemy gives, inside the transaction that reads them (a row not yet committed
+    included); a column or a parameter that needs SQLAlchemy's conversion is refused."""
+    import datetime as dt
+
+    from sqlalchemy import Column, MetaData, Table, TypeDecorator, select
+
+    class Shouted(TypeDecorator):  # type: ignore[type-arg]
+        impl = String
+        cache_ok = True
+
+        def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+            return value.upper()
+
+        def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+            return value.lower()
+
+    lines = Table("lines", MetaData(), Column("n", Integer), Column("big", BigInteger), Column("code", String(8)),
+                  Column("memo", Text), Column("day", Date))
+    rows = [(n, 2**40 + n, f"C{n % 3}", None if n % 4 else f"memo {n}, \"quoted\"", dt.date(2026, 3, 1 + n % 28))
+            for n in range(1, 12)]
+    engine = db.connect(db_url)
+    with engine.begin() as conn:
+        lines.create(conn)
+        db.bulk_insert(conn, lines, ("n", "big", "code", "memo", "day"), rows)
+    with engine.begin() as conn:
+        conn.execute(lines.insert().values(n=12, big=0, code="NEW", memo=None, day=dt.date(2026, 3, 31)))
+        query = select(lines.c.n, lines.c.big, lines.c.code, lines.c.memo, *db.dates_as_stored([lines.c.day])) \
+            .where(lines.c.code != "C0").order_by(lines.c.n)
+        chunks = list(db.plain_rows(conn, query, size=3))
+        assert [len(chunk) for chunk in chunks] == [3, 3, 3]  # 8 of the 11 committed, and the new one
+        assert all(type(row) is tuple for chunk in chunks for row in chunk)
+        read = [(*row[:4], db.stored_date(row[4])) for chunk in chunks for row in chunk]
+        assert read == [tuple(r) for r in conn.execute(select(lines).where(lines.c.code != "C0").order_by(lines.c.n))]
+        assert read[-1][2] == "NEW"
+        for refused in (select(lines.c.n, type_coerce(lines.c.code, Shouted)),
+                        select(lines.c.n).where(lines.c.code == type_coerce("C1", Shouted))):
+            with pytest.raises(ValueError, match="needs SQLAlchemy's conversion"):
+                next(db.plain_rows(conn, refused))
     engine.dispose()

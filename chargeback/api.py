@@ -310,6 +310,11 @@ def deliver(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
                         sent_at=now(), message_id=message.message_id,
                         attachments=delivery.attachments_text(message.files)))
             except IntegrityError:
+                recorded = conn.execute(select(Delivery.id).where(
+                    Delivery.period == period, Delivery.unit == message.unit,
+                    Delivery.journal_hash == todo.journal_hash)).first()
+                if recorded is None:  # not the other run's record: some other refusal
+                    raise
                 ours = False
             else:
                 ours = True

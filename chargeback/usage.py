@@ -190,22 +190,18 @@ class _Summary:
     (`merge`); the full check adds up the lines it stores, a line at a time (`add`)."""
 
     def __init__(self, reference: Reference, period: str) -> None:
-        self.period, self.rates = period, reference.rates
+        self.period = period
+        self.base_rate = _BookCheck("", period, reference).base_rate
         self.digits, self.currency = reference.digits, reference.currency
         self.first_day, _ = period_bounds(period)
         self.providers = {code: service.provider for code, service in reference.services.items()}
         self.kinds = {code: unit.kind for code, unit in reference.units.items()}
-        self.in_force: dict[tuple[str, str, dt.date], int] = {}
         self.totals: Counter[str] = Counter()
         self.imported = self.late = self.credits = 0
 
     def add(self, line: UsageLine) -> None:
-        key = (line.service, self.kinds[line.consumer], line.date)
-        rate_micro = self.in_force.get(key)
-        if rate_micro is None:
-            rate = self.rates.find(*key)
-            assert rate is not None  # a line without a rate in force is refused
-            rate_micro = self.in_force[key] = to_micro(rate.rate)
+        rate_micro = self.base_rate(line.service, self.kinds[line.consumer], line.date)
+        assert rate_micro is not None  # a line without a rate in force is refused
         self.totals[self.providers[line.service]] += minor_of_product(line.quantity_micro, rate_micro, self.digits)
         self.imported += 1
         self.late += line.date < self.first_day
@@ -390,13 +386,12 @@ class _BookCheck:
 
     def __init__(self, name: str, period: str, ref: Reference) -> None:
         self.name, self.period, self.ref = name, period, ref
+        self.first_day, self.last_day = period_bounds(period)
         self.in_force: dict[tuple[str, str, dt.date], int | None] = {}
 
     def __call__(self, rows: list[tuple[int, Fields]], problems: list[Problem], read: int) -> Checked:
-        name, period = self.name, self.period
-        first_day, last_day = period_bounds(period)
-        digits = self.ref.digits
-        services, units, rates = self.ref.services, self.ref.units, self.ref.rates
+        name, period, first_day, last_day = self.name, self.period, self.first_day, self.last_day
+        digits, services, units = self.ref.digits, self.ref.services, self.ref.units
         in_force = self.in_force
         lines: list[LineFields] = []
         by_provider: Counter[str] = Counter()
@@ -422,11 +417,9 @@ class _BookCheck:
                     f"{day.isoformat()} is outside the active dates of {consumer.code} "
                     f"({_range(consumer.active_from, consumer.active_to)})"))
                 continue
-            key = (service.code, consumer.kind, day)
-            rate_micro = in_force.get(key, False)
+            rate_micro = in_force.get((service.code, consumer.kind, day), False)
             if rate_micro is False:
-                rate = rates.find(service.code, consumer.kind, day)
-                rate_micro = in_force[key] = None if rate is None else to_micro(rate.rate)
+                rate_micro = self.base_rate(service.code, consumer.kind, day)
             if rate_micro is None:
                 problems.append(Problem(name, number, "service",
                     f"no {consumer.kind} rate of {service.code} is in force on {day.isoformat()}: add one to rates.csv"))
@@ -439,6 +432,16 @@ class _BookCheck:
                 late += day < first_day
                 credits += quantity < 0
         return Checked(lines, problems, read, Sums(dict(by_provider), late, credits))
+
+    def base_rate(self, service: str, kind: str, day: dt.date) -> int | None:
+        """The rate in force for the class `kind` on `day`, in millionths (None if there
+        is none), looked up once per (service, class, day)."""
+        key = (service, kind, day)
+        found = self.in_force.get(key, False)
+        if found is False:
+            rate = self.ref.rates.find(service, kind, day)
+            found = self.in_force[key] = None if rate is None else to_micro(rate.rate)
+        return found
 
 
 #: One batch of a file read and checked: (line number, fields) of the rows that fit,

@@ -40,7 +40,8 @@ PERIOD = String(7)
 
 #: The foreign keys of the two tables a big month fills that PostgreSQL checks a statement
 #: at a time, by triggers, instead of a row at a time (migration 0008: a million usage
-#: lines inserted in 9.0 s instead of 47.4 s); SQLite checks them as foreign keys.
+#: lines inserted in 9.0 s instead of 47.4 s; migration 0009 made the check one grouping
+#: pass); SQLite checks them as foreign keys.
 STATEMENT_CHECKED = frozenset({
     "fk_usage_period_periods", "fk_usage_import_id_imports", "fk_usage_service_services",
     "fk_usage_consumer_units", "fk_entries_period_periods", "fk_entries_usage_id_usage",
@@ -169,7 +170,10 @@ class Import(Base):
 
 
 class Usage(Base):
-    """A usage line as imported; (service, reference) identifies it for ever."""
+    """A usage line as imported; (service, reference) identifies it for ever.
+
+    Append-only: the source document of the charge posted for it, so the database
+    refuses UPDATE and DELETE of it (migration 0009); a correction is an adjustment."""
 
     __tablename__ = "usage"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -55,9 +55,12 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
     foreign key's name."""
     _closed(loaded, tmp_path)
     engine = db.connect(loaded)
-    copy_usage = ("INSERT INTO usage (period, import_id, line, date, service, consumer, quantity_micro, reference) "
-                  "SELECT period, import_id, line, date, service, {consumer}, quantity_micro, reference || '-copy' "
-                  "FROM usage")
+    def copy_usage(**changed: str) -> str:
+        values = {column: changed.get(column, column) for column in ("period", "import_id", "service", "consumer")}
+        return ("INSERT INTO usage (period, import_id, line, date, service, consumer, quantity_micro, reference) "
+                "SELECT {period}, {import_id}, line, date, {service}, {consumer}, quantity_micro, "
+                "reference || '-copy' FROM usage").format(**values)
+
     columns = ("period, posted_at, date, service_date, kind, usage_id, source, service, provider, consumer, "
                "customer_class, quantity_micro, rate_micro, amount_minor, debit_account, credit_account, "
                "prev_hash, hash")
@@ -65,13 +68,13 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
                   + columns.replace("usage_id", "{usage_id}").replace("service,", "{service},", 1)
                   + " FROM entries")
     refused = {
-        "fk_usage_consumer_units": copy_usage.format(consumer="CASE WHEN line = 2 THEN 'NOBODY' ELSE consumer END"),
-        "fk_usage_import_id_imports": "UPDATE usage SET import_id = import_id + 99",
-        "fk_usage_period_periods": "UPDATE usage SET period = '2031-01'",
+        "fk_usage_consumer_units": copy_usage(consumer="CASE WHEN line = 2 THEN 'NOBODY' ELSE consumer END"),
+        "fk_usage_import_id_imports": copy_usage(import_id="import_id + 99"),
+        "fk_usage_period_periods": copy_usage(period="'2031-01'"),
         "fk_entries_usage_id_usage": copy_entry.format(usage_id="usage_id + 1000", service="service"),
         "fk_entries_service_services": copy_entry.format(usage_id="NULL", service="'NOSUCH'"),
         "fk_entries_consumer_units": "UPDATE entries SET consumer = 'NOBODY' WHERE id = (SELECT max(id) FROM entries)",
-        "fk_usage_service_services": "UPDATE usage SET service = 'NOSUCH' WHERE line = 2",
+        "fk_usage_service_services": copy_usage(service="CASE WHEN line = 2 THEN 'NOSUCH' ELSE service END"),
         "fk_entries_period_periods": "UPDATE entries SET period = '2031-01'",
         "fk_entries_provider_units": "UPDATE entries SET provider = 'NOBODY'",
     }
@@ -79,23 +82,50 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
     with engine.connect() as conn:  # PostgreSQL: triggers in place of these foreign keys; SQLite: the keys
         found = {fk["name"] for table in ("usage", "entries") for fk in inspect(conn).get_foreign_keys(table)}
     assert (found & STATEMENT_CHECKED) == (set() if engine.dialect.name == "postgresql" else STATEMENT_CHECKED)
-    for name, statement in refused.items():
+    one_bad_usage_line = ("UPDATE entries SET usage_id = CASE WHEN usage_id = (SELECT max(usage_id) FROM entries) "
+                          "THEN usage_id + 1000 ELSE usage_id END WHERE usage_id IS NOT NULL")
+    for name, statement in [*refused.items(), ("fk_entries_usage_id_usage", one_bad_usage_line)]:
         with pytest.raises(IntegrityError) as caught:
             with engine.begin() as conn:
                 conn.execute(text(statement))
         if engine.dialect.name == "postgresql":
             assert caught.value.orig.diag.constraint_name == name  # type: ignore[union-attr]
+            assert "is not present in table" in str(caught.value)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM usage")).scalar() == 2
         assert conn.execute(text("SELECT count(*) FROM usage WHERE consumer = 'ART'")).scalar() == 2
         entries = conn.execute(text("SELECT count(*) FROM entries")).scalar()
     with engine.begin() as conn:  # the same statements naming what exists go through
-        conn.execute(text(copy_usage.format(consumer="consumer")))
-        conn.execute(text("UPDATE usage SET consumer = consumer"))
+        conn.execute(text(copy_usage()))
+        conn.execute(text("UPDATE entries SET consumer = consumer, usage_id = usage_id"))
         assert conn.execute(text("SELECT count(*) FROM usage")).scalar() == 4
         conn.rollback()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM entries")).scalar() == entries
+    engine.dispose()
+
+
+def test_a_usage_line_once_stored_is_never_changed_or_deleted(loaded: str, tmp_path: Path) -> None:
+    """Usage lines are append-only (migration 0009), in an open period too: the database
+    refuses to change or delete one, or to empty the table, and says why."""
+    from conftest import usage_file
+    api.import_file(loaded, usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "2", "T-1", ""]]), "2026-03")
+    engine = db.connect(loaded)
+    statements = ["UPDATE usage SET quantity_micro = 1000000", "UPDATE usage SET description = 'fixed'",
+                  "DELETE FROM usage", "DELETE FROM usage WHERE reference = 'T-1'"]
+    if engine.dialect.name == "postgresql":
+        statements.append("TRUNCATE usage")
+    for statement in statements:
+        with pytest.raises(IntegrityError, match="usage lines are append-only"):
+            with engine.begin() as conn:
+                conn.execute(text(statement))
+    with engine.begin() as conn:
+        assert conn.execute(text("DELETE FROM usage WHERE reference = 'NONE'")).rowcount == 0
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT quantity_micro, description FROM usage")).all() == [(2_000_000, None)]
+    api.close(loaded, "2026-03", tmp_path / "out", documents=False)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM entries WHERE usage_id IS NOT NULL")).scalar() == 1
     engine.dispose()
 
 

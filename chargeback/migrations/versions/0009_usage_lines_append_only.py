@@ -18,9 +18,9 @@ errors are the same as before: PostgreSQL's `foreign_key_violation` under the fo
 key's name.
 
 Measured with `pg_stat_statements` on a million-line close (21 statements of about
-48,000 entries), in two runs each, alternately: the checks of the entries took 15.4 s
-(usage lines locked 8.9-9.0 s, the distinct counts 3.1-3.7 s, the other locks 3.7-4.2 s)
-and take 3.3-3.5 s (usage lines found 2.0 s, the grouping 1.2 s, the locks 0.2 s). The
+48,000 entries), two runs each, alternately: the checks of the entries took 15.6-17.0 s
+(usage lines locked 7.6-9.0 s, the distinct counts 3.1-3.7 s, the other locks 3.7-4.2 s)
+and take 3.6-3.8 s (usage lines found 2.2-2.4 s, the grouping 1.2 s, the locks 0.2 s). The
 entries' COPY, checks included, went from 32.3 s to 18.9 s, and the close from 51.1-52.6 s
 to 42.8-43.9 s. A usage line is looked up by `= ANY` of the statement's keys, one probe
 of its primary key each: a join read the whole table for every statement (12.7 s).

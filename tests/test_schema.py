@@ -55,6 +55,7 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
     foreign key's name."""
     _closed(loaded, tmp_path)
     engine = db.connect(loaded)
+
     def copy_usage(**changed: str) -> str:
         values = {column: changed.get(column, column) for column in ("period", "import_id", "service", "consumer")}
         return ("INSERT INTO usage (period, import_id, line, date, service, consumer, quantity_micro, reference) "

@@ -42,6 +42,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from chargeback.errors import Refused
+from chargeback.processes import starting_a_helper
 
 DEFAULT_URL = "sqlite:///chargeback.db"
 T = TypeVar("T")
@@ -66,6 +67,7 @@ def connect(url: str | None = None, *, reader: bool = False) -> Engine:
     A `reader` only reads, in a second process working beside a command's transaction
     (`charges_elsewhere`): each of its transactions reads one snapshot, and on SQLite it
     never asks for the write lock the command holds (a plain, deferred BEGIN)."""
+    _not_in_a_starting_helper()
     url = database_url(url)
     try:
         parsed = make_url(url)
@@ -408,9 +410,19 @@ def _remembered(process: Callable[[object], object]) -> Callable[[object], objec
     return convert
 
 
+def _not_in_a_starting_helper() -> None:
+    """Refuse at once to work in a helper that is starting (it would wait for the lock
+    its command holds): the script that calls chargeback lacks its main guard."""
+    if starting_a_helper():
+        raise RuntimeError("chargeback was called by a script run again in one of its second processes: "
+                           "call it under `if __name__ == \"__main__\":` (Python's multiprocessing runs "
+                           "the main script again in each process it starts)")
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
     """One transaction for one command: all of it commits, or none of it does."""
+    _not_in_a_starting_helper()
     with engine.begin() as conn:
         _require_schema(conn)
         yield conn

@@ -27,6 +27,13 @@ from chargeback.errors import Refused
 Send = Callable[[str, object], None]
 
 
+def starting_a_helper() -> bool:
+    """Whether this process is a helper still starting: Python runs the main script again
+    in it, and a script that calls chargeback outside `if __name__ == "__main__":` would
+    call it there too."""
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
 def cores() -> int:
     """The cores this process may run on (its affinity on Linux), else the machine's."""
     try:
@@ -44,10 +51,22 @@ class Helper:
         self.doing = doing
         context = multiprocessing.get_context("spawn")
         self.receiver, sender = context.Pipe(duplex=False)
-        self.process = context.Process(target=_serve, args=(work, args, sender, ahead), daemon=True,
+        given, giving = context.Pipe(duplex=False)
+        self.process = context.Process(target=_serve, args=(given, sender, ahead), daemon=True,
                                        name="chargeback-helper")
         self.process.start()
         sender.close()
+        given.close()
+        # The work goes down a pipe of its own rather than with the process's start: a
+        # process that dies while it starts leaves this send refused, where Python's own
+        # hand-over waits for ever once it is bigger than a pipe holds (the book is).
+        try:
+            giving.send_bytes(pickle.dumps((work, args), protocol=pickle.HIGHEST_PROTOCOL))
+        except (BrokenPipeError, ConnectionResetError):
+            self.stop()
+            raise RuntimeError(f"the process {doing} stopped before it was given its work") from None
+        finally:
+            giving.close()
 
     def receive(self) -> tuple[str, object]:
         """The next (kind, content) the helper sent."""
@@ -76,10 +95,12 @@ class Helper:
         self.stop()
 
 
-def _serve(work: Callable[..., None], args: tuple[object, ...],
-           sender: multiprocessing.connection.Connection, ahead: int) -> None:
-    """In the helper: run the work; say a refusal or a failure as such. With `ahead`,
-    up to that many messages wait to be sent (`_Sending`) while the work goes on."""
+def _serve(given: multiprocessing.connection.Connection, sender: multiprocessing.connection.Connection,
+           ahead: int) -> None:
+    """In the helper: take the work, run it; say a refusal or a failure as such. With
+    `ahead`, up to that many messages wait to be sent (`_Sending`) while the work goes on."""
+    work, args = pickle.loads(given.recv_bytes())
+    given.close()
     sending = _Sending(sender, ahead) if ahead else None
 
     def send(kind: str, content: object) -> None:

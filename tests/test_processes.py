@@ -4,6 +4,9 @@ comes back as a refusal; and it ends when the command stops reading."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,3 +73,44 @@ def test_a_helper_with_room_ahead_stops_working_when_the_command_stops_reading(t
     helper.process.join(timeout=30)
     assert helper.process.exitcode == 0
     assert not marker.exists()
+
+
+#: A script that starts a helper without the main guard, so Python runs it again in the
+#: helper while it starts; there the script stops (as a script whose database is locked
+#: by the command would, or one that calls chargeback: see the next test).
+UNGUARDED = '''
+from chargeback.processes import Helper
+
+def work(send, payload):
+    send("done", len(payload))
+
+if __name__ != "__main__":  # run again in the helper
+    {in_the_helper}
+with Helper(work, (b"x" * 1_000_000,), "checking lines") as helper:
+    print(helper.receive())
+'''
+
+
+def _run_unguarded(tmp_path: Path, in_the_helper: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED.format(in_the_helper=in_the_helper))
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=environment)
+
+
+def test_a_helper_that_dies_while_it_starts_is_an_error_not_a_wait_for_ever(tmp_path: Path) -> None:
+    """Python hands a new process its arguments down a pipe that the starting process also
+    holds open: once they are bigger than the pipe holds and the new process dies first,
+    that hand-over waits for ever. The work goes down a pipe of its own instead."""
+    ran = _run_unguarded(tmp_path, "raise SystemExit('the helper stopped while it started')")
+    assert ran.returncode != 0
+    assert "the process checking lines stopped before it was given its work" in ran.stderr
+
+
+def test_chargeback_called_by_a_script_run_again_in_a_starting_helper_says_what_to_do(tmp_path: Path) -> None:
+    ran = _run_unguarded(tmp_path, "from chargeback import db; db.connect('sqlite:///unused.db')")
+    assert ran.returncode != 0
+    assert 'call it under `if __name__ == "__main__":`' in ran.stderr
+    assert "the process checking lines stopped before it was given its work" in ran.stderr
+    assert not (tmp_path / "unused.db").exists()

@@ -46,29 +46,28 @@ depends_on = None
 APPEND_ONLY = ("usage lines are append-only: a stored usage line cannot be changed or deleted "
                "(correct a charge with chargeback adjust)")
 
-#: (table, column, referred table, referred column, foreign key's name, the key's type)
-REFERENCES = (
-    ("usage", "period", "periods", "period", "fk_usage_period_periods", "text"),
-    ("usage", "import_id", "imports", "id", "fk_usage_import_id_imports", "bigint"),
-    ("usage", "service", "services", "code", "fk_usage_service_services", "text"),
-    ("usage", "consumer", "units", "code", "fk_usage_consumer_units", "text"),
-    ("entries", "period", "periods", "period", "fk_entries_period_periods", "text"),
-    ("entries", "service", "services", "code", "fk_entries_service_services", "text"),
-    ("entries", "provider", "units", "code", "fk_entries_provider_units", "text"),
-    ("entries", "consumer", "units", "code", "fk_entries_consumer_units", "text"),
-)
+
+def _migration_0008() -> ModuleType:
+    """0008, whose references and error this one keeps, and whose triggers a downgrade puts back."""
+    path = next(Path(__file__).parent.glob("0008_*.py"))
+    spec = importlib.util.spec_from_file_location("migration_0008", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+M0008 = _migration_0008()
 USAGE_LINE = "fk_entries_usage_id_usage"
-
-
-def _raise(message: str, detail: str, name: str, table: str) -> str:
-    return (f"RAISE EXCEPTION '{message}' USING ERRCODE = 'foreign_key_violation', "
-            f"DETAIL = {detail}, CONSTRAINT = '{name}', TABLE = '{table}';")
+#: 0008's references but the usage line's (found, not locked), each with its key's type
+REFERENCES = tuple((*reference, "bigint" if reference[3] == "id" else "text")
+                   for reference in M0008.REFERENCES if reference[4] != USAGE_LINE)
 
 
 def _missing(table: str, column: str, referred: str, name: str) -> str:
-    return "  " + _raise(f'insert or update on table "{table}" violates foreign key constraint "{name}"',
-                         f"format('Key ({column})=(%s) is not present in table \"{referred}\".', missing)",
-                         name, table)
+    return "  " + M0008._raise(f'insert or update on table "{table}" violates foreign key constraint "{name}"',
+                               f"format('Key ({column})=(%s) is not present in table \"{referred}\".', missing)",
+                               name, table)
 
 
 def _new_rows_exist(table: str) -> str:
@@ -108,15 +107,6 @@ def _new_rows_exist(table: str) -> str:
             + "\n  ".join(body) + "\n  RETURN NULL;\nEND $$")
 
 
-def _migration_0008() -> ModuleType:
-    path = next(Path(__file__).parent.glob("0008_*.py"))
-    spec = importlib.util.spec_from_file_location("migration_0008", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         for action in ("UPDATE", "DELETE"):
@@ -145,22 +135,21 @@ def downgrade() -> None:
         for action in ("update", "delete"):
             op.execute(f"DROP TRIGGER usage_no_{action}")
         return
-    before = _migration_0008()
     op.execute("DROP TRIGGER usage_not_truncated ON usage")
     op.execute("DROP TRIGGER usage_append_only ON usage")
     op.execute("DROP FUNCTION usage_append_only()")
     for table in ("usage", "entries"):
         op.execute(f"DROP FUNCTION {table}_references_exist() CASCADE")
-        op.execute(before._new_rows_exist(table))
+        op.execute(M0008._new_rows_exist(table))
         for event in ("insert", "update"):
             op.execute(f"CREATE TRIGGER {table}_references_on_{event} AFTER {event.upper()} ON {table} "
                        "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
                        f"EXECUTE FUNCTION {table}_references_exist()")
     for action in ("delete", "update"):
-        op.execute(before._still_named("usage", action))
+        op.execute(M0008._still_named("usage", action))
         tables = "OLD TABLE AS old_rows" + (" NEW TABLE AS new_rows" if action == "update" else "")
         op.execute(f"CREATE TRIGGER usage_still_named_on_{action} AFTER {action.upper()} ON usage "
                    f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION usage_still_named_on_{action}()")
-    op.execute(before._not_truncated("usage"))
+    op.execute(M0008._not_truncated("usage"))
     op.execute("CREATE TRIGGER usage_not_truncated BEFORE TRUNCATE ON usage "
                "FOR EACH STATEMENT EXECUTE FUNCTION usage_not_truncated()")

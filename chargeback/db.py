@@ -412,7 +412,8 @@ def _remembered(process: Callable[[object], object]) -> Callable[[object], objec
 
 def _not_in_a_starting_helper() -> None:
     """Refuse at once to work in a helper that is starting (it would wait for the lock
-    its command holds): the script that calls chargeback lacks its main guard."""
+    its command holds): the script that calls chargeback lacks its main guard. Checked
+    where every command gets its database (`connect`)."""
     if starting_a_helper():
         raise RuntimeError("chargeback was called by a script run again in one of its second processes: "
                            "call it under `if __name__ == \"__main__\":` (Python's multiprocessing runs "
@@ -422,7 +423,6 @@ def _not_in_a_starting_helper() -> None:
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
     """One transaction for one command: all of it commits, or none of it does."""
-    _not_in_a_starting_helper()
     with engine.begin() as conn:
         _require_schema(conn)
         yield conn

@@ -257,7 +257,9 @@ def plain_rows(conn: Connection, statement: Select, size: int = 20_000) -> Itera
     server-side cursor of the driver's, in the connection's transaction, so memory holds
     `size` of them; SQLite's driver hands them over as the statement steps."""
     dialect = conn.dialect
-    compiled = statement.compile(dialect=dialect)
+    # a list (`in_`, `not_in`) rendered as a parameter a value: the driver's cursor takes no
+    # SQLAlchemy placeholders
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     for element in [*statement.selected_columns, *compiled.binds.values()]:
         kind = element.type
         if kind._cached_result_processor(dialect, None) or kind._cached_bind_processor(dialect):  # noqa: SLF001

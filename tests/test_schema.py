@@ -243,6 +243,9 @@ def test_plain_rows_reads_what_sqlalchemy_reads_a_chunk_at_a_time(db_url: str) -
         read = [(*row[:4], db.stored_date(row[4])) for chunk in chunks for row in chunk]
         assert read == [tuple(r) for r in conn.execute(select(lines).where(lines.c.code != "C0").order_by(lines.c.n))]
         assert read[-1][2] == "NEW"
+        listed = select(lines.c.n).where(lines.c.code.not_in(["C0", "C2"]), lines.c.n.in_([1, 4, 7, 9])) \
+            .order_by(lines.c.n)  # a list is rendered as one parameter a value
+        assert [row for chunk in db.plain_rows(conn, listed) for row in chunk] == [(1,), (4,), (7,)]
         for refused in (select(lines.c.n, type_coerce(lines.c.code, Shouted)),
                         select(lines.c.n).where(lines.c.code == type_coerce("C1", Shouted))):
             with pytest.raises(ValueError, match="needs SQLAlchemy's conversion"):

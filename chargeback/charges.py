@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
-from typing import Any
 from fractions import Fraction
 from itertools import groupby, tee
+from typing import Any
 
 from sqlalchemy import Connection, Select, func, select, tuple_
 

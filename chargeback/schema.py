@@ -37,6 +37,9 @@ NAMING = {
 
 CODE = String(32)
 PERIOD = String(7)
+#: The key of a table that grows with the usage (a row or more per usage line): 64-bit on
+#: PostgreSQL (migration 0010), the table's own 64-bit row id on SQLite.
+ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 #: The foreign keys of the two tables a big month fills that PostgreSQL checks a statement
 #: at a time, by triggers, instead of a row at a time (migration 0008: a million usage
@@ -176,7 +179,7 @@ class Usage(Base):
     refuses UPDATE and DELETE of it (migration 0009); a correction is an adjustment."""
 
     __tablename__ = "usage"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
     import_id: Mapped[int] = mapped_column(Integer, ForeignKey("imports.id"))
     line: Mapped[int] = mapped_column(Integer)
@@ -293,14 +296,13 @@ class Entry(Base):
 
     __tablename__ = "entries"
     #: On SQLite the table's own row id: one b-tree in id order (migration 0007).
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
-                                    autoincrement=False)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=False)
     period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
     posted_at: Mapped[dt.datetime] = mapped_column(DateTime)
     date: Mapped[dt.date] = mapped_column(Date)
     service_date: Mapped[dt.date] = mapped_column(Date)
     kind: Mapped[str] = mapped_column(String(12))
-    usage_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("usage.id"), unique=True)
+    usage_id: Mapped[int | None] = mapped_column(ROW_ID, ForeignKey("usage.id"), unique=True)
     source: Mapped[str | None] = mapped_column(String(200), unique=True)
     service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"))
     provider: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
@@ -418,7 +420,7 @@ class PeriodTotalRow(Base):
     million rows, and PostgreSQL checks a foreign key row by row)."""
 
     __tablename__ = "period_totals"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True)
     period: Mapped[str] = mapped_column(PERIOD)
     consumer: Mapped[str] = mapped_column(CODE)
     customer_class: Mapped[str] = mapped_column(String(8))

@@ -10,7 +10,7 @@ from conftest import model_differences
 from sqlalchemy import inspect, select
 
 from chargeback import api, db
-from chargeback.schema import Adjustment, Entry
+from chargeback.schema import Adjustment, Entry, PeriodTotalRow, Usage
 
 
 def _diff(engine) -> list:  # type: ignore[no-untyped-def]
@@ -151,3 +151,45 @@ def test_an_entry_id_becomes_sqlite_s_row_id_and_keeps_its_entry(db_url: str, mi
         assert before[0] == after[0] == "BIGINT"
     assert api.verify(engine).ok
     assert _diff(engine) == []
+
+
+def test_usage_lines_and_totals_numbered_past_32_bits_are_imported_closed_and_verified(
+        pg_url: str, mini_book: Path, tmp_path: Path) -> None:
+    """0010: on PostgreSQL a usage line's key, the entry's reference to it and a period
+    total's key go past 2,147,483,647 (a big organisation's ten million lines a month, for
+    eighteen years). SQLite's keys are its 64-bit row ids already."""
+    engine = db.connect(pg_url)
+    api.init(engine)
+    start = 3_000_000_000
+    with engine.begin() as conn:
+        for table in ("usage", "period_totals"):
+            conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {start})")
+    api.run(engine, mini_book, tmp_path / "out")
+    with engine.connect() as conn:
+        lines = conn.execute(select(Usage.id).order_by(Usage.id)).scalars().all()
+        named = conn.execute(select(Entry.usage_id).where(Entry.usage_id.is_not(None))
+                             .order_by(Entry.usage_id)).scalars().all()
+        totals = conn.execute(select(PeriodTotalRow.id)).scalars().all()
+    assert lines and lines[0] == start + 1
+    assert named == lines  # every usage line was charged once, by its 64-bit key
+    assert totals and min(totals) > 2**31
+    assert api.verify(engine).ok
+
+
+def test_widening_the_keys_keeps_the_journal(db_url: str, mini_book: Path, tmp_path: Path) -> None:
+    """0010 down and up again on a closed journal: every entry, the usage line it names
+    and its hash come through, and `verify` passes."""
+    engine = db.connect(db_url)
+    api.run(engine, mini_book, tmp_path / "out")
+    journal = select(Entry.id, Entry.usage_id, Entry.hash).order_by(Entry.id)
+    with engine.connect() as conn:
+        before = conn.execute(journal).all()
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "0009")
+        assert not db.schema_is_current(conn)
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(journal).all() == before
+    assert any(usage_id is not None for _, usage_id, _ in before)
+    assert _diff(engine) == []
+    assert api.verify(engine).ok

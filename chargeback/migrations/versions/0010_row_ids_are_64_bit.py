@@ -27,7 +27,7 @@ down_revision = '0009'
 branch_labels = None
 depends_on = None
 
-#: (table, column, whether it is the table's key, counted by a sequence)
+#: (table, column, whether a sequence counts it: the table's own key)
 COLUMNS = (("usage", "id", True), ("entries", "usage_id", False), ("period_totals", "id", True))
 
 

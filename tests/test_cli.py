@@ -75,6 +75,15 @@ def test_an_uninitialised_database_says_what_to_do(tmp_path: Path) -> None:
     assert code == 1 and err == "refused: the database has no chargeback schema or an old one: run `chargeback init`\n"
 
 
+def test_the_run_summary_counts_one_file_and_one_period_in_the_singular(db_url: str, mini_book: Path,
+                                                                        tmp_path: Path) -> None:
+    (mini_book / "usage" / "2026-04.csv").unlink()
+    code, out, _ = cli(db_url, "run", str(mini_book), "--out", str(tmp_path / "out"))
+    assert code == 0
+    assert re.fullmatch(r"5 usage lines read in 1 file, 1 period closed; time: load [\d.]+ s, "
+                        r"import [\d.]+ s, close [\d.]+ s, documents [\d.]+ s", out.splitlines()[-1])
+
+
 def test_a_database_password_never_appears(tmp_path: Path) -> None:
     url = "postgresql://auditor:s3cret-pw@127.0.0.1:1/nowhere"
     code, out, err = cli(url, "verify")

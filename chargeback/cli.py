@@ -378,11 +378,11 @@ def _run_summary(ctx: Context, result: api.RunResult) -> None:
     _say(ctx, f"documents in {result.out_dir}")
     lines = sum(i.lines_read for i in result.imports)
     times = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.seconds.items())
-    _say(ctx, f"{counted(lines, 'usage line')} read in {counted(len(result.imports), 'file')}, "
-              f"{counted(len(result.closes), 'period')} closed; time: {times}")
+    _say(ctx, f"{_counted(lines, 'usage line')} read in {_counted(len(result.imports), 'file')}, "
+              f"{_counted(len(result.closes), 'period')} closed; time: {times}")
 
 
-def counted(number: int, noun: str) -> str:
+def _counted(number: int, noun: str) -> str:
     """`1 file`, `2 files`: a count with its noun, as the summaries print it."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 

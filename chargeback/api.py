@@ -239,7 +239,7 @@ def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
                 if period_status(conn, period) != "closed":
                     raise Refused(f"period {period} is not closed: documents are written for closed periods")
                 with staged(out_dir, period) as (folder, publish):
-                    files = write_documents(conn, period, folder, progress=progress, committed=True)
+                    files = write_documents(conn, period, folder, progress=progress)
                     publish()
                 log.done(conn, f"{files} files written to {out_dir / period}")
     return out_dir / period

@@ -31,9 +31,8 @@ from chargeback.reconciliation import (
     Reconciliation,
 )
 from chargeback.schema import Entry, Import, PeriodEvent
-from chargeback.money import format_amount
-from chargeback.workbooks import (EXCEL_EPOCH, RowSheet, SharedText, Workbook, cell, column_range, inline_once,
-                                  sum_formula)
+from chargeback.safe import neutralize
+from chargeback.workbooks import EXCEL_EPOCH, Workbook, cell, column_range, sum_formula
 
 JOURNAL_TITLES = ["Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit",
                   "Service", "Reference", "Memo", "Kind", "Entry hash"]
@@ -65,7 +64,7 @@ def write_reconciliation_workbook(conn: Connection, ctx: DocumentContext,
     """The workbook of `ctx.period`. `matrix`: `matrix_of` the period's totals; `entries`:
     the period's entries as `export.journal_chunks` reads them (`journal.csv` is written
     from the same read)."""
-    wb = Workbook(path, ctx, f"Reconciliation {ctx.period}", streaming=True)
+    wb = Workbook(path, ctx, f"Reconciliation {ctx.period}")
     summary = wb.sheet("Summary")
     matrix_sheet = wb.sheet("Matrix")
     parts = journal_parts(rec.entries)
@@ -238,67 +237,57 @@ def _matrix(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, matrix: Matrix
     return f"Matrix!{cell(total_row, internal_col, True)}", column_sums[internal_col]
 
 
-#: Distinct texts the Journal sheets share at most (`workbooks.SharedText`): accounts,
-#: units and services are a few thousand; memos may be as many as the entries.
-SHARED_TEXTS = 50_000
-
-
-def _journal(wb: Workbook, sheets: list[RowSheet], parts: list[tuple[str, int]],
+def _journal(wb: Workbook, sheets: list[Worksheet], parts: list[tuple[str, int]],
              entries: Iterator[Row], ctx: DocumentContext) -> None:  # type: ignore[type-arg]
     """Every journal line, two per entry (debit line, then credit line), as journal.csv,
     continued on the next Journal sheet when one is full."""
-    f = wb.formats
-    date_style, money_style = f.date._get_xf_index(), f.money._get_xf_index()
-    digits = ctx.digits
+    date_style, money_style = wb.formats.date, wb.formats.money
+    amount = ctx.amount
     serials: dict[object, int] = {}
+    texts: dict[str, str] = {}
 
-    shared = SharedText(wb.book, SHARED_TEXTS)
-    text, first = shared.cells.get, shared.first
+    def shown(value: str) -> str:
+        """Text from input, neutralized once per distinct text (accounts, units and
+        services repeat on most lines)."""
+        found = texts.get(value)
+        if found is None:
+            if len(texts) >= 100_000:
+                texts.clear()
+            found = texts[value] = neutralize(value) or ""
+        return found
 
-    def rows(entries: Iterator) -> Iterator[str]:  # type: ignore[type-arg]
-        """The lines as `<row>` XML, built directly: two million of them for a
-        million-entry period, so every repeated part is worked out once (the parts
-        both lines of an entry share are built once, NUL standing for the row number),
-        and the texts that repeat are shared strings."""
-        row = 1  # the sheet's first line under its header is row 2
-        texts = 0
-        for (entry, date, _, _, kind, service, provider, consumer, minor, debit_account,
-             credit_account, debit_gl, credit_gl, reference, memo, _, digest) in entries:
-            serial = serials.get(date)
-            if serial is None:
-                serial = serials[date] = (stored_date(date) - EXCEL_EPOCH).days
-            money = f'" s="{money_style}"><v>{format_amount(abs(minor), digits)}</v></c>'
-            debit, credit = ("F", "G") if minor >= 0 else ("G", "F")
-            inline_before = shared.inline
-            tail = "".join((
-                f'<c r="H\0{text(service) or first(service)}',
-                f'<c r="I\0" t="inlineStr">{inline_once(reference)}</c>' if reference else "",
-                f'<c r="J\0{text(memo) or first(memo)}' if memo else "",
-                f'<c r="K\0{text(kind) or first(kind)}',
-                f'<c r="L\0" t="inlineStr"><is><t>{digest}</t></is></c></row>'))
-            shared.inline += shared.inline - inline_before  # the tail is on both lines
-            # C, E, H and K on both lines; D and J where there is a GL account, a memo
-            texts += 8 + bool(debit_gl) + bool(credit_gl) + 2 * bool(memo)
-            for account, gl, unit, side in ((debit_account, debit_gl, consumer, debit),
-                                            (credit_account, credit_gl, provider, credit)):
-                row += 1
-                r = str(row)
-                yield "".join((
-                    f'<row r="{r}"><c r="A{r}"><v>{entry}</v></c><c r="B{r}" s="{date_style}"><v>{serial}</v></c>',
-                    f'<c r="C{r}{text(account) or first(account)}',
-                    f'<c r="D{r}{text(gl) or first(gl)}' if gl else "",
-                    f'<c r="E{r}{text(unit) or first(unit)}',
-                    f'<c r="{side}{r}{money}',
-                    tail.replace("\0", r)))  # no escaped text holds NUL (`xml_text`)
-        shared.written(texts)
-
-    remaining = entries
+    remaining = iter(entries)
     for sheet, (_, lines) in zip(sheets, parts):
         wb.header(sheet, 0, JOURNAL_TITLES, numeric=(0, 5, 6))
         sheet.freeze_panes(1, 0)
         wb.widths(sheet, [9, 11, 30, 12, 12, 14, 14, 10, 16, 36, 11, 66])
-        last = sheet.raw_rows(1, len(JOURNAL_TITLES) - 1, rows(islice(remaining, lines // 2))) - 1
-        sheet.autofilter(0, 0, max(last, 1), len(JOURNAL_TITLES) - 1)
+        write_number, write_string = sheet.write_number, sheet.write_string
+        row = 0
+        for (entry, date, _, _, kind, service, provider, consumer, minor, debit_account,
+             credit_account, debit_gl, credit_gl, reference, memo, _, digest) in islice(remaining, lines // 2):
+            serial = serials.get(date)
+            if serial is None:
+                serial = serials[date] = (stored_date(date) - EXCEL_EPOCH).days
+            figure = amount(abs(minor))
+            debit, credit = (DEBIT, CREDIT) if minor >= 0 else (CREDIT, DEBIT)
+            for account, gl, unit, side in ((debit_account, debit_gl, consumer, debit),
+                                            (credit_account, credit_gl, provider, credit)):
+                row += 1
+                write_number(row, 0, entry)
+                write_number(row, 1, serial, date_style)
+                write_string(row, 2, shown(account))
+                if gl:
+                    write_string(row, 3, shown(gl))
+                write_string(row, 4, shown(unit))
+                write_number(row, side, figure, money_style)
+                write_string(row, 7, shown(service))
+                if reference:
+                    write_string(row, 8, neutralize(reference))
+                if memo:
+                    write_string(row, 9, shown(memo))
+                write_string(row, 10, kind)
+                write_string(row, 11, digest)
+        sheet.autofilter(0, 0, max(row, 1), len(JOURNAL_TITLES) - 1)
 
 
 def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentContext) -> None:

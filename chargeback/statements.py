@@ -14,16 +14,16 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
-from xlsxwriter.utility import xl_col_to_name
 from xlsxwriter.worksheet import Worksheet
 
 from chargeback.bills import Bill, ByService, DocumentContext, ServiceTotal, Totals, sorted_totals
-from chargeback.money import format_amount, format_percent, micro_text
+from chargeback.money import format_amount, format_percent, from_micro
 from chargeback.reference import UnitInfo
 from chargeback.safe import file_in, neutralize
-from chargeback.workbooks import EXCEL_EPOCH, RowSheet, RowXml, Workbook, cell, inline, inline_once, sum_formula
+from chargeback.workbooks import EXCEL_EPOCH, Workbook, cell, sum_formula
 
 ROLLUP_FOLDER = "rollup"
 def statement_path(folder: Path, code: str) -> Path:
@@ -34,11 +34,18 @@ def rollup_path(folder: Path, code: str) -> Path:
     return file_in(folder / "statements" / ROLLUP_FOLDER, code, ".xlsx")
 
 
+#: From this many lines (or services of a roll-up) on, a statement is written as a big
+#: workbook, its sheets streamed (`workbooks`).
+BIG_STATEMENT = 20_000
+
+
 def _begin(path: Path, ctx: DocumentContext, kind: str, unit: UnitInfo, subtitle: str,
-           facts: list[tuple[str, object]]) -> tuple[Workbook, RowSheet, int]:
-    """A statement workbook with its Summary sheet headed; returns the next free row."""
+           facts: list[tuple[str, object]], size: int) -> tuple[Workbook, Worksheet, int]:
+    """A statement workbook of `size` rows or so, with its Summary sheet headed; returns
+    the next free row."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    wb = Workbook(path, ctx, f"{kind[0].upper()}{kind[1:]} of {unit.code} for {ctx.period}")
+    wb = Workbook(path, ctx, f"{kind[0].upper()}{kind[1:]} of {unit.code} for {ctx.period}",
+                  big=size >= BIG_STATEMENT)
     sheet = wb.sheet("Summary")
     sheet.write_string(0, 0, wb.title(f"{ctx.book}: {kind} of internal charges"), wb.formats.title)
     wb.text(sheet, 1, 0, subtitle, wb.formats.subtitle)
@@ -68,7 +75,7 @@ def _service_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceT
     wb.header(sheet, top, titles, numeric=tuple(range(3, len(titles))), lines=2)
     now = 4 + len(parts)
     first = top + 1
-    sheet.raw_rows(first, now + 3, _service_rows(wb, first, rows, parts, now))
+    _service_rows(wb, sheet, first, rows, parts, now)
     last = first + len(rows) - 1
     total_row = last + 1
     sheet.write_string(total_row, 0, "Total", f.total_label)
@@ -83,75 +90,57 @@ def _service_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceT
     return first, last, now
 
 
-def _service_rows(wb: Workbook, first: int, rows: list[ServiceTotal],
-                  parts: list[tuple[str, list[int]]], now: int) -> Iterator[str]:
-    """The service table's rows as XML: a statement has a row for each of up to hundreds
-    of services (2,000 statements of a big period: half a million rows), too many cells
-    for XlsxWriter's per-cell calls (see `workbooks`), each row built in one piece."""
+def _service_rows(wb: Workbook, sheet: Worksheet, first: int, rows: list[ServiceTotal],
+                  parts: list[tuple[str, list[int]]], now: int) -> None:
+    """The service table's rows: this period's figure is the sum of the parts' columns
+    when there are parts, and the change a formula, each with the engine's value."""
     ctx = wb.ctx
-    digits = ctx.digits
-
-    def amount(minor: int) -> str:
-        return format_amount(minor, digits)
-
-    money = wb.formats.money._get_xf_index()  # noqa: SLF001
-    quantity = wb.formats.quantity._get_xf_index()  # noqa: SLF001
-    col = [xl_col_to_name(c) for c in range(now + 4)]
-    this, previous, change, to_date = col[now:now + 4]
-    split = [(col[4 + offset], amounts) for offset, (_, amounts) in enumerate(parts)]
+    amount = ctx.amount
+    money, quantity = wb.formats.money, wb.formats.quantity
     for index, total in enumerate(rows):
-        n = first + index + 1  # Excel counts rows from 1
-        measure = ctx.unit_of_measure(total.service)
+        row = first + index
+        wb.text(sheet, row, 0, ctx.unit_label(total.provider))
+        wb.text(sheet, row, 1, ctx.service_label(total.service))
+        wb.text(sheet, row, 2, ctx.unit_of_measure(total.service))
+        sheet.write_number(row, 3, from_micro(total.quantity_micro), quantity)
+        for offset, (_, amounts) in enumerate(parts):
+            sheet.write_number(row, 4 + offset, amount(amounts[index]), money)
         now_minor = total.amount_minor
-        if split:
-            parts_xml = "".join(f'<c r="{letter}{n}" s="{money}"><v>{amount(amounts[index])}</v></c>'
-                                for letter, amounts in split)
-            now_xml = f"<f>SUM({col[4]}{n}:{col[now - 1]}{n})</f>"
+        if parts:
+            sheet.write_formula(row, now, f"=SUM({cell(row, 4)}:{cell(row, now - 1)})", money,
+                                amount(now_minor))
         else:
-            parts_xml = now_xml = ""
-        yield "".join((
-            f'<row r="{n}"><c r="A{n}" t="inlineStr">{inline(ctx.unit_label(total.provider))}</c>',
-            f'<c r="B{n}" t="inlineStr">{inline(ctx.service_label(total.service))}</c>',
-            f'<c r="C{n}" t="inlineStr">{inline(measure)}</c>' if measure else "",
-            f'<c r="D{n}" s="{quantity}"><v>{micro_text(total.quantity_micro)}</v></c>', parts_xml,
-            f'<c r="{this}{n}" s="{money}">{now_xml}<v>{amount(now_minor)}</v></c>',
-            f'<c r="{previous}{n}" s="{money}"><v>{amount(total.previous_minor)}</v></c>',
-            f'<c r="{change}{n}" s="{money}"><f>{this}{n}-{previous}{n}</f>'
-            f"<v>{amount(now_minor - total.previous_minor)}</v></c>",
-            f'<c r="{to_date}{n}" s="{money}"><v>{amount(total.year_to_date_minor)}</v></c></row>'))
+            sheet.write_number(row, now, amount(now_minor), money)
+        sheet.write_number(row, now + 1, amount(total.previous_minor), money)
+        sheet.write_formula(row, now + 2, f"={cell(row, now)}-{cell(row, now + 1)}", money,
+                            amount(now_minor - total.previous_minor))
+        sheet.write_number(row, now + 3, amount(total.year_to_date_minor), money)
 
 
 def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal],
                     first: int, now: int) -> int:
-    """Totals by provider, each a SUM over that provider's block of the service table."""
+    """Totals by provider, each a SUM over that provider's block of the service table;
+    returns the next free row."""
     f = wb.formats
+    ctx = wb.ctx
     sheet.write_string(top, 0, "By provider", f.subtitle)
     _side_header(wb, sheet, top + 1, ["Provider"], now,
                  ["This period", "Previous period", "Change", "Year to date"])
     blocks: dict[str, list[int]] = defaultdict(list)
     for index, total in enumerate(rows):
         blocks[total.provider].append(index)
-    return sheet.raw_rows(top + 2, now + 3, _provider_rows(wb, top + 2, blocks, rows, first, now))
-
-
-def _provider_rows(wb: Workbook, top: int, blocks: dict[str, list[int]], rows: list[ServiceTotal],
-                   first: int, now: int) -> Iterator[str]:
-    """The provider table's rows as XML (a statement may have a hundred providers)."""
-    ctx = wb.ctx
-    amount = ctx.amount
-    xml = RowXml({"money": wb.formats.money})
-    letters = [xl_col_to_name(now + offset) for offset in range(4)]
-    for row, (provider, indexes) in enumerate(blocks.items(), top):
-        xml.start(row)
-        xml.text("A", ctx.unit_label(provider))
+    row = top + 2
+    for provider, indexes in blocks.items():
+        wb.text(sheet, row, 0, ctx.unit_label(provider))
         picked = [rows[i] for i in indexes]
         figures = [sum(t.amount_minor for t in picked), sum(t.previous_minor for t in picked),
                    sum(t.amount_minor - t.previous_minor for t in picked),
                    sum(t.year_to_date_minor for t in picked)]
-        start, end = first + indexes[0] + 1, first + indexes[-1] + 1  # Excel counts from 1
-        for letter, minor in zip(letters, figures):
-            xml.formula(letter, f"SUM({letter}{start}:{letter}{end})", amount(minor))
-        yield xml.end()
+        start, end = first + indexes[0], first + indexes[-1]
+        for col, minor in enumerate(figures, now):
+            wb.formula(sheet, row, col, sum_formula(start, end, col), minor)
+        row += 1
+    return row
 
 
 def _side_header(wb: Workbook, sheet: Worksheet, row: int, labels: list[str], now: int,
@@ -173,8 +162,8 @@ def _chart(wb: Workbook, sheet: Worksheet, name: str, first: int, now: int, at_r
     """A bar chart of this period's (and the previous period's) spend by service, from
     the service table; with more than `CHART_SERVICES` services, from a table of the
     largest ones placed first (each figure a formula on the service table). Its cached
-    figures (what a viewer that never recalculates shows) are given here: the service
-    table is written as raw rows, which XlsxWriter cannot read back."""
+    figures (what a viewer that never recalculates shows) are given here: a sheet
+    written in `constant_memory` mode cannot be read back."""
     if not rows:
         return
     ctx = wb.ctx
@@ -230,7 +219,8 @@ def write_statement(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
     unit = bill.unit
     path = statement_path(folder, unit.code)
     wb, summary, top = _begin(path, ctx, "statement", unit, f"{unit.name} ({unit.code})",
-                              [("Email", unit.email)] + _budget_facts(ctx, unit.code))
+                              [("Email", unit.email)] + _budget_facts(ctx, unit.code),
+                              len(bill.lines) + len(bill.totals))
     summary.write_string(top, 0, "By service", wb.formats.subtitle)
     rows = bill.totals
     first, last, now = _service_table(wb, summary, top + 1, rows)
@@ -283,49 +273,46 @@ def _detail(wb: Workbook, bill: Bill) -> None:
     sheet.freeze_panes(DETAIL_HEADER + 1, 0)
     sheet.autofilter(DETAIL_HEADER, 0, last, len(DETAIL_TITLES) - 1)
     wb.widths(sheet, [11, 28, 28, 40, 16, 10, 14, 12, 14, 30, 9, 40])
-    date, money, quantity, rate = (style._get_xf_index() for style in (f.date, f.money, f.quantity, f.rate))  # noqa: SLF001
-    first_day, digits = ctx.first_day, ctx.digits
-    providers = {code: inline(ctx.unit_label(code)) for code in {line.provider for line in lines}}
-    services = {code: (inline(ctx.service_label(code)), ctx.unit_of_measure(code))
+    date, money, quantity, rate = f.date, f.money, f.quantity, f.rate
+    first_day, amount = ctx.first_day, ctx.amount
+    providers = {code: neutralize(ctx.unit_label(code)) for code in {line.provider for line in lines}}
+    services = {code: (neutralize(ctx.service_label(code)), neutralize(ctx.unit_of_measure(code)))
                 for code in {line.service for line in lines}}
     serials: dict[dt.date, int] = {}
-    decimals: dict[int, str] = {}
+    decimals: dict[int, Decimal] = {}
+    write_number, write_string = sheet.write_number, sheet.write_string
 
-    def decimal(micro: int) -> str:
+    def decimal(micro: int) -> Decimal:
         found = decimals.get(micro)
         if found is None:
-            found = decimals[micro] = micro_text(micro)
+            found = decimals[micro] = from_micro(micro)
         return found
 
-    def rows() -> Iterator[str]:
-        """Each line's `<row>` built in one piece: a big period has a million of them."""
-        for n, line in enumerate(lines, first + 1):  # Excel counts rows from 1
-            serial = serials.get(line.service_date)
-            if serial is None:
-                serial = serials[line.service_date] = (line.service_date - EXCEL_EPOCH).days
-            service, unit_of_measure = services[line.service]
-            priced = ""
-            if line.kind != "adjustment":
-                priced = "".join((
-                    f'<c r="F{n}" s="{quantity}"><v>{decimal(line.quantity_micro)}</v></c>',
-                    f'<c r="G{n}" t="inlineStr">{inline(unit_of_measure)}</c>' if unit_of_measure else "",
-                    f'<c r="H{n}" s="{rate}"><v>{decimal(line.rate_micro)}</v></c>'
-                    if line.rate_micro is not None else ""))
-            notes = "; ".join(line.notes(first_day))
-            yield "".join((
-                f'<row r="{n}"><c r="A{n}" s="{date}"><v>{serial}</v></c>',
-                f'<c r="B{n}" t="inlineStr">{providers[line.provider]}</c>',
-                f'<c r="C{n}" t="inlineStr">{service}</c>',
-                f'<c r="D{n}" t="inlineStr">{inline(line.memo)}</c>' if line.memo else "",
-                f'<c r="E{n}" t="inlineStr">{inline_once(line.reference)}</c>' if line.reference else "",
-                priced,
-                f'<c r="I{n}" s="{money}"><v>{format_amount(line.amount_minor, digits)}</v></c>',
-                f'<c r="J{n}" t="inlineStr">{inline(notes)}</c>' if notes else "",
-                f'<c r="K{n}"><v>{line.entry}</v></c>',
-                f'<c r="L{n}" t="inlineStr">{inline(line.rate_source)}</c></row>' if line.rate_source
-                else "</row>"))
-
-    sheet.raw_rows(first, len(DETAIL_TITLES) - 1, rows())
+    for row, line in enumerate(lines, first):
+        serial = serials.get(line.service_date)
+        if serial is None:
+            serial = serials[line.service_date] = (line.service_date - EXCEL_EPOCH).days
+        service, unit_of_measure = services[line.service]
+        write_number(row, 0, serial, date)
+        write_string(row, 1, providers[line.provider])
+        write_string(row, 2, service)
+        if line.memo:
+            write_string(row, 3, neutralize(line.memo))
+        if line.reference:
+            write_string(row, 4, neutralize(line.reference))
+        if line.kind != "adjustment":
+            write_number(row, 5, decimal(line.quantity_micro), quantity)
+            if unit_of_measure:
+                write_string(row, 6, unit_of_measure)
+            if line.rate_micro is not None:
+                write_number(row, 7, decimal(line.rate_micro), rate)
+        write_number(row, 8, amount(line.amount_minor), money)
+        notes = line.notes(first_day)
+        if notes:
+            write_string(row, 9, neutralize("; ".join(notes)))
+        write_number(row, 10, line.entry)
+        if line.rate_source:
+            write_string(row, 11, neutralize(line.rate_source))
 
 
 # roll-ups --------------------------------------------------------------------------
@@ -408,7 +395,7 @@ def write_rollup(folder: Path, ctx: DocumentContext, rollup: Rollup) -> Path:
     wb, summary, top = _begin(
         path, ctx, "roll-up statement", unit,
         f"{unit.name} ({unit.code}) and the {len(rollup.members) - 1} units under it",
-        [("Units in the roll-up", len(rollup.members))])
+        [("Units in the roll-up", len(rollup.members))], len(rollup.rows) + len(rollup.members))
     summary.write_string(top, 0, "By service: the unit's own charges and each child's subtree",
                          wb.formats.subtitle)
     rows = rollup.rows

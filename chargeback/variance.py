@@ -329,7 +329,7 @@ WIDTHS = [14, 32, 10, 15, 15, 15, 10, 15, 15, 10, 8, 40]
 
 def write_workbook(review: Review, path: Path, *, book: str, draft: bool, when: dt.datetime) -> None:
     """`variance.xlsx`: sheets `Consumers`, `Providers` and `Callouts`."""
-    from chargeback.xlsx import Money, Sheets, money, percent  # openpyxl: loaded when needed
+    from chargeback.xlsx import Money, Sheets, money, percent
     r = review
     sheets = Sheets(f"Variance review {r.period}", book=book, currency=r.currency,
                     digits=r.digits, draft=draft)

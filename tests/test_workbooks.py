@@ -13,14 +13,10 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-import xlsxwriter
-from hypothesis import given, settings, strategies as st
 from sqlalchemy import select
 
 from chargeback import api, db
-from chargeback.safe import FORMULA_STARTS, neutralize
 from chargeback.schema import Entry
-from chargeback.workbooks import RowSheet, SharedText, escaped_inline, inline_once
 
 from documents_book import build, soffice_recalculate
 
@@ -299,50 +295,6 @@ def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ti
     assert find(summary, "All checks")[1] == "OK"
 
 
-def test_raw_rows_sit_in_their_place_among_ordinary_cells(tmp_path: Path) -> None:
-    """A block of ready rows in the middle of a sheet (a statement's service table) is
-    written between the cells above and below it; a cell written inside it is refused."""
-    import xlsxwriter
-
-    from chargeback.workbooks import RowSheet, RowXml
-
-    def block(styles: dict, first: int) -> list[str]:  # type: ignore[type-arg]
-        xml = RowXml(styles)
-        made = []
-        for row, (name, amount) in enumerate([("disk", Decimal("12.50")), ("cpu", Decimal("-3.25"))], first):
-            xml.start(row)
-            xml.text("A", name)
-            xml.number("B", amount, "money")
-            xml.formula("C", f"B{row + 1}*2", amount * 2)
-            made.append(xml.end())
-        return made
-
-    path = tmp_path / "blocks.xlsx"
-    book = xlsxwriter.Workbook(str(path))
-    money_format = book.add_format({"num_format": "#,##0.00"})
-    sheet = book.add_worksheet("S", worksheet_class=RowSheet)
-    sheet.write_string(0, 0, "Service")
-    assert sheet.raw_rows(1, 2, block({"money": money_format}, 1)) == 3
-    sheet.write_string(3, 0, "Total")
-    sheet.write_formula(3, 1, "=SUM(B2:B3)", money_format, 9.25)
-    assert sheet.raw_rows(5, 2, block({"money": money_format}, 5)) == 7
-    sheet.write_string(7, 0, "end")
-    book.close()
-    values = rows(openpyxl.load_workbook(path, data_only=True)["S"])
-    assert values == [("Service", None, None), ("disk", 12.5, 25), ("cpu", -3.25, -6.5),
-                      ("Total", 9.25, None), (None, None, None), ("disk", 12.5, 25),
-                      ("cpu", -3.25, -6.5), ("end", None, None)]
-    formulas = openpyxl.load_workbook(path)["S"]
-    assert formulas["C2"].value == "=B2*2" and formulas["B4"].value == "=SUM(B2:B3)"
-
-    bad = xlsxwriter.Workbook(str(tmp_path / "bad.xlsx"))
-    sheet = bad.add_worksheet("S", worksheet_class=RowSheet)
-    sheet.raw_rows(1, 2, block({"money": bad.add_format()}, 1))
-    sheet.write_string(2, 0, "inside")
-    with pytest.raises(ValueError, match="among the raw rows 2-3"):
-        bad.close()
-
-
 def test_a_statement_with_many_services_charts_its_largest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past `CHART_SERVICES` services, the chart shows a table of the largest ones, each
@@ -374,91 +326,19 @@ def test_a_statement_with_many_services_charts_its_largest(
         assert [money(again.cell(at + 3, c).value) for c in (5, 6)] == [money(largest[4]), money(largest[5])]
 
 
-def test_workbooks_are_zipped_as_standard_deflate_by_isal(tmp_path: Path) -> None:
-    """`FastZip` members are ordinary deflate streams (the standard library reads them)
-    made by ISA-L, not zlib: the compressed bytes are ISA-L's own."""
-    import zlib
+def test_the_documents_touch_no_private_member_of_another_package() -> None:
+    """Every workbook is written through XlsxWriter's public API: ruff's SLF001 finds no
+    private attribute used in the document modules."""
+    import subprocess
+    import sys
 
-    from isal import isal_zlib
-
-    from chargeback.zipfiles import FastZip
-
-    xml = "".join(f'<row r="{r}"><c r="A{r}"><v>{r * 37 % 1000}</v></c>'
-                  f'<c r="B{r}" t="inlineStr"><is><t>D{r % 97:04d}</t></is></c></row>'
-                  for r in range(1, 20_000)).encode()
-    path = tmp_path / "sheet.zip"
-    with FastZip(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("xl/worksheets/sheet1.xml", xml)
-    with zipfile.ZipFile(path) as archive:
-        assert archive.testzip() is None
-        assert archive.read("xl/worksheets/sheet1.xml") == xml
-        info = archive.getinfo("xl/worksheets/sheet1.xml")
-    assert info.compress_type == zipfile.ZIP_DEFLATED
-    isal = isal_zlib.compressobj(1, isal_zlib.DEFLATED, -15)
-    made_by_isal = isal.compress(xml) + isal.flush()
-    standard = zlib.compressobj(1, zlib.DEFLATED, -15)
-    made_by_zlib = standard.compress(xml) + standard.flush()
-    assert len(made_by_isal) != len(made_by_zlib)
-    assert info.compress_size == len(made_by_isal) < len(xml) / 4
-    raw = path.read_bytes()
-    assert made_by_isal in raw
-
-
-@settings(max_examples=500)
-@given(st.text(alphabet=st.sampled_from(sorted(set("aZ09 _x5F;&<>'\"\x00\x1f\u00a0\ufffe\u00e9")
-                                              | set(FORMULA_STARTS))), min_size=1))
-def test_a_plain_text_cell_is_the_same_by_the_short_way(text: str) -> None:
-    """`inline_once` skips the work for text that needs none; it must write what the long
-    way writes, for any text."""
-    assert inline_once(text) == escaped_inline(text)
-    assert inline_once("Usage 153445") == "<is><t>Usage 153445</t></is>"
-    assert inline_once("=1+2") == escaped_inline("=1+2") == "<is><t>'=1+2</t></is>"
-
-
-def test_shared_texts_read_back_as_written_and_the_table_counts_its_references(tmp_path: Path) -> None:
-    """Texts that repeat down a big sheet point into the shared strings table; a bare CR,
-    what XlsxWriter takes for its rich text, and new texts past the limit are written
-    inline; every one reads back as the neutralized text."""
-    path = tmp_path / "shared.xlsx"
-    book = xlsxwriter.Workbook(str(path), {"constant_memory": True})
-    sheet = book.add_worksheet("Lines", worksheet_class=RowSheet)
-    shared = SharedText(book, limit=3)
-    texts = ["ART", "=cmd|' /C calc'!A0", "ART", "line\rbreak", "<r>rich</r>", "MATH", "PHYS", "ART", " spaced "]
-    cell, first = shared.cells.get, shared.first
-    sheet.raw_rows(0, 0, [f'<row r="{n}"><c r="A{n}{cell(t) or first(t)}</row>' for n, t in enumerate(texts, 1)])
-    shared.written(len(texts))
-    book.close()
-    read = [row[0] for row in openpyxl.load_workbook(path)["Lines"].iter_rows(values_only=True)]
-    assert read == [neutralize(text) for text in texts]
-    with zipfile.ZipFile(path) as archive:
-        table = archive.read("xl/sharedStrings.xml").decode()
-        cells = archive.read("xl/worksheets/sheet1.xml").decode()
-    # ART three times, =cmd and MATH shared (three texts, the limit); the rest inline
-    assert cells.count(' t="s"') == 5 and cells.count(' t="inlineStr"') == 4
-    assert 'count="5" uniqueCount="3"' in table and table.count("<si>") == 3
-
-
-@pytest.mark.parametrize("limit", [3, 50_000])
-def test_the_journal_sheets_shared_strings_are_counted_as_the_cells_use_them(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
-    """Repeated texts are shared; past the limit (made small) new texts are inline, the
-    memos among them on both lines of their entry; the table counts each shared cell."""
-    from chargeback import reconciliation_workbook
-
-    monkeypatch.setattr(reconciliation_workbook, "SHARED_TEXTS", limit)
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    folder = build(url, tmp_path)
-    path = folder / "2026-03" / "reconciliation.xlsx"
-    with zipfile.ZipFile(path) as archive:
-        table = archive.read("xl/sharedStrings.xml").decode()
-        sheets = [archive.read(name).decode() for name in archive.namelist() if name.startswith("xl/worksheets/sheet")]
-    count, unique = map(int, re.search(r'count="(\d+)" uniqueCount="(\d+)"', table).groups())
-    assert count == sum(sheet.count(' t="s"') for sheet in sheets) > 0
-    assert unique == table.count("<si>") == min(limit, unique)
-    if limit == 3:
-        assert any(' t="inlineStr"><is><t>expenses:internal:' in sheet for sheet in sheets)
-    journal = rows(openpyxl.load_workbook(path)["Journal"])
-    with open(folder / "2026-03" / "journal.csv", encoding="utf-8") as handle:
-        exported = list(csv.DictReader(handle))
-    assert [(row[2], row[3] or "", row[4], row[7], row[9] or "") for row in journal[1:]] == [
-        (line["account"], line["gl_account"], line["unit"], line["service"], line["memo"]) for line in exported]
+    ruff = Path(sys.executable).with_name("ruff")
+    if not ruff.exists():
+        pytest.skip("ruff is not installed")
+    root = Path(__file__).resolve().parents[1] / "chargeback"
+    modules = ["documents", "workbooks", "statements", "invoices", "bills", "reconciliation_workbook",
+               "xlsx", "export", "variance", "recovery"]
+    found = subprocess.run([str(ruff), "check", "--no-cache", "--select", "SLF001",
+                            *(str(root / f"{name}.py") for name in modules)],
+                           capture_output=True, text=True)
+    assert found.returncode == 0, found.stdout

@@ -10,8 +10,8 @@ back with openpyxl: its first and last data rows must hold the values written (a
 exactly, through `str()`). A candidate that is not installed is skipped and said so.
 
 Candidates: openpyxl (write-only mode), XlsxWriter (constant_memory, a cell at a time),
-chargeback's own path (XlsxWriter for the workbook, the rows' XML rendered directly,
-`workbooks.RowXml`), rustpy-xlsxwriter (Rust's rust_xlsxwriter behind Python, given
+chargeback's own path (`workbooks.Workbook`: XlsxWriter's public calls, input text
+neutralized), rustpy-xlsxwriter (Rust's rust_xlsxwriter behind Python, given
 Decimal and date values and per-column formats) and, as an extra, pyexcelerate (pure
 Python). Peak memory is the writing process's own maximum RSS (`os.wait4`), read back in
 another process so that the measuring one stays small.
@@ -98,30 +98,28 @@ def write_xlsxwriter(path: Path, count: int) -> None:
 
 
 def write_chargeback(path: Path, count: int) -> None:
+    """As the auditors' Journal sheet is written: `workbooks.Workbook` (XlsxWriter's
+    constant_memory mode), a public `write_*` call a cell, input text neutralized."""
     from chargeback.bills import DocumentContext
-    from chargeback.workbooks import RowXml, Workbook
+    from chargeback.safe import neutralize
+    from chargeback.workbooks import EXCEL_EPOCH, Workbook
 
     ctx = DocumentContext("Benchmark", "USD", 2, "2026-03", dt.datetime(2026, 4, 1), None, 7,
                           None, {}, {})
-    wb = Workbook(path, ctx, "Writers", streaming=True)
+    wb = Workbook(path, ctx, "Writers")
     sheet = wb.sheet("Journal")
     wb.header(sheet, 0, TITLES, numeric=(0, 5, 6))
-    xml = RowXml({"date": wb.formats.date, "money": wb.formats.money})
-
-    def rendered() -> Iterator[str]:
-        for r, row in enumerate(rows(count), start=1):
-            xml.start(r)
-            xml.number("A", row[0])
-            xml.date("B", row[1])
-            for col, value in zip("CDE", row[2:5]):
-                xml.text(col, value)
-            xml.number("F", row[5], "money")
-            xml.number("G", row[6], "money")
-            for col, value in zip("HIJKL", row[7:]):
-                xml.text(col, value)
-            yield xml.end()
-
-    sheet.raw_rows(1, len(TITLES) - 1, rendered())
+    date, money = wb.formats.date, wb.formats.money
+    for r, row in enumerate(rows(count), start=1):
+        sheet.write_number(r, 0, row[0])
+        sheet.write_number(r, 1, (row[1] - EXCEL_EPOCH).days, date)
+        for col, value in enumerate(row[2:5], 2):
+            sheet.write_string(r, col, neutralize(value) or "")
+        for col in (5, 6):
+            if row[col] is not None:
+                sheet.write_number(r, col, row[col], money)
+        for col, value in enumerate(row[7:], 7):
+            sheet.write_string(r, col, neutralize(value) or "")
     wb.close()
 
 

@@ -240,29 +240,40 @@ def write_workbook(rec: Recovery, path: Path) -> None:
     """`recovery.xlsx`: sheets Summary (per provider over the year), Periods (per provider
     and period, with the balance carried forward) and Services (break-even rates).
     Written to a temporary file and moved into place, so no half-written file is left."""
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
+    import xlsxwriter
 
     money_format = (f'#,##0.{"0" * rec.digits}' if rec.digits else "#,##0") + f' "{rec.currency}"'
-    book = Workbook()
-    bold = Font(bold=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".recovery-", suffix=".xlsx", dir=path.parent)
+    os.close(handle)
+    book = xlsxwriter.Workbook(temporary, {"in_memory": True, "strings_to_formulas": False,
+                                           "strings_to_urls": False, "strings_to_numbers": False})
+    bold = book.add_format({"bold": True})
+    styles: dict[str, object] = {}
+
+    def style(fmt: str) -> object:
+        return styles.get(fmt) or styles.setdefault(fmt, book.add_format({"num_format": fmt}))
 
     def sheet(title: str, header: list[str], rows: list[list[object]], formats: dict[int, str],
-              first: bool = False):  # type: ignore[no-untyped-def]
-        ws = book.active if first else book.create_sheet()
-        ws.title = title
-        ws.append(header)
-        for cell in ws[1]:
-            cell.font = bold
-        for row in rows:
-            ws.append([neutralize(v) if isinstance(v, str) else v for v in row])
-        for column, fmt in formats.items():
-            for (cell,) in ws.iter_rows(min_row=2, min_col=column, max_col=column):
-                cell.number_format = fmt
-        for index, title_text in enumerate(header, start=1):
-            ws.column_dimensions[ws.cell(1, index).column_letter].width = max(12, len(title_text) + 2)
-        ws.freeze_panes = "A2"
-        return ws
+              first_width: float | None = None) -> None:
+        """`formats`: a number format by column, counted from 1."""
+        ws = book.add_worksheet(title)
+        for col, title_text in enumerate(header):
+            ws.write_string(0, col, title_text, bold)
+            ws.set_column(col, col, max(12, len(title_text) + 2))
+        if first_width:
+            ws.set_column(0, 0, first_width)
+        for row, values in enumerate(rows, 1):
+            for col, value in enumerate(values):
+                fmt = style(formats[col + 1]) if col + 1 in formats else None
+                if value is None:
+                    continue
+                if isinstance(value, str):
+                    ws.write_string(row, col, neutralize(value) or "", fmt)
+                else:
+                    ws.write_number(row, col, value, fmt)  # type: ignore[arg-type]
+        ws.freeze_panes(1, 0)
 
     def money(minor: int | None) -> Decimal | None:
         return None if minor is None else from_minor(minor, rec.digits)
@@ -271,16 +282,14 @@ def write_workbook(rec: Recovery, path: Path) -> None:
         return None if value is None else _decimal(value, 4)
 
     fy = f"FY{rec.fiscal_year} ({rec.periods_of_year[0]} to {rec.periods_of_year[-1]})"
-    summary = sheet("Summary", [f"Provider ({fy})", "Name", "Full cost", "Internal revenue",
-                                "External revenue", "Surplus (deficit)", "Recovery ratio", "Flag",
-                                "Months with cost", "Revenue of months without cost"],
-                    [[p.provider, p.name, money(p.cost), money(p.internal), money(p.external),
-                      money(p.surplus), ratio(p.ratio), p.flag, p.months_costed,
-                      money(p.uncosted_revenue)] for p in rec.providers],
-                    {3: money_format, 4: money_format, 5: money_format, 6: money_format, 7: "0.00%",
-                     10: money_format},
-                    first=True)
-    summary.column_dimensions["A"].width = 30
+    sheet("Summary", [f"Provider ({fy})", "Name", "Full cost", "Internal revenue",
+                      "External revenue", "Surplus (deficit)", "Recovery ratio", "Flag",
+                      "Months with cost", "Revenue of months without cost"],
+          [[p.provider, p.name, money(p.cost), money(p.internal), money(p.external),
+            money(p.surplus), ratio(p.ratio), p.flag, p.months_costed,
+            money(p.uncosted_revenue)] for p in rec.providers],
+          {3: money_format, 4: money_format, 5: money_format, 6: money_format, 7: "0.00%",
+           10: money_format}, first_width=30)
     sheet("Periods", ["Provider", "Period", "Status", "Full cost", "Internal revenue",
                       "External revenue", "Surplus (deficit)", "Balance carried forward",
                       "Recovery ratio"],
@@ -295,12 +304,8 @@ def write_workbook(rec: Recovery, path: Path) -> None:
            for s in rec.services],
           {5: money_format, 6: money_format, 7: "#,##0.######", 8: "#,##0.00####",
            9: "#,##0.00####", 10: "#,##0.00####"})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".recovery-", suffix=".xlsx", dir=path.parent)
-    os.close(handle)
     try:
-        book.save(temporary)
+        book.close()
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

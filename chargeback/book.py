@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 from sqlalchemy import Connection, delete, func, insert, select, union_all, update
 
 from chargeback.allocation import EQUAL, parse_driver, parse_targets
@@ -67,6 +67,7 @@ class Settings(BaseModel):
     payment_terms: str | None = None
     allocation_method: Literal["direct", "step", "reciprocal"] = "direct"
     variance_threshold: Decimal = Field(default=Decimal("0.25"), ge=0)
+    invoice_line_limit: StrictInt = Field(default=300, ge=1, le=100_000)
 
     @field_validator("currency")
     @classmethod
@@ -579,7 +580,8 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
                   fiscal_year_start=settings.fiscal_year_start,
                   payment_terms=settings.payment_terms,
                   allocation_method=settings.allocation_method,
-                  variance_threshold=str(settings.variance_threshold), loaded_at=now)
+                  variance_threshold=str(settings.variance_threshold),
+                  invoice_line_limit=settings.invoice_line_limit, loaded_at=now)
     if current is None:
         conn.execute(insert(Book).values(id=1, **values))
     else:

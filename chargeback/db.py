@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (BigInteger, Connection, Date, DateTime, Engine, Integer, Select, String, Table, create_engine,
                         event, inspect, text, type_coerce)
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeEngine
 
 from chargeback.errors import Refused
 from chargeback.processes import starting_a_helper
@@ -165,7 +166,7 @@ def upgrade(engine: Engine) -> None:
 #: The newest migration in `migrations/versions`. Every command checks the database's
 #: schema against it; kept here, the check needs no Alembic (a fifth of a second to load).
 #: `tests/test_migrations.py` checks that it is Alembic's head.
-SCHEMA_HEAD = "0010"
+SCHEMA_HEAD = "0011"
 
 
 def schema_is_current(conn: Connection) -> bool:
@@ -197,7 +198,7 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
             raise DBAPIError.instance(statement, None, exc, conn.dialect.dbapi.Error,  # type: ignore[union-attr]
                                       dialect=conn.dialect) from exc
         return count
-    processors = [table.c[c].type._cached_bind_processor(conn.dialect) for c in columns]  # noqa: SLF001
+    processors = [bind_processor(table.c[c].type, conn.dialect) for c in columns]
     converting = [(i, _remembered(p) if isinstance(table.c[c].type, (Date, DateTime)) else p)
                   for i, (c, p) in enumerate(zip(columns, processors)) if p is not None]
     if not converting:
@@ -235,6 +236,12 @@ def copy_types(table: Table, columns: tuple[str, ...]) -> tuple[str, ...] | None
     return tuple(found)  # remembered: shared by every caller, so not a list
 
 
+def bind_processor(kind: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """How the database driver is handed a value of `kind` (SQLAlchemy's public
+    `bind_processor` of the dialect's own type): None when it takes it as it is."""
+    return kind.dialect_impl(dialect).bind_processor(dialect)
+
+
 def dates_as_stored(columns: Iterable[ColumnElement[object]]) -> list[ColumnElement[object]]:
     """`columns` with each date column read as the database hands it over, unconverted:
     ISO text on SQLite (SQLAlchemy's conversion of a million dates is a sixth of a read
@@ -262,7 +269,7 @@ def plain_rows(conn: Connection, statement: Select, size: int = 20_000) -> Itera
     compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     for element in [*statement.selected_columns, *compiled.binds.values()]:
         kind = element.type
-        if kind._cached_result_processor(dialect, None) or kind._cached_bind_processor(dialect):  # noqa: SLF001
+        if kind.dialect_impl(dialect).result_processor(dialect, None) or bind_processor(kind, dialect):
             raise ValueError(f"{element} needs SQLAlchemy's conversion: read it with conn.execute")
     if dialect.name != "postgresql":
         result = conn.execute(statement)  # not streamed: SQLAlchemy reads no row ahead of its cursor

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import orjson
 from sqlalchemy import Connection, select, update
 
-from chargeback.db import Overlapped, bulk_insert, collector_paused, insert_values
+from chargeback.db import Overlapped, bind_processor, bulk_insert, collector_paused, insert_values
 from chargeback.errors import Refused
 from chargeback.schema import Entry, EntryTier, JournalHead
 
@@ -217,7 +217,7 @@ def _insert(conn: Connection, rows: list[Sequence[object]], tiers: list[tuple[in
 
 def _stored(conn: Connection, posted_at: dt.datetime) -> object:
     """`posted_at` as the database driver stores it (SQLAlchemy's text form on SQLite)."""
-    process = Entry.__table__.c.posted_at.type._cached_bind_processor(conn.dialect)  # noqa: SLF001
+    process = bind_processor(Entry.__table__.c.posted_at.type, conn.dialect)
     return process(posted_at) if process else posted_at
 
 

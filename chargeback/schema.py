@@ -49,6 +49,7 @@ STATEMENT_CHECKED = frozenset({
     "fk_usage_period_periods", "fk_usage_import_id_imports", "fk_usage_service_services",
     "fk_usage_consumer_units", "fk_entries_period_periods", "fk_entries_usage_id_usage",
     "fk_entries_service_services", "fk_entries_provider_units", "fk_entries_consumer_units",
+    "fk_charge_lines_usage_id_usage", "fk_charge_lines_entry_id_entries", "fk_line_tiers_usage_id_usage",
 })
 
 
@@ -68,6 +69,8 @@ class Book(Base):
     payment_terms: Mapped[str | None] = mapped_column(String(200))
     allocation_method: Mapped[str] = mapped_column(String(20))
     variance_threshold: Mapped[str] = mapped_column(String(20))
+    #: How many usage lines an invoice lists under its charges before it points to the detail.
+    invoice_line_limit: Mapped[int] = mapped_column(Integer, default=300, server_default="300")
     loaded_at: Mapped[dt.datetime] = mapped_column(DateTime)
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 
@@ -290,8 +293,15 @@ class JournalHead(Base):
 class Entry(Base):
     """One posted charge: debit the consumer, credit the provider, by `amount_minor`.
 
+    A usage charge is the usage lines of one consumer and one service priced by one rate
+    row (or one tier schedule) in one close: its quantity and amount are their sums, and
+    its lines are in `charge_lines`. Entries posted before charges (migration 0011) name
+    their one line in `usage_id`.
+
     Append-only. `hash` covers every column and `prev_hash`, the hash of the entry
-    before it, so an edited, deleted, inserted or reordered entry breaks the chain.
+    before it, so an edited, deleted, inserted or reordered entry breaks the chain; for a
+    usage charge it also covers `lines_digest`, the sha256 of its lines
+    (`ledger.lines_digest`), so an edited line breaks it too.
     """
 
     __tablename__ = "entries"
@@ -319,6 +329,7 @@ class Entry(Base):
     memo: Mapped[str | None] = mapped_column(Text)
     rate_source: Mapped[str | None] = mapped_column(String(200))
     prev_hash: Mapped[str] = mapped_column(String(64))
+    lines_digest: Mapped[str | None] = mapped_column(String(64))
     #: Not indexed: the chain, recomputed by `verify`, is what guards it (migration 0005).
     hash: Mapped[str] = mapped_column(String(64))
     __table_args__ = (
@@ -348,6 +359,37 @@ class EntryTier(Base):
     rate_micro: Mapped[int] = mapped_column(BigInteger)
     __table_args__ = (
         PrimaryKeyConstraint("entry_id", "piece"),
+        CheckConstraint("rate_micro >= 0", name="rate_not_negative"),
+    )
+
+
+class ChargeLine(Base):
+    """A usage line as priced into a charge: its own amount (rounded half-up on its own),
+    its rate (none when its quantity spans several tiers: see `line_tiers`) and the entry
+    it is posted in. The entry's amount is the sum of its lines' amounts; `verify`
+    checks it. Append-only, like the usage lines (migration 0011)."""
+
+    __tablename__ = "charge_lines"
+    usage_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("usage.id"), primary_key=True,
+                                          autoincrement=False)
+    entry_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("entries.id"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    rate_micro: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (Index("ix_charge_lines_entry_id", "entry_id"),)
+
+
+class LineTier(Base):
+    """The tier pieces of a usage line of a tiered service, one row per piece, in the
+    order the pieces were taken (`piece` from 1). Append-only (migration 0011)."""
+
+    __tablename__ = "line_tiers"
+    usage_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("usage.id"))
+    piece: Mapped[int] = mapped_column(Integer)
+    tier_from_micro: Mapped[int] = mapped_column(BigInteger)
+    quantity_micro: Mapped[int] = mapped_column(BigInteger)
+    rate_micro: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        PrimaryKeyConstraint("usage_id", "piece"),
         CheckConstraint("rate_micro >= 0", name="rate_not_negative"),
     )
 

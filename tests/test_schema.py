@@ -53,7 +53,10 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
     names exists: foreign keys on SQLite, a check of each statement's rows on PostgreSQL
     (migration 0008). A statement of many rows with one bad is refused whole, under the
     foreign key's name."""
+    from conftest import usage_file
     _closed(loaded, tmp_path)
+    api.import_file(loaded, usage_file(tmp_path, "april.csv", [["2026-04-02", "HELP", "ART", "1", "T-3", ""]]),
+                    "2026-04")  # a line not priced yet
     engine = db.connect(loaded)
 
     def copy_usage(**changed: str) -> str:
@@ -78,10 +81,16 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
         "fk_usage_service_services": copy_usage(service="CASE WHEN line = 2 THEN 'NOSUCH' ELSE service END"),
         "fk_entries_period_periods": "UPDATE entries SET period = '2031-01'",
         "fk_entries_provider_units": "UPDATE entries SET provider = 'NOBODY'",
+        "fk_charge_lines_usage_id_usage": "INSERT INTO charge_lines (usage_id, entry_id, amount_minor) "
+                                          "SELECT id + 1000, (SELECT max(id) FROM entries), 1 FROM usage",
+        "fk_charge_lines_entry_id_entries": "INSERT INTO charge_lines (usage_id, entry_id, amount_minor) "
+                                            "SELECT max(u.id), max(e.id) + 1000, 1 FROM usage u, entries e",
+        "fk_line_tiers_usage_id_usage": "INSERT INTO line_tiers (usage_id, piece, tier_from_micro, quantity_micro, "
+                                        "rate_micro) SELECT id + 1000, 1, 0, 1, 1 FROM usage",
     }
     assert set(refused) == STATEMENT_CHECKED
     with engine.connect() as conn:  # PostgreSQL: triggers in place of these foreign keys; SQLite: the keys
-        found = {fk["name"] for table in ("usage", "entries") for fk in inspect(conn).get_foreign_keys(table)}
+        found = {fk["name"] for table in ("usage", "entries", "charge_lines", "line_tiers") for fk in inspect(conn).get_foreign_keys(table)}
     assert (found & STATEMENT_CHECKED) == (set() if engine.dialect.name == "postgresql" else STATEMENT_CHECKED)
     one_bad_usage_line = ("UPDATE entries SET usage_id = CASE WHEN usage_id = (SELECT max(usage_id) FROM entries) "
                           "THEN usage_id + 1000 ELSE usage_id END WHERE usage_id IS NOT NULL")
@@ -93,13 +102,13 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
             assert caught.value.orig.diag.constraint_name == name  # type: ignore[union-attr]
             assert "is not present in table" in str(caught.value)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM usage")).scalar() == 2
-        assert conn.execute(text("SELECT count(*) FROM usage WHERE consumer = 'ART'")).scalar() == 2
+        assert conn.execute(text("SELECT count(*) FROM usage")).scalar() == 3
+        assert conn.execute(text("SELECT count(*) FROM usage WHERE consumer = 'ART'")).scalar() == 3
         entries = conn.execute(text("SELECT count(*) FROM entries")).scalar()
     with engine.begin() as conn:  # the same statements naming what exists go through
         conn.execute(text(copy_usage()))
         conn.execute(text("UPDATE entries SET consumer = consumer, usage_id = usage_id"))
-        assert conn.execute(text("SELECT count(*) FROM usage")).scalar() == 4
+        assert conn.execute(text("SELECT count(*) FROM usage")).scalar() == 6
         conn.rollback()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM entries")).scalar() == entries

@@ -46,12 +46,12 @@ TABLES = ("usage", "entries")
 REFERRED = tuple(dict.fromkeys(referred for _, _, referred, _, _ in REFERENCES))
 
 
-def _raise(message: str, detail: str, name: str, table: str) -> str:
+def raise_violation(message: str, detail: str, name: str, table: str) -> str:
     return (f"RAISE EXCEPTION '{message}' USING ERRCODE = 'foreign_key_violation', "
             f"DETAIL = {detail}, CONSTRAINT = '{name}', TABLE = '{table}';")
 
 
-def _new_rows_exist(table: str) -> str:
+def new_rows_exist(table: str) -> str:
     """The function run after each INSERT or UPDATE statement on `table`: every value its
     new rows name exists, and is locked for key share until the transaction ends."""
     references = [r for r in REFERENCES if r[0] == table]
@@ -66,7 +66,7 @@ def _new_rows_exist(table: str) -> str:
             f"IF found < wanted_{column} THEN",
             f"  SELECT n.{column}::text INTO missing FROM new_rows n WHERE n.{column} IS NOT NULL "
             f"AND NOT EXISTS (SELECT 1 FROM {referred} r WHERE r.{key} = n.{column}) LIMIT 1;",
-            "  " + _raise(f'insert or update on table "{table}" violates foreign key constraint "{name}"',
+            "  " + raise_violation(f'insert or update on table "{table}" violates foreign key constraint "{name}"',
                           f"format('Key ({column})=(%s) is not present in table \"{referred}\".', missing)",
                           name, table),
             "END IF;",
@@ -77,7 +77,7 @@ def _new_rows_exist(table: str) -> str:
             "\n  RETURN NULL;\nEND $$")
 
 
-def _still_named(referred: str, action: str) -> str:
+def still_named(referred: str, action: str) -> str:
     """The function run after each DELETE (or UPDATE) statement on `referred`: no usage
     line or entry names a key the statement removed (or changed)."""
     key = next(k for _, _, r, k, _ in REFERENCES if r == referred)
@@ -89,7 +89,7 @@ def _still_named(referred: str, action: str) -> str:
             f"WITH gone({key}) AS ({gone}) SELECT g.{key}::text INTO named FROM gone g "
             f"WHERE EXISTS (SELECT 1 FROM {table} c WHERE c.{column} = g.{key}) LIMIT 1;",
             "IF FOUND THEN",
-            "  " + _raise(f'update or delete on table "{referred}" violates foreign key constraint '
+            "  " + raise_violation(f'update or delete on table "{referred}" violates foreign key constraint '
                           f'"{name}" on table "{table}"',
                           f"format('Key ({key})=(%s) is still referenced from table \"{table}\".', named)",
                           name, referred),
@@ -99,7 +99,7 @@ def _still_named(referred: str, action: str) -> str:
             "DECLARE named text;\nBEGIN\n  " + "\n  ".join(body) + "\n  RETURN NULL;\nEND $$")
 
 
-def _not_truncated(referred: str) -> str:
+def not_truncated(referred: str) -> str:
     """The function run before TRUNCATE of `referred`: refused while a usage line or an
     entry may name it (a foreign key made PostgreSQL refuse it outright)."""
     tables = sorted({table for table, _, r, _, _ in REFERENCES if r == referred})
@@ -116,19 +116,19 @@ def upgrade() -> None:
     for table, _, _, _, name in REFERENCES:
         op.drop_constraint(name, table, type_="foreignkey")
     for table in TABLES:
-        op.execute(_new_rows_exist(table))
+        op.execute(new_rows_exist(table))
         for event in ("insert", "update"):
             op.execute(f"CREATE TRIGGER {table}_references_on_{event} AFTER {event.upper()} ON {table} "
                        "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
                        f"EXECUTE FUNCTION {table}_references_exist()")
     for referred in REFERRED:
         for action in ("delete", "update"):
-            op.execute(_still_named(referred, action))
+            op.execute(still_named(referred, action))
             tables = "OLD TABLE AS old_rows" + (" NEW TABLE AS new_rows" if action == "update" else "")
             op.execute(f"CREATE TRIGGER {referred}_still_named_on_{action} AFTER {action.upper()} ON {referred} "
                        f"REFERENCING {tables} FOR EACH STATEMENT "
                        f"EXECUTE FUNCTION {referred}_still_named_on_{action}()")
-        op.execute(_not_truncated(referred))
+        op.execute(not_truncated(referred))
         op.execute(f"CREATE TRIGGER {referred}_not_truncated BEFORE TRUNCATE ON {referred} "
                    f"FOR EACH STATEMENT EXECUTE FUNCTION {referred}_not_truncated()")
 

@@ -65,7 +65,7 @@ REFERENCES = tuple((*reference, "bigint" if reference[3] == "id" else "text")
 
 
 def _missing(table: str, column: str, referred: str, name: str) -> str:
-    return "  " + M0008._raise(f'insert or update on table "{table}" violates foreign key constraint "{name}"',
+    return "  " + M0008.raise_violation(f'insert or update on table "{table}" violates foreign key constraint "{name}"',
                                f"format('Key ({column})=(%s) is not present in table \"{referred}\".', missing)",
                                name, table)
 
@@ -140,16 +140,16 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION usage_append_only()")
     for table in ("usage", "entries"):
         op.execute(f"DROP FUNCTION {table}_references_exist() CASCADE")
-        op.execute(M0008._new_rows_exist(table))
+        op.execute(M0008.new_rows_exist(table))
         for event in ("insert", "update"):
             op.execute(f"CREATE TRIGGER {table}_references_on_{event} AFTER {event.upper()} ON {table} "
                        "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
                        f"EXECUTE FUNCTION {table}_references_exist()")
     for action in ("delete", "update"):
-        op.execute(M0008._still_named("usage", action))
+        op.execute(M0008.still_named("usage", action))
         tables = "OLD TABLE AS old_rows" + (" NEW TABLE AS new_rows" if action == "update" else "")
         op.execute(f"CREATE TRIGGER usage_still_named_on_{action} AFTER {action.upper()} ON usage "
                    f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION usage_still_named_on_{action}()")
-    op.execute(M0008._not_truncated("usage"))
+    op.execute(M0008.not_truncated("usage"))
     op.execute("CREATE TRIGGER usage_not_truncated BEFORE TRUNCATE ON usage "
                "FOR EACH STATEMENT EXECUTE FUNCTION usage_not_truncated()")

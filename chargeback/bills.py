@@ -9,13 +9,16 @@ picklable data, so the writers can run in worker processes.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import chain, groupby
+from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Connection, func, select
+import polars as pl
+from sqlalchemy import Connection, exists, func, select
 
 from chargeback.budgets import BudgetStatus, statuses_for
 from chargeback.db import bytewise, dates_as_stored, plain_rows, stored_date
@@ -23,7 +26,8 @@ from chargeback.fields import period_bounds, previous_period
 from chargeback.money import from_minor
 from chargeback.reconciliation import PeriodTotal, period_totals
 from chargeback.reference import ServiceInfo, UnitInfo, load_reference
-from chargeback.schema import Entry, Period, PeriodTotalRow
+from chargeback.safe import FORMULA_STARTS
+from chargeback.schema import Book, ChargeLine, Entry, Period, PeriodTotalRow, Usage
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")
@@ -48,6 +52,9 @@ class DocumentContext:
     draft: bool = False
     #: Each budgeted unit's budget status for the fiscal year, through this period.
     budgets: dict[str, BudgetStatus] = field(default_factory=dict)
+    #: How many usage lines an invoice lists under its charges (book.toml
+    #: `invoice_line_limit`); past it, it points to the line detail.
+    invoice_line_limit: int = 300
 
     @property
     def first_day(self) -> dt.date:
@@ -102,9 +109,10 @@ def document_context(conn: Connection, period: str, *, draft: bool = False,
     when = issued if draft or closed_at is None else closed_at
     if when is None:
         raise ValueError(f"period {period} is not closed: give the draft's issue date")
+    limit = conn.execute(select(Book.invoice_line_limit)).scalar() or 300
     return DocumentContext(ref.name, ref.currency, ref.digits, period, when, ref.payment_terms,
                            ref.fiscal_year_start, None if draft else record.closed_hash,
-                           ref.units, ref.services, draft, statuses_for(conn, period, totals))
+                           ref.units, ref.services, draft, statuses_for(conn, period, totals), limit)
 
 
 class Line(NamedTuple):
@@ -141,6 +149,16 @@ LINE_COLUMNS = (Entry.id, Entry.date, Entry.service_date, Entry.kind, Entry.prov
                 Entry.amount_minor, Entry.reference, Entry.memo, Entry.rate_source)
 
 
+#: A priced usage line as the documents read it: its charge (entry), the usage line,
+#: what the usage file said of it and how it was priced.
+LINE_SCHEMA: dict[str, pl.DataType] = {
+    "entry": pl.Int64(), "usage_id": pl.Int64(), "date": pl.String(), "consumer": pl.String(),
+    "provider": pl.String(), "service": pl.String(), "customer_class": pl.String(),
+    "reference": pl.String(), "description": pl.String(), "quantity_micro": pl.Int64(),
+    "rate_micro": pl.Int64(), "amount_minor": pl.Int64(), "rate_source": pl.String(),
+}
+
+
 @dataclass(slots=True)
 class ServiceTotal:
     """A consumer's totals of one service: this period, the previous one, the fiscal year
@@ -170,12 +188,14 @@ Totals = dict[str, ByService]
 
 @dataclass
 class Bill:
-    """A consumer's charge lines of the period (ordered by provider, service, date) and,
-    for internal units, its totals by service."""
+    """A consumer's charges of the period (`lines`, ordered by provider, service, date),
+    its priced usage lines (`usage`, a `period_lines` frame) and, for internal units, its
+    totals by service."""
 
     unit: UnitInfo
     lines: list[Line]
     totals: list[ServiceTotal] = field(default_factory=list)
+    usage: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=LINE_SCHEMA))
 
     @property
     def total_minor(self) -> int:
@@ -187,12 +207,12 @@ class Bill:
         fifth (the strings the reader shares are pickled once)."""
         totals = [(t.provider, t.service, t.lines, t.quantity_micro, t.amount_minor, t.previous_minor,
                    t.year_to_date_minor) for t in self.totals]
-        return _unpickle_bill, (self.unit, [tuple(line) for line in self.lines], totals)
+        return _unpickle_bill, (self.unit, [tuple(line) for line in self.lines], totals, self.usage)
 
 
 def _unpickle_bill(unit: UnitInfo, lines: list[tuple[object, ...]],
-                   totals: list[tuple[str, str, int, int, int, int, int]]) -> Bill:
-    return Bill(unit, [Line._make(line) for line in lines], [ServiceTotal(*total) for total in totals])
+                   totals: list[tuple[str, str, int, int, int, int, int]], usage: pl.DataFrame) -> Bill:
+    return Bill(unit, [Line._make(line) for line in lines], [ServiceTotal(*total) for total in totals], usage)
 
 
 def service_totals(conn: Connection, ctx: DocumentContext,
@@ -243,8 +263,16 @@ def sorted_totals(by_service: ByService) -> list[ServiceTotal]:
     return [by_service[key] for key in sorted(by_service)]
 
 
-def bills(conn: Connection, ctx: DocumentContext, totals: Totals) -> Iterator[Bill]:
-    """Every consumer's bill of the period, in consumer code order, streamed."""
+def bills(conn: Connection, ctx: DocumentContext, totals: Totals,
+          usage: pl.DataFrame | None = None) -> Iterator[Bill]:
+    """Every consumer's bill of the period, in consumer code order, streamed; `usage`:
+    the period's priced usage lines (`period_lines`), when the caller has them."""
+    if usage is None:
+        usage = period_lines(conn, ctx.period)
+    by_consumer = {key[0]: frame for key, frame in
+                   usage.partition_by("consumer", as_dict=True, maintain_order=True).items()}
+    empty = usage.clear()
+    del usage  # each consumer's part is its own
     rows = chain.from_iterable(plain_rows(conn, (
         select(Entry.consumer, *dates_as_stored(LINE_COLUMNS)).where(Entry.period == ctx.period)
         .order_by(*bytewise(conn, Entry.consumer, Entry.provider, Entry.service),
@@ -268,4 +296,84 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals) -> Iterator[Bi
                  rate, amount, reference, memo, rate_source in group]
         unit = ctx.units.get(consumer) or UnitInfo(consumer, consumer, "internal", None, None,
                                                    None, None, None, None, None)
-        yield Bill(unit, lines, sorted_totals(totals.get(consumer, {})))
+        yield Bill(unit, lines, sorted_totals(totals.get(consumer, {})), by_consumer.get(consumer, empty))
+
+
+# the period's priced usage lines, columnar -------------------------------------------
+
+def period_lines(conn: Connection, period: str) -> pl.DataFrame:
+    """Every priced usage line of `period` (`charge_lines` with their usage line and
+    their charge), one query read into one Polars frame, ordered by consumer, provider,
+    service, charge and line. Entries posted before charges name their one line in
+    `usage_id`; one whose line has no `charge_lines` row (posted by a close older than
+    charges after migration 0011) is read as a charge of that one line."""
+    priced = (select(*dates_as_stored((
+        ChargeLine.entry_id, ChargeLine.usage_id, Usage.date, Entry.consumer, Entry.provider,
+        Entry.service, Entry.customer_class, Usage.reference, Usage.description, Usage.quantity_micro,
+        ChargeLine.rate_micro, ChargeLine.amount_minor, Entry.rate_source)))
+        .join_from(ChargeLine, Usage, Usage.id == ChargeLine.usage_id)
+        .join(Entry, Entry.id == ChargeLine.entry_id)
+        .where(Entry.period == period))
+    unlisted = (select(*dates_as_stored((
+        Entry.id, Entry.usage_id, Usage.date, Entry.consumer, Entry.provider, Entry.service,
+        Entry.customer_class, Usage.reference, Usage.description, Usage.quantity_micro,
+        Entry.rate_micro, Entry.amount_minor, Entry.rate_source)))
+        .join_from(Entry, Usage, Usage.id == Entry.usage_id)
+        .where(Entry.period == period, ~exists().where(ChargeLine.usage_id == Entry.usage_id)))
+    # dates come as ISO text from SQLite, as dates from PostgreSQL (`db.dates_as_stored`)
+    schema = {**LINE_SCHEMA, "date": pl.String() if conn.dialect.name == "sqlite" else pl.Date()}
+    frames = [pl.DataFrame(chunk, schema=schema, orient="row")
+              for statement in (priced, unlisted) for chunk in plain_rows(conn, statement) if chunk]
+    frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    if frame.schema["date"] == pl.String():
+        frame = frame.with_columns(pl.col("date").str.slice(0, 10).str.to_date())
+    return frame.sort(
+        "consumer", "provider", "service", "entry", "date", "usage_id")
+
+
+def decimal_text(column: str | pl.Expr, digits: int, trim: bool = False) -> pl.Expr:
+    """Integers in units of 10**-digits as decimal text, worked out in integers: `-12.30`
+    (`money.format_amount`), or with `trim` without trailing zeros, `1.5`, `60`
+    (`money.micro_text`)."""
+    value = pl.col(column) if isinstance(column, str) else column
+    if not digits:
+        return value.cast(pl.String)
+    whole = (value.abs() // 10**digits).cast(pl.String)
+    fraction = (value.abs() % 10**digits).cast(pl.String).str.zfill(digits)
+    if trim:
+        fraction = fraction.str.strip_chars_end("0")
+    sign = pl.when(value < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    point = pl.when(fraction.str.len_chars() > 0).then(pl.lit(".")).otherwise(pl.lit(""))
+    return pl.when(value.is_null()).then(None).otherwise(pl.concat_str(sign, whole, point, fraction))
+
+
+#: What makes a spreadsheet run a cell as a formula (`safe.FORMULA_STARTS`), after the
+#: spaces `safe.neutralize` skips, as a regular expression.
+_FORMULA_START = "^[  ]*[" + "".join(re.escape(c) for c in FORMULA_STARTS) + "]"
+
+
+def neutralized(column: str) -> pl.Expr:
+    """`safe.neutralize` over a text column."""
+    value = pl.col(column)
+    return pl.when(value.str.contains(_FORMULA_START)).then(pl.lit("'") + value).otherwise(value).alias(column)
+
+
+#: `lines.csv`'s columns, in order.
+LINES_HEADER = ["entry", "usage_id", "date", "service", "consumer", "reference", "quantity", "rate", "amount"]
+
+
+def lines_csv(lines: pl.DataFrame, digits: int) -> pl.DataFrame:
+    """`lines` as `lines.csv` has them: by charge and line, amounts with the currency's
+    digits, quantities and rates as plain decimals (no rate: priced over several
+    tiers), text from input neutralized."""
+    return lines.sort("entry", "usage_id").select(
+        "entry", "usage_id", pl.col("date").dt.to_string("%Y-%m-%d"), "service", "consumer",
+        neutralized("reference"), decimal_text("quantity_micro", 6, trim=True).alias("quantity"),
+        decimal_text("rate_micro", 6, trim=True).alias("rate"),
+        decimal_text("amount_minor", digits).alias("amount"))
+
+
+def write_lines_csv(lines: pl.DataFrame, digits: int, path: Path) -> None:
+    """`lines.csv`: every priced line of the period with its charge, for auditors'
+    sampling, written in one columnar pass."""
+    lines_csv(lines, digits).write_csv(path, line_terminator="\n", null_value="", quote_style="necessary")

@@ -5,7 +5,9 @@ place only when every file is complete, so a failed or killed command never leav
 half-written folder that looks finished. Everything written comes from the database
 (timestamps included), so `report` writes the same bytes again.
 
-The charge lines are read once, ordered by consumer. A period of many consumers has
+The charges are read once, ordered by consumer, and the priced usage lines under them
+once, into a Polars frame (`bills.period_lines`) that `lines.csv` is written from in one
+pass and that each consumer's documents take their part of. A period of many consumers has
 its invoices and statements written by a `ProcessPoolExecutor`, a batch of consumers
 at a time, while this process writes `journal.csv` and the auditors' workbook from one
 read of the journal.
@@ -29,7 +31,8 @@ from types import TracebackType
 from sqlalchemy import Connection, select
 
 from chargeback import variance
-from chargeback.bills import Bill, DocumentContext, bills, document_context, service_totals
+from chargeback.bills import (Bill, DocumentContext, bills, document_context, period_lines, service_totals,
+                              write_lines_csv)
 from chargeback.db import collector_paused
 from chargeback.export import CsvJournal, journal_chunks
 from chargeback.invoices import write_invoice
@@ -74,6 +77,8 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
     rec = reconcile(conn, period, current)
     by_service = service_totals(conn, ctx, current)
     parents = list(rollups(ctx, by_service))
+    usage = period_lines(conn, period)
+    write_lines_csv(usage, ctx.digits, folder / "lines.csv")
     consumers = len({line.consumer for line in current})
     if workers is None:
         workers = (os.cpu_count() or 1) if consumers >= parallel_units else 1
@@ -85,8 +90,9 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
         writers.rollups(parents)  # first: the workers start on them while the rest is read
         review = review or variance.review(conn, period, current)
         matrix = matrix_of(current)
-        del current  # half a million totals at a million lines: not kept while the files are written
-        for bill in bills(conn, ctx, by_service):
+        consumers_bills = bills(conn, ctx, by_service, usage)
+        del current, usage  # not kept while the files are written: the bills take their parts
+        for bill in consumers_bills:
             writers.bill(bill)
         writers.flush()
         with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:

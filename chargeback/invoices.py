@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jinja2
+import polars as pl
 from markupsafe import Markup, escape
 
-from chargeback.bills import Bill, DocumentContext, Line
+from chargeback.bills import Bill, DocumentContext, Line, decimal_text, neutralized
 from chargeback.bundled import bundled
 from chargeback.money import format_grouped, grouped_micro
 from chargeback.safe import file_in
@@ -68,6 +69,19 @@ class Shown(NamedTuple):
     amount: str
     credit: bool
     adjustment: bool
+    usage: list[tuple[str, str, str, str, str, str]]  # its usage lines shown under it
+
+
+class UsageShown(NamedTuple):
+    """A usage line under its charge: date, reference, description, quantity, rate (none
+    when priced over several tiers) and amount, HTML-escaped and formatted."""
+
+    date: str
+    reference: str
+    description: str
+    quantity: str
+    rate: str
+    amount: str
 
 
 class ServiceGroup(NamedTuple):
@@ -106,12 +120,30 @@ def html_once(text: str) -> str:
     return str(escape(text)) if _SPECIAL.search(text) else text
 
 
-def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
-    """Lines by provider, then service (they arrive in that order)."""
+def _usage_shown(ctx: DocumentContext, usage: pl.DataFrame) -> dict[int, list[UsageShown]]:
+    """The usage lines an invoice shows (the first `ctx.invoice_line_limit` of the
+    consumer's, in charge order) by charge."""
+    shown: dict[int, list[UsageShown]] = {}
+    digits = ctx.digits
+    for entry, date, reference, description, quantity, rate, amount in usage.head(
+            ctx.invoice_line_limit).select("entry", "date", "reference", "description", "quantity_micro",
+                                           "rate_micro", "amount_minor").iter_rows():
+        shown.setdefault(entry, []).append(UsageShown(
+            date.isoformat(), html_once(reference) if reference else "",
+            html(description) if description else "", grouped_micro(quantity),
+            grouped_micro(rate, digits) if rate is not None else "tiers", money(ctx, amount)))
+    return shown
+
+
+def _groups(ctx: DocumentContext, lines: list[Line],
+            usage: dict[int, list[UsageShown]] | None = None) -> list[ProviderGroup]:
+    """Charges by provider, then service (they arrive in that order), each with the usage
+    lines shown under it."""
     first_day = ctx.first_day
     dates: dict[dt.date, str] = {}
     quantities: dict[int, str] = {}
     rates: dict[int | None, str] = {None: ""}
+    under = usage or {}
 
     def shown(line: Line) -> Shown:
         date = dates.get(line.service_date)
@@ -123,10 +155,13 @@ def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
         rate = rates.get(line.rate_micro)
         if rate is None:
             rate = rates[line.rate_micro] = grouped_micro(line.rate_micro, ctx.digits)
+        if line.rate_micro is None and line.kind == "usage":
+            rate = "tiers"
         notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day)]
         return Shown(line.entry, date, html(line.memo) if line.memo else "", notes,
                      html_once(line.reference) if line.reference else "", quantity, rate,
-                     money(ctx, line.amount_minor), line.amount_minor < 0, line.kind == "adjustment")
+                     money(ctx, line.amount_minor), line.amount_minor < 0, line.kind == "adjustment",
+                     under.get(line.entry, []))
 
     groups = []
     for provider, by_provider in groupby(lines, key=lambda line: line.provider):
@@ -144,11 +179,21 @@ def _groups(ctx: DocumentContext, lines: list[Line]) -> list[ProviderGroup]:
     return groups
 
 
+def detail_name(code: str, external: bool) -> str:
+    """Where every usage line of a consumer is, past its invoice's limit: for an external
+    customer `detail/<UNIT>.csv`, for an internal unit its statement's Detail sheet."""
+    if external:
+        return f"detail/{file_in(Path('detail'), code, '.csv').name}"
+    return f"statements/{file_in(Path('statements'), code, '.xlsx').name} (sheet Detail)"
+
+
 def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
     unit = bill.unit
     external = unit.kind == "external"
     issued = ctx.issued.date()
-    groups = _groups(ctx, bill.lines)
+    groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage))
+    lines_total = bill.usage.height
+    lines_shown = min(lines_total, ctx.invoice_line_limit)
     marks = {"late": 0, "credit": 0, "adjustment": 0}
     first_day = ctx.first_day
     for line in bill.lines:
@@ -159,7 +204,8 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
         ctx=ctx, unit=unit, external=external, groups=groups, marks=marks,
         number=invoice_number(ctx, unit.code, external), issued=issued,
         due=due_date(ctx.payment_terms, issued) if external else None,
-        total_minor=bill.total_minor,
+        total_minor=bill.total_minor, lines_total=lines_total, lines_shown=lines_shown,
+        detail=detail_name(unit.code, external),
         money=lambda minor: money(ctx, minor),
         debit_account=f"expenses:internal:{unit.code}")
 
@@ -169,8 +215,30 @@ def invoice_path(folder: Path, code: str) -> Path:
 
 
 def write_invoice(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
-    """`invoices/<UNIT>.html` of one consumer."""
+    """`invoices/<UNIT>.html` of one consumer, and, for an external customer with more
+    usage lines than an invoice lists, `detail/<UNIT>.csv` of every one of them."""
     path = invoice_path(folder, bill.unit.code)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_invoice(ctx, bill), encoding="utf-8", newline="\n")
+    if bill.unit.kind == "external" and bill.usage.height > ctx.invoice_line_limit:
+        write_detail_csv(folder, ctx, bill)
+    return path
+
+
+#: `detail/<UNIT>.csv`'s columns, in order.
+DETAIL_HEADER = ["entry", "usage_id", "date", "service", "reference", "description", "quantity", "rate",
+                 "amount"]
+
+
+def write_detail_csv(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
+    """`detail/<UNIT>.csv`: every usage line of an external customer's invoice, with its
+    charge (`entry`), in the invoice's order; text from input neutralized."""
+    path = file_in(folder / "detail", bill.unit.code, ".csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bill.usage.select(
+        "entry", "usage_id", pl.col("date").dt.to_string("%Y-%m-%d"), "service", neutralized("reference"),
+        neutralized("description"), decimal_text("quantity_micro", 6, trim=True).alias("quantity"),
+        decimal_text("rate_micro", 6, trim=True).alias("rate"),
+        decimal_text("amount_minor", ctx.digits).alias("amount"),
+    ).write_csv(path, line_terminator="\n", null_value="", quote_style="necessary")
     return path

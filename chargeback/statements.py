@@ -17,9 +17,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import polars as pl
 from xlsxwriter.worksheet import Worksheet
 
-from chargeback.bills import Bill, ByService, DocumentContext, ServiceTotal, Totals, sorted_totals
+from chargeback.bills import (
+    Bill,
+    ByService,
+    DocumentContext,
+    ServiceTotal,
+    Totals,
+    sorted_totals,
+)
 from chargeback.money import format_amount, format_percent, from_micro
 from chargeback.reference import UnitInfo
 from chargeback.safe import file_in, neutralize
@@ -220,7 +228,7 @@ def write_statement(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
     path = statement_path(folder, unit.code)
     wb, summary, top = _begin(path, ctx, "statement", unit, f"{unit.name} ({unit.code})",
                               [("Email", unit.email)] + _budget_facts(ctx, unit.code),
-                              len(bill.lines) + len(bill.totals))
+                              len(bill.lines) + bill.usage.height + len(bill.totals))
     summary.write_string(top, 0, "By service", wb.formats.subtitle)
     rows = bill.totals
     first, last, now = _service_table(wb, summary, top + 1, rows)
@@ -258,16 +266,20 @@ DETAIL_HEADER = 1
 
 
 def _detail(wb: Workbook, bill: Bill) -> None:
-    """Every internal charge line under a frozen header with filters; the total of the
-    visible lines sits above the header, so it stays in view and follows the filters."""
+    """Every internal usage line (with its charge's entry) and every other internal
+    charge (recurring fees, adjustments, allocations) under a frozen header with filters;
+    the total of the visible rows sits above the header, so it stays in view and follows
+    the filters."""
     ctx = wb.ctx
     f = wb.formats
     sheet = wb.sheet("Detail")
-    lines = [line for line in bill.lines if line.customer_class == "internal"]
-    first, last = DETAIL_HEADER + 1, DETAIL_HEADER + max(len(lines), 1)
+    charges = [line for line in bill.lines if line.customer_class == "internal" and line.kind != "usage"]
+    usage = bill.usage.filter(pl.col("customer_class") == "internal")
+    count = usage.height + len(charges)
+    first, last = DETAIL_HEADER + 1, DETAIL_HEADER + max(count, 1)
     sheet.write_string(0, 7, "Total", f.total_label)
-    wb.formula(sheet, 0, 8, f"=SUBTOTAL(9,{cell(first, 8)}:{cell(last, 8)})",
-               sum(line.amount_minor for line in lines), f.money_total)
+    total = int(usage["amount_minor"].sum() or 0) + sum(line.amount_minor for line in charges)
+    wb.formula(sheet, 0, 8, f"=SUBTOTAL(9,{cell(first, 8)}:{cell(last, 8)})", total, f.money_total)
     sheet.write_string(0, 9, "(of the lines shown)")
     wb.header(sheet, DETAIL_HEADER, DETAIL_TITLES, numeric=(5, 7, 8, 10))
     sheet.freeze_panes(DETAIL_HEADER + 1, 0)
@@ -275,11 +287,12 @@ def _detail(wb: Workbook, bill: Bill) -> None:
     wb.widths(sheet, [11, 28, 28, 40, 16, 10, 14, 12, 14, 30, 9, 40])
     date, money, quantity, rate = f.date, f.money, f.quantity, f.rate
     first_day, amount = ctx.first_day, ctx.amount
-    providers = {code: neutralize(ctx.unit_label(code)) for code in {line.provider for line in lines}}
+    providers = {code: neutralize(ctx.unit_label(code)) for code in {line.provider for line in bill.lines}}
     services = {code: (neutralize(ctx.service_label(code)), neutralize(ctx.unit_of_measure(code)))
-                for code in {line.service for line in lines}}
+                for code in {line.service for line in bill.lines}}
     serials: dict[dt.date, int] = {}
     decimals: dict[int, Decimal] = {}
+    texts: dict[str, str] = {}
     write_number, write_string = sheet.write_number, sheet.write_string
 
     def decimal(micro: int) -> Decimal:
@@ -288,31 +301,61 @@ def _detail(wb: Workbook, bill: Bill) -> None:
             found = decimals[micro] = from_micro(micro)
         return found
 
-    for row, line in enumerate(lines, first):
-        serial = serials.get(line.service_date)
+    def shown(text: str) -> str:
+        found = texts.get(text)
+        if found is None:
+            found = texts[text] = neutralize(text) or ""
+        return found
+
+    def row_of(row: int, day: dt.date, provider: str, service_code: str, memo: str | None,
+               reference: str | None, quantity_micro: int | None, rate_micro: int | None,
+               minor: int, notes: list[str], entry: int, rate_source: str | None) -> None:
+        serial = serials.get(day)
         if serial is None:
-            serial = serials[line.service_date] = (line.service_date - EXCEL_EPOCH).days
-        service, unit_of_measure = services[line.service]
+            serial = serials[day] = (day - EXCEL_EPOCH).days
+        service, unit_of_measure = services.get(service_code) or services.setdefault(
+            service_code, (neutralize(ctx.service_label(service_code)) or "",
+                           neutralize(ctx.unit_of_measure(service_code)) or ""))
         write_number(row, 0, serial, date)
-        write_string(row, 1, providers[line.provider])
+        write_string(row, 1, providers.get(provider) or providers.setdefault(
+            provider, neutralize(ctx.unit_label(provider)) or ""))
         write_string(row, 2, service)
-        if line.memo:
-            write_string(row, 3, neutralize(line.memo))
-        if line.reference:
-            write_string(row, 4, neutralize(line.reference))
-        if line.kind != "adjustment":
-            write_number(row, 5, decimal(line.quantity_micro), quantity)
+        if memo:
+            write_string(row, 3, shown(memo))
+        if reference:
+            write_string(row, 4, neutralize(reference) or "")
+        if quantity_micro is not None:
+            write_number(row, 5, decimal(quantity_micro), quantity)
             if unit_of_measure:
                 write_string(row, 6, unit_of_measure)
-            if line.rate_micro is not None:
-                write_number(row, 7, decimal(line.rate_micro), rate)
-        write_number(row, 8, amount(line.amount_minor), money)
-        notes = line.notes(first_day)
+        if rate_micro is not None:
+            write_number(row, 7, decimal(rate_micro), rate)
+        write_number(row, 8, amount(minor), money)
         if notes:
-            write_string(row, 9, neutralize("; ".join(notes)))
-        write_number(row, 10, line.entry)
-        if line.rate_source:
-            write_string(row, 11, neutralize(line.rate_source))
+            write_string(row, 9, shown("; ".join(notes)))
+        write_number(row, 10, entry)
+        if rate_source:
+            write_string(row, 11, shown(rate_source))
+
+    row = first
+    for (entry, day, provider, service, reference, description, quantity_micro, rate_micro, minor,
+         rate_source) in usage.select("entry", "date", "provider", "service", "reference", "description",
+                                      "quantity_micro", "rate_micro", "amount_minor", "rate_source").iter_rows():
+        notes = []
+        if day < first_day:
+            notes.append(f"late charge (service on {day.isoformat()})")
+        if minor < 0:
+            notes.append("credit")
+        if rate_micro is None:
+            notes.append("priced over several tiers")
+        row_of(row, day, provider, service, description, reference, quantity_micro, rate_micro, minor,
+               notes, entry, rate_source)
+        row += 1
+    for line in charges:
+        row_of(row, line.service_date, line.provider, line.service, line.memo, line.reference,
+               None if line.kind == "adjustment" else line.quantity_micro, line.rate_micro,
+               line.amount_minor, line.notes(first_day), line.entry, line.rate_source)
+        row += 1
 
 
 # roll-ups --------------------------------------------------------------------------

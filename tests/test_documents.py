@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import openpyxl
+import polars as pl
 from openpyxl.utils.escape import unescape
 import pytest
 from click.testing import CliRunner
@@ -142,12 +143,16 @@ def test_tabs_and_carriage_returns_are_neutralized_in_every_writer(out: tuple[st
         ctx = document_context(conn, "2026-03")
         bill = next(b for b in bills(conn, ctx, service_totals(conn, ctx)) if b.unit.code == "ART")
     hostile = ["\t=1+1", "\r=1+1", "\n@x", " =2+2", "\uff1d1+1"]
-    bill.lines = [line._replace(memo=text, reference=text) for line, text in zip(bill.lines, hostile)]
+    bill.lines = [line._replace(memo=hostile[i % 5], reference=hostile[i % 5]) for i, line in enumerate(bill.lines)]
+    texts = [hostile[i % 5] for i in range(bill.usage.height)]
+    bill.usage = bill.usage.with_columns(pl.Series("description", texts), pl.Series("reference", texts))
     path = write_statement(tmp_path, ctx, bill)
     detail = openpyxl.load_workbook(path)["Detail"]
     # a control character is written as OOXML's `_xHHHH_`, which openpyxl leaves as it is
     memos = [unescape(row[3]) for row in detail.iter_rows(min_row=3, values_only=True)]
-    assert memos == [neutralize(t) for t in hostile[:len(memos)]]
+    references = [unescape(row[4]) for row in detail.iter_rows(min_row=3, values_only=True)]
+    assert len(memos) >= 2 and memos == references
+    assert set(memos) <= {neutralize(t) for t in hostile}
     assert all(m.startswith("'") for m in memos)
 
 
@@ -248,3 +253,34 @@ def test_drafts_of_an_open_period_say_so(loaded: str, tmp_path: Path) -> None:
         assert title.startswith("DRAFT - "), title
     assert openpyxl.load_workbook(tmp_path / "reconciliation.xlsx")["Summary"]["B5"].value \
         == "draft (period open)"
+
+
+def test_lines_csv_lists_every_priced_line_adding_up_to_its_charges(out: tuple[str, Path]) -> None:
+    """`lines.csv`: each charge's lines sum to its amount in `journal.csv`, and all the
+    lines to the period's usage total; the manifest lists it with its sha256."""
+    from decimal import Decimal
+
+    from chargeback.schema import Entry
+
+    url, folder = out
+    for period in ("2026-03", "2026-04"):
+        with open(folder / period / "lines.csv", encoding="utf-8", newline="") as handle:
+            lines = list(csv.DictReader(handle))
+        assert list(lines[0]) == ["entry", "usage_id", "date", "service", "consumer", "reference",
+                                  "quantity", "rate", "amount"]
+        with open(folder / period / "journal.csv", encoding="utf-8", newline="") as handle:
+            journal: dict[int, Decimal] = {}
+            for row in csv.DictReader(handle):  # an entry's debit line comes first: the consumer's
+                journal.setdefault(int(row["entry"]), Decimal(row["debit"] or "0") - Decimal(row["credit"] or "0"))
+        by_entry: dict[int, Decimal] = {}
+        for line in lines:
+            by_entry[int(line["entry"])] = by_entry.get(int(line["entry"]), Decimal(0)) + Decimal(line["amount"])
+        assert by_entry and all(journal[entry] == total for entry, total in by_entry.items())
+        with db.connect(url).connect() as conn:
+            usage = conn.execute(select(Entry.amount_minor).where(Entry.period == period, Entry.kind == "usage")).scalars().all()
+        assert sum(Decimal(line["amount"]) for line in lines) * 100 == sum(usage)
+        assert len(lines) == len({line["usage_id"] for line in lines})
+        assert all(not line["reference"].startswith(("=", "+", "-", "@")) for line in lines)
+        manifest = json.loads((folder / period / "manifest.json").read_text())
+        listed = {f["path"]: f["sha256"] for f in manifest["files"]}
+        assert listed["lines.csv"] == hashlib.sha256((folder / period / "lines.csv").read_bytes()).hexdigest()

@@ -227,3 +227,57 @@ def test_chromium_prints_an_invoice(out: tuple[str, Path], tmp_path: Path, paper
     assert pdf.read_bytes().startswith(b"%PDF-")
     assert pdf.stat().st_size > 5_000
     assert _pages(pdf) >= 1
+
+
+def _bill(url: str, period: str, code: str):  # type: ignore[no-untyped-def]
+    from chargeback.bills import bills, document_context, service_totals
+
+    with db.transaction(db.connect(url)) as conn:
+        ctx = document_context(conn, period)
+        return ctx, next(b for b in bills(conn, ctx, service_totals(conn, ctx)) if b.unit.code == code)
+
+
+def test_an_invoice_lists_each_charge_with_its_usage_lines_under_it(out: tuple[str, Path]) -> None:
+    """Under each usage charge, its lines: date, description, reference, quantity, rate
+    and amount, adding up to the charge's amount."""
+    url, folder = out
+    html = (folder / "2026-03" / "invoices" / "CHEM.html").read_text(encoding="utf-8")
+    charges = dict(re.findall(r'<tr class="line[^"]*" data-entry="(\d+)">.*?<td class="num amount">([^<]*)</td>', html))
+    under: dict[str, Decimal] = {}
+    for entry, amount in re.findall(r'<tr class="usage-line" data-charge="(\d+)">(?:<td[^>]*>[^<]*</td>){6}'
+                                    r'<td class="num">([^<]*)</td>', html):
+        under[entry] = under.get(entry, Decimal(0)) + Decimal(amount.replace(",", ""))
+    assert under and set(under) <= set(charges)
+    for entry, total in under.items():
+        assert total == Decimal(charges[entry].replace(",", ""))
+    assert 'id="line-limit"' not in html  # a handful of lines: all of them shown
+
+
+def test_past_the_limit_an_external_invoice_points_to_a_detail_csv_of_every_line(
+        out: tuple[str, Path], tmp_path: Path) -> None:
+    import csv
+    import dataclasses
+
+    from chargeback.invoices import write_invoice
+
+    url, _ = out
+    ctx, bill = _bill(url, "2026-03", "CHEM")
+    assert bill.usage.height >= 4
+    ctx = dataclasses.replace(ctx, invoice_line_limit=2)
+    bill.unit = dataclasses.replace(bill.unit, kind="external")
+    path = write_invoice(tmp_path, ctx, bill)
+    html = path.read_text(encoding="utf-8")
+    assert html.count('class="usage-line"') == 2
+    note = re.search(r'<div class="note" id="line-limit">(.*?)</div>', html, re.S).group(1)
+    assert f"the first 2 of its {bill.usage.height} usage lines" in note and "detail/CHEM.csv" in note
+    with open(tmp_path / "detail" / "CHEM.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["usage_id"]) for r in rows] == bill.usage["usage_id"].to_list()
+    assert sum(Decimal(r["amount"]) for r in rows) * 100 == sum(bill.usage["amount_minor"].to_list())
+    assert all(not r["description"].startswith(("=", "+", "-", "@")) for r in rows)
+
+    internal = dataclasses.replace(bill.unit, kind="internal")
+    bill.unit = internal
+    html = write_invoice(tmp_path / "internal", ctx, bill).read_text(encoding="utf-8")
+    assert "statements/CHEM.xlsx (sheet Detail)" in html
+    assert not (tmp_path / "internal" / "detail").exists()

@@ -27,7 +27,7 @@ from chargeback.money import from_minor
 from chargeback.reconciliation import PeriodTotal, period_totals
 from chargeback.reference import ServiceInfo, UnitInfo, load_reference
 from chargeback.safe import FORMULA_STARTS
-from chargeback.schema import Book, ChargeLine, Entry, Period, PeriodTotalRow, Usage
+from chargeback.schema import Book, ChargeLine, Entry, EntryTier, LineTier, Period, PeriodTotalRow, Usage
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")
@@ -159,6 +159,7 @@ LINE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+
 @dataclass(slots=True)
 class ServiceTotal:
     """A consumer's totals of one service: this period, the previous one, the fiscal year
@@ -195,7 +196,7 @@ class Bill:
     unit: UnitInfo
     lines: list[Line]
     totals: list[ServiceTotal] = field(default_factory=list)
-    usage: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=LINE_SCHEMA))
+    usage: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={**LINE_SCHEMA, "tiers": pl.String()}))
 
     @property
     def total_minor(self) -> int:
@@ -327,8 +328,35 @@ def period_lines(conn: Connection, period: str) -> pl.DataFrame:
     frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
     if frame.schema["date"] == pl.String():
         frame = frame.with_columns(pl.col("date").str.slice(0, 10).str.to_date())
+    frame = frame.join(_tier_pieces(conn, period), on="usage_id", how="left")
     return frame.sort(
         "consumer", "provider", "service", "entry", "date", "usage_id")
+
+
+def _tier_pieces(conn: Connection, period: str) -> pl.DataFrame:
+    """The tier pieces of the period's lines priced over several tiers, as one text a
+    line (`usage_id`, `tiers`): "10 from 0 at 60; 5 from 10 at 50". Lines posted before
+    charges without a `line_tiers` row have theirs in `entry_tiers`."""
+    pieces = (select(LineTier.usage_id, LineTier.piece, LineTier.tier_from_micro, LineTier.quantity_micro,
+                     LineTier.rate_micro)
+              .join_from(LineTier, ChargeLine, ChargeLine.usage_id == LineTier.usage_id)
+              .join(Entry, Entry.id == ChargeLine.entry_id)
+              .where(Entry.period == period, ChargeLine.rate_micro.is_(None)))
+    old = (select(Entry.usage_id, EntryTier.piece, EntryTier.tier_from_micro, EntryTier.quantity_micro,
+                  EntryTier.rate_micro)
+           .join_from(EntryTier, Entry, Entry.id == EntryTier.entry_id)
+           .where(Entry.period == period, Entry.usage_id.is_not(None), Entry.rate_micro.is_(None),
+                  ~exists().where(ChargeLine.usage_id == Entry.usage_id)))
+    schema = {"usage_id": pl.Int64(), "piece": pl.Int64(), "tier_from_micro": pl.Int64(),
+              "quantity_micro": pl.Int64(), "rate_micro": pl.Int64()}
+    frames = [pl.DataFrame(chunk, schema=schema, orient="row")
+              for statement in (pieces, old) for chunk in plain_rows(conn, statement) if chunk]
+    frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    text = pl.concat_str(decimal_text("quantity_micro", 6, trim=True), pl.lit(" from "),
+                         decimal_text("tier_from_micro", 6, trim=True), pl.lit(" at "),
+                         decimal_text("rate_micro", 6, trim=True))
+    return (frame.sort("usage_id", "piece").group_by("usage_id", maintain_order=True)
+            .agg(text.str.join("; ").alias("tiers")))
 
 
 def decimal_text(column: str | pl.Expr, digits: int, trim: bool = False) -> pl.Expr:

@@ -339,15 +339,16 @@ def _detail(wb: Workbook, bill: Bill) -> None:
 
     row = first
     for (entry, day, provider, service, reference, description, quantity_micro, rate_micro, minor,
-         rate_source) in usage.select("entry", "date", "provider", "service", "reference", "description",
-                                      "quantity_micro", "rate_micro", "amount_minor", "rate_source").iter_rows():
+         rate_source, tiers) in usage.select("entry", "date", "provider", "service", "reference", "description",
+                                             "quantity_micro", "rate_micro", "amount_minor", "rate_source",
+                                             "tiers").iter_rows():
         notes = []
         if day < first_day:
             notes.append(f"late charge (service on {day.isoformat()})")
         if minor < 0:
             notes.append("credit")
         if rate_micro is None:
-            notes.append("priced over several tiers")
+            notes.append(f"tiers: {tiers}" if tiers else "priced over several tiers")
         row_of(row, day, provider, service, description, reference, quantity_micro, rate_micro, minor,
                notes, entry, rate_source)
         row += 1

@@ -135,10 +135,17 @@ def _usage_shown(ctx: DocumentContext, usage: pl.DataFrame) -> dict[int, list[Us
     return shown
 
 
+#: A linked credit's rate source names the charge it corrects (`charges.adjustment_source`).
+AGAINST = "manual adjustment against "
+
+
 def _groups(ctx: DocumentContext, lines: list[Line],
-            usage: dict[int, list[UsageShown]] | None = None) -> list[ProviderGroup]:
+            usage: dict[int, list[UsageShown]] | None = None,
+            charges_of: dict[tuple[str, str], int] | None = None) -> list[ProviderGroup]:
     """Charges by provider, then service (they arrive in that order), each with the usage
-    lines shown under it."""
+    lines shown under it; `charges_of`: the charge (entry) of each (service, reference)
+    of the consumer's usage lines, which a linked credit names."""
+    charges_of = charges_of or {}
     first_day = ctx.first_day
     dates: dict[dt.date, str] = {}
     quantities: dict[int, str] = {}
@@ -158,6 +165,10 @@ def _groups(ctx: DocumentContext, lines: list[Line],
         if line.rate_micro is None and line.kind == "usage":
             rate = "tiers"
         notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day)]
+        if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST):
+            target = line.rate_source[len(AGAINST):]  # type: ignore[index]
+            charge = charges_of.get(tuple(target.split(":", 1)))  # type: ignore[arg-type]
+            notes.append((html("adjustment"), html(f"corrects {target}" + (f" (charge {charge})" if charge else ""))))
         return Shown(line.entry, date, html(line.memo) if line.memo else "", notes,
                      html_once(line.reference) if line.reference else "", quantity, rate,
                      money(ctx, line.amount_minor), line.amount_minor < 0, line.kind == "adjustment",
@@ -191,7 +202,15 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
     unit = bill.unit
     external = unit.kind == "external"
     issued = ctx.issued.date()
-    groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage))
+    linked = [line.rate_source[len(AGAINST):].split(":", 1) for line in bill.lines
+              if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST)]
+    charges_of: dict[tuple[str, str], int] = {}
+    if linked:
+        for service, reference, entry in bill.usage.filter(
+                pl.struct("service", "reference").is_in([{"service": s, "reference": r} for s, r in linked])
+        ).select("service", "reference", "entry").iter_rows():
+            charges_of[(service, reference)] = entry
+    groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of)
     lines_total = bill.usage.height
     lines_shown = min(lines_total, ctx.invoice_line_limit)
     marks = {"late": 0, "credit": 0, "adjustment": 0}

@@ -281,3 +281,19 @@ def test_past_the_limit_an_external_invoice_points_to_a_detail_csv_of_every_line
     html = write_invoice(tmp_path / "internal", ctx, bill).read_text(encoding="utf-8")
     assert "statements/CHEM.xlsx (sheet Detail)" in html
     assert not (tmp_path / "internal" / "detail").exists()
+
+
+def test_a_linked_credit_says_which_charge_it_corrects(out: tuple[str, Path]) -> None:
+    from chargeback.invoices import render_invoice
+
+    url, _ = out
+    ctx, bill = _bill(url, "2026-03", "ART")
+    charge = next(line for line in bill.lines if line.reference == "T-1")
+    credit = charge._replace(entry=charge.entry + 1000, kind="adjustment", amount_minor=-1000,
+                             reference="ADJ-9", memo="part of T-1 back",
+                             rate_source="manual adjustment against HELP:T-1")
+    bill.lines = [*bill.lines, credit]
+    html = render_invoice(ctx, bill)
+    row = re.search(rf'data-entry="{credit.entry}">(.*?)</tr>', html, re.S).group(1)
+    lines_of_t1 = bill.usage.filter(bill.usage["reference"] == "T-1")["entry"].to_list()
+    assert f"corrects HELP:T-1 (charge {lines_of_t1[0]})" in row

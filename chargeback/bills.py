@@ -1,9 +1,11 @@
 """What a period's documents are made of: the context they share, and each consumer's
-bill (its charge lines and its totals by service).
+bill (its charges, its priced usage lines and its totals by service).
 
 Bills are read from the journal in one query ordered by consumer, so thousands of
-consumers cost one pass over the period, not one query each. Everything here is plain
-picklable data, so the writers can run in worker processes.
+consumers cost one pass over the period, not one query each; the period's priced usage
+lines are read once into a Polars frame (`period_lines`), which `lines.csv` is written
+from and each bill takes its part of. Everything here is plain picklable data, so the
+writers can run in worker processes.
 """
 
 from __future__ import annotations

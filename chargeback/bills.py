@@ -29,7 +29,16 @@ from chargeback.money import from_minor
 from chargeback.reconciliation import PeriodTotal, period_totals
 from chargeback.reference import ServiceInfo, UnitInfo, load_reference
 from chargeback.safe import FORMULA_STARTS
-from chargeback.schema import Book, ChargeLine, Entry, EntryTier, LineTier, Period, PeriodTotalRow, Usage
+from chargeback.schema import (
+    Book,
+    ChargeLine,
+    Entry,
+    EntryTier,
+    LineTier,
+    Period,
+    PeriodTotalRow,
+    Usage,
+)
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")

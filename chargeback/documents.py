@@ -31,13 +31,26 @@ from types import TracebackType
 from sqlalchemy import Connection, select
 
 from chargeback import variance
-from chargeback.bills import (Bill, DocumentContext, bills, document_context, period_lines, service_totals,
-                              write_lines_csv)
+from chargeback.bills import (
+    Bill,
+    DocumentContext,
+    bills,
+    document_context,
+    period_lines,
+    service_totals,
+    write_lines_csv,
+)
 from chargeback.db import collector_paused
 from chargeback.export import CsvJournal, journal_chunks
 from chargeback.invoices import write_invoice
 from chargeback.progress import Progress
-from chargeback.reconciliation import PeriodTotal, Reconciliation, period_totals, reconcile, stored_totals
+from chargeback.reconciliation import (
+    PeriodTotal,
+    Reconciliation,
+    period_totals,
+    reconcile,
+    stored_totals,
+)
 from chargeback.reconciliation_workbook import matrix_of, write_reconciliation_workbook
 from chargeback.schema import Book, Period
 from chargeback.statements import Rollup, rollups, write_rollup, write_statement

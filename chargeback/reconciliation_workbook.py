@@ -16,9 +16,8 @@ from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
-from xlsxwriter.worksheet import Worksheet
-
 from sqlalchemy import Connection, Row, func, or_, select
+from xlsxwriter.worksheet import Worksheet
 
 from chargeback import audit
 from chargeback.bills import DocumentContext
@@ -30,8 +29,8 @@ from chargeback.reconciliation import (
     PeriodTotal,
     Reconciliation,
 )
-from chargeback.schema import Entry, Import, PeriodEvent
 from chargeback.safe import neutralize
+from chargeback.schema import Entry, Import, PeriodEvent
 from chargeback.workbooks import EXCEL_EPOCH, Workbook, cell, column_range, sum_formula
 
 JOURNAL_TITLES = ["Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit",

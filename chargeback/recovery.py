@@ -28,7 +28,7 @@ from sqlalchemy import Connection, func, select
 
 from chargeback.errors import Refused
 from chargeback.fields import period_bounds
-from chargeback.money import format_amount, from_minor, from_micro, round_fraction
+from chargeback.money import format_amount, from_micro, from_minor, round_fraction
 from chargeback.reconciliation import EXTERNAL_REVENUE, INTERNAL_REVENUE
 from chargeback.reference import load_reference
 from chargeback.safe import neutralize

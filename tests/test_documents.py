@@ -284,3 +284,33 @@ def test_lines_csv_lists_every_priced_line_adding_up_to_its_charges(out: tuple[s
         manifest = json.loads((folder / period / "manifest.json").read_text())
         listed = {f["path"]: f["sha256"] for f in manifest["files"]}
         assert listed["lines.csv"] == hashlib.sha256((folder / period / "lines.csv").read_bytes()).hexdigest()
+
+
+def test_past_the_invoice_line_limit_the_detail_csv_is_written_and_listed(tmp_path: Path) -> None:
+    """With `invoice_line_limit` below a consumer's lines, its invoice points to the
+    detail: an external customer's `detail/<UNIT>.csv` has every line and the manifest
+    lists it; an internal unit's points to its statement."""
+    from sqlalchemy import update
+
+    from chargeback.schema import Book
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    build(url, tmp_path)
+    engine = db.connect(url)
+    with db.transaction(engine) as conn:
+        conn.execute(update(Book).values(invoice_line_limit=2))
+        conn.execute(update(Unit).where(Unit.code == "CHEM").values(kind="external"))
+        documents.write_documents(conn, "2026-03", tmp_path / "docs")
+    folder = tmp_path / "docs"
+    with open(folder / "detail" / "CHEM.csv", encoding="utf-8", newline="") as handle:
+        detail = list(csv.DictReader(handle))
+    with open(folder / "lines.csv", encoding="utf-8", newline="") as handle:
+        chem = [line for line in csv.DictReader(handle) if line["consumer"] == "CHEM"]
+    assert len(detail) == len(chem) > 2
+    assert sorted(r["usage_id"] for r in detail) == sorted(r["usage_id"] for r in chem)
+    html = (folder / "invoices" / "CHEM.html").read_text(encoding="utf-8")
+    assert 'id="line-limit"' in html and "detail/CHEM.csv" in html
+    assert html.count('class="usage-line"') == 2
+    listed = {f["path"] for f in json.loads((folder / "manifest.json").read_text())["files"]}
+    assert {"detail/CHEM.csv", "lines.csv"} <= listed
+    assert not any(name.startswith("detail/") and name != "detail/CHEM.csv" for name in listed)

@@ -94,7 +94,7 @@ class ServiceGroup(NamedTuple):
     label: Markup
     unit_of_measure: Markup
     lines: list[Shown]
-    count: int  # of lines
+    count: int  # of charges
     total: str  # the sum of the lines' amounts, as the invoice shows it
 
 

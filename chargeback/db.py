@@ -35,8 +35,9 @@ from importlib import resources
 from itertools import chain, count, islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import (BigInteger, Connection, Date, DateTime, Engine, Integer, Select, String, Table, create_engine,
-                        event, inspect, text, type_coerce)
+import polars as pl
+from sqlalchemy import (BigInteger, Connection, Date, DateTime, Engine, Integer, Select, String, Table, cast,
+                        create_engine, event, func, inspect, text, type_coerce)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
@@ -448,3 +449,21 @@ def rolled_back(engine: Engine) -> Iterator[Connection]:
             yield conn
         finally:
             outer.rollback()
+
+
+def date_text(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[str]:
+    """A date column read as its ISO text (`YYYY-MM-DD`) on both databases, for `frame`."""
+    if conn.dialect.name == "postgresql":
+        return func.to_char(column, "YYYY-MM-DD")
+    return cast(column, String)
+
+
+def frame(conn: Connection, statement: Select, schema: dict[str, Any], size: int = 200_000) -> pl.DataFrame:  # type: ignore[type-arg]
+    """The rows of `statement` as one Polars frame of `schema` (a name and a Polars type
+    for each selected column, in order), read with `plain_rows`: select a date column
+    through `date_text`, and give it `pl.Date` here."""
+    read = {name: pl.String if kind == pl.Date else kind for name, kind in schema.items()}
+    parts = [pl.DataFrame(rows, schema=read, orient="row") for rows in plain_rows(conn, statement, size)]
+    table = pl.concat(parts) if parts else pl.DataFrame(schema=read)
+    dates = [pl.col(name).str.to_date("%Y-%m-%d") for name, kind in schema.items() if kind == pl.Date]
+    return table.with_columns(dates) if dates else table

@@ -17,12 +17,12 @@ from sqlalchemy import Connection, exists, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from chargeback import charges_elsewhere, journal
-from chargeback.charges import allocation_charges, period_charges, unposted_usage_count
+from chargeback import journal
+from chargeback.charges import allocation_charges, period_charges, price_usage, store_lines
 from chargeback.db import collector_paused
 from chargeback.errors import Refused
 from chargeback.fields import PERIOD_PATTERN
-from chargeback.progress import on_terminal, phase
+from chargeback.progress import phase
 from chargeback.reconciliation import (
     PeriodTotal,
     Reconciliation,
@@ -123,20 +123,16 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
         raise Refused(f"period {earlier[0]} is still open and has activity: close it before {period}")
     ref = load_reference(conn)
     now = now.replace(microsecond=0)
-    total = unposted_usage_count(conn, period) if on_terminal(progress) else 0
     first_close = not _has_entries(conn, period)
     tally = Tally()
-    with phase(f"pricing and posting {period}", total, progress) as bar:
-        usage = 0
-        elsewhere = charges_elsewhere.start(conn, ref, period, now)
-        if elsewhere is not None:
-            with elsewhere:
-                usage = journal.chain(conn, elsewhere.batches(), on_batch=bar.add).count
-            tally.merge_ordered(elsewhere.totals)
-        rest = period_charges(conn, ref, period, untiered=elsewhere is None)
-        charged = journal.post(conn, tally.counting(rest), now, on_batch=bar.add)
+    with phase(f"pricing and posting {period}", 0, progress):
+        priced = price_usage(conn, ref, period)
+        usage = journal.post(conn, tally.counting(priced.drafts), now)
+        if usage.first_id is not None:
+            store_lines(conn, priced, usage.first_id)
+        charged = journal.post(conn, tally.counting(period_charges(conn, ref, period)), now)
     allocated = journal.post(conn, tally.counting(allocation_charges(conn, ref, period)), now)
-    posted_count = usage + charged.count + allocated.count
+    posted_count = usage.count + charged.count + allocated.count
     totals = tally.totals() if first_close else period_totals(conn, period)
     result = reconcile(conn, period, totals)
     if not result.balanced:

@@ -29,9 +29,9 @@ def rechain(url: str, entry_id: int, delta: int) -> None:
         conn.execute(update(Entry).where(Entry.id == entry_id).values(amount_minor=Entry.amount_minor + delta))
         previous = GENESIS
         for row in conn.execute(select(*ENTRY_COLUMNS).order_by(Entry.id)).all():
-            values = list(row)[:-1]
+            values = list(row)[:-2]
             values[-1] = previous
-            previous = entry_hash(values)
+            previous = entry_hash(values, row.lines_digest)
             conn.execute(update(Entry).where(Entry.id == row.id).values(prev_hash=values[-1], hash=previous))
         conn.execute(update(JournalHead).values(last_hash=previous))
     engine.dispose()

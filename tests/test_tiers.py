@@ -6,13 +6,15 @@ import datetime as dt
 from decimal import Decimal as D
 from pathlib import Path
 
+import polars as pl
 import pytest
 from hypothesis import given, settings, strategies as st
 from sqlalchemy import select, update
 
 from chargeback import api, db
 from chargeback.errors import InputRefused
-from chargeback.pricing import RateRow, price_tiered, tier_pieces
+from chargeback.money import to_micro, to_minor
+from chargeback.pricing import LINE_COLUMNS, RateRow, RateTable, price_lines, price_tiered, rate_frame, tier_pieces
 from chargeback.schema import Entry, EntryTier
 from conftest import usage_file
 from test_allocation_close import campus
@@ -167,3 +169,30 @@ def test_a_higher_tier_needs_a_base_tier(db_url: str, tmp_path: Path) -> None:
         "(tier_from 0): graduated tiers need a tier 0 row over the same dates",
         "rates.csv:4: tier_from: tier 150 of HELP internal is in force on days with no base tier "
         "(tier_from 0): graduated tiers need a tier 0 row over the same dates"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 500), st.decimals(D("0"), D("90"), places=3)), min_size=1, max_size=4,
+                unique_by=lambda step: step[0]),
+       st.lists(st.decimals(D("-60"), D("250"), places=6).filter(lambda q: q != 0), min_size=1, max_size=12),
+       st.decimals(D("0"), D("300"), places=2), st.sampled_from([0, 2, 3]))
+def test_the_close_prices_whole_columns_as_line_by_line_pricing_does(steps, quantities, start, digits) -> None:  # type: ignore[no-untyped-def]
+    """`price_lines` (the close: cumulative sums against the tier table, over columns)
+    gives each line the pieces and amount `price_tiered` (one line at a time) gives it."""
+    thresholds = [D(0)] + sorted(D(t) for t, _ in steps)[: len(steps) - 1]
+    rates = [rate for _, rate in steps]
+    tiers = [RateRow("HELP", "internal", dt.date(2026, 1, 1), None, rate, threshold)
+             for threshold, rate in zip(thresholds, rates)]
+    table = RateTable(tiers)
+    lines = pl.DataFrame(
+        [(i + 1, dt.date(2026, 3, 1), "HELP", "ART", "internal", to_micro(q), f"R{i:03d}") for i, q in enumerate(quantities)],
+        schema=LINE_COLUMNS, orient="row")
+    started = pl.DataFrame([("HELP", "ART", to_micro(start))], orient="row",
+                           schema={"service": pl.String, "consumer": pl.String, "quantity_micro": pl.Int64})
+    priced, pieces = price_lines(lines, rate_frame(table), table.tiered or frozenset({"HELP"}), started, digits)
+    expected = list(price_tiered(((q, tiers) for q in quantities), digits, start))
+    assert priced["amount_minor"].to_list() == [to_minor(e.amount, digits) for e in expected]
+    got = [[(p["tier_from_micro"], p["quantity_micro"], p["rate_micro"]) for p in pieces.filter(
+        pl.col("usage_id") == i + 1).sort("piece").iter_rows(named=True)] for i in range(len(quantities))]
+    assert got == [[(to_micro(p.tier.tier_from), to_micro(p.quantity), to_micro(p.tier.rate)) for p in e.pieces]
+                   for e in expected]

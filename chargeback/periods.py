@@ -18,11 +18,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from chargeback import journal
-from chargeback.charges import allocation_charges, period_charges, price_usage, store_lines
+from chargeback.charges import allocation_charges, period_charges, price_usage, store_lines, unposted_usage_count
 from chargeback.db import collector_paused
 from chargeback.errors import Refused
 from chargeback.fields import PERIOD_PATTERN
-from chargeback.progress import phase
+from chargeback.progress import on_terminal, phase
 from chargeback.reconciliation import (
     PeriodTotal,
     Reconciliation,
@@ -125,9 +125,11 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
     now = now.replace(microsecond=0)
     first_close = not _has_entries(conn, period)
     tally = Tally()
-    with phase(f"pricing and posting {period}", 0, progress):
+    lines = unposted_usage_count(conn, period) if on_terminal(progress) else 0
+    with phase(f"pricing and posting {period}", lines, progress) as bar:
         priced = price_usage(conn, ref, period)
         usage = journal.post(conn, tally.counting(priced.drafts), now)
+        bar.add(lines)
         if usage.first_id is not None:
             store_lines(conn, priced, usage.first_id)
         charged = journal.post(conn, tally.counting(period_charges(conn, ref, period)), now)

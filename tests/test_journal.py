@@ -73,7 +73,7 @@ def test_reordered_entries_are_found(closed: str) -> None:
 def test_an_inserted_entry_is_found(closed: str) -> None:
     sql(closed, "INSERT INTO entries SELECT id + 100, period, posted_at, date, service_date, kind, NULL, 'forged', "
                 "service, provider, consumer, customer_class, quantity_micro, rate_micro, amount_minor, debit_account, "
-                "credit_account, debit_gl, credit_gl, reference, memo, rate_source, prev_hash, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' "
+                "credit_account, debit_gl, credit_gl, reference, memo, rate_source, prev_hash, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', NULL "
                 "FROM entries WHERE id = 8")
     problems = api.verify(closed).problems
     assert problems[0] == "entry 108: expected entry 9 here: entries were deleted, inserted or renumbered"

@@ -38,7 +38,7 @@ SHAPES = ("uniform", "skewed")
 QUANTITIES = ["1", "2", "0.5", "10.25", "3.125", "100", "0.001"]
 ZIPF_S = 1.1
 SERVICES_PER_CONSUMER = (10, 30)
-CHUNK = 100_000
+CHUNK = 10_000
 
 
 def generate(folder: Path, lines: int, units: int = 2000, services: int = 400, seed: int = 1,

@@ -189,6 +189,9 @@ def run_one(shape: str, lines: int, database: str, book: Path, peer_journal: Pat
         if peer_journal is None:
             journal.unlink()
     shutil.rmtree(out, ignore_errors=True)
+    if database == "sqlite" and args.work is None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_file}{suffix}").unlink(missing_ok=True)
     return result
 
 

@@ -302,6 +302,9 @@ def markdown(results: list[Result], verdicts: list[Verdict], peers: list[str]) -
             + f" | {r.get('import_close_per_ledger', '-')} | {r.get('report_per_ledger', '-')} "
             f"| {r.get('postgresql_per_sqlite', '-')} |")
     table = head + "\n".join(rows) + "\n"
+    table += ("\nWall seconds; ratios of wall seconds. Peak MB: the largest resident size of the "
+              "phase's process and its helpers (PostgreSQL's server not counted); results.json "
+              "also has each phase's CPU seconds.\n")
     ten = "" if any(r["lines"] == TEN_MILLION for r in results) else " (no ten-million size in this run)"
     targets = ("\nTargets (issue 28: a million-line month, the ten million against it"
                f"{ten}; below a million, indicative only):\n\n"

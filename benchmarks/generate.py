@@ -118,7 +118,7 @@ Rows = Iterator[list[list[str]]]
 
 def _uniform(rng: random.Random, lines: int, consumers: list[str], weights: list[int],
              codes: list[str], owner: dict[str, str], month: str) -> Rows:
-    """Today's uniform lines, in chunks, byte for byte as when all consumers were drawn first.
+    """The uniform lines, in chunks, byte for byte as when all consumers were drawn first.
 
     The consumers come from a copy of the generator's state, the rest from the state
     after `lines` draws, which is where the all-at-once `rng.choices` left it."""

@@ -87,7 +87,6 @@ def upgrade() -> None:
         sa.Column("rate_micro", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("usage_id", name="pk_charge_lines"),
     )
-    op.create_index("ix_charge_lines_entry_id", "charge_lines", ["entry_id"])
     op.create_table(
         "line_tiers",
         sa.Column("usage_id", ROW_ID, sa.ForeignKey("usage.id", name="fk_line_tiers_usage_id_usage"),

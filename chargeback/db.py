@@ -55,12 +55,35 @@ def database_url(url: str | None = None) -> str:
     return url or os.environ.get("CHARGEBACK_DB") or DEFAULT_URL
 
 
+#: Query parameters of a database URL that carry a credential (libpq takes them there too).
+SECRET_PARAMETERS = frozenset({"password", "sslpassword", "passfile", "sslkey", "sslcert", "sslrootcert"})
+HIDDEN = "***"
+
+
 def redact(url: str) -> str:
-    """The URL with its password hidden, for every message and log."""
+    """The URL with every credential hidden (the password, and the password-like query
+    parameters libpq accepts), for every message and log."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except ArgumentError:
         return "<unreadable database URL>"
+    query = {key: HIDDEN if key.lower() in SECRET_PARAMETERS else value for key, value in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def without_secrets(text: str, url: str) -> str:
+    """`text` (a driver's error message, say) with every credential of `url` in it hidden."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return text
+    secrets = [parsed.password] if parsed.password else []
+    for key, value in parsed.query.items():
+        if key.lower() in SECRET_PARAMETERS:
+            secrets += [value] if isinstance(value, str) else list(value)
+    for secret in sorted((str(s) for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, HIDDEN)
+    return text
 
 
 def connect(url: str | None = None, *, reader: bool = False) -> Engine:

@@ -21,7 +21,7 @@ from chargeback import journal
 from chargeback.charges import allocation_charges, period_charges, price_usage, store_lines, unposted_usage_count
 from chargeback.db import collector_paused
 from chargeback.errors import Refused
-from chargeback.fields import PERIOD_PATTERN
+from chargeback.fields import PERIOD_PATTERN, outside_calendar
 from chargeback.progress import on_terminal, phase
 from chargeback.reconciliation import (
     PeriodTotal,
@@ -43,6 +43,9 @@ def check_period(period: str) -> str:
     """A `YYYY-MM` period, or a refusal that says how to write one."""
     if not PERIOD_PATTERN.fullmatch(period or ""):
         raise Refused(f"{period!r} is not a period: write it as YYYY-MM, e.g. 2026-10")
+    problem = outside_calendar(period)
+    if problem:
+        raise Refused(problem)
     return period
 
 

@@ -7,6 +7,7 @@ reason on stderr and nothing changed; 2 bad usage.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -62,6 +63,10 @@ class ChargebackGroup(click.Group):
             _fail(f"database error ({redact(url)}): {reason}; "
                   "the command did not complete: check that the database server is running and "
                   "reachable, then run the command again")
+        except BrokenPipeError:  # the reader went away (`chargeback audit | head -1`): a normal end
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: one line for the user, the traceback with --debug

@@ -55,3 +55,26 @@ def test_a_connection_error_never_prints_the_password() -> None:
     assert code == 1
     assert "TopS3cretPW" not in out + err
     assert err.startswith("database error (postgresql://cbu@127.0.0.1:1/cb?")
+
+
+def test_a_reader_that_stops_early_is_a_normal_end(loaded: str, tmp_path: Path) -> None:
+    """Before: `chargeback audit | head -1` ended now and then in `error: BrokenPipeError`,
+    exit 1. Now a closed pipe ends the command quietly, exit 0."""
+    import subprocess
+    import sys
+
+    for n in range(60):  # an audit log long enough to outgrow the pipe's buffer
+        api.adjust(loaded, "2026-03", "HELP", "ART", "1.00", f"reason {n} " + "x" * 2000)
+    for _ in range(3):
+        reader = subprocess.Popen([sys.executable, "-m", "chargeback", "--db", loaded, "audit"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert reader.stdout is not None and reader.stdout.readline()
+        reader.stdout.close()
+        _, err = reader.communicate(timeout=60)
+        assert (reader.returncode, err) == (0, b"")
+
+
+def test_a_device_or_pipe_is_refused_not_read_for_ever(loaded: str) -> None:
+    """Before: `chargeback import /dev/zero` hung (its audit record hashed the device)."""
+    code, _, err = cli(loaded, "import", "/dev/zero", "--period", "2026-03")
+    assert code == 1 and err == "refused: /dev/zero: not a regular file: import a CSV or XLSX file\n"

@@ -78,3 +78,21 @@ def test_a_device_or_pipe_is_refused_not_read_for_ever(loaded: str) -> None:
     """Before: `chargeback import /dev/zero` hung (its audit record hashed the device)."""
     code, _, err = cli(loaded, "import", "/dev/zero", "--period", "2026-03")
     assert code == 1 and err == "refused: /dev/zero: not a regular file: import a CSV or XLSX file\n"
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("fiscal_year_start = true", "book.toml:3: fiscal_year_start: Input should be a valid integer"),
+    ('name = "Evil\\r\\nCollege"', "book.toml:1: name: holds a line break or another control "
+                                   "character: write it on one line"),
+])
+def test_book_settings_take_what_they_say(mini_book: Path, sqlite_url: str, setting: str, message: str) -> None:
+    """Before: `fiscal_year_start = true` was taken as 1, and a book's name with CR/LF was
+    echoed raw to the terminal by `load`."""
+    lines = (mini_book / "book.toml").read_text().splitlines()
+    key = setting.split(" =")[0]
+    lines = [line for line in lines if not line.startswith(key + " ")]
+    lines.insert(0 if key == "name" else 2, setting)
+    (mini_book / "book.toml").write_text("\n".join(lines) + "\n")
+    code, out, err = cli(sqlite_url, "load", str(mini_book))
+    assert code == 1 and "\r" not in out + err
+    assert message in err.splitlines()

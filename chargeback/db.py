@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import os
+import re
 import sqlite3
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -65,7 +66,8 @@ def redact(url: str) -> str:
     parameters libpq accepts), for every message and log."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        parsed.port  # noqa: B018 - a port that is not a number is found here, not later
+    except (ArgumentError, ValueError):
         return "<unreadable database URL>"
     query = {key: HIDDEN if key.lower() in SECRET_PARAMETERS else value for key, value in parsed.query.items()}
     return parsed.set(query=query).render_as_string(hide_password=True)
@@ -73,9 +75,11 @@ def redact(url: str) -> str:
 
 def without_secrets(text: str, url: str) -> str:
     """`text` (a driver's error message, say) with every credential of `url` in it hidden."""
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", text)  # any URL's password, read or not
+    text = re.sub(r"\b((?:ssl)?password=)[^&\s'\"]+", r"\1***", text)
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return text
     secrets = [parsed.password] if parsed.password else []
     for key, value in parsed.query.items():

@@ -1,26 +1,51 @@
 """Generate a realistic book and usage files of N lines, seeded, for benchmarks.
 
-    python benchmarks/generate.py DIR --lines 100000 [--units 2000 --services 400 --seed 1]
+    python benchmarks/generate.py DIR --lines 100000 [--shape uniform|skewed]
+                                  [--units 2000 --services 400 --seed 1]
 
 The book has a hierarchy (root, divisions, departments), internal providers with
 services, internal and external rates with a mid-month change, recurring fees, and one
 usage file per period (`usage/YYYY-MM.csv`, optionally `.xlsx`).
+
+Two shapes of usage over the same book (same seed, same book files):
+
+- `uniform`: any consumer uses any service, departments twenty times as often as an
+  outside customer. The output of the benchmarks before shapes existed, byte for byte.
+- `skewed`: as organisations have it. Each consumer uses its own 10-30 services, chosen
+  mostly among the popular ones, and both consumers and services get lines Zipf-like
+  (weight 1/rank^1.1): a few of each have most of the lines. When the file has at least
+  as many lines as there are (consumer, service) pairs, every pair has a line, so each
+  consumer's file shows its 10-30 services.
+
+Lines are written in chunks, so ten million of them need no more memory than a hundred
+thousand.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import heapq
+import math
 import random
+from collections.abc import Iterator
+from itertools import accumulate
 from pathlib import Path
 
 UNITS_HEADER = ["code", "name", "kind", "parent", "manager", "email", "active_from", "active_to",
                 "expense_account", "revenue_account"]
+SHAPES = ("uniform", "skewed")
+QUANTITIES = ["1", "2", "0.5", "10.25", "3.125", "100", "0.001"]
+ZIPF_S = 1.1
+SERVICES_PER_CONSUMER = (10, 30)
+CHUNK = 10_000
 
 
 def generate(folder: Path, lines: int, units: int = 2000, services: int = 400, seed: int = 1,
-             period: str = "2026-03", xlsx: bool = False) -> Path:
-    """Write a book with `lines` usage lines in `period` into `folder`; returns it."""
+             period: str = "2026-03", xlsx: bool = False, shape: str = "uniform") -> Path:
+    """Write a book with `lines` usage lines of `shape` in `period` into `folder`; returns it."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "usage").mkdir(exist_ok=True)
@@ -65,20 +90,17 @@ def generate(folder: Path, lines: int, units: int = 2000, services: int = 400, s
         for d in departments[:: max(1, len(departments) // 200)]:
             w.writerow([rng.choice(codes), d, rng.randint(1, 5), "2020-01", "", "Monthly subscription"])
     consumers = departments + providers + externals
-    weights = [20] * len(departments) + [5] * len(providers) + [1] * len(externals)
     path = folder / "usage" / f"{period}.csv"
     with open(path, "w", newline="") as handle:
         w = csv.writer(handle)
         w.writerow(["date", "service", "consumer", "quantity", "reference", "description"])
-        picks = rng.choices(consumers, weights, k=lines)
-        for n, consumer in enumerate(picks):
-            service = codes[rng.randrange(services)]
-            while owner[service] == consumer:
-                service = codes[rng.randrange(services)]
-            day = rng.randint(1, 28)
-            quantity = rng.choice(["1", "2", "0.5", "10.25", "3.125", "100", "0.001"])
-            w.writerow([f"{year}-{month}-{day:02d}", service, consumer, quantity, f"R{n:08d}",
-                        f"Usage {n}"])
+        if shape == "uniform":
+            weights = [20] * len(departments) + [5] * len(providers) + [1] * len(externals)
+            rows = _uniform(rng, lines, consumers, weights, codes, owner, f"{year}-{month}")
+        else:
+            rows = _skewed(rng, lines, consumers, codes, owner, f"{year}-{month}")
+        for chunk in rows:
+            w.writerows(chunk)
     if xlsx:
         from openpyxl import Workbook
 
@@ -91,6 +113,69 @@ def generate(folder: Path, lines: int, units: int = 2000, services: int = 400, s
     return folder
 
 
+Rows = Iterator[list[list[str]]]
+
+
+def _uniform(rng: random.Random, lines: int, consumers: list[str], weights: list[int],
+             codes: list[str], owner: dict[str, str], month: str) -> Rows:
+    """The uniform lines, in chunks, byte for byte as when all consumers were drawn first.
+
+    The consumers come from a copy of the generator's state, the rest from the state
+    after `lines` draws, which is where the all-at-once `rng.choices` left it."""
+    picker = random.Random()
+    picker.setstate(rng.getstate())
+    draw = rng.random
+    for _ in range(lines):
+        draw()
+    cum_weights = list(accumulate(weights))
+    services = len(codes)
+    for start in range(0, lines, CHUNK):
+        rows = []
+        picks = picker.choices(consumers, cum_weights=cum_weights, k=min(CHUNK, lines - start))
+        for n, consumer in enumerate(picks, start):
+            service = codes[rng.randrange(services)]
+            while owner[service] == consumer:
+                service = codes[rng.randrange(services)]
+            day = rng.randint(1, 28)
+            quantity = rng.choice(QUANTITIES)
+            rows.append([f"{month}-{day:02d}", service, consumer, quantity, f"R{n:08d}", f"Usage {n}"])
+        yield rows
+
+
+def _skewed(rng: random.Random, lines: int, consumers: list[str], codes: list[str],
+            owner: dict[str, str], month: str) -> Rows:
+    """Lines as organisations have them: few services per consumer, Zipf-like volumes.
+
+    A seeded order ranks the services by popularity and another the consumers by size
+    (weight 1/rank^s). Each consumer draws its 10-30 services without replacement,
+    weighted by popularity (Efraimidis-Spirakis keys), and a line picks a (consumer,
+    service) pair with the consumer's weight times the service's share of its set."""
+    popularity = {s: 1 / rank ** ZIPF_S for rank, s in enumerate(rng.sample(codes, len(codes)), 1)}
+    pairs: list[tuple[str, str]] = []
+    weights: list[float] = []
+    for rank, consumer in enumerate(rng.sample(consumers, len(consumers)), 1):
+        allowed = [s for s in codes if owner[s] != consumer]
+        k = min(len(allowed), rng.randint(*SERVICES_PER_CONSUMER))
+        keys = {s: math.log(1.0 - rng.random()) / popularity[s] for s in allowed}
+        chosen = heapq.nlargest(k, allowed, key=keys.__getitem__)
+        share = 1 / rank ** ZIPF_S / sum(popularity[s] for s in chosen)
+        for s in chosen:
+            pairs.append((consumer, s))
+            weights.append(share * popularity[s])
+    covering = list(range(len(pairs))) if lines >= len(pairs) else []
+    rng.shuffle(covering)
+    cum_weights = list(accumulate(weights))
+    dates = [f"{month}-{day:02d}" for day in range(1, 29)]
+    for start in range(0, lines, CHUNK):
+        size = min(CHUNK, lines - start)
+        cover = covering[start:start + size]
+        picks = cover + rng.choices(range(len(pairs)), cum_weights=cum_weights, k=size - len(cover))
+        days = rng.choices(dates, k=size)
+        quantities = rng.choices(QUANTITIES, k=size)
+        yield [[days[i], pairs[p][1], pairs[p][0], quantities[i], f"R{n:08d}", f"Usage {n}"]
+               for i, (n, p) in enumerate(zip(range(start, start + size), picks))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
@@ -98,9 +183,11 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=2000)
     parser.add_argument("--services", type=int, default=400)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--shape", choices=SHAPES, default="uniform")
     parser.add_argument("--xlsx", action="store_true")
     args = parser.parse_args()
-    generate(args.folder, args.lines, args.units, args.services, args.seed, xlsx=args.xlsx)
+    generate(args.folder, args.lines, args.units, args.services, args.seed, xlsx=args.xlsx,
+             shape=args.shape)
 
 
 if __name__ == "__main__":

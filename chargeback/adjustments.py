@@ -19,7 +19,7 @@ from chargeback.fields import CODE_PATTERN
 from chargeback.money import LIMIT, format_amount, parse_decimal, to_minor
 from chargeback.periods import lock_open_period
 from chargeback.reference import load_reference
-from chargeback.schema import Adjustment, Entry, Usage
+from chargeback.schema import Adjustment, ChargeLine, Entry, Usage
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,15 @@ def find_original(conn: Connection, service: str, reference: str, consumer: str 
     sources = [f"adjustment:{i}" for i in conn.execute(
         unlinked.where(Adjustment.service == service, Adjustment.reference == reference)).scalars()]
     rows = conn.execute(
-        select(Entry.id, Entry.consumer, Entry.period, Entry.amount_minor)
+        select(Entry.consumer, Entry.period, Entry.amount_minor)
         .where(Entry.service == service, Entry.reference == reference,
-               Entry.kind.in_(("usage", "recurring", "allocation")) | Entry.source.in_(sources))
+               Entry.kind.in_(("recurring", "allocation")) | Entry.source.in_(sources))
         .order_by(Entry.id).with_for_update()).all()
+    rows += conn.execute(  # a usage line, priced into a charge
+        select(Usage.consumer, Usage.period, ChargeLine.amount_minor)
+        .join(ChargeLine, ChargeLine.usage_id == Usage.id)
+        .where(Usage.service == service, Usage.reference == reference)
+        .with_for_update(of=ChargeLine)).all()
     if not rows:
         pending = conn.execute(select(Usage.period).where(
             Usage.service == service, Usage.reference == reference)).scalar()

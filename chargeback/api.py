@@ -75,6 +75,8 @@ def import_file(url: str | Engine | None, path: Path, period: str, progress: boo
     engine = _engine(url)
     with audit.command(engine, "import", {"file": str(path), "period": period}, [Path(path)], period) as log:
         check_period(period)
+        if Path(path).exists() and not Path(path).is_file():
+            raise Refused(f"{path}: not a regular file: import a CSV or XLSX file")
         with db.transaction(engine) as conn:
             result = import_usage(conn, Path(path), period, now(), progress)
             log.done(conn, f"{result.lines_read} lines read, {result.imported} imported, "

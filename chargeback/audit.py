@@ -92,8 +92,8 @@ def digests(paths: Iterable[Path]) -> list[dict[str, str | None]]:
     """The sha256 of each file (None when it cannot be read), by the name given."""
     found = []
     for path in paths:
-        try:
-            digest: str | None = sha256_of(Path(path))
+        try:  # a device or a pipe is never read: /dev/zero would never end
+            digest: str | None = sha256_of(Path(path)) if Path(path).is_file() else None
         except OSError:
             digest = None
         found.append({"file": str(path), "sha256": digest})

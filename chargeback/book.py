@@ -63,11 +63,18 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     currency: str
-    fiscal_year_start: int = Field(default=7, ge=1, le=12)
+    fiscal_year_start: StrictInt = Field(default=7, ge=1, le=12)
     payment_terms: str | None = None
     allocation_method: Literal["direct", "step", "reciprocal"] = "direct"
     variance_threshold: Decimal = Field(default=Decimal("0.25"), ge=0)
     invoice_line_limit: StrictInt = Field(default=300, ge=1, le=100_000)
+
+    @field_validator("name", "payment_terms")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError("holds a line break or another control character: write it on one line")
+        return value
 
     @field_validator("currency")
     @classmethod

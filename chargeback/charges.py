@@ -5,10 +5,13 @@ date, each recurring fee of the period not yet posted is priced at the rate in f
 the period's first day, and each pending adjustment is taken as entered. The result is
 a list of journal drafts in a fixed order, so a close is reproducible.
 
-Usage of services with graduated tiers is priced per (service, consumer) in order of
-date then reference, continuing from the quantity already posted in the period (a
-re-close after a reopen carries on where the last close stopped). Other usage is priced
-line by line, in chunks, without a query per line.
+Usage is priced over whole columns (`pricing.price_lines`) and posted as charges, not
+lines: the lines of one consumer and one service priced by one rate row (or one tier
+schedule) in one close are one entry, whose quantity and amount are their sums; each line
+keeps its amount and rate in `charge_lines` (its tier pieces in `line_tiers`), and the
+entry's hash covers a digest of its lines. Tiered usage accumulates per (service,
+consumer) in order of date then reference, continuing from the quantity already posted
+in the period (a re-close after a reopen carries on where the last close stopped).
 
 Allocations are computed after everything else is posted (a `usage:SERVICE` driver reads
 the period's posted quantities) and posted once per (pool, period, target), with the
@@ -21,12 +24,14 @@ always equals its current share.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
-from itertools import groupby, tee
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select, tuple_
+import polars as pl
+from sqlalchemy import Connection, Select, exists, func, select
 
 from chargeback.allocation import (
     AllocationError,
@@ -37,14 +42,14 @@ from chargeback.allocation import (
     parse_targets,
     resolve_targets,
 )
-from chargeback.db import bytewise, dates_as_stored, plain_rows, stored_date
+from chargeback.db import bulk_insert, date_text, frame
 from chargeback.errors import Refused
 from chargeback.fields import period_bounds
-from chargeback.journal import Draft, accounts
-from chargeback.money import format_amount, from_micro, minor_of_product, quantize, to_micro, to_minor
-from chargeback.pricing import RateRow, plain, price_tiered
+from chargeback.journal import MAX_AMOUNT_MINOR, Draft, accounts
+from chargeback.money import format_amount, from_micro, quantize, to_micro
+from chargeback.pricing import LINE_COLUMNS, Unpriced, plain, price_lines, rate_frame, rounded_minor
 from chargeback.reference import Reference
-from chargeback.schema import Adjustment, Allocation, Cost, Driver, Entry, Usage
+from chargeback.schema import Adjustment, Allocation, Book, ChargeLine, Cost, Driver, Entry, LineTier, Usage
 
 RATE_SOURCE_LENGTH = 200
 
@@ -63,18 +68,14 @@ def _draft(ref: Reference, period: str, *, date: dt.date, service_date: dt.date,
                  rate_source, pieces)
 
 
-USAGE_COLUMNS = (Usage.id, Usage.date, Usage.service, Usage.consumer, Usage.quantity_micro,
-                 Usage.reference, Usage.description)
-
-
-def _unposted_usage(conn: Connection, period: str):  # type: ignore[no-untyped-def]
-    return (select(*USAGE_COLUMNS).outerjoin(Entry, Entry.usage_id == Usage.id)
-            .where(Usage.period == period, Entry.id.is_(None)))
+def _unposted(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
+    """The usage lines of `period` not priced into a charge yet."""
+    return select(Usage.id).where(Usage.period == period, ~exists().where(ChargeLine.usage_id == Usage.id))
 
 
 def unposted_usage_count(conn: Connection, period: str) -> int:
-    """The usage lines of `period` that the close will price and post (sizes its bar)."""
-    return conn.execute(select(func.count()).select_from(_unposted_usage(conn, period).subquery())).scalar() or 0
+    """The usage lines of `period` that the close will price and post."""
+    return conn.execute(select(func.count()).select_from(_unposted(conn, period).subquery())).scalar() or 0
 
 
 def _no_rate(service: str, reference: str, day: dt.date, consumer: str) -> Refused:
@@ -82,171 +83,184 @@ def _no_rate(service: str, reference: str, day: dt.date, consumer: str) -> Refus
                    "force any more; fix rates.csv and load the book again")
 
 
-def usage_charges(conn: Connection, ref: Reference, period: str, chunk: int = 200_000,
-                  *, untiered: bool = True) -> Iterator[Draft]:
-    """Unposted usage of the period, priced: untiered services in import order, then
-    tiered services per (service, consumer) in order of date then reference. Without
-    the `untiered` ones when they are priced elsewhere (`charges_elsewhere`)."""
+def unposted_lines(conn: Connection, ref: Reference, period: str) -> pl.DataFrame:
+    """The period's usage lines not priced yet (`pricing.LINE_COLUMNS`), one query."""
+    query = (select(Usage.id, date_text(conn, Usage.date), Usage.service, Usage.consumer, Usage.quantity_micro,
+                    Usage.reference)
+             .where(Usage.period == period, ~exists().where(ChargeLine.usage_id == Usage.id)))
+    schema = {name: kind for name, kind in LINE_COLUMNS.items() if name != "customer_class"}
+    lines = frame(conn, query, schema)
+    classes = pl.DataFrame({"consumer": list(ref.units), "customer_class": [u.kind for u in ref.units.values()]},
+                           schema={"consumer": pl.String, "customer_class": pl.String})
+    return lines.join(classes, on="consumer", how="left").select(list(LINE_COLUMNS))
+
+
+def posted_quantities(conn: Connection, period: str, services: frozenset[str]) -> pl.DataFrame:
+    """The usage quantity already posted in `period` per (service, consumer) of `services`:
+    where the tier accumulation of a re-close carries on from."""
+    rows = conn.execute(
+        select(Entry.service, Entry.consumer, func.sum(Entry.quantity_micro))
+        .where(Entry.period == period, Entry.kind == "usage", Entry.service.in_(sorted(services)))
+        .group_by(Entry.service, Entry.consumer)).all()
+    return pl.DataFrame([(s, c, int(q)) for s, c, q in rows], orient="row",
+                        schema={"service": pl.String, "consumer": pl.String, "quantity_micro": pl.Int64})
+
+
+def canonical_line() -> pl.Expr:
+    """The bytes a usage line contributes to its charge's lines digest, as text:
+    `ID TAB DATE TAB QUANTITY TAB AMOUNT TAB RATE TAB PIECES TAB LENGTH TAB REFERENCE LF`,
+    numbers as integers (quantities and rates in millionths, amounts in minor units), an
+    empty rate when the line spans tiers, its pieces as `FROM:QUANTITY@RATE` joined by
+    commas (empty for an untiered line), and the reference preceded by its length in
+    UTF-8 bytes, so no reference can pass for another line."""
+    return pl.concat_str(
+        [pl.col("usage_id").cast(pl.String), pl.col("date").cast(pl.String),
+         pl.col("quantity_micro").cast(pl.String), pl.col("amount_minor").cast(pl.String),
+         pl.col("rate_micro").cast(pl.String).fill_null(""), pl.col("pieces").fill_null(""),
+         pl.col("reference").str.len_bytes().cast(pl.String), pl.col("reference")],
+        separator="\t") + "\n"
+
+
+def piece_texts(pieces: pl.DataFrame) -> pl.DataFrame:
+    """usage_id and `pieces`: each tiered line's pieces as the digest writes them."""
+    return (pieces.sort(["usage_id", "piece"]).group_by("usage_id", maintain_order=True)
+            .agg(pieces=pl.concat_str([pl.col("tier_from_micro").cast(pl.String), pl.lit(":"),
+                                       pl.col("quantity_micro").cast(pl.String), pl.lit("@"),
+                                       pl.col("rate_micro").cast(pl.String)]).str.join(",")))
+
+
+def lines_digests(lines: pl.DataFrame) -> pl.DataFrame:
+    """entry and `lines_digest`: sha256 of each entry's canonical lines in id order.
+    `lines` has the columns `canonical_line` reads and `entry`."""
+    texts = (lines.sort("usage_id").with_columns(canonical=canonical_line())
+             .group_by("entry", maintain_order=True).agg(pl.col("canonical").str.join("")))
+    digests = [hashlib.sha256(text.encode()).hexdigest() for text in texts["canonical"]]
+    return texts.select("entry").with_columns(lines_digest=pl.Series(digests, dtype=pl.String))
+
+
+@dataclass
+class PricedUsage:
+    """The period's unposted usage priced and grouped into charges, ready to post:
+    `drafts` in posting order; `lines` (usage_id, charge, amount_minor, rate_micro) and
+    `pieces` to store once the charges have their entry ids (`charge` counts from 0 in
+    `drafts`' order)."""
+
+    drafts: list[Draft]
+    lines: pl.DataFrame
+    pieces: pl.DataFrame
+
+
+def price_usage(conn: Connection, ref: Reference, period: str) -> PricedUsage:
+    """Price every unposted usage line of the period over whole columns and group the
+    lines into charges: one per consumer, service and price (rate row or tier schedule).
+    A charge's quantity and amount are its lines' sums; each line keeps its own amount,
+    rounded half-up on its own."""
+    lines = unposted_lines(conn, ref, period)
     tiered = ref.rates.tiered
-    if untiered:
-        yield from _untiered_usage(conn, ref, period, tiered, chunk)
-    if tiered:
-        yield from _tiered_usage(conn, ref, period, tiered, chunk)
+    try:
+        priced, pieces = price_lines(lines, rate_frame(ref.rates), tiered, posted_quantities(conn, period, tiered),
+                                     ref.digits)
+    except Unpriced as missing:
+        line = lines.filter(pl.col("usage_id") == missing.usage_id).row(0, named=True)
+        raise _no_rate(line["service"], line["reference"], line["date"], line["consumer"]) from None
+    too_large = priced.filter(pl.col("amount_minor").abs() >= MAX_AMOUNT_MINOR)
+    if too_large.height:
+        line = too_large.row(0, named=True)
+        raise Refused(f"usage {line['service']} {line['reference']} ({line['consumer']}): its amount is too "
+                      "large to post; check its quantity and rate (a charge must stay below 10^12)")
+    keys = ["service", "consumer", "price"]
+    charges = (priced.group_by(keys)
+               .agg(quantity_micro=pl.col("quantity_micro").cast(pl.Int128).sum(),
+                    amount_minor=pl.col("amount_minor").sum(), count=pl.len(),
+                    service_date=pl.col("date").min(), customer_class=pl.col("customer_class").first(),
+                    rate_source=pl.col("rate_source").first(),
+                    rate_micro=pl.when(pl.col("rate_micro").n_unique() == 1).then(pl.col("rate_micro").first()))
+               .sort(["service", "consumer", "service_date", "price"])
+               .with_row_index("entry"))
+    over = charges.filter((pl.col("amount_minor").abs() >= MAX_AMOUNT_MINOR)
+                          | (pl.col("quantity_micro").abs() >= 2**63))
+    if over.height:
+        charge = over.row(0, named=True)
+        raise Refused(f"usage of {charge['service']} by {charge['consumer']} in {period}: its total is too "
+                      "large to post; check the quantities and rates (a charge must stay below 10^12)")
+    priced = (priced.join(charges.select(*keys, "entry"), on=keys)
+              .with_columns(pl.col("amount_minor").cast(pl.Int64), pl.col("entry").cast(pl.Int64)))
+    digests = lines_digests(priced.join(piece_texts(pieces), on="usage_id", how="left"))
+    charges = charges.join(digests, on="entry").sort("entry")
+    _, last_day = period_bounds(period)
+    drafts = []
+    for charge in charges.iter_rows(named=True):
+        service, consumer = charge["service"], charge["consumer"]
+        count = charge["count"]
+        drafts.append(_draft(ref, period, date=last_day, service_date=charge["service_date"], kind="usage",
+                             usage_id=None, source=None, service=service, consumer=consumer,
+                             quantity_micro=int(charge["quantity_micro"]), rate_micro=charge["rate_micro"],
+                             amount_minor=int(charge["amount_minor"]), reference=None,
+                             memo=f"{count} usage line" + ("" if count == 1 else "s"),
+                             rate_source=charge["rate_source"])._replace(lines_digest=charge["lines_digest"]))
+    return PricedUsage(drafts, priced.select("usage_id", pl.col("entry").alias("charge"), "amount_minor", "rate_micro"),
+                       pieces)
 
 
-def _untiered_usage(conn: Connection, ref: Reference, period: str, tiered: frozenset[str],
-                    chunk: int) -> Iterator[Draft]:
-    """Read in chunks by id, each chunk fetched whole before its drafts are posted. The
-    chunks are big (200,000 lines, some 50 MB): a read waits for the batch being inserted
-    on the other thread (`journal.post`), and few reads mean few waits. Only a re-close
-    after a reopen needs to skip lines already posted (a join with the entries table);
-    a first close reads the usage table alone.
-
-    Priced in integers (`minor_of_product`, the rounding of `quantize`); what does not change
-    from line to line (a consumer's class and accounts, a service's provider, the rate of
-    a service, class and day) is worked out once."""
-    first_day, _ = period_bounds(period)
-    digits = ref.digits
-    query = untiered_query(conn, period, tiered)
-    days: dict[object, tuple[dt.date, dt.date]] = {}
-    make = tuple.__new__  # a Draft of all its fields, without NamedTuple's keyword-taking __new__
-    consumers: dict[str, tuple[str, str | None] | None] = {}
-    services: dict[str, tuple[str, str | None] | None] = {}
-    pairs: dict[tuple[str, str, str], tuple[str, str]] = {}
-    rates: dict[tuple[str, str, dt.date], tuple[int, str] | None] = {}
-    for rows in _chunks(conn, query, chunk):
-        for usage_id, raw_day, service, consumer, quantity_micro, reference, description in rows:
-            found = days.get(raw_day)
-            if found is None:
-                day = stored_date(raw_day)
-                found = days[raw_day] = (day, max(day, first_day))  # a late line is posted on the first day
-            day, posted_on = found
-            buyer = consumers.get(consumer, False)
-            if buyer is False:
-                unit = ref.units.get(consumer)
-                buyer = consumers[consumer] = None if unit is None else (unit.kind, unit.expense_account)
-            seller = services.get(service, False)
-            if seller is False:
-                info = ref.services.get(service)
-                seller = services[service] = (
-                    None if info is None else (info.provider, ref.units[info.provider].revenue_account))
-            rate = None
-            if buyer is not None and seller is not None:
-                kind = buyer[0]
-                rate = rates.get((service, kind, day), False)
-                if rate is False:
-                    row = ref.rates.find(service, kind, day)
-                    rate = rates[(service, kind, day)] = (
-                        None if row is None else (to_micro(row.rate), row.provenance))
-            if rate is None:
-                raise _no_rate(service, reference, day, consumer)
-            kind, debit_gl = buyer  # type: ignore[misc]
-            provider, credit_gl = seller  # type: ignore[misc]
-            both = pairs.get((kind, consumer, provider))
-            if both is None:
-                both = pairs[(kind, consumer, provider)] = accounts(kind, consumer, provider)
-            rate_micro, provenance = rate
-            yield make(Draft, (period, posted_on, day, "usage", usage_id, None, service, provider,
-                               consumer, kind, quantity_micro, rate_micro,
-                               minor_of_product(quantity_micro, rate_micro, digits), both[0], both[1],
-                               debit_gl, credit_gl, reference, description, provenance, ()))
+def store_lines(conn: Connection, priced: PricedUsage, first_entry: int) -> None:
+    """Record each priced line against the entry its charge was posted as."""
+    lines = priced.lines.with_columns(entry_id=pl.col("charge") + first_entry)
+    bulk_insert(conn, ChargeLine.__table__, ("usage_id", "entry_id", "amount_minor", "rate_micro"),
+                lines.select("usage_id", "entry_id", "amount_minor", "rate_micro").iter_rows())
+    bulk_insert(conn, LineTier.__table__, ("usage_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro"),
+                priced.pieces.select("usage_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro").iter_rows())
 
 
-def untiered_query(conn: Connection, period: str, tiered: frozenset[str]) -> Select:  # type: ignore[type-arg]
-    """The period's unposted usage of services without tiers (`USAGE_COLUMNS`, dates as
-    stored)."""
-    query = select(*dates_as_stored(USAGE_COLUMNS)).where(Usage.period == period)
-    if tiered:
-        query = query.where(Usage.service.not_in(sorted(tiered)))
-    if _usage_posted(conn, period):
-        query = query.outerjoin(Entry, Entry.usage_id == Usage.id).where(Entry.id.is_(None))
-    return query
-
-
-def untiered_usage_charges(conn: Connection, ref: Reference, period: str,
-                           chunk: int = 200_000) -> Iterator[Draft]:
-    """The first part of `usage_charges`: the usage of services without tiers, priced."""
-    return _untiered_usage(conn, ref, period, ref.rates.tiered, chunk)
-
-
-def _usage_posted(conn: Connection, period: str) -> bool:
-    """Whether any usage of `period` is posted already (a re-close after a reopen)."""
-    return conn.execute(select(Entry.id).where(Entry.period == period, Entry.kind == "usage")
-                        .limit(1)).first() is not None
-
-
-def _chunks(conn: Connection, query: Select, chunk: int) -> Iterator[Sequence[tuple[Any, ...]]]:  # type: ignore[type-arg]
-    """The rows of `query` in chunks by usage id, each fetched whole before it is priced,
-    as the driver's plain tuples (`plain_rows`: a million lines read in 2.9-3.6 s of CPU
-    against 4.3-4.7 s as SQLAlchemy's rows)."""
-    after = 0
-    while True:
-        rows = [row for part in plain_rows(conn, query.where(Usage.id > after).order_by(Usage.id).limit(chunk),
-                                           size=chunk)
-                for row in part]
-        if not rows:
-            return
-        after = rows[-1][0]
-        yield rows
-
-
-def _tiered_usage(conn: Connection, ref: Reference, period: str, tiered: frozenset[str],
-                  chunk: int) -> Iterator[Draft]:
-    """Usage of tiered services, priced with the accumulation of its (service, consumer)."""
-    posted = dict(
-        ((service, consumer), int(total)) for service, consumer, total in conn.execute(
-            select(Entry.service, Entry.consumer, func.sum(Entry.quantity_micro))
-            .where(Entry.period == period, Entry.kind == "usage", Entry.service.in_(sorted(tiered)))
-            .group_by(Entry.service, Entry.consumer)))
-    first_day, _ = period_bounds(period)
-    rows = _tiered_rows(conn, period, tiered, chunk)
-    for (service, consumer), group in groupby(rows, key=lambda row: (row[2], row[3])):
-        unit = ref.units.get(consumer)
-        lines, feed = tee(group)
-
-        def schedules(feed=feed, unit=unit):  # type: ignore[no-untyped-def]
-            for _, day, _, _, quantity_micro, reference, _ in feed:
-                tiers = ref.rates.tiers(service, unit.kind, day) if unit else ()
-                if not tiers:
-                    raise _no_rate(service, reference, day, consumer)
-                yield from_micro(quantity_micro), tiers
-
-        start = from_micro(posted.get((service, consumer), 0))
-        for line, priced in zip(lines, price_tiered(schedules(), ref.digits, start)):
-            usage_id, day, _, _, quantity_micro, reference, description = line
-            pieces = tuple((to_micro(p.tier.tier_from), to_micro(p.quantity), to_micro(p.tier.rate))
-                           for p in priced.pieces)
-            rate_micro = pieces[0][2] if len(pieces) == 1 else None
-            yield _draft(ref, period, date=max(day, first_day), service_date=day, kind="usage",
-                         usage_id=usage_id, source=None, service=service, consumer=consumer,
-                         quantity_micro=quantity_micro, rate_micro=rate_micro,
-                         amount_minor=to_minor(priced.amount, ref.digits), reference=reference,
-                         memo=description, rate_source=_fit(priced.rate_source, priced.pieces[0].tier),
-                         pieces=pieces)
-
-
-def _fit(text: str, base: RateRow) -> str:
-    """The rate source as it fits the entry's column (the pieces are in entry_tiers)."""
-    if len(text) <= RATE_SOURCE_LENGTH:
-        return text
-    return f"{base.service}/{base.customer_class}/{base.effective_from.isoformat()} tiers (see entry_tiers)"
-
-
-def _tiered_rows(conn: Connection, period: str, tiered: frozenset[str], chunk: int):  # type: ignore[no-untyped-def]
-    """Unposted usage of tiered services in order of service, consumer, date, reference,
-    read in chunks (keyset), each fetched whole before its drafts are posted."""
-    service, consumer, reference = bytewise(conn, Usage.service, Usage.consumer, Usage.reference)
-    order = (service, consumer, Usage.date, reference)
-    query = _unposted_usage(conn, period).where(Usage.service.in_(sorted(tiered))).order_by(*order)
-    after: tuple[object, ...] | None = None
-    while True:
-        page = query if after is None else query.where(tuple_(*order) > tuple_(*after))
-        rows = conn.execute(page.limit(chunk)).all()
-        if not rows:
-            return
-        last = rows[-1]
-        after = (last[2], last[3], last[1], last[5])
-        yield from rows
+def check_lines(conn: Connection, result: Any) -> None:
+    """`verify`'s check of the usage charges over whole columns: each charge's lines add
+    up to its quantity and amount, each line's tier pieces to its quantity and (rounded
+    once) its amount, and the lines of a charge posted with a digest still hash to it."""
+    digits = conn.execute(select(Book.minor_digits)).scalar() or 0
+    lines = frame(conn, select(ChargeLine.entry_id, ChargeLine.usage_id, date_text(conn, Usage.date),
+                               Usage.quantity_micro, ChargeLine.amount_minor, ChargeLine.rate_micro,
+                               Usage.reference)
+                  .join(Usage, Usage.id == ChargeLine.usage_id),
+                  {"entry": pl.Int64, "usage_id": pl.Int64, "date": pl.Date, "quantity_micro": pl.Int64,
+                   "amount_minor": pl.Int64, "rate_micro": pl.Int64, "reference": pl.String})
+    pieces = frame(conn, select(LineTier.usage_id, LineTier.piece, LineTier.tier_from_micro,
+                                LineTier.quantity_micro, LineTier.rate_micro),
+                   {"usage_id": pl.Int64, "piece": pl.Int64, "tier_from_micro": pl.Int64,
+                    "quantity_micro": pl.Int64, "rate_micro": pl.Int64})
+    entries = frame(conn, select(Entry.id, Entry.quantity_micro, Entry.amount_minor, Entry.lines_digest)
+                    .where(Entry.kind == "usage"),
+                    {"entry": pl.Int64, "quantity": pl.Int64, "amount": pl.Int64, "lines_digest": pl.String})
+    sums = lines.group_by("entry").agg(lines_quantity=pl.col("quantity_micro").sum(),
+                                       lines_amount=pl.col("amount_minor").sum())
+    wrong = (entries.join(sums, on="entry", how="left")
+             .filter((pl.col("lines_digest").is_not_null() | pl.col("lines_amount").is_not_null())
+                     & ((pl.col("lines_quantity") != pl.col("quantity")).fill_null(True)
+                        | (pl.col("lines_amount") != pl.col("amount")).fill_null(True)))
+             .sort("entry"))
+    for entry in wrong["entry"].head(20):
+        result.problems.append(f"entry {entry}: its usage lines do not add up to its quantity and amount: "
+                               "charge_lines was altered")
+    split = (pieces.join(lines.select("usage_id", "quantity_micro", "amount_minor"), on="usage_id",
+                         suffix="_line")
+             .group_by("usage_id")
+             .agg(quantity=pl.col("quantity_micro").sum(), line_quantity=pl.col("quantity_micro_line").first(),
+                  exact=(pl.col("quantity_micro").cast(pl.Int128) * pl.col("rate_micro")).sum(),
+                  amount=pl.col("amount_minor").first())
+             .filter((pl.col("quantity") != pl.col("line_quantity"))
+                     | (rounded_minor(pl.col("exact"), digits) != pl.col("amount")))
+             .sort("usage_id"))
+    for usage_id in split["usage_id"].head(20):
+        result.problems.append(f"usage line {usage_id}: its tier pieces do not add up to its quantity and "
+                               "amount: line_tiers was altered")
+    hashed = entries.filter(pl.col("lines_digest").is_not_null())
+    if hashed.height:
+        now = lines_digests(lines.join(hashed.select("entry"), on="entry")
+                            .join(piece_texts(pieces), on="usage_id", how="left"))
+        changed = (hashed.join(now, on="entry", how="left", suffix="_now")
+                   .filter((pl.col("lines_digest") != pl.col("lines_digest_now")).fill_null(True))
+                   .sort("entry"))
+        for entry in changed["entry"].head(20):
+            result.problems.append(f"entry {entry}: its usage lines do not match its lines digest: "
+                                   "a usage line or its price was altered")
 
 
 def recurring_charges(conn: Connection, ref: Reference, period: str) -> Iterator[Draft]:
@@ -297,11 +311,8 @@ def adjustment_source(against_service: str | None, against_reference: str | None
     return f"manual adjustment against {against_service}:{against_reference}"[:RATE_SOURCE_LENGTH]
 
 
-def period_charges(conn: Connection, ref: Reference, period: str, *,
-                   untiered: bool = True) -> Iterator[Draft]:
-    """Everything a close posts for `period` before allocations, in posting order;
-    without the untiered usage when it is priced elsewhere (`charges_elsewhere`)."""
-    yield from usage_charges(conn, ref, period, untiered=untiered)
+def period_charges(conn: Connection, ref: Reference, period: str) -> Iterator[Draft]:
+    """What a close posts for `period` after the usage charges and before allocations."""
     yield from recurring_charges(conn, ref, period)
     yield from adjustment_charges(conn, ref, period)
 

@@ -7,6 +7,7 @@ reason on stderr and nothing changed; 2 bad usage.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -15,7 +16,7 @@ import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from chargeback import api, budgets, delivery, variance
-from chargeback.db import database_url, redact
+from chargeback.db import database_url, redact, without_secrets
 from chargeback.errors import InputRefused, Refused
 from chargeback.reconciliation import Reconciliation
 from chargeback.recovery import percent
@@ -58,15 +59,22 @@ class ChargebackGroup(click.Group):
                 traceback.print_exc()
             detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             url = ctx.obj.url if isinstance(ctx.obj, Context) else ""
-            _fail(f"database error ({redact(url)}): {detail[0] if detail else type(exc).__name__}; "
+            reason = without_secrets(detail[0], url) if detail else type(exc).__name__
+            _fail(f"database error ({redact(url)}): {reason}; "
                   "the command did not complete: check that the database server is running and "
                   "reachable, then run the command again")
+        except BrokenPipeError:  # the reader went away (`chargeback audit | head -1`): a normal end
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: one line for the user, the traceback with --debug
             if _debug(ctx):
                 traceback.print_exc()
-            _fail(f"error: {type(exc).__name__}: {exc} (run with --debug for details; nothing was changed)")
+            url = ctx.obj.url if isinstance(ctx.obj, Context) else ""
+            _fail(f"error: {type(exc).__name__}: {without_secrets(str(exc), url)} "
+                  "(run with --debug for details; nothing was changed)")
         return None
 
 

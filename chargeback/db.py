@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import os
+import re
 import sqlite3
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -35,8 +36,9 @@ from importlib import resources
 from itertools import chain, count, islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import (BigInteger, Connection, Date, DateTime, Engine, Integer, Select, String, Table, create_engine,
-                        event, inspect, text, type_coerce)
+import polars as pl
+from sqlalchemy import (BigInteger, Connection, Date, DateTime, Engine, Integer, Select, String, Table, cast,
+                        create_engine, event, func, inspect, text, type_coerce)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
@@ -54,12 +56,38 @@ def database_url(url: str | None = None) -> str:
     return url or os.environ.get("CHARGEBACK_DB") or DEFAULT_URL
 
 
+#: Query parameters of a database URL that carry a credential (libpq takes them there too).
+SECRET_PARAMETERS = frozenset({"password", "sslpassword", "passfile", "sslkey", "sslcert", "sslrootcert"})
+HIDDEN = "***"
+
+
 def redact(url: str) -> str:
-    """The URL with its password hidden, for every message and log."""
+    """The URL with every credential hidden (the password, and the password-like query
+    parameters libpq accepts), for every message and log."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 - a port that is not a number is found here, not later
+    except (ArgumentError, ValueError):
         return "<unreadable database URL>"
+    query = {key: HIDDEN if key.lower() in SECRET_PARAMETERS else value for key, value in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def without_secrets(text: str, url: str) -> str:
+    """`text` (a driver's error message, say) with every credential of `url` in it hidden."""
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", text)  # any URL's password, read or not
+    text = re.sub(r"\b((?:ssl)?password=)[^&\s'\"]+", r"\1***", text)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return text
+    secrets = [parsed.password] if parsed.password else []
+    for key, value in parsed.query.items():
+        if key.lower() in SECRET_PARAMETERS:
+            secrets += [value] if isinstance(value, str) else list(value)
+    for secret in sorted((str(s) for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, HIDDEN)
+    return text
 
 
 def connect(url: str | None = None, *, reader: bool = False) -> Engine:
@@ -448,3 +476,21 @@ def rolled_back(engine: Engine) -> Iterator[Connection]:
             yield conn
         finally:
             outer.rollback()
+
+
+def date_text(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[str]:
+    """A date column read as its ISO text (`YYYY-MM-DD`) on both databases, for `frame`."""
+    if conn.dialect.name == "postgresql":
+        return func.to_char(column, "YYYY-MM-DD")
+    return cast(column, String)
+
+
+def frame(conn: Connection, statement: Select, schema: dict[str, Any], size: int = 200_000) -> pl.DataFrame:  # type: ignore[type-arg]
+    """The rows of `statement` as one Polars frame of `schema` (a name and a Polars type
+    for each selected column, in order), read with `plain_rows`: select a date column
+    through `date_text`, and give it `pl.Date` here."""
+    read = {name: pl.String if kind == pl.Date else kind for name, kind in schema.items()}
+    parts = [pl.DataFrame(rows, schema=read, orient="row") for rows in plain_rows(conn, statement, size)]
+    table = pl.concat(parts) if parts else pl.DataFrame(schema=read)
+    dates = [pl.col(name).str.to_date("%Y-%m-%d") for name, kind in schema.items() if kind == pl.Date]
+    return table.with_columns(dates) if dates else table

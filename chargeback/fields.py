@@ -52,10 +52,25 @@ def check_date(value: object) -> dt.date:
         raise ValueError(f"{text!r} is not a date: write it as YYYY-MM-DD") from None
 
 
+#: The periods chargeback keeps: a month outside them (year 0, 9999-12) is a typing
+#: mistake, and one posted could never be closed, since its calendar overflows.
+FIRST_PERIOD, LAST_PERIOD = "1900-01", "2999-12"
+
+
+def outside_calendar(period: str) -> str | None:
+    """Why a well-formed `YYYY-MM` period cannot be used, or None."""
+    if not FIRST_PERIOD <= period <= LAST_PERIOD:
+        return f"{period!r} is outside the periods chargeback keeps ({FIRST_PERIOD} to {LAST_PERIOD})"
+    return None
+
+
 def check_period(value: object) -> str:
     text = str(value).strip()
     if not PERIOD_PATTERN.fullmatch(text):
         raise ValueError(f"{text!r} is not a period: write it as YYYY-MM")
+    problem = outside_calendar(text)
+    if problem:
+        raise ValueError(problem)
     return text
 
 

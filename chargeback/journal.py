@@ -41,8 +41,9 @@ TierPiece = tuple[int, int, int]
 class Draft(NamedTuple):
     """A charge ready to post: everything an entry holds but its place in the chain.
 
-    `pieces` (tiered charges only) are stored in `entry_tiers`, not in the entry; the
-    entry's `rate_source` names them too, so the hash covers them."""
+    `pieces` (tiered one-line charges posted before charges had lines) are stored in
+    `entry_tiers`. `lines_digest` (usage charges) is the sha256 of the charge's lines
+    (`charges.lines_digests`); the entry's hash covers it after `prev_hash`."""
 
     period: str
     date: dt.date
@@ -65,9 +66,10 @@ class Draft(NamedTuple):
     memo: str | None
     rate_source: str | None
     pieces: tuple[TierPiece, ...] = ()
+    lines_digest: str | None = None
 
 
-DRAFT_FIELDS = Draft._fields[:-1]
+DRAFT_FIELDS = Draft._fields[:-2]
 HASHED_FIELDS = ("id", "posted_at") + DRAFT_FIELDS + ("prev_hash",)
 
 
@@ -81,9 +83,11 @@ def hashed_json(values: list[object]) -> bytes:
     return orjson.dumps(values)
 
 
-def entry_hash(values: Sequence[object]) -> str:
-    """sha256 of an entry's values in HASHED_FIELDS order (JSON, so it is unambiguous)."""
-    return hashlib.sha256(hashed_json(list(values))).hexdigest()
+def entry_hash(values: Sequence[object], lines_digest: str | None = None) -> str:
+    """sha256 of an entry's values in HASHED_FIELDS order (JSON, so it is unambiguous),
+    followed by its lines digest when it has one."""
+    hashed = list(values) if lines_digest is None else [*values, lines_digest]
+    return hashlib.sha256(hashed_json(hashed)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ class Prepared(NamedTuple):
     tails: list[bytes]
     #: (row, pieces) of the batch's tiered charges.
     pieces: list[tuple[int, tuple[TierPiece, ...]]]
+    #: Each entry's lines digest, or None.
+    digests: list[str | None]
 
 
 def prepared(drafts: Iterable[Draft], posted_at: dt.datetime, stored_at: object, stored: bool,
@@ -123,6 +129,7 @@ def prepared(drafts: Iterable[Draft], posted_at: dt.datetime, stored_at: object,
     rows: list[list[object]] = []
     tails: list[bytes] = []
     pieces: list[tuple[int, tuple[TierPiece, ...]]] = []
+    digests: list[str | None] = []
     for draft in drafts:
         if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
             raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
@@ -131,7 +138,7 @@ def prepared(drafts: Iterable[Draft], posted_at: dt.datetime, stored_at: object,
         day, service_day = draft[1], draft[2]
         day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
         service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
-        values = [None, stamp, draft[0], day_text, service_text, *draft[3:-1]]
+        values = [None, stamp, draft[0], day_text, service_text, *draft[3:-2]]
         text = encode(values)
         if b"\\u0000" in text and any(isinstance(v, str) and "\x00" in v for v in draft):
             raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
@@ -142,14 +149,15 @@ def prepared(drafts: Iterable[Draft], posted_at: dt.datetime, stored_at: object,
             values[1] = stored_at
             rows.append(values)
         else:
-            rows.append([None, posted_at, *draft[:-1]])
+            rows.append([None, posted_at, *draft[:-2]])
+        digests.append(draft.lines_digest)
         if draft.pieces:
             pieces.append((len(rows) - 1, draft.pieces))
         if len(rows) >= batch:
-            yield Prepared(rows, tails, pieces)
-            rows, tails, pieces = [], [], []
+            yield Prepared(rows, tails, pieces, digests)
+            rows, tails, pieces, digests = [], [], [], []
     if rows:
-        yield Prepared(rows, tails, pieces)
+        yield Prepared(rows, tails, pieces, digests)
 
 
 def stored_timestamp(conn: Connection, posted_at: dt.datetime) -> tuple[bool, object]:
@@ -184,14 +192,18 @@ def chain(conn: Connection, batches: Iterable[Prepared],
     insert = _insert_stored if conn.dialect.name == "sqlite" else _insert
     previous = last_hash.encode()
     with Overlapped() as inserts:
-        for rows, tails, pieces in batches:
+        for rows, tails, pieces, digests in batches:
             first_of_batch = last_id + 1
-            for row, tail in zip(rows, tails):
+            for row, tail, lines in zip(rows, tails, digests):
                 last_id += 1
                 row[0] = last_id
-                digest = sha256(b"[%d,%s,\"%s\"]" % (last_id, tail, previous)).hexdigest()
+                if lines is None:
+                    digest = sha256(b"[%d,%s,\"%s\"]" % (last_id, tail, previous)).hexdigest()
+                else:
+                    digest = sha256(b"[%d,%s,\"%s\",\"%s\"]" % (last_id, tail, previous, lines.encode())).hexdigest()
                 row.append(last_hash)
                 row.append(digest)
+                row.append(lines)
                 last_hash, previous = digest, digest.encode()
             tiers = [(first_of_batch + index, number, tier_from, quantity, rate)
                      for index, parts in pieces
@@ -235,5 +247,5 @@ def head(conn: Connection) -> tuple[int, str]:
     return row.last_entry, row.last_hash
 
 
-ENTRY_COLUMNS = [getattr(Entry, name) for name in HASHED_FIELDS] + [Entry.hash]
-COLUMNS = HASHED_FIELDS + ("hash",)
+ENTRY_COLUMNS = [getattr(Entry, name) for name in HASHED_FIELDS] + [Entry.hash, Entry.lines_digest]
+COLUMNS = HASHED_FIELDS + ("hash", "lines_digest")

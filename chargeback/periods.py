@@ -17,11 +17,11 @@ from sqlalchemy import Connection, exists, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from chargeback import charges_elsewhere, journal
-from chargeback.charges import allocation_charges, period_charges, unposted_usage_count
+from chargeback import journal
+from chargeback.charges import allocation_charges, period_charges, price_usage, store_lines, unposted_usage_count
 from chargeback.db import collector_paused
 from chargeback.errors import Refused
-from chargeback.fields import PERIOD_PATTERN
+from chargeback.fields import PERIOD_PATTERN, outside_calendar
 from chargeback.progress import on_terminal, phase
 from chargeback.reconciliation import (
     PeriodTotal,
@@ -43,6 +43,9 @@ def check_period(period: str) -> str:
     """A `YYYY-MM` period, or a refusal that says how to write one."""
     if not PERIOD_PATTERN.fullmatch(period or ""):
         raise Refused(f"{period!r} is not a period: write it as YYYY-MM, e.g. 2026-10")
+    problem = outside_calendar(period)
+    if problem:
+        raise Refused(problem)
     return period
 
 
@@ -123,20 +126,18 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
         raise Refused(f"period {earlier[0]} is still open and has activity: close it before {period}")
     ref = load_reference(conn)
     now = now.replace(microsecond=0)
-    total = unposted_usage_count(conn, period) if on_terminal(progress) else 0
     first_close = not _has_entries(conn, period)
     tally = Tally()
-    with phase(f"pricing and posting {period}", total, progress) as bar:
-        usage = 0
-        elsewhere = charges_elsewhere.start(conn, ref, period, now)
-        if elsewhere is not None:
-            with elsewhere:
-                usage = journal.chain(conn, elsewhere.batches(), on_batch=bar.add).count
-            tally.merge_ordered(elsewhere.totals)
-        rest = period_charges(conn, ref, period, untiered=elsewhere is None)
-        charged = journal.post(conn, tally.counting(rest), now, on_batch=bar.add)
+    lines = unposted_usage_count(conn, period) if on_terminal(progress) else 0
+    with phase(f"pricing and posting {period}", lines, progress) as bar:
+        priced = price_usage(conn, ref, period)
+        usage = journal.post(conn, tally.counting(priced.drafts), now)
+        bar.add(lines)
+        if usage.first_id is not None:
+            store_lines(conn, priced, usage.first_id)
+        charged = journal.post(conn, tally.counting(period_charges(conn, ref, period)), now)
     allocated = journal.post(conn, tally.counting(allocation_charges(conn, ref, period)), now)
-    posted_count = usage + charged.count + allocated.count
+    posted_count = usage.count + charged.count + allocated.count
     totals = tally.totals() if first_close else period_totals(conn, period)
     result = reconcile(conn, period, totals)
     if not result.balanced:

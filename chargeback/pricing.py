@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+import polars as pl
+
 from chargeback.money import quantize
 
 
@@ -65,6 +67,10 @@ class RateTable:
         #: Services with graduated tiers (a row above tier 0 for any class and date).
         self.tiered = frozenset(r.service for rs in self._by_key.values() for r in rs if r.tier_from)
         self._cache: dict[tuple[str, str, dt.date], tuple[RateRow, ...]] = {}
+
+    def rows(self) -> list[RateRow]:
+        """Every rate row, by service, class, date and tier."""
+        return [row for key in sorted(self._by_key) for row in self._by_key[key]]
 
     def tiers(self, service: str, customer_class: str, day: dt.date) -> tuple[RateRow, ...]:
         """The rate rows in force on `day`, by ascending `tier_from` (empty when none)."""
@@ -204,3 +210,134 @@ def without_base_tier(rows: Iterable[RateRow]) -> list[RateRow]:
         if cursor is not None and (row.effective_to is None or cursor <= row.effective_to):
             missing.append(row)
     return missing
+
+
+#: Bounds of the lowest and highest tier: beyond any accumulated quantity in millionths.
+_BELOW, _ABOVE = -(10**30), 10**30
+
+
+class Unpriced(Exception):
+    """A usage line with no rate in force on its date for its consumer's class."""
+
+    def __init__(self, usage_id: int) -> None:
+        super().__init__(usage_id)
+        self.usage_id = usage_id
+
+
+def rate_frame(table: RateTable) -> pl.DataFrame:
+    """The book's rate rows as columns, with each row's provenance."""
+    rows = [(r.service, r.customer_class, r.effective_from, r.effective_to, int(r.rate * 10**6),
+             int(r.tier_from * 10**6), r.provenance,
+             f"{r.service}/{r.customer_class}/{r.effective_from.isoformat()}",
+             f"{plain(r.tier_from)}@{plain(r.rate)}") for r in table.rows()]
+    return pl.DataFrame(rows, schema=RATE_COLUMNS, orient="row")
+
+
+RATE_COLUMNS = {"service": pl.String, "customer_class": pl.String, "effective_from": pl.Date,
+                "effective_to": pl.Date, "rate_micro": pl.Int64, "tier_from_micro": pl.Int64,
+                "provenance": pl.String, "schedule": pl.String, "tier_text": pl.String}
+#: A tiered charge's rate source longer than this names its schedule only.
+RATE_SOURCE_LENGTH = 200
+#: The usage lines `price_lines` takes: one row a line, `customer_class` the consumer's.
+LINE_COLUMNS = {"usage_id": pl.Int64, "date": pl.Date, "service": pl.String, "consumer": pl.String,
+                "customer_class": pl.String, "quantity_micro": pl.Int64, "reference": pl.String}
+
+
+def rounded_minor(exact: pl.Expr, digits: int) -> pl.Expr:
+    """An exact amount in millionths of millionths (quantity x rate, both in millionths)
+    as minor units of a currency of `digits`, rounded half away from zero: the rule of
+    `money.quantize`, over a whole column in 128-bit integers."""
+    divisor = 10 ** (12 - digits)
+    return (exact.abs() + divisor // 2) // divisor * exact.sign()
+
+
+def price_lines(lines: pl.DataFrame, rates: pl.DataFrame, tiered: frozenset[str],
+                started: pl.DataFrame, digits: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Price usage lines (`LINE_COLUMNS`) over whole columns.
+
+    A line of a service without tiers takes the base rate in force on its date (an as-of
+    join by service and class). Lines of tiered services accumulate per (service,
+    consumer) in order of date then reference (plain character order), from the quantity
+    `started` holds for the pair (columns service, consumer, quantity_micro: what is
+    posted in the period already); each is split into tier pieces over the schedule in
+    force on its date (`tier_pieces`' rule) and its amount is their sum rounded once.
+
+    Returns (priced, pieces). `priced` is `lines` with `amount_minor`, `rate_micro` (null
+    for a line priced over several tiers), `price` (what makes a charge: the rate row's
+    or the schedule's provenances) and `rate_source`. `pieces` has the tier pieces of the
+    tiered lines: usage_id, piece, tier_from_micro, quantity_micro, rate_micro.
+    Raises `Unpriced` naming the first line (by id) with no rate."""
+    flat = lines.filter(~pl.col("service").is_in(list(tiered)))
+    base = rates.filter(pl.col("tier_from_micro") == 0).sort("effective_from")
+    flat = (flat.sort("date")
+            .join_asof(base.drop("tier_from_micro"), left_on="date", right_on="effective_from",
+                       by=["service", "customer_class"], strategy="backward", check_sortedness=False)
+            .with_columns(pl.when(pl.col("effective_to").is_null() | (pl.col("date") <= pl.col("effective_to")))
+                          .then(pl.col("rate_micro")).alias("rate_micro")))
+    _refuse_unpriced(flat.filter(pl.col("rate_micro").is_null()))
+    flat = flat.with_columns(
+        amount_minor=rounded_minor(pl.col("quantity_micro").cast(pl.Int128) * pl.col("rate_micro"), digits),
+        price=pl.col("provenance"), rate_source=pl.col("provenance"))
+    steps, pieces = _price_tiered(lines.filter(pl.col("service").is_in(list(tiered))), rates, started, digits)
+    columns = [*LINE_COLUMNS, "amount_minor", "rate_micro", "price", "rate_source"]
+    priced = pl.concat([flat.select(columns), steps.select(columns)], how="vertical_relaxed")
+    return priced.sort("usage_id"), pieces
+
+
+def _refuse_unpriced(missing: pl.DataFrame) -> None:
+    if missing.height:
+        raise Unpriced(int(missing["usage_id"].min()))  # type: ignore[arg-type]
+
+
+def _price_tiered(lines: pl.DataFrame, rates: pl.DataFrame, started: pl.DataFrame,
+                  digits: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    piece_columns = {"usage_id": pl.Int64, "piece": pl.Int64, "tier_from_micro": pl.Int64,
+                     "quantity_micro": pl.Int64, "rate_micro": pl.Int64}
+    if not lines.height:
+        empty = lines.with_columns(amount_minor=pl.lit(None, pl.Int128), rate_micro=pl.lit(None, pl.Int64),
+                                   price=pl.lit(None, pl.String), rate_source=pl.lit(None, pl.String))
+        return empty, pl.DataFrame(schema=piece_columns)
+    wide = pl.Int128
+    ordered = (lines.sort(["service", "consumer", "date", "reference"])
+               .join(started, on=["service", "consumer"], how="left", suffix="_started")
+               .with_columns(after=pl.col("quantity_micro_started").fill_null(0).cast(wide)
+                             + pl.col("quantity_micro").cast(wide).cum_sum().over(["service", "consumer"]))
+               .with_columns(before=pl.col("after") - pl.col("quantity_micro"))
+               .drop("quantity_micro_started"))
+    schedule = (ordered.select("usage_id", "service", "customer_class", "date")
+                .join(rates, on=["service", "customer_class"])
+                .filter((pl.col("effective_from") <= pl.col("date"))
+                        & (pl.col("effective_to").is_null() | (pl.col("date") <= pl.col("effective_to"))))
+                .sort(["usage_id", "tier_from_micro"])
+                .with_columns(
+                    low=pl.when(pl.col("tier_from_micro") == pl.col("tier_from_micro").min().over("usage_id"))
+                    .then(pl.lit(_BELOW, wide)).otherwise(pl.col("tier_from_micro").cast(wide)),
+                    high=pl.col("tier_from_micro").shift(-1).over("usage_id").cast(wide).fill_null(_ABOVE)))
+    names = (schedule.group_by("usage_id")
+             .agg(price=pl.col("provenance").str.join("|"),
+                  rate_source=pl.col("schedule").first() + " tiers " + pl.col("tier_text").str.join(", "),
+                  schedule=pl.col("schedule").first()))
+    names = names.with_columns(
+        rate_source=pl.when(pl.col("rate_source").str.len_chars() <= RATE_SOURCE_LENGTH)
+        .then(pl.col("rate_source")).otherwise(pl.col("schedule") + " tiers (see line_tiers)"))
+    _refuse_unpriced(ordered.join(names, on="usage_id", how="anti"))
+    low_end = pl.min_horizontal("before", "after")
+    high_end = pl.max_horizontal("before", "after")
+    cut = (schedule.select("usage_id", "tier_from_micro", "rate_micro", "low", "high")
+           .join(ordered.select("usage_id", "before", "after", "quantity_micro"), on="usage_id")
+           .with_columns(span=(pl.min_horizontal(high_end, "high") - pl.max_horizontal(low_end, "low")))
+           .filter(pl.col("span") > 0)
+           .with_columns(part=pl.when(pl.col("quantity_micro") > 0).then(pl.col("span")).otherwise(pl.lit(0, pl.Int128) - pl.col("span")))
+           .sort(["usage_id", "tier_from_micro"])
+           .with_columns(piece=pl.when(pl.col("quantity_micro") > 0)
+                         .then(pl.int_range(1, pl.len() + 1).over("usage_id"))
+                         .otherwise(pl.int_range(pl.len(), 0, -1).over("usage_id"))))
+    per_line = (cut.group_by("usage_id")
+                .agg(exact=(pl.col("part") * pl.col("rate_micro")).sum(), count=pl.len(),
+                     rate_micro=pl.col("rate_micro").first()))
+    priced = (ordered.join(per_line, on="usage_id", how="left").join(names, on="usage_id")
+              .with_columns(amount_minor=rounded_minor(pl.col("exact").fill_null(0), digits),
+                            rate_micro=pl.when(pl.col("count") == 1).then(pl.col("rate_micro"))))
+    pieces = cut.select("usage_id", "piece", "tier_from_micro", pl.col("part").cast(pl.Int64).alias("quantity_micro"),
+                        "rate_micro").sort(["usage_id", "piece"])
+    return priced, pieces

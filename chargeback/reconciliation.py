@@ -15,11 +15,9 @@ back what it has just written; `verify` regroups the entries and compares.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from heapq import merge
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -146,7 +144,6 @@ class Tally:
 
     def __init__(self) -> None:
         self._sums: dict[tuple[str, ...], list[int]] = {}
-        self._ordered: list[PeriodTotal] = []
 
     def counting(self, drafts: Iterable[Draft]) -> Iterator[Draft]:
         """`drafts`, each added to the tally as it is handed on to be posted."""
@@ -162,54 +159,18 @@ class Tally:
                 found[2] += draft[amount]
             yield draft
 
-    def merge_ordered(self, totals: list[PeriodTotal]) -> None:
-        """Take another tally's `totals()`, already in order: the usage priced in a second
-        process, which sorts its half a million keys while this process still stores the
-        entries (3 s off the end of a million-line close). Once per tally."""
-        if self._ordered:
-            raise ValueError("a tally takes one ordered list of totals")
-        self._ordered = totals
-
     def totals(self) -> list[PeriodTotal]:
-        """The sums in `period_totals`' order, with the ordered totals merged in. Its keys
+        """The sums in `period_totals`' order. Its keys
         are codes, the classes, kinds and accounts made of them, none with a NUL: joined
         with NULs they sort as the tuples do (in code point order, which is UTF-8's byte
         order), in half the time. Each consumer and service code is kept once, as
         `period_totals` keeps it."""
         sums, self._sums = self._sums, {}
-        ordered, self._ordered = self._ordered, []
         shared: dict[str, str] = {}
         one, make = shared.setdefault, tuple.__new__
-        own = [make(PeriodTotal, (one(key[0], key[0]), key[1], key[2], one(key[3], key[3]),
-                                  key[4], key[5], key[6], *sums[key]))
-               for key in sorted(sums, key="\0".join)]
-        if not ordered:
-            return own
-        return _merged(ordered, own) if own else ordered
-
-
-def _joined(key: Sequence[str]) -> str:
-    """A total's key (its first seven fields) as one text that sorts as the key does."""
-    return "\0".join(key[:7])
-
-
-def _merged(ordered: list[PeriodTotal], few: list[PeriodTotal]) -> list[PeriodTotal]:
-    """Two lists of totals in order, as one: a key in both summed. `few` is short (the
-    tiered usage, fees, adjustments and allocations beside the usage priced elsewhere),
-    so each of its keys is looked up by bisection; only keys new to `ordered` cost a
-    pass over it."""
-    new: list[PeriodTotal] = []
-    for total in few:
-        key = _joined(total)
-        at = bisect_left(ordered, key, key=_joined)
-        if at < len(ordered) and _joined(ordered[at]) == key:
-            found = ordered[at]
-            ordered[at] = found._replace(entries=found.entries + total.entries,
-                                         quantity_micro=found.quantity_micro + total.quantity_micro,
-                                         amount_minor=found.amount_minor + total.amount_minor)
-        else:
-            new.append(total)
-    return list(merge(ordered, new, key=_joined)) if new else ordered
+        return [make(PeriodTotal, (one(key[0], key[0]), key[1], key[2], one(key[3], key[3]),
+                                   key[4], key[5], key[6], *sums[key]))
+                for key in sorted(sums, key="\0".join)]
 
 
 STORED_COLUMNS = ("period",) + PeriodTotal._fields

@@ -375,7 +375,8 @@ class ChargeLine(Base):
     entry_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("entries.id"))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     rate_micro: Mapped[int | None] = mapped_column(BigInteger)
-    __table_args__ = (Index("ix_charge_lines_entry_id", "entry_id"),)
+    #: Not indexed by entry: lines are read a period (or a journal) at a time, through the
+    #: usage lines; an index on it made storing a million lines 6.2 s instead of 1.5 s.
 
 
 class LineTier(Base):

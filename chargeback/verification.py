@@ -3,7 +3,8 @@
 Recomputes every entry's hash and the chain that links them, checks each entry's
 accounts against its consumer, provider and class, checks the journal head, checks that
 the tier pieces of every tiered charge add up to its quantity and (rounded once) its
-amount, recomputes every closed period's totals against those recorded when it was
+amount, checks over whole columns that every usage charge's lines add up to it and still
+hash to its lines digest (`charges.check_lines`), recomputes every closed period's totals against those recorded when it was
 closed, and checks that the journal hash recorded at each close is still in the journal
 (a journal rewritten and re-chained from scratch no longer holds it). The audit log's own
 chain is checked too (`audit.verify_chain`).
@@ -18,6 +19,7 @@ from itertools import groupby, zip_longest
 from sqlalchemy import Connection, Select, select
 
 from chargeback import audit
+from chargeback.charges import check_lines
 from chargeback.journal import ENTRY_COLUMNS, GENESIS, accounts, entry_hash, head
 from chargeback.money import from_micro, to_minor
 from chargeback.reconciliation import grouped_totals_query, reconcile, stored_totals_query
@@ -47,7 +49,7 @@ def verify(conn: Connection) -> VerifyResult:
     rows = conn.execute(select(*ENTRY_COLUMNS).order_by(Entry.id).execution_options(yield_per=20_000))
     for row in rows:
         values = tuple(row)
-        entry_id, stored_hash = values[0], values[-1]
+        entry_id, stored_hash, lines_digest = values[0], values[-2], values[-1]
         fields = dict(zip([c.key for c in ENTRY_COLUMNS], values))
         result.entries += 1
         if entry_id != expected_id:
@@ -57,7 +59,7 @@ def verify(conn: Connection) -> VerifyResult:
             result.problems.append(
                 f"entry {entry_id}: does not follow the entry before it (hash chain broken): "
                 "an entry before it was changed, deleted or inserted")
-        if entry_hash(values[:-1]) != stored_hash:
+        if entry_hash(values[:-2], lines_digest) != stored_hash:
             result.problems.append(f"entry {entry_id}: its contents do not match its hash: the entry was altered")
         debit, credit = accounts(fields["customer_class"], fields["consumer"], fields["provider"])
         if (fields["debit_account"], fields["credit_account"]) != (debit, credit):
@@ -74,6 +76,7 @@ def verify(conn: Connection) -> VerifyResult:
             f"journal head names entry {last_id} but the journal ends at entry {expected_id - 1}: "
             "entries were deleted or added behind the engine's back")
     _check_tiers(conn, result)
+    check_lines(conn, result)
     for period in conn.execute(select(Period.__table__).where(Period.status == "closed").order_by(Period.period)):
         result.periods += 1
         now = reconcile(conn, period.period)

@@ -291,30 +291,3 @@ def test_a_tally_sums_and_orders_as_the_database_groups(keys: list[tuple[str, ..
         sums[1] += d.quantity_micro
         sums[2] += d.amount_minor
     assert tally.totals() == [PeriodTotal(*key, *expected[key]) for key in sorted(expected)]
-
-
-@given(st.lists(st.tuples(st.sampled_from(["A", "A-B", "A.B", "AB", "B"]), st.sampled_from(["internal", "external"]),
-                          st.sampled_from(["IT", "HR"]), st.sampled_from(["S", "S1", "T"]),
-                          st.sampled_from(["usage", "recurring", "allocation"]), st.integers(-10**6, 10**6),
-                          st.booleans()), max_size=60))
-def test_totals_summed_in_a_second_process_and_here_merge_as_one_tally(lines: list[tuple[object, ...]]) -> None:
-    """The usage priced in a second process comes with its totals in order
-    (`Tally.merge_ordered`); merged with what this process posts after it (fees,
-    allocations, tiered usage), keys in both summed and keys of either kept in order, they
-    equal one tally of all the drafts."""
-    import datetime as dt
-
-    from chargeback.journal import Draft
-    from chargeback.reconciliation import Tally
-
-    day = dt.date(2026, 3, 1)
-    drafts = [(elsewhere, Draft("2026-03", day, day, kind, None, None, service, provider, consumer, kind_of,
-                                amount * 3, None, amount, f"expenses:internal:{consumer}",
-                                f"revenue:internal:{provider}", None, None, None, None, None))
-              for consumer, kind_of, provider, service, kind, amount, elsewhere in lines]
-    there, here, whole = Tally(), Tally(), Tally()
-    list(there.counting(d for elsewhere, d in drafts if elsewhere))
-    list(here.counting(d for elsewhere, d in drafts if not elsewhere))
-    list(whole.counting(d for _, d in drafts))
-    here.merge_ordered(there.totals())
-    assert here.totals() == whole.totals()

@@ -111,7 +111,8 @@ def test_closing_the_same_period_three_times_at_once(book: str, tmp_path: Path) 
         results = together(*[["--db", book, "close", period, "--out", str(tmp_path / f"out{n}")] for n in range(3)])
         assert sorted(code for code, _, _ in results) == [0, 1, 1], results
         assert sorted(err for code, _, err in results if code) == [f"refused: period {period} is already closed\n"] * 2
-        assert scalar(book, f"SELECT count(*) FROM entries WHERE period = '{period}'") == 3000
+        assert scalar(book, f"SELECT count(*) FROM charge_lines c JOIN usage u ON u.id = c.usage_id "
+                            f"WHERE u.period = '{period}'") == 3000
     assert api.verify(book).ok
 
 
@@ -143,7 +144,8 @@ def test_importing_while_closing_is_all_or_nothing(book: str, tmp_path: Path) ->
                            delays=[0.0, rng.uniform(-0.6, 0.6)])
         (close_code, _, close_err), (import_code, _, import_err) = results
         assert close_code == 0, close_err
-        entries = scalar(book, f"SELECT count(*) FROM entries WHERE period = '{period}'")
+        entries = scalar(book, f"SELECT count(*) FROM charge_lines c JOIN usage u ON u.id = c.usage_id "
+                               f"WHERE u.period = '{period}'")
         if import_code == 0:  # the import committed first: the close posted all of it
             assert entries == 2500
             orders.add("import first")
@@ -153,7 +155,8 @@ def test_importing_while_closing_is_all_or_nothing(book: str, tmp_path: Path) ->
             assert entries == 2000
             orders.add("close first")
         unposted = scalar(book, "SELECT count(*) FROM usage u JOIN periods p ON p.period = u.period "
-                                "LEFT JOIN entries e ON e.usage_id = u.id WHERE p.status = 'closed' AND e.id IS NULL")
+                                "LEFT JOIN charge_lines c ON c.usage_id = u.id WHERE p.status = 'closed' "
+                                "AND c.usage_id IS NULL")
         assert unposted == 0, "a closed period holds usage that its close did not see"
     assert api.verify(book).ok
     print(f"importing while closing: {sorted(orders)}")

@@ -39,7 +39,7 @@ def test_entries_link_to_the_one_before(closed: str) -> None:
     assert rows[0].prev_hash == GENESIS
     for before, after in zip(rows, rows[1:]):
         assert after.prev_hash == before.hash
-    assert all(entry_hash(tuple(r)[:-1]) == r.hash for r in rows)
+    assert all(entry_hash(tuple(r)[:-2], r.lines_digest) == r.hash for r in rows)
 
 
 def test_a_changed_amount_is_found(closed: str) -> None:
@@ -73,7 +73,7 @@ def test_reordered_entries_are_found(closed: str) -> None:
 def test_an_inserted_entry_is_found(closed: str) -> None:
     sql(closed, "INSERT INTO entries SELECT id + 100, period, posted_at, date, service_date, kind, NULL, 'forged', "
                 "service, provider, consumer, customer_class, quantity_micro, rate_micro, amount_minor, debit_account, "
-                "credit_account, debit_gl, credit_gl, reference, memo, rate_source, prev_hash, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' "
+                "credit_account, debit_gl, credit_gl, reference, memo, rate_source, prev_hash, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', NULL "
                 "FROM entries WHERE id = 8")
     problems = api.verify(closed).problems
     assert problems[0] == "entry 108: expected entry 9 here: entries were deleted, inserted or renumbered"
@@ -149,9 +149,9 @@ def test_posted_entries_store_exactly_what_was_hashed(loaded: str, monkeypatch: 
     assert posted.count == 25
     with engine.connect() as conn:
         rows = conn.execute(select(*ENTRY_COLUMNS).order_by(ENTRY_COLUMNS[0])).all()
-    assert [tuple(r)[2:-2] for r in rows] == [tuple(d[:-1]) for d in drafts]
+    assert [tuple(r)[2:-3] for r in rows] == [tuple(d[:-2]) for d in drafts]
     assert all(r.posted_at == dt.datetime(2026, 4, 1, 9, 30) for r in rows)
-    assert all(entry_hash(tuple(r)[:-1]) == r.hash for r in rows)
+    assert all(entry_hash(tuple(r)[:-2], r.lines_digest) == r.hash for r in rows)
     assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]
     assert api.verify(loaded).ok
 

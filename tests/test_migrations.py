@@ -10,7 +10,7 @@ from conftest import model_differences
 from sqlalchemy import inspect, select
 
 from chargeback import api, db
-from chargeback.schema import Adjustment, Entry, PeriodTotalRow, Usage
+from chargeback.schema import Adjustment, ChargeLine, Entry, PeriodTotalRow, Usage
 
 
 def _diff(engine) -> list:  # type: ignore[no-untyped-def]
@@ -167,8 +167,7 @@ def test_usage_lines_and_totals_numbered_past_32_bits_are_imported_closed_and_ve
     api.run(engine, mini_book, tmp_path / "out")
     with engine.connect() as conn:
         lines = conn.execute(select(Usage.id).order_by(Usage.id)).scalars().all()
-        named = conn.execute(select(Entry.usage_id).where(Entry.usage_id.is_not(None))
-                             .order_by(Entry.usage_id)).scalars().all()
+        named = conn.execute(select(ChargeLine.usage_id).order_by(ChargeLine.usage_id)).scalars().all()
         totals = conn.execute(select(PeriodTotalRow.id)).scalars().all()
     assert lines and lines[0] == start + 1
     assert named == lines  # every usage line was charged once, by its 64-bit key
@@ -177,11 +176,12 @@ def test_usage_lines_and_totals_numbered_past_32_bits_are_imported_closed_and_ve
 
 
 def test_widening_the_keys_keeps_the_journal(db_url: str, mini_book: Path, tmp_path: Path) -> None:
-    """0010 down and up again on a closed journal: every entry, the usage line it names
-    and its hash come through, and `verify` passes."""
+    """0010 down and up again on a closed journal: every entry, its hash and the usage
+    lines priced into it come through, and `verify` passes."""
     engine = db.connect(db_url)
     api.run(engine, mini_book, tmp_path / "out")
-    journal = select(Entry.id, Entry.usage_id, Entry.hash).order_by(Entry.id)
+    journal = (select(Entry.id, ChargeLine.usage_id, Entry.hash).outerjoin(ChargeLine, ChargeLine.entry_id == Entry.id)
+               .order_by(Entry.id, ChargeLine.usage_id))
     with engine.connect() as conn:
         before = conn.execute(journal).all()
     with engine.begin() as conn:

@@ -4,7 +4,9 @@ refused cleanly, and nothing is posted twice."""
 import threading
 from pathlib import Path
 
-from chargeback import api
+from sqlalchemy import text
+
+from chargeback import api, db
 from chargeback.errors import Refused
 
 from conftest import usage_file
@@ -32,5 +34,10 @@ def test_two_simultaneous_closes_one_wins(pg_url: str, mini_book: Path, tmp_path
         thread.join()
     assert sorted(outcomes) == ["closed", "period 2026-03 is already closed"]
     rec = api.reconcile(pg_url, "2026-03")
-    assert rec.entries == 5000 and rec.internal_spend == 5000 * 6000
+    assert rec.internal_spend == 5000 * 6000
+    engine = db.connect(pg_url)
+    with engine.connect() as conn:  # every line priced once, into the winner's charges
+        assert conn.execute(text("SELECT count(*) FROM charge_lines")).scalar() == 5000
+        assert conn.execute(text("SELECT count(*) FROM entries")).scalar() == rec.entries
+    engine.dispose()
     assert api.verify(pg_url).ok

@@ -75,7 +75,7 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
         "fk_usage_consumer_units": copy_usage(consumer="CASE WHEN line = 2 THEN 'NOBODY' ELSE consumer END"),
         "fk_usage_import_id_imports": copy_usage(import_id="import_id + 99"),
         "fk_usage_period_periods": copy_usage(period="'2031-01'"),
-        "fk_entries_usage_id_usage": copy_entry.format(usage_id="usage_id + 1000", service="service"),
+        "fk_entries_usage_id_usage": copy_entry.format(usage_id="(SELECT max(id) FROM usage) + 1000", service="service"),
         "fk_entries_service_services": copy_entry.format(usage_id="NULL", service="'NOSUCH'"),
         "fk_entries_consumer_units": "UPDATE entries SET consumer = 'NOBODY' WHERE id = (SELECT max(id) FROM entries)",
         "fk_usage_service_services": copy_usage(service="CASE WHEN line = 2 THEN 'NOSUCH' ELSE service END"),
@@ -92,8 +92,8 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
     with engine.connect() as conn:  # PostgreSQL: triggers in place of these foreign keys; SQLite: the keys
         found = {fk["name"] for table in ("usage", "entries", "charge_lines", "line_tiers") for fk in inspect(conn).get_foreign_keys(table)}
     assert (found & STATEMENT_CHECKED) == (set() if engine.dialect.name == "postgresql" else STATEMENT_CHECKED)
-    one_bad_usage_line = ("UPDATE entries SET usage_id = CASE WHEN usage_id = (SELECT max(usage_id) FROM entries) "
-                          "THEN usage_id + 1000 ELSE usage_id END WHERE usage_id IS NOT NULL")
+    one_bad_usage_line = ("UPDATE entries SET usage_id = CASE WHEN id = (SELECT max(id) FROM entries) "
+                          "THEN (SELECT max(id) FROM usage) + 1000 ELSE usage_id END")
     for name, statement in [*refused.items(), ("fk_entries_usage_id_usage", one_bad_usage_line)]:
         with pytest.raises(IntegrityError) as caught:
             with engine.begin() as conn:
@@ -135,7 +135,7 @@ def test_a_usage_line_once_stored_is_never_changed_or_deleted(loaded: str, tmp_p
         assert conn.execute(text("SELECT quantity_micro, description FROM usage")).all() == [(2_000_000, None)]
     api.close(loaded, "2026-03", tmp_path / "out", documents=False)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM entries WHERE usage_id IS NOT NULL")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM charge_lines")).scalar() == 1
     engine.dispose()
 
 

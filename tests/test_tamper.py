@@ -29,9 +29,9 @@ def rechain(url: str, entry_id: int, delta: int) -> None:
         conn.execute(update(Entry).where(Entry.id == entry_id).values(amount_minor=Entry.amount_minor + delta))
         previous = GENESIS
         for row in conn.execute(select(*ENTRY_COLUMNS).order_by(Entry.id)).all():
-            values = list(row)[:-1]
+            values = list(row)[:-2]
             values[-1] = previous
-            previous = entry_hash(values)
+            previous = entry_hash(values, row.lines_digest)
             conn.execute(update(Entry).where(Entry.id == row.id).values(prev_hash=values[-1], hash=previous))
         conn.execute(update(JournalHead).values(last_hash=previous))
     engine.dispose()
@@ -41,6 +41,7 @@ def test_a_rechained_rewrite_is_found_by_the_closed_periods(closed: str) -> None
     rechain(closed, 2, 100)
     problems = api.verify(closed).problems
     assert problems == [
+        "entry 2: its usage lines do not add up to its quantity and amount: charge_lines was altered",
         "period 2026-03: its entries no longer match the totals recorded when it was closed (5 entries now, 5 at close)",
         "period 2026-03: the journal hash recorded when it was closed is no longer in the journal: entries were rewritten",
         "period 2026-04: the journal hash recorded when it was closed is no longer in the journal: entries were rewritten",

@@ -11,7 +11,8 @@ charges with one line: their lines are written into `charge_lines` (and their ti
 from `entry_tiers` into `line_tiers`) here, so every reader finds the lines of every
 charge in one place. Their hashes are unchanged (no digest).
 
-Both new tables are append-only, like the usage lines. On PostgreSQL their references
+A downgrade keeps the new tables and the digests (posted history is never deleted), and
+an upgrade takes them up again. Both new tables are append-only, like the usage lines. On PostgreSQL their references
 are checked a statement at a time by a trigger (migration 0008 says why); SQLite keeps
 its foreign keys.
 
@@ -63,10 +64,19 @@ def _references_exist(table: str) -> str:
 def upgrade() -> None:
     bind = op.get_bind()
     postgresql = bind.dialect.name == "postgresql"
-    with op.batch_alter_table("entries") as batch:
-        batch.add_column(sa.Column("lines_digest", sa.String(64), nullable=True))
+    found = sa.inspect(bind)
+    if "lines_digest" not in {c["name"] for c in found.get_columns("entries")}:
+        with op.batch_alter_table("entries") as batch:
+            batch.add_column(sa.Column("lines_digest", sa.String(64), nullable=True))
     with op.batch_alter_table("book") as batch:
         batch.add_column(sa.Column("invoice_line_limit", sa.Integer(), nullable=False, server_default="300"))
+    if "charge_lines" in found.get_table_names():  # kept by a downgrade: the charges' lines are history
+        if not postgresql:
+            with op.batch_alter_table("charge_lines") as batch:
+                batch.create_foreign_key("fk_charge_lines_entry_id_entries", "entries", ["entry_id"], ["id"])
+            _sqlite_append_only()
+        _backfill()
+        return
     op.create_table(
         "charge_lines",
         sa.Column("usage_id", ROW_ID, sa.ForeignKey("usage.id", name="fk_charge_lines_usage_id_usage"),
@@ -77,7 +87,6 @@ def upgrade() -> None:
         sa.Column("rate_micro", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("usage_id", name="pk_charge_lines"),
     )
-    op.create_index("ix_charge_lines_entry_id", "charge_lines", ["entry_id"])
     op.create_table(
         "line_tiers",
         sa.Column("usage_id", ROW_ID, sa.ForeignKey("usage.id", name="fk_line_tiers_usage_id_usage"),
@@ -92,16 +101,9 @@ def upgrade() -> None:
     if postgresql:
         for table, _, _, _, name in REFERENCES:
             op.drop_constraint(name, table, type_="foreignkey")
-    op.execute("INSERT INTO charge_lines (usage_id, entry_id, amount_minor, rate_micro) "
-               "SELECT usage_id, id, amount_minor, rate_micro FROM entries WHERE usage_id IS NOT NULL")
-    op.execute("INSERT INTO line_tiers (usage_id, piece, tier_from_micro, quantity_micro, rate_micro) "
-               "SELECT e.usage_id, t.piece, t.tier_from_micro, t.quantity_micro, t.rate_micro "
-               "FROM entry_tiers t JOIN entries e ON e.id = t.entry_id WHERE e.usage_id IS NOT NULL")
+    _backfill()
     if not postgresql:
-        for table in TABLES:
-            for action in ("UPDATE", "DELETE"):
-                op.execute(f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
-                           f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END")
+        _sqlite_append_only()
         return
     op.execute("CREATE FUNCTION priced_lines_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
                f"BEGIN RAISE EXCEPTION '{APPEND_ONLY}' USING ERRCODE = 'restrict_violation', "
@@ -117,19 +119,33 @@ def upgrade() -> None:
                    "FOR EACH STATEMENT EXECUTE FUNCTION priced_lines_append_only()")
 
 
+def _sqlite_append_only() -> None:
+    for table in TABLES:
+        for action in ("UPDATE", "DELETE"):
+            op.execute(f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} BEFORE {action} ON {table} "
+                       f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END")
+
+
+def _backfill() -> None:
+    """The one line of each entry posted per usage line, where it is not recorded yet."""
+    op.execute("INSERT INTO charge_lines (usage_id, entry_id, amount_minor, rate_micro) "
+               "SELECT e.usage_id, e.id, e.amount_minor, e.rate_micro FROM entries e WHERE e.usage_id IS NOT NULL "
+               "AND NOT EXISTS (SELECT 1 FROM charge_lines c WHERE c.usage_id = e.usage_id)")
+    op.execute("INSERT INTO line_tiers (usage_id, piece, tier_from_micro, quantity_micro, rate_micro) "
+               "SELECT e.usage_id, t.piece, t.tier_from_micro, t.quantity_micro, t.rate_micro "
+               "FROM entry_tiers t JOIN entries e ON e.id = t.entry_id WHERE e.usage_id IS NOT NULL "
+               "AND NOT EXISTS (SELECT 1 FROM line_tiers l WHERE l.usage_id = e.usage_id)")
+
+
 def downgrade() -> None:
-    """Only while no charge of several lines was posted: the old journal cannot hold one."""
-    if op.get_bind().dialect.name == "postgresql":
-        for table in TABLES:
-            op.execute(f"DROP TRIGGER {table}_not_truncated ON {table}")
-            op.execute(f"DROP TRIGGER {table}_append_only ON {table}")
-            op.execute(f"DROP TRIGGER {table}_references_on_insert ON {table}")
-            op.execute(f"DROP FUNCTION {table}_references_exist()")
-        op.execute("DROP FUNCTION priced_lines_append_only()")
-    op.drop_table("line_tiers")
-    op.drop_index("ix_charge_lines_entry_id", "charge_lines")
-    op.drop_table("charge_lines")
+    """Posted history is never deleted: the charges' lines (`charge_lines`, `line_tiers`)
+    and their digests (`entries.lines_digest`) stay where they are, unused by the older
+    code (whose `verify` cannot check a charge of several lines), and an upgrade takes
+    them up again as they were. Only the book's invoice setting goes. On SQLite the lines
+    stop naming their entries by a foreign key meanwhile, since older migrations rebuild
+    the entries table."""
+    if op.get_bind().dialect.name != "postgresql":
+        with op.batch_alter_table("charge_lines") as batch:
+            batch.drop_constraint("fk_charge_lines_entry_id_entries", type_="foreignkey")
     with op.batch_alter_table("book") as batch:
         batch.drop_column("invoice_line_limit")
-    with op.batch_alter_table("entries") as batch:
-        batch.drop_column("lines_digest")

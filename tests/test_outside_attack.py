@@ -1,0 +1,98 @@
+"""Holes an outside attack found against RELIABILITY.md's promises (issue 30), each
+closed: the attack is run as the attacker ran it, and the books come through."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from chargeback import api
+from chargeback.cli import main
+from chargeback.db import redact, without_secrets
+from chargeback.errors import Refused
+
+from conftest import usage_file
+
+
+def cli(url: str, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["--db", url, *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("period", ["0000-01", "9999-12", "1899-12", "3000-01"])
+def test_a_period_outside_the_calendar_is_refused_up_front(loaded: str, tmp_path: Path, period: str) -> None:
+    """Before: `adjust 0000-01` was taken, after which no later period could close and
+    `close 0000-01` crashed on year 0. Now every command refuses such a period before it
+    writes anything, and the months around it close as usual."""
+    outside = f"refused: '{period}' is outside the periods chargeback keeps (1900-01 to 2999-12)\n"
+    assert cli(loaded, "adjust", period, "--service", "HELP", "--consumer", "ART", "--amount", "5",
+               "--reason", "x")[::2] == (1, outside)
+    line = usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]])
+    assert cli(loaded, "import", str(line), "--period", period)[::2] == (1, outside)
+    for command in (["close", period], ["preview", period], ["reopen", period, "--reason", "x"]):
+        assert cli(loaded, *command)[::2] == (1, outside)
+    with pytest.raises(Refused, match="outside the periods"):
+        api.close(loaded, period, tmp_path / "out")
+    api.import_file(loaded, line, "2026-03")
+    assert api.close(loaded, "2026-03", tmp_path / "out", documents=False).reconciliation.balanced
+
+
+def test_every_credential_form_of_a_database_url_is_hidden() -> None:
+    """Before: a password in the URL's query was printed by `init` and by a connection
+    error. Now the password, wherever libpq takes it, never reaches a message."""
+    assert redact("postgresql://cbu:TopS3cret@127.0.0.1:55432/cb") == "postgresql://cbu:***@127.0.0.1:55432/cb"
+    assert redact("postgresql://cbu@127.0.0.1:55432/cb?password=TopS3cretPW") == \
+        "postgresql://cbu@127.0.0.1:55432/cb?password=%2A%2A%2A"
+    assert "S3cret" not in redact("postgresql://cbu@h/cb?sslpassword=S3cret&sslmode=require")
+    assert without_secrets('connection failed: password="TopS3cretPW" rejected',
+                           "postgresql://cbu@127.0.0.1/cb?password=TopS3cretPW") == \
+        'connection failed: password="***" rejected'
+
+
+def test_a_connection_error_never_prints_the_password() -> None:
+    url = "postgresql://cbu@127.0.0.1:1/cb?password=TopS3cretPW&connect_timeout=2"
+    code, out, err = cli(url, "init")
+    assert code == 1
+    assert "TopS3cretPW" not in out + err
+    assert err.startswith("database error (postgresql://cbu@127.0.0.1:1/cb?")
+
+
+def test_a_reader_that_stops_early_is_a_normal_end(loaded: str, tmp_path: Path) -> None:
+    """Before: `chargeback audit | head -1` ended now and then in `error: BrokenPipeError`,
+    exit 1. Now a closed pipe ends the command quietly, exit 0."""
+    import subprocess
+    import sys
+
+    for n in range(60):  # an audit log long enough to outgrow the pipe's buffer
+        api.adjust(loaded, "2026-03", "HELP", "ART", "1.00", f"reason {n} " + "x" * 2000)
+    for _ in range(3):
+        reader = subprocess.Popen([sys.executable, "-m", "chargeback", "--db", loaded, "audit"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert reader.stdout is not None and reader.stdout.readline()
+        reader.stdout.close()
+        _, err = reader.communicate(timeout=60)
+        assert (reader.returncode, err) == (0, b"")
+
+
+def test_a_device_or_pipe_is_refused_not_read_for_ever(loaded: str) -> None:
+    """Before: `chargeback import /dev/zero` hung (its audit record hashed the device)."""
+    code, _, err = cli(loaded, "import", "/dev/zero", "--period", "2026-03")
+    assert code == 1 and err == "refused: /dev/zero: not a regular file: import a CSV or XLSX file\n"
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("fiscal_year_start = true", "book.toml:3: fiscal_year_start: Input should be a valid integer"),
+    ('name = "Evil\\r\\nCollege"', "book.toml:1: name: holds a line break or another control "
+                                   "character: write it on one line"),
+])
+def test_book_settings_take_what_they_say(mini_book: Path, sqlite_url: str, setting: str, message: str) -> None:
+    """Before: `fiscal_year_start = true` was taken as 1, and a book's name with CR/LF was
+    echoed raw to the terminal by `load`."""
+    lines = (mini_book / "book.toml").read_text().splitlines()
+    key = setting.split(" =")[0]
+    lines = [line for line in lines if not line.startswith(key + " ")]
+    lines.insert(0 if key == "name" else 2, setting)
+    (mini_book / "book.toml").write_text("\n".join(lines) + "\n")
+    code, out, err = cli(sqlite_url, "load", str(mini_book))
+    assert code == 1 and "\r" not in out + err
+    assert message in err.splitlines()

@@ -129,7 +129,11 @@ def test_text_from_input_never_becomes_a_formula(out: tuple[str, Path]) -> None:
                 for key in ("memo", "reference", "gl_account"):
                     assert not line[key].startswith(FORMULA_STARTS), line
                 memos.add(line["memo"])
-    assert "'=cmd|' /C calc'!A0" in memos and "'-minus start" in memos
+        with open(folder / period / "lines.csv", encoding="utf-8", newline="") as handle:
+            for line in csv.DictReader(handle):
+                assert not line["reference"].startswith(FORMULA_STARTS), line
+                memos.add(line["reference"])
+    assert "'+ref-1" in memos  # a usage line's reference, in lines.csv
     journal = openpyxl.load_workbook(folder / "2026-03" / "reconciliation.xlsx")["Journal"]
     assert "'-6200" in {row[3] for row in journal.iter_rows(values_only=True)}
 

@@ -29,14 +29,16 @@ def test_csv_export_has_a_debit_and_a_credit_line_per_entry(closed: str) -> None
     assert CSV_HEADER[:len(CONTRACT_HEADER)] == "entry,date,period,account,gl_account,unit,debit,credit,service,reference,memo".split(",")
     assert CSV_HEADER[len(CONTRACT_HEADER):] == ["rate_source"]
     help_rate = "HELP/internal/2026-01-01"
+    # a usage charge: one entry for a consumer, a service and a price, dated the period's
+    # last day, its lines in lines.csv; here a credit, which credits the consumer's
+    # expense and debits the provider's revenue
     assert rows[1:3] == [
-        ["6", "2026-04-01", "2026-04", "expenses:internal:MATH", "", "MATH", "60.00", "", "HELP", "T-4", "Late ticket", help_rate],
-        ["6", "2026-04-01", "2026-04", "revenue:internal:IT", "", "IT", "", "60.00", "HELP", "T-4", "Late ticket", help_rate],
+        ["6", "2026-04-30", "2026-04", "expenses:internal:ART", "", "ART", "", "30.00", "HELP", "", "1 usage line", help_rate],
+        ["6", "2026-04-30", "2026-04", "revenue:internal:IT", "", "IT", "30.00", "", "HELP", "", "1 usage line", help_rate],
     ]
-    # the credit: the consumer's expense is credited, the provider's revenue debited
     assert rows[3:5] == [
-        ["7", "2026-04-02", "2026-04", "expenses:internal:ART", "", "ART", "", "30.00", "HELP", "T-1C", "Credit for T-1", help_rate],
-        ["7", "2026-04-02", "2026-04", "revenue:internal:IT", "", "IT", "30.00", "", "HELP", "T-1C", "Credit for T-1", help_rate],
+        ["7", "2026-04-30", "2026-04", "expenses:internal:MATH", "", "MATH", "60.00", "", "HELP", "", "1 usage line", help_rate],
+        ["7", "2026-04-30", "2026-04", "revenue:internal:IT", "", "IT", "", "60.00", "HELP", "", "1 usage line", help_rate],
     ]
     # a van rented after the rate change names the newer rate row
     assert rows[5][8] == "VAN" and rows[5][11] == "VAN/internal/2026-03-16"
@@ -53,9 +55,10 @@ def test_rate_provenance_in_every_export(db_url: str, mini_book: Path, tmp_path:
     api.close(db_url, "2026-03", tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO(api.export(db_url, "2026-03", "csv"))))
     by_reference = {(r["reference"], r["unit"]): r["rate_source"] for r in rows}
-    assert by_reference[("V-1", "MATH")] == "VAN/internal/2026-01-01"
-    assert by_reference[("V-2", "ART")] == "VAN/internal/2026-03-16"
-    assert by_reference[("T-2", "EXT-1")] == "HELP/external/2026-01-01"
+    usage = {(r["service"], r["unit"]): r["rate_source"] for r in rows if r["memo"].endswith(("usage line", "usage lines"))}
+    assert usage[("VAN", "MATH")] == "VAN/internal/2026-01-01"
+    assert usage[("VAN", "ART")] == "VAN/internal/2026-03-16"
+    assert usage[("HELP", "EXT-1")] == "HELP/external/2026-01-01"
     assert by_reference[("REC-2026-03", "ART")] == "HELP/internal/2026-01-01"
     assert [source for (ref, unit), source in by_reference.items() if ref.startswith("ADJ-")] == ["manual adjustment"] * 2
     hledger_text = api.export(db_url, "2026-03", "hledger")
@@ -101,9 +104,12 @@ def test_formula_text_in_the_csv_is_neutralised(loaded: str, tmp_path: Path) -> 
     from conftest import usage_file
     api.import_file(loaded, usage_file(tmp_path, "u.csv", [
         ["2026-03-02", "HELP", "ART", "1", "=1+1", "=HYPERLINK(\"http://x\")"]]), "2026-03")
+    api.adjust(loaded, "2026-03", "HELP", "ART", "1.00", "=HYPERLINK(\"http://x\")", "R-1")
     api.close(loaded, "2026-03", tmp_path / "out")
     rows = list(csv.reader(io.StringIO(api.export(loaded, "2026-03", "csv"))))
-    assert rows[1][9:11] == ["'=1+1", "'=HYPERLINK(\"http://x\")"]
+    assert [row[9:11] for row in rows[1:] if row[9]] == [["R-1", "'=HYPERLINK(\"http://x\")"]] * 2
+    with open(tmp_path / "out" / "2026-03" / "lines.csv", encoding="utf-8", newline="") as handle:
+        assert [line["reference"] for line in csv.DictReader(handle)] == ["'=1+1"]
 
 
 def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> None:
@@ -130,12 +136,13 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
                    e.provider, *credit, *tail]
 
     api.import_file(loaded, usage_file(tmp_path, "u.csv", [
-        ["2026-03-02", "HELP", "ART", "1", "T,1", 'a "quoted", memo'],
-        ["2026-03-03", "HELP", "ART", "-2.5", "T\"2", "line one\nline two"],
+        ["2026-03-02", "HELP", "ART", "1", "T5", ""],
         ["2026-03-04", "HELP", "EXT-1", "3", "=T3", "@at"],
-        ["2026-03-05", "HELP", "ART", "1", " T4 ", "+plus"],
-        ["2026-03-06", "HELP", "ART", "1", "T5", ""],
     ]), "2026-03")
+    # the journal's texts from input are adjustments' references and reasons
+    for amount, reason, reference in (("60.00", 'a "quoted", memo', "T,1"), ("-150.00", "line one\nline two", 'T"2'),
+                                      ("1.00", "@at", "T3"), ("2.00", "+plus", "T4")):
+        api.adjust(loaded, "2026-03", "HELP", "ART", amount, reason, reference)
     api.close(loaded, "2026-03", tmp_path / "out", documents=False)
     engine = db.connect(loaded)
     with engine.connect() as conn:
@@ -151,7 +158,7 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
     assert [row[3] for row in credit] == ["expenses:internal:ART", "revenue:internal:IT"]
     assert [row[6:8] for row in credit] == [["", "150.00"], ["150.00", ""]]
     assert [row[10] for row in rows if row[9] == "T,1"] == ['a "quoted", memo'] * 2
-    assert [row[9:11] for row in rows if row[9] == "'=T3"] == [["'=T3", "'@at"]] * 2
+    assert [row[9:11] for row in rows if row[9] == "T3"] == [["T3", "'@at"]] * 2
 
 
 @given(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12),

@@ -31,6 +31,8 @@ class Invoice(HTMLParser):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.lines: dict[str, list[tuple[int, Decimal, str]]] = {}
+        #: the usage lines under the charges: (charge's entry, amount, description)
+        self.usage: list[tuple[int, Decimal, str]] = []
         self.subtotals: dict[str, Decimal] = {}
         self.total: Decimal | None = None
         self.scripts = 0
@@ -75,6 +77,8 @@ class Invoice(HTMLParser):
         if "line" in classes:
             self.lines[self._provider].append(
                 (int(self._row["data-entry"]), _amount(cells[-1]), cells[1]))
+        elif "usage-line" in classes:
+            self.usage.append((int(self._row["data-charge"]), _amount(cells[-1]), cells[1]))
         elif "subtotal" in classes:
             self.subtotals[self._provider] = _amount(cells[-1])
         self._row = None
@@ -143,7 +147,7 @@ def test_text_from_input_is_escaped(out: tuple[str, Path]) -> None:
     assert "<script>" not in raw and "&lt;script&gt;" in raw
     invoice = Invoice(raw)
     assert invoice.scripts == 0
-    descriptions = [d for group in invoice.lines.values() for _, _, d in group]
+    descriptions = [d for _, _, d in invoice.usage]
     assert any("<script>alert('x')</script> & Sons" in d for d in descriptions)
     assert "Chemistry & <Labs>" in invoice.ids["consumer-name"]
     assert "Mini College &amp; Co" in raw
@@ -288,12 +292,12 @@ def test_a_linked_credit_says_which_charge_it_corrects(out: tuple[str, Path]) ->
 
     url, _ = out
     ctx, bill = _bill(url, "2026-03", "ART")
-    charge = next(line for line in bill.lines if line.reference == "T-1")
+    t1 = bill.usage.filter(bill.usage["reference"] == "T-1")["entry"].to_list()
+    charge = next(line for line in bill.lines if line.entry == t1[0])
     credit = charge._replace(entry=charge.entry + 1000, kind="adjustment", amount_minor=-1000,
                              reference="ADJ-9", memo="part of T-1 back",
                              rate_source="manual adjustment against HELP:T-1")
     bill.lines = [*bill.lines, credit]
     html = render_invoice(ctx, bill)
     row = re.search(rf'data-entry="{credit.entry}">(.*?)</tr>', html, re.S).group(1)
-    lines_of_t1 = bill.usage.filter(bill.usage["reference"] == "T-1")["entry"].to_list()
-    assert f"corrects HELP:T-1 (charge {lines_of_t1[0]})" in row
+    assert f"corrects HELP:T-1 (charge {t1[0]})" in row

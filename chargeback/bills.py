@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import polars as pl
-from sqlalchemy import Connection, exists, func, select
+from sqlalchemy import Connection, func, select
 
 from chargeback.budgets import BudgetStatus, statuses_for
 from chargeback.db import bytewise, dates_as_stored, plain_rows, stored_date
@@ -33,7 +33,6 @@ from chargeback.schema import (
     Book,
     ChargeLine,
     Entry,
-    EntryTier,
     LineTier,
     Period,
     PeriodTotalRow,
@@ -316,26 +315,19 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals,
 def period_lines(conn: Connection, period: str) -> pl.DataFrame:
     """Every priced usage line of `period` (`charge_lines` with their usage line and
     their charge), one query read into one Polars frame, ordered by consumer, provider,
-    service, charge and line. Entries posted before charges name their one line in
-    `usage_id`; one whose line has no `charge_lines` row (posted by a close older than
-    charges after migration 0011) is read as a charge of that one line."""
+    service, charge and line (entries posted before charges have theirs backfilled by
+    migration 0011)."""
     priced = (select(*dates_as_stored((
         ChargeLine.entry_id, ChargeLine.usage_id, Usage.date, Entry.consumer, Entry.provider,
         Entry.service, Entry.customer_class, Usage.reference, Usage.description, Usage.quantity_micro,
         ChargeLine.rate_micro, ChargeLine.amount_minor, Entry.rate_source)))
-        .join_from(ChargeLine, Usage, Usage.id == ChargeLine.usage_id)
+        .join_from(Usage, ChargeLine, ChargeLine.usage_id == Usage.id)
         .join(Entry, Entry.id == ChargeLine.entry_id)
-        .where(Entry.period == period))
-    unlisted = (select(*dates_as_stored((
-        Entry.id, Entry.usage_id, Usage.date, Entry.consumer, Entry.provider, Entry.service,
-        Entry.customer_class, Usage.reference, Usage.description, Usage.quantity_micro,
-        Entry.rate_micro, Entry.amount_minor, Entry.rate_source)))
-        .join_from(Entry, Usage, Usage.id == Entry.usage_id)
-        .where(Entry.period == period, ~exists().where(ChargeLine.usage_id == Entry.usage_id)))
+        .where(Usage.period == period, Entry.period == period))  # through the usage lines' index by period
     # dates come as ISO text from SQLite, as dates from PostgreSQL (`db.dates_as_stored`)
     schema = {**LINE_SCHEMA, "date": pl.String() if conn.dialect.name == "sqlite" else pl.Date()}
     frames = [pl.DataFrame(chunk, schema=schema, orient="row")
-              for statement in (priced, unlisted) for chunk in plain_rows(conn, statement) if chunk]
+              for chunk in plain_rows(conn, priced) if chunk]
     frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
     if frame.schema["date"] == pl.String():
         frame = frame.with_columns(pl.col("date").str.slice(0, 10).str.to_date())
@@ -346,22 +338,16 @@ def period_lines(conn: Connection, period: str) -> pl.DataFrame:
 
 def _tier_pieces(conn: Connection, period: str) -> pl.DataFrame:
     """The tier pieces of the period's lines priced over several tiers, as one text a
-    line (`usage_id`, `tiers`): "10 from 0 at 60; 5 from 10 at 50". Lines posted before
-    charges without a `line_tiers` row have theirs in `entry_tiers`."""
+    line (`usage_id`, `tiers`): "10 from 0 at 60; 5 from 10 at 50"."""
     pieces = (select(LineTier.usage_id, LineTier.piece, LineTier.tier_from_micro, LineTier.quantity_micro,
                      LineTier.rate_micro)
-              .join_from(LineTier, ChargeLine, ChargeLine.usage_id == LineTier.usage_id)
-              .join(Entry, Entry.id == ChargeLine.entry_id)
-              .where(Entry.period == period, ChargeLine.rate_micro.is_(None)))
-    old = (select(Entry.usage_id, EntryTier.piece, EntryTier.tier_from_micro, EntryTier.quantity_micro,
-                  EntryTier.rate_micro)
-           .join_from(EntryTier, Entry, Entry.id == EntryTier.entry_id)
-           .where(Entry.period == period, Entry.usage_id.is_not(None), Entry.rate_micro.is_(None),
-                  ~exists().where(ChargeLine.usage_id == Entry.usage_id)))
+              .join_from(Usage, LineTier, LineTier.usage_id == Usage.id)
+              .join(ChargeLine, ChargeLine.usage_id == Usage.id)
+              .where(Usage.period == period, ChargeLine.rate_micro.is_(None)))
     schema = {"usage_id": pl.Int64(), "piece": pl.Int64(), "tier_from_micro": pl.Int64(),
               "quantity_micro": pl.Int64(), "rate_micro": pl.Int64()}
     frames = [pl.DataFrame(chunk, schema=schema, orient="row")
-              for statement in (pieces, old) for chunk in plain_rows(conn, statement) if chunk]
+              for chunk in plain_rows(conn, pieces) if chunk]
     frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
     text = pl.concat_str(decimal_text("quantity_micro", 6, trim=True), pl.lit(" from "),
                          decimal_text("tier_from_micro", 6, trim=True), pl.lit(" at "),

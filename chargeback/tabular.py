@@ -548,6 +548,10 @@ def _sheet_rows(sheet, marks: _SheetMarks, columns: Columns, problems: list[Prob
 WHITESPACE = "".join(c for c in map(chr, range(0x3000 + 1)) if c.isspace())
 
 
+#: A cell of nothing but whitespace (`WHITESPACE`).
+BLANK = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]*$"
+
+
 def stripped(column: str) -> pl.Expr:
     """The cells of `column` without surrounding whitespace, as `str.strip` leaves them."""
     return pl.col(column).str.strip_chars(WHITESPACE)
@@ -613,8 +617,13 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
     else:
         line = 1 + pl.int_range(pl.len(), dtype=pl.Int64)
     table = table.with_columns(line.alias("line")).slice(1).rename(dict(zip(cells, wanted)))
-    table = table.select("line", *[pl.col(c).fill_null("") if c in wanted else pl.lit("").alias(c) for c in columns.all])
-    return table.filter(pl.any_horizontal([stripped(c) != "" for c in columns.all]))
+    table = table.select("line", *[(pl.col(c).fill_null("") if table[c].null_count() else pl.col(c)) if c in wanted
+                                   else pl.lit("").alias(c) for c in columns.all])
+    maybe = table.filter(pl.col(columns.all[0]).str.contains(BLANK))  # few rows, if any, to look at whole
+    if maybe.height:
+        blank = maybe.filter(pl.all_horizontal([pl.col(c).str.contains(BLANK) for c in columns.all]))["line"]
+        table = table.filter(~pl.col("line").is_in(blank.implode()))
+    return table
 
 
 def _empty(columns: Columns) -> pl.DataFrame:

@@ -33,6 +33,8 @@ ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 PLAIN = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]*)$"
 #: Texts whose `repr` is the text between single quotes: printable ASCII but ' and \.
 SIMPLY_QUOTED = r"^[ -&(-\[\]-~]*$"
+#: The most digits of a quantity's whole part: it is below 10^12 (`money.LIMIT`).
+WHOLE_DIGITS = len(str(int(LIMIT))) - 1
 
 MESSAGES = {
     "blank": "is required and is blank",
@@ -65,10 +67,22 @@ def checked_cells(table: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Each cell checked on its own: the lines whose cells are all valid, typed (`date`,
     `date_text`, `service`, `consumer`, `quantity_micro`, `reference`, `description`,
     null when blank), and the problems of the others."""
-    text = table.select("line", *[stripped(c) for c in USAGE.all], **{f"raw {c}": pl.col(c) for c in
-                                                                      ("reference", "description")})
+    # a step at a time: each part worked out once, then judged
+    text = table.select("line", *[stripped(c) for c in USAGE.all],
+                        **{f"raw {c}": pl.col(c) for c in ("reference", "description")})
+    # a sign more is not PLAIN, so taking off every sign only ever reads a quantity judged plain
+    text = text.with_columns(pl.col("date").str.to_date("%Y-%m-%d", strict=False).alias("day"),
+                             pl.col("quantity").str.strip_chars_start("+-").alias("body"))
+    text = text.with_columns(pl.col("body").str.split_exact(".", 1).struct.rename_fields(["whole", "fraction"])
+                             .alias("parts")).unnest("parts")
+    text = text.with_columns(pl.col("whole").str.strip_chars_start("0"), pl.col("fraction").fill_null(""))
+    whole, fraction, quantity = pl.col("whole"), pl.col("fraction"), pl.col("quantity")
+    whole_micro = pl.when(whole.str.len_bytes() <= WHOLE_DIGITS).then(whole.cast(pl.Int64, strict=False)).fill_null(0)
+    micro = (whole_micro * 10**QUANTITY_PLACES
+             + fraction.str.slice(0, QUANTITY_PLACES).str.pad_end(QUANTITY_PLACES, "0").cast(pl.Int64, strict=False))
+    text = text.with_columns(pl.when(quantity.str.starts_with("-")).then(-micro).otherwise(micro).alias("micro"))
     blank = {c: pl.col(c) == "" for c in USAGE.all}
-    day = pl.col("date").str.to_date("%Y-%m-%d", strict=False)
+    day = pl.col("day")
     date_kind = (pl.when(blank["date"]).then(pl.lit("blank"))
                  .when(~pl.col("date").str.contains(ISO_DATE) | day.is_null() | (day.dt.year() < 1))
                  .then(pl.lit("date")))
@@ -76,19 +90,12 @@ def checked_cells(table: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     def code_kind(column: str) -> pl.Expr:
         return pl.when(blank[column]).then(pl.lit("blank")).when(~pl.col(column).str.contains(CODE)).then(pl.lit("code"))
 
-    quantity = pl.col("quantity")
-    body = quantity.str.replace(r"^[+-]", "")
-    whole = body.str.extract(r"^([0-9]*)", 1).str.strip_chars_start("0")
-    fraction = body.str.extract(r"\.([0-9]*)$", 1).fill_null("")
-    micro = (whole.cast(pl.Int64, strict=False).fill_null(0) * 10**QUANTITY_PLACES
-             + fraction.str.slice(0, QUANTITY_PLACES).str.pad_end(QUANTITY_PLACES, "0").cast(pl.Int64, strict=False))
-    micro = pl.when(quantity.str.starts_with("-")).then(-micro).otherwise(micro)
     quantity_kind = (pl.when(blank["quantity"]).then(pl.lit("blank"))
                      .when(~quantity.str.contains(PLAIN)).then(pl.lit("plain"))
-                     .when(body == ".").then(pl.lit("nan"))
+                     .when(pl.col("body") == ".").then(pl.lit("nan"))
                      .when(fraction.str.slice(QUANTITY_PLACES).str.contains("[1-9]")).then(pl.lit("places"))
-                     .when(whole.str.len_bytes() > len(str(int(LIMIT))) - 1).then(pl.lit("large"))
-                     .when(micro == 0).then(pl.lit("zero")))
+                     .when(whole.str.len_bytes() > WHOLE_DIGITS).then(pl.lit("large"))
+                     .when(pl.col("micro") == 0).then(pl.lit("zero")))
 
     def text_kind(column: str, longest: int, required: bool) -> pl.Expr:
         kind = pl.when(blank[column]).then(pl.lit("blank" if required else None, dtype=pl.String))
@@ -102,7 +109,7 @@ def checked_cells(table: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     ok = pl.all_horizontal([pl.col(f"kind {c}").is_null() for c in kinds])
     lines = judged.filter(ok).select(
         "line", day.alias("date"), pl.col("date").alias("date_text"), "service", "consumer",
-        micro.alias("quantity_micro"), "reference",
+        pl.col("micro").alias("quantity_micro"), "reference",
         pl.when(blank["description"]).then(None).otherwise(pl.col("description")).alias("description"))
     bad = judged.filter(~ok)
     found = pl.concat([bad.filter(pl.col(f"kind {c}").is_not_null())
@@ -227,16 +234,14 @@ def new_lines(lines: pl.DataFrame, stored: Callable[[pl.DataFrame], pl.DataFrame
     when its date, consumer and quantity are the same, a problem when not. Returns the
     new lines, the number of duplicates and the problems."""
     key = ["service", "reference"]
-    lines = lines.sort("line").with_columns(
-        pl.col("line").first().over(key).alias("first_line"),
-        pl.col("date").first().over(key).alias("first_date"),
-        pl.col("consumer").first().over(key).alias("first_consumer"),
-        pl.col("quantity_micro").first().over(key).alias("first_quantity"))
-    again = pl.col("line") != pl.col("first_line")
+    marked = lines.sort("line").with_columns(pl.struct(key).is_first_distinct().alias("first"))
+    firsts = marked.filter("first").drop("first")
+    repeats = marked.filter(~pl.col("first")).join(
+        firsts.select(*key, first_line="line", first_date="date", first_consumer="consumer",
+                      first_quantity="quantity_micro"), on=key, how="left", maintain_order="left")
     same = ((pl.col("date") == pl.col("first_date")) & (pl.col("consumer") == pl.col("first_consumer"))
             & (pl.col("quantity_micro") == pl.col("first_quantity")))
-    repeats = lines.filter(again).with_columns(same.alias("same"))
-    firsts = lines.filter(~again).drop("first_line", "first_date", "first_consumer", "first_quantity")
+    repeats = repeats.with_columns(same.alias("same"))
     before = firsts.join(stored(firsts.select(key)), on=key, how="left", maintain_order="left")
     known = pl.col("stored_quantity").is_not_null()
     same_stored = ((pl.col("date") == pl.col("stored_date")) & (pl.col("consumer") == pl.col("stored_consumer"))

@@ -552,9 +552,15 @@ WHITESPACE = "".join(c for c in map(chr, range(0x3000 + 1)) if c.isspace())
 BLANK = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]*$"
 
 
-def stripped(column: str) -> pl.Expr:
-    """The cells of `column` without surrounding whitespace, as `str.strip` leaves them."""
-    return pl.col(column).str.strip_chars(WHITESPACE)
+#: A cell that starts or ends with whitespace (`WHITESPACE`).
+PADDED = "^[" + BLANK[2:-3] + "]|[" + BLANK[2:-3] + "]$"
+
+
+def stripped(table: pl.DataFrame, columns: tuple[str, ...]) -> list[pl.Expr]:
+    """The cells of `columns` without surrounding whitespace, as `str.strip` leaves them;
+    a column without such a cell is taken as it is (no copy of a million texts)."""
+    return [pl.col(c).str.strip_chars(WHITESPACE) if table.select(pl.col(c).str.contains(PADDED).any()).item()
+            else pl.col(c) for c in columns]
 
 
 def read_table(path: Path, columns: Columns, problems: list[Problem], name: str | None = None) -> pl.DataFrame:

@@ -76,6 +76,8 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
         table = read_table(path, USAGE, problems, name)
         bar.add(table.height)
     cells, found = checked_cells(table)
+    lines_read = table.height
+    del table
     lines, in_book = against_book(cells, book)
     fresh, duplicates, repeated = new_lines(lines, lambda keys: _stored(conn, keys))
     problems += [Problem(name, line, column, message)
@@ -84,7 +86,7 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
         raise InputRefused(sorted(problems))
 
     total = sums(fresh, book)
-    import_id = _record_import(conn, path, period, now, table.height, fresh.height, duplicates)
+    import_id = _record_import(conn, path, period, now, lines_read, fresh.height, duplicates)
     with phase(f"storing {name}", fresh.height if progress else 0, progress) as bar:
         try:
             _store(conn, fresh, period, import_id, bar.add)
@@ -97,7 +99,7 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
                               f"{name} was imported: import it again (lines already stored are skipped as duplicates)"
                               ) from exc
             raise
-    return ImportResult(name, period, lines_read=table.height, imported=fresh.height, duplicates=duplicates,
+    return ImportResult(name, period, lines_read=lines_read, imported=fresh.height, duplicates=duplicates,
                         late=total.late, credits=total.credits,
                         by_provider={p: from_minor(v, book.digits) for p, v in total.by_provider.items()},
                         currency=book.currency)

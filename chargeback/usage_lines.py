@@ -68,7 +68,7 @@ def checked_cells(table: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     `date_text`, `service`, `consumer`, `quantity_micro`, `reference`, `description`,
     null when blank), and the problems of the others."""
     # a step at a time: each part worked out once, then judged
-    text = table.select("line", *[stripped(c) for c in USAGE.all],
+    text = table.select("line", *stripped(table, USAGE.all),
                         **{f"raw {c}": pl.col(c) for c in ("reference", "description")})
     # a sign more is not PLAIN, so taking off every sign only ever reads a quantity judged plain
     text = text.with_columns(pl.col("date").str.to_date("%Y-%m-%d", strict=False).alias("day"),
@@ -234,7 +234,7 @@ def new_lines(lines: pl.DataFrame, stored: Callable[[pl.DataFrame], pl.DataFrame
     when its date, consumer and quantity are the same, a problem when not. Returns the
     new lines, the number of duplicates and the problems."""
     key = ["service", "reference"]
-    marked = lines.sort("line").with_columns(pl.struct(key).is_first_distinct().alias("first"))
+    marked = lines.with_columns(pl.struct(key).is_first_distinct().alias("first"))  # in the file's order
     firsts = marked.filter("first").drop("first")
     repeats = marked.filter(~pl.col("first")).join(
         firsts.select(*key, first_line="line", first_date="date", first_consumer="consumer",

@@ -365,3 +365,26 @@ def test_digits_other_than_ascii_are_refused(loaded: str, tmp_path: Path) -> Non
         "arabic.csv:2: quantity: quantity '\u0661\u0662' is not a plain decimal number (digits with '.' as the separator)",
         "arabic.csv:3: date: '\u0662\u0660\u0662\u0666-03-02' is not a date: write it as YYYY-MM-DD",
     ]
+
+
+def test_lines_are_counted_across_quoted_line_breaks(loaded: str, tmp_path: Path) -> None:
+    """A quoted description over two lines: a problem after it names the file's line,
+    as a spreadsheet program shows it, not the row's number."""
+    path = tmp_path / "breaks.csv"
+    path.write_text(f"{','.join(USAGE_HEADER)}\n"
+                    '2026-03-02,HELP,MATH,1,Q-1,"two\nlines"\n'
+                    '2026-03-02,HELP,MATH,1,Q-2,"three\r\nlines\nhere"\n'
+                    "2026-03-02,NOPE,MATH,1,Q-3,\n", newline="")
+    assert refused(loaded, path, "2026-03") == ["breaks.csv:7: service: 'NOPE' is not a service of the book"]
+
+
+def test_rows_out_of_order_in_a_sheet_are_refused(loaded: str, tmp_path: Path) -> None:
+    """openpyxl's public reader skips a row numbered below the one before it: the sheet's
+    XML is looked at so that it is refused rather than lost."""
+    import hostile_files as h
+
+    row = '<row r="{n}"><c r="A{n}" t="inlineStr"><is><t>2026-03-02</t></is></c></row>'
+    path = tmp_path / "order.xlsx"
+    path.write_bytes(h.workbook(h.sheet_xml([h.USAGE_HEADER], extra_rows=row.format(n=3) + row.format(n=2))))
+    assert refused(loaded, path, "2026-03") == [
+        "order.xlsx:2: -: the sheet's rows are out of order: save the file again from a spreadsheet program"]

@@ -3,6 +3,11 @@
 Every value comes out as a string (XLSX numbers through `str()`, dates as ISO text), so
 one set of validators serves both formats. Header problems and unreadable content are
 reported as `Problem`s with the file, line and column, never as a traceback.
+
+`read_rows` gives a row at a time (book files); `read_table` a whole file as a Polars
+frame of text columns (usage files), read by Polars itself for a CSV. Only public APIs
+of other packages are used: openpyxl's read-only workbook, the sheet's XML through
+zipfile and defusedxml for what openpyxl's values do not show.
 """
 
 from __future__ import annotations

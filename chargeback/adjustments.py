@@ -16,7 +16,7 @@ from sqlalchemy import Connection, func, insert, select
 
 from chargeback.errors import Refused
 from chargeback.fields import CODE_PATTERN
-from chargeback.money import LIMIT, format_amount, parse_decimal, to_minor
+from chargeback.money import LIMIT, format_amount, from_minor, parse_decimal, to_minor
 from chargeback.periods import lock_open_period
 from chargeback.reference import load_reference
 from chargeback.schema import Adjustment, ChargeLine, Entry, Usage
@@ -159,5 +159,5 @@ def adjust(conn: Connection, period: str, service: str | None, consumer: str | N
         against_service=original.service if original else None,
         against_reference=original.reference if original else None,
     ).returning(Adjustment.id)).scalar_one()
-    return AdjustResult(new_id, period, service, consumer, amount, ref.currency,
+    return AdjustResult(new_id, period, service, consumer, from_minor(amount_minor, ref.digits), ref.currency,
                         original.label if original else None)

@@ -89,14 +89,15 @@ def _text(value: object) -> str:
 
 
 def digests(paths: Iterable[Path]) -> list[dict[str, str | None]]:
-    """The sha256 of each file (None when it cannot be read), by the name given."""
+    """The sha256 of each file (None when it cannot be read), by its absolute path: a
+    relative one (`../county/...`) says nothing once the command's folder is forgotten."""
     found = []
     for path in paths:
         try:  # a device or a pipe is never read: /dev/zero would never end
             digest: str | None = sha256_of(Path(path)) if Path(path).is_file() else None
         except OSError:
             digest = None
-        found.append({"file": str(path), "sha256": digest})
+        found.append({"file": str(Path(path).absolute()), "sha256": digest})
     return found
 
 

@@ -53,6 +53,10 @@ class BudgetStatus:
     months: int  # months of the fiscal year counted
     budget: int | None  # None: spend without a budget
     spent: int
+    #: The first period counted when the tool's first charges came after the year began
+    #: (None: the year's first period): the projection runs from there, not from before
+    #: the tool had any data.
+    counted_from: str | None = None
 
     @property
     def remaining(self) -> int | None:
@@ -64,11 +68,19 @@ class BudgetStatus:
         return None if not self.budget else Decimal(self.spent) / Decimal(self.budget)
 
     @property
+    def months_left(self) -> int:
+        """Months of the fiscal year after `through`."""
+        counted_from = self.counted_from or self.first
+        elapsed = (_index(self.through) - _index(counted_from) + 1) if self.through else 0
+        return MONTHS - elapsed - (_index(counted_from) - _index(self.first))
+
+    @property
     def projected(self) -> int | None:
-        """Spend by the end of the fiscal year, on a straight line from the months counted."""
+        """Spend by the end of the fiscal year on a straight line: the spend so far plus
+        its monthly average over the months counted for each month left."""
         if not self.months:
             return None
-        return int(quantize(Decimal(self.spent) * MONTHS / self.months, 0))
+        return int(quantize(Decimal(self.spent) * (self.months + self.months_left) / self.months, 0))
 
     @property
     def over(self) -> bool:
@@ -89,6 +101,11 @@ class BudgetStatus:
         if self.on_course_to_exceed:
             return "on course to exceed"
         return "within budget"
+
+
+def _index(period: str) -> int:
+    """A period as a count of months, to subtract one from another."""
+    return int(period[:4]) * 12 + int(period[5:7]) - 1
 
 
 def _start(conn: Connection) -> int:
@@ -130,10 +147,12 @@ def _statuses(conn: Connection, year: int, through: str | None, unit: str | None
         for code, amount in through_spent:
             if unit in (None, code):
                 spent[code] = spent.get(code, 0) + int(amount)
-    months = periods.index(through) + 1 if through else 0
+    first_known = conn.execute(select(func.min(Entry.period))).scalar()
+    counted_from = first_known if through and periods[0] < (first_known or "") <= through else None
+    months = periods.index(through) + 1 - (periods.index(counted_from) if counted_from else 0) if through else 0
     codes = set(amounts) | (set(spent) if with_unbudgeted else set())
     return [BudgetStatus(code, year, periods[0], periods[-1], through, months, amounts.get(code),
-                         spent.get(code, 0)) for code in sorted(codes)]
+                         spent.get(code, 0), counted_from) for code in sorted(codes)]
 
 
 def last_posted(conn: Connection, year: int) -> str | None:
@@ -173,8 +192,10 @@ def warning_text(status: BudgetStatus, digits: int, currency: str) -> str:
     if s.over:
         return (f"warning: {s.unit} is over its fiscal year {s.fiscal_year} budget: spent "
                 f"{m(s.spent)} of {m(s.budget)} {currency} ({format_percent(s.used)}) through {s.through}")
+    counted = (f"in {s.months} month{'s' if s.months != 1 else ''} since {s.counted_from} (the first month "
+               "with charges)" if s.counted_from else f"in {s.months} of {MONTHS} months")
     return (f"warning: {s.unit} is on course to exceed its fiscal year {s.fiscal_year} budget: spent "
-            f"{m(s.spent)} of {m(s.budget)} {currency} in {s.months} of {MONTHS} months, "
+            f"{m(s.spent)} of {m(s.budget)} {currency} {counted}, "
             f"{m(s.projected)} by {s.last} on a straight line")
 
 

@@ -44,8 +44,8 @@ class ChargebackGroup(click.Group):
         try:
             return super().invoke(ctx)
         except InputRefused as exc:
-            for problem in exc.problems:
-                click.echo(str(problem), err=True)
+            for line in exc.shown():
+                click.echo(line, err=True)
             _fail(str(exc))
         except Refused as exc:
             _fail(f"refused: {exc}")

@@ -494,3 +494,38 @@ def frame(conn: Connection, statement: Select, schema: dict[str, Any], size: int
     table = pl.concat(parts) if parts else pl.DataFrame(schema=read)
     dates = [pl.col(name).str.to_date("%Y-%m-%d") for name, kind in schema.items() if kind == pl.Date]
     return table.with_columns(dates) if dates else table
+
+
+def insert_plain_rows(conn: Connection, table: Table, columns: Sequence[str],
+                      rows: Iterable[Sequence[object]]) -> None:
+    """Insert rows of plain values in the current transaction, with the drivers' public
+    APIs: PostgreSQL's COPY (binary when `copy_types` knows every column), SQLite's
+    `executemany` of one INSERT. No SQLAlchemy conversion happens: each value must be
+    what the database stores as is (on SQLite a date as its ISO text `YYYY-MM-DD`, as
+    SQLAlchemy stores a Date). A driver's error is raised as SQLAlchemy's (IntegrityError...)."""
+    names = ", ".join(columns)
+    dbapi_error = conn.dialect.dbapi.Error  # type: ignore[union-attr]
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        types = copy_types(table, tuple(columns))
+        statement = f"COPY {table.name} ({names}) FROM STDIN" + (" (FORMAT BINARY)" if types else "")
+        cursor = raw.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(statement) as copy:
+                if types:
+                    copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+        except dbapi_error as exc:
+            raise DBAPIError.instance(statement, None, exc, dbapi_error, dialect=conn.dialect) from exc
+        finally:
+            cursor.close()
+        return
+    statement = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
+    cursor = raw.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(statement, rows)
+    except dbapi_error as exc:
+        raise DBAPIError.instance(statement, None, exc, dbapi_error, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()

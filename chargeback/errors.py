@@ -27,8 +27,21 @@ class Problem:
         return f"{self.file}:{self.line}: {self.column}: {self.message}"
 
 
+#: Problems printed for one refusal at most: past it, a count says how many more there are
+#: (a file of 10,000 unknown columns is told in a screenful, not in 10,000 lines).
+SHOWN = 100
+
+
 class InputRefused(Refused):
     """An input file (or a book) with one or more problems, refused whole."""
+
+    def shown(self, limit: int = SHOWN) -> list[str]:
+        """The problems to print: the first `limit`, then how many more were found."""
+        lines = [str(problem) for problem in self.problems[:limit]]
+        if len(self.problems) > limit:
+            lines.append(f"... and {len(self.problems) - limit} more errors like these "
+                         f"(the first {limit} are shown)")
+        return lines
 
     def __init__(self, problems: list[Problem], what: str = "import") -> None:
         self.problems = problems

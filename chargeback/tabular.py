@@ -3,6 +3,11 @@
 Every value comes out as a string (XLSX numbers through `str()`, dates as ISO text), so
 one set of validators serves both formats. Header problems and unreadable content are
 reported as `Problem`s with the file, line and column, never as a traceback.
+
+`read_rows` gives a row at a time (book files); `read_table` a whole file as a Polars
+frame of text columns (usage files), read by Polars itself for a CSV. Only public APIs
+of other packages are used: openpyxl's read-only workbook, the sheet's XML through
+zipfile and defusedxml for what openpyxl's values do not show.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+import posixpath
 import re
 import warnings
 import zipfile
@@ -18,6 +24,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from operator import itemgetter
 from pathlib import Path
+
+import polars as pl
 
 from chargeback.errors import Problem
 
@@ -287,21 +295,6 @@ def _xlsx_refusal(path: Path) -> str | None:
     return None
 
 
-def _sheet_parser():  # type: ignore[no-untyped-def]
-    """openpyxl's streaming sheet parser, noting formula cells that have no saved value
-    (openpyxl writes formulas without one; with `data_only` they would read as blank)."""
-    from openpyxl.worksheet._reader import FORMULA_TAG, WorkSheetParser
-
-    class Cells(WorkSheetParser):  # type: ignore[misc]
-        def parse_cell(self, element):  # type: ignore[no-untyped-def]
-            cell = super().parse_cell(element)
-            if cell["value"] is None and element.find(FORMULA_TAG) is not None:
-                cell["formula"] = True
-            return cell
-
-    return Cells
-
-
 def _column_letter(column: int) -> str:
     from openpyxl.utils import get_column_letter
 
@@ -314,9 +307,10 @@ def _column_letter(column: int) -> str:
 def _xlsx_rows(
     path: Path, columns: Columns, problems: list[Problem], name: str
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    """The rows of the first sheet, read straight from its XML: only the cells that are
-    there (a declared size of A1:XFD1048576 costs nothing), formulas without a saved
-    value, error cells and merged cells reported rather than read as blanks."""
+    """The rows of the first sheet through openpyxl's public read-only API. What its
+    values cannot show (a formula without a saved value reads as a blank, merged cells,
+    rows out of order it skips) is found in the sheet's XML (`_SheetMarks`) and reported
+    rather than read as blanks; error cells are reported too."""
     import openpyxl.xml
     from defusedxml import DefusedXmlException
     from openpyxl import load_workbook
@@ -348,12 +342,8 @@ def _xlsx_rows(
                 problems.append(Problem(name, 0, "-", "has no worksheet: put the usage on the first sheet"))
                 return
             sheet = workbook.worksheets[0]
-            with sheet._get_source() as source:  # noqa: SLF001 - the stream openpyxl itself reads
-                parser = _sheet_parser()(
-                    source, sheet._shared_strings, data_only=True, epoch=workbook.epoch,  # noqa: SLF001
-                    date_formats=workbook._date_formats,  # noqa: SLF001
-                    timedelta_formats=workbook._timedelta_formats)  # noqa: SLF001
-                yield from _sheet_rows(parser, columns, problems, name, where)
+            marks = _SheetMarks.of(path, sheet.title)
+            yield from _sheet_rows(sheet, marks, columns, problems, name, where)
         except Exception as exc:
             if _caused_by(exc, DefusedXmlException):
                 problems.append(Problem(name, 0, "-", unsafe))
@@ -375,53 +365,168 @@ def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
     return False
 
 
-def _sheet_rows(parser, columns: Columns, problems: list[Problem],  # type: ignore[no-untyped-def]
+#: In a sheet's XML: a row, its number, a formula, a merged range.
+ROW_TAG = re.compile(rb"<(?:[\w.-]+:)?row\b")
+ROW_NUMBER = re.compile(rb'<(?:[\w.-]+:)?row\b[^>]*?\sr="(\d+)"')
+FORMULA_OR_MERGE = re.compile(rb"<(?:[\w.-]+:)?(?:f[\s/>]|mergeCell\b)")
+#: Rows further apart than this are read as separate runs (`_SheetMarks.runs`).
+ROW_GAP = 1_000
+
+
+@dataclass
+class _SheetMarks:
+    """What openpyxl's values do not show, read from the first sheet's XML: the cells
+    (row, column) holding a formula without a saved value, the merged ranges, the first
+    row whose number is not above the one before it, and the runs (first and last row)
+    of rows with no more than `ROW_GAP` between them, so that openpyxl is never asked
+    for the million empty rows between row 2 and row 1048576 (None when a row has no
+    number)."""
+
+    formulas: set[tuple[int, int]]
+    merged: list[str]
+    out_of_order: int | None
+    runs: list[tuple[int, int]] | None
+
+    @classmethod
+    def of(cls, path: Path, title: str) -> _SheetMarks:
+        """One scan of the sheet's bytes for row numbers, formulas and merges; the XML
+        is parsed (with defusedxml) only when it has a formula or a merge."""
+        marks = cls(set(), [], None, None)
+        with zipfile.ZipFile(path) as archive:
+            member = _sheet_member(archive, title)
+            if member is None:
+                return marks
+            found = False
+            runs: list[tuple[int, int]] = []
+            tags = numbered = 0
+            last, tail = 0, b""
+            with archive.open(member) as source:
+                for block in iter(lambda: source.read(1 << 22), b""):
+                    text = tail + block
+                    cut = text.rfind(b"<")
+                    text, tail = (text[:cut], text[cut:]) if cut >= 0 else (text, b"")
+                    found = found or FORMULA_OR_MERGE.search(text) is not None
+                    tags += len(ROW_TAG.findall(text))
+                    for number in map(int, ROW_NUMBER.findall(text)):
+                        numbered += 1
+                        if number <= last and marks.out_of_order is None:
+                            marks.out_of_order = number
+                        if runs and number - runs[-1][1] <= ROW_GAP:
+                            runs[-1] = (runs[-1][0], number)
+                        else:
+                            runs.append((number, number))
+                        last = number
+            found = found or FORMULA_OR_MERGE.search(tail) is not None
+            if tags == numbered:
+                marks.runs = runs
+            if found:
+                marks._parse(archive, member)
+        return marks
+
+    def _parse(self, archive: zipfile.ZipFile, member: str) -> None:
+        from defusedxml.ElementTree import iterparse
+        from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
+
+        with archive.open(member) as source:
+            for _, element in iterparse(source, events=("end",)):
+                tag = element.tag.rpartition("}")[2]
+                if tag == "c":
+                    parts = {child.tag.rpartition("}")[2]: child for child in element}
+                    value = parts.get("v")
+                    if "f" in parts and (value is None or value.text is None) and element.get("r"):
+                        letters, row = coordinate_from_string(element.get("r"))
+                        self.formulas.add((row, column_index_from_string(letters)))
+                    element.clear()
+                elif tag == "row":
+                    element.clear()
+                elif tag == "mergeCell" and element.get("ref"):
+                    self.merged.append(element.get("ref"))
+
+
+def _sheet_member(archive: zipfile.ZipFile, title: str) -> str | None:
+    """The archive member of the sheet named `title`, found as openpyxl finds it: the
+    package's workbook part, its sheet of that name, and the relationship it names."""
+    from defusedxml.ElementTree import fromstring
+
+    def local(tag: str) -> str:
+        return tag.rpartition("}")[2]
+
+    def attribute(element, name: str) -> str | None:  # type: ignore[no-untyped-def]
+        return next((v for k, v in element.attrib.items() if local(k) == name), None)
+
+    def target(rels_member: str, folder: str, wanted: Callable[[object], bool]) -> str | None:
+        for rel in fromstring(archive.read(rels_member)):
+            if wanted(rel):
+                found = rel.get("Target", "")
+                return found.lstrip("/") if found.startswith("/") else posixpath.normpath(posixpath.join(folder, found))
+        return None
+
+    book = target("_rels/.rels", "", lambda rel: rel.get("Type", "").endswith("/officeDocument"))  # type: ignore[attr-defined]
+    if book is None:
+        return None
+    folder, _, file = book.rpartition("/")
+    sheet = next((e for e in fromstring(archive.read(book)).iter()
+                  if local(e.tag) == "sheet" and e.get("name") == title), None)
+    if sheet is None:
+        return None
+    rel_id = attribute(sheet, "id")
+    return target(posixpath.join(folder, "_rels", f"{file}.rels"), folder,
+                  lambda rel: rel.get("Id") == rel_id)  # type: ignore[attr-defined]
+
+
+def _numbered_rows(sheet, runs: list[tuple[int, int]] | None) -> Iterator[tuple[int, tuple]]:  # type: ignore[no-untyped-def,type-arg]
+    """(row number, cells) of the sheet from row 1, a run of rows at a time (openpyxl
+    reads the sheet again from its start for each, skipping the rows before it)."""
+    for first, last in runs if runs is not None else [(1, None)]:
+        yield from enumerate(sheet.iter_rows(min_row=first, max_row=last, min_col=1), first)
+
+
+def _sheet_rows(sheet, marks: _SheetMarks, columns: Columns, problems: list[Problem],  # type: ignore[no-untyped-def]
                 name: str, where: list[int]) -> Iterator[tuple[int, dict[str, str]]]:
+    from openpyxl.worksheet.cell_range import CellRange
+
+    sheet.reset_dimensions()  # the declared size may be A1:XFD1048576: only the cells that are there
+    rows = _numbered_rows(sheet, marks.runs)
     where[0] = 1
-    rows = parser.parse()
-    first = next(rows, None)
-    if first is None or first[0] != 1 or not first[1]:
+    number, first = next(rows, (0, ()))
+    if number != 1 or not first:
         problems.append(Problem(name, 1, "-", "the first sheet has no header on row 1; it needs a header row"))
         return
-    header_cells = first[1]
-    if header_cells[-1]["column"] > MAX_HEADER_CELLS:
+    if len(first) > MAX_HEADER_CELLS:
         problems.append(Problem(name, 1, "-", f"the header row has cells beyond column "
                                               f"{_column_letter(MAX_HEADER_CELLS)}: only the header's names belong there"))
         return
-    header = [""] * header_cells[-1]["column"]
-    for cell in header_cells:
-        header[cell["column"] - 1] = cell_text(cell["value"])
+    header = [cell_text(cell.value) for cell in first]
     while header and header[-1] == "":
         header.pop()
     wanted = _check_header(header, columns, problems, name)
     if wanted is None:
         return
+    if marks.out_of_order is not None:
+        problems.append(Problem(name, marks.out_of_order, "-", "the sheet's rows are out of order: "
+                                                               "save the file again from a spreadsheet program"))
+        return
     width = len(wanted)
-    last = 1
+    formulas = marks.formulas
     for number, cells in rows:
         where[0] = number
-        if number <= last:
-            problems.append(Problem(name, number, "-", "the sheet's rows are out of order: "
-                                                       "save the file again from a spreadsheet program"))
-            return
-        last = number
+        if not cells:
+            continue
         texts = [""] * width
         extra = bad = False
-        for cell in cells:
-            column = cell["column"]
+        for column, cell in enumerate(cells, 1):
             label = wanted[column - 1] if column <= width else _column_letter(column)
-            if cell.get("formula"):
+            if formulas and (number, column) in formulas:
                 problems.append(Problem(name, number, label,
                     "is a formula with no saved value: open the file in a spreadsheet program, "
                     "let it calculate and save it (or paste the values)"))
                 bad = True
                 continue
-            if cell["data_type"] == "e":
-                problems.append(Problem(name, number, label,
-                                        f"is a spreadsheet error ({cell['value']}): fix the formula"))
+            if cell.data_type == "e":
+                problems.append(Problem(name, number, label, f"is a spreadsheet error ({cell.value}): fix the formula"))
                 bad = True
                 continue
-            text = cell_text(cell["value"])
+            text = cell_text(cell.value)
             if column > width:
                 extra = extra or bool(text)
             else:
@@ -433,10 +538,107 @@ def _sheet_rows(parser, columns: Columns, problems: list[Problem],  # type: igno
             continue
         if any(texts):
             yield number, dict(zip(wanted, texts))
-    for ref in getattr(parser.merged_cells, "mergeCell", None) or ():
-        min_col, min_row, _, _ = ref.bounds
+    for ref in marks.merged:
+        try:
+            min_col, min_row, _, _ = CellRange(ref).bounds
+        except (ValueError, TypeError):
+            problems.append(Problem(name, 0, "-", f"merged cells {ref}: unmerge them and fill in every cell"))
+            continue
         label = wanted[min_col - 1] if min_col <= width else _column_letter(min_col)
-        problems.append(Problem(name, min_row, label, f"merged cells {ref.ref}: unmerge them and fill in every cell"))
+        problems.append(Problem(name, min_row, label, f"merged cells {ref}: unmerge them and fill in every cell"))
+
+
+#: The characters Python's `str.strip` takes off, for Polars' `strip_chars` to take
+#: off the same: a cell is judged as the row-by-row readers judged it.
+WHITESPACE = "".join(c for c in map(chr, range(0x3000 + 1)) if c.isspace())
+
+
+#: A cell of nothing but whitespace (`WHITESPACE`).
+BLANK = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]*$"
+
+
+#: A cell that starts or ends with whitespace (`WHITESPACE`).
+PADDED = "^[" + BLANK[2:-3] + "]|[" + BLANK[2:-3] + "]$"
+
+
+def stripped(table: pl.DataFrame, columns: tuple[str, ...]) -> list[pl.Expr]:
+    """The cells of `columns` without surrounding whitespace, as `str.strip` leaves them;
+    a column without such a cell is taken as it is (no copy of a million texts)."""
+    return [pl.col(c).str.strip_chars(WHITESPACE) if table.select(pl.col(c).str.contains(PADDED).any()).item()
+            else pl.col(c) for c in columns]
+
+
+def read_table(path: Path, columns: Columns, problems: list[Problem], name: str | None = None) -> pl.DataFrame:
+    """The data rows of a file as a frame: `line` (the header is line 1) and each of
+    `columns.all` as text, blank for an optional column the file does not have; blank
+    rows left out. Problems with the header or the bytes go to `problems`, as
+    `read_rows` reports them, and the rows they concern are left out.
+
+    A CSV file is read by Polars in one go; one it cannot read as RFC 4180 UTF-8 text
+    (a quote never closed, a row of too many cells, NUL bytes, lone CR line ends within
+    LF ones...) is read by the csv module (`read_records`), which says exactly where it
+    breaks. A workbook is read through openpyxl, a row at a time."""
+    name = name or path.name
+    frame = None if path.suffix.lower() in (".xlsx", ".xlsm") else _csv_frame(path, columns, problems, name)
+    if frame is not None:
+        return frame
+    lines: list[int] = []
+    records: list[tuple[str, ...]] = []
+    for line, values in read_records(path, columns, problems, name):
+        lines.append(line)
+        records.append(values)
+    frame = pl.DataFrame(records, schema=[(c, pl.String) for c in columns.all], orient="row")
+    return frame.select(pl.Series("line", lines, dtype=pl.Int64), *columns.all)
+
+
+def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str) -> pl.DataFrame | None:
+    """The CSV file read by Polars, every cell as text; None when the csv module must
+    read it (see `read_table`)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if not data or _not_csv(data[:8]) or b"\x00" in data:
+        return None
+    if b"\r" in data:
+        if b"\n" not in data:
+            data = data.replace(b"\r", b"\n")  # CR line ends (old Mac files), as the csv module reads them
+        elif data.count(b"\r") != data.count(b"\r\n"):
+            return None
+    try:
+        table = pl.read_csv(data, has_header=False, infer_schema=False, separator=",", quote_char='"', encoding="utf8")
+    except Exception:  # noqa: BLE001 - Polars says no in many ways; the csv module says why
+        return None
+    if table.height == 0 or table.select(pl.max_horizontal(pl.all().str.len_bytes()).max()).item() > csv.field_size_limit():
+        return None
+    cells = table.columns
+    header_row = table.row(0)
+    header = [] if header_row == (None,) else ["" if cell is None else cell for cell in header_row]
+    if len(header) == 1:
+        for separator, said in SEPARATORS.items():
+            if separator in header[0]:
+                problems.append(Problem(name, 1, "-", f"the file is separated by {said}: save it as comma-separated CSV"))
+                return _empty(columns)
+    wanted = _check_header(header, columns, problems, name)
+    if wanted is None:
+        return _empty(columns)
+    if b'"' in data:  # a quoted cell may hold line breaks: a row's line counts those before it
+        breaks = pl.sum_horizontal(pl.all().str.count_matches("\n", literal=True).fill_null(0))
+        line = 1 + pl.int_range(pl.len(), dtype=pl.Int64) + breaks.cum_sum().shift(1, fill_value=0).cast(pl.Int64)
+    else:
+        line = 1 + pl.int_range(pl.len(), dtype=pl.Int64)
+    table = table.with_columns(line.alias("line")).slice(1).rename(dict(zip(cells, wanted)))
+    table = table.select("line", *[(pl.col(c).fill_null("") if table[c].null_count() else pl.col(c)) if c in wanted
+                                   else pl.lit("").alias(c) for c in columns.all])
+    maybe = table.filter(pl.col(columns.all[0]).str.contains(BLANK))  # few rows, if any, to look at whole
+    if maybe.height:
+        blank = maybe.filter(pl.all_horizontal([pl.col(c).str.contains(BLANK) for c in columns.all]))["line"]
+        table = table.filter(~pl.col("line").is_in(blank.implode()))
+    return table
+
+
+def _empty(columns: Columns) -> pl.DataFrame:
+    return pl.DataFrame(schema={"line": pl.Int64, **{c: pl.String for c in columns.all}})
 
 
 def sha256_of(path: Path) -> str:

@@ -44,7 +44,7 @@ def test_every_writing_command_is_recorded(db_url: str, mini_book: Path, tmp_pat
     assert {i["file"] for i in load.inputs} == {str(mini_book / n) for n in
                                                 ("book.toml", "units.csv", "services.csv", "rates.csv")}
     assert imported.arguments == {"file": str(path), "period": "2026-03"}
-    assert imported.inputs == [{"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}]
+    assert imported.inputs == [{"file": str(path.absolute()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}]
     assert imported.outcome == "done: 1 lines read, 1 imported, 0 duplicates skipped"
     assert adjusted.arguments["amount"] == "-5.00" and adjusted.arguments["reason"] == "Goodwill"
     assert closed.outcome.startswith("done: 2 entries posted")
@@ -177,3 +177,15 @@ def test_the_audit_migration_goes_down_and_up(loaded: str) -> None:
     api.adjust(loaded, "2026-03", "HELP", "ART", "1", "after the round trip")
     assert [r.id for r in records(loaded)] == [1]
     assert api.verify(loaded).ok
+
+
+def test_an_input_file_is_recorded_by_its_absolute_path(loaded: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An auditor reading the log later does not know which folder `../county/x.csv` meant."""
+    (tmp_path / "county").mkdir()
+    (tmp_path / "work").mkdir()
+    usage_file(tmp_path / "county", "x.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]])
+    monkeypatch.chdir(tmp_path / "work")
+    api.import_file(loaded, Path("../county/x.csv"), "2026-03")
+    [record] = [r for r in api.audit_log(loaded)[0] if r.command == "import"]
+    assert record.inputs[0]["file"] == str(tmp_path / "work" / ".." / "county" / "x.csv")
+    assert len(record.inputs[0]["sha256"]) == 64

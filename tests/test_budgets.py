@@ -78,7 +78,9 @@ def test_status_for_a_statement(db_url: str, mini_book: Path, tmp_path: Path) ->
         march = status_for(conn, "ART", "2026-03")
         april = status_for(conn, "ART", "2026-04")
         assert (march.budget, march.spent, march.remaining, march.used) == (100000, 18500, 81500, Decimal("0.185"))
-        assert (april.spent, april.months, april.through) == (15500, 4, "2026-04")
+        # the tool's first charges are March's: two months counted, eight left
+        assert (april.spent, april.months, april.through, april.counted_from) == (15500, 2, "2026-04", "2026-03")
+        assert april.projected == 77500
         assert status_for(conn, "MATH", "2026-03") is None  # no budget
         assert status_for(conn, "ART", "2027-01").spent == 0
     # reloading the book without budgets.csv removes them
@@ -95,16 +97,21 @@ def test_preview_and_close_warn_about_budgets(loaded: str, mini_book: Path, tmp_
     api.load(loaded, mini_book)
     api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
     preview = api.preview(loaded, "2026-03", tmp_path / "out")
-    # ART 185.00 of 200.00 in 9 months: 246.67 by June; MATH 45.13: 60.17, within; FLEET 15.00 of 10.00: over
+    # March is the first month the tool has: each unit's March spend is projected over the
+    # four months March-June, not averaged over the eight months before it had any data.
+    # ART 185.00 of 200.00: 740.00 by June; MATH 45.13 of 100.00: 180.52; FLEET 15.00 of 10.00: over
     assert [(s.unit, s.state, s.projected) for s in preview.budget_warnings] == [
-        ("ART", "on course to exceed", 24667), ("FLEET", "over budget", 2000)]
+        ("ART", "on course to exceed", 74000), ("FLEET", "over budget", 6000),
+        ("MATH", "on course to exceed", 18052)]
     out = str(tmp_path / "out")
     result = CliRunner().invoke(main, ["--db", loaded, "close", "2026-03", "--out", out])
     assert result.exit_code == 0
-    assert result.stdout.splitlines()[-2:] == [
+    assert result.stdout.splitlines()[-3:] == [
         "warning: ART is on course to exceed its fiscal year 2026 budget: spent 185.00 of 200.00 USD "
-        "in 9 of 12 months, 246.67 by 2026-06 on a straight line",
+        "in 1 month since 2026-03 (the first month with charges), 740.00 by 2026-06 on a straight line",
         "warning: FLEET is over its fiscal year 2026 budget: spent 15.00 of 10.00 USD (150.0%) through 2026-03",
+        "warning: MATH is on course to exceed its fiscal year 2026 budget: spent 45.13 of 100.00 USD "
+        "in 1 month since 2026-03 (the first month with charges), 180.52 by 2026-06 on a straight line",
     ]
 
 
@@ -118,9 +125,9 @@ def test_the_budgets_command(loaded: str, mini_book: Path, tmp_path: Path) -> No
     lines = result.stdout.splitlines()
     assert lines[0] == "budgets of fiscal year 2026 (2026-01 to 2026-12), through 2026-03 (3 of 12 months)"
     assert [line.split() for line in lines[2:5]] == [
-        ["ART", "1000.00", "185.00", "815.00", "18.5%", "740.00", "within", "budget"],
-        ["FLEET", "15.00", "60.00", "no", "budget"],
-        ["MATH", "50.00", "45.13", "4.87", "90.3%", "180.52", "on", "course", "to", "exceed"],
+        ["ART", "1000.00", "185.00", "815.00", "18.5%", "1850.00", "on", "course", "to", "exceed"],
+        ["FLEET", "15.00", "150.00", "no", "budget"],
+        ["MATH", "50.00", "45.13", "4.87", "90.3%", "451.30", "on", "course", "to", "exceed"],
     ]
     path = tmp_path / "out" / "budgets-FY2026.xlsx"
     assert lines[-1] == f"written to {path}"
@@ -130,6 +137,7 @@ def test_the_budgets_command(loaded: str, mini_book: Path, tmp_path: Path) -> No
     assert rows["MATH"][2].value == 50 and rows["MATH"][3].value == pytest.approx(45.13)
     assert rows["MATH"][2].number_format == '"$"#,##0.00;[Red]-"$"#,##0.00'
     assert rows["MATH"][5].number_format.startswith("0.0%") and rows["MATH"][7].value == "on course to exceed"
+    assert rows["ART"][7].value == "on course to exceed"  # 185.00 in March, the first month with charges
     assert rows["FLEET"][2].value is None and rows["FLEET"][7].value == "no budget"
     result = CliRunner().invoke(main, ["--db", loaded, "budgets", "--fiscal-year", "26"])
     assert result.exit_code == 2 and "--fiscal-year" in result.stderr

@@ -102,3 +102,11 @@ def test_the_installed_command_runs_the_mini_book(mini_book: Path, tmp_path: Pat
     done = subprocess.run([sys.executable, "-m", "chargeback", "reconcile", "2026-03", "--json"],
                           env=env, capture_output=True, text=True)
     assert json.loads(done.stdout)["internal_revenue"] == "245.13"
+
+
+def test_an_adjustment_is_echoed_and_recorded_with_the_currency_digits(loaded: str) -> None:
+    code, out, _ = cli(loaded, "adjust", "2026-03", "--service", "HELP", "--consumer", "ART", "--amount", "50",
+                       "--reason", "Setup")
+    assert code == 0 and "50.00 USD" in out and " 50 USD" not in out
+    code, out, _ = cli(loaded, "audit")
+    assert "-> done: adjustment 1: 50.00 USD" in out

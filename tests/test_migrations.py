@@ -193,3 +193,63 @@ def test_widening_the_keys_keeps_the_journal(db_url: str, mini_book: Path, tmp_p
     assert any(usage_id is not None for _, usage_id, _ in before)
     assert _diff(engine) == []
     assert api.verify(engine).ok
+
+
+def test_a_journal_posted_line_by_line_upgrades_to_charges_of_one_line(db_url: str, mini_book: Path,
+                                                                        tmp_path: Path) -> None:
+    """0011 on a journal as the code before charges posted it: one entry per usage line,
+    naming it in `usage_id`, and no line recorded anywhere else. Upgraded, each entry is a
+    charge of one line: `verify` passes, the close posts nothing again for those lines, and
+    a credit against one of them is held to that line's amount."""
+    import datetime as dt
+    from decimal import Decimal
+
+    import pytest
+
+    from chargeback import journal
+    from chargeback.errors import Refused
+    from chargeback.journal import Draft, accounts
+    from chargeback.money import minor_of_product, to_micro
+    from chargeback.periods import lock_period
+    from chargeback.reference import load_reference
+
+    engine = db.connect(db_url)
+    api.load(engine, mini_book)
+    api.import_file(engine, mini_book / "usage" / "2026-03.csv", "2026-03")
+    with db.transaction(engine) as conn:
+        ref = load_reference(conn)
+        lock_period(conn, "2026-03", create=True)
+        drafts = []
+        for line in conn.execute(select(Usage.__table__).order_by(Usage.id)):
+            unit, provider = ref.units[line.consumer], ref.services[line.service].provider
+            rate = ref.rates.find(line.service, unit.kind, line.date)
+            assert rate is not None
+            rate_micro = to_micro(rate.rate)
+            debit, credit = accounts(unit.kind, line.consumer, provider)
+            drafts.append(Draft("2026-03", line.date, line.date, "usage", line.id, None, line.service, provider,
+                                line.consumer, unit.kind, line.quantity_micro, rate_micro,
+                                minor_of_product(line.quantity_micro, rate_micro, ref.digits), debit, credit,
+                                unit.expense_account, ref.units[provider].revenue_account, line.reference,
+                                line.description, rate.provenance))
+        journal.post(conn, drafts, dt.datetime(2026, 3, 31, 18, 0))
+        assert conn.execute(select(ChargeLine.usage_id)).first() is None  # nothing recorded: as before 0011
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "0010")
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        lines = conn.execute(select(ChargeLine.usage_id, ChargeLine.entry_id, ChargeLine.amount_minor)
+                             .order_by(ChargeLine.usage_id)).all()
+        entries = conn.execute(select(Entry.usage_id, Entry.id, Entry.amount_minor)
+                               .where(Entry.usage_id.is_not(None)).order_by(Entry.usage_id)).all()
+    assert [tuple(row) for row in lines] == [tuple(row) for row in entries] and len(lines) == len(drafts)
+    result = api.close(engine, "2026-03", tmp_path / "out", documents=False)
+    assert result.reconciliation.balanced
+    with engine.connect() as conn:
+        assert conn.execute(select(ChargeLine.usage_id)).all() == [(u,) for u, _, _ in lines]  # none again
+    assert api.verify(engine).ok
+    first = drafts[0]
+    with pytest.raises(Refused, match="larger than the original charge"):
+        api.adjust(engine, "2026-04", None, None, str(Decimal(-(first.amount_minor + 1)) / 100), "too much",
+                   against=f"{first.service}:{first.reference}")
+    api.adjust(engine, "2026-04", None, None, str(Decimal(-first.amount_minor) / 100), "all of it",
+               against=f"{first.service}:{first.reference}")

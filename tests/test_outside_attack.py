@@ -96,3 +96,17 @@ def test_book_settings_take_what_they_say(mini_book: Path, sqlite_url: str, sett
     code, out, err = cli(sqlite_url, "load", str(mini_book))
     assert code == 1 and "\r" not in out + err
     assert message in err.splitlines()
+
+
+def test_ten_thousand_problems_are_told_in_a_screenful(loaded: str, tmp_path: Path) -> None:
+    """Before: a file with 10,000 unknown columns printed 10,000 error lines."""
+    header = "date,service,consumer,quantity,reference," + ",".join(f"x{n}" for n in range(10_000))
+    path = tmp_path / "wide.csv"
+    path.write_text(header + "\n2026-03-02,HELP,ART,1,T-1" + "," * 10_000 + "\n")
+    code, _, err = cli(loaded, "import", str(path), "--period", "2026-03")
+    lines = err.splitlines()
+    assert code == 1 and len(lines) == 102
+    assert lines[0] == "wide.csv:1: x0: unknown column; the columns are: date, service, consumer, quantity, " \
+                       "reference, description"
+    assert lines[-2] == "... and 9900 more errors like these (the first 100 are shown)"
+    assert lines[-1] == "import refused: 10000 errors, nothing imported"

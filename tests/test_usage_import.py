@@ -238,14 +238,9 @@ def imports_of(url: str) -> list[tuple[int, int, int]]:
     return found
 
 
-def test_lines_stored_before_a_repeated_reference_are_taken_back_and_counted_once(
-        loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A new file is stored a batch at a time as it is read; a reference met again late
-    in the file (here after two stored batches) sends it through the full check, and
-    what was stored already is neither lost nor stored twice."""
-    import chargeback.usage
-
-    monkeypatch.setattr(chargeback.usage, "STRAIGHT_BATCH", 2)
+def test_a_file_of_new_lines_with_repeated_references_is_counted_once(loaded: str, tmp_path: Path) -> None:
+    """Lines imported before and lines repeated in the file, after new ones: the new
+    lines are stored once, the others counted as duplicates."""
     first = usage_file(tmp_path, "first.csv", [["2026-03-02", "HELP", "ART", "1", "R-9", "earlier"]])
     assert api.import_file(loaded, first, "2026-03").imported == 1
     rows = [["2026-03-03", "HELP", "MATH", str(n), f"N-{n}", "new"] for n in range(1, 6)]
@@ -259,11 +254,7 @@ def test_lines_stored_before_a_repeated_reference_are_taken_back_and_counted_onc
     assert result.by_provider == {"IT": D("900.00")}
 
 
-def test_a_problem_after_stored_batches_refuses_the_file_and_keeps_nothing(
-        loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import chargeback.usage
-
-    monkeypatch.setattr(chargeback.usage, "STRAIGHT_BATCH", 2)
+def test_a_problem_after_many_valid_lines_refuses_the_file_and_keeps_nothing(loaded: str, tmp_path: Path) -> None:
     rows = [["2026-03-03", "HELP", "MATH", "1", f"N-{n}", "new"] for n in range(1, 6)]
     path = usage_file(tmp_path, "late-problem.csv", rows + [["2026-03-04", "NOPE", "MATH", "1", "N-6", ""]])
     assert refused(loaded, path, "2026-03") == ["late-problem.csv:7: service: 'NOPE' is not a service of the book"]
@@ -271,91 +262,75 @@ def test_a_problem_after_stored_batches_refuses_the_file_and_keeps_nothing(
     assert imports_of(loaded) == []
 
 
-def test_a_new_file_is_imported_straight_with_the_same_figures_as_the_full_check(
-        loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The straight import and the full check agree on every figure of the summary."""
-    import chargeback.usage
+def plain_summary(url: str, rows: list[list[str]], period: str) -> dict[str, object]:
+    """An import's figures worked out a line at a time in plain Python: each line priced
+    at the base rate in force on its date (`RateTable.find`), rounded half up to the
+    cent with Decimal, added up by provider."""
+    from chargeback.db import connect
+    from chargeback.money import quantize
+    from chargeback.reference import load_reference
 
+    engine = connect(url)
+    with engine.connect() as conn:
+        reference = load_reference(conn)
+    engine.dispose()
+    first_day = dt.date.fromisoformat(period + "-01")
+    totals: dict[str, Decimal] = {}
+    late = credits = 0
+    for day_text, service, consumer, quantity_text, _, _ in rows:
+        day, quantity = dt.date.fromisoformat(day_text), Decimal(quantity_text)
+        rate = reference.rates.find(service, reference.units[consumer].kind, day)
+        provider = reference.services[service].provider
+        totals[provider] = totals.get(provider, Decimal(0)) + quantize(quantity * rate.rate, reference.digits)
+        late += day < first_day
+        credits += quantity < 0
+    return {"imported": len(rows), "late": late, "credits": credits, "by_provider": dict(sorted(totals.items()))}
+
+
+def test_the_summary_is_the_plain_computation_to_the_cent(loaded: str, tmp_path: Path) -> None:
+    """A late line, a credit, an external consumer and a rate that changes mid-month."""
     rows = [["2026-02-27", "HELP", "MATH", "1.5", "S-1", "late"], ["2026-03-03", "VAN", "ART", "-2", "S-2", "credit"],
-            ["2026-03-09", "HELP", "EXT-1", "3", "S-3", "external"]]
-    straight = api.import_file(loaded, usage_file(tmp_path, "s.csv", rows), "2026-03")
-
-    def not_straight(*args: object) -> None:
-        raise chargeback.usage._NotStraight
-
-    monkeypatch.setattr(chargeback.usage, "_import_new_lines", not_straight)
-    full = api.import_file(loaded, usage_file(tmp_path, "f.csv", [[r[0], r[1], r[2], r[3], "F" + r[4], r[5]]
-                                                                    for r in rows]), "2026-03")
-    keys = ("lines_read", "imported", "duplicates", "late", "credits", "by_provider", "currency")
-    assert {k: getattr(straight, k) for k in keys} == {k: getattr(full, k) for k in keys}
-    assert (straight.late, straight.credits, straight.imported) == (1, 1, 3)
+            ["2026-03-09", "HELP", "EXT-1", "3", "S-3", "external"], ["2026-03-20", "VAN", "ART", "0.000333", "S-4", ""]]
+    result = api.import_file(loaded, usage_file(tmp_path, "s.csv", rows), "2026-03")
+    assert {k: getattr(result, k) for k in ("imported", "late", "credits", "by_provider")} == \
+        plain_summary(loaded, rows, "2026-03")
+    assert (result.late, result.credits, result.imported) == (1, 1, 4)
 
 
-@pytest.fixture
-def read_elsewhere(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every usage file read and checked in a second process, as a big one is; the list
-    names the files that were."""
-    import chargeback.usage
-
-    read: list[str] = []
-    original = chargeback.usage._checked_elsewhere
-
-    def spied(path: Path, name: str, *args: object):  # type: ignore[no-untyped-def]
-        read.append(name)
-        return original(path, name, *args)
-
-    monkeypatch.setattr(chargeback.usage, "ELSEWHERE_BYTES", 0)
-    monkeypatch.setattr(chargeback.usage, "_checked_elsewhere", spied)
-    return read
-
-
-def test_a_file_read_in_a_second_process_gives_the_same_problems(
-        loaded: str, tmp_path: Path, read_elsewhere: list[str]) -> None:
-    import multiprocessing
-
-    path = usage_file(tmp_path, "bad.csv", [
-        ["2026-03-02", "HELP", "ART", "1", "OK-1", "fine"],
-        ["2026-03-32", "HELP", "ART", "1", "F-2", ""],
-        ["2026-03-02", "NOPE", "ART", "1", "F-3", ""],
-        ["2026-03-02", "HELP", "ART", "1,5", "F-7", ""],
-    ])
-    assert refused(loaded, path, "2026-03") == [
-        "bad.csv:3: date: '2026-03-32' is not a date: write it as YYYY-MM-DD",
-        "bad.csv:4: service: 'NOPE' is not a service of the book",
-        "bad.csv:5: quantity: quantity '1,5' is not a plain decimal number (digits with '.' as the separator)",
-    ]
-    assert read_elsewhere == ["bad.csv", "bad.csv"]  # the straight import, then the full check
-    assert multiprocessing.active_children() == []
-    assert stored(loaded) == 0
+def test_200000_generated_lines_add_up_to_the_plain_computation(loaded: str, tmp_path: Path) -> None:
+    """Every figure of the summary of a big file, late lines, credits, six-digit
+    fractions and both rates of VAN among them, equals the line-by-line computation."""
+    services = [("HELP", "MATH"), ("HELP", "EXT-1"), ("VAN", "ART"), ("VAN", "MATH")]
+    rows = []
+    for n in range(1, 200_001):
+        service, consumer = services[n % 4]
+        day = f"2026-02-{20 + n % 9:02d}" if n % 11 == 0 else f"2026-03-{1 + n % 31:02d}"
+        quantity = f"{'-' if n % 97 == 0 else ''}{n % 1000}.{(n * 7919) % 1_000_000:06d}"
+        rows.append([day, service, consumer, quantity, f"G-{n}", f"line {n}"])
+    result = api.import_file(loaded, usage_file(tmp_path, "big.csv", rows), "2026-03")
+    assert {k: getattr(result, k) for k in ("imported", "late", "credits", "by_provider")} == \
+        plain_summary(loaded, rows, "2026-03")
+    assert result.late > 0 and result.credits > 0
+    assert stored(loaded) == 200_000
 
 
-def test_a_big_file_read_in_a_second_process_is_imported_to_the_cent(
-        loaded: str, tmp_path: Path, read_elsewhere: list[str]) -> None:
-    """Three batches of the second process (10,000 rows each; it checks the first and the
-    third against the book, this process the second), a late line and a credit among
-    them: the same summary as read here, every line stored once."""
+def test_a_big_file_is_imported_to_the_cent(loaded: str, tmp_path: Path) -> None:
+    """25,000 lines, late lines and credits among them: every line stored once."""
     rows = [["2026-03-02" if n % 7 else "2026-02-27", "HELP", "MATH" if n % 3 else "EXT-1",
              "-0.5" if n % 1000 == 0 else "1.25", f"B-{n}", f"line {n}"] for n in range(1, 25_001)]
-    elsewhere = api.import_file(loaded, usage_file(tmp_path, "big.csv", rows), "2026-03")
-    assert read_elsewhere == ["big.csv"]
-    assert (elsewhere.lines_read, elsewhere.imported, elsewhere.late, elsewhere.credits) == (25_000, 25_000, 3571, 25)
+    result = api.import_file(loaded, usage_file(tmp_path, "big.csv", rows), "2026-03")
+    assert (result.lines_read, result.imported, result.late, result.credits) == (25_000, 25_000, 3571, 25)
     # HELP: 60.00 internal, 90.00 external a unit; 1.25 x 60 = 75.00 and 1.25 x 90 = 112.50 a line
     internal = [r for n, r in enumerate(rows, 1) if n % 3]
     external = [r for n, r in enumerate(rows, 1) if not n % 3]
     expected = sum(D(r[3]) * 60 for r in internal) + sum(D(r[3]) * 90 for r in external)
-    assert elsewhere.by_provider == {"IT": expected}
+    assert result.by_provider == {"IT": expected}
     assert stored(loaded) == 25_000
     again = api.import_file(loaded, usage_file(tmp_path, "again.csv", rows[:10]), "2026-03")
     assert (again.imported, again.duplicates) == (0, 10)
 
 
-def test_a_problem_in_a_batch_checked_here_refuses_the_file(
-        loaded: str, tmp_path: Path, read_elsewhere: list[str]) -> None:
-    """The second process reads the second batch and this process checks it against the
-    book (`CHECKED_HERE_EVERY`): its problems refuse the file like any other's."""
-    import chargeback.usage
-
-    assert chargeback.usage.CHECKED_HERE_EVERY == 2
+def test_problems_far_down_a_big_file_name_their_lines(loaded: str, tmp_path: Path) -> None:
     rows = [["2026-03-02", "HELP", "MATH", "1", f"C-{n}", ""] for n in range(1, 12_001)]
     rows[10_003][1] = "NOPE"  # line 10,005 of the file, counting the header
     rows[10_007][2] = "IT"  # IT provides HELP
@@ -363,5 +338,53 @@ def test_a_problem_in_a_batch_checked_here_refuses_the_file(
         "second.csv:10005: service: 'NOPE' is not a service of the book",
         "second.csv:10009: consumer: 'IT' provides HELP: a unit cannot charge itself",
     ]
-    assert read_elsewhere == ["second.csv", "second.csv"]
     assert stored(loaded) == 0
+
+
+def test_six_fractional_digits_are_kept_and_a_seventh_is_refused(loaded: str, tmp_path: Path) -> None:
+    path = usage_file(tmp_path, "six.csv", [["2026-03-02", "HELP", "MATH", "2.123456", "Q-1", ""],
+                                            ["2026-03-02", "HELP", "MATH", "-0.000001", "Q-2", ""],
+                                            ["2026-03-02", "HELP", "MATH", "1.0000000", "Q-3", "zeros are fine"]])
+    result = api.import_file(loaded, path, "2026-03")
+    assert result.by_provider == {"IT": D("127.41") + D("-0.00") + D("60.00")}  # 2.123456 x 60 = 127.40736
+    engine = create_engine(loaded.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        quantities = conn.execute(select(Usage.quantity_micro).order_by(Usage.line)).scalars().all()
+    engine.dispose()
+    assert quantities == [2_123_456, -1, 1_000_000]
+    seven = usage_file(tmp_path, "seven.csv", [["2026-03-02", "HELP", "MATH", "2.1234567", "Q-4", ""]])
+    assert refused(loaded, seven, "2026-03") == [
+        "seven.csv:2: quantity: quantity '2.1234567' has more than 6 decimal places"]
+
+
+def test_digits_other_than_ascii_are_refused(loaded: str, tmp_path: Path) -> None:
+    """The contract's digits are ASCII: Arabic-Indic digits are not a quantity, nor a date."""
+    path = usage_file(tmp_path, "arabic.csv", [["2026-03-02", "HELP", "MATH", "\u0661\u0662", "A-1", ""],
+                                               ["\u0662\u0660\u0662\u0666-03-02", "HELP", "MATH", "1", "A-2", ""]])
+    assert refused(loaded, path, "2026-03") == [
+        "arabic.csv:2: quantity: quantity '\u0661\u0662' is not a plain decimal number (digits with '.' as the separator)",
+        "arabic.csv:3: date: '\u0662\u0660\u0662\u0666-03-02' is not a date: write it as YYYY-MM-DD",
+    ]
+
+
+def test_lines_are_counted_across_quoted_line_breaks(loaded: str, tmp_path: Path) -> None:
+    """A quoted description over two lines: a problem after it names the file's line,
+    as a spreadsheet program shows it, not the row's number."""
+    path = tmp_path / "breaks.csv"
+    path.write_text(f"{','.join(USAGE_HEADER)}\n"
+                    '2026-03-02,HELP,MATH,1,Q-1,"two\nlines"\n'
+                    '2026-03-02,HELP,MATH,1,Q-2,"three\r\nlines\nhere"\n'
+                    "2026-03-02,NOPE,MATH,1,Q-3,\n", newline="")
+    assert refused(loaded, path, "2026-03") == ["breaks.csv:7: service: 'NOPE' is not a service of the book"]
+
+
+def test_rows_out_of_order_in_a_sheet_are_refused(loaded: str, tmp_path: Path) -> None:
+    """openpyxl's public reader skips a row numbered below the one before it: the sheet's
+    XML is looked at so that it is refused rather than lost."""
+    import hostile_files as h
+
+    row = '<row r="{n}"><c r="A{n}" t="inlineStr"><is><t>2026-03-02</t></is></c></row>'
+    path = tmp_path / "order.xlsx"
+    path.write_bytes(h.workbook(h.sheet_xml([h.USAGE_HEADER], extra_rows=row.format(n=3) + row.format(n=2))))
+    assert refused(loaded, path, "2026-03") == [
+        "order.xlsx:2: -: the sheet's rows are out of order: save the file again from a spreadsheet program"]

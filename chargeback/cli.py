@@ -18,11 +18,25 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from chargeback import api, budgets, delivery, variance
 from chargeback.db import database_url, redact, without_secrets
 from chargeback.errors import InputRefused, Refused
+from chargeback.periods import check_period
 from chargeback.reconciliation import Reconciliation
 from chargeback.recovery import percent
 from chargeback.usage import ImportResult
 
-PERIOD = click.STRING
+class PeriodType(click.ParamType):
+    """A period argument: `YYYY-MM` within the calendar chargeback keeps. Anything else is
+    bad usage (exit 2), as every malformed argument is."""
+
+    name = "YYYY-MM"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return check_period(str(value))
+        except Refused as exc:
+            self.fail(str(exc), param, ctx)
+
+
+PERIOD = PeriodType()
 
 
 class Context:
@@ -130,7 +144,7 @@ def _import_summary(result: ImportResult) -> str:
 
 @main.command(name="import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--period", required=True, metavar="YYYY-MM", help="The open period to import into.")
+@click.option("--period", required=True, type=PERIOD, help="The open period to import into.")
 @click.pass_obj
 def import_(ctx: Context, file: Path, period: str) -> None:
     """Import a usage FILE (CSV or XLSX) into an open period."""
@@ -138,7 +152,7 @@ def import_(ctx: Context, file: Path, period: str) -> None:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--service", default=None, help="Required unless --against names the charge.")
 @click.option("--consumer", default=None, help="Required unless --against names the charge.")
 @click.option("--amount", required=True, help="Positive for a charge, negative for a credit.")
@@ -166,7 +180,7 @@ def _totals(rec: Reconciliation) -> str:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--no-documents", is_flag=True, help="Close without writing documents (write them later with `report`).")
 @click.pass_obj
@@ -193,7 +207,7 @@ def _review(ctx: Context, review: variance.Review, warnings: list[budgets.Budget
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @out_option
 @click.pass_obj
 def preview(ctx: Context, period: str, out_dir: Path) -> None:
@@ -218,7 +232,7 @@ def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--json", "as_json", is_flag=True, help="Print the contract's JSON object.")
 @click.pass_obj
 def reconcile(ctx: Context, period: str, as_json: bool) -> None:
@@ -239,7 +253,7 @@ def reconcile(ctx: Context, period: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.pass_obj
 def report(ctx: Context, period: str, out_dir: Path) -> None:
@@ -257,7 +271,7 @@ def _server(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @out_option
 @click.option("--smtp", default="localhost:25", show_default=True, envvar="CHARGEBACK_SMTP", metavar="HOST:PORT",
               callback=_server, help="The mail server (or $CHARGEBACK_SMTP).")
@@ -293,7 +307,7 @@ def deliver(ctx: Context, period: str, out_dir: Path, smtp: str, sender: str, dr
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--reason", required=True, help="Why the period is reopened (recorded).")
 @click.pass_obj
 def reopen(ctx: Context, period: str, reason: str) -> None:
@@ -303,7 +317,7 @@ def reopen(ctx: Context, period: str, reason: str) -> None:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--format", "fmt", required=True, type=click.Choice(["csv", "hledger", "beancount"]))
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_obj
@@ -329,7 +343,7 @@ def verify(ctx: Context) -> None:
 
 
 @main.command(name="audit")
-@click.option("--period", default=None, metavar="YYYY-MM", help="Only the records of this period.")
+@click.option("--period", default=None, type=PERIOD, help="Only the records of this period.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as a JSON list.")
 @click.pass_obj
 def audit_(ctx: Context, period: str | None, as_json: bool) -> None:
@@ -398,7 +412,7 @@ def _counted(number: int, noun: str) -> str:
 @main.command()
 @click.argument("book", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--through", default=None, metavar="YYYY-MM", help="Import and close periods up to this one only.")
+@click.option("--through", default=None, type=PERIOD, help="Import and close periods up to this one only.")
 @click.pass_obj
 def run(ctx: Context, book: Path, out_dir: Path, through: str | None) -> None:
     """The monthly job: load BOOK, import BOOK/usage/*, close the periods in order."""

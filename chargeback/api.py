@@ -341,14 +341,14 @@ def reopen(url: str | Engine | None, period: str, reason: str) -> None:
 
 def reconcile(url: str | Engine | None, period: str) -> Reconciliation:
     check_period(period)
-    with db.transaction(_engine(url)) as conn:
+    with db.reading(_engine(url)) as conn:
         return _reconcile(conn, period)
 
 
 def export(url: str | Engine | None, period: str, fmt: str, out: Path | None = None) -> str | None:
     """The period's journal as text (when `out` is None) or written to `out`."""
     check_period(period)
-    with db.transaction(_engine(url)) as conn:
+    with db.reading(_engine(url)) as conn:
         if out is None:
             buffer = io.StringIO()
             _export(conn, period, fmt, buffer)
@@ -369,7 +369,7 @@ def audit_log(url: str | Engine | None, period: str | None = None
     problems, hash of the last record)."""
     if period is not None:
         check_period(period)
-    with db.transaction(_engine(url)) as conn:
+    with db.reading(_engine(url)) as conn:
         count, problems = audit.verify_chain(conn)
         return audit.records(conn, period), (count, problems, audit.head(conn)[1])
 
@@ -461,7 +461,7 @@ def recovery(url: str | Engine | None, fiscal_year: int,
              out: Path | None = Path("recovery.xlsx")) -> Recovery:
     """The cost-recovery report of a fiscal year; writes `recovery.xlsx` to `out` unless
     `out` is None."""
-    with db.transaction(_engine(url)) as conn:
+    with db.reading(_engine(url)) as conn:
         result = _recovery(conn, fiscal_year)
     if out is not None:
         try:

@@ -74,6 +74,10 @@ class ChargebackGroup(click.Group):
             detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             url = ctx.obj.url if isinstance(ctx.obj, Context) else ""
             reason = without_secrets(detail[0], url) if detail else type(exc).__name__
+            if "readonly" in reason:
+                _fail(f"refused: the database ({redact(url)}) is read-only: {reason}; reading commands "
+                      "(verify, reconcile, audit, export) work, this one needs write access to the "
+                      "database file and its folder")
             _fail(f"database error ({redact(url)}): {reason}; "
                   "the command did not complete: check that the database server is running and "
                   "reachable, then run the command again")

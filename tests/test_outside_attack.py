@@ -115,3 +115,18 @@ def test_ten_thousand_problems_are_told_in_a_screenful(loaded: str, tmp_path: Pa
                        "reference, description"
     assert lines[-2] == "... and 9900 more errors like these (the first 100 are shown)"
     assert lines[-1] == "import refused: 10000 errors, nothing imported"
+
+
+def test_a_read_only_database_still_answers_the_reading_commands(sqlite_url: str, mini_book: Path,
+                                                                 tmp_path: Path) -> None:
+    """Before: on a read-only database file even `verify`, `reconcile` and `audit` failed
+    with "check that the database server is running". Opened read-only (as a file without
+    write permission is), reading commands work and writing ones say what is wrong."""
+    api.run(sqlite_url, mini_book, tmp_path / "out")
+    read_only = f"sqlite:///file:{sqlite_url.removeprefix('sqlite:///')}?mode=ro&uri=true"
+    for command in (["reconcile", "2026-03"], ["audit"], ["export", "2026-03", "--format", "csv"]):
+        code, out, err = cli(read_only, *command)
+        assert (code, err) == (0, ""), command
+    code, _, err = cli(read_only, "adjust", "2026-04", "--service", "HELP", "--consumer", "ART", "--amount", "5",
+                       "--reason", "x")
+    assert code == 1 and "is read-only" in err and "reading commands (verify, reconcile, audit, export) work" in err

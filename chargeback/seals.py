@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, insert, select, update
 
 from chargeback.errors import Refused
+from chargeback.fields import PERIOD_PATTERN
 from chargeback.journal import GENESIS, entry_hash, head
 from chargeback.schema import AuditRecord, Entry, Period, PeriodEvent, PeriodEventHead
 
@@ -49,6 +50,10 @@ HASHED_FIELDS = ("id", "period", "at", "action", "reason", "user", "journal_entr
 EVENT_COLUMNS = [getattr(PeriodEvent, name) for name in HASHED_FIELDS] + [PeriodEvent.hash]
 #: A seals file larger than this is not a list of seals or a manifest.
 MAX_SEALS_FILE = 64 * 1024 * 1024
+
+
+def _hex(value: object, length: int) -> bool:
+    return isinstance(value, str) and len(value) == length and all(c in "0123456789abcdef" for c in value)
 
 
 def _utc_text(at: dt.datetime) -> str:
@@ -89,20 +94,21 @@ class Seal:
         if not isinstance(value, dict):
             raise Refused(f"{where}: not a seal (an object with period, entry and hash)")
         period, entry, digest = value.get("period"), value.get("entry"), value.get("hash")
-        if not isinstance(period, str) or not isinstance(digest, str) or len(digest) != 64 \
-                or any(c not in "0123456789abcdef" for c in digest):
-            raise Refused(f"{where}: a seal needs a period and a hash of 64 lowercase hex digits")
-        if entry is not None and (not isinstance(entry, int) or isinstance(entry, bool) or entry < 0):
-            raise Refused(f"{where}: a seal's entry is a whole number")
+        if not isinstance(period, str) or not PERIOD_PATTERN.fullmatch(period) or not _hex(digest, 64):
+            raise Refused(f"{where}: a seal needs a period YYYY-MM and a hash of 64 lowercase hex digits")
+        if entry is not None and (not isinstance(entry, int) or isinstance(entry, bool) or not 0 <= entry < 2**63):
+            raise Refused(f"{where}: a seal's entry is the id of an entry, a whole number")
         closed_at = value.get("closed_at")
         try:
             at = dt.datetime.fromisoformat(closed_at.removesuffix("Z")) if closed_at else None
         except (AttributeError, ValueError):
             raise Refused(f"{where}: closed_at {closed_at!r} is not a UTC time YYYY-MM-DDTHH:MM:SSZ") from None
+        if at is not None and at.tzinfo is not None:
+            at = at.astimezone(dt.timezone.utc).replace(tzinfo=None)
         signature, key = value.get("signature"), value.get("key")
-        if not isinstance(signature, (str, type(None))) or not isinstance(key, (str, type(None))):
-            raise Refused(f"{where}: a seal's signature and key are hex text")
-        return cls(period, at.replace(tzinfo=None) if at else None, entry, digest, signature, key)
+        if not (signature is None or _hex(signature, 128)) or not (key is None or _hex(key, 64)):
+            raise Refused(f"{where}: a seal's signature is 128 lowercase hex digits and its key 64")
+        return cls(period, at, entry, digest, signature, key)
 
 
 def fingerprint(public_key: Ed25519PublicKey) -> str:
@@ -314,7 +320,7 @@ def check_events(conn: Connection) -> tuple[int, list[str]]:
     record, from before it existed, are not matched)."""
     problems: list[str] = []
     rows = conn.execute(select(*EVENT_COLUMNS).order_by(PeriodEvent.id)).all()
-    expected_prev, expected_id, last_at = GENESIS, 1, None
+    expected_prev, expected_id = GENESIS, 1
     for row in rows:
         values = tuple(row)
         if row.id != expected_id:
@@ -326,10 +332,7 @@ def check_events(conn: Connection) -> tuple[int, list[str]]:
         if event_hash(values[:-1]) != row.hash:
             problems.append(f"period event {row.id}: its contents do not match its hash: the {row.action} "
                             f"of {row.period} was altered")
-        if last_at is not None and row.at < last_at:
-            problems.append(f"period event {row.id}: dated before the event before it: events were "
-                            "reordered or backdated")
-        expected_prev, expected_id, last_at = row.hash, row.id + 1, row.at
+        expected_prev, expected_id = row.hash, row.id + 1
     last = conn.execute(select(PeriodEventHead.last_event, PeriodEventHead.last_hash)).one()
     if not problems and tuple(last) != (expected_id - 1, expected_prev):
         problems.append(f"period event head names event {last.last_event} but the events end at "

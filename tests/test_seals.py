@@ -171,7 +171,14 @@ def test_a_seals_file_that_is_not_one_is_refused(closed: str, tmp_path: Path) ->
     bad.write_text('[{"period": "2026-03", "entry": 1, "hash": "xyz"}]')
     code, _, err = cli(closed, "verify", "--seals", str(bad))
     assert code == 1
-    assert err.strip() == f"refused: {bad}: item 1: a seal needs a period and a hash of 64 lowercase hex digits"
+    assert err.strip() == f"refused: {bad}: item 1: a seal needs a period YYYY-MM and a hash of 64 lowercase hex digits"
+    for seal, message in (({"entry": 10**30}, "a seal's entry is the id of an entry, a whole number"),
+                          ({"signature": "zz"}, "a seal's signature is 128 lowercase hex digits and its key 64"),
+                          ({"closed_at": 5}, "closed_at 5 is not a UTC time YYYY-MM-DDTHH:MM:SSZ")):
+        bad.write_text(json.dumps(dict({"period": "2026-03", "entry": 1, "hash": "a" * 64}, **seal)))
+        assert cli(closed, "verify", "--seals", str(bad))[2].strip() == f"refused: {bad}: {message}"
+    bad.write_text("{")
+    assert cli(closed, "verify", "--seals", str(bad))[2].startswith(f"refused: {bad}: not JSON")
 
 
 def _key_files(folder: Path, name: str) -> tuple[Ed25519PrivateKey, Path, Path]:

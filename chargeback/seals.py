@@ -37,8 +37,8 @@ from sqlalchemy import Connection, insert, select, update
 
 from chargeback.errors import Refused
 from chargeback.fields import PERIOD_PATTERN
-from chargeback.journal import GENESIS, entry_hash, head
-from chargeback.schema import AuditRecord, Entry, Period, PeriodEvent, PeriodEventHead
+from chargeback.journal import GENESIS, entry_hash
+from chargeback.schema import AuditRecord, Entry, JournalHead, Period, PeriodEvent, PeriodEventHead
 
 if TYPE_CHECKING:  # cryptography is loaded only by the commands that sign or check (35 ms)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -189,13 +189,15 @@ def _append(conn: Connection, period: str, at: dt.datetime, action: str, reason:
 
 def record_close(conn: Connection, period: str, at: dt.datetime, reason: str, user: str,
                  signer: Signer | None) -> Seal:
-    """The close's event with its seal (the journal head now), signed by `signer` if any.
-    The caller holds the journal head's lock, so the head cannot move meanwhile."""
-    entry, digest = head(conn)
-    seal = Seal(period, at.replace(microsecond=0), entry, digest)
+    """The close's event with its seal (the journal head now, locked so that it cannot
+    move before the commit), signed by `signer` if any."""
+    entry, digest = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)
+                                 .where(JournalHead.id == 1).with_for_update()).one()
+    closed_at = at.replace(microsecond=0)
+    seal = Seal(period, closed_at, entry, digest)
     if signer is not None:
         seal = signer.sign(seal)
-    _append(conn, period, seal.closed_at, "close", reason, user, seal)  # type: ignore[arg-type]
+    _append(conn, period, closed_at, "close", reason, user, seal)
     return seal
 
 

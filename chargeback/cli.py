@@ -333,17 +333,46 @@ def export(ctx: Context, period: str, fmt: str, out_file: Path | None) -> None:
 
 
 @main.command()
+@click.option("--seals", "seals_files", multiple=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Seals kept outside the database: a list as `seals --json` prints it, or manifest.json "
+                   "files (repeat the option for several).")
+@click.option("--public-key", default=None, metavar="PEM", envvar="CHARGEBACK_SEAL_PUBLIC_KEY",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The seal key's public key: every seal checked must be signed by it "
+                   "(or $CHARGEBACK_SEAL_PUBLIC_KEY).")
 @click.pass_obj
-def verify(ctx: Context) -> None:
+def verify(ctx: Context, seals_files: tuple[Path, ...], public_key: Path | None) -> None:
     """Check the journal: balanced entries, hash chain intact, closed periods untouched."""
-    result = api.verify(ctx.url)
+    result = api.verify(ctx.url, list(seals_files) or None, public_key)
     if not result.ok:
         for problem in result.problems:
             click.echo(problem, err=True)
         _fail(f"verify failed: {result.problems[0]}")
+    sealed = ""
+    if result.seals_checked:
+        signed = f", {result.signatures_checked} signatures valid" if result.signatures_checked else ""
+        sealed = f", {_counted(result.seals_checked, 'seal')} still held by the journal{signed}"
     _say(ctx, f"journal verified: {result.entries} entries, hash chain intact, "
               f"{result.periods} closed periods match their totals, "
-              f"{result.audit_records} audit records chained")
+              f"{result.audit_records} audit records chained, "
+              f"{result.period_events} closes and reopens chained{sealed}")
+
+
+@main.command(name="seals")
+@click.option("--json", "as_json", is_flag=True, help="Print the seals as a JSON list (what `verify --seals` reads).")
+@click.pass_obj
+def seals_(ctx: Context, as_json: bool) -> None:
+    """Every close's seal: the journal head after it, for auditors to keep."""
+    found = api.seals(ctx.url)
+    if as_json:
+        click.echo(json.dumps([seal.as_json() for seal in found], indent=1))
+        return
+    for seal in found:
+        signed = f"signed by key {seal.key[:16]}..." if seal.signature and seal.key else \
+            "signed" if seal.signature else "not signed"
+        click.echo(f"{seal.period}  closed {seal.as_json()['closed_at']}  entry {seal.entry}  {seal.hash}  {signed}")
+    _say(ctx, f"{_counted(len(found), 'seal')}")
 
 
 @main.command(name="audit")

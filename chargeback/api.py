@@ -366,7 +366,7 @@ def verify(url: str | Engine | None, seals_file: Path | Sequence[Path] | None = 
     files = [Path(seals_file)] if isinstance(seals_file, (str, Path)) else seals_file
     listed = _seals.read_seals(files) if files is not None else None
     key = _seals.load_public_key(Path(public_key)) if public_key is not None else None
-    with db.transaction(_engine(url)) as conn:
+    with db.reading(_engine(url)) as conn:
         return _verify(conn, listed, key)
 
 

@@ -130,3 +130,20 @@ def test_a_read_only_database_still_answers_the_reading_commands(sqlite_url: str
     code, _, err = cli(read_only, "adjust", "2026-04", "--service", "HELP", "--consumer", "ART", "--amount", "5",
                        "--reason", "x")
     assert code == 1 and "is read-only" in err and "reading commands (verify, reconcile, audit, export) work" in err
+
+
+def test_usage_that_one_charge_could_not_post_is_refused_at_import(loaded: str, tmp_path: Path) -> None:
+    """Before: 95,000 lines of 99999999999.999 at 10.00 imported fine, and the close then
+    overflowed a 64-bit column: the period could never close, since usage lines cannot
+    be removed. Now the import refuses the line where the period's usage of a service by
+    a consumer passes what one charge can post, and the month closes."""
+    huge = "10000000000"  # 10^10 at HELP's 60.00: 6 * 10^11 a line, under the limit of one line
+    api.import_file(loaded, usage_file(tmp_path, "a.csv", [["2026-03-02", "HELP", "ART", huge, "H-1", ""]]), "2026-03")
+    rows = [["2026-03-02", "HELP", "ART", huge, f"H-{n}", ""] for n in range(2, 1_000)]
+    code, _, err = cli(loaded, "import", str(usage_file(tmp_path, "b.csv", rows)), "--period", "2026-03")
+    lines = err.splitlines()
+    assert code == 1 and lines[-1] == "import refused: 1 error, nothing imported"
+    assert lines[0] == ("b.csv:2: quantity: with this line the usage of HELP by ART in 2026-03 passes what one "
+                        "charge can post (10^12 in quantity, or 10^12 USD at its rate): check the quantities")
+    result = api.close(loaded, "2026-03", tmp_path / "out", documents=False)
+    assert result.reconciliation.balanced

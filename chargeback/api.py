@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from chargeback import audit, budgets as _budgets, db, delivery, variance
+from chargeback import audit, budgets as _budgets, db, delivery, seals as _seals, variance
 from chargeback.bundled import bundled
 from chargeback.adjustments import AdjustResult, adjust as _adjust
 from chargeback.book import LoadResult, load_book
@@ -341,14 +341,14 @@ def reopen(url: str | Engine | None, period: str, reason: str) -> None:
 
 def reconcile(url: str | Engine | None, period: str) -> Reconciliation:
     check_period(period)
-    with db.transaction(_engine(url)) as conn:
+    with db.reading(_engine(url)) as conn:
         return _reconcile(conn, period)
 
 
 def export(url: str | Engine | None, period: str, fmt: str, out: Path | None = None) -> str | None:
     """The period's journal as text (when `out` is None) or written to `out`."""
     check_period(period)
-    with db.transaction(_engine(url)) as conn:
+    with db.reading(_engine(url)) as conn:
         if out is None:
             buffer = io.StringIO()
             _export(conn, period, fmt, buffer)
@@ -358,9 +358,22 @@ def export(url: str | Engine | None, period: str, fmt: str, out: Path | None = N
         return None
 
 
-def verify(url: str | Engine | None) -> VerifyResult:
+def verify(url: str | Engine | None, seals_file: Path | Sequence[Path] | None = None,
+           public_key: Path | None = None) -> VerifyResult:
+    """Check the whole journal; with `seals_file` (a list of seals as `seals --json`
+    prints it, or manifests; one file or several) also that the journal still holds each
+    seal, and with `public_key` (a PEM file) that each seal is signed by it."""
+    files = [Path(seals_file)] if isinstance(seals_file, (str, Path)) else seals_file
+    listed = _seals.read_seals(files) if files is not None else None
+    key = _seals.load_public_key(Path(public_key)) if public_key is not None else None
+    with db.reading(_engine(url)) as conn:
+        return _verify(conn, listed, key)
+
+
+def seals(url: str | Engine | None) -> list[_seals.Seal]:
+    """Every close's seal, in the order of the closes."""
     with db.transaction(_engine(url)) as conn:
-        return _verify(conn)
+        return _seals.seals(conn)
 
 
 def audit_log(url: str | Engine | None, period: str | None = None
@@ -369,7 +382,7 @@ def audit_log(url: str | Engine | None, period: str | None = None
     problems, hash of the last record)."""
     if period is not None:
         check_period(period)
-    with db.transaction(_engine(url)) as conn:
+    with db.reading(_engine(url)) as conn:
         count, problems = audit.verify_chain(conn)
         return audit.records(conn, period), (count, problems, audit.head(conn)[1])
 
@@ -461,7 +474,7 @@ def recovery(url: str | Engine | None, fiscal_year: int,
              out: Path | None = Path("recovery.xlsx")) -> Recovery:
     """The cost-recovery report of a fiscal year; writes `recovery.xlsx` to `out` unless
     `out` is None."""
-    with db.transaction(_engine(url)) as conn:
+    with db.reading(_engine(url)) as conn:
         result = _recovery(conn, fiscal_year)
     if out is not None:
         try:

@@ -18,11 +18,25 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from chargeback import api, budgets, delivery, variance
 from chargeback.db import database_url, redact, without_secrets
 from chargeback.errors import InputRefused, Refused
+from chargeback.periods import check_period
 from chargeback.reconciliation import Reconciliation
 from chargeback.recovery import percent
 from chargeback.usage import ImportResult
 
-PERIOD = click.STRING
+class PeriodType(click.ParamType):
+    """A period argument: `YYYY-MM` within the calendar chargeback keeps. Anything else is
+    bad usage (exit 2), as every malformed argument is."""
+
+    name = "YYYY-MM"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return check_period(str(value))
+        except Refused as exc:
+            self.fail(str(exc), param, ctx)
+
+
+PERIOD = PeriodType()
 
 
 class Context:
@@ -60,6 +74,10 @@ class ChargebackGroup(click.Group):
             detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             url = ctx.obj.url if isinstance(ctx.obj, Context) else ""
             reason = without_secrets(detail[0], url) if detail else type(exc).__name__
+            if "readonly" in reason:
+                _fail(f"refused: the database ({redact(url)}) is read-only: {reason}; reading commands "
+                      "(verify, reconcile, audit, export) work, this one needs write access to the "
+                      "database file and its folder")
             _fail(f"database error ({redact(url)}): {reason}; "
                   "the command did not complete: check that the database server is running and "
                   "reachable, then run the command again")
@@ -130,7 +148,7 @@ def _import_summary(result: ImportResult) -> str:
 
 @main.command(name="import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--period", required=True, metavar="YYYY-MM", help="The open period to import into.")
+@click.option("--period", required=True, type=PERIOD, help="The open period to import into.")
 @click.pass_obj
 def import_(ctx: Context, file: Path, period: str) -> None:
     """Import a usage FILE (CSV or XLSX) into an open period."""
@@ -138,7 +156,7 @@ def import_(ctx: Context, file: Path, period: str) -> None:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--service", default=None, help="Required unless --against names the charge.")
 @click.option("--consumer", default=None, help="Required unless --against names the charge.")
 @click.option("--amount", required=True, help="Positive for a charge, negative for a credit.")
@@ -166,7 +184,7 @@ def _totals(rec: Reconciliation) -> str:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--no-documents", is_flag=True, help="Close without writing documents (write them later with `report`).")
 @click.pass_obj
@@ -193,7 +211,7 @@ def _review(ctx: Context, review: variance.Review, warnings: list[budgets.Budget
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @out_option
 @click.pass_obj
 def preview(ctx: Context, period: str, out_dir: Path) -> None:
@@ -218,7 +236,7 @@ def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--json", "as_json", is_flag=True, help="Print the contract's JSON object.")
 @click.pass_obj
 def reconcile(ctx: Context, period: str, as_json: bool) -> None:
@@ -239,7 +257,7 @@ def reconcile(ctx: Context, period: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.pass_obj
 def report(ctx: Context, period: str, out_dir: Path) -> None:
@@ -257,7 +275,7 @@ def _server(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @out_option
 @click.option("--smtp", default="localhost:25", show_default=True, envvar="CHARGEBACK_SMTP", metavar="HOST:PORT",
               callback=_server, help="The mail server (or $CHARGEBACK_SMTP).")
@@ -293,7 +311,7 @@ def deliver(ctx: Context, period: str, out_dir: Path, smtp: str, sender: str, dr
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--reason", required=True, help="Why the period is reopened (recorded).")
 @click.pass_obj
 def reopen(ctx: Context, period: str, reason: str) -> None:
@@ -303,7 +321,7 @@ def reopen(ctx: Context, period: str, reason: str) -> None:
 
 
 @main.command()
-@click.argument("period", metavar="YYYY-MM")
+@click.argument("period", type=PERIOD)
 @click.option("--format", "fmt", required=True, type=click.Choice(["csv", "hledger", "beancount"]))
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_obj
@@ -315,21 +333,50 @@ def export(ctx: Context, period: str, fmt: str, out_file: Path | None) -> None:
 
 
 @main.command()
+@click.option("--seals", "seals_files", multiple=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Seals kept outside the database: a list as `seals --json` prints it, or manifest.json "
+                   "files (repeat the option for several).")
+@click.option("--public-key", default=None, metavar="PEM", envvar="CHARGEBACK_SEAL_PUBLIC_KEY",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The seal key's public key: every seal checked must be signed by it "
+                   "(or $CHARGEBACK_SEAL_PUBLIC_KEY).")
 @click.pass_obj
-def verify(ctx: Context) -> None:
+def verify(ctx: Context, seals_files: tuple[Path, ...], public_key: Path | None) -> None:
     """Check the journal: balanced entries, hash chain intact, closed periods untouched."""
-    result = api.verify(ctx.url)
+    result = api.verify(ctx.url, list(seals_files) or None, public_key)
     if not result.ok:
         for problem in result.problems:
             click.echo(problem, err=True)
         _fail(f"verify failed: {result.problems[0]}")
+    sealed = ""
+    if result.seals_checked:
+        signed = f", {result.signatures_checked} signatures valid" if result.signatures_checked else ""
+        sealed = f", {_counted(result.seals_checked, 'seal')} still held by the journal{signed}"
     _say(ctx, f"journal verified: {result.entries} entries, hash chain intact, "
               f"{result.periods} closed periods match their totals, "
-              f"{result.audit_records} audit records chained")
+              f"{result.audit_records} audit records chained, "
+              f"{result.period_events} closes and reopens chained{sealed}")
+
+
+@main.command(name="seals")
+@click.option("--json", "as_json", is_flag=True, help="Print the seals as a JSON list (what `verify --seals` reads).")
+@click.pass_obj
+def seals_(ctx: Context, as_json: bool) -> None:
+    """Every close's seal: the journal head after it, for auditors to keep."""
+    found = api.seals(ctx.url)
+    if as_json:
+        click.echo(json.dumps([seal.as_json() for seal in found], indent=1))
+        return
+    for seal in found:
+        signed = f"signed by key {seal.key[:16]}..." if seal.signature and seal.key else \
+            "signed" if seal.signature else "not signed"
+        click.echo(f"{seal.period}  closed {seal.as_json()['closed_at']}  entry {seal.entry}  {seal.hash}  {signed}")
+    _say(ctx, f"{_counted(len(found), 'seal')}")
 
 
 @main.command(name="audit")
-@click.option("--period", default=None, metavar="YYYY-MM", help="Only the records of this period.")
+@click.option("--period", default=None, type=PERIOD, help="Only the records of this period.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as a JSON list.")
 @click.pass_obj
 def audit_(ctx: Context, period: str | None, as_json: bool) -> None:
@@ -398,7 +445,7 @@ def _counted(number: int, noun: str) -> str:
 @main.command()
 @click.argument("book", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--through", default=None, metavar="YYYY-MM", help="Import and close periods up to this one only.")
+@click.option("--through", default=None, type=PERIOD, help="Import and close periods up to this one only.")
 @click.pass_obj
 def run(ctx: Context, book: Path, out_dir: Path, through: str | None) -> None:
     """The monthly job: load BOOK, import BOOK/usage/*, close the periods in order."""

@@ -138,7 +138,10 @@ def _sqlite_transactions(engine: Engine, begin: str = "BEGIN IMMEDIATE") -> None
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError:  # a read-only file keeps its mode; reading still works
+            pass
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA cache_size = -262144")
         # big sorts (a million-line period's GROUP BY and ORDER BY) spill to temporary
@@ -148,7 +151,7 @@ def _sqlite_transactions(engine: Engine, begin: str = "BEGIN IMMEDIATE") -> None
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("reading") else begin)
 
 
 if TYPE_CHECKING:
@@ -194,7 +197,7 @@ def upgrade(engine: Engine) -> None:
 #: The newest migration in `migrations/versions`. Every command checks the database's
 #: schema against it; kept here, the check needs no Alembic (a fifth of a second to load).
 #: `tests/test_migrations.py` checks that it is Alembic's head.
-SCHEMA_HEAD = "0011"
+SCHEMA_HEAD = "0012"
 
 
 def schema_is_current(conn: Connection) -> bool:
@@ -463,6 +466,18 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     with engine.begin() as conn:
         _require_schema(conn)
         yield conn
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A transaction for a command that only reads (`verify`, `reconcile`, `audit`,
+    `export`): one snapshot, and on SQLite no write lock, so it works beside a writer
+    and on a database file that is read-only."""
+    with engine.connect() as conn:
+        conn.execution_options(reading=True)
+        with conn.begin():
+            _require_schema(conn)
+            yield conn
 
 
 @contextmanager

@@ -13,11 +13,11 @@ import getpass
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, exists, insert, or_, select, update
+from sqlalchemy import Connection, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from chargeback import journal
+from chargeback import journal, seals
 from chargeback.charges import allocation_charges, period_charges, price_usage, store_lines, unposted_usage_count
 from chargeback.db import collector_paused
 from chargeback.errors import Refused
@@ -32,7 +32,7 @@ from chargeback.reconciliation import (
     store_totals,
 )
 from chargeback.reference import load_reference
-from chargeback.schema import Adjustment, Cost, Entry, Period, PeriodEvent, Usage
+from chargeback.schema import Adjustment, Cost, Entry, Period, Usage
 
 if TYPE_CHECKING:
     from chargeback.budgets import BudgetStatus
@@ -109,6 +109,8 @@ class CloseResult:
     #: The period's totals after the close (`period_totals`), read once for the variance
     #: review, the budgets and the documents; `api` takes them off once used.
     totals: list[PeriodTotal] = field(default_factory=list, repr=False)
+    #: The journal head after the close, as the documents carry it.
+    seal: seals.Seal | None = None
 
 
 @collector_paused()
@@ -117,7 +119,10 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
     depend on what was just posted), check net zero, and lock it. `progress` allows a
     bar of the usage lines posted on a terminal.
 
-    Runs inside the caller's transaction: a refusal or crash anywhere undoes all of it."""
+    Runs inside the caller's transaction: a refusal or crash anywhere undoes all of it.
+    The close's event records its seal, signed when `CHARGEBACK_SEAL_KEY` names a key
+    (read first, so an unreadable key refuses the close before any work)."""
+    signer = seals.signer_from_environment()
     status = lock_period(conn, period, create=True)
     if status == "closed":
         raise Refused(f"period {period} is already closed")
@@ -146,15 +151,13 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
             f"internal spend {result.money(result.internal_spend)}; nothing was posted"
         )
     store_totals(conn, period, totals)
-    _, last_hash = journal.head(conn)
+    seal = seals.record_close(conn, period, now, f"{posted_count} entries posted", _user(), signer)
     conn.execute(update(Period).where(Period.period == period).values(
-        status="closed", closed_at=now, closed_hash=last_hash, entry_count=result.entries,
+        status="closed", closed_at=now, closed_hash=seal.hash, entry_count=result.entries,
         internal_revenue_minor=result.internal_revenue, internal_spend_minor=result.internal_spend,
         external_revenue_minor=result.external_revenue))
-    conn.execute(insert(PeriodEvent).values(period=period, at=now, action="close",
-                                            reason=f"{posted_count} entries posted", user=_user()))
     result.status = "closed"
-    return CloseResult(period, posted_count, result, now, last_hash, totals=totals)
+    return CloseResult(period, posted_count, result, now, seal.hash, totals=totals, seal=seal)
 
 
 def reopen_period(conn: Connection, period: str, reason: str, now: dt.datetime) -> None:
@@ -167,8 +170,7 @@ def reopen_period(conn: Connection, period: str, reason: str, now: dt.datetime) 
     if status != "closed":
         raise Refused(f"period {period} is open already")
     conn.execute(update(Period).where(Period.period == period).values(status="open"))
-    conn.execute(insert(PeriodEvent).values(period=period, at=now.replace(microsecond=0),
-                                            action="reopen", reason=reason.strip(), user=_user()))
+    seals.record_reopen(conn, period, now, reason.strip(), _user())
 
 
 def period_status(conn: Connection, period: str) -> str | None:

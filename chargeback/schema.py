@@ -150,7 +150,14 @@ class Period(Base):
 
 
 class PeriodEvent(Base):
-    """History of closes and reopens, with the reason given."""
+    """History of closes and reopens, with the reason given: a period's status follows
+    from its events, so `verify` finds a status changed without one.
+
+    Append-only (database triggers refuse UPDATE and DELETE, migration 0012) and
+    hash-chained like the audit log (`period_event_head` names the last one). A close
+    records its seal: the journal head after it (`journal_entry`, `journal_hash`), signed
+    when a seal key is configured (`signature`, by the key whose fingerprint is `key`);
+    the event's hash covers the seal, so the events are anchored to the journal."""
 
     __tablename__ = "period_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -159,6 +166,22 @@ class PeriodEvent(Base):
     action: Mapped[str] = mapped_column(String(10))
     reason: Mapped[str | None] = mapped_column(Text)
     user: Mapped[str | None] = mapped_column(String(100))
+    journal_entry: Mapped[int | None] = mapped_column(BigInteger)
+    journal_hash: Mapped[str | None] = mapped_column(String(64))
+    signature: Mapped[str | None] = mapped_column(String(128))
+    key: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class PeriodEventHead(Base):
+    """The last period event (one row), locked to append so the events' chain is linear."""
+
+    __tablename__ = "period_event_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_event: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 
 
 class Import(Base):

@@ -18,10 +18,10 @@ from itertools import chain, repeat
 from pathlib import Path
 
 import polars as pl
-from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select
+from sqlalchemy import Column, Connection, MetaData, String, Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from chargeback.db import collector_paused, insert_plain_rows
+from chargeback.db import collector_paused, date_text, frame, insert_plain_rows
 from chargeback.errors import InputRefused, Problem, Refused
 from chargeback.money import from_minor
 from chargeback.periods import lock_open_period
@@ -33,8 +33,10 @@ from chargeback.usage_lines import (
     USAGE,
     Book,
     against_book,
+    beyond_one_charge,
     checked_cells,
     new_lines,
+    started_usage,
     sums,
 )
 
@@ -80,8 +82,9 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
     del table
     lines, in_book = against_book(cells, book)
     fresh, duplicates, repeated = new_lines(lines, lambda keys: _stored(conn, keys))
+    too_much = beyond_one_charge(fresh, started_usage(_period_usage(conn, period, fresh), book), book)
     problems += [Problem(name, line, column, message)
-                 for line, column, message in pl.concat([found, in_book, repeated]).iter_rows()]
+                 for line, column, message in pl.concat([found, in_book, repeated, too_much]).iter_rows()]
     if problems:
         raise InputRefused(sorted(problems))
 
@@ -128,6 +131,18 @@ def _store(conn: Connection, fresh: pl.DataFrame, period: str, import_id: int,
             stored(part.height)
 
     insert_plain_rows(conn, Usage.__table__, USAGE_COLUMNS, rows())
+
+
+def _period_usage(conn: Connection, period: str, fresh: pl.DataFrame) -> pl.DataFrame:
+    """The usage stored in `period` before this file, of the file's services, summed per
+    (service, consumer, date)."""
+    schema = {"service": pl.String, "consumer": pl.String, "date": pl.Date, "quantity_micro": pl.Int64}
+    services = fresh["service"].unique().to_list()
+    if not services:
+        return pl.DataFrame(schema=schema)
+    return frame(conn, select(Usage.service, Usage.consumer, date_text(conn, Usage.date), func.sum(Usage.quantity_micro))
+                 .where(Usage.period == period, Usage.service.in_(services))
+                 .group_by(Usage.service, Usage.consumer, Usage.date), schema)
 
 
 def _repeated_reference(exc: IntegrityError) -> bool:

@@ -285,3 +285,42 @@ def sums(lines: pl.DataFrame, book: Book) -> Sums:
     return Sums({p: int(a) for p, a in totals.iter_rows()},
                 int(lines.select((pl.col("date") < book.first_day).sum()).item()),
                 int(lines.select((pl.col("quantity_micro") < 0).sum()).item()))
+
+
+def beyond_one_charge(fresh: pl.DataFrame, started: pl.DataFrame, book: Book) -> pl.DataFrame:
+    """The first line, per (service, consumer), at which the period's usage of the pair
+    (the lines stored before, `started`, then the file's in its order) passes what one
+    charge can post: 10^12 in quantity, or 10^12 of the currency at the base rate. A
+    period that could not be posted would stay open for ever (usage lines are
+    append-only), so it is refused at import. `started` has service, consumer,
+    quantity_micro and exact (quantity x rate in millionths of millionths), 128-bit."""
+    wide = pl.Int128
+    limit_quantity = pl.lit(int(LIMIT) * 10**6, dtype=wide)
+    limit_exact = pl.lit(int(LIMIT) * MICRO_SQUARED, dtype=wide)
+    pair = ["service", "consumer"]
+    running = (fresh.select("line", *pair, "quantity_micro", "rate_micro")
+               .join(started, on=pair, how="left", suffix="_started", maintain_order="left")
+               .with_columns(
+                   quantity=pl.col("quantity_micro_started").fill_null(0).cast(wide)
+                   + pl.col("quantity_micro").cast(wide).cum_sum().over(pair),
+                   exact=pl.col("exact").fill_null(0).cast(wide)
+                   + (pl.col("quantity_micro").cast(wide) * pl.col("rate_micro").cast(wide)).cum_sum().over(pair))
+               .filter((pl.col("quantity").abs() >= limit_quantity) | (pl.col("exact").abs() >= limit_exact))
+               .group_by(pair).agg(pl.col("line").min()))
+    return _problems(running, "quantity",
+                     pl.lit("with this line the usage of ") + pl.col("service") + pl.lit(" by ") + pl.col("consumer")
+                     + pl.lit(f" in {book.period} passes what one charge can post (10^12 in quantity, or "
+                              f"10^12 {book.currency} at its rate): check the quantities"))
+
+
+def started_usage(stored: pl.DataFrame, book: Book) -> pl.DataFrame:
+    """The period's stored usage per (service, consumer), from its sums per (service,
+    consumer, date): quantity_micro and exact (priced at each date's base rate)."""
+    wide = pl.Int128
+    priced = (stored.join(book.units.select("consumer", "kind"), on="consumer", how="left").sort("date")
+              .join_asof(book.rates.select("service", "kind", "effective_from", "rate_micro"), left_on="date",
+                         right_on="effective_from", by=["service", "kind"], strategy="backward",
+                         check_sortedness=False))
+    return (priced.group_by("service", "consumer")
+            .agg(pl.col("quantity_micro").cast(wide).sum(),
+                 exact=(pl.col("quantity_micro").cast(wide) * pl.col("rate_micro").fill_null(0).cast(wide)).sum()))

@@ -7,7 +7,13 @@ amount, checks over whole columns that every usage charge's lines add up to it a
 hash to its lines digest (`charges.check_lines`), recomputes every closed period's totals against those recorded when it was
 closed, and checks that the journal hash recorded at each close is still in the journal
 (a journal rewritten and re-chained from scratch no longer holds it). The audit log's own
-chain is checked too (`audit.verify_chain`).
+chain is checked too (`audit.verify_chain`), and so are the closes and reopens
+(`seals.check_events`): their chain, each close's seal still in the journal, each
+period's status following from them, and the audit log recording each of them.
+
+A forger who rewrites all of that consistently is caught only from outside the
+database: by the seals an auditor kept (`seals`, `check_seals`), and, with the public
+key, by their signatures, which nobody without the private key can make again.
 """
 
 from __future__ import annotations
@@ -16,14 +22,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby, zip_longest
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Connection, Select, select
 
-from chargeback import audit
+from chargeback import audit, seals
 from chargeback.charges import check_lines
 from chargeback.journal import ENTRY_COLUMNS, GENESIS, accounts, entry_hash, head
 from chargeback.money import from_micro, to_minor
-from chargeback.reconciliation import grouped_totals_query, reconcile, stored_totals_query
+from chargeback.reconciliation import (
+    grouped_totals_query,
+    reconcile,
+    stored_totals_query,
+)
 from chargeback.schema import Book, Entry, EntryTier, Period, PeriodTotalRow
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 @dataclass
@@ -31,6 +46,11 @@ class VerifyResult:
     entries: int = 0
     periods: int = 0
     audit_records: int = 0
+    period_events: int = 0
+    #: Seals checked against the journal (those given, or with a public key the database's),
+    #: and how many of them had their signature checked.
+    seals_checked: int = 0
+    signatures_checked: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -38,8 +58,12 @@ class VerifyResult:
         return not self.problems
 
 
-def verify(conn: Connection) -> VerifyResult:
-    """Check the whole journal; the first problem names the first bad entry."""
+def verify(conn: Connection, listed: list[seals.Seal] | None = None,
+           public_key: Ed25519PublicKey | None = None) -> VerifyResult:
+    """Check the whole journal; the first problem names the first bad entry. `listed`:
+    seals an auditor kept, each of which must still be in the journal; `public_key`:
+    each of those seals (or, with none listed, each seal in the database) must be signed
+    by it."""
     result = VerifyResult()
     expected_prev, expected_id = GENESIS, 1
     closed_hashes = {h for h in conn.execute(select(Period.closed_hash).where(Period.status == "closed"))
@@ -95,6 +119,14 @@ def verify(conn: Connection) -> VerifyResult:
     _check_stored_totals(conn, result)
     result.audit_records, audit_problems = audit.verify_chain(conn)
     result.problems.extend(audit_problems)
+    result.period_events, event_problems = seals.check_events(conn)
+    result.problems.extend(event_problems)
+    if listed is None and public_key is not None:
+        listed = seals.seals(conn)
+    if listed is not None:
+        result.seals_checked = len(listed)
+        result.signatures_checked = len(listed) if public_key is not None else 0
+        result.problems.extend(seals.check_seals(conn, listed, public_key))
     return result
 
 

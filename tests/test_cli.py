@@ -56,8 +56,8 @@ def test_refusals_exit_1_with_one_line(loaded: str, tmp_path: Path) -> None:
         "bad.csv:3: date: '2026-03-40' is not a date: write it as YYYY-MM-DD",
         "import refused: 2 errors, nothing imported",
     ]
-    code, _, err = cli(loaded, "close", "2026-13")
-    assert code == 1 and err == "refused: '2026-13' is not a period: write it as YYYY-MM, e.g. 2026-10\n"
+    code, _, err = cli(loaded, "close", "2026-13")  # a malformed argument is bad usage
+    assert code == 2 and "'2026-13' is not a period: write it as YYYY-MM, e.g. 2026-10" in err
     code, _, err = cli(loaded, "reopen", "2026-03", "--reason", "x")
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     code, _, err = cli(loaded, "import", str(tmp_path / "missing.csv"), "--period", "2026-03")
@@ -66,6 +66,10 @@ def test_refusals_exit_1_with_one_line(loaded: str, tmp_path: Path) -> None:
 
 def test_bad_usage_exits_2(loaded: str) -> None:
     assert cli(loaded, "close")[0] == 2
+    for command in (["close", "2026-5"], ["import", "x.csv", "--period", "2026-5"], ["audit", "--period", "26-05"],
+                    ["reopen", "2026-13", "--reason", "x"], ["adjust", "0000-01", "--service", "HELP"]):
+        code, _, err = cli(loaded, *command)
+        assert code == 2 and "Invalid value for" in err, command
     assert cli(loaded, "export", "2026-03", "--format", "xml")[0] == 2
     assert cli(loaded, "frobnicate")[0] == 2
 

@@ -64,9 +64,13 @@ def write_book(folder: Path, version: int) -> Path:
 
 
 def model_rate(version: int, service: str, klass: str, day: dt.date) -> Decimal:
+    return Decimal(model_rate_row(version, service, klass, day)[2])
+
+
+def model_rate_row(version: int, service: str, klass: str, day: dt.date) -> tuple[str, str | None, str]:
     for start, end, rate in RATES[version][(service, klass)]:
         if dt.date.fromisoformat(start) <= day and (end is None or day <= dt.date.fromisoformat(end)):
-            return Decimal(rate)
+            return start, end, rate
     raise AssertionError("the model's book has a rate for every day used")
 
 
@@ -252,18 +256,22 @@ class Books(RuleBasedStateMachine):
             return self._refused(api.close, period, self.out, match="is still open and has activity")
         result = api.close(self.engine, period, self.out)
         totals = self.posted[period]
+        charges = set()  # usage is posted one charge per consumer, service and rate row
         for service, consumer, quantity, day in self.pending.pop(period, []):
-            if day is None:  # an adjustment: posted as entered
+            if day is None:  # an adjustment: posted as entered, one entry each
                 klass, amount = UNITS[consumer], int(quantity * 100)
+                totals[3] += 1
+                result.posted -= 1
             else:
                 klass, amount = self._price(service, consumer, quantity, day)
+                charges.add((service, consumer, model_rate_row(self.version, service, klass, day)[0]))
             if klass == "internal":
                 totals[0] += amount
                 totals[1] += amount
             else:
                 totals[2] += amount
-            totals[3] += 1
-            result.posted -= 1
+        totals[3] += len(charges)
+        result.posted -= len(charges)
         assert result.posted == 0, "the close posted another number of entries than the model"
         self.status[period] = "closed"
         with self.engine.connect() as conn:

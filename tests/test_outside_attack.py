@@ -24,13 +24,18 @@ def test_a_period_outside_the_calendar_is_refused_up_front(loaded: str, tmp_path
     """Before: `adjust 0000-01` was taken, after which no later period could close and
     `close 0000-01` crashed on year 0. Now every command refuses such a period before it
     writes anything, and the months around it close as usual."""
-    outside = f"refused: '{period}' is outside the periods chargeback keeps (1900-01 to 2999-12)\n"
-    assert cli(loaded, "adjust", period, "--service", "HELP", "--consumer", "ART", "--amount", "5",
-               "--reason", "x")[::2] == (1, outside)
+    outside = f"'{period}' is outside the periods chargeback keeps (1900-01 to 2999-12)"
+    code, _, err = cli(loaded, "adjust", period, "--service", "HELP", "--consumer", "ART", "--amount", "5",
+                       "--reason", "x")
+    assert code == 2 and outside in err  # bad usage, like every malformed argument
     line = usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]])
-    assert cli(loaded, "import", str(line), "--period", period)[::2] == (1, outside)
+    code, _, err = cli(loaded, "import", str(line), "--period", period)
+    assert code == 2 and outside in err
     for command in (["close", period], ["preview", period], ["reopen", period, "--reason", "x"]):
-        assert cli(loaded, *command)[::2] == (1, outside)
+        code, _, err = cli(loaded, *command)
+        assert code == 2 and outside in err
+    with pytest.raises(Refused, match="outside the periods"):
+        api.adjust(loaded, period, "HELP", "ART", "5", "x")
     with pytest.raises(Refused, match="outside the periods"):
         api.close(loaded, period, tmp_path / "out")
     api.import_file(loaded, line, "2026-03")
@@ -110,3 +115,35 @@ def test_ten_thousand_problems_are_told_in_a_screenful(loaded: str, tmp_path: Pa
                        "reference, description"
     assert lines[-2] == "... and 9900 more errors like these (the first 100 are shown)"
     assert lines[-1] == "import refused: 10000 errors, nothing imported"
+
+
+def test_a_read_only_database_still_answers_the_reading_commands(sqlite_url: str, mini_book: Path,
+                                                                 tmp_path: Path) -> None:
+    """Before: on a read-only database file even `verify`, `reconcile` and `audit` failed
+    with "check that the database server is running". Opened read-only (as a file without
+    write permission is), reading commands work and writing ones say what is wrong."""
+    api.run(sqlite_url, mini_book, tmp_path / "out")
+    read_only = f"sqlite:///file:{sqlite_url.removeprefix('sqlite:///')}?mode=ro&uri=true"
+    for command in (["reconcile", "2026-03"], ["audit"], ["export", "2026-03", "--format", "csv"]):
+        code, out, err = cli(read_only, *command)
+        assert (code, err) == (0, ""), command
+    code, _, err = cli(read_only, "adjust", "2026-04", "--service", "HELP", "--consumer", "ART", "--amount", "5",
+                       "--reason", "x")
+    assert code == 1 and "is read-only" in err and "reading commands (verify, reconcile, audit, export) work" in err
+
+
+def test_usage_that_one_charge_could_not_post_is_refused_at_import(loaded: str, tmp_path: Path) -> None:
+    """Before: 95,000 lines of 99999999999.999 at 10.00 imported fine, and the close then
+    overflowed a 64-bit column: the period could never close, since usage lines cannot
+    be removed. Now the import refuses the line where the period's usage of a service by
+    a consumer passes what one charge can post, and the month closes."""
+    huge = "10000000000"  # 10^10 at HELP's 60.00: 6 * 10^11 a line, under the limit of one line
+    api.import_file(loaded, usage_file(tmp_path, "a.csv", [["2026-03-02", "HELP", "ART", huge, "H-1", ""]]), "2026-03")
+    rows = [["2026-03-02", "HELP", "ART", huge, f"H-{n}", ""] for n in range(2, 1_000)]
+    code, _, err = cli(loaded, "import", str(usage_file(tmp_path, "b.csv", rows)), "--period", "2026-03")
+    lines = err.splitlines()
+    assert code == 1 and lines[-1] == "import refused: 1 error, nothing imported"
+    assert lines[0] == ("b.csv:2: quantity: with this line the usage of HELP by ART in 2026-03 passes what one "
+                        "charge can post (10^12 in quantity, or 10^12 USD at its rate): check the quantities")
+    result = api.close(loaded, "2026-03", tmp_path / "out", documents=False)
+    assert result.reconciliation.balanced

@@ -145,7 +145,7 @@ class PricedUsage:
     `pieces` to store once the charges have their entry ids (`charge` counts from 0 in
     `drafts`' order)."""
 
-    drafts: list[Draft]
+    drafts: Iterator[Draft]
     lines: pl.DataFrame
     pieces: pl.DataFrame
 
@@ -193,7 +193,7 @@ def price_usage(conn: Connection, ref: Reference, period: str) -> PricedUsage:
                        pieces)
 
 
-def _drafts(charges: pl.DataFrame, ref: Reference, period: str, posted_on: dt.date) -> list[Draft]:
+def _drafts(charges: pl.DataFrame, ref: Reference, period: str, posted_on: dt.date) -> Iterator[Draft]:
     """The charges as journal drafts, in order: their provider, class, accounts and GL
     accounts joined on as columns, so each draft is made straight from its row."""
     units = pl.DataFrame([(u.code, u.kind, u.expense_account, u.revenue_account) for u in ref.units.values()],
@@ -221,7 +221,8 @@ def _drafts(charges: pl.DataFrame, ref: Reference, period: str, posted_on: dt.da
                      .otherwise(pl.lit(" usage lines"))).alias("memo"),
                     "rate_source", "lines_digest"))
     make = tuple.__new__
-    return [make(Draft, (*row[:20], (), row[20])) for row in rows.iter_rows()]
+    for part in rows.iter_slices(50_000):  # made as posted: a million Python drafts at once would be 0.5 GB
+        yield from (make(Draft, (*row[:20], (), row[20])) for row in part.iter_rows())
 
 
 def store_lines(conn: Connection, priced: PricedUsage, first_entry: int) -> None:

@@ -38,6 +38,7 @@ from chargeback.schema import (
     PeriodTotalRow,
     Usage,
 )
+from chargeback.seals import Seal, seal_of
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")
@@ -65,6 +66,9 @@ class DocumentContext:
     #: How many usage lines an invoice lists under its charges (book.toml
     #: `invoice_line_limit`); past it, it points to the line detail.
     invoice_line_limit: int = 300
+    #: The seal of the period's close (the journal head after it, signed when a seal key is
+    #: configured), which the documents carry so auditors hold it outside the database.
+    seal: Seal | None = None
 
     @property
     def first_day(self) -> dt.date:
@@ -122,7 +126,8 @@ def document_context(conn: Connection, period: str, *, draft: bool = False,
     limit = conn.execute(select(Book.invoice_line_limit)).scalar() or 300
     return DocumentContext(ref.name, ref.currency, ref.digits, period, when, ref.payment_terms,
                            ref.fiscal_year_start, None if draft else record.closed_hash,
-                           ref.units, ref.services, draft, statuses_for(conn, period, totals), limit)
+                           ref.units, ref.services, draft, statuses_for(conn, period, totals), limit,
+                           None if draft else seal_of(conn, period))
 
 
 class Line(NamedTuple):

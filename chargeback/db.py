@@ -45,7 +45,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from chargeback.errors import Refused
-from chargeback.processes import starting_a_helper
 
 DEFAULT_URL = "sqlite:///chargeback.db"
 T = TypeVar("T")
@@ -90,13 +89,8 @@ def without_secrets(text: str, url: str) -> str:
     return text
 
 
-def connect(url: str | None = None, *, reader: bool = False) -> Engine:
-    """An engine for a SQLite or PostgreSQL URL (`postgresql://` means psycopg 3).
-
-    A `reader` only reads, in a second process working beside a command's transaction
-    (`charges_elsewhere`): each of its transactions reads one snapshot, and on SQLite it
-    never asks for the write lock the command holds (a plain, deferred BEGIN)."""
-    _not_in_a_starting_helper()
+def connect(url: str | None = None) -> Engine:
+    """An engine for a SQLite or PostgreSQL URL (`postgresql://` means psycopg 3)."""
     url = database_url(url)
     try:
         parsed = make_url(url)
@@ -111,22 +105,10 @@ def connect(url: str | None = None, *, reader: bool = False) -> Engine:
         # check_same_thread off: `Overlapped` inserts on a second thread, one at a time
         # (SQLite itself is built serialized: sqlite3.threadsafety == 3).
         engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
-        _sqlite_transactions(engine, "BEGIN" if reader else "BEGIN IMMEDIATE")
-    elif reader:
-        engine = create_engine(parsed, pool_pre_ping=True, isolation_level="REPEATABLE READ")
+        _sqlite_transactions(engine)
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
     return engine
-
-
-def url_for_another_process(conn: Connection) -> str | None:
-    """The URL a second process opens to read what `conn`'s database has committed (the
-    password included: it goes through a pipe, never a command line); None when no
-    other process can open it (SQLite in memory)."""
-    url = conn.engine.url
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        return None
-    return url.render_as_string(hide_password=False)
 
 
 def _sqlite_transactions(engine: Engine, begin: str = "BEGIN IMMEDIATE") -> None:
@@ -448,16 +430,6 @@ def _remembered(process: Callable[[object], object]) -> Callable[[object], objec
             return process(value)
 
     return convert
-
-
-def _not_in_a_starting_helper() -> None:
-    """Refuse at once to work in a helper that is starting (it would wait for the lock
-    its command holds): the script that calls chargeback lacks its main guard. Checked
-    where every command gets its database (`connect`)."""
-    if starting_a_helper():
-        raise RuntimeError("chargeback was called by a script run again in one of its second processes: "
-                           "call it under `if __name__ == \"__main__\":` (Python's multiprocessing runs "
-                           "the main script again in each process it starts)")
 
 
 @contextmanager

@@ -53,6 +53,7 @@ from chargeback.reconciliation import (
 )
 from chargeback.reconciliation_workbook import matrix_of, write_reconciliation_workbook
 from chargeback.schema import Book, Period
+from chargeback.seals import seal_of
 from chargeback.statements import Rollup, rollups, write_rollup, write_statement
 
 #: From this many consumers on, their documents are written by worker processes. Each
@@ -246,6 +247,7 @@ def write_manifest(conn: Connection, period: str, folder: Path, *, draft: bool =
         "status": "open" if draft else status,
         "closed_at": record.closed_at.isoformat() if record and record.closed_at else None,
         "journal_hash": record.closed_hash if record else None,
+        "seal": None if draft or (seal := seal_of(conn, period)) is None else seal.as_json(),
         "totals": totals,
         "files": files,
     }

@@ -128,6 +128,8 @@ def _summary(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, rec: Reconcil
         ("Status", "draft (period open)" if ctx.draft else rec.status),
         ("Closed at (UTC)", None if ctx.draft else ctx.issued),
         ("Journal hash at close", ctx.journal_hash),
+        ("Seal: last entry", ctx.seal.entry if ctx.seal else None),
+        ("Seal: signature", (ctx.seal.signature or "not signed (no seal key configured)") if ctx.seal else None),
         ("Currency", ctx.currency),
         ("Entries", rec.entries),
         ("Journal lines", last_row),

@@ -385,3 +385,24 @@ def test_the_upgrade_chains_the_events_already_there(closed: str) -> None:
     assert problems == [  # the reopen and close of the older code were not done through the engine
         "period 2026-04: its closes and reopens (close, reopen, close) are not those the audit log records "
         "(close): one or the other was changed behind the engine's back"]
+
+
+def test_the_documents_carry_the_seal_in_full(db_url: str, mini_book: Path, tmp_path: Path) -> None:
+    """The manifest, the reconciliation workbook's Summary and every invoice carry the
+    close's seal at full length: what an auditor keeps outside the database."""
+    import json
+
+    import openpyxl
+
+    api.run(db_url, mini_book, tmp_path / "out")
+    [seal] = [s for s in api.seals(db_url) if s.period == "2026-03"]
+    folder = tmp_path / "out" / "2026-03"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["seal"] == seal.as_json() and manifest["seal"]["hash"] == manifest["journal_hash"]
+    summary = openpyxl.load_workbook(folder / "reconciliation.xlsx")["Summary"]
+    facts = {row[0]: row[1] for row in summary.iter_rows(max_col=2, values_only=True) if row[0]}
+    assert facts["Journal hash at close"] == seal.hash and facts["Seal: last entry"] == seal.entry
+    assert facts["Seal: signature"] == "not signed (no seal key configured)"
+    for invoice in (folder / "invoices").glob("*.html"):
+        assert f"seal: entry {seal.entry}, journal {seal.hash}" in invoice.read_text()
+    assert api.verify(db_url, folder / "manifest.json").ok

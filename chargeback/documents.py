@@ -19,9 +19,11 @@ import datetime as dt
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -146,6 +148,21 @@ _CONTEXT: DocumentContext | None = None
 def _start_worker(ctx: DocumentContext) -> None:
     global _CONTEXT
     _CONTEXT = ctx
+    follow_parent()
+
+
+def follow_parent() -> None:
+    """End this worker as soon as the process that started it is gone: a command killed
+    mid-way (SIGKILL runs no clean-up) must not leave its workers running for good."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="chargeback-parent-watch", daemon=True).start()
 
 
 def _work(folder: Path, batch: list[Bill], parents: list[Rollup]) -> int:

@@ -147,3 +147,66 @@ def test_usage_that_one_charge_could_not_post_is_refused_at_import(loaded: str, 
                         "charge can post (10^12 in quantity, or 10^12 USD at its rate): check the quantities")
     result = api.close(loaded, "2026-03", tmp_path / "out", documents=False)
     assert result.reconciliation.balanced
+
+
+WORKERS_SCRIPT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from chargeback.documents import follow_parent
+
+if __name__ == "__main__":
+    initializer = follow_parent if sys.argv[1] == "follow" else None
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=initializer)
+    [f.result() for f in [pool.submit(time.sleep, 0.5) for _ in range(4)]]
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_a_killed_command_leaves_no_worker_running(tmp_path: Path, follow: bool) -> None:
+    """Before: after `kill -9` of a close mid-way its pool workers (and multiprocessing's
+    resource tracker) stayed alive for good. A worker now ends once its parent is gone;
+    the case without `follow_parent` shows what the test would find otherwise."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS_SCRIPT)
+    command = subprocess.Popen([sys.executable, str(script), "follow" if follow else "stay"],
+                               stdout=subprocess.PIPE, text=True)
+    assert command.stdout is not None and command.stdout.readline() == "ready\n"
+    children = _children(command.pid)
+    assert len(children) >= 2  # the workers, and the resource tracker
+    os.kill(command.pid, signal.SIGKILL)
+    command.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.1)
+    left = {pid for pid in children if _alive(pid)}
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert (left == set()) is follow

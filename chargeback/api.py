@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, insert, select
+from xlsxwriter.exceptions import FileCreateError
 from sqlalchemy.exc import IntegrityError
 
 from chargeback import audit, budgets as _budgets, db, delivery, seals as _seals, variance
@@ -169,9 +170,11 @@ def _writing_documents(out_dir: Path, consequence: str) -> Iterator[None]:
     refusal that says what happened to the command and what to do."""
     try:
         yield
-    except OSError as exc:
+    except (OSError, FileCreateError) as exc:
+        cause = exc.args[0] if isinstance(exc, FileCreateError) and exc.args else exc  # XlsxWriter's, of an OSError
+        reason = getattr(cause, "strerror", None) or cause
         raise Refused(
-            f"cannot write the documents to {out_dir}: {exc.strerror or exc}; {consequence}: "
+            f"cannot write the documents to {out_dir}: {reason}; {consequence}: "
             "free some space, make the folder writable or choose another --out folder"
         ) from exc
 

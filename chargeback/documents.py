@@ -293,10 +293,13 @@ def staged(out_dir: Path, name: str) -> Iterator[tuple[Path, Callable[[], None]]
     staging.mkdir()
 
     def publish() -> None:
-        if target.exists():
+        if target.exists() or target.is_symlink():
             target.rename(old)
         staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():  # a link put in the folder's place: removed, what it points to untouched
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
     try:
         yield staging, publish

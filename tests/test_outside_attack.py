@@ -236,3 +236,19 @@ def test_a_full_disk_while_a_workbook_is_written_gets_the_proper_message(loaded:
         f"cannot write the documents to {tmp_path / 'out'}: No space left on device; the period stays open: "
         "free some space, make the folder writable or choose another --out folder")
     assert api.reconcile(loaded, "2026-03").status == "open"
+
+
+def test_a_period_folder_replaced_by_a_link_leaves_nothing_behind(loaded: str, tmp_path: Path) -> None:
+    """Before: a `.2026-03.old-PID` link stayed in the output folder once the documents
+    were published over a period folder that was a symbolic link."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not chargeback's")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "2026-03").symlink_to(elsewhere, target_is_directory=True)
+    api.import_file(loaded, usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]]), "2026-03")
+    api.close(loaded, "2026-03", out)
+    assert sorted(p.name for p in out.iterdir()) == ["2026-03"]
+    assert not (out / "2026-03").is_symlink() and (out / "2026-03" / "manifest.json").is_file()
+    assert (elsewhere / "keep.txt").read_text() == "not chargeback's"

@@ -142,10 +142,10 @@ def test_a_manifest_kept_before_the_forgery_catches_it(closed: str, tmp_path: Pa
     forge(closed, adjustment_entry(closed), 100_000)
     code, _, err = cli(closed, "verify", "--seals", str(manifests[0]), "--seals", str(manifests[1]))
     assert code == 1
-    hashes = [json.loads(m.read_text())["journal_hash"] for m in manifests]
+    kept = [json.loads(m.read_text())["seal"] for m in manifests]  # the documents carry the seal
     assert err.splitlines()[:2] == [
-        f"seal of {period} ({digest[:16]}...): the journal no longer holds it: history was rewritten after it "
-        "was sealed" for period, digest in zip(("2026-03", "2026-04"), hashes)]
+        f"seal of {seal['period']} (entry {seal['entry']}, {seal['hash'][:16]}...): the journal no longer holds it: "
+        "history was rewritten after it was sealed" for seal in kept]
 
 
 def test_a_manifest_s_seal_object_is_read(closed: str, tmp_path: Path) -> None:

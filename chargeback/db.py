@@ -193,24 +193,16 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
                 rows: Iterable[Sequence[object]]) -> int:
     """Insert many rows of plain values in the current transaction: PostgreSQL's COPY,
     or multi-row INSERTs on SQLite (`insert_values`). Returns the number of rows."""
-    count = 0
-    names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        types = copy_types(table, tuple(columns))
-        statement = f"COPY {table.name} ({names}) FROM STDIN" + (" (FORMAT BINARY)" if types else "")
-        try:
-            with cursor.copy(statement) as copy:
-                if types:
-                    copy.set_types(types)
-                for row in rows:
-                    copy.write_row(row)
-                    count += 1
-        except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
-            # the driver's own cursor: wrap its error as SQLAlchemy would (IntegrityError...)
-            raise DBAPIError.instance(statement, None, exc, conn.dialect.dbapi.Error,  # type: ignore[union-attr]
-                                      dialect=conn.dialect) from exc
-        return count
+        counted = [0]
+
+        def counting() -> Iterator[Sequence[object]]:
+            for row in rows:
+                counted[0] += 1
+                yield row
+
+        insert_plain_rows(conn, table, columns, counting())
+        return counted[0]
     processors = [bind_processor(table.c[c].type, conn.dialect) for c in columns]
     converting = [(i, _remembered(p) if isinstance(table.c[c].type, (Date, DateTime)) else p)
                   for i, (c, p) in enumerate(zip(columns, processors)) if p is not None]

@@ -15,31 +15,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, insert, select
-from xlsxwriter.exceptions import FileCreateError
 from sqlalchemy.exc import IntegrityError
+from xlsxwriter.exceptions import FileCreateError
 
-from chargeback import audit, budgets as _budgets, db, delivery, seals as _seals, variance
-from chargeback.bundled import bundled
-from chargeback.adjustments import AdjustResult, adjust as _adjust
+from chargeback import audit, db, delivery, variance
+from chargeback import budgets as _budgets
+from chargeback import seals as _seals
+from chargeback.adjustments import AdjustResult
+from chargeback.adjustments import adjust as _adjust
 from chargeback.book import LoadResult, load_book
+from chargeback.bundled import bundled
+from chargeback.charges import pending
 from chargeback.documents import staged, write_documents
 from chargeback.errors import Refused
 from chargeback.export import export as _export
 from chargeback.periods import (
     CloseResult,
     check_period,
-    cost_periods,
     close_period,
+    cost_periods,
     period_status,
     periods_with_activity,
     reopen_period,
 )
-from chargeback.reconciliation import PeriodTotal, Reconciliation, reconcile as _reconcile
-from chargeback.recovery import Recovery, recovery as _recovery, write_workbook as write_recovery
+from chargeback.reconciliation import PeriodTotal, Reconciliation
+from chargeback.reconciliation import reconcile as _reconcile
+from chargeback.recovery import Recovery
+from chargeback.recovery import recovery as _recovery
+from chargeback.recovery import write_workbook as write_recovery
 from chargeback.safe import file_in
 from chargeback.schema import Book, Delivery
 from chargeback.usage import ImportResult, import_usage
-from chargeback.verification import VerifyResult, verify as _verify
+from chargeback.verification import VerifyResult
+from chargeback.verification import verify as _verify
 
 
 def now() -> dt.datetime:
@@ -345,13 +353,23 @@ def reopen(url: str | Engine | None, period: str, reason: str) -> None:
 def reconcile(url: str | Engine | None, period: str) -> Reconciliation:
     check_period(period)
     with db.reading(_engine(url)) as conn:
-        return _reconcile(conn, period)
+        result = _reconcile(conn, period)
+        if result.status == "open":
+            result.pending_lines, result.pending_adjustments, result.pending_adjustments_minor = pending(conn, period)
+        return result
 
 
 def export(url: str | Engine | None, period: str, fmt: str, out: Path | None = None) -> str | None:
-    """The period's journal as text (when `out` is None) or written to `out`."""
+    """The period's journal as text (when `out` is None) or written to `out`; refused
+    while the period is open (its journal is not final, and may lack what is pending)."""
     check_period(period)
     with db.reading(_engine(url)) as conn:
+        if period_status(conn, period) != "closed":
+            lines, adjustments, amount = pending(conn, period)
+            rec = _reconcile(conn, period)
+            rec.pending_lines, rec.pending_adjustments, rec.pending_adjustments_minor = lines, adjustments, amount
+            raise Refused(f"period {period} is open: {rec.pending_text()}; its journal is exported once it is "
+                          f"closed (`chargeback close {period}`)")
         if out is None:
             buffer = io.StringIO()
             _export(conn, period, fmt, buffer)

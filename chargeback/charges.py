@@ -31,25 +31,44 @@ from fractions import Fraction
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Select, exists, func, select
+from sqlalchemy import Connection, Select, String, cast, exists, func, literal, select
 
 from chargeback.allocation import (
     AllocationError,
-    Driver as DriverSpec,
     PoolSpec,
     allocate,
     parse_driver,
     parse_targets,
     resolve_targets,
 )
+from chargeback.allocation import (
+    Driver as DriverSpec,
+)
 from chargeback.db import bulk_insert, date_text, frame
 from chargeback.errors import Refused
 from chargeback.fields import period_bounds
 from chargeback.journal import MAX_AMOUNT_MINOR, Draft, accounts
 from chargeback.money import format_amount, from_micro, quantize, to_micro
-from chargeback.pricing import LINE_COLUMNS, Unpriced, plain, price_lines, rate_frame, rounded_minor
+from chargeback.pricing import (
+    LINE_COLUMNS,
+    Unpriced,
+    plain,
+    price_lines,
+    rate_frame,
+    rounded_minor,
+)
 from chargeback.reference import Reference
-from chargeback.schema import Adjustment, Allocation, Book, ChargeLine, Cost, Driver, Entry, LineTier, Usage
+from chargeback.schema import (
+    Adjustment,
+    Allocation,
+    Book,
+    ChargeLine,
+    Cost,
+    Driver,
+    Entry,
+    LineTier,
+    Usage,
+)
 
 RATE_SOURCE_LENGTH = 200
 
@@ -76,6 +95,16 @@ def _unposted(conn: Connection, period: str) -> Select:  # type: ignore[type-arg
 def unposted_usage_count(conn: Connection, period: str) -> int:
     """The usage lines of `period` that the close will price and post."""
     return conn.execute(select(func.count()).select_from(_unposted(conn, period).subquery())).scalar() or 0
+
+
+def pending(conn: Connection, period: str) -> tuple[int, int, int]:
+    """What `period` holds that no close has posted: usage lines, adjustments and the
+    adjustments' amount in minor units."""
+    posted = exists().where(Entry.source == literal("adjustment:") + cast(Adjustment.id, String))
+    adjustments, amount = conn.execute(
+        select(func.count(), func.coalesce(func.sum(Adjustment.amount_minor), 0))
+        .where(Adjustment.period == period, ~posted)).one()
+    return unposted_usage_count(conn, period), int(adjustments), int(amount)
 
 
 def _no_rate(service: str, reference: str, day: dt.date, consumer: str) -> Refused:

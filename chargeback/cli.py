@@ -252,6 +252,8 @@ def reconcile(ctx: Context, period: str, as_json: bool) -> None:
             click.echo(f"  provider {unit:<20} internal {m(internal):>14}  external {m(external):>14}")
         for unit, spend in sorted(rec.consumers.items()):
             click.echo(f"  consumer {unit:<20} spend    {m(spend):>14}")
+        if rec.pending:
+            click.echo(f"  {rec.pending_text()}: close {period} to post them")
     if not rec.balanced:
         sys.exit(1)
 

@@ -47,6 +47,21 @@ class Reconciliation:
     external_revenue: int = 0
     providers: dict[str, tuple[int, int]] = field(default_factory=dict)
     consumers: dict[str, int] = field(default_factory=dict)
+    #: What an open period holds that no close has posted yet (`charges.pending`):
+    #: usage lines, adjustments and the adjustments' amount.
+    pending_lines: int = 0
+    pending_adjustments: int = 0
+    pending_adjustments_minor: int = 0
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.pending_lines or self.pending_adjustments)
+
+    def pending_text(self) -> str:
+        """`N usage lines and M adjustments (X USD) are pending, not posted`."""
+        return (f"{self.pending_lines} usage line{'s' if self.pending_lines != 1 else ''} and "
+                f"{self.pending_adjustments} adjustment{'s' if self.pending_adjustments != 1 else ''} "
+                f"({self.money(self.pending_adjustments_minor)} {self.currency}) are pending, not posted")
 
     @property
     def difference(self) -> int:
@@ -79,6 +94,8 @@ class Reconciliation:
                 {"unit": unit, "internal_spend": m(spend)}
                 for unit, spend in sorted(self.consumers.items())
             ],
+            "pending": {"usage_lines": self.pending_lines, "adjustments": self.pending_adjustments,
+                        "adjustments_amount": m(self.pending_adjustments_minor)},
         }
 
 

@@ -114,3 +114,26 @@ def test_an_adjustment_is_echoed_and_recorded_with_the_currency_digits(loaded: s
     assert code == 0 and "50.00 USD" in out and " 50 USD" not in out
     code, out, _ = cli(loaded, "audit")
     assert "-> done: adjustment 1: 50.00 USD" in out
+
+
+def test_an_open_period_says_what_is_pending_and_is_not_exported(loaded: str, tmp_path: Path) -> None:
+    """`reconcile` of an open month with usage imported printed "balanced, 0.00" as if
+    nothing were there, and `export` wrote a header and exited 0."""
+    usage = usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "2", "T-1", ""],
+                                           ["2026-03-03", "HELP", "MATH", "1", "T-2", ""]])
+    assert cli(loaded, "import", str(usage), "--period", "2026-03")[0] == 0
+    assert cli(loaded, "adjust", "2026-03", "--service", "HELP", "--consumer", "ART", "--amount", "-5",
+               "--reason", "x")[0] == 0
+    code, out, _ = cli(loaded, "reconcile", "2026-03")
+    assert code == 0 and out.splitlines()[-1] == (
+        "  2 usage lines and 1 adjustment (-5.00 USD) are pending, not posted: close 2026-03 to post them")
+    code, out, _ = cli(loaded, "reconcile", "2026-03", "--json")
+    assert json.loads(out)["pending"] == {"usage_lines": 2, "adjustments": 1, "adjustments_amount": "-5.00"}
+    code, out, err = cli(loaded, "export", "2026-03", "--format", "csv")
+    assert (code, out) == (1, "") and err == (
+        "refused: period 2026-03 is open: 2 usage lines and 1 adjustment (-5.00 USD) are pending, not posted; "
+        "its journal is exported once it is closed (`chargeback close 2026-03`)\n")
+    assert cli(loaded, "close", "2026-03", "--out", str(tmp_path / "out"))[0] == 0
+    code, out, _ = cli(loaded, "reconcile", "2026-03", "--json")
+    assert json.loads(out)["pending"] == {"usage_lines": 0, "adjustments": 0, "adjustments_amount": "0.00"}
+    assert cli(loaded, "export", "2026-03", "--format", "csv")[0] == 0

@@ -31,7 +31,7 @@ from fractions import Fraction
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Select, String, cast, exists, func, literal, select
+from sqlalchemy import ColumnElement, Connection, String, cast, exists, func, literal, select
 
 from chargeback.allocation import (
     AllocationError,
@@ -76,25 +76,24 @@ RATE_SOURCE_LENGTH = 200
 def _draft(ref: Reference, period: str, *, date: dt.date, service_date: dt.date, kind: str,
            usage_id: int | None, source: str | None, service: str, consumer: str,
            quantity_micro: int, rate_micro: int | None, amount_minor: int,
-           reference: str | None, memo: str | None, rate_source: str | None,
-           pieces: tuple[tuple[int, int, int], ...] = ()) -> Draft:
+           reference: str | None, memo: str | None, rate_source: str | None) -> Draft:
     provider = ref.services[service].provider
     unit = ref.units[consumer]
     debit, credit = accounts(unit.kind, consumer, provider)
     return Draft(period, date, service_date, kind, usage_id, source, service, provider, consumer,
                  unit.kind, quantity_micro, rate_micro, amount_minor, debit, credit,
                  unit.expense_account, ref.units[provider].revenue_account, reference, memo,
-                 rate_source, pieces)
+                 rate_source)
 
 
-def _unposted(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
+def _unpriced(period: str) -> tuple[ColumnElement[bool], ...]:
     """The usage lines of `period` not priced into a charge yet."""
-    return select(Usage.id).where(Usage.period == period, ~exists().where(ChargeLine.usage_id == Usage.id))
+    return Usage.period == period, ~exists().where(ChargeLine.usage_id == Usage.id)
 
 
 def unposted_usage_count(conn: Connection, period: str) -> int:
     """The usage lines of `period` that the close will price and post."""
-    return conn.execute(select(func.count()).select_from(_unposted(conn, period).subquery())).scalar() or 0
+    return conn.execute(select(func.count()).select_from(Usage).where(*_unpriced(period))).scalar() or 0
 
 
 def pending(conn: Connection, period: str) -> tuple[int, int, int]:
@@ -116,7 +115,7 @@ def unposted_lines(conn: Connection, ref: Reference, period: str) -> pl.DataFram
     """The period's usage lines not priced yet (`pricing.LINE_COLUMNS`), one query."""
     query = (select(Usage.id, date_text(conn, Usage.date), Usage.service, Usage.consumer, Usage.quantity_micro,
                     Usage.reference)
-             .where(Usage.period == period, ~exists().where(ChargeLine.usage_id == Usage.id)))
+             .where(*_unpriced(period)))
     schema = {name: kind for name, kind in LINE_COLUMNS.items() if name != "customer_class"}
     lines = frame(conn, query, schema)
     classes = pl.DataFrame({"consumer": list(ref.units), "customer_class": [u.kind for u in ref.units.values()]},
@@ -251,7 +250,7 @@ def _drafts(charges: pl.DataFrame, ref: Reference, period: str, posted_on: dt.da
                     "rate_source", "lines_digest"))
     make = tuple.__new__
     for part in rows.iter_slices(50_000):  # made as posted: a million Python drafts at once would be 0.5 GB
-        yield from (make(Draft, (*row[:20], (), row[20])) for row in part.iter_rows())
+        yield from (make(Draft, row) for row in part.iter_rows())
 
 
 def store_lines(conn: Connection, priced: PricedUsage, first_entry: int) -> None:

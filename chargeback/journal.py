@@ -19,7 +19,7 @@ from sqlalchemy import Connection, select, update
 
 from chargeback.db import Overlapped, bind_processor, bulk_insert, collector_paused, insert_values
 from chargeback.errors import Refused
-from chargeback.schema import Entry, EntryTier, JournalHead
+from chargeback.schema import Entry, JournalHead
 
 GENESIS = "0" * 64
 #: No charge reaches 10^12 in any currency (minor digits 0-3): every amount, and the sum
@@ -34,15 +34,10 @@ def accounts(customer_class: str, consumer: str, provider: str) -> tuple[str, st
     return f"assets:receivable:{consumer}", f"revenue:external:{provider}"
 
 
-#: One tier piece of a tiered charge: (tier_from_micro, quantity_micro, rate_micro).
-TierPiece = tuple[int, int, int]
-
-
 class Draft(NamedTuple):
     """A charge ready to post: everything an entry holds but its place in the chain.
 
-    `pieces` (tiered one-line charges posted before charges had lines) are stored in
-    `entry_tiers`. `lines_digest` (usage charges) is the sha256 of the charge's lines
+    `lines_digest` (usage charges) is the sha256 of the charge's lines
     (`charges.lines_digests`); the entry's hash covers it after `prev_hash`."""
 
     period: str
@@ -65,11 +60,10 @@ class Draft(NamedTuple):
     reference: str | None
     memo: str | None
     rate_source: str | None
-    pieces: tuple[TierPiece, ...] = ()
     lines_digest: str | None = None
 
 
-DRAFT_FIELDS = Draft._fields[:-2]
+DRAFT_FIELDS = Draft._fields[:-1]
 HASHED_FIELDS = ("id", "posted_at") + DRAFT_FIELDS + ("prev_hash",)
 
 
@@ -109,8 +103,6 @@ class Prepared(NamedTuple):
     #: Each entry's hashed JSON between its id and its prev_hash: `[ID,TAIL,"PREV"]` is
     #: the JSON `hashed_json` writes of the entry's values.
     tails: list[bytes]
-    #: (row, pieces) of the batch's tiered charges.
-    pieces: list[tuple[int, tuple[TierPiece, ...]]]
     #: Each entry's lines digest, or None.
     digests: list[str | None]
 
@@ -128,7 +120,6 @@ def prepared(drafts: Iterable[Draft], posted_at: dt.datetime, stored_at: object,
     encode = hashed_json
     rows: list[list[object]] = []
     tails: list[bytes] = []
-    pieces: list[tuple[int, tuple[TierPiece, ...]]] = []
     digests: list[str | None] = []
     for draft in drafts:
         if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
@@ -138,7 +129,7 @@ def prepared(drafts: Iterable[Draft], posted_at: dt.datetime, stored_at: object,
         day, service_day = draft[1], draft[2]
         day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
         service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
-        values = [None, stamp, draft[0], day_text, service_text, *draft[3:-2]]
+        values = [None, stamp, draft[0], day_text, service_text, *draft[3:-1]]
         text = encode(values)
         if b"\\u0000" in text and any(isinstance(v, str) and "\x00" in v for v in draft):
             raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
@@ -149,15 +140,13 @@ def prepared(drafts: Iterable[Draft], posted_at: dt.datetime, stored_at: object,
             values[1] = stored_at
             rows.append(values)
         else:
-            rows.append([None, posted_at, *draft[:-2]])
+            rows.append([None, posted_at, *draft[:-1]])
         digests.append(draft.lines_digest)
-        if draft.pieces:
-            pieces.append((len(rows) - 1, draft.pieces))
         if len(rows) >= batch:
-            yield Prepared(rows, tails, pieces, digests)
-            rows, tails, pieces, digests = [], [], [], []
+            yield Prepared(rows, tails, digests)
+            rows, tails, digests = [], [], []
     if rows:
-        yield Prepared(rows, tails, pieces, digests)
+        yield Prepared(rows, tails, digests)
 
 
 def stored_timestamp(conn: Connection, posted_at: dt.datetime) -> tuple[bool, object]:
@@ -192,8 +181,7 @@ def chain(conn: Connection, batches: Iterable[Prepared],
     insert = _insert_stored if conn.dialect.name == "sqlite" else _insert
     previous = last_hash.encode()
     with Overlapped() as inserts:
-        for rows, tails, pieces, digests in batches:
-            first_of_batch = last_id + 1
+        for rows, tails, digests in batches:
             for row, tail, lines in zip(rows, tails, digests):
                 last_id += 1
                 row[0] = last_id
@@ -205,10 +193,7 @@ def chain(conn: Connection, batches: Iterable[Prepared],
                 row.append(digest)
                 row.append(lines)
                 last_hash, previous = digest, digest.encode()
-            tiers = [(first_of_batch + index, number, tier_from, quantity, rate)
-                     for index, parts in pieces
-                     for number, (tier_from, quantity, rate) in enumerate(parts, start=1)]
-            inserts.submit(insert, conn, rows, tiers)
+            inserts.submit(insert, conn, rows)
             count += len(rows)
             if on_batch is not None:
                 on_batch(len(rows))
@@ -218,13 +203,8 @@ def chain(conn: Connection, batches: Iterable[Prepared],
     return Posted(count, first_id if count else None, last_hash)
 
 
-TIER_COLUMNS = ("entry_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro")
-
-
-def _insert(conn: Connection, rows: list[Sequence[object]], tiers: list[tuple[int, int, int, int, int]]) -> int:
-    count = bulk_insert(conn, Entry.__table__, COLUMNS, rows)
-    bulk_insert(conn, EntryTier.__table__, TIER_COLUMNS, tiers)
-    return count
+def _insert(conn: Connection, rows: list[Sequence[object]]) -> int:
+    return bulk_insert(conn, Entry.__table__, COLUMNS, rows)
 
 
 def _stored(conn: Connection, posted_at: dt.datetime) -> object:
@@ -233,12 +213,9 @@ def _stored(conn: Connection, posted_at: dt.datetime) -> object:
     return process(posted_at) if process else posted_at
 
 
-def _insert_stored(conn: Connection, rows: list[Sequence[object]],
-                   tiers: list[tuple[int, int, int, int, int]]) -> int:
+def _insert_stored(conn: Connection, rows: list[Sequence[object]]) -> int:
     """SQLite: rows whose dates are already the text SQLite stores."""
-    count = insert_values(conn, Entry.__tablename__, COLUMNS, rows)
-    bulk_insert(conn, EntryTier.__table__, TIER_COLUMNS, tiers)
-    return count
+    return insert_values(conn, Entry.__tablename__, COLUMNS, rows)
 
 
 def head(conn: Connection) -> tuple[int, str]:

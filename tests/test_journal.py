@@ -149,7 +149,7 @@ def test_posted_entries_store_exactly_what_was_hashed(loaded: str, monkeypatch: 
     assert posted.count == 25
     with engine.connect() as conn:
         rows = conn.execute(select(*ENTRY_COLUMNS).order_by(ENTRY_COLUMNS[0])).all()
-    assert [tuple(r)[2:-3] for r in rows] == [tuple(d[:-2]) for d in drafts]
+    assert [tuple(r)[2:-3] for r in rows] == [tuple(d[:-1]) for d in drafts]
     assert all(r.posted_at == dt.datetime(2026, 4, 1, 9, 30) for r in rows)
     assert all(entry_hash(tuple(r)[:-2], r.lines_digest) == r.hash for r in rows)
     assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]

@@ -100,9 +100,9 @@ def write_xlsxwriter(path: Path, count: int) -> None:
 def write_chargeback(path: Path, count: int) -> None:
     """As the auditors' Journal sheet is written: `workbooks.Workbook` (XlsxWriter's
     constant_memory mode), a public `write_*` call a cell, input text neutralized."""
-    from chargeback.bills import DocumentContext
-    from chargeback.safe import neutralize
-    from chargeback.workbooks import EXCEL_EPOCH, Workbook
+    from chargeback.documents.bills import DocumentContext
+    from chargeback.core.safe import neutralize
+    from chargeback.documents.workbooks import EXCEL_EPOCH, Workbook
 
     ctx = DocumentContext("Benchmark", "USD", 2, "2026-03", dt.datetime(2026, 4, 1), None, 7,
                           None, {}, {})

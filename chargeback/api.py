@@ -18,18 +18,24 @@ from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from xlsxwriter.exceptions import FileCreateError
 
-from chargeback import audit, db, delivery, variance
-from chargeback import budgets as _budgets
-from chargeback import seals as _seals
-from chargeback.adjustments import AdjustResult
-from chargeback.adjustments import adjust as _adjust
-from chargeback.book import LoadResult, load_book
+from chargeback.ledger import audit
+
+from chargeback.store import db
+
+from chargeback.documents import delivery
+
+from chargeback.close import variance
+from chargeback.close import budgets as _budgets
+from chargeback.ledger import seals as _seals
+from chargeback.ledger.adjustments import AdjustResult
+from chargeback.ledger.adjustments import adjust as _adjust
+from chargeback.book.load import LoadResult, load_book
 from chargeback.bundled import bundled
-from chargeback.charges import pending
-from chargeback.documents import staged, write_documents
-from chargeback.errors import Refused
-from chargeback.export import export as _export
-from chargeback.periods import (
+from chargeback.ledger.charges import pending
+from chargeback.documents.folder import staged, write_documents
+from chargeback.core.errors import Refused
+from chargeback.ledger.export import export as _export
+from chargeback.close.periods import (
     CloseResult,
     check_period,
     close_period,
@@ -38,16 +44,16 @@ from chargeback.periods import (
     periods_with_activity,
     reopen_period,
 )
-from chargeback.reconciliation import PeriodTotal, Reconciliation
-from chargeback.reconciliation import reconcile as _reconcile
-from chargeback.recovery import Recovery
-from chargeback.recovery import recovery as _recovery
-from chargeback.recovery import write_workbook as write_recovery
-from chargeback.safe import file_in
-from chargeback.schema import Book, Delivery
-from chargeback.usage import ImportResult, import_usage
-from chargeback.verification import VerifyResult
-from chargeback.verification import verify as _verify
+from chargeback.close.reconciliation import PeriodTotal, Reconciliation
+from chargeback.close.reconciliation import reconcile as _reconcile
+from chargeback.close.recovery import Recovery
+from chargeback.close.recovery import recovery as _recovery
+from chargeback.close.recovery import write_workbook as write_recovery
+from chargeback.core.safe import file_in
+from chargeback.store.schema import Book, Delivery
+from chargeback.ingest.usage import ImportResult, import_usage
+from chargeback.ledger.verification import VerifyResult
+from chargeback.ledger.verification import verify as _verify
 
 
 def now() -> dt.datetime:

@@ -15,13 +15,19 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from chargeback import api, budgets, delivery, variance
-from chargeback.db import database_url, redact, without_secrets
-from chargeback.errors import InputRefused, Refused
-from chargeback.periods import check_period
-from chargeback.reconciliation import Reconciliation
-from chargeback.recovery import percent
-from chargeback.usage import ImportResult
+from chargeback import api
+
+from chargeback.close import budgets
+
+from chargeback.documents import delivery
+
+from chargeback.close import variance
+from chargeback.store.db import database_url, redact, without_secrets
+from chargeback.core.errors import InputRefused, Refused
+from chargeback.close.periods import check_period
+from chargeback.close.reconciliation import Reconciliation
+from chargeback.close.recovery import percent
+from chargeback.ingest.usage import ImportResult
 
 class PeriodType(click.ParamType):
     """A period argument: `YYYY-MM` within the calendar chargeback keeps. Anything else is

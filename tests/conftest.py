@@ -20,7 +20,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, create_engine, text
 
 from chargeback import api
-from chargeback.schema import STATEMENT_CHECKED, Base
+from chargeback.store.schema import STATEMENT_CHECKED, Base
 
 #: `pytest --hypothesis-profile=long`: many more examples and longer model-based runs; the
 #: kill, race and fuzz tests also run more rounds (see tests/reliability.py).

@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import settings
 from sqlalchemy import Engine, create_engine, select, text
 
-from chargeback.schema import Base
+from chargeback.store.schema import Base
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import textbook as tb
-from chargeback.allocation import (
+from chargeback.core.allocation import (
     AllocationError,
     PoolSpec,
     Targets,
@@ -21,7 +21,7 @@ from chargeback.allocation import (
     solve,
     split,
 )
-from chargeback.money import round_fraction
+from chargeback.core.money import round_fraction
 
 
 def shares_of(method: str) -> dict[str, dict[str, int]]:

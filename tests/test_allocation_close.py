@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import select
 
 import textbook as tb
-from chargeback import api, db
-from chargeback.errors import InputRefused, Refused
-from chargeback.schema import Entry
+from chargeback import api
+from chargeback.store import db
+from chargeback.core.errors import InputRefused, Refused
+from chargeback.store.schema import Entry
 from conftest import usage_file, write_csv
 
 
@@ -81,7 +82,7 @@ def test_reclose_after_reopen_posts_only_what_changed(db_url: str, tmp_path: Pat
     # What is posted per target is now the step allocation of the revised costs.
     from dataclasses import replace
 
-    from chargeback.allocation import allocate
+    from chargeback.core.allocation import allocate
 
     specs = tb.pool_specs()
     specs[0] = replace(specs[0], amount=7_783_025)

@@ -11,9 +11,13 @@ from alembic import command
 from click.testing import CliRunner
 from sqlalchemy.exc import DatabaseError
 
-from chargeback import api, audit, db
+from chargeback import api
+
+from chargeback.ledger import audit
+
+from chargeback.store import db
 from chargeback.cli import main
-from chargeback.errors import Refused
+from chargeback.core.errors import Refused
 
 from conftest import usage_file
 from reliability import engine_for, fingerprint, sql
@@ -75,7 +79,7 @@ def test_a_refused_command_is_recorded_and_changes_nothing_else(loaded: str, tmp
 
 
 def test_a_failed_command_is_recorded_by_its_kind(loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from chargeback import documents
+    from chargeback.documents import folder as documents
 
     def broken(*args: object) -> None:
         raise RuntimeError("a bug")

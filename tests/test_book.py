@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from chargeback import api
-from chargeback.book import read_book
-from chargeback.errors import InputRefused
-from chargeback.schema import Rate, Unit
+from chargeback.book.load import read_book
+from chargeback.core.errors import InputRefused
+from chargeback.store.schema import Rate, Unit
 
 from conftest import usage_file
 

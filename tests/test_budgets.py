@@ -10,10 +10,12 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
-from chargeback import api, db
-from chargeback.budgets import BudgetStatus, fiscal_periods, fiscal_year, status_for
+from chargeback import api
+
+from chargeback.store import db
+from chargeback.close.budgets import BudgetStatus, fiscal_periods, fiscal_year, status_for
 from chargeback.cli import main
-from chargeback.errors import InputRefused
+from chargeback.core.errors import InputRefused
 
 from conftest import usage_file, write_csv
 

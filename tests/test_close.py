@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given, strategies as st
 from sqlalchemy import create_engine, func, select
 
-from chargeback import api, documents
-from chargeback.errors import Refused
-from chargeback.schema import Entry, PeriodEvent
+from chargeback import api
+
+from chargeback.documents import folder as documents
+from chargeback.core.errors import Refused
+from chargeback.store.schema import Entry, PeriodEvent
 
 from conftest import usage_file
 
@@ -164,9 +166,11 @@ def test_the_figures_read_once_are_the_figures_read_each_way(db_url: str, tmp_pa
     table from them. Each equals what its own query over the entries gives, on the demo
     book's three months (budgets, external customers, allocations, an adjustment), and a
     mis-posted entry (revenue credited to an external account) still shows as a difference."""
-    from chargeback import budgets, db, variance
-    from chargeback.bills import document_context, service_totals
-    from chargeback.reconciliation import period_totals, reconcile
+    from chargeback.close import budgets
+    from chargeback.store import db
+    from chargeback.close import variance
+    from chargeback.documents.bills import document_context, service_totals
+    from chargeback.close.reconciliation import period_totals, reconcile
 
     api.run(db_url, api.demo_book(), tmp_path / "out", through="2026-08")
     api.adjust(db_url, "2026-09", "IT-HELPDESK", "CHEM", "-12.50", "Goodwill credit")
@@ -210,8 +214,8 @@ def test_the_figures_read_once_are_the_figures_read_each_way(db_url: str, tmp_pa
 def test_each_close_stores_its_totals_and_a_close_after_a_reopen_replaces_them(loaded: str, tmp_path: Path) -> None:
     """Later closes read earlier months from the totals stored at close; they always
     equal a grouping of the period's entries, a late line posted after a reopen included."""
-    from chargeback import db
-    from chargeback.reconciliation import period_totals, stored_totals
+    from chargeback.store import db
+    from chargeback.close.reconciliation import period_totals, stored_totals
 
     engine = db.connect(loaded)
 
@@ -241,8 +245,8 @@ def test_a_first_close_sums_its_totals_as_it_posts_and_they_equal_the_entries_gr
     grouping the entries it has just written: on the demo book's months (usage, recurring
     fees, an adjustment, allocations, external customers) the totals stored at each close
     are exactly the entries grouped, key by key and in the same order."""
-    from chargeback import db
-    from chargeback.reconciliation import period_totals, stored_totals
+    from chargeback.store import db
+    from chargeback.close.reconciliation import period_totals, stored_totals
 
     api.run(db_url, api.demo_book(), tmp_path / "out", through="2026-08")
     api.adjust(db_url, "2026-09", "IT-HELPDESK", "CHEM", "-12.50", "Goodwill credit")
@@ -273,8 +277,8 @@ def test_a_tally_sums_and_orders_as_the_database_groups(keys: list[tuple[str, ..
     seven columns), whatever the codes: `A` before `A-B` before `A.B` before `AB`."""
     import datetime as dt
 
-    from chargeback.journal import Draft
-    from chargeback.reconciliation import PeriodTotal, Tally
+    from chargeback.ledger.journal import Draft
+    from chargeback.close.reconciliation import PeriodTotal, Tally
 
     day = dt.date(2026, 3, 1)
     drafts = [Draft("2026-03", day, day, kind, None, None, service, provider, consumer, kind_of,

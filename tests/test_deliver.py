@@ -17,10 +17,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Connection, insert, select
 
-from chargeback import api, db, delivery
+from chargeback import api
+
+from chargeback.store import db
+
+from chargeback.documents import delivery
 from chargeback.cli import main
-from chargeback.errors import Refused
-from chargeback.schema import Delivery
+from chargeback.core.errors import Refused
+from chargeback.store.schema import Delivery
 
 from conftest import write_csv
 

@@ -16,13 +16,17 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select
 
-from chargeback import api, db, documents
+from chargeback import api
+
+from chargeback.store import db
+
+from chargeback.documents import folder as documents
 from chargeback.cli import main
-from chargeback.errors import Refused
-from chargeback.bills import bills, document_context, service_totals
-from chargeback.safe import file_in, neutralize
-from chargeback.statements import write_statement
-from chargeback.schema import Period, Unit
+from chargeback.core.errors import Refused
+from chargeback.documents.bills import bills, document_context, service_totals
+from chargeback.core.safe import file_in, neutralize
+from chargeback.documents.statements import write_statement
+from chargeback.store.schema import Period, Unit
 
 from documents_book import HOSTILE, build
 
@@ -239,7 +243,7 @@ def test_drafts_of_an_open_period_say_so(loaded: str, tmp_path: Path) -> None:
     the documents as drafts and roll back."""
     import datetime as dt
 
-    from chargeback.periods import close_period
+    from chargeback.close.periods import close_period
 
     api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "test")
     with db.connect(loaded).connect() as conn:
@@ -264,7 +268,7 @@ def test_lines_csv_lists_every_priced_line_adding_up_to_its_charges(out: tuple[s
     lines to the period's usage total; the manifest lists it with its sha256."""
     from decimal import Decimal
 
-    from chargeback.schema import Entry
+    from chargeback.store.schema import Entry
 
     url, folder = out
     for period in ("2026-03", "2026-04"):
@@ -296,7 +300,7 @@ def test_past_the_invoice_line_limit_the_detail_csv_is_written_and_listed(tmp_pa
     lists it; an internal unit's points to its statement."""
     from sqlalchemy import update
 
-    from chargeback.schema import Book
+    from chargeback.store.schema import Book
 
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     build(url, tmp_path)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chargeback import api
-from chargeback.export import CONTRACT_HEADER, CSV_HEADER, beancount_account
+from chargeback.ledger.export import CONTRACT_HEADER, CSV_HEADER, beancount_account
 
 
 @pytest.fixture
@@ -117,11 +117,11 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
     of the entries' lines, with commas, quotes, line breaks and formula text in the memos
     and references, and credits."""
     from conftest import usage_file
-    from chargeback import db
-    from chargeback.export import write_csv
-    from chargeback.money import from_minor
-    from chargeback.safe import neutralize
-    from chargeback.schema import Entry
+    from chargeback.store import db
+    from chargeback.ledger.export import write_csv
+    from chargeback.core.money import from_minor
+    from chargeback.core.safe import neutralize
+    from chargeback.store.schema import Entry
     from sqlalchemy import select
 
     def journal_lines(conn, period):  # type: ignore[no-untyped-def]
@@ -166,7 +166,7 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
 def test_a_csv_field_is_quoted_as_csv_writer_quotes_it(fields: list[str]) -> None:
     """The same text as `csv.writer`, except that a carriage return is quoted too (this
     Python's writer leaves it bare, and every reader then splits the line there)."""
-    from chargeback.export import csv_field
+    from chargeback.ledger.export import csv_field
     line = ",".join(csv_field(f) for f in fields) + "\n"
     assert next(csv.reader(io.StringIO(line, newline=""))) == fields
     if not any("\r" in f for f in fields):

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from chargeback import api, documents
-from chargeback.errors import Refused
+from chargeback import api
+
+from chargeback.documents import folder as documents
+from chargeback.core.errors import Refused
 
 from conftest import USAGE_HEADER
 from reliability import chargeback, count, engine_for, fingerprint, popen, rounds, rows, scalar

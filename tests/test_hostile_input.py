@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chargeback import api
-from chargeback.book import read_book
-from chargeback.errors import InputRefused, Refused
-from chargeback.tabular import read_rows
-from chargeback.usage import USAGE
+from chargeback.book.load import read_book
+from chargeback.core.errors import InputRefused, Refused
+from chargeback.ingest.tabular import read_rows
+from chargeback.ingest.usage import USAGE
 
 import hostile_files as h
 from conftest import BOOKS, PG_URL, reset_postgres

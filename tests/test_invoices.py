@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from chargeback import db
-from chargeback.schema import Entry
+from chargeback.store import db
+from chargeback.store.schema import Entry
 
 from documents_book import build
 
@@ -159,9 +159,9 @@ def test_every_text_of_a_line_row_is_escaped() -> None:
     provider names) must still come out as text."""
     import datetime as dt
 
-    from chargeback.bills import Bill, DocumentContext, Line
-    from chargeback.invoices import render_invoice
-    from chargeback.reference import ServiceInfo, UnitInfo
+    from chargeback.documents.bills import Bill, DocumentContext, Line
+    from chargeback.documents.invoices import render_invoice
+    from chargeback.book.snapshot import ServiceInfo, UnitInfo
 
     hostile = "<script>x</script> & <b>"
     unit = UnitInfo("ART", "Art", "internal", None, None, None, None, None, None, None)
@@ -234,7 +234,7 @@ def test_chromium_prints_an_invoice(out: tuple[str, Path], tmp_path: Path, paper
 
 
 def _bill(url: str, period: str, code: str):  # type: ignore[no-untyped-def]
-    from chargeback.bills import bills, document_context, service_totals
+    from chargeback.documents.bills import bills, document_context, service_totals
 
     with db.transaction(db.connect(url)) as conn:
         ctx = document_context(conn, period)
@@ -262,7 +262,7 @@ def test_past_the_limit_an_external_invoice_points_to_a_detail_csv_of_every_line
     import csv
     import dataclasses
 
-    from chargeback.invoices import write_invoice
+    from chargeback.documents.invoices import write_invoice
 
     url, _ = out
     ctx, bill = _bill(url, "2026-03", "CHEM")
@@ -288,7 +288,7 @@ def test_past_the_limit_an_external_invoice_points_to_a_detail_csv_of_every_line
 
 
 def test_a_linked_credit_says_which_charge_it_corrects(out: tuple[str, Path]) -> None:
-    from chargeback.invoices import render_invoice
+    from chargeback.documents.invoices import render_invoice
 
     url, _ = out
     ctx, bill = _bill(url, "2026-03", "ART")

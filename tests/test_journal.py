@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, select, text
 
 from chargeback import api
-from chargeback.errors import Refused
-from chargeback.journal import ENTRY_COLUMNS, GENESIS, entry_hash, hashed_json
+from chargeback.core.errors import Refused
+from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, entry_hash, hashed_json
 
 
 def sql(url: str, statement: str) -> None:
@@ -127,10 +127,12 @@ def test_posted_entries_store_exactly_what_was_hashed(loaded: str, monkeypatch: 
     and two batches' worth of entries chained across the batch boundary."""
     import datetime as dt
 
-    from chargeback import db, journal
-    from chargeback.journal import Draft
-    from chargeback.periods import lock_period
-    from chargeback.reconciliation import period_totals, store_totals
+    from chargeback.store import db
+
+    from chargeback.ledger import journal
+    from chargeback.ledger.journal import Draft
+    from chargeback.close.periods import lock_period
+    from chargeback.close.reconciliation import period_totals, store_totals
 
     monkeypatch.setattr(db, "ROWS_PER_INSERT", 3)
 

@@ -8,10 +8,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from chargeback import api, db
+from chargeback import api
+
+from chargeback.store import db
 from chargeback.cli import main
-from chargeback.errors import Refused
-from chargeback.schema import Adjustment, Entry
+from chargeback.core.errors import Refused
+from chargeback.store.schema import Adjustment, Entry
 from conftest import usage_file
 
 

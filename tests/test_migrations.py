@@ -9,8 +9,10 @@ from alembic.script import ScriptDirectory
 from conftest import model_differences
 from sqlalchemy import inspect, select
 
-from chargeback import api, db
-from chargeback.schema import Adjustment, ChargeLine, Entry, PeriodTotalRow, Usage
+from chargeback import api
+
+from chargeback.store import db
+from chargeback.store.schema import Adjustment, ChargeLine, Entry, PeriodTotalRow, Usage
 
 
 def _diff(engine) -> list:  # type: ignore[no-untyped-def]
@@ -102,7 +104,7 @@ def test_the_upgrade_stores_the_totals_of_every_period_from_its_entries(db_url: 
                                                                          tmp_path: Path) -> None:
     """0006: a journal closed before it gets each period's totals from its entries, so
     later closes can read them and `verify` passes."""
-    from chargeback.reconciliation import stored_totals
+    from chargeback.close.reconciliation import stored_totals
 
     engine = db.connect(db_url)
     api.run(engine, mini_book, tmp_path / "out")
@@ -206,12 +208,12 @@ def test_a_journal_posted_line_by_line_upgrades_to_charges_of_one_line(db_url: s
 
     import pytest
 
-    from chargeback import journal
-    from chargeback.errors import Refused
-    from chargeback.journal import Draft, accounts
-    from chargeback.money import minor_of_product, to_micro
-    from chargeback.periods import lock_period
-    from chargeback.reference import load_reference
+    from chargeback.ledger import journal
+    from chargeback.core.errors import Refused
+    from chargeback.ledger.journal import Draft, accounts
+    from chargeback.core.money import minor_of_product, to_micro
+    from chargeback.close.periods import lock_period
+    from chargeback.book.snapshot import load_reference
 
     engine = db.connect(db_url)
     api.load(engine, mini_book)

@@ -28,9 +28,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from openpyxl import Workbook
 from sqlalchemy import select
 
-from chargeback import api, db
-from chargeback.errors import Refused
-from chargeback.schema import Entry
+from chargeback import api
+
+from chargeback.store import db
+from chargeback.core.errors import Refused
+from chargeback.store.schema import Entry
 
 from conftest import PG_URL, USAGE_HEADER, reset_postgres
 from reliability import count, fingerprint, long_run

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from chargeback import api
 from chargeback.cli import main
-from chargeback.db import redact, without_secrets
-from chargeback.errors import Refused
+from chargeback.store.db import redact, without_secrets
+from chargeback.core.errors import Refused
 
 from conftest import usage_file
 
@@ -152,7 +152,7 @@ def test_usage_that_one_charge_could_not_post_is_refused_at_import(loaded: str, 
 WORKERS_SCRIPT = """
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from chargeback.documents import follow_parent
+from chargeback.documents.folder import follow_parent
 
 if __name__ == "__main__":
     initializer = follow_parent if sys.argv[1] == "follow" else None

@@ -12,11 +12,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from chargeback import api, db
+from chargeback import api
+
+from chargeback.store import db
 from chargeback.cli import main
-from chargeback.errors import Refused
-from chargeback.journal import head
-from chargeback.schema import Period
+from chargeback.core.errors import Refused
+from chargeback.ledger.journal import head
+from chargeback.store.schema import Period
 
 from conftest import usage_file
 from test_close import entries
@@ -135,7 +137,7 @@ def test_preview_and_close_print_the_review(loaded: str, tmp_path: Path) -> None
 
 
 def test_a_preview_that_fails_leaves_nothing(loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from chargeback import variance
+    from chargeback.close import variance
 
     api.import_file(loaded, usage_file(tmp_path, "m.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]]), "2026-03")
     api.preview(loaded, "2026-03", tmp_path / "out")

@@ -7,9 +7,9 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chargeback.money import format_amount, format_grouped, from_minor, minor_of_product, parse_decimal, price, quantize, to_micro, to_minor
-from chargeback.pricing import RateRow, RateTable, overlapping
-from chargeback.pricing import price as price_line
+from chargeback.core.money import format_amount, format_grouped, from_minor, minor_of_product, parse_decimal, price, quantize, to_micro, to_minor
+from chargeback.core.pricing import RateRow, RateTable, overlapping
+from chargeback.core.pricing import price as price_line
 
 D = Decimal
 
@@ -115,7 +115,7 @@ def test_integer_pricing_rounds_like_quantize(quantity_micro: int, rate_micro: i
     """`minor_of_product` (the close's and the import's integer pricing) is `quantize`'s rule."""
     from decimal import localcontext
 
-    from chargeback.money import minor_of_product
+    from chargeback.core.money import minor_of_product
 
     with localcontext() as context:
         context.prec = 60  # exact product, whatever the size
@@ -126,7 +126,7 @@ def test_integer_pricing_rounds_like_quantize(quantity_micro: int, rate_micro: i
 
 @given(st.integers(-10**6, 10**6).filter(bool), st.sampled_from([0, 5, 335, 1_250_000, 999_999]))
 def test_integer_pricing_ties_go_away_from_zero(quantity: int, rate_micro: int) -> None:
-    from chargeback.money import minor_of_product
+    from chargeback.core.money import minor_of_product
 
     expected = to_minor(quantize(D(quantity).scaleb(-6) * D(rate_micro).scaleb(-6), 2), 2)
     assert minor_of_product(quantity, rate_micro, 2) == expected
@@ -145,7 +145,7 @@ def test_an_amount_is_written_as_its_decimal_with_the_currency_digits(minor: int
 def test_a_quantity_is_written_as_its_decimal(micro: int) -> None:
     """`micro_text` works in integers; the text is the Decimal's (`from_micro`): no
     trailing zeros, no exponent, whole numbers without a point."""
-    from chargeback.money import from_micro, micro_text
+    from chargeback.core.money import from_micro, micro_text
 
     assert micro_text(micro) == str(from_micro(micro))
 
@@ -156,7 +156,7 @@ def test_a_quantity_is_written_as_its_decimal(micro: int) -> None:
 def test_an_invoice_shows_a_quantity_or_rate_as_its_decimal_grouped(micro: int, places: int) -> None:
     """`grouped_micro` works in integers; the text is the Decimal's with thousands
     separators and at least `places` decimals."""
-    from chargeback.money import from_micro, grouped_micro
+    from chargeback.core.money import from_micro, grouped_micro
 
     value = from_micro(micro)
     if -value.as_tuple().exponent < places:  # type: ignore[operator]

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from chargeback import api, db
-from chargeback.errors import Refused
+from chargeback import api
+
+from chargeback.store import db
+from chargeback.core.errors import Refused
 
 from conftest import usage_file
 

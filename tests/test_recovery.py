@@ -11,7 +11,7 @@ from openpyxl import load_workbook
 
 from chargeback import api
 from chargeback.cli import main
-from chargeback.recovery import fiscal_periods
+from chargeback.close.recovery import fiscal_periods
 from conftest import write_csv
 from test_allocation_close import campus
 

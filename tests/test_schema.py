@@ -7,8 +7,10 @@ import pytest
 from sqlalchemy import BigInteger, Date, DateTime, Integer, String, Text, inspect, text, type_coerce
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from chargeback import api, db
-from chargeback.schema import STATEMENT_CHECKED
+from chargeback import api
+
+from chargeback.store import db
+from chargeback.store.schema import STATEMENT_CHECKED
 from conftest import model_differences
 
 

@@ -20,10 +20,14 @@ from reliability import engine_for, sql
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from chargeback import api, db, seals
+from chargeback import api
+
+from chargeback.store import db
+
+from chargeback.ledger import seals
 from chargeback.cli import main
-from chargeback.journal import ENTRY_COLUMNS, GENESIS, entry_hash
-from chargeback.schema import (
+from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, entry_hash
+from chargeback.store.schema import (
     Entry,
     JournalHead,
     Period,

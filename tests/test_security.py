@@ -16,7 +16,7 @@ from openpyxl import load_workbook
 from sqlalchemy import text
 
 from chargeback import api
-from chargeback.safe import FORMULA_STARTS, file_in, neutralize
+from chargeback.core.safe import FORMULA_STARTS, file_in, neutralize
 
 from conftest import PG_URL, reset_postgres, usage_file
 from reliability import chargeback, engine_for

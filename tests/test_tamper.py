@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select, update
 
 from chargeback import api
-from chargeback.journal import ENTRY_COLUMNS, GENESIS, entry_hash
-from chargeback.schema import Entry, JournalHead, Period
+from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, entry_hash
+from chargeback.store.schema import Entry, JournalHead, Period
 
 from reliability import engine_for, sql
 

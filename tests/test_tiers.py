@@ -11,11 +11,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from sqlalchemy import select, text, update
 
-from chargeback import api, db
-from chargeback.errors import InputRefused
-from chargeback.money import to_micro, to_minor
-from chargeback.pricing import LINE_COLUMNS, RateRow, RateTable, price_lines, price_tiered, rate_frame, tier_pieces
-from chargeback.schema import ChargeLine, Entry, LineTier, Usage
+from chargeback import api
+
+from chargeback.store import db
+from chargeback.core.errors import InputRefused
+from chargeback.core.money import to_micro, to_minor
+from chargeback.core.pricing import LINE_COLUMNS, RateRow, RateTable, price_lines, price_tiered, rate_frame, tier_pieces
+from chargeback.store.schema import ChargeLine, Entry, LineTier, Usage
 from conftest import usage_file
 from test_allocation_close import campus
 

@@ -10,8 +10,8 @@ from openpyxl import Workbook
 from sqlalchemy import create_engine, func, select
 
 from chargeback import api
-from chargeback.errors import InputRefused, Refused
-from chargeback.schema import Usage
+from chargeback.core.errors import InputRefused, Refused
+from chargeback.store.schema import Usage
 
 from conftest import USAGE_HEADER, usage_file
 
@@ -228,7 +228,7 @@ def test_broken_xlsx_is_refused_with_its_name(loaded: str, tmp_path: Path) -> No
 
 
 def imports_of(url: str) -> list[tuple[int, int, int]]:
-    from chargeback.schema import Import
+    from chargeback.store.schema import Import
 
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
@@ -266,9 +266,9 @@ def plain_summary(url: str, rows: list[list[str]], period: str) -> dict[str, obj
     """An import's figures worked out a line at a time in plain Python: each line priced
     at the base rate in force on its date (`RateTable.find`), rounded half up to the
     cent with Decimal, added up by provider."""
-    from chargeback.db import connect
-    from chargeback.money import quantize
-    from chargeback.reference import load_reference
+    from chargeback.store.db import connect
+    from chargeback.core.money import quantize
+    from chargeback.book.snapshot import load_reference
 
     engine = connect(url)
     with engine.connect() as conn:

@@ -10,7 +10,7 @@ import openpyxl
 import pytest
 
 from chargeback import api
-from chargeback.variance import Line, Total, compute, moved, report_lines, window_of
+from chargeback.close.variance import Line, Total, compute, moved, report_lines, window_of
 
 from conftest import usage_file
 

@@ -15,8 +15,10 @@ import openpyxl
 import pytest
 from sqlalchemy import select
 
-from chargeback import api, db
-from chargeback.schema import Entry
+from chargeback import api
+
+from chargeback.store import db
+from chargeback.store.schema import Entry
 
 from documents_book import build, soffice_recalculate
 
@@ -267,7 +269,7 @@ def test_libreoffice_recalculates_every_formula_to_the_engines_value(
 def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ties(
         db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Excel's row limit, made small: 6 journal lines a sheet (3 entries)."""
-    from chargeback import reconciliation_workbook
+    from chargeback.documents import reconciliation_workbook
 
     monkeypatch.setattr(reconciliation_workbook, "JOURNAL_LINES_PER_SHEET", 6)
     folder = build(db_url, tmp_path)
@@ -300,9 +302,9 @@ def test_a_statement_with_many_services_charts_its_largest(
     """Past `CHART_SERVICES` services, the chart shows a table of the largest ones, each
     figure a formula on its row of the service table that LibreOffice recalculates to
     the engine's value; the chart's cached figures are that table's."""
-    import chargeback.statements
+    import chargeback.documents.statements
 
-    monkeypatch.setattr(chargeback.statements, "CHART_SERVICES", 1)
+    monkeypatch.setattr(chargeback.documents.statements, "CHART_SERVICES", 1)
     folder = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
     path = folder / "2026-04" / "statements" / "ART.xlsx"
     formulas, cached = rows(openpyxl.load_workbook(path)["Summary"]), rows(openpyxl.load_workbook(path, data_only=True)["Summary"])

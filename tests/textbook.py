@@ -28,7 +28,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-from chargeback.allocation import PoolSpec
+from chargeback.core.allocation import PoolSpec
 
 SUPPORT = ("FAC", "HR", "IT")
 OPERATING = ("MACH", "ASSY", "PACK")

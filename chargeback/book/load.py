@@ -1,0 +1,700 @@
+"""A book: the reference data of one organization, read from a folder and loaded.
+
+`read_book` validates every file of the folder (book.toml, units.csv, services.csv,
+rates.csv, recurring.csv, the allocation files allocations.csv, costs.csv, drivers.csv,
+provider_costs.csv, and budgets.csv) and collects every problem; `load_book` stores a
+valid book, updating what was loaded before without touching anything already posted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from sqlalchemy import Connection, delete, func, insert, select, union_all, update
+
+from chargeback.core.allocation import EQUAL, parse_driver, parse_targets
+from chargeback.core.errors import InputRefused, Problem, Refused
+from chargeback.core.fields import (
+    Amount,
+    Code,
+    Date,
+    OptionalCode,
+    OptionalDate,
+    OptionalInteger,
+    OptionalPeriod,
+    OptionalText,
+    PeriodText,
+    Quantity,
+    RateValue,
+    Text,
+    Year,
+    problems_of,
+)
+from chargeback.core.money import known_currency, minor_digits, quantize, to_micro, to_minor
+from chargeback.core.pricing import RateRow, overlapping, without_base_tier
+from chargeback.store.schema import (
+    Adjustment,
+    Allocation,
+    Book,
+    Budget,
+    Cost,
+    Driver,
+    Entry,
+    ProviderCost,
+    Rate,
+    Recurring,
+    Service,
+    Unit,
+    Usage,
+)
+from chargeback.ingest.tabular import Columns, read_rows
+
+
+class Settings(BaseModel):
+    """`book.toml`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    currency: str
+    fiscal_year_start: StrictInt = Field(default=7, ge=1, le=12)
+    payment_terms: str | None = None
+    allocation_method: Literal["direct", "step", "reciprocal"] = "direct"
+    variance_threshold: Decimal = Field(default=Decimal("0.25"), ge=0)
+    invoice_line_limit: StrictInt = Field(default=300, ge=1, le=100_000)
+
+    @field_validator("name", "payment_terms")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError("holds a line break or another control character: write it on one line")
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if not known_currency(value):
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code (USD, EUR, JPY...)")
+        return value
+
+    @field_validator("variance_threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: object) -> object:
+        if isinstance(value, float):
+            return Decimal(str(value))
+        return value
+
+
+class UnitRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: Code
+    name: Text
+    kind: Literal["internal", "external"] = "internal"
+    parent: OptionalCode = None
+    manager: OptionalText = None
+    email: OptionalText = None
+    active_from: OptionalDate = None
+    active_to: OptionalDate = None
+    expense_account: OptionalText = None
+    revenue_account: OptionalText = None
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, value: object) -> object:
+        return "internal" if value in (None, "") else str(value).strip()
+
+
+class ServiceRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: Code
+    provider: Code
+    name: Text
+    unit_of_measure: Text
+    description: OptionalText = None
+
+
+class RateFileRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: Code
+    customer_class: Literal["internal", "external"] = "internal"
+    effective_from: Date
+    effective_to: OptionalDate = None
+    rate: RateValue
+    tier_from: Quantity = Decimal(0)
+
+    @field_validator("customer_class", mode="before")
+    @classmethod
+    def _class(cls, value: object) -> object:
+        return "internal" if value in (None, "") else str(value).strip()
+
+    @field_validator("tier_from", mode="before")
+    @classmethod
+    def _tier(cls, value: object) -> object:
+        return "0" if value in (None, "") or str(value).strip() == "" else value
+
+
+class RecurringRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: Code
+    consumer: Code
+    quantity: Quantity
+    from_period: PeriodText
+    to_period: OptionalPeriod = None
+    description: OptionalText = None
+
+
+def _driver_text(value: str) -> str:
+    return parse_driver(value).text
+
+
+def _targets_text(value: str) -> str:
+    return parse_targets(value).text
+
+
+class AllocationRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pool: Code
+    provider: Code
+    service: Code
+    driver: Annotated[Text, AfterValidator(_driver_text)]
+    targets: Annotated[Text, AfterValidator(_targets_text)]
+    order: OptionalInteger = None
+
+
+class CostRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    period: PeriodText
+    pool: Code
+    amount: Amount
+
+
+class DriverRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    period: PeriodText
+    driver: Code
+    unit: Code
+    value: Quantity
+
+
+class ProviderCostRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    period: PeriodText
+    provider: Code
+    amount: Amount
+
+
+class BudgetRow(BaseModel):
+    """A unit's internal-spend budget for the fiscal year that ends in `fiscal_year`."""
+
+    model_config = ConfigDict(extra="forbid")
+    fiscal_year: Year
+    unit: Code
+    amount: Amount
+
+
+UNITS = Columns(("code", "name"), ("kind", "parent", "manager", "email", "active_from",
+                                   "active_to", "expense_account", "revenue_account"))
+SERVICES = Columns(("code", "provider", "name", "unit_of_measure"), ("description",))
+RATES = Columns(("service", "effective_from", "rate"), ("customer_class", "effective_to", "tier_from"))
+RECURRING = Columns(("service", "consumer", "quantity", "from_period"), ("to_period", "description"))
+ALLOCATIONS = Columns(("pool", "provider", "service", "driver", "targets"), ("order",))
+COSTS = Columns(("period", "pool", "amount"))
+DRIVERS = Columns(("period", "driver", "unit", "value"))
+PROVIDER_COSTS = Columns(("period", "provider", "amount"))
+BUDGETS = Columns(("fiscal_year", "unit", "amount"))
+
+
+@dataclass
+class BookData:
+    """A validated book, ready to load."""
+
+    settings: Settings
+    units: list[UnitRow] = field(default_factory=list)
+    services: list[ServiceRow] = field(default_factory=list)
+    rates: list[RateFileRow] = field(default_factory=list)
+    recurring: list[RecurringRow] = field(default_factory=list)
+    allocations: list[AllocationRow] = field(default_factory=list)
+    costs: list[CostRow] = field(default_factory=list)
+    drivers: list[DriverRow] = field(default_factory=list)
+    provider_costs: list[ProviderCostRow] = field(default_factory=list)
+    budgets: list[BudgetRow] = field(default_factory=list)
+
+
+def _read_file(folder: Path, name: str, columns: Columns, model: type[BaseModel],
+               problems: list[Problem], required: bool = True) -> list[tuple[int, BaseModel]]:
+    path = folder / name
+    if not path.exists():
+        if required:
+            problems.append(Problem(name, 0, "-", f"file is missing from the book folder {folder}"))
+        return []
+    rows = []
+    for line, values in read_rows(path, columns, problems, name):
+        try:
+            rows.append((line, model.model_validate(values)))
+        except ValidationError as exc:
+            problems.extend(problems_of(exc, name, line))
+    return rows
+
+
+def _read_settings(folder: Path, problems: list[Problem]) -> Settings | None:
+    path = folder / "book.toml"
+    if not path.exists():
+        problems.append(Problem("book.toml", 0, "-", f"file is missing from the book folder {folder}"))
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        where = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        problems.append(Problem("book.toml", int(where.group(1)) if where else 0, "-", f"not valid TOML: {exc}"))
+        return None
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        for item in exc.errors():
+            key = str(item["loc"][0]) if item["loc"] else "-"
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = "unknown key; the keys are: " + ", ".join(Settings.model_fields)
+            line = _toml_line(path, key)
+            problems.append(Problem("book.toml", line, key, message))
+        return None
+
+
+def _toml_line(path: Path, key: str) -> int:
+    for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if text.strip().startswith(key):
+            return number
+    return 0
+
+
+def read_book(folder: Path) -> BookData:
+    """Read and check a book folder; raises `InputRefused` listing every problem."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise Refused(f"{folder}: not a book folder")
+    problems: list[Problem] = []
+    settings = _read_settings(folder, problems)
+    units = _read_file(folder, "units.csv", UNITS, UnitRow, problems)
+    services = _read_file(folder, "services.csv", SERVICES, ServiceRow, problems)
+    rates = _read_file(folder, "rates.csv", RATES, RateFileRow, problems)
+    recurring = _read_file(folder, "recurring.csv", RECURRING, RecurringRow, problems, required=False)
+    budgets = _read_file(folder, "budgets.csv", BUDGETS, BudgetRow, problems, required=False)
+    _check_units(units, problems)
+    unit_kind = {u.code: u.kind for _, u in units}  # type: ignore[attr-defined]
+    _check_services(services, unit_kind, problems)
+    service_provider = {s.code: s.provider for _, s in services}  # type: ignore[attr-defined]
+    _check_rates(rates, service_provider, problems)
+    _check_recurring(recurring, service_provider, unit_kind, problems)
+    allocations = _read_file(folder, "allocations.csv", ALLOCATIONS, AllocationRow, problems, required=False)
+    costs = _read_file(folder, "costs.csv", COSTS, CostRow, problems, required=False)
+    drivers = _read_file(folder, "drivers.csv", DRIVERS, DriverRow, problems, required=False)
+    provider_costs = _read_file(folder, "provider_costs.csv", PROVIDER_COSTS, ProviderCostRow,
+                                problems, required=False)
+    digits = minor_digits(settings.currency) if settings else None
+    driver_names = {d.driver for _, d in drivers}  # type: ignore[attr-defined]
+    method = settings.allocation_method if settings else "direct"
+    _check_allocations(allocations, method, service_provider, unit_kind, driver_names, problems)
+    _check_costs(costs, {a.pool for _, a in allocations}, digits, problems)  # type: ignore[attr-defined]
+    _check_drivers(drivers, unit_kind, problems)
+    _check_provider_costs(provider_costs, unit_kind, digits, problems)
+    _check_budgets(budgets, unit_kind, settings, problems)
+    if problems or settings is None:
+        raise InputRefused(sorted(set(problems)), what="load")
+    return BookData(
+        settings=settings,
+        units=[u for _, u in units],  # type: ignore[misc]
+        services=[s for _, s in services],  # type: ignore[misc]
+        rates=[r for _, r in rates],  # type: ignore[misc]
+        recurring=[r for _, r in recurring],  # type: ignore[misc]
+        allocations=[a for _, a in allocations],  # type: ignore[misc]
+        costs=[c for _, c in costs],  # type: ignore[misc]
+        drivers=[d for _, d in drivers],  # type: ignore[misc]
+        provider_costs=[c for _, c in provider_costs],  # type: ignore[misc]
+        budgets=[b for _, b in budgets],  # type: ignore[misc]
+    )
+
+
+def _check_units(rows: list[tuple[int, UnitRow]], problems: list[Problem]) -> None:  # type: ignore[type-arg]
+    name = "units.csv"
+    first_line: dict[str, int] = {}
+    for line, unit in rows:
+        if unit.code in first_line:
+            problems.append(Problem(name, line, "code", f"{unit.code!r} is already used on line {first_line[unit.code]}"))
+        else:
+            first_line[unit.code] = line
+        if unit.active_from and unit.active_to and unit.active_to < unit.active_from:
+            problems.append(Problem(name, line, "active_to", "is before active_from"))
+    parents = {u.code: u.parent for _, u in rows}
+    for line, unit in rows:
+        if unit.parent is None:
+            continue
+        if unit.parent not in parents:
+            problems.append(Problem(name, line, "parent", f"{unit.parent!r} is not a unit code in units.csv"))
+            continue
+        seen, cursor = {unit.code}, unit.parent
+        while cursor is not None:
+            if cursor in seen:
+                problems.append(Problem(name, line, "parent", f"{unit.code!r} is its own ancestor (a cycle through {cursor!r})"))
+                break
+            seen.add(cursor)
+            cursor = parents.get(cursor)
+
+
+def _check_services(rows, unit_kind: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "services.csv"
+    first_line: dict[str, int] = {}
+    for line, service in rows:
+        if service.code in first_line:
+            problems.append(Problem(name, line, "code", f"{service.code!r} is already used on line {first_line[service.code]}"))
+        else:
+            first_line[service.code] = line
+        kind = unit_kind.get(service.provider)
+        if kind is None:
+            problems.append(Problem(name, line, "provider", f"{service.provider!r} is not a unit code in units.csv"))
+        elif kind != "internal":
+            problems.append(Problem(name, line, "provider", f"{service.provider!r} is an external unit; a provider must be internal"))
+
+
+def _check_rates(rows, service_provider: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "rates.csv"
+    lines: dict[RateRow, int] = {}
+    for line, rate in rows:
+        if rate.service not in service_provider:
+            problems.append(Problem(name, line, "service", f"{rate.service!r} is not a service code in services.csv"))
+        if rate.rate < 0:
+            problems.append(Problem(name, line, "rate", "must not be negative"))
+        if rate.tier_from < 0:
+            problems.append(Problem(name, line, "tier_from", "must not be negative"))
+        if rate.effective_to and rate.effective_to < rate.effective_from:
+            problems.append(Problem(name, line, "effective_to", "is before effective_from"))
+            continue
+        lines[_rate_row(rate)] = line
+    for earlier, later in overlapping(lines):
+        problems.append(Problem(
+            name, lines[later], "effective_from",
+            f"overlaps the rate on line {lines[earlier]} for {later.service} {later.customer_class}"
+            + (f" tier {later.tier_from}" if later.tier_from else "")
+            + ": end the earlier range before this one starts",
+        ))
+    for row in without_base_tier(lines):
+        problems.append(Problem(
+            name, lines[row], "tier_from",
+            f"tier {row.tier_from} of {row.service} {row.customer_class} is in force on days with "
+            "no base tier (tier_from 0): graduated tiers need a tier 0 row over the same dates"))
+
+
+def _rate_row(rate: RateFileRow) -> RateRow:
+    return RateRow(rate.service, rate.customer_class, rate.effective_from, rate.effective_to,
+                   rate.rate, rate.tier_from)
+
+
+def _check_recurring(rows, service_provider, unit_kind, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "recurring.csv"
+    for line, fee in rows:
+        provider = service_provider.get(fee.service)
+        if provider is None:
+            problems.append(Problem(name, line, "service", f"{fee.service!r} is not a service code in services.csv"))
+        if fee.consumer not in unit_kind:
+            problems.append(Problem(name, line, "consumer", f"{fee.consumer!r} is not a unit code in units.csv"))
+        elif fee.consumer == provider:
+            problems.append(Problem(name, line, "consumer", f"{fee.consumer!r} provides {fee.service}: a unit cannot charge itself"))
+        if fee.quantity == 0:
+            problems.append(Problem(name, line, "quantity", "must not be zero"))
+        if fee.to_period and fee.to_period < fee.from_period:
+            problems.append(Problem(name, line, "to_period", "is before from_period"))
+
+
+def _check_allocations(rows, method: str, service_provider: dict[str, str],  # type: ignore[no-untyped-def]
+                       unit_kind: dict[str, str], driver_names: set[str],
+                       problems: list[Problem]) -> None:
+    name = "allocations.csv"
+    first_line: dict[str, int] = {}
+    orders: dict[int, str] = {}
+    pools_of: dict[str, str] = {}
+    for line, pool in rows:
+        if pool.pool in first_line:
+            problems.append(Problem(name, line, "pool", f"{pool.pool!r} is already used on line {first_line[pool.pool]}"))
+            continue
+        first_line[pool.pool] = line
+        _check_internal(name, line, "provider", pool.provider, unit_kind, problems)
+        owner = service_provider.get(pool.service)
+        if owner is None:
+            problems.append(Problem(name, line, "service", f"{pool.service!r} is not a service code in services.csv"))
+        elif owner != pool.provider:
+            problems.append(Problem(name, line, "service",
+                f"pool {pool.pool}: {pool.service} is a service of {owner}, not of {pool.provider}"))
+        driver = parse_driver(pool.driver)
+        if driver.kind == "usage" and driver.name not in service_provider:
+            problems.append(Problem(name, line, "driver",
+                f"pool {pool.pool}: {driver.name!r} is not a service code in services.csv"))
+        elif driver.kind == "named" and driver.name not in driver_names:
+            problems.append(Problem(name, line, "driver",
+                f"pool {pool.pool}: unknown driver {driver.name!r}: it has no rows in drivers.csv "
+                "(write a driver name used there, usage:SERVICE or equal)"))
+        targets = parse_targets(pool.targets)
+        for code in targets.codes:
+            if targets.kind == "parent":
+                if code not in unit_kind:
+                    problems.append(Problem(name, line, "targets", f"pool {pool.pool}: {code!r} is not a unit code in units.csv"))
+            elif code == pool.provider:
+                problems.append(Problem(name, line, "targets",
+                    f"pool {pool.pool}: {code} is the pool's provider: a unit cannot charge itself"))
+            else:
+                _check_internal(name, line, "targets", code, unit_kind, problems, f"pool {pool.pool}: ")
+        if method == "step":
+            if pool.order is None:
+                problems.append(Problem(name, line, "order",
+                    f"pool {pool.pool} has no order: allocation_method = \"step\" needs one for every pool"))
+            elif pool.order in orders:
+                problems.append(Problem(name, line, "order",
+                    f"pool {pool.pool}: order {pool.order} is also the order of pool {orders[pool.order]}"))
+            else:
+                orders[pool.order] = pool.pool
+        if method in ("step", "reciprocal"):
+            if pool.provider in pools_of:
+                problems.append(Problem(name, line, "provider",
+                    f"pool {pool.pool}: {pool.provider} also provides pool {pools_of[pool.provider]}; "
+                    f"with allocation_method = \"{method}\" a provider owns at most one pool"))
+            else:
+                pools_of[pool.provider] = pool.pool
+
+
+def _check_internal(name: str, line: int, column: str, code: str, unit_kind: dict[str, str],
+                    problems: list[Problem], prefix: str = "") -> None:
+    kind = unit_kind.get(code)
+    if kind is None:
+        problems.append(Problem(name, line, column, f"{prefix}{code!r} is not a unit code in units.csv"))
+    elif kind != "internal":
+        problems.append(Problem(name, line, column, f"{prefix}{code!r} is an external unit; it must be internal"))
+
+
+def _check_money(name: str, line: int, column: str, amount: Decimal, digits: int | None,
+                 problems: list[Problem]) -> None:
+    if amount < 0:
+        problems.append(Problem(name, line, column, "must not be negative"))
+    elif digits is not None and quantize(amount, digits) != amount:
+        problems.append(Problem(name, line, column,
+            f"{amount} has more decimal places than the currency's {digits}"))
+
+
+def _check_unique(name: str, line: int, column: str, key: tuple, seen: dict,  # type: ignore[type-arg]
+                  what: str, problems: list[Problem]) -> None:
+    if key in seen:
+        problems.append(Problem(name, line, column, f"{what} is already given on line {seen[key]}"))
+    else:
+        seen[key] = line
+
+
+def _check_costs(rows, pools: set[str], digits: int | None, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "costs.csv"
+    seen: dict[tuple[str, str], int] = {}
+    for line, cost in rows:
+        if cost.pool not in pools:
+            problems.append(Problem(name, line, "pool", f"{cost.pool!r} is not a pool in allocations.csv"))
+        _check_money(name, line, "amount", cost.amount, digits, problems)
+        _check_unique(name, line, "pool", (cost.period, cost.pool), seen,
+                      f"the cost of pool {cost.pool} in {cost.period}", problems)
+
+
+def _check_drivers(rows, unit_kind: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "drivers.csv"
+    seen: dict[tuple[str, str, str], int] = {}
+    for line, row in rows:
+        if row.driver == EQUAL:
+            problems.append(Problem(name, line, "driver", f"{EQUAL!r} is reserved: it needs no rows; choose another name"))
+        if row.unit not in unit_kind:
+            problems.append(Problem(name, line, "unit", f"{row.unit!r} is not a unit code in units.csv"))
+        if row.value < 0:
+            problems.append(Problem(name, line, "value", "must not be negative"))
+        _check_unique(name, line, "unit", (row.period, row.driver, row.unit), seen,
+                      f"the {row.driver} of {row.unit} in {row.period}", problems)
+
+
+def _check_provider_costs(rows, unit_kind: dict[str, str], digits: int | None,  # type: ignore[no-untyped-def]
+                          problems: list[Problem]) -> None:
+    name = "provider_costs.csv"
+    seen: dict[tuple[str, str], int] = {}
+    for line, row in rows:
+        _check_internal(name, line, "provider", row.provider, unit_kind, problems)
+        _check_money(name, line, "amount", row.amount, digits, problems)
+        _check_unique(name, line, "provider", (row.period, row.provider), seen,
+                      f"the cost of {row.provider} in {row.period}", problems)
+
+
+def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+    name = "budgets.csv"
+    digits = minor_digits(settings.currency) if settings else None
+    first_line: dict[tuple[int, str], int] = {}
+    for line, budget in rows:
+        kind = unit_kind.get(budget.unit)
+        if kind is None:
+            problems.append(Problem(name, line, "unit", f"{budget.unit!r} is not a unit code in units.csv"))
+        elif kind != "internal":
+            problems.append(Problem(name, line, "unit", f"{budget.unit!r} is an external customer: "
+                                                        "budgets are for internal units' spend"))
+        key = (budget.fiscal_year, budget.unit)
+        if key in first_line:
+            problems.append(Problem(name, line, "unit", f"{budget.unit!r} already has a budget for "
+                                                        f"fiscal year {budget.fiscal_year} on line {first_line[key]}"))
+        else:
+            first_line[key] = line
+        if budget.amount < 0:
+            problems.append(Problem(name, line, "amount", "must not be negative"))
+        elif digits is not None and budget.amount != quantize(budget.amount, digits):
+            problems.append(Problem(name, line, "amount", f"amount '{budget.amount}' has more than "
+                                                          f"{digits} decimal places ({settings.currency})"))
+
+
+@dataclass
+class LoadResult:
+    """What `load` did, for the command's summary."""
+
+    name: str
+    units_added: int
+    units_updated: int
+    services: int
+    rates: int
+    recurring: int
+    pools: int = 0
+    cost_rows: int = 0
+    driver_rows: int = 0
+    provider_cost_rows: int = 0
+    budgets: int = 0
+
+
+def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
+    """Validate the book in `folder` and store it, replacing the reference data loaded
+    before. Units and services that disappeared are removed only when nothing refers
+    to them; otherwise the load is refused."""
+    book = read_book(folder)
+    settings = book.settings
+    digits = minor_digits(settings.currency)
+    current = conn.execute(select(Book.currency)).scalar()
+    if current is not None and current != settings.currency:
+        posted = conn.execute(select(func.count()).select_from(Entry)).scalar()
+        if posted:
+            raise Refused(
+                f"book.toml: currency: the book is kept in {current} and has posted entries; "
+                f"it cannot change to {settings.currency}"
+            )
+    values = dict(name=settings.name, currency=settings.currency, minor_digits=digits,
+                  fiscal_year_start=settings.fiscal_year_start,
+                  payment_terms=settings.payment_terms,
+                  allocation_method=settings.allocation_method,
+                  variance_threshold=str(settings.variance_threshold),
+                  invoice_line_limit=settings.invoice_line_limit, loaded_at=now)
+    if current is None:
+        conn.execute(insert(Book).values(id=1, **values))
+    else:
+        conn.execute(update(Book).where(Book.id == 1).values(**values))
+
+    _refuse_removing_used(conn, book)
+    existing = set(conn.execute(select(Unit.code)).scalars())
+    ordered = _parents_first(book.units)
+    added = updated = 0
+    for unit in ordered:
+        row = unit.model_dump()
+        if unit.code in existing:
+            conn.execute(update(Unit).where(Unit.code == unit.code).values(**row))
+            updated += 1
+        else:
+            conn.execute(insert(Unit).values(**row))
+            added += 1
+    service_codes = set(conn.execute(select(Service.code)).scalars())
+    for service in book.services:
+        row = service.model_dump()
+        if service.code in service_codes:
+            conn.execute(update(Service).where(Service.code == service.code).values(**row))
+        else:
+            conn.execute(insert(Service).values(**row))
+    conn.execute(delete(Rate))
+    conn.execute(delete(Recurring))
+    for table in (Cost, Allocation, Driver, ProviderCost):
+        conn.execute(delete(table))
+    conn.execute(delete(Budget))
+    kept_services = {s.code for s in book.services}
+    conn.execute(delete(Service).where(Service.code.not_in(kept_services)))
+    kept_units = {u.code for u in book.units}
+    conn.execute(update(Unit).where(Unit.code.not_in(kept_units)).values(parent=None))
+    conn.execute(delete(Unit).where(Unit.code.not_in(kept_units)))
+    if book.rates:
+        conn.execute(insert(Rate), [
+            dict(service=r.service, customer_class=r.customer_class, effective_from=r.effective_from,
+                 effective_to=r.effective_to, rate_micro=to_micro(r.rate),
+                 tier_from_micro=to_micro(r.tier_from)) for r in book.rates])
+    if book.recurring:
+        conn.execute(insert(Recurring), [
+            dict(service=r.service, consumer=r.consumer, quantity_micro=to_micro(r.quantity),
+                 from_period=r.from_period, to_period=r.to_period, description=r.description)
+            for r in book.recurring])
+    _insert_allocations(conn, book, digits)
+    if book.budgets:
+        conn.execute(insert(Budget), [
+            dict(fiscal_year=b.fiscal_year, unit=b.unit, amount_minor=to_minor(b.amount, digits))
+            for b in book.budgets])
+    return LoadResult(settings.name, added, updated, len(book.services), len(book.rates),
+                      len(book.recurring), len(book.allocations), len(book.costs),
+                      len(book.drivers), len(book.provider_costs), len(book.budgets))
+
+
+def _insert_allocations(conn: Connection, book: BookData, digits: int) -> None:
+    """The allocation files, replacing what was loaded before."""
+    tables = (
+        (Allocation, [dict(pool=a.pool, provider=a.provider, service=a.service, driver=a.driver,
+                           targets=a.targets, step_order=a.order) for a in book.allocations]),
+        (Cost, [dict(period=c.period, pool=c.pool, amount_minor=to_minor(c.amount, digits))
+                for c in book.costs]),
+        (Driver, [dict(period=d.period, driver=d.driver, unit=d.unit, value_micro=to_micro(d.value))
+                  for d in book.drivers]),
+        (ProviderCost, [dict(period=c.period, provider=c.provider,
+                             amount_minor=to_minor(c.amount, digits)) for c in book.provider_costs]),
+    )
+    for table, rows in tables:
+        if rows:
+            conn.execute(insert(table), rows)
+
+
+def _parents_first(units: list[UnitRow]) -> list[UnitRow]:
+    by_code = {u.code: u for u in units}
+    done: set[str] = set()
+    ordered: list[UnitRow] = []
+
+    def visit(unit: UnitRow) -> None:
+        if unit.code in done:
+            return
+        done.add(unit.code)
+        if unit.parent in by_code:
+            visit(by_code[unit.parent])
+        ordered.append(unit)
+
+    for unit in units:
+        visit(unit)
+    return ordered
+
+
+def _refuse_removing_used(conn: Connection, book: BookData) -> None:
+    units = {u.code for u in book.units}
+    services = {s.code for s in book.services}
+    used_units = union_all(
+        select(Usage.consumer), select(Adjustment.consumer), select(Entry.consumer),
+        select(Entry.provider),
+    ).subquery()
+    missing_units = conn.execute(
+        select(used_units.c[0]).where(used_units.c[0].not_in(units)).distinct()
+    ).scalars().all()
+    used_services = union_all(select(Usage.service), select(Adjustment.service), select(Entry.service)).subquery()
+    missing_services = conn.execute(
+        select(used_services.c[0]).where(used_services.c[0].not_in(services)).distinct()
+    ).scalars().all()
+    problems = [Problem("units.csv", 0, "code", f"{code!r} has charges but is missing from units.csv: keep it and set active_to instead")
+                for code in sorted(missing_units)]
+    problems += [Problem("services.csv", 0, "code", f"{code!r} has charges but is missing from services.csv: keep it")
+                 for code in sorted(missing_services)]
+    if problems:
+        raise InputRefused(problems, what="load")

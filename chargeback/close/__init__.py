@@ -1,0 +1,1 @@
+"""The month: periods opened, closed and reopened; reconciliation, variance, budgets, cost recovery."""

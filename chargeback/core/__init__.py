@@ -1,0 +1,1 @@
+"""Pure building blocks: money, periods and fields, pricing, allocation, refusals. No database, no files."""

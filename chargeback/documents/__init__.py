@@ -1,0 +1,1 @@
+"""What people receive: statements, invoices, roll-ups, the reconciliation workbook, delivery."""

@@ -1,0 +1,1 @@
+"""Usage files: read, checked a whole column at a time, stored."""

@@ -1,0 +1,1 @@
+"""The journal: charges priced and posted, adjustments, verification, the audit log, seals, exports."""

@@ -1,0 +1,210 @@
+"""The journal of a period for a general ledger (CSV) or a plain-text accounting tool
+(hledger, beancount). Rows are streamed from the database in entry order."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
+
+from sqlalchemy import Connection, Result, Row, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from chargeback.store.db import dates_as_stored, plain_rows, stored_date
+from chargeback.core.errors import Refused
+from chargeback.core.money import format_amount
+from chargeback.core.safe import neutralize
+from chargeback.store.schema import Book, Entry
+
+#: The contract's columns, in its order; columns of our own come after them.
+CONTRACT_HEADER = ["entry", "date", "period", "account", "gl_account", "unit", "debit", "credit",
+                   "service", "reference", "memo"]
+#: `rate_source`: which rate row priced the charge (`SERVICE/class/effective_from[/tier]`),
+#: which pool and driver allocated it, or `manual adjustment`.
+CSV_HEADER = CONTRACT_HEADER + ["rate_source"]
+FORMATS = ("csv", "hledger", "beancount")
+
+
+#: What is read of each entry, in this order, by every writer of the journal (the CSV,
+#: the plain-text formats and the auditors' Journal sheet), so that one read serves them all.
+JOURNAL_COLUMNS = (Entry.id, Entry.date, Entry.service_date, Entry.period, Entry.kind,
+                   Entry.service, Entry.provider, Entry.consumer, Entry.amount_minor,
+                   Entry.debit_account, Entry.credit_account, Entry.debit_gl, Entry.credit_gl,
+                   Entry.reference, Entry.memo, Entry.rate_source, Entry.hash)
+
+
+#: A row of `JOURNAL_COLUMNS` as `journal_chunks` reads it: a plain tuple.
+JournalRow = tuple[Any, ...]
+
+
+def journal_chunks(conn: Connection, period: str) -> Iterator[list[JournalRow]]:
+    """The period's entries in entry order, as plain tuples of `JOURNAL_COLUMNS`
+    (`db.plain_rows`), in lists of 20,000, the dates as the database stores them
+    (`db.dates_as_stored`)."""
+    yield from plain_rows(conn, select(*dates_as_stored(JOURNAL_COLUMNS)).where(Entry.period == period)
+                          .order_by(Entry.id))
+
+
+def _journal(conn: Connection, period: str, columns: Iterable[ColumnElement[object]]) -> Result:  # type: ignore[type-arg]
+    # yield_per on the statement, not the connection: Connection.execution_options changes
+    # the connection in place, and every later statement would use a server-side cursor
+    return conn.execute(select(*columns).where(Entry.period == period)
+                        .order_by(Entry.id).execution_options(yield_per=20_000))
+
+
+def _entries(conn: Connection, period: str) -> Iterator[Row]:  # type: ignore[type-arg]
+    """The period's entries in entry order, the dates as dates."""
+    yield from _journal(conn, period, JOURNAL_COLUMNS)
+
+
+def _currency(conn: Connection) -> tuple[str, int]:
+    row = conn.execute(select(Book.currency, Book.minor_digits)).first()
+    if row is None:
+        raise Refused("no book is loaded: run `chargeback load BOOK` first")
+    return row.currency, row.minor_digits
+
+
+def csv_field(text: str) -> str:
+    """One field as `csv.writer` (minimal quoting, `\n` line ends) writes it."""
+    if "," in text or '"' in text or "\n" in text or "\r" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def write_csv(conn: Connection, period: str, out: TextIO) -> None:
+    """journal.csv: two lines per entry (the debit line, then the credit line) in
+    `CSV_HEADER`'s columns, text from input neutralized."""
+    _, digits = _currency(conn)
+    journal = CsvJournal(out, period, digits)
+    for chunk in journal_chunks(conn, period):
+        journal.write(chunk)
+
+
+class CsvJournal:
+    """Writes journal.csv from the entries handed to it, chunk by chunk. The bytes
+    `csv.writer` would write (a test checks them), formatted here with each distinct text
+    quoted once: a big organisation's month is two million lines."""
+
+    def __init__(self, out: TextIO, period: str, digits: int) -> None:
+        self.out, self.digits = out, digits
+        self.shown_period = csv_field(period)
+        self.known: dict[str | None, str] = {None: ""}
+        self.codes: dict[str, str] = {}
+        self.dates: dict[object, str] = {}
+        out.write(",".join(csv_field(title) for title in CSV_HEADER) + "\n")
+
+    def passing(self, chunks: Iterable[list[JournalRow]]) -> Iterator[JournalRow]:
+        """The entries of `chunks` one by one, each chunk written here first: the Journal
+        sheet of the auditors' workbook reads them as they pass."""
+        for chunk in chunks:
+            self.write(chunk)
+            yield from chunk
+
+    def write(self, chunk: Iterable[JournalRow]) -> None:
+        known, codes, dates, digits = self.known, self.codes, self.dates, self.digits
+
+        def shown(text: str | None) -> str:
+            """Text from input (GL accounts, memos, rate sources): neutralized."""
+            found = known.get(text)
+            if found is None:
+                found = known[text] = csv_field(neutralize(text) or "")
+            return found
+
+        def code(text: str) -> str:
+            """Codes and accounts the engine made, as they are."""
+            found = codes.get(text)
+            if found is None:
+                found = codes[text] = csv_field(text)
+            return found
+
+        lines: list[str] = []
+        for (entry, day, _, _, _, service, provider, consumer, minor, debit_account,
+             credit_account, debit_gl, credit_gl, reference, memo, rate_source, _) in chunk:
+            amount = format_amount(abs(minor), digits)
+            debit, credit = (f"{amount},", f",{amount}") if minor >= 0 else (f",{amount}", f"{amount},")
+            date = dates.get(day)
+            if date is None:
+                date = dates[day] = stored_date(day).isoformat()
+            head = f"{entry},{date},{self.shown_period},"
+            tail = (f",{code(service)},{csv_field(neutralize(reference) or '')},{shown(memo)},"
+                    f"{shown(rate_source)}\n")
+            lines.append(f"{head}{code(debit_account)},{shown(debit_gl)},{code(consumer)},{debit}{tail}"
+                         f"{head}{code(credit_account)},{shown(credit_gl)},{code(provider)},{credit}{tail}")
+        self.out.write("".join(lines))
+        if len(known) > 100_000:
+            known.clear()
+            known[None] = ""
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def write_hledger(conn: Connection, period: str, out: TextIO) -> None:
+    currency, digits = _currency(conn)
+    out.write(f"; chargeback journal, period {period}\n\n")
+    for e in _entries(conn, period):
+        amount = format_amount(e.amount_minor, digits)
+        negated = format_amount(-e.amount_minor, digits)
+        title = _one_line(f"{e.service} {e.reference or ''} | {e.memo or e.kind}").replace(";", ",")
+        out.write(f"{e.date.isoformat()} ({e.id}) {title}\n")
+        rate = f", rate-source:{_one_line(e.rate_source).replace(',', ' ')}" if e.rate_source else ""
+        out.write(f"    ; period:{e.period}, kind:{e.kind}, service-date:{e.service_date.isoformat()}{rate}\n")
+        out.write(f"    {e.debit_account}  {amount} {currency}\n")
+        out.write(f"    {e.credit_account}  {negated} {currency}\n\n")
+
+
+BEANCOUNT_ROOTS = {"expenses": "Expenses", "revenue": "Income", "assets": "Assets"}
+
+
+def beancount_account(account: str) -> str:
+    """`expenses:internal:eng.civil` as a beancount account: `Expenses:Internal:ENG-CIVIL`."""
+    root, middle, code = account.split(":", 2)
+    component = code.upper().replace(".", "-").replace("_", "-")
+    if not component[0].isalnum():
+        component = "X" + component
+    return f"{BEANCOUNT_ROOTS[root]}:{middle.capitalize()}:{component}"
+
+
+def _quote(text: str) -> str:
+    return '"' + _one_line(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_beancount(conn: Connection, period: str, out: TextIO) -> None:
+    currency, digits = _currency(conn)
+    entries = list(_entries(conn, period))
+    names: dict[str, str] = {}
+    for e in entries:
+        for account in (e.debit_account, e.credit_account):
+            mapped = beancount_account(account)
+            if names.setdefault(mapped, account) != account:
+                raise Refused(f"accounts {names[mapped]} and {account} both become {mapped} in beancount")
+    out.write(f'; chargeback journal, period {period}\noption "operating_currency" "{currency}"\n\n')
+    opened = min((e.date for e in entries), default=None)
+    for mapped in sorted(names):
+        out.write(f"{opened.isoformat() if opened else period + '-01'} open {mapped} {currency}\n")
+    out.write("\n")
+    for e in entries:
+        payee = _quote(f"{e.service} {e.reference or ''}")
+        out.write(f"{e.date.isoformat()} * {payee} {_quote(e.memo or e.kind)}\n")
+        out.write(f'  entry: "{e.id}"\n  period: "{e.period}"\n')
+        if e.rate_source:
+            out.write(f"  rate_source: {_quote(e.rate_source)}\n")
+        out.write(f"  {beancount_account(e.debit_account)}  {format_amount(e.amount_minor, digits)} {currency}\n")
+        out.write(f"  {beancount_account(e.credit_account)}  {format_amount(-e.amount_minor, digits)} {currency}\n\n")
+
+
+WRITERS = {"csv": write_csv, "hledger": write_hledger, "beancount": write_beancount}
+
+
+def export(conn: Connection, period: str, fmt: str, out: TextIO) -> None:
+    """Write the period's journal in `fmt` (csv, hledger or beancount) to `out`."""
+    if fmt not in WRITERS:
+        raise Refused(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    WRITERS[fmt](conn, period, out)
+
+
+def export_text(conn: Connection, period: str, fmt: str) -> str:
+    buffer = io.StringIO()
+    export(conn, period, fmt, buffer)
+    return buffer.getvalue()

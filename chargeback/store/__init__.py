@@ -1,0 +1,1 @@
+"""Where the books live: the schema, the database connection and its migrations."""

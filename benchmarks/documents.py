@@ -25,35 +25,32 @@ def build_book(folder: Path, consumers: int, lines: int, seed: int = 7) -> Path:
     """A book folder with `consumers` consumers and one usage file of `lines` lines."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "book.toml").write_text(
-        'name = "Benchmark University"\ncurrency = "USD"\npayment_terms = "Net 30"\n')
+    (folder / "book.toml").write_text('name = "Benchmark University"\ncurrency = "USD"\npayment_terms = "Net 30"\n')
     externals = max(1, consumers // 20)
     departments = consumers - externals
     schools = max(1, departments // 48)
     units = [["ROOT", "Benchmark University", "internal", "", "Office of the President", ""]]
     units += [[p, f"Provider {p}", "internal", "ROOT", f"Head of {p}", ""] for p in PROVIDERS]
-    units += [[f"S{s:02d}", f"School {s}", "internal", "ROOT", f"Dean {s}", ""]
-              for s in range(schools)]
+    units += [[f"S{s:02d}", f"School {s}", "internal", "ROOT", f"Dean {s}", ""] for s in range(schools)]
     codes = []
     for d in range(departments):
         code = f"D{d:04d}"
         codes.append(code)
-        units.append([code, f"Department {d} & Co <{d}>", "internal", f"S{d % schools:02d}",
-                      f"Manager {d}", f"d{d}@example.edu"])
+        units.append(
+            [code, f"Department {d} & Co <{d}>", "internal", f"S{d % schools:02d}", f"Manager {d}", f"d{d}@example.edu"]
+        )
     for e in range(externals):
         code = f"X{e:03d}"
         codes.append(code)
         units.append([code, f"Customer {e}", "external", "", f"Buyer {e}", ""])
     _write(folder / "units.csv", ["code", "name", "kind", "parent", "manager", "email"], units)
-    services = [[f"{p}{i}", p, f"{p} service {i}", "hour" if i % 2 else "item"]
-                for p in PROVIDERS for i in range(3)]
+    services = [[f"{p}{i}", p, f"{p} service {i}", "hour" if i % 2 else "item"] for p in PROVIDERS for i in range(3)]
     _write(folder / "services.csv", ["code", "provider", "name", "unit_of_measure"], services)
     rates = []
     for code, *_ in services:
         rates.append([code, "internal", "2025-01-01", "", f"{rng.randint(100, 9000) / 100:.2f}"])
         rates.append([code, "external", "2025-01-01", "", f"{rng.randint(100, 9000) / 100 * 1.4:.3f}"])
-    _write(folder / "rates.csv", ["service", "customer_class", "effective_from", "effective_to",
-                                  "rate"], rates)
+    _write(folder / "rates.csv", ["service", "customer_class", "effective_from", "effective_to", "rate"], rates)
     usage = []
     for n in range(lines):
         service = services[rng.randrange(len(services))]
@@ -62,10 +59,14 @@ def build_book(folder: Path, consumers: int, lines: int, seed: int = 7) -> Path:
         quantity = f"{rng.randint(1, 400) / 4:g}"
         if n % 211 == 0:
             quantity = "-" + quantity
-        usage.append([day, service[0], consumer, quantity, f"R{n:07d}",
-                      f"Work order {n}" if n % 50 else f"=HYPERLINK(\"x\") {n}"])
-    _write(folder / "usage" / f"{PERIOD}.csv",
-           ["date", "service", "consumer", "quantity", "reference", "description"], usage)
+        usage.append(
+            [day, service[0], consumer, quantity, f"R{n:07d}", f"Work order {n}" if n % 50 else f'=HYPERLINK("x") {n}']
+        )
+    _write(
+        folder / "usage" / f"{PERIOD}.csv",
+        ["date", "service", "consumer", "quantity", "reference", "description"],
+        usage,
+    )
     return folder
 
 
@@ -90,8 +91,10 @@ def main() -> None:
     url = args.db or f"sqlite:///{work / 'bench.db'}"
     started = time.perf_counter()
     book = build_book(work / "book", args.consumers, args.lines)
-    print(f"book: {args.consumers} consumers, {args.lines} usage lines "
-          f"({time.perf_counter() - started:.1f} s to generate)")
+    print(
+        f"book: {args.consumers} consumers, {args.lines} usage lines "
+        f"({time.perf_counter() - started:.1f} s to generate)"
+    )
     started = time.perf_counter()
     api.run(url, book, work / "out")
     print(f"run (load, import, close, documents): {time.perf_counter() - started:.1f} s")

@@ -32,8 +32,18 @@ from collections.abc import Iterator
 from itertools import accumulate
 from pathlib import Path
 
-UNITS_HEADER = ["code", "name", "kind", "parent", "manager", "email", "active_from", "active_to",
-                "expense_account", "revenue_account"]
+UNITS_HEADER = [
+    "code",
+    "name",
+    "kind",
+    "parent",
+    "manager",
+    "email",
+    "active_from",
+    "active_to",
+    "expense_account",
+    "revenue_account",
+]
 SHAPES = ("uniform", "skewed")
 QUANTITIES = ["1", "2", "0.5", "10.25", "3.125", "100", "0.001"]
 ZIPF_S = 1.1
@@ -41,8 +51,16 @@ SERVICES_PER_CONSUMER = (10, 30)
 CHUNK = 10_000
 
 
-def generate(folder: Path, lines: int, units: int = 2000, services: int = 400, seed: int = 1,
-             period: str = "2026-03", xlsx: bool = False, shape: str = "uniform") -> Path:
+def generate(
+    folder: Path,
+    lines: int,
+    units: int = 2000,
+    services: int = 400,
+    seed: int = 1,
+    period: str = "2026-03",
+    xlsx: bool = False,
+    shape: str = "uniform",
+) -> Path:
     """Write a book with `lines` usage lines of `shape` in `period` into `folder`; returns it."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
@@ -61,11 +79,35 @@ def generate(folder: Path, lines: int, units: int = 2000, services: int = 400, s
         for d in divisions:
             w.writerow([d, f"Division {d}", "internal", "ROOT", "", "", "", "", "6000", ""])
         for i, p in enumerate(providers):
-            w.writerow([p, f"Provider {p}", "internal", divisions[i % len(divisions)], f"Manager {p}",
-                        f"{p.lower()}@example.edu", "", "", f"6{i % 1000:03d}", f"4{i % 1000:03d}"])
+            w.writerow(
+                [
+                    p,
+                    f"Provider {p}",
+                    "internal",
+                    divisions[i % len(divisions)],
+                    f"Manager {p}",
+                    f"{p.lower()}@example.edu",
+                    "",
+                    "",
+                    f"6{i % 1000:03d}",
+                    f"4{i % 1000:03d}",
+                ]
+            )
         for i, d in enumerate(departments):
-            w.writerow([d, f"Department {d}", "internal", divisions[i % len(divisions)], f"Head {d}",
-                        f"{d.lower()}@example.edu", "", "", f"7{i % 1000:03d}", ""])
+            w.writerow(
+                [
+                    d,
+                    f"Department {d}",
+                    "internal",
+                    divisions[i % len(divisions)],
+                    f"Head {d}",
+                    f"{d.lower()}@example.edu",
+                    "",
+                    "",
+                    f"7{i % 1000:03d}",
+                    "",
+                ]
+            )
         for e in externals:
             w.writerow([e, f"Customer {e}", "external", "", "", "", "", "", "", ""])
     codes = [f"S{i:04d}" for i in range(services)]
@@ -116,8 +158,15 @@ def generate(folder: Path, lines: int, units: int = 2000, services: int = 400, s
 Rows = Iterator[list[list[str]]]
 
 
-def _uniform(rng: random.Random, lines: int, consumers: list[str], weights: list[int],
-             codes: list[str], owner: dict[str, str], month: str) -> Rows:
+def _uniform(
+    rng: random.Random,
+    lines: int,
+    consumers: list[str],
+    weights: list[int],
+    codes: list[str],
+    owner: dict[str, str],
+    month: str,
+) -> Rows:
     """The uniform lines, in chunks, byte for byte as when all consumers were drawn first.
 
     The consumers come from a copy of the generator's state, the rest from the state
@@ -142,15 +191,16 @@ def _uniform(rng: random.Random, lines: int, consumers: list[str], weights: list
         yield rows
 
 
-def _skewed(rng: random.Random, lines: int, consumers: list[str], codes: list[str],
-            owner: dict[str, str], month: str) -> Rows:
+def _skewed(
+    rng: random.Random, lines: int, consumers: list[str], codes: list[str], owner: dict[str, str], month: str
+) -> Rows:
     """Lines as organisations have them: few services per consumer, Zipf-like volumes.
 
     A seeded order ranks the services by popularity and another the consumers by size
     (weight 1/rank^s). Each consumer draws its 10-30 services without replacement,
     weighted by popularity (Efraimidis-Spirakis keys), and a line picks a (consumer,
     service) pair with the consumer's weight times the service's share of its set."""
-    popularity = {s: 1 / rank ** ZIPF_S for rank, s in enumerate(rng.sample(codes, len(codes)), 1)}
+    popularity = {s: 1 / rank**ZIPF_S for rank, s in enumerate(rng.sample(codes, len(codes)), 1)}
     pairs: list[tuple[str, str]] = []
     weights: list[float] = []
     for rank, consumer in enumerate(rng.sample(consumers, len(consumers)), 1):
@@ -158,7 +208,7 @@ def _skewed(rng: random.Random, lines: int, consumers: list[str], codes: list[st
         k = min(len(allowed), rng.randint(*SERVICES_PER_CONSUMER))
         keys = {s: math.log(1.0 - rng.random()) / popularity[s] for s in allowed}
         chosen = heapq.nlargest(k, allowed, key=keys.__getitem__)
-        share = 1 / rank ** ZIPF_S / sum(popularity[s] for s in chosen)
+        share = 1 / rank**ZIPF_S / sum(popularity[s] for s in chosen)
         for s in chosen:
             pairs.append((consumer, s))
             weights.append(share * popularity[s])
@@ -168,12 +218,14 @@ def _skewed(rng: random.Random, lines: int, consumers: list[str], codes: list[st
     dates = [f"{month}-{day:02d}" for day in range(1, 29)]
     for start in range(0, lines, CHUNK):
         size = min(CHUNK, lines - start)
-        cover = covering[start:start + size]
+        cover = covering[start : start + size]
         picks = cover + rng.choices(range(len(pairs)), cum_weights=cum_weights, k=size - len(cover))
         days = rng.choices(dates, k=size)
         quantities = rng.choices(QUANTITIES, k=size)
-        yield [[days[i], pairs[p][1], pairs[p][0], quantities[i], f"R{n:08d}", f"Usage {n}"]
-               for i, (n, p) in enumerate(zip(range(start, start + size), picks))]
+        yield [
+            [days[i], pairs[p][1], pairs[p][0], quantities[i], f"R{n:08d}", f"Usage {n}"]
+            for i, (n, p) in enumerate(zip(range(start, start + size), picks))
+        ]
 
 
 def main() -> None:
@@ -186,8 +238,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=SHAPES, default="uniform")
     parser.add_argument("--xlsx", action="store_true")
     args = parser.parse_args()
-    generate(args.folder, args.lines, args.units, args.services, args.seed, xlsx=args.xlsx,
-             shape=args.shape)
+    generate(args.folder, args.lines, args.units, args.services, args.seed, xlsx=args.xlsx, shape=args.shape)
 
 
 if __name__ == "__main__":

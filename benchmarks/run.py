@@ -66,8 +66,7 @@ class Measured:
     peak_mb: int
 
     def figures(self) -> dict[str, float]:
-        return {"seconds": round(self.seconds, 2), "cpu_seconds": round(self.cpu_seconds, 2),
-                "peak_mb": self.peak_mb}
+        return {"seconds": round(self.seconds, 2), "cpu_seconds": round(self.cpu_seconds, 2), "peak_mb": self.peak_mb}
 
 
 def measure(command: list[str], env: dict[str, str] | None = None) -> Measured:
@@ -110,8 +109,13 @@ def write_peer_journal(book: Path, journal: Path, period: str = PERIOD) -> None:
     rates: dict[tuple[str, str], list[tuple[str, str, str, Decimal]]] = {}
     for r in _csv(book / "rates.csv"):
         rates.setdefault((r["service"], r["customer_class"]), []).append(
-            (r["effective_from"], r["effective_to"] or "9999-12-31",
-             f"{r['service']}/{r['customer_class']}/{r['effective_from']}", Decimal(r["rate"])))
+            (
+                r["effective_from"],
+                r["effective_to"] or "9999-12-31",
+                f"{r['service']}/{r['customer_class']}/{r['effective_from']}",
+                Decimal(r["rate"]),
+            )
+        )
     amounts: dict[tuple[str, str], tuple[str, str, str]] = {}
     cent = Decimal("0.01")
 
@@ -128,12 +132,18 @@ def write_peer_journal(book: Path, journal: Path, period: str = PERIOD) -> None:
 
     def charges() -> Iterator[tuple[str, str, str, str, str, str, str]]:
         for u in _csv(book / "usage" / f"{period}.csv"):
-            yield (u["date"], u["service"], u["consumer"], u["quantity"], u["reference"],
-                   u["description"], "usage")
+            yield (u["date"], u["service"], u["consumer"], u["quantity"], u["reference"], u["description"], "usage")
         for f in _csv(book / "recurring.csv"):
             if f["from_period"] <= period and (not f["to_period"] or period <= f["to_period"]):
-                yield (f"{period}-01", f["service"], f["consumer"], f["quantity"], f"REC-{period}",
-                       f["description"], "recurring")
+                yield (
+                    f"{period}-01",
+                    f["service"],
+                    f["consumer"],
+                    f["quantity"],
+                    f"REC-{period}",
+                    f["description"],
+                    "recurring",
+                )
 
     with open(journal, "w") as out:
         out.write(f"; chargeback benchmark: the charges of {period}, one transaction each\n\n")
@@ -141,14 +151,17 @@ def write_peer_journal(book: Path, journal: Path, period: str = PERIOD) -> None:
             klass = kind[consumer]
             amount, negated, source = priced(service, klass, date, quantity)
             debit = f"expenses:internal:{consumer}" if klass == "internal" else f"assets:receivable:{consumer}"
-            out.write(f"{date} ({n}) {service} {reference} | {memo}\n"
-                      f"    ; period:{period}, kind:{what}, service-date:{date}, rate-source:{source}\n"
-                      f"    {debit}  {amount} USD\n"
-                      f"    revenue:{klass}:{provider[service]}  {negated} USD\n\n")
+            out.write(
+                f"{date} ({n}) {service} {reference} | {memo}\n"
+                f"    ; period:{period}, kind:{what}, service-date:{date}, rate-source:{source}\n"
+                f"    {debit}  {amount} USD\n"
+                f"    revenue:{klass}:{provider[service]}  {negated} USD\n\n"
+            )
 
 
-def run_one(shape: str, lines: int, database: str, book: Path, peer_journal: Path | None,
-            args: argparse.Namespace, work: Path) -> Result:
+def run_one(
+    shape: str, lines: int, database: str, book: Path, peer_journal: Path | None, args: argparse.Namespace, work: Path
+) -> Result:
     """One (shape, size, database): each phase in a process of its own, then the peers."""
     if database == "sqlite":
         db_file = work / f"{shape}-{lines}.db"
@@ -172,15 +185,16 @@ def run_one(shape: str, lines: int, database: str, book: Path, peer_journal: Pat
     for name, command in steps.items():
         m = measure(command, env)
         phases[name] = m.figures()
-        print(f"  {shape} {lines:,} {database} {name}: {m.seconds:.2f} s ({m.cpu_seconds:.1f} s CPU), "
-              f"{m.peak_mb} MB", flush=True)
+        print(
+            f"  {shape} {lines:,} {database} {name}: {m.seconds:.2f} s ({m.cpu_seconds:.1f} s CPU), {m.peak_mb} MB",
+            flush=True,
+        )
     result: Result = {"shape": shape, "lines": lines, "database": database, "phases": phases}
     if args.peers and lines <= args.peer_max_lines:
         journal = peer_journal
         if journal is None:
             journal = work / f"{shape}-{lines}-{database}.journal"
-            subprocess.run(cb + ["export", PERIOD, "--format", "hledger", "--out", str(journal)],
-                           env=env, check=True)
+            subprocess.run(cb + ["export", PERIOD, "--format", "hledger", "--out", str(journal)], env=env, check=True)
         for tool in args.peers:
             if shutil.which(tool):
                 m = measure([tool, "-f", str(journal), "bal"])
@@ -243,8 +257,7 @@ def judge(results: list[Result]) -> list[Verdict]:
     shapes = list(dict.fromkeys(r["shape"] for r in results))
     databases = list(dict.fromkeys(r["database"] for r in results))
 
-    def add(target: str, shape: str, database: str, lines: int, figure: float | None, limit: float,
-            unit: str) -> None:
+    def add(target: str, shape: str, database: str, lines: int, figure: float | None, limit: float, unit: str) -> None:
         if figure is None:
             verdict = "not run"
         else:
@@ -256,25 +269,44 @@ def judge(results: list[Result]) -> list[Verdict]:
     for shape in shapes:
         if at is not None:
             lite = found.get((shape, at, "sqlite"))
-            add("import + close, SQLite, / ledger bal", shape, "sqlite", at,
-                lite.get("import_close_per_ledger") if lite else None, 0.7, "x")
+            add(
+                "import + close, SQLite, / ledger bal",
+                shape,
+                "sqlite",
+                at,
+                lite.get("import_close_per_ledger") if lite else None,
+                0.7,
+                "x",
+            )
             for database in databases:
                 r = found.get((shape, at, database))
-                add("report / ledger bal", shape, database, at,
-                    r.get("report_per_ledger") if r else None, 2.5, "x")
+                add("report / ledger bal", shape, database, at, r.get("report_per_ledger") if r else None, 2.5, "x")
             for database in databases:
                 r = found.get((shape, at, database))
                 add("peak memory, any phase", shape, database, at, peak(r) if r else None, 1024, "MB")
             pg = found.get((shape, at, "postgresql"))
             if "postgresql" in databases:
-                add("import + close, PostgreSQL / SQLite", shape, "postgresql", at,
-                    pg.get("postgresql_per_sqlite") if pg else None, 1.5, "x")
+                add(
+                    "import + close, PostgreSQL / SQLite",
+                    shape,
+                    "postgresql",
+                    at,
+                    pg.get("postgresql_per_sqlite") if pg else None,
+                    1.5,
+                    "x",
+                )
         for database in databases if TEN_MILLION in sizes else []:
             big, base = found.get((shape, TEN_MILLION, database)), found.get((shape, MILLION, database))
-            add("import + close, 10M / 1M", shape, database, TEN_MILLION,
-                round(import_close(big) / import_close(base), 2) if big and base else None, 12, "x")
-            add("peak memory at 10M, any phase", shape, database, TEN_MILLION,
-                peak(big) if big else None, 3072, "MB")
+            add(
+                "import + close, 10M / 1M",
+                shape,
+                database,
+                TEN_MILLION,
+                round(import_close(big) / import_close(base), 2) if big and base else None,
+                12,
+                "x",
+            )
+            add("peak memory at 10M, any phase", shape, database, TEN_MILLION, peak(big) if big else None, 3072, "MB")
     return verdicts
 
 
@@ -286,11 +318,15 @@ def _peer(r: Result, name: str) -> str:
 def markdown(results: list[Result], verdicts: list[Verdict], peers: list[str]) -> str:
     """The figures' table, then the targets' table."""
     shown = [p for p in peers if any(p in r for r in results)] or ["ledger"]
-    head = ("| shape | lines | database | load s | import s | close s | report s | import+close s "
-            "| peak MB (import / close / report) | "
-            + " | ".join(f"{p} bal s (MB)" for p in shown)
-            + " | import+close / ledger | report / ledger | PostgreSQL / SQLite |\n"
-            + "|---|---:|---|" + "---:|" * (7 + len(shown)) + "---:|---:|\n")
+    head = (
+        "| shape | lines | database | load s | import s | close s | report s | import+close s "
+        "| peak MB (import / close / report) | "
+        + " | ".join(f"{p} bal s (MB)" for p in shown)
+        + " | import+close / ledger | report / ledger | PostgreSQL / SQLite |\n"
+        + "|---|---:|---|"
+        + "---:|" * (7 + len(shown))
+        + "---:|---:|\n"
+    )
     rows = []
     for r in results:
         p = r["phases"]
@@ -298,30 +334,36 @@ def markdown(results: list[Result], verdicts: list[Verdict], peers: list[str]) -
             f"| {r['shape']} | {r['lines']:,} | {r['database']} | {p['load']['seconds']} "
             f"| {p['import']['seconds']} | {p['close']['seconds']} | {p['report']['seconds']} "
             f"| {import_close(r):.2f} | {p['import']['peak_mb']} / {p['close']['peak_mb']} / "
-            f"{p['report']['peak_mb']} | " + " | ".join(_peer(r, name) for name in shown)
+            f"{p['report']['peak_mb']} | "
+            + " | ".join(_peer(r, name) for name in shown)
             + f" | {r.get('import_close_per_ledger', '-')} | {r.get('report_per_ledger', '-')} "
-            f"| {r.get('postgresql_per_sqlite', '-')} |")
+            f"| {r.get('postgresql_per_sqlite', '-')} |"
+        )
     table = head + "\n".join(rows) + "\n"
-    table += ("\nWall seconds; ratios of wall seconds. Peak MB: the largest resident size of the "
-              "phase's process and its helpers (PostgreSQL's server not counted); results.json "
-              "also has each phase's CPU seconds.\n")
+    table += (
+        "\nWall seconds; ratios of wall seconds. Peak MB: the largest resident size of the "
+        "phase's process and its helpers (PostgreSQL's server not counted); results.json "
+        "also has each phase's CPU seconds.\n"
+    )
     ten = "" if any(r["lines"] == TEN_MILLION for r in results) else " (no ten-million size in this run)"
-    targets = ("\nTargets (issue 28: a million-line month, the ten million against it"
-               f"{ten}; below a million, indicative only):\n\n"
-               "| target | shape | database | lines | figure | at most | verdict |\n"
-               "|---|---|---|---:|---:|---:|---|\n")
+    targets = (
+        "\nTargets (issue 28: a million-line month, the ten million against it"
+        f"{ten}; below a million, indicative only):\n\n"
+        "| target | shape | database | lines | figure | at most | verdict |\n"
+        "|---|---|---|---:|---:|---:|---|\n"
+    )
     for v in verdicts:
         figure = "-" if v.figure is None else f"{v.figure}{' ' + v.unit if v.unit == 'MB' else 'x'}"
         limit = f"{v.limit:g}{' ' + v.unit if v.unit == 'MB' else 'x'}"
-        targets += (f"| {v.target} | {v.shape} | {v.database} | {v.lines:,} | {figure} | {limit} "
-                    f"| {v.verdict} |\n")
+        targets += f"| {v.target} | {v.shape} | {v.database} | {v.lines:,} | {figure} | {limit} | {v.verdict} |\n"
     return table + targets
 
 
 def _commit() -> str:
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(HERE.parent), *args], check=False, capture_output=True,
-                              text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(HERE.parent), *args], check=False, capture_output=True, text=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "--short", "HEAD") or "unknown"
@@ -339,20 +381,30 @@ def _tool_version(tool: str) -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,100000,1000000",
-                        help="usage lines per month, comma-separated (10000000 on request, not in CI)")
+    parser.add_argument(
+        "--sizes",
+        default="10000,100000,1000000",
+        help="usage lines per month, comma-separated (10000000 on request, not in CI)",
+    )
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--pg-url", default=os.environ.get("CHARGEBACK_BENCH_PG") or os.environ.get("CHARGEBACK_TEST_PG"))
+    parser.add_argument(
+        "--pg-url", default=os.environ.get("CHARGEBACK_BENCH_PG") or os.environ.get("CHARGEBACK_TEST_PG")
+    )
     parser.add_argument("--out", type=Path, default=HERE / "out")
-    parser.add_argument("--publish", action="store_true",
-                        help="also write benchmarks/results.md and benchmarks/results.json")
+    parser.add_argument(
+        "--publish", action="store_true", help="also write benchmarks/results.md and benchmarks/results.json"
+    )
     parser.add_argument("--work", type=Path, default=None, help="scratch folder, kept (default: a temporary one)")
     parser.add_argument("--peers", default="ledger", help="peers to run: ledger, hledger or both")
     parser.add_argument("--no-peers", dest="peers", action="store_const", const="")
     parser.add_argument("--peer-journal", choices=("usage", "export"), default="usage")
-    parser.add_argument("--peer-max-lines", type=int, default=MILLION,
-                        help="run the peers up to this many lines (ledger needs ~2.3 GB a million)")
+    parser.add_argument(
+        "--peer-max-lines",
+        type=int,
+        default=MILLION,
+        help="run the peers up to this many lines (ledger needs ~2.3 GB a million)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     shapes = [s for s in args.shapes.split(",") if s]
@@ -394,17 +446,22 @@ def main() -> None:
     verdicts = judge(results)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     info = {
-        "started": started.strftime("%Y-%m-%d %H:%M UTC"), "finished": finished.strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _commit(), "machine": machine, "ledger": _tool_version("ledger"),
+        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "finished": finished.strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _commit(),
+        "machine": machine,
+        "ledger": _tool_version("ledger"),
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "command": "benchmarks/run.py " + " ".join(sys.argv[1:]),
         "peer_journal": args.peer_journal,
     }
     document = {**info, "results": results, "targets": [asdict(v) for v in verdicts]}
-    header = (f"Run {info['started']} to {finished.strftime('%H:%M')}, commit {info['commit']}; "
-              f"{machine}; {info['ledger'] or 'ledger not installed'}; load average "
-              f"{info['load_average'][0]} at the start, {info['load_average'][1]} at the end.\n"
-              f"`{info['command']}`\n\n")
+    header = (
+        f"Run {info['started']} to {finished.strftime('%H:%M')}, commit {info['commit']}; "
+        f"{machine}; {info['ledger'] or 'ledger not installed'}; load average "
+        f"{info['load_average'][0]} at the start, {info['load_average'][1]} at the end.\n"
+        f"`{info['command']}`\n\n"
+    )
     text = header + markdown(results, verdicts, args.peers)
     folders = [args.out] + ([HERE] if args.publish else [])
     for folder in folders:

@@ -34,8 +34,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-TITLES = ["Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit", "Service",
-          "Reference", "Memo", "Kind", "Entry hash"]
+TITLES = [
+    "Entry",
+    "Date",
+    "Account",
+    "GL account",
+    "Unit",
+    "Debit",
+    "Credit",
+    "Service",
+    "Reference",
+    "Memo",
+    "Kind",
+    "Entry hash",
+]
 MONEY = '"$"#,##0.00;[Red]-"$"#,##0.00'
 CANDIDATES = ("openpyxl", "xlsxwriter", "chargeback", "rust", "pyexcelerate")
 
@@ -47,12 +59,20 @@ def rows(count: int) -> Iterator[tuple]:  # type: ignore[type-arg]
         entry = n // 2 + 1
         amount = Decimal(f"{(entry * 7919) % 100000}.{entry % 100:02d}")
         debit = n % 2 == 0
-        yield (entry, day + dt.timedelta(days=entry % 28),
-               f"expense:internal:D{entry % 2000:04d}" if debit else f"revenue:internal:P{entry % 40:03d}",
-               "6100" if debit else "4100", f"D{entry % 2000:04d}" if debit else f"P{entry % 40:03d}",
-               amount if debit else None, None if debit else amount, f"SVC-{entry % 400:03d}",
-               f"REF-{entry:07d}", f"usage line {entry} of the month", "usage",
-               f"{entry * 2654435761 % 2**64:016x}" * 4)
+        yield (
+            entry,
+            day + dt.timedelta(days=entry % 28),
+            f"expense:internal:D{entry % 2000:04d}" if debit else f"revenue:internal:P{entry % 40:03d}",
+            "6100" if debit else "4100",
+            f"D{entry % 2000:04d}" if debit else f"P{entry % 40:03d}",
+            amount if debit else None,
+            None if debit else amount,
+            f"SVC-{entry % 400:03d}",
+            f"REF-{entry:07d}",
+            f"usage line {entry} of the month",
+            "usage",
+            f"{entry * 2654435761 % 2**64:016x}" * 4,
+        )
 
 
 def write_openpyxl(path: Path, count: int) -> None:
@@ -80,8 +100,10 @@ def write_openpyxl(path: Path, count: int) -> None:
 def write_xlsxwriter(path: Path, count: int) -> None:
     import xlsxwriter
 
-    book = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_formulas": False,
-                                           "strings_to_numbers": False, "strings_to_urls": False})
+    book = xlsxwriter.Workbook(
+        str(path),
+        {"constant_memory": True, "strings_to_formulas": False, "strings_to_numbers": False, "strings_to_urls": False},
+    )
     sheet = book.add_worksheet("Journal")
     money = book.add_format({"num_format": MONEY})
     date = book.add_format({"num_format": "yyyy-mm-dd"})
@@ -100,12 +122,11 @@ def write_xlsxwriter(path: Path, count: int) -> None:
 def write_chargeback(path: Path, count: int) -> None:
     """As the auditors' Journal sheet is written: `workbooks.Workbook` (XlsxWriter's
     constant_memory mode), a public `write_*` call a cell, input text neutralized."""
-    from chargeback.documents.bills import DocumentContext
     from chargeback.core.safe import neutralize
+    from chargeback.documents.bills import DocumentContext
     from chargeback.documents.workbooks import EXCEL_EPOCH, Workbook
 
-    ctx = DocumentContext("Benchmark", "USD", 2, "2026-03", dt.datetime(2026, 4, 1), None, 7,
-                          None, {}, {})
+    ctx = DocumentContext("Benchmark", "USD", 2, "2026-03", dt.datetime(2026, 4, 1), None, 7, None, {}, {})
     wb = Workbook(path, ctx, "Writers")
     sheet = wb.sheet("Journal")
     wb.header(sheet, 0, TITLES, numeric=(0, 5, 6))
@@ -131,14 +152,17 @@ def write_rust(path: Path, count: int) -> None:
             yield dict(zip(TITLES, row))  # it takes Decimal and date as they are
 
     money, date = Format().set_num_format(MONEY), Format().set_num_format("yyyy-mm-dd")
-    (FastExcel(str(path))
-     .sheet("Journal", records(), column_formats={"Date": date, "Debit": money, "Credit": money})
-     .save())
+    (
+        FastExcel(str(path))
+        .sheet("Journal", records(), column_formats={"Date": date, "Debit": money, "Credit": money})
+        .save()
+    )
 
 
 def write_pyexcelerate(path: Path, count: int) -> None:
     """Pure Python, not Rust: listed as an extra. It takes the whole sheet as a list."""
-    from pyexcelerate import Format, Style, Workbook as PyexWorkbook
+    from pyexcelerate import Format, Style
+    from pyexcelerate import Workbook as PyexWorkbook
 
     book = PyexWorkbook()
     sheet = book.new_sheet("Journal", data=[TITLES, *(list(row) for row in rows(count))])
@@ -148,11 +172,20 @@ def write_pyexcelerate(path: Path, count: int) -> None:
     book.save(str(path))
 
 
-WRITERS = {"openpyxl": write_openpyxl, "xlsxwriter": write_xlsxwriter,
-           "chargeback": write_chargeback, "rust": write_rust,
-           "pyexcelerate": write_pyexcelerate}
-MODULES = {"openpyxl": "openpyxl", "xlsxwriter": "xlsxwriter", "chargeback": "xlsxwriter",
-           "rust": "rustpy_xlsxwriter", "pyexcelerate": "pyexcelerate"}
+WRITERS = {
+    "openpyxl": write_openpyxl,
+    "xlsxwriter": write_xlsxwriter,
+    "chargeback": write_chargeback,
+    "rust": write_rust,
+    "pyexcelerate": write_pyexcelerate,
+}
+MODULES = {
+    "openpyxl": "openpyxl",
+    "xlsxwriter": "xlsxwriter",
+    "chargeback": "xlsxwriter",
+    "rust": "rustpy_xlsxwriter",
+    "pyexcelerate": "pyexcelerate",
+}
 
 
 def check(path: Path, count: int) -> None:
@@ -183,8 +216,9 @@ def check(path: Path, count: int) -> None:
 def measure(name: str, count: int, folder: Path) -> dict[str, object] | str:
     path = folder / f"{name}.xlsx"
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, __file__, "--only", name, "--rows", str(count),
-                                "--path", str(path)], stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--only", name, "--rows", str(count), "--path", str(path)], stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     assert process.stderr is not None
@@ -193,13 +227,18 @@ def measure(name: str, count: int, folder: Path) -> dict[str, object] | str:
         return error.strip().splitlines()[-1] if error.strip() else "failed"
     # read back in another process: Linux counts the RSS a child had when it was forked
     # into its peak, so this (parent) process stays small and loads no writer or reader
-    checked = subprocess.run([sys.executable, __file__, "--check", "--rows", str(count),
-                              "--path", str(path)], capture_output=True, text=True)
+    checked = subprocess.run(
+        [sys.executable, __file__, "--check", "--rows", str(count), "--path", str(path)], capture_output=True, text=True
+    )
     lines = checked.stderr.strip().splitlines()
     verdict = "ok" if checked.returncode == 0 else f"FAILED: {lines[-1][:100] if lines else '?'}"
-    return {"seconds": round(seconds, 2), "rows_per_second": round(count / seconds),
-            "peak_mb": usage.ru_maxrss // 1024, "mb": round(path.stat().st_size / 2**20, 1),
-            "read_back": verdict}
+    return {
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(count / seconds),
+        "peak_mb": usage.ru_maxrss // 1024,
+        "mb": round(path.stat().st_size / 2**20, 1),
+        "read_back": verdict,
+    }
 
 
 def main() -> None:
@@ -215,10 +254,13 @@ def main() -> None:
     if args.only and args.path:
         WRITERS[args.only](args.path, args.rows)
         return
-    print(f"| writer | {args.rows:,} rows: seconds | rows/s | peak MB | file MB | read back |\n"
-          "|---|---:|---:|---:|---:|---|", flush=True)
+    print(
+        f"| writer | {args.rows:,} rows: seconds | rows/s | peak MB | file MB | read back |\n"
+        "|---|---:|---:|---:|---:|---|",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as folder:
-        for name in ([args.only] if args.only else CANDIDATES):
+        for name in [args.only] if args.only else CANDIDATES:
             if importlib.util.find_spec(MODULES[name]) is None:
                 print(f"| {name} | not installed ({MODULES[name]}) | | | | |", flush=True)
                 continue
@@ -226,8 +268,11 @@ def main() -> None:
             if isinstance(result, str):
                 print(f"| {name} | failed: {result} | | | | |", flush=True)
             else:
-                print(f"| {name} | {result['seconds']} | {result['rows_per_second']:,} "
-                      f"| {result['peak_mb']} | {result['mb']} | {result['read_back']} |", flush=True)
+                print(
+                    f"| {name} | {result['seconds']} | {result['rows_per_second']:,} "
+                    f"| {result['peak_mb']} | {result['mb']} | {result['read_back']} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -18,23 +18,10 @@ from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from xlsxwriter.exceptions import FileCreateError
 
-from chargeback.ledger import audit
-
-from chargeback.store import db
-
-from chargeback.documents import delivery
-
-from chargeback.close import variance
-from chargeback.close import budgets as _budgets
-from chargeback.ledger import seals as _seals
-from chargeback.ledger.adjustments import AdjustResult
-from chargeback.ledger.adjustments import adjust as _adjust
 from chargeback.book.load import LoadResult, load_book
 from chargeback.bundled import bundled
-from chargeback.ledger.charges import pending
-from chargeback.documents.folder import staged, write_documents
-from chargeback.core.errors import Refused
-from chargeback.ledger.export import export as _export
+from chargeback.close import budgets as _budgets
+from chargeback.close import variance
 from chargeback.close.periods import (
     CloseResult,
     check_period,
@@ -49,16 +36,26 @@ from chargeback.close.reconciliation import reconcile as _reconcile
 from chargeback.close.recovery import Recovery
 from chargeback.close.recovery import recovery as _recovery
 from chargeback.close.recovery import write_workbook as write_recovery
+from chargeback.core.errors import Refused
 from chargeback.core.safe import file_in
-from chargeback.store.schema import Book, Delivery
+from chargeback.documents import delivery
+from chargeback.documents.folder import staged, write_documents
 from chargeback.ingest.usage import ImportResult, import_usage
+from chargeback.ledger import audit
+from chargeback.ledger import seals as _seals
+from chargeback.ledger.adjustments import AdjustResult
+from chargeback.ledger.adjustments import adjust as _adjust
+from chargeback.ledger.charges import pending
+from chargeback.ledger.export import export as _export
 from chargeback.ledger.verification import VerifyResult
 from chargeback.ledger.verification import verify as _verify
+from chargeback.store import db
+from chargeback.store.schema import Book, Delivery
 
 
 def now() -> dt.datetime:
     """The current UTC time, without microseconds, as stored."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
 def _engine(url: str | Engine | None) -> Engine:
@@ -80,8 +77,11 @@ def load(url: str | Engine | None, book: Path) -> LoadResult:
     with audit.command(engine, "load", {"book": str(book)}, audit.book_files(Path(book))) as log:
         with db.transaction(engine) as conn:
             result = load_book(conn, Path(book), now())
-            log.done(conn, f"{result.units_added + result.units_updated} units, {result.services} services, "
-                           f"{result.rates} rates, {result.recurring} recurring fees")
+            log.done(
+                conn,
+                f"{result.units_added + result.units_updated} units, {result.services} services, "
+                f"{result.rates} rates, {result.recurring} recurring fees",
+            )
             return result
 
 
@@ -94,19 +94,35 @@ def import_file(url: str | Engine | None, path: Path, period: str, progress: boo
             raise Refused(f"{path}: not a regular file: import a CSV or XLSX file")
         with db.transaction(engine) as conn:
             result = import_usage(conn, Path(path), period, now(), progress)
-            log.done(conn, f"{result.lines_read} lines read, {result.imported} imported, "
-                           f"{result.duplicates} duplicates skipped")
+            log.done(
+                conn,
+                f"{result.lines_read} lines read, {result.imported} imported, {result.duplicates} duplicates skipped",
+            )
             return result
 
 
-def adjust(url: str | Engine | None, period: str, service: str | None, consumer: str | None,
-           amount: str, reason: str, reference: str | None = None,
-           against: str | None = None) -> AdjustResult:
+def adjust(
+    url: str | Engine | None,
+    period: str,
+    service: str | None,
+    consumer: str | None,
+    amount: str,
+    reason: str,
+    reference: str | None = None,
+    against: str | None = None,
+) -> AdjustResult:
     """A manual charge or credit; `against` (`SERVICE:REFERENCE`) links it to the posted
     charge it corrects, and then `service` and `consumer` may be left out."""
     engine = _engine(url)
-    arguments = {"period": period, "service": service, "consumer": consumer, "amount": amount,
-                 "reason": reason, "reference": reference, "against": against}
+    arguments = {
+        "period": period,
+        "service": service,
+        "consumer": consumer,
+        "amount": amount,
+        "reason": reason,
+        "reference": reference,
+        "against": against,
+    }
     with audit.command(engine, "adjust", arguments, period=period) as log:
         check_period(period)
         with db.transaction(engine) as conn:
@@ -115,9 +131,14 @@ def adjust(url: str | Engine | None, period: str, service: str | None, consumer:
             return result
 
 
-def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
-          documents: bool = True, progress: bool = False,
-          seconds: dict[str, float] | None = None) -> CloseResult:
+def close(
+    url: str | Engine | None,
+    period: str,
+    out_dir: Path = Path("out"),
+    documents: bool = True,
+    progress: bool = False,
+    seconds: dict[str, float] | None = None,
+) -> CloseResult:
     """Close the period and write its documents: all of it, or nothing.
 
     The documents are written into a staging folder inside the transaction; the
@@ -140,25 +161,26 @@ def close(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
                 _totals_used(result)
                 log.done(conn, f"{result.posted} entries posted, no documents written")
                 return result
-        with _writing_documents(out_dir, "the period stays open"):
-            with staged(out_dir, period) as (folder, publish):
-                with db.transaction(engine) as conn:
-                    started = time.perf_counter()
-                    result = _close_reviewed(conn, period, now(), progress)
-                    posted = time.perf_counter()
-                    write_documents(conn, period, folder, progress=progress, review=result.review,
-                                    totals=_totals_used(result))
-                    if seconds is not None:
-                        seconds["close"] = seconds.get("close", 0.0) + posted - started
-                        seconds["documents"] = seconds.get("documents", 0.0) + time.perf_counter() - posted
-                    log.done(conn, f"{result.posted} entries posted, documents in {out_dir / period}")
-                try:
-                    publish()
-                except OSError as exc:
-                    raise Refused(
-                        f"period {period} is closed, but its documents could not be moved into "
-                        f"{out_dir / period}: {exc.strerror or exc}; write them with "
-                        f"`chargeback report {period} --out {out_dir}`") from exc
+        with _writing_documents(out_dir, "the period stays open"), staged(out_dir, period) as (folder, publish):
+            with db.transaction(engine) as conn:
+                started = time.perf_counter()
+                result = _close_reviewed(conn, period, now(), progress)
+                posted = time.perf_counter()
+                write_documents(
+                    conn, period, folder, progress=progress, review=result.review, totals=_totals_used(result)
+                )
+                if seconds is not None:
+                    seconds["close"] = seconds.get("close", 0.0) + posted - started
+                    seconds["documents"] = seconds.get("documents", 0.0) + time.perf_counter() - posted
+                log.done(conn, f"{result.posted} entries posted, documents in {out_dir / period}")
+            try:
+                publish()
+            except OSError as exc:
+                raise Refused(
+                    f"period {period} is closed, but its documents could not be moved into "
+                    f"{out_dir / period}: {exc.strerror or exc}; write them with "
+                    f"`chargeback report {period} --out {out_dir}`"
+                ) from exc
         return result
 
 
@@ -215,19 +237,27 @@ def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) 
     with staged(Path(out_dir), f"{period}-draft") as (folder, publish):
         with db.rolled_back(_engine(url)) as conn:
             if period_status(conn, period) == "closed":
-                raise Refused(f"period {period} is closed: its documents are final; "
-                              f"`chargeback report {period}` writes them again")
+                raise Refused(
+                    f"period {period} is closed: its documents are final; "
+                    f"`chargeback report {period}` writes them again"
+                )
             result = _close_reviewed(conn, period, issued)
             result.reconciliation.status = "open"  # once the transaction is rolled back
             try:
-                write_documents(conn, period, folder, draft=True, issued=issued, review=result.review,
-                                totals=_totals_used(result))
+                write_documents(
+                    conn, period, folder, draft=True, issued=issued, review=result.review, totals=_totals_used(result)
+                )
             except OSError as exc:
                 raise Refused(f"cannot write the drafts to {out_dir}: {exc.strerror or exc}") from exc
         publish()
-    return PreviewResult(period, result.posted, result.reconciliation, result.review,  # type: ignore[arg-type]
-                         result.budget_warnings,
-                         Path(out_dir) / f"{period}-draft")
+    return PreviewResult(
+        period,
+        result.posted,
+        result.reconciliation,
+        result.review,  # type: ignore[arg-type]
+        result.budget_warnings,
+        Path(out_dir) / f"{period}-draft",
+    )
 
 
 def budgets(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("out")) -> tuple[_budgets.Table, Path]:
@@ -246,8 +276,7 @@ def budgets(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("ou
     return table, path
 
 
-def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
-           progress: bool = False) -> Path:
+def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"), progress: bool = False) -> Path:
     """Write a closed period's documents again."""
     engine = _engine(url)
     out_dir = Path(out_dir)
@@ -279,9 +308,14 @@ class DeliverResult:
     written: int = 0
 
 
-def deliver(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
-            smtp: str = "localhost:25", sender: str = "chargeback@localhost",
-            dry_run: bool = False) -> DeliverResult:
+def deliver(
+    url: str | Engine | None,
+    period: str,
+    out_dir: Path = Path("out"),
+    smtp: str = "localhost:25",
+    sender: str = "chargeback@localhost",
+    dry_run: bool = False,
+) -> DeliverResult:
     """Send each unit charged in the closed `period` its documents from
     `out_dir/YYYY-MM/` (written again first when they are missing or from another close),
     one message per unit; a dry run writes them to `out_dir/YYYY-MM-outbox/` instead."""
@@ -324,14 +358,25 @@ def deliver(url: str | Engine | None, period: str, out_dir: Path = Path("out"),
         with db.transaction(engine) as conn:
             try:
                 with conn.begin_nested():
-                    conn.execute(insert(Delivery).values(
-                        period=period, unit=message.unit, journal_hash=todo.journal_hash, email=message.to,
-                        sent_at=now(), message_id=message.message_id,
-                        attachments=delivery.attachments_text(message.files)))
+                    conn.execute(
+                        insert(Delivery).values(
+                            period=period,
+                            unit=message.unit,
+                            journal_hash=todo.journal_hash,
+                            email=message.to,
+                            sent_at=now(),
+                            message_id=message.message_id,
+                            attachments=delivery.attachments_text(message.files),
+                        )
+                    )
             except IntegrityError:
-                recorded = conn.execute(select(Delivery.id).where(
-                    Delivery.period == period, Delivery.unit == message.unit,
-                    Delivery.journal_hash == todo.journal_hash)).first()
+                recorded = conn.execute(
+                    select(Delivery.id).where(
+                        Delivery.period == period,
+                        Delivery.unit == message.unit,
+                        Delivery.journal_hash == todo.journal_hash,
+                    )
+                ).first()
                 if recorded is None:  # not the other run's record: some other refusal
                     raise
                 ours = False
@@ -374,8 +419,10 @@ def export(url: str | Engine | None, period: str, fmt: str, out: Path | None = N
             lines, adjustments, amount = pending(conn, period)
             rec = _reconcile(conn, period)
             rec.pending_lines, rec.pending_adjustments, rec.pending_adjustments_minor = lines, adjustments, amount
-            raise Refused(f"period {period} is open: {rec.pending_text()}; its journal is exported once it is "
-                          f"closed (`chargeback close {period}`)")
+            raise Refused(
+                f"period {period} is open: {rec.pending_text()}; its journal is exported once it is "
+                f"closed (`chargeback close {period}`)"
+            )
         if out is None:
             buffer = io.StringIO()
             _export(conn, period, fmt, buffer)
@@ -385,8 +432,9 @@ def export(url: str | Engine | None, period: str, fmt: str, out: Path | None = N
         return None
 
 
-def verify(url: str | Engine | None, seals_file: Path | Sequence[Path] | None = None,
-           public_key: Path | None = None) -> VerifyResult:
+def verify(
+    url: str | Engine | None, seals_file: Path | Sequence[Path] | None = None, public_key: Path | None = None
+) -> VerifyResult:
     """Check the whole journal; with `seals_file` (a list of seals as `seals --json`
     prints it, or manifests; one file or several) also that the journal still holds each
     seal, and with `public_key` (a PEM file) that each seal is signed by it."""
@@ -403,8 +451,9 @@ def seals(url: str | Engine | None) -> list[_seals.Seal]:
         return _seals.seals(conn)
 
 
-def audit_log(url: str | Engine | None, period: str | None = None
-              ) -> tuple[list[audit.Record], tuple[int, list[str], str]]:
+def audit_log(
+    url: str | Engine | None, period: str | None = None
+) -> tuple[list[audit.Record], tuple[int, list[str], str]]:
     """The audit records (of one period, or all) and the chain's state: (records checked,
     problems, hash of the last record)."""
     if period is not None:
@@ -446,13 +495,18 @@ def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]
     return found
 
 
-def run(url: str | Engine | None, book: Path, out_dir: Path = Path("out"),
-        through: str | None = None, progress: bool = False) -> RunResult:
+def run(
+    url: str | Engine | None,
+    book: Path,
+    out_dir: Path = Path("out"),
+    through: str | None = None,
+    progress: bool = False,
+) -> RunResult:
     """The monthly job: load the book, import its usage files, close the periods in order
-(with the months that have allocation costs, up to the last month with usage).
+    (with the months that have allocation costs, up to the last month with usage).
 
-    Safe to run again: imported lines are skipped as duplicates and closed periods are
-    left as they are."""
+        Safe to run again: imported lines are skipped as duplicates and closed periods are
+        left as they are."""
     if through is not None:
         check_period(through)
     engine = _engine(url)
@@ -497,8 +551,7 @@ def demo(out_dir: Path = Path("out")) -> tuple[RunResult, str]:
     return run(url, demo_book(), out_dir), url
 
 
-def recovery(url: str | Engine | None, fiscal_year: int,
-             out: Path | None = Path("recovery.xlsx")) -> Recovery:
+def recovery(url: str | Engine | None, fiscal_year: int, out: Path | None = Path("recovery.xlsx")) -> Recovery:
     """The cost-recovery report of a fiscal year; writes `recovery.xlsx` to `out` unless
     `out` is None."""
     with db.reading(_engine(url)) as conn:

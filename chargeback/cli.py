@@ -16,18 +16,15 @@ import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from chargeback import api
-
-from chargeback.close import budgets
-
-from chargeback.documents import delivery
-
-from chargeback.close import variance
-from chargeback.store.db import database_url, redact, without_secrets
-from chargeback.core.errors import InputRefused, Refused
+from chargeback.close import budgets, variance
 from chargeback.close.periods import check_period
 from chargeback.close.reconciliation import Reconciliation
 from chargeback.close.recovery import percent
+from chargeback.core.errors import InputRefused, Refused
+from chargeback.documents import delivery
 from chargeback.ingest.usage import ImportResult
+from chargeback.store.db import database_url, redact, without_secrets
+
 
 class PeriodType(click.ParamType):
     """A period argument: `YYYY-MM` within the calendar chargeback keeps. Anything else is
@@ -72,8 +69,10 @@ class ChargebackGroup(click.Group):
         except IntegrityError as exc:
             if _debug(ctx):
                 traceback.print_exc()
-            _fail("refused: another command changed the same data at the same time; "
-                  f"nothing was changed, run the command again ({type(exc.orig).__name__})")
+            _fail(
+                "refused: another command changed the same data at the same time; "
+                f"nothing was changed, run the command again ({type(exc.orig).__name__})"
+            )
         except SQLAlchemyError as exc:
             if _debug(ctx):
                 traceback.print_exc()
@@ -81,12 +80,16 @@ class ChargebackGroup(click.Group):
             url = ctx.obj.url if isinstance(ctx.obj, Context) else ""
             reason = without_secrets(detail[0], url) if detail else type(exc).__name__
             if "readonly" in reason:
-                _fail(f"refused: the database ({redact(url)}) is read-only: {reason}; reading commands "
-                      "(verify, reconcile, audit, export) work, this one needs write access to the "
-                      "database file and its folder")
-            _fail(f"database error ({redact(url)}): {reason}; "
-                  "the command did not complete: check that the database server is running and "
-                  "reachable, then run the command again")
+                _fail(
+                    f"refused: the database ({redact(url)}) is read-only: {reason}; reading commands "
+                    "(verify, reconcile, audit, export) work, this one needs write access to the "
+                    "database file and its folder"
+                )
+            _fail(
+                f"database error ({redact(url)}): {reason}; "
+                "the command did not complete: check that the database server is running and "
+                "reachable, then run the command again"
+            )
         except BrokenPipeError:  # the reader went away (`chargeback audit | head -1`): a normal end
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
@@ -97,8 +100,10 @@ class ChargebackGroup(click.Group):
             if _debug(ctx):
                 traceback.print_exc()
             url = ctx.obj.url if isinstance(ctx.obj, Context) else ""
-            _fail(f"error: {type(exc).__name__}: {without_secrets(str(exc), url)} "
-                  "(run with --debug for details; nothing was changed)")
+            _fail(
+                f"error: {type(exc).__name__}: {without_secrets(str(exc), url)} "
+                "(run with --debug for details; nothing was changed)"
+            )
         return None
 
 
@@ -136,17 +141,25 @@ def init(ctx: Context) -> None:
 def load(ctx: Context, book: Path) -> None:
     """Load or update the reference data of BOOK (a folder)."""
     result = api.load(ctx.url, book)
-    pools = (f", {result.pools} allocation pools ({result.cost_rows} costs, "
-             f"{result.driver_rows} driver values)" if result.pools else "")
-    _say(ctx, f"loaded {result.name}: {result.units_added + result.units_updated} units "
-              f"({result.units_added} new), {result.services} services, {result.rates} rates, "
-              f"{result.recurring} recurring fees{pools}" + (f", {result.budgets} budgets" if result.budgets else ""))
+    pools = (
+        f", {result.pools} allocation pools ({result.cost_rows} costs, {result.driver_rows} driver values)"
+        if result.pools
+        else ""
+    )
+    _say(
+        ctx,
+        f"loaded {result.name}: {result.units_added + result.units_updated} units "
+        f"({result.units_added} new), {result.services} services, {result.rates} rates, "
+        f"{result.recurring} recurring fees{pools}" + (f", {result.budgets} budgets" if result.budgets else ""),
+    )
 
 
 def _import_summary(result: ImportResult) -> str:
-    lines = [f"{result.file} -> {result.period}: {result.lines_read} lines read, "
-             f"{result.imported} imported, {result.duplicates} duplicates skipped, "
-             f"{result.late} late, {result.credits} credits"]
+    lines = [
+        f"{result.file} -> {result.period}: {result.lines_read} lines read, "
+        f"{result.imported} imported, {result.duplicates} duplicates skipped, "
+        f"{result.late} late, {result.credits} credits"
+    ]
     for provider, amount in result.by_provider.items():
         lines.append(f"  {provider:<20} {amount:>16} {result.currency}")
     return "\n".join(lines)
@@ -168,25 +181,42 @@ def import_(ctx: Context, file: Path, period: str) -> None:
 @click.option("--amount", required=True, help="Positive for a charge, negative for a credit.")
 @click.option("--reason", required=True)
 @click.option("--reference", default=None)
-@click.option("--against", default=None, metavar="SERVICE:REFERENCE",
-              help="Link to the posted charge this corrects (it may be in a closed period).")
+@click.option(
+    "--against",
+    default=None,
+    metavar="SERVICE:REFERENCE",
+    help="Link to the posted charge this corrects (it may be in a closed period).",
+)
 @click.pass_obj
-def adjust(ctx: Context, period: str, service: str | None, consumer: str | None, amount: str,
-           reason: str, reference: str | None, against: str | None) -> None:
+def adjust(
+    ctx: Context,
+    period: str,
+    service: str | None,
+    consumer: str | None,
+    amount: str,
+    reason: str,
+    reference: str | None,
+    against: str | None,
+) -> None:
     """Record a manual charge or credit in an open period."""
     if against is None and (service is None or consumer is None):
         raise click.UsageError("--service and --consumer are required unless --against is given")
     result = api.adjust(ctx.url, period, service, consumer, amount, reason, reference, against)
     link = f" against {result.against}" if result.against else ""
-    _say(ctx, f"adjustment {result.id} recorded in {result.period}: {result.service} -> "
-              f"{result.consumer} {result.amount} {result.currency}{link}")
+    _say(
+        ctx,
+        f"adjustment {result.id} recorded in {result.period}: {result.service} -> "
+        f"{result.consumer} {result.amount} {result.currency}{link}",
+    )
 
 
 def _totals(rec: Reconciliation) -> str:
     m = rec.money
-    return (f"internal revenue {m(rec.internal_revenue)} {rec.currency}, internal spend "
-            f"{m(rec.internal_spend)}, difference {m(rec.difference)}, external revenue "
-            f"{m(rec.external_revenue)}")
+    return (
+        f"internal revenue {m(rec.internal_revenue)} {rec.currency}, internal spend "
+        f"{m(rec.internal_spend)}, difference {m(rec.difference)}, external revenue "
+        f"{m(rec.external_revenue)}"
+    )
 
 
 @main.command()
@@ -204,8 +234,9 @@ def close(ctx: Context, period: str, out_dir: Path, no_documents: bool) -> None:
 
 
 #: `--out DIR` of the commands that write a period's files.
-out_option = click.option("--out", "out_dir", default="out", show_default=True,
-                          type=click.Path(file_okay=False, path_type=Path))
+out_option = click.option(
+    "--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path)
+)
 
 
 def _review(ctx: Context, review: variance.Review, warnings: list[budgets.BudgetStatus]) -> None:
@@ -223,14 +254,23 @@ def _review(ctx: Context, review: variance.Review, warnings: list[budgets.Budget
 def preview(ctx: Context, period: str, out_dir: Path) -> None:
     """Everything close does, kept nowhere: draft documents and the variance review."""
     result = api.preview(ctx.url, period, out_dir)
-    _say(ctx, f"preview of {period}: {result.posted} charges priced; {_totals(result.reconciliation)}; "
-              f"nothing was posted; draft documents in {result.folder}")
+    _say(
+        ctx,
+        f"preview of {period}: {result.posted} charges priced; {_totals(result.reconciliation)}; "
+        f"nothing was posted; draft documents in {result.folder}",
+    )
     _review(ctx, result.review, result.budget_warnings)
 
 
 @main.command(name="budgets")
-@click.option("--fiscal-year", "fiscal_year", required=True, type=click.IntRange(1000, 9999), metavar="YYYY",
-              help="The fiscal year, named by the year it ends in.")
+@click.option(
+    "--fiscal-year",
+    "fiscal_year",
+    required=True,
+    type=click.IntRange(1000, 9999),
+    metavar="YYYY",
+    help="The fiscal year, named by the year it ends in.",
+)
 @out_option
 @click.pass_obj
 def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
@@ -285,10 +325,24 @@ def _server(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 @main.command()
 @click.argument("period", type=PERIOD)
 @out_option
-@click.option("--smtp", default="localhost:25", show_default=True, envvar="CHARGEBACK_SMTP", metavar="HOST:PORT",
-              callback=_server, help="The mail server (or $CHARGEBACK_SMTP).")
-@click.option("--from", "sender", default="chargeback@localhost", show_default=True, envvar="CHARGEBACK_FROM",
-              metavar="ADDRESS", help="The sender's address (or $CHARGEBACK_FROM).")
+@click.option(
+    "--smtp",
+    default="localhost:25",
+    show_default=True,
+    envvar="CHARGEBACK_SMTP",
+    metavar="HOST:PORT",
+    callback=_server,
+    help="The mail server (or $CHARGEBACK_SMTP).",
+)
+@click.option(
+    "--from",
+    "sender",
+    default="chargeback@localhost",
+    show_default=True,
+    envvar="CHARGEBACK_FROM",
+    metavar="ADDRESS",
+    help="The sender's address (or $CHARGEBACK_FROM).",
+)
 @click.option("--dry-run", is_flag=True, help="Write the messages as .eml files instead of sending them.")
 @click.pass_obj
 def deliver(ctx: Context, period: str, out_dir: Path, smtp: str, sender: str, dry_run: bool) -> None:
@@ -303,19 +357,25 @@ def deliver(ctx: Context, period: str, out_dir: Path, smtp: str, sender: str, dr
     if result.sent_before:
         _say(ctx, f"sent before, not again: {', '.join(result.sent_before)}")
     for recipient in result.no_email:
-        problem = (f"its email {recipient.email!r} is not an address" if recipient.email
-                   else "it has no email in units.csv")
+        problem = (
+            f"its email {recipient.email!r} is not an address" if recipient.email else "it has no email in units.csv"
+        )
         click.echo(f"warning: {recipient.unit} not sent: {problem}", err=True)
     if result.outbox is not None:
         _say(ctx, f"dry run: {result.written} messages written to {result.outbox}; nothing sent or recorded")
     else:
-        _say(ctx, f"delivered {period}: {len(result.sent)} sent, {len(result.sent_before)} sent before, "
-                  f"{len(result.no_email)} without an address, {len(result.failed)} refused by the server")
+        _say(
+            ctx,
+            f"delivered {period}: {len(result.sent)} sent, {len(result.sent_before)} sent before, "
+            f"{len(result.no_email)} without an address, {len(result.failed)} refused by the server",
+        )
     for failed in result.failed:
         click.echo(f"not sent: {failed.unit} to {failed.to}: {failed.reason}", err=True)
     if result.failed:
-        _fail(f"refused: the mail server refused {len(result.failed)} messages; the others were sent; "
-              "fix the addresses and run deliver again")
+        _fail(
+            f"refused: the mail server refused {len(result.failed)} messages; the others were sent; "
+            "fix the addresses and run deliver again"
+        )
 
 
 @main.command()
@@ -341,14 +401,23 @@ def export(ctx: Context, period: str, fmt: str, out_file: Path | None) -> None:
 
 
 @main.command()
-@click.option("--seals", "seals_files", multiple=True, metavar="FILE",
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="Seals kept outside the database: a list as `seals --json` prints it, or manifest.json "
-                   "files (repeat the option for several).")
-@click.option("--public-key", default=None, metavar="PEM", envvar="CHARGEBACK_SEAL_PUBLIC_KEY",
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="The seal key's public key: every seal checked must be signed by it "
-                   "(or $CHARGEBACK_SEAL_PUBLIC_KEY).")
+@click.option(
+    "--seals",
+    "seals_files",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Seals kept outside the database: a list as `seals --json` prints it, or manifest.json "
+    "files (repeat the option for several).",
+)
+@click.option(
+    "--public-key",
+    default=None,
+    metavar="PEM",
+    envvar="CHARGEBACK_SEAL_PUBLIC_KEY",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The seal key's public key: every seal checked must be signed by it (or $CHARGEBACK_SEAL_PUBLIC_KEY).",
+)
 @click.pass_obj
 def verify(ctx: Context, seals_files: tuple[Path, ...], public_key: Path | None) -> None:
     """Check the journal: balanced entries, hash chain intact, closed periods untouched."""
@@ -361,10 +430,13 @@ def verify(ctx: Context, seals_files: tuple[Path, ...], public_key: Path | None)
     if result.seals_checked:
         signed = f", {result.signatures_checked} signatures valid" if result.signatures_checked else ""
         sealed = f", {_counted(result.seals_checked, 'seal')} still held by the journal{signed}"
-    _say(ctx, f"journal verified: {result.entries} entries, hash chain intact, "
-              f"{result.periods} closed periods match their totals, "
-              f"{result.audit_records} audit records chained, "
-              f"{result.period_events} closes and reopens chained{sealed}")
+    _say(
+        ctx,
+        f"journal verified: {result.entries} entries, hash chain intact, "
+        f"{result.periods} closed periods match their totals, "
+        f"{result.audit_records} audit records chained, "
+        f"{result.period_events} closes and reopens chained{sealed}",
+    )
 
 
 @main.command(name="seals")
@@ -377,8 +449,13 @@ def seals_(ctx: Context, as_json: bool) -> None:
         click.echo(json.dumps([seal.as_json() for seal in found], indent=1))
         return
     for seal in found:
-        signed = f"signed by key {seal.key[:16]}..." if seal.signature and seal.key else \
-            "signed" if seal.signature else "not signed"
+        signed = (
+            f"signed by key {seal.key[:16]}..."
+            if seal.signature and seal.key
+            else "signed"
+            if seal.signature
+            else "not signed"
+        )
         click.echo(f"{seal.period}  closed {seal.as_json()['closed_at']}  entry {seal.entry}  {seal.hash}  {signed}")
     _say(ctx, f"{_counted(len(found), 'seal')}")
 
@@ -404,29 +481,44 @@ def audit_(ctx: Context, period: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--fiscal-year", "fiscal_year", required=True, type=click.IntRange(1000, 9999),
-              metavar="YYYY", help="The fiscal year, named by the year it ends in.")
-@click.option("--out", "out_file", default="recovery.xlsx", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--fiscal-year",
+    "fiscal_year",
+    required=True,
+    type=click.IntRange(1000, 9999),
+    metavar="YYYY",
+    help="The fiscal year, named by the year it ends in.",
+)
+@click.option(
+    "--out", "out_file", default="recovery.xlsx", show_default=True, type=click.Path(dir_okay=False, path_type=Path)
+)
 @click.pass_obj
 def recovery(ctx: Context, fiscal_year: int, out_file: Path) -> None:
     """Cost recovery: does each provider's billing break even over the fiscal year?"""
     rec = api.recovery(ctx.url, fiscal_year, out_file)
     m = rec.money
-    _say(ctx, f"cost recovery FY{rec.fiscal_year} ({rec.periods_of_year[0]} to "
-              f"{rec.periods_of_year[-1]}), {rec.currency}")
+    _say(
+        ctx,
+        f"cost recovery FY{rec.fiscal_year} ({rec.periods_of_year[0]} to {rec.periods_of_year[-1]}), {rec.currency}",
+    )
     if not rec.providers:
         _say(ctx, "  no provider has costs or revenue in this fiscal year")
     for p in rec.providers:
         ratio = "" if p.ratio is None else percent(p.ratio)
         flag = f"  [{p.flag}]" if p.flag else ""
-        _say(ctx, f"  {p.provider:<12} cost {m(p.cost) or '-':>14}  revenue {m(p.revenue):>14}  "
-                  f"surplus {m(p.surplus) or '-':>14}  recovery {ratio:>7}{flag}")
+        _say(
+            ctx,
+            f"  {p.provider:<12} cost {m(p.cost) or '-':>14}  revenue {m(p.revenue):>14}  "
+            f"surplus {m(p.surplus) or '-':>14}  recovery {ratio:>7}{flag}",
+        )
     for s in rec.services:
         if s.break_even_rate is not None:
             current = "-" if s.current_rate is None else f"{s.current_rate}"
-            _say(ctx, f"  {s.service:<12} break-even rate {s.break_even_rate} per "
-                      f"{s.unit_of_measure}, current rate {current}, billed on average {s.average_rate}")
+            _say(
+                ctx,
+                f"  {s.service:<12} break-even rate {s.break_even_rate} per "
+                f"{s.unit_of_measure}, current rate {current}, billed on average {s.average_rate}",
+            )
     _say(ctx, f"written {out_file}")
 
 
@@ -441,8 +533,11 @@ def _run_summary(ctx: Context, result: api.RunResult) -> None:
     _say(ctx, f"documents in {result.out_dir}")
     lines = sum(i.lines_read for i in result.imports)
     times = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.seconds.items())
-    _say(ctx, f"{_counted(lines, 'usage line')} read in {_counted(len(result.imports), 'file')}, "
-              f"{_counted(len(result.closes), 'period')} closed; time: {times}")
+    _say(
+        ctx,
+        f"{_counted(lines, 'usage line')} read in {_counted(len(result.imports), 'file')}, "
+        f"{_counted(len(result.closes), 'period')} closed; time: {times}",
+    )
 
 
 def _counted(number: int, noun: str) -> str:
@@ -467,7 +562,10 @@ def demo(ctx: Context, out_dir: Path) -> None:
     """Run the bundled demo book with a fresh database in the --out folder."""
     result, url = api.demo(out_dir)
     _run_summary(ctx, result)
-    _say(ctx, f"demo database: {url}\n  try: chargeback --db {url} reconcile {result.closes[-1].period if result.closes else 'YYYY-MM'}")
+    _say(
+        ctx,
+        f"demo database: {url}\n  try: chargeback --db {url} reconcile {result.closes[-1].period if result.closes else 'YYYY-MM'}",
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

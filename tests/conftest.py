@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Connection, create_engine, text
 
 from chargeback import api
@@ -24,21 +24,24 @@ from chargeback.store.schema import STATEMENT_CHECKED, Base
 
 #: `pytest --hypothesis-profile=long`: many more examples and longer model-based runs; the
 #: kill, race and fuzz tests also run more rounds (see tests/reliability.py).
-settings.register_profile("long", max_examples=200, stateful_step_count=40, deadline=None,
-                          suppress_health_check=list(HealthCheck))
+settings.register_profile(
+    "long", max_examples=200, stateful_step_count=40, deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def model_differences(conn: Connection) -> list[object]:
     """What Alembic finds between the database's schema and the models (nothing, when the
     migrations build the models). On PostgreSQL the foreign keys of `STATEMENT_CHECKED`
     are triggers instead (migration 0008), which `test_schema` checks by what they refuse."""
-    def include(obj: object, name: str | None, kind: str, reflected: bool, compare_to: object) -> bool:
-        return not (kind == "foreign_key_constraint" and conn.dialect.name == "postgresql"
-                    and name in STATEMENT_CHECKED)
 
-    context = MigrationContext.configure(conn, opts={"compare_type": True,
-                                                     "compare_server_default": False,
-                                                     "include_object": include})
+    def include(obj: object, name: str | None, kind: str, reflected: bool, compare_to: object) -> bool:
+        return not (
+            kind == "foreign_key_constraint" and conn.dialect.name == "postgresql" and name in STATEMENT_CHECKED
+        )
+
+    context = MigrationContext.configure(
+        conn, opts={"compare_type": True, "compare_server_default": False, "include_object": include}
+    )
     return list(compare_metadata(context, Base.metadata))
 
 
@@ -55,11 +58,11 @@ def _worker_database(url: str | None) -> str | None:
     address, _, query = url.partition("?")
     server, name = address.rsplit("/", 1)
     database = f"{name}_{worker}"
-    engine = create_engine(f"{server}/{name}".replace("postgresql://", "postgresql+psycopg://", 1),
-                           isolation_level="AUTOCOMMIT")
+    engine = create_engine(
+        f"{server}/{name}".replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
     with engine.connect() as conn:
-        if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                        {"name": database}).first() is None:
+        if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": database}).first() is None:
             conn.execute(text(f'CREATE DATABASE "{database}"'))
     engine.dispose()
     return f"{server}/{database}" + (f"?{query}" if query else "")

@@ -11,9 +11,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from chargeback import api
-
 from conftest import BOOKS, usage_file
+
+from chargeback import api
 
 HOSTILE = [
     "=cmd|' /C calc'!A0",
@@ -33,47 +33,60 @@ def build(url: str, folder: Path) -> Path:
     shutil.copytree(BOOKS / "mini", book)
     shutil.rmtree(book / "usage")
     with open(book / "units.csv", "w", encoding="utf-8", newline="") as handle:
-        csv.writer(handle).writerows([
-            ["code", "name", "kind", "parent", "manager", "expense_account", "revenue_account"],
-            ["COL", "Mini College", "internal", "", "Dean Ada", "", ""],
-            ["IT", "Information Technology", "internal", "COL", "", "6100", "4100"],
-            ["FLEET", "Fleet Services", "internal", "COL", "", "6100", "4200"],
-            ["ART", "Art Department", "internal", "COL", "Frida K.", "6100", ""],
-            ["MATH", "Mathematics", "internal", "COL", "", "-6200", ""],
-            ["EXT-1", "Town Library", "external", "", "Head Librarian", "", ""],
-            ["CHEM", "Chemistry & <Labs>", "internal", "SCI", "", "", ""],
-            ["SCI", "=Science Faculty", "internal", "COL", "", "", ""],
-        ])
-    (book / "book.toml").write_text('name = "Mini College & Co"\ncurrency = "USD"\n'
-                                    'payment_terms = "Net 30"\n')
+        csv.writer(handle).writerows(
+            [
+                ["code", "name", "kind", "parent", "manager", "expense_account", "revenue_account"],
+                ["COL", "Mini College", "internal", "", "Dean Ada", "", ""],
+                ["IT", "Information Technology", "internal", "COL", "", "6100", "4100"],
+                ["FLEET", "Fleet Services", "internal", "COL", "", "6100", "4200"],
+                ["ART", "Art Department", "internal", "COL", "Frida K.", "6100", ""],
+                ["MATH", "Mathematics", "internal", "COL", "", "-6200", ""],
+                ["EXT-1", "Town Library", "external", "", "Head Librarian", "", ""],
+                ["CHEM", "Chemistry & <Labs>", "internal", "SCI", "", "", ""],
+                ["SCI", "=Science Faculty", "internal", "COL", "", "", ""],
+            ]
+        )
+    (book / "book.toml").write_text('name = "Mini College & Co"\ncurrency = "USD"\npayment_terms = "Net 30"\n')
     out = folder / "out"
     api.load(url, book)
-    march = usage_file(folder, "2026-03.csv", [
-        ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop setup"],
-        ["2026-03-05", "VAN", "MATH", "1", "V-1", "Conference trip"],
-        ["2026-03-20", "VAN", "ART", "2", "V-2", "Exhibit transport"],
-        ["2026-03-21", "HELP", "EXT-1", "2", "T-2", "Catalog kiosk & <b>screen</b>"],
-        ["2026-03-22", "HELP", "FLEET", "0.25", "T-3", "Dispatch PC"],
-        *[["2026-03-23", "HELP", "CHEM", "1", f"H-{n}", text] for n, text in enumerate(HOSTILE)],
-        ["2026-03-24", "VAN", "CHEM", "3", "+ref-1", "-minus start"],
-    ])
+    march = usage_file(
+        folder,
+        "2026-03.csv",
+        [
+            ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop setup"],
+            ["2026-03-05", "VAN", "MATH", "1", "V-1", "Conference trip"],
+            ["2026-03-20", "VAN", "ART", "2", "V-2", "Exhibit transport"],
+            ["2026-03-21", "HELP", "EXT-1", "2", "T-2", "Catalog kiosk & <b>screen</b>"],
+            ["2026-03-22", "HELP", "FLEET", "0.25", "T-3", "Dispatch PC"],
+            *[["2026-03-23", "HELP", "CHEM", "1", f"H-{n}", text] for n, text in enumerate(HOSTILE)],
+            ["2026-03-24", "VAN", "CHEM", "3", "+ref-1", "-minus start"],
+        ],
+    )
     api.import_file(url, march, "2026-03")
     api.import_file(url, march, "2026-03")  # every line a duplicate
     api.adjust(url, "2026-03", "HELP", "MATH", "-5.25", "Goodwill <credit> & thanks")
     api.close(url, "2026-03", out)
     api.reopen(url, "2026-03", "Late <invoice> from IT & fleet")
-    late = usage_file(folder, "2026-03-late.csv", [
-        ["2026-03-30", "HELP", "SCI", "2", "T-9", "After reopen"],
-    ])
+    late = usage_file(
+        folder,
+        "2026-03-late.csv",
+        [
+            ["2026-03-30", "HELP", "SCI", "2", "T-9", "After reopen"],
+        ],
+    )
     api.import_file(url, late, "2026-03")
     api.close(url, "2026-03", out)
-    april = usage_file(folder, "2026-04.csv", [
-        ["2026-03-30", "HELP", "MATH", "1", "T-4", "Late ticket"],
-        ["2026-04-02", "HELP", "ART", "-0.5", "T-1C", "Credit for T-1"],
-        ["2026-04-03", "VAN", "IT", "3", "V-3", "Equipment move"],
-        ["2026-04-04", "HELP", "CHEM", "4", "T-5", "Instrument PCs"],
-        ["2026-04-05", "HELP", "EXT-1", "1", "T-6", "Kiosk repair"],
-    ])
+    april = usage_file(
+        folder,
+        "2026-04.csv",
+        [
+            ["2026-03-30", "HELP", "MATH", "1", "T-4", "Late ticket"],
+            ["2026-04-02", "HELP", "ART", "-0.5", "T-1C", "Credit for T-1"],
+            ["2026-04-03", "VAN", "IT", "3", "V-3", "Equipment move"],
+            ["2026-04-04", "HELP", "CHEM", "4", "T-5", "Instrument PCs"],
+            ["2026-04-05", "HELP", "EXT-1", "1", "T-6", "Kiosk repair"],
+        ],
+    )
     api.import_file(url, april, "2026-04")
     api.adjust(url, "2026-04", "VAN", "ART", "12.00", "Fuel surcharge", "FUEL-1")
     api.close(url, "2026-04", out)
@@ -95,17 +108,29 @@ def soffice_recalculate(files: list[Path], folder: Path) -> dict[Path, Path]:
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
         '<item oor:path="/org.openoffice.Office.Calc/Formula/Load">'
         '<prop oor:name="OOXMLRecalcMode" oor:op="fuse"><value>0</value></prop></item>\n'
-        "</oor:items>\n")
+        "</oor:items>\n"
+    )
     names = {}
     for index, path in enumerate(files):
         copy = zeroed / f"{index}-{path.name}"
         _zero_formula_values(path, copy)
         names[path] = converted / copy.name
     try:
-        subprocess.run(["soffice", f"-env:UserInstallation={profile.as_uri()}", "--headless",
-                        "--convert-to", "xlsx", "--outdir", str(converted),
-                        *(str(zeroed / names[p].name) for p in files)],
-                       check=True, capture_output=True, timeout=240)
+        subprocess.run(
+            [
+                "soffice",
+                f"-env:UserInstallation={profile.as_uri()}",
+                "--headless",
+                "--convert-to",
+                "xlsx",
+                "--outdir",
+                str(converted),
+                *(str(zeroed / names[p].name) for p in files),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=240,
+        )
     finally:
         shutil.rmtree(profile, ignore_errors=True)
     return names

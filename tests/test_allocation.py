@@ -7,9 +7,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
 import textbook as tb
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from chargeback.core.allocation import (
     AllocationError,
     PoolSpec,
@@ -25,8 +26,7 @@ from chargeback.core.money import round_fraction
 
 
 def shares_of(method: str) -> dict[str, dict[str, int]]:
-    return {r.code: {s.unit: s.amount for s in r.shares if s.amount}
-            for r in allocate(tb.pool_specs(), method)}
+    return {r.code: {s.unit: s.amount for s in r.shares if s.amount} for r in allocate(tb.pool_specs(), method)}
 
 
 def operating_totals(method: str) -> dict[str, int]:
@@ -138,8 +138,7 @@ def test_solve_is_exact_and_detects_singular_systems() -> None:
         solve([[1, -1], [-1, 1]], [Fraction(1), Fraction(1)])
 
 
-def _pool(code: str, provider: str, amount: int, order: int | None = None,
-          **weights: int) -> PoolSpec:
+def _pool(code: str, provider: str, amount: int, order: int | None = None, **weights: int) -> PoolSpec:
     return PoolSpec(code, provider, amount, {u: Fraction(w) for u, w in weights.items()}, order)
 
 
@@ -186,15 +185,18 @@ def test_resolve_targets_takes_active_internal_leaves() -> None:
     import datetime as dt
     from types import SimpleNamespace as U
 
-    units = {u.code: u for u in [
-        U(code="COL", kind="internal", parent=None, active_from=None, active_to=None),
-        U(code="SCI", kind="internal", parent="COL", active_from=None, active_to=None),
-        U(code="BIO", kind="internal", parent="SCI", active_from=None, active_to=None),
-        U(code="CHEM", kind="internal", parent="SCI", active_from=None, active_to=dt.date(2026, 2, 28)),
-        U(code="ART", kind="internal", parent="COL", active_from=dt.date(2026, 3, 31), active_to=None),
-        U(code="FAC", kind="internal", parent="COL", active_from=None, active_to=None),
-        U(code="EXT", kind="external", parent=None, active_from=None, active_to=None),
-    ]}
+    units = {
+        u.code: u
+        for u in [
+            U(code="COL", kind="internal", parent=None, active_from=None, active_to=None),
+            U(code="SCI", kind="internal", parent="COL", active_from=None, active_to=None),
+            U(code="BIO", kind="internal", parent="SCI", active_from=None, active_to=None),
+            U(code="CHEM", kind="internal", parent="SCI", active_from=None, active_to=dt.date(2026, 2, 28)),
+            U(code="ART", kind="internal", parent="COL", active_from=dt.date(2026, 3, 31), active_to=None),
+            U(code="FAC", kind="internal", parent="COL", active_from=None, active_to=None),
+            U(code="EXT", kind="external", parent=None, active_from=None, active_to=None),
+        ]
+    }
     first, last = dt.date(2026, 3, 1), dt.date(2026, 3, 31)
     assert resolve_targets(Targets("all"), "FAC", units, first, last) == ["ART", "BIO"]
     assert resolve_targets(Targets("parent", ("SCI",)), "FAC", units, first, last) == ["BIO"]
@@ -212,7 +214,7 @@ def pool_systems(draw):  # type: ignore[no-untyped-def]
     """Random pools: distinct support providers S1..Sn serving each other and operating
     units O1..Om; every pool gives some positive driver value to an operating unit."""
     count = draw(st.integers(1, 4))
-    operating = OPERATING_UNITS[:draw(st.integers(1, len(OPERATING_UNITS)))]
+    operating = OPERATING_UNITS[: draw(st.integers(1, len(OPERATING_UNITS)))]
     providers = [f"S{i}" for i in range(1, count + 1)]
     orders = draw(st.permutations(range(1, count + 1)))
     pools = []
@@ -265,8 +267,7 @@ def reciprocal_bound(results) -> Fraction:  # type: ignore[no-untyped-def]
     other providers among its targets). With one other provider per pool that is the
     issue's "one minor unit per pool"; with more it can exceed it (see below)."""
     providers = {r.provider for r in results}
-    return sum((Fraction(1, 2) + sum(1 for s in r.shares if s.unit in providers)
-                for r in results), Fraction(0))
+    return sum((Fraction(1, 2) + sum(1 for s in r.shares if s.unit in providers) for r in results), Fraction(0))
 
 
 def test_reciprocal_drift_can_exceed_one_unit_per_pool() -> None:
@@ -275,19 +276,55 @@ def test_reciprocal_drift_can_exceed_one_unit_per_pool() -> None:
     largest-remainder shares send 20,358.94: four cents for three pools. Pool P2 alone
     drifts 1.87 cents, because both other providers' shares were rounded down."""
     weights = [
-        {"O00": 3, "O01": 2, "O02": 2, "O03": 2, "O04": 3, "O05": 1, "O06": 1, "O07": 2, "O08": 3,
-         "O09": 3, "S1": 2, "S2": 4},
-        {"O00": 3, "O01": 2, "O02": 1, "O03": 2, "O04": 2, "O05": 3, "O06": 1, "O07": 2, "O08": 3,
-         "O09": 3, "S0": 4, "S2": 1},
-        {"O00": 1, "O01": 3, "O02": 3, "O03": 3, "O04": 2, "O05": 2, "O06": 1, "O07": 2, "O08": 3,
-         "O09": 1, "S0": 3, "S1": 3},
+        {
+            "O00": 3,
+            "O01": 2,
+            "O02": 2,
+            "O03": 2,
+            "O04": 3,
+            "O05": 1,
+            "O06": 1,
+            "O07": 2,
+            "O08": 3,
+            "O09": 3,
+            "S1": 2,
+            "S2": 4,
+        },
+        {
+            "O00": 3,
+            "O01": 2,
+            "O02": 1,
+            "O03": 2,
+            "O04": 2,
+            "O05": 3,
+            "O06": 1,
+            "O07": 2,
+            "O08": 3,
+            "O09": 3,
+            "S0": 4,
+            "S2": 1,
+        },
+        {
+            "O00": 1,
+            "O01": 3,
+            "O02": 3,
+            "O03": 3,
+            "O04": 2,
+            "O05": 2,
+            "O06": 1,
+            "O07": 2,
+            "O08": 3,
+            "O09": 1,
+            "S0": 3,
+            "S1": 3,
+        },
     ]
     costs = [647_331, 490_309, 898_250]
-    pools = [PoolSpec(f"P{i}", f"S{i}", costs[i], {u: Fraction(w) for u, w in weights[i].items()})
-             for i in range(3)]
+    pools = [PoolSpec(f"P{i}", f"S{i}", costs[i], {u: Fraction(w) for u, w in weights[i].items()}) for i in range(3)]
     results = allocate(pools, "reciprocal")
-    exact = sum(r.exact_total * sum(s.weight for s in r.shares if s.unit.startswith("O")) / r.weight_total
-                for r in results)
+    exact = sum(
+        r.exact_total * sum(s.weight for s in r.shares if s.unit.startswith("O")) / r.weight_total for r in results
+    )
     assert exact == sum(costs)
     operating = tuple(f"O{i:02d}" for i in range(10))
     drift = _to_operating(results, operating) - sum(costs)
@@ -296,10 +333,15 @@ def test_reciprocal_drift_can_exceed_one_unit_per_pool() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(0, 10**12),
-       st.dictionaries(st.text("ABCabc-.09", min_size=1, max_size=3),
-                       st.fractions(min_value=0, max_value=10**6), min_size=1, max_size=8)
-       .filter(lambda w: sum(w.values()) > 0))
+@given(
+    st.integers(0, 10**12),
+    st.dictionaries(
+        st.text("ABCabc-.09", min_size=1, max_size=3),
+        st.fractions(min_value=0, max_value=10**6),
+        min_size=1,
+        max_size=8,
+    ).filter(lambda w: sum(w.values()) > 0),
+)
 def test_split_is_exact_and_within_a_unit_of_the_quota(total: int, weights: dict) -> None:  # type: ignore[type-arg]
     shares = split(total, weights)
     assert sum(shares.values()) == total

@@ -6,20 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import textbook as tb
+from conftest import usage_file, write_csv
 from sqlalchemy import select
 
-import textbook as tb
 from chargeback import api
-from chargeback.store import db
 from chargeback.core.errors import InputRefused, Refused
+from chargeback.store import db
 from chargeback.store.schema import Entry
-from conftest import usage_file, write_csv
 
 
 def _entries(url: str, period: str, kind: str = "allocation") -> list:  # type: ignore[type-arg]
     with db.connect(url).connect() as conn:
-        return conn.execute(select(Entry.__table__).where(Entry.period == period, Entry.kind == kind)
-                            .order_by(Entry.id)).all()
+        return conn.execute(
+            select(Entry.__table__).where(Entry.period == period, Entry.kind == kind).order_by(Entry.id)
+        ).all()
 
 
 def _by_pool(rows) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
@@ -44,7 +45,8 @@ def test_textbook_book_closes_to_the_cent(db_url: str, tmp_path: Path, method: s
     # Each provider is credited exactly its pool's (rounded) total.
     totals = {"direct": tb.COSTS, "step": tb.STEP_TOTALS, "reciprocal": tb.RECIPROCAL_TOTALS}[method]
     assert {u: internal for u, (internal, _) in rec.providers.items()} == {
-        code.removeprefix("P-"): total for code, total in totals.items()}
+        code.removeprefix("P-"): total for code, total in totals.items()
+    }
     first = rows[0]
     assert first.source == f"allocation:{first.source.split(':')[1]}:2026-03:{first.consumer}"
     assert first.service == first.source.split(":")[1].removeprefix("P-") + "-OH"
@@ -94,39 +96,97 @@ def test_reclose_after_reopen_posts_only_what_changed(db_url: str, tmp_path: Pat
 
 # --- a small campus: metered services, a tiered one, and allocations --------------
 
-def campus(folder: Path, method: str = "direct", allocations: list[list[object]] | None = None,
-           drivers: list[list[object]] | None = None, costs: list[list[object]] | None = None) -> Path:
+
+def campus(
+    folder: Path,
+    method: str = "direct",
+    allocations: list[list[object]] | None = None,
+    drivers: list[list[object]] | None = None,
+    costs: list[list[object]] | None = None,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "book.toml").write_text(
-        f'name = "Small Campus"\ncurrency = "USD"\nallocation_method = "{method}"\n')
-    write_csv(folder / "units.csv", ["code", "name", "kind", "parent"], [
-        ["COL", "College", "internal", ""], ["SCI", "Sciences", "internal", "COL"],
-        ["IT", "Information Technology", "internal", "COL"], ["FAC", "Facilities", "internal", "COL"],
-        ["HR", "Human Resources", "internal", "COL"], ["ART", "Art", "internal", "COL"],
-        ["BIO", "Biology", "internal", "SCI"], ["CHEM", "Chemistry", "internal", "SCI"],
-        ["EXT-1", "Town Library", "external", ""]])
-    write_csv(folder / "services.csv", ["code", "provider", "name", "unit_of_measure"], [
-        ["HELP", "IT", "Help desk", "hour"], ["SPACE", "FAC", "Space and utilities", "sq ft"],
-        ["PEOPLE", "HR", "Human resources", "head"]])
-    write_csv(folder / "rates.csv", ["service", "customer_class", "effective_from", "rate", "tier_from"], [
-        ["HELP", "internal", "2026-01-01", "60.00", "0"], ["HELP", "internal", "2026-01-01", "50.00", "100"],
-        ["HELP", "internal", "2026-01-01", "40.00", "150"], ["HELP", "external", "2026-01-01", "90.00", ""]])
-    write_csv(folder / "allocations.csv", ["pool", "provider", "service", "driver", "targets", "order"],
-              allocations if allocations is not None else [
-                  ["FACILITIES", "FAC", "SPACE", "sqft", "*", "1"],
-                  ["PERSONNEL", "HR", "PEOPLE", "headcount", "*", "2"]])
-    write_csv(folder / "drivers.csv", ["period", "driver", "unit", "value"], drivers if drivers is not None else [
-        ["2026-03", "sqft", "IT", "1200"], ["2026-03", "sqft", "HR", "800"], ["2026-03", "sqft", "ART", "3000"],
-        ["2026-03", "sqft", "BIO", "2500"], ["2026-03", "sqft", "CHEM", "2500"],
-        ["2026-03", "headcount", "IT", "12"], ["2026-03", "headcount", "FAC", "6"],
-        ["2026-03", "headcount", "ART", "10"], ["2026-03", "headcount", "BIO", "8"],
-        ["2026-03", "headcount", "CHEM", "6.5"]])
-    write_csv(folder / "costs.csv", ["period", "pool", "amount"], costs if costs is not None else [
-        ["2026-03", "FACILITIES", "10000.00"], ["2026-03", "PERSONNEL", "5000.00"],
-        ["2026-04", "FACILITIES", "10000.00"], ["2026-04", "PERSONNEL", "4000.00"]])
-    usage_file(folder / "usage", "2026-03.csv", [
-        ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"], ["2026-03-09", "HELP", "BIO", "5", "H-2", "Printer"],
-        ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"], ["2026-03-21", "HELP", "EXT-1", "2", "H-4", "Wifi"]])
+    (folder / "book.toml").write_text(f'name = "Small Campus"\ncurrency = "USD"\nallocation_method = "{method}"\n')
+    write_csv(
+        folder / "units.csv",
+        ["code", "name", "kind", "parent"],
+        [
+            ["COL", "College", "internal", ""],
+            ["SCI", "Sciences", "internal", "COL"],
+            ["IT", "Information Technology", "internal", "COL"],
+            ["FAC", "Facilities", "internal", "COL"],
+            ["HR", "Human Resources", "internal", "COL"],
+            ["ART", "Art", "internal", "COL"],
+            ["BIO", "Biology", "internal", "SCI"],
+            ["CHEM", "Chemistry", "internal", "SCI"],
+            ["EXT-1", "Town Library", "external", ""],
+        ],
+    )
+    write_csv(
+        folder / "services.csv",
+        ["code", "provider", "name", "unit_of_measure"],
+        [
+            ["HELP", "IT", "Help desk", "hour"],
+            ["SPACE", "FAC", "Space and utilities", "sq ft"],
+            ["PEOPLE", "HR", "Human resources", "head"],
+        ],
+    )
+    write_csv(
+        folder / "rates.csv",
+        ["service", "customer_class", "effective_from", "rate", "tier_from"],
+        [
+            ["HELP", "internal", "2026-01-01", "60.00", "0"],
+            ["HELP", "internal", "2026-01-01", "50.00", "100"],
+            ["HELP", "internal", "2026-01-01", "40.00", "150"],
+            ["HELP", "external", "2026-01-01", "90.00", ""],
+        ],
+    )
+    write_csv(
+        folder / "allocations.csv",
+        ["pool", "provider", "service", "driver", "targets", "order"],
+        allocations
+        if allocations is not None
+        else [["FACILITIES", "FAC", "SPACE", "sqft", "*", "1"], ["PERSONNEL", "HR", "PEOPLE", "headcount", "*", "2"]],
+    )
+    write_csv(
+        folder / "drivers.csv",
+        ["period", "driver", "unit", "value"],
+        drivers
+        if drivers is not None
+        else [
+            ["2026-03", "sqft", "IT", "1200"],
+            ["2026-03", "sqft", "HR", "800"],
+            ["2026-03", "sqft", "ART", "3000"],
+            ["2026-03", "sqft", "BIO", "2500"],
+            ["2026-03", "sqft", "CHEM", "2500"],
+            ["2026-03", "headcount", "IT", "12"],
+            ["2026-03", "headcount", "FAC", "6"],
+            ["2026-03", "headcount", "ART", "10"],
+            ["2026-03", "headcount", "BIO", "8"],
+            ["2026-03", "headcount", "CHEM", "6.5"],
+        ],
+    )
+    write_csv(
+        folder / "costs.csv",
+        ["period", "pool", "amount"],
+        costs
+        if costs is not None
+        else [
+            ["2026-03", "FACILITIES", "10000.00"],
+            ["2026-03", "PERSONNEL", "5000.00"],
+            ["2026-04", "FACILITIES", "10000.00"],
+            ["2026-04", "PERSONNEL", "4000.00"],
+        ],
+    )
+    usage_file(
+        folder / "usage",
+        "2026-03.csv",
+        [
+            ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"],
+            ["2026-03-09", "HELP", "BIO", "5", "H-2", "Printer"],
+            ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"],
+            ["2026-03-21", "HELP", "EXT-1", "2", "H-4", "Wifi"],
+        ],
+    )
     usage_file(folder / "usage", "2026-04.csv", [["2026-04-02", "HELP", "ART", "1", "H-5", "Password"]])
     return folder
 
@@ -139,8 +199,10 @@ def test_campus_run_allocates_every_month_with_costs(db_url: str, tmp_path: Path
     # Direct: the providers of both pools (FAC, HR) are left out of both pools; IT is a
     # leaf unit like any other. PERSONNEL: 5,000.00 over 36.5 heads leaves a cent after
     # rounding down, which goes to IT (remainder 0.56 of a cent).
-    assert march == {"FACILITIES": {"IT": 130435, "ART": 326087, "BIO": 271739, "CHEM": 271739},
-                     "PERSONNEL": {"IT": 164384, "ART": 136986, "BIO": 109589, "CHEM": 89041}}
+    assert march == {
+        "FACILITIES": {"IT": 130435, "ART": 326087, "BIO": 271739, "CHEM": 271739},
+        "PERSONNEL": {"IT": 164384, "ART": 136986, "BIO": 109589, "CHEM": 89041},
+    }
     # April has no driver rows: March's are used. Two cents left over: CHEM (0.88), IT (0.85).
     april = _by_pool(_entries(db_url, "2026-04"))
     assert april["PERSONNEL"] == {"IT": 131507, "ART": 109589, "BIO": 87671, "CHEM": 71233}
@@ -150,9 +212,13 @@ def test_campus_run_allocates_every_month_with_costs(db_url: str, tmp_path: Path
 
 
 def test_usage_and_equal_drivers_and_parent_targets(db_url: str, tmp_path: Path) -> None:
-    book = campus(tmp_path / "campus", allocations=[
-        ["FACILITIES", "FAC", "SPACE", "usage:HELP", "*", ""],
-        ["PERSONNEL", "HR", "PEOPLE", "equal", "parent:SCI", ""]])
+    book = campus(
+        tmp_path / "campus",
+        allocations=[
+            ["FACILITIES", "FAC", "SPACE", "usage:HELP", "*", ""],
+            ["PERSONNEL", "HR", "PEOPLE", "equal", "parent:SCI", ""],
+        ],
+    )
     api.run(db_url, book, tmp_path / "out", through="2026-03")
     march = _by_pool(_entries(db_url, "2026-03"))
     # HELP in March: ART 120 hours, BIO 5 (the external customer is not a target).
@@ -176,6 +242,7 @@ def test_step_method_on_the_campus(db_url: str, tmp_path: Path) -> None:
 
 # --- refusals ----------------------------------------------------------------------
 
+
 def _load_problems(url: str, book: Path) -> list[str]:
     with pytest.raises(InputRefused) as info:
         api.load(url, book)
@@ -183,19 +250,23 @@ def _load_problems(url: str, book: Path) -> list[str]:
 
 
 def test_load_refuses_unknown_driver_missing_order_and_shared_providers(db_url: str, tmp_path: Path) -> None:
-    book = campus(tmp_path / "campus", method="step", allocations=[
-        ["FACILITIES", "FAC", "SPACE", "sqm", "*", ""],
-        ["ROOMS", "FAC", "SPACE", "usage:NOPE", "ART|EXT-1|FAC", "2"],
-        ["PERSONNEL", "HR", "HELP", "headcount", "parent:NOWHERE", "2"]])
+    book = campus(
+        tmp_path / "campus",
+        method="step",
+        allocations=[
+            ["FACILITIES", "FAC", "SPACE", "sqm", "*", ""],
+            ["ROOMS", "FAC", "SPACE", "usage:NOPE", "ART|EXT-1|FAC", "2"],
+            ["PERSONNEL", "HR", "HELP", "headcount", "parent:NOWHERE", "2"],
+        ],
+    )
     problems = _load_problems(db_url, book)
     assert problems == [
         "allocations.csv:2: driver: pool FACILITIES: unknown driver 'sqm': it has no rows in "
         "drivers.csv (write a driver name used there, usage:SERVICE or equal)",
-        "allocations.csv:2: order: pool FACILITIES has no order: allocation_method = \"step\" "
-        "needs one for every pool",
+        'allocations.csv:2: order: pool FACILITIES has no order: allocation_method = "step" needs one for every pool',
         "allocations.csv:3: driver: pool ROOMS: 'NOPE' is not a service code in services.csv",
         "allocations.csv:3: provider: pool ROOMS: FAC also provides pool FACILITIES; with "
-        "allocation_method = \"step\" a provider owns at most one pool",
+        'allocation_method = "step" a provider owns at most one pool',
         "allocations.csv:3: targets: pool ROOMS: 'EXT-1' is an external unit; it must be internal",
         "allocations.csv:3: targets: pool ROOMS: FAC is the pool's provider: a unit cannot charge itself",
         "allocations.csv:4: order: pool PERSONNEL: order 2 is also the order of pool ROOMS",
@@ -205,18 +276,24 @@ def test_load_refuses_unknown_driver_missing_order_and_shared_providers(db_url: 
 
 
 def test_load_refuses_two_pools_of_a_provider_under_reciprocal(db_url: str, tmp_path: Path) -> None:
-    book = campus(tmp_path / "campus", method="reciprocal", allocations=[
-        ["FACILITIES", "FAC", "SPACE", "sqft", "*", ""], ["ROOMS", "FAC", "SPACE", "equal", "*", ""]],
-        costs=[["2026-03", "ROOMS", "10"]])
+    book = campus(
+        tmp_path / "campus",
+        method="reciprocal",
+        allocations=[["FACILITIES", "FAC", "SPACE", "sqft", "*", ""], ["ROOMS", "FAC", "SPACE", "equal", "*", ""]],
+        costs=[["2026-03", "ROOMS", "10"]],
+    )
     assert _load_problems(db_url, book) == [
         "allocations.csv:3: provider: pool ROOMS: FAC also provides pool FACILITIES; with "
-        "allocation_method = \"reciprocal\" a provider owns at most one pool"]
+        'allocation_method = "reciprocal" a provider owns at most one pool'
+    ]
 
 
 def test_load_checks_costs_and_drivers(db_url: str, tmp_path: Path) -> None:
-    book = campus(tmp_path / "campus", drivers=[
-        ["2026-03", "sqft", "ART", "-1"], ["2026-03", "sqft", "ART", "2"], ["2026-03", "equal", "NOPE", "1"]],
-        costs=[["2026-03", "FACILITIES", "10.001"], ["2026-03", "GHOST", "5"], ["2026-13", "PERSONNEL", "-5"]])
+    book = campus(
+        tmp_path / "campus",
+        drivers=[["2026-03", "sqft", "ART", "-1"], ["2026-03", "sqft", "ART", "2"], ["2026-03", "equal", "NOPE", "1"]],
+        costs=[["2026-03", "FACILITIES", "10.001"], ["2026-03", "GHOST", "5"], ["2026-13", "PERSONNEL", "-5"]],
+    )
     assert _load_problems(db_url, book) == [
         "allocations.csv:3: driver: pool PERSONNEL: unknown driver 'headcount': it has no rows in "
         "drivers.csv (write a driver name used there, usage:SERVICE or equal)",
@@ -231,13 +308,21 @@ def test_load_checks_costs_and_drivers(db_url: str, tmp_path: Path) -> None:
 
 
 def test_close_refuses_a_zero_driver_total_naming_pool_and_period(db_url: str, tmp_path: Path) -> None:
-    book = campus(tmp_path / "campus", drivers=[
-        ["2026-03", "sqft", "ART", "100"], ["2026-03", "headcount", "ART", "0"],
-        ["2026-03", "headcount", "FAC", "4"]])
+    book = campus(
+        tmp_path / "campus",
+        drivers=[
+            ["2026-03", "sqft", "ART", "100"],
+            ["2026-03", "headcount", "ART", "0"],
+            ["2026-03", "headcount", "FAC", "4"],
+        ],
+    )
     api.load(db_url, book)
     api.import_file(db_url, book / "usage" / "2026-03.csv", "2026-03")
-    with pytest.raises(Refused, match=r"^allocation refused: pool PERSONNEL, period 2026-03: its driver "
-                                      r"totals zero over its targets \(leaving out FAC, HR\)$"):
+    with pytest.raises(
+        Refused,
+        match=r"^allocation refused: pool PERSONNEL, period 2026-03: its driver "
+        r"totals zero over its targets \(leaving out FAC, HR\)$",
+    ):
         api.close(db_url, "2026-03", tmp_path / "out")
     # Nothing was posted and the period stays open.
     assert api.reconcile(db_url, "2026-03").status == "open"
@@ -246,11 +331,15 @@ def test_close_refuses_a_zero_driver_total_naming_pool_and_period(db_url: str, t
 
 
 def test_close_refuses_a_driver_with_no_values_yet(db_url: str, tmp_path: Path) -> None:
-    book = campus(tmp_path / "campus", drivers=[
-        ["2026-04", "sqft", "ART", "100"], ["2026-03", "headcount", "ART", "1"]])
+    book = campus(
+        tmp_path / "campus", drivers=[["2026-04", "sqft", "ART", "100"], ["2026-03", "headcount", "ART", "1"]]
+    )
     api.load(db_url, book)
-    with pytest.raises(Refused, match=r"^allocation refused: pool FACILITIES, period 2026-03: unknown driver "
-                                      r"'sqft': drivers.csv has no values for it in 2026-03 or before$"):
+    with pytest.raises(
+        Refused,
+        match=r"^allocation refused: pool FACILITIES, period 2026-03: unknown driver "
+        r"'sqft': drivers.csv has no values for it in 2026-03 or before$",
+    ):
         api.close(db_url, "2026-03", tmp_path / "out")
 
 
@@ -259,8 +348,7 @@ def test_cli_close_prints_the_refusal(db_url: str, tmp_path: Path) -> None:
 
     from chargeback.cli import main
 
-    book = campus(tmp_path / "campus", drivers=[["2026-03", "sqft", "ART", "0"],
-                                                ["2026-03", "headcount", "ART", "1"]])
+    book = campus(tmp_path / "campus", drivers=[["2026-03", "sqft", "ART", "0"], ["2026-03", "headcount", "ART", "1"]])
     runner = CliRunner()
     assert runner.invoke(main, ["--db", db_url, "load", str(book)]).exit_code == 0
     out = runner.invoke(main, ["--db", db_url, "close", "2026-03", "--out", str(tmp_path / "out")])

@@ -9,18 +9,15 @@ from pathlib import Path
 import pytest
 from alembic import command
 from click.testing import CliRunner
+from conftest import usage_file
+from reliability import engine_for, fingerprint, sql
 from sqlalchemy.exc import DatabaseError
 
 from chargeback import api
-
-from chargeback.ledger import audit
-
-from chargeback.store import db
 from chargeback.cli import main
 from chargeback.core.errors import Refused
-
-from conftest import usage_file
-from reliability import engine_for, fingerprint, sql
+from chargeback.ledger import audit
+from chargeback.store import db
 
 
 def records(url: str, period: str | None = None) -> list[audit.Record]:
@@ -42,11 +39,18 @@ def test_every_writing_command_is_recorded(db_url: str, mini_book: Path, tmp_pat
     path = month(db_url, mini_book, tmp_path)
     log = records(db_url)
     assert [(r.id, r.command) for r in log] == [
-        (1, "load"), (2, "import"), (3, "adjust"), (4, "close"), (5, "report"), (6, "reopen")]
+        (1, "load"),
+        (2, "import"),
+        (3, "adjust"),
+        (4, "close"),
+        (5, "report"),
+        (6, "reopen"),
+    ]
     assert all(r.user == getpass.getuser() for r in log)
     load, imported, adjusted, closed, reported, reopened = log
-    assert {i["file"] for i in load.inputs} == {str(mini_book / n) for n in
-                                                ("book.toml", "units.csv", "services.csv", "rates.csv")}
+    assert {i["file"] for i in load.inputs} == {
+        str(mini_book / n) for n in ("book.toml", "units.csv", "services.csv", "rates.csv")
+    }
     assert imported.arguments == {"file": str(path), "period": "2026-03"}
     assert imported.inputs == [{"file": str(path.absolute()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}]
     assert imported.outcome == "done: 1 lines read, 1 imported, 0 duplicates skipped"
@@ -59,8 +63,11 @@ def test_every_writing_command_is_recorded(db_url: str, mini_book: Path, tmp_pat
 
 def test_a_refused_command_is_recorded_and_changes_nothing_else(loaded: str, tmp_path: Path) -> None:
     before = fingerprint(loaded)
-    bad = usage_file(tmp_path, "bad.csv", [["2026-03-02", "HELP", "NOBODY", "1", "R-1", ""],
-                                           ["2026-03-02", "HELP", "ART", "0", "R-2", ""]])
+    bad = usage_file(
+        tmp_path,
+        "bad.csv",
+        [["2026-03-02", "HELP", "NOBODY", "1", "R-1", ""], ["2026-03-02", "HELP", "ART", "0", "R-2", ""]],
+    )
     with pytest.raises(Refused):
         api.import_file(loaded, bad, "2026-03")
     with pytest.raises(Refused):
@@ -69,8 +76,10 @@ def test_a_refused_command_is_recorded_and_changes_nothing_else(loaded: str, tmp
         api.reopen(loaded, "2026-03", "nothing to reopen")
     assert fingerprint(loaded) == before
     *_, imported, closed, reopened = records(loaded)
-    assert imported.outcome == ("refused: import refused: 2 errors, nothing imported "
-                                "(bad.csv:2: consumer: 'NOBODY' is not a unit of the book; and 1 more)")
+    assert imported.outcome == (
+        "refused: import refused: 2 errors, nothing imported "
+        "(bad.csv:2: consumer: 'NOBODY' is not a unit of the book; and 1 more)"
+    )
     assert imported.inputs[0]["sha256"] == hashlib.sha256(bad.read_bytes()).hexdigest()
     assert closed.outcome == "refused: '2026-13' is not a period: write it as YYYY-MM, e.g. 2026-10"
     assert closed.period is None and closed.arguments["period"] == "2026-13"
@@ -107,9 +116,8 @@ def test_records_of_a_period_for_the_reconciliation_workbook(db_url: str, mini_b
 def test_the_database_refuses_to_change_or_delete_a_record(loaded: str) -> None:
     engine = engine_for(loaded)
     for statement in ("UPDATE audit_log SET outcome = 'done: nothing'", "DELETE FROM audit_log"):
-        with pytest.raises(DatabaseError, match="append-only"):
-            with engine.begin() as conn:
-                conn.exec_driver_sql(statement)
+        with pytest.raises(DatabaseError, match="append-only"), engine.begin() as conn:
+            conn.exec_driver_sql(statement)
     engine.dispose()
     assert api.verify(loaded).ok
 
@@ -119,8 +127,7 @@ def without_triggers(url: str, *statements: str) -> None:
     if url.startswith("sqlite"):
         sql(url, "DROP TRIGGER audit_log_no_update", "DROP TRIGGER audit_log_no_delete", *statements)
     else:
-        sql(url, "ALTER TABLE audit_log DISABLE TRIGGER USER", *statements,
-            "ALTER TABLE audit_log ENABLE TRIGGER USER")
+        sql(url, "ALTER TABLE audit_log DISABLE TRIGGER USER", *statements, "ALTER TABLE audit_log ENABLE TRIGGER USER")
 
 
 @pytest.fixture
@@ -133,7 +140,8 @@ def audited(db_url: str, mini_book: Path, tmp_path: Path) -> str:
 def test_verify_finds_a_changed_record(audited: str) -> None:
     without_triggers(audited, "UPDATE audit_log SET outcome = 'done: 0 entries posted' WHERE id = 4")
     assert api.verify(audited).problems == [
-        "audit record 4: its contents do not match its hash: the record was altered"]
+        "audit record 4: its contents do not match its hash: the record was altered"
+    ]
 
 
 def test_verify_finds_a_deleted_record(audited: str) -> None:
@@ -141,7 +149,8 @@ def test_verify_finds_a_deleted_record(audited: str) -> None:
     assert api.verify(audited).problems == [
         "audit record 3: expected record 2 here: audit records were deleted, inserted or renumbered",
         "audit record 3: does not follow the record before it (hash chain broken): "
-        "a record before it was changed, deleted or inserted"]
+        "a record before it was changed, deleted or inserted",
+    ]
 
 
 def test_verify_finds_the_last_record_deleted(audited: str) -> None:
@@ -151,12 +160,16 @@ def test_verify_finds_the_last_record_deleted(audited: str) -> None:
         "records were deleted or added behind the engine's back",
         # the deleted record was the reopen's, which the period's chained events still hold
         "period 2026-03: its closes and reopens (close, reopen) are not those the audit log records "
-        "(close): one or the other was changed behind the engine's back"]
+        "(close): one or the other was changed behind the engine's back",
+    ]
 
 
 def test_verify_finds_an_inserted_record(audited: str) -> None:
-    without_triggers(audited, "INSERT INTO audit_log SELECT id + 1, at, os_user, command, arguments, inputs, "
-                              "period, outcome, prev_hash, '" + "b" * 64 + "' FROM audit_log WHERE id = 6")
+    without_triggers(
+        audited,
+        "INSERT INTO audit_log SELECT id + 1, at, os_user, command, arguments, inputs, "
+        "period, outcome, prev_hash, '" + "b" * 64 + "' FROM audit_log WHERE id = 6",
+    )
     problems = api.verify(audited).problems
     assert problems[0].startswith("audit record 7: does not follow the record before it")
 
@@ -171,7 +184,8 @@ def test_chargeback_audit_prints_the_log(audited: str) -> None:
     result = CliRunner().invoke(main, ["--db", audited, "audit"])
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1] == (
-        "audit log damaged: audit record 1: its contents do not match its hash: the record was altered")
+        "audit log damaged: audit record 1: its contents do not match its hash: the record was altered"
+    )
 
 
 def test_the_audit_migration_goes_down_and_up(loaded: str) -> None:

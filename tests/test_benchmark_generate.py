@@ -55,8 +55,9 @@ def test_uniform_is_unchanged(generate: ModuleType, tmp_path: Path, size: tuple[
     assert digest(folder) == UNIFORM_BEFORE_SHAPES[size]
 
 
-def test_uniform_is_the_same_across_chunks(generate: ModuleType, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uniform_is_the_same_across_chunks(
+    generate: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Writing in chunks must not change which random draw goes where."""
     whole = generate.generate(tmp_path / "whole", 1000, 300, 50, 7)
     monkeypatch.setattr(generate, "CHUNK", 64)
@@ -73,8 +74,11 @@ def test_skewed(generate: ModuleType, tmp_path: Path) -> None:
     for row in rows:
         services[row["consumer"]].add(row["service"])
     with open(folder / "units.csv", newline="") as handle:
-        consumers = {u["code"] for u in csv.DictReader(handle)
-                     if u["code"].startswith(("D", "PRV", "EXT")) and not u["code"].startswith("DIV")}
+        consumers = {
+            u["code"]
+            for u in csv.DictReader(handle)
+            if u["code"].startswith(("D", "PRV", "EXT")) and not u["code"].startswith("DIV")
+        }
     assert set(services) == consumers
     assert all(10 <= len(used) <= 30 for used in services.values())
     busiest = Counter(row["consumer"] for row in rows).most_common()
@@ -89,5 +93,7 @@ def test_skewed(generate: ModuleType, tmp_path: Path) -> None:
     other = generate.generate(tmp_path / "c", 8000, 200, 60, 4, shape="skewed")
     assert digest(other) != digest(folder)
     uniform = generate.generate(tmp_path / "d", 8000, 200, 60, 3)
-    assert all((uniform / name).read_bytes() == (folder / name).read_bytes()
-               for name in ("units.csv", "services.csv", "rates.csv", "recurring.csv"))
+    assert all(
+        (uniform / name).read_bytes() == (folder / name).read_bytes()
+        for name in ("units.csv", "services.csv", "rates.csv", "recurring.csv")
+    )

@@ -6,14 +6,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from conftest import usage_file
 from sqlalchemy import create_engine, select
 
 from chargeback import api
 from chargeback.book.load import read_book
 from chargeback.core.errors import InputRefused
 from chargeback.store.schema import Rate, Unit
-
-from conftest import usage_file
 
 
 def refusal(book: Path) -> list[str]:
@@ -40,16 +39,19 @@ def test_unknown_column_and_key_are_named(mini_book: Path) -> None:
     (mini_book / "book.toml").write_text('name = "X"\ncurrency = "USD"\nfiscal_year = 7\n')
     problems = refusal(mini_book)
     assert any(p.startswith("units.csv:1: colour: unknown column") for p in problems)
-    assert "book.toml:3: fiscal_year: unknown key; the keys are: name, currency, fiscal_year_start, payment_terms, allocation_method, variance_threshold, invoice_line_limit" in problems
+    assert (
+        "book.toml:3: fiscal_year: unknown key; the keys are: name, currency, fiscal_year_start, payment_terms, allocation_method, variance_threshold, invoice_line_limit"
+        in problems
+    )
 
 
 def test_unit_problems(mini_book: Path) -> None:
-    append(mini_book / "units.csv", "IT,Duplicate,internal,COL")          # line 8
-    append(mini_book / "units.csv", "GHOST,Ghost,internal,NOPE")          # line 9
-    append(mini_book / "units.csv", "A1,Loop A,internal,B1")              # line 10
-    append(mini_book / "units.csv", "B1,Loop B,internal,A1")              # line 11
-    append(mini_book / "units.csv", "bad code,Spaces,internal,")          # line 12
-    append(mini_book / "units.csv", "X2,Bad kind,partner,")               # line 13
+    append(mini_book / "units.csv", "IT,Duplicate,internal,COL")  # line 8
+    append(mini_book / "units.csv", "GHOST,Ghost,internal,NOPE")  # line 9
+    append(mini_book / "units.csv", "A1,Loop A,internal,B1")  # line 10
+    append(mini_book / "units.csv", "B1,Loop B,internal,A1")  # line 11
+    append(mini_book / "units.csv", "bad code,Spaces,internal,")  # line 12
+    append(mini_book / "units.csv", "X2,Bad kind,partner,")  # line 13
     append(mini_book / "units.csv", "X3,Dates,internal,,,,2026-05-01,2026-04-30")
     problems = refusal(mini_book)
     assert "units.csv:8: code: 'IT' is already used on line 3" in problems
@@ -76,10 +78,10 @@ def test_unit_header_with_all_columns(mini_book: Path) -> None:
 
 
 def test_services_problems(mini_book: Path) -> None:
-    append(mini_book / "services.csv", "HELP,IT,Again,hour")      # line 4
+    append(mini_book / "services.csv", "HELP,IT,Again,hour")  # line 4
     append(mini_book / "services.csv", "SALE,EXT-1,Resale,item")  # line 5
     append(mini_book / "services.csv", "GONE,NOBODY,Ghost,item")  # line 6
-    append(mini_book / "services.csv", "NOUOM,IT,No unit,")       # line 7
+    append(mini_book / "services.csv", "NOUOM,IT,No unit,")  # line 7
     problems = refusal(mini_book)
     assert "services.csv:4: code: 'HELP' is already used on line 2" in problems
     assert "services.csv:5: provider: 'EXT-1' is an external unit; a provider must be internal" in problems
@@ -88,15 +90,18 @@ def test_services_problems(mini_book: Path) -> None:
 
 
 def test_rate_problems(mini_book: Path) -> None:
-    append(mini_book / "rates.csv", "HELP,internal,2026-06-01,,55")        # line 6: overlaps line 2
-    append(mini_book / "rates.csv", "VAN,external,2026-01-01,,-1")         # line 7
-    append(mini_book / "rates.csv", "VAN,external,2026-02-30,,1")          # line 8
-    append(mini_book / "rates.csv", "NOPE,internal,2026-01-01,,1")         # line 9
-    append(mini_book / "rates.csv", "HELP,partner,2026-01-01,,1")          # line 10
-    append(mini_book / "rates.csv", "HELP,external,2027-01-01,,1.1234567") # line 11
+    append(mini_book / "rates.csv", "HELP,internal,2026-06-01,,55")  # line 6: overlaps line 2
+    append(mini_book / "rates.csv", "VAN,external,2026-01-01,,-1")  # line 7
+    append(mini_book / "rates.csv", "VAN,external,2026-02-30,,1")  # line 8
+    append(mini_book / "rates.csv", "NOPE,internal,2026-01-01,,1")  # line 9
+    append(mini_book / "rates.csv", "HELP,partner,2026-01-01,,1")  # line 10
+    append(mini_book / "rates.csv", "HELP,external,2027-01-01,,1.1234567")  # line 11
     append(mini_book / "rates.csv", "HELP,external,2028-01-01,2027-12-01,1")
     problems = refusal(mini_book)
-    assert "rates.csv:6: effective_from: overlaps the rate on line 2 for HELP internal: end the earlier range before this one starts" in problems
+    assert (
+        "rates.csv:6: effective_from: overlaps the rate on line 2 for HELP internal: end the earlier range before this one starts"
+        in problems
+    )
     assert "rates.csv:7: rate: must not be negative" in problems
     assert "rates.csv:8: effective_from: '2026-02-30' is not a date: write it as YYYY-MM-DD" in problems
     assert "rates.csv:9: service: 'NOPE' is not a service code in services.csv" in problems
@@ -111,7 +116,8 @@ def test_recurring_problems(mini_book: Path) -> None:
         "HELP,ART,2,2026-03,,Support seat\n"
         "HELP,IT,1,2026-03,,Self\n"
         "HELP,NOBODY,1,2026-3,,Bad\n"
-        "VAN,MATH,0,2026-04,2026-03,Zero\n")
+        "VAN,MATH,0,2026-04,2026-03,Zero\n"
+    )
     problems = refusal(mini_book)
     assert problems == [
         "recurring.csv:3: consumer: 'IT' provides HELP: a unit cannot charge itself",
@@ -138,20 +144,29 @@ def test_a_refused_book_loads_nothing(db_url: str, mini_book: Path) -> None:
         assert conn.execute(select(Unit.code)).all() == []
 
 
-def test_reload_updates_reference_data_without_touching_posted_entries(db_url: str, mini_book: Path, tmp_path: Path) -> None:
+def test_reload_updates_reference_data_without_touching_posted_entries(
+    db_url: str, mini_book: Path, tmp_path: Path
+) -> None:
     api.run(db_url, mini_book, tmp_path / "out", through="2026-03")
     before = api.reconcile(db_url, "2026-03").as_json()
     units = (mini_book / "units.csv").read_text()
     units = units.replace("ART,Art Department,internal,COL", "ART,Department of Art,internal,COL")
     (mini_book / "units.csv").write_text(units.replace("code,name,kind,parent", "code,name,kind,parent", 1))
-    rates = (mini_book / "rates.csv").read_text().replace("HELP,internal,2026-01-01,,60.00", "HELP,internal,2026-01-01,2026-03-31,60.00")
+    rates = (
+        (mini_book / "rates.csv")
+        .read_text()
+        .replace("HELP,internal,2026-01-01,,60.00", "HELP,internal,2026-01-01,2026-03-31,60.00")
+    )
     (mini_book / "rates.csv").write_text(rates + "HELP,internal,2026-04-01,,65.00\n")
     result = api.load(db_url, mini_book)
     assert (result.units_added, result.units_updated, result.rates) == (0, 6, 5)
     engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
         assert conn.execute(select(Unit.name).where(Unit.code == "ART")).scalar() == "Department of Art"
-        assert conn.execute(select(Rate.rate_micro).where(Rate.effective_from == dt.date(2026, 4, 1))).scalar() == 65_000_000
+        assert (
+            conn.execute(select(Rate.rate_micro).where(Rate.effective_from == dt.date(2026, 4, 1))).scalar()
+            == 65_000_000
+        )
     assert api.reconcile(db_url, "2026-03").as_json() == before
     assert api.verify(db_url).ok
     usage_file(tmp_path, "apr.csv", [["2026-04-02", "HELP", "ART", "1", "T-9", "New rate"]])
@@ -165,4 +180,5 @@ def test_a_unit_with_charges_cannot_disappear(db_url: str, mini_book: Path, tmp_
     with pytest.raises(InputRefused) as caught:
         api.load(db_url, mini_book)
     assert [str(p) for p in caught.value.problems] == [
-        "units.csv:0: code: 'MATH' has charges but is missing from units.csv: keep it and set active_to instead"]
+        "units.csv:0: code: 'MATH' has charges but is missing from units.csv: keep it and set active_to instead"
+    ]

@@ -9,15 +9,13 @@ from pathlib import Path
 import openpyxl
 import pytest
 from click.testing import CliRunner
+from conftest import usage_file, write_csv
 
 from chargeback import api
-
-from chargeback.store import db
-from chargeback.close.budgets import BudgetStatus, fiscal_periods, fiscal_year, status_for
 from chargeback.cli import main
+from chargeback.close.budgets import BudgetStatus, fiscal_periods, fiscal_year, status_for
 from chargeback.core.errors import InputRefused
-
-from conftest import usage_file, write_csv
+from chargeback.store import db
 
 HEADER = ["fiscal_year", "unit", "amount"]
 
@@ -42,14 +40,18 @@ def test_budget_status_arithmetic() -> None:
 
 
 def test_budgets_csv_is_checked_like_every_book_file(loaded: str, mini_book: Path) -> None:
-    write_csv(mini_book / "budgets.csv", HEADER, [
-        ["26", "ART", "600"],
-        ["2026", "EXT-1", "100.005"],
-        ["2026", "NOPE", "-1"],
-        ["2026", "MATH", "10"],
-        ["2026", "MATH", "20"],
-        ["2026", "ART", "1,000.00"],
-    ])
+    write_csv(
+        mini_book / "budgets.csv",
+        HEADER,
+        [
+            ["26", "ART", "600"],
+            ["2026", "EXT-1", "100.005"],
+            ["2026", "NOPE", "-1"],
+            ["2026", "MATH", "10"],
+            ["2026", "MATH", "20"],
+            ["2026", "ART", "1,000.00"],
+        ],
+    )
     with pytest.raises(InputRefused) as refused:
         api.load(loaded, mini_book)
     assert [str(p) for p in refused.value.problems] == [
@@ -94,8 +96,9 @@ def test_status_for_a_statement(db_url: str, mini_book: Path, tmp_path: Path) ->
 
 def test_preview_and_close_warn_about_budgets(loaded: str, mini_book: Path, tmp_path: Path) -> None:
     # fiscal year 2026 from July 2025: March is month 9 of 12
-    budget_book(mini_book, [[2026, "ART", "200"], [2026, "MATH", "100"], [2026, "FLEET", "10"],
-                            [2026, "IT", "1000"]], start=7)
+    budget_book(
+        mini_book, [[2026, "ART", "200"], [2026, "MATH", "100"], [2026, "FLEET", "10"], [2026, "IT", "1000"]], start=7
+    )
     api.load(loaded, mini_book)
     api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
     preview = api.preview(loaded, "2026-03", tmp_path / "out")
@@ -103,8 +106,10 @@ def test_preview_and_close_warn_about_budgets(loaded: str, mini_book: Path, tmp_
     # four months March-June, not averaged over the eight months before it had any data.
     # ART 185.00 of 200.00: 740.00 by June; MATH 45.13 of 100.00: 180.52; FLEET 15.00 of 10.00: over
     assert [(s.unit, s.state, s.projected) for s in preview.budget_warnings] == [
-        ("ART", "on course to exceed", 74000), ("FLEET", "over budget", 6000),
-        ("MATH", "on course to exceed", 18052)]
+        ("ART", "on course to exceed", 74000),
+        ("FLEET", "over budget", 6000),
+        ("MATH", "on course to exceed", 18052),
+    ]
     out = str(tmp_path / "out")
     result = CliRunner().invoke(main, ["--db", loaded, "close", "2026-03", "--out", out])
     assert result.exit_code == 0
@@ -122,7 +127,9 @@ def test_the_budgets_command(loaded: str, mini_book: Path, tmp_path: Path) -> No
     api.load(loaded, mini_book)
     api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
     api.close(loaded, "2026-03", tmp_path / "out")
-    result = CliRunner().invoke(main, ["--db", loaded, "budgets", "--fiscal-year", "2026", "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main, ["--db", loaded, "budgets", "--fiscal-year", "2026", "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "budgets of fiscal year 2026 (2026-01 to 2026-12), through 2026-03 (3 of 12 months)"

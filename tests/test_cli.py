@@ -1,17 +1,16 @@
 """The command line: exit codes 0 / 1 / 2, one clear line on stderr, never a traceback."""
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import usage_file
 
 from chargeback.cli import main
-
-from conftest import usage_file
 
 
 def cli(url: str, *args: str) -> tuple[int, str, str]:
@@ -26,10 +25,24 @@ def test_a_month_from_the_command_line(db_url: str, mini_book: Path, tmp_path: P
     assert code == 0 and out.startswith("loaded Mini College: 6 units (6 new), 2 services, 4 rates")
     code, out, _ = cli(db_url, "import", str(mini_book / "usage" / "2026-03.csv"), "--period", "2026-03")
     assert code == 0
-    assert out.splitlines()[0] == "2026-03.csv -> 2026-03: 5 lines read, 5 imported, 0 duplicates skipped, 0 late, 0 credits"
+    assert (
+        out.splitlines()[0]
+        == "2026-03.csv -> 2026-03: 5 lines read, 5 imported, 0 duplicates skipped, 0 late, 0 credits"
+    )
     assert "FLEET" in out.splitlines()[1] and "140.13 USD" in out.splitlines()[1]
-    code, out, _ = cli(db_url, "adjust", "2026-03", "--service", "HELP", "--consumer", "ART", "--amount", "-5.00",
-                       "--reason", "Goodwill")
+    code, out, _ = cli(
+        db_url,
+        "adjust",
+        "2026-03",
+        "--service",
+        "HELP",
+        "--consumer",
+        "ART",
+        "--amount",
+        "-5.00",
+        "--reason",
+        "Goodwill",
+    )
     assert code == 0 and "-5.00 USD" in out
     code, out, _ = cli(db_url, "close", "2026-03", "--out", str(tmp_path / "out"))
     assert code == 0 and out.startswith("closed 2026-03: 6 entries posted")
@@ -47,8 +60,11 @@ def test_a_month_from_the_command_line(db_url: str, mini_book: Path, tmp_path: P
 
 
 def test_refusals_exit_1_with_one_line(loaded: str, tmp_path: Path) -> None:
-    bad = usage_file(tmp_path, "bad.csv", [["2026-03-02", "HELP", "NOBODY", "1", "R-1", ""],
-                                           ["2026-03-40", "HELP", "ART", "1", "R-2", ""]])
+    bad = usage_file(
+        tmp_path,
+        "bad.csv",
+        [["2026-03-02", "HELP", "NOBODY", "1", "R-1", ""], ["2026-03-40", "HELP", "ART", "1", "R-2", ""]],
+    )
     code, out, err = cli(loaded, "import", str(bad), "--period", "2026-03")
     assert code == 1 and out == ""
     assert err.splitlines() == [
@@ -66,8 +82,13 @@ def test_refusals_exit_1_with_one_line(loaded: str, tmp_path: Path) -> None:
 
 def test_bad_usage_exits_2(loaded: str) -> None:
     assert cli(loaded, "close")[0] == 2
-    for command in (["close", "2026-5"], ["import", "x.csv", "--period", "2026-5"], ["audit", "--period", "26-05"],
-                    ["reopen", "2026-13", "--reason", "x"], ["adjust", "0000-01", "--service", "HELP"]):
+    for command in (
+        ["close", "2026-5"],
+        ["import", "x.csv", "--period", "2026-5"],
+        ["audit", "--period", "26-05"],
+        ["reopen", "2026-13", "--reason", "x"],
+        ["adjust", "0000-01", "--service", "HELP"],
+    ):
         code, _, err = cli(loaded, *command)
         assert code == 2 and "Invalid value for" in err, command
     assert cli(loaded, "export", "2026-03", "--format", "xml")[0] == 2
@@ -79,13 +100,17 @@ def test_an_uninitialised_database_says_what_to_do(tmp_path: Path) -> None:
     assert code == 1 and err == "refused: the database has no chargeback schema or an old one: run `chargeback init`\n"
 
 
-def test_the_run_summary_counts_one_file_and_one_period_in_the_singular(db_url: str, mini_book: Path,
-                                                                        tmp_path: Path) -> None:
+def test_the_run_summary_counts_one_file_and_one_period_in_the_singular(
+    db_url: str, mini_book: Path, tmp_path: Path
+) -> None:
     (mini_book / "usage" / "2026-04.csv").unlink()
     code, out, _ = cli(db_url, "run", str(mini_book), "--out", str(tmp_path / "out"))
     assert code == 0
-    assert re.fullmatch(r"5 usage lines read in 1 file, 1 period closed; time: load [\d.]+ s, "
-                        r"import [\d.]+ s, close [\d.]+ s, documents [\d.]+ s", out.splitlines()[-1])
+    assert re.fullmatch(
+        r"5 usage lines read in 1 file, 1 period closed; time: load [\d.]+ s, "
+        r"import [\d.]+ s, close [\d.]+ s, documents [\d.]+ s",
+        out.splitlines()[-1],
+    )
 
 
 def test_a_database_password_never_appears(tmp_path: Path) -> None:
@@ -97,20 +122,29 @@ def test_a_database_password_never_appears(tmp_path: Path) -> None:
 
 def test_the_installed_command_runs_the_mini_book(mini_book: Path, tmp_path: Path) -> None:
     env = dict(os.environ, CHARGEBACK_DB=f"sqlite:///{tmp_path / 'db.sqlite'}")
-    done = subprocess.run([sys.executable, "-m", "chargeback", "run", str(mini_book), "--out", str(tmp_path / "out")],
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "chargeback", "run", str(mini_book), "--out", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     summary = done.stdout.splitlines()[-1]  # one line with the time of each phase
-    assert re.fullmatch(r"\d+ usage lines read in 2 files, 2 periods closed; time: load [\d.]+ s, "
-                        r"import [\d.]+ s, close [\d.]+ s, documents [\d.]+ s", summary), summary
-    done = subprocess.run([sys.executable, "-m", "chargeback", "reconcile", "2026-03", "--json"],
-                          env=env, capture_output=True, text=True)
+    assert re.fullmatch(
+        r"\d+ usage lines read in 2 files, 2 periods closed; time: load [\d.]+ s, "
+        r"import [\d.]+ s, close [\d.]+ s, documents [\d.]+ s",
+        summary,
+    ), summary
+    done = subprocess.run(
+        [sys.executable, "-m", "chargeback", "reconcile", "2026-03", "--json"], env=env, capture_output=True, text=True
+    )
     assert json.loads(done.stdout)["internal_revenue"] == "245.13"
 
 
 def test_an_adjustment_is_echoed_and_recorded_with_the_currency_digits(loaded: str) -> None:
-    code, out, _ = cli(loaded, "adjust", "2026-03", "--service", "HELP", "--consumer", "ART", "--amount", "50",
-                       "--reason", "Setup")
+    code, out, _ = cli(
+        loaded, "adjust", "2026-03", "--service", "HELP", "--consumer", "ART", "--amount", "50", "--reason", "Setup"
+    )
     assert code == 0 and "50.00 USD" in out and " 50 USD" not in out
     code, out, _ = cli(loaded, "audit")
     assert "-> done: adjustment 1: 50.00 USD" in out
@@ -119,20 +153,27 @@ def test_an_adjustment_is_echoed_and_recorded_with_the_currency_digits(loaded: s
 def test_an_open_period_says_what_is_pending_and_is_not_exported(loaded: str, tmp_path: Path) -> None:
     """`reconcile` of an open month with usage imported printed "balanced, 0.00" as if
     nothing were there, and `export` wrote a header and exited 0."""
-    usage = usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "2", "T-1", ""],
-                                           ["2026-03-03", "HELP", "MATH", "1", "T-2", ""]])
+    usage = usage_file(
+        tmp_path,
+        "u.csv",
+        [["2026-03-02", "HELP", "ART", "2", "T-1", ""], ["2026-03-03", "HELP", "MATH", "1", "T-2", ""]],
+    )
     assert cli(loaded, "import", str(usage), "--period", "2026-03")[0] == 0
-    assert cli(loaded, "adjust", "2026-03", "--service", "HELP", "--consumer", "ART", "--amount", "-5",
-               "--reason", "x")[0] == 0
+    assert (
+        cli(loaded, "adjust", "2026-03", "--service", "HELP", "--consumer", "ART", "--amount", "-5", "--reason", "x")[0]
+        == 0
+    )
     code, out, _ = cli(loaded, "reconcile", "2026-03")
     assert code == 0 and out.splitlines()[-1] == (
-        "  2 usage lines and 1 adjustment (-5.00 USD) are pending, not posted: close 2026-03 to post them")
+        "  2 usage lines and 1 adjustment (-5.00 USD) are pending, not posted: close 2026-03 to post them"
+    )
     code, out, _ = cli(loaded, "reconcile", "2026-03", "--json")
     assert json.loads(out)["pending"] == {"usage_lines": 2, "adjustments": 1, "adjustments_amount": "-5.00"}
     code, out, err = cli(loaded, "export", "2026-03", "--format", "csv")
     assert (code, out) == (1, "") and err == (
         "refused: period 2026-03 is open: 2 usage lines and 1 adjustment (-5.00 USD) are pending, not posted; "
-        "its journal is exported once it is closed (`chargeback close 2026-03`)\n")
+        "its journal is exported once it is closed (`chargeback close 2026-03`)\n"
+    )
     assert cli(loaded, "close", "2026-03", "--out", str(tmp_path / "out"))[0] == 0
     code, out, _ = cli(loaded, "reconcile", "2026-03", "--json")
     assert json.loads(out)["pending"] == {"usage_lines": 0, "adjustments": 0, "adjustments_amount": "0.00"}

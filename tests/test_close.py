@@ -5,16 +5,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from conftest import usage_file
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select
 
 from chargeback import api
-
-from chargeback.documents import folder as documents
 from chargeback.core.errors import Refused
+from chargeback.documents import folder as documents
 from chargeback.store.schema import Entry, PeriodEvent
-
-from conftest import usage_file
 
 D = Decimal
 
@@ -24,8 +23,9 @@ def engine_for(url: str):  # type: ignore[no-untyped-def]
 
 
 def entries(url: str, period: str | None = None) -> list[tuple]:  # type: ignore[type-arg]
-    query = select(Entry.kind, Entry.consumer, Entry.service, Entry.amount_minor, Entry.debit_account,
-                   Entry.credit_account).order_by(Entry.id)
+    query = select(
+        Entry.kind, Entry.consumer, Entry.service, Entry.amount_minor, Entry.debit_account, Entry.credit_account
+    ).order_by(Entry.id)
     if period:
         query = query.where(Entry.period == period)
     engine = engine_for(url)
@@ -36,10 +36,18 @@ def entries(url: str, period: str | None = None) -> list[tuple]:  # type: ignore
 
 
 def march(url: str, tmp_path: Path) -> None:
-    api.import_file(url, usage_file(tmp_path, "m.csv", [
-        ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop"],
-        ["2026-03-21", "HELP", "EXT-1", "2", "T-2", "Kiosk"],
-    ]), "2026-03")
+    api.import_file(
+        url,
+        usage_file(
+            tmp_path,
+            "m.csv",
+            [
+                ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop"],
+                ["2026-03-21", "HELP", "EXT-1", "2", "T-2", "Kiosk"],
+            ],
+        ),
+        "2026-03",
+    )
 
 
 def test_close_posts_one_balanced_entry_per_charge_and_locks(loaded: str, tmp_path: Path) -> None:
@@ -52,8 +60,10 @@ def test_close_posts_one_balanced_entry_per_charge_and_locks(loaded: str, tmp_pa
     ]
     rec = api.reconcile(loaded, "2026-03")
     assert (rec.status, rec.internal_revenue, rec.internal_spend, rec.external_revenue) == ("closed", 9000, 9000, 18000)
-    assert sorted(p.name for p in (tmp_path / "out" / "2026-03").iterdir())[:2] == ["journal.csv", "manifest.json"] or \
-        {"journal.csv", "manifest.json"} <= {p.name for p in (tmp_path / "out" / "2026-03").iterdir()}
+    assert sorted(p.name for p in (tmp_path / "out" / "2026-03").iterdir())[:2] == ["journal.csv", "manifest.json"] or {
+        "journal.csv",
+        "manifest.json",
+    } <= {p.name for p in (tmp_path / "out" / "2026-03").iterdir()}
     with pytest.raises(Refused, match="already closed"):
         api.close(loaded, "2026-03", tmp_path / "out")
     with pytest.raises(Refused, match="period 2026-03 is closed"):
@@ -74,7 +84,8 @@ def test_recurring_fees_and_adjustments_are_posted_at_close(db_url: str, mini_bo
     (mini_book / "recurring.csv").write_text(
         "service,consumer,quantity,from_period,to_period,description\n"
         "HELP,ART,0.5,2026-03,2026-04,Support retainer\n"
-        "VAN,MATH,1,2026-03,,Reserved van\n")
+        "VAN,MATH,1,2026-03,,Reserved van\n"
+    )
     api.load(db_url, mini_book)
     api.adjust(db_url, "2026-03", "HELP", "MATH", "-12.34", "Goodwill credit", "ADJ-7")
     api.close(db_url, "2026-03", tmp_path / "out")
@@ -104,7 +115,9 @@ def test_adjustment_refusals(loaded: str) -> None:
         api.adjust(loaded, "2026-03", "HELP", "ART", "2", "y", "R-1")
 
 
-def test_a_close_that_fails_half_way_changes_nothing(loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_close_that_fails_half_way_changes_nothing(
+    loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     march(loaded, tmp_path)
 
     def broken_writer(folder: Path, ctx: object, bill: object) -> Path:
@@ -130,18 +143,29 @@ def test_reopen_needs_a_reason_and_a_later_close_posts_only_what_is_new(loaded: 
     api.reopen(loaded, "2026-03", "Missed help desk tickets")
     with pytest.raises(Refused, match="open already"):
         api.reopen(loaded, "2026-03", "again")
-    api.import_file(loaded, usage_file(tmp_path, "more.csv", [
-        ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop (already posted)"],
-        ["2026-03-30", "HELP", "MATH", "1", "T-9", "Missed ticket"],
-    ]), "2026-03")
+    api.import_file(
+        loaded,
+        usage_file(
+            tmp_path,
+            "more.csv",
+            [
+                ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop (already posted)"],
+                ["2026-03-30", "HELP", "MATH", "1", "T-9", "Missed ticket"],
+            ],
+        ),
+        "2026-03",
+    )
     result = api.close(loaded, "2026-03", tmp_path / "out")
     assert result.posted == 1
     assert result.reconciliation.internal_spend == 9000 + 6000
     engine = engine_for(loaded)
     with engine.connect() as conn:
         events = conn.execute(select(PeriodEvent.action, PeriodEvent.reason).order_by(PeriodEvent.id)).all()
-        assert [tuple(e) for e in events] == [("close", "2 entries posted"), ("reopen", "Missed help desk tickets"),
-                                              ("close", "1 entries posted")]
+        assert [tuple(e) for e in events] == [
+            ("close", "2 entries posted"),
+            ("reopen", "Missed help desk tickets"),
+            ("close", "1 entries posted"),
+        ]
         assert conn.execute(select(func.count()).select_from(Entry)).scalar() == 3
     engine.dispose()
     assert api.verify(loaded).ok
@@ -166,28 +190,30 @@ def test_the_figures_read_once_are_the_figures_read_each_way(db_url: str, tmp_pa
     table from them. Each equals what its own query over the entries gives, on the demo
     book's three months (budgets, external customers, allocations, an adjustment), and a
     mis-posted entry (revenue credited to an external account) still shows as a difference."""
-    from chargeback.close import budgets
-    from chargeback.store import db
-    from chargeback.close import variance
-    from chargeback.documents.bills import document_context, service_totals
+    from chargeback.close import budgets, variance
     from chargeback.close.reconciliation import period_totals, reconcile
+    from chargeback.documents.bills import document_context, service_totals
+    from chargeback.store import db
 
     api.run(db_url, api.demo_book(), tmp_path / "out", through="2026-08")
     api.adjust(db_url, "2026-09", "IT-HELPDESK", "CHEM", "-12.50", "Goodwill credit")
     api.run(db_url, api.demo_book(), tmp_path / "out")
     engine = engine_for(db_url)
     with engine.begin() as conn:
-        first = conn.execute(select(func.min(Entry.id)).where(
-            Entry.period == "2026-08", Entry.credit_account.like("revenue:internal:%"))).scalar()
-        conn.execute(Entry.__table__.update().where(Entry.id == first)
-                     .values(credit_account="revenue:external:IT"))
+        first = conn.execute(
+            select(func.min(Entry.id)).where(Entry.period == "2026-08", Entry.credit_account.like("revenue:internal:%"))
+        ).scalar()
+        conn.execute(Entry.__table__.update().where(Entry.id == first).values(credit_account="revenue:external:IT"))
     engine.dispose()
     engine = db.connect(db_url)
     with engine.connect() as conn:
         for period in ("2026-07", "2026-08", "2026-09"):
             totals = period_totals(conn, period)
-            assert totals and sum(t.entries for t in totals) == conn.execute(
-                select(func.count()).where(Entry.period == period)).scalar()
+            assert (
+                totals
+                and sum(t.entries for t in totals)
+                == conn.execute(select(func.count()).where(Entry.period == period)).scalar()
+            )
             assert reconcile(conn, period, totals) == reconcile(conn, period)
             assert variance.review(conn, period, totals) == variance.review(conn, period)
             assert budgets.statuses_for(conn, period, totals) == budgets.statuses_for(conn, period)
@@ -199,13 +225,21 @@ def test_the_figures_read_once_are_the_figures_read_each_way(db_url: str, tmp_pa
         # the months before are read from the totals stored at their close: the review of
         # September equals one computed from the entries of all three months
         keys = (Entry.period, Entry.consumer, Entry.customer_class, Entry.provider, Entry.service, Entry.kind)
-        from_entries = [variance.Total(*row[:-1], int(row[-1])) for row in conn.execute(
-            select(*keys, func.sum(Entry.amount_minor)).group_by(*keys).order_by(Entry.period))]
+        from_entries = [
+            variance.Total(*row[:-1], int(row[-1]))
+            for row in conn.execute(select(*keys, func.sum(Entry.amount_minor)).group_by(*keys).order_by(Entry.period))
+        ]
         september = variance.review(conn, "2026-09")
         assert september.window == ("2026-08", "2026-07")
-        assert september == variance.compute("2026-09", from_entries, september.window,
-                                             threshold=september.threshold, digits=september.digits,
-                                             currency=september.currency, names=september.names)
+        assert september == variance.compute(
+            "2026-09",
+            from_entries,
+            september.window,
+            threshold=september.threshold,
+            digits=september.digits,
+            currency=september.currency,
+            names=september.names,
+        )
         assert any(t.kind == "adjustment" for t in period_totals(conn, "2026-09"))
         assert any(s.budget is not None for s in budgets.statuses_for(conn, "2026-09").values())
     engine.dispose()
@@ -214,8 +248,8 @@ def test_the_figures_read_once_are_the_figures_read_each_way(db_url: str, tmp_pa
 def test_each_close_stores_its_totals_and_a_close_after_a_reopen_replaces_them(loaded: str, tmp_path: Path) -> None:
     """Later closes read earlier months from the totals stored at close; they always
     equal a grouping of the period's entries, a late line posted after a reopen included."""
-    from chargeback.store import db
     from chargeback.close.reconciliation import period_totals, stored_totals
+    from chargeback.store import db
 
     engine = db.connect(loaded)
 
@@ -228,25 +262,28 @@ def test_each_close_stores_its_totals_and_a_close_after_a_reopen_replaces_them(l
     first, grouped = stored_and_grouped()
     assert first == grouped and sum(t.entries for t in first) == 2  # type: ignore[attr-defined]
     api.reopen(loaded, "2026-03", "a late ticket")
-    api.import_file(loaded, usage_file(tmp_path, "late.csv", [["2026-03-30", "HELP", "ART", "2", "T-3", "Printer"]]),
-                    "2026-03")
+    api.import_file(
+        loaded, usage_file(tmp_path, "late.csv", [["2026-03-30", "HELP", "ART", "2", "T-3", "Printer"]]), "2026-03"
+    )
     api.close(loaded, "2026-03", tmp_path / "out", documents=False)
     again, grouped = stored_and_grouped()
     assert again == grouped != first
     assert [(t.consumer, t.entries, t.amount_minor) for t in again if t.consumer == "ART"] == [  # type: ignore[attr-defined]
-        ("ART", 2, sum(a for _, c, _, a, _, _ in entries(loaded, "2026-03") if c == "ART"))]
+        ("ART", 2, sum(a for _, c, _, a, _, _ in entries(loaded, "2026-03") if c == "ART"))
+    ]
     assert api.verify(loaded).ok
     engine.dispose()
 
 
 def test_a_first_close_sums_its_totals_as_it_posts_and_they_equal_the_entries_grouped(
-        db_url: str, tmp_path: Path) -> None:
+    db_url: str, tmp_path: Path
+) -> None:
     """A first close sums the period's totals from the drafts it posts (`Tally`) instead of
     grouping the entries it has just written: on the demo book's months (usage, recurring
     fees, an adjustment, allocations, external customers) the totals stored at each close
     are exactly the entries grouped, key by key and in the same order."""
-    from chargeback.store import db
     from chargeback.close.reconciliation import period_totals, stored_totals
+    from chargeback.store import db
 
     api.run(db_url, api.demo_book(), tmp_path / "out", through="2026-08")
     api.adjust(db_url, "2026-09", "IT-HELPDESK", "CHEM", "-12.50", "Goodwill credit")
@@ -268,29 +305,64 @@ def test_a_first_close_sums_its_totals_as_it_posts_and_they_equal_the_entries_gr
 _CODE = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,5}\Z")
 
 
-@given(st.lists(st.tuples(_CODE, st.sampled_from(["internal", "external"]), _CODE, _CODE,
-                          st.sampled_from(["usage", "recurring", "adjustment", "allocation"]),
-                          _CODE, _CODE), min_size=1, max_size=40),
-       st.lists(st.integers(-10**9, 10**9), min_size=80, max_size=80))
+@given(
+    st.lists(
+        st.tuples(
+            _CODE,
+            st.sampled_from(["internal", "external"]),
+            _CODE,
+            _CODE,
+            st.sampled_from(["usage", "recurring", "adjustment", "allocation"]),
+            _CODE,
+            _CODE,
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.lists(st.integers(-(10**9), 10**9), min_size=80, max_size=80),
+)
 def test_a_tally_sums_and_orders_as_the_database_groups(keys: list[tuple[str, ...]], numbers: list[int]) -> None:
     """Each key summed apart, in the tuples' order (the database's bytewise order of the
     seven columns), whatever the codes: `A` before `A-B` before `A.B` before `AB`."""
     import datetime as dt
 
-    from chargeback.ledger.journal import Draft
     from chargeback.close.reconciliation import PeriodTotal, Tally
+    from chargeback.ledger.journal import Draft
 
     day = dt.date(2026, 3, 1)
-    drafts = [Draft("2026-03", day, day, kind, None, None, service, provider, consumer, kind_of,
-                    numbers[2 * i], None, numbers[2 * i + 1], debit, credit, None, None, None, None, None)
-              for i, (consumer, kind_of, provider, service, kind, debit, credit) in enumerate(keys * 2)
-              if i < 40]
+    drafts = [
+        Draft(
+            "2026-03",
+            day,
+            day,
+            kind,
+            None,
+            None,
+            service,
+            provider,
+            consumer,
+            kind_of,
+            numbers[2 * i],
+            None,
+            numbers[2 * i + 1],
+            debit,
+            credit,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+        for i, (consumer, kind_of, provider, service, kind, debit, credit) in enumerate(keys * 2)
+        if i < 40
+    ]
     tally = Tally()
     assert list(tally.counting(drafts)) == drafts
     expected: dict[tuple[str, ...], list[int]] = {}
     for d in drafts:
-        sums = expected.setdefault((d.consumer, d.customer_class, d.provider, d.service, d.kind,
-                                    d.debit_account, d.credit_account), [0, 0, 0])
+        sums = expected.setdefault(
+            (d.consumer, d.customer_class, d.provider, d.service, d.kind, d.debit_account, d.credit_account), [0, 0, 0]
+        )
         sums[0] += 1
         sums[1] += d.quantity_micro
         sums[2] += d.amount_minor

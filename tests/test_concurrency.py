@@ -14,15 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
-
-from chargeback import api
-
 from conftest import USAGE_HEADER
 from reliability import cli_env, count, rounds, rows, scalar
 
+from chargeback import api
+
 ROUNDS = rounds(1, 12)
-STARTER = ("import sys, time; from chargeback.cli import main; start = float(sys.argv[1]); "
-           "time.sleep(max(0.0, start - time.time())); main(sys.argv[2:], prog_name='chargeback')")
+STARTER = (
+    "import sys, time; from chargeback.cli import main; start = float(sys.argv[1]); "
+    "time.sleep(max(0.0, start - time.time())); main(sys.argv[2:], prog_name='chargeback')"
+)
 
 
 def together(*commands: list[str], delays: list[float] | None = None) -> list[tuple[int, str, str]]:
@@ -30,9 +31,16 @@ def together(*commands: list[str], delays: list[float] | None = None) -> list[tu
     its delay); (exit code, stdout, stderr) of each."""
     start = time.time() + 1.5 + 0.4 * len(commands)
     delays = delays or [0.0] * len(commands)
-    processes = [subprocess.Popen([sys.executable, "-c", STARTER, str(start + delay), *args], env=cli_env(),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for args, delay in zip(commands, delays)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER, str(start + delay), *args],
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args, delay in zip(commands, delays)
+    ]
     results = []
     for process in processes:
         out, err = process.communicate(timeout=180)
@@ -88,9 +96,11 @@ def test_the_same_file_imported_into_different_periods(book: str, tmp_path: Path
             if code == 0:
                 assert imported(out) == 0  # it started after the winner had committed
             else:
-                assert err == ("refused: another import stored some of these usage lines at the same time; "
-                               f"nothing from cross{round_}.csv was imported: import it again (lines already "
-                               "stored are skipped as duplicates)\n")
+                assert err == (
+                    "refused: another import stored some of these usage lines at the same time; "
+                    f"nothing from cross{round_}.csv was imported: import it again (lines already "
+                    "stored are skipped as duplicates)\n"
+                )
         assert scalar(book, f"SELECT count(*) FROM usage WHERE reference LIKE 'X{round_}-%%'") == 3000
         assert scalar(book, f"SELECT count(DISTINCT period) FROM usage WHERE reference LIKE 'X{round_}-%%'") == 1
     assert api.verify(book).ok
@@ -111,8 +121,13 @@ def test_closing_the_same_period_three_times_at_once(book: str, tmp_path: Path) 
         results = together(*[["--db", book, "close", period, "--out", str(tmp_path / f"out{n}")] for n in range(3)])
         assert sorted(code for code, _, _ in results) == [0, 1, 1], results
         assert sorted(err for code, _, err in results if code) == [f"refused: period {period} is already closed\n"] * 2
-        assert scalar(book, f"SELECT count(*) FROM charge_lines c JOIN usage u ON u.id = c.usage_id "
-                            f"WHERE u.period = '{period}'") == 3000
+        assert (
+            scalar(
+                book,
+                f"SELECT count(*) FROM charge_lines c JOIN usage u ON u.id = c.usage_id WHERE u.period = '{period}'",
+            )
+            == 3000
+        )
     assert api.verify(book).ok
 
 
@@ -121,12 +136,15 @@ def test_closing_two_periods_at_once_keeps_one_chain(book: str, tmp_path: Path) 
         first, second = f"{2030 + round_}-01", f"{2030 + round_}-02"
         for period in (first, second):
             api.import_file(book, usage(tmp_path, f"t{period}.csv", f"T{period}", f"{period}-03", 2000), period)
-        results = together(["--db", book, "close", first, "--out", str(tmp_path / "o1")],
-                           ["--db", book, "close", second, "--out", str(tmp_path / "o2")])
+        results = together(
+            ["--db", book, "close", first, "--out", str(tmp_path / "o1")],
+            ["--db", book, "close", second, "--out", str(tmp_path / "o2")],
+        )
         assert results[0][0] == 0, results
         # the later period closes only if the earlier one was closed before it looked
         assert results[1][0] == 0 or results[1][2] == (
-            f"refused: period {first} is still open and has activity: close it before {second}\n")
+            f"refused: period {first} is still open and has activity: close it before {second}\n"
+        )
         if results[1][0]:
             api.close(book, second, tmp_path / "o2")
         assert api.verify(book).ok
@@ -139,24 +157,32 @@ def test_importing_while_closing_is_all_or_nothing(book: str, tmp_path: Path) ->
         period = f"{2040 + round_ // 12}-{round_ % 12 + 1:02d}"
         api.import_file(book, usage(tmp_path, f"w{period}.csv", f"W{period}", f"{period}-02", 2000), period)
         late = usage(tmp_path, f"l{period}.csv", f"L{period}", f"{period}-03", 500)
-        results = together(["--db", book, "close", period, "--out", str(tmp_path / "out")],
-                           ["--db", book, "import", str(late), "--period", period],
-                           delays=[0.0, rng.uniform(-0.6, 0.6)])
+        results = together(
+            ["--db", book, "close", period, "--out", str(tmp_path / "out")],
+            ["--db", book, "import", str(late), "--period", period],
+            delays=[0.0, rng.uniform(-0.6, 0.6)],
+        )
         (close_code, _, close_err), (import_code, _, import_err) = results
         assert close_code == 0, close_err
-        entries = scalar(book, f"SELECT count(*) FROM charge_lines c JOIN usage u ON u.id = c.usage_id "
-                               f"WHERE u.period = '{period}'")
+        entries = scalar(
+            book, f"SELECT count(*) FROM charge_lines c JOIN usage u ON u.id = c.usage_id WHERE u.period = '{period}'"
+        )
         if import_code == 0:  # the import committed first: the close posted all of it
             assert entries == 2500
             orders.add("import first")
         else:  # the close committed first: the import was refused whole
-            assert import_err == (f"refused: period {period} is closed: nothing can be added to it; "
-                                  f"reopen it with `chargeback reopen {period} --reason ...` if you must\n")
+            assert import_err == (
+                f"refused: period {period} is closed: nothing can be added to it; "
+                f"reopen it with `chargeback reopen {period} --reason ...` if you must\n"
+            )
             assert entries == 2000
             orders.add("close first")
-        unposted = scalar(book, "SELECT count(*) FROM usage u JOIN periods p ON p.period = u.period "
-                                "LEFT JOIN charge_lines c ON c.usage_id = u.id WHERE p.status = 'closed' "
-                                "AND c.usage_id IS NULL")
+        unposted = scalar(
+            book,
+            "SELECT count(*) FROM usage u JOIN periods p ON p.period = u.period "
+            "LEFT JOIN charge_lines c ON c.usage_id = u.id WHERE p.status = 'closed' "
+            "AND c.usage_id IS NULL",
+        )
         assert unposted == 0, "a closed period holds usage that its close did not see"
     assert api.verify(book).ok
     print(f"importing while closing: {sorted(orders)}")

@@ -15,18 +15,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import write_csv
 from sqlalchemy import Connection, insert, select
 
 from chargeback import api
-
-from chargeback.store import db
-
-from chargeback.documents import delivery
 from chargeback.cli import main
 from chargeback.core.errors import Refused
+from chargeback.documents import delivery
+from chargeback.store import db
 from chargeback.store.schema import Delivery
-
-from conftest import write_csv
 
 aiosmtpd = pytest.importorskip("aiosmtpd.controller")
 
@@ -74,11 +71,19 @@ def smtp() -> tuple[Inbox, str]:  # type: ignore[misc]
 
 
 def with_emails(mini_book: Path, emails: dict[str, str]) -> None:
-    rows = [["COL", "Mini College", "internal", ""], ["IT", "Information Technology", "internal", "COL"],
-            ["FLEET", "Fleet Services", "internal", "COL"], ["ART", "Art Department", "internal", "COL"],
-            ["MATH", "Mathematics", "internal", "COL"], ["EXT-1", "Town Library", "external", ""]]
-    write_csv(mini_book / "units.csv", UNITS,
-              [row + [emails.get(row[0], ""), "Dr. Ada Byron" if row[0] == "ART" else ""] for row in rows])
+    rows = [
+        ["COL", "Mini College", "internal", ""],
+        ["IT", "Information Technology", "internal", "COL"],
+        ["FLEET", "Fleet Services", "internal", "COL"],
+        ["ART", "Art Department", "internal", "COL"],
+        ["MATH", "Mathematics", "internal", "COL"],
+        ["EXT-1", "Town Library", "external", ""],
+    ]
+    write_csv(
+        mini_book / "units.csv",
+        UNITS,
+        [row + [emails.get(row[0], ""), "Dr. Ada Byron" if row[0] == "ART" else ""] for row in rows],
+    )
 
 
 def documents_for(folder: Path, units: dict[str, str]) -> None:
@@ -100,8 +105,10 @@ CONSUMERS = {"ART": "internal", "MATH": "internal", "FLEET": "internal", "EXT-1"
 @pytest.fixture
 def march(db_url: str, mini_book: Path, tmp_path: Path) -> tuple[str, Path]:
     """March of the mini book closed, with addresses for ART, MATH and the library."""
-    with_emails(mini_book, {"ART": "art@uni.example", "MATH": "math@uni.example, dean@uni.example",
-                            "EXT-1": "billing@library.example"})
+    with_emails(
+        mini_book,
+        {"ART": "art@uni.example", "MATH": "math@uni.example, dean@uni.example", "EXT-1": "billing@library.example"},
+    )
     write_csv(mini_book / "budgets.csv", ["fiscal_year", "unit", "amount"], [[2026, "ART", "1000"]])
     api.run(db_url, mini_book, tmp_path / "out", through="2026-03")
     documents_for(tmp_path / "out" / "2026-03", CONSUMERS)
@@ -111,8 +118,9 @@ def march(db_url: str, mini_book: Path, tmp_path: Path) -> tuple[str, Path]:
 def deliveries(url: str) -> list[tuple[str, str, str]]:
     engine = db.connect(url)
     with engine.connect() as conn:
-        rows = [tuple(r) for r in conn.execute(select(Delivery.period, Delivery.unit, Delivery.email)
-                                               .order_by(Delivery.id))]
+        rows = [
+            tuple(r) for r in conn.execute(select(Delivery.period, Delivery.unit, Delivery.email).order_by(Delivery.id))
+        ]
     engine.dispose()
     return rows
 
@@ -124,8 +132,10 @@ def subject(message: EmailMessage) -> str:
 
 
 def attachments(message: EmailMessage) -> list[tuple[str, str, bytes]]:
-    return [(part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
-            for part in message.iter_attachments()]
+    return [
+        (part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
+        for part in message.iter_attachments()
+    ]
 
 
 def test_each_unit_gets_its_documents_once(march: tuple[str, Path], smtp: tuple[Inbox, str]) -> None:
@@ -143,21 +153,27 @@ def test_each_unit_gets_its_documents_once(march: tuple[str, Path], smtp: tuple[
     assert art["From"] == "finance@uni.example" and art["To"] == "art@uni.example"
     body = art.get_body(("plain",)).get_content()
     assert body.startswith("Dear Dr. Ada Byron,") and "Charges of the period: 185.00 USD" in body
-    assert ("Budget for fiscal year 2026: 1000.00 USD; spent to date 185.00 USD (18.5%), "
-            "remaining 815.00 USD") in body
+    assert ("Budget for fiscal year 2026: 1000.00 USD; spent to date 185.00 USD (18.5%), remaining 815.00 USD") in body
     assert "Budget" not in inbox.to("math@uni.example").get_body(("plain",)).get_content()
     assert attachments(art) == [
-        ("ART-2026-03-statement.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-         (folder / "statements" / "ART.xlsx").read_bytes()),
+        (
+            "ART-2026-03-statement.xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            (folder / "statements" / "ART.xlsx").read_bytes(),
+        ),
         ("ART-2026-03-invoice.html", "text/html", (folder / "invoices" / "ART.html").read_bytes()),
     ]
     library = inbox.to("billing@library.example")
     assert subject(library) == "Mini College: invoice of Town Library (EXT-1) for March 2026"
     assert "Amount due: 180.00 USD" in library.get_body(("plain",)).get_content()
-    assert attachments(library) == [("EXT-1-2026-03-invoice.html", "text/html",
-                                     (folder / "invoices" / "EXT-1.html").read_bytes())]
-    assert deliveries(url) == [("2026-03", "ART", "art@uni.example"), ("2026-03", "EXT-1", "billing@library.example"),
-                               ("2026-03", "MATH", "math@uni.example, dean@uni.example")]
+    assert attachments(library) == [
+        ("EXT-1-2026-03-invoice.html", "text/html", (folder / "invoices" / "EXT-1.html").read_bytes())
+    ]
+    assert deliveries(url) == [
+        ("2026-03", "ART", "art@uni.example"),
+        ("2026-03", "EXT-1", "billing@library.example"),
+        ("2026-03", "MATH", "math@uni.example, dean@uni.example"),
+    ]
 
     again = api.deliver(url, "2026-03", out, server, "finance@uni.example")
     assert again.sent == [] and again.sent_before == ["ART", "EXT-1", "MATH"]
@@ -165,8 +181,7 @@ def test_each_unit_gets_its_documents_once(march: tuple[str, Path], smtp: tuple[
     assert len(inbox.messages) == 3
 
 
-def test_two_delivers_at_once_send_each_unit_one_message(march: tuple[str, Path],
-                                                         smtp: tuple[Inbox, str]) -> None:
+def test_two_delivers_at_once_send_each_unit_one_message(march: tuple[str, Path], smtp: tuple[Inbox, str]) -> None:
     """A scheduled `deliver` and one started by hand at the same moment: each unit still
     gets one message, recorded once, and each run counts what the other sent as sent
     before. Each message takes the server 0.3 s, so the two runs overlap (on SQLite the
@@ -192,7 +207,10 @@ def test_two_delivers_at_once_send_each_unit_one_message(march: tuple[str, Path]
         run.join(timeout=120)
     assert errors == []
     assert sorted(rcpt[0] for rcpt, _ in inbox.messages) == [
-        "art@uni.example", "billing@library.example", "math@uni.example"]
+        "art@uni.example",
+        "billing@library.example",
+        "math@uni.example",
+    ]
     sent = [s.unit for result in results for s in result.sent]
     assert sorted(sent) == ["ART", "EXT-1", "MATH"]
     for result in results:
@@ -200,8 +218,9 @@ def test_two_delivers_at_once_send_each_unit_one_message(march: tuple[str, Path]
     assert sorted(unit for _, unit, _ in deliveries(url)) == ["ART", "EXT-1", "MATH"]
 
 
-def test_a_unit_another_run_sent_meanwhile_is_not_sent_again(march: tuple[str, Path], smtp: tuple[Inbox, str],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_unit_another_run_sent_meanwhile_is_not_sent_again(
+    march: tuple[str, Path], smtp: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Another run records ART between this run's plan and its sending: this run finds
     the record when it claims ART, sends only the others, and counts ART as sent before."""
     url, out = march
@@ -210,9 +229,17 @@ def test_a_unit_another_run_sent_meanwhile_is_not_sent_again(march: tuple[str, P
 
     def plan_while_another_run_sends_art(conn: Connection, period: str) -> delivery.Plan:
         todo = planned(conn, period)
-        conn.execute(insert(Delivery).values(
-            period=period, unit="ART", journal_hash=todo.journal_hash, email="art@uni.example",
-            sent_at=dt.datetime(2026, 4, 1, 9), message_id="<other-run@uni.example>", attachments=""))
+        conn.execute(
+            insert(Delivery).values(
+                period=period,
+                unit="ART",
+                journal_hash=todo.journal_hash,
+                email="art@uni.example",
+                sent_at=dt.datetime(2026, 4, 1, 9),
+                message_id="<other-run@uni.example>",
+                attachments="",
+            )
+        )
         return todo
 
     monkeypatch.setattr(delivery, "plan", plan_while_another_run_sends_art)
@@ -222,17 +249,22 @@ def test_a_unit_another_run_sent_meanwhile_is_not_sent_again(march: tuple[str, P
     assert sorted(unit for _, unit, _ in deliveries(url)) == ["ART", "EXT-1", "MATH"]
 
 
-def test_a_refused_address_is_reported_and_sent_after_the_fix(march: tuple[str, Path], mini_book: Path,
-                                                             smtp: tuple[Inbox, str]) -> None:
+def test_a_refused_address_is_reported_and_sent_after_the_fix(
+    march: tuple[str, Path], mini_book: Path, smtp: tuple[Inbox, str]
+) -> None:
     url, out = march
     inbox, server = smtp
-    with_emails(mini_book, {"ART": "bounce@uni.example", "MATH": "math@uni.example; bounce@math.example",
-                            "FLEET": "not an address"})
+    with_emails(
+        mini_book,
+        {"ART": "bounce@uni.example", "MATH": "math@uni.example; bounce@math.example", "FLEET": "not an address"},
+    )
     api.load(url, mini_book)
     runner = CliRunner()
     result = runner.invoke(main, ["--db", url, "deliver", "2026-03", "--out", str(out), "--smtp", server])
     assert result.exit_code == 1
-    assert "sent MATH to math@uni.example, bounce@math.example: statements/MATH.xlsx, invoices/MATH.html" in result.stdout
+    assert (
+        "sent MATH to math@uni.example, bounce@math.example: statements/MATH.xlsx, invoices/MATH.html" in result.stdout
+    )
     assert "warning: MATH: the mail server refused bounce@math.example: 550 5.1.1 no such mailbox" in result.stderr
     assert "delivered 2026-03: 1 sent, 0 sent before, 2 without an address, 1 refused by the server" in result.stdout
     assert "warning: EXT-1 not sent: it has no email in units.csv" in result.stderr
@@ -254,8 +286,9 @@ def test_a_refused_address_is_reported_and_sent_after_the_fix(march: tuple[str, 
 def test_a_dry_run_writes_eml_files_and_records_nothing(march: tuple[str, Path], smtp: tuple[Inbox, str]) -> None:
     url, out = march
     inbox, server = smtp
-    result = CliRunner().invoke(main, ["--db", url, "deliver", "2026-03", "--out", str(out), "--dry-run",
-                                       "--from", "finance@uni.example"])
+    result = CliRunner().invoke(
+        main, ["--db", url, "deliver", "2026-03", "--out", str(out), "--dry-run", "--from", "finance@uni.example"]
+    )
     assert result.exit_code == 0, result.output
     outbox = out / "2026-03-outbox"
     assert f"dry run: 3 messages written to {outbox}; nothing sent or recorded" in result.stdout
@@ -267,8 +300,9 @@ def test_a_dry_run_writes_eml_files_and_records_nothing(march: tuple[str, Path],
     assert len(api.deliver(url, "2026-03", out, server).sent) == 3
 
 
-def test_missing_documents_are_written_again_or_named(march: tuple[str, Path], smtp: tuple[Inbox, str],
-                                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_documents_are_written_again_or_named(
+    march: tuple[str, Path], smtp: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     url, out = march
     inbox, server = smtp
     real_report = api.report
@@ -290,7 +324,8 @@ def test_missing_documents_are_written_again_or_named(march: tuple[str, Path], s
         api.deliver(url, "2026-03", out, server)
     assert str(refused.value) == (
         f"cannot deliver 2026-03: documents missing from {out / '2026-03'}: ART: statements/ART.xlsx; "
-        "EXT-1: invoices/EXT-1.html; nothing was sent")
+        "EXT-1: invoices/EXT-1.html; nothing was sent"
+    )
     assert calls == [out] and inbox.messages == [] and deliveries(url) == []
 
     # documents in another folder (or from an earlier close) are written again, then sent
@@ -306,8 +341,9 @@ def test_missing_documents_are_written_again_or_named(march: tuple[str, Path], s
     assert len(result.sent) == 3 and len(inbox.messages) == 3
 
 
-def test_without_documents_deliver_says_which_are_missing(loaded: str, mini_book: Path, tmp_path: Path,
-                                                         smtp: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_documents_deliver_says_which_are_missing(
+    loaded: str, mini_book: Path, tmp_path: Path, smtp: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before the statements exist at all, the refusal lists each unit's missing files."""
     _, server = smtp
     with_emails(mini_book, {"ART": "art@uni.example"})
@@ -317,11 +353,14 @@ def test_without_documents_deliver_says_which_are_missing(loaded: str, mini_book
     for path in (tmp_path / "out" / "2026-03").rglob("*"):
         if path.is_file() and path.parent.name in ("statements", "invoices"):
             path.unlink()
-    result = CliRunner().invoke(main, ["--db", loaded, "deliver", "2026-03", "--out", str(tmp_path / "out"),
-                                       "--smtp", server])
+    result = CliRunner().invoke(
+        main, ["--db", loaded, "deliver", "2026-03", "--out", str(tmp_path / "out"), "--smtp", server]
+    )
     assert result.exit_code == 1
-    assert result.stderr == (f"refused: cannot deliver 2026-03: documents missing from {tmp_path / 'out' / '2026-03'}: "
-                             "ART: statements/ART.xlsx, invoices/ART.html; nothing was sent\n")
+    assert result.stderr == (
+        f"refused: cannot deliver 2026-03: documents missing from {tmp_path / 'out' / '2026-03'}: "
+        "ART: statements/ART.xlsx, invoices/ART.html; nothing was sent\n"
+    )
 
 
 def test_a_reclosed_period_is_sent_again_as_revised(march: tuple[str, Path], smtp: tuple[Inbox, str]) -> None:

@@ -12,11 +12,18 @@ def test_demo_closes_three_balanced_months(tmp_path: Path) -> None:
     assert [c.period for c in result.closes] == ["2026-07", "2026-08", "2026-09"]
     # usage and recurring fees (worked out when the book was written), plus the step-down
     # allocations of facilities and HR; August and September include the print tier
-    expected = {"2026-07": ("271960.98", "8341.78"), "2026-08": ("268514.67", "11436.03"),
-                "2026-09": ("274401.12", "10100.01")}
+    expected = {
+        "2026-07": ("271960.98", "8341.78"),
+        "2026-08": ("268514.67", "11436.03"),
+        "2026-09": ("274401.12", "10100.01"),
+    }
     for period, (internal, external) in expected.items():
         rec = api.reconcile(url, period).as_json()
-        assert (rec["internal_revenue"], rec["internal_spend"], rec["external_revenue"]) == (internal, internal, external)
+        assert (rec["internal_revenue"], rec["internal_spend"], rec["external_revenue"]) == (
+            internal,
+            internal,
+            external,
+        )
         assert rec["balanced"] and rec["status"] == "closed"
         assert (tmp_path / "out" / period / "manifest.json").exists()
     september = [i for i in result.imports if i.period == "2026-09"]

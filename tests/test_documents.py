@@ -11,24 +11,21 @@ from pathlib import Path
 
 import openpyxl
 import polars as pl
-from openpyxl.utils.escape import unescape
 import pytest
 from click.testing import CliRunner
+from documents_book import HOSTILE, build
+from openpyxl.utils.escape import unescape
 from sqlalchemy import insert, select
 
 from chargeback import api
-
-from chargeback.store import db
-
-from chargeback.documents import folder as documents
 from chargeback.cli import main
 from chargeback.core.errors import Refused
-from chargeback.documents.bills import bills, document_context, service_totals
 from chargeback.core.safe import file_in, neutralize
+from chargeback.documents import folder as documents
+from chargeback.documents.bills import bills, document_context, service_totals
 from chargeback.documents.statements import write_statement
+from chargeback.store import db
 from chargeback.store.schema import Period, Unit
-
-from documents_book import HOSTILE, build
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -41,8 +38,7 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def cells_of(path: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -63,8 +59,13 @@ def test_manifest_lists_every_file_with_hash_size_and_totals(out: tuple[str, Pat
     totals = api.reconcile(url, "2026-04").as_json()
     assert manifest["totals"]["internal_revenue"] == totals["internal_revenue"]
     assert manifest["totals"]["external_revenue"] == totals["external_revenue"]
-    assert {"invoices/EXT-1.html", "statements/ART.xlsx", "statements/rollup/COL.xlsx",
-            "reconciliation.xlsx", "journal.csv"} <= set(listed)
+    assert {
+        "invoices/EXT-1.html",
+        "statements/ART.xlsx",
+        "statements/rollup/COL.xlsx",
+        "reconciliation.xlsx",
+        "journal.csv",
+    } <= set(listed)
 
 
 def test_report_writes_the_same_documents_again(db_url: str, tmp_path: Path) -> None:
@@ -91,8 +92,8 @@ def test_parallel_writing_gives_the_same_files(out: tuple[str, Path], tmp_path: 
 
 @pytest.mark.parametrize("parallel_units, workers", [(2, 2), (10**6, 1)])
 def test_many_consumers_are_written_by_workers_even_with_few_lines(
-        out: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        parallel_units: int, workers: int) -> None:
+    out: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel_units: int, workers: int
+) -> None:
     """Each consumer's documents cost milliseconds whatever their lines: a period of at
     least `parallel_units` consumers is written on every core; the files are the same."""
     url, folder = out
@@ -120,7 +121,10 @@ def test_text_from_input_never_becomes_a_formula(out: tuple[str, Path]) -> None:
                 for cell in row:
                     value = cell.value
                     if cell.data_type == "f":
-                        assert not any(h.strip() in value for h in ("cmd|", "SUM(A1:A9)", "1+2")), (path, cell.coordinate)
+                        assert not any(h.strip() in value for h in ("cmd|", "SUM(A1:A9)", "1+2")), (
+                            path,
+                            cell.coordinate,
+                        )
                         continue
                     if isinstance(value, str):
                         assert not value.lstrip(" ").startswith(FORMULA_STARTS), (path, cell.coordinate, value)
@@ -142,8 +146,7 @@ def test_text_from_input_never_becomes_a_formula(out: tuple[str, Path]) -> None:
     assert "'-6200" in {row[3] for row in journal.iter_rows(values_only=True)}
 
 
-def test_tabs_and_carriage_returns_are_neutralized_in_every_writer(out: tuple[str, Path],
-                                                                  tmp_path: Path) -> None:
+def test_tabs_and_carriage_returns_are_neutralized_in_every_writer(out: tuple[str, Path], tmp_path: Path) -> None:
     """The importer trims descriptions, so a leading tab or CR reaches the writers only
     from elsewhere (an adjustment's reason, a future importer): check the writers."""
     url, _ = out
@@ -171,8 +174,9 @@ def test_names_from_the_book_are_neutralized(out: tuple[str, Path]) -> None:
     assert "'=Science Faculty" in names
 
 
-@pytest.mark.parametrize("code", ["../../escape", "/etc/passwd", "..", ".", "", "a/../../b",
-                                  "CON", "nul.txt", "x\x00y", "C:\\Windows"])
+@pytest.mark.parametrize(
+    "code", ["../../escape", "/etc/passwd", "..", ".", "", "a/../../b", "CON", "nul.txt", "x\x00y", "C:\\Windows"]
+)
 def test_a_unit_code_never_becomes_a_path_outside_the_folder(tmp_path: Path, code: str) -> None:
     path = file_in(tmp_path, code, ".html")
     assert path.parent == tmp_path.resolve()
@@ -193,8 +197,9 @@ def test_a_hostile_unit_code_in_the_database_stays_inside(loaded: str, tmp_path:
     assert (out / "2026-03" / "statements" / "_.._.._escape.xlsx").is_file()
 
 
-def test_a_failure_while_writing_leaves_the_period_open(loaded: str, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_while_writing_leaves_the_period_open(
+    loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "test")
 
     def broken(*args: object) -> None:
@@ -208,8 +213,9 @@ def test_a_failure_while_writing_leaves_the_period_open(loaded: str, tmp_path: P
     assert [p.name for p in (tmp_path / "out").iterdir()] == []
 
 
-def test_no_progress_bar_when_stderr_is_not_a_terminal(out: tuple[str, Path], tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_progress_bar_when_stderr_is_not_a_terminal(
+    out: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, _ = out
     monkeypatch.setattr(documents, "PROGRESS_LINES", 0)
     result = CliRunner().invoke(main, ["--db", url, "report", "2026-03", "--out", str(tmp_path)])
@@ -217,9 +223,9 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(out: tuple[str, Path], tm
     assert "writing the documents" not in result.output
 
 
-def test_progress_bar_on_a_terminal_for_a_big_period(out: tuple[str, Path], tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_bar_on_a_terminal_for_a_big_period(
+    out: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     url, _ = out
     monkeypatch.setattr(documents, "PROGRESS_LINES", 0)
     monkeypatch.setattr(documents.sys.stderr, "isatty", lambda: True, raising=False)
@@ -246,12 +252,10 @@ def test_drafts_of_an_open_period_say_so(loaded: str, tmp_path: Path) -> None:
     from chargeback.close.periods import close_period
 
     api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "test")
-    with db.connect(loaded).connect() as conn:
-        with conn.begin() as transaction:
-            close_period(conn, "2026-03", dt.datetime(2026, 3, 15, 12, 0))
-            documents.write_documents(conn, "2026-03", tmp_path, draft=True,
-                                      issued=dt.datetime(2026, 3, 15, 12, 0))
-            transaction.rollback()
+    with db.connect(loaded).connect() as conn, conn.begin() as transaction:
+        close_period(conn, "2026-03", dt.datetime(2026, 3, 15, 12, 0))
+        documents.write_documents(conn, "2026-03", tmp_path, draft=True, issued=dt.datetime(2026, 3, 15, 12, 0))
+        transaction.rollback()
     assert api.reconcile(loaded, "2026-03").status == "open"
     html = (tmp_path / "invoices" / "ART.html").read_text()
     assert 'class="watermark"' in html and "Draft Internal charge notice" in html
@@ -259,8 +263,7 @@ def test_drafts_of_an_open_period_say_so(loaded: str, tmp_path: Path) -> None:
     for path in (tmp_path / "statements" / "ART.xlsx", tmp_path / "reconciliation.xlsx"):
         title = openpyxl.load_workbook(path)["Summary"]["A1"].value
         assert title.startswith("DRAFT - "), title
-    assert openpyxl.load_workbook(tmp_path / "reconciliation.xlsx")["Summary"]["B5"].value \
-        == "draft (period open)"
+    assert openpyxl.load_workbook(tmp_path / "reconciliation.xlsx")["Summary"]["B5"].value == "draft (period open)"
 
 
 def test_lines_csv_lists_every_priced_line_adding_up_to_its_charges(out: tuple[str, Path]) -> None:
@@ -274,8 +277,17 @@ def test_lines_csv_lists_every_priced_line_adding_up_to_its_charges(out: tuple[s
     for period in ("2026-03", "2026-04"):
         with open(folder / period / "lines.csv", encoding="utf-8", newline="") as handle:
             lines = list(csv.DictReader(handle))
-        assert list(lines[0]) == ["entry", "usage_id", "date", "service", "consumer", "reference",
-                                  "quantity", "rate", "amount"]
+        assert list(lines[0]) == [
+            "entry",
+            "usage_id",
+            "date",
+            "service",
+            "consumer",
+            "reference",
+            "quantity",
+            "rate",
+            "amount",
+        ]
         with open(folder / period / "journal.csv", encoding="utf-8", newline="") as handle:
             journal: dict[int, Decimal] = {}
             for row in csv.DictReader(handle):  # an entry's debit line comes first: the consumer's
@@ -285,7 +297,11 @@ def test_lines_csv_lists_every_priced_line_adding_up_to_its_charges(out: tuple[s
             by_entry[int(line["entry"])] = by_entry.get(int(line["entry"]), Decimal(0)) + Decimal(line["amount"])
         assert by_entry and all(journal[entry] == total for entry, total in by_entry.items())
         with db.connect(url).connect() as conn:
-            usage = conn.execute(select(Entry.amount_minor).where(Entry.period == period, Entry.kind == "usage")).scalars().all()
+            usage = (
+                conn.execute(select(Entry.amount_minor).where(Entry.period == period, Entry.kind == "usage"))
+                .scalars()
+                .all()
+            )
         assert sum(Decimal(line["amount"]) for line in lines) * 100 == sum(usage)
         assert len(lines) == len({line["usage_id"] for line in lines})
         assert all(not line["reference"].startswith(("=", "+", "-", "@")) for line in lines)

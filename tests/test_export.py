@@ -26,19 +26,73 @@ def test_csv_export_has_a_debit_and_a_credit_line_per_entry(closed: str) -> None
     rows = list(csv.reader(io.StringIO(api.export(closed, "2026-04", "csv"))))
     assert rows[0] == CSV_HEADER
     # the contract's columns first, exactly; the rate's provenance after them
-    assert CSV_HEADER[:len(CONTRACT_HEADER)] == "entry,date,period,account,gl_account,unit,debit,credit,service,reference,memo".split(",")
-    assert CSV_HEADER[len(CONTRACT_HEADER):] == ["rate_source"]
+    assert CSV_HEADER[
+        : len(CONTRACT_HEADER)
+    ] == ["entry", "date", "period", "account", "gl_account", "unit", "debit", "credit", "service", "reference", "memo"]
+    assert CSV_HEADER[len(CONTRACT_HEADER) :] == ["rate_source"]
     help_rate = "HELP/internal/2026-01-01"
     # a usage charge: one entry for a consumer, a service and a price, dated the period's
     # last day, its lines in lines.csv; here a credit, which credits the consumer's
     # expense and debits the provider's revenue
     assert rows[1:3] == [
-        ["6", "2026-04-30", "2026-04", "expenses:internal:ART", "", "ART", "", "30.00", "HELP", "", "1 usage line", help_rate],
-        ["6", "2026-04-30", "2026-04", "revenue:internal:IT", "", "IT", "30.00", "", "HELP", "", "1 usage line", help_rate],
+        [
+            "6",
+            "2026-04-30",
+            "2026-04",
+            "expenses:internal:ART",
+            "",
+            "ART",
+            "",
+            "30.00",
+            "HELP",
+            "",
+            "1 usage line",
+            help_rate,
+        ],
+        [
+            "6",
+            "2026-04-30",
+            "2026-04",
+            "revenue:internal:IT",
+            "",
+            "IT",
+            "30.00",
+            "",
+            "HELP",
+            "",
+            "1 usage line",
+            help_rate,
+        ],
     ]
     assert rows[3:5] == [
-        ["7", "2026-04-30", "2026-04", "expenses:internal:MATH", "", "MATH", "60.00", "", "HELP", "", "1 usage line", help_rate],
-        ["7", "2026-04-30", "2026-04", "revenue:internal:IT", "", "IT", "", "60.00", "HELP", "", "1 usage line", help_rate],
+        [
+            "7",
+            "2026-04-30",
+            "2026-04",
+            "expenses:internal:MATH",
+            "",
+            "MATH",
+            "60.00",
+            "",
+            "HELP",
+            "",
+            "1 usage line",
+            help_rate,
+        ],
+        [
+            "7",
+            "2026-04-30",
+            "2026-04",
+            "revenue:internal:IT",
+            "",
+            "IT",
+            "",
+            "60.00",
+            "HELP",
+            "",
+            "1 usage line",
+            help_rate,
+        ],
     ]
     # a van rented after the rate change names the newer rate row
     assert rows[5][8] == "VAN" and rows[5][11] == "VAN/internal/2026-03-16"
@@ -48,19 +102,24 @@ def test_rate_provenance_in_every_export(db_url: str, mini_book: Path, tmp_path:
     """A department can see which rate row priced each line, and that an adjustment was
     entered by hand, in the GL's CSV and in the plain-text journals."""
     (mini_book / "recurring.csv").write_text(
-        "service,consumer,quantity,from_period,to_period,description\nHELP,ART,1,2026-03,2026-03,Retainer\n")
+        "service,consumer,quantity,from_period,to_period,description\nHELP,ART,1,2026-03,2026-03,Retainer\n"
+    )
     api.run(db_url, mini_book, tmp_path / "out", through="2026-03")
     api.reopen(db_url, "2026-03", "goodwill credit")
     api.adjust(db_url, "2026-03", "HELP", "MATH", "-1.00", "Goodwill")
     api.close(db_url, "2026-03", tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO(api.export(db_url, "2026-03", "csv"))))
     by_reference = {(r["reference"], r["unit"]): r["rate_source"] for r in rows}
-    usage = {(r["service"], r["unit"]): r["rate_source"] for r in rows if r["memo"].endswith(("usage line", "usage lines"))}
+    usage = {
+        (r["service"], r["unit"]): r["rate_source"] for r in rows if r["memo"].endswith(("usage line", "usage lines"))
+    }
     assert usage[("VAN", "MATH")] == "VAN/internal/2026-01-01"
     assert usage[("VAN", "ART")] == "VAN/internal/2026-03-16"
     assert usage[("HELP", "EXT-1")] == "HELP/external/2026-01-01"
     assert by_reference[("REC-2026-03", "ART")] == "HELP/internal/2026-01-01"
-    assert [source for (ref, unit), source in by_reference.items() if ref.startswith("ADJ-")] == ["manual adjustment"] * 2
+    assert [source for (ref, unit), source in by_reference.items() if ref.startswith("ADJ-")] == [
+        "manual adjustment"
+    ] * 2
     hledger_text = api.export(db_url, "2026-03", "hledger")
     assert "rate-source:VAN/internal/2026-03-16" in hledger_text
     assert 'rate_source: "manual adjustment"' in api.export(db_url, "2026-03", "beancount")
@@ -89,7 +148,9 @@ def test_bean_check_accepts_the_export(closed: str, tmp_path: Path) -> None:
     api.export(closed, "2026-03", "beancount", path)
     # beancount is a test dependency: its bean-check sits beside this Python, on PATH or not
     beside = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    checker = shutil.which("bean-check", path=beside) or pytest.skip("bean-check is not installed (pip install beancount)")
+    checker = shutil.which("bean-check", path=beside) or pytest.skip(
+        "bean-check is not installed (pip install beancount)"
+    )
     done = subprocess.run([checker, str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -102,12 +163,16 @@ def test_beancount_account_names() -> None:
 
 def test_formula_text_in_the_csv_is_neutralised(loaded: str, tmp_path: Path) -> None:
     from conftest import usage_file
-    api.import_file(loaded, usage_file(tmp_path, "u.csv", [
-        ["2026-03-02", "HELP", "ART", "1", "=1+1", "=HYPERLINK(\"http://x\")"]]), "2026-03")
-    api.adjust(loaded, "2026-03", "HELP", "ART", "1.00", "=HYPERLINK(\"http://x\")", "R-1")
+
+    api.import_file(
+        loaded,
+        usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "1", "=1+1", '=HYPERLINK("http://x")']]),
+        "2026-03",
+    )
+    api.adjust(loaded, "2026-03", "HELP", "ART", "1.00", '=HYPERLINK("http://x")', "R-1")
     api.close(loaded, "2026-03", tmp_path / "out")
     rows = list(csv.reader(io.StringIO(api.export(loaded, "2026-03", "csv"))))
-    assert [row[9:11] for row in rows[1:] if row[9]] == [["R-1", "'=HYPERLINK(\"http://x\")"]] * 2
+    assert [row[9:11] for row in rows[1:] if row[9]] == [["R-1", '\'=HYPERLINK("http://x")']] * 2
     with open(tmp_path / "out" / "2026-03" / "lines.csv", encoding="utf-8", newline="") as handle:
         assert [line["reference"] for line in csv.DictReader(handle)] == ["'=1+1"]
 
@@ -117,12 +182,13 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
     of the entries' lines, with commas, quotes, line breaks and formula text in the memos
     and references, and credits."""
     from conftest import usage_file
-    from chargeback.store import db
-    from chargeback.ledger.export import write_csv
+    from sqlalchemy import select
+
     from chargeback.core.money import from_minor
     from chargeback.core.safe import neutralize
+    from chargeback.ledger.export import write_csv
+    from chargeback.store import db
     from chargeback.store.schema import Entry
-    from sqlalchemy import select
 
     def journal_lines(conn, period):  # type: ignore[no-untyped-def]
         """The lines, plainly: two per entry, the debit line then the credit line."""
@@ -130,18 +196,46 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
             amount = f"{from_minor(abs(e.amount_minor), 2):.2f}"
             debit, credit = ((amount, ""), ("", amount)) if e.amount_minor >= 0 else (("", amount), (amount, ""))
             tail = [e.service, neutralize(e.reference) or "", neutralize(e.memo) or "", neutralize(e.rate_source) or ""]
-            yield [str(e.id), e.date.isoformat(), e.period, e.debit_account, neutralize(e.debit_gl) or "",
-                   e.consumer, *debit, *tail]
-            yield [str(e.id), e.date.isoformat(), e.period, e.credit_account, neutralize(e.credit_gl) or "",
-                   e.provider, *credit, *tail]
+            yield [
+                str(e.id),
+                e.date.isoformat(),
+                e.period,
+                e.debit_account,
+                neutralize(e.debit_gl) or "",
+                e.consumer,
+                *debit,
+                *tail,
+            ]
+            yield [
+                str(e.id),
+                e.date.isoformat(),
+                e.period,
+                e.credit_account,
+                neutralize(e.credit_gl) or "",
+                e.provider,
+                *credit,
+                *tail,
+            ]
 
-    api.import_file(loaded, usage_file(tmp_path, "u.csv", [
-        ["2026-03-02", "HELP", "ART", "1", "T5", ""],
-        ["2026-03-04", "HELP", "EXT-1", "3", "=T3", "@at"],
-    ]), "2026-03")
+    api.import_file(
+        loaded,
+        usage_file(
+            tmp_path,
+            "u.csv",
+            [
+                ["2026-03-02", "HELP", "ART", "1", "T5", ""],
+                ["2026-03-04", "HELP", "EXT-1", "3", "=T3", "@at"],
+            ],
+        ),
+        "2026-03",
+    )
     # the journal's texts from input are adjustments' references and reasons
-    for amount, reason, reference in (("60.00", 'a "quoted", memo', "T,1"), ("-150.00", "line one\nline two", 'T"2'),
-                                      ("1.00", "@at", "T3"), ("2.00", "+plus", "T4")):
+    for amount, reason, reference in (
+        ("60.00", 'a "quoted", memo', "T,1"),
+        ("-150.00", "line one\nline two", 'T"2'),
+        ("1.00", "@at", "T3"),
+        ("2.00", "+plus", "T4"),
+    ):
         api.adjust(loaded, "2026-03", "HELP", "ART", amount, reason, reference)
     api.close(loaded, "2026-03", tmp_path / "out", documents=False)
     engine = db.connect(loaded)
@@ -161,12 +255,16 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
     assert [row[9:11] for row in rows if row[9] == "T3"] == [["T3", "'@at"]] * 2
 
 
-@given(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12),
-                min_size=2, max_size=6))
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12), min_size=2, max_size=6
+    )
+)
 def test_a_csv_field_is_quoted_as_csv_writer_quotes_it(fields: list[str]) -> None:
     """The same text as `csv.writer`, except that a carriage return is quoted too (this
     Python's writer leaves it bare, and every reader then splits the line there)."""
     from chargeback.ledger.export import csv_field
+
     line = ",".join(csv_field(f) for f in fields) + "\n"
     assert next(csv.reader(io.StringIO(line, newline=""))) == fields
     if not any("\r" in f for f in fields):

@@ -22,14 +22,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from chargeback import api
-
-from chargeback.documents import folder as documents
-from chargeback.core.errors import Refused
-
 from conftest import USAGE_HEADER
 from reliability import chargeback, count, engine_for, fingerprint, popen, rounds, rows, scalar
+
+from chargeback import api
+from chargeback.core.errors import Refused
+from chargeback.documents import folder as documents
 
 KILLS = rounds(3, 40)
 LINES = 3000
@@ -42,8 +40,16 @@ def big_file(folder: Path, tag: str, period: str, lines: int = LINES) -> Path:
         writer = csv.writer(handle)
         writer.writerow(USAGE_HEADER)
         for i in range(lines):
-            writer.writerow([f"{period}-{1 + i % 28:02d}", "HELP", "ART" if i % 3 else "EXT-1",
-                             f"{1 + i % 7}.25", f"{tag}-{i}", "kill test"])
+            writer.writerow(
+                [
+                    f"{period}-{1 + i % 28:02d}",
+                    "HELP",
+                    "ART" if i % 3 else "EXT-1",
+                    f"{1 + i % 7}.25",
+                    f"{tag}-{i}",
+                    "kill test",
+                ]
+            )
     return path
 
 
@@ -58,7 +64,8 @@ def settle(url: str) -> None:
         while time.monotonic() < deadline:
             others = conn.exec_driver_sql(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state <> 'idle'").scalar()
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state <> 'idle'"
+            ).scalar()
             if not others:
                 break
             time.sleep(0.05)
@@ -97,7 +104,8 @@ def complete(folder: Path) -> bool:
     listed = {f["path"]: f["sha256"] for f in json.loads(manifest.read_text())["files"]}
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json"}
     return set(listed) == present and all(
-        hashlib.sha256((folder / path).read_bytes()).hexdigest() == digest for path, digest in listed.items())
+        hashlib.sha256((folder / path).read_bytes()).hexdigest() == digest for path, digest in listed.items()
+    )
 
 
 def no_half_written_folder(out: Path) -> None:
@@ -108,8 +116,13 @@ def no_half_written_folder(out: Path) -> None:
 
 def priced_lines_of(url: str, period: str) -> int:
     """The usage lines of `period` priced into a posted charge."""
-    return int(scalar(url, "SELECT count(*) FROM charge_lines c JOIN usage u ON u.id = c.usage_id "  # type: ignore[arg-type]
-                           f"WHERE u.period = '{period}'"))
+    return int(
+        scalar(
+            url,
+            "SELECT count(*) FROM charge_lines c JOIN usage u ON u.id = c.usage_id "  # type: ignore[arg-type]
+            f"WHERE u.period = '{period}'",
+        )
+    )
 
 
 def tally(command: str, outcomes: Counter) -> None:  # type: ignore[type-arg]
@@ -196,6 +209,7 @@ def test_kill_report_at_random_points(loaded: str, tmp_path: Path) -> None:
 
 # ---- a full disk, an unwritable folder ----------------------------------------------
 
+
 def march(url: str, folder: Path) -> None:
     api.import_file(url, big_file(folder, "m", "2026-03", lines=3), "2026-03")
 
@@ -216,7 +230,8 @@ def test_a_full_disk_during_close_undoes_it(loaded: str, tmp_path: Path, monkeyp
     monkeypatch.undo()
     assert str(refused.value) == (
         f"cannot write the documents to {tmp_path / 'out'}: No space left on device; the period stays open: "
-        "free some space, make the folder writable or choose another --out folder")
+        "free some space, make the folder writable or choose another --out folder"
+    )
     assert fingerprint(loaded) == before
     assert list((tmp_path / "out").iterdir()) == []
     assert api.close(loaded, "2026-03", tmp_path / "out").posted == 2  # the usage charge and the fee
@@ -239,14 +254,17 @@ def test_an_unwritable_output_folder_during_close(loaded: str, tmp_path: Path) -
         (tmp_path / "locked").chmod(0o755)
     assert done.returncode == 1 and done.stdout == ""
     reason = "Not a directory" if os.geteuid() == 0 else "Permission denied"
-    assert done.stderr == (f"refused: cannot write the documents to {out}: {reason}; the period stays open: "
-                           "free some space, make the folder writable or choose another --out folder\n")
+    assert done.stderr == (
+        f"refused: cannot write the documents to {out}: {reason}; the period stays open: "
+        "free some space, make the folder writable or choose another --out folder\n"
+    )
     assert fingerprint(loaded) == before
     assert api.audit_log(loaded)[0][-1].outcome.startswith("refused: cannot write the documents")
 
 
-def test_a_failure_to_move_the_documents_in_says_what_to_do(loaded: str, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_to_move_the_documents_in_says_what_to_do(
+    loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     march(loaded, tmp_path)
     real_rename = Path.rename
 
@@ -262,7 +280,8 @@ def test_a_failure_to_move_the_documents_in_says_what_to_do(loaded: str, tmp_pat
     out = tmp_path / "out"
     assert str(refused.value) == (
         f"period 2026-03 is closed, but its documents could not be moved into {out / '2026-03'}: "
-        f"Input/output error; write them with `chargeback report 2026-03 --out {out}`")
+        f"Input/output error; write them with `chargeback report 2026-03 --out {out}`"
+    )
     assert not (out / "2026-03").exists() and not list(out.iterdir())
     api.report(loaded, "2026-03", out)
     assert complete(out / "2026-03") and api.verify(loaded).ok
@@ -270,10 +289,12 @@ def test_a_failure_to_move_the_documents_in_says_what_to_do(loaded: str, tmp_pat
 
 # ---- the database going away ----------------------------------------------------------
 
+
 def _backend_of_another(conn) -> int | None:  # type: ignore[no-untyped-def]
     return conn.exec_driver_sql(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-        "AND backend_type = 'client backend' AND state IN ('idle in transaction', 'active') LIMIT 1").scalar()
+        "AND backend_type = 'client backend' AND state IN ('idle in transaction', 'active') LIMIT 1"
+    ).scalar()
 
 
 def test_a_connection_killed_mid_command_leaves_nothing_half_done(pg_url: str, mini_book: Path, tmp_path: Path) -> None:
@@ -327,8 +348,17 @@ class PrivateServer:
         subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        self.run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.root / "log"),
-                 "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        self.run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-w",
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self.run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-m", mode, "stop")
@@ -337,8 +367,10 @@ class PrivateServer:
         return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/postgres"
 
     def remove(self) -> None:
-        subprocess.run([*self.as_user, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*self.as_user, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 

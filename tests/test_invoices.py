@@ -10,12 +10,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from documents_book import build
 from sqlalchemy import select
 
 from chargeback.store import db
 from chargeback.store.schema import Entry
-
-from documents_book import build
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +74,7 @@ class Invoice(HTMLParser):
         cells = ["".join(c).strip() for c in self._cells]
         classes = self._row.get("class", "").split()
         if "line" in classes:
-            self.lines[self._provider].append(
-                (int(self._row["data-entry"]), _amount(cells[-1]), cells[1]))
+            self.lines[self._provider].append((int(self._row["data-entry"]), _amount(cells[-1]), cells[1]))
         elif "usage-line" in classes:
             self.usage.append((int(self._row["data-charge"]), _amount(cells[-1]), cells[1]))
         elif "subtotal" in classes:
@@ -90,8 +88,11 @@ def _amount(text: str) -> Decimal:
 
 def _consumer_entries(url: str, period: str, consumer: str) -> dict[int, int]:
     with db.transaction(db.connect(url)) as conn:
-        return dict(conn.execute(select(Entry.id, Entry.amount_minor)
-                                 .where(Entry.period == period, Entry.consumer == consumer)).all())
+        return dict(
+            conn.execute(
+                select(Entry.id, Entry.amount_minor).where(Entry.period == period, Entry.consumer == consumer)
+            ).all()
+        )
 
 
 @pytest.mark.parametrize("period", ["2026-03", "2026-04"])
@@ -159,18 +160,40 @@ def test_every_text_of_a_line_row_is_escaped() -> None:
     provider names) must still come out as text."""
     import datetime as dt
 
+    from chargeback.book.snapshot import ServiceInfo, UnitInfo
     from chargeback.documents.bills import Bill, DocumentContext, Line
     from chargeback.documents.invoices import render_invoice
-    from chargeback.book.snapshot import ServiceInfo, UnitInfo
 
     hostile = "<script>x</script> & <b>"
     unit = UnitInfo("ART", "Art", "internal", None, None, None, None, None, None, None)
     provider = UnitInfo("IT", f"IT {hostile}", "internal", None, None, None, None, None, None, None)
-    ctx = DocumentContext("Book", "USD", 2, "2026-03", dt.datetime(2026, 4, 1), None, 1, None,
-                          {"ART": unit, "IT": provider},
-                          {"S": ServiceInfo("S", "IT", f"Svc {hostile}", f"GB {hostile}", None)})
-    late = Line(7, dt.date(2026, 3, 1), dt.date(2026, 2, 27), "usage", "IT", "S", "internal",
-                1_500_000, 2_000_000, -300, f"R {hostile}", f"memo {hostile}", None)
+    ctx = DocumentContext(
+        "Book",
+        "USD",
+        2,
+        "2026-03",
+        dt.datetime(2026, 4, 1),
+        None,
+        1,
+        None,
+        {"ART": unit, "IT": provider},
+        {"S": ServiceInfo("S", "IT", f"Svc {hostile}", f"GB {hostile}", None)},
+    )
+    late = Line(
+        7,
+        dt.date(2026, 3, 1),
+        dt.date(2026, 2, 27),
+        "usage",
+        "IT",
+        "S",
+        "internal",
+        1_500_000,
+        2_000_000,
+        -300,
+        f"R {hostile}",
+        f"memo {hostile}",
+        None,
+    )
     raw = render_invoice(ctx, Bill(unit, [late]))
     assert "<script>" not in raw and "<b>" not in raw
     invoice = Invoice(raw)
@@ -179,8 +202,8 @@ def test_every_text_of_a_line_row_is_escaped() -> None:
     assert (entry, amount) == (7, Decimal("-3.00"))
     assert description.startswith(f"memo {hostile}")
     assert "late charge (service on 2026-02-27)" in description
-    row = raw[raw.index('<tr class="line credit" data-entry="7">'):]
-    row = row[:row.index("</tr>")]
+    row = raw[raw.index('<tr class="line credit" data-entry="7">') :]
+    row = row[: row.index("</tr>")]
     assert "&lt;script&gt;x&lt;/script&gt; &amp; &lt;b&gt;" in row
     assert row.count("&lt;script&gt;") == 3  # description, reference, unit of measure
     escaped = "&lt;script&gt;x&lt;/script&gt; &amp; &lt;b&gt;"
@@ -223,11 +246,25 @@ def test_chromium_prints_an_invoice(out: tuple[str, Path], tmp_path: Path, paper
     page = tmp_path / "invoice.html"
     page.write_text(html.replace("<style>", f"<style>@page {{ size: {paper}; }}", 1))
     pdf = tmp_path / "invoice.pdf"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-                    "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={pdf}",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert pdf.read_bytes().startswith(b"%PDF-")
     assert pdf.stat().st_size > 5_000
     assert _pages(pdf) >= 1
@@ -248,8 +285,11 @@ def test_an_invoice_lists_each_charge_with_its_usage_lines_under_it(out: tuple[s
     html = (folder / "2026-03" / "invoices" / "CHEM.html").read_text(encoding="utf-8")
     charges = dict(re.findall(r'<tr class="line[^"]*" data-entry="(\d+)">.*?<td class="num amount">([^<]*)</td>', html))
     under: dict[str, Decimal] = {}
-    for entry, amount in re.findall(r'<tr class="usage-line" data-charge="(\d+)">(?:<td[^>]*>[^<]*</td>){6}'
-                                    r'<td class="num">([^<]*)</td>', html):
+    for entry, amount in re.findall(
+        r'<tr class="usage-line" data-charge="(\d+)">(?:<td[^>]*>[^<]*</td>){6}'
+        r'<td class="num">([^<]*)</td>',
+        html,
+    ):
         under[entry] = under.get(entry, Decimal(0)) + Decimal(amount.replace(",", ""))
     assert under and set(under) <= set(charges)
     for entry, total in under.items():
@@ -258,7 +298,8 @@ def test_an_invoice_lists_each_charge_with_its_usage_lines_under_it(out: tuple[s
 
 
 def test_past_the_limit_an_external_invoice_points_to_a_detail_csv_of_every_line(
-        out: tuple[str, Path], tmp_path: Path) -> None:
+    out: tuple[str, Path], tmp_path: Path
+) -> None:
     import csv
     import dataclasses
 
@@ -294,9 +335,14 @@ def test_a_linked_credit_says_which_charge_it_corrects(out: tuple[str, Path]) ->
     ctx, bill = _bill(url, "2026-03", "ART")
     t1 = bill.usage.filter(bill.usage["reference"] == "T-1")["entry"].to_list()
     charge = next(line for line in bill.lines if line.entry == t1[0])
-    credit = charge._replace(entry=charge.entry + 1000, kind="adjustment", amount_minor=-1000,
-                             reference="ADJ-9", memo="part of T-1 back",
-                             rate_source="manual adjustment against HELP:T-1")
+    credit = charge._replace(
+        entry=charge.entry + 1000,
+        kind="adjustment",
+        amount_minor=-1000,
+        reference="ADJ-9",
+        memo="part of T-1 back",
+        rate_source="manual adjustment against HELP:T-1",
+    )
     bill.lines = [*bill.lines, credit]
     html = render_invoice(ctx, bill)
     row = re.search(rf'data-entry="{credit.entry}">(.*?)</tr>', html, re.S).group(1)

@@ -71,10 +71,13 @@ def test_reordered_entries_are_found(closed: str) -> None:
 
 
 def test_an_inserted_entry_is_found(closed: str) -> None:
-    sql(closed, "INSERT INTO entries SELECT id + 100, period, posted_at, date, service_date, kind, NULL, 'forged', "
-                "service, provider, consumer, customer_class, quantity_micro, rate_micro, amount_minor, debit_account, "
-                "credit_account, debit_gl, credit_gl, reference, memo, rate_source, prev_hash, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', NULL "
-                "FROM entries WHERE id = 8")
+    sql(
+        closed,
+        "INSERT INTO entries SELECT id + 100, period, posted_at, date, service_date, kind, NULL, 'forged', "
+        "service, provider, consumer, customer_class, quantity_micro, rate_micro, amount_minor, debit_account, "
+        "credit_account, debit_gl, credit_gl, reference, memo, rate_source, prev_hash, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', NULL "
+        "FROM entries WHERE id = 8",
+    )
     problems = api.verify(closed).problems
     assert problems[0] == "entry 108: expected entry 9 here: entries were deleted, inserted or renumbered"
 
@@ -98,24 +101,43 @@ def test_the_hash_is_the_json_of_the_values() -> None:
     import hashlib
     import json
 
-    values = [7, dt.datetime(2026, 3, 31, 23, 59, 1), "2026-03", dt.date(2026, 3, 1), dt.date(2026, 2, 28),
-              "usage", None, "a \"quoted\" \\ back\nslash\t", "é€😀\x00\x1f", -12, 10**17, "", None]
-    reference = json.dumps(values, ensure_ascii=False, separators=(",", ":"),
-                           default=lambda v: v.isoformat())
+    values = [
+        7,
+        dt.datetime(2026, 3, 31, 23, 59, 1),
+        "2026-03",
+        dt.date(2026, 3, 1),
+        dt.date(2026, 2, 28),
+        "usage",
+        None,
+        'a "quoted" \\ back\nslash\t',
+        "é€😀\x00\x1f",
+        -12,
+        10**17,
+        "",
+        None,
+    ]
+    reference = json.dumps(values, ensure_ascii=False, separators=(",", ":"), default=lambda v: v.isoformat())
     assert entry_hash(values) == hashlib.sha256(reference.encode("utf-8")).hexdigest()
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(
-    st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.text(alphabet=st.characters(blacklist_categories=("Cs",))),
-    st.dates(), st.datetimes(), st.datetimes(timezones=st.just(dt.timezone.utc)))))
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.integers(min_value=-(2**63), max_value=2**63 - 1),
+            st.text(alphabet=st.characters(blacklist_categories=("Cs",))),
+            st.dates(),
+            st.datetimes(),
+            st.datetimes(timezones=st.just(dt.UTC)),
+        )
+    )
+)
 def test_the_fast_json_is_the_standard_librarys(values: list[object]) -> None:
     """Journals hashed before orjson still verify: for any text (control characters,
     quotes, line separators, emoji), 64-bit number, date or timestamp, the bytes hashed
     are those of the standard library's compact, unescaped JSON."""
-    reference = json.dumps(values, ensure_ascii=False, separators=(",", ":"),
-                           default=lambda v: v.isoformat())
+    reference = json.dumps(values, ensure_ascii=False, separators=(",", ":"), default=lambda v: v.isoformat())
     assert hashed_json(values) == reference.encode("utf-8")
 
 
@@ -127,22 +149,51 @@ def test_posted_entries_store_exactly_what_was_hashed(loaded: str, monkeypatch: 
     and two batches' worth of entries chained across the batch boundary."""
     import datetime as dt
 
-    from chargeback.store import db
-
-    from chargeback.ledger import journal
-    from chargeback.ledger.journal import Draft
     from chargeback.close.periods import lock_period
     from chargeback.close.reconciliation import period_totals, store_totals
+    from chargeback.ledger import journal
+    from chargeback.ledger.journal import Draft
+    from chargeback.store import db
 
     monkeypatch.setattr(db, "ROWS_PER_INSERT", 3)
 
-    awkward = ['say "hi"', "back\\slash", "line\nbreak\r\n", "ctrl\x01\x1f", "emoji \U0001F4B8",
-               "sep\u2028arator", "x" * 2000, "", "tab\tand ünïcode", "a literal \\u0000, not a NUL"]
-    drafts = [Draft("2026-03", dt.date(2026, 3, 1 + i % 28), dt.date(2026, 2, 1 + i % 28), "adjustment",
-                    None, None, "HELP", "IT", "ART", "internal", -(10**12) + i, None if i % 2 else 60_000_000,
-                    (-1) ** i * (10**14 + i), "expenses:internal:ART", "revenue:internal:IT",
-                    'GL "6100"' if i % 3 else None, None, f"R-{i}", awkward[i % len(awkward)] or None, None)
-              for i in range(25)]
+    awkward = [
+        'say "hi"',
+        "back\\slash",
+        "line\nbreak\r\n",
+        "ctrl\x01\x1f",
+        "emoji \U0001f4b8",
+        "sep\u2028arator",
+        "x" * 2000,
+        "",
+        "tab\tand ünïcode",
+        "a literal \\u0000, not a NUL",
+    ]
+    drafts = [
+        Draft(
+            "2026-03",
+            dt.date(2026, 3, 1 + i % 28),
+            dt.date(2026, 2, 1 + i % 28),
+            "adjustment",
+            None,
+            None,
+            "HELP",
+            "IT",
+            "ART",
+            "internal",
+            -(10**12) + i,
+            None if i % 2 else 60_000_000,
+            (-1) ** i * (10**14 + i),
+            "expenses:internal:ART",
+            "revenue:internal:IT",
+            'GL "6100"' if i % 3 else None,
+            None,
+            f"R-{i}",
+            awkward[i % len(awkward)] or None,
+            None,
+        )
+        for i in range(25)
+    ]
     engine = db.connect(loaded)
     with engine.begin() as conn:
         lock_period(conn, "2026-03", create=True)

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import usage_file
 from sqlalchemy import select
 
 from chargeback import api
-
-from chargeback.store import db
 from chargeback.cli import main
 from chargeback.core.errors import Refused
+from chargeback.store import db
 from chargeback.store.schema import Adjustment, Entry
-from conftest import usage_file
 
 
 @pytest.fixture
@@ -27,14 +26,16 @@ def closed_march(loaded: str, tmp_path: Path) -> str:
 
 def test_a_credit_against_a_charge_of_a_closed_period(closed_march: str, tmp_path: Path) -> None:
     url = closed_march
-    first = api.adjust(url, "2026-04", None, None, "-30.00", "half the setup was a warranty job",
-                       against="HELP:T-1")
+    first = api.adjust(url, "2026-04", None, None, "-30.00", "half the setup was a warranty job", against="HELP:T-1")
     assert (first.service, first.consumer, first.against) == ("HELP", "ART", "HELP:T-1")
     second = api.adjust(url, "2026-04", "HELP", "ART", "-60.00", "the rest too", against="HELP:T-1")
     assert second.against == "HELP:T-1"
-    with pytest.raises(Refused, match=r"^--amount: a credit of 0.01 USD against HELP:T-1 is larger than the "
-                                      r"original charge: 90.00 charged to ART in 2026-03, -90.00 already "
-                                      r"linked to it, 0.00 left$"):
+    with pytest.raises(
+        Refused,
+        match=r"^--amount: a credit of 0.01 USD against HELP:T-1 is larger than the "
+        r"original charge: 90.00 charged to ART in 2026-03, -90.00 already "
+        r"linked to it, 0.00 left$",
+    ):
         api.adjust(url, "2026-04", None, None, "-0.01", "one cent more", against="HELP:T-1")
     # A linked charge (positive) is not limited, and makes room for a later credit.
     api.adjust(url, "2026-04", None, None, "10.00", "re-billed", against="HELP:T-1")
@@ -42,8 +43,11 @@ def test_a_credit_against_a_charge_of_a_closed_period(closed_march: str, tmp_pat
     result = api.close(url, "2026-04", tmp_path / "out")
     assert result.reconciliation.balanced
     with db.connect(url).connect() as conn:
-        entries = conn.execute(select(Entry.source, Entry.amount_minor, Entry.rate_source, Entry.memo)
-                               .where(Entry.period == "2026-04").order_by(Entry.id)).all()
+        entries = conn.execute(
+            select(Entry.source, Entry.amount_minor, Entry.rate_source, Entry.memo)
+            .where(Entry.period == "2026-04")
+            .order_by(Entry.id)
+        ).all()
         links = conn.execute(select(Adjustment.against_service, Adjustment.against_reference)).all()
     assert [e.amount_minor for e in entries] == [-3000, -6000, 1000, -1000]
     assert {e.rate_source for e in entries} == {"manual adjustment against HELP:T-1"}
@@ -55,9 +59,12 @@ def test_a_credit_against_a_charge_of_a_closed_period(closed_march: str, tmp_pat
 
 
 def test_a_credit_larger_than_the_original_is_refused_at_once(closed_march: str) -> None:
-    with pytest.raises(Refused, match=r"a credit of 90.01 USD against HELP:T-1 is larger than the original "
-                                      r"charge: 90.00 charged to ART in 2026-03, 0.00 already linked to it, "
-                                      r"90.00 left"):
+    with pytest.raises(
+        Refused,
+        match=r"a credit of 90.01 USD against HELP:T-1 is larger than the original "
+        r"charge: 90.00 charged to ART in 2026-03, 0.00 already linked to it, "
+        r"90.00 left",
+    ):
         api.adjust(closed_march, "2026-04", None, None, "-90.01", "too much", against="HELP:T-1")
     with db.connect(closed_march).connect() as conn:
         assert conn.execute(select(Adjustment.id)).first() is None
@@ -81,12 +88,38 @@ def test_against_names_a_posted_charge_of_the_right_consumer(closed_march: str, 
 
 def test_cli_adjust_against(closed_march: str) -> None:
     runner = CliRunner()
-    out = runner.invoke(main, ["--db", closed_march, "adjust", "2026-04", "--amount", "-15.00",
-                               "--reason", "goodwill", "--against", "HELP:T-1"])
+    out = runner.invoke(
+        main,
+        [
+            "--db",
+            closed_march,
+            "adjust",
+            "2026-04",
+            "--amount",
+            "-15.00",
+            "--reason",
+            "goodwill",
+            "--against",
+            "HELP:T-1",
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert "HELP -> ART -15.00 USD against HELP:T-1" in out.output
-    out = runner.invoke(main, ["--db", closed_march, "adjust", "2026-04", "--amount", "-100",
-                               "--reason", "too much", "--against", "HELP:T-1"])
+    out = runner.invoke(
+        main,
+        [
+            "--db",
+            closed_march,
+            "adjust",
+            "2026-04",
+            "--amount",
+            "-100",
+            "--reason",
+            "too much",
+            "--against",
+            "HELP:T-1",
+        ],
+    )
     assert out.exit_code == 1
     assert "refused: --amount: a credit of 100.00 USD against HELP:T-1 is larger than" in out.output
     out = runner.invoke(main, ["--db", closed_march, "adjust", "2026-04", "--amount", "-1", "--reason", "x"])

@@ -22,34 +22,43 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
+from conftest import PG_URL, USAGE_HEADER, reset_postgres
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from openpyxl import Workbook
+from reliability import count, fingerprint, long_run
 from sqlalchemy import select
 
 from chargeback import api
-
-from chargeback.store import db
 from chargeback.core.errors import Refused
+from chargeback.store import db
 from chargeback.store.schema import Entry
-
-from conftest import PG_URL, USAGE_HEADER, reset_postgres
-from reliability import count, fingerprint, long_run
 
 PERIODS = ["2026-01", "2026-02", "2026-03"]
 UNITS = {"P": "internal", "Q": "internal", "A": "internal", "B": "internal", "X": "external"}
 PROVIDER = {"S1": "P", "S2": "Q"}
 #: Two versions of rates.csv: (service, class) -> [(from, to, rate)]; `load` switches.
 RATES = [
-    {("S1", "internal"): [("2025-01-01", "2026-02-14", "12.50"), ("2026-02-15", None, "13.125")],
-     ("S1", "external"): [("2025-01-01", None, "20")],
-     ("S2", "internal"): [("2025-01-01", None, "0.333333")],
-     ("S2", "external"): [("2025-01-01", None, "0.5")]},
-    {("S1", "internal"): [("2025-01-01", None, "11.115")],
-     ("S1", "external"): [("2025-01-01", "2026-01-31", "19.999"), ("2026-02-01", None, "21.005")],
-     ("S2", "internal"): [("2025-01-01", None, "0.125")],
-     ("S2", "external"): [("2025-01-01", None, "0.55")]},
+    {
+        ("S1", "internal"): [("2025-01-01", "2026-02-14", "12.50"), ("2026-02-15", None, "13.125")],
+        ("S1", "external"): [("2025-01-01", None, "20")],
+        ("S2", "internal"): [("2025-01-01", None, "0.333333")],
+        ("S2", "external"): [("2025-01-01", None, "0.5")],
+    },
+    {
+        ("S1", "internal"): [("2025-01-01", None, "11.115")],
+        ("S1", "external"): [("2025-01-01", "2026-01-31", "19.999"), ("2026-02-01", None, "21.005")],
+        ("S2", "internal"): [("2025-01-01", None, "0.125")],
+        ("S2", "external"): [("2025-01-01", None, "0.55")],
+    },
 ]
 
 
@@ -91,11 +100,14 @@ def last_day(period: str) -> dt.date:
 
 
 quantities = st.one_of(
-    st.integers(-2000, 15000).map(lambda c: Decimal(c).scaleb(-2)),       # hundredths: rounding ties
-    st.integers(1, 3_000_000).map(lambda m: Decimal(m).scaleb(-6)),       # millionths
+    st.integers(-2000, 15000).map(lambda c: Decimal(c).scaleb(-2)),  # hundredths: rounding ties
+    st.integers(1, 3_000_000).map(lambda m: Decimal(m).scaleb(-6)),  # millionths
 ).filter(lambda q: q != 0)
-lines_strategy = st.lists(st.tuples(st.sampled_from(["S1", "S2"]), st.sampled_from(list(UNITS)),
-                                    quantities, st.integers(-40, 27)), min_size=1, max_size=5)
+lines_strategy = st.lists(
+    st.tuples(st.sampled_from(["S1", "S2"]), st.sampled_from(list(UNITS)), quantities, st.integers(-40, 27)),
+    min_size=1,
+    max_size=5,
+)
 
 
 class Books(RuleBasedStateMachine):
@@ -114,9 +126,9 @@ class Books(RuleBasedStateMachine):
         self.engine = db.connect(url)
         self.out = self.folder / "out"
         self.version = 0
-        self.status: dict[str, str] = {}                       # period -> open/closed (rows that exist)
+        self.status: dict[str, str] = {}  # period -> open/closed (rows that exist)
         self.activity: set[str] = set()
-        self.stored: dict[tuple[str, str], tuple] = {}         # (service, reference) -> (date, consumer, qty, period)
+        self.stored: dict[tuple[str, str], tuple] = {}  # (service, reference) -> (date, consumer, qty, period)
         self.pending: dict[str, list[tuple]] = defaultdict(list)
         self.posted: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # revenue, spend, external, entries
         self.files: list[tuple[Path, str, int]] = []
@@ -215,8 +227,9 @@ class Books(RuleBasedStateMachine):
         result = api.import_file(self.engine, path, period)
         assert (result.imported, result.duplicates) == (0, lines)
         after = self._fingerprint()
-        assert {k: v for k, v in after.items() if k != "imports"} == \
-               {k: v for k, v in before.items() if k != "imports"}, "a duplicate import stored something"
+        assert {k: v for k, v in after.items() if k != "imports"} == {
+            k: v for k, v in before.items() if k != "imports"
+        }, "a duplicate import stored something"
 
     @precondition(lambda self: self.stored)
     @rule(pick=st.integers(0, 1000), delta=st.sampled_from(["1", "-0.5", "0.000001"]))
@@ -230,21 +243,29 @@ class Books(RuleBasedStateMachine):
     def import_invalid(self, period: str, flaw: str) -> None:
         self.serial += 1
         good = [first_day(period).isoformat(), "S1", "A", "1", f"OK-{self.serial}", ""]
-        bad = {"consumer": [good[0], "S1", "NOBODY", "1", f"B-{self.serial}", ""],
-               "zero": [good[0], "S1", "A", "0", f"B-{self.serial}", ""],
-               "after": [(last_day(period) + dt.timedelta(days=1)).isoformat(), "S1", "A", "1", f"B-{self.serial}", ""],
-               "self": [good[0], "S1", "P", "1", f"B-{self.serial}", ""],
-               "date": ["2026-02-30", "S1", "A", "1", f"B-{self.serial}", ""],
-               "extra": [good[0], "S1", "A", "1", f"B-{self.serial}", "", "surplus"]}[flaw]
+        bad = {
+            "consumer": [good[0], "S1", "NOBODY", "1", f"B-{self.serial}", ""],
+            "zero": [good[0], "S1", "A", "0", f"B-{self.serial}", ""],
+            "after": [(last_day(period) + dt.timedelta(days=1)).isoformat(), "S1", "A", "1", f"B-{self.serial}", ""],
+            "self": [good[0], "S1", "P", "1", f"B-{self.serial}", ""],
+            "date": ["2026-02-30", "S1", "A", "1", f"B-{self.serial}", ""],
+            "extra": [good[0], "S1", "A", "1", f"B-{self.serial}", "", "surplus"],
+        }[flaw]
         self._refused(api.import_file, self._file([good, bad], xlsx=False), period)
 
-    @rule(period=st.sampled_from(PERIODS), service=st.sampled_from(["S1", "S2"]), consumer=st.sampled_from(list(UNITS)),
-          amount=st.integers(-50000, 50000).filter(bool).map(lambda c: Decimal(c).scaleb(-2)))
+    @rule(
+        period=st.sampled_from(PERIODS),
+        service=st.sampled_from(["S1", "S2"]),
+        consumer=st.sampled_from(list(UNITS)),
+        amount=st.integers(-50000, 50000).filter(bool).map(lambda c: Decimal(c).scaleb(-2)),
+    )
     def adjust(self, period: str, service: str, consumer: str, amount: Decimal) -> None:
         if self.status.get(period) == "closed":
             return self._refused(api.adjust, period, service, consumer, str(amount), "model", match="is closed")
         if consumer == PROVIDER[service]:
-            return self._refused(api.adjust, period, service, consumer, str(amount), "model", match="cannot charge itself")
+            return self._refused(
+                api.adjust, period, service, consumer, str(amount), "model", match="cannot charge itself"
+            )
         api.adjust(self.engine, period, service, consumer, str(amount), "model adjustment")
         self.pending[period].append((service, consumer, amount, None))
         self.status.setdefault(period, "open")
@@ -277,8 +298,10 @@ class Books(RuleBasedStateMachine):
         assert result.posted == 0, "the close posted another number of entries than the model"
         self.status[period] = "closed"
         with self.engine.connect() as conn:
-            self.snapshots[period] = [tuple(r) for r in conn.execute(
-                select(Entry.id, Entry.hash).where(Entry.period == period).order_by(Entry.id))]
+            self.snapshots[period] = [
+                tuple(r)
+                for r in conn.execute(select(Entry.id, Entry.hash).where(Entry.period == period).order_by(Entry.id))
+            ]
         count("model closes")
 
     @rule(period=st.sampled_from(PERIODS))
@@ -308,8 +331,12 @@ class Books(RuleBasedStateMachine):
             rec = api.reconcile(self.engine, period)
             assert rec.balanced, f"{period} does not net to zero"
             revenue, spend, external, entries = self.posted[period]
-            assert (rec.internal_revenue, rec.internal_spend, rec.external_revenue, rec.entries) == \
-                   (revenue, spend, external, entries), f"{period}: engine and model disagree"
+            assert (rec.internal_revenue, rec.internal_spend, rec.external_revenue, rec.entries) == (
+                revenue,
+                spend,
+                external,
+                entries,
+            ), f"{period}: engine and model disagree"
             assert rec.status == self.status.get(period, "open")
 
     @invariant()
@@ -317,7 +344,7 @@ class Books(RuleBasedStateMachine):
         with self.engine.connect() as conn:
             journal = [tuple(r) for r in conn.execute(select(Entry.id, Entry.hash, Entry.period).order_by(Entry.id))]
             stored = conn.exec_driver_sql("SELECT count(*) FROM usage").scalar()
-        assert [j[:2] for j in journal[:len(self.journal)]] == self.journal, "posted entries changed"
+        assert [j[:2] for j in journal[: len(self.journal)]] == self.journal, "posted entries changed"
         self.journal = [j[:2] for j in journal]
         for period, snapshot in self.snapshots.items():
             assert [j[:2] for j in journal if j[2] == period] == snapshot, f"closed {period} changed"
@@ -332,8 +359,9 @@ class Books(RuleBasedStateMachine):
 def _settings() -> settings:
     examples, steps = (settings.default.max_examples, 40) if long_run() else (8, 15)
     examples = int(os.environ.get("CHARGEBACK_MODEL_EXAMPLES", examples))
-    return settings(max_examples=examples, stateful_step_count=steps, deadline=None,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None, suppress_health_check=list(HealthCheck)
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

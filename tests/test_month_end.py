@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-
-from chargeback.cli import main
-
 from conftest import usage_file
 from test_deliver import CONSUMERS, Inbox, documents_for, smtp, with_emails  # noqa: F401 (smtp: a fixture)
+
+from chargeback.cli import main
 
 
 def test_the_month_end_walk_through(db_url: str, mini_book: Path, tmp_path: Path, smtp: tuple[Inbox, str]) -> None:  # noqa: F811
@@ -22,20 +21,22 @@ def test_the_month_end_walk_through(db_url: str, mini_book: Path, tmp_path: Path
         result = CliRunner().invoke(main, ["--db", db_url, *args])
         return result.exit_code, result.stdout, result.stderr
 
-    with_emails(mini_book, {"ART": "art@uni.example", "MATH": "math@uni.example",
-                            "EXT-1": "billing@library.example"})
+    with_emails(mini_book, {"ART": "art@uni.example", "MATH": "math@uni.example", "EXT-1": "billing@library.example"})
     assert run("load", str(mini_book))[0] == 0
     assert run("import", str(mini_book / "usage" / "2026-03.csv"), "--period", "2026-03")[0] == 0
     assert run("close", "2026-03", "--out", str(out))[0] == 0
 
     # April: the help desk's file has a bad line and is refused whole
-    april = [["2026-04-02", "HELP", "ART", "2", "T-10", "Printer setup"],
-             ["2026-04-03", "HELP", "MATHS", "1", "T-11", "Projector"]]
+    april = [
+        ["2026-04-02", "HELP", "ART", "2", "T-10", "Printer setup"],
+        ["2026-04-03", "HELP", "MATHS", "1", "T-11", "Projector"],
+    ]
     bad = usage_file(tmp_path, "2026-04-help.csv", april)
     code, stdout, stderr = run("import", str(bad), "--period", "2026-04")
     assert code == 1 and stderr.splitlines() == [
         "2026-04-help.csv:3: consumer: 'MATHS' is not a unit of the book",
-        "import refused: 1 error, nothing imported"]
+        "import refused: 1 error, nothing imported",
+    ]
 
     # preview: the variance review calls out both services, whose files are not in yet
     code, stdout, _ = run("preview", "2026-04", "--out", str(out))
@@ -48,8 +49,21 @@ def test_the_month_end_walk_through(db_url: str, mini_book: Path, tmp_path: Path
     assert run("import", str(usage_file(tmp_path, "2026-04-help.csv", april)), "--period", "2026-04")[0] == 0
     fleet = usage_file(tmp_path, "2026-04-fleet.csv", [["2026-04-06", "VAN", "ART", "3", "V-10", "Exhibit"]])
     assert run("import", str(fleet), "--period", "2026-04")[0] == 0
-    assert run("adjust", "2026-04", "--service", "HELP", "--consumer", "ART", "--amount", "-10.00",
-               "--reason", "Duplicate ticket")[0] == 0
+    assert (
+        run(
+            "adjust",
+            "2026-04",
+            "--service",
+            "HELP",
+            "--consumer",
+            "ART",
+            "--amount",
+            "-10.00",
+            "--reason",
+            "Duplicate ticket",
+        )[0]
+        == 0
+    )
     code, stdout, _ = run("preview", "2026-04", "--out", str(out))
     assert code == 0 and "no usage of" not in stdout
     preview_lines = stdout.splitlines()

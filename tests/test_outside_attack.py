@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import usage_file
 
 from chargeback import api
 from chargeback.cli import main
-from chargeback.store.db import redact, without_secrets
 from chargeback.core.errors import Refused
-
-from conftest import usage_file
+from chargeback.store.db import redact, without_secrets
 
 
 def cli(url: str, *args: str) -> tuple[int, str, str]:
@@ -25,8 +24,9 @@ def test_a_period_outside_the_calendar_is_refused_up_front(loaded: str, tmp_path
     `close 0000-01` crashed on year 0. Now every command refuses such a period before it
     writes anything, and the months around it close as usual."""
     outside = f"'{period}' is outside the periods chargeback keeps (1900-01 to 2999-12)"
-    code, _, err = cli(loaded, "adjust", period, "--service", "HELP", "--consumer", "ART", "--amount", "5",
-                       "--reason", "x")
+    code, _, err = cli(
+        loaded, "adjust", period, "--service", "HELP", "--consumer", "ART", "--amount", "5", "--reason", "x"
+    )
     assert code == 2 and outside in err  # bad usage, like every malformed argument
     line = usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]])
     code, _, err = cli(loaded, "import", str(line), "--period", period)
@@ -46,12 +46,17 @@ def test_every_credential_form_of_a_database_url_is_hidden() -> None:
     """Before: a password in the URL's query was printed by `init` and by a connection
     error. Now the password, wherever libpq takes it, never reaches a message."""
     assert redact("postgresql://cbu:TopS3cret@127.0.0.1:55432/cb") == "postgresql://cbu:***@127.0.0.1:55432/cb"
-    assert redact("postgresql://cbu@127.0.0.1:55432/cb?password=TopS3cretPW") == \
-        "postgresql://cbu@127.0.0.1:55432/cb?password=%2A%2A%2A"
+    assert (
+        redact("postgresql://cbu@127.0.0.1:55432/cb?password=TopS3cretPW")
+        == "postgresql://cbu@127.0.0.1:55432/cb?password=%2A%2A%2A"
+    )
     assert "S3cret" not in redact("postgresql://cbu@h/cb?sslpassword=S3cret&sslmode=require")
-    assert without_secrets('connection failed: password="TopS3cretPW" rejected',
-                           "postgresql://cbu@127.0.0.1/cb?password=TopS3cretPW") == \
-        'connection failed: password="***" rejected'
+    assert (
+        without_secrets(
+            'connection failed: password="TopS3cretPW" rejected', "postgresql://cbu@127.0.0.1/cb?password=TopS3cretPW"
+        )
+        == 'connection failed: password="***" rejected'
+    )
 
 
 def test_a_connection_error_never_prints_the_password() -> None:
@@ -71,8 +76,11 @@ def test_a_reader_that_stops_early_is_a_normal_end(loaded: str, tmp_path: Path) 
     for n in range(60):  # an audit log long enough to outgrow the pipe's buffer
         api.adjust(loaded, "2026-03", "HELP", "ART", "1.00", f"reason {n} " + "x" * 2000)
     for _ in range(3):
-        reader = subprocess.Popen([sys.executable, "-m", "chargeback", "--db", loaded, "audit"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        reader = subprocess.Popen(
+            [sys.executable, "-m", "chargeback", "--db", loaded, "audit"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert reader.stdout is not None and reader.stdout.readline()
         reader.stdout.close()
         _, err = reader.communicate(timeout=60)
@@ -85,11 +93,16 @@ def test_a_device_or_pipe_is_refused_not_read_for_ever(loaded: str) -> None:
     assert code == 1 and err == "refused: /dev/zero: not a regular file: import a CSV or XLSX file\n"
 
 
-@pytest.mark.parametrize(("setting", "message"), [
-    ("fiscal_year_start = true", "book.toml:3: fiscal_year_start: Input should be a valid integer"),
-    ('name = "Evil\\r\\nCollege"', "book.toml:1: name: holds a line break or another control "
-                                   "character: write it on one line"),
-])
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("fiscal_year_start = true", "book.toml:3: fiscal_year_start: Input should be a valid integer"),
+        (
+            'name = "Evil\\r\\nCollege"',
+            "book.toml:1: name: holds a line break or another control character: write it on one line",
+        ),
+    ],
+)
 def test_book_settings_take_what_they_say(mini_book: Path, sqlite_url: str, setting: str, message: str) -> None:
     """Before: `fiscal_year_start = true` was taken as 1, and a book's name with CR/LF was
     echoed raw to the terminal by `load`."""
@@ -111,14 +124,17 @@ def test_ten_thousand_problems_are_told_in_a_screenful(loaded: str, tmp_path: Pa
     code, _, err = cli(loaded, "import", str(path), "--period", "2026-03")
     lines = err.splitlines()
     assert code == 1 and len(lines) == 102
-    assert lines[0] == "wide.csv:1: x0: unknown column; the columns are: date, service, consumer, quantity, " \
-                       "reference, description"
+    assert (
+        lines[0] == "wide.csv:1: x0: unknown column; the columns are: date, service, consumer, quantity, "
+        "reference, description"
+    )
     assert lines[-2] == "... and 9900 more errors like these (the first 100 are shown)"
     assert lines[-1] == "import refused: 10000 errors, nothing imported"
 
 
-def test_a_read_only_database_still_answers_the_reading_commands(sqlite_url: str, mini_book: Path,
-                                                                 tmp_path: Path) -> None:
+def test_a_read_only_database_still_answers_the_reading_commands(
+    sqlite_url: str, mini_book: Path, tmp_path: Path
+) -> None:
     """Before: on a read-only database file even `verify`, `reconcile` and `audit` failed
     with "check that the database server is running". Opened read-only (as a file without
     write permission is), reading commands work and writing ones say what is wrong."""
@@ -127,8 +143,9 @@ def test_a_read_only_database_still_answers_the_reading_commands(sqlite_url: str
     for command in (["reconcile", "2026-03"], ["audit"], ["export", "2026-03", "--format", "csv"]):
         code, out, err = cli(read_only, *command)
         assert (code, err) == (0, ""), command
-    code, _, err = cli(read_only, "adjust", "2026-04", "--service", "HELP", "--consumer", "ART", "--amount", "5",
-                       "--reason", "x")
+    code, _, err = cli(
+        read_only, "adjust", "2026-04", "--service", "HELP", "--consumer", "ART", "--amount", "5", "--reason", "x"
+    )
     assert code == 1 and "is read-only" in err and "reading commands (verify, reconcile, audit, export) work" in err
 
 
@@ -143,8 +160,10 @@ def test_usage_that_one_charge_could_not_post_is_refused_at_import(loaded: str, 
     code, _, err = cli(loaded, "import", str(usage_file(tmp_path, "b.csv", rows)), "--period", "2026-03")
     lines = err.splitlines()
     assert code == 1 and lines[-1] == "import refused: 1 error, nothing imported"
-    assert lines[0] == ("b.csv:2: quantity: with this line the usage of HELP by ART in 2026-03 passes what one "
-                        "charge can post (10^12 in quantity, or 10^12 USD at its rate): check the quantities")
+    assert lines[0] == (
+        "b.csv:2: quantity: with this line the usage of HELP by ART in 2026-03 passes what one "
+        "charge can post (10^12 in quantity, or 10^12 USD at its rate): check the quantities"
+    )
     result = api.close(loaded, "2026-03", tmp_path / "out", documents=False)
     assert result.reconciliation.balanced
 
@@ -196,8 +215,9 @@ def test_a_killed_command_leaves_no_worker_running(tmp_path: Path, follow: bool)
 
     script = tmp_path / "workers.py"
     script.write_text(WORKERS_SCRIPT)
-    command = subprocess.Popen([sys.executable, str(script), "follow" if follow else "stay"],
-                               stdout=subprocess.PIPE, text=True)
+    command = subprocess.Popen(
+        [sys.executable, str(script), "follow" if follow else "stay"], stdout=subprocess.PIPE, text=True
+    )
     assert command.stdout is not None and command.stdout.readline() == "ready\n"
     children = _children(command.pid)
     assert len(children) >= 2  # the workers, and the resource tracker
@@ -212,8 +232,9 @@ def test_a_killed_command_leaves_no_worker_running(tmp_path: Path, follow: bool)
     assert (left == set()) is follow
 
 
-def test_a_full_disk_while_a_workbook_is_written_gets_the_proper_message(loaded: str, tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_while_a_workbook_is_written_gets_the_proper_message(
+    loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: a disk that filled up while XlsxWriter wrote a workbook gave `error:
     FileCreateError: [Errno 28] ...`; every other document got the proper message."""
     import builtins
@@ -234,7 +255,8 @@ def test_a_full_disk_while_a_workbook_is_written_gets_the_proper_message(loaded:
     monkeypatch.undo()
     assert str(refused.value) == (
         f"cannot write the documents to {tmp_path / 'out'}: No space left on device; the period stays open: "
-        "free some space, make the folder writable or choose another --out folder")
+        "free some space, make the folder writable or choose another --out folder"
+    )
     assert api.reconcile(loaded, "2026-03").status == "open"
 
 

@@ -10,24 +10,23 @@ from pathlib import Path
 import openpyxl
 import pytest
 from click.testing import CliRunner
+from conftest import usage_file
 from sqlalchemy import select
+from test_close import entries
 
 from chargeback import api
-
-from chargeback.store import db
 from chargeback.cli import main
 from chargeback.core.errors import Refused
 from chargeback.ledger.journal import head
+from chargeback.store import db
 from chargeback.store.schema import Period
-
-from conftest import usage_file
-from test_close import entries
 
 
 def setup_march(url: str, mini_book: Path, tmp_path: Path) -> None:
     """Usage, a recurring fee and an adjustment: everything a close posts."""
     (mini_book / "recurring.csv").write_text(
-        "service,consumer,quantity,from_period,to_period,description\nVAN,MATH,1,2026-03,,Reserved van\n")
+        "service,consumer,quantity,from_period,to_period,description\nVAN,MATH,1,2026-03,,Reserved van\n"
+    )
     api.load(url, mini_book)
     api.import_file(url, mini_book / "usage" / "2026-03.csv", "2026-03")
     api.adjust(url, "2026-03", "HELP", "ART", "-5.00", "Goodwill")
@@ -49,8 +48,13 @@ def rows_of(path: Path) -> list[list[str]]:
 
 def cells(path: Path) -> dict[str, list[tuple[object, ...]]]:
     book = openpyxl.load_workbook(path)
-    return {s.title: [tuple(str(v).removeprefix("DRAFT - ") if isinstance(v, str) else v for v in row)
-                      for row in s.iter_rows(values_only=True)] for s in book.worksheets}
+    return {
+        s.title: [
+            tuple(str(v).removeprefix("DRAFT - ") if isinstance(v, str) else v for v in row)
+            for row in s.iter_rows(values_only=True)
+        ]
+        for s in book.worksheets
+    }
 
 
 def test_preview_posts_nothing_and_writes_drafts(db_url: str, mini_book: Path, tmp_path: Path) -> None:
@@ -106,7 +110,9 @@ def test_preview_is_refused_where_a_close_would_be(loaded: str, tmp_path: Path) 
         api.preview(loaded, "2026-04", tmp_path / "out")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
     api.close(loaded, "2026-03", tmp_path / "out")
-    with pytest.raises(Refused, match=r"period 2026-03 is closed: its documents are final; `chargeback report 2026-03`"):
+    with pytest.raises(
+        Refused, match=r"period 2026-03 is closed: its documents are final; `chargeback report 2026-03`"
+    ):
         api.preview(loaded, "2026-03", tmp_path / "out")
     with pytest.raises(Refused, match="not a period"):
         api.preview(loaded, "2026-4", tmp_path / "out")
@@ -114,18 +120,34 @@ def test_preview_is_refused_where_a_close_would_be(loaded: str, tmp_path: Path) 
 
 def test_preview_and_close_print_the_review(loaded: str, tmp_path: Path) -> None:
     out = str(tmp_path / "out")
-    api.import_file(loaded, usage_file(tmp_path, "m.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""],
-                                                            ["2026-03-03", "HELP", "MATH", "1", "T-2", ""]]), "2026-03")
+    api.import_file(
+        loaded,
+        usage_file(
+            tmp_path,
+            "m.csv",
+            [["2026-03-02", "HELP", "ART", "1", "T-1", ""], ["2026-03-03", "HELP", "MATH", "1", "T-2", ""]],
+        ),
+        "2026-03",
+    )
     api.close(loaded, "2026-03", tmp_path / "out")
-    api.import_file(loaded, usage_file(tmp_path, "a.csv", [["2026-04-02", "HELP", "ART", "2", "T-3", ""],
-                                                            ["2026-04-03", "HELP", "MATH", "1", "T-4", ""]]), "2026-04")
+    api.import_file(
+        loaded,
+        usage_file(
+            tmp_path,
+            "a.csv",
+            [["2026-04-02", "HELP", "ART", "2", "T-3", ""], ["2026-04-03", "HELP", "MATH", "1", "T-4", ""]],
+        ),
+        "2026-04",
+    )
     result = CliRunner().invoke(main, ["--db", loaded, "preview", "2026-04", "--out", out])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("preview of 2026-04: 2 charges priced; internal revenue 180.00 USD")
     assert lines[0].endswith(f"nothing was posted; draft documents in {Path(out) / '2026-04-draft'}")
-    assert lines[1] == ("variance review of 2026-04 against 2026-03 and the average of 2026-03; "
-                        "flagged (!): a change of more than 25% of the previous amount and at least 1.00 USD")
+    assert lines[1] == (
+        "variance review of 2026-04 against 2026-03 and the average of 2026-03; "
+        "flagged (!): a change of more than 25% of the previous amount and at least 1.00 USD"
+    )
     art = next(line for line in lines if line.startswith("! ART"))
     assert art.split() == ["!", "ART", "120.00", "60.00", "+60.00", "100.0%", "60.00", "HELP", "+60.00"]
     math = next(line for line in lines if " MATH " in line)

@@ -7,7 +7,17 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chargeback.core.money import format_amount, format_grouped, from_minor, minor_of_product, parse_decimal, price, quantize, to_micro, to_minor
+from chargeback.core.money import (
+    format_amount,
+    format_grouped,
+    from_minor,
+    minor_of_product,
+    parse_decimal,
+    price,
+    quantize,
+    to_micro,
+    to_minor,
+)
 from chargeback.core.pricing import RateRow, RateTable, overlapping
 from chargeback.core.pricing import price as price_line
 
@@ -53,16 +63,17 @@ def test_parse_decimal_refuses_what_is_not_a_plain_number() -> None:
 
 
 def rate(service: str, start: str, end: str | None, value: str, cls: str = "internal") -> RateRow:
-    return RateRow(service, cls, dt.date.fromisoformat(start),
-                   dt.date.fromisoformat(end) if end else None, D(value))
+    return RateRow(service, cls, dt.date.fromisoformat(start), dt.date.fromisoformat(end) if end else None, D(value))
 
 
 def test_rate_in_force_on_the_usage_date_for_the_consumers_class() -> None:
-    table = RateTable([
-        rate("VAN", "2026-01-01", "2026-03-15", "45.125"),
-        rate("VAN", "2026-03-16", None, "47.5"),
-        rate("VAN", "2026-01-01", None, "60", "external"),
-    ])
+    table = RateTable(
+        [
+            rate("VAN", "2026-01-01", "2026-03-15", "45.125"),
+            rate("VAN", "2026-03-16", None, "47.5"),
+            rate("VAN", "2026-01-01", None, "60", "external"),
+        ]
+    )
     assert table.find("VAN", "internal", dt.date(2026, 3, 15)).rate == D("45.125")
     assert table.find("VAN", "internal", dt.date(2026, 3, 16)).rate == D("47.5")
     assert table.find("VAN", "external", dt.date(2026, 3, 16)).rate == D("60")
@@ -74,9 +85,13 @@ def test_rate_in_force_on_the_usage_date_for_the_consumers_class() -> None:
 
 
 def test_overlapping_rate_ranges_are_found() -> None:
-    rows = [rate("A", "2026-01-01", "2026-03-31", "1"), rate("A", "2026-03-31", None, "2"),
-            rate("A", "2026-01-01", None, "9", "external"), rate("B", "2026-01-01", "2026-01-31", "1"),
-            rate("B", "2026-02-01", None, "1")]
+    rows = [
+        rate("A", "2026-01-01", "2026-03-31", "1"),
+        rate("A", "2026-03-31", None, "2"),
+        rate("A", "2026-01-01", None, "9", "external"),
+        rate("B", "2026-01-01", "2026-01-31", "1"),
+        rate("B", "2026-02-01", None, "1"),
+    ]
     clashes = overlapping(rows)
     assert [(a.service, b.effective_from.isoformat()) for a, b in clashes] == [("A", "2026-03-31")]
     assert overlapping([rate("A", "2026-01-01", None, "1"), rate("A", "2027-01-01", None, "1")])
@@ -97,8 +112,9 @@ def test_price_matches_exact_integer_rounding(quantity: Decimal, rate_value: Dec
 
 
 @given(quantities, rates, st.sampled_from([0, 2, 3]))
-def test_the_close_prices_in_integers_as_decimal_pricing_does(quantity: Decimal, rate_value: Decimal,
-                                                                digits: int) -> None:
+def test_the_close_prices_in_integers_as_decimal_pricing_does(
+    quantity: Decimal, rate_value: Decimal, digits: int
+) -> None:
     exact = to_minor(price(quantity, rate_value, digits), digits)
     assert minor_of_product(to_micro(quantity), to_micro(rate_value), digits) == exact
 
@@ -110,7 +126,7 @@ def test_integer_pricing_rounds_half_cents_away_from_zero() -> None:
     assert minor_of_product(3_000_000, 333_333, 2) == 100  # 0.999999 -> 1.00
 
 
-@given(st.integers(-10**18, 10**18), st.integers(0, 10**18), st.sampled_from([0, 2, 3]))
+@given(st.integers(-(10**18), 10**18), st.integers(0, 10**18), st.sampled_from([0, 2, 3]))
 def test_integer_pricing_rounds_like_quantize(quantity_micro: int, rate_micro: int, digits: int) -> None:
     """`minor_of_product` (the close's and the import's integer pricing) is `quantize`'s rule."""
     from decimal import localcontext
@@ -124,7 +140,7 @@ def test_integer_pricing_rounds_like_quantize(quantity_micro: int, rate_micro: i
     assert minor_of_product(quantity_micro, rate_micro, digits) == expected
 
 
-@given(st.integers(-10**6, 10**6).filter(bool), st.sampled_from([0, 5, 335, 1_250_000, 999_999]))
+@given(st.integers(-(10**6), 10**6).filter(bool), st.sampled_from([0, 5, 335, 1_250_000, 999_999]))
 def test_integer_pricing_ties_go_away_from_zero(quantity: int, rate_micro: int) -> None:
     from chargeback.core.money import minor_of_product
 
@@ -140,8 +156,12 @@ def test_an_amount_is_written_as_its_decimal_with_the_currency_digits(minor: int
     assert format_grouped(minor, digits) == f"{from_minor(minor, digits):,.{digits}f}"
 
 
-@given(st.one_of(st.integers(min_value=-(10**18), max_value=10**18),
-                 st.integers(min_value=-(10**6), max_value=10**6).map(lambda whole: whole * 1_000_000)))
+@given(
+    st.one_of(
+        st.integers(min_value=-(10**18), max_value=10**18),
+        st.integers(min_value=-(10**6), max_value=10**6).map(lambda whole: whole * 1_000_000),
+    )
+)
 def test_a_quantity_is_written_as_its_decimal(micro: int) -> None:
     """`micro_text` works in integers; the text is the Decimal's (`from_micro`): no
     trailing zeros, no exponent, whole numbers without a point."""
@@ -150,9 +170,13 @@ def test_a_quantity_is_written_as_its_decimal(micro: int) -> None:
     assert micro_text(micro) == str(from_micro(micro))
 
 
-@given(st.one_of(st.integers(min_value=-(10**18), max_value=10**18),
-                 st.integers(min_value=-(10**6), max_value=10**6).map(lambda whole: whole * 1_000_000)),
-       st.integers(min_value=0, max_value=4))
+@given(
+    st.one_of(
+        st.integers(min_value=-(10**18), max_value=10**18),
+        st.integers(min_value=-(10**6), max_value=10**6).map(lambda whole: whole * 1_000_000),
+    ),
+    st.integers(min_value=0, max_value=4),
+)
 def test_an_invoice_shows_a_quantity_or_rate_as_its_decimal_grouped(micro: int, places: int) -> None:
     """`grouped_micro` works in integers; the text is the Decimal's with thousands
     separators and at least `places` decimals."""

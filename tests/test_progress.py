@@ -15,15 +15,15 @@ LINES = 25_000
 
 
 def big_feed(folder: Path) -> Path:
-    return usage_file(folder, "2026-03.csv", [["2026-03-02", "HELP", "ART", "1", f"T-{n}", ""]
-                                              for n in range(LINES)])
+    return usage_file(folder, "2026-03.csv", [["2026-03-02", "HELP", "ART", "1", f"T-{n}", ""] for n in range(LINES)])
 
 
 def on_terminal(*args: str, cwd: Path) -> tuple[int, str]:
     """Run `chargeback ARGS` with a pseudo-terminal as its stdout and stderr."""
     leader, follower = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "chargeback", *args], cwd=cwd,
-                               stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chargeback", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower
+    )
     os.close(follower)
     output = b""
     while True:
@@ -56,7 +56,11 @@ def test_no_bar_when_quiet_or_piped(mini_book: Path, tmp_path: Path) -> None:
     assert on_terminal(*db, "load", str(mini_book), cwd=tmp_path)[0] == 0
     code, shown = on_terminal(*db, "--quiet", "import", str(feed), "--period", "2026-03", cwd=tmp_path)
     assert code == 0 and shown == ""
-    piped = subprocess.run([sys.executable, "-m", "chargeback", *db, "close", "2026-03", "--no-documents"],
-                           cwd=tmp_path, capture_output=True, text=True)
+    piped = subprocess.run(
+        [sys.executable, "-m", "chargeback", *db, "close", "2026-03", "--no-documents"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert piped.returncode == 0 and piped.stderr == ""
     assert "closed 2026-03" in piped.stdout and "pricing and posting" not in piped.stdout

@@ -4,14 +4,12 @@ refused cleanly, and nothing is posted twice."""
 import threading
 from pathlib import Path
 
+from conftest import usage_file
 from sqlalchemy import text
 
 from chargeback import api
-
-from chargeback.store import db
 from chargeback.core.errors import Refused
-
-from conftest import usage_file
+from chargeback.store import db
 
 
 def test_two_simultaneous_closes_one_wins(pg_url: str, mini_book: Path, tmp_path: Path) -> None:

@@ -7,13 +7,13 @@ from fractions import Fraction
 from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import write_csv
 from openpyxl import load_workbook
+from test_allocation_close import campus
 
 from chargeback import api
 from chargeback.cli import main
 from chargeback.close.recovery import fiscal_periods
-from conftest import write_csv
-from test_allocation_close import campus
 
 
 def test_fiscal_periods() -> None:
@@ -24,10 +24,17 @@ def test_fiscal_periods() -> None:
 
 def _book(tmp_path: Path) -> Path:
     book = campus(tmp_path / "campus")
-    write_csv(book / "provider_costs.csv", ["period", "provider", "amount"], [
-        ["2026-03", "IT", "6000.00"], ["2026-04", "IT", "500.00"],
-        ["2026-03", "FAC", "10000.00"], ["2026-04", "FAC", "10000.00"],
-        ["2026-07", "IT", "999.00"]])  # fiscal year 2027: not counted
+    write_csv(
+        book / "provider_costs.csv",
+        ["period", "provider", "amount"],
+        [
+            ["2026-03", "IT", "6000.00"],
+            ["2026-04", "IT", "500.00"],
+            ["2026-03", "FAC", "10000.00"],
+            ["2026-04", "FAC", "10000.00"],
+            ["2026-07", "IT", "999.00"],
+        ],
+    )  # fiscal year 2027: not counted
     return book
 
 
@@ -67,13 +74,13 @@ def test_recovery_per_provider_period_and_service(db_url: str, tmp_path: Path) -
 def test_cli_recovery_prints_a_summary(db_url: str, tmp_path: Path) -> None:
     api.run(db_url, _book(tmp_path), tmp_path / "out")
     out_file = tmp_path / "reports" / "recovery.xlsx"
-    result = CliRunner().invoke(main, ["--db", db_url, "recovery", "--fiscal-year", "2026",
-                                       "--out", str(out_file)])
+    result = CliRunner().invoke(main, ["--db", db_url, "recovery", "--fiscal-year", "2026", "--out", str(out_file)])
     assert result.exit_code == 0, result.output
     assert "cost recovery FY2026 (2025-07 to 2026-06), USD" in result.output
     assert "recovery  116.0%  [over-recovery]" in result.output
-    assert ("HELP         break-even rate 50.781250 per hour, current rate 60, billed on average "
-            "58.906250") in result.output
+    assert (
+        "HELP         break-even rate 50.781250 per hour, current rate 60, billed on average 58.906250"
+    ) in result.output
     assert out_file.is_file()
     bad = CliRunner().invoke(main, ["--db", db_url, "recovery", "--fiscal-year", "26"])
     assert bad.exit_code == 2

@@ -21,12 +21,10 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from chargeback import api
-
-from chargeback.store import db
-
-from chargeback.ledger import seals
 from chargeback.cli import main
+from chargeback.ledger import seals
 from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, entry_hash
+from chargeback.store import db
 from chargeback.store.schema import (
     Entry,
     JournalHead,
@@ -78,8 +76,11 @@ def rechain_events(conn, new_hash: dict[str, str]) -> None:  # type: ignore[no-u
         values[7] = new_hash.get(values[7], values[7])
         values[-1] = previous
         previous = seals.event_hash(values)
-        conn.execute(update(PeriodEvent).where(PeriodEvent.id == row.id).values(
-            journal_hash=values[7], prev_hash=values[-1], hash=previous))
+        conn.execute(
+            update(PeriodEvent)
+            .where(PeriodEvent.id == row.id)
+            .values(journal_hash=values[7], prev_hash=values[-1], hash=previous)
+        )
     conn.execute(update(PeriodEventHead).values(last_hash=previous))
 
 
@@ -89,8 +90,9 @@ def forge(url: str, entry_id: int, delta: int) -> None:
     and the totals stored at its close, and the seals of the closes (chained again)."""
     engine = engine_for(url)
     with engine.begin() as conn:
-        forged = conn.execute(select(Entry.period, Entry.consumer, Entry.service, Entry.kind)
-                              .where(Entry.id == entry_id)).one()
+        forged = conn.execute(
+            select(Entry.period, Entry.consumer, Entry.service, Entry.kind).where(Entry.id == entry_id)
+        ).one()
         conn.execute(update(Entry).where(Entry.id == entry_id).values(amount_minor=Entry.amount_minor + delta))
         new_hash, previous = {}, GENESIS
         for row in conn.execute(select(*ENTRY_COLUMNS).order_by(Entry.id)).all():
@@ -101,16 +103,30 @@ def forge(url: str, entry_id: int, delta: int) -> None:
             conn.execute(update(Entry).where(Entry.id == row.id).values(prev_hash=values[-1], hash=previous))
         conn.execute(update(JournalHead).values(last_hash=previous))
         for period, closed_hash in conn.execute(select(Period.period, Period.closed_hash)).all():
-            conn.execute(update(Period).where(Period.period == period)
-                         .values(closed_hash=new_hash.get(closed_hash, closed_hash)))
-        conn.execute(update(Period).where(Period.period == forged.period).values(
-            internal_revenue_minor=Period.internal_revenue_minor + delta,
-            internal_spend_minor=Period.internal_spend_minor + delta))
-        total = conn.execute(select(PeriodTotalRow.id).where(
-            PeriodTotalRow.period == forged.period, PeriodTotalRow.consumer == forged.consumer,
-            PeriodTotalRow.service == forged.service, PeriodTotalRow.kind == forged.kind)).scalar_one()
-        conn.execute(update(PeriodTotalRow).where(PeriodTotalRow.id == total)
-                     .values(amount_minor=PeriodTotalRow.amount_minor + delta))
+            conn.execute(
+                update(Period).where(Period.period == period).values(closed_hash=new_hash.get(closed_hash, closed_hash))
+            )
+        conn.execute(
+            update(Period)
+            .where(Period.period == forged.period)
+            .values(
+                internal_revenue_minor=Period.internal_revenue_minor + delta,
+                internal_spend_minor=Period.internal_spend_minor + delta,
+            )
+        )
+        total = conn.execute(
+            select(PeriodTotalRow.id).where(
+                PeriodTotalRow.period == forged.period,
+                PeriodTotalRow.consumer == forged.consumer,
+                PeriodTotalRow.service == forged.service,
+                PeriodTotalRow.kind == forged.kind,
+            )
+        ).scalar_one()
+        conn.execute(
+            update(PeriodTotalRow)
+            .where(PeriodTotalRow.id == total)
+            .values(amount_minor=PeriodTotalRow.amount_minor + delta)
+        )
         events_writable(conn, True)
         rechain_events(conn, new_hash)
         events_writable(conn, False)
@@ -136,7 +152,9 @@ def test_a_forged_history_passes_verify_but_not_the_seals_kept_before(closed: st
     sealed = json.loads(listed)
     assert problems[:2] == [
         f"seal of {s['period']} (entry {s['entry']}, {s['hash'][:16]}...): the journal no longer holds it: "
-        "history was rewritten after it was sealed" for s in sealed]
+        "history was rewritten after it was sealed"
+        for s in sealed
+    ]
     assert problems[-1].startswith("verify failed: seal of 2026-03 (entry ")
 
 
@@ -149,7 +167,9 @@ def test_a_manifest_kept_before_the_forgery_catches_it(closed: str, tmp_path: Pa
     kept = [json.loads(m.read_text())["seal"] for m in manifests]  # the documents carry the seal
     assert err.splitlines()[:2] == [
         f"seal of {seal['period']} (entry {seal['entry']}, {seal['hash'][:16]}...): the journal no longer holds it: "
-        "history was rewritten after it was sealed" for seal in kept]
+        "history was rewritten after it was sealed"
+        for seal in kept
+    ]
 
 
 def test_a_manifest_s_seal_object_is_read(closed: str, tmp_path: Path) -> None:
@@ -160,14 +180,16 @@ def test_a_manifest_s_seal_object_is_read(closed: str, tmp_path: Path) -> None:
         assert seals.seal_of(conn, "2026-05") is None
     assert seal is not None and seal == api.seals(closed)[-1]
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"period": "2026-04", "files": [], "journal_hash": seal.hash,
-                                    "seal": seal.as_json()}))
+    manifest.write_text(
+        json.dumps({"period": "2026-04", "files": [], "journal_hash": seal.hash, "seal": seal.as_json()})
+    )
     assert seals.read_seals([manifest]) == [seal]
     forged = dict(seal.as_json(), hash="f" * 64)
     manifest.write_text(json.dumps({"period": "2026-04", "files": [], "seal": forged}))
     assert api.verify(closed, manifest).problems == [
         f"seal of 2026-04 (entry {seal.entry}, ffffffffffffffff...): the journal no longer holds it: "
-        "history was rewritten after it was sealed"]
+        "history was rewritten after it was sealed"
+    ]
 
 
 def test_a_seals_file_that_is_not_one_is_refused(closed: str, tmp_path: Path) -> None:
@@ -176,9 +198,11 @@ def test_a_seals_file_that_is_not_one_is_refused(closed: str, tmp_path: Path) ->
     code, _, err = cli(closed, "verify", "--seals", str(bad))
     assert code == 1
     assert err.strip() == f"refused: {bad}: item 1: a seal needs a period YYYY-MM and a hash of 64 lowercase hex digits"
-    for seal, message in (({"entry": 10**30}, "a seal's entry is the id of an entry, a whole number"),
-                          ({"signature": "zz"}, "a seal's signature is 128 lowercase hex digits and its key 64"),
-                          ({"closed_at": 5}, "closed_at 5 is not a UTC time YYYY-MM-DDTHH:MM:SSZ")):
+    for seal, message in (
+        ({"entry": 10**30}, "a seal's entry is the id of an entry, a whole number"),
+        ({"signature": "zz"}, "a seal's signature is 128 lowercase hex digits and its key 64"),
+        ({"closed_at": 5}, "closed_at 5 is not a UTC time YYYY-MM-DDTHH:MM:SSZ"),
+    ):
         bad.write_text(json.dumps(dict({"period": "2026-03", "entry": 1, "hash": "a" * 64}, **seal)))
         assert cli(closed, "verify", "--seals", str(bad))[2].strip() == f"refused: {bad}: {message}"
     bad.write_text("{")
@@ -188,11 +212,13 @@ def test_a_seals_file_that_is_not_one_is_refused(closed: str, tmp_path: Path) ->
 def _key_files(folder: Path, name: str) -> tuple[Ed25519PrivateKey, Path, Path]:
     key = Ed25519PrivateKey.generate()
     private = folder / f"{name}.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     public = folder / f"{name}.pub.pem"
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return key, private, public
 
 
@@ -212,8 +238,12 @@ def test_signed_seals_verify_with_the_public_key(signed: tuple[str, Path], tmp_p
     url, public = signed
     found = api.seals(url)
     assert len(found) == 2 and all(s.signature and len(s.signature) == 128 for s in found)
-    assert found[0].text() == (f"chargeback seal v1 2026-03 {found[0].entry} {found[0].hash} "
-                               f"{found[0].closed_at:%Y-%m-%dT%H:%M:%S}Z").encode()
+    assert (
+        found[0].text()
+        == (
+            f"chargeback seal v1 2026-03 {found[0].entry} {found[0].hash} {found[0].closed_at:%Y-%m-%dT%H:%M:%S}Z"
+        ).encode()
+    )
     code, out, err = cli(url, "verify", "--public-key", str(public))
     assert (code, err) == (0, "")
     assert out.strip().endswith("2 seals still held by the journal, 2 signatures valid")
@@ -221,8 +251,10 @@ def test_signed_seals_verify_with_the_public_key(signed: tuple[str, Path], tmp_p
     kept.write_text(cli(url, "seals", "--json")[1])
     assert cli(url, "verify", "--seals", str(kept), "--public-key", str(public))[0] == 0
     code, out, _ = cli(url, "seals")
-    assert out.splitlines()[0].startswith(f"2026-03  closed {found[0].as_json()['closed_at']}  entry {found[0].entry}  "
-                                          f"{found[0].hash}  signed by key {found[0].key[:16]}...")
+    assert out.splitlines()[0].startswith(
+        f"2026-03  closed {found[0].as_json()['closed_at']}  entry {found[0].entry}  "
+        f"{found[0].hash}  signed by key {found[0].key[:16]}..."
+    )
 
 
 def test_a_forged_seal_list_fails_the_signatures(signed: tuple[str, Path], tmp_path: Path) -> None:
@@ -234,10 +266,12 @@ def test_a_forged_seal_list_fails_the_signatures(signed: tuple[str, Path], tmp_p
     entries.dispose()
     moved = dict(real.as_json(), entry=other.id, hash=other.hash)  # held by the journal, not signed so
     other_key, _, _ = _key_files(tmp_path, "other")
-    resealed = seals.Seal(real.period, real.closed_at, real.entry, real.hash,
-                          other_key.sign(real.text()).hex(), real.key)
-    by_other = dict(real.as_json(), signature=other_key.sign(real.text()).hex(),
-                    key=seals.fingerprint(other_key.public_key()))
+    resealed = seals.Seal(
+        real.period, real.closed_at, real.entry, real.hash, other_key.sign(real.text()).hex(), real.key
+    )
+    by_other = dict(
+        real.as_json(), signature=other_key.sign(real.text()).hex(), key=seals.fingerprint(other_key.public_key())
+    )
     unsigned = dict(real.as_json(), signature=None, key=None)
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps([moved, resealed.as_json(), by_other, unsigned]))
@@ -261,12 +295,13 @@ def test_a_forger_without_the_key_cannot_seal_again(signed: tuple[str, Path]) ->
     assert api.verify(url).ok
     problems = api.verify(url, public_key=public).problems
     assert len(problems) == 2
-    assert all(p.startswith("seal of 2026-0") and p.endswith("its signature is not the key's: "
-                                                            "the seal was forged or changed") for p in problems)
+    assert all(
+        p.startswith("seal of 2026-0") and p.endswith("its signature is not the key's: the seal was forged or changed")
+        for p in problems
+    )
 
 
-def test_an_unreadable_seal_key_refuses_the_close(loaded: str, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreadable_seal_key_refuses_the_close(loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "setup fee")
     not_a_key = tmp_path / "key.pem"
     not_a_key.write_text("not a key")
@@ -283,7 +318,8 @@ def test_a_reopen_done_in_sql_is_found(closed: str, tmp_path: Path) -> None:
     sql(closed, "UPDATE periods SET status = 'open' WHERE period = '2026-04'")
     assert api.verify(closed).problems == [
         "period 2026-04: its status (open) does not follow from its closes and reopens: "
-        "it was changed behind the engine's back"]
+        "it was changed behind the engine's back"
+    ]
     api.adjust(closed, "2026-04", "HELP", "ART", "5.00", "slipped in")
     api.close(closed, "2026-04", tmp_path / "out2")
     problems = api.verify(closed).problems
@@ -310,15 +346,15 @@ def test_a_closed_period_s_row_changed_in_sql_is_found(closed: str) -> None:
     sql(closed, "UPDATE periods SET status = 'closed' WHERE period = '2026-04'")
     assert api.verify(closed).problems == [
         "period 2026-04: its status (closed) does not follow from its closes and reopens: "
-        "it was changed behind the engine's back"]
+        "it was changed behind the engine's back"
+    ]
 
 
 def test_period_events_are_append_only(closed: str) -> None:
     engine = engine_for(closed)
     for statement in ("UPDATE period_events SET reason = 'x'", "DELETE FROM period_events"):
-        with pytest.raises(DBAPIError, match="period events are append-only"):
-            with engine.begin() as conn:
-                conn.execute(text(statement))
+        with pytest.raises(DBAPIError, match="period events are append-only"), engine.begin() as conn:
+            conn.execute(text(statement))
     engine.dispose()
 
 
@@ -330,7 +366,8 @@ def test_a_changed_event_is_found(closed: str) -> None:
         events_writable(conn, False)
     engine.dispose()
     assert api.verify(closed).problems == [
-        "period event 1: its contents do not match its hash: the close of 2026-03 was altered"]
+        "period event 1: its contents do not match its hash: the close of 2026-03 was altered"
+    ]
 
 
 def test_a_deleted_last_event_is_found(closed: str) -> None:
@@ -341,10 +378,14 @@ def test_a_deleted_last_event_is_found(closed: str) -> None:
         events_writable(conn, False)
     engine.dispose()
     problems = api.verify(closed).problems
-    assert problems[0] == ("period event head names event 2 but the events end at 1: closes or reopens "
-                           "were deleted or added behind the engine's back")
-    assert "period 2026-04: its status (closed) does not follow from its closes and reopens: " \
-           "it was changed behind the engine's back" in problems
+    assert problems[0] == (
+        "period event head names event 2 but the events end at 1: closes or reopens "
+        "were deleted or added behind the engine's back"
+    )
+    assert (
+        "period 2026-04: its status (closed) does not follow from its closes and reopens: "
+        "it was changed behind the engine's back" in problems
+    )
 
 
 def test_a_chained_reopen_without_its_audit_record_is_found(closed: str) -> None:
@@ -352,8 +393,19 @@ def test_a_chained_reopen_without_its_audit_record_is_found(closed: str) -> None
     engine = engine_for(closed)
     with engine.begin() as conn:
         last = conn.execute(select(PeriodEventHead.last_event, PeriodEventHead.last_hash)).one()
-        values = (last.last_event + 1, "2026-04", dt.datetime(2030, 1, 1), "reopen", "quietly", "dba",
-                  None, None, None, None, last.last_hash)
+        values = (
+            last.last_event + 1,
+            "2026-04",
+            dt.datetime(2030, 1, 1),
+            "reopen",
+            "quietly",
+            "dba",
+            None,
+            None,
+            None,
+            None,
+            last.last_hash,
+        )
         digest = seals.event_hash(values)
         conn.execute(insert(PeriodEvent).values(**dict(zip(seals.HASHED_FIELDS, values)), hash=digest))
         conn.execute(update(PeriodEventHead).values(last_event=values[0], last_hash=digest))
@@ -361,7 +413,8 @@ def test_a_chained_reopen_without_its_audit_record_is_found(closed: str) -> None
     engine.dispose()
     assert api.verify(closed).problems == [
         "period 2026-04: its closes and reopens (close, reopen) are not those the audit log records (close): "
-        "one or the other was changed behind the engine's back"]
+        "one or the other was changed behind the engine's back"
+    ]
 
 
 def test_the_upgrade_chains_the_events_already_there(closed: str) -> None:
@@ -374,21 +427,30 @@ def test_the_upgrade_chains_the_events_already_there(closed: str) -> None:
     with engine.begin() as conn:
         command.downgrade(db._alembic_config(conn), "0011")
         conn.execute(text("UPDATE period_events SET journal_entry = NULL, journal_hash = NULL"))
-        conn.execute(text("INSERT INTO period_events (period, at, action, reason, \"user\") "
-                          "SELECT period, closed_at, 'reopen', 'older code', 'u' FROM periods WHERE period = '2026-04'"))
-        conn.execute(text("INSERT INTO period_events (period, at, action, reason, \"user\") "
-                          "SELECT period, closed_at, 'close', 'older code', 'u' FROM periods WHERE period = '2026-04'"))
+        conn.execute(
+            text(
+                'INSERT INTO period_events (period, at, action, reason, "user") '
+                "SELECT period, closed_at, 'reopen', 'older code', 'u' FROM periods WHERE period = '2026-04'"
+            )
+        )
+        conn.execute(
+            text(
+                'INSERT INTO period_events (period, at, action, reason, "user") '
+                "SELECT period, closed_at, 'close', 'older code', 'u' FROM periods WHERE period = '2026-04'"
+            )
+        )
     db.upgrade(engine)
     after = api.seals(closed)
     assert [(s.period, s.entry, s.hash) for s in after] == [(s.period, s.entry, s.hash) for s in before]
     with engine.connect() as conn:
-        assert conn.execute(select(PeriodEvent.action, PeriodEvent.journal_hash.is_not(None))
-                            .order_by(PeriodEvent.id)).all() == [
-            ("close", True), ("close", False), ("reopen", False), ("close", True)]
+        assert conn.execute(
+            select(PeriodEvent.action, PeriodEvent.journal_hash.is_not(None)).order_by(PeriodEvent.id)
+        ).all() == [("close", True), ("close", False), ("reopen", False), ("close", True)]
     problems = api.verify(engine).problems
     assert problems == [  # the reopen and close of the older code were not done through the engine
         "period 2026-04: its closes and reopens (close, reopen, close) are not those the audit log records "
-        "(close): one or the other was changed behind the engine's back"]
+        "(close): one or the other was changed behind the engine's back"
+    ]
 
 
 def test_the_documents_carry_the_seal_in_full(db_url: str, mini_book: Path, tmp_path: Path) -> None:

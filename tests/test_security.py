@@ -10,19 +10,25 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import PG_URL, reset_postgres, usage_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
+from reliability import chargeback, engine_for
 from sqlalchemy import text
 
 from chargeback import api
 from chargeback.core.safe import FORMULA_STARTS, file_in, neutralize
 
-from conftest import PG_URL, reset_postgres, usage_file
-from reliability import chargeback, engine_for
-
-PAYLOADS = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0",
-            "@SUM(1+1)*cmd|' /C calc'!A0", "\t=1+1", "\r=1+1", "=1+1\n"]
+PAYLOADS = [
+    '=HYPERLINK("http://evil.example","x")',
+    "+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "\t=1+1",
+    "\r=1+1",
+    "=1+1\n",
+]
 HTML = "<script>alert('pwn')</script>"
 
 
@@ -60,7 +66,7 @@ def test_no_input_text_runs_as_a_formula_in_any_document(loaded: str, mini_book:
     (mini_book / "rates.csv").write_text((mini_book / "rates.csv").read_text() + "VAN,external,2026-01-01,,80\n")
     api.load(loaded, mini_book)
     api.import_file(loaded, usage_file(tmp_path, "inj.csv", rows), "2026-03")
-    api.adjust(loaded, "2026-03", "HELP", "ART", "-1.00", "=HYPERLINK(\"http://evil.example\")")
+    api.adjust(loaded, "2026-03", "HELP", "ART", "-1.00", '=HYPERLINK("http://evil.example")')
     out = tmp_path / "out"
     api.close(loaded, "2026-03", out)
     api.export(loaded, "2026-03", "csv", tmp_path / "journal.csv")
@@ -123,13 +129,23 @@ def test_a_database_password_never_appears(secret_url: str, mini_book: Path, tmp
     no_server = secret_url.rsplit("@", 1)[0] + "@127.0.0.1:1/nowhere"
     no_database = secret_url.rsplit("/", 1)[0] + "/no_such_database"
     runs = [
-        (secret_url, "init"), (secret_url, "load", str(mini_book)), (secret_url, "import", str(bad), "--period", "2026-03"),
-        (secret_url, "import", str(good), "--period", "2026-03"), (secret_url, "close", "2026-03", "--out", str(out)),
-        (secret_url, "close", "2026-03", "--out", str(out)), (secret_url, "audit"), (secret_url, "audit", "--json"),
-        (secret_url, "verify"), (secret_url, "reconcile", "2026-03", "--json"),
-        (secret_url, "export", "2026-03", "--format", "hledger"), (secret_url, "--debug", "reopen", "2026-04", "--reason", "x"),
-        (wrong_password, "verify"), (wrong_password, "--debug", "load", str(mini_book)), (no_server, "verify"),
-        (no_database, "--debug", "verify"), (secret_url.replace("postgresql://", "mysql://"), "verify"),
+        (secret_url, "init"),
+        (secret_url, "load", str(mini_book)),
+        (secret_url, "import", str(bad), "--period", "2026-03"),
+        (secret_url, "import", str(good), "--period", "2026-03"),
+        (secret_url, "close", "2026-03", "--out", str(out)),
+        (secret_url, "close", "2026-03", "--out", str(out)),
+        (secret_url, "audit"),
+        (secret_url, "audit", "--json"),
+        (secret_url, "verify"),
+        (secret_url, "reconcile", "2026-03", "--json"),
+        (secret_url, "export", "2026-03", "--format", "hledger"),
+        (secret_url, "--debug", "reopen", "2026-04", "--reason", "x"),
+        (wrong_password, "verify"),
+        (wrong_password, "--debug", "load", str(mini_book)),
+        (no_server, "verify"),
+        (no_database, "--debug", "verify"),
+        (secret_url.replace("postgresql://", "mysql://"), "verify"),
         (secret_url.replace("@127.0.0.1:", "@127.0.0.1:notaport").rsplit("/", 1)[0] + "x/db", "verify"),
     ]
     failures = 0

@@ -7,13 +7,12 @@ inserted or reordered entry; test_audit.py the audit log.)"""
 from pathlib import Path
 
 import pytest
+from reliability import engine_for, sql
 from sqlalchemy import select, update
 
 from chargeback import api
 from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, entry_hash
 from chargeback.store.schema import Entry, JournalHead, Period
-
-from reliability import engine_for, sql
 
 
 @pytest.fixture
@@ -41,8 +40,10 @@ def test_a_rechained_rewrite_is_found_by_the_closed_periods(closed: str) -> None
     rechain(closed, 2, 100)
     problems = api.verify(closed).problems
     seals = [p for p in problems if "the seal of its close" in p]
-    assert [p.split(" at ")[0] for p in seals] == ["period 2026-03: the seal of its close",
-                                                   "period 2026-04: the seal of its close"]
+    assert [p.split(" at ")[0] for p in seals] == [
+        "period 2026-03: the seal of its close",
+        "period 2026-04: the seal of its close",
+    ]
     assert all(p.endswith("is no longer in the journal: entries were rewritten") for p in seals)
     assert [p for p in problems if p not in seals] == [
         "entry 2: its usage lines do not add up to its quantity and amount: charge_lines was altered",
@@ -57,7 +58,8 @@ def test_a_rechained_rewrite_is_found_by_the_closed_periods(closed: str) -> None
 def test_changed_recorded_totals_are_found(closed: str) -> None:
     sql(closed, "UPDATE periods SET internal_spend_minor = internal_spend_minor - 1 WHERE period = '2026-04'")
     assert api.verify(closed).problems == [
-        "period 2026-04: its entries no longer match the totals recorded when it was closed (3 entries now, 3 at close)"]
+        "period 2026-04: its entries no longer match the totals recorded when it was closed (3 entries now, 3 at close)"
+    ]
 
 
 def test_an_entry_moved_into_a_closed_period_is_found(closed: str) -> None:
@@ -68,13 +70,20 @@ def test_an_entry_moved_into_a_closed_period_is_found(closed: str) -> None:
     sql(closed, "UPDATE entries SET period = '2026-04' WHERE id = 1")
     problems = api.verify(closed).problems
     assert problems[0] == "entry 1: its contents do not match its hash: the entry was altered"
-    assert "period 2026-03: its entries no longer match the totals recorded when it was closed (4 entries now, 5 at close)" in problems
+    assert (
+        "period 2026-03: its entries no longer match the totals recorded when it was closed (4 entries now, 5 at close)"
+        in problems
+    )
 
 
 def test_changed_stored_totals_are_found(closed: str) -> None:
     """The totals stored at a close, which later closes read for the months before theirs."""
-    sql(closed, "UPDATE period_totals SET amount_minor = amount_minor + 1 "
-                "WHERE id = (SELECT min(id) FROM period_totals WHERE period = '2026-04')")
+    sql(
+        closed,
+        "UPDATE period_totals SET amount_minor = amount_minor + 1 "
+        "WHERE id = (SELECT min(id) FROM period_totals WHERE period = '2026-04')",
+    )
     assert api.verify(closed).problems == [
         "period 2026-04: its entries no longer match the totals by consumer and service stored at its close "
-        "(one or the other was changed behind the engine's back)"]
+        "(one or the other was changed behind the engine's back)"
+    ]

@@ -6,14 +6,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from conftest import USAGE_HEADER, usage_file
 from openpyxl import Workbook
 from sqlalchemy import create_engine, func, select
 
 from chargeback import api
 from chargeback.core.errors import InputRefused, Refused
 from chargeback.store.schema import Usage
-
-from conftest import USAGE_HEADER, usage_file
 
 D = Decimal
 
@@ -30,7 +29,9 @@ def refused(url: str, path: Path, period: str) -> list[str]:
     with pytest.raises(InputRefused) as caught:
         api.import_file(url, path, period)
     assert str(caught.value).startswith("import refused: ")
-    assert str(caught.value).endswith(" errors, nothing imported") or str(caught.value).endswith(" error, nothing imported")
+    assert str(caught.value).endswith(" errors, nothing imported") or str(caught.value).endswith(
+        " error, nothing imported"
+    )
     return [str(p) for p in caught.value.problems]
 
 
@@ -47,13 +48,20 @@ def test_import_counts_and_totals_by_provider(loaded: str) -> None:
 
 def test_bom_csv_and_codes_with_dots_underscores_and_lower_case(db_url: str, mini_book: Path, tmp_path: Path) -> None:
     with open(mini_book / "units.csv", "a") as handle:
-        handle.write("eng.civil,Civil Engineering,internal,COL\nMed_Sch,Medicine,internal,COL\nlab-3,Lab three,internal,COL\n")
+        handle.write(
+            "eng.civil,Civil Engineering,internal,COL\nMed_Sch,Medicine,internal,COL\nlab-3,Lab three,internal,COL\n"
+        )
     api.load(db_url, mini_book)
-    path = usage_file(tmp_path, "bom.csv", [
-        ["2026-03-02", "HELP", "eng.civil", "0.335", "B-1", "float trap"],
-        ["2026-03-03", "HELP", "Med_Sch", "1", "B-2", ""],
-        ["2026-03-04", "HELP", "lab-3", "0.000125", "B-3", "tiny"],
-    ], bom=True)
+    path = usage_file(
+        tmp_path,
+        "bom.csv",
+        [
+            ["2026-03-02", "HELP", "eng.civil", "0.335", "B-1", "float trap"],
+            ["2026-03-03", "HELP", "Med_Sch", "1", "B-2", ""],
+            ["2026-03-04", "HELP", "lab-3", "0.000125", "B-3", "tiny"],
+        ],
+        bom=True,
+    )
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")
     result = api.import_file(db_url, path, "2026-03")
     # 0.335 x 60 = 20.10; 1 x 60 = 60.00; 0.000125 x 60 = 0.0075 -> 0.01
@@ -76,7 +84,8 @@ def test_xlsx_with_date_cells_and_decimal_quantities(loaded: str, tmp_path: Path
 
 @pytest.mark.parametrize("suffix", ["csv", "xlsx"])
 def test_columns_in_any_order_and_without_descriptions_are_stored_by_their_names(
-        loaded: str, tmp_path: Path, suffix: str) -> None:
+    loaded: str, tmp_path: Path, suffix: str
+) -> None:
     """A file's columns are read by their names in the header, in whatever order, and a
     file without the optional description column stores its lines without one; a bad
     cell is still named by its column."""
@@ -94,12 +103,22 @@ def test_columns_in_any_order_and_without_descriptions_are_stored_by_their_names
     assert result.by_provider == {"FLEET": D("45.13"), "IT": D("150.00")}  # 1 x 45.125; 2.5 x 60
     engine = create_engine(loaded.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
-        lines = conn.execute(select(Usage.line, Usage.date, Usage.service, Usage.consumer, Usage.quantity_micro,
-                                    Usage.reference, Usage.description).order_by(Usage.line)).all()
+        lines = conn.execute(
+            select(
+                Usage.line,
+                Usage.date,
+                Usage.service,
+                Usage.consumer,
+                Usage.quantity_micro,
+                Usage.reference,
+                Usage.description,
+            ).order_by(Usage.line)
+        ).all()
     engine.dispose()
     assert [tuple(line) for line in lines] == [
         (2, dt.date(2026, 3, 5), "HELP", "MATH", 2_500_000, "R-1", None),
-        (3, dt.date(2026, 3, 6), "VAN", "ART", 1_000_000, "R-2", None)]
+        (3, dt.date(2026, 3, 6), "VAN", "ART", 1_000_000, "R-2", None),
+    ]
     bad = tmp_path / "bad.csv"
     bad.write_text("reference,quantity,consumer,date,service\nR-3,lots,MATH,2026-03-07,HELP\n")
     assert refused(loaded, bad, "2026-03") == ["bad.csv:2: quantity: " + refused_quantity_message(loaded, tmp_path)]
@@ -111,26 +130,30 @@ def refused_quantity_message(loaded: str, tmp_path: Path) -> str:
     [problem] = refused(loaded, path, "2026-03")
     prefix = "usual.csv:2: quantity: "
     assert problem.startswith(prefix)
-    return problem[len(prefix):]
+    return problem[len(prefix) :]
 
 
 def test_every_rule_is_checked_and_the_file_is_refused_whole(loaded: str, tmp_path: Path) -> None:
-    path = usage_file(tmp_path, "bad.csv", [
-        ["2026-03-02", "HELP", "ART", "1", "OK-1", "fine"],             # 2
-        ["2026-04-01", "HELP", "ART", "1", "F-1", "after period"],      # 3
-        ["2026-03-32", "HELP", "ART", "1", "F-2", ""],                  # 4
-        ["2026-03-02", "NOPE", "ART", "1", "F-3", ""],                  # 5
-        ["2026-03-02", "HELP", "NOBODY", "1", "F-4", ""],               # 6
-        ["2026-03-02", "HELP", "IT", "1", "F-5", "self"],               # 7
-        ["2026-03-02", "HELP", "ART", "0", "F-6", ""],                  # 8
-        ["2026-03-02", "HELP", "ART", "1,5", "F-7", ""],                # 9
-        ["2026-03-02", "HELP", "ART", "1", "", ""],                     # 10
-        ["2026-03-02", "VAN", "EXT-1", "1", "F-9", "no external rate"], # 11
-        ["2025-12-31", "HELP", "ART", "1", "F-10", "no rate yet"],      # 12
-        ["2026-03-02", "HELP", "ART", "1.0000001", "F-11", ""],         # 13
-        ["2026-03-02", "HELP", "ART", "NaN", "F-12", ""],               # 14
-        ["2026-03-02", "HELP", "ART", "1e30", "F-13", ""],              # 15
-    ])
+    path = usage_file(
+        tmp_path,
+        "bad.csv",
+        [
+            ["2026-03-02", "HELP", "ART", "1", "OK-1", "fine"],  # 2
+            ["2026-04-01", "HELP", "ART", "1", "F-1", "after period"],  # 3
+            ["2026-03-32", "HELP", "ART", "1", "F-2", ""],  # 4
+            ["2026-03-02", "NOPE", "ART", "1", "F-3", ""],  # 5
+            ["2026-03-02", "HELP", "NOBODY", "1", "F-4", ""],  # 6
+            ["2026-03-02", "HELP", "IT", "1", "F-5", "self"],  # 7
+            ["2026-03-02", "HELP", "ART", "0", "F-6", ""],  # 8
+            ["2026-03-02", "HELP", "ART", "1,5", "F-7", ""],  # 9
+            ["2026-03-02", "HELP", "ART", "1", "", ""],  # 10
+            ["2026-03-02", "VAN", "EXT-1", "1", "F-9", "no external rate"],  # 11
+            ["2025-12-31", "HELP", "ART", "1", "F-10", "no rate yet"],  # 12
+            ["2026-03-02", "HELP", "ART", "1.0000001", "F-11", ""],  # 13
+            ["2026-03-02", "HELP", "ART", "NaN", "F-12", ""],  # 14
+            ["2026-03-02", "HELP", "ART", "1e30", "F-13", ""],  # 15
+        ],
+    )
     problems = refused(loaded, path, "2026-03")
     assert problems == [
         "bad.csv:3: date: 2026-04-01 is after the end of period 2026-03: import it into its own period",
@@ -160,28 +183,40 @@ def test_header_problems(loaded: str, tmp_path: Path) -> None:
     ]
     semi = tmp_path / "semi.csv"
     semi.write_text("date;service;consumer;quantity;reference\n2026-03-02;HELP;ART;1;R-1\n")
-    assert refused(loaded, semi, "2026-03") == ["semi.csv:1: -: the file is separated by ';': save it as comma-separated CSV"]
+    assert refused(loaded, semi, "2026-03") == [
+        "semi.csv:1: -: the file is separated by ';': save it as comma-separated CSV"
+    ]
     latin = tmp_path / "latin.csv"
-    latin.write_bytes("date,service,consumer,quantity,reference,description\n2026-03-02,HELP,ART,1,R-1,Caf\xe9\n".encode("latin-1"))
+    latin.write_bytes(
+        "date,service,consumer,quantity,reference,description\n2026-03-02,HELP,ART,1,R-1,Caf\xe9\n".encode("latin-1")
+    )
     assert refused(loaded, latin, "2026-03") == ["latin.csv:2: description: not UTF-8 text: save the file as CSV UTF-8"]
 
 
 def test_duplicates_and_conflicting_duplicates(loaded: str, tmp_path: Path) -> None:
     first = usage_file(tmp_path, "a.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", "x"]])
     api.import_file(loaded, first, "2026-03")
-    again = usage_file(tmp_path, "b.csv", [
-        ["2026-03-02", "HELP", "ART", "1.000", "T-1", "same line, other description"],
-        ["2026-03-03", "HELP", "ART", "2", "T-2", "new"],
-        ["2026-03-03", "HELP", "ART", "2", "T-2", "repeated in the file"],
-        ["2026-03-03", "VAN", "ART", "2", "T-1", "same reference, other service"],
-    ])
+    again = usage_file(
+        tmp_path,
+        "b.csv",
+        [
+            ["2026-03-02", "HELP", "ART", "1.000", "T-1", "same line, other description"],
+            ["2026-03-03", "HELP", "ART", "2", "T-2", "new"],
+            ["2026-03-03", "HELP", "ART", "2", "T-2", "repeated in the file"],
+            ["2026-03-03", "VAN", "ART", "2", "T-1", "same reference, other service"],
+        ],
+    )
     result = api.import_file(loaded, again, "2026-03")
     assert (result.imported, result.duplicates) == (2, 2)
-    conflict = usage_file(tmp_path, "c.csv", [
-        ["2026-03-05", "HELP", "ART", "1", "T-1", "other date"],
-        ["2026-03-06", "HELP", "MATH", "1", "T-3", ""],
-        ["2026-03-06", "HELP", "ART", "1", "T-3", "other consumer, same file"],
-    ])
+    conflict = usage_file(
+        tmp_path,
+        "c.csv",
+        [
+            ["2026-03-05", "HELP", "ART", "1", "T-1", "other date"],
+            ["2026-03-06", "HELP", "MATH", "1", "T-3", ""],
+            ["2026-03-06", "HELP", "ART", "1", "T-3", "other consumer, same file"],
+        ],
+    )
     assert refused(loaded, conflict, "2026-03") == [
         "c.csv:2: reference: 'T-1' of HELP was imported before with another date, consumer or quantity: give the correction a new reference",
         "c.csv:4: reference: 'T-3' of HELP is also on line 3 with other values",
@@ -190,24 +225,49 @@ def test_duplicates_and_conflicting_duplicates(loaded: str, tmp_path: Path) -> N
 
 
 def test_late_charge_and_credit_are_accepted_and_priced_at_their_own_date(loaded: str, tmp_path: Path) -> None:
-    path = usage_file(tmp_path, "apr.csv", [
-        ["2026-03-10", "VAN", "MATH", "1", "L-1", "late, old rate"],
-        ["2026-04-02", "VAN", "MATH", "-1", "C-1", "credit"],
-    ])
+    path = usage_file(
+        tmp_path,
+        "apr.csv",
+        [
+            ["2026-03-10", "VAN", "MATH", "1", "L-1", "late, old rate"],
+            ["2026-04-02", "VAN", "MATH", "-1", "C-1", "credit"],
+        ],
+    )
     result = api.import_file(loaded, path, "2026-04")
     assert (result.late, result.credits) == (1, 1)
     assert result.by_provider == {"FLEET": D("-2.37")}  # 45.13 - 47.50
 
 
 def test_inactive_consumer_is_refused(db_url: str, mini_book: Path, tmp_path: Path) -> None:
-    units = (mini_book / "units.csv").read_text().replace("code,name,kind,parent", "code,name,kind,parent,active_from,active_to")
-    units = "\n".join(line + (",2026-03-10,2026-03-20" if line.startswith("MATH") else ",," if line and not line.startswith("code") else "") for line in units.splitlines()) + "\n"
+    units = (
+        (mini_book / "units.csv")
+        .read_text()
+        .replace("code,name,kind,parent", "code,name,kind,parent,active_from,active_to")
+    )
+    units = (
+        "\n".join(
+            line
+            + (
+                ",2026-03-10,2026-03-20"
+                if line.startswith("MATH")
+                else ",,"
+                if line and not line.startswith("code")
+                else ""
+            )
+            for line in units.splitlines()
+        )
+        + "\n"
+    )
     (mini_book / "units.csv").write_text(units)
     api.load(db_url, mini_book)
-    path = usage_file(tmp_path, "m.csv", [["2026-03-21", "HELP", "MATH", "1", "I-1", ""],
-                                          ["2026-03-20", "HELP", "MATH", "1", "I-2", ""]])
+    path = usage_file(
+        tmp_path,
+        "m.csv",
+        [["2026-03-21", "HELP", "MATH", "1", "I-1", ""], ["2026-03-20", "HELP", "MATH", "1", "I-2", ""]],
+    )
     assert refused(db_url, path, "2026-03") == [
-        "m.csv:2: date: 2026-03-21 is outside the active dates of MATH (2026-03-10 to 2026-03-20)"]
+        "m.csv:2: date: 2026-03-21 is outside the active dates of MATH (2026-03-10 to 2026-03-20)"
+    ]
 
 
 def test_import_into_a_closed_period_is_refused(loaded: str, tmp_path: Path) -> None:
@@ -224,7 +284,8 @@ def test_broken_xlsx_is_refused_with_its_name(loaded: str, tmp_path: Path) -> No
     path = tmp_path / "broken.xlsx"
     path.write_bytes(b"PK\x03\x04 not really a workbook")
     assert refused(loaded, path, "2026-03") == [
-        "broken.xlsx:0: -: is damaged (not a complete XLSX archive): save it again from the spreadsheet program"]
+        "broken.xlsx:0: -: is damaged (not a complete XLSX archive): save it again from the spreadsheet program"
+    ]
 
 
 def imports_of(url: str) -> list[tuple[int, int, int]]:
@@ -232,8 +293,10 @@ def imports_of(url: str) -> list[tuple[int, int, int]]:
 
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
-        found = [tuple(r) for r in conn.execute(
-            select(Import.lines_read, Import.imported, Import.duplicates).order_by(Import.id))]
+        found = [
+            tuple(r)
+            for r in conn.execute(select(Import.lines_read, Import.imported, Import.duplicates).order_by(Import.id))
+        ]
     engine.dispose()
     return found
 
@@ -244,8 +307,12 @@ def test_a_file_of_new_lines_with_repeated_references_is_counted_once(loaded: st
     first = usage_file(tmp_path, "first.csv", [["2026-03-02", "HELP", "ART", "1", "R-9", "earlier"]])
     assert api.import_file(loaded, first, "2026-03").imported == 1
     rows = [["2026-03-03", "HELP", "MATH", str(n), f"N-{n}", "new"] for n in range(1, 6)]
-    again = usage_file(tmp_path, "again.csv", rows + [["2026-03-02", "HELP", "ART", "1", "R-9", "earlier"],
-                                                     ["2026-03-03", "HELP", "MATH", "2", "N-2", "new"]])
+    again = usage_file(
+        tmp_path,
+        "again.csv",
+        rows
+        + [["2026-03-02", "HELP", "ART", "1", "R-9", "earlier"], ["2026-03-03", "HELP", "MATH", "2", "N-2", "new"]],
+    )
     result = api.import_file(loaded, again, "2026-03")
     assert (result.lines_read, result.imported, result.duplicates) == (7, 5, 2)  # R-9 stored, N-2 twice
     assert stored(loaded) == 6
@@ -266,9 +333,9 @@ def plain_summary(url: str, rows: list[list[str]], period: str) -> dict[str, obj
     """An import's figures worked out a line at a time in plain Python: each line priced
     at the base rate in force on its date (`RateTable.find`), rounded half up to the
     cent with Decimal, added up by provider."""
-    from chargeback.store.db import connect
-    from chargeback.core.money import quantize
     from chargeback.book.snapshot import load_reference
+    from chargeback.core.money import quantize
+    from chargeback.store.db import connect
 
     engine = connect(url)
     with engine.connect() as conn:
@@ -289,11 +356,16 @@ def plain_summary(url: str, rows: list[list[str]], period: str) -> dict[str, obj
 
 def test_the_summary_is_the_plain_computation_to_the_cent(loaded: str, tmp_path: Path) -> None:
     """A late line, a credit, an external consumer and a rate that changes mid-month."""
-    rows = [["2026-02-27", "HELP", "MATH", "1.5", "S-1", "late"], ["2026-03-03", "VAN", "ART", "-2", "S-2", "credit"],
-            ["2026-03-09", "HELP", "EXT-1", "3", "S-3", "external"], ["2026-03-20", "VAN", "ART", "0.000333", "S-4", ""]]
+    rows = [
+        ["2026-02-27", "HELP", "MATH", "1.5", "S-1", "late"],
+        ["2026-03-03", "VAN", "ART", "-2", "S-2", "credit"],
+        ["2026-03-09", "HELP", "EXT-1", "3", "S-3", "external"],
+        ["2026-03-20", "VAN", "ART", "0.000333", "S-4", ""],
+    ]
     result = api.import_file(loaded, usage_file(tmp_path, "s.csv", rows), "2026-03")
-    assert {k: getattr(result, k) for k in ("imported", "late", "credits", "by_provider")} == \
-        plain_summary(loaded, rows, "2026-03")
+    assert {k: getattr(result, k) for k in ("imported", "late", "credits", "by_provider")} == plain_summary(
+        loaded, rows, "2026-03"
+    )
     assert (result.late, result.credits, result.imported) == (1, 1, 4)
 
 
@@ -308,16 +380,26 @@ def test_200000_generated_lines_add_up_to_the_plain_computation(loaded: str, tmp
         quantity = f"{'-' if n % 97 == 0 else ''}{n % 1000}.{(n * 7919) % 1_000_000:06d}"
         rows.append([day, service, consumer, quantity, f"G-{n}", f"line {n}"])
     result = api.import_file(loaded, usage_file(tmp_path, "big.csv", rows), "2026-03")
-    assert {k: getattr(result, k) for k in ("imported", "late", "credits", "by_provider")} == \
-        plain_summary(loaded, rows, "2026-03")
+    assert {k: getattr(result, k) for k in ("imported", "late", "credits", "by_provider")} == plain_summary(
+        loaded, rows, "2026-03"
+    )
     assert result.late > 0 and result.credits > 0
     assert stored(loaded) == 200_000
 
 
 def test_a_big_file_is_imported_to_the_cent(loaded: str, tmp_path: Path) -> None:
     """25,000 lines, late lines and credits among them: every line stored once."""
-    rows = [["2026-03-02" if n % 7 else "2026-02-27", "HELP", "MATH" if n % 3 else "EXT-1",
-             "-0.5" if n % 1000 == 0 else "1.25", f"B-{n}", f"line {n}"] for n in range(1, 25_001)]
+    rows = [
+        [
+            "2026-03-02" if n % 7 else "2026-02-27",
+            "HELP",
+            "MATH" if n % 3 else "EXT-1",
+            "-0.5" if n % 1000 == 0 else "1.25",
+            f"B-{n}",
+            f"line {n}",
+        ]
+        for n in range(1, 25_001)
+    ]
     result = api.import_file(loaded, usage_file(tmp_path, "big.csv", rows), "2026-03")
     assert (result.lines_read, result.imported, result.late, result.credits) == (25_000, 25_000, 3571, 25)
     # HELP: 60.00 internal, 90.00 external a unit; 1.25 x 60 = 75.00 and 1.25 x 90 = 112.50 a line
@@ -342,9 +424,15 @@ def test_problems_far_down_a_big_file_name_their_lines(loaded: str, tmp_path: Pa
 
 
 def test_six_fractional_digits_are_kept_and_a_seventh_is_refused(loaded: str, tmp_path: Path) -> None:
-    path = usage_file(tmp_path, "six.csv", [["2026-03-02", "HELP", "MATH", "2.123456", "Q-1", ""],
-                                            ["2026-03-02", "HELP", "MATH", "-0.000001", "Q-2", ""],
-                                            ["2026-03-02", "HELP", "MATH", "1.0000000", "Q-3", "zeros are fine"]])
+    path = usage_file(
+        tmp_path,
+        "six.csv",
+        [
+            ["2026-03-02", "HELP", "MATH", "2.123456", "Q-1", ""],
+            ["2026-03-02", "HELP", "MATH", "-0.000001", "Q-2", ""],
+            ["2026-03-02", "HELP", "MATH", "1.0000000", "Q-3", "zeros are fine"],
+        ],
+    )
     result = api.import_file(loaded, path, "2026-03")
     assert result.by_provider == {"IT": D("127.41") + D("-0.00") + D("60.00")}  # 2.123456 x 60 = 127.40736
     engine = create_engine(loaded.replace("postgresql://", "postgresql+psycopg://"))
@@ -354,13 +442,20 @@ def test_six_fractional_digits_are_kept_and_a_seventh_is_refused(loaded: str, tm
     assert quantities == [2_123_456, -1, 1_000_000]
     seven = usage_file(tmp_path, "seven.csv", [["2026-03-02", "HELP", "MATH", "2.1234567", "Q-4", ""]])
     assert refused(loaded, seven, "2026-03") == [
-        "seven.csv:2: quantity: quantity '2.1234567' has more than 6 decimal places"]
+        "seven.csv:2: quantity: quantity '2.1234567' has more than 6 decimal places"
+    ]
 
 
 def test_digits_other_than_ascii_are_refused(loaded: str, tmp_path: Path) -> None:
     """The contract's digits are ASCII: Arabic-Indic digits are not a quantity, nor a date."""
-    path = usage_file(tmp_path, "arabic.csv", [["2026-03-02", "HELP", "MATH", "\u0661\u0662", "A-1", ""],
-                                               ["\u0662\u0660\u0662\u0666-03-02", "HELP", "MATH", "1", "A-2", ""]])
+    path = usage_file(
+        tmp_path,
+        "arabic.csv",
+        [
+            ["2026-03-02", "HELP", "MATH", "\u0661\u0662", "A-1", ""],
+            ["\u0662\u0660\u0662\u0666-03-02", "HELP", "MATH", "1", "A-2", ""],
+        ],
+    )
     assert refused(loaded, path, "2026-03") == [
         "arabic.csv:2: quantity: quantity '\u0661\u0662' is not a plain decimal number (digits with '.' as the separator)",
         "arabic.csv:3: date: '\u0662\u0660\u0662\u0666-03-02' is not a date: write it as YYYY-MM-DD",
@@ -371,10 +466,13 @@ def test_lines_are_counted_across_quoted_line_breaks(loaded: str, tmp_path: Path
     """A quoted description over two lines: a problem after it names the file's line,
     as a spreadsheet program shows it, not the row's number."""
     path = tmp_path / "breaks.csv"
-    path.write_text(f"{','.join(USAGE_HEADER)}\n"
-                    '2026-03-02,HELP,MATH,1,Q-1,"two\nlines"\n'
-                    '2026-03-02,HELP,MATH,1,Q-2,"three\r\nlines\nhere"\n'
-                    "2026-03-02,NOPE,MATH,1,Q-3,\n", newline="")
+    path.write_text(
+        f"{','.join(USAGE_HEADER)}\n"
+        '2026-03-02,HELP,MATH,1,Q-1,"two\nlines"\n'
+        '2026-03-02,HELP,MATH,1,Q-2,"three\r\nlines\nhere"\n'
+        "2026-03-02,NOPE,MATH,1,Q-3,\n",
+        newline="",
+    )
     assert refused(loaded, path, "2026-03") == ["breaks.csv:7: service: 'NOPE' is not a service of the book"]
 
 
@@ -387,4 +485,5 @@ def test_rows_out_of_order_in_a_sheet_are_refused(loaded: str, tmp_path: Path) -
     path = tmp_path / "order.xlsx"
     path.write_bytes(h.workbook(h.sheet_xml([h.USAGE_HEADER], extra_rows=row.format(n=3) + row.format(n=2))))
     assert refused(loaded, path, "2026-03") == [
-        "order.xlsx:2: -: the sheet's rows are out of order: save the file again from a spreadsheet program"]
+        "order.xlsx:2: -: the sheet's rows are out of order: save the file again from a spreadsheet program"
+    ]

@@ -4,8 +4,8 @@ the engine, and every formula giving the engine's value after LibreOffice recalc
 from __future__ import annotations
 
 import csv
-import re
 import datetime as dt
+import re
 import shutil
 import zipfile
 from decimal import Decimal
@@ -13,14 +13,12 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from documents_book import build, soffice_recalculate
 from sqlalchemy import select
 
 from chargeback import api
-
 from chargeback.store import db
 from chargeback.store.schema import Entry
-
-from documents_book import build, soffice_recalculate
 
 CENT = Decimal("0.01")
 
@@ -62,18 +60,31 @@ def test_statement_detail_has_every_line_as_numbers_and_dates(out: tuple[str, Pa
     url, folder = out
     rec = api.reconcile(url, "2026-04")
     with db.transaction(db.connect(url)) as conn:
-        lines = conn.execute(select(Entry.id, Entry.amount_minor)
-                             .where(Entry.period == "2026-04", Entry.consumer == "ART")).all()
-        sources = dict(conn.execute(select(Entry.id, Entry.rate_source)
-                                    .where(Entry.period == "2026-04", Entry.consumer == "ART")).all())
+        lines = conn.execute(
+            select(Entry.id, Entry.amount_minor).where(Entry.period == "2026-04", Entry.consumer == "ART")
+        ).all()
+        sources = dict(
+            conn.execute(
+                select(Entry.id, Entry.rate_source).where(Entry.period == "2026-04", Entry.consumer == "ART")
+            ).all()
+        )
     book = openpyxl.load_workbook(folder / "2026-04" / "statements" / "ART.xlsx")
     assert book.sheetnames == ["Summary", "Detail"]
     detail = book["Detail"]
     assert detail.freeze_panes == "A3"
     assert detail.auto_filter.ref == f"A2:L{2 + len(lines)}"
     header = [c.value for c in detail[2]]
-    assert header[:9] == ["Date", "Provider", "Service", "Description", "Reference",
-                          "Quantity", "Unit of measure", "Rate", "Amount"]
+    assert header[:9] == [
+        "Date",
+        "Provider",
+        "Service",
+        "Description",
+        "Reference",
+        "Quantity",
+        "Unit of measure",
+        "Rate",
+        "Amount",
+    ]
     data = list(detail.iter_rows(min_row=3))
     assert {row[10].value: money(row[8].value) for row in data} == {e: minor(a) for e, a in lines}
     assert header[11] == "Priced by"
@@ -96,8 +107,7 @@ def test_statement_summary_previous_period_and_year_to_date(out: tuple[str, Path
     summary = openpyxl.load_workbook(path)["Summary"]
     cached = openpyxl.load_workbook(path, data_only=True)["Summary"]
     header = next(r for r in rows(summary) if r[0] == "Provider" and r[1] == "Service")
-    assert header[4:8] == ("This period", "Previous period (2026-03)", "Change",
-                           "Year to date (from 2025-07)")
+    assert header[4:8] == ("This period", "Previous period (2026-03)", "Change", "Year to date (from 2025-07)")
     total = find(summary, "Total")
     assert all(str(v).startswith("=SUM(") for v in total[4:8])
     figures = find(cached, "Total")
@@ -111,7 +121,7 @@ def test_statement_summary_previous_period_and_year_to_date(out: tuple[str, Path
     # The chart's cached figures (what a viewer that never recalculates draws) are the
     # table's: every service's label, this period's and the previous period's amounts.
     first = rows(cached).index(header) + 1
-    table = rows(cached)[first:first + [r[0] for r in rows(cached)[first:]].index("Total")]
+    table = rows(cached)[first : first + [r[0] for r in rows(cached)[first:]].index("Total")]
     series = re.findall(r"<c:ser>(.*?)</c:ser>", chart, re.S)
     assert len(series) == 2
 
@@ -141,8 +151,7 @@ def test_rollup_covers_the_subtree(out: tuple[str, Path]) -> None:
     assert "COL (own)" in header and "SCI and below" in header
     grand = find(book["Summary"], "Total")
     assert money(grand[header.index("This period")]) == minor(rec.internal_spend)
-    sci = openpyxl.load_workbook(folder / "2026-03" / "statements" / "rollup" / "SCI.xlsx",
-                                 data_only=True)
+    sci = openpyxl.load_workbook(folder / "2026-03" / "statements" / "rollup" / "SCI.xlsx", data_only=True)
     assert money(find(sci["Units"], "Total")[4]) == minor(rec.consumers["SCI"] + rec.consumers["CHEM"])
 
 
@@ -153,9 +162,12 @@ def test_reconciliation_workbook_ties_to_the_engine(out: tuple[str, Path]) -> No
     book = openpyxl.load_workbook(path, data_only=True)
     assert book.sheetnames == ["Summary", "Matrix", "Journal", "Exceptions"]
     summary = book["Summary"]
-    for label, figure in (("Internal revenue", rec.internal_revenue),
-                          ("Internal spend", rec.internal_spend), ("Difference", 0),
-                          ("External revenue", rec.external_revenue)):
+    for label, figure in (
+        ("Internal revenue", rec.internal_revenue),
+        ("Internal spend", rec.internal_spend),
+        ("Difference", 0),
+        ("External revenue", rec.external_revenue),
+    ):
         row = find(summary, label)
         assert money(row[1]) == money(row[2]) == minor(figure)
         assert row[3] == 0
@@ -172,8 +184,9 @@ def test_reconciliation_workbook_ties_to_the_engine(out: tuple[str, Path]) -> No
     assert money(total[header.index("External total")]) == minor(rec.external_revenue)
     # each cell: what its provider charged its consumer, summed from the entries
     with db.transaction(db.connect(url)) as conn:
-        pairs = conn.execute(select(Entry.provider, Entry.consumer, Entry.amount_minor)
-                             .where(Entry.period == "2026-03")).all()
+        pairs = conn.execute(
+            select(Entry.provider, Entry.consumer, Entry.amount_minor).where(Entry.period == "2026-03")
+        ).all()
     expected: dict[tuple[str, str], int] = {}
     for provider, consumer, amount in pairs:
         expected[(provider, consumer)] = expected.get((provider, consumer), 0) + amount
@@ -191,8 +204,20 @@ def test_reconciliation_workbook_ties_to_the_engine(out: tuple[str, Path]) -> No
 def test_journal_sheet_matches_journal_csv_with_hashes(out: tuple[str, Path]) -> None:
     url, folder = out
     journal = rows(openpyxl.load_workbook(folder / "2026-03" / "reconciliation.xlsx")["Journal"])
-    assert journal[0] == ("Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit",
-                          "Service", "Reference", "Memo", "Kind", "Entry hash")
+    assert journal[0] == (
+        "Entry",
+        "Date",
+        "Account",
+        "GL account",
+        "Unit",
+        "Debit",
+        "Credit",
+        "Service",
+        "Reference",
+        "Memo",
+        "Kind",
+        "Entry hash",
+    )
     with open(folder / "2026-03" / "journal.csv", encoding="utf-8") as handle:
         exported = list(csv.DictReader(handle))
     assert len(journal) - 1 == len(exported)
@@ -216,10 +241,16 @@ def test_exceptions_list_what_needs_a_second_look(out: tuple[str, Path]) -> None
     assert [r[6] for r in imports] == [0, 13]  # the second import skipped every line
     assert any(r[0] == "reopen" and r[8] == "Late <invoice> from IT & fleet" for r in text)
     at_audit = next(i for i, r in enumerate(text) if str(r[0]).startswith("Audit log"))
-    history, audit = text[:at_audit], text[at_audit + 2:]
+    history, audit = text[:at_audit], text[at_audit + 2 :]
     assert [r[0] for r in history if r[0] in ("close", "reopen")] == ["close", "reopen", "close"]
     assert [r[0] for r in audit] == [  # the last close's own record comes after it
-        "import", "import", "adjust", "close", "reopen", "import"]
+        "import",
+        "import",
+        "adjust",
+        "close",
+        "reopen",
+        "import",
+    ]
     assert all(str(r[8]).startswith("done: ") for r in audit)
     assert any("sha256:" in str(r[10]) for r in audit if r[0] == "import")
     april = rows(openpyxl.load_workbook(folder / "2026-04" / "reconciliation.xlsx")["Exceptions"])
@@ -227,16 +258,17 @@ def test_exceptions_list_what_needs_a_second_look(out: tuple[str, Path]) -> None
     assert "late charge" in kinds and "credit" in kinds and "adjustment" in kinds
 
 
-def test_libreoffice_recalculates_every_formula_to_the_engines_value(
-        out: tuple[str, Path], tmp_path: Path) -> None:
+def test_libreoffice_recalculates_every_formula_to_the_engines_value(out: tuple[str, Path], tmp_path: Path) -> None:
     if not shutil.which("soffice"):
         pytest.skip("LibreOffice is not installed (Debian package `libreoffice-calc-nogui`)")
     url, folder = out
-    files = [folder / "2026-03" / "reconciliation.xlsx",
-             folder / "2026-04" / "reconciliation.xlsx",
-             folder / "2026-04" / "statements" / "MATH.xlsx",
-             folder / "2026-04" / "statements" / "ART.xlsx",
-             folder / "2026-03" / "statements" / "rollup" / "COL.xlsx"]
+    files = [
+        folder / "2026-03" / "reconciliation.xlsx",
+        folder / "2026-04" / "reconciliation.xlsx",
+        folder / "2026-04" / "statements" / "MATH.xlsx",
+        folder / "2026-04" / "statements" / "ART.xlsx",
+        folder / "2026-03" / "statements" / "rollup" / "COL.xlsx",
+    ]
     recalculated = soffice_recalculate(files, tmp_path)
     checked = 0
     for path in files:
@@ -258,8 +290,9 @@ def test_libreoffice_recalculates_every_formula_to_the_engines_value(
     assert checked > 50
     for period in ("2026-03", "2026-04"):
         rec = api.reconcile(url, period)
-        summary = openpyxl.load_workbook(recalculated[folder / period / "reconciliation.xlsx"],
-                                         data_only=True)["Summary"]
+        summary = openpyxl.load_workbook(recalculated[folder / period / "reconciliation.xlsx"], data_only=True)[
+            "Summary"
+        ]
         assert money(find(summary, "Internal revenue")[2]) == minor(rec.internal_revenue)
         assert money(find(summary, "Internal spend")[2]) == minor(rec.internal_spend)
         assert money(find(summary, "External revenue")[2]) == minor(rec.external_revenue)
@@ -267,7 +300,8 @@ def test_libreoffice_recalculates_every_formula_to_the_engines_value(
 
 
 def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ties(
-        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Excel's row limit, made small: 6 journal lines a sheet (3 entries)."""
     from chargeback.documents import reconciliation_workbook
 
@@ -297,8 +331,7 @@ def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ti
     assert find(summary, "All checks")[1] == "OK"
 
 
-def test_a_statement_with_many_services_charts_its_largest(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_statement_with_many_services_charts_its_largest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past `CHART_SERVICES` services, the chart shows a table of the largest ones, each
     figure a formula on its row of the service table that LibreOffice recalculates to
     the engine's value; the chart's cached figures are that table's."""
@@ -307,10 +340,13 @@ def test_a_statement_with_many_services_charts_its_largest(
     monkeypatch.setattr(chargeback.documents.statements, "CHART_SERVICES", 1)
     folder = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
     path = folder / "2026-04" / "statements" / "ART.xlsx"
-    formulas, cached = rows(openpyxl.load_workbook(path)["Summary"]), rows(openpyxl.load_workbook(path, data_only=True)["Summary"])
+    formulas, cached = (
+        rows(openpyxl.load_workbook(path)["Summary"]),
+        rows(openpyxl.load_workbook(path, data_only=True)["Summary"]),
+    )
     header = next(i for i, r in enumerate(cached) if r[0] == "Provider" and r[1] == "Service")
-    end = header + 1 + [r[0] for r in cached[header + 1:]].index("Total")
-    services = cached[header + 1:end]
+    end = header + 1 + [r[0] for r in cached[header + 1 :]].index("Total")
+    services = cached[header + 1 : end]
     assert len(services) >= 2
     largest = max(services, key=lambda r: r[4])
     at = next(i for i, r in enumerate(cached) if r[0] == "The 1 largest services this period")
@@ -321,7 +357,9 @@ def test_a_statement_with_many_services_charts_its_largest(
     assert formulas[at + 2][4:6] == (f"=E{source}", f"=F{source}")
     with zipfile.ZipFile(path) as archive:
         chart = archive.read("xl/charts/chart1.xml").decode()
-    assert f"Summary!$B${at + 3}" in re.findall(r"<c:f>(.*?)</c:f>", chart) and "Spend on the 1 largest services" in chart
+    assert (
+        f"Summary!$B${at + 3}" in re.findall(r"<c:f>(.*?)</c:f>", chart) and "Spend on the 1 largest services" in chart
+    )
     assert re.findall(r"<c:strCache>.*?<c:v>(.*?)</c:v>", chart, re.S)[-1] == largest[1]
     if shutil.which("soffice"):
         again = openpyxl.load_workbook(soffice_recalculate([path], tmp_path / "lo")[path], data_only=True)["Summary"]
@@ -338,11 +376,23 @@ def test_the_documents_touch_no_private_member_of_another_package() -> None:
     if not ruff.exists():
         pytest.skip("ruff is not installed")
     root = Path(__file__).resolve().parents[1] / "chargeback"
-    modules = ["documents", "workbooks", "statements", "invoices", "bills", "reconciliation_workbook",
-               "xlsx", "export", "variance", "recovery"]
-    found = subprocess.run([str(ruff), "check", "--no-cache", "--select", "SLF001",
-                            *(str(root / f"{name}.py") for name in modules)],
-                           capture_output=True, text=True)
+    modules = [
+        "documents",
+        "workbooks",
+        "statements",
+        "invoices",
+        "bills",
+        "reconciliation_workbook",
+        "xlsx",
+        "export",
+        "variance",
+        "recovery",
+    ]
+    found = subprocess.run(
+        [str(ruff), "check", "--no-cache", "--select", "SLF001", *(str(root / f"{name}.py") for name in modules)],
+        capture_output=True,
+        text=True,
+    )
     assert found.returncode == 0, found.stdout
 
 
@@ -354,9 +404,14 @@ def test_a_line_priced_over_several_tiers_shows_its_pieces_in_the_detail(db_url:
 
     book = campus(tmp_path / "campus", costs=[])
     (book / "usage" / "2026-04.csv").unlink()
-    usage_file(book / "usage", "2026-03.csv", [
-        ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"],
-        ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"]])
+    usage_file(
+        book / "usage",
+        "2026-03.csv",
+        [
+            ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"],
+            ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"],
+        ],
+    )
     api.run(db_url, book, tmp_path / "out")
     detail = rows(openpyxl.load_workbook(tmp_path / "out" / "2026-03" / "statements" / "ART.xlsx")["Detail"])
     crossing = next(row for row in detail if row[4] == "H-3")

@@ -36,8 +36,11 @@ COSTS = {"P-FAC": 7_773_025, "P-HR": 8_282_000, "P-IT": 6_190_000}  # minor unit
 SQFT = {"FAC": 500, "HR": 1000, "IT": 1000, "MACH": 3000, "ASSY": 2500, "PACK": 2500}
 HEADCOUNT = {"FAC": 15, "HR": 5, "IT": 10, "MACH": 25, "ASSY": 40, "PACK": 10}
 HOURS = {"FAC": 200, "HR": 200, "IT": 50, "MACH": 150, "ASSY": 200, "PACK": 250}
-POOLS = (("P-FAC", "FAC", "sqft", SQFT, 1), ("P-HR", "HR", "headcount", HEADCOUNT, 2),
-         ("P-IT", "IT", "hours", HOURS, 3))
+POOLS = (
+    ("P-FAC", "FAC", "sqft", SQFT, 1),
+    ("P-HR", "HR", "headcount", HEADCOUNT, 2),
+    ("P-IT", "IT", "hours", HOURS, 3),
+)
 
 DIRECT = {
     "P-FAC": {"MACH": 2_914_885, "ASSY": 2_429_070, "PACK": 2_429_070},
@@ -56,8 +59,7 @@ RECIPROCAL = {
     "P-IT": {"FAC": 1_681_833, "HR": 1_681_832, "MACH": 1_261_374, "ASSY": 1_681_833, "PACK": 2_102_291},
 }
 #: The exact reciprocal totals, in currency units: P-IT's is a tie at half a cent.
-RECIPROCAL_EXACT = {"P-FAC": Fraction("111161.75"), "P-HR": Fraction("110754.50"),
-                    "P-IT": Fraction("84091.625")}
+RECIPROCAL_EXACT = {"P-FAC": Fraction("111161.75"), "P-HR": Fraction("110754.50"), "P-IT": Fraction("84091.625")}
 RECIPROCAL_TOTALS = {"P-FAC": 11_116_175, "P-HR": 11_075_450, "P-IT": 8_409_163}
 EXPECTED = {"direct": DIRECT, "step": STEP, "reciprocal": RECIPROCAL}
 OPERATING_TOTALS = {
@@ -68,8 +70,10 @@ OPERATING_TOTALS = {
 
 
 def pool_specs() -> list[PoolSpec]:
-    return [PoolSpec(code, provider, COSTS[code], {u: Fraction(v) for u, v in values.items()}, order)
-            for code, provider, _, values, order in POOLS]
+    return [
+        PoolSpec(code, provider, COSTS[code], {u: Fraction(v) for u, v in values.items()}, order)
+        for code, provider, _, values, order in POOLS
+    ]
 
 
 def write_book(folder: Path, method: str, period: str = "2026-03") -> Path:
@@ -79,19 +83,33 @@ def write_book(folder: Path, method: str, period: str = "2026-03") -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "book.toml").write_text(
-        f'name = "Textbook Manufacturing"\ncurrency = "USD"\nallocation_method = "{method}"\n')
-    write_csv(folder / "units.csv", ["code", "name", "kind", "parent"],
-              [["CO", "The Company", "internal", ""]]
-              + [[u, f"Department {u}", "internal", "CO"] for u in SUPPORT + OPERATING])
-    write_csv(folder / "services.csv", ["code", "provider", "name", "unit_of_measure"],
-              [[f"{u}-OH", u, f"{u} overhead", "share"] for u in SUPPORT])
+        f'name = "Textbook Manufacturing"\ncurrency = "USD"\nallocation_method = "{method}"\n'
+    )
+    write_csv(
+        folder / "units.csv",
+        ["code", "name", "kind", "parent"],
+        [["CO", "The Company", "internal", ""]]
+        + [[u, f"Department {u}", "internal", "CO"] for u in SUPPORT + OPERATING],
+    )
+    write_csv(
+        folder / "services.csv",
+        ["code", "provider", "name", "unit_of_measure"],
+        [[f"{u}-OH", u, f"{u} overhead", "share"] for u in SUPPORT],
+    )
     write_csv(folder / "rates.csv", ["service", "effective_from", "rate"], [])
-    write_csv(folder / "allocations.csv", ["pool", "provider", "service", "driver", "targets", "order"],
-              [[code, provider, f"{provider}-OH", driver, "*", order]
-               for code, provider, driver, _, order in POOLS])
-    write_csv(folder / "costs.csv", ["period", "pool", "amount"],
-              [[period, code, f"{COSTS[code] / 100:.2f}"] for code in COSTS])
-    write_csv(folder / "drivers.csv", ["period", "driver", "unit", "value"],
-              [[period, driver, unit, value] for _, _, driver, values, _ in POOLS
-               for unit, value in values.items()])
+    write_csv(
+        folder / "allocations.csv",
+        ["pool", "provider", "service", "driver", "targets", "order"],
+        [[code, provider, f"{provider}-OH", driver, "*", order] for code, provider, driver, _, order in POOLS],
+    )
+    write_csv(
+        folder / "costs.csv",
+        ["period", "pool", "amount"],
+        [[period, code, f"{COSTS[code] / 100:.2f}"] for code in COSTS],
+    )
+    write_csv(
+        folder / "drivers.csv",
+        ["period", "driver", "unit", "value"],
+        [[period, driver, unit, value] for _, _, driver, values, _ in POOLS for unit, value in values.items()],
+    )
     return folder

@@ -39,6 +39,7 @@ from chargeback.core.fields import (
 )
 from chargeback.core.money import known_currency, minor_digits, quantize, to_micro, to_minor
 from chargeback.core.pricing import RateRow, overlapping, without_base_tier
+from chargeback.ingest.tabular import Columns, read_rows
 from chargeback.store.schema import (
     Adjustment,
     Allocation,
@@ -54,7 +55,6 @@ from chargeback.store.schema import (
     Unit,
     Usage,
 )
-from chargeback.ingest.tabular import Columns, read_rows
 
 
 class Settings(BaseModel):
@@ -198,8 +198,10 @@ class BudgetRow(BaseModel):
     amount: Amount
 
 
-UNITS = Columns(("code", "name"), ("kind", "parent", "manager", "email", "active_from",
-                                   "active_to", "expense_account", "revenue_account"))
+UNITS = Columns(
+    ("code", "name"),
+    ("kind", "parent", "manager", "email", "active_from", "active_to", "expense_account", "revenue_account"),
+)
 SERVICES = Columns(("code", "provider", "name", "unit_of_measure"), ("description",))
 RATES = Columns(("service", "effective_from", "rate"), ("customer_class", "effective_to", "tier_from"))
 RECURRING = Columns(("service", "consumer", "quantity", "from_period"), ("to_period", "description"))
@@ -226,8 +228,9 @@ class BookData:
     budgets: list[BudgetRow] = field(default_factory=list)
 
 
-def _read_file(folder: Path, name: str, columns: Columns, model: type[BaseModel],
-               problems: list[Problem], required: bool = True) -> list[tuple[int, BaseModel]]:
+def _read_file(
+    folder: Path, name: str, columns: Columns, model: type[BaseModel], problems: list[Problem], required: bool = True
+) -> list[tuple[int, BaseModel]]:
     path = folder / name
     if not path.exists():
         if required:
@@ -294,8 +297,7 @@ def read_book(folder: Path) -> BookData:
     allocations = _read_file(folder, "allocations.csv", ALLOCATIONS, AllocationRow, problems, required=False)
     costs = _read_file(folder, "costs.csv", COSTS, CostRow, problems, required=False)
     drivers = _read_file(folder, "drivers.csv", DRIVERS, DriverRow, problems, required=False)
-    provider_costs = _read_file(folder, "provider_costs.csv", PROVIDER_COSTS, ProviderCostRow,
-                                problems, required=False)
+    provider_costs = _read_file(folder, "provider_costs.csv", PROVIDER_COSTS, ProviderCostRow, problems, required=False)
     digits = minor_digits(settings.currency) if settings else None
     driver_names = {d.driver for _, d in drivers}  # type: ignore[attr-defined]
     method = settings.allocation_method if settings else "direct"
@@ -325,7 +327,9 @@ def _check_units(rows: list[tuple[int, UnitRow]], problems: list[Problem]) -> No
     first_line: dict[str, int] = {}
     for line, unit in rows:
         if unit.code in first_line:
-            problems.append(Problem(name, line, "code", f"{unit.code!r} is already used on line {first_line[unit.code]}"))
+            problems.append(
+                Problem(name, line, "code", f"{unit.code!r} is already used on line {first_line[unit.code]}")
+            )
         else:
             first_line[unit.code] = line
         if unit.active_from and unit.active_to and unit.active_to < unit.active_from:
@@ -340,7 +344,9 @@ def _check_units(rows: list[tuple[int, UnitRow]], problems: list[Problem]) -> No
         seen, cursor = {unit.code}, unit.parent
         while cursor is not None:
             if cursor in seen:
-                problems.append(Problem(name, line, "parent", f"{unit.code!r} is its own ancestor (a cycle through {cursor!r})"))
+                problems.append(
+                    Problem(name, line, "parent", f"{unit.code!r} is its own ancestor (a cycle through {cursor!r})")
+                )
                 break
             seen.add(cursor)
             cursor = parents.get(cursor)
@@ -351,14 +357,20 @@ def _check_services(rows, unit_kind: dict[str, str], problems: list[Problem]) ->
     first_line: dict[str, int] = {}
     for line, service in rows:
         if service.code in first_line:
-            problems.append(Problem(name, line, "code", f"{service.code!r} is already used on line {first_line[service.code]}"))
+            problems.append(
+                Problem(name, line, "code", f"{service.code!r} is already used on line {first_line[service.code]}")
+            )
         else:
             first_line[service.code] = line
         kind = unit_kind.get(service.provider)
         if kind is None:
             problems.append(Problem(name, line, "provider", f"{service.provider!r} is not a unit code in units.csv"))
         elif kind != "internal":
-            problems.append(Problem(name, line, "provider", f"{service.provider!r} is an external unit; a provider must be internal"))
+            problems.append(
+                Problem(
+                    name, line, "provider", f"{service.provider!r} is an external unit; a provider must be internal"
+                )
+            )
 
 
 def _check_rates(rows, service_provider: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
@@ -376,22 +388,30 @@ def _check_rates(rows, service_provider: dict[str, str], problems: list[Problem]
             continue
         lines[_rate_row(rate)] = line
     for earlier, later in overlapping(lines):
-        problems.append(Problem(
-            name, lines[later], "effective_from",
-            f"overlaps the rate on line {lines[earlier]} for {later.service} {later.customer_class}"
-            + (f" tier {later.tier_from}" if later.tier_from else "")
-            + ": end the earlier range before this one starts",
-        ))
+        problems.append(
+            Problem(
+                name,
+                lines[later],
+                "effective_from",
+                f"overlaps the rate on line {lines[earlier]} for {later.service} {later.customer_class}"
+                + (f" tier {later.tier_from}" if later.tier_from else "")
+                + ": end the earlier range before this one starts",
+            )
+        )
     for row in without_base_tier(lines):
-        problems.append(Problem(
-            name, lines[row], "tier_from",
-            f"tier {row.tier_from} of {row.service} {row.customer_class} is in force on days with "
-            "no base tier (tier_from 0): graduated tiers need a tier 0 row over the same dates"))
+        problems.append(
+            Problem(
+                name,
+                lines[row],
+                "tier_from",
+                f"tier {row.tier_from} of {row.service} {row.customer_class} is in force on days with "
+                "no base tier (tier_from 0): graduated tiers need a tier 0 row over the same dates",
+            )
+        )
 
 
 def _rate_row(rate: RateFileRow) -> RateRow:
-    return RateRow(rate.service, rate.customer_class, rate.effective_from, rate.effective_to,
-                   rate.rate, rate.tier_from)
+    return RateRow(rate.service, rate.customer_class, rate.effective_from, rate.effective_to, rate.rate, rate.tier_from)
 
 
 def _check_recurring(rows, service_provider, unit_kind, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
@@ -403,23 +423,32 @@ def _check_recurring(rows, service_provider, unit_kind, problems: list[Problem])
         if fee.consumer not in unit_kind:
             problems.append(Problem(name, line, "consumer", f"{fee.consumer!r} is not a unit code in units.csv"))
         elif fee.consumer == provider:
-            problems.append(Problem(name, line, "consumer", f"{fee.consumer!r} provides {fee.service}: a unit cannot charge itself"))
+            problems.append(
+                Problem(name, line, "consumer", f"{fee.consumer!r} provides {fee.service}: a unit cannot charge itself")
+            )
         if fee.quantity == 0:
             problems.append(Problem(name, line, "quantity", "must not be zero"))
         if fee.to_period and fee.to_period < fee.from_period:
             problems.append(Problem(name, line, "to_period", "is before from_period"))
 
 
-def _check_allocations(rows, method: str, service_provider: dict[str, str],  # type: ignore[no-untyped-def]
-                       unit_kind: dict[str, str], driver_names: set[str],
-                       problems: list[Problem]) -> None:
+def _check_allocations(
+    rows,
+    method: str,
+    service_provider: dict[str, str],  # type: ignore[no-untyped-def]
+    unit_kind: dict[str, str],
+    driver_names: set[str],
+    problems: list[Problem],
+) -> None:
     name = "allocations.csv"
     first_line: dict[str, int] = {}
     orders: dict[int, str] = {}
     pools_of: dict[str, str] = {}
     for line, pool in rows:
         if pool.pool in first_line:
-            problems.append(Problem(name, line, "pool", f"{pool.pool!r} is already used on line {first_line[pool.pool]}"))
+            problems.append(
+                Problem(name, line, "pool", f"{pool.pool!r} is already used on line {first_line[pool.pool]}")
+            )
             continue
         first_line[pool.pool] = line
         _check_internal(name, line, "provider", pool.provider, unit_kind, problems)
@@ -427,46 +456,88 @@ def _check_allocations(rows, method: str, service_provider: dict[str, str],  # t
         if owner is None:
             problems.append(Problem(name, line, "service", f"{pool.service!r} is not a service code in services.csv"))
         elif owner != pool.provider:
-            problems.append(Problem(name, line, "service",
-                f"pool {pool.pool}: {pool.service} is a service of {owner}, not of {pool.provider}"))
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    "service",
+                    f"pool {pool.pool}: {pool.service} is a service of {owner}, not of {pool.provider}",
+                )
+            )
         driver = parse_driver(pool.driver)
         if driver.kind == "usage" and driver.name not in service_provider:
-            problems.append(Problem(name, line, "driver",
-                f"pool {pool.pool}: {driver.name!r} is not a service code in services.csv"))
+            problems.append(
+                Problem(
+                    name, line, "driver", f"pool {pool.pool}: {driver.name!r} is not a service code in services.csv"
+                )
+            )
         elif driver.kind == "named" and driver.name not in driver_names:
-            problems.append(Problem(name, line, "driver",
-                f"pool {pool.pool}: unknown driver {driver.name!r}: it has no rows in drivers.csv "
-                "(write a driver name used there, usage:SERVICE or equal)"))
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    "driver",
+                    f"pool {pool.pool}: unknown driver {driver.name!r}: it has no rows in drivers.csv "
+                    "(write a driver name used there, usage:SERVICE or equal)",
+                )
+            )
         targets = parse_targets(pool.targets)
         for code in targets.codes:
             if targets.kind == "parent":
                 if code not in unit_kind:
-                    problems.append(Problem(name, line, "targets", f"pool {pool.pool}: {code!r} is not a unit code in units.csv"))
+                    problems.append(
+                        Problem(name, line, "targets", f"pool {pool.pool}: {code!r} is not a unit code in units.csv")
+                    )
             elif code == pool.provider:
-                problems.append(Problem(name, line, "targets",
-                    f"pool {pool.pool}: {code} is the pool's provider: a unit cannot charge itself"))
+                problems.append(
+                    Problem(
+                        name,
+                        line,
+                        "targets",
+                        f"pool {pool.pool}: {code} is the pool's provider: a unit cannot charge itself",
+                    )
+                )
             else:
                 _check_internal(name, line, "targets", code, unit_kind, problems, f"pool {pool.pool}: ")
         if method == "step":
             if pool.order is None:
-                problems.append(Problem(name, line, "order",
-                    f"pool {pool.pool} has no order: allocation_method = \"step\" needs one for every pool"))
+                problems.append(
+                    Problem(
+                        name,
+                        line,
+                        "order",
+                        f'pool {pool.pool} has no order: allocation_method = "step" needs one for every pool',
+                    )
+                )
             elif pool.order in orders:
-                problems.append(Problem(name, line, "order",
-                    f"pool {pool.pool}: order {pool.order} is also the order of pool {orders[pool.order]}"))
+                problems.append(
+                    Problem(
+                        name,
+                        line,
+                        "order",
+                        f"pool {pool.pool}: order {pool.order} is also the order of pool {orders[pool.order]}",
+                    )
+                )
             else:
                 orders[pool.order] = pool.pool
         if method in ("step", "reciprocal"):
             if pool.provider in pools_of:
-                problems.append(Problem(name, line, "provider",
-                    f"pool {pool.pool}: {pool.provider} also provides pool {pools_of[pool.provider]}; "
-                    f"with allocation_method = \"{method}\" a provider owns at most one pool"))
+                problems.append(
+                    Problem(
+                        name,
+                        line,
+                        "provider",
+                        f"pool {pool.pool}: {pool.provider} also provides pool {pools_of[pool.provider]}; "
+                        f'with allocation_method = "{method}" a provider owns at most one pool',
+                    )
+                )
             else:
                 pools_of[pool.provider] = pool.pool
 
 
-def _check_internal(name: str, line: int, column: str, code: str, unit_kind: dict[str, str],
-                    problems: list[Problem], prefix: str = "") -> None:
+def _check_internal(
+    name: str, line: int, column: str, code: str, unit_kind: dict[str, str], problems: list[Problem], prefix: str = ""
+) -> None:
     kind = unit_kind.get(code)
     if kind is None:
         problems.append(Problem(name, line, column, f"{prefix}{code!r} is not a unit code in units.csv"))
@@ -474,17 +545,24 @@ def _check_internal(name: str, line: int, column: str, code: str, unit_kind: dic
         problems.append(Problem(name, line, column, f"{prefix}{code!r} is an external unit; it must be internal"))
 
 
-def _check_money(name: str, line: int, column: str, amount: Decimal, digits: int | None,
-                 problems: list[Problem]) -> None:
+def _check_money(
+    name: str, line: int, column: str, amount: Decimal, digits: int | None, problems: list[Problem]
+) -> None:
     if amount < 0:
         problems.append(Problem(name, line, column, "must not be negative"))
     elif digits is not None and quantize(amount, digits) != amount:
-        problems.append(Problem(name, line, column,
-            f"{amount} has more decimal places than the currency's {digits}"))
+        problems.append(Problem(name, line, column, f"{amount} has more decimal places than the currency's {digits}"))
 
 
-def _check_unique(name: str, line: int, column: str, key: tuple, seen: dict,  # type: ignore[type-arg]
-                  what: str, problems: list[Problem]) -> None:
+def _check_unique(
+    name: str,
+    line: int,
+    column: str,
+    key: tuple,
+    seen: dict,  # type: ignore[type-arg]
+    what: str,
+    problems: list[Problem],
+) -> None:
     if key in seen:
         problems.append(Problem(name, line, column, f"{what} is already given on line {seen[key]}"))
     else:
@@ -498,8 +576,15 @@ def _check_costs(rows, pools: set[str], digits: int | None, problems: list[Probl
         if cost.pool not in pools:
             problems.append(Problem(name, line, "pool", f"{cost.pool!r} is not a pool in allocations.csv"))
         _check_money(name, line, "amount", cost.amount, digits, problems)
-        _check_unique(name, line, "pool", (cost.period, cost.pool), seen,
-                      f"the cost of pool {cost.pool} in {cost.period}", problems)
+        _check_unique(
+            name,
+            line,
+            "pool",
+            (cost.period, cost.pool),
+            seen,
+            f"the cost of pool {cost.pool} in {cost.period}",
+            problems,
+        )
 
 
 def _check_drivers(rows, unit_kind: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
@@ -507,24 +592,44 @@ def _check_drivers(rows, unit_kind: dict[str, str], problems: list[Problem]) -> 
     seen: dict[tuple[str, str, str], int] = {}
     for line, row in rows:
         if row.driver == EQUAL:
-            problems.append(Problem(name, line, "driver", f"{EQUAL!r} is reserved: it needs no rows; choose another name"))
+            problems.append(
+                Problem(name, line, "driver", f"{EQUAL!r} is reserved: it needs no rows; choose another name")
+            )
         if row.unit not in unit_kind:
             problems.append(Problem(name, line, "unit", f"{row.unit!r} is not a unit code in units.csv"))
         if row.value < 0:
             problems.append(Problem(name, line, "value", "must not be negative"))
-        _check_unique(name, line, "unit", (row.period, row.driver, row.unit), seen,
-                      f"the {row.driver} of {row.unit} in {row.period}", problems)
+        _check_unique(
+            name,
+            line,
+            "unit",
+            (row.period, row.driver, row.unit),
+            seen,
+            f"the {row.driver} of {row.unit} in {row.period}",
+            problems,
+        )
 
 
-def _check_provider_costs(rows, unit_kind: dict[str, str], digits: int | None,  # type: ignore[no-untyped-def]
-                          problems: list[Problem]) -> None:
+def _check_provider_costs(
+    rows,
+    unit_kind: dict[str, str],
+    digits: int | None,  # type: ignore[no-untyped-def]
+    problems: list[Problem],
+) -> None:
     name = "provider_costs.csv"
     seen: dict[tuple[str, str], int] = {}
     for line, row in rows:
         _check_internal(name, line, "provider", row.provider, unit_kind, problems)
         _check_money(name, line, "amount", row.amount, digits, problems)
-        _check_unique(name, line, "provider", (row.period, row.provider), seen,
-                      f"the cost of {row.provider} in {row.period}", problems)
+        _check_unique(
+            name,
+            line,
+            "provider",
+            (row.period, row.provider),
+            seen,
+            f"the cost of {row.provider} in {row.period}",
+            problems,
+        )
 
 
 def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
@@ -536,19 +641,38 @@ def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Pr
         if kind is None:
             problems.append(Problem(name, line, "unit", f"{budget.unit!r} is not a unit code in units.csv"))
         elif kind != "internal":
-            problems.append(Problem(name, line, "unit", f"{budget.unit!r} is an external customer: "
-                                                        "budgets are for internal units' spend"))
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    "unit",
+                    f"{budget.unit!r} is an external customer: budgets are for internal units' spend",
+                )
+            )
         key = (budget.fiscal_year, budget.unit)
         if key in first_line:
-            problems.append(Problem(name, line, "unit", f"{budget.unit!r} already has a budget for "
-                                                        f"fiscal year {budget.fiscal_year} on line {first_line[key]}"))
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    "unit",
+                    f"{budget.unit!r} already has a budget for "
+                    f"fiscal year {budget.fiscal_year} on line {first_line[key]}",
+                )
+            )
         else:
             first_line[key] = line
         if budget.amount < 0:
             problems.append(Problem(name, line, "amount", "must not be negative"))
         elif digits is not None and budget.amount != quantize(budget.amount, digits):
-            problems.append(Problem(name, line, "amount", f"amount '{budget.amount}' has more than "
-                                                          f"{digits} decimal places ({settings.currency})"))
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    "amount",
+                    f"amount '{budget.amount}' has more than {digits} decimal places ({settings.currency})",
+                )
+            )
 
 
 @dataclass
@@ -583,12 +707,17 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
                 f"book.toml: currency: the book is kept in {current} and has posted entries; "
                 f"it cannot change to {settings.currency}"
             )
-    values = dict(name=settings.name, currency=settings.currency, minor_digits=digits,
-                  fiscal_year_start=settings.fiscal_year_start,
-                  payment_terms=settings.payment_terms,
-                  allocation_method=settings.allocation_method,
-                  variance_threshold=str(settings.variance_threshold),
-                  invoice_line_limit=settings.invoice_line_limit, loaded_at=now)
+    values = dict(
+        name=settings.name,
+        currency=settings.currency,
+        minor_digits=digits,
+        fiscal_year_start=settings.fiscal_year_start,
+        payment_terms=settings.payment_terms,
+        allocation_method=settings.allocation_method,
+        variance_threshold=str(settings.variance_threshold),
+        invoice_line_limit=settings.invoice_line_limit,
+        loaded_at=now,
+    )
     if current is None:
         conn.execute(insert(Book).values(id=1, **values))
     else:
@@ -624,36 +753,88 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
     conn.execute(update(Unit).where(Unit.code.not_in(kept_units)).values(parent=None))
     conn.execute(delete(Unit).where(Unit.code.not_in(kept_units)))
     if book.rates:
-        conn.execute(insert(Rate), [
-            dict(service=r.service, customer_class=r.customer_class, effective_from=r.effective_from,
-                 effective_to=r.effective_to, rate_micro=to_micro(r.rate),
-                 tier_from_micro=to_micro(r.tier_from)) for r in book.rates])
+        conn.execute(
+            insert(Rate),
+            [
+                dict(
+                    service=r.service,
+                    customer_class=r.customer_class,
+                    effective_from=r.effective_from,
+                    effective_to=r.effective_to,
+                    rate_micro=to_micro(r.rate),
+                    tier_from_micro=to_micro(r.tier_from),
+                )
+                for r in book.rates
+            ],
+        )
     if book.recurring:
-        conn.execute(insert(Recurring), [
-            dict(service=r.service, consumer=r.consumer, quantity_micro=to_micro(r.quantity),
-                 from_period=r.from_period, to_period=r.to_period, description=r.description)
-            for r in book.recurring])
+        conn.execute(
+            insert(Recurring),
+            [
+                dict(
+                    service=r.service,
+                    consumer=r.consumer,
+                    quantity_micro=to_micro(r.quantity),
+                    from_period=r.from_period,
+                    to_period=r.to_period,
+                    description=r.description,
+                )
+                for r in book.recurring
+            ],
+        )
     _insert_allocations(conn, book, digits)
     if book.budgets:
-        conn.execute(insert(Budget), [
-            dict(fiscal_year=b.fiscal_year, unit=b.unit, amount_minor=to_minor(b.amount, digits))
-            for b in book.budgets])
-    return LoadResult(settings.name, added, updated, len(book.services), len(book.rates),
-                      len(book.recurring), len(book.allocations), len(book.costs),
-                      len(book.drivers), len(book.provider_costs), len(book.budgets))
+        conn.execute(
+            insert(Budget),
+            [
+                dict(fiscal_year=b.fiscal_year, unit=b.unit, amount_minor=to_minor(b.amount, digits))
+                for b in book.budgets
+            ],
+        )
+    return LoadResult(
+        settings.name,
+        added,
+        updated,
+        len(book.services),
+        len(book.rates),
+        len(book.recurring),
+        len(book.allocations),
+        len(book.costs),
+        len(book.drivers),
+        len(book.provider_costs),
+        len(book.budgets),
+    )
 
 
 def _insert_allocations(conn: Connection, book: BookData, digits: int) -> None:
     """The allocation files, replacing what was loaded before."""
     tables = (
-        (Allocation, [dict(pool=a.pool, provider=a.provider, service=a.service, driver=a.driver,
-                           targets=a.targets, step_order=a.order) for a in book.allocations]),
-        (Cost, [dict(period=c.period, pool=c.pool, amount_minor=to_minor(c.amount, digits))
-                for c in book.costs]),
-        (Driver, [dict(period=d.period, driver=d.driver, unit=d.unit, value_micro=to_micro(d.value))
-                  for d in book.drivers]),
-        (ProviderCost, [dict(period=c.period, provider=c.provider,
-                             amount_minor=to_minor(c.amount, digits)) for c in book.provider_costs]),
+        (
+            Allocation,
+            [
+                dict(
+                    pool=a.pool,
+                    provider=a.provider,
+                    service=a.service,
+                    driver=a.driver,
+                    targets=a.targets,
+                    step_order=a.order,
+                )
+                for a in book.allocations
+            ],
+        ),
+        (Cost, [dict(period=c.period, pool=c.pool, amount_minor=to_minor(c.amount, digits)) for c in book.costs]),
+        (
+            Driver,
+            [dict(period=d.period, driver=d.driver, unit=d.unit, value_micro=to_micro(d.value)) for d in book.drivers],
+        ),
+        (
+            ProviderCost,
+            [
+                dict(period=c.period, provider=c.provider, amount_minor=to_minor(c.amount, digits))
+                for c in book.provider_costs
+            ],
+        ),
     )
     for table, rows in tables:
         if rows:
@@ -682,19 +863,30 @@ def _refuse_removing_used(conn: Connection, book: BookData) -> None:
     units = {u.code for u in book.units}
     services = {s.code for s in book.services}
     used_units = union_all(
-        select(Usage.consumer), select(Adjustment.consumer), select(Entry.consumer),
+        select(Usage.consumer),
+        select(Adjustment.consumer),
+        select(Entry.consumer),
         select(Entry.provider),
     ).subquery()
-    missing_units = conn.execute(
-        select(used_units.c[0]).where(used_units.c[0].not_in(units)).distinct()
-    ).scalars().all()
+    missing_units = (
+        conn.execute(select(used_units.c[0]).where(used_units.c[0].not_in(units)).distinct()).scalars().all()
+    )
     used_services = union_all(select(Usage.service), select(Adjustment.service), select(Entry.service)).subquery()
-    missing_services = conn.execute(
-        select(used_services.c[0]).where(used_services.c[0].not_in(services)).distinct()
-    ).scalars().all()
-    problems = [Problem("units.csv", 0, "code", f"{code!r} has charges but is missing from units.csv: keep it and set active_to instead")
-                for code in sorted(missing_units)]
-    problems += [Problem("services.csv", 0, "code", f"{code!r} has charges but is missing from services.csv: keep it")
-                 for code in sorted(missing_services)]
+    missing_services = (
+        conn.execute(select(used_services.c[0]).where(used_services.c[0].not_in(services)).distinct()).scalars().all()
+    )
+    problems = [
+        Problem(
+            "units.csv",
+            0,
+            "code",
+            f"{code!r} has charges but is missing from units.csv: keep it and set active_to instead",
+        )
+        for code in sorted(missing_units)
+    ]
+    problems += [
+        Problem("services.csv", 0, "code", f"{code!r} has charges but is missing from services.csv: keep it")
+        for code in sorted(missing_services)
+    ]
     if problems:
         raise InputRefused(problems, what="load")

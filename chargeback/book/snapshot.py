@@ -77,19 +77,50 @@ def load_reference(conn: Connection) -> Reference:
     book = conn.execute(select(Book.__table__)).first()
     if book is None:
         raise Refused("no book is loaded: run `chargeback load BOOK` first")
-    units = {u.code: UnitInfo(u.code, u.name, u.kind, u.parent, u.manager, u.email, u.active_from,
-                              u.active_to, u.expense_account, u.revenue_account)
-             for u in conn.execute(select(Unit.__table__))}
-    services = {s.code: ServiceInfo(s.code, s.provider, s.name, s.unit_of_measure, s.description)
-                for s in conn.execute(select(Service.__table__))}
+    units = {
+        u.code: UnitInfo(
+            u.code,
+            u.name,
+            u.kind,
+            u.parent,
+            u.manager,
+            u.email,
+            u.active_from,
+            u.active_to,
+            u.expense_account,
+            u.revenue_account,
+        )
+        for u in conn.execute(select(Unit.__table__))
+    }
+    services = {
+        s.code: ServiceInfo(s.code, s.provider, s.name, s.unit_of_measure, s.description)
+        for s in conn.execute(select(Service.__table__))
+    }
     rates = RateTable(
-        RateRow(r.service, r.customer_class, r.effective_from, r.effective_to,
-                from_micro(r.rate_micro), from_micro(r.tier_from_micro))
-        for r in conn.execute(select(Rate.__table__)))
+        RateRow(
+            r.service,
+            r.customer_class,
+            r.effective_from,
+            r.effective_to,
+            from_micro(r.rate_micro),
+            from_micro(r.tier_from_micro),
+        )
+        for r in conn.execute(select(Rate.__table__))
+    )
     recurring = tuple(
-        RecurringFee(r.service, r.consumer, from_micro(r.quantity_micro), r.from_period,
-                     r.to_period, r.description)
-        for r in conn.execute(select(Recurring.__table__).order_by(Recurring.id)))
-    return Reference(book.name, book.currency, book.minor_digits, book.fiscal_year_start,
-                     book.payment_terms, book.allocation_method, Decimal(book.variance_threshold),
-                     units, services, rates, recurring)
+        RecurringFee(r.service, r.consumer, from_micro(r.quantity_micro), r.from_period, r.to_period, r.description)
+        for r in conn.execute(select(Recurring.__table__).order_by(Recurring.id))
+    )
+    return Reference(
+        book.name,
+        book.currency,
+        book.minor_digits,
+        book.fiscal_year_start,
+        book.payment_terms,
+        book.allocation_method,
+        Decimal(book.variance_threshold),
+        units,
+        services,
+        rates,
+        recurring,
+    )

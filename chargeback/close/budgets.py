@@ -20,9 +20,9 @@ from pathlib import Path
 
 from sqlalchemy import Connection, func, select
 
+from chargeback.close.reconciliation import PeriodTotal
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount, format_percent, quantize
-from chargeback.close.reconciliation import PeriodTotal
 from chargeback.store.schema import Book, Budget, Entry, PeriodTotalRow, Unit
 
 MONTHS = 12
@@ -89,8 +89,7 @@ class BudgetStatus:
     @property
     def on_course_to_exceed(self) -> bool:
         projected = self.projected
-        return (self.budget is not None and not self.over and projected is not None
-                and projected > self.budget)
+        return self.budget is not None and not self.over and projected is not None and projected > self.budget
 
     @property
     def state(self) -> str:
@@ -115,9 +114,14 @@ def _start(conn: Connection) -> int:
     return start
 
 
-def _statuses(conn: Connection, year: int, through: str | None, unit: str | None = None,
-              with_unbudgeted: bool = True,
-              last: Iterable[PeriodTotal] | None = None) -> list[BudgetStatus]:
+def _statuses(
+    conn: Connection,
+    year: int,
+    through: str | None,
+    unit: str | None = None,
+    with_unbudgeted: bool = True,
+    last: Iterable[PeriodTotal] | None = None,
+) -> list[BudgetStatus]:
     """Budget statuses of fiscal year `year` through `through` (None: nothing posted yet);
     units with spend but no budget too when `with_unbudgeted`. `last`: the totals of
     `through` itself when the caller has read them; only the earlier periods are read."""
@@ -131,16 +135,20 @@ def _statuses(conn: Connection, year: int, through: str | None, unit: str | None
         # the year's earlier periods from their totals stored at close; `through` itself
         # from `last` or its entries (it may be a preview's, or closing right now)
         stored = PeriodTotalRow
-        earlier = (select(stored.consumer, func.sum(stored.amount_minor))
-                   .where(stored.customer_class == "internal", stored.period >= periods[0],
-                          stored.period < through).group_by(stored.consumer))
+        earlier = (
+            select(stored.consumer, func.sum(stored.amount_minor))
+            .where(stored.customer_class == "internal", stored.period >= periods[0], stored.period < through)
+            .group_by(stored.consumer)
+        )
         if unit is not None:
             earlier = earlier.where(stored.consumer == unit)
         spent = {code: int(amount) for code, amount in conn.execute(earlier)}
         if last is None:
-            now = (select(Entry.consumer, func.sum(Entry.amount_minor))
-                   .where(Entry.customer_class == "internal", Entry.period == through)
-                   .group_by(Entry.consumer))
+            now = (
+                select(Entry.consumer, func.sum(Entry.amount_minor))
+                .where(Entry.customer_class == "internal", Entry.period == through)
+                .group_by(Entry.consumer)
+            )
             through_spent: Iterable[tuple[str, int]] = conn.execute(now)  # type: ignore[assignment]
         else:
             through_spent = ((t.consumer, t.amount_minor) for t in last if t.customer_class == "internal")
@@ -151,24 +159,27 @@ def _statuses(conn: Connection, year: int, through: str | None, unit: str | None
     counted_from = first_known if through and periods[0] < (first_known or "") <= through else None
     months = periods.index(through) + 1 - (periods.index(counted_from) if counted_from else 0) if through else 0
     codes = set(amounts) | (set(spent) if with_unbudgeted else set())
-    return [BudgetStatus(code, year, periods[0], periods[-1], through, months, amounts.get(code),
-                         spent.get(code, 0), counted_from) for code in sorted(codes)]
+    return [
+        BudgetStatus(
+            code, year, periods[0], periods[-1], through, months, amounts.get(code), spent.get(code, 0), counted_from
+        )
+        for code in sorted(codes)
+    ]
 
 
 def last_posted(conn: Connection, year: int) -> str | None:
     """The last period of fiscal year `year` with posted entries."""
     periods = fiscal_periods(year, _start(conn))
-    return conn.execute(select(func.max(Entry.period)).where(
-        Entry.period >= periods[0], Entry.period <= periods[-1])).scalar()
+    return conn.execute(
+        select(func.max(Entry.period)).where(Entry.period >= periods[0], Entry.period <= periods[-1])
+    ).scalar()
 
 
-def statuses_for(conn: Connection, period: str,
-                 totals: Iterable[PeriodTotal] | None = None) -> dict[str, BudgetStatus]:
+def statuses_for(conn: Connection, period: str, totals: Iterable[PeriodTotal] | None = None) -> dict[str, BudgetStatus]:
     """The budget status of every unit with a budget for the fiscal year of `period`,
     through `period` (with the entries of this transaction: a preview's or a close's);
     `totals`: the period's own, when the caller has read them."""
-    found = _statuses(conn, fiscal_year(period, _start(conn)), period, with_unbudgeted=False,
-                      last=totals)
+    found = _statuses(conn, fiscal_year(period, _start(conn)), period, with_unbudgeted=False, last=totals)
     return {status.unit: status for status in found}
 
 
@@ -179,8 +190,7 @@ def status_for(conn: Connection, unit: str, period: str) -> BudgetStatus | None:
     return found[0] if found else None
 
 
-def warnings(conn: Connection, period: str,
-             totals: Iterable[PeriodTotal] | None = None) -> list[BudgetStatus]:
+def warnings(conn: Connection, period: str, totals: Iterable[PeriodTotal] | None = None) -> list[BudgetStatus]:
     """Units over their budget, or on course to exceed it, through `period`."""
     return [s for s in statuses_for(conn, period, totals).values() if s.over or s.on_course_to_exceed]
 
@@ -188,15 +198,23 @@ def warnings(conn: Connection, period: str,
 def warning_text(status: BudgetStatus, digits: int, currency: str) -> str:
     def m(minor: int | None) -> str:
         return "" if minor is None else format_amount(minor, digits)
+
     s = status
     if s.over:
-        return (f"warning: {s.unit} is over its fiscal year {s.fiscal_year} budget: spent "
-                f"{m(s.spent)} of {m(s.budget)} {currency} ({format_percent(s.used)}) through {s.through}")
-    counted = (f"in {s.months} month{'s' if s.months != 1 else ''} since {s.counted_from} (the first month "
-               "with charges)" if s.counted_from else f"in {s.months} of {MONTHS} months")
-    return (f"warning: {s.unit} is on course to exceed its fiscal year {s.fiscal_year} budget: spent "
-            f"{m(s.spent)} of {m(s.budget)} {currency} {counted}, "
-            f"{m(s.projected)} by {s.last} on a straight line")
+        return (
+            f"warning: {s.unit} is over its fiscal year {s.fiscal_year} budget: spent "
+            f"{m(s.spent)} of {m(s.budget)} {currency} ({format_percent(s.used)}) through {s.through}"
+        )
+    counted = (
+        f"in {s.months} month{'s' if s.months != 1 else ''} since {s.counted_from} (the first month with charges)"
+        if s.counted_from
+        else f"in {s.months} of {MONTHS} months"
+    )
+    return (
+        f"warning: {s.unit} is on course to exceed its fiscal year {s.fiscal_year} budget: spent "
+        f"{m(s.spent)} of {m(s.budget)} {currency} {counted}, "
+        f"{m(s.projected)} by {s.last} on a straight line"
+    )
 
 
 @dataclass(frozen=True)
@@ -218,33 +236,59 @@ class Table:
 
     @property
     def heading(self) -> str:
-        counted = (f"through {self.through} ({self.months} of {MONTHS} months)" if self.through
-                   else "nothing posted yet")
+        counted = f"through {self.through} ({self.months} of {MONTHS} months)" if self.through else "nothing posted yet"
         return f"budgets of fiscal year {self.fiscal_year} ({self.first} to {self.last}), {counted}"
 
     def lines(self) -> list[str]:
         m = self.money
-        out = [self.heading,
-               f"  {'unit':<20} {'budget':>14} {'spent':>14} {'remaining':>14} {'used':>7} "
-               f"{'projected':>14}  status"]
+        out = [
+            self.heading,
+            f"  {'unit':<20} {'budget':>14} {'spent':>14} {'remaining':>14} {'used':>7} {'projected':>14}  status",
+        ]
         for s in self.rows:
-            out.append(f"  {s.unit:<20} {m(s.budget):>14} {m(s.spent):>14} {m(s.remaining):>14} "
-                       f"{format_percent(s.used):>7} {m(s.projected):>14}  {s.state}")
+            out.append(
+                f"  {s.unit:<20} {m(s.budget):>14} {m(s.spent):>14} {m(s.remaining):>14} "
+                f"{format_percent(s.used):>7} {m(s.projected):>14}  {s.state}"
+            )
         return out
 
     def write(self, path: Path, book: str, when: dt.datetime) -> None:
         """The table as a workbook, amounts as numbers with the currency's format."""
         from chargeback.documents.small_workbooks import Money, Sheets, money, percent  # openpyxl: loaded when needed
-        sheets = Sheets(f"Budgets fiscal year {self.fiscal_year}", book=book, currency=self.currency,
-                        digits=self.digits, draft=False)
-        sheet, row = sheets.sheet("Budgets", f"Budgets fiscal year {self.fiscal_year}",
-                                  [f"{book}: {self.heading}.",
-                                   "Projected: spend so far / months counted x 12."])
-        sheets.header(sheet, row, ["Unit", "Name", "Budget", "Spent to date", "Remaining", "Used",
-                                   "Projected year end", "Status"], [14, 32, 15, 15, 15, 9, 15, 20])
+
+        sheets = Sheets(
+            f"Budgets fiscal year {self.fiscal_year}",
+            book=book,
+            currency=self.currency,
+            digits=self.digits,
+            draft=False,
+        )
+        sheet, row = sheets.sheet(
+            "Budgets",
+            f"Budgets fiscal year {self.fiscal_year}",
+            [f"{book}: {self.heading}.", "Projected: spend so far / months counted x 12."],
+        )
+        sheets.header(
+            sheet,
+            row,
+            ["Unit", "Name", "Budget", "Spent to date", "Remaining", "Used", "Projected year end", "Status"],
+            [14, 32, 15, 15, 15, 9, 15, 20],
+        )
         for row, s in enumerate(self.rows, start=row + 1):
-            sheets.row(sheet, row, [s.unit, self.names.get(s.unit, ""), money(s.budget), Money(s.spent),
-                                    money(s.remaining), percent(s.used), money(s.projected), s.state])
+            sheets.row(
+                sheet,
+                row,
+                [
+                    s.unit,
+                    self.names.get(s.unit, ""),
+                    money(s.budget),
+                    Money(s.spent),
+                    money(s.remaining),
+                    percent(s.used),
+                    money(s.projected),
+                    s.state,
+                ],
+            )
         sheets.save(path, when)
 
 
@@ -254,6 +298,14 @@ def table(conn: Connection, year: int) -> Table:
     periods = fiscal_periods(year, _start(conn))
     through = last_posted(conn, year)
     names = {code: name for code, name in conn.execute(select(Unit.code, Unit.name))}
-    return Table(year, periods[0], periods[-1], through,
-                 periods.index(through) + 1 if through else 0, book.currency, book.minor_digits,
-                 _statuses(conn, year, through), names)
+    return Table(
+        year,
+        periods[0],
+        periods[-1],
+        through,
+        periods.index(through) + 1 if through else 0,
+        book.currency,
+        book.minor_digits,
+        _statuses(conn, year, through),
+        names,
+    )

@@ -17,14 +17,7 @@ from sqlalchemy import Connection, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from chargeback.ledger import journal
-
-from chargeback.ledger import seals
-from chargeback.ledger.charges import allocation_charges, period_charges, price_usage, store_lines, unposted_usage_count
-from chargeback.store.db import collector_paused
-from chargeback.core.errors import Refused
-from chargeback.core.fields import PERIOD_PATTERN, outside_calendar
-from chargeback.core.progress import on_terminal, phase
+from chargeback.book.snapshot import load_reference
 from chargeback.close.reconciliation import (
     PeriodTotal,
     Reconciliation,
@@ -33,7 +26,12 @@ from chargeback.close.reconciliation import (
     reconcile,
     store_totals,
 )
-from chargeback.book.snapshot import load_reference
+from chargeback.core.errors import Refused
+from chargeback.core.fields import PERIOD_PATTERN, outside_calendar
+from chargeback.core.progress import on_terminal, phase
+from chargeback.ledger import journal, seals
+from chargeback.ledger.charges import allocation_charges, period_charges, price_usage, store_lines, unposted_usage_count
+from chargeback.store.db import collector_paused
 from chargeback.store.schema import Adjustment, Cost, Entry, Period, Usage
 
 if TYPE_CHECKING:
@@ -65,9 +63,7 @@ def lock_period(conn: Connection, period: str, create: bool) -> str | None:
         table = Period.__table__
         maker = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         conn.execute(maker(table).values(period=period, status="open").on_conflict_do_nothing())
-    return conn.execute(
-        select(Period.status).where(Period.period == period).with_for_update()
-    ).scalar()
+    return conn.execute(select(Period.status).where(Period.period == period).with_for_update()).scalar()
 
 
 def lock_open_period(conn: Connection, period: str, create: bool = True) -> None:
@@ -85,10 +81,13 @@ def _earlier_open_with_activity(conn: Connection, period: str) -> list[str]:
         exists().where(Adjustment.period == Period.period),
         exists().where(Entry.period == Period.period),
     )
-    return list(conn.execute(
-        select(Period.period).where(Period.period < period, Period.status == "open", activity)
-        .order_by(Period.period)
-    ).scalars())
+    return list(
+        conn.execute(
+            select(Period.period)
+            .where(Period.period < period, Period.status == "open", activity)
+            .order_by(Period.period)
+        ).scalars()
+    )
 
 
 def _has_entries(conn: Connection, period: str) -> bool:
@@ -154,10 +153,19 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
         )
     store_totals(conn, period, totals)
     seal = seals.record_close(conn, period, now, f"{posted_count} entries posted", _user(), signer)
-    conn.execute(update(Period).where(Period.period == period).values(
-        status="closed", closed_at=now, closed_hash=seal.hash, entry_count=result.entries,
-        internal_revenue_minor=result.internal_revenue, internal_spend_minor=result.internal_spend,
-        external_revenue_minor=result.external_revenue))
+    conn.execute(
+        update(Period)
+        .where(Period.period == period)
+        .values(
+            status="closed",
+            closed_at=now,
+            closed_hash=seal.hash,
+            entry_count=result.entries,
+            internal_revenue_minor=result.internal_revenue,
+            internal_spend_minor=result.internal_spend,
+            external_revenue_minor=result.external_revenue,
+        )
+    )
     result.status = "closed"
     return CloseResult(period, posted_count, result, now, seal.hash, totals=totals, seal=seal)
 
@@ -186,5 +194,6 @@ def periods_with_activity(conn: Connection) -> list[tuple[str, str]]:
 
 def cost_periods(conn: Connection, through: str) -> list[str]:
     """Periods up to `through` that have allocation costs to spread."""
-    return list(conn.execute(select(Cost.period).where(Cost.period <= through).distinct()
-                             .order_by(Cost.period)).scalars())
+    return list(
+        conn.execute(select(Cost.period).where(Cost.period <= through).distinct().order_by(Cost.period)).scalars()
+    )

@@ -23,9 +23,9 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Select, delete, func, select
 
-from chargeback.store.db import bulk_insert, bytewise
-from chargeback.ledger.journal import Draft
 from chargeback.core.money import format_amount
+from chargeback.ledger.journal import Draft
+from chargeback.store.db import bulk_insert, bytewise
 from chargeback.store.schema import Book, Entry, Period, PeriodTotalRow
 
 INTERNAL_REVENUE = "revenue:internal:"
@@ -59,9 +59,11 @@ class Reconciliation:
 
     def pending_text(self) -> str:
         """`N usage lines and M adjustments (X USD) are pending, not posted`."""
-        return (f"{self.pending_lines} usage line{'s' if self.pending_lines != 1 else ''} and "
-                f"{self.pending_adjustments} adjustment{'s' if self.pending_adjustments != 1 else ''} "
-                f"({self.money(self.pending_adjustments_minor)} {self.currency}) are pending, not posted")
+        return (
+            f"{self.pending_lines} usage line{'s' if self.pending_lines != 1 else ''} and "
+            f"{self.pending_adjustments} adjustment{'s' if self.pending_adjustments != 1 else ''} "
+            f"({self.money(self.pending_adjustments_minor)} {self.currency}) are pending, not posted"
+        )
 
     @property
     def difference(self) -> int:
@@ -90,12 +92,12 @@ class Reconciliation:
                 {"unit": unit, "internal_revenue": m(internal), "external_revenue": m(external)}
                 for unit, (internal, external) in sorted(self.providers.items())
             ],
-            "consumers": [
-                {"unit": unit, "internal_spend": m(spend)}
-                for unit, spend in sorted(self.consumers.items())
-            ],
-            "pending": {"usage_lines": self.pending_lines, "adjustments": self.pending_adjustments,
-                        "adjustments_amount": m(self.pending_adjustments_minor)},
+            "consumers": [{"unit": unit, "internal_spend": m(spend)} for unit, spend in sorted(self.consumers.items())],
+            "pending": {
+                "usage_lines": self.pending_lines,
+                "adjustments": self.pending_adjustments,
+                "adjustments_amount": m(self.pending_adjustments_minor),
+            },
         }
 
 
@@ -115,21 +117,35 @@ class PeriodTotal(NamedTuple):
     amount_minor: int
 
 
-TOTAL_KEYS = (Entry.consumer, Entry.customer_class, Entry.provider, Entry.service, Entry.kind,
-              Entry.debit_account, Entry.credit_account)
+TOTAL_KEYS = (
+    Entry.consumer,
+    Entry.customer_class,
+    Entry.provider,
+    Entry.service,
+    Entry.kind,
+    Entry.debit_account,
+    Entry.credit_account,
+)
 
 
 def grouped_totals_query(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
     """The grouping of `period`'s entries that `period_totals` reads."""
-    return (select(*TOTAL_KEYS, func.count(), func.sum(Entry.quantity_micro), func.sum(Entry.amount_minor))
-            .where(Entry.period == period).group_by(*TOTAL_KEYS).order_by(*bytewise(conn, *TOTAL_KEYS)))
+    return (
+        select(*TOTAL_KEYS, func.count(), func.sum(Entry.quantity_micro), func.sum(Entry.amount_minor))
+        .where(Entry.period == period)
+        .group_by(*TOTAL_KEYS)
+        .order_by(*bytewise(conn, *TOTAL_KEYS))
+    )
 
 
 def stored_totals_query(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
     """`period`'s stored totals, in the same order as `grouped_totals_query`."""
     keys = [getattr(PeriodTotalRow, name) for name in PeriodTotal._fields[:7]]
-    return (select(*keys, PeriodTotalRow.entries, PeriodTotalRow.quantity_micro, PeriodTotalRow.amount_minor)
-            .where(PeriodTotalRow.period == period).order_by(*bytewise(conn, *keys)))
+    return (
+        select(*keys, PeriodTotalRow.entries, PeriodTotalRow.quantity_micro, PeriodTotalRow.amount_minor)
+        .where(PeriodTotalRow.period == period)
+        .order_by(*bytewise(conn, *keys))
+    )
 
 
 def period_totals(conn: Connection, period: str) -> list[PeriodTotal]:
@@ -141,11 +157,21 @@ def period_totals(conn: Connection, period: str) -> list[PeriodTotal]:
 def _totals(conn: Connection, query: Select) -> list[PeriodTotal]:  # type: ignore[type-arg]
     shared: dict[str, str] = {}
     one = shared.setdefault
-    return [PeriodTotal(one(consumer, consumer), one(kind_of, kind_of), one(provider, provider),
-                        one(service, service), one(kind, kind), one(debit, debit), one(credit, credit),
-                        int(entries), int(quantity), int(amount))
-            for consumer, kind_of, provider, service, kind, debit, credit, entries, quantity, amount
-            in conn.execute(query)]
+    return [
+        PeriodTotal(
+            one(consumer, consumer),
+            one(kind_of, kind_of),
+            one(provider, provider),
+            one(service, service),
+            one(kind, kind),
+            one(debit, debit),
+            one(credit, credit),
+            int(entries),
+            int(quantity),
+            int(amount),
+        )
+        for consumer, kind_of, provider, service, kind, debit, credit, entries, quantity, amount in conn.execute(query)
+    ]
 
 
 class Tally:
@@ -185,9 +211,13 @@ class Tally:
         sums, self._sums = self._sums, {}
         shared: dict[str, str] = {}
         one, make = shared.setdefault, tuple.__new__
-        return [make(PeriodTotal, (one(key[0], key[0]), key[1], key[2], one(key[3], key[3]),
-                                   key[4], key[5], key[6], *sums[key]))
-                for key in sorted(sums, key="\0".join)]
+        return [
+            make(
+                PeriodTotal,
+                (one(key[0], key[0]), key[1], key[2], one(key[3], key[3]), key[4], key[5], key[6], *sums[key]),
+            )
+            for key in sorted(sums, key="\0".join)
+        ]
 
 
 STORED_COLUMNS = ("period",) + PeriodTotal._fields
@@ -215,8 +245,7 @@ def _by_account(totals: Iterable[PeriodTotal]) -> tuple[list[tuple[str, int, int
         credit[0] += total.amount_minor
         credit[1] += total.entries
         debits[total.debit_account] += total.amount_minor
-    return ([(account, amount, count) for account, (amount, count) in sorted(credits.items())],
-            sorted(debits.items()))
+    return ([(account, amount, count) for account, (amount, count) in sorted(credits.items())], sorted(debits.items()))
 
 
 def reconcile(conn: Connection, period: str, totals: Sequence[PeriodTotal] | None = None) -> Reconciliation:
@@ -229,24 +258,28 @@ def reconcile(conn: Connection, period: str, totals: Sequence[PeriodTotal] | Non
     if totals is None:
         credits: Iterable[tuple[str, int, int]] = conn.execute(
             select(Entry.credit_account, func.sum(Entry.amount_minor), func.count())
-            .where(Entry.period == period).group_by(Entry.credit_account))  # type: ignore[assignment]
+            .where(Entry.period == period)
+            .group_by(Entry.credit_account)
+        )  # type: ignore[assignment]
         debits: Iterable[tuple[str, int]] = conn.execute(
             select(Entry.debit_account, func.sum(Entry.amount_minor))
-            .where(Entry.period == period).group_by(Entry.debit_account))  # type: ignore[assignment]
+            .where(Entry.period == period)
+            .group_by(Entry.debit_account)
+        )  # type: ignore[assignment]
     else:
         credits, debits = _by_account(totals)
     revenue: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for account, amount, count in credits:
         result.entries += count
         if account.startswith(INTERNAL_REVENUE):
-            revenue[account[len(INTERNAL_REVENUE):]][0] += int(amount)
+            revenue[account[len(INTERNAL_REVENUE) :]][0] += int(amount)
             result.internal_revenue += int(amount)
         elif account.startswith(EXTERNAL_REVENUE):
-            revenue[account[len(EXTERNAL_REVENUE):]][1] += int(amount)
+            revenue[account[len(EXTERNAL_REVENUE) :]][1] += int(amount)
             result.external_revenue += int(amount)
     for account, amount in debits:
         if account.startswith(INTERNAL_SPEND):
-            result.consumers[account[len(INTERNAL_SPEND):]] = int(amount)
+            result.consumers[account[len(INTERNAL_SPEND) :]] = int(amount)
             result.internal_spend += int(amount)
     result.providers = {unit: (v[0], v[1]) for unit, v in revenue.items()}
     return result

@@ -26,11 +26,11 @@ from pathlib import Path
 
 from sqlalchemy import Connection, func, select
 
+from chargeback.book.snapshot import load_reference
+from chargeback.close.reconciliation import EXTERNAL_REVENUE, INTERNAL_REVENUE
 from chargeback.core.errors import Refused
 from chargeback.core.fields import period_bounds
 from chargeback.core.money import format_amount, from_micro, from_minor, round_fraction
-from chargeback.close.reconciliation import EXTERNAL_REVENUE, INTERNAL_REVENUE
-from chargeback.book.snapshot import load_reference
 from chargeback.core.safe import neutralize
 from chargeback.store.schema import Entry, Period, ProviderCost
 
@@ -147,7 +147,7 @@ class Recovery:
 
 def _decimal(value: Fraction, places: int) -> Decimal:
     """An exact fraction rounded half away from zero to `places` decimals."""
-    return Decimal(round_fraction(value * 10 ** places)).scaleb(-places)
+    return Decimal(round_fraction(value * 10**places)).scaleb(-places)
 
 
 def percent(ratio: Fraction) -> str:
@@ -163,23 +163,31 @@ def recovery(conn: Connection, fiscal_year: int) -> Recovery:
     periods = fiscal_periods(fiscal_year, ref.fiscal_year_start)
     result = Recovery(fiscal_year, periods, ref.currency, ref.digits)
     in_year = Entry.period.in_(periods)
-    costs = {(p, period): int(amount) for p, period, amount in conn.execute(
-        select(ProviderCost.provider, ProviderCost.period, ProviderCost.amount_minor)
-        .where(ProviderCost.period.in_(periods)))}
+    costs = {
+        (p, period): int(amount)
+        for p, period, amount in conn.execute(
+            select(ProviderCost.provider, ProviderCost.period, ProviderCost.amount_minor).where(
+                ProviderCost.period.in_(periods)
+            )
+        )
+    }
     revenue: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for account, period, amount in conn.execute(
-            select(Entry.credit_account, Entry.period, func.sum(Entry.amount_minor))
-            .where(in_year).group_by(Entry.credit_account, Entry.period)):
+        select(Entry.credit_account, Entry.period, func.sum(Entry.amount_minor))
+        .where(in_year)
+        .group_by(Entry.credit_account, Entry.period)
+    ):
         for prefix, slot in ((INTERNAL_REVENUE, 0), (EXTERNAL_REVENUE, 1)):
             if account.startswith(prefix):
-                revenue[(account[len(prefix):], period)][slot] += int(amount)
+                revenue[(account[len(prefix) :], period)][slot] += int(amount)
     status = dict(conn.execute(select(Period.period, Period.status).where(Period.period.in_(periods))).all())
     providers = sorted({p for p, _ in costs} | {p for p, _ in revenue})
     for provider in providers:
         costed = any(p == provider for p, _ in costs)
         balance: int | None = None
-        total = ProviderLine(provider, ref.units[provider].name if provider in ref.units else provider,
-                             0 if costed else None, 0, 0)
+        total = ProviderLine(
+            provider, ref.units[provider].name if provider in ref.units else provider, 0 if costed else None, 0, 0
+        )
         for period in periods:
             cost = costs.get((provider, period))
             internal, external = revenue.get((provider, period), (0, 0))
@@ -203,14 +211,27 @@ def recovery(conn: Connection, fiscal_year: int) -> Recovery:
     return result
 
 
-def _services(conn: Connection, ref, periods: list[str],  # type: ignore[no-untyped-def]
-              providers: dict[str, ProviderLine]) -> list[ServiceLine]:
+def _services(
+    conn: Connection,
+    ref,
+    periods: list[str],  # type: ignore[no-untyped-def]
+    providers: dict[str, ProviderLine],
+) -> list[ServiceLine]:
     in_year = Entry.period.in_(periods)
-    revenue = {s: int(a) for s, a in conn.execute(
-        select(Entry.service, func.sum(Entry.amount_minor)).where(in_year).group_by(Entry.service))}
-    quantity = {s: int(q) for s, q in conn.execute(
-        select(Entry.service, func.sum(Entry.quantity_micro))
-        .where(in_year, Entry.kind.in_(("usage", "recurring"))).group_by(Entry.service))}
+    revenue = {
+        s: int(a)
+        for s, a in conn.execute(
+            select(Entry.service, func.sum(Entry.amount_minor)).where(in_year).group_by(Entry.service)
+        )
+    }
+    quantity = {
+        s: int(q)
+        for s, q in conn.execute(
+            select(Entry.service, func.sum(Entry.quantity_micro))
+            .where(in_year, Entry.kind.in_(("usage", "recurring")))
+            .group_by(Entry.service)
+        )
+    }
     _, year_end = period_bounds(periods[-1])
     lines = []
     for code in sorted(ref.services):
@@ -225,14 +246,25 @@ def _services(conn: Connection, ref, periods: list[str],  # type: ignore[no-unty
             share = Fraction(owner.cost) * earned / owner.revenue
         break_even = average = None
         if billed > 0:
-            per_unit = Fraction(10 ** 6, billed) / 10 ** ref.digits
+            per_unit = Fraction(10**6, billed) / 10**ref.digits
             average = _decimal(earned * per_unit, RATE_PLACES)
             if share is not None:
                 break_even = _decimal(share * per_unit, RATE_PLACES)
         rate = ref.rates.latest(code, "internal", year_end)
-        lines.append(ServiceLine(service.provider, code, service.name, service.unit_of_measure, earned,
-                                 billed, None if share is None else round_fraction(share),
-                                 break_even, rate.rate if rate else None, average))
+        lines.append(
+            ServiceLine(
+                service.provider,
+                code,
+                service.name,
+                service.unit_of_measure,
+                earned,
+                billed,
+                None if share is None else round_fraction(share),
+                break_even,
+                rate.rate if rate else None,
+                average,
+            )
+        )
     return sorted(lines, key=lambda s: (s.provider, s.service))
 
 
@@ -242,21 +274,28 @@ def write_workbook(rec: Recovery, path: Path) -> None:
     Written to a temporary file and moved into place, so no half-written file is left."""
     import xlsxwriter
 
-    money_format = (f'#,##0.{"0" * rec.digits}' if rec.digits else "#,##0") + f' "{rec.currency}"'
+    money_format = (f"#,##0.{'0' * rec.digits}" if rec.digits else "#,##0") + f' "{rec.currency}"'
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".recovery-", suffix=".xlsx", dir=path.parent)
     os.close(handle)
-    book = xlsxwriter.Workbook(temporary, {"in_memory": True, "strings_to_formulas": False,
-                                           "strings_to_urls": False, "strings_to_numbers": False})
+    book = xlsxwriter.Workbook(
+        temporary,
+        {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
+    )
     bold = book.add_format({"bold": True})
     styles: dict[str, object] = {}
 
     def style(fmt: str) -> object:
         return styles.get(fmt) or styles.setdefault(fmt, book.add_format({"num_format": fmt}))
 
-    def sheet(title: str, header: list[str], rows: list[list[object]], formats: dict[int, str],
-              first_width: float | None = None) -> None:
+    def sheet(
+        title: str,
+        header: list[str],
+        rows: list[list[object]],
+        formats: dict[int, str],
+        first_width: float | None = None,
+    ) -> None:
         """`formats`: a number format by column, counted from 1."""
         ws = book.add_worksheet(title)
         for col, title_text in enumerate(header):
@@ -282,28 +321,98 @@ def write_workbook(rec: Recovery, path: Path) -> None:
         return None if value is None else _decimal(value, 4)
 
     fy = f"FY{rec.fiscal_year} ({rec.periods_of_year[0]} to {rec.periods_of_year[-1]})"
-    sheet("Summary", [f"Provider ({fy})", "Name", "Full cost", "Internal revenue",
-                      "External revenue", "Surplus (deficit)", "Recovery ratio", "Flag",
-                      "Months with cost", "Revenue of months without cost"],
-          [[p.provider, p.name, money(p.cost), money(p.internal), money(p.external),
-            money(p.surplus), ratio(p.ratio), p.flag, p.months_costed,
-            money(p.uncosted_revenue)] for p in rec.providers],
-          {3: money_format, 4: money_format, 5: money_format, 6: money_format, 7: "0.00%",
-           10: money_format}, first_width=30)
-    sheet("Periods", ["Provider", "Period", "Status", "Full cost", "Internal revenue",
-                      "External revenue", "Surplus (deficit)", "Balance carried forward",
-                      "Recovery ratio"],
-          [[p.provider, p.period, p.status, money(p.cost), money(p.internal), money(p.external),
-            money(p.surplus), money(p.balance), ratio(p.ratio)] for p in rec.periods],
-          {4: money_format, 5: money_format, 6: money_format, 7: money_format, 8: money_format,
-           9: "0.00%"})
-    sheet("Services", ["Provider", "Service", "Name", "Unit", "Revenue", "Cost share",
-                       "Quantity billed", "Break-even rate", "Current rate", "Average billed rate"],
-          [[s.provider, s.service, s.name, s.unit_of_measure, money(s.revenue), money(s.cost_share),
-            from_micro(s.quantity_micro), s.break_even_rate, s.current_rate, s.average_rate]
-           for s in rec.services],
-          {5: money_format, 6: money_format, 7: "#,##0.######", 8: "#,##0.00####",
-           9: "#,##0.00####", 10: "#,##0.00####"})
+    sheet(
+        "Summary",
+        [
+            f"Provider ({fy})",
+            "Name",
+            "Full cost",
+            "Internal revenue",
+            "External revenue",
+            "Surplus (deficit)",
+            "Recovery ratio",
+            "Flag",
+            "Months with cost",
+            "Revenue of months without cost",
+        ],
+        [
+            [
+                p.provider,
+                p.name,
+                money(p.cost),
+                money(p.internal),
+                money(p.external),
+                money(p.surplus),
+                ratio(p.ratio),
+                p.flag,
+                p.months_costed,
+                money(p.uncosted_revenue),
+            ]
+            for p in rec.providers
+        ],
+        {3: money_format, 4: money_format, 5: money_format, 6: money_format, 7: "0.00%", 10: money_format},
+        first_width=30,
+    )
+    sheet(
+        "Periods",
+        [
+            "Provider",
+            "Period",
+            "Status",
+            "Full cost",
+            "Internal revenue",
+            "External revenue",
+            "Surplus (deficit)",
+            "Balance carried forward",
+            "Recovery ratio",
+        ],
+        [
+            [
+                p.provider,
+                p.period,
+                p.status,
+                money(p.cost),
+                money(p.internal),
+                money(p.external),
+                money(p.surplus),
+                money(p.balance),
+                ratio(p.ratio),
+            ]
+            for p in rec.periods
+        ],
+        {4: money_format, 5: money_format, 6: money_format, 7: money_format, 8: money_format, 9: "0.00%"},
+    )
+    sheet(
+        "Services",
+        [
+            "Provider",
+            "Service",
+            "Name",
+            "Unit",
+            "Revenue",
+            "Cost share",
+            "Quantity billed",
+            "Break-even rate",
+            "Current rate",
+            "Average billed rate",
+        ],
+        [
+            [
+                s.provider,
+                s.service,
+                s.name,
+                s.unit_of_measure,
+                money(s.revenue),
+                money(s.cost_share),
+                from_micro(s.quantity_micro),
+                s.break_even_rate,
+                s.current_rate,
+                s.average_rate,
+            ]
+            for s in rec.services
+        ],
+        {5: money_format, 6: money_format, 7: "#,##0.######", 8: "#,##0.00####", 9: "#,##0.00####", 10: "#,##0.00####"},
+    )
     try:
         book.close()
         os.replace(temporary, path)

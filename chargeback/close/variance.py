@@ -41,10 +41,10 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, func, select
 
+from chargeback.close.reconciliation import PeriodTotal, period_totals
 from chargeback.core.errors import Refused
 from chargeback.core.fields import previous_period
 from chargeback.core.money import format_amount, format_percent, quantize
-from chargeback.close.reconciliation import PeriodTotal, period_totals
 from chargeback.store.schema import Book, Entry, PeriodTotalRow, Unit
 
 WINDOW = 3
@@ -150,8 +150,10 @@ class Review:
 
     @property
     def rule(self) -> str:
-        return (f"more than {(self.threshold * 100).normalize():f}% of the previous amount and "
-                f"at least {self.money(10 ** self.digits)} {self.currency}")
+        return (
+            f"more than {(self.threshold * 100).normalize():f}% of the previous amount and "
+            f"at least {self.money(10**self.digits)} {self.currency}"
+        )
 
 
 def window_of(period: str, first: str | None) -> tuple[str, ...]:
@@ -168,7 +170,7 @@ def window_of(period: str, first: str | None) -> tuple[str, ...]:
 def moved(change: int, base: int, threshold: Decimal, digits: int) -> bool:
     """True when a change of `change` from `base` (minor units) is to be flagged."""
     size, base = abs(change), abs(base)
-    return size > threshold * base and size >= 10 ** digits and size * 100 >= base
+    return size > threshold * base and size >= 10**digits and size * 100 >= base
 
 
 # unit -> period -> service -> amount
@@ -179,8 +181,16 @@ def _nested() -> Amounts:
     return defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
 
 
-def compute(period: str, totals: Iterable[TotalRow], window: tuple[str, ...], *, threshold: Decimal,
-            digits: int, currency: str, names: dict[str, str] | None = None) -> Review:
+def compute(
+    period: str,
+    totals: Iterable[TotalRow],
+    window: tuple[str, ...],
+    *,
+    threshold: Decimal,
+    digits: int,
+    currency: str,
+    names: dict[str, str] | None = None,
+) -> Review:
     """The review of `period` from its totals (`Total`s, or `TotalRow`s) and
     those of the `window` periods."""
     consumers, providers = _nested(), _nested()
@@ -211,8 +221,7 @@ def compute(period: str, totals: Iterable[TotalRow], window: tuple[str, ...], *,
 
     def lines(amounts: Amounts, kind_of: dict[str, str] | None) -> tuple[Line, ...]:
         found = []
-        for unit in sorted(u for u, by_period in amounts.items()
-                           if period in by_period or previous in by_period):
+        for unit in sorted(u for u, by_period in amounts.items() if period in by_period or previous in by_period):
             by_period = amounts[unit]
             current = sum(by_period.get(period, {}).values())
             kind = kind_of[unit] if kind_of is not None else "provider"
@@ -220,33 +229,56 @@ def compute(period: str, totals: Iterable[TotalRow], window: tuple[str, ...], *,
                 found.append(Line(unit, kind, current, None, None))
                 continue
             before = sum(by_period.get(previous, {}).values())
-            average = int(quantize(Decimal(sum(sum(by_period.get(p, {}).values()) for p in window))
-                                   / len(window), 0))
-            found.append(Line(unit, kind, current, before, average,
-                              moved(current - before, before, threshold, digits),
-                              _drivers(by_period.get(period, {}), by_period.get(previous, {}))))
+            average = int(quantize(Decimal(sum(sum(by_period.get(p, {}).values()) for p in window)) / len(window), 0))
+            found.append(
+                Line(
+                    unit,
+                    kind,
+                    current,
+                    before,
+                    average,
+                    moved(current - before, before, threshold, digits),
+                    _drivers(by_period.get(period, {}), by_period.get(previous, {})),
+                )
+            )
         return tuple(found)
 
     new = gone = ()
     silent: list[SilentService] = []
     if window:
-        new = tuple(sorted(u for u, by_period in consumers.items()
-                           if period in by_period and not any(p in by_period for p in window)))
-        gone = tuple(sorted(u for u, by_period in consumers.items()
-                            if previous in by_period and period not in by_period))
+        new = tuple(
+            sorted(
+                u
+                for u, by_period in consumers.items()
+                if period in by_period and not any(p in by_period for p in window)
+            )
+        )
+        gone = tuple(
+            sorted(u for u, by_period in consumers.items() if previous in by_period and period not in by_period)
+        )
         for service in sorted(usage):
             by_period = usage[service]
             if period in by_period:
                 continue
             last = next(p for p in window if p in by_period)
             silent.append(SilentService(service, provider_of[service], last, by_period[last]))
-    return Review(period, currency, digits, threshold, window, lines(consumers, kinds),
-                  lines(providers, None), new, gone, tuple(silent), dict(names or {}))
+    return Review(
+        period,
+        currency,
+        digits,
+        threshold,
+        window,
+        lines(consumers, kinds),
+        lines(providers, None),
+        new,
+        gone,
+        tuple(silent),
+        dict(names or {}),
+    )
 
 
 def _drivers(now: dict[str, int], before: dict[str, int]) -> tuple[Driver, ...]:
-    changes = [(service, now.get(service, 0) - before.get(service, 0))
-               for service in set(now) | set(before)]
+    changes = [(service, now.get(service, 0) - before.get(service, 0)) for service in set(now) | set(before)]
     changes = sorted(((s, c) for s, c in changes if c), key=lambda sc: (-abs(sc[1]), sc[0]))
     return tuple(Driver(s, c) for s, c in changes[:MAX_DRIVERS])
 
@@ -269,19 +301,36 @@ def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None 
         if window:
             stored = PeriodTotalRow
             for row in conn.execute(
-                    select(stored.period, stored.consumer, stored.customer_class, stored.provider,
-                           stored.service, stored.kind, stored.amount_minor)
-                    .where(stored.period.in_(window)).order_by(stored.period)
-                    .execution_options(yield_per=20_000)):
+                select(
+                    stored.period,
+                    stored.consumer,
+                    stored.customer_class,
+                    stored.provider,
+                    stored.service,
+                    stored.kind,
+                    stored.amount_minor,
+                )
+                .where(stored.period.in_(window))
+                .order_by(stored.period)
+                .execution_options(yield_per=20_000)
+            ):
                 yield tuple(row)
         for t in this:
             yield (period, t.consumer, t.customer_class, t.provider, t.service, t.kind, t.amount_minor)
 
-    return compute(period, totals(), window, threshold=Decimal(book.variance_threshold),
-                   digits=book.minor_digits, currency=book.currency, names=names)
+    return compute(
+        period,
+        totals(),
+        window,
+        threshold=Decimal(book.variance_threshold),
+        digits=book.minor_digits,
+        currency=book.currency,
+        names=names,
+    )
 
 
 # presentation -------------------------------------------------------------------------
+
 
 def _signed(review: Review, minor: int | None) -> str:
     if minor is None:
@@ -300,65 +349,121 @@ def report_lines(review: Review) -> list[str]:
     if not r.window:
         head = [f"variance review of {r.period}: no earlier period to compare with"]
     else:
-        head = [f"variance review of {r.period} against {r.previous} and the average of "
-                f"{', '.join(r.window)}; flagged (!): a change of {r.rule}"]
+        head = [
+            f"variance review of {r.period} against {r.previous} and the average of "
+            f"{', '.join(r.window)}; flagged (!): a change of {r.rule}"
+        ]
     out = head
     for title, lines in (("consumers", r.consumers), ("providers", r.providers)):
         if not lines:
             continue
-        out.append(f"  {title:<22} {r.period:>14} {r.previous or 'previous':>14} {'change':>14} "
-                   f"{'%':>8} {'average':>14}")
+        out.append(
+            f"  {title:<22} {r.period:>14} {r.previous or 'previous':>14} {'change':>14} {'%':>8} {'average':>14}"
+        )
         for line in lines:
             mark = "!" if line.flagged else " "
             drivers = f"  {drivers_text(r, line)}" if line.flagged and line.drivers else ""
-            out.append(f"{mark} {line.unit:<22} {r.money(line.current):>14} {r.money(line.previous):>14} "
-                       f"{_signed(r, line.change):>14} {format_percent(line.percent):>8} "
-                       f"{r.money(line.average):>14}{drivers}")
+            out.append(
+                f"{mark} {line.unit:<22} {r.money(line.current):>14} {r.money(line.previous):>14} "
+                f"{_signed(r, line.change):>14} {format_percent(line.percent):>8} "
+                f"{r.money(line.average):>14}{drivers}"
+            )
     out.extend(f"  new consumer: {unit}" for unit in r.new_consumers)
-    out.extend(f"  consumer gone: {unit} (charged {r.money(r.consumer(unit).previous)} in "
-               f"{r.previous}, nothing in {r.period})" for unit in r.gone_consumers)
-    out.extend(f"  no usage of {s.service} ({s.provider}) in {r.period}: {r.money(s.last_amount)} "
-               f"in {s.last_period}; is a usage file missing?" for s in r.silent_services)
+    out.extend(
+        f"  consumer gone: {unit} (charged {r.money(r.consumer(unit).previous)} in {r.previous}, nothing in {r.period})"
+        for unit in r.gone_consumers
+    )
+    out.extend(
+        f"  no usage of {s.service} ({s.provider}) in {r.period}: {r.money(s.last_amount)} "
+        f"in {s.last_period}; is a usage file missing?"
+        for s in r.silent_services
+    )
     return out
 
 
-HEADER = ["Unit", "Name", "Kind", "This period", "Previous period", "Change", "Change %",
-          "Average of last 3", "Change vs average", "Change % vs average", "Flagged", "Drivers"]
+HEADER = [
+    "Unit",
+    "Name",
+    "Kind",
+    "This period",
+    "Previous period",
+    "Change",
+    "Change %",
+    "Average of last 3",
+    "Change vs average",
+    "Change % vs average",
+    "Flagged",
+    "Drivers",
+]
 WIDTHS = [14, 32, 10, 15, 15, 15, 10, 15, 15, 10, 8, 40]
 
 
 def write_workbook(review: Review, path: Path, *, book: str, draft: bool, when: dt.datetime) -> None:
     """`variance.xlsx`: sheets `Consumers`, `Providers` and `Callouts`."""
     from chargeback.documents.small_workbooks import Money, Sheets, money, percent
+
     r = review
-    sheets = Sheets(f"Variance review {r.period}", book=book, currency=r.currency,
-                    digits=r.digits, draft=draft)
+    sheets = Sheets(f"Variance review {r.period}", book=book, currency=r.currency, digits=r.digits, draft=draft)
     if r.window:
-        notes = [f"{book}: {r.period} against {r.previous} (previous period) and the average "
-                 f"of {', '.join(r.window)}.",
-                 f"Flagged: a change of {r.rule}."]
+        notes = [
+            f"{book}: {r.period} against {r.previous} (previous period) and the average of {', '.join(r.window)}.",
+            f"Flagged: a change of {r.rule}.",
+        ]
     else:
         notes = [f"{book}: {r.period}; no earlier period to compare with."]
     for name, lines in (("Consumers", r.consumers), ("Providers", r.providers)):
         sheet, row = sheets.sheet(name, f"Variance review {r.period}: {name.lower()}", notes)
         sheets.header(sheet, row, HEADER, WIDTHS)
         for row, line in enumerate(lines, start=row + 1):
-            sheets.row(sheet, row, [
-                line.unit, r.names.get(line.unit, ""), line.kind, Money(line.current),
-                money(line.previous), money(line.change), percent(line.percent),
-                money(line.average), money(line.average_change), percent(line.average_percent),
-                "yes" if line.flagged else "", drivers_text(r, line)])
+            sheets.row(
+                sheet,
+                row,
+                [
+                    line.unit,
+                    r.names.get(line.unit, ""),
+                    line.kind,
+                    Money(line.current),
+                    money(line.previous),
+                    money(line.change),
+                    percent(line.percent),
+                    money(line.average),
+                    money(line.average_change),
+                    percent(line.average_percent),
+                    "yes" if line.flagged else "",
+                    drivers_text(r, line),
+                ],
+            )
     sheet, row = sheets.sheet("Callouts", f"Variance review {r.period}: callouts", notes)
-    sheets.header(sheet, row, ["Callout", "Unit or service", "Name", "Period", "Amount", "Detail"],
-                  [18, 16, 32, 10, 15, 50])
+    sheets.header(
+        sheet, row, ["Callout", "Unit or service", "Name", "Period", "Amount", "Detail"], [18, 16, 32, 10, 15, 50]
+    )
     callouts: list[list[object]] = []
-    callouts += [["new consumer", u, r.names.get(u, ""), r.period, Money(r.consumer(u).current),
-                  "no charges in the comparison window"] for u in r.new_consumers]
-    callouts += [["consumer gone", u, r.names.get(u, ""), r.previous, money(r.consumer(u).previous),
-                  f"no charges in {r.period}"] for u in r.gone_consumers]
-    callouts += [["no usage", s.service, s.provider, s.last_period, Money(s.last_amount),
-                  f"no usage of {s.service} in {r.period}: is a usage file missing?"]
-                 for s in r.silent_services]
+    callouts += [
+        [
+            "new consumer",
+            u,
+            r.names.get(u, ""),
+            r.period,
+            Money(r.consumer(u).current),
+            "no charges in the comparison window",
+        ]
+        for u in r.new_consumers
+    ]
+    callouts += [
+        ["consumer gone", u, r.names.get(u, ""), r.previous, money(r.consumer(u).previous), f"no charges in {r.period}"]
+        for u in r.gone_consumers
+    ]
+    callouts += [
+        [
+            "no usage",
+            s.service,
+            s.provider,
+            s.last_period,
+            Money(s.last_amount),
+            f"no usage of {s.service} in {r.period}: is a usage file missing?",
+        ]
+        for s in r.silent_services
+    ]
     for row, values in enumerate(callouts, start=row + 1):
         sheets.row(sheet, row, values)
     sheets.save(path, when)

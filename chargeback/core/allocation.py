@@ -18,13 +18,13 @@ database. Nothing here is ever a float.
 
 from __future__ import annotations
 
-from collections import defaultdict
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 from fractions import Fraction
 from math import floor
+from typing import Protocol
 
 from chargeback.core.fields import CODE_PATTERN
 from chargeback.core.money import round_fraction
@@ -53,13 +53,12 @@ def parse_driver(text: str) -> Driver:
     if text == EQUAL:
         return Driver("equal", "")
     if text.startswith(USAGE_PREFIX):
-        service = text[len(USAGE_PREFIX):].strip()
+        service = text[len(USAGE_PREFIX) :].strip()
         if not CODE_PATTERN.fullmatch(service):
             raise ValueError(f"{text!r}: write usage:SERVICE with a service code after the colon")
         return Driver("usage", service)
     if not CODE_PATTERN.fullmatch(text):
-        raise ValueError(f"{text!r} is not a driver: write a name used in drivers.csv, "
-                         "usage:SERVICE or equal")
+        raise ValueError(f"{text!r} is not a driver: write a name used in drivers.csv, usage:SERVICE or equal")
     return Driver("named", text)
 
 
@@ -86,15 +85,14 @@ def parse_targets(text: str) -> Targets:
     if text == "*":
         return Targets("all")
     if text.startswith(PARENT_PREFIX):
-        code = text[len(PARENT_PREFIX):].strip()
+        code = text[len(PARENT_PREFIX) :].strip()
         if not CODE_PATTERN.fullmatch(code):
             raise ValueError(f"{text!r}: write parent:CODE with a unit code after the colon")
         return Targets("parent", (code,))
     codes = tuple(part.strip() for part in text.split("|"))
     bad = [c for c in codes if not CODE_PATTERN.fullmatch(c)]
     if bad:
-        raise ValueError(f"{bad[0]!r} is not a unit code: write *, parent:CODE or codes "
-                         "separated by |")
+        raise ValueError(f"{bad[0]!r} is not a unit code: write *, parent:CODE or codes separated by |")
     if len(set(codes)) != len(codes):
         raise ValueError("a unit is listed twice")
     return Targets("list", codes)
@@ -108,17 +106,21 @@ class UnitLike(Protocol):
     active_to: dt.date | None
 
 
-def resolve_targets(targets: Targets, provider: str, units: Mapping[str, UnitLike],
-                    first_day: dt.date, last_day: dt.date) -> list[str]:
+def resolve_targets(
+    targets: Targets, provider: str, units: Mapping[str, UnitLike], first_day: dt.date, last_day: dt.date
+) -> list[str]:
     """The units a pool is spread over in a period: internal units active on some day
     of the period, other than the pool's provider; for `*` and `parent:CODE` only
     units with no children (`parent:CODE` takes those anywhere below CODE)."""
     with_children = {u.parent for u in units.values() if u.parent}
 
     def active(unit: UnitLike) -> bool:
-        return (unit.kind == "internal" and unit.code != provider
-                and (unit.active_from is None or unit.active_from <= last_day)
-                and (unit.active_to is None or unit.active_to >= first_day))
+        return (
+            unit.kind == "internal"
+            and unit.code != provider
+            and (unit.active_from is None or unit.active_from <= last_day)
+            and (unit.active_to is None or unit.active_to >= first_day)
+        )
 
     def under(unit: UnitLike, ancestor: str) -> bool:
         seen: set[str] = set()
@@ -239,8 +241,7 @@ def _first_repeat(codes: list[str]) -> str:
 
 def _targets(pool: PoolSpec, leave_out: set[str]) -> dict[str, Fraction]:
     """The pool's weights without its own provider and the units left out."""
-    weights = {u: Fraction(w) for u, w in pool.weights.items()
-               if u != pool.provider and u not in leave_out}
+    weights = {u: Fraction(w) for u, w in pool.weights.items() if u != pool.provider and u not in leave_out}
     if sum(weights.values(), Fraction(0)) <= 0:
         named = ", ".join(sorted(leave_out)) if leave_out else ""
         hint = f" (leaving out {named})" if named else ""
@@ -252,8 +253,9 @@ def _spread(pool: PoolSpec, exact_total: Fraction, weights: dict[str, Fraction])
     total = round_fraction(exact_total)
     amounts = split(total, weights)
     shares = tuple(Share(pool.code, unit, weights[unit], amounts[unit]) for unit in sorted(weights))
-    return PoolResult(pool.code, pool.provider, pool.amount, total, exact_total,
-                      sum(weights.values(), Fraction(0)), shares)
+    return PoolResult(
+        pool.code, pool.provider, pool.amount, total, exact_total, sum(weights.values(), Fraction(0)), shares
+    )
 
 
 def _direct(pools: list[PoolSpec]) -> list[PoolResult]:
@@ -284,8 +286,10 @@ def _one_pool_per_provider(pools: Sequence[PoolSpec], method: str) -> None:
     for pool in sorted(pools, key=lambda p: p.code):
         if pool.provider in owner:
             raise AllocationError(
-                pool.code, f"{pool.provider} also provides pool {owner[pool.provider]}: "
-                f"under the {method} method a provider owns at most one pool")
+                pool.code,
+                f"{pool.provider} also provides pool {owner[pool.provider]}: "
+                f"under the {method} method a provider owns at most one pool",
+            )
         owner[pool.provider] = pool.code
 
 
@@ -306,7 +310,8 @@ def _reciprocal(pools: list[PoolSpec]) -> list[PoolResult]:
         raise AllocationError(
             ", ".join(p.code for p in pools),
             "the reciprocal equations have no single solution: these pools send all of "
-            "their cost to each other; give units outside the pools a driver value") from None
+            "their cost to each other; give units outside the pools a driver value",
+        ) from None
     return [_spread(p, t, w) for p, t, w in zip(pools, exact, weights)]
 
 

@@ -39,8 +39,7 @@ class InputRefused(Refused):
         """The problems to print: the first `limit`, then how many more were found."""
         lines = [str(problem) for problem in self.problems[:limit]]
         if len(self.problems) > limit:
-            lines.append(f"... and {len(self.problems) - limit} more errors like these "
-                         f"(the first {limit} are shown)")
+            lines.append(f"... and {len(self.problems) - limit} more errors like these (the first {limit} are shown)")
         return lines
 
     def __init__(self, problems: list[Problem], what: str = "import") -> None:

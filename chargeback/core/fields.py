@@ -32,8 +32,7 @@ def check_code(value: object) -> str:
     text = str(value).strip()
     if not CODE_PATTERN.fullmatch(text):
         raise ValueError(
-            f"{text!r} is not a valid code: 1-32 characters of A-Z a-z 0-9 . _ -, "
-            "starting with a letter or digit"
+            f"{text!r} is not a valid code: 1-32 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
         )
     return text
 
@@ -124,9 +123,7 @@ PeriodText = Annotated[str, BeforeValidator(_required(check_period))]
 OptionalPeriod = Annotated[str | None, BeforeValidator(_optional(check_period))]
 Year = Annotated[int, BeforeValidator(_required(check_year))]
 Quantity = Annotated[Decimal, BeforeValidator(_required(decimal_checker(QUANTITY_PLACES, "quantity")))]
-OptionalQuantity = Annotated[
-    Decimal | None, BeforeValidator(_optional(decimal_checker(QUANTITY_PLACES, "quantity")))
-]
+OptionalQuantity = Annotated[Decimal | None, BeforeValidator(_optional(decimal_checker(QUANTITY_PLACES, "quantity")))]
 RateValue = Annotated[Decimal, BeforeValidator(_required(decimal_checker(RATE_PLACES, "rate")))]
 #: An amount of money as written in a book file; its places are checked against the
 #: currency once the book's currency is known.
@@ -150,7 +147,7 @@ def problems_of(error: ValidationError, file: str, line: int) -> list[Problem]:
         column = str(item["loc"][0]) if item["loc"] else "-"
         message = item["msg"]
         if message.startswith("Value error, "):
-            message = message[len("Value error, "):]
+            message = message[len("Value error, ") :]
         elif item["type"] == "missing":
             message = "is required and is blank"
         elif item["type"] == "literal_error":

@@ -125,9 +125,7 @@ def parse_decimal(text: str, places: int, *, what: str = "number") -> Decimal:
         raise ValueError(f"{what} is empty")
     body = raw[1:] if raw[0] in "+-" else raw
     if not body or not all(c.isdigit() or c == "." for c in body) or body.count(".") > 1:
-        raise ValueError(
-            f"{what} {raw!r} is not a plain decimal number (digits with '.' as the separator)"
-        )
+        raise ValueError(f"{what} {raw!r} is not a plain decimal number (digits with '.' as the separator)")
     if body == ".":
         raise ValueError(f"{what} {raw!r} is not a number")
     try:

@@ -92,8 +92,9 @@ class RateTable:
         found = self.find(service, customer_class, day)
         if found is not None:
             return found
-        earlier = [r for r in self._by_key.get((service, customer_class), ())
-                   if r.effective_from <= day and r.tier_from == 0]
+        earlier = [
+            r for r in self._by_key.get((service, customer_class), ()) if r.effective_from <= day and r.tier_from == 0
+        ]
         return max(earlier, key=lambda r: r.effective_from) if earlier else None
 
 
@@ -159,8 +160,9 @@ def tier_pieces(start: Decimal, quantity: Decimal, tiers: Sequence[RateRow]) -> 
     return tuple(pieces)
 
 
-def price_tiered(lines: Iterable[tuple[Decimal, Sequence[RateRow]]], digits: int,
-                 start: Decimal = Decimal(0)) -> Iterator[TieredPrice]:
+def price_tiered(
+    lines: Iterable[tuple[Decimal, Sequence[RateRow]]], digits: int, start: Decimal = Decimal(0)
+) -> Iterator[TieredPrice]:
     """Price lines of one (service, consumer) in one period, in order (date, then
     reference), each with the tier schedule in force on its date.
 
@@ -226,21 +228,46 @@ class Unpriced(Exception):
 
 def rate_frame(table: RateTable) -> pl.DataFrame:
     """The book's rate rows as columns, with each row's provenance."""
-    rows = [(r.service, r.customer_class, r.effective_from, r.effective_to, int(r.rate * 10**6),
-             int(r.tier_from * 10**6), r.provenance,
-             f"{r.service}/{r.customer_class}/{r.effective_from.isoformat()}",
-             f"{plain(r.tier_from)}@{plain(r.rate)}") for r in table.rows()]
+    rows = [
+        (
+            r.service,
+            r.customer_class,
+            r.effective_from,
+            r.effective_to,
+            int(r.rate * 10**6),
+            int(r.tier_from * 10**6),
+            r.provenance,
+            f"{r.service}/{r.customer_class}/{r.effective_from.isoformat()}",
+            f"{plain(r.tier_from)}@{plain(r.rate)}",
+        )
+        for r in table.rows()
+    ]
     return pl.DataFrame(rows, schema=RATE_COLUMNS, orient="row")
 
 
-RATE_COLUMNS = {"service": pl.String, "customer_class": pl.String, "effective_from": pl.Date,
-                "effective_to": pl.Date, "rate_micro": pl.Int64, "tier_from_micro": pl.Int64,
-                "provenance": pl.String, "schedule": pl.String, "tier_text": pl.String}
+RATE_COLUMNS = {
+    "service": pl.String,
+    "customer_class": pl.String,
+    "effective_from": pl.Date,
+    "effective_to": pl.Date,
+    "rate_micro": pl.Int64,
+    "tier_from_micro": pl.Int64,
+    "provenance": pl.String,
+    "schedule": pl.String,
+    "tier_text": pl.String,
+}
 #: A tiered charge's rate source longer than this names its schedule only.
 RATE_SOURCE_LENGTH = 200
 #: The usage lines `price_lines` takes: one row a line, `customer_class` the consumer's.
-LINE_COLUMNS = {"usage_id": pl.Int64, "date": pl.Date, "service": pl.String, "consumer": pl.String,
-                "customer_class": pl.String, "quantity_micro": pl.Int64, "reference": pl.String}
+LINE_COLUMNS = {
+    "usage_id": pl.Int64,
+    "date": pl.Date,
+    "service": pl.String,
+    "consumer": pl.String,
+    "customer_class": pl.String,
+    "quantity_micro": pl.Int64,
+    "reference": pl.String,
+}
 
 
 def rounded_minor(exact: pl.Expr, digits: int) -> pl.Expr:
@@ -251,8 +278,9 @@ def rounded_minor(exact: pl.Expr, digits: int) -> pl.Expr:
     return (exact.abs() + divisor // 2) // divisor * exact.sign()
 
 
-def price_lines(lines: pl.DataFrame, rates: pl.DataFrame, tiered: frozenset[str],
-                started: pl.DataFrame, digits: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def price_lines(
+    lines: pl.DataFrame, rates: pl.DataFrame, tiered: frozenset[str], started: pl.DataFrame, digits: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Price usage lines (`LINE_COLUMNS`) over whole columns.
 
     A line of a service without tiers takes the base rate in force on its date (an as-of
@@ -269,15 +297,28 @@ def price_lines(lines: pl.DataFrame, rates: pl.DataFrame, tiered: frozenset[str]
     Raises `Unpriced` naming the first line (by id) with no rate."""
     flat = lines.filter(~pl.col("service").is_in(list(tiered)))
     base = rates.filter(pl.col("tier_from_micro") == 0).sort("effective_from")
-    flat = (flat.sort("date")
-            .join_asof(base.drop("tier_from_micro"), left_on="date", right_on="effective_from",
-                       by=["service", "customer_class"], strategy="backward", check_sortedness=False)
-            .with_columns(pl.when(pl.col("effective_to").is_null() | (pl.col("date") <= pl.col("effective_to")))
-                          .then(pl.col("rate_micro")).alias("rate_micro")))
+    flat = (
+        flat.sort("date")
+        .join_asof(
+            base.drop("tier_from_micro"),
+            left_on="date",
+            right_on="effective_from",
+            by=["service", "customer_class"],
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .with_columns(
+            pl.when(pl.col("effective_to").is_null() | (pl.col("date") <= pl.col("effective_to")))
+            .then(pl.col("rate_micro"))
+            .alias("rate_micro")
+        )
+    )
     _refuse_unpriced(flat.filter(pl.col("rate_micro").is_null()))
     flat = flat.with_columns(
         amount_minor=rounded_minor(pl.col("quantity_micro").cast(pl.Int128) * pl.col("rate_micro"), digits),
-        price=pl.col("provenance"), rate_source=pl.col("provenance"))
+        price=pl.col("provenance"),
+        rate_source=pl.col("provenance"),
+    )
     steps, pieces = _price_tiered(lines.filter(pl.col("service").is_in(list(tiered))), rates, started, digits)
     columns = [*LINE_COLUMNS, "amount_minor", "rate_micro", "price", "rate_source"]
     priced = pl.concat([flat.select(columns), steps.select(columns)], how="vertical_relaxed")
@@ -289,55 +330,92 @@ def _refuse_unpriced(missing: pl.DataFrame) -> None:
         raise Unpriced(int(missing["usage_id"].min()))  # type: ignore[arg-type]
 
 
-def _price_tiered(lines: pl.DataFrame, rates: pl.DataFrame, started: pl.DataFrame,
-                  digits: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    piece_columns = {"usage_id": pl.Int64, "piece": pl.Int64, "tier_from_micro": pl.Int64,
-                     "quantity_micro": pl.Int64, "rate_micro": pl.Int64}
+def _price_tiered(
+    lines: pl.DataFrame, rates: pl.DataFrame, started: pl.DataFrame, digits: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    piece_columns = {
+        "usage_id": pl.Int64,
+        "piece": pl.Int64,
+        "tier_from_micro": pl.Int64,
+        "quantity_micro": pl.Int64,
+        "rate_micro": pl.Int64,
+    }
     if not lines.height:
-        empty = lines.with_columns(amount_minor=pl.lit(None, pl.Int128), rate_micro=pl.lit(None, pl.Int64),
-                                   price=pl.lit(None, pl.String), rate_source=pl.lit(None, pl.String))
+        empty = lines.with_columns(
+            amount_minor=pl.lit(None, pl.Int128),
+            rate_micro=pl.lit(None, pl.Int64),
+            price=pl.lit(None, pl.String),
+            rate_source=pl.lit(None, pl.String),
+        )
         return empty, pl.DataFrame(schema=piece_columns)
     wide = pl.Int128
-    ordered = (lines.sort(["service", "consumer", "date", "reference"])
-               .join(started, on=["service", "consumer"], how="left", suffix="_started")
-               .with_columns(after=pl.col("quantity_micro_started").fill_null(0).cast(wide)
-                             + pl.col("quantity_micro").cast(wide).cum_sum().over(["service", "consumer"]))
-               .with_columns(before=pl.col("after") - pl.col("quantity_micro"))
-               .drop("quantity_micro_started"))
-    schedule = (ordered.select("usage_id", "service", "customer_class", "date")
-                .join(rates, on=["service", "customer_class"])
-                .filter((pl.col("effective_from") <= pl.col("date"))
-                        & (pl.col("effective_to").is_null() | (pl.col("date") <= pl.col("effective_to"))))
-                .sort(["usage_id", "tier_from_micro"])
-                .with_columns(
-                    low=pl.when(pl.col("tier_from_micro") == pl.col("tier_from_micro").min().over("usage_id"))
-                    .then(pl.lit(_BELOW, wide)).otherwise(pl.col("tier_from_micro").cast(wide)),
-                    high=pl.col("tier_from_micro").shift(-1).over("usage_id").cast(wide).fill_null(_ABOVE)))
-    names = (schedule.group_by("usage_id")
-             .agg(price=pl.col("provenance").str.join("|"),
-                  rate_source=pl.col("schedule").first() + " tiers " + pl.col("tier_text").str.join(", "),
-                  schedule=pl.col("schedule").first()))
+    ordered = (
+        lines.sort(["service", "consumer", "date", "reference"])
+        .join(started, on=["service", "consumer"], how="left", suffix="_started")
+        .with_columns(
+            after=pl.col("quantity_micro_started").fill_null(0).cast(wide)
+            + pl.col("quantity_micro").cast(wide).cum_sum().over(["service", "consumer"])
+        )
+        .with_columns(before=pl.col("after") - pl.col("quantity_micro"))
+        .drop("quantity_micro_started")
+    )
+    schedule = (
+        ordered.select("usage_id", "service", "customer_class", "date")
+        .join(rates, on=["service", "customer_class"])
+        .filter(
+            (pl.col("effective_from") <= pl.col("date"))
+            & (pl.col("effective_to").is_null() | (pl.col("date") <= pl.col("effective_to")))
+        )
+        .sort(["usage_id", "tier_from_micro"])
+        .with_columns(
+            low=pl.when(pl.col("tier_from_micro") == pl.col("tier_from_micro").min().over("usage_id"))
+            .then(pl.lit(_BELOW, wide))
+            .otherwise(pl.col("tier_from_micro").cast(wide)),
+            high=pl.col("tier_from_micro").shift(-1).over("usage_id").cast(wide).fill_null(_ABOVE),
+        )
+    )
+    names = schedule.group_by("usage_id").agg(
+        price=pl.col("provenance").str.join("|"),
+        rate_source=pl.col("schedule").first() + " tiers " + pl.col("tier_text").str.join(", "),
+        schedule=pl.col("schedule").first(),
+    )
     names = names.with_columns(
         rate_source=pl.when(pl.col("rate_source").str.len_chars() <= RATE_SOURCE_LENGTH)
-        .then(pl.col("rate_source")).otherwise(pl.col("schedule") + " tiers (see line_tiers)"))
+        .then(pl.col("rate_source"))
+        .otherwise(pl.col("schedule") + " tiers (see line_tiers)")
+    )
     _refuse_unpriced(ordered.join(names, on="usage_id", how="anti"))
     low_end = pl.min_horizontal("before", "after")
     high_end = pl.max_horizontal("before", "after")
-    cut = (schedule.select("usage_id", "tier_from_micro", "rate_micro", "low", "high")
-           .join(ordered.select("usage_id", "before", "after", "quantity_micro"), on="usage_id")
-           .with_columns(span=(pl.min_horizontal(high_end, "high") - pl.max_horizontal(low_end, "low")))
-           .filter(pl.col("span") > 0)
-           .with_columns(part=pl.when(pl.col("quantity_micro") > 0).then(pl.col("span")).otherwise(pl.lit(0, pl.Int128) - pl.col("span")))
-           .sort(["usage_id", "tier_from_micro"])
-           .with_columns(piece=pl.when(pl.col("quantity_micro") > 0)
-                         .then(pl.int_range(1, pl.len() + 1).over("usage_id"))
-                         .otherwise(pl.int_range(pl.len(), 0, -1).over("usage_id"))))
-    per_line = (cut.group_by("usage_id")
-                .agg(exact=(pl.col("part") * pl.col("rate_micro")).sum(), count=pl.len(),
-                     rate_micro=pl.col("rate_micro").first()))
-    priced = (ordered.join(per_line, on="usage_id", how="left").join(names, on="usage_id")
-              .with_columns(amount_minor=rounded_minor(pl.col("exact").fill_null(0), digits),
-                            rate_micro=pl.when(pl.col("count") == 1).then(pl.col("rate_micro"))))
-    pieces = cut.select("usage_id", "piece", "tier_from_micro", pl.col("part").cast(pl.Int64).alias("quantity_micro"),
-                        "rate_micro").sort(["usage_id", "piece"])
+    cut = (
+        schedule.select("usage_id", "tier_from_micro", "rate_micro", "low", "high")
+        .join(ordered.select("usage_id", "before", "after", "quantity_micro"), on="usage_id")
+        .with_columns(span=(pl.min_horizontal(high_end, "high") - pl.max_horizontal(low_end, "low")))
+        .filter(pl.col("span") > 0)
+        .with_columns(
+            part=pl.when(pl.col("quantity_micro") > 0)
+            .then(pl.col("span"))
+            .otherwise(pl.lit(0, pl.Int128) - pl.col("span"))
+        )
+        .sort(["usage_id", "tier_from_micro"])
+        .with_columns(
+            piece=pl.when(pl.col("quantity_micro") > 0)
+            .then(pl.int_range(1, pl.len() + 1).over("usage_id"))
+            .otherwise(pl.int_range(pl.len(), 0, -1).over("usage_id"))
+        )
+    )
+    per_line = cut.group_by("usage_id").agg(
+        exact=(pl.col("part") * pl.col("rate_micro")).sum(), count=pl.len(), rate_micro=pl.col("rate_micro").first()
+    )
+    priced = (
+        ordered.join(per_line, on="usage_id", how="left")
+        .join(names, on="usage_id")
+        .with_columns(
+            amount_minor=rounded_minor(pl.col("exact").fill_null(0), digits),
+            rate_micro=pl.when(pl.col("count") == 1).then(pl.col("rate_micro")),
+        )
+    )
+    pieces = cut.select(
+        "usage_id", "piece", "tier_from_micro", pl.col("part").cast(pl.Int64).alias("quantity_micro"), "rate_micro"
+    ).sort(["usage_id", "piece"])
     return priced, pieces

@@ -8,8 +8,7 @@ from pathlib import Path
 #: full-width signs that some locales of Excel also accept.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 #: File names Windows reserves in every folder, whatever the extension.
-RESERVED_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
-                  *(f"LPT{i}" for i in range(10))}
+RESERVED_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
 
 
 def neutralize(text: str | None) -> str | None:

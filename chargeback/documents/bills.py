@@ -22,13 +22,14 @@ from typing import NamedTuple
 import polars as pl
 from sqlalchemy import Connection, func, select
 
+from chargeback.book.snapshot import ServiceInfo, UnitInfo, load_reference
 from chargeback.close.budgets import BudgetStatus, statuses_for
-from chargeback.store.db import bytewise, dates_as_stored, plain_rows, stored_date
+from chargeback.close.reconciliation import PeriodTotal, period_totals
 from chargeback.core.fields import period_bounds, previous_period
 from chargeback.core.money import from_minor
-from chargeback.close.reconciliation import PeriodTotal, period_totals
-from chargeback.book.snapshot import ServiceInfo, UnitInfo, load_reference
 from chargeback.core.safe import FORMULA_STARTS
+from chargeback.ledger.seals import Seal, seal_of
+from chargeback.store.db import bytewise, dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import (
     Book,
     ChargeLine,
@@ -38,10 +39,21 @@ from chargeback.store.schema import (
     PeriodTotalRow,
     Usage,
 )
-from chargeback.ledger.seals import Seal, seal_of
 
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December")
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 @dataclass(frozen=True)
@@ -111,23 +123,39 @@ class DocumentContext:
         return service.unit_of_measure if service else ""
 
 
-def document_context(conn: Connection, period: str, *, draft: bool = False,
-                     issued: dt.datetime | None = None,
-                     totals: Sequence[PeriodTotal] | None = None) -> DocumentContext:
+def document_context(
+    conn: Connection,
+    period: str,
+    *,
+    draft: bool = False,
+    issued: dt.datetime | None = None,
+    totals: Sequence[PeriodTotal] | None = None,
+) -> DocumentContext:
     """The context of `period`'s documents; a closed period's issue date is its close.
     `totals`: the period's (`reconciliation.period_totals`), when the caller has them."""
     ref = load_reference(conn)
-    record = conn.execute(select(Period.closed_at, Period.closed_hash)
-                          .where(Period.period == period)).first()
+    record = conn.execute(select(Period.closed_at, Period.closed_hash).where(Period.period == period)).first()
     closed_at = record.closed_at if record else None
     when = issued if draft or closed_at is None else closed_at
     if when is None:
         raise ValueError(f"period {period} is not closed: give the draft's issue date")
     limit = conn.execute(select(Book.invoice_line_limit)).scalar() or 300
-    return DocumentContext(ref.name, ref.currency, ref.digits, period, when, ref.payment_terms,
-                           ref.fiscal_year_start, None if draft else record.closed_hash,
-                           ref.units, ref.services, draft, statuses_for(conn, period, totals), limit,
-                           None if draft else seal_of(conn, period))
+    return DocumentContext(
+        ref.name,
+        ref.currency,
+        ref.digits,
+        period,
+        when,
+        ref.payment_terms,
+        ref.fiscal_year_start,
+        None if draft else record.closed_hash,
+        ref.units,
+        ref.services,
+        draft,
+        statuses_for(conn, period, totals),
+        limit,
+        None if draft else seal_of(conn, period),
+    )
 
 
 class Line(NamedTuple):
@@ -159,20 +187,40 @@ class Line(NamedTuple):
         return found
 
 
-LINE_COLUMNS = (Entry.id, Entry.date, Entry.service_date, Entry.kind, Entry.provider,
-                Entry.service, Entry.customer_class, Entry.quantity_micro, Entry.rate_micro,
-                Entry.amount_minor, Entry.reference, Entry.memo, Entry.rate_source)
+LINE_COLUMNS = (
+    Entry.id,
+    Entry.date,
+    Entry.service_date,
+    Entry.kind,
+    Entry.provider,
+    Entry.service,
+    Entry.customer_class,
+    Entry.quantity_micro,
+    Entry.rate_micro,
+    Entry.amount_minor,
+    Entry.reference,
+    Entry.memo,
+    Entry.rate_source,
+)
 
 
 #: A priced usage line as the documents read it: its charge (entry), the usage line,
 #: what the usage file said of it and how it was priced.
 LINE_SCHEMA: dict[str, pl.DataType] = {
-    "entry": pl.Int64(), "usage_id": pl.Int64(), "date": pl.String(), "consumer": pl.String(),
-    "provider": pl.String(), "service": pl.String(), "customer_class": pl.String(),
-    "reference": pl.String(), "description": pl.String(), "quantity_micro": pl.Int64(),
-    "rate_micro": pl.Int64(), "amount_minor": pl.Int64(), "rate_source": pl.String(),
+    "entry": pl.Int64(),
+    "usage_id": pl.Int64(),
+    "date": pl.String(),
+    "consumer": pl.String(),
+    "provider": pl.String(),
+    "service": pl.String(),
+    "customer_class": pl.String(),
+    "reference": pl.String(),
+    "description": pl.String(),
+    "quantity_micro": pl.Int64(),
+    "rate_micro": pl.Int64(),
+    "amount_minor": pl.Int64(),
+    "rate_source": pl.String(),
 }
-
 
 
 @dataclass(slots=True)
@@ -221,18 +269,23 @@ class Bill:
         """Pickled as plain tuples for the document workers: a million lines pickle in
         about a third of the time of named tuples and slotted classes, and unpickle in a
         fifth (the strings the reader shares are pickled once)."""
-        totals = [(t.provider, t.service, t.lines, t.quantity_micro, t.amount_minor, t.previous_minor,
-                   t.year_to_date_minor) for t in self.totals]
+        totals = [
+            (t.provider, t.service, t.lines, t.quantity_micro, t.amount_minor, t.previous_minor, t.year_to_date_minor)
+            for t in self.totals
+        ]
         return _unpickle_bill, (self.unit, [tuple(line) for line in self.lines], totals, self.usage)
 
 
-def _unpickle_bill(unit: UnitInfo, lines: list[tuple[object, ...]],
-                   totals: list[tuple[str, str, int, int, int, int, int]], usage: pl.DataFrame) -> Bill:
+def _unpickle_bill(
+    unit: UnitInfo,
+    lines: list[tuple[object, ...]],
+    totals: list[tuple[str, str, int, int, int, int, int]],
+    usage: pl.DataFrame,
+) -> Bill:
     return Bill(unit, [Line._make(line) for line in lines], [ServiceTotal(*total) for total in totals], usage)
 
 
-def service_totals(conn: Connection, ctx: DocumentContext,
-                   current: Sequence[PeriodTotal] | None = None) -> Totals:
+def service_totals(conn: Connection, ctx: DocumentContext, current: Sequence[PeriodTotal] | None = None) -> Totals:
     """Internal charges by consumer and service: this period (from `current`, the
     period's totals, when given), the previous period and the fiscal year to date (this
     period's plus the year's earlier periods'), in grouped queries that each read one
@@ -240,8 +293,7 @@ def service_totals(conn: Connection, ctx: DocumentContext,
     totals: Totals = {}
 
     def slot(consumer: str, provider: str, service: str) -> ServiceTotal:
-        return totals.setdefault(consumer, {}).setdefault(
-            (provider, service), ServiceTotal(provider, service))
+        return totals.setdefault(consumer, {}).setdefault((provider, service), ServiceTotal(provider, service))
 
     if current is None:
         current = period_totals(conn, ctx.period)
@@ -259,7 +311,8 @@ def service_totals(conn: Connection, ctx: DocumentContext,
     earlier_internal = stored.customer_class == "internal"
     for consumer, provider, service, amount in conn.execute(
         select(*earlier_keys, func.sum(stored.amount_minor))
-        .where(stored.period == ctx.previous_period, earlier_internal).group_by(*earlier_keys)
+        .where(stored.period == ctx.previous_period, earlier_internal)
+        .group_by(*earlier_keys)
     ):
         slot(consumer, provider, service).previous_minor = int(amount)
     for by_service in totals.values():
@@ -279,20 +332,26 @@ def sorted_totals(by_service: ByService) -> list[ServiceTotal]:
     return [by_service[key] for key in sorted(by_service)]
 
 
-def bills(conn: Connection, ctx: DocumentContext, totals: Totals,
-          usage: pl.DataFrame | None = None) -> Iterator[Bill]:
+def bills(conn: Connection, ctx: DocumentContext, totals: Totals, usage: pl.DataFrame | None = None) -> Iterator[Bill]:
     """Every consumer's bill of the period, in consumer code order, streamed; `usage`:
     the period's priced usage lines (`period_lines`), when the caller has them."""
     if usage is None:
         usage = period_lines(conn, ctx.period)
-    by_consumer = {key[0]: frame for key, frame in
-                   usage.partition_by("consumer", as_dict=True, maintain_order=True).items()}
+    by_consumer = {
+        key[0]: frame for key, frame in usage.partition_by("consumer", as_dict=True, maintain_order=True).items()
+    }
     empty = usage.clear()
     del usage  # each consumer's part is its own
-    rows = chain.from_iterable(plain_rows(conn, (
-        select(Entry.consumer, *dates_as_stored(LINE_COLUMNS)).where(Entry.period == ctx.period)
-        .order_by(*bytewise(conn, Entry.consumer, Entry.provider, Entry.service),
-                  Entry.service_date, Entry.id))))
+    rows = chain.from_iterable(
+        plain_rows(
+            conn,
+            (
+                select(Entry.consumer, *dates_as_stored(LINE_COLUMNS))
+                .where(Entry.period == ctx.period)
+                .order_by(*bytewise(conn, Entry.consumer, Entry.provider, Entry.service), Entry.service_date, Entry.id)
+            ),
+        )
+    )
     # One object for each distinct day and repeated text (a line's kind, provider, service,
     # class and rate source): less memory, and each is pickled once for the workers.
     days: dict[object, dt.date] = {}
@@ -304,61 +363,104 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals,
         return found
 
     for consumer, group in groupby(rows, key=lambda row: row[0]):
-        lines = [Line(entry, known(date) or day(date), known(service_date) or day(service_date),
-                      one(kind, kind), one(provider, provider), one(service, service),
-                      one(customer_class, customer_class), quantity, rate, amount, reference, memo,
-                      one(rate_source, rate_source))
-                 for _, entry, date, service_date, kind, provider, service, customer_class, quantity,
-                 rate, amount, reference, memo, rate_source in group]
-        unit = ctx.units.get(consumer) or UnitInfo(consumer, consumer, "internal", None, None,
-                                                   None, None, None, None, None)
+        lines = [
+            Line(
+                entry,
+                known(date) or day(date),
+                known(service_date) or day(service_date),
+                one(kind, kind),
+                one(provider, provider),
+                one(service, service),
+                one(customer_class, customer_class),
+                quantity,
+                rate,
+                amount,
+                reference,
+                memo,
+                one(rate_source, rate_source),
+            )
+            for _, entry, date, service_date, kind, provider, service, customer_class, quantity, rate, amount, reference, memo, rate_source in group
+        ]
+        unit = ctx.units.get(consumer) or UnitInfo(
+            consumer, consumer, "internal", None, None, None, None, None, None, None
+        )
         yield Bill(unit, lines, sorted_totals(totals.get(consumer, {})), by_consumer.get(consumer, empty))
 
 
 # the period's priced usage lines, columnar -------------------------------------------
+
 
 def period_lines(conn: Connection, period: str) -> pl.DataFrame:
     """Every priced usage line of `period` (`charge_lines` with their usage line and
     their charge), one query read into one Polars frame, ordered by consumer, provider,
     service, charge and line (entries posted before charges have theirs backfilled by
     migration 0011)."""
-    priced = (select(*dates_as_stored((
-        ChargeLine.entry_id, ChargeLine.usage_id, Usage.date, Entry.consumer, Entry.provider,
-        Entry.service, Entry.customer_class, Usage.reference, Usage.description, Usage.quantity_micro,
-        ChargeLine.rate_micro, ChargeLine.amount_minor, Entry.rate_source)))
+    priced = (
+        select(
+            *dates_as_stored(
+                (
+                    ChargeLine.entry_id,
+                    ChargeLine.usage_id,
+                    Usage.date,
+                    Entry.consumer,
+                    Entry.provider,
+                    Entry.service,
+                    Entry.customer_class,
+                    Usage.reference,
+                    Usage.description,
+                    Usage.quantity_micro,
+                    ChargeLine.rate_micro,
+                    ChargeLine.amount_minor,
+                    Entry.rate_source,
+                )
+            )
+        )
         .join_from(Usage, ChargeLine, ChargeLine.usage_id == Usage.id)
         .join(Entry, Entry.id == ChargeLine.entry_id)
-        .where(Usage.period == period, Entry.period == period))  # through the usage lines' index by period
+        .where(Usage.period == period, Entry.period == period)
+    )  # through the usage lines' index by period
     # dates come as ISO text from SQLite, as dates from PostgreSQL (`db.dates_as_stored`)
     schema = {**LINE_SCHEMA, "date": pl.String() if conn.dialect.name == "sqlite" else pl.Date()}
-    frames = [pl.DataFrame(chunk, schema=schema, orient="row")
-              for chunk in plain_rows(conn, priced) if chunk]
+    frames = [pl.DataFrame(chunk, schema=schema, orient="row") for chunk in plain_rows(conn, priced) if chunk]
     frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
     if frame.schema["date"] == pl.String():
         frame = frame.with_columns(pl.col("date").str.slice(0, 10).str.to_date())
     frame = frame.join(_tier_pieces(conn, period), on="usage_id", how="left")
-    return frame.sort(
-        "consumer", "provider", "service", "entry", "date", "usage_id")
+    return frame.sort("consumer", "provider", "service", "entry", "date", "usage_id")
 
 
 def _tier_pieces(conn: Connection, period: str) -> pl.DataFrame:
     """The tier pieces of the period's lines priced over several tiers, as one text a
     line (`usage_id`, `tiers`): "10 from 0 at 60; 5 from 10 at 50"."""
-    pieces = (select(LineTier.usage_id, LineTier.piece, LineTier.tier_from_micro, LineTier.quantity_micro,
-                     LineTier.rate_micro)
-              .join_from(Usage, LineTier, LineTier.usage_id == Usage.id)
-              .join(ChargeLine, ChargeLine.usage_id == Usage.id)
-              .where(Usage.period == period, ChargeLine.rate_micro.is_(None)))
-    schema = {"usage_id": pl.Int64(), "piece": pl.Int64(), "tier_from_micro": pl.Int64(),
-              "quantity_micro": pl.Int64(), "rate_micro": pl.Int64()}
-    frames = [pl.DataFrame(chunk, schema=schema, orient="row")
-              for chunk in plain_rows(conn, pieces) if chunk]
+    pieces = (
+        select(
+            LineTier.usage_id, LineTier.piece, LineTier.tier_from_micro, LineTier.quantity_micro, LineTier.rate_micro
+        )
+        .join_from(Usage, LineTier, LineTier.usage_id == Usage.id)
+        .join(ChargeLine, ChargeLine.usage_id == Usage.id)
+        .where(Usage.period == period, ChargeLine.rate_micro.is_(None))
+    )
+    schema = {
+        "usage_id": pl.Int64(),
+        "piece": pl.Int64(),
+        "tier_from_micro": pl.Int64(),
+        "quantity_micro": pl.Int64(),
+        "rate_micro": pl.Int64(),
+    }
+    frames = [pl.DataFrame(chunk, schema=schema, orient="row") for chunk in plain_rows(conn, pieces) if chunk]
     frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
-    text = pl.concat_str(decimal_text("quantity_micro", 6, trim=True), pl.lit(" from "),
-                         decimal_text("tier_from_micro", 6, trim=True), pl.lit(" at "),
-                         decimal_text("rate_micro", 6, trim=True))
-    return (frame.sort("usage_id", "piece").group_by("usage_id", maintain_order=True)
-            .agg(text.str.join("; ").alias("tiers")))
+    text = pl.concat_str(
+        decimal_text("quantity_micro", 6, trim=True),
+        pl.lit(" from "),
+        decimal_text("tier_from_micro", 6, trim=True),
+        pl.lit(" at "),
+        decimal_text("rate_micro", 6, trim=True),
+    )
+    return (
+        frame.sort("usage_id", "piece")
+        .group_by("usage_id", maintain_order=True)
+        .agg(text.str.join("; ").alias("tiers"))
+    )
 
 
 def decimal_text(column: str | pl.Expr, digits: int, trim: bool = False) -> pl.Expr:
@@ -397,10 +499,16 @@ def lines_csv(lines: pl.DataFrame, digits: int) -> pl.DataFrame:
     digits, quantities and rates as plain decimals (no rate: priced over several
     tiers), text from input neutralized."""
     return lines.sort("entry", "usage_id").select(
-        "entry", "usage_id", pl.col("date").dt.to_string("%Y-%m-%d"), "service", "consumer",
-        neutralized("reference"), decimal_text("quantity_micro", 6, trim=True).alias("quantity"),
+        "entry",
+        "usage_id",
+        pl.col("date").dt.to_string("%Y-%m-%d"),
+        "service",
+        "consumer",
+        neutralized("reference"),
+        decimal_text("quantity_micro", 6, trim=True).alias("quantity"),
         decimal_text("rate_micro", 6, trim=True).alias("rate"),
-        decimal_text("amount_minor", digits).alias("amount"))
+        decimal_text("amount_minor", digits).alias("amount"),
+    )
 
 
 def write_lines_csv(lines: pl.DataFrame, digits: int, path: Path) -> None:

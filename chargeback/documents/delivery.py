@@ -40,8 +40,20 @@ from chargeback.core.money import format_amount, format_percent
 from chargeback.core.safe import file_in
 from chargeback.store.schema import Book, Delivery, Entry, Period, Unit
 
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December")
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+")
 STATEMENT = ("statements", ".xlsx", "statement")
 INVOICE = ("invoices", ".html", "invoice")
@@ -118,8 +130,7 @@ class Plan:
         """Documents of the pending units that are not in `folder`, by unit."""
         found: dict[str, list[str]] = {}
         for recipient in self.pending:
-            absent = [p.relative_to(folder.resolve()).as_posix() for p in recipient.files(folder)
-                      if not p.is_file()]
+            absent = [p.relative_to(folder.resolve()).as_posix() for p in recipient.files(folder) if not p.is_file()]
             if absent:
                 found[recipient.unit] = absent
         return found
@@ -137,19 +148,23 @@ def plan(conn: Connection, period: str) -> Plan:
     """Who gets what for the closed `period`; refuses an open one."""
     record = conn.execute(select(Period.status, Period.closed_hash).where(Period.period == period)).first()
     if record is None or record.status != "closed":
-        raise Refused(f"period {period} is not closed: deliver sends a closed period's documents; "
-                      f"close it first")
+        raise Refused(f"period {period} is not closed: deliver sends a closed period's documents; close it first")
     book = conn.execute(select(Book.name, Book.currency, Book.minor_digits, Book.payment_terms)).one()
-    result = Plan(period, book.name, book.currency, book.minor_digits, book.payment_terms,
-                  record.closed_hash)
-    sent = {(unit, journal_hash) for unit, journal_hash in conn.execute(
-        select(Delivery.unit, Delivery.journal_hash).where(Delivery.period == period))}
+    result = Plan(period, book.name, book.currency, book.minor_digits, book.payment_terms, record.closed_hash)
+    sent = {
+        (unit, journal_hash)
+        for unit, journal_hash in conn.execute(
+            select(Delivery.unit, Delivery.journal_hash).where(Delivery.period == period)
+        )
+    }
     budgets = statuses_for(conn, period)
     units_sent = {unit for unit, _ in sent}
     rows = conn.execute(
         select(Unit.code, Unit.name, Unit.kind, Unit.manager, Unit.email, func.sum(Entry.amount_minor))
-        .join(Entry, Entry.consumer == Unit.code).where(Entry.period == period)
-        .group_by(Unit.code, Unit.name, Unit.kind, Unit.manager, Unit.email)).all()
+        .join(Entry, Entry.consumer == Unit.code)
+        .where(Entry.period == period)
+        .group_by(Unit.code, Unit.name, Unit.kind, Unit.manager, Unit.email)
+    ).all()
     for code, name, kind, manager, email, total in sorted(rows):  # codes in plain character order
         if (code, record.closed_hash) in sent:
             result.delivered.append(code)
@@ -168,8 +183,9 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def message(plan: Plan, recipient: Recipient, folder: Path, sender: str,
-            when: dt.datetime) -> tuple[EmailMessage, list[tuple[str, str]]]:
+def message(
+    plan: Plan, recipient: Recipient, folder: Path, sender: str, when: dt.datetime
+) -> tuple[EmailMessage, list[tuple[str, str]]]:
     """The message to `recipient`, and (path, sha256) of each file attached."""
     r, p = recipient, plan
     what = "statement and invoice" if r.kind == "internal" else "invoice"
@@ -178,11 +194,14 @@ def message(plan: Plan, recipient: Recipient, folder: Path, sender: str,
     msg["Subject"] = f"Revised: {subject}" if r.unit in p.revised else subject
     msg["From"] = sender
     msg["To"] = ", ".join(addresses(r.email) or ())
-    msg["Date"] = format_datetime(when.replace(tzinfo=dt.timezone.utc))
+    msg["Date"] = format_datetime(when.replace(tzinfo=dt.UTC))
     msg["Message-ID"] = make_msgid("chargeback", domain=sender.rpartition("@")[2] or None)
-    lines = [f"Dear {_one_line(r.manager or r.name)},", "",
-             f"attached {'are' if r.kind == 'internal' else 'is'} the {what} of {_one_line(r.name)} "
-             f"({r.unit}) for {p.label}, from {_one_line(p.book)}."]
+    lines = [
+        f"Dear {_one_line(r.manager or r.name)},",
+        "",
+        f"attached {'are' if r.kind == 'internal' else 'is'} the {what} of {_one_line(r.name)} "
+        f"({r.unit}) for {p.label}, from {_one_line(p.book)}.",
+    ]
     if r.unit in p.revised:
         lines.append("The period was reopened and closed again: these documents replace the ones sent before.")
     lines += ["", f"{'Charges of the period' if r.kind == 'internal' else 'Amount due'}: {p.money(r.total)}"]
@@ -190,8 +209,10 @@ def message(plan: Plan, recipient: Recipient, folder: Path, sender: str,
         lines.append(f"Payment terms: {_one_line(p.payment_terms)}")
     if r.budget is not None:
         b = r.budget
-        lines.append(f"Budget for fiscal year {b.fiscal_year}: {p.money(b.budget)}; spent to date "
-                     f"{p.money(b.spent)} ({format_percent(b.used) or 'n/a'}), remaining {p.money(b.remaining)}")
+        lines.append(
+            f"Budget for fiscal year {b.fiscal_year}: {p.money(b.budget)}; spent to date "
+            f"{p.money(b.spent)} ({format_percent(b.used) or 'n/a'}), remaining {p.money(b.remaining)}"
+        )
     lines += ["", "-- ", "sent by chargeback"]
     msg.set_content("\n".join(lines) + "\n")
     attached = []
@@ -237,8 +258,9 @@ class _NotAccepted(Exception):
     """The server refused a message: its claimed record is taken back."""
 
 
-def send(server: tuple[str, int], messages: Iterable[Message],
-         claim: Claim) -> tuple[list[Sent], list[Failed], list[str]]:
+def send(
+    server: tuple[str, int], messages: Iterable[Message], claim: Claim
+) -> tuple[list[Sent], list[Failed], list[str]]:
     """Send each message on one connection, each inside its claimed record (`Claim`), so
     two runs at once never send a unit the same documents twice; (sent, refused, units
     another run sent first). A recipient the server refuses is reported and the others
@@ -262,8 +284,7 @@ def send(server: tuple[str, int], messages: Iterable[Message],
                         continue
                     try:
                         refused = smtp.send_message(msg)
-                    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError,
-                            smtplib.SMTPNotSupportedError) as exc:
+                    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError, smtplib.SMTPNotSupportedError) as exc:
                         failed.append(Failed(recipient.unit, msg["To"], _reason(exc)))
                         raise _NotAccepted from exc
             except _NotAccepted:
@@ -272,8 +293,10 @@ def send(server: tuple[str, int], messages: Iterable[Message],
                 done.refused = _reason(smtplib.SMTPRecipientsRefused(refused))
             sent.append(done)
     except (smtplib.SMTPException, OSError) as exc:
-        raise Refused(f"the mail server {host}:{port} failed: {_reason(exc)}; {len(sent)} messages "
-                      "were sent and recorded before; run deliver again to send the rest") from exc
+        raise Refused(
+            f"the mail server {host}:{port} failed: {_reason(exc)}; {len(sent)} messages "
+            "were sent and recorded before; run deliver again to send the rest"
+        ) from exc
     finally:
         try:
             smtp.quit()
@@ -292,15 +315,16 @@ def _secure(smtp: smtplib.SMTP, host: str, port: int) -> None:
     if not user:
         return
     if not isinstance(smtp.sock, ssl.SSLSocket):
-        raise Refused(f"the mail server {host}:{port} does not offer STARTTLS: the password of "
-                      "CHARGEBACK_SMTP_USER is not sent in clear; nothing was sent")
+        raise Refused(
+            f"the mail server {host}:{port} does not offer STARTTLS: the password of "
+            "CHARGEBACK_SMTP_USER is not sent in clear; nothing was sent"
+        )
     smtp.login(user, os.environ.get("CHARGEBACK_SMTP_PASSWORD", ""))
 
 
 def _reason(exc: Exception) -> str:
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return "; ".join(f"{to}: {code} {text.decode(errors='replace')}"
-                         for to, (code, text) in exc.recipients.items())
+        return "; ".join(f"{to}: {code} {text.decode(errors='replace')}" for to, (code, text) in exc.recipients.items())
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
     return str(exc) or type(exc).__name__

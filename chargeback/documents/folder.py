@@ -33,6 +33,14 @@ from types import TracebackType
 from sqlalchemy import Connection, select
 
 from chargeback.close import variance
+from chargeback.close.reconciliation import (
+    PeriodTotal,
+    Reconciliation,
+    period_totals,
+    reconcile,
+    stored_totals,
+)
+from chargeback.core.progress import Progress
 from chargeback.documents.bills import (
     Bill,
     DocumentContext,
@@ -42,21 +50,13 @@ from chargeback.documents.bills import (
     service_totals,
     write_lines_csv,
 )
-from chargeback.store.db import collector_paused
-from chargeback.ledger.export import CsvJournal, journal_chunks
 from chargeback.documents.invoices import write_invoice
-from chargeback.core.progress import Progress
-from chargeback.close.reconciliation import (
-    PeriodTotal,
-    Reconciliation,
-    period_totals,
-    reconcile,
-    stored_totals,
-)
 from chargeback.documents.reconciliation_workbook import matrix_of, write_reconciliation_workbook
-from chargeback.store.schema import Book, Period
-from chargeback.ledger.seals import seal_of
 from chargeback.documents.statements import Rollup, rollups, write_rollup, write_statement
+from chargeback.ledger.export import CsvJournal, journal_chunks
+from chargeback.ledger.seals import seal_of
+from chargeback.store.db import collector_paused
+from chargeback.store.schema import Book, Period
 
 #: From this many consumers on, their documents are written by worker processes. Each
 #: consumer is one or two files of some milliseconds whatever its lines, and starting
@@ -69,11 +69,19 @@ PROGRESS_LINES = 20_000
 BATCH_LINES = 5_000
 
 
-def write_documents(conn: Connection, period: str, folder: Path, *, progress: bool = False,
-                    workers: int | None = None, parallel_units: int = PARALLEL_UNITS,
-                    draft: bool = False, issued: dt.datetime | None = None,
-                    review: variance.Review | None = None,
-                    totals: list[PeriodTotal] | None = None) -> int:
+def write_documents(
+    conn: Connection,
+    period: str,
+    folder: Path,
+    *,
+    progress: bool = False,
+    workers: int | None = None,
+    parallel_units: int = PARALLEL_UNITS,
+    draft: bool = False,
+    issued: dt.datetime | None = None,
+    review: variance.Review | None = None,
+    totals: list[PeriodTotal] | None = None,
+) -> int:
     """Write every document of `period` into `folder`; returns the number of files.
     `progress` allows a progress bar on a terminal for a big period. `workers`: the
     number of processes writing invoices and statements; by default one per core when
@@ -86,8 +94,7 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
     entries (`period_totals`). Workers get plain data, never a database connection: the
     close writes its documents inside its own transaction, which no other connection sees."""
     folder.mkdir(parents=True, exist_ok=True)
-    current = totals if totals is not None else (
-        period_totals(conn, period) if draft else stored_totals(conn, period))
+    current = totals if totals is not None else (period_totals(conn, period) if draft else stored_totals(conn, period))
     del totals
     ctx = document_context(conn, period, draft=draft, issued=issued, totals=current)
     rec = reconcile(conn, period, current)
@@ -113,8 +120,7 @@ def write_documents(conn: Connection, period: str, folder: Path, *, progress: bo
         writers.flush()
         with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
             entries = CsvJournal(handle, period, ctx.digits).passing(journal_chunks(conn, period))
-            write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx", matrix,
-                                          entries)
+            write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx", matrix, entries)
             for _ in entries:  # none are left unless the count disagreed; the CSV has them all
                 pass
         bar.add(2)
@@ -133,8 +139,7 @@ def write_bill(folder: Path, ctx: DocumentContext, bill: Bill) -> int:
     return 1
 
 
-def write_batch(folder: Path, ctx: DocumentContext, batch: list[Bill],
-                parents: list[Rollup]) -> int:
+def write_batch(folder: Path, ctx: DocumentContext, batch: list[Bill], parents: list[Rollup]) -> int:
     written = sum(write_bill(folder, ctx, bill) for bill in batch)
     for rollup in parents:
         write_rollup(folder, ctx, rollup)
@@ -178,9 +183,13 @@ class Writers:
 
     def __init__(self, folder: Path, ctx: DocumentContext, workers: int, bar: Progress) -> None:
         self.folder, self.ctx, self.bar = folder, ctx, bar
-        self.pool = None if workers <= 1 else ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker, initargs=(ctx,))
+        self.pool = (
+            None
+            if workers <= 1
+            else ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(ctx,)
+            )
+        )
         self.futures: list[Future[int]] = []
         self.batch: list[Bill] = []
         self.batch_lines = 0
@@ -226,14 +235,16 @@ class Writers:
         for future in self.futures:
             future.result()
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=kind is not None)
 
 
-def write_variance(conn: Connection, period: str, folder: Path, *, draft: bool,
-                   issued: dt.datetime | None, review: variance.Review) -> None:
+def write_variance(
+    conn: Connection, period: str, folder: Path, *, draft: bool, issued: dt.datetime | None, review: variance.Review
+) -> None:
     """`variance.xlsx`: the period's variance `review` (see `variance`)."""
     book = conn.execute(select(Book.name)).scalar()
     closed_at = conn.execute(select(Period.closed_at).where(Period.period == period)).scalar()
@@ -243,16 +254,19 @@ def write_variance(conn: Connection, period: str, folder: Path, *, draft: bool,
     variance.write_workbook(review, folder / "variance.xlsx", book=book, draft=draft, when=when)
 
 
-def write_manifest(conn: Connection, period: str, folder: Path, *, draft: bool = False,
-                   reconciliation: Reconciliation | None = None) -> int:
+def write_manifest(
+    conn: Connection, period: str, folder: Path, *, draft: bool = False, reconciliation: Reconciliation | None = None
+) -> int:
     """`manifest.json`: every file with its sha256 and size, and the period's totals."""
     paths = [p for p in sorted(folder.rglob("*")) if p.is_file() and p != folder / "manifest.json"]
     # hashlib and file reads let other threads run: a million-line period's gigabyte of
     # files is hashed on every core (one: 1.2 s)
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         digests = list(pool.map(_sha256_of, paths))
-    files = [{"path": path.relative_to(folder).as_posix(), "sha256": digest, "bytes": size}
-             for path, (digest, size) in zip(paths, digests)]
+    files = [
+        {"path": path.relative_to(folder).as_posix(), "sha256": digest, "bytes": size}
+        for path, (digest, size) in zip(paths, digests)
+    ]
     book = conn.execute(select(Book.name)).scalar()
     record = None if draft else conn.execute(select(Period.__table__).where(Period.period == period)).first()
     totals = (reconciliation or reconcile(conn, period)).as_json()
@@ -323,7 +337,7 @@ def recover(out_dir: Path, name: str) -> None:
     back when nothing replaced it (so the folder is the old one or the new one, never
     missing for good). Only leftovers of processes that are gone are touched."""
     for path in sorted(out_dir.glob(f".{name}.*-*")):
-        kind, _, pid = path.name[len(name) + 2:].rpartition("-")
+        kind, _, pid = path.name[len(name) + 2 :].rpartition("-")
         if kind not in ("partial", "old") or not pid.isdigit() or _alive(int(pid)):
             continue
         if kind == "old" and not (out_dir / name).exists():

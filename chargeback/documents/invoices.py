@@ -24,10 +24,10 @@ import jinja2
 import polars as pl
 from markupsafe import Markup, escape
 
-from chargeback.documents.bills import Bill, DocumentContext, Line, decimal_text, neutralized
 from chargeback.bundled import bundled
 from chargeback.core.money import format_grouped, grouped_micro
 from chargeback.core.safe import file_in
+from chargeback.documents.bills import Bill, DocumentContext, Line, decimal_text, neutralized
 
 TEMPLATE = "invoice.html.j2"
 NET_DAYS = re.compile(r"\bnet\s*(\d{1,3})\b", re.IGNORECASE)
@@ -37,8 +37,12 @@ NET_DAYS = re.compile(r"\bnet\s*(\d{1,3})\b", re.IGNORECASE)
 def template() -> jinja2.Template:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(bundled("templates"))),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-        lstrip_blocks=True, keep_trailing_newline=True)
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
     return env.get_template(TEMPLATE)
 
 
@@ -128,13 +132,21 @@ def _usage_shown(ctx: DocumentContext, usage: pl.DataFrame) -> dict[int, list[Us
     consumer's, in charge order) by charge."""
     shown: dict[int, list[UsageShown]] = {}
     digits = ctx.digits
-    for entry, date, reference, description, quantity, rate, amount in usage.head(
-            ctx.invoice_line_limit).select("entry", "date", "reference", "description", "quantity_micro",
-                                           "rate_micro", "amount_minor").iter_rows():
-        shown.setdefault(entry, []).append(UsageShown(
-            date.isoformat(), html_once(reference) if reference else "",
-            html(description) if description else "", grouped_micro(quantity),
-            grouped_micro(rate, digits) if rate is not None else "tiers", money(ctx, amount)))
+    for entry, date, reference, description, quantity, rate, amount in (
+        usage.head(ctx.invoice_line_limit)
+        .select("entry", "date", "reference", "description", "quantity_micro", "rate_micro", "amount_minor")
+        .iter_rows()
+    ):
+        shown.setdefault(entry, []).append(
+            UsageShown(
+                date.isoformat(),
+                html_once(reference) if reference else "",
+                html(description) if description else "",
+                grouped_micro(quantity),
+                grouped_micro(rate, digits) if rate is not None else "tiers",
+                money(ctx, amount),
+            )
+        )
     return shown
 
 
@@ -142,9 +154,12 @@ def _usage_shown(ctx: DocumentContext, usage: pl.DataFrame) -> dict[int, list[Us
 AGAINST = "manual adjustment against "
 
 
-def _groups(ctx: DocumentContext, lines: list[Line],
-            usage: dict[int, list[UsageShown]] | None = None,
-            charges_of: dict[tuple[str, str], int] | None = None) -> list[ProviderGroup]:
+def _groups(
+    ctx: DocumentContext,
+    lines: list[Line],
+    usage: dict[int, list[UsageShown]] | None = None,
+    charges_of: dict[tuple[str, str], int] | None = None,
+) -> list[ProviderGroup]:
     """Charges by provider, then service (they arrive in that order), each with the usage
     lines shown under it; `charges_of`: the charge (entry) of each (service, reference)
     of the consumer's usage lines, which a linked credit names."""
@@ -169,13 +184,22 @@ def _groups(ctx: DocumentContext, lines: list[Line],
             rate = "tiers"
         notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day)]
         if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST):
-            target = line.rate_source[len(AGAINST):]  # type: ignore[index]
+            target = line.rate_source[len(AGAINST) :]  # type: ignore[index]
             charge = charges_of.get(tuple(target.split(":", 1)))  # type: ignore[arg-type]
             notes.append((html("adjustment"), html(f"corrects {target}" + (f" (charge {charge})" if charge else ""))))
-        return Shown(line.entry, date, html(line.memo) if line.memo else "", notes,
-                     html_once(line.reference) if line.reference else "", quantity, rate,
-                     money(ctx, line.amount_minor), line.amount_minor < 0, line.kind == "adjustment",
-                     under.get(line.entry, []))
+        return Shown(
+            line.entry,
+            date,
+            html(line.memo) if line.memo else "",
+            notes,
+            html_once(line.reference) if line.reference else "",
+            quantity,
+            rate,
+            money(ctx, line.amount_minor),
+            line.amount_minor < 0,
+            line.kind == "adjustment",
+            under.get(line.entry, []),
+        )
 
     groups = []
     for provider, by_provider in groupby(lines, key=lambda line: line.provider):
@@ -185,11 +209,19 @@ def _groups(ctx: DocumentContext, lines: list[Line],
             items = list(by_service)
             total = sum(line.amount_minor for line in items)
             provider_total += total
-            services.append(ServiceGroup(html(service), html(ctx.service_label(service)),
-                                         html(ctx.unit_of_measure(service)), [shown(line) for line in items],
-                                         len(items), money(ctx, total)))
-        groups.append(ProviderGroup(html(provider), html(ctx.unit_label(provider)), services,
-                                    money(ctx, provider_total)))
+            services.append(
+                ServiceGroup(
+                    html(service),
+                    html(ctx.service_label(service)),
+                    html(ctx.unit_of_measure(service)),
+                    [shown(line) for line in items],
+                    len(items),
+                    money(ctx, total),
+                )
+            )
+        groups.append(
+            ProviderGroup(html(provider), html(ctx.unit_label(provider)), services, money(ctx, provider_total))
+        )
     return groups
 
 
@@ -205,13 +237,20 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
     unit = bill.unit
     external = unit.kind == "external"
     issued = ctx.issued.date()
-    linked = [line.rate_source[len(AGAINST):].split(":", 1) for line in bill.lines
-              if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST)]
+    linked = [
+        line.rate_source[len(AGAINST) :].split(":", 1)
+        for line in bill.lines
+        if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST)
+    ]
     charges_of: dict[tuple[str, str], int] = {}
     if linked:
-        for service, reference, entry in bill.usage.filter(
+        for service, reference, entry in (
+            bill.usage.filter(
                 pl.struct("service", "reference").is_in([{"service": s, "reference": r} for s, r in linked])
-        ).select("service", "reference", "entry").iter_rows():
+            )
+            .select("service", "reference", "entry")
+            .iter_rows()
+        ):
             charges_of[(service, reference)] = entry
     groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of)
     lines_total = bill.usage.height
@@ -223,13 +262,21 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
         marks["credit"] += line.amount_minor < 0
         marks["adjustment"] += line.kind == "adjustment"
     return template().render(
-        ctx=ctx, unit=unit, external=external, groups=groups, marks=marks,
-        number=invoice_number(ctx, unit.code, external), issued=issued,
+        ctx=ctx,
+        unit=unit,
+        external=external,
+        groups=groups,
+        marks=marks,
+        number=invoice_number(ctx, unit.code, external),
+        issued=issued,
         due=due_date(ctx.payment_terms, issued) if external else None,
-        total_minor=bill.total_minor, lines_total=lines_total, lines_shown=lines_shown,
+        total_minor=bill.total_minor,
+        lines_total=lines_total,
+        lines_shown=lines_shown,
         detail=detail_name(unit.code, external),
         money=lambda minor: money(ctx, minor),
-        debit_account=f"expenses:internal:{unit.code}")
+        debit_account=f"expenses:internal:{unit.code}",
+    )
 
 
 def invoice_path(folder: Path, code: str) -> Path:
@@ -248,8 +295,7 @@ def write_invoice(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
 
 
 #: `detail/<UNIT>.csv`'s columns, in order.
-DETAIL_HEADER = ["entry", "usage_id", "date", "service", "reference", "description", "quantity", "rate",
-                 "amount"]
+DETAIL_HEADER = ["entry", "usage_id", "date", "service", "reference", "description", "quantity", "rate", "amount"]
 
 
 def write_detail_csv(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
@@ -258,8 +304,13 @@ def write_detail_csv(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
     path = file_in(folder / "detail", bill.unit.code, ".csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     bill.usage.select(
-        "entry", "usage_id", pl.col("date").dt.to_string("%Y-%m-%d"), "service", neutralized("reference"),
-        neutralized("description"), decimal_text("quantity_micro", 6, trim=True).alias("quantity"),
+        "entry",
+        "usage_id",
+        pl.col("date").dt.to_string("%Y-%m-%d"),
+        "service",
+        neutralized("reference"),
+        neutralized("description"),
+        decimal_text("quantity_micro", 6, trim=True).alias("quantity"),
         decimal_text("rate_micro", 6, trim=True).alias("rate"),
         decimal_text("amount_minor", ctx.digits).alias("amount"),
     ).write_csv(path, line_terminator="\n", null_value="", quote_style="necessary")

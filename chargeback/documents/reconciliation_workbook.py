@@ -19,9 +19,6 @@ from typing import NamedTuple
 from sqlalchemy import Connection, Row, func, or_, select
 from xlsxwriter.worksheet import Worksheet
 
-from chargeback.ledger import audit
-from chargeback.documents.bills import DocumentContext
-from chargeback.store.db import stored_date
 from chargeback.close.reconciliation import (
     EXTERNAL_REVENUE,
     INTERNAL_REVENUE,
@@ -30,11 +27,26 @@ from chargeback.close.reconciliation import (
     Reconciliation,
 )
 from chargeback.core.safe import neutralize
-from chargeback.store.schema import Entry, Import, PeriodEvent
+from chargeback.documents.bills import DocumentContext
 from chargeback.documents.workbooks import EXCEL_EPOCH, Workbook, cell, column_range, sum_formula
+from chargeback.ledger import audit
+from chargeback.store.db import stored_date
+from chargeback.store.schema import Entry, Import, PeriodEvent
 
-JOURNAL_TITLES = ["Entry", "Date", "Account", "GL account", "Unit", "Debit", "Credit",
-                  "Service", "Reference", "Memo", "Kind", "Entry hash"]
+JOURNAL_TITLES = [
+    "Entry",
+    "Date",
+    "Account",
+    "GL account",
+    "Unit",
+    "Debit",
+    "Credit",
+    "Service",
+    "Reference",
+    "Memo",
+    "Kind",
+    "Entry hash",
+]
 ACCOUNT, DEBIT, CREDIT = 2, 5, 6
 
 
@@ -57,9 +69,9 @@ def matrix_of(totals: Iterable[PeriodTotal]) -> Matrix:
     return Matrix(dict(amounts), classes)
 
 
-def write_reconciliation_workbook(conn: Connection, ctx: DocumentContext,
-                                  rec: Reconciliation, path: Path, matrix: Matrix,
-                                  entries: Iterator[Row]) -> Path:  # type: ignore[type-arg]
+def write_reconciliation_workbook(
+    conn: Connection, ctx: DocumentContext, rec: Reconciliation, path: Path, matrix: Matrix, entries: Iterator[Row]
+) -> Path:  # type: ignore[type-arg]
     """The workbook of `ctx.period`. `matrix`: `matrix_of` the period's totals; `entries`:
     the period's entries as `export.journal_chunks` reads them (`journal.csv` is written
     from the same read)."""
@@ -101,50 +113,82 @@ def _over_journal(parts: list[tuple[str, int]], col: int) -> list[str]:
     return [column_range(1, max(lines, 1), col, name) for name, lines in parts]
 
 
-def _journal_sum(account_prefix: str, add: int, subtract: int, parts: list[tuple[str, int]],
-                 digits: int) -> str:
+def _journal_sum(account_prefix: str, add: int, subtract: int, parts: list[tuple[str, int]], digits: int) -> str:
     """SUMIFS of one side minus the other over the Journal lines whose account starts
     with `account_prefix`, over every Journal sheet, rounded to the currency (sums of
     many binary floats drift)."""
     accounts = _over_journal(parts, ACCOUNT)
 
     def side(col: int) -> str:
-        return "+".join(f'SUMIFS({values},{where},"{account_prefix}*")'
-                        for values, where in zip(_over_journal(parts, col), accounts))
+        return "+".join(
+            f'SUMIFS({values},{where},"{account_prefix}*")'
+            for values, where in zip(_over_journal(parts, col), accounts)
+        )
 
     return f"=ROUND({side(add)}-({side(subtract)}),{digits})"
 
 
-def _summary(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, rec: Reconciliation,
-             parts: list[tuple[str, int]], matrix_total: tuple[str, int]) -> None:
+def _summary(
+    wb: Workbook,
+    sheet: Worksheet,
+    ctx: DocumentContext,
+    rec: Reconciliation,
+    parts: list[tuple[str, int]],
+    matrix_total: tuple[str, int],
+) -> None:
     last_row = rec.entries * 2
     f = wb.formats
     digits = str(ctx.digits)
     sheet.write_string(0, 0, wb.title(f"{ctx.book}: reconciliation of {ctx.period}"), f.title)
-    sheet.write_string(1, 0, "Net zero: internal revenue credited to providers equals internal "
-                       "spend debited to internal consumers", f.subtitle)
-    row = wb.facts(sheet, 3, [
-        ("Period", f"{ctx.period} ({ctx.period_label})"),
-        ("Status", "draft (period open)" if ctx.draft else rec.status),
-        ("Closed at (UTC)", None if ctx.draft else ctx.issued),
-        ("Journal hash at close", ctx.journal_hash),
-        ("Seal: last entry", ctx.seal.entry if ctx.seal else None),
-        ("Seal: signature", (ctx.seal.signature or "not signed (no seal key configured)") if ctx.seal else None),
-        ("Currency", ctx.currency),
-        ("Entries", rec.entries),
-        ("Journal lines", last_row),
-    ]) + 1
-    wb.header(sheet, row, ["Figure", "Engine", "From the Journal sheet", "Check (engine - journal)"],
-              numeric=(1, 2, 3))
+    sheet.write_string(
+        1,
+        0,
+        "Net zero: internal revenue credited to providers equals internal spend debited to internal consumers",
+        f.subtitle,
+    )
+    row = (
+        wb.facts(
+            sheet,
+            3,
+            [
+                ("Period", f"{ctx.period} ({ctx.period_label})"),
+                ("Status", "draft (period open)" if ctx.draft else rec.status),
+                ("Closed at (UTC)", None if ctx.draft else ctx.issued),
+                ("Journal hash at close", ctx.journal_hash),
+                ("Seal: last entry", ctx.seal.entry if ctx.seal else None),
+                (
+                    "Seal: signature",
+                    (ctx.seal.signature or "not signed (no seal key configured)") if ctx.seal else None,
+                ),
+                ("Currency", ctx.currency),
+                ("Entries", rec.entries),
+                ("Journal lines", last_row),
+            ],
+        )
+        + 1
+    )
+    wb.header(sheet, row, ["Figure", "Engine", "From the Journal sheet", "Check (engine - journal)"], numeric=(1, 2, 3))
     first = row + 1
     figures = [
-        ("Internal revenue", rec.internal_revenue,
-         _journal_sum(INTERNAL_REVENUE, CREDIT, DEBIT, parts, ctx.digits), rec.internal_revenue),
-        ("Internal spend", rec.internal_spend,
-         _journal_sum(INTERNAL_SPEND, DEBIT, CREDIT, parts, ctx.digits), rec.internal_spend),
+        (
+            "Internal revenue",
+            rec.internal_revenue,
+            _journal_sum(INTERNAL_REVENUE, CREDIT, DEBIT, parts, ctx.digits),
+            rec.internal_revenue,
+        ),
+        (
+            "Internal spend",
+            rec.internal_spend,
+            _journal_sum(INTERNAL_SPEND, DEBIT, CREDIT, parts, ctx.digits),
+            rec.internal_spend,
+        ),
         ("Difference", rec.difference, f"={cell(first, 2)}-{cell(first + 1, 2)}", rec.difference),
-        ("External revenue", rec.external_revenue,
-         _journal_sum(EXTERNAL_REVENUE, CREDIT, DEBIT, parts, ctx.digits), rec.external_revenue),
+        (
+            "External revenue",
+            rec.external_revenue,
+            _journal_sum(EXTERNAL_REVENUE, CREDIT, DEBIT, parts, ctx.digits),
+            rec.external_revenue,
+        ),
         ("Matrix: internal total", rec.internal_revenue, f"={matrix_total[0]}", matrix_total[1]),
     ]
     checks = []
@@ -166,16 +210,16 @@ def _summary(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, rec: Reconcil
     r += 1
     sheet.write_string(r, 0, "Entries (journal lines / 2)")
     sheet.write_number(r, 1, rec.entries)
-    sheet.write_formula(r, 2, f"=COUNT({','.join(_over_journal(parts, 0))})/2",
-                        None, rec.entries)
+    sheet.write_formula(r, 2, f"=COUNT({','.join(_over_journal(parts, 0))})/2", None, rec.entries)
     sheet.write_formula(r, 3, f"={cell(r, 1)}-{cell(r, 2)}", None, 0)
     checks.append(cell(r, 3))
     r += 2
     sheet.write_string(r, 0, "All checks", f.total_label)
     condition = ",".join(f"{c}=0" for c in checks)
     ok = rec.balanced
-    sheet.write_formula(r, 1, f'=IF(AND({condition},{cell(first + 2, 1)}=0),"OK","CHECK")',
-                        f.total_label, "OK" if ok else "CHECK")
+    sheet.write_formula(
+        r, 1, f'=IF(AND({condition},{cell(first + 2, 1)}=0),"OK","CHECK")', f.total_label, "OK" if ok else "CHECK"
+    )
     wb.widths(sheet, [34, 22, 24, 24])
 
 
@@ -187,10 +231,8 @@ def _matrix(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, matrix: Matrix
     providers = sorted({p for p, _ in amounts})
     internal = sorted(c for c, k in classes.items() if k == "internal")
     external = sorted(c for c, k in classes.items() if k != "internal")
-    sheet.write_string(0, 0, wb.title(f"{ctx.book}: charges by provider and consumer, {ctx.period}"),
-                       f.title)
-    sheet.write_string(1, 0, "Rows: providers. Columns: consumers (internal, then external). "
-                       "Amounts net of credits.")
+    sheet.write_string(0, 0, wb.title(f"{ctx.book}: charges by provider and consumer, {ctx.period}"), f.title)
+    sheet.write_string(1, 0, "Rows: providers. Columns: consumers (internal, then external). Amounts net of credits.")
     head, names = 3, 4
     columns: list[tuple[str, str]] = [("unit", c) for c in internal] + [("internal", "")]
     columns += [("unit", c) for c in external] + [("external", ""), ("total", "")]
@@ -222,24 +264,30 @@ def _matrix(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, matrix: Matrix
                 if (provider, code) in amounts:
                     wb.money(sheet, r, col, minor)
             elif what == "internal":
-                wb.formula(sheet, r, col, f"=SUM({cell(r, 1)}:{cell(r, internal_col - 1)})"
-                           if internal else "=0", minor)
+                wb.formula(
+                    sheet, r, col, f"=SUM({cell(r, 1)}:{cell(r, internal_col - 1)})" if internal else "=0", minor
+                )
             elif what == "external":
-                wb.formula(sheet, r, col, f"=SUM({cell(r, internal_col + 1)}:{cell(r, external_col - 1)})"
-                           if external else "=0", minor)
+                wb.formula(
+                    sheet,
+                    r,
+                    col,
+                    f"=SUM({cell(r, internal_col + 1)}:{cell(r, external_col - 1)})" if external else "=0",
+                    minor,
+                )
             else:
                 wb.formula(sheet, r, col, f"={cell(r, internal_col)}+{cell(r, external_col)}", minor)
     last = first + len(providers) - 1
     total_row = last + 1
     sheet.write_string(total_row, 0, "Total", f.total_label)
     for col in range(1, len(columns) + 1):
-        wb.formula(sheet, total_row, col, sum_formula(first, last, col), column_sums[col],
-                   f.money_total)
+        wb.formula(sheet, total_row, col, sum_formula(first, last, col), column_sums[col], f.money_total)
     return f"Matrix!{cell(total_row, internal_col, True)}", column_sums[internal_col]
 
 
-def _journal(wb: Workbook, sheets: list[Worksheet], parts: list[tuple[str, int]],
-             entries: Iterator[Row], ctx: DocumentContext) -> None:  # type: ignore[type-arg]
+def _journal(
+    wb: Workbook, sheets: list[Worksheet], parts: list[tuple[str, int]], entries: Iterator[Row], ctx: DocumentContext
+) -> None:  # type: ignore[type-arg]
     """Every journal line, two per entry (debit line, then credit line), as journal.csv,
     continued on the next Journal sheet when one is full."""
     date_style, money_style = wb.formats.date, wb.formats.money
@@ -264,15 +312,34 @@ def _journal(wb: Workbook, sheets: list[Worksheet], parts: list[tuple[str, int]]
         wb.widths(sheet, [9, 11, 30, 12, 12, 14, 14, 10, 16, 36, 11, 66])
         write_number, write_string = sheet.write_number, sheet.write_string
         row = 0
-        for (entry, date, _, _, kind, service, provider, consumer, minor, debit_account,
-             credit_account, debit_gl, credit_gl, reference, memo, _, digest) in islice(remaining, lines // 2):
+        for (
+            entry,
+            date,
+            _,
+            _,
+            kind,
+            service,
+            provider,
+            consumer,
+            minor,
+            debit_account,
+            credit_account,
+            debit_gl,
+            credit_gl,
+            reference,
+            memo,
+            _,
+            digest,
+        ) in islice(remaining, lines // 2):
             serial = serials.get(date)
             if serial is None:
                 serial = serials[date] = (stored_date(date) - EXCEL_EPOCH).days
             figure = amount(abs(minor))
             debit, credit = (DEBIT, CREDIT) if minor >= 0 else (CREDIT, DEBIT)
-            for account, gl, unit, side in ((debit_account, debit_gl, consumer, debit),
-                                            (credit_account, credit_gl, provider, credit)):
+            for account, gl, unit, side in (
+                (debit_account, debit_gl, consumer, debit),
+                (credit_account, credit_gl, provider, credit),
+            ):
                 row += 1
                 write_number(row, 0, entry)
                 write_number(row, 1, serial, date_style)
@@ -302,18 +369,43 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     row = 2
     sheet.write_string(row, 0, "Charges: late charges, credits, adjustments", f.subtitle)
     row += 1
-    wb.header(sheet, row, ["Exception", "Entry", "Service date", "Posted on", "Consumer",
-                           "Provider", "Service", "Reference", "Memo / reason", "Amount"],
-              numeric=(1, 9))
+    wb.header(
+        sheet,
+        row,
+        [
+            "Exception",
+            "Entry",
+            "Service date",
+            "Posted on",
+            "Consumer",
+            "Provider",
+            "Service",
+            "Reference",
+            "Memo / reason",
+            "Amount",
+        ],
+        numeric=(1, 9),
+    )
     first_day = ctx.first_day
     start = row + 1
     total = 0
-    for (entry, service_date, date, kind, consumer, provider, service, reference, memo,
-         minor) in conn.execute(
-        select(Entry.id, Entry.service_date, Entry.date, Entry.kind, Entry.consumer,
-               Entry.provider, Entry.service, Entry.reference, Entry.memo, Entry.amount_minor)
-        .where(Entry.period == ctx.period, or_(Entry.service_date < first_day,
-                                               Entry.amount_minor < 0, Entry.kind == "adjustment"))
+    for entry, service_date, date, kind, consumer, provider, service, reference, memo, minor in conn.execute(
+        select(
+            Entry.id,
+            Entry.service_date,
+            Entry.date,
+            Entry.kind,
+            Entry.consumer,
+            Entry.provider,
+            Entry.service,
+            Entry.reference,
+            Entry.memo,
+            Entry.amount_minor,
+        )
+        .where(
+            Entry.period == ctx.period,
+            or_(Entry.service_date < first_day, Entry.amount_minor < 0, Entry.kind == "adjustment"),
+        )
         .order_by(Entry.id)
     ):
         row += 1
@@ -345,13 +437,19 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     row += 3
     sheet.write_string(row, 0, "Imports: usage files and the duplicates they skipped", f.subtitle)
     row += 1
-    wb.header(sheet, row, ["File", "Import", "Imported at (UTC)", "", "Lines read",
-                           "Imported", "Duplicates skipped", "SHA-256"], numeric=(1, 4, 5, 6))
+    wb.header(
+        sheet,
+        row,
+        ["File", "Import", "Imported at (UTC)", "", "Lines read", "Imported", "Duplicates skipped", "SHA-256"],
+        numeric=(1, 4, 5, 6),
+    )
     found = False
     for number, name, at, read, imported, duplicates, digest in conn.execute(
-        select(Import.id, Import.file_name, Import.at, Import.lines_read, Import.imported,
-               Import.duplicates, Import.sha256)
-        .where(Import.period == ctx.period).order_by(Import.id)
+        select(
+            Import.id, Import.file_name, Import.at, Import.lines_read, Import.imported, Import.duplicates, Import.sha256
+        )
+        .where(Import.period == ctx.period)
+        .order_by(Import.id)
     ):
         row += 1
         found = True
@@ -369,12 +467,11 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     row += 3
     sheet.write_string(row, 0, "Close and reopen history", f.subtitle)
     row += 1
-    wb.header(sheet, row, ["Action", "Event", "At (UTC)", "", "User", "", "", "", "Reason"],
-              numeric=(1,))
+    wb.header(sheet, row, ["Action", "Event", "At (UTC)", "", "User", "", "", "", "Reason"], numeric=(1,))
     for number, at, action, reason, user in conn.execute(
-        select(PeriodEvent.id, PeriodEvent.at, PeriodEvent.action, PeriodEvent.reason,
-               PeriodEvent.user)
-        .where(PeriodEvent.period == ctx.period).order_by(PeriodEvent.id)
+        select(PeriodEvent.id, PeriodEvent.at, PeriodEvent.action, PeriodEvent.reason, PeriodEvent.user)
+        .where(PeriodEvent.period == ctx.period)
+        .order_by(PeriodEvent.id)
     ):
         row += 1
         sheet.write_string(row, 0, action)
@@ -386,8 +483,12 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     row += 3
     sheet.write_string(row, 0, "Audit log: the commands of this period up to its close", f.subtitle)
     row += 1
-    wb.header(sheet, row, ["Command", "Record", "At (UTC)", "", "User", "", "", "", "Outcome",
-                           "", "Arguments and input files"], numeric=(1,))
+    wb.header(
+        sheet,
+        row,
+        ["Command", "Record", "At (UTC)", "", "User", "", "", "", "Outcome", "", "Arguments and input files"],
+        numeric=(1,),
+    )
     records = _audit_before_close(conn, ctx)
     for record in records:
         row += 1
@@ -396,13 +497,18 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
         sheet.write_datetime(row, 2, record.at, f.datetime)
         wb.text(sheet, row, 4, record.user)
         wb.text(sheet, row, 8, record.outcome)
-        wb.text(sheet, row, 10, "; ".join(
-            [" ".join(f"{k}={v}" for k, v in record.arguments.items() if v not in (None, ""))]
-            + [f"{i['file']} sha256:{i['sha256'] or 'unreadable'}" for i in record.inputs]))
+        wb.text(
+            sheet,
+            row,
+            10,
+            "; ".join(
+                [" ".join(f"{k}={v}" for k, v in record.arguments.items() if v not in (None, ""))]
+                + [f"{i['file']} sha256:{i['sha256'] or 'unreadable'}" for i in record.inputs]
+            ),
+        )
     if not records:
         row += 1
         sheet.write_string(row, 0, "none")
-
 
 
 def _audit_before_close(conn: Connection, ctx: DocumentContext) -> list[audit.Record]:
@@ -411,8 +517,14 @@ def _audit_before_close(conn: Connection, ctx: DocumentContext) -> list[audit.Re
     records = audit.entries_for_period(conn, ctx.period)
     if ctx.draft:
         return records
-    closes = conn.execute(select(func.count()).select_from(PeriodEvent)
-                          .where(PeriodEvent.period == ctx.period, PeriodEvent.action == "close")).scalar() or 0
+    closes = (
+        conn.execute(
+            select(func.count())
+            .select_from(PeriodEvent)
+            .where(PeriodEvent.period == ctx.period, PeriodEvent.action == "close")
+        ).scalar()
+        or 0
+    )
     done = [r for r in records if r.command == "close" and r.outcome.startswith("done")]
     if closes and len(done) >= closes:
         return [r for r in records if r.id < done[closes - 1].id]

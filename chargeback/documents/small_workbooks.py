@@ -56,8 +56,7 @@ class Sheets:
         self.sheets.append(sheet)
         return sheet, len(notes) + 3
 
-    def header(self, sheet: _Sheet, row: int, titles: Sequence[str],
-               widths: Sequence[float] = ()) -> None:
+    def header(self, sheet: _Sheet, row: int, titles: Sequence[str], widths: Sequence[float] = ()) -> None:
         for col, title in enumerate(titles, start=1):
             sheet.cells[(row, col)] = _Cell(title, "header")
         sheet.widths = list(widths)
@@ -85,14 +84,15 @@ class Sheets:
         when = when.replace(tzinfo=None, microsecond=0)
         partial = path.with_name(f".{path.name}.partial")
         try:
-            book = xlsxwriter.Workbook(str(partial), {
-                "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False})
-            book.set_properties({"title": self.workbook_title, "author": "chargeback",
-                                 "subject": self.book, "created": when})
+            book = xlsxwriter.Workbook(
+                str(partial), {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False}
+            )
+            book.set_properties(
+                {"title": self.workbook_title, "author": "chargeback", "subject": self.book, "created": when}
+            )
             formats: dict[str, Format] = {
                 "title": book.add_format({"bold": True, "font_size": 14}),
-                "header": book.add_format({"bold": True, "bg_color": "#DDE4EE", "text_wrap": True,
-                                           "valign": "top"}),
+                "header": book.add_format({"bold": True, "bg_color": "#DDE4EE", "text_wrap": True, "valign": "top"}),
                 "money": book.add_format({"num_format": self.money_format}),
                 "percent": book.add_format({"num_format": PERCENT}),
             }

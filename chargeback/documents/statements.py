@@ -20,6 +20,9 @@ from pathlib import Path
 import polars as pl
 from xlsxwriter.worksheet import Worksheet
 
+from chargeback.book.snapshot import UnitInfo
+from chargeback.core.money import format_amount, format_percent, from_micro
+from chargeback.core.safe import file_in, neutralize
 from chargeback.documents.bills import (
     Bill,
     ByService,
@@ -28,12 +31,11 @@ from chargeback.documents.bills import (
     Totals,
     sorted_totals,
 )
-from chargeback.core.money import format_amount, format_percent, from_micro
-from chargeback.book.snapshot import UnitInfo
-from chargeback.core.safe import file_in, neutralize
 from chargeback.documents.workbooks import EXCEL_EPOCH, Workbook, cell, sum_formula
 
 ROLLUP_FOLDER = "rollup"
+
+
 def statement_path(folder: Path, code: str) -> Path:
     return file_in(folder / "statements", code, ".xlsx")
 
@@ -47,29 +49,41 @@ def rollup_path(folder: Path, code: str) -> Path:
 BIG_STATEMENT = 20_000
 
 
-def _begin(path: Path, ctx: DocumentContext, kind: str, unit: UnitInfo, subtitle: str,
-           facts: list[tuple[str, object]], size: int) -> tuple[Workbook, Worksheet, int]:
+def _begin(
+    path: Path,
+    ctx: DocumentContext,
+    kind: str,
+    unit: UnitInfo,
+    subtitle: str,
+    facts: list[tuple[str, object]],
+    size: int,
+) -> tuple[Workbook, Worksheet, int]:
     """A statement workbook of `size` rows or so, with its Summary sheet headed; returns
     the next free row."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    wb = Workbook(path, ctx, f"{kind[0].upper()}{kind[1:]} of {unit.code} for {ctx.period}",
-                  big=size >= BIG_STATEMENT)
+    wb = Workbook(path, ctx, f"{kind[0].upper()}{kind[1:]} of {unit.code} for {ctx.period}", big=size >= BIG_STATEMENT)
     sheet = wb.sheet("Summary")
     sheet.write_string(0, 0, wb.title(f"{ctx.book}: {kind} of internal charges"), wb.formats.title)
     wb.text(sheet, 1, 0, subtitle, wb.formats.subtitle)
-    top = wb.facts(sheet, 3, [("Unit", f"{unit.name} ({unit.code})"), ("Manager", unit.manager)]
-                   + facts + [
-        ("Period", f"{ctx.period} ({ctx.period_label})"),
-        ("Previous period", ctx.previous_period),
-        ("Fiscal year to date", f"{ctx.year_start} to {ctx.period}"),
-        ("Issued", ctx.issued),
-        ("Currency", ctx.currency),
-    ])
+    top = wb.facts(
+        sheet,
+        3,
+        [("Unit", f"{unit.name} ({unit.code})"), ("Manager", unit.manager)]
+        + facts
+        + [
+            ("Period", f"{ctx.period} ({ctx.period_label})"),
+            ("Previous period", ctx.previous_period),
+            ("Fiscal year to date", f"{ctx.year_start} to {ctx.period}"),
+            ("Issued", ctx.issued),
+            ("Currency", ctx.currency),
+        ],
+    )
     return wb, sheet, top + 1
 
 
-def _service_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal],
-                   split: list[tuple[str, list[int]]] | None = None) -> tuple[int, int, int]:
+def _service_table(
+    wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal], split: list[tuple[str, list[int]]] | None = None
+) -> tuple[int, int, int]:
     """The table by service from row `top`: provider, service, unit, quantity, [one
     column per part of `split`,] this period, previous, change, year to date, and a
     total row. Returns (first data row, last data row, column of "This period")."""
@@ -78,8 +92,12 @@ def _service_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceT
     parts = split or []
     titles = ["Provider", "Service", "Unit of measure", "Quantity"]
     titles += [name for name, _ in parts]
-    titles += ["This period", f"Previous period ({ctx.previous_period})", "Change",
-               f"Year to date (from {ctx.year_start})"]
+    titles += [
+        "This period",
+        f"Previous period ({ctx.previous_period})",
+        "Change",
+        f"Year to date (from {ctx.year_start})",
+    ]
     wb.header(sheet, top, titles, numeric=tuple(range(3, len(titles))), lines=2)
     now = 4 + len(parts)
     first = top + 1
@@ -90,16 +108,19 @@ def _service_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceT
     for col in range(1, 4):
         sheet.write_blank(total_row, col, None, f.total_label)
     sums = [sum(amounts) for _, amounts in parts] + [
-        sum(t.amount_minor for t in rows), sum(t.previous_minor for t in rows),
+        sum(t.amount_minor for t in rows),
+        sum(t.previous_minor for t in rows),
         sum(t.amount_minor - t.previous_minor for t in rows),
-        sum(t.year_to_date_minor for t in rows)]
+        sum(t.year_to_date_minor for t in rows),
+    ]
     for col, minor in enumerate(sums, 4):
         wb.formula(sheet, total_row, col, sum_formula(first, last, col), minor, f.money_total)
     return first, last, now
 
 
-def _service_rows(wb: Workbook, sheet: Worksheet, first: int, rows: list[ServiceTotal],
-                  parts: list[tuple[str, list[int]]], now: int) -> None:
+def _service_rows(
+    wb: Workbook, sheet: Worksheet, first: int, rows: list[ServiceTotal], parts: list[tuple[str, list[int]]], now: int
+) -> None:
     """The service table's rows: this period's figure is the sum of the parts' columns
     when there are parts, and the change a formula, each with the engine's value."""
     ctx = wb.ctx
@@ -115,25 +136,23 @@ def _service_rows(wb: Workbook, sheet: Worksheet, first: int, rows: list[Service
             sheet.write_number(row, 4 + offset, amount(amounts[index]), money)
         now_minor = total.amount_minor
         if parts:
-            sheet.write_formula(row, now, f"=SUM({cell(row, 4)}:{cell(row, now - 1)})", money,
-                                amount(now_minor))
+            sheet.write_formula(row, now, f"=SUM({cell(row, 4)}:{cell(row, now - 1)})", money, amount(now_minor))
         else:
             sheet.write_number(row, now, amount(now_minor), money)
         sheet.write_number(row, now + 1, amount(total.previous_minor), money)
-        sheet.write_formula(row, now + 2, f"={cell(row, now)}-{cell(row, now + 1)}", money,
-                            amount(now_minor - total.previous_minor))
+        sheet.write_formula(
+            row, now + 2, f"={cell(row, now)}-{cell(row, now + 1)}", money, amount(now_minor - total.previous_minor)
+        )
         sheet.write_number(row, now + 3, amount(total.year_to_date_minor), money)
 
 
-def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal],
-                    first: int, now: int) -> int:
+def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal], first: int, now: int) -> int:
     """Totals by provider, each a SUM over that provider's block of the service table;
     returns the next free row."""
     f = wb.formats
     ctx = wb.ctx
     sheet.write_string(top, 0, "By provider", f.subtitle)
-    _side_header(wb, sheet, top + 1, ["Provider"], now,
-                 ["This period", "Previous period", "Change", "Year to date"])
+    _side_header(wb, sheet, top + 1, ["Provider"], now, ["This period", "Previous period", "Change", "Year to date"])
     blocks: dict[str, list[int]] = defaultdict(list)
     for index, total in enumerate(rows):
         blocks[total.provider].append(index)
@@ -141,9 +160,12 @@ def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[Service
     for provider, indexes in blocks.items():
         wb.text(sheet, row, 0, ctx.unit_label(provider))
         picked = [rows[i] for i in indexes]
-        figures = [sum(t.amount_minor for t in picked), sum(t.previous_minor for t in picked),
-                   sum(t.amount_minor - t.previous_minor for t in picked),
-                   sum(t.year_to_date_minor for t in picked)]
+        figures = [
+            sum(t.amount_minor for t in picked),
+            sum(t.previous_minor for t in picked),
+            sum(t.amount_minor - t.previous_minor for t in picked),
+            sum(t.year_to_date_minor for t in picked),
+        ]
         start, end = first + indexes[0], first + indexes[-1]
         for col, minor in enumerate(figures, now):
             wb.formula(sheet, row, col, sum_formula(start, end, col), minor)
@@ -151,8 +173,7 @@ def _provider_table(wb: Workbook, sheet: Worksheet, top: int, rows: list[Service
     return row
 
 
-def _side_header(wb: Workbook, sheet: Worksheet, row: int, labels: list[str], now: int,
-                 amounts: list[str]) -> None:
+def _side_header(wb: Workbook, sheet: Worksheet, row: int, labels: list[str], now: int, amounts: list[str]) -> None:
     """A header over a block laid out in the service table's columns: `labels` from the
     first column, `amounts` from its "This period" column, the cells between blank."""
     wb.header(sheet, row, labels, first_col=0)
@@ -165,8 +186,9 @@ def _side_header(wb: Workbook, sheet: Worksheet, row: int, labels: list[str], no
 CHART_SERVICES = 15
 
 
-def _chart(wb: Workbook, sheet: Worksheet, name: str, first: int, now: int, at_row: int,
-           rows: list[ServiceTotal]) -> None:
+def _chart(
+    wb: Workbook, sheet: Worksheet, name: str, first: int, now: int, at_row: int, rows: list[ServiceTotal]
+) -> None:
     """A bar chart of this period's (and the previous period's) spend by service, from
     the service table; with more than `CHART_SERVICES` services, from a table of the
     largest ones placed first (each figure a formula on the service table). Its cached
@@ -182,16 +204,20 @@ def _chart(wb: Workbook, sheet: Worksheet, name: str, first: int, now: int, at_r
     last = first + len(rows) - 1
     labels = [neutralize(ctx.service_label(t.service)) for t in rows]
     chart = wb.book.add_chart({"type": "bar"})
-    for col, colour, figures in ((now, "#2F5597", [ctx.amount(t.amount_minor) for t in rows]),
-                                 (now + 1, "#A5A5A5", [ctx.amount(t.previous_minor) for t in rows])):
-        chart.add_series({
-            "name": [name, first - 1, col],
-            "categories": [name, first, 1, last, 1],
-            "values": [name, first, col, last, col],
-            "categories_data": labels,
-            "values_data": figures,
-            "fill": {"color": colour},
-        })
+    for col, colour, figures in (
+        (now, "#2F5597", [ctx.amount(t.amount_minor) for t in rows]),
+        (now + 1, "#A5A5A5", [ctx.amount(t.previous_minor) for t in rows]),
+    ):
+        chart.add_series(
+            {
+                "name": [name, first - 1, col],
+                "categories": [name, first, 1, last, 1],
+                "values": [name, first, col, last, col],
+                "categories_data": labels,
+                "values_data": figures,
+                "fill": {"color": colour},
+            }
+        )
     chart.set_title({"name": title})
     chart.set_x_axis({"num_format": wb.formats.money.num_format})
     chart.set_y_axis({"reverse": True})
@@ -200,8 +226,9 @@ def _chart(wb: Workbook, sheet: Worksheet, name: str, first: int, now: int, at_r
     sheet.insert_chart(at_row, 0, chart)
 
 
-def _largest(wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal], first: int,
-             now: int) -> tuple[int, int, list[ServiceTotal]]:
+def _largest(
+    wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal], first: int, now: int
+) -> tuple[int, int, list[ServiceTotal]]:
     """The `CHART_SERVICES` services with the most spend this period, in the service
     table's columns, each figure a formula on its row there. Returns the row for the
     chart below it, the table's first data row and its services."""
@@ -226,9 +253,15 @@ def write_statement(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
     """`statements/<UNIT>.xlsx` of an internal unit."""
     unit = bill.unit
     path = statement_path(folder, unit.code)
-    wb, summary, top = _begin(path, ctx, "statement", unit, f"{unit.name} ({unit.code})",
-                              [("Email", unit.email)] + _budget_facts(ctx, unit.code),
-                              len(bill.lines) + bill.usage.height + len(bill.totals))
+    wb, summary, top = _begin(
+        path,
+        ctx,
+        "statement",
+        unit,
+        f"{unit.name} ({unit.code})",
+        [("Email", unit.email)] + _budget_facts(ctx, unit.code),
+        len(bill.lines) + bill.usage.height + len(bill.totals),
+    )
     summary.write_string(top, 0, "By service", wb.formats.subtitle)
     rows = bill.totals
     first, last, now = _service_table(wb, summary, top + 1, rows)
@@ -255,13 +288,30 @@ def _budget_facts(ctx: DocumentContext, code: str) -> list[tuple[str, object]]:
     if status.over:
         facts.append(("Budget warning", "over budget"))
     elif status.on_course_to_exceed:
-        facts.append(("Budget warning", "on course to exceed the budget by the year's end "
-                                        f"(projected {format_amount(status.projected or 0, ctx.digits)})"))
+        facts.append(
+            (
+                "Budget warning",
+                "on course to exceed the budget by the year's end "
+                f"(projected {format_amount(status.projected or 0, ctx.digits)})",
+            )
+        )
     return facts
 
 
-DETAIL_TITLES = ["Date", "Provider", "Service", "Description", "Reference", "Quantity",
-                 "Unit of measure", "Rate", "Amount", "Note", "Entry", "Priced by"]
+DETAIL_TITLES = [
+    "Date",
+    "Provider",
+    "Service",
+    "Description",
+    "Reference",
+    "Quantity",
+    "Unit of measure",
+    "Rate",
+    "Amount",
+    "Note",
+    "Entry",
+    "Priced by",
+]
 DETAIL_HEADER = 1
 
 
@@ -288,8 +338,10 @@ def _detail(wb: Workbook, bill: Bill) -> None:
     date, money, quantity, rate = f.date, f.money, f.quantity, f.rate
     first_day, amount = ctx.first_day, ctx.amount
     providers = {code: neutralize(ctx.unit_label(code)) for code in {line.provider for line in bill.lines}}
-    services = {code: (neutralize(ctx.service_label(code)), neutralize(ctx.unit_of_measure(code)))
-                for code in {line.service for line in bill.lines}}
+    services = {
+        code: (neutralize(ctx.service_label(code)), neutralize(ctx.unit_of_measure(code)))
+        for code in {line.service for line in bill.lines}
+    }
     serials: dict[dt.date, int] = {}
     decimals: dict[int, Decimal] = {}
     texts: dict[str, str] = {}
@@ -307,18 +359,33 @@ def _detail(wb: Workbook, bill: Bill) -> None:
             found = texts[text] = neutralize(text) or ""
         return found
 
-    def row_of(row: int, day: dt.date, provider: str, service_code: str, memo: str | None,
-               reference: str | None, quantity_micro: int | None, rate_micro: int | None,
-               minor: int, notes: list[str], entry: int, rate_source: str | None) -> None:
+    def row_of(
+        row: int,
+        day: dt.date,
+        provider: str,
+        service_code: str,
+        memo: str | None,
+        reference: str | None,
+        quantity_micro: int | None,
+        rate_micro: int | None,
+        minor: int,
+        notes: list[str],
+        entry: int,
+        rate_source: str | None,
+    ) -> None:
         serial = serials.get(day)
         if serial is None:
             serial = serials[day] = (day - EXCEL_EPOCH).days
         service, unit_of_measure = services.get(service_code) or services.setdefault(
-            service_code, (neutralize(ctx.service_label(service_code)) or "",
-                           neutralize(ctx.unit_of_measure(service_code)) or ""))
+            service_code,
+            (neutralize(ctx.service_label(service_code)) or "", neutralize(ctx.unit_of_measure(service_code)) or ""),
+        )
         write_number(row, 0, serial, date)
-        write_string(row, 1, providers.get(provider) or providers.setdefault(
-            provider, neutralize(ctx.unit_label(provider)) or ""))
+        write_string(
+            row,
+            1,
+            providers.get(provider) or providers.setdefault(provider, neutralize(ctx.unit_label(provider)) or ""),
+        )
         write_string(row, 2, service)
         if memo:
             write_string(row, 3, shown(memo))
@@ -338,10 +405,31 @@ def _detail(wb: Workbook, bill: Bill) -> None:
             write_string(row, 11, shown(rate_source))
 
     row = first
-    for (entry, day, provider, service, reference, description, quantity_micro, rate_micro, minor,
-         rate_source, tiers) in usage.select("entry", "date", "provider", "service", "reference", "description",
-                                             "quantity_micro", "rate_micro", "amount_minor", "rate_source",
-                                             "tiers").iter_rows():
+    for (
+        entry,
+        day,
+        provider,
+        service,
+        reference,
+        description,
+        quantity_micro,
+        rate_micro,
+        minor,
+        rate_source,
+        tiers,
+    ) in usage.select(
+        "entry",
+        "date",
+        "provider",
+        "service",
+        "reference",
+        "description",
+        "quantity_micro",
+        "rate_micro",
+        "amount_minor",
+        "rate_source",
+        "tiers",
+    ).iter_rows():
         notes = []
         if day < first_day:
             notes.append(f"late charge (service on {day.isoformat()})")
@@ -349,13 +437,36 @@ def _detail(wb: Workbook, bill: Bill) -> None:
             notes.append("credit")
         if rate_micro is None:
             notes.append(f"tiers: {tiers}" if tiers else "priced over several tiers")
-        row_of(row, day, provider, service, description, reference, quantity_micro, rate_micro, minor,
-               notes, entry, rate_source)
+        row_of(
+            row,
+            day,
+            provider,
+            service,
+            description,
+            reference,
+            quantity_micro,
+            rate_micro,
+            minor,
+            notes,
+            entry,
+            rate_source,
+        )
         row += 1
     for line in charges:
-        row_of(row, line.service_date, line.provider, line.service, line.memo, line.reference,
-               None if line.kind == "adjustment" else line.quantity_micro, line.rate_micro,
-               line.amount_minor, line.notes(first_day), line.entry, line.rate_source)
+        row_of(
+            row,
+            line.service_date,
+            line.provider,
+            line.service,
+            line.memo,
+            line.reference,
+            None if line.kind == "adjustment" else line.quantity_micro,
+            line.rate_micro,
+            line.amount_minor,
+            line.notes(first_day),
+            line.entry,
+            line.rate_source,
+        )
         row += 1
 
 
@@ -416,16 +527,17 @@ def rollups(ctx: DocumentContext, totals: Totals) -> Iterator[Rollup]:
                 continue
             seen.add(current)
             members.append((ctx.units[current], depth))
-            stack.extend((child, depth + 1) for child in sorted(children.get(current, []),
-                                                                  reverse=True))
+            stack.extend((child, depth + 1) for child in sorted(children.get(current, []), reverse=True))
         figures = {}
         for member, _ in members:
             own = totals.get(member.code)
             if own:
-                figures[member.code] = (sum(t.amount_minor for t in own.values()),
-                                        sum(t.previous_minor for t in own.values()),
-                                        sum(t.year_to_date_minor for t in own.values()),
-                                        any(t.lines for t in own.values()))
+                figures[member.code] = (
+                    sum(t.amount_minor for t in own.values()),
+                    sum(t.previous_minor for t in own.values()),
+                    sum(t.year_to_date_minor for t in own.values()),
+                    any(t.lines for t in own.values()),
+                )
         rows = sorted_totals(subtree)
         parts = [(f"{code} (own)", _amounts(totals.get(code, {}), rows))]
         parts += [(f"{child} and below", _amounts(subtree_of(child), rows)) for child in sorted(children[code])]
@@ -437,11 +549,15 @@ def write_rollup(folder: Path, ctx: DocumentContext, rollup: Rollup) -> Path:
     unit = rollup.unit
     path = rollup_path(folder, unit.code)
     wb, summary, top = _begin(
-        path, ctx, "roll-up statement", unit,
+        path,
+        ctx,
+        "roll-up statement",
+        unit,
         f"{unit.name} ({unit.code}) and the {len(rollup.members) - 1} units under it",
-        [("Units in the roll-up", len(rollup.members))], len(rollup.rows) + len(rollup.members))
-    summary.write_string(top, 0, "By service: the unit's own charges and each child's subtree",
-                         wb.formats.subtitle)
+        [("Units in the roll-up", len(rollup.members))],
+        len(rollup.rows) + len(rollup.members),
+    )
+    summary.write_string(top, 0, "By service: the unit's own charges and each child's subtree", wb.formats.subtitle)
     rows = rollup.rows
     first, last, now = _service_table(wb, summary, top + 1, rows, rollup.parts)
     _chart(wb, summary, "Summary", first, now, last + 3, rows)
@@ -460,8 +576,17 @@ def _amounts(totals: ByService, rows: list[ServiceTotal]) -> list[int]:
 def _units_sheet(wb: Workbook, folder: Path, rollup: Rollup) -> None:
     f = wb.formats
     sheet = wb.sheet("Units")
-    titles = ["Code", "Name", "Parent", "Manager", "This period", "Previous period", "Change",
-              "Year to date", "Statement"]
+    titles = [
+        "Code",
+        "Name",
+        "Parent",
+        "Manager",
+        "This period",
+        "Previous period",
+        "Change",
+        "Year to date",
+        "Statement",
+    ]
     wb.header(sheet, 0, titles, numeric=(4, 5, 6, 7))
     sheet.freeze_panes(1, 0)
     wb.widths(sheet, [14, 40, 14, 24, 16, 16, 16, 16, 24])
@@ -483,8 +608,7 @@ def _units_sheet(wb: Workbook, folder: Path, rollup: Rollup) -> None:
                 wb.money(sheet, row, col, minor)
             sums[col - 4] += minor
         if charged:
-            sheet.write_string(row, 8, statement_path(folder, member.code)
-                               .relative_to(statements.resolve()).as_posix())
+            sheet.write_string(row, 8, statement_path(folder, member.code).relative_to(statements.resolve()).as_posix())
     last = len(rollup.members)
     sheet.autofilter(0, 0, last, len(titles) - 1)
     sheet.write_string(last + 2, 0, "Total", f.total_label)

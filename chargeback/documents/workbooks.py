@@ -26,9 +26,9 @@ from xlsxwriter.format import Format
 from xlsxwriter.utility import xl_rowcol_to_cell
 from xlsxwriter.worksheet import Worksheet
 
-from chargeback.documents.bills import DocumentContext
 from chargeback.core.money import currency_format
 from chargeback.core.safe import neutralize
+from chargeback.documents.bills import DocumentContext
 
 
 @dataclass
@@ -53,21 +53,33 @@ class Workbook:
 
     def __init__(self, path: Path, ctx: DocumentContext, title: str, *, big: bool = True) -> None:
         self.ctx = ctx
-        self.book = xlsxwriter.Workbook(str(path), {
-            "constant_memory" if big else "in_memory": True, "strings_to_formulas": False,
-            "strings_to_urls": False, "strings_to_numbers": False})
-        self.book.set_properties({"title": self.title(title), "company": ctx.book,
-                                  "created": ctx.issued, "comments": "written by chargeback"})
+        self.book = xlsxwriter.Workbook(
+            str(path),
+            {
+                "constant_memory" if big else "in_memory": True,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "strings_to_numbers": False,
+            },
+        )
+        self.book.set_properties(
+            {
+                "title": self.title(title),
+                "company": ctx.book,
+                "created": ctx.issued,
+                "comments": "written by chargeback",
+            }
+        )
         add = self.book.add_format
         money = currency_format(ctx.currency, ctx.digits)
         self.formats = Formats(
             title=add({"bold": True, "font_size": 14}),
             subtitle=add({"bold": True, "font_size": 11}),
             label=add({"bold": True, "font_color": "#444444"}),
-            header=add({"bold": True, "bg_color": "#DDE4EE", "bottom": 1, "text_wrap": True,
-                        "valign": "top"}),
-            header_number=add({"bold": True, "bg_color": "#DDE4EE", "bottom": 1,
-                               "text_wrap": True, "align": "right", "valign": "top"}),
+            header=add({"bold": True, "bg_color": "#DDE4EE", "bottom": 1, "text_wrap": True, "valign": "top"}),
+            header_number=add(
+                {"bold": True, "bg_color": "#DDE4EE", "bottom": 1, "text_wrap": True, "align": "right", "valign": "top"}
+            ),
             money=add({"num_format": money}),
             money_total=add({"num_format": money, "bold": True, "top": 1}),
             total_label=add({"bold": True, "top": 1}),
@@ -93,8 +105,7 @@ class Workbook:
 
     # cell writers -------------------------------------------------------------------
 
-    def text(self, sheet: Worksheet, row: int, col: int, value: str | None,
-             fmt: Format | None = None) -> None:
+    def text(self, sheet: Worksheet, row: int, col: int, value: str | None, fmt: Format | None = None) -> None:
         """Text from anywhere: a string cell, neutralized, never a formula."""
         if value is None or value == "":
             if fmt is not None:
@@ -102,23 +113,31 @@ class Workbook:
             return
         sheet.write_string(row, col, neutralize(value) or "", fmt)
 
-    def money(self, sheet: Worksheet, row: int, col: int, minor: int | None,
-              fmt: Format | None = None) -> None:
+    def money(self, sheet: Worksheet, row: int, col: int, minor: int | None, fmt: Format | None = None) -> None:
         if minor is not None:
             sheet.write_number(row, col, self.ctx.amount(minor), fmt or self.formats.money)
 
-    def number(self, sheet: Worksheet, row: int, col: int, value: Decimal | int | None,
-               fmt: Format | None = None) -> None:
+    def number(
+        self, sheet: Worksheet, row: int, col: int, value: Decimal | int | None, fmt: Format | None = None
+    ) -> None:
         if value is not None:
             sheet.write_number(row, col, value, fmt)
 
-    def formula(self, sheet: Worksheet, row: int, col: int, formula: str, minor: int,
-                fmt: Format | None = None) -> None:
+    def formula(
+        self, sheet: Worksheet, row: int, col: int, formula: str, minor: int, fmt: Format | None = None
+    ) -> None:
         """A formula whose value, the engine's figure in minor units, is stored with it."""
         sheet.write_formula(row, col, formula, fmt or self.formats.money, self.ctx.amount(minor))
 
-    def header(self, sheet: Worksheet, row: int, titles: list[str],
-               numeric: tuple[int, ...] = (), first_col: int = 0, lines: int = 1) -> None:
+    def header(
+        self,
+        sheet: Worksheet,
+        row: int,
+        titles: list[str],
+        numeric: tuple[int, ...] = (),
+        first_col: int = 0,
+        lines: int = 1,
+    ) -> None:
         """A header row; `lines` makes room for titles that wrap."""
         if lines > 1:
             sheet.set_row(row, 15 * lines)

@@ -81,9 +81,7 @@ def _in_order(wanted: list[str], columns: Columns) -> Callable[[list[str]], tupl
     return lambda record: tuple("" if place is None else record[place] for place in places)
 
 
-def _check_header(
-    header: list[str], columns: Columns, problems: list[Problem], name: str
-) -> list[str] | None:
+def _check_header(header: list[str], columns: Columns, problems: list[Problem], name: str) -> list[str] | None:
     cleaned = [h.strip() for h in header]
     ok = True
     seen: set[str] = set()
@@ -95,9 +93,7 @@ def _check_header(
         if column not in columns.all:
             shown = column or "(blank)"
             expected = ", ".join(columns.all)
-            problems.append(
-                Problem(name, 1, shown, f"unknown column; the columns are: {expected}")
-            )
+            problems.append(Problem(name, 1, shown, f"unknown column; the columns are: {expected}"))
             ok = False
     for column in columns.required:
         if column not in seen:
@@ -126,7 +122,7 @@ def _contains(path: Path, needle: bytes) -> bool:
         for block in iter(lambda: handle.read(1 << 20), b""):
             if needle in tail + block:
                 return True
-            tail = block[-len(needle):]
+            tail = block[-len(needle) :]
     return False
 
 
@@ -136,7 +132,7 @@ def _not_csv(head: bytes) -> str | None:
     if head.startswith(OLE2_MAGIC):
         return "is an old .xls or a password-protected workbook, not CSV text: save it as CSV UTF-8"
     if head.startswith(UTF16_BOMS):
-        return "is UTF-16 text (Excel's \"Unicode Text\"): save the file as CSV UTF-8"
+        return 'is UTF-16 text (Excel\'s "Unicode Text"): save the file as CSV UTF-8'
     return None
 
 
@@ -164,12 +160,14 @@ def _csv_rows(
             if len(header) == 1:
                 for separator, said in SEPARATORS.items():
                     if separator in header[0]:
-                        problems.append(Problem(
-                            name, 1, "-", f"the file is separated by {said}: save it as comma-separated CSV"))
+                        problems.append(
+                            Problem(name, 1, "-", f"the file is separated by {said}: save it as comma-separated CSV")
+                        )
                         return
             if nul and "\x00" in "".join(header):
-                problems.append(Problem(name, 1, "-", "contains a NUL byte: the file is not plain CSV text; "
-                                                      "save it as CSV UTF-8"))
+                problems.append(
+                    Problem(name, 1, "-", "contains a NUL byte: the file is not plain CSV text; save it as CSV UTF-8")
+                )
                 return
             wanted = _check_header(header, columns, problems, name)
             if wanted is None:
@@ -190,8 +188,14 @@ def _csv_rows(
                     record = record + [""] * (width - len(record))
                 if nul and any("\x00" in cell for cell in record):
                     column = next(c for c, cell in zip(wanted, record) if "\x00" in cell)
-                    problems.append(Problem(name, start, column, "contains a NUL byte: the file is not plain "
-                                                                 "CSV text; save it as CSV UTF-8"))
+                    problems.append(
+                        Problem(
+                            name,
+                            start,
+                            column,
+                            "contains a NUL byte: the file is not plain CSV text; save it as CSV UTF-8",
+                        )
+                    )
                     continue
                 yield start, dict(zip(wanted, record)) if in_order is None else in_order(record)
     except UnicodeDecodeError:
@@ -229,7 +233,7 @@ def _first_bad_utf8(path: Path, header: list[str] | None) -> tuple[int, str]:
         first = LINE_BREAK.split(data, 1)[0].decode("utf-8-sig", "replace")
         header = [h.strip() for h in _cells(first)]
     end = LINE_BREAK.search(data, start)
-    text = data[breaks[-1]:end.start() if end else len(data)].decode("utf-8", "replace")
+    text = data[breaks[-1] : end.start() if end else len(data)].decode("utf-8", "replace")
     column = next((c for c, cell in zip(header, _cells(text)) if "\ufffd" in cell), "-")
     return line, column
 
@@ -275,8 +279,10 @@ def _xlsx_refusal(path: Path) -> str | None:
     """Why a file cannot be read as a workbook, judged before any XML is parsed."""
     head = _head(path)
     if head.startswith(OLE2_MAGIC):
-        return ("is password-protected (encrypted) or an old .xls workbook: remove the password, "
-                "or save it as .xlsx, and import it again")
+        return (
+            "is password-protected (encrypted) or an old .xls workbook: remove the password, "
+            "or save it as .xlsx, and import it again"
+        )
     if not head.startswith(ZIP_MAGIC):
         return "is not an XLSX workbook: save it as .xlsx (or as CSV UTF-8 with a .csv name)"
     try:
@@ -288,8 +294,10 @@ def _xlsx_refusal(path: Path) -> str | None:
     for member in members:
         total += member.file_size
         if member.file_size > BOMB_FLOOR and member.file_size > BOMB_RATIO * max(member.compress_size, 1):
-            return (f"{member.filename} expands more than {BOMB_RATIO}-fold (to {member.file_size >> 20} MB): "
-                    "refused as a zip bomb")
+            return (
+                f"{member.filename} expands more than {BOMB_RATIO}-fold (to {member.file_size >> 20} MB): "
+                "refused as a zip bomb"
+            )
     if total > MAX_UNPACKED:
         return f"expands to {total >> 20} MB: too big to read safely; save it as CSV UTF-8"
     return None
@@ -333,8 +341,15 @@ def _xlsx_rows(
             if _caused_by(exc, DefusedXmlException):
                 problems.append(Problem(name, 0, "-", unsafe))
                 return
-            problems.append(Problem(name, 0, "-", f"is not a readable XLSX workbook ({type(exc).__name__}): "
-                                                  "open it in a spreadsheet program and save it again"))
+            problems.append(
+                Problem(
+                    name,
+                    0,
+                    "-",
+                    f"is not a readable XLSX workbook ({type(exc).__name__}): "
+                    "open it in a spreadsheet program and save it again",
+                )
+            )
             return
         where = [0]  # the row being read, for an error in the middle of the sheet
         try:
@@ -348,8 +363,15 @@ def _xlsx_rows(
             if _caused_by(exc, DefusedXmlException):
                 problems.append(Problem(name, 0, "-", unsafe))
                 return
-            problems.append(Problem(name, where[0], "-", f"is not a readable XLSX workbook ({type(exc).__name__}): "
-                                                         "open it in a spreadsheet program and save it again"))
+            problems.append(
+                Problem(
+                    name,
+                    where[0],
+                    "-",
+                    f"is not a readable XLSX workbook ({type(exc).__name__}): "
+                    "open it in a spreadsheet program and save it again",
+                )
+            )
         finally:
             workbook.close()
 
@@ -465,13 +487,13 @@ def _sheet_member(archive: zipfile.ZipFile, title: str) -> str | None:
     if book is None:
         return None
     folder, _, file = book.rpartition("/")
-    sheet = next((e for e in fromstring(archive.read(book)).iter()
-                  if local(e.tag) == "sheet" and e.get("name") == title), None)
+    sheet = next(
+        (e for e in fromstring(archive.read(book)).iter() if local(e.tag) == "sheet" and e.get("name") == title), None
+    )
     if sheet is None:
         return None
     rel_id = attribute(sheet, "id")
-    return target(posixpath.join(folder, "_rels", f"{file}.rels"), folder,
-                  lambda rel: rel.get("Id") == rel_id)  # type: ignore[attr-defined]
+    return target(posixpath.join(folder, "_rels", f"{file}.rels"), folder, lambda rel: rel.get("Id") == rel_id)  # type: ignore[attr-defined]
 
 
 def _numbered_rows(sheet, runs: list[tuple[int, int]] | None) -> Iterator[tuple[int, tuple]]:  # type: ignore[no-untyped-def,type-arg]
@@ -481,8 +503,14 @@ def _numbered_rows(sheet, runs: list[tuple[int, int]] | None) -> Iterator[tuple[
         yield from enumerate(sheet.iter_rows(min_row=first, max_row=last, min_col=1), first)
 
 
-def _sheet_rows(sheet, marks: _SheetMarks, columns: Columns, problems: list[Problem],  # type: ignore[no-untyped-def]
-                name: str, where: list[int]) -> Iterator[tuple[int, dict[str, str]]]:
+def _sheet_rows(
+    sheet,
+    marks: _SheetMarks,
+    columns: Columns,
+    problems: list[Problem],  # type: ignore[no-untyped-def]
+    name: str,
+    where: list[int],
+) -> Iterator[tuple[int, dict[str, str]]]:
     from openpyxl.worksheet.cell_range import CellRange
 
     sheet.reset_dimensions()  # the declared size may be A1:XFD1048576: only the cells that are there
@@ -493,8 +521,15 @@ def _sheet_rows(sheet, marks: _SheetMarks, columns: Columns, problems: list[Prob
         problems.append(Problem(name, 1, "-", "the first sheet has no header on row 1; it needs a header row"))
         return
     if len(first) > MAX_HEADER_CELLS:
-        problems.append(Problem(name, 1, "-", f"the header row has cells beyond column "
-                                              f"{_column_letter(MAX_HEADER_CELLS)}: only the header's names belong there"))
+        problems.append(
+            Problem(
+                name,
+                1,
+                "-",
+                f"the header row has cells beyond column "
+                f"{_column_letter(MAX_HEADER_CELLS)}: only the header's names belong there",
+            )
+        )
         return
     header = [cell_text(cell.value) for cell in first]
     while header and header[-1] == "":
@@ -503,8 +538,14 @@ def _sheet_rows(sheet, marks: _SheetMarks, columns: Columns, problems: list[Prob
     if wanted is None:
         return
     if marks.out_of_order is not None:
-        problems.append(Problem(name, marks.out_of_order, "-", "the sheet's rows are out of order: "
-                                                               "save the file again from a spreadsheet program"))
+        problems.append(
+            Problem(
+                name,
+                marks.out_of_order,
+                "-",
+                "the sheet's rows are out of order: save the file again from a spreadsheet program",
+            )
+        )
         return
     width = len(wanted)
     formulas = marks.formulas
@@ -517,9 +558,15 @@ def _sheet_rows(sheet, marks: _SheetMarks, columns: Columns, problems: list[Prob
         for column, cell in enumerate(cells, 1):
             label = wanted[column - 1] if column <= width else _column_letter(column)
             if formulas and (number, column) in formulas:
-                problems.append(Problem(name, number, label,
-                    "is a formula with no saved value: open the file in a spreadsheet program, "
-                    "let it calculate and save it (or paste the values)"))
+                problems.append(
+                    Problem(
+                        name,
+                        number,
+                        label,
+                        "is a formula with no saved value: open the file in a spreadsheet program, "
+                        "let it calculate and save it (or paste the values)",
+                    )
+                )
                 bad = True
                 continue
             if cell.data_type == "e":
@@ -564,8 +611,12 @@ PADDED = "^[" + BLANK[2:-3] + "]|[" + BLANK[2:-3] + "]$"
 def stripped(table: pl.DataFrame, columns: tuple[str, ...]) -> list[pl.Expr]:
     """The cells of `columns` without surrounding whitespace, as `str.strip` leaves them;
     a column without such a cell is taken as it is (no copy of a million texts)."""
-    return [pl.col(c).str.strip_chars(WHITESPACE) if table.select(pl.col(c).str.contains(PADDED).any()).item()
-            else pl.col(c) for c in columns]
+    return [
+        pl.col(c).str.strip_chars(WHITESPACE)
+        if table.select(pl.col(c).str.contains(PADDED).any()).item()
+        else pl.col(c)
+        for c in columns
+    ]
 
 
 def read_table(path: Path, columns: Columns, problems: list[Problem], name: str | None = None) -> pl.DataFrame:
@@ -609,7 +660,10 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
         table = pl.read_csv(data, has_header=False, infer_schema=False, separator=",", quote_char='"', encoding="utf8")
     except Exception:  # noqa: BLE001 - Polars says no in many ways; the csv module says why
         return None
-    if table.height == 0 or table.select(pl.max_horizontal(pl.all().str.len_bytes()).max()).item() > csv.field_size_limit():
+    if (
+        table.height == 0
+        or table.select(pl.max_horizontal(pl.all().str.len_bytes()).max()).item() > csv.field_size_limit()
+    ):
         return None
     cells = table.columns
     header_row = table.row(0)
@@ -617,7 +671,9 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
     if len(header) == 1:
         for separator, said in SEPARATORS.items():
             if separator in header[0]:
-                problems.append(Problem(name, 1, "-", f"the file is separated by {said}: save it as comma-separated CSV"))
+                problems.append(
+                    Problem(name, 1, "-", f"the file is separated by {said}: save it as comma-separated CSV")
+                )
                 return _empty(columns)
     wanted = _check_header(header, columns, problems, name)
     if wanted is None:
@@ -628,8 +684,13 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
     else:
         line = 1 + pl.int_range(pl.len(), dtype=pl.Int64)
     table = table.with_columns(line.alias("line")).slice(1).rename(dict(zip(cells, wanted)))
-    table = table.select("line", *[(pl.col(c).fill_null("") if table[c].null_count() else pl.col(c)) if c in wanted
-                                   else pl.lit("").alias(c) for c in columns.all])
+    table = table.select(
+        "line",
+        *[
+            (pl.col(c).fill_null("") if table[c].null_count() else pl.col(c)) if c in wanted else pl.lit("").alias(c)
+            for c in columns.all
+        ],
+    )
     maybe = table.filter(pl.col(columns.all[0]).str.contains(BLANK))  # few rows, if any, to look at whole
     if maybe.height:
         blank = maybe.filter(pl.all_horizontal([pl.col(c).str.contains(BLANK) for c in columns.all]))["line"]
@@ -638,7 +699,7 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
 
 
 def _empty(columns: Columns) -> pl.DataFrame:
-    return pl.DataFrame(schema={"line": pl.Int64, **{c: pl.String for c in columns.all}})
+    return pl.DataFrame(schema={"line": pl.Int64, **dict.fromkeys(columns.all, pl.String)})
 
 
 def sha256_of(path: Path) -> str:
@@ -650,4 +711,3 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-

@@ -21,13 +21,11 @@ import polars as pl
 from sqlalchemy import Column, Connection, MetaData, String, Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from chargeback.store.db import collector_paused, date_text, frame, insert_plain_rows
+from chargeback.book.snapshot import load_reference
+from chargeback.close.periods import lock_open_period
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.money import from_minor
-from chargeback.close.periods import lock_open_period
 from chargeback.core.progress import csv_lines, phase
-from chargeback.book.snapshot import load_reference
-from chargeback.store.schema import Import, Usage
 from chargeback.ingest.tabular import read_table, sha256_of
 from chargeback.ingest.usage_checks import (
     USAGE,
@@ -39,11 +37,22 @@ from chargeback.ingest.usage_checks import (
     started_usage,
     sums,
 )
+from chargeback.store.db import collector_paused, date_text, frame, insert_plain_rows
+from chargeback.store.schema import Import, Usage
 
 __all__ = ["USAGE", "USAGE_COLUMNS", "ImportResult", "import_usage"]
 
-USAGE_COLUMNS = ("period", "import_id", "line", "date", "service", "consumer", "quantity_micro",
-                 "reference", "description")
+USAGE_COLUMNS = (
+    "period",
+    "import_id",
+    "line",
+    "date",
+    "service",
+    "consumer",
+    "quantity_micro",
+    "reference",
+    "description",
+)
 #: Lines handed to the database at a time: memory holds their Python values, not the file's.
 STORE_BATCH = 50_000
 
@@ -64,8 +73,7 @@ class ImportResult:
 
 
 @collector_paused()
-def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
-                 progress: bool = False) -> ImportResult:
+def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime, progress: bool = False) -> ImportResult:
     """Import the usage file at `path` into `period`; refuses it whole on any problem.
     `progress` allows a bar of the lines read and stored on a terminal."""
     name = path.name
@@ -83,8 +91,10 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
     lines, in_book = against_book(cells, book)
     fresh, duplicates, repeated = new_lines(lines, lambda keys: _stored(conn, keys))
     too_much = beyond_one_charge(fresh, started_usage(_period_usage(conn, period, fresh), book), book)
-    problems += [Problem(name, line, column, message)
-                 for line, column, message in pl.concat([found, in_book, repeated, too_much]).iter_rows()]
+    problems += [
+        Problem(name, line, column, message)
+        for line, column, message in pl.concat([found, in_book, repeated, too_much]).iter_rows()
+    ]
     if problems:
         raise InputRefused(sorted(problems))
 
@@ -98,27 +108,44 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime,
             # an import into another period (another lock) stored some of these lines after
             # this one looked for them. It waited for that import to commit, and now says so.
             if _repeated_reference(exc):
-                raise Refused("another import stored some of these usage lines at the same time; nothing from "
-                              f"{name} was imported: import it again (lines already stored are skipped as duplicates)"
-                              ) from exc
+                raise Refused(
+                    "another import stored some of these usage lines at the same time; nothing from "
+                    f"{name} was imported: import it again (lines already stored are skipped as duplicates)"
+                ) from exc
             raise
-    return ImportResult(name, period, lines_read=lines_read, imported=fresh.height, duplicates=duplicates,
-                        late=total.late, credits=total.credits,
-                        by_provider={p: from_minor(v, book.digits) for p, v in total.by_provider.items()},
-                        currency=book.currency)
+    return ImportResult(
+        name,
+        period,
+        lines_read=lines_read,
+        imported=fresh.height,
+        duplicates=duplicates,
+        late=total.late,
+        credits=total.credits,
+        by_provider={p: from_minor(v, book.digits) for p, v in total.by_provider.items()},
+        currency=book.currency,
+    )
 
 
-def _record_import(conn: Connection, path: Path, period: str, now: dt.datetime, lines_read: int,
-                   imported: int, duplicates: int) -> int:
+def _record_import(
+    conn: Connection, path: Path, period: str, now: dt.datetime, lines_read: int, imported: int, duplicates: int
+) -> int:
     """The `imports` record of the file; returns its id, which its usage lines carry."""
-    return conn.execute(insert(Import).values(
-        period=period, file_name=str(path), sha256=sha256_of(path), at=now,
-        lines_read=lines_read, imported=imported, duplicates=duplicates,
-    ).returning(Import.id)).scalar_one()
+    return conn.execute(
+        insert(Import)
+        .values(
+            period=period,
+            file_name=str(path),
+            sha256=sha256_of(path),
+            at=now,
+            lines_read=lines_read,
+            imported=imported,
+            duplicates=duplicates,
+        )
+        .returning(Import.id)
+    ).scalar_one()
 
 
-def _store(conn: Connection, fresh: pl.DataFrame, period: str, import_id: int,
-           stored: Callable[[int], None]) -> None:
+def _store(conn: Connection, fresh: pl.DataFrame, period: str, import_id: int, stored: Callable[[int], None]) -> None:
     """The new lines in one bulk insert of plain tuples, `STORE_BATCH` turned into Python
     values at a time. SQLite gets a date as the ISO text SQLAlchemy stores for a Date
     column (the cell's own text, checked to be that); PostgreSQL's COPY a date."""
@@ -140,9 +167,13 @@ def _period_usage(conn: Connection, period: str, fresh: pl.DataFrame) -> pl.Data
     services = fresh["service"].unique().to_list()
     if not services:
         return pl.DataFrame(schema=schema)
-    return frame(conn, select(Usage.service, Usage.consumer, date_text(conn, Usage.date), func.sum(Usage.quantity_micro))
-                 .where(Usage.period == period, Usage.service.in_(services))
-                 .group_by(Usage.service, Usage.consumer, Usage.date), schema)
+    return frame(
+        conn,
+        select(Usage.service, Usage.consumer, date_text(conn, Usage.date), func.sum(Usage.quantity_micro))
+        .where(Usage.period == period, Usage.service.in_(services))
+        .group_by(Usage.service, Usage.consumer, Usage.date),
+        schema,
+    )
 
 
 def _repeated_reference(exc: IntegrityError) -> bool:
@@ -150,25 +181,41 @@ def _repeated_reference(exc: IntegrityError) -> bool:
     return "uq_usage_service_reference" in str(exc.orig) or "usage.service, usage.reference" in str(exc.orig)
 
 
-INCOMING = Table("incoming_keys", MetaData(), Column("service", String(32)),
-                 Column("reference", String(100)), prefixes=["TEMPORARY"])
+INCOMING = Table(
+    "incoming_keys", MetaData(), Column("service", String(32)), Column("reference", String(100)), prefixes=["TEMPORARY"]
+)
 
 
 def _stored(conn: Connection, keys: pl.DataFrame) -> pl.DataFrame:
     """The lines already stored with the (service, reference) of `keys`: the keys go to a
     temporary table and one join finds them. Skipped when nothing of the file's services
     is stored at all (a new service's first file, a new database)."""
-    found = pl.DataFrame(schema={"service": pl.String, "reference": pl.String, "stored_date": pl.Date,
-                                 "stored_consumer": pl.String, "stored_quantity": pl.Int64})
+    found = pl.DataFrame(
+        schema={
+            "service": pl.String,
+            "reference": pl.String,
+            "stored_date": pl.Date,
+            "stored_consumer": pl.String,
+            "stored_quantity": pl.Int64,
+        }
+    )
     services = keys["service"].unique().to_list()
     if not services or conn.execute(select(Usage.id).where(Usage.service.in_(services)).limit(1)).first() is None:
         return found
     INCOMING.drop(conn, checkfirst=True)
     INCOMING.create(conn)
-    insert_plain_rows(conn, INCOMING, ("service", "reference"), chain.from_iterable(
-        zip(part["service"].to_list(), part["reference"].to_list()) for part in keys.iter_slices(STORE_BATCH)))
+    insert_plain_rows(
+        conn,
+        INCOMING,
+        ("service", "reference"),
+        chain.from_iterable(
+            zip(part["service"].to_list(), part["reference"].to_list()) for part in keys.iter_slices(STORE_BATCH)
+        ),
+    )
     rows = conn.execute(
-        select(Usage.service, Usage.reference, Usage.date, Usage.consumer, Usage.quantity_micro)
-        .join(INCOMING, (INCOMING.c.service == Usage.service) & (INCOMING.c.reference == Usage.reference))).all()
+        select(Usage.service, Usage.reference, Usage.date, Usage.consumer, Usage.quantity_micro).join(
+            INCOMING, (INCOMING.c.service == Usage.service) & (INCOMING.c.reference == Usage.reference)
+        )
+    ).all()
     INCOMING.drop(conn)
     return pl.DataFrame(rows, schema=found.schema, orient="row") if rows else found

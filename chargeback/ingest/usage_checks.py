@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import polars as pl
 from sqlalchemy import Connection, select
 
+from chargeback.book.snapshot import Reference
 from chargeback.core.fields import period_bounds
 from chargeback.core.money import LIMIT, MICRO_SQUARED, QUANTITY_PLACES, from_micro
-from chargeback.book.snapshot import Reference
-from chargeback.store.schema import Rate
 from chargeback.ingest.tabular import Columns, stripped
+from chargeback.store.schema import Rate
 
 USAGE = Columns(("date", "service", "consumer", "quantity", "reference"), ("description",))
 MAX_REFERENCE = 100
@@ -55,8 +55,11 @@ def _quoted(text: pl.Expr) -> pl.Expr:
     """`repr()` of each text, as the messages quote a cell: worked out by Polars for plain
     ASCII, by Python for the few texts that need escapes or other quotes (only cells in
     problems are quoted)."""
-    return (pl.when(text.str.contains(SIMPLY_QUOTED)).then(pl.lit("'") + text + pl.lit("'"))
-            .otherwise(text.map_elements(repr, return_dtype=pl.String)))
+    return (
+        pl.when(text.str.contains(SIMPLY_QUOTED))
+        .then(pl.lit("'") + text + pl.lit("'"))
+        .otherwise(text.map_elements(repr, return_dtype=pl.String))
+    )
 
 
 def _problems(frame: pl.DataFrame, column: str, message: pl.Expr) -> pl.DataFrame:
@@ -68,53 +71,91 @@ def checked_cells(table: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     `date_text`, `service`, `consumer`, `quantity_micro`, `reference`, `description`,
     null when blank), and the problems of the others."""
     # a step at a time: each part worked out once, then judged
-    text = table.select("line", *stripped(table, USAGE.all),
-                        **{f"raw {c}": pl.col(c) for c in ("reference", "description")})
+    text = table.select(
+        "line", *stripped(table, USAGE.all), **{f"raw {c}": pl.col(c) for c in ("reference", "description")}
+    )
     # a sign more is not PLAIN, so taking off every sign only ever reads a quantity judged plain
-    text = text.with_columns(pl.col("date").str.to_date("%Y-%m-%d", strict=False).alias("day"),
-                             pl.col("quantity").str.strip_chars_start("+-").alias("body"))
-    text = text.with_columns(pl.col("body").str.split_exact(".", 1).struct.rename_fields(["whole", "fraction"])
-                             .alias("parts")).unnest("parts")
+    text = text.with_columns(
+        pl.col("date").str.to_date("%Y-%m-%d", strict=False).alias("day"),
+        pl.col("quantity").str.strip_chars_start("+-").alias("body"),
+    )
+    text = text.with_columns(
+        pl.col("body").str.split_exact(".", 1).struct.rename_fields(["whole", "fraction"]).alias("parts")
+    ).unnest("parts")
     text = text.with_columns(pl.col("whole").str.strip_chars_start("0"), pl.col("fraction").fill_null(""))
     whole, fraction, quantity = pl.col("whole"), pl.col("fraction"), pl.col("quantity")
     whole_micro = pl.when(whole.str.len_bytes() <= WHOLE_DIGITS).then(whole.cast(pl.Int64, strict=False)).fill_null(0)
-    micro = (whole_micro * 10**QUANTITY_PLACES
-             + fraction.str.slice(0, QUANTITY_PLACES).str.pad_end(QUANTITY_PLACES, "0").cast(pl.Int64, strict=False))
+    micro = whole_micro * 10**QUANTITY_PLACES + fraction.str.slice(0, QUANTITY_PLACES).str.pad_end(
+        QUANTITY_PLACES, "0"
+    ).cast(pl.Int64, strict=False)
     text = text.with_columns(pl.when(quantity.str.starts_with("-")).then(-micro).otherwise(micro).alias("micro"))
     blank = {c: pl.col(c) == "" for c in USAGE.all}
     day = pl.col("day")
-    date_kind = (pl.when(blank["date"]).then(pl.lit("blank"))
-                 .when(~pl.col("date").str.contains(ISO_DATE) | day.is_null() | (day.dt.year() < 1))
-                 .then(pl.lit("date")))
+    date_kind = (
+        pl.when(blank["date"])
+        .then(pl.lit("blank"))
+        .when(~pl.col("date").str.contains(ISO_DATE) | day.is_null() | (day.dt.year() < 1))
+        .then(pl.lit("date"))
+    )
 
     def code_kind(column: str) -> pl.Expr:
-        return pl.when(blank[column]).then(pl.lit("blank")).when(~pl.col(column).str.contains(CODE)).then(pl.lit("code"))
+        return (
+            pl.when(blank[column]).then(pl.lit("blank")).when(~pl.col(column).str.contains(CODE)).then(pl.lit("code"))
+        )
 
-    quantity_kind = (pl.when(blank["quantity"]).then(pl.lit("blank"))
-                     .when(~quantity.str.contains(PLAIN)).then(pl.lit("plain"))
-                     .when(pl.col("body") == ".").then(pl.lit("nan"))
-                     .when(fraction.str.slice(QUANTITY_PLACES).str.contains("[1-9]")).then(pl.lit("places"))
-                     .when(whole.str.len_bytes() > WHOLE_DIGITS).then(pl.lit("large"))
-                     .when(pl.col("micro") == 0).then(pl.lit("zero")))
+    quantity_kind = (
+        pl.when(blank["quantity"])
+        .then(pl.lit("blank"))
+        .when(~quantity.str.contains(PLAIN))
+        .then(pl.lit("plain"))
+        .when(pl.col("body") == ".")
+        .then(pl.lit("nan"))
+        .when(fraction.str.slice(QUANTITY_PLACES).str.contains("[1-9]"))
+        .then(pl.lit("places"))
+        .when(whole.str.len_bytes() > WHOLE_DIGITS)
+        .then(pl.lit("large"))
+        .when(pl.col("micro") == 0)
+        .then(pl.lit("zero"))
+    )
 
     def text_kind(column: str, longest: int, required: bool) -> pl.Expr:
         kind = pl.when(blank[column]).then(pl.lit("blank" if required else None, dtype=pl.String))
-        return (kind.when(pl.col(f"raw {column}").str.contains("\x00", literal=True)).then(pl.lit("nul"))
-                .when(pl.col(column).str.len_chars() > longest).then(pl.lit(f"long {column}")))
+        return (
+            kind.when(pl.col(f"raw {column}").str.contains("\x00", literal=True))
+            .then(pl.lit("nul"))
+            .when(pl.col(column).str.len_chars() > longest)
+            .then(pl.lit(f"long {column}"))
+        )
 
-    kinds = {"date": date_kind, "service": code_kind("service"), "consumer": code_kind("consumer"),
-             "quantity": quantity_kind, "reference": text_kind("reference", MAX_REFERENCE, True),
-             "description": text_kind("description", MAX_DESCRIPTION, False)}
+    kinds = {
+        "date": date_kind,
+        "service": code_kind("service"),
+        "consumer": code_kind("consumer"),
+        "quantity": quantity_kind,
+        "reference": text_kind("reference", MAX_REFERENCE, True),
+        "description": text_kind("description", MAX_DESCRIPTION, False),
+    }
     judged = text.with_columns(**{f"kind {c}": kind for c, kind in kinds.items()})
     ok = pl.all_horizontal([pl.col(f"kind {c}").is_null() for c in kinds])
     lines = judged.filter(ok).select(
-        "line", day.alias("date"), pl.col("date").alias("date_text"), "service", "consumer",
-        pl.col("micro").alias("quantity_micro"), "reference",
-        pl.when(blank["description"]).then(None).otherwise(pl.col("description")).alias("description"))
+        "line",
+        day.alias("date"),
+        pl.col("date").alias("date_text"),
+        "service",
+        "consumer",
+        pl.col("micro").alias("quantity_micro"),
+        "reference",
+        pl.when(blank["description"]).then(None).otherwise(pl.col("description")).alias("description"),
+    )
     bad = judged.filter(~ok)
-    found = pl.concat([bad.filter(pl.col(f"kind {c}").is_not_null())
-                       .select("line", pl.lit(c).alias("column"), pl.col(f"kind {c}").alias("kind"),
-                               pl.col(c).alias("text")) for c in kinds])
+    found = pl.concat(
+        [
+            bad.filter(pl.col(f"kind {c}").is_not_null()).select(
+                "line", pl.lit(c).alias("column"), pl.col(f"kind {c}").alias("kind"), pl.col(c).alias("text")
+            )
+            for c in kinds
+        ]
+    )
     found = found.with_columns(_quoted(pl.col("text")).alias("quoted"))
     kind, cell = pl.col("kind"), pl.col("quoted")
     said = pl.lit(None, dtype=pl.String)
@@ -148,21 +189,51 @@ class Book:
         in force without one) read from the database."""
         services = pl.DataFrame(
             [(s.code, s.provider) for s in reference.services.values()],
-            schema={"service": pl.String, "provider": pl.String}, orient="row")
+            schema={"service": pl.String, "provider": pl.String},
+            orient="row",
+        )
         units = pl.DataFrame(
-            [(u.code, u.kind, u.active_from, u.active_to,
-              f"{_iso(u.active_from)} to {_iso(u.active_to)}") for u in reference.units.values()],
-            schema={"consumer": pl.String, "kind": pl.String, "active_from": pl.Date, "active_to": pl.Date,
-                    "active": pl.String}, orient="row")
-        rows = conn.execute(select(Rate.service, Rate.customer_class, Rate.effective_from, Rate.effective_to,
-                                   Rate.rate_micro).where(Rate.tier_from_micro == 0)).all()
+            [
+                (u.code, u.kind, u.active_from, u.active_to, f"{_iso(u.active_from)} to {_iso(u.active_to)}")
+                for u in reference.units.values()
+            ],
+            schema={
+                "consumer": pl.String,
+                "kind": pl.String,
+                "active_from": pl.Date,
+                "active_to": pl.Date,
+                "active": pl.String,
+            },
+            orient="row",
+        )
+        rows = conn.execute(
+            select(Rate.service, Rate.customer_class, Rate.effective_from, Rate.effective_to, Rate.rate_micro).where(
+                Rate.tier_from_micro == 0
+            )
+        ).all()
         rates = pl.DataFrame(
             [(*row, str(from_micro(row.rate_micro))) for row in rows],
-            schema={"service": pl.String, "kind": pl.String, "effective_from": pl.Date, "effective_to": pl.Date,
-                    "rate_micro": pl.Int64, "rate_text": pl.String}, orient="row")
+            schema={
+                "service": pl.String,
+                "kind": pl.String,
+                "effective_from": pl.Date,
+                "effective_to": pl.Date,
+                "rate_micro": pl.Int64,
+                "rate_text": pl.String,
+            },
+            orient="row",
+        )
         first_day, last_day = period_bounds(period)
-        return cls(period, first_day, last_day, reference.digits, reference.currency,
-                   services, units, rates.sort("effective_from"))
+        return cls(
+            period,
+            first_day,
+            last_day,
+            reference.digits,
+            reference.currency,
+            services,
+            units,
+            rates.sort("effective_from"),
+        )
 
 
 def _iso(day: dt.date | None) -> str:
@@ -174,19 +245,33 @@ def against_book(lines: pl.DataFrame, book: Book) -> tuple[pl.DataFrame, pl.Data
     a known service and consumer, no self-charging, in the consumer's active dates, a
     rate in force on the line's date, and a charge that fits the journal. Returns the
     lines that pass, with their `provider` and `rate_micro`, and the problems."""
-    known = lines.join(book.services, on="service", how="left", maintain_order="left") \
-        .join(book.units, on="consumer", how="left", maintain_order="left")
+    known = lines.join(book.services, on="service", how="left", maintain_order="left").join(
+        book.units, on="consumer", how="left", maintain_order="left"
+    )
     both = pl.col("provider").is_not_null() & pl.col("kind").is_not_null()
     date = pl.col("date")
-    inactive = both & ((pl.col("active_from").is_not_null() & (date < pl.col("active_from")))
-                       | (pl.col("active_to").is_not_null() & (date > pl.col("active_to"))))
+    inactive = both & (
+        (pl.col("active_from").is_not_null() & (date < pl.col("active_from")))
+        | (pl.col("active_to").is_not_null() & (date > pl.col("active_to")))
+    )
     known = known.with_columns(inactive.alias("inactive"))
     priced = both & ~pl.col("inactive")
-    days = (known.filter(priced).select("service", "kind", "date").unique().sort("date")
-            .join_asof(book.rates, left_on="date", right_on="effective_from", by=["service", "kind"],
-                       strategy="backward", check_sortedness=False)  # both sorted by date
-            .filter(pl.col("effective_to").is_null() | (pl.col("date") <= pl.col("effective_to")))
-            .select("service", "kind", "date", "rate_micro", "rate_text"))
+    days = (
+        known.filter(priced)
+        .select("service", "kind", "date")
+        .unique()
+        .sort("date")
+        .join_asof(
+            book.rates,
+            left_on="date",
+            right_on="effective_from",
+            by=["service", "kind"],
+            strategy="backward",
+            check_sortedness=False,
+        )  # both sorted by date
+        .filter(pl.col("effective_to").is_null() | (pl.col("date") <= pl.col("effective_to")))
+        .select("service", "kind", "date", "rate_micro", "rate_text")
+    )
     checked = known.join(days, on=["service", "kind", "date"], how="left", maintain_order="left")
     rate = pl.col("rate_micro")
     charge = pl.col("quantity_micro").abs().cast(pl.Int128) * rate.cast(pl.Int128)
@@ -202,20 +287,55 @@ def against_book(lines: pl.DataFrame, book: Book) -> tuple[pl.DataFrame, pl.Data
     ok = ~pl.any_horizontal(flags)
     bad = checked.filter(~ok)
     text, service, consumer = pl.col("date_text"), pl.col("service"), pl.col("consumer")
-    found = pl.concat([
-        _problems(bad.filter("after"), "date",
-                  text + pl.lit(f" is after the end of period {book.period}: import it into its own period")),
-        _problems(bad.filter("no_service"), "service", pl.lit("'") + service + pl.lit("' is not a service of the book")),
-        _problems(bad.filter("no_consumer"), "consumer", pl.lit("'") + consumer + pl.lit("' is not a unit of the book")),
-        _problems(bad.filter("self_charge"), "consumer",
-                  pl.lit("'") + consumer + pl.lit("' provides ") + service + pl.lit(": a unit cannot charge itself")),
-        _problems(bad.filter("inactive"), "date", text + pl.lit(" is outside the active dates of ") + consumer
-                  + pl.lit(" (") + pl.col("active") + pl.lit(")")),
-        _problems(bad.filter("no_rate"), "service", pl.lit("no ") + pl.col("kind") + pl.lit(" rate of ") + service
-                  + pl.lit(" is in force on ") + text + pl.lit(": add one to rates.csv")),
-        _problems(bad.filter("too_large"), "quantity", _micro_text(pl.col("quantity_micro")) + pl.lit(" x the rate ")
-                  + pl.col("rate_text") + pl.lit(" is too large for one charge line (the limit is 10^12)")),
-    ])
+    found = pl.concat(
+        [
+            _problems(
+                bad.filter("after"),
+                "date",
+                text + pl.lit(f" is after the end of period {book.period}: import it into its own period"),
+            ),
+            _problems(
+                bad.filter("no_service"), "service", pl.lit("'") + service + pl.lit("' is not a service of the book")
+            ),
+            _problems(
+                bad.filter("no_consumer"), "consumer", pl.lit("'") + consumer + pl.lit("' is not a unit of the book")
+            ),
+            _problems(
+                bad.filter("self_charge"),
+                "consumer",
+                pl.lit("'") + consumer + pl.lit("' provides ") + service + pl.lit(": a unit cannot charge itself"),
+            ),
+            _problems(
+                bad.filter("inactive"),
+                "date",
+                text
+                + pl.lit(" is outside the active dates of ")
+                + consumer
+                + pl.lit(" (")
+                + pl.col("active")
+                + pl.lit(")"),
+            ),
+            _problems(
+                bad.filter("no_rate"),
+                "service",
+                pl.lit("no ")
+                + pl.col("kind")
+                + pl.lit(" rate of ")
+                + service
+                + pl.lit(" is in force on ")
+                + text
+                + pl.lit(": add one to rates.csv"),
+            ),
+            _problems(
+                bad.filter("too_large"),
+                "quantity",
+                _micro_text(pl.col("quantity_micro"))
+                + pl.lit(" x the rate ")
+                + pl.col("rate_text")
+                + pl.lit(" is too large for one charge line (the limit is 10^12)"),
+            ),
+        ]
+    )
     return checked.filter(ok).drop(*flags, "kind", "active_from", "active_to", "active", "rate_text"), found
 
 
@@ -227,8 +347,9 @@ def _micro_text(micro: pl.Expr) -> pl.Expr:
     return sign + whole + pl.when(part == "").then(pl.lit("")).otherwise(pl.lit(".") + part)
 
 
-def new_lines(lines: pl.DataFrame, stored: Callable[[pl.DataFrame], pl.DataFrame]
-              ) -> tuple[pl.DataFrame, int, pl.DataFrame]:
+def new_lines(
+    lines: pl.DataFrame, stored: Callable[[pl.DataFrame], pl.DataFrame]
+) -> tuple[pl.DataFrame, int, pl.DataFrame]:
     """The lines to store: a (service, reference) met again, in the file or among the
     lines `stored` before (given the file's keys, it returns theirs), is a duplicate
     when its date, consumer and quantity are the same, a problem when not. Returns the
@@ -237,26 +358,49 @@ def new_lines(lines: pl.DataFrame, stored: Callable[[pl.DataFrame], pl.DataFrame
     marked = lines.with_columns(pl.struct(key).is_first_distinct().alias("first"))  # in the file's order
     firsts = marked.filter("first").drop("first")
     repeats = marked.filter(~pl.col("first")).join(
-        firsts.select(*key, first_line="line", first_date="date", first_consumer="consumer",
-                      first_quantity="quantity_micro"), on=key, how="left", maintain_order="left")
-    same = ((pl.col("date") == pl.col("first_date")) & (pl.col("consumer") == pl.col("first_consumer"))
-            & (pl.col("quantity_micro") == pl.col("first_quantity")))
+        firsts.select(
+            *key, first_line="line", first_date="date", first_consumer="consumer", first_quantity="quantity_micro"
+        ),
+        on=key,
+        how="left",
+        maintain_order="left",
+    )
+    same = (
+        (pl.col("date") == pl.col("first_date"))
+        & (pl.col("consumer") == pl.col("first_consumer"))
+        & (pl.col("quantity_micro") == pl.col("first_quantity"))
+    )
     repeats = repeats.with_columns(same.alias("same"))
     before = firsts.join(stored(firsts.select(key)), on=key, how="left", maintain_order="left")
     known = pl.col("stored_quantity").is_not_null()
-    same_stored = ((pl.col("date") == pl.col("stored_date")) & (pl.col("consumer") == pl.col("stored_consumer"))
-                   & (pl.col("quantity_micro") == pl.col("stored_quantity")))
+    same_stored = (
+        (pl.col("date") == pl.col("stored_date"))
+        & (pl.col("consumer") == pl.col("stored_consumer"))
+        & (pl.col("quantity_micro") == pl.col("stored_quantity"))
+    )
     before = before.with_columns(known.alias("known"), (known & same_stored).alias("same"))
     duplicates = repeats["same"].sum() + before["same"].sum()
     reference = _quoted(pl.col("reference")) + pl.lit(" of ") + pl.col("service")
-    found = pl.concat([
-        _problems(repeats.filter(~pl.col("same")), "reference",
-                  reference + pl.lit(" is also on line ") + pl.col("first_line").cast(pl.String)
-                  + pl.lit(" with other values")),
-        _problems(before.filter(pl.col("known") & ~pl.col("same")), "reference",
-                  reference + pl.lit(" was imported before with another date, consumer or quantity: "
-                                     "give the correction a new reference")),
-    ])
+    found = pl.concat(
+        [
+            _problems(
+                repeats.filter(~pl.col("same")),
+                "reference",
+                reference
+                + pl.lit(" is also on line ")
+                + pl.col("first_line").cast(pl.String)
+                + pl.lit(" with other values"),
+            ),
+            _problems(
+                before.filter(pl.col("known") & ~pl.col("same")),
+                "reference",
+                reference
+                + pl.lit(
+                    " was imported before with another date, consumer or quantity: give the correction a new reference"
+                ),
+            ),
+        ]
+    )
     fresh = before.filter(~pl.col("known")).drop("stored_date", "stored_consumer", "stored_quantity", "known", "same")
     return fresh, int(duplicates), found
 
@@ -275,16 +419,21 @@ def sums(lines: pl.DataFrame, book: Book) -> Sums:
     """quantity x rate rounded half away from zero to the currency's minor unit a line,
     in 128-bit integers (the product of two millionths may pass 2^63), added up by
     provider."""
-    product = (pl.col("quantity_micro").cast(pl.Int128) * pl.col("rate_micro").cast(pl.Int128)
-               * pl.lit(10**book.digits, dtype=pl.Int128))
+    product = (
+        pl.col("quantity_micro").cast(pl.Int128)
+        * pl.col("rate_micro").cast(pl.Int128)
+        * pl.lit(10**book.digits, dtype=pl.Int128)
+    )
     scale = pl.lit(MICRO_SQUARED, dtype=pl.Int128)
     whole = product.abs() // scale
     rounded = whole + (2 * (product.abs() % scale) >= scale).cast(pl.Int128)
     amount = pl.when(product < 0).then(pl.lit(0, dtype=pl.Int128) - rounded).otherwise(rounded)
     totals = lines.group_by("provider").agg(amount.sum().alias("amount")).sort("provider")
-    return Sums({p: int(a) for p, a in totals.iter_rows()},
-                int(lines.select((pl.col("date") < book.first_day).sum()).item()),
-                int(lines.select((pl.col("quantity_micro") < 0).sum()).item()))
+    return Sums(
+        {p: int(a) for p, a in totals.iter_rows()},
+        int(lines.select((pl.col("date") < book.first_day).sum()).item()),
+        int(lines.select((pl.col("quantity_micro") < 0).sum()).item()),
+    )
 
 
 def beyond_one_charge(fresh: pl.DataFrame, started: pl.DataFrame, book: Book) -> pl.DataFrame:
@@ -298,29 +447,50 @@ def beyond_one_charge(fresh: pl.DataFrame, started: pl.DataFrame, book: Book) ->
     limit_quantity = pl.lit(int(LIMIT) * 10**6, dtype=wide)
     limit_exact = pl.lit(int(LIMIT) * MICRO_SQUARED, dtype=wide)
     pair = ["service", "consumer"]
-    running = (fresh.select("line", *pair, "quantity_micro", "rate_micro")
-               .join(started, on=pair, how="left", suffix="_started", maintain_order="left")
-               .with_columns(
-                   quantity=pl.col("quantity_micro_started").fill_null(0).cast(wide)
-                   + pl.col("quantity_micro").cast(wide).cum_sum().over(pair),
-                   exact=pl.col("exact").fill_null(0).cast(wide)
-                   + (pl.col("quantity_micro").cast(wide) * pl.col("rate_micro").cast(wide)).cum_sum().over(pair))
-               .filter((pl.col("quantity").abs() >= limit_quantity) | (pl.col("exact").abs() >= limit_exact))
-               .group_by(pair).agg(pl.col("line").min()))
-    return _problems(running, "quantity",
-                     pl.lit("with this line the usage of ") + pl.col("service") + pl.lit(" by ") + pl.col("consumer")
-                     + pl.lit(f" in {book.period} passes what one charge can post (10^12 in quantity, or "
-                              f"10^12 {book.currency} at its rate): check the quantities"))
+    running = (
+        fresh.select("line", *pair, "quantity_micro", "rate_micro")
+        .join(started, on=pair, how="left", suffix="_started", maintain_order="left")
+        .with_columns(
+            quantity=pl.col("quantity_micro_started").fill_null(0).cast(wide)
+            + pl.col("quantity_micro").cast(wide).cum_sum().over(pair),
+            exact=pl.col("exact").fill_null(0).cast(wide)
+            + (pl.col("quantity_micro").cast(wide) * pl.col("rate_micro").cast(wide)).cum_sum().over(pair),
+        )
+        .filter((pl.col("quantity").abs() >= limit_quantity) | (pl.col("exact").abs() >= limit_exact))
+        .group_by(pair)
+        .agg(pl.col("line").min())
+    )
+    return _problems(
+        running,
+        "quantity",
+        pl.lit("with this line the usage of ")
+        + pl.col("service")
+        + pl.lit(" by ")
+        + pl.col("consumer")
+        + pl.lit(
+            f" in {book.period} passes what one charge can post (10^12 in quantity, or "
+            f"10^12 {book.currency} at its rate): check the quantities"
+        ),
+    )
 
 
 def started_usage(stored: pl.DataFrame, book: Book) -> pl.DataFrame:
     """The period's stored usage per (service, consumer), from its sums per (service,
     consumer, date): quantity_micro and exact (priced at each date's base rate)."""
     wide = pl.Int128
-    priced = (stored.join(book.units.select("consumer", "kind"), on="consumer", how="left").sort("date")
-              .join_asof(book.rates.select("service", "kind", "effective_from", "rate_micro"), left_on="date",
-                         right_on="effective_from", by=["service", "kind"], strategy="backward",
-                         check_sortedness=False))
-    return (priced.group_by("service", "consumer")
-            .agg(pl.col("quantity_micro").cast(wide).sum(),
-                 exact=(pl.col("quantity_micro").cast(wide) * pl.col("rate_micro").fill_null(0).cast(wide)).sum()))
+    priced = (
+        stored.join(book.units.select("consumer", "kind"), on="consumer", how="left")
+        .sort("date")
+        .join_asof(
+            book.rates.select("service", "kind", "effective_from", "rate_micro"),
+            left_on="date",
+            right_on="effective_from",
+            by=["service", "kind"],
+            strategy="backward",
+            check_sortedness=False,
+        )
+    )
+    return priced.group_by("service", "consumer").agg(
+        pl.col("quantity_micro").cast(wide).sum(),
+        exact=(pl.col("quantity_micro").cast(wide) * pl.col("rate_micro").fill_null(0).cast(wide)).sum(),
+    )

@@ -14,11 +14,11 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, func, insert, select
 
+from chargeback.book.snapshot import load_reference
+from chargeback.close.periods import lock_open_period
 from chargeback.core.errors import Refused
 from chargeback.core.fields import CODE_PATTERN
 from chargeback.core.money import LIMIT, format_amount, from_minor, parse_decimal, to_minor
-from chargeback.close.periods import lock_open_period
-from chargeback.book.snapshot import load_reference
 from chargeback.store.schema import Adjustment, ChargeLine, Entry, Usage
 
 
@@ -65,44 +65,74 @@ def find_original(conn: Connection, service: str, reference: str, consumer: str 
     themselves linked. The rows are locked, so two credits against one charge queue."""
     label = f"{service}:{reference}"
     unlinked = select(Adjustment.id).where(Adjustment.against_service.is_(None))
-    sources = [f"adjustment:{i}" for i in conn.execute(
-        unlinked.where(Adjustment.service == service, Adjustment.reference == reference)).scalars()]
+    sources = [
+        f"adjustment:{i}"
+        for i in conn.execute(
+            unlinked.where(Adjustment.service == service, Adjustment.reference == reference)
+        ).scalars()
+    ]
     rows = conn.execute(
         select(Entry.consumer, Entry.period, Entry.amount_minor)
-        .where(Entry.service == service, Entry.reference == reference,
-               Entry.kind.in_(("recurring", "allocation")) | Entry.source.in_(sources))
-        .order_by(Entry.id).with_for_update()).all()
+        .where(
+            Entry.service == service,
+            Entry.reference == reference,
+            Entry.kind.in_(("recurring", "allocation")) | Entry.source.in_(sources),
+        )
+        .order_by(Entry.id)
+        .with_for_update()
+    ).all()
     rows += conn.execute(  # a usage line, priced into a charge
         select(Usage.consumer, Usage.period, ChargeLine.amount_minor)
         .join(ChargeLine, ChargeLine.usage_id == Usage.id)
         .where(Usage.service == service, Usage.reference == reference)
-        .with_for_update(of=ChargeLine)).all()
+        .with_for_update(of=ChargeLine)
+    ).all()
     if not rows:
-        pending = conn.execute(select(Usage.period).where(
-            Usage.service == service, Usage.reference == reference)).scalar()
+        pending = conn.execute(
+            select(Usage.period).where(Usage.service == service, Usage.reference == reference)
+        ).scalar()
         if pending is not None:
-            raise Refused(f"--against: {label} is not posted yet: close period {pending} first "
-                          "(or correct the usage with a negative line before the close)")
+            raise Refused(
+                f"--against: {label} is not posted yet: close period {pending} first "
+                "(or correct the usage with a negative line before the close)"
+            )
         raise Refused(f"--against: no posted charge {label} was found")
     consumers = sorted({r.consumer for r in rows})
     if consumer is None:
         if len(consumers) > 1:
-            raise Refused(f"--against: {label} was charged to {', '.join(consumers)}: "
-                          "give --consumer to say which")
+            raise Refused(f"--against: {label} was charged to {', '.join(consumers)}: give --consumer to say which")
         consumer = consumers[0]
     elif consumer not in consumers:
         raise Refused(f"--against: {label} was charged to {', '.join(consumers)}, not to {consumer}")
     mine = [r for r in rows if r.consumer == consumer]
-    linked = conn.execute(select(func.coalesce(func.sum(Adjustment.amount_minor), 0)).where(
-        Adjustment.against_service == service, Adjustment.against_reference == reference,
-        Adjustment.consumer == consumer)).scalar_one()
-    return Original(service, reference, consumer, tuple(sorted({r.period for r in mine})),
-                    sum(r.amount_minor for r in mine), int(linked))
+    linked = conn.execute(
+        select(func.coalesce(func.sum(Adjustment.amount_minor), 0)).where(
+            Adjustment.against_service == service,
+            Adjustment.against_reference == reference,
+            Adjustment.consumer == consumer,
+        )
+    ).scalar_one()
+    return Original(
+        service,
+        reference,
+        consumer,
+        tuple(sorted({r.period for r in mine})),
+        sum(r.amount_minor for r in mine),
+        int(linked),
+    )
 
 
-def adjust(conn: Connection, period: str, service: str | None, consumer: str | None,
-           amount_text: str, reason: str, reference: str | None, now: dt.datetime,
-           against: str | None = None) -> AdjustResult:
+def adjust(
+    conn: Connection,
+    period: str,
+    service: str | None,
+    consumer: str | None,
+    amount_text: str,
+    reason: str,
+    reference: str | None,
+    now: dt.datetime,
+    against: str | None = None,
+) -> AdjustResult:
     """Record a manual charge (positive) or credit (negative) in an open period,
     optionally linked to the posted charge it corrects (`SERVICE:REFERENCE`)."""
     lock_open_period(conn, period, create=True)
@@ -143,21 +173,38 @@ def adjust(conn: Connection, period: str, service: str | None, consumer: str | N
                 f"--amount: a credit of {money(-amount_minor)} {ref.currency} against "
                 f"{original.label} is larger than the original charge: {money(original.amount_minor)} "
                 f"charged to {original.consumer} in {', '.join(original.periods)}, "
-                f"{money(original.linked_minor)} already linked to it, {money(max(left, 0))} left")
+                f"{money(original.linked_minor)} already linked to it, {money(max(left, 0))} left"
+            )
     if reference is not None:
         reference = reference.strip()
         if not reference or len(reference) > 100 or not CODE_PATTERN.match(reference[:1]):
             raise Refused("--reference: give 1-100 characters starting with a letter or digit")
-        taken = conn.execute(select(Adjustment.id).where(
-            Adjustment.service == service, Adjustment.reference == reference)).first()
+        taken = conn.execute(
+            select(Adjustment.id).where(Adjustment.service == service, Adjustment.reference == reference)
+        ).first()
         if taken:
             raise Refused(f"--reference: {reference!r} of {service} is already used by adjustment {taken[0]}")
-    new_id = conn.execute(insert(Adjustment).values(
-        period=period, service=service, consumer=consumer,
-        amount_minor=amount_minor, reason=reason.strip(), reference=reference,
-        at=now.replace(microsecond=0),
-        against_service=original.service if original else None,
-        against_reference=original.reference if original else None,
-    ).returning(Adjustment.id)).scalar_one()
-    return AdjustResult(new_id, period, service, consumer, from_minor(amount_minor, ref.digits), ref.currency,
-                        original.label if original else None)
+    new_id = conn.execute(
+        insert(Adjustment)
+        .values(
+            period=period,
+            service=service,
+            consumer=consumer,
+            amount_minor=amount_minor,
+            reason=reason.strip(),
+            reference=reference,
+            at=now.replace(microsecond=0),
+            against_service=original.service if original else None,
+            against_reference=original.reference if original else None,
+        )
+        .returning(Adjustment.id)
+    ).scalar_one()
+    return AdjustResult(
+        new_id,
+        period,
+        service,
+        consumer,
+        from_minor(amount_minor, ref.digits),
+        ref.currency,
+        original.label if original else None,
+    )

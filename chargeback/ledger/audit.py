@@ -38,16 +38,15 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from chargeback.store import db
+from chargeback.close.periods import _user as os_user
 from chargeback.core.errors import InputRefused, Refused
 from chargeback.core.fields import PERIOD_PATTERN
-from chargeback.ledger.journal import GENESIS, entry_hash
-from chargeback.close.periods import _user as os_user
-from chargeback.store.schema import AuditHead, AuditRecord
 from chargeback.ingest.tabular import sha256_of
+from chargeback.ledger.journal import GENESIS, entry_hash
+from chargeback.store import db
+from chargeback.store.schema import AuditHead, AuditRecord
 
-HASHED_FIELDS = ("id", "at", "os_user", "command", "arguments", "inputs", "period", "outcome",
-                 "prev_hash")
+HASHED_FIELDS = ("id", "at", "os_user", "command", "arguments", "inputs", "period", "outcome", "prev_hash")
 COLUMNS = [getattr(AuditRecord, name) for name in HASHED_FIELDS] + [AuditRecord.hash]
 MAX_OUTCOME = 2000
 BOOK_SUFFIXES = (".toml", ".csv")
@@ -79,9 +78,17 @@ class Record:
         return " ".join(parts) + f" -> {self.outcome}"
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "at": self.at.isoformat() + "Z", "user": self.user,
-                "command": self.command, "arguments": self.arguments, "inputs": self.inputs,
-                "period": self.period, "outcome": self.outcome, "hash": self.hash}
+        return {
+            "id": self.id,
+            "at": self.at.isoformat() + "Z",
+            "user": self.user,
+            "command": self.command,
+            "arguments": self.arguments,
+            "inputs": self.inputs,
+            "period": self.period,
+            "outcome": self.outcome,
+            "hash": self.hash,
+        }
 
 
 def _text(value: object) -> str:
@@ -110,29 +117,53 @@ def book_files(folder: Path) -> list[Path]:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
-def append(conn: Connection, command: str, arguments: dict[str, Any], inputs: list[dict[str, Any]],
-           period: str | None, outcome: str, at: dt.datetime | None = None) -> int:
+def append(
+    conn: Connection,
+    command: str,
+    arguments: dict[str, Any],
+    inputs: list[dict[str, Any]],
+    period: str | None,
+    outcome: str,
+    at: dt.datetime | None = None,
+) -> int:
     """Append one record in the current transaction, under the audit head's lock; returns its id."""
-    head = conn.execute(select(AuditHead.last_record, AuditHead.last_hash)
-                        .where(AuditHead.id == 1).with_for_update()).one()
+    head = conn.execute(
+        select(AuditHead.last_record, AuditHead.last_hash).where(AuditHead.id == 1).with_for_update()
+    ).one()
     if period is not None and not PERIOD_PATTERN.fullmatch(period):
         period = None
-    values = (head.last_record + 1, (at or _now()).replace(microsecond=0), os_user()[:100],
-              command[:20], _text(arguments), _text(inputs), period, outcome[:MAX_OUTCOME],
-              head.last_hash)
+    values = (
+        head.last_record + 1,
+        (at or _now()).replace(microsecond=0),
+        os_user()[:100],
+        command[:20],
+        _text(arguments),
+        _text(inputs),
+        period,
+        outcome[:MAX_OUTCOME],
+        head.last_hash,
+    )
     digest = entry_hash(values)
     conn.execute(insert(AuditRecord).values(**dict(zip(HASHED_FIELDS, values)), hash=digest))
-    conn.execute(update(AuditHead).where(AuditHead.id == 1)
-                 .values(last_record=values[0], last_hash=digest))
+    conn.execute(update(AuditHead).where(AuditHead.id == 1).values(last_record=values[0], last_hash=digest))
     return values[0]
 
 
 def _record(row: Any) -> Record:
-    return Record(row.id, row.at, row.os_user, row.command, json.loads(row.arguments),
-                  json.loads(row.inputs), row.period, row.outcome, row.hash)
+    return Record(
+        row.id,
+        row.at,
+        row.os_user,
+        row.command,
+        json.loads(row.arguments),
+        json.loads(row.inputs),
+        row.period,
+        row.outcome,
+        row.hash,
+    )
 
 
 def records(conn: Connection, period: str | None = None) -> list[Record]:
@@ -163,21 +194,26 @@ def verify_chain(conn: Connection) -> tuple[int, list[str]]:
         record_id, stored = values[0], values[-1]
         count += 1
         if record_id != expected_id:
-            problems.append(f"audit record {record_id}: expected record {expected_id} here: "
-                            "audit records were deleted, inserted or renumbered")
+            problems.append(
+                f"audit record {record_id}: expected record {expected_id} here: "
+                "audit records were deleted, inserted or renumbered"
+            )
         if row.prev_hash != expected_prev:
-            problems.append(f"audit record {record_id}: does not follow the record before it "
-                            "(hash chain broken): a record before it was changed, deleted or inserted")
+            problems.append(
+                f"audit record {record_id}: does not follow the record before it "
+                "(hash chain broken): a record before it was changed, deleted or inserted"
+            )
         if entry_hash(values[:-1]) != stored:
-            problems.append(f"audit record {record_id}: its contents do not match its hash: "
-                            "the record was altered")
+            problems.append(f"audit record {record_id}: its contents do not match its hash: the record was altered")
         expected_prev, expected_id = stored, record_id + 1
         if len(problems) > 20:
             return count, problems
     last_id, last_hash = head(conn)
     if not problems and (last_id, last_hash) != (expected_id - 1, expected_prev):
-        problems.append(f"audit head names record {last_id} but the audit log ends at record "
-                        f"{expected_id - 1}: records were deleted or added behind the engine's back")
+        problems.append(
+            f"audit head names record {last_id} but the audit log ends at record "
+            f"{expected_id - 1}: records were deleted or added behind the engine's back"
+        )
     return count, problems
 
 
@@ -215,8 +251,9 @@ class Command:
 
 
 @contextmanager
-def command(engine: Engine, name: str, arguments: dict[str, Any], inputs: Iterable[Path] = (),
-            period: str | None = None) -> Iterator[Command]:
+def command(
+    engine: Engine, name: str, arguments: dict[str, Any], inputs: Iterable[Path] = (), period: str | None = None
+) -> Iterator[Command]:
     """Audit one command: the body calls `done(conn, outcome)` inside its transaction; a
     refusal or failure is recorded apart after the rollback, then raised again."""
     log = Command(engine, name, arguments, digests(inputs), period)

@@ -33,6 +33,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import ColumnElement, Connection, String, cast, exists, func, literal, select
 
+from chargeback.book.snapshot import Reference
 from chargeback.core.allocation import (
     AllocationError,
     PoolSpec,
@@ -44,10 +45,8 @@ from chargeback.core.allocation import (
 from chargeback.core.allocation import (
     Driver as DriverSpec,
 )
-from chargeback.store.db import bulk_insert, date_text, frame
 from chargeback.core.errors import Refused
 from chargeback.core.fields import period_bounds
-from chargeback.ledger.journal import MAX_AMOUNT_MINOR, Draft, accounts
 from chargeback.core.money import format_amount, from_micro, quantize, to_micro
 from chargeback.core.pricing import (
     LINE_COLUMNS,
@@ -57,7 +56,8 @@ from chargeback.core.pricing import (
     rate_frame,
     rounded_minor,
 )
-from chargeback.book.snapshot import Reference
+from chargeback.ledger.journal import MAX_AMOUNT_MINOR, Draft, accounts
+from chargeback.store.db import bulk_insert, date_text, frame
 from chargeback.store.schema import (
     Adjustment,
     Allocation,
@@ -73,17 +73,49 @@ from chargeback.store.schema import (
 RATE_SOURCE_LENGTH = 200
 
 
-def _draft(ref: Reference, period: str, *, date: dt.date, service_date: dt.date, kind: str,
-           usage_id: int | None, source: str | None, service: str, consumer: str,
-           quantity_micro: int, rate_micro: int | None, amount_minor: int,
-           reference: str | None, memo: str | None, rate_source: str | None) -> Draft:
+def _draft(
+    ref: Reference,
+    period: str,
+    *,
+    date: dt.date,
+    service_date: dt.date,
+    kind: str,
+    usage_id: int | None,
+    source: str | None,
+    service: str,
+    consumer: str,
+    quantity_micro: int,
+    rate_micro: int | None,
+    amount_minor: int,
+    reference: str | None,
+    memo: str | None,
+    rate_source: str | None,
+) -> Draft:
     provider = ref.services[service].provider
     unit = ref.units[consumer]
     debit, credit = accounts(unit.kind, consumer, provider)
-    return Draft(period, date, service_date, kind, usage_id, source, service, provider, consumer,
-                 unit.kind, quantity_micro, rate_micro, amount_minor, debit, credit,
-                 unit.expense_account, ref.units[provider].revenue_account, reference, memo,
-                 rate_source)
+    return Draft(
+        period,
+        date,
+        service_date,
+        kind,
+        usage_id,
+        source,
+        service,
+        provider,
+        consumer,
+        unit.kind,
+        quantity_micro,
+        rate_micro,
+        amount_minor,
+        debit,
+        credit,
+        unit.expense_account,
+        ref.units[provider].revenue_account,
+        reference,
+        memo,
+        rate_source,
+    )
 
 
 def _unpriced(period: str) -> tuple[ColumnElement[bool], ...]:
@@ -101,25 +133,31 @@ def pending(conn: Connection, period: str) -> tuple[int, int, int]:
     adjustments' amount in minor units."""
     posted = exists().where(Entry.source == literal("adjustment:") + cast(Adjustment.id, String))
     adjustments, amount = conn.execute(
-        select(func.count(), func.coalesce(func.sum(Adjustment.amount_minor), 0))
-        .where(Adjustment.period == period, ~posted)).one()
+        select(func.count(), func.coalesce(func.sum(Adjustment.amount_minor), 0)).where(
+            Adjustment.period == period, ~posted
+        )
+    ).one()
     return unposted_usage_count(conn, period), int(adjustments), int(amount)
 
 
 def _no_rate(service: str, reference: str, day: dt.date, consumer: str) -> Refused:
-    return Refused(f"usage {service} {reference} ({day.isoformat()}, {consumer}): no rate in "
-                   "force any more; fix rates.csv and load the book again")
+    return Refused(
+        f"usage {service} {reference} ({day.isoformat()}, {consumer}): no rate in "
+        "force any more; fix rates.csv and load the book again"
+    )
 
 
 def unposted_lines(conn: Connection, ref: Reference, period: str) -> pl.DataFrame:
     """The period's usage lines not priced yet (`pricing.LINE_COLUMNS`), one query."""
-    query = (select(Usage.id, date_text(conn, Usage.date), Usage.service, Usage.consumer, Usage.quantity_micro,
-                    Usage.reference)
-             .where(*_unpriced(period)))
+    query = select(
+        Usage.id, date_text(conn, Usage.date), Usage.service, Usage.consumer, Usage.quantity_micro, Usage.reference
+    ).where(*_unpriced(period))
     schema = {name: kind for name, kind in LINE_COLUMNS.items() if name != "customer_class"}
     lines = frame(conn, query, schema)
-    classes = pl.DataFrame({"consumer": list(ref.units), "customer_class": [u.kind for u in ref.units.values()]},
-                           schema={"consumer": pl.String, "customer_class": pl.String})
+    classes = pl.DataFrame(
+        {"consumer": list(ref.units), "customer_class": [u.kind for u in ref.units.values()]},
+        schema={"consumer": pl.String, "customer_class": pl.String},
+    )
     return lines.join(classes, on="consumer", how="left").select(list(LINE_COLUMNS))
 
 
@@ -129,9 +167,13 @@ def posted_quantities(conn: Connection, period: str, services: frozenset[str]) -
     rows = conn.execute(
         select(Entry.service, Entry.consumer, func.sum(Entry.quantity_micro))
         .where(Entry.period == period, Entry.kind == "usage", Entry.service.in_(sorted(services)))
-        .group_by(Entry.service, Entry.consumer)).all()
-    return pl.DataFrame([(s, c, int(q)) for s, c, q in rows], orient="row",
-                        schema={"service": pl.String, "consumer": pl.String, "quantity_micro": pl.Int64})
+        .group_by(Entry.service, Entry.consumer)
+    ).all()
+    return pl.DataFrame(
+        [(s, c, int(q)) for s, c, q in rows],
+        orient="row",
+        schema={"service": pl.String, "consumer": pl.String, "quantity_micro": pl.Int64},
+    )
 
 
 def canonical_line() -> pl.Expr:
@@ -141,27 +183,52 @@ def canonical_line() -> pl.Expr:
     empty rate when the line spans tiers, its pieces as `FROM:QUANTITY@RATE` joined by
     commas (empty for an untiered line), and the reference preceded by its length in
     UTF-8 bytes, so no reference can pass for another line."""
-    return pl.concat_str(
-        [pl.col("usage_id").cast(pl.String), pl.col("date").cast(pl.String),
-         pl.col("quantity_micro").cast(pl.String), pl.col("amount_minor").cast(pl.String),
-         pl.col("rate_micro").cast(pl.String).fill_null(""), pl.col("pieces").fill_null(""),
-         pl.col("reference").str.len_bytes().cast(pl.String), pl.col("reference")],
-        separator="\t") + "\n"
+    return (
+        pl.concat_str(
+            [
+                pl.col("usage_id").cast(pl.String),
+                pl.col("date").cast(pl.String),
+                pl.col("quantity_micro").cast(pl.String),
+                pl.col("amount_minor").cast(pl.String),
+                pl.col("rate_micro").cast(pl.String).fill_null(""),
+                pl.col("pieces").fill_null(""),
+                pl.col("reference").str.len_bytes().cast(pl.String),
+                pl.col("reference"),
+            ],
+            separator="\t",
+        )
+        + "\n"
+    )
 
 
 def piece_texts(pieces: pl.DataFrame) -> pl.DataFrame:
     """usage_id and `pieces`: each tiered line's pieces as the digest writes them."""
-    return (pieces.sort(["usage_id", "piece"]).group_by("usage_id", maintain_order=True)
-            .agg(pieces=pl.concat_str([pl.col("tier_from_micro").cast(pl.String), pl.lit(":"),
-                                       pl.col("quantity_micro").cast(pl.String), pl.lit("@"),
-                                       pl.col("rate_micro").cast(pl.String)]).str.join(",")))
+    return (
+        pieces.sort(["usage_id", "piece"])
+        .group_by("usage_id", maintain_order=True)
+        .agg(
+            pieces=pl.concat_str(
+                [
+                    pl.col("tier_from_micro").cast(pl.String),
+                    pl.lit(":"),
+                    pl.col("quantity_micro").cast(pl.String),
+                    pl.lit("@"),
+                    pl.col("rate_micro").cast(pl.String),
+                ]
+            ).str.join(",")
+        )
+    )
 
 
 def lines_digests(lines: pl.DataFrame) -> pl.DataFrame:
     """entry and `lines_digest`: sha256 of each entry's canonical lines in id order.
     `lines` has the columns `canonical_line` reads and `entry`."""
-    texts = (lines.sort("usage_id").with_columns(canonical=canonical_line())
-             .group_by("entry", maintain_order=True).agg(pl.col("canonical").str.join("")))
+    texts = (
+        lines.sort("usage_id")
+        .with_columns(canonical=canonical_line())
+        .group_by("entry", maintain_order=True)
+        .agg(pl.col("canonical").str.join(""))
+    )
     digests = [hashlib.sha256(text.encode()).hexdigest() for text in texts["canonical"]]
     return texts.select("entry").with_columns(lines_digest=pl.Series(digests, dtype=pl.String))
 
@@ -186,68 +253,106 @@ def price_usage(conn: Connection, ref: Reference, period: str) -> PricedUsage:
     lines = unposted_lines(conn, ref, period)
     tiered = ref.rates.tiered
     try:
-        priced, pieces = price_lines(lines, rate_frame(ref.rates), tiered, posted_quantities(conn, period, tiered),
-                                     ref.digits)
+        priced, pieces = price_lines(
+            lines, rate_frame(ref.rates), tiered, posted_quantities(conn, period, tiered), ref.digits
+        )
     except Unpriced as missing:
         line = lines.filter(pl.col("usage_id") == missing.usage_id).row(0, named=True)
         raise _no_rate(line["service"], line["reference"], line["date"], line["consumer"]) from None
     too_large = priced.filter(pl.col("amount_minor").abs() >= MAX_AMOUNT_MINOR)
     if too_large.height:
         line = too_large.row(0, named=True)
-        raise Refused(f"usage {line['service']} {line['reference']} ({line['consumer']}): its amount is too "
-                      "large to post; check its quantity and rate (a charge must stay below 10^12)")
+        raise Refused(
+            f"usage {line['service']} {line['reference']} ({line['consumer']}): its amount is too "
+            "large to post; check its quantity and rate (a charge must stay below 10^12)"
+        )
     keys = ["service", "consumer", "price"]
-    charges = (priced.group_by(keys)
-               .agg(quantity_micro=pl.col("quantity_micro").cast(pl.Int128).sum(),
-                    amount_minor=pl.col("amount_minor").sum(), count=pl.len(),
-                    service_date=pl.col("date").min(), customer_class=pl.col("customer_class").first(),
-                    rate_source=pl.col("rate_source").first(),
-                    rate_micro=pl.when(pl.col("rate_micro").n_unique() == 1).then(pl.col("rate_micro").first()))
-               .sort(["service", "consumer", "service_date", "price"])
-               .with_row_index("entry"))
-    over = charges.filter((pl.col("amount_minor").abs() >= MAX_AMOUNT_MINOR)
-                          | (pl.col("quantity_micro").abs() >= 2**63))
+    charges = (
+        priced.group_by(keys)
+        .agg(
+            quantity_micro=pl.col("quantity_micro").cast(pl.Int128).sum(),
+            amount_minor=pl.col("amount_minor").sum(),
+            count=pl.len(),
+            service_date=pl.col("date").min(),
+            customer_class=pl.col("customer_class").first(),
+            rate_source=pl.col("rate_source").first(),
+            rate_micro=pl.when(pl.col("rate_micro").n_unique() == 1).then(pl.col("rate_micro").first()),
+        )
+        .sort(["service", "consumer", "service_date", "price"])
+        .with_row_index("entry")
+    )
+    over = charges.filter(
+        (pl.col("amount_minor").abs() >= MAX_AMOUNT_MINOR) | (pl.col("quantity_micro").abs() >= 2**63)
+    )
     if over.height:
         charge = over.row(0, named=True)
-        raise Refused(f"usage of {charge['service']} by {charge['consumer']} in {period}: its total is too "
-                      "large to post; check the quantities and rates (a charge must stay below 10^12)")
-    priced = (priced.join(charges.select(*keys, "entry"), on=keys)
-              .with_columns(pl.col("amount_minor").cast(pl.Int64), pl.col("entry").cast(pl.Int64)))
+        raise Refused(
+            f"usage of {charge['service']} by {charge['consumer']} in {period}: its total is too "
+            "large to post; check the quantities and rates (a charge must stay below 10^12)"
+        )
+    priced = priced.join(charges.select(*keys, "entry"), on=keys).with_columns(
+        pl.col("amount_minor").cast(pl.Int64), pl.col("entry").cast(pl.Int64)
+    )
     digests = lines_digests(priced.join(piece_texts(pieces), on="usage_id", how="left"))
     charges = charges.join(digests, on="entry").sort("entry")
     _, last_day = period_bounds(period)
     drafts = _drafts(charges, ref, period, last_day)
-    return PricedUsage(drafts, priced.select("usage_id", pl.col("entry").alias("charge"), "amount_minor", "rate_micro"),
-                       pieces)
+    return PricedUsage(
+        drafts, priced.select("usage_id", pl.col("entry").alias("charge"), "amount_minor", "rate_micro"), pieces
+    )
 
 
 def _drafts(charges: pl.DataFrame, ref: Reference, period: str, posted_on: dt.date) -> Iterator[Draft]:
     """The charges as journal drafts, in order: their provider, class, accounts and GL
     accounts joined on as columns, so each draft is made straight from its row."""
-    units = pl.DataFrame([(u.code, u.kind, u.expense_account, u.revenue_account) for u in ref.units.values()],
-                         schema={"code": pl.String, "kind": pl.String, "expense": pl.String, "revenue": pl.String},
-                         orient="row")
-    services = pl.DataFrame([(s.code, s.provider) for s in ref.services.values()],
-                            schema={"service": pl.String, "provider": pl.String}, orient="row")
+    units = pl.DataFrame(
+        [(u.code, u.kind, u.expense_account, u.revenue_account) for u in ref.units.values()],
+        schema={"code": pl.String, "kind": pl.String, "expense": pl.String, "revenue": pl.String},
+        orient="row",
+    )
+    services = pl.DataFrame(
+        [(s.code, s.provider) for s in ref.services.values()],
+        schema={"service": pl.String, "provider": pl.String},
+        orient="row",
+    )
     internal = pl.col("customer_class") == "internal"
-    rows = (charges.join(services, on="service", how="left", maintain_order="left")
-            .join(units.select("code", "expense"), left_on="consumer", right_on="code", how="left",
-                  maintain_order="left")
-            .join(units.select("code", "revenue"), left_on="provider", right_on="code", how="left",
-                  maintain_order="left")
-            .select(pl.lit(period).alias("period"), pl.lit(posted_on).alias("date"), "service_date",
-                    pl.lit("usage").alias("kind"), pl.lit(None, pl.Int64).alias("usage_id"),
-                    pl.lit(None, pl.String).alias("source"), "service", "provider", "consumer", "customer_class",
-                    pl.col("quantity_micro").cast(pl.Int64), "rate_micro", pl.col("amount_minor").cast(pl.Int64),
-                    pl.when(internal).then(pl.lit("expenses:internal:") + pl.col("consumer"))
-                    .otherwise(pl.lit("assets:receivable:") + pl.col("consumer")).alias("debit_account"),
-                    pl.when(internal).then(pl.lit("revenue:internal:") + pl.col("provider"))
-                    .otherwise(pl.lit("revenue:external:") + pl.col("provider")).alias("credit_account"),
-                    pl.col("expense").alias("debit_gl"), pl.col("revenue").alias("credit_gl"),
-                    pl.lit(None, pl.String).alias("reference"),
-                    (pl.col("count").cast(pl.String) + pl.when(pl.col("count") == 1).then(pl.lit(" usage line"))
-                     .otherwise(pl.lit(" usage lines"))).alias("memo"),
-                    "rate_source", "lines_digest"))
+    rows = (
+        charges.join(services, on="service", how="left", maintain_order="left")
+        .join(units.select("code", "expense"), left_on="consumer", right_on="code", how="left", maintain_order="left")
+        .join(units.select("code", "revenue"), left_on="provider", right_on="code", how="left", maintain_order="left")
+        .select(
+            pl.lit(period).alias("period"),
+            pl.lit(posted_on).alias("date"),
+            "service_date",
+            pl.lit("usage").alias("kind"),
+            pl.lit(None, pl.Int64).alias("usage_id"),
+            pl.lit(None, pl.String).alias("source"),
+            "service",
+            "provider",
+            "consumer",
+            "customer_class",
+            pl.col("quantity_micro").cast(pl.Int64),
+            "rate_micro",
+            pl.col("amount_minor").cast(pl.Int64),
+            pl.when(internal)
+            .then(pl.lit("expenses:internal:") + pl.col("consumer"))
+            .otherwise(pl.lit("assets:receivable:") + pl.col("consumer"))
+            .alias("debit_account"),
+            pl.when(internal)
+            .then(pl.lit("revenue:internal:") + pl.col("provider"))
+            .otherwise(pl.lit("revenue:external:") + pl.col("provider"))
+            .alias("credit_account"),
+            pl.col("expense").alias("debit_gl"),
+            pl.col("revenue").alias("credit_gl"),
+            pl.lit(None, pl.String).alias("reference"),
+            (
+                pl.col("count").cast(pl.String)
+                + pl.when(pl.col("count") == 1).then(pl.lit(" usage line")).otherwise(pl.lit(" usage lines"))
+            ).alias("memo"),
+            "rate_source",
+            "lines_digest",
+        )
+    )
     make = tuple.__new__
     for part in rows.iter_slices(50_000):  # made as posted: a million Python drafts at once would be 0.5 GB
         yield from (make(Draft, row) for row in part.iter_rows())
@@ -256,10 +361,18 @@ def _drafts(charges: pl.DataFrame, ref: Reference, period: str, posted_on: dt.da
 def store_lines(conn: Connection, priced: PricedUsage, first_entry: int) -> None:
     """Record each priced line against the entry its charge was posted as."""
     lines = priced.lines.with_columns(entry_id=pl.col("charge") + first_entry)
-    bulk_insert(conn, ChargeLine.__table__, ("usage_id", "entry_id", "amount_minor", "rate_micro"),
-                lines.select("usage_id", "entry_id", "amount_minor", "rate_micro").iter_rows())
-    bulk_insert(conn, LineTier.__table__, ("usage_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro"),
-                priced.pieces.select("usage_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro").iter_rows())
+    bulk_insert(
+        conn,
+        ChargeLine.__table__,
+        ("usage_id", "entry_id", "amount_minor", "rate_micro"),
+        lines.select("usage_id", "entry_id", "amount_minor", "rate_micro").iter_rows(),
+    )
+    bulk_insert(
+        conn,
+        LineTier.__table__,
+        ("usage_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro"),
+        priced.pieces.select("usage_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro").iter_rows(),
+    )
 
 
 def check_lines(conn: Connection, result: Any) -> None:
@@ -267,51 +380,96 @@ def check_lines(conn: Connection, result: Any) -> None:
     up to its quantity and amount, each line's tier pieces to its quantity and (rounded
     once) its amount, and the lines of a charge posted with a digest still hash to it."""
     digits = conn.execute(select(Book.minor_digits)).scalar() or 0
-    lines = frame(conn, select(ChargeLine.entry_id, ChargeLine.usage_id, date_text(conn, Usage.date),
-                               Usage.quantity_micro, ChargeLine.amount_minor, ChargeLine.rate_micro,
-                               Usage.reference)
-                  .join(Usage, Usage.id == ChargeLine.usage_id),
-                  {"entry": pl.Int64, "usage_id": pl.Int64, "date": pl.Date, "quantity_micro": pl.Int64,
-                   "amount_minor": pl.Int64, "rate_micro": pl.Int64, "reference": pl.String})
-    pieces = frame(conn, select(LineTier.usage_id, LineTier.piece, LineTier.tier_from_micro,
-                                LineTier.quantity_micro, LineTier.rate_micro),
-                   {"usage_id": pl.Int64, "piece": pl.Int64, "tier_from_micro": pl.Int64,
-                    "quantity_micro": pl.Int64, "rate_micro": pl.Int64})
-    entries = frame(conn, select(Entry.id, Entry.quantity_micro, Entry.amount_minor, Entry.lines_digest)
-                    .where(Entry.kind == "usage"),
-                    {"entry": pl.Int64, "quantity": pl.Int64, "amount": pl.Int64, "lines_digest": pl.String})
-    sums = lines.group_by("entry").agg(lines_quantity=pl.col("quantity_micro").sum(),
-                                       lines_amount=pl.col("amount_minor").sum())
-    wrong = (entries.join(sums, on="entry", how="left")
-             .filter((pl.col("lines_digest").is_not_null() | pl.col("lines_amount").is_not_null())
-                     & ((pl.col("lines_quantity") != pl.col("quantity")).fill_null(True)
-                        | (pl.col("lines_amount") != pl.col("amount")).fill_null(True)))
-             .sort("entry"))
+    lines = frame(
+        conn,
+        select(
+            ChargeLine.entry_id,
+            ChargeLine.usage_id,
+            date_text(conn, Usage.date),
+            Usage.quantity_micro,
+            ChargeLine.amount_minor,
+            ChargeLine.rate_micro,
+            Usage.reference,
+        ).join(Usage, Usage.id == ChargeLine.usage_id),
+        {
+            "entry": pl.Int64,
+            "usage_id": pl.Int64,
+            "date": pl.Date,
+            "quantity_micro": pl.Int64,
+            "amount_minor": pl.Int64,
+            "rate_micro": pl.Int64,
+            "reference": pl.String,
+        },
+    )
+    pieces = frame(
+        conn,
+        select(
+            LineTier.usage_id, LineTier.piece, LineTier.tier_from_micro, LineTier.quantity_micro, LineTier.rate_micro
+        ),
+        {
+            "usage_id": pl.Int64,
+            "piece": pl.Int64,
+            "tier_from_micro": pl.Int64,
+            "quantity_micro": pl.Int64,
+            "rate_micro": pl.Int64,
+        },
+    )
+    entries = frame(
+        conn,
+        select(Entry.id, Entry.quantity_micro, Entry.amount_minor, Entry.lines_digest).where(Entry.kind == "usage"),
+        {"entry": pl.Int64, "quantity": pl.Int64, "amount": pl.Int64, "lines_digest": pl.String},
+    )
+    sums = lines.group_by("entry").agg(
+        lines_quantity=pl.col("quantity_micro").sum(), lines_amount=pl.col("amount_minor").sum()
+    )
+    wrong = (
+        entries.join(sums, on="entry", how="left")
+        .filter(
+            (pl.col("lines_digest").is_not_null() | pl.col("lines_amount").is_not_null())
+            & (
+                (pl.col("lines_quantity") != pl.col("quantity")).fill_null(True)
+                | (pl.col("lines_amount") != pl.col("amount")).fill_null(True)
+            )
+        )
+        .sort("entry")
+    )
     for entry in wrong["entry"].head(20):
-        result.problems.append(f"entry {entry}: its usage lines do not add up to its quantity and amount: "
-                               "charge_lines was altered")
-    split = (pieces.join(lines.select("usage_id", "quantity_micro", "amount_minor"), on="usage_id",
-                         suffix="_line")
-             .group_by("usage_id")
-             .agg(quantity=pl.col("quantity_micro").sum(), line_quantity=pl.col("quantity_micro_line").first(),
-                  exact=(pl.col("quantity_micro").cast(pl.Int128) * pl.col("rate_micro")).sum(),
-                  amount=pl.col("amount_minor").first())
-             .filter((pl.col("quantity") != pl.col("line_quantity"))
-                     | (rounded_minor(pl.col("exact"), digits) != pl.col("amount")))
-             .sort("usage_id"))
+        result.problems.append(
+            f"entry {entry}: its usage lines do not add up to its quantity and amount: charge_lines was altered"
+        )
+    split = (
+        pieces.join(lines.select("usage_id", "quantity_micro", "amount_minor"), on="usage_id", suffix="_line")
+        .group_by("usage_id")
+        .agg(
+            quantity=pl.col("quantity_micro").sum(),
+            line_quantity=pl.col("quantity_micro_line").first(),
+            exact=(pl.col("quantity_micro").cast(pl.Int128) * pl.col("rate_micro")).sum(),
+            amount=pl.col("amount_minor").first(),
+        )
+        .filter(
+            (pl.col("quantity") != pl.col("line_quantity"))
+            | (rounded_minor(pl.col("exact"), digits) != pl.col("amount"))
+        )
+        .sort("usage_id")
+    )
     for usage_id in split["usage_id"].head(20):
-        result.problems.append(f"usage line {usage_id}: its tier pieces do not add up to its quantity and "
-                               "amount: line_tiers was altered")
+        result.problems.append(
+            f"usage line {usage_id}: its tier pieces do not add up to its quantity and amount: line_tiers was altered"
+        )
     hashed = entries.filter(pl.col("lines_digest").is_not_null())
     if hashed.height:
-        now = lines_digests(lines.join(hashed.select("entry"), on="entry")
-                            .join(piece_texts(pieces), on="usage_id", how="left"))
-        changed = (hashed.join(now, on="entry", how="left", suffix="_now")
-                   .filter((pl.col("lines_digest") != pl.col("lines_digest_now")).fill_null(True))
-                   .sort("entry"))
+        now = lines_digests(
+            lines.join(hashed.select("entry"), on="entry").join(piece_texts(pieces), on="usage_id", how="left")
+        )
+        changed = (
+            hashed.join(now, on="entry", how="left", suffix="_now")
+            .filter((pl.col("lines_digest") != pl.col("lines_digest_now")).fill_null(True))
+            .sort("entry")
+        )
         for entry in changed["entry"].head(20):
-            result.problems.append(f"entry {entry}: its usage lines do not match its lines digest: "
-                                   "a usage line or its price was altered")
+            result.problems.append(
+                f"entry {entry}: its usage lines do not match its lines digest: a usage line or its price was altered"
+            )
 
 
 def recurring_charges(conn: Connection, ref: Reference, period: str) -> Iterator[Draft]:
@@ -328,14 +486,28 @@ def recurring_charges(conn: Connection, ref: Reference, period: str) -> Iterator
         unit = ref.units[fee.consumer]
         rate = ref.rates.find(fee.service, unit.kind, first_day)
         if rate is None:
-            raise Refused(f"recurring fee {fee.service} for {fee.consumer}: no {unit.kind} rate "
-                          f"in force on {first_day.isoformat()}; add one to rates.csv")
-        amount = int(quantize(fee.quantity * rate.rate, ref.digits) * 10 ** ref.digits)
-        yield _draft(ref, period, date=first_day, service_date=first_day, kind="recurring",
-                     usage_id=None, source=source, service=fee.service, consumer=fee.consumer,
-                     quantity_micro=to_micro(fee.quantity), rate_micro=to_micro(rate.rate),
-                     amount_minor=amount, reference=f"REC-{period}",
-                     memo=fee.description or "Monthly fee", rate_source=rate.provenance)
+            raise Refused(
+                f"recurring fee {fee.service} for {fee.consumer}: no {unit.kind} rate "
+                f"in force on {first_day.isoformat()}; add one to rates.csv"
+            )
+        amount = int(quantize(fee.quantity * rate.rate, ref.digits) * 10**ref.digits)
+        yield _draft(
+            ref,
+            period,
+            date=first_day,
+            service_date=first_day,
+            kind="recurring",
+            usage_id=None,
+            source=source,
+            service=fee.service,
+            consumer=fee.consumer,
+            quantity_micro=to_micro(fee.quantity),
+            rate_micro=to_micro(rate.rate),
+            amount_minor=amount,
+            reference=f"REC-{period}",
+            memo=fee.description or "Monthly fee",
+            rate_source=rate.provenance,
+        )
 
 
 def adjustment_charges(conn: Connection, ref: Reference, period: str) -> Iterator[Draft]:
@@ -343,16 +515,27 @@ def adjustment_charges(conn: Connection, ref: Reference, period: str) -> Iterato
     _, last_day = period_bounds(period)
     posted = select(Entry.source).where(Entry.period == period, Entry.kind == "adjustment")
     done = set(conn.execute(posted).scalars())
-    for adj in conn.execute(select(Adjustment.__table__).where(Adjustment.period == period)
-                            .order_by(Adjustment.id)):
+    for adj in conn.execute(select(Adjustment.__table__).where(Adjustment.period == period).order_by(Adjustment.id)):
         source = f"adjustment:{adj.id}"
         if source in done:
             continue
-        yield _draft(ref, period, date=last_day, service_date=last_day, kind="adjustment",
-                     usage_id=None, source=source, service=adj.service, consumer=adj.consumer,
-                     quantity_micro=1_000_000, rate_micro=None,
-                     amount_minor=adj.amount_minor, reference=adj.reference or f"ADJ-{adj.id}",
-                     memo=adj.reason, rate_source=adjustment_source(adj.against_service, adj.against_reference))
+        yield _draft(
+            ref,
+            period,
+            date=last_day,
+            service_date=last_day,
+            kind="adjustment",
+            usage_id=None,
+            source=source,
+            service=adj.service,
+            consumer=adj.consumer,
+            quantity_micro=1_000_000,
+            rate_micro=None,
+            amount_minor=adj.amount_minor,
+            reference=adj.reference or f"ADJ-{adj.id}",
+            memo=adj.reason,
+            rate_source=adjustment_source(adj.against_service, adj.against_reference),
+        )
 
 
 def adjustment_source(against_service: str | None, against_reference: str | None) -> str:
@@ -375,19 +558,18 @@ def allocation_charges(conn: Connection, ref: Reference, period: str) -> Iterato
     costs = dict(conn.execute(select(Cost.pool, Cost.amount_minor).where(Cost.period == period)).all())
     if not costs:
         return
-    pools = {p.pool: p for p in conn.execute(select(Allocation.__table__).where(
-        Allocation.pool.in_(list(costs))))}
+    pools = {p.pool: p for p in conn.execute(select(Allocation.__table__).where(Allocation.pool.in_(list(costs))))}
     first_day, last_day = period_bounds(period)
     specs = []
     drivers: dict[str, DriverSpec] = {}
     for code in sorted(pools):
         pool = pools[code]
         drivers[code] = parse_driver(pool.driver)
-        units = resolve_targets(parse_targets(pool.targets), pool.provider, ref.units,
-                                first_day, last_day)
+        units = resolve_targets(parse_targets(pool.targets), pool.provider, ref.units, first_day, last_day)
         values = _driver_values(conn, drivers[code], period, units, code)
-        specs.append(PoolSpec(code, pool.provider, costs[code],
-                              {u: Fraction(values.get(u, 0)) for u in units}, pool.step_order))
+        specs.append(
+            PoolSpec(code, pool.provider, costs[code], {u: Fraction(values.get(u, 0)) for u in units}, pool.step_order)
+        )
     try:
         results = allocate(specs, ref.allocation_method)
     except AllocationError as exc:
@@ -397,57 +579,89 @@ def allocation_charges(conn: Connection, ref: Reference, period: str) -> Iterato
         pool = pools[result.code]
         shares = {s.unit: (int(s.weight), s.amount) for s in result.shares}
         prefix = f"allocation:{result.code}:{period}:"
-        dropped = {key[len(prefix):] for key in posted if key.startswith(prefix)} - set(shares)
+        dropped = {key[len(prefix) :] for key in posted if key.startswith(prefix)} - set(shares)
         for unit in sorted(set(shares) | dropped):
             quantity, amount = shares.get(unit, (0, 0))
             done_quantity, done_amount, count = posted.get(prefix + unit, (0, 0, 0))
             if amount == done_amount:
                 continue
             source = prefix + unit + (f":{count + 1}" if count else "")
-            text = (f"pool {result.code} {ref.allocation_method} by {drivers[result.code].text}: "
-                    f"{plain(from_micro(quantity))} of {plain(from_micro(int(result.weight_total)))}, "
-                    f"pool total {format_amount(result.total, ref.digits)}")
-            yield _draft(ref, period, date=last_day, service_date=last_day, kind="allocation",
-                         usage_id=None, source=source, service=pool.service, consumer=unit,
-                         quantity_micro=quantity - done_quantity, rate_micro=None,
-                         amount_minor=amount - done_amount, reference=f"{result.code}-{period}",
-                         memo=f"Allocation of pool {result.code} by {drivers[result.code].text}"
-                              + (" (revised)" if count else ""),
-                         rate_source=text[:RATE_SOURCE_LENGTH])
+            text = (
+                f"pool {result.code} {ref.allocation_method} by {drivers[result.code].text}: "
+                f"{plain(from_micro(quantity))} of {plain(from_micro(int(result.weight_total)))}, "
+                f"pool total {format_amount(result.total, ref.digits)}"
+            )
+            yield _draft(
+                ref,
+                period,
+                date=last_day,
+                service_date=last_day,
+                kind="allocation",
+                usage_id=None,
+                source=source,
+                service=pool.service,
+                consumer=unit,
+                quantity_micro=quantity - done_quantity,
+                rate_micro=None,
+                amount_minor=amount - done_amount,
+                reference=f"{result.code}-{period}",
+                memo=f"Allocation of pool {result.code} by {drivers[result.code].text}"
+                + (" (revised)" if count else ""),
+                rate_source=text[:RATE_SOURCE_LENGTH],
+            )
 
 
 def _posted_allocations(conn: Connection, period: str) -> dict[str, tuple[int, int, int]]:
     """(quantity, amount, entries) already posted per `allocation:POOL:PERIOD:UNIT`."""
     posted: dict[str, tuple[int, int, int]] = {}
     for source, quantity, amount in conn.execute(
-            select(Entry.source, Entry.quantity_micro, Entry.amount_minor)
-            .where(Entry.period == period, Entry.kind == "allocation")):
+        select(Entry.source, Entry.quantity_micro, Entry.amount_minor).where(
+            Entry.period == period, Entry.kind == "allocation"
+        )
+    ):
         key = ":".join(source.split(":")[:4])
         q, a, n = posted.get(key, (0, 0, 0))
         posted[key] = (q + quantity, a + amount, n + 1)
     return posted
 
 
-def _driver_values(conn: Connection, driver: DriverSpec, period: str, units: Sequence[str],
-                   pool: str) -> dict[str, int]:
+def _driver_values(
+    conn: Connection, driver: DriverSpec, period: str, units: Sequence[str], pool: str
+) -> dict[str, int]:
     """Each target's driver value in the period, in millionths."""
     if driver.kind == "equal":
-        return {unit: 1_000_000 for unit in units}
+        return dict.fromkeys(units, 1000000)
     if driver.kind == "usage":
-        values = {consumer: int(total) for consumer, total in conn.execute(
-            select(Entry.consumer, func.sum(Entry.quantity_micro))
-            .where(Entry.period == period, Entry.service == driver.name,
-                   Entry.kind.in_(("usage", "recurring")), Entry.consumer.in_(list(units)))
-            .group_by(Entry.consumer))}
+        values = {
+            consumer: int(total)
+            for consumer, total in conn.execute(
+                select(Entry.consumer, func.sum(Entry.quantity_micro))
+                .where(
+                    Entry.period == period,
+                    Entry.service == driver.name,
+                    Entry.kind.in_(("usage", "recurring")),
+                    Entry.consumer.in_(list(units)),
+                )
+                .group_by(Entry.consumer)
+            )
+        }
         negative = sorted(u for u, v in values.items() if v < 0)
         if negative:
-            raise Refused(f"allocation refused: pool {pool}, period {period}: driver "
-                          f"{driver.text} is negative for {', '.join(negative)} (credits exceed usage)")
+            raise Refused(
+                f"allocation refused: pool {pool}, period {period}: driver "
+                f"{driver.text} is negative for {', '.join(negative)} (credits exceed usage)"
+            )
         return values
-    latest = conn.execute(select(func.max(Driver.period)).where(
-        Driver.driver == driver.name, Driver.period <= period)).scalar()
+    latest = conn.execute(
+        select(func.max(Driver.period)).where(Driver.driver == driver.name, Driver.period <= period)
+    ).scalar()
     if latest is None:
-        raise Refused(f"allocation refused: pool {pool}, period {period}: unknown driver "
-                      f"{driver.name!r}: drivers.csv has no values for it in {period} or before")
-    return dict(conn.execute(select(Driver.unit, Driver.value_micro).where(
-        Driver.driver == driver.name, Driver.period == latest)).all())
+        raise Refused(
+            f"allocation refused: pool {pool}, period {period}: unknown driver "
+            f"{driver.name!r}: drivers.csv has no values for it in {period} or before"
+        )
+    return dict(
+        conn.execute(
+            select(Driver.unit, Driver.value_micro).where(Driver.driver == driver.name, Driver.period == latest)
+        ).all()
+    )

@@ -10,15 +10,26 @@ from typing import Any, TextIO
 from sqlalchemy import Connection, Result, Row, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from chargeback.store.db import dates_as_stored, plain_rows, stored_date
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount
 from chargeback.core.safe import neutralize
+from chargeback.store.db import dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import Book, Entry
 
 #: The contract's columns, in its order; columns of our own come after them.
-CONTRACT_HEADER = ["entry", "date", "period", "account", "gl_account", "unit", "debit", "credit",
-                   "service", "reference", "memo"]
+CONTRACT_HEADER = [
+    "entry",
+    "date",
+    "period",
+    "account",
+    "gl_account",
+    "unit",
+    "debit",
+    "credit",
+    "service",
+    "reference",
+    "memo",
+]
 #: `rate_source`: which rate row priced the charge (`SERVICE/class/effective_from[/tier]`),
 #: which pool and driver allocated it, or `manual adjustment`.
 CSV_HEADER = CONTRACT_HEADER + ["rate_source"]
@@ -27,10 +38,25 @@ FORMATS = ("csv", "hledger", "beancount")
 
 #: What is read of each entry, in this order, by every writer of the journal (the CSV,
 #: the plain-text formats and the auditors' Journal sheet), so that one read serves them all.
-JOURNAL_COLUMNS = (Entry.id, Entry.date, Entry.service_date, Entry.period, Entry.kind,
-                   Entry.service, Entry.provider, Entry.consumer, Entry.amount_minor,
-                   Entry.debit_account, Entry.credit_account, Entry.debit_gl, Entry.credit_gl,
-                   Entry.reference, Entry.memo, Entry.rate_source, Entry.hash)
+JOURNAL_COLUMNS = (
+    Entry.id,
+    Entry.date,
+    Entry.service_date,
+    Entry.period,
+    Entry.kind,
+    Entry.service,
+    Entry.provider,
+    Entry.consumer,
+    Entry.amount_minor,
+    Entry.debit_account,
+    Entry.credit_account,
+    Entry.debit_gl,
+    Entry.credit_gl,
+    Entry.reference,
+    Entry.memo,
+    Entry.rate_source,
+    Entry.hash,
+)
 
 
 #: A row of `JOURNAL_COLUMNS` as `journal_chunks` reads it: a plain tuple.
@@ -41,15 +67,17 @@ def journal_chunks(conn: Connection, period: str) -> Iterator[list[JournalRow]]:
     """The period's entries in entry order, as plain tuples of `JOURNAL_COLUMNS`
     (`db.plain_rows`), in lists of 20,000, the dates as the database stores them
     (`db.dates_as_stored`)."""
-    yield from plain_rows(conn, select(*dates_as_stored(JOURNAL_COLUMNS)).where(Entry.period == period)
-                          .order_by(Entry.id))
+    yield from plain_rows(
+        conn, select(*dates_as_stored(JOURNAL_COLUMNS)).where(Entry.period == period).order_by(Entry.id)
+    )
 
 
 def _journal(conn: Connection, period: str, columns: Iterable[ColumnElement[object]]) -> Result:  # type: ignore[type-arg]
     # yield_per on the statement, not the connection: Connection.execution_options changes
     # the connection in place, and every later statement would use a server-side cursor
-    return conn.execute(select(*columns).where(Entry.period == period)
-                        .order_by(Entry.id).execution_options(yield_per=20_000))
+    return conn.execute(
+        select(*columns).where(Entry.period == period).order_by(Entry.id).execution_options(yield_per=20_000)
+    )
 
 
 def _entries(conn: Connection, period: str) -> Iterator[Row]:  # type: ignore[type-arg]
@@ -118,18 +146,36 @@ class CsvJournal:
             return found
 
         lines: list[str] = []
-        for (entry, day, _, _, _, service, provider, consumer, minor, debit_account,
-             credit_account, debit_gl, credit_gl, reference, memo, rate_source, _) in chunk:
+        for (
+            entry,
+            day,
+            _,
+            _,
+            _,
+            service,
+            provider,
+            consumer,
+            minor,
+            debit_account,
+            credit_account,
+            debit_gl,
+            credit_gl,
+            reference,
+            memo,
+            rate_source,
+            _,
+        ) in chunk:
             amount = format_amount(abs(minor), digits)
             debit, credit = (f"{amount},", f",{amount}") if minor >= 0 else (f",{amount}", f"{amount},")
             date = dates.get(day)
             if date is None:
                 date = dates[day] = stored_date(day).isoformat()
             head = f"{entry},{date},{self.shown_period},"
-            tail = (f",{code(service)},{csv_field(neutralize(reference) or '')},{shown(memo)},"
-                    f"{shown(rate_source)}\n")
-            lines.append(f"{head}{code(debit_account)},{shown(debit_gl)},{code(consumer)},{debit}{tail}"
-                         f"{head}{code(credit_account)},{shown(credit_gl)},{code(provider)},{credit}{tail}")
+            tail = f",{code(service)},{csv_field(neutralize(reference) or '')},{shown(memo)},{shown(rate_source)}\n"
+            lines.append(
+                f"{head}{code(debit_account)},{shown(debit_gl)},{code(consumer)},{debit}{tail}"
+                f"{head}{code(credit_account)},{shown(credit_gl)},{code(provider)},{credit}{tail}"
+            )
         self.out.write("".join(lines))
         if len(known) > 100_000:
             known.clear()

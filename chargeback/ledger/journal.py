@@ -17,8 +17,8 @@ from typing import NamedTuple
 import orjson
 from sqlalchemy import Connection, select, update
 
-from chargeback.store.db import Overlapped, bind_processor, bulk_insert, collector_paused, insert_values
 from chargeback.core.errors import Refused
+from chargeback.store.db import Overlapped, bind_processor, bulk_insert, collector_paused, insert_values
 from chargeback.store.schema import Entry, JournalHead
 
 GENESIS = "0" * 64
@@ -107,8 +107,9 @@ class Prepared(NamedTuple):
     digests: list[str | None]
 
 
-def prepared(drafts: Iterable[Draft], posted_at: dt.datetime, stored_at: object, stored: bool,
-             batch: int = 50_000) -> Iterator[Prepared]:
+def prepared(
+    drafts: Iterable[Draft], posted_at: dt.datetime, stored_at: object, stored: bool, batch: int = 50_000
+) -> Iterator[Prepared]:
     """`drafts` ready to chain, `batch` at a time; refuses a charge the journal cannot
     hold (an amount out of range, a NUL character in its text). `stored`: rows as SQLite
     stores them (dates as the ISO text they are hashed with, the timestamp as
@@ -123,18 +124,22 @@ def prepared(drafts: Iterable[Draft], posted_at: dt.datetime, stored_at: object,
     digests: list[str | None] = []
     for draft in drafts:
         if not -MAX_AMOUNT_MINOR < draft.amount_minor < MAX_AMOUNT_MINOR:
-            raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
-                          f"its amount ({draft.amount_minor} minor units) is too large to post; "
-                          "check its quantity and rate (a charge must stay below 10^12)")
+            raise Refused(
+                f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
+                f"its amount ({draft.amount_minor} minor units) is too large to post; "
+                "check its quantity and rate (a charge must stay below 10^12)"
+            )
         day, service_day = draft[1], draft[2]
         day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
         service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
         values = [None, stamp, draft[0], day_text, service_text, *draft[3:-1]]
         text = encode(values)
         if b"\\u0000" in text and any(isinstance(v, str) and "\x00" in v for v in draft):
-            raise Refused(f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
-                          "its text holds a NUL character, which the journal and its exports cannot "
-                          "carry; remove it from the input")
+            raise Refused(
+                f"{draft.kind} charge {draft.service} {draft.reference or ''} to {draft.consumer}: "
+                "its text holds a NUL character, which the journal and its exports cannot "
+                "carry; remove it from the input"
+            )
         tails.append(text[6:-1])  # between `[null,` and `]`
         if stored:  # the hashed values are the row, but for the timestamp's stored form
             values[1] = stored_at
@@ -155,8 +160,13 @@ def stored_timestamp(conn: Connection, posted_at: dt.datetime) -> tuple[bool, ob
     return stored, _stored(conn, posted_at) if stored else posted_at
 
 
-def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
-         batch: int = 50_000, on_batch: Callable[[int], None] | None = None) -> Posted:
+def post(
+    conn: Connection,
+    drafts: Iterable[Draft],
+    posted_at: dt.datetime,
+    batch: int = 50_000,
+    on_batch: Callable[[int], None] | None = None,
+) -> Posted:
     """Append drafts to the journal, in order, under the journal head's lock.
 
     The drafts may read the database lazily as they go (the usage still to price, a
@@ -167,14 +177,14 @@ def post(conn: Connection, drafts: Iterable[Draft], posted_at: dt.datetime,
 
 
 @collector_paused()
-def chain(conn: Connection, batches: Iterable[Prepared],
-          on_batch: Callable[[int], None] | None = None) -> Posted:
+def chain(conn: Connection, batches: Iterable[Prepared], on_batch: Callable[[int], None] | None = None) -> Posted:
     """Append prepared batches to the journal, in order, under the journal head's lock:
     each entry gets the next id and the hash of the one before.
 
     Each batch is inserted on a second thread while the next is chained (`Overlapped`)."""
-    head_row = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)
-                            .where(JournalHead.id == 1).with_for_update()).one()
+    head_row = conn.execute(
+        select(JournalHead.last_entry, JournalHead.last_hash).where(JournalHead.id == 1).with_for_update()
+    ).one()
     last_id, last_hash = head_row.last_entry, head_row.last_hash
     first_id, count = last_id + 1, 0
     sha256 = hashlib.sha256
@@ -186,9 +196,9 @@ def chain(conn: Connection, batches: Iterable[Prepared],
                 last_id += 1
                 row[0] = last_id
                 if lines is None:
-                    digest = sha256(b"[%d,%s,\"%s\"]" % (last_id, tail, previous)).hexdigest()
+                    digest = sha256(b'[%d,%s,"%s"]' % (last_id, tail, previous)).hexdigest()
                 else:
-                    digest = sha256(b"[%d,%s,\"%s\",\"%s\"]" % (last_id, tail, previous, lines.encode())).hexdigest()
+                    digest = sha256(b'[%d,%s,"%s","%s"]' % (last_id, tail, previous, lines.encode())).hexdigest()
                 row.append(last_hash)
                 row.append(digest)
                 row.append(lines)
@@ -198,8 +208,7 @@ def chain(conn: Connection, batches: Iterable[Prepared],
             if on_batch is not None:
                 on_batch(len(rows))
     if count:
-        conn.execute(update(JournalHead).where(JournalHead.id == 1)
-                     .values(last_entry=last_id, last_hash=last_hash))
+        conn.execute(update(JournalHead).where(JournalHead.id == 1).values(last_entry=last_id, last_hash=last_hash))
     return Posted(count, first_id if count else None, last_hash)
 
 

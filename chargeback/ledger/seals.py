@@ -45,8 +45,19 @@ if TYPE_CHECKING:  # cryptography is loaded only by the commands that sign or ch
 
 #: The environment variable naming the PEM file of the ed25519 private key that signs seals.
 SEAL_KEY = "CHARGEBACK_SEAL_KEY"
-HASHED_FIELDS = ("id", "period", "at", "action", "reason", "user", "journal_entry", "journal_hash",
-                 "signature", "key", "prev_hash")
+HASHED_FIELDS = (
+    "id",
+    "period",
+    "at",
+    "action",
+    "reason",
+    "user",
+    "journal_entry",
+    "journal_hash",
+    "signature",
+    "key",
+    "prev_hash",
+)
 EVENT_COLUMNS = [getattr(PeriodEvent, name) for name in HASHED_FIELDS] + [PeriodEvent.hash]
 #: A seals file larger than this is not a list of seals or a manifest.
 MAX_SEALS_FILE = 64 * 1024 * 1024
@@ -85,8 +96,14 @@ class Seal:
         return f"seal of {self.period} ({where}{self.hash[:16]}...)"
 
     def as_json(self) -> dict[str, Any]:
-        return {"period": self.period, "closed_at": _utc_text(self.closed_at) if self.closed_at else None,
-                "entry": self.entry, "hash": self.hash, "signature": self.signature, "key": self.key}
+        return {
+            "period": self.period,
+            "closed_at": _utc_text(self.closed_at) if self.closed_at else None,
+            "entry": self.entry,
+            "hash": self.hash,
+            "signature": self.signature,
+            "key": self.key,
+        }
 
     @classmethod
     def from_json(cls, value: object, where: str) -> Seal:
@@ -104,7 +121,7 @@ class Seal:
         except (AttributeError, ValueError):
             raise Refused(f"{where}: closed_at {closed_at!r} is not a UTC time YYYY-MM-DDTHH:MM:SSZ") from None
         if at is not None and at.tzinfo is not None:
-            at = at.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            at = at.astimezone(dt.UTC).replace(tzinfo=None)
         signature, key = value.get("signature"), value.get("key")
         if not (signature is None or _hex(signature, 128)) or not (key is None or _hex(key, 64)):
             raise Refused(f"{where}: a seal's signature is 128 lowercase hex digits and its key 64")
@@ -172,27 +189,38 @@ def event_hash(values: Sequence[object]) -> str:
     return entry_hash(values)
 
 
-def _append(conn: Connection, period: str, at: dt.datetime, action: str, reason: str, user: str,
-            seal: Seal | None = None) -> None:
+def _append(
+    conn: Connection, period: str, at: dt.datetime, action: str, reason: str, user: str, seal: Seal | None = None
+) -> None:
     """Append one event under the event head's lock (taken after the journal head's and
     before the audit head's, the order every command locks them in)."""
-    last = conn.execute(select(PeriodEventHead.last_event, PeriodEventHead.last_hash)
-                        .where(PeriodEventHead.id == 1).with_for_update()).one()
-    values = (last.last_event + 1, period, at, action, reason, user[:100],
-              seal.entry if seal else None, seal.hash if seal else None,
-              seal.signature if seal else None, seal.key if seal else None, last.last_hash)
+    last = conn.execute(
+        select(PeriodEventHead.last_event, PeriodEventHead.last_hash).where(PeriodEventHead.id == 1).with_for_update()
+    ).one()
+    values = (
+        last.last_event + 1,
+        period,
+        at,
+        action,
+        reason,
+        user[:100],
+        seal.entry if seal else None,
+        seal.hash if seal else None,
+        seal.signature if seal else None,
+        seal.key if seal else None,
+        last.last_hash,
+    )
     digest = event_hash(values)
     conn.execute(insert(PeriodEvent).values(**dict(zip(HASHED_FIELDS, values)), hash=digest))
-    conn.execute(update(PeriodEventHead).where(PeriodEventHead.id == 1)
-                 .values(last_event=values[0], last_hash=digest))
+    conn.execute(update(PeriodEventHead).where(PeriodEventHead.id == 1).values(last_event=values[0], last_hash=digest))
 
 
-def record_close(conn: Connection, period: str, at: dt.datetime, reason: str, user: str,
-                 signer: Signer | None) -> Seal:
+def record_close(conn: Connection, period: str, at: dt.datetime, reason: str, user: str, signer: Signer | None) -> Seal:
     """The close's event with its seal (the journal head now, locked so that it cannot
     move before the commit), signed by `signer` if any."""
-    entry, digest = conn.execute(select(JournalHead.last_entry, JournalHead.last_hash)
-                                 .where(JournalHead.id == 1).with_for_update()).one()
+    entry, digest = conn.execute(
+        select(JournalHead.last_entry, JournalHead.last_hash).where(JournalHead.id == 1).with_for_update()
+    ).one()
     closed_at = at.replace(microsecond=0)
     seal = Seal(period, closed_at, entry, digest)
     if signer is not None:
@@ -212,9 +240,11 @@ def _seal(row: Any) -> Seal:
 def seals(conn: Connection) -> list[Seal]:
     """Every close's seal, in the order of the closes (a close followed by a reopen
     included: what it sealed must still be there)."""
-    rows = conn.execute(select(PeriodEvent.__table__).where(PeriodEvent.action == "close",
-                                                            PeriodEvent.journal_hash.is_not(None))
-                        .order_by(PeriodEvent.id))
+    rows = conn.execute(
+        select(PeriodEvent.__table__)
+        .where(PeriodEvent.action == "close", PeriodEvent.journal_hash.is_not(None))
+        .order_by(PeriodEvent.id)
+    )
     return [_seal(row) for row in rows]
 
 
@@ -223,9 +253,12 @@ def seal_of(conn: Connection, period: str) -> Seal | None:
     A preview's draft has none (its close is rolled back): do not print one on a draft."""
     if conn.execute(select(Period.status).where(Period.period == period)).scalar() != "closed":
         return None
-    row = conn.execute(select(PeriodEvent.__table__).where(PeriodEvent.period == period,
-                                                           PeriodEvent.action == "close")
-                       .order_by(PeriodEvent.id.desc()).limit(1)).first()
+    row = conn.execute(
+        select(PeriodEvent.__table__)
+        .where(PeriodEvent.period == period, PeriodEvent.action == "close")
+        .order_by(PeriodEvent.id.desc())
+        .limit(1)
+    ).first()
     return _seal(row) if row is not None and row.journal_hash is not None else None
 
 
@@ -255,8 +288,9 @@ def _seal_in(item: object, where: str) -> Seal:
         if isinstance(item.get("seal"), dict):
             return Seal.from_json(item["seal"], f"{where}: seal")
         if item.get("journal_hash"):
-            return Seal.from_json({"period": item["period"], "hash": item["journal_hash"],
-                                   "closed_at": item.get("closed_at")}, where)
+            return Seal.from_json(
+                {"period": item["period"], "hash": item["journal_hash"], "closed_at": item.get("closed_at")}, where
+            )
         raise Refused(f"{where}: a manifest without a seal or journal hash (a draft's?)")
     return Seal.from_json(item, where)
 
@@ -266,8 +300,12 @@ def _journal_hashes(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
     wanted = sorted({i for i in ids if i})
     found = {0: GENESIS}
     for start in range(0, len(wanted), 500):
-        found.update((entry, digest) for entry, digest in conn.execute(
-            select(Entry.id, Entry.hash).where(Entry.id.in_(wanted[start:start + 500]))))
+        found.update(
+            (entry, digest)
+            for entry, digest in conn.execute(
+                select(Entry.id, Entry.hash).where(Entry.id.in_(wanted[start : start + 500]))
+            )
+        )
     return found
 
 
@@ -278,12 +316,11 @@ def _entries_with_hash(conn: Connection, hashes: set[str]) -> set[str]:
     found = {h for h in hashes if h == GENESIS}
     wanted = sorted(hashes - found)
     for start in range(0, len(wanted), 500):
-        found |= set(conn.execute(select(Entry.hash).where(Entry.hash.in_(wanted[start:start + 500]))).scalars())
+        found |= set(conn.execute(select(Entry.hash).where(Entry.hash.in_(wanted[start : start + 500]))).scalars())
     return found
 
 
-def check_seals(conn: Connection, listed: Sequence[Seal],
-                public_key: Ed25519PublicKey | None = None) -> list[str]:
+def check_seals(conn: Connection, listed: Sequence[Seal], public_key: Ed25519PublicKey | None = None) -> list[str]:
     """Each seal still names an entry of the journal with its hash (after the chain
     verifies, everything up to it is unchanged) and, with `public_key`, is signed by it."""
     problems = []
@@ -292,8 +329,7 @@ def check_seals(conn: Connection, listed: Sequence[Seal],
     for seal in listed:
         holds = held.get(seal.entry) == seal.hash if seal.entry is not None else seal.hash in bare
         if not holds:
-            problems.append(f"{seal.name()}: the journal no longer holds it: history was rewritten after "
-                            "it was sealed")
+            problems.append(f"{seal.name()}: the journal no longer holds it: history was rewritten after it was sealed")
         if public_key is not None:
             problems.extend(signature_problems(seal, public_key))
     return problems
@@ -326,26 +362,36 @@ def check_events(conn: Connection) -> tuple[int, list[str]]:
     for row in rows:
         values = tuple(row)
         if row.id != expected_id:
-            problems.append(f"period event {row.id}: expected event {expected_id} here: "
-                            "closes or reopens were deleted, inserted or renumbered")
+            problems.append(
+                f"period event {row.id}: expected event {expected_id} here: "
+                "closes or reopens were deleted, inserted or renumbered"
+            )
         if row.prev_hash != expected_prev:
-            problems.append(f"period event {row.id}: does not follow the event before it (hash chain "
-                            "broken): an event before it was changed, deleted or inserted")
+            problems.append(
+                f"period event {row.id}: does not follow the event before it (hash chain "
+                "broken): an event before it was changed, deleted or inserted"
+            )
         if event_hash(values[:-1]) != row.hash:
-            problems.append(f"period event {row.id}: its contents do not match its hash: the {row.action} "
-                            f"of {row.period} was altered")
+            problems.append(
+                f"period event {row.id}: its contents do not match its hash: the {row.action} "
+                f"of {row.period} was altered"
+            )
         expected_prev, expected_id = row.hash, row.id + 1
     last = conn.execute(select(PeriodEventHead.last_event, PeriodEventHead.last_hash)).one()
     if not problems and tuple(last) != (expected_id - 1, expected_prev):
-        problems.append(f"period event head names event {last.last_event} but the events end at "
-                        f"{expected_id - 1}: closes or reopens were deleted or added behind the engine's back")
+        problems.append(
+            f"period event head names event {last.last_event} but the events end at "
+            f"{expected_id - 1}: closes or reopens were deleted or added behind the engine's back"
+        )
     closes = [row for row in rows if row.action == "close" and row.journal_hash is not None]
     held = _journal_hashes(conn, (row.journal_entry for row in closes if row.journal_entry is not None))
     for row in closes:
         if held.get(row.journal_entry) != row.journal_hash:  # type: ignore[arg-type]
-            problems.append(f"period {row.period}: the seal of its close at {_utc_text(row.at)} (entry "
-                            f"{row.journal_entry}, {row.journal_hash[:16]}...) is no longer in the journal: "
-                            "entries were rewritten")
+            problems.append(
+                f"period {row.period}: the seal of its close at {_utc_text(row.at)} (entry "
+                f"{row.journal_entry}, {row.journal_hash[:16]}...) is no longer in the journal: "
+                "entries were rewritten"
+            )
     problems += _replay(conn, rows)
     problems += _match_audit(conn, rows)
     return len(rows), problems
@@ -362,22 +408,34 @@ def _replay(conn: Connection, rows: Sequence[Any]) -> list[str]:
         state, last_close = "open", None
         for event in by_period.get(period.period, []):
             if event.action == "close" and state == "closed":
-                problems.append(f"period {period.period}: closed again at {_utc_text(event.at)} without a "
-                                f"reopen after its close at {_utc_text(last_close.at)}: its status was "
-                                "changed behind the engine's back (a reopen that left no trace)")
+                problems.append(
+                    f"period {period.period}: closed again at {_utc_text(event.at)} without a "
+                    f"reopen after its close at {_utc_text(last_close.at)}: its status was "
+                    "changed behind the engine's back (a reopen that left no trace)"
+                )
             elif event.action == "reopen" and state == "open":
-                problems.append(f"period {period.period}: reopened at {_utc_text(event.at)} though it was "
-                                "not closed: its events were changed behind the engine's back")
+                problems.append(
+                    f"period {period.period}: reopened at {_utc_text(event.at)} though it was "
+                    "not closed: its events were changed behind the engine's back"
+                )
             state = "closed" if event.action == "close" else "open"
             last_close = event if event.action == "close" else last_close
         if period.status != state:
-            problems.append(f"period {period.period}: its status ({period.status}) does not follow from its "
-                            "closes and reopens: it was changed behind the engine's back")
-        elif state == "closed" and last_close is not None and last_close.journal_hash is not None and (
-                period.closed_hash != last_close.journal_hash or period.closed_at != last_close.at):
-            problems.append(f"period {period.period}: the journal hash and time recorded at its close are "
-                            f"not those of its last close's seal ({_utc_text(last_close.at)}): they were "
-                            "changed behind the engine's back")
+            problems.append(
+                f"period {period.period}: its status ({period.status}) does not follow from its "
+                "closes and reopens: it was changed behind the engine's back"
+            )
+        elif (
+            state == "closed"
+            and last_close is not None
+            and last_close.journal_hash is not None
+            and (period.closed_hash != last_close.journal_hash or period.closed_at != last_close.at)
+        ):
+            problems.append(
+                f"period {period.period}: the journal hash and time recorded at its close are "
+                f"not those of its last close's seal ({_utc_text(last_close.at)}): they were "
+                "changed behind the engine's back"
+            )
     return problems
 
 
@@ -390,14 +448,17 @@ def _match_audit(conn: Connection, rows: Sequence[Any]) -> list[str]:
             events[row.period].append(row.action)
     audited: dict[str, list[str]] = defaultdict(list)
     for period, command in conn.execute(
-            select(AuditRecord.period, AuditRecord.command)
-            .where(AuditRecord.command.in_(("close", "reopen")), AuditRecord.outcome.like("done%"))
-            .order_by(AuditRecord.id)):
+        select(AuditRecord.period, AuditRecord.command)
+        .where(AuditRecord.command.in_(("close", "reopen")), AuditRecord.outcome.like("done%"))
+        .order_by(AuditRecord.id)
+    ):
         audited[period].append(command)
     problems = []
     for period in sorted(set(events) | set(audited)):
         if events[period] != audited[period]:
-            problems.append(f"period {period}: its closes and reopens ({', '.join(events[period]) or 'none'}) "
-                            f"are not those the audit log records ({', '.join(audited[period]) or 'none'}): "
-                            "one or the other was changed behind the engine's back")
+            problems.append(
+                f"period {period}: its closes and reopens ({', '.join(events[period]) or 'none'}) "
+                f"are not those the audit log records ({', '.join(audited[period]) or 'none'}): "
+                "one or the other was changed behind the engine's back"
+            )
     return problems

@@ -21,22 +21,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby, zip_longest
-
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Select, select
 
-from chargeback.ledger import audit
-
-from chargeback.ledger import seals
-from chargeback.ledger.charges import check_lines
-from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, accounts, entry_hash, head
-from chargeback.core.money import from_micro, to_minor
 from chargeback.close.reconciliation import (
     grouped_totals_query,
     reconcile,
     stored_totals_query,
 )
+from chargeback.core.money import from_micro, to_minor
+from chargeback.ledger import audit, seals
+from chargeback.ledger.charges import check_lines
+from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, accounts, entry_hash, head
 from chargeback.store.schema import Book, Entry, EntryTier, Period, PeriodTotalRow
 
 if TYPE_CHECKING:
@@ -60,16 +57,20 @@ class VerifyResult:
         return not self.problems
 
 
-def verify(conn: Connection, listed: list[seals.Seal] | None = None,
-           public_key: Ed25519PublicKey | None = None) -> VerifyResult:
+def verify(
+    conn: Connection, listed: list[seals.Seal] | None = None, public_key: Ed25519PublicKey | None = None
+) -> VerifyResult:
     """Check the whole journal; the first problem names the first bad entry. `listed`:
     seals an auditor kept, each of which must still be in the journal; `public_key`:
     each of those seals (or, with none listed, each seal in the database) must be signed
     by it."""
     result = VerifyResult()
     expected_prev, expected_id = GENESIS, 1
-    closed_hashes = {h for h in conn.execute(select(Period.closed_hash).where(Period.status == "closed"))
-                     .scalars() if h not in (None, GENESIS)}
+    closed_hashes = {
+        h
+        for h in conn.execute(select(Period.closed_hash).where(Period.status == "closed")).scalars()
+        if h not in (None, GENESIS)
+    }
     seen: set[str] = set()
     walked = True
     rows = conn.execute(select(*ENTRY_COLUMNS).order_by(Entry.id).execution_options(yield_per=20_000))
@@ -80,11 +81,13 @@ def verify(conn: Connection, listed: list[seals.Seal] | None = None,
         result.entries += 1
         if entry_id != expected_id:
             result.problems.append(
-                f"entry {entry_id}: expected entry {expected_id} here: entries were deleted, inserted or renumbered")
+                f"entry {entry_id}: expected entry {expected_id} here: entries were deleted, inserted or renumbered"
+            )
         if fields["prev_hash"] != expected_prev:
             result.problems.append(
                 f"entry {entry_id}: does not follow the entry before it (hash chain broken): "
-                "an entry before it was changed, deleted or inserted")
+                "an entry before it was changed, deleted or inserted"
+            )
         if entry_hash(values[:-2], lines_digest) != stored_hash:
             result.problems.append(f"entry {entry_id}: its contents do not match its hash: the entry was altered")
         debit, credit = accounts(fields["customer_class"], fields["consumer"], fields["provider"])
@@ -100,24 +103,31 @@ def verify(conn: Connection, listed: list[seals.Seal] | None = None,
     if not result.problems and (last_id, last_hash) != (expected_id - 1, expected_prev):
         result.problems.append(
             f"journal head names entry {last_id} but the journal ends at entry {expected_id - 1}: "
-            "entries were deleted or added behind the engine's back")
+            "entries were deleted or added behind the engine's back"
+        )
     _check_tiers(conn, result)
     check_lines(conn, result)
     for period in conn.execute(select(Period.__table__).where(Period.status == "closed").order_by(Period.period)):
         result.periods += 1
         now = reconcile(conn, period.period)
-        recorded = (period.entry_count, period.internal_revenue_minor, period.internal_spend_minor,
-                    period.external_revenue_minor)
+        recorded = (
+            period.entry_count,
+            period.internal_revenue_minor,
+            period.internal_spend_minor,
+            period.external_revenue_minor,
+        )
         if (now.entries, now.internal_revenue, now.internal_spend, now.external_revenue) != recorded:
             result.problems.append(
                 f"period {period.period}: its entries no longer match the totals recorded when it was "
-                f"closed ({now.entries} entries now, {period.entry_count} at close)")
+                f"closed ({now.entries} entries now, {period.entry_count} at close)"
+            )
         elif not now.balanced:
             result.problems.append(f"period {period.period}: does not net to zero")
         if period.closed_hash not in (None, GENESIS) and period.closed_hash not in seen and walked:
             result.problems.append(
                 f"period {period.period}: the journal hash recorded when it was closed is no longer "
-                "in the journal: entries were rewritten")
+                "in the journal: entries were rewritten"
+            )
     _check_stored_totals(conn, result)
     result.audit_records, audit_problems = audit.verify_chain(conn)
     result.problems.extend(audit_problems)
@@ -143,11 +153,14 @@ def _check_stored_totals(conn: Connection, result: VerifyResult) -> None:
             yield (*row[:7], *(int(value) for value in row[7:]))
 
     for period in sorted(periods):  # read side by side: half a million rows a month at 1M lines
-        if any(a != b for a, b in zip_longest(rows(stored_totals_query(conn, period)),
-                                              rows(grouped_totals_query(conn, period)))):
+        if any(
+            a != b
+            for a, b in zip_longest(rows(stored_totals_query(conn, period)), rows(grouped_totals_query(conn, period)))
+        ):
             result.problems.append(
                 f"period {period}: its entries no longer match the totals by consumer and "
-                "service stored at its close (one or the other was changed behind the engine's back)")
+                "service stored at its close (one or the other was changed behind the engine's back)"
+            )
 
 
 def _check_tiers(conn: Connection, result: VerifyResult) -> None:
@@ -155,16 +168,20 @@ def _check_tiers(conn: Connection, result: VerifyResult) -> None:
     to its amount."""
     digits = conn.execute(select(Book.minor_digits)).scalar() or 0
     rows = conn.execute(
-        select(EntryTier.entry_id, EntryTier.quantity_micro, EntryTier.rate_micro,
-               Entry.quantity_micro, Entry.amount_minor)
-        .join(Entry, Entry.id == EntryTier.entry_id).order_by(EntryTier.entry_id, EntryTier.piece)
-        .execution_options(yield_per=20_000))
+        select(
+            EntryTier.entry_id, EntryTier.quantity_micro, EntryTier.rate_micro, Entry.quantity_micro, Entry.amount_minor
+        )
+        .join(Entry, Entry.id == EntryTier.entry_id)
+        .order_by(EntryTier.entry_id, EntryTier.piece)
+        .execution_options(yield_per=20_000)
+    )
     for entry_id, pieces in groupby(rows, key=lambda row: row[0]):
         pieces = list(pieces)
         quantity, amount = pieces[0][3], pieces[0][4]
         exact = sum(from_micro(q) * from_micro(r) for _, q, r, _, _ in pieces)
         if sum(q for _, q, _, _, _ in pieces) != quantity or to_minor(exact, digits) != amount:
-            result.problems.append(f"entry {entry_id}: its tier pieces do not add up to its quantity "
-                                   "and amount: entry_tiers was altered")
+            result.problems.append(
+                f"entry {entry_id}: its tier pieces do not add up to its quantity and amount: entry_tiers was altered"
+            )
             if len(result.problems) > 20:
                 return

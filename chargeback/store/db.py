@@ -27,9 +27,9 @@ import gc
 import os
 import re
 import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
@@ -37,8 +37,24 @@ from itertools import chain, count, islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
-from sqlalchemy import (BigInteger, Connection, Date, DateTime, Engine, Integer, Select, String, Table, cast,
-                        create_engine, event, func, inspect, text, type_coerce)
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Date,
+    DateTime,
+    Engine,
+    Integer,
+    Select,
+    String,
+    Table,
+    cast,
+    create_engine,
+    event,
+    func,
+    inspect,
+    text,
+    type_coerce,
+)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
@@ -170,8 +186,10 @@ def upgrade(engine: Engine) -> None:
                 command.upgrade(_alembic_config(conn), "head")
                 broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                 if broken:
-                    raise Refused(f"upgrading the schema would break {len(broken)} references "
-                                  f"(first: table {broken[0][0]}); nothing was changed")
+                    raise Refused(
+                        f"upgrading the schema would break {len(broken)} references "
+                        f"(first: table {broken[0][0]}); nothing was changed"
+                    )
         finally:
             raw.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
 
@@ -189,8 +207,7 @@ def schema_is_current(conn: Connection) -> bool:
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [SCHEMA_HEAD]
 
 
-def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
-                rows: Iterable[Sequence[object]]) -> int:
+def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> int:
     """Insert many rows of plain values in the current transaction: PostgreSQL's COPY,
     or multi-row INSERTs on SQLite (`insert_values`). Returns the number of rows."""
     if conn.dialect.name == "postgresql":
@@ -204,8 +221,11 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
         insert_plain_rows(conn, table, columns, counting())
         return counted[0]
     processors = [bind_processor(table.c[c].type, conn.dialect) for c in columns]
-    converting = [(i, _remembered(p) if isinstance(table.c[c].type, (Date, DateTime)) else p)
-                  for i, (c, p) in enumerate(zip(columns, processors)) if p is not None]
+    converting = [
+        (i, _remembered(p) if isinstance(table.c[c].type, (Date, DateTime)) else p)
+        for i, (c, p) in enumerate(zip(columns, processors))
+        if p is not None
+    ]
     if not converting:
         return insert_values(conn, table.name, columns, rows)
 
@@ -311,8 +331,7 @@ def bytewise(conn: Connection, *columns: ColumnElement[str]) -> list[ColumnEleme
 ROWS_PER_INSERT = 2_000
 
 
-def insert_values(conn: Connection, table_name: str, columns: Sequence[str],
-                  rows: Iterable[Sequence[object]]) -> int:
+def insert_values(conn: Connection, table_name: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> int:
     """SQLite: insert rows of values as the driver stores them (no type conversion),
     many rows a statement: `INSERT ... VALUES (...), (...), ...`.
 
@@ -334,8 +353,13 @@ def insert_values(conn: Connection, table_name: str, columns: Sequence[str],
         try:
             cursor.execute(statement, list(chain.from_iterable(part)))
         except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
-            raise DBAPIError.instance(head + one, None, exc, conn.dialect.dbapi.Error,  # type: ignore[union-attr]
-                                      dialect=conn.dialect) from exc
+            raise DBAPIError.instance(
+                head + one,
+                None,
+                exc,
+                conn.dialect.dbapi.Error,  # type: ignore[union-attr]
+                dialect=conn.dialect,
+            ) from exc
 
     count = 0
     try:
@@ -475,8 +499,7 @@ def frame(conn: Connection, statement: Select, schema: dict[str, Any], size: int
     return table.with_columns(dates) if dates else table
 
 
-def insert_plain_rows(conn: Connection, table: Table, columns: Sequence[str],
-                      rows: Iterable[Sequence[object]]) -> None:
+def insert_plain_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """Insert rows of plain values in the current transaction, with the drivers' public
     APIs: PostgreSQL's COPY (binary when `copy_types` knows every column), SQLite's
     `executemany` of one INSERT. No SQLAlchemy conversion happens: each value must be

@@ -45,12 +45,22 @@ ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
 #: at a time, by triggers, instead of a row at a time (migration 0008: a million usage
 #: lines inserted in 9.0 s instead of 47.4 s; migration 0009 made the check one grouping
 #: pass); SQLite checks them as foreign keys.
-STATEMENT_CHECKED = frozenset({
-    "fk_usage_period_periods", "fk_usage_import_id_imports", "fk_usage_service_services",
-    "fk_usage_consumer_units", "fk_entries_period_periods", "fk_entries_usage_id_usage",
-    "fk_entries_service_services", "fk_entries_provider_units", "fk_entries_consumer_units",
-    "fk_charge_lines_usage_id_usage", "fk_charge_lines_entry_id_entries", "fk_line_tiers_usage_id_usage",
-})
+STATEMENT_CHECKED = frozenset(
+    {
+        "fk_usage_period_periods",
+        "fk_usage_import_id_imports",
+        "fk_usage_service_services",
+        "fk_usage_consumer_units",
+        "fk_entries_period_periods",
+        "fk_entries_usage_id_usage",
+        "fk_entries_service_services",
+        "fk_entries_provider_units",
+        "fk_entries_consumer_units",
+        "fk_charge_lines_usage_id_usage",
+        "fk_charge_lines_entry_id_entries",
+        "fk_line_tiers_usage_id_usage",
+    }
+)
 
 
 class Base(DeclarativeBase):
@@ -239,8 +249,7 @@ class Adjustment(Base):
     against_reference: Mapped[str | None] = mapped_column(String(100))
     __table_args__ = (
         CheckConstraint("amount_minor <> 0", name="amount_not_zero"),
-        CheckConstraint("(against_service IS NULL) = (against_reference IS NULL)",
-                        name="against_both_or_neither"),
+        CheckConstraint("(against_service IS NULL) = (against_reference IS NULL)", name="against_both_or_neither"),
         Index("ix_adjustments_against", "against_service", "against_reference"),
     )
 
@@ -357,9 +366,7 @@ class Entry(Base):
     hash: Mapped[str] = mapped_column(String(64))
     __table_args__ = (
         CheckConstraint("debit_account <> credit_account", name="two_accounts"),
-        CheckConstraint(
-            "kind IN ('usage', 'recurring', 'adjustment', 'allocation')", name="kind"
-        ),
+        CheckConstraint("kind IN ('usage', 'recurring', 'adjustment', 'allocation')", name="kind"),
         CheckConstraint("customer_class IN ('internal', 'external')", name="class"),
         Index("ix_entries_period", "period"),
     )
@@ -393,8 +400,7 @@ class ChargeLine(Base):
     checks it. Append-only, like the usage lines (migration 0011)."""
 
     __tablename__ = "charge_lines"
-    usage_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("usage.id"), primary_key=True,
-                                          autoincrement=False)
+    usage_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("usage.id"), primary_key=True, autoincrement=False)
     entry_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("entries.id"))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     rate_micro: Mapped[int | None] = mapped_column(BigInteger)

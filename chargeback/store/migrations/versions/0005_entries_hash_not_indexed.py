@@ -13,18 +13,17 @@ Revises: 0004
 
 from alembic import op
 
-
-revision = '0005'
-down_revision = '0004'
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('entries', schema=None) as batch_op:
-        batch_op.drop_constraint('uq_entries_hash', type_='unique')
+    with op.batch_alter_table("entries", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_entries_hash", type_="unique")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('entries', schema=None) as batch_op:
-        batch_op.create_unique_constraint('uq_entries_hash', ['hash'])
+    with op.batch_alter_table("entries", schema=None) as batch_op:
+        batch_op.create_unique_constraint("uq_entries_hash", ["hash"])

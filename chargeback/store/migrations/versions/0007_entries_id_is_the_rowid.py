@@ -13,12 +13,11 @@ Revision ID: 0007
 Revises: 0006
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0007'
-down_revision = '0006'
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
@@ -26,9 +25,8 @@ depends_on = None
 def _retype(old: sa.types.TypeEngine, new: sa.types.TypeEngine) -> None:
     if op.get_bind().dialect.name != "sqlite":
         return
-    with op.batch_alter_table('entries', schema=None, recreate="always") as batch_op:
-        batch_op.alter_column('id', existing_type=old, type_=new, existing_nullable=False,
-                              autoincrement=False)
+    with op.batch_alter_table("entries", schema=None, recreate="always") as batch_op:
+        batch_op.alter_column("id", existing_type=old, type_=new, existing_nullable=False, autoincrement=False)
 
 
 def upgrade() -> None:

@@ -24,9 +24,8 @@ Revises: 0007
 
 from alembic import op
 
-
-revision = '0008'
-down_revision = '0007'
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -47,8 +46,10 @@ REFERRED = tuple(dict.fromkeys(referred for _, _, referred, _, _ in REFERENCES))
 
 
 def raise_violation(message: str, detail: str, name: str, table: str) -> str:
-    return (f"RAISE EXCEPTION '{message}' USING ERRCODE = 'foreign_key_violation', "
-            f"DETAIL = {detail}, CONSTRAINT = '{name}', TABLE = '{table}';")
+    return (
+        f"RAISE EXCEPTION '{message}' USING ERRCODE = 'foreign_key_violation', "
+        f"DETAIL = {detail}, CONSTRAINT = '{name}', TABLE = '{table}';"
+    )
 
 
 def new_rows_exist(table: str) -> str:
@@ -60,43 +61,55 @@ def new_rows_exist(table: str) -> str:
     body = [f"SELECT {wanted} INTO {names} FROM new_rows;"]
     for _, column, referred, key, name in references:
         body += [
-            f"PERFORM 1 FROM {referred} r WHERE r.{key} IN (SELECT n.{column} FROM new_rows n) "
-            "FOR KEY SHARE OF r;",
+            f"PERFORM 1 FROM {referred} r WHERE r.{key} IN (SELECT n.{column} FROM new_rows n) FOR KEY SHARE OF r;",
             "GET DIAGNOSTICS found = ROW_COUNT;",
             f"IF found < wanted_{column} THEN",
             f"  SELECT n.{column}::text INTO missing FROM new_rows n WHERE n.{column} IS NOT NULL "
             f"AND NOT EXISTS (SELECT 1 FROM {referred} r WHERE r.{key} = n.{column}) LIMIT 1;",
-            "  " + raise_violation(f'insert or update on table "{table}" violates foreign key constraint "{name}"',
-                          f"format('Key ({column})=(%s) is not present in table \"{referred}\".', missing)",
-                          name, table),
+            "  "
+            + raise_violation(
+                f'insert or update on table "{table}" violates foreign key constraint "{name}"',
+                f"format('Key ({column})=(%s) is not present in table \"{referred}\".', missing)",
+                name,
+                table,
+            ),
             "END IF;",
         ]
     declare = " ".join(f"wanted_{column} bigint;" for _, column, _, _, _ in references)
-    return (f"CREATE FUNCTION {table}_references_exist() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            f"DECLARE {declare} found bigint; missing text;\nBEGIN\n  " + "\n  ".join(body) +
-            "\n  RETURN NULL;\nEND $$")
+    return (
+        f"CREATE FUNCTION {table}_references_exist() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        f"DECLARE {declare} found bigint; missing text;\nBEGIN\n  " + "\n  ".join(body) + "\n  RETURN NULL;\nEND $$"
+    )
 
 
 def still_named(referred: str, action: str) -> str:
     """The function run after each DELETE (or UPDATE) statement on `referred`: no usage
     line or entry names a key the statement removed (or changed)."""
     key = next(k for _, _, r, k, _ in REFERENCES if r == referred)
-    gone = ("SELECT o.{key} FROM old_rows o" if action == "delete" else
-            "SELECT o.{key} FROM old_rows o EXCEPT SELECT n.{key} FROM new_rows n").format(key=key)
+    gone = (
+        "SELECT o.{key} FROM old_rows o"
+        if action == "delete"
+        else "SELECT o.{key} FROM old_rows o EXCEPT SELECT n.{key} FROM new_rows n"
+    ).format(key=key)
     body = []
     for table, column, _, _, name in (r for r in REFERENCES if r[2] == referred):
         body += [
             f"WITH gone({key}) AS ({gone}) SELECT g.{key}::text INTO named FROM gone g "
             f"WHERE EXISTS (SELECT 1 FROM {table} c WHERE c.{column} = g.{key}) LIMIT 1;",
             "IF FOUND THEN",
-            "  " + raise_violation(f'update or delete on table "{referred}" violates foreign key constraint '
-                          f'"{name}" on table "{table}"',
-                          f"format('Key ({key})=(%s) is still referenced from table \"{table}\".', named)",
-                          name, referred),
+            "  "
+            + raise_violation(
+                f'update or delete on table "{referred}" violates foreign key constraint "{name}" on table "{table}"',
+                f"format('Key ({key})=(%s) is still referenced from table \"{table}\".', named)",
+                name,
+                referred,
+            ),
             "END IF;",
         ]
-    return (f"CREATE FUNCTION {referred}_still_named_on_{action}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            "DECLARE named text;\nBEGIN\n  " + "\n  ".join(body) + "\n  RETURN NULL;\nEND $$")
+    return (
+        f"CREATE FUNCTION {referred}_still_named_on_{action}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "DECLARE named text;\nBEGIN\n  " + "\n  ".join(body) + "\n  RETURN NULL;\nEND $$"
+    )
 
 
 def not_truncated(referred: str) -> str:
@@ -104,10 +117,12 @@ def not_truncated(referred: str) -> str:
     entry may name it (a foreign key made PostgreSQL refuse it outright)."""
     tables = sorted({table for table, _, r, _, _ in REFERENCES if r == referred})
     checks = " OR ".join(f"EXISTS (SELECT 1 FROM {table})" for table in tables)
-    return (f"CREATE FUNCTION {referred}_not_truncated() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            f"BEGIN\n  IF {checks} THEN\n    RAISE EXCEPTION 'cannot truncate table \"{referred}\" while rows of "
-            f"{' or '.join(tables)} may name it' USING ERRCODE = 'foreign_key_violation', "
-            f"TABLE = '{referred}';\n  END IF;\n  RETURN NULL;\nEND $$")
+    return (
+        f"CREATE FUNCTION {referred}_not_truncated() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        f'BEGIN\n  IF {checks} THEN\n    RAISE EXCEPTION \'cannot truncate table "{referred}" while rows of '
+        f"{' or '.join(tables)} may name it' USING ERRCODE = 'foreign_key_violation', "
+        f"TABLE = '{referred}';\n  END IF;\n  RETURN NULL;\nEND $$"
+    )
 
 
 def upgrade() -> None:
@@ -118,19 +133,25 @@ def upgrade() -> None:
     for table in TABLES:
         op.execute(new_rows_exist(table))
         for event in ("insert", "update"):
-            op.execute(f"CREATE TRIGGER {table}_references_on_{event} AFTER {event.upper()} ON {table} "
-                       "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
-                       f"EXECUTE FUNCTION {table}_references_exist()")
+            op.execute(
+                f"CREATE TRIGGER {table}_references_on_{event} AFTER {event.upper()} ON {table} "
+                "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
+                f"EXECUTE FUNCTION {table}_references_exist()"
+            )
     for referred in REFERRED:
         for action in ("delete", "update"):
             op.execute(still_named(referred, action))
             tables = "OLD TABLE AS old_rows" + (" NEW TABLE AS new_rows" if action == "update" else "")
-            op.execute(f"CREATE TRIGGER {referred}_still_named_on_{action} AFTER {action.upper()} ON {referred} "
-                       f"REFERENCING {tables} FOR EACH STATEMENT "
-                       f"EXECUTE FUNCTION {referred}_still_named_on_{action}()")
+            op.execute(
+                f"CREATE TRIGGER {referred}_still_named_on_{action} AFTER {action.upper()} ON {referred} "
+                f"REFERENCING {tables} FOR EACH STATEMENT "
+                f"EXECUTE FUNCTION {referred}_still_named_on_{action}()"
+            )
         op.execute(not_truncated(referred))
-        op.execute(f"CREATE TRIGGER {referred}_not_truncated BEFORE TRUNCATE ON {referred} "
-                   f"FOR EACH STATEMENT EXECUTE FUNCTION {referred}_not_truncated()")
+        op.execute(
+            f"CREATE TRIGGER {referred}_not_truncated BEFORE TRUNCATE ON {referred} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {referred}_not_truncated()"
+        )
 
 
 def downgrade() -> None:

@@ -37,14 +37,15 @@ from types import ModuleType
 
 from alembic import op
 
-
-revision = '0009'
-down_revision = '0008'
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
-APPEND_ONLY = ("usage lines are append-only: a stored usage line cannot be changed or deleted "
-               "(correct a charge with chargeback adjust)")
+APPEND_ONLY = (
+    "usage lines are append-only: a stored usage line cannot be changed or deleted "
+    "(correct a charge with chargeback adjust)"
+)
 
 
 def _migration_0008() -> ModuleType:
@@ -60,14 +61,20 @@ def _migration_0008() -> ModuleType:
 M0008 = _migration_0008()
 USAGE_LINE = "fk_entries_usage_id_usage"
 #: 0008's references but the usage line's (found, not locked), each with its key's type
-REFERENCES = tuple((*reference, "bigint" if reference[3] == "id" else "text")
-                   for reference in M0008.REFERENCES if reference[4] != USAGE_LINE)
+REFERENCES = tuple(
+    (*reference, "bigint" if reference[3] == "id" else "text")
+    for reference in M0008.REFERENCES
+    if reference[4] != USAGE_LINE
+)
 
 
 def _missing(table: str, column: str, referred: str, name: str) -> str:
-    return "  " + M0008.raise_violation(f'insert or update on table "{table}" violates foreign key constraint "{name}"',
-                               f"format('Key ({column})=(%s) is not present in table \"{referred}\".', missing)",
-                               name, table)
+    return "  " + M0008.raise_violation(
+        f'insert or update on table "{table}" violates foreign key constraint "{name}"',
+        f"format('Key ({column})=(%s) is not present in table \"{referred}\".', missing)",
+        name,
+        table,
+    )
 
 
 def _new_rows_exist(table: str) -> str:
@@ -77,8 +84,9 @@ def _new_rows_exist(table: str) -> str:
     references = [r for r in REFERENCES if r[0] == table]
     columns = ", ".join(column for _, column, _, _, _, _ in references)
     sets = ", ".join(f"({column})" for _, column, _, _, _, _ in references)
-    lists = ", ".join(f"array_agg({column}) FILTER (WHERE {column} IS NOT NULL)"
-                      for _, column, _, _, _, _ in references)
+    lists = ", ".join(
+        f"array_agg({column}) FILTER (WHERE {column} IS NOT NULL)" for _, column, _, _, _, _ in references
+    )
     keys = ", ".join(f"keys_{column}" for _, column, _, _, _, _ in references)
     body = [f"SELECT {lists} INTO {keys} FROM (SELECT {columns} FROM new_rows GROUP BY GROUPING SETS ({sets})) k;"]
     for _, column, referred, key, name, _ in references:
@@ -102,16 +110,21 @@ def _new_rows_exist(table: str) -> str:
             "END IF;",
         ]
     declare = " ".join(f"keys_{column} {kind}[];" for _, column, _, _, _, kind in references)
-    return (f"CREATE OR REPLACE FUNCTION {table}_references_exist() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            f"DECLARE {declare} lines bigint[]; wanted bigint; found bigint; missing text;\nBEGIN\n  "
-            + "\n  ".join(body) + "\n  RETURN NULL;\nEND $$")
+    return (
+        f"CREATE OR REPLACE FUNCTION {table}_references_exist() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        f"DECLARE {declare} lines bigint[]; wanted bigint; found bigint; missing text;\nBEGIN\n  "
+        + "\n  ".join(body)
+        + "\n  RETURN NULL;\nEND $$"
+    )
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         for action in ("UPDATE", "DELETE"):
-            op.execute(f"CREATE TRIGGER usage_no_{action.lower()} BEFORE {action} ON usage "
-                       f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END")
+            op.execute(
+                f"CREATE TRIGGER usage_no_{action.lower()} BEFORE {action} ON usage "
+                f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
+            )
         return
     for action in ("delete", "update"):
         op.execute(f"DROP TRIGGER usage_still_named_on_{action} ON usage")
@@ -119,13 +132,19 @@ def upgrade() -> None:
     op.execute("DROP TRIGGER usage_not_truncated ON usage")
     op.execute("DROP FUNCTION usage_not_truncated()")
     op.execute("DROP TRIGGER usage_references_on_update ON usage")
-    op.execute("CREATE FUNCTION usage_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-               f"BEGIN RAISE EXCEPTION '{APPEND_ONLY}' USING ERRCODE = 'restrict_violation', "
-               "TABLE = 'usage'; END $$")
-    op.execute("CREATE TRIGGER usage_append_only BEFORE UPDATE OR DELETE ON usage "
-               "FOR EACH ROW EXECUTE FUNCTION usage_append_only()")
-    op.execute("CREATE TRIGGER usage_not_truncated BEFORE TRUNCATE ON usage "
-               "FOR EACH STATEMENT EXECUTE FUNCTION usage_append_only()")
+    op.execute(
+        "CREATE FUNCTION usage_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN RAISE EXCEPTION '{APPEND_ONLY}' USING ERRCODE = 'restrict_violation', "
+        "TABLE = 'usage'; END $$"
+    )
+    op.execute(
+        "CREATE TRIGGER usage_append_only BEFORE UPDATE OR DELETE ON usage "
+        "FOR EACH ROW EXECUTE FUNCTION usage_append_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER usage_not_truncated BEFORE TRUNCATE ON usage "
+        "FOR EACH STATEMENT EXECUTE FUNCTION usage_append_only()"
+    )
     for table in ("usage", "entries"):
         op.execute(_new_rows_exist(table))
 
@@ -142,14 +161,20 @@ def downgrade() -> None:
         op.execute(f"DROP FUNCTION {table}_references_exist() CASCADE")
         op.execute(M0008.new_rows_exist(table))
         for event in ("insert", "update"):
-            op.execute(f"CREATE TRIGGER {table}_references_on_{event} AFTER {event.upper()} ON {table} "
-                       "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
-                       f"EXECUTE FUNCTION {table}_references_exist()")
+            op.execute(
+                f"CREATE TRIGGER {table}_references_on_{event} AFTER {event.upper()} ON {table} "
+                "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
+                f"EXECUTE FUNCTION {table}_references_exist()"
+            )
     for action in ("delete", "update"):
         op.execute(M0008.still_named("usage", action))
         tables = "OLD TABLE AS old_rows" + (" NEW TABLE AS new_rows" if action == "update" else "")
-        op.execute(f"CREATE TRIGGER usage_still_named_on_{action} AFTER {action.upper()} ON usage "
-                   f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION usage_still_named_on_{action}()")
+        op.execute(
+            f"CREATE TRIGGER usage_still_named_on_{action} AFTER {action.upper()} ON usage "
+            f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION usage_still_named_on_{action}()"
+        )
     op.execute(M0008.not_truncated("usage"))
-    op.execute("CREATE TRIGGER usage_not_truncated BEFORE TRUNCATE ON usage "
-               "FOR EACH STATEMENT EXECUTE FUNCTION usage_not_truncated()")
+    op.execute(
+        "CREATE TRIGGER usage_not_truncated BEFORE TRUNCATE ON usage "
+        "FOR EACH STATEMENT EXECUTE FUNCTION usage_not_truncated()"
+    )

@@ -21,9 +21,8 @@ Revises: 0009
 from alembic import op
 from sqlalchemy import text
 
-
-revision = '0010'
-down_revision = '0009'
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -23,15 +23,16 @@ Revises: 0010
 import sqlalchemy as sa
 from alembic import op
 
-
-revision = '0011'
-down_revision = '0010'
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
 ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-APPEND_ONLY = ("priced usage lines are append-only: the price of a posted line cannot be changed or deleted "
-               "(correct a charge with chargeback adjust)")
+APPEND_ONLY = (
+    "priced usage lines are append-only: the price of a posted line cannot be changed or deleted "
+    "(correct a charge with chargeback adjust)"
+)
 #: (table, column, referred table, referred column, foreign key's name)
 REFERENCES = (
     ("charge_lines", "usage_id", "usage", "id", "fk_charge_lines_usage_id_usage"),
@@ -51,14 +52,16 @@ def _references_exist(table: str) -> str:
             f"SELECT n.{column}::text INTO missing FROM new_rows n WHERE NOT EXISTS "
             f"(SELECT 1 FROM {referred} r WHERE r.{key} = n.{column}) LIMIT 1;",
             "IF FOUND THEN",
-            f"  RAISE EXCEPTION 'insert on table \"{table}\" violates foreign key constraint \"{name}\"' "
+            f'  RAISE EXCEPTION \'insert on table "{table}" violates foreign key constraint "{name}"\' '
             "USING ERRCODE = 'foreign_key_violation', "
             f"DETAIL = format('Key ({column})=(%s) is not present in table \"{referred}\".', missing), "
             f"CONSTRAINT = '{name}', TABLE = '{table}';",
             "END IF;",
         ]
-    return (f"CREATE FUNCTION {table}_references_exist() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            "DECLARE missing text;\nBEGIN\n  " + "\n  ".join(body) + "\n  RETURN NULL;\nEND $$")
+    return (
+        f"CREATE FUNCTION {table}_references_exist() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "DECLARE missing text;\nBEGIN\n  " + "\n  ".join(body) + "\n  RETURN NULL;\nEND $$"
+    )
 
 
 def upgrade() -> None:
@@ -79,18 +82,23 @@ def upgrade() -> None:
         return
     op.create_table(
         "charge_lines",
-        sa.Column("usage_id", ROW_ID, sa.ForeignKey("usage.id", name="fk_charge_lines_usage_id_usage"),
-                  primary_key=True, autoincrement=False),
-        sa.Column("entry_id", ROW_ID, sa.ForeignKey("entries.id", name="fk_charge_lines_entry_id_entries"),
-                  nullable=False),
+        sa.Column(
+            "usage_id",
+            ROW_ID,
+            sa.ForeignKey("usage.id", name="fk_charge_lines_usage_id_usage"),
+            primary_key=True,
+            autoincrement=False,
+        ),
+        sa.Column(
+            "entry_id", ROW_ID, sa.ForeignKey("entries.id", name="fk_charge_lines_entry_id_entries"), nullable=False
+        ),
         sa.Column("amount_minor", sa.BigInteger(), nullable=False),
         sa.Column("rate_micro", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("usage_id", name="pk_charge_lines"),
     )
     op.create_table(
         "line_tiers",
-        sa.Column("usage_id", ROW_ID, sa.ForeignKey("usage.id", name="fk_line_tiers_usage_id_usage"),
-                  nullable=False),
+        sa.Column("usage_id", ROW_ID, sa.ForeignKey("usage.id", name="fk_line_tiers_usage_id_usage"), nullable=False),
         sa.Column("piece", sa.Integer(), nullable=False),
         sa.Column("tier_from_micro", sa.BigInteger(), nullable=False),
         sa.Column("quantity_micro", sa.BigInteger(), nullable=False),
@@ -105,36 +113,50 @@ def upgrade() -> None:
     if not postgresql:
         _sqlite_append_only()
         return
-    op.execute("CREATE FUNCTION priced_lines_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-               f"BEGIN RAISE EXCEPTION '{APPEND_ONLY}' USING ERRCODE = 'restrict_violation', "
-               "TABLE = TG_TABLE_NAME; END $$")
+    op.execute(
+        "CREATE FUNCTION priced_lines_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN RAISE EXCEPTION '{APPEND_ONLY}' USING ERRCODE = 'restrict_violation', "
+        "TABLE = TG_TABLE_NAME; END $$"
+    )
     for table in TABLES:
         op.execute(_references_exist(table))
-        op.execute(f"CREATE TRIGGER {table}_references_on_insert AFTER INSERT ON {table} "
-                   "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
-                   f"EXECUTE FUNCTION {table}_references_exist()")
-        op.execute(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                   "FOR EACH ROW EXECUTE FUNCTION priced_lines_append_only()")
-        op.execute(f"CREATE TRIGGER {table}_not_truncated BEFORE TRUNCATE ON {table} "
-                   "FOR EACH STATEMENT EXECUTE FUNCTION priced_lines_append_only()")
+        op.execute(
+            f"CREATE TRIGGER {table}_references_on_insert AFTER INSERT ON {table} "
+            "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
+            f"EXECUTE FUNCTION {table}_references_exist()"
+        )
+        op.execute(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION priced_lines_append_only()"
+        )
+        op.execute(
+            f"CREATE TRIGGER {table}_not_truncated BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION priced_lines_append_only()"
+        )
 
 
 def _sqlite_append_only() -> None:
     for table in TABLES:
         for action in ("UPDATE", "DELETE"):
-            op.execute(f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} BEFORE {action} ON {table} "
-                       f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END")
+            op.execute(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} BEFORE {action} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
+            )
 
 
 def _backfill() -> None:
     """The one line of each entry posted per usage line, where it is not recorded yet."""
-    op.execute("INSERT INTO charge_lines (usage_id, entry_id, amount_minor, rate_micro) "
-               "SELECT e.usage_id, e.id, e.amount_minor, e.rate_micro FROM entries e WHERE e.usage_id IS NOT NULL "
-               "AND NOT EXISTS (SELECT 1 FROM charge_lines c WHERE c.usage_id = e.usage_id)")
-    op.execute("INSERT INTO line_tiers (usage_id, piece, tier_from_micro, quantity_micro, rate_micro) "
-               "SELECT e.usage_id, t.piece, t.tier_from_micro, t.quantity_micro, t.rate_micro "
-               "FROM entry_tiers t JOIN entries e ON e.id = t.entry_id WHERE e.usage_id IS NOT NULL "
-               "AND NOT EXISTS (SELECT 1 FROM line_tiers l WHERE l.usage_id = e.usage_id)")
+    op.execute(
+        "INSERT INTO charge_lines (usage_id, entry_id, amount_minor, rate_micro) "
+        "SELECT e.usage_id, e.id, e.amount_minor, e.rate_micro FROM entries e WHERE e.usage_id IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM charge_lines c WHERE c.usage_id = e.usage_id)"
+    )
+    op.execute(
+        "INSERT INTO line_tiers (usage_id, piece, tier_from_micro, quantity_micro, rate_micro) "
+        "SELECT e.usage_id, t.piece, t.tier_from_micro, t.quantity_micro, t.rate_micro "
+        "FROM entry_tiers t JOIN entries e ON e.id = t.entry_id WHERE e.usage_id IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM line_tiers l WHERE l.usage_id = e.usage_id)"
+    )
 
 
 def downgrade() -> None:

@@ -28,23 +28,39 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0012'
-down_revision = '0011'
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
 GENESIS = "0" * 64
 APPEND_ONLY = "period events are append-only: a close or reopen cannot be changed or deleted"
-SEAL_COLUMNS = (("journal_entry", sa.BigInteger()), ("journal_hash", sa.String(64)),
-                ("signature", sa.String(128)), ("key", sa.String(64)))
+SEAL_COLUMNS = (
+    ("journal_entry", sa.BigInteger()),
+    ("journal_hash", sa.String(64)),
+    ("signature", sa.String(128)),
+    ("key", sa.String(64)),
+)
 CHAIN_COLUMNS = ("prev_hash", "hash")
-HASHED = ("id", "period", "at", "action", "reason", "user", "journal_entry", "journal_hash", "signature",
-          "key", "prev_hash")
+HASHED = (
+    "id",
+    "period",
+    "at",
+    "action",
+    "reason",
+    "user",
+    "journal_entry",
+    "journal_hash",
+    "signature",
+    "key",
+    "prev_hash",
+)
 
 
 def _event_hash(values: list[object]) -> str:
     """`seals.event_hash`: sha256 of the values as compact JSON, dates as ISO text (the
     form `journal.hashed_json` defines)."""
+
     def iso(value: object) -> str:
         if isinstance(value, (dt.date, dt.datetime)):
             return value.isoformat()
@@ -55,27 +71,39 @@ def _event_hash(values: list[object]) -> str:
 
 
 def _events() -> sa.TableClause:
-    return sa.table("period_events", sa.column("id", sa.Integer), sa.column("period", sa.String),
-                    sa.column("at", sa.DateTime), sa.column("action", sa.String), sa.column("reason", sa.Text),
-                    sa.column("user", sa.String), sa.column("journal_entry", sa.BigInteger),
-                    sa.column("journal_hash", sa.String), sa.column("signature", sa.String),
-                    sa.column("key", sa.String), sa.column("prev_hash", sa.String), sa.column("hash", sa.String))
+    return sa.table(
+        "period_events",
+        sa.column("id", sa.Integer),
+        sa.column("period", sa.String),
+        sa.column("at", sa.DateTime),
+        sa.column("action", sa.String),
+        sa.column("reason", sa.Text),
+        sa.column("user", sa.String),
+        sa.column("journal_entry", sa.BigInteger),
+        sa.column("journal_hash", sa.String),
+        sa.column("signature", sa.String),
+        sa.column("key", sa.String),
+        sa.column("prev_hash", sa.String),
+        sa.column("hash", sa.String),
+    )
 
 
 def _chain(bind: sa.Connection) -> tuple[int, str]:
     """Chain every event in id order, giving the last close of each closed period its
     seal; returns the head (last id, last hash)."""
     events = _events()
-    periods = sa.table("periods", sa.column("period", sa.String), sa.column("status", sa.String),
-                       sa.column("closed_hash", sa.String))
+    periods = sa.table(
+        "periods", sa.column("period", sa.String), sa.column("status", sa.String), sa.column("closed_hash", sa.String)
+    )
     entries = sa.table("entries", sa.column("id", sa.BigInteger), sa.column("hash", sa.String))
     rows = bind.execute(sa.select(events).order_by(events.c.id)).all()
     last_close = {}
     for row in rows:
         if row.action == "close":
             last_close[row.period] = row.id
-    closed = dict(bind.execute(sa.select(periods.c.period, periods.c.closed_hash)
-                               .where(periods.c.status == "closed")).all())
+    closed = dict(
+        bind.execute(sa.select(periods.c.period, periods.c.closed_hash).where(periods.c.status == "closed")).all()
+    )
     previous, last_id = GENESIS, 0
     for row in rows:
         entry, journal_hash = row.journal_entry, row.journal_hash
@@ -84,13 +112,28 @@ def _chain(bind: sa.Connection) -> tuple[int, str]:
             if journal_hash == GENESIS:
                 entry = 0
             elif journal_hash is not None:
-                entry = bind.execute(sa.select(entries.c.id).where(entries.c.hash == journal_hash)
-                                     .order_by(entries.c.id).limit(1)).scalar()
-        values = [row.id, row.period, row.at, row.action, row.reason, row.user, entry, journal_hash,
-                  row.signature, row.key, previous]
+                entry = bind.execute(
+                    sa.select(entries.c.id).where(entries.c.hash == journal_hash).order_by(entries.c.id).limit(1)
+                ).scalar()
+        values = [
+            row.id,
+            row.period,
+            row.at,
+            row.action,
+            row.reason,
+            row.user,
+            entry,
+            journal_hash,
+            row.signature,
+            row.key,
+            previous,
+        ]
         digest = _event_hash(values)
-        bind.execute(sa.update(events).where(events.c.id == row.id).values(
-            journal_entry=entry, journal_hash=journal_hash, prev_hash=previous, hash=digest))
+        bind.execute(
+            sa.update(events)
+            .where(events.c.id == row.id)
+            .values(journal_entry=entry, journal_hash=journal_hash, prev_hash=previous, hash=digest)
+        )
         previous, last_id = digest, row.id
     return last_id, previous
 
@@ -117,22 +160,34 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_period_event_head")),
     )
     op.bulk_insert(
-        sa.table("period_event_head", sa.column("id", sa.Integer), sa.column("last_event", sa.BigInteger),
-                 sa.column("last_hash", sa.String)),
+        sa.table(
+            "period_event_head",
+            sa.column("id", sa.Integer),
+            sa.column("last_event", sa.BigInteger),
+            sa.column("last_hash", sa.String),
+        ),
         [{"id": 1, "last_event": last_id, "last_hash": last_hash}],
     )
     if bind.dialect.name == "postgresql":
-        op.execute("CREATE FUNCTION period_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                   f"BEGIN RAISE EXCEPTION '{APPEND_ONLY}' USING ERRCODE = 'restrict_violation', "
-                   "TABLE = 'period_events'; END $$")
-        op.execute("CREATE TRIGGER period_events_append_only BEFORE UPDATE OR DELETE ON period_events "
-                   "FOR EACH ROW EXECUTE FUNCTION period_events_append_only()")
-        op.execute("CREATE TRIGGER period_events_not_truncated BEFORE TRUNCATE ON period_events "
-                   "FOR EACH STATEMENT EXECUTE FUNCTION period_events_append_only()")
+        op.execute(
+            "CREATE FUNCTION period_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            f"BEGIN RAISE EXCEPTION '{APPEND_ONLY}' USING ERRCODE = 'restrict_violation', "
+            "TABLE = 'period_events'; END $$"
+        )
+        op.execute(
+            "CREATE TRIGGER period_events_append_only BEFORE UPDATE OR DELETE ON period_events "
+            "FOR EACH ROW EXECUTE FUNCTION period_events_append_only()"
+        )
+        op.execute(
+            "CREATE TRIGGER period_events_not_truncated BEFORE TRUNCATE ON period_events "
+            "FOR EACH STATEMENT EXECUTE FUNCTION period_events_append_only()"
+        )
     else:
         for action in ("UPDATE", "DELETE"):
-            op.execute(f"CREATE TRIGGER period_events_no_{action.lower()} BEFORE {action} ON period_events "
-                       f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END")
+            op.execute(
+                f"CREATE TRIGGER period_events_no_{action.lower()} BEFORE {action} ON period_events "
+                f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
+            )
 
 
 def downgrade() -> None:
@@ -140,8 +195,10 @@ def downgrade() -> None:
     the id sequence, unused while events are numbered under their head's lock, moves past
     them for the older code."""
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("SELECT setval(pg_get_serial_sequence('period_events', 'id'), coalesce(max(id), 0) + 1, false) "
-                   "FROM period_events")
+        op.execute(
+            "SELECT setval(pg_get_serial_sequence('period_events', 'id'), coalesce(max(id), 0) + 1, false) "
+            "FROM period_events"
+        )
         op.execute("DROP TRIGGER period_events_not_truncated ON period_events")
         op.execute("DROP TRIGGER period_events_append_only ON period_events")
         op.execute("DROP FUNCTION period_events_append_only()")

@@ -224,7 +224,7 @@ def _skewed(
         quantities = rng.choices(QUANTITIES, k=size)
         yield [
             [days[i], pairs[p][1], pairs[p][0], quantities[i], f"R{n:08d}", f"Usage {n}"]
-            for i, (n, p) in enumerate(zip(range(start, start + size), picks))
+            for i, (n, p) in enumerate(zip(range(start, start + size), picks, strict=False))
         ]
 
 

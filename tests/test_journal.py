@@ -37,7 +37,7 @@ def test_entries_link_to_the_one_before(closed: str) -> None:
         rows = conn.execute(select(*ENTRY_COLUMNS).order_by(ENTRY_COLUMNS[0])).all()
     engine.dispose()
     assert rows[0].prev_hash == GENESIS
-    for before, after in zip(rows, rows[1:]):
+    for before, after in zip(rows, rows[1:], strict=False):
         assert after.prev_hash == before.hash
     assert all(entry_hash(tuple(r)[:-2], r.lines_digest) == r.hash for r in rows)
 

@@ -407,7 +407,7 @@ def test_a_chained_reopen_without_its_audit_record_is_found(closed: str) -> None
             last.last_hash,
         )
         digest = seals.event_hash(values)
-        conn.execute(insert(PeriodEvent).values(**dict(zip(seals.HASHED_FIELDS, values)), hash=digest))
+        conn.execute(insert(PeriodEvent).values(**dict(zip(seals.HASHED_FIELDS, values, strict=False)), hash=digest))
         conn.execute(update(PeriodEventHead).values(last_event=values[0], last_hash=digest))
         conn.execute(update(Period).where(Period.period == "2026-04").values(status="open"))
     engine.dispose()

@@ -128,7 +128,7 @@ def test_statement_summary_previous_period_and_year_to_date(out: tuple[str, Path
     def cache(xml: str, tag: str) -> list[str]:
         return re.findall(r"<c:v>(.*?)</c:v>", re.search(rf"<c:{tag}>.*?</c:{tag}>", xml, re.S).group())
 
-    for one, column in zip(series, (4, 5)):
+    for one, column in zip(series, (4, 5), strict=False):
         categories = re.search(r"<c:cat>.*?</c:cat>", one, re.S).group()
         assert cache(categories, "strCache") == [r[1] for r in table]
         values = re.search(r"<c:val>.*?</c:val>", one, re.S).group()
@@ -195,7 +195,7 @@ def test_reconciliation_workbook_ties_to_the_engine(out: tuple[str, Path]) -> No
         if r[0] == "Total":
             break
         provider = str(r[0]).rsplit("(", 1)[1].rstrip(")")
-        for code, value in zip(header[1:], r[1:]):
+        for code, value in zip(header[1:], r[1:], strict=False):
             if value is not None and "total" not in str(code).lower():
                 cells[(provider, code)] = money(value)
     assert cells == {pair: minor(amount) for pair, amount in expected.items()}
@@ -221,7 +221,7 @@ def test_journal_sheet_matches_journal_csv_with_hashes(out: tuple[str, Path]) ->
     with open(folder / "2026-03" / "journal.csv", encoding="utf-8") as handle:
         exported = list(csv.DictReader(handle))
     assert len(journal) - 1 == len(exported)
-    for row, line in zip(journal[1:], exported):
+    for row, line in zip(journal[1:], exported, strict=False):
         assert str(row[0]) == line["entry"] and row[2] == line["account"] and row[4] == line["unit"]
         assert (money(row[5]) if row[5] is not None else "") == (Decimal(line["debit"]) if line["debit"] else "")
         assert (money(row[6]) if row[6] is not None else "") == (Decimal(line["credit"]) if line["credit"] else "")

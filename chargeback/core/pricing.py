@@ -185,7 +185,7 @@ def overlapping(rows: Iterable[RateRow]) -> list[tuple[RateRow, RateRow]]:
     clashes = []
     for group in groups.values():
         group.sort(key=lambda r: r.effective_from)
-        for earlier, later in zip(group, group[1:]):
+        for earlier, later in zip(group, group[1:], strict=False):
             if earlier.effective_to is None or later.effective_from <= earlier.effective_to:
                 clashes.append((earlier, later))
     return clashes

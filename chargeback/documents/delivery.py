@@ -216,7 +216,7 @@ def message(
     lines += ["", "-- ", "sent by chargeback"]
     msg.set_content("\n".join(lines) + "\n")
     attached = []
-    for path, (sub, suffix, kind) in zip(r.files(folder), r.documents):
+    for path, (sub, suffix, kind) in zip(r.files(folder), r.documents, strict=False):
         try:
             data = path.read_bytes()
         except OSError as exc:

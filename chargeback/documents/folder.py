@@ -265,7 +265,7 @@ def write_manifest(
         digests = list(pool.map(_sha256_of, paths))
     files = [
         {"path": path.relative_to(folder).as_posix(), "sha256": digest, "bytes": size}
-        for path, (digest, size) in zip(paths, digests)
+        for path, (digest, size) in zip(paths, digests, strict=False)
     ]
     book = conn.execute(select(Book.name)).scalar()
     record = None if draft else conn.execute(select(Period.__table__).where(Period.period == period)).first()

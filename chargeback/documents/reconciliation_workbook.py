@@ -122,7 +122,7 @@ def _journal_sum(account_prefix: str, add: int, subtract: int, parts: list[tuple
     def side(col: int) -> str:
         return "+".join(
             f'SUMIFS({values},{where},"{account_prefix}*")'
-            for values, where in zip(_over_journal(parts, col), accounts)
+            for values, where in zip(_over_journal(parts, col), accounts, strict=False)
         )
 
     return f"=ROUND({side(add)}-({side(subtract)}),{digits})"
@@ -306,7 +306,7 @@ def _journal(
         return found
 
     remaining = iter(entries)
-    for sheet, (_, lines) in zip(sheets, parts):
+    for sheet, (_, lines) in zip(sheets, parts, strict=False):
         wb.header(sheet, 0, JOURNAL_TITLES, numeric=(0, 5, 6))
         sheet.freeze_panes(1, 0)
         wb.widths(sheet, [9, 11, 30, 12, 12, 14, 14, 10, 16, 36, 11, 66])

@@ -187,7 +187,7 @@ def _csv_rows(
                 if len(record) < width:
                     record = record + [""] * (width - len(record))
                 if nul and any("\x00" in cell for cell in record):
-                    column = next(c for c, cell in zip(wanted, record) if "\x00" in cell)
+                    column = next(c for c, cell in zip(wanted, record, strict=False) if "\x00" in cell)
                     problems.append(
                         Problem(
                             name,
@@ -197,7 +197,7 @@ def _csv_rows(
                         )
                     )
                     continue
-                yield start, dict(zip(wanted, record)) if in_order is None else in_order(record)
+                yield start, dict(zip(wanted, record, strict=False)) if in_order is None else in_order(record)
     except UnicodeDecodeError:
         bad_line, column = _first_bad_utf8(path, wanted)
         problems.append(Problem(name, bad_line, column, "not UTF-8 text: save the file as CSV UTF-8"))
@@ -234,7 +234,7 @@ def _first_bad_utf8(path: Path, header: list[str] | None) -> tuple[int, str]:
         header = [h.strip() for h in _cells(first)]
     end = LINE_BREAK.search(data, start)
     text = data[breaks[-1] : end.start() if end else len(data)].decode("utf-8", "replace")
-    column = next((c for c, cell in zip(header, _cells(text)) if "\ufffd" in cell), "-")
+    column = next((c for c, cell in zip(header, _cells(text), strict=False) if "\ufffd" in cell), "-")
     return line, column
 
 
@@ -584,7 +584,7 @@ def _sheet_rows(
             problems.append(Problem(name, number, "-", f"cells beyond the {width} columns of the header"))
             continue
         if any(texts):
-            yield number, dict(zip(wanted, texts))
+            yield number, dict(zip(wanted, texts, strict=False))
     for ref in marks.merged:
         try:
             min_col, min_row, _, _ = CellRange(ref).bounds
@@ -683,7 +683,7 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
         line = 1 + pl.int_range(pl.len(), dtype=pl.Int64) + breaks.cum_sum().shift(1, fill_value=0).cast(pl.Int64)
     else:
         line = 1 + pl.int_range(pl.len(), dtype=pl.Int64)
-    table = table.with_columns(line.alias("line")).slice(1).rename(dict(zip(cells, wanted)))
+    table = table.with_columns(line.alias("line")).slice(1).rename(dict(zip(cells, wanted, strict=False)))
     table = table.select(
         "line",
         *[

@@ -147,7 +147,7 @@ def append(
         head.last_hash,
     )
     digest = entry_hash(values)
-    conn.execute(insert(AuditRecord).values(**dict(zip(HASHED_FIELDS, values)), hash=digest))
+    conn.execute(insert(AuditRecord).values(**dict(zip(HASHED_FIELDS, values, strict=False)), hash=digest))
     conn.execute(update(AuditHead).where(AuditHead.id == 1).values(last_record=values[0], last_hash=digest))
     return values[0]
 

@@ -192,7 +192,7 @@ def chain(conn: Connection, batches: Iterable[Prepared], on_batch: Callable[[int
     previous = last_hash.encode()
     with Overlapped() as inserts:
         for rows, tails, digests in batches:
-            for row, tail, lines in zip(rows, tails, digests):
+            for row, tail, lines in zip(rows, tails, digests, strict=False):
                 last_id += 1
                 row[0] = last_id
                 if lines is None:

@@ -211,7 +211,7 @@ def _append(
         last.last_hash,
     )
     digest = event_hash(values)
-    conn.execute(insert(PeriodEvent).values(**dict(zip(HASHED_FIELDS, values)), hash=digest))
+    conn.execute(insert(PeriodEvent).values(**dict(zip(HASHED_FIELDS, values, strict=False)), hash=digest))
     conn.execute(update(PeriodEventHead).where(PeriodEventHead.id == 1).values(last_event=values[0], last_hash=digest))
 
 

@@ -77,7 +77,7 @@ def verify(
     for row in rows:
         values = tuple(row)
         entry_id, stored_hash, lines_digest = values[0], values[-2], values[-1]
-        fields = dict(zip([c.key for c in ENTRY_COLUMNS], values))
+        fields = dict(zip([c.key for c in ENTRY_COLUMNS], values, strict=False))
         result.entries += 1
         if entry_id != expected_id:
             result.problems.append(

@@ -223,7 +223,7 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: It
     processors = [bind_processor(table.c[c].type, conn.dialect) for c in columns]
     converting = [
         (i, _remembered(p) if isinstance(table.c[c].type, (Date, DateTime)) else p)
-        for i, (c, p) in enumerate(zip(columns, processors))
+        for i, (c, p) in enumerate(zip(columns, processors, strict=False))
         if p is not None
     ]
     if not converting:

@@ -228,7 +228,10 @@ def measure(name: str, count: int, folder: Path) -> dict[str, object] | str:
     # read back in another process: Linux counts the RSS a child had when it was forked
     # into its peak, so this (parent) process stays small and loads no writer or reader
     checked = subprocess.run(
-        [sys.executable, __file__, "--check", "--rows", str(count), "--path", str(path)], capture_output=True, text=True
+        [sys.executable, __file__, "--check", "--rows", str(count), "--path", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     lines = checked.stderr.strip().splitlines()
     verdict = "ok" if checked.returncode == 0 else f"FAILED: {lines[-1][:100] if lines else '?'}"

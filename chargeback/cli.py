@@ -96,7 +96,7 @@ class ChargebackGroup(click.Group):
             sys.exit(0)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
-        except Exception as exc:  # a bug: one line for the user, the traceback with --debug
+        except Exception as exc:  # noqa: BLE001 a bug: one line for the user, the traceback with --debug
             if _debug(ctx):
                 traceback.print_exc()
             url = ctx.obj.url if isinstance(ctx.obj, Context) else ""
@@ -562,10 +562,8 @@ def demo(ctx: Context, out_dir: Path) -> None:
     """Run the bundled demo book with a fresh database in the --out folder."""
     result, url = api.demo(out_dir)
     _run_summary(ctx, result)
-    _say(
-        ctx,
-        f"demo database: {url}\n  try: chargeback --db {url} reconcile {result.closes[-1].period if result.closes else 'YYYY-MM'}",
-    )
+    last = result.closes[-1].period if result.closes else "YYYY-MM"
+    _say(ctx, f"demo database: {url}\n  try: chargeback --db {url} reconcile {last}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import DBAPIError
 
 from chargeback import api
 from chargeback.core.errors import Refused
@@ -89,9 +90,9 @@ def test_an_entry_moved_to_another_account_is_found(closed: str) -> None:
 
 
 def test_the_database_refuses_an_entry_with_one_account(closed: str) -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(DBAPIError):
         sql(closed, "UPDATE entries SET credit_account = debit_account WHERE id = 1")
-    with pytest.raises(Exception):
+    with pytest.raises(DBAPIError):
         sql(closed, "UPDATE entries SET amount_minor = NULL WHERE id = 1")
 
 

@@ -425,7 +425,7 @@ def test_the_upgrade_chains_the_events_already_there(closed: str) -> None:
     before = api.seals(closed)
     engine = db.connect(closed)
     with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0011")
+        command.downgrade(db.alembic_config(conn), "0011")
         conn.execute(text("UPDATE period_events SET journal_entry = NULL, journal_hash = NULL"))
         conn.execute(
             text(

@@ -707,17 +707,17 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
                 f"book.toml: currency: the book is kept in {current} and has posted entries; "
                 f"it cannot change to {settings.currency}"
             )
-    values = dict(
-        name=settings.name,
-        currency=settings.currency,
-        minor_digits=digits,
-        fiscal_year_start=settings.fiscal_year_start,
-        payment_terms=settings.payment_terms,
-        allocation_method=settings.allocation_method,
-        variance_threshold=str(settings.variance_threshold),
-        invoice_line_limit=settings.invoice_line_limit,
-        loaded_at=now,
-    )
+    values = {
+        "name": settings.name,
+        "currency": settings.currency,
+        "minor_digits": digits,
+        "fiscal_year_start": settings.fiscal_year_start,
+        "payment_terms": settings.payment_terms,
+        "allocation_method": settings.allocation_method,
+        "variance_threshold": str(settings.variance_threshold),
+        "invoice_line_limit": settings.invoice_line_limit,
+        "loaded_at": now,
+    }
     if current is None:
         conn.execute(insert(Book).values(id=1, **values))
     else:
@@ -756,14 +756,14 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
         conn.execute(
             insert(Rate),
             [
-                dict(
-                    service=r.service,
-                    customer_class=r.customer_class,
-                    effective_from=r.effective_from,
-                    effective_to=r.effective_to,
-                    rate_micro=to_micro(r.rate),
-                    tier_from_micro=to_micro(r.tier_from),
-                )
+                {
+                    "service": r.service,
+                    "customer_class": r.customer_class,
+                    "effective_from": r.effective_from,
+                    "effective_to": r.effective_to,
+                    "rate_micro": to_micro(r.rate),
+                    "tier_from_micro": to_micro(r.tier_from),
+                }
                 for r in book.rates
             ],
         )
@@ -771,14 +771,14 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
         conn.execute(
             insert(Recurring),
             [
-                dict(
-                    service=r.service,
-                    consumer=r.consumer,
-                    quantity_micro=to_micro(r.quantity),
-                    from_period=r.from_period,
-                    to_period=r.to_period,
-                    description=r.description,
-                )
+                {
+                    "service": r.service,
+                    "consumer": r.consumer,
+                    "quantity_micro": to_micro(r.quantity),
+                    "from_period": r.from_period,
+                    "to_period": r.to_period,
+                    "description": r.description,
+                }
                 for r in book.recurring
             ],
         )
@@ -787,7 +787,7 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
         conn.execute(
             insert(Budget),
             [
-                dict(fiscal_year=b.fiscal_year, unit=b.unit, amount_minor=to_minor(b.amount, digits))
+                {"fiscal_year": b.fiscal_year, "unit": b.unit, "amount_minor": to_minor(b.amount, digits)}
                 for b in book.budgets
             ],
         )
@@ -812,26 +812,29 @@ def _insert_allocations(conn: Connection, book: BookData, digits: int) -> None:
         (
             Allocation,
             [
-                dict(
-                    pool=a.pool,
-                    provider=a.provider,
-                    service=a.service,
-                    driver=a.driver,
-                    targets=a.targets,
-                    step_order=a.order,
-                )
+                {
+                    "pool": a.pool,
+                    "provider": a.provider,
+                    "service": a.service,
+                    "driver": a.driver,
+                    "targets": a.targets,
+                    "step_order": a.order,
+                }
                 for a in book.allocations
             ],
         ),
-        (Cost, [dict(period=c.period, pool=c.pool, amount_minor=to_minor(c.amount, digits)) for c in book.costs]),
+        (Cost, [{"period": c.period, "pool": c.pool, "amount_minor": to_minor(c.amount, digits)} for c in book.costs]),
         (
             Driver,
-            [dict(period=d.period, driver=d.driver, unit=d.unit, value_micro=to_micro(d.value)) for d in book.drivers],
+            [
+                {"period": d.period, "driver": d.driver, "unit": d.unit, "value_micro": to_micro(d.value)}
+                for d in book.drivers
+            ],
         ),
         (
             ProviderCost,
             [
-                dict(period=c.period, provider=c.provider, amount_minor=to_minor(c.amount, digits))
+                {"period": c.period, "provider": c.provider, "amount_minor": to_minor(c.amount, digits)}
                 for c in book.provider_costs
             ],
         ),

@@ -129,7 +129,7 @@ def _statuses(
     budgets = select(Budget.unit, Budget.amount_minor).where(Budget.fiscal_year == year)
     if unit is not None:
         budgets = budgets.where(Budget.unit == unit)
-    amounts = {code: amount for code, amount in conn.execute(budgets)}
+    amounts = dict(conn.execute(budgets).all())
     spent: dict[str, int] = {}
     if through is not None:
         # the year's earlier periods from their totals stored at close; `through` itself
@@ -274,10 +274,10 @@ class Table:
             ["Unit", "Name", "Budget", "Spent to date", "Remaining", "Used", "Projected year end", "Status"],
             [14, 32, 15, 15, 15, 9, 15, 20],
         )
-        for row, s in enumerate(self.rows, start=row + 1):
+        for at, s in enumerate(self.rows, start=row + 1):
             sheets.row(
                 sheet,
-                row,
+                at,
                 [
                     s.unit,
                     self.names.get(s.unit, ""),
@@ -297,7 +297,7 @@ def table(conn: Connection, year: int) -> Table:
     book = conn.execute(select(Book.currency, Book.minor_digits)).first()
     periods = fiscal_periods(year, _start(conn))
     through = last_posted(conn, year)
-    names = {code: name for code, name in conn.execute(select(Unit.code, Unit.name))}
+    names = dict(conn.execute(select(Unit.code, Unit.name)).all())
     return Table(
         year,
         periods[0],

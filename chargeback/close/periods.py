@@ -52,7 +52,7 @@ def check_period(period: str) -> str:
 def _user() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # no login name in some containers
+    except Exception:  # noqa: BLE001 no login name in some containers
         return "unknown"
 
 

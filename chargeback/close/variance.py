@@ -292,7 +292,7 @@ def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None 
         raise Refused("no book is loaded: run `chargeback load BOOK` first")
     first = conn.execute(select(func.min(Entry.period)).where(Entry.period < period)).scalar()
     window = window_of(period, first)
-    names = {code: name for code, name in conn.execute(select(Unit.code, Unit.name))}
+    names = dict(conn.execute(select(Unit.code, Unit.name)).all())
     this = period_totals(conn, period) if current is None else current
 
     def totals() -> Iterator[TotalRow]:
@@ -414,10 +414,10 @@ def write_workbook(review: Review, path: Path, *, book: str, draft: bool, when: 
     for name, lines in (("Consumers", r.consumers), ("Providers", r.providers)):
         sheet, row = sheets.sheet(name, f"Variance review {r.period}: {name.lower()}", notes)
         sheets.header(sheet, row, HEADER, WIDTHS)
-        for row, line in enumerate(lines, start=row + 1):
+        for at, line in enumerate(lines, start=row + 1):
             sheets.row(
                 sheet,
-                row,
+                at,
                 [
                     line.unit,
                     r.names.get(line.unit, ""),
@@ -464,6 +464,6 @@ def write_workbook(review: Review, path: Path, *, book: str, draft: bool, when: 
         ]
         for s in r.silent_services
     ]
-    for row, values in enumerate(callouts, start=row + 1):
-        sheets.row(sheet, row, values)
+    for at, values in enumerate(callouts, start=row + 1):
+        sheets.row(sheet, at, values)
     sheets.save(path, when)

@@ -379,7 +379,22 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals, usage: pl.Data
                 memo,
                 one(rate_source, rate_source),
             )
-            for _, entry, date, service_date, kind, provider, service, customer_class, quantity, rate, amount, reference, memo, rate_source in group
+            for (
+                _,
+                entry,
+                date,
+                service_date,
+                kind,
+                provider,
+                service,
+                customer_class,
+                quantity,
+                rate,
+                amount,
+                reference,
+                memo,
+                rate_source,
+            ) in group
         ]
         unit = ctx.units.get(consumer) or UnitInfo(
             consumer, consumer, "internal", None, None, None, None, None, None, None

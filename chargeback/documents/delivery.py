@@ -326,7 +326,8 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return "; ".join(f"{to}: {code} {text.decode(errors='replace')}" for to, (code, text) in exc.recipients.items())
     if isinstance(exc, smtplib.SMTPResponseException):
-        return f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
+        said = exc.smtp_error
+        return f"{exc.smtp_code} {said.decode(errors='replace') if isinstance(said, bytes) else said}"
     return str(exc) or type(exc).__name__
 
 

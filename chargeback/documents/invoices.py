@@ -1,14 +1,15 @@
 """Invoices (`invoices/<UNIT>.html`): one self-contained, print-ready page per consumer.
 
 External customers get an invoice to pay; internal units get an internal charge notice,
-settled by journal transfer. It lists the consumer's charges and, under each usage
-charge, its usage lines, up to the book's `invoice_line_limit` lines in all; past it, it
-says where every line is (the statement's `Detail` sheet, or `detail/<UNIT>.csv` written
-here for an external customer), so a consumer of a million lines gets a readable page. The Jinja2 template (`templates/invoice.html.j2`) is
-compiled once per process, with autoescaping on, so text from input files is shown,
-never run. The tables of services and lines are written with autoescaping off, their
-texts escaped here once per distinct text (`html`): a big invoice has hundreds of
-services and thousands of lines, and escaping in the template took about half its work.
+settled by journal transfer. It lists the consumer's charges and, under each usage charge,
+its usage lines, up to the book's `invoice_line_limit` lines in all; past it, it says where
+every line is (the statement's `Detail` sheet, or `detail/<UNIT>.csv` written here for an
+external customer), so a consumer of a million lines gets a readable page. The Jinja2
+template (`templates/invoice.html.j2`) is compiled once per process, with autoescaping on,
+so text from input files is shown, never run. The tables of services and lines are written
+with autoescaping off, their texts escaped here once per distinct text (`html`): a big
+invoice has hundreds of services and thousands of lines, and escaping in the template took
+about half its work.
 """
 
 from __future__ import annotations

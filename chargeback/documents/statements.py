@@ -1,11 +1,12 @@
 """Department statements (`statements/<UNIT>.xlsx`): what an internal unit was charged.
 
-`Summary` shows the unit's charges by service and by provider against the previous
-period and the fiscal year to date, with a bar chart (of the `CHART_SERVICES` largest
-services, in a small table of their own, when there are more); `Detail` lists every usage
-line with its charge's entry, then the unit's other charges, ready to filter and sort. A parent unit also gets a roll-up of its whole subtree
-(`statements/rollup/<UNIT>.xlsx`), with a column per child and a row per unit. Totals
-are live formulas whose stored values are the engine's figures.
+`Summary` shows the unit's charges by service and by provider against the previous period
+and the fiscal year to date, with a bar chart (of the `CHART_SERVICES` largest services, in
+a small table of their own, when there are more); `Detail` lists every usage line with its
+charge's entry, then the unit's other charges, ready to filter and sort. A parent unit also
+gets a roll-up of its whole subtree (`statements/rollup/<UNIT>.xlsx`), with a column per
+child and a row per unit. Totals are live formulas whose stored values are the engine's
+figures.
 """
 
 from __future__ import annotations

@@ -288,7 +288,7 @@ def _xlsx_refusal(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except Exception:  # BadZipFile, NotImplementedError (an unknown zip version), struct errors...
+    except Exception:  # noqa: BLE001 BadZipFile, NotImplementedError (an unknown zip version), struct errors...
         return "is damaged (not a complete XLSX archive): save it again from the spreadsheet program"
     total = 0
     for member in members:
@@ -337,7 +337,7 @@ def _xlsx_rows(
         warnings.simplefilter("ignore")
         try:
             workbook = load_workbook(path, read_only=True, data_only=True)
-        except Exception as exc:  # openpyxl raises many kinds on broken XML
+        except Exception as exc:  # noqa: BLE001 openpyxl raises many kinds on broken XML
             if _caused_by(exc, DefusedXmlException):
                 problems.append(Problem(name, 0, "-", unsafe))
                 return
@@ -359,7 +359,7 @@ def _xlsx_rows(
             sheet = workbook.worksheets[0]
             marks = _SheetMarks.of(path, sheet.title)
             yield from _sheet_rows(sheet, marks, columns, problems, name, where)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 a broken sheet fails in the middle in many ways: refused, not a crash
             if _caused_by(exc, DefusedXmlException):
                 problems.append(Problem(name, 0, "-", unsafe))
                 return

@@ -209,7 +209,8 @@ def _stored(conn: Connection, keys: pl.DataFrame) -> pl.DataFrame:
         INCOMING,
         ("service", "reference"),
         chain.from_iterable(
-            zip(part["service"].to_list(), part["reference"].to_list(), strict=False) for part in keys.iter_slices(STORE_BATCH)
+            zip(part["service"].to_list(), part["reference"].to_list(), strict=False)
+            for part in keys.iter_slices(STORE_BATCH)
         ),
     )
     rows = conn.execute(

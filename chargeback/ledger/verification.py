@@ -1,14 +1,14 @@
 """`verify`: prove that history was not rewritten.
 
-Recomputes every entry's hash and the chain that links them, checks each entry's
-accounts against its consumer, provider and class, checks the journal head, checks that
-the tier pieces of every tiered charge add up to its quantity and (rounded once) its
-amount, checks over whole columns that every usage charge's lines add up to it and still
-hash to its lines digest (`charges.check_lines`), recomputes every closed period's totals against those recorded when it was
-closed, and checks that the journal hash recorded at each close is still in the journal
-(a journal rewritten and re-chained from scratch no longer holds it). The audit log's own
-chain is checked too (`audit.verify_chain`), and so are the closes and reopens
-(`seals.check_events`): their chain, each close's seal still in the journal, each
+Recomputes every entry's hash and the chain that links them, checks each entry's accounts
+against its consumer, provider and class, checks the journal head, checks that the tier
+pieces of every tiered charge add up to its quantity and (rounded once) its amount, checks
+over whole columns that every usage charge's lines add up to it and still hash to its lines
+digest (`charges.check_lines`), recomputes every closed period's totals against those
+recorded when it was closed, and checks that the journal hash recorded at each close is
+still in the journal (a journal rewritten and re-chained from scratch no longer holds it).
+The audit log's own chain is checked too (`audit.verify_chain`), and so are the closes and
+reopens (`seals.check_events`): their chain, each close's seal still in the journal, each
 period's status following from them, and the audit log recording each of them.
 
 A forger who rewrites all of that consistently is caught only from outside the

@@ -22,6 +22,7 @@ retry; locks make the loser wait and then get a plain answer.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
 import os
@@ -136,10 +137,8 @@ def _sqlite_transactions(engine: Engine, begin: str = "BEGIN IMMEDIATE") -> None
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
-        try:
+        with contextlib.suppress(sqlite3.OperationalError):  # a read-only file keeps its mode; reading still works
             cursor.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError:  # a read-only file keeps its mode; reading still works
-            pass
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA cache_size = -262144")
         # big sorts (a million-line period's GROUP BY and ORDER BY) spill to temporary
@@ -156,7 +155,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 
-def _alembic_config(conn: Connection) -> Config:
+def alembic_config(conn: Connection) -> Config:
     from alembic.config import Config  # Alembic is loaded to migrate, not for every command
 
     cfg = Config()
@@ -176,14 +175,14 @@ def upgrade(engine: Engine) -> None:
 
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), "head")
+            command.upgrade(alembic_config(conn), "head")
         return
     with engine.connect() as conn:
         raw = conn.connection.driver_connection  # a PRAGMA outside SQLAlchemy's autobegin
         raw.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
         try:
             with conn.begin():
-                command.upgrade(_alembic_config(conn), "head")
+                command.upgrade(alembic_config(conn), "head")
                 broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                 if broken:
                     raise Refused(

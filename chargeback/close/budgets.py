@@ -149,7 +149,7 @@ def _statuses(
                 .where(Entry.customer_class == "internal", Entry.period == through)
                 .group_by(Entry.consumer)
             )
-            through_spent: Iterable[tuple[str, int]] = conn.execute(now)  # type: ignore[assignment]
+            through_spent: Iterable[tuple[str, int]] = conn.execute(now)
         else:
             through_spent = ((t.consumer, t.amount_minor) for t in last if t.customer_class == "internal")
         for code, amount in through_spent:

@@ -128,7 +128,7 @@ TOTAL_KEYS = (
 )
 
 
-def grouped_totals_query(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
+def grouped_totals_query(conn: Connection, period: str) -> Select:
     """The grouping of `period`'s entries that `period_totals` reads."""
     return (
         select(*TOTAL_KEYS, func.count(), func.sum(Entry.quantity_micro), func.sum(Entry.amount_minor))
@@ -138,7 +138,7 @@ def grouped_totals_query(conn: Connection, period: str) -> Select:  # type: igno
     )
 
 
-def stored_totals_query(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
+def stored_totals_query(conn: Connection, period: str) -> Select:
     """`period`'s stored totals, in the same order as `grouped_totals_query`."""
     keys = [getattr(PeriodTotalRow, name) for name in PeriodTotal._fields[:7]]
     return (
@@ -154,7 +154,7 @@ def period_totals(conn: Connection, period: str) -> list[PeriodTotal]:
     return _totals(conn, grouped_totals_query(conn, period))
 
 
-def _totals(conn: Connection, query: Select) -> list[PeriodTotal]:  # type: ignore[type-arg]
+def _totals(conn: Connection, query: Select) -> list[PeriodTotal]:
     shared: dict[str, str] = {}
     one = shared.setdefault
     return [
@@ -260,12 +260,12 @@ def reconcile(conn: Connection, period: str, totals: Sequence[PeriodTotal] | Non
             select(Entry.credit_account, func.sum(Entry.amount_minor), func.count())
             .where(Entry.period == period)
             .group_by(Entry.credit_account)
-        )  # type: ignore[assignment]
+        )
         debits: Iterable[tuple[str, int]] = conn.execute(
             select(Entry.debit_account, func.sum(Entry.amount_minor))
             .where(Entry.period == period)
             .group_by(Entry.debit_account)
-        )  # type: ignore[assignment]
+        )
     else:
         credits, debits = _by_account(totals)
     revenue: dict[str, list[int]] = defaultdict(lambda: [0, 0])

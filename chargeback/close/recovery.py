@@ -214,7 +214,7 @@ def recovery(conn: Connection, fiscal_year: int) -> Recovery:
 def _services(
     conn: Connection,
     ref,
-    periods: list[str],  # type: ignore[no-untyped-def]
+    periods: list[str],
     providers: dict[str, ProviderLine],
 ) -> list[ServiceLine]:
     in_year = Entry.period.in_(periods)
@@ -311,7 +311,7 @@ def write_workbook(rec: Recovery, path: Path) -> None:
                 if isinstance(value, str):
                     ws.write_string(row, col, neutralize(value) or "", fmt)
                 else:
-                    ws.write_number(row, col, value, fmt)  # type: ignore[arg-type]
+                    ws.write_number(row, col, value, fmt)
         ws.freeze_panes(1, 0)
 
     def money(minor: int | None) -> Decimal | None:

@@ -99,11 +99,16 @@ def parse_targets(text: str) -> Targets:
 
 
 class UnitLike(Protocol):
-    code: str
-    kind: str
-    parent: str | None
-    active_from: dt.date | None
-    active_to: dt.date | None
+    @property
+    def code(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def parent(self) -> str | None: ...
+    @property
+    def active_from(self) -> dt.date | None: ...
+    @property
+    def active_to(self) -> dt.date | None: ...
 
 
 def resolve_targets(

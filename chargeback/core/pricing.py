@@ -274,7 +274,7 @@ def rounded_minor(exact: pl.Expr, digits: int) -> pl.Expr:
     """An exact amount in millionths of millionths (quantity x rate, both in millionths)
     as minor units of a currency of `digits`, rounded half away from zero: the rule of
     `money.quantize`, over a whole column in 128-bit integers."""
-    divisor = 10 ** (12 - digits)
+    divisor: int = 10 ** (12 - digits)
     return (exact.abs() + divisor // 2) // divisor * exact.sign()
 
 

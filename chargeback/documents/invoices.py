@@ -186,7 +186,7 @@ def _groups(
         notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day)]
         if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST):
             target = line.rate_source[len(AGAINST) :]  # type: ignore[index]
-            charge = charges_of.get(tuple(target.split(":", 1)))  # type: ignore[arg-type]
+            charge = charges_of.get(tuple(target.split(":", 1)))
             notes.append((html("adjustment"), html(f"corrects {target}" + (f" (charge {charge})" if charge else ""))))
         return Shown(
             line.entry,

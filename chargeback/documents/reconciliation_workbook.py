@@ -71,7 +71,7 @@ def matrix_of(totals: Iterable[PeriodTotal]) -> Matrix:
 
 def write_reconciliation_workbook(
     conn: Connection, ctx: DocumentContext, rec: Reconciliation, path: Path, matrix: Matrix, entries: Iterator[Row]
-) -> Path:  # type: ignore[type-arg]
+) -> Path:
     """The workbook of `ctx.period`. `matrix`: `matrix_of` the period's totals; `entries`:
     the period's entries as `export.journal_chunks` reads them (`journal.csv` is written
     from the same read)."""
@@ -287,7 +287,7 @@ def _matrix(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, matrix: Matrix
 
 def _journal(
     wb: Workbook, sheets: list[Worksheet], parts: list[tuple[str, int]], entries: Iterator[Row], ctx: DocumentContext
-) -> None:  # type: ignore[type-arg]
+) -> None:
     """Every journal line, two per entry (debit line, then credit line), as journal.csv,
     continued on the next Journal sheet when one is full."""
     date_style, money_style = wb.formats.date, wb.formats.money

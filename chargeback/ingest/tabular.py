@@ -77,7 +77,7 @@ def _in_order(wanted: list[str], columns: Columns) -> Callable[[list[str]], tupl
     """A record's cells in `columns.all` order, given the header's order (`wanted`)."""
     places = [wanted.index(column) if column in wanted else None for column in columns.all]
     if None not in places and len(places) > 1:
-        return itemgetter(*places)  # type: ignore[return-value]
+        return itemgetter(*places)
     return lambda record: tuple("" if place is None else record[place] for place in places)
 
 
@@ -473,7 +473,7 @@ def _sheet_member(archive: zipfile.ZipFile, title: str) -> str | None:
     def local(tag: str) -> str:
         return tag.rpartition("}")[2]
 
-    def attribute(element, name: str) -> str | None:  # type: ignore[no-untyped-def]
+    def attribute(element, name: str) -> str | None:
         return next((v for k, v in element.attrib.items() if local(k) == name), None)
 
     def target(rels_member: str, folder: str, wanted: Callable[[object], bool]) -> str | None:
@@ -496,7 +496,7 @@ def _sheet_member(archive: zipfile.ZipFile, title: str) -> str | None:
     return target(posixpath.join(folder, "_rels", f"{file}.rels"), folder, lambda rel: rel.get("Id") == rel_id)  # type: ignore[attr-defined]
 
 
-def _numbered_rows(sheet, runs: list[tuple[int, int]] | None) -> Iterator[tuple[int, tuple]]:  # type: ignore[no-untyped-def,type-arg]
+def _numbered_rows(sheet, runs: list[tuple[int, int]] | None) -> Iterator[tuple[int, tuple]]:
     """(row number, cells) of the sheet from row 1, a run of rows at a time (openpyxl
     reads the sheet again from its start for each, skipping the rows before it)."""
     for first, last in runs if runs is not None else [(1, None)]:
@@ -507,7 +507,7 @@ def _sheet_rows(
     sheet,
     marks: _SheetMarks,
     columns: Columns,
-    problems: list[Problem],  # type: ignore[no-untyped-def]
+    problems: list[Problem],
     name: str,
     where: list[int],
 ) -> Iterator[tuple[int, dict[str, str]]]:

@@ -152,7 +152,7 @@ def _store(conn: Connection, fresh: pl.DataFrame, period: str, import_id: int, s
     date = "date_text" if conn.dialect.name == "sqlite" else "date"
     columns = [date, "service", "consumer", "quantity_micro", "reference", "description"]
 
-    def rows():  # type: ignore[no-untyped-def]
+    def rows():
         for part in fresh.select("line", *columns).iter_slices(STORE_BATCH):
             yield from zip(repeat(period), repeat(import_id), *(part[c].to_list() for c in part.columns))
             stored(part.height)

@@ -135,8 +135,9 @@ def append(
     ).one()
     if period is not None and not PERIOD_PATTERN.fullmatch(period):
         period = None
+    record: int = head.last_record + 1
     values = (
-        head.last_record + 1,
+        record,
         (at or _now()).replace(microsecond=0),
         os_user()[:100],
         command[:20],
@@ -149,7 +150,7 @@ def append(
     digest = entry_hash(values)
     conn.execute(insert(AuditRecord).values(**dict(zip(HASHED_FIELDS, values, strict=False)), hash=digest))
     conn.execute(update(AuditHead).where(AuditHead.id == 1).values(last_record=values[0], last_hash=digest))
-    return values[0]
+    return record
 
 
 def _record(row: Any) -> Record:

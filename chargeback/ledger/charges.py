@@ -619,7 +619,7 @@ def _posted_allocations(conn: Connection, period: str) -> dict[str, tuple[int, i
             Entry.period == period, Entry.kind == "allocation"
         )
     ):
-        key = ":".join(source.split(":")[:4])
+        key = ":".join((source or "").split(":")[:4])  # an allocation always has its source
         q, a, n = posted.get(key, (0, 0, 0))
         posted[key] = (q + quantity, a + amount, n + 1)
     return posted

@@ -8,12 +8,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from sqlalchemy import Connection, Result, Row, select
-from sqlalchemy.sql.elements import ColumnElement
 
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount
 from chargeback.core.safe import neutralize
-from chargeback.store.db import dates_as_stored, plain_rows, stored_date
+from chargeback.store.db import SQLColumn, dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import Book, Entry
 
 #: The contract's columns, in its order; columns of our own come after them.
@@ -72,7 +71,7 @@ def journal_chunks(conn: Connection, period: str) -> Iterator[list[JournalRow]]:
     )
 
 
-def _journal(conn: Connection, period: str, columns: Iterable[ColumnElement[object]]) -> Result:  # type: ignore[type-arg]
+def _journal(conn: Connection, period: str, columns: Iterable[SQLColumn]) -> Result[Any]:
     # yield_per on the statement, not the connection: Connection.execution_options changes
     # the connection in place, and every later statement would use a server-side cursor
     return conn.execute(
@@ -80,7 +79,7 @@ def _journal(conn: Connection, period: str, columns: Iterable[ColumnElement[obje
     )
 
 
-def _entries(conn: Connection, period: str) -> Iterator[Row]:  # type: ignore[type-arg]
+def _entries(conn: Connection, period: str) -> Iterator[Row[Any]]:
     """The period's entries in entry order, the dates as dates."""
     yield from _journal(conn, period, JOURNAL_COLUMNS)
 

@@ -132,7 +132,7 @@ def prepared(
         day, service_day = draft[1], draft[2]
         day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
         service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
-        values = [None, stamp, draft[0], day_text, service_text, *draft[3:-1]]
+        values: list[object] = [None, stamp, draft[0], day_text, service_text, *draft[3:-1]]
         text = encode(values)
         if b"\\u0000" in text and any(isinstance(v, str) and "\x00" in v for v in draft):
             raise Refused(

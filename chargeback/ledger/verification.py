@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from itertools import groupby, zip_longest
 from typing import TYPE_CHECKING
 
@@ -175,10 +176,10 @@ def _check_tiers(conn: Connection, result: VerifyResult) -> None:
         .order_by(EntryTier.entry_id, EntryTier.piece)
         .execution_options(yield_per=20_000)
     )
-    for entry_id, pieces in groupby(rows, key=lambda row: row[0]):
-        pieces = list(pieces)
+    for entry_id, group in groupby(rows, key=lambda row: row[0]):
+        pieces = list(group)
         quantity, amount = pieces[0][3], pieces[0][4]
-        exact = sum(from_micro(q) * from_micro(r) for _, q, r, _, _ in pieces)
+        exact = sum((from_micro(q) * from_micro(r) for _, q, r, _, _ in pieces), Decimal(0))
         if sum(q for _, q, _, _, _ in pieces) != quantity or to_minor(exact, digits) != amount:
             result.problems.append(
                 f"entry {entry_id}: its tier pieces do not add up to its quantity and amount: entry_tiers was altered"

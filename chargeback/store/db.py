@@ -58,6 +58,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
@@ -65,6 +66,10 @@ from chargeback.core.errors import Refused
 
 DEFAULT_URL = "sqlite:///chargeback.db"
 T = TypeVar("T")
+
+
+#: A column as a query names it: a Core expression or a mapped attribute (`Entry.date`).
+SQLColumn = ColumnElement[Any] | QueryableAttribute[Any]
 
 
 def database_url(url: str | None = None) -> str:
@@ -133,7 +138,7 @@ def _sqlite_transactions(engine: Engine, begin: str = "BEGIN IMMEDIATE") -> None
     foreign keys on."""
 
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _connect(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -266,7 +271,7 @@ def bind_processor(kind: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], A
     return kind.dialect_impl(dialect).bind_processor(dialect)
 
 
-def dates_as_stored(columns: Iterable[ColumnElement[object]]) -> list[ColumnElement[object]]:
+def dates_as_stored(columns: Iterable[SQLColumn]) -> list[SQLColumn]:
     """`columns` with each date column read as the database hands it over, unconverted:
     ISO text on SQLite (SQLAlchemy's conversion of a million dates is a sixth of a read
     of the journal), a date on PostgreSQL. `stored_date` reads either, once per distinct
@@ -278,7 +283,7 @@ def dates_as_stored(columns: Iterable[ColumnElement[object]]) -> list[ColumnElem
 _cursors = count(1)
 
 
-def plain_rows(conn: Connection, statement: Select, size: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:  # type: ignore[type-arg]
+def plain_rows(conn: Connection, statement: Select, size: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:
     """The rows of `statement`, `size` at a time, as the driver hands them over: plain
     tuples, read by position, without SQLAlchemy's rows (a million entries of the journal:
     3.8-4.4 s of CPU against 5.8-9.0 s on SQLite, 2.5-3.2 against 4.1-5.1 s on PostgreSQL).
@@ -316,7 +321,7 @@ def stored_date(value: str | dt.date) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
 
 
-def bytewise(conn: Connection, *columns: ColumnElement[str]) -> list[ColumnElement[str]]:
+def bytewise(conn: Connection, *columns: SQLColumn) -> list[SQLColumn]:
     """Text columns compared in plain character (byte) order on both databases, for ORDER
     BY and keyset paging: SQLite's default; PostgreSQL's default collation follows the
     locale, so its "C" collation."""
@@ -480,14 +485,14 @@ def rolled_back(engine: Engine) -> Iterator[Connection]:
             outer.rollback()
 
 
-def date_text(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[str]:
+def date_text(conn: Connection, column: SQLColumn) -> ColumnElement[str]:
     """A date column read as its ISO text (`YYYY-MM-DD`) on both databases, for `frame`."""
     if conn.dialect.name == "postgresql":
         return func.to_char(column, "YYYY-MM-DD")
     return cast(column, String)
 
 
-def frame(conn: Connection, statement: Select, schema: dict[str, Any], size: int = 200_000) -> pl.DataFrame:  # type: ignore[type-arg]
+def frame(conn: Connection, statement: Select, schema: dict[str, Any], size: int = 200_000) -> pl.DataFrame:
     """The rows of `statement` as one Polars frame of `schema` (a name and a Polars type
     for each selected column, in order), read with `plain_rows`: select a date column
     through `date_text`, and give it `pl.Date` here."""

@@ -295,6 +295,8 @@ class Table:
 def table(conn: Connection, year: int) -> Table:
     """The budget table of fiscal year `year`, through its last period with posted entries."""
     book = conn.execute(select(Book.currency, Book.minor_digits)).first()
+    if book is None:
+        raise Refused("no book is loaded: run `chargeback load BOOK` first")
     periods = fiscal_periods(year, _start(conn))
     through = last_posted(conn, year)
     names = dict(conn.execute(select(Unit.code, Unit.name)).all())

@@ -183,23 +183,22 @@ class Tally:
 
     #: A draft's grouping key, in `PeriodTotal`'s order (the fields share their names).
     key_of = itemgetter(*(Draft._fields.index(name) for name in PeriodTotal._fields[:7]))
-    QUANTITY, AMOUNT = Draft._fields.index("quantity_micro"), Draft._fields.index("amount_minor")
 
     def __init__(self) -> None:
         self._sums: dict[tuple[str, ...], list[int]] = {}
 
     def counting(self, drafts: Iterable[Draft]) -> Iterator[Draft]:
         """`drafts`, each added to the tally as it is handed on to be posted."""
-        sums, key_of, quantity, amount = self._sums, self.key_of, self.QUANTITY, self.AMOUNT
+        sums, key_of = self._sums, self.key_of
         for draft in drafts:
             key = key_of(draft)
             found = sums.get(key)
             if found is None:
-                sums[key] = [1, draft[quantity], draft[amount]]
+                sums[key] = [1, draft.quantity_micro, draft.amount_minor]
             else:
                 found[0] += 1
-                found[1] += draft[quantity]
-                found[2] += draft[amount]
+                found[1] += draft.quantity_micro
+                found[2] += draft.amount_minor
             yield draft
 
     def totals(self) -> list[PeriodTotal]:

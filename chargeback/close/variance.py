@@ -243,7 +243,8 @@ def compute(
             )
         return tuple(found)
 
-    new = gone = ()
+    new: tuple[str, ...] = ()
+    gone: tuple[str, ...] = ()
     silent: list[SilentService] = []
     if window:
         new = tuple(
@@ -260,8 +261,8 @@ def compute(
             by_period = usage[service]
             if period in by_period:
                 continue
-            last = next(p for p in window if p in by_period)
-            silent.append(SilentService(service, provider_of[service], last, by_period[last]))
+            last_seen = next(p for p in window if p in by_period)
+            silent.append(SilentService(service, provider_of[service], last_seen, by_period[last_seen]))
     return Review(
         period,
         currency,
@@ -300,7 +301,7 @@ def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None 
         one; streamed, as `compute` sums them (half a million rows a month at 1M lines)."""
         if window:
             stored = PeriodTotalRow
-            for row in conn.execute(
+            yield from conn.execute(
                 select(
                     stored.period,
                     stored.consumer,
@@ -313,8 +314,7 @@ def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None 
                 .where(stored.period.in_(window))
                 .order_by(stored.period)
                 .execution_options(yield_per=20_000)
-            ):
-                yield tuple(row)
+            )
         for t in this:
             yield (period, t.consumer, t.customer_class, t.provider, t.service, t.kind, t.amount_minor)
 

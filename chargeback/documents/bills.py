@@ -148,7 +148,7 @@ def document_context(
         when,
         ref.payment_terms,
         ref.fiscal_year_start,
-        None if draft else record.closed_hash,
+        None if draft or record is None else record.closed_hash,
         ref.units,
         ref.services,
         draft,
@@ -355,8 +355,9 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals, usage: pl.Data
     # One object for each distinct day and repeated text (a line's kind, provider, service,
     # class and rate source): less memory, and each is pickled once for the workers.
     days: dict[object, dt.date] = {}
+    texts: dict[str, str] = {}
     shared: dict[str | None, str | None] = {}
-    known, one = days.get, shared.setdefault
+    known, one, one_or_none = days.get, texts.setdefault, shared.setdefault
 
     def day(raw: str | dt.date) -> dt.date:
         found = days[raw] = stored_date(raw)
@@ -377,7 +378,7 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals, usage: pl.Data
                 amount,
                 reference,
                 memo,
-                one(rate_source, rate_source),
+                one_or_none(rate_source, rate_source),
             )
             for (
                 _,

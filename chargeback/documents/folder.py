@@ -251,7 +251,7 @@ def write_variance(
     when = issued if draft or closed_at is None else closed_at
     if when is None:
         raise ValueError(f"period {period} is not closed: give the draft's issue date")
-    variance.write_workbook(review, folder / "variance.xlsx", book=book, draft=draft, when=when)
+    variance.write_workbook(review, folder / "variance.xlsx", book=book or "", draft=draft, when=when)
 
 
 def write_manifest(

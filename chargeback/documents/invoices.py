@@ -70,14 +70,14 @@ class Shown(NamedTuple):
     entry: int
     date: str
     memo: str
-    notes: list[tuple[str, str]]  # (tag, text)
+    notes: list[tuple[Markup, Markup]]  # (tag, text)
     reference: str
     quantity: str
     rate: str
     amount: str
     credit: bool
     adjustment: bool
-    usage: list[tuple[str, str, str, str, str, str]]  # its usage lines shown under it
+    usage: list[UsageShown]  # its usage lines shown under it
 
 
 class UsageShown(NamedTuple):
@@ -99,7 +99,7 @@ class ServiceGroup(NamedTuple):
     label: Markup
     unit_of_measure: Markup
     lines: list[Shown]
-    count: int  # of charges
+    charges: int  # how many
     total: str  # the sum of the lines' amounts, as the invoice shows it
 
 
@@ -178,15 +178,18 @@ def _groups(
         quantity = quantities.get(line.quantity_micro)
         if quantity is None:
             quantity = quantities[line.quantity_micro] = grouped_micro(line.quantity_micro)
-        rate = rates.get(line.rate_micro)
+        micro = line.rate_micro
+        rate = rates.get(micro)
         if rate is None:
-            rate = rates[line.rate_micro] = grouped_micro(line.rate_micro, ctx.digits)
+            rate = rates[micro] = "" if micro is None else grouped_micro(micro, ctx.digits)
         if line.rate_micro is None and line.kind == "usage":
             rate = "tiers"
         notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day)]
-        if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST):
-            target = line.rate_source[len(AGAINST) :]  # type: ignore[index]
-            charge = charges_of.get(tuple(target.split(":", 1)))
+        source = line.rate_source or ""
+        if line.kind == "adjustment" and source.startswith(AGAINST):
+            target = source[len(AGAINST) :]
+            service, _, reference = target.partition(":")
+            charge = charges_of.get((service, reference))
             notes.append((html("adjustment"), html(f"corrects {target}" + (f" (charge {charge})" if charge else ""))))
         return Shown(
             line.entry,
@@ -239,7 +242,7 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
     external = unit.kind == "external"
     issued = ctx.issued.date()
     linked = [
-        line.rate_source[len(AGAINST) :].split(":", 1)
+        (line.rate_source or "")[len(AGAINST) :].split(":", 1)
         for line in bill.lines
         if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST)
     ]

@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Row, func, or_, select
+from sqlalchemy import Connection, func, or_, select
 from xlsxwriter.worksheet import Worksheet
 
 from chargeback.close.reconciliation import (
@@ -30,6 +30,7 @@ from chargeback.core.safe import neutralize
 from chargeback.documents.bills import DocumentContext
 from chargeback.documents.workbooks import EXCEL_EPOCH, Workbook, cell, column_range, sum_formula
 from chargeback.ledger import audit
+from chargeback.ledger.export import JournalRow
 from chargeback.store.db import stored_date
 from chargeback.store.schema import Entry, Import, PeriodEvent
 
@@ -70,7 +71,12 @@ def matrix_of(totals: Iterable[PeriodTotal]) -> Matrix:
 
 
 def write_reconciliation_workbook(
-    conn: Connection, ctx: DocumentContext, rec: Reconciliation, path: Path, matrix: Matrix, entries: Iterator[Row]
+    conn: Connection,
+    ctx: DocumentContext,
+    rec: Reconciliation,
+    path: Path,
+    matrix: Matrix,
+    entries: Iterator[JournalRow],
 ) -> Path:
     """The workbook of `ctx.period`. `matrix`: `matrix_of` the period's totals; `entries`:
     the period's entries as `export.journal_chunks` reads them (`journal.csv` is written
@@ -99,7 +105,7 @@ def journal_parts(entries: int) -> list[tuple[str, int]]:
     """(sheet name, journal lines) of the Journal sheets: `Journal`, then `Journal (2)`,
     `Journal (3)`... when a period's lines pass one sheet's rows."""
     per_sheet = JOURNAL_LINES_PER_SHEET - JOURNAL_LINES_PER_SHEET % 2
-    lines, parts = entries * 2, []
+    lines, parts = entries * 2, list[tuple[str, int]]()
     while True:
         name = "Journal" if not parts else f"Journal ({len(parts) + 1})"
         parts.append((name, min(lines, per_sheet)))
@@ -286,7 +292,11 @@ def _matrix(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, matrix: Matrix
 
 
 def _journal(
-    wb: Workbook, sheets: list[Worksheet], parts: list[tuple[str, int]], entries: Iterator[Row], ctx: DocumentContext
+    wb: Workbook,
+    sheets: list[Worksheet],
+    parts: list[tuple[str, int]],
+    entries: Iterator[JournalRow],
+    ctx: DocumentContext,
 ) -> None:
     """Every journal line, two per entry (debit line, then credit line), as journal.csv,
     continued on the next Journal sheet when one is full."""

@@ -379,7 +379,7 @@ def new_lines(
         & (pl.col("quantity_micro") == pl.col("stored_quantity"))
     )
     before = before.with_columns(known.alias("known"), (known & same_stored).alias("same"))
-    duplicates = repeats["same"].sum() + before["same"].sum()
+    duplicates = int(repeats["same"].sum()) + int(before["same"].sum())
     reference = _quoted(pl.col("reference")) + pl.lit(" of ") + pl.col("service")
     found = pl.concat(
         [

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
 from sqlalchemy import Connection, Result, Row, select
@@ -62,7 +62,7 @@ JOURNAL_COLUMNS = (
 JournalRow = tuple[Any, ...]
 
 
-def journal_chunks(conn: Connection, period: str) -> Iterator[list[JournalRow]]:
+def journal_chunks(conn: Connection, period: str) -> Iterator[Sequence[JournalRow]]:
     """The period's entries in entry order, as plain tuples of `JOURNAL_COLUMNS`
     (`db.plain_rows`), in lists of 20,000, the dates as the database stores them
     (`db.dates_as_stored`)."""
@@ -120,7 +120,7 @@ class CsvJournal:
         self.dates: dict[object, str] = {}
         out.write(",".join(csv_field(title) for title in CSV_HEADER) + "\n")
 
-    def passing(self, chunks: Iterable[list[JournalRow]]) -> Iterator[JournalRow]:
+    def passing(self, chunks: Iterable[Sequence[JournalRow]]) -> Iterator[JournalRow]:
         """The entries of `chunks` one by one, each chunk written here first: the Journal
         sheet of the auditors' workbook reads them as they pass."""
         for chunk in chunks:

@@ -13,7 +13,8 @@ from sqlalchemy.exc import DBAPIError
 
 from chargeback import api
 from chargeback.core.errors import Refused
-from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, entry_hash, hashed_json
+from chargeback.ledger.entries import GENESIS, entry_hash, hashed_json
+from chargeback.ledger.journal import ENTRY_COLUMNS
 
 
 def sql(url: str, statement: str) -> None:
@@ -153,7 +154,7 @@ def test_posted_entries_store_exactly_what_was_hashed(loaded: str, monkeypatch: 
     from chargeback.close.periods import lock_period
     from chargeback.close.reconciliation import period_totals, store_totals
     from chargeback.ledger import journal
-    from chargeback.ledger.journal import Draft
+    from chargeback.ledger.entries import Draft
     from chargeback.store import db
 
     monkeypatch.setattr(db, "ROWS_PER_INSERT", 3)

@@ -225,7 +225,7 @@ def test_a_journal_posted_line_by_line_upgrades_to_charges_of_one_line(
     from chargeback.core.errors import Refused
     from chargeback.core.money import minor_of_product, to_micro
     from chargeback.ledger import journal
-    from chargeback.ledger.journal import Draft, accounts
+    from chargeback.ledger.entries import Draft, accounts
 
     engine = db.connect(db_url)
     api.load(engine, mini_book)

@@ -23,7 +23,8 @@ from sqlalchemy.exc import DBAPIError
 from chargeback import api
 from chargeback.cli import main
 from chargeback.ledger import seals
-from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, entry_hash
+from chargeback.ledger.entries import GENESIS, entry_hash
+from chargeback.ledger.journal import ENTRY_COLUMNS
 from chargeback.store import db
 from chargeback.store.schema import (
     Entry,

@@ -24,7 +24,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, Select, delete, func, select
 
 from chargeback.core.money import format_amount
-from chargeback.ledger.journal import Draft
+from chargeback.ledger.entries import Draft
 from chargeback.store.db import bulk_insert, bytewise
 from chargeback.store.schema import Book, Entry, Period, PeriodTotalRow
 

@@ -16,7 +16,6 @@ read of the journal.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -40,6 +39,7 @@ from chargeback.close.reconciliation import (
     reconcile,
     stored_totals,
 )
+from chargeback.core.digests import sha256_of
 from chargeback.core.progress import Progress
 from chargeback.documents.bills import (
     Bill,
@@ -262,7 +262,7 @@ def write_manifest(
     # hashlib and file reads let other threads run: a million-line period's gigabyte of
     # files is hashed on every core (one: 1.2 s)
     with ThreadPoolExecutor(os.cpu_count()) as pool:
-        digests = list(pool.map(_sha256_of, paths))
+        digests = list(pool.map(_sha256_and_size, paths))
     files = [
         {"path": path.relative_to(folder).as_posix(), "sha256": digest, "bytes": size}
         for path, (digest, size) in zip(paths, digests, strict=False)
@@ -286,10 +286,8 @@ def write_manifest(
     return len(files) + 1
 
 
-def _sha256_of(path: Path) -> tuple[str, int]:
-    """sha256 and size of a file, read a piece at a time (journal.csv can be 250 MB)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest(), os.fstat(handle.fileno()).st_size
+def _sha256_and_size(path: Path) -> tuple[str, int]:
+    return sha256_of(path), path.stat().st_size
 
 
 @contextmanager

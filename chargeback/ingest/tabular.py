@@ -700,14 +700,3 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
 
 def _empty(columns: Columns) -> pl.DataFrame:
     return pl.DataFrame(schema={"line": pl.Int64, **dict.fromkeys(columns.all, pl.String)})
-
-
-def sha256_of(path: Path) -> str:
-    """The sha256 of a file's bytes, recorded with each import."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -23,10 +23,11 @@ from sqlalchemy.exc import IntegrityError
 
 from chargeback.book.snapshot import load_reference
 from chargeback.close.periods import lock_open_period
+from chargeback.core.digests import sha256_of
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.money import from_minor
 from chargeback.core.progress import csv_lines, phase
-from chargeback.ingest.tabular import read_table, sha256_of
+from chargeback.ingest.tabular import read_table
 from chargeback.ingest.usage_checks import (
     USAGE,
     Book,

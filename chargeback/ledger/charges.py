@@ -56,7 +56,8 @@ from chargeback.core.pricing import (
     rate_frame,
     rounded_minor,
 )
-from chargeback.ledger.journal import MAX_AMOUNT_MINOR, Draft, accounts
+from chargeback.ledger.entries import Draft, accounts
+from chargeback.ledger.journal import MAX_AMOUNT_MINOR
 from chargeback.store.db import bulk_insert, date_text, frame
 from chargeback.store.schema import (
     Adjustment,

@@ -37,7 +37,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from chargeback.core.errors import Refused
 from chargeback.core.fields import PERIOD_PATTERN
-from chargeback.ledger.journal import GENESIS, entry_hash
+from chargeback.ledger.entries import GENESIS, entry_hash
 from chargeback.store.schema import AuditRecord, Entry, JournalHead, Period, PeriodEvent, PeriodEventHead
 
 if TYPE_CHECKING:  # cryptography is loaded only by the commands that sign or check (35 ms)

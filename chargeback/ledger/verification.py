@@ -34,7 +34,8 @@ from chargeback.close.reconciliation import (
 from chargeback.core.money import from_micro, to_minor
 from chargeback.ledger import audit, seals
 from chargeback.ledger.charges import check_lines
-from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, accounts, entry_hash, head
+from chargeback.ledger.entries import GENESIS, accounts, entry_hash
+from chargeback.ledger.journal import ENTRY_COLUMNS, head
 from chargeback.store.schema import Book, Entry, EntryTier, Period, PeriodTotalRow
 
 if TYPE_CHECKING:

@@ -16,14 +16,17 @@ import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from chargeback import api
-from chargeback.close import budgets, variance
-from chargeback.close.periods import check_period
-from chargeback.close.reconciliation import Reconciliation
-from chargeback.close.recovery import percent
-from chargeback.core.errors import InputRefused, Refused
-from chargeback.documents import delivery
-from chargeback.ingest.usage import ImportResult
-from chargeback.store.db import database_url, redact, without_secrets
+from chargeback.api import (
+    ImportResult,
+    InputRefused,
+    Reconciliation,
+    Refused,
+    check_period,
+    database_url,
+    percent,
+    redact,
+    without_secrets,
+)
 
 
 class PeriodType(click.ParamType):
@@ -239,12 +242,12 @@ out_option = click.option(
 )
 
 
-def _review(ctx: Context, review: variance.Review, warnings: list[budgets.BudgetStatus]) -> None:
+def _review(ctx: Context, review: api.Review, warnings: list[api.BudgetStatus]) -> None:
     """The variance review and the budget warnings, as preview and close print them."""
-    for line in variance.report_lines(review):
+    for line in api.report_lines(review):
         _say(ctx, line)
     for status in warnings:
-        _say(ctx, budgets.warning_text(status, review.digits, review.currency))
+        _say(ctx, api.warning_text(status, review.digits, review.currency))
 
 
 @main.command()
@@ -316,7 +319,7 @@ def report(ctx: Context, period: str, out_dir: Path) -> None:
 
 def _server(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     try:
-        delivery.parse_server(value)
+        api.parse_server(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     return value

@@ -3,6 +3,7 @@ made behind the engine's back with plain SQL."""
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from chargeback import api
 from chargeback.core.errors import Refused
+from chargeback.core.settings import Settings
 from chargeback.ledger.entries import GENESIS, entry_hash, hashed_json
 from chargeback.ledger.journal import ENTRY_COLUMNS
 
@@ -143,7 +145,7 @@ def test_the_fast_json_is_the_standard_librarys(values: list[object]) -> None:
     assert hashed_json(values) == reference.encode("utf-8")
 
 
-def test_posted_entries_store_exactly_what_was_hashed(loaded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_posted_entries_store_exactly_what_was_hashed(loaded: str, tuned: Callable[..., Settings]) -> None:
     """On SQLite a batch is inserted many rows a statement (here 3, so a batch of 10 ends
     with a shorter one), its dates as the text they were hashed with; on PostgreSQL it is
     copied in. Either way every value comes back as posted: text with quotes, backslashes,
@@ -157,7 +159,7 @@ def test_posted_entries_store_exactly_what_was_hashed(loaded: str, monkeypatch: 
     from chargeback.ledger.entries import Draft
     from chargeback.store import db
 
-    monkeypatch.setattr(db, "ROWS_PER_INSERT", 3)
+    tuned(rows_per_insert=3)
 
     awkward = [
         'say "hi"',

@@ -8,6 +8,7 @@ import datetime as dt
 import re
 import shutil
 import zipfile
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from documents_book import build, soffice_recalculate
 from sqlalchemy import select
 
 from chargeback import api
+from chargeback.core.settings import Settings
 from chargeback.store import db
 from chargeback.store.schema import Entry
 
@@ -300,12 +302,10 @@ def test_libreoffice_recalculates_every_formula_to_the_engines_value(out: tuple[
 
 
 def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ties(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, tmp_path: Path, tuned: Callable[..., Settings]
 ) -> None:
     """Excel's row limit, made small: 6 journal lines a sheet (3 entries)."""
-    from chargeback.documents import reconciliation_workbook
-
-    monkeypatch.setattr(reconciliation_workbook, "JOURNAL_LINES_PER_SHEET", 6)
+    tuned(journal_lines_per_sheet=6)
     folder = build(db_url, tmp_path)
     path = folder / "2026-03" / "reconciliation.xlsx"
     rec = api.reconcile(db_url, "2026-03")
@@ -331,13 +331,11 @@ def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ti
     assert find(summary, "All checks")[1] == "OK"
 
 
-def test_a_statement_with_many_services_charts_its_largest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past `CHART_SERVICES` services, the chart shows a table of the largest ones, each
+def test_a_statement_with_many_services_charts_its_largest(tmp_path: Path, tuned: Callable[..., Settings]) -> None:
+    """Past `chart_services` (settings) services, the chart shows a table of the largest ones, each
     figure a formula on its row of the service table that LibreOffice recalculates to
     the engine's value; the chart's cached figures are that table's."""
-    import chargeback.documents.statements
-
-    monkeypatch.setattr(chargeback.documents.statements, "CHART_SERVICES", 1)
+    tuned(chart_services=1)
     folder = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
     path = folder / "2026-04" / "statements" / "ART.xlsx"
     formulas, cached = (

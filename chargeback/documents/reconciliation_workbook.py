@@ -26,6 +26,7 @@ from chargeback.close.reconciliation import (
     PeriodTotal,
     Reconciliation,
 )
+from chargeback.core import settings
 from chargeback.core.safe import neutralize
 from chargeback.documents.bills import DocumentContext
 from chargeback.documents.workbooks import EXCEL_EPOCH, Workbook, cell, column_range, sum_formula
@@ -96,15 +97,11 @@ def write_reconciliation_workbook(
     return path
 
 
-#: Journal lines on one sheet below its header: Excel's 1,048,576 rows less the header,
-#: kept even so that an entry's debit and credit lines stay on one sheet.
-JOURNAL_LINES_PER_SHEET = 1_048_574
-
-
 def journal_parts(entries: int) -> list[tuple[str, int]]:
     """(sheet name, journal lines) of the Journal sheets: `Journal`, then `Journal (2)`,
     `Journal (3)`... when a period's lines pass one sheet's rows."""
-    per_sheet = JOURNAL_LINES_PER_SHEET - JOURNAL_LINES_PER_SHEET % 2
+    limit = settings.current().journal_lines_per_sheet
+    per_sheet = limit - limit % 2  # even: an entry's debit and credit lines stay on one sheet
     lines, parts = entries * 2, list[tuple[str, int]]()
     while True:
         name = "Journal" if not parts else f"Journal ({len(parts) + 1})"

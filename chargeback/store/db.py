@@ -62,6 +62,7 @@ from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
+from chargeback.core import settings
 from chargeback.core.errors import Refused
 
 DEFAULT_URL = "sqlite:///chargeback.db"
@@ -330,11 +331,6 @@ def bytewise(conn: Connection, *columns: SQLColumn) -> list[SQLColumn]:
     return list(columns)
 
 
-#: Rows per SQLite INSERT at most; fewer when the row is wide (SQLite binds at most
-#: `SQLITE_LIMIT_VARIABLE_NUMBER` values a statement, 32,766 by default).
-ROWS_PER_INSERT = 2_000
-
-
 def insert_values(conn: Connection, table_name: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> int:
     """SQLite: insert rows of values as the driver stores them (no type conversion),
     many rows a statement: `INSERT ... VALUES (...), (...), ...`.
@@ -346,7 +342,7 @@ def insert_values(conn: Connection, table_name: str, columns: Sequence[str], row
     raw = conn.connection.driver_connection
     width = len(columns)
     limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
-    per = max(1, min(ROWS_PER_INSERT, limit // width))
+    per = max(1, min(settings.current().rows_per_insert, limit // width))
     one = f"({', '.join('?' * width)})"
     head = f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES "
     full = head + ", ".join([one] * per)

@@ -42,8 +42,8 @@ from typing import NamedTuple
 from sqlalchemy import Connection, func, select
 
 from chargeback.close.reconciliation import PeriodTotal, period_totals
+from chargeback.core.calendar import previous_period
 from chargeback.core.errors import Refused
-from chargeback.core.fields import previous_period
 from chargeback.core.money import format_amount, format_percent, quantize
 from chargeback.store.schema import Book, Entry, PeriodTotalRow, Unit
 

@@ -46,15 +46,6 @@ class RateRow:
         return text + (f"/tier {self.tier_from}" if self.tier_from else "")
 
 
-@dataclass(frozen=True)
-class Priced:
-    """A priced line: the rate applied and the amount, rounded once."""
-
-    rate: Decimal
-    amount: Decimal
-    rate_row: RateRow
-
-
 class RateTable:
     """All rates of a book, indexed for lookups by (service, class, date)."""
 
@@ -96,11 +87,6 @@ class RateTable:
             r for r in self._by_key.get((service, customer_class), ()) if r.effective_from <= day and r.tier_from == 0
         ]
         return max(earlier, key=lambda r: r.effective_from) if earlier else None
-
-
-def price(quantity: Decimal, rate_row: RateRow, digits: int) -> Priced:
-    """Price one line at one rate: quantity x rate, rounded once."""
-    return Priced(rate_row.rate, quantize(quantity * rate_row.rate, digits), rate_row)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, func, select
 from chargeback.book.snapshot import ServiceInfo, UnitInfo, load_reference
 from chargeback.close.budgets import BudgetStatus, statuses_for
 from chargeback.close.reconciliation import PeriodTotal, period_totals
-from chargeback.core.fields import period_bounds, previous_period
+from chargeback.core.calendar import month_name, period_bounds, previous_period
 from chargeback.core.money import from_minor
 from chargeback.core.safe import FORMULA_STARTS
 from chargeback.ledger.seals import Seal, seal_of
@@ -38,21 +38,6 @@ from chargeback.store.schema import (
     Period,
     PeriodTotalRow,
     Usage,
-)
-
-MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
 )
 
 
@@ -93,7 +78,7 @@ class DocumentContext:
     @property
     def period_label(self) -> str:
         """`2026-03` as `March 2026`."""
-        return f"{MONTHS[int(self.period[5:7]) - 1]} {self.period[:4]}"
+        return month_name(self.period)
 
     @property
     def previous_period(self) -> str:

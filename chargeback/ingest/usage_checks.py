@@ -17,7 +17,7 @@ import polars as pl
 from sqlalchemy import Connection, select
 
 from chargeback.book.snapshot import Reference
-from chargeback.core.fields import period_bounds
+from chargeback.core.calendar import period_bounds
 from chargeback.core.money import LIMIT, MICRO_SQUARED, QUANTITY_PLACES, from_micro
 from chargeback.ingest.tabular import Columns, stripped
 from chargeback.store.schema import Rate

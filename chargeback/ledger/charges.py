@@ -45,8 +45,8 @@ from chargeback.core.allocation import (
 from chargeback.core.allocation import (
     Driver as DriverSpec,
 )
+from chargeback.core.calendar import period_bounds
 from chargeback.core.errors import Refused
-from chargeback.core.fields import period_bounds
 from chargeback.core.money import format_amount, from_micro, quantize, to_micro
 from chargeback.core.pricing import (
     LINE_COLUMNS,

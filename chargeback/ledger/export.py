@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
@@ -11,7 +10,7 @@ from sqlalchemy import Connection, Result, Row, select
 
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount
-from chargeback.core.safe import neutralize
+from chargeback.core.safe import neutralize, one_line
 from chargeback.store.db import SQLColumn, dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import Book, Entry
 
@@ -181,19 +180,15 @@ class CsvJournal:
             known[None] = ""
 
 
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
-
-
 def write_hledger(conn: Connection, period: str, out: TextIO) -> None:
     currency, digits = _currency(conn)
     out.write(f"; chargeback journal, period {period}\n\n")
     for e in _entries(conn, period):
         amount = format_amount(e.amount_minor, digits)
         negated = format_amount(-e.amount_minor, digits)
-        title = _one_line(f"{e.service} {e.reference or ''} | {e.memo or e.kind}").replace(";", ",")
+        title = one_line(f"{e.service} {e.reference or ''} | {e.memo or e.kind}").replace(";", ",")
         out.write(f"{e.date.isoformat()} ({e.id}) {title}\n")
-        rate = f", rate-source:{_one_line(e.rate_source).replace(',', ' ')}" if e.rate_source else ""
+        rate = f", rate-source:{one_line(e.rate_source).replace(',', ' ')}" if e.rate_source else ""
         out.write(f"    ; period:{e.period}, kind:{e.kind}, service-date:{e.service_date.isoformat()}{rate}\n")
         out.write(f"    {e.debit_account}  {amount} {currency}\n")
         out.write(f"    {e.credit_account}  {negated} {currency}\n\n")
@@ -212,7 +207,7 @@ def beancount_account(account: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return '"' + _one_line(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + one_line(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def write_beancount(conn: Connection, period: str, out: TextIO) -> None:
@@ -247,9 +242,3 @@ def export(conn: Connection, period: str, fmt: str, out: TextIO) -> None:
     if fmt not in WRITERS:
         raise Refused(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     WRITERS[fmt](conn, period, out)
-
-
-def export_text(conn: Connection, period: str, fmt: str) -> str:
-    buffer = io.StringIO()
-    export(conn, period, fmt, buffer)
-    return buffer.getvalue()

@@ -49,6 +49,8 @@ from chargeback.ledger.charges import pending
 from chargeback.ledger.export import export as _export
 from chargeback.ledger.verification import VerifyResult
 from chargeback.ledger.verification import verify as _verify
+from chargeback.ledger.voids import VoidResult
+from chargeback.ledger.voids import void as _void
 from chargeback.store import db
 from chargeback.store.schema import Book, Delivery
 
@@ -110,9 +112,11 @@ def adjust(
     reason: str,
     reference: str | None = None,
     against: str | None = None,
+    memo: str | None = None,
 ) -> AdjustResult:
     """A manual charge or credit; `against` (`SERVICE:REFERENCE`) links it to the posted
-    charge it corrects, and then `service` and `consumer` may be left out."""
+    charge it corrects, and then `service` and `consumer` may be left out. `memo` is what
+    documents show (default "Adjustment"); `reason` is internal."""
     engine = _engine(url)
     arguments = {
         "period": period,
@@ -122,11 +126,12 @@ def adjust(
         "reason": reason,
         "reference": reference,
         "against": against,
+        "memo": memo,
     }
     with audit.command(engine, "adjust", arguments, period=period) as log:
         check_period(period)
         with db.transaction(engine) as conn:
-            result = _adjust(conn, period, service, consumer, amount, reason, reference, now(), against)
+            result = _adjust(conn, period, service, consumer, amount, reason, reference, now(), against, memo)
             log.done(conn, f"adjustment {result.id}: {result.amount} {result.currency}")
             return result
 
@@ -399,6 +404,19 @@ def reopen(url: str | Engine | None, period: str, reason: str) -> None:
         with db.transaction(engine) as conn:
             reopen_period(conn, period, reason, now())
             log.done(conn, "reopened")
+
+
+def void(url: str | Engine | None, kind: str, target: int, reason: str) -> VoidResult:
+    """Void an import (its usage lines) or an adjustment of an open period, before a close
+    posts it; the void is recorded with its reason and is in the audit log."""
+    engine = _engine(url)
+    with audit.command(engine, "void", {"kind": kind, "id": target, "reason": reason}) as log:
+        with db.transaction(engine) as conn:
+            result = _void(conn, kind, target, reason, now())
+            log.period = result.period
+            what = f"{result.lines} usage lines" if kind == "import" else f"{result.amount} {result.currency}"
+            log.done(conn, f"void {result.id}: {kind} {target} ({result.label}), {what}")
+            return result
 
 
 def reconcile(url: str | Engine | None, period: str) -> Reconciliation:

@@ -179,7 +179,8 @@ def import_(ctx: Context, file: Path, period: str) -> None:
 @click.option("--service", default=None, help="Required unless --against names the charge.")
 @click.option("--consumer", default=None, help="Required unless --against names the charge.")
 @click.option("--amount", required=True, help="Positive for a charge, negative for a credit.")
-@click.option("--reason", required=True)
+@click.option("--reason", required=True, help="Why (internal: kept in the database and the audit log).")
+@click.option("--memo", default=None, help='What documents show (default "Adjustment").')
 @click.option("--reference", default=None)
 @click.option(
     "--against",
@@ -195,19 +196,36 @@ def adjust(
     consumer: str | None,
     amount: str,
     reason: str,
+    memo: str | None,
     reference: str | None,
     against: str | None,
 ) -> None:
     """Record a manual charge or credit in an open period."""
     if against is None and (service is None or consumer is None):
         raise click.UsageError("--service and --consumer are required unless --against is given")
-    result = api.adjust(ctx.url, period, service, consumer, amount, reason, reference, against)
+    result = api.adjust(ctx.url, period, service, consumer, amount, reason, reference, against, memo)
     link = f" against {result.against}" if result.against else ""
     _say(
         ctx,
         f"adjustment {result.id} recorded in {result.period}: {result.service} -> "
         f"{result.consumer} {result.amount} {result.currency}{link}",
     )
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["import", "adjustment"]))
+@click.argument("target", metavar="ID", type=click.IntRange(min=1))
+@click.option("--reason", required=True, help="Why (kept in the void and the audit log).")
+@click.pass_obj
+def void(ctx: Context, kind: str, target: int, reason: str) -> None:
+    """Void an import or an adjustment that no close has posted yet."""
+    result = api.void(ctx.url, kind, target, reason)
+    what = (
+        f"{result.lines} usage lines of {result.label} left out"
+        if kind == "import"
+        else f"{result.label} {result.amount} {result.currency} left out"
+    )
+    _say(ctx, f"void {result.id}: {kind} {target} in {result.period} voided: {what}")
 
 
 def _totals(rec: Reconciliation) -> str:

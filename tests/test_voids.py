@@ -90,7 +90,8 @@ def test_what_is_posted_is_corrected_by_a_new_entry_not_voided(loaded: str, mini
     with pytest.raises(IntegrityError, match="usage lines are append-only"), engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO voids (period, kind, target, reason, at, lines) VALUES ('2026-03', 'import', 1, 'x', '2026-03-31', 5)"
+                "INSERT INTO voids (period, kind, target, reason, at, lines) "
+                "VALUES ('2026-03', 'import', 1, 'x', '2026-03-31', 5)"
             )
         )
         conn.execute(text("UPDATE usage SET void_id = 1"))  # the database refuses to void a posted line

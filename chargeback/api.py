@@ -19,8 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from xlsxwriter.exceptions import FileCreateError
 
 from chargeback.book.load import LoadResult, load_book
+from chargeback.book.snapshot import load_reference
 from chargeback.bundled import bundled
 from chargeback.close import budgets as _budgets
+from chargeback.close import status as _status
 from chargeback.close import variance
 from chargeback.close.periods import (
     CloseResult,
@@ -40,6 +42,7 @@ from chargeback.core.errors import Refused
 from chargeback.core.safe import file_in
 from chargeback.documents import delivery
 from chargeback.documents.folder import staged, write_documents
+from chargeback.documents.unit_charges import write_unit_charges
 from chargeback.ingest.usage import ImportResult, import_usage
 from chargeback.ledger import audit
 from chargeback.ledger import seals as _seals
@@ -47,6 +50,7 @@ from chargeback.ledger.adjustments import AdjustResult
 from chargeback.ledger.adjustments import adjust as _adjust
 from chargeback.ledger.charges import pending
 from chargeback.ledger.export import export as _export
+from chargeback.ledger.unit_charges import UnitCharges, unit_charges
 from chargeback.ledger.verification import VerifyResult
 from chargeback.ledger.verification import verify as _verify
 from chargeback.ledger.voids import VoidResult
@@ -417,6 +421,45 @@ def void(url: str | Engine | None, kind: str, target: int, reason: str) -> VoidR
             what = f"{result.lines} usage lines" if kind == "import" else f"{result.amount} {result.currency}"
             log.done(conn, f"void {result.id}: {kind} {target} ({result.label}), {what}")
             return result
+
+
+def status(
+    url: str | Engine | None, period: str | None = None, out_dir: Path | None = Path("out")
+) -> list[_status.PeriodStatus]:
+    """Every period's state (or one's): what waits, what is posted, the last close and its
+    seal, the documents in `out_dir` and their deliveries."""
+    if period is not None:
+        check_period(period)
+    with db.reading(_engine(url)) as conn:
+        return _status.statuses(conn, period, out_dir)
+
+
+def imports(url: str | Engine | None, period: str) -> _status.Imports:
+    """Each import of the period: file, sha256, lines, amount, when, who, void."""
+    check_period(period)
+    with db.reading(_engine(url)) as conn:
+        return _status.imports(conn, period)
+
+
+def charges(
+    url: str | Engine | None,
+    unit: str,
+    period: str | None = None,
+    fiscal_year: int | None = None,
+    xlsx: Path | None = None,
+) -> UnitCharges:
+    """One unit's posted charges in a period or a fiscal year; with `xlsx`, also written
+    to that workbook."""
+    if period is not None:
+        check_period(period)
+    with db.reading(_engine(url)) as conn:
+        result = unit_charges(conn, unit, period, fiscal_year)
+        if xlsx is not None:
+            try:
+                write_unit_charges(result, load_reference(conn), Path(xlsx), now())
+            except (OSError, FileCreateError) as exc:
+                raise Refused(f"--xlsx: {xlsx} cannot be written: {exc}") from exc
+        return result
 
 
 def reconcile(url: str | Engine | None, period: str) -> Reconciliation:

@@ -12,9 +12,12 @@ becomes a unique index of the lines not voided, so a voided file can be imported
 
 `adjustments.memo` is what documents show for an adjustment (`reason` stays internal).
 Adjustments entered before have no memo (NULL): their documents show "Adjustment".
-`imports.user` is the operating-system user who imported the file; imports made before
-this recorded none, and stay NULL ("unknown"): the audit log is not matched to them by
-guess.
+`imports.user` is the operating-system user who imported the file. For imports made
+before, it is taken from the audit log: each successful import wrote one `import` record
+(with the file and period as given) in its own transaction, so the imports of one
+(period, file) and their records pair up in order. Where they do not (imports made
+before the audit log, migration 0003, or records missing), the user stays NULL:
+"unknown", not a guess.
 
 A downgrade drops the voids and the new columns; it is refused by the database if a
 voided file was imported again (two lines with one (service, reference)).
@@ -22,6 +25,9 @@ voided file was imported again (two lines with one (service, reference)).
 Revision ID: 0013
 Revises: 0012
 """
+
+import json
+from collections import defaultdict
 
 import sqlalchemy as sa
 from alembic import op
@@ -75,6 +81,37 @@ def _sqlite_triggers(voidable: bool) -> None:
     op.execute(f"CREATE TRIGGER usage_no_delete BEFORE DELETE ON usage BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END")
 
 
+def _backfill_users() -> None:
+    """Who imported each earlier file, from the audit log where it says so unambiguously."""
+    bind = op.get_bind()
+    imports = sa.table("imports", sa.column("id"), sa.column("period"), sa.column("file_name"), sa.column("user"))
+    audit = sa.table("audit_log", sa.column("id"), sa.column("command"), sa.column("outcome"))
+    audit.append_column(sa.column("os_user"))
+    audit.append_column(sa.column("arguments"))
+    found: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for number, period, name in bind.execute(sa.select(imports.c.id, imports.c.period, imports.c.file_name)):
+        found[(period, name)].append(number)
+    if not found or not sa.inspect(bind).has_table("audit_log"):
+        return
+    users: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for user, arguments in bind.execute(
+        sa.select(audit.c.os_user, audit.c.arguments)
+        .where(audit.c.command == "import", audit.c.outcome.like("done:%"))
+        .order_by(audit.c.id)
+    ):
+        try:
+            given = json.loads(arguments)
+        except ValueError:
+            continue
+        if isinstance(given, dict):
+            users[(str(given.get("period")), str(given.get("file")))].append(user)
+    for key, numbers in found.items():
+        if len(users.get(key, ())) != len(numbers):
+            continue  # not one record per import: unknown
+        for number, user in zip(sorted(numbers), users[key], strict=True):
+            bind.execute(sa.update(imports).where(imports.c.id == number).values(user=user))
+
+
 def upgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
     op.create_table(
@@ -99,6 +136,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("void_id", sa.Integer(), nullable=True))
         batch.create_foreign_key("fk_adjustments_void_id_voids", "voids", ["void_id"], ["id"])
     op.add_column("imports", sa.Column("user", sa.String(100), nullable=True))
+    _backfill_users()
     if postgresql:
         op.add_column("usage", sa.Column("void_id", sa.Integer(), nullable=True))
         op.drop_constraint(UNIQUE, "usage", type_="unique")

@@ -21,8 +21,10 @@ from sqlalchemy.exc import IntegrityError
 from xlsxwriter.exceptions import FileCreateError
 
 from chargeback.book.load import LoadResult, load_book
+from chargeback.book.snapshot import load_reference
 from chargeback.bundled import bundled
 from chargeback.close import budgets as _budgets
+from chargeback.close import status as _status
 from chargeback.close import variance
 from chargeback.close.budgets import BudgetStatus as BudgetStatus
 from chargeback.close.budgets import warning_text as warning_text
@@ -49,6 +51,7 @@ from chargeback.core.safe import file_in
 from chargeback.documents import delivery
 from chargeback.documents.delivery import parse_server as parse_server
 from chargeback.documents.folder import staged, write_documents
+from chargeback.documents.unit_charges import write_unit_charges
 from chargeback.ingest.usage import ImportResult, import_usage
 from chargeback.ledger import audit
 from chargeback.ledger import seals as _seals
@@ -56,8 +59,11 @@ from chargeback.ledger.adjustments import AdjustResult
 from chargeback.ledger.adjustments import adjust as _adjust
 from chargeback.ledger.charges import pending
 from chargeback.ledger.export import export as _export
+from chargeback.ledger.unit_charges import UnitCharges, unit_charges
 from chargeback.ledger.verification import VerifyResult
 from chargeback.ledger.verification import verify as _verify
+from chargeback.ledger.voids import VoidResult
+from chargeback.ledger.voids import void as _void
 from chargeback.store import db
 from chargeback.store.db import database_url as database_url
 from chargeback.store.db import redact as redact
@@ -122,9 +128,11 @@ def adjust(
     reason: str,
     reference: str | None = None,
     against: str | None = None,
+    memo: str | None = None,
 ) -> AdjustResult:
     """A manual charge or credit; `against` (`SERVICE:REFERENCE`) links it to the posted
-    charge it corrects, and then `service` and `consumer` may be left out."""
+    charge it corrects, and then `service` and `consumer` may be left out. `memo` is what
+    documents show (default "Adjustment"); `reason` is internal."""
     engine = _engine(url)
     arguments = {
         "period": period,
@@ -134,11 +142,12 @@ def adjust(
         "reason": reason,
         "reference": reference,
         "against": against,
+        "memo": memo,
     }
     with audit.command(engine, "adjust", arguments, period=period) as log:
         check_period(period)
         with db.transaction(engine) as conn:
-            result = _adjust(conn, period, service, consumer, amount, reason, reference, now(), against)
+            result = _adjust(conn, period, service, consumer, amount, reason, reference, now(), against, memo)
             log.done(conn, f"adjustment {result.id}: {result.amount} {result.currency}")
             return result
 
@@ -411,6 +420,58 @@ def reopen(url: str | Engine | None, period: str, reason: str) -> None:
         with db.transaction(engine) as conn:
             reopen_period(conn, period, reason, now())
             log.done(conn, "reopened")
+
+
+def void(url: str | Engine | None, kind: str, target: int, reason: str) -> VoidResult:
+    """Void an import (its usage lines) or an adjustment of an open period, before a close
+    posts it; the void is recorded with its reason and is in the audit log."""
+    engine = _engine(url)
+    with audit.command(engine, "void", {"kind": kind, "id": target, "reason": reason}) as log:
+        with db.transaction(engine) as conn:
+            result = _void(conn, kind, target, reason, now())
+            log.period = result.period
+            what = f"{result.lines} usage lines" if kind == "import" else f"{result.amount} {result.currency}"
+            log.done(conn, f"void {result.id}: {kind} {target} ({result.label}), {what}")
+            return result
+
+
+def status(
+    url: str | Engine | None, period: str | None = None, out_dir: Path | None = Path("out")
+) -> list[_status.PeriodStatus]:
+    """Every period's state (or one's): what waits, what is posted, the last close and its
+    seal, the documents in `out_dir` and their deliveries."""
+    if period is not None:
+        check_period(period)
+    with db.reading(_engine(url)) as conn:
+        return _status.statuses(conn, period, out_dir)
+
+
+def imports(url: str | Engine | None, period: str) -> _status.Imports:
+    """Each import of the period: file, sha256, lines, amount, when, who, void."""
+    check_period(period)
+    with db.reading(_engine(url)) as conn:
+        return _status.imports(conn, period)
+
+
+def charges(
+    url: str | Engine | None,
+    unit: str,
+    period: str | None = None,
+    fiscal_year: int | None = None,
+    xlsx: Path | None = None,
+) -> UnitCharges:
+    """One unit's posted charges in a period or a fiscal year; with `xlsx`, also written
+    to that workbook."""
+    if period is not None:
+        check_period(period)
+    with db.reading(_engine(url)) as conn:
+        result = unit_charges(conn, unit, period, fiscal_year)
+        if xlsx is not None:
+            try:
+                write_unit_charges(result, load_reference(conn), Path(xlsx), now())
+            except (OSError, FileCreateError) as exc:
+                raise Refused(f"--xlsx: {xlsx} cannot be written: {exc}") from exc
+        return result
 
 
 def reconcile(url: str | Engine | None, period: str) -> Reconciliation:

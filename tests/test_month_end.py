@@ -1,5 +1,6 @@
 """The README's month-end walk-through, command by command, as a finance user runs it:
-preview, read the variance review, fix a refused file, preview again, close, deliver."""
+preview, read the variance review, fix a refused file, void a wrong one, see the status,
+preview again, close, deliver."""
 
 from __future__ import annotations
 
@@ -47,8 +48,21 @@ def test_the_month_end_walk_through(db_url: str, mini_book: Path, tmp_path: Path
     # fix the file, import it and the fleet's; a manual credit; preview again
     april[1][2] = "MATH"
     assert run("import", str(usage_file(tmp_path, "2026-04-help.csv", april)), "--period", "2026-04")[0] == 0
+    # the fleet's file comes in with 30 days for 3; status shows it waiting, void takes it back
+    wrong = usage_file(tmp_path, "2026-04-fleet.csv", [["2026-04-06", "VAN", "ART", "30", "V-10", "Exhibit"]])
+    assert run("import", str(wrong), "--period", "2026-04")[0] == 0
+    code, stdout, _ = run("status", "2026-04", "--out", str(out))
+    assert code == 0 and stdout.splitlines()[:2] == [
+        "2026-04  open",
+        "  waiting: 3 usage lines (1605.00 USD), 0 adjustments (0.00 USD)",
+    ]
+    code, stdout, _ = run("imports", "2026-04")
+    assert "2026-04-fleet.csv  1/1 lines (0 duplicates)  1425.00 USD  pending" in stdout.splitlines()[2]
+    code, stdout, _ = run("void", "import", "3", "--reason", "30 days keyed for 3")
+    assert (code, stdout) == (0, "void 1: import 3 in 2026-04 voided: 1 usage lines of 2026-04-fleet.csv left out\n")
     fleet = usage_file(tmp_path, "2026-04-fleet.csv", [["2026-04-06", "VAN", "ART", "3", "V-10", "Exhibit"]])
-    assert run("import", str(fleet), "--period", "2026-04")[0] == 0
+    code, stdout, _ = run("import", str(fleet), "--period", "2026-04")
+    assert code == 0 and "1 imported, 0 duplicates skipped" in stdout
     assert (
         run(
             "adjust",
@@ -61,6 +75,8 @@ def test_the_month_end_walk_through(db_url: str, mini_book: Path, tmp_path: Path
             "-10.00",
             "--reason",
             "Duplicate ticket",
+            "--memo",
+            "Ticket T-10 credited",
         )[0]
         == 0
     )

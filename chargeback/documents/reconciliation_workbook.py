@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, Row, String, cast, func, literal, or_, select
 from xlsxwriter.worksheet import Worksheet
 
 from chargeback.close.reconciliation import (
@@ -33,7 +33,7 @@ from chargeback.documents.workbooks import EXCEL_EPOCH, Workbook, cell, column_r
 from chargeback.ledger import audit
 from chargeback.ledger.export import JournalRow
 from chargeback.store.db import stored_date
-from chargeback.store.schema import Entry, Import, PeriodEvent
+from chargeback.store.schema import Adjustment, Entry, Import, PeriodEvent, Void
 
 JOURNAL_TITLES = [
     "Entry",
@@ -396,7 +396,8 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     first_day = ctx.first_day
     start = row + 1
     total = 0
-    for entry, service_date, date, kind, consumer, provider, service, reference, memo, minor in conn.execute(
+    reasons = _adjustment_reasons(conn, ctx.period)
+    for entry, service_date, date, kind, consumer, provider, service, reference, memo, minor, source in conn.execute(
         select(
             Entry.id,
             Entry.service_date,
@@ -408,6 +409,7 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
             Entry.reference,
             Entry.memo,
             Entry.amount_minor,
+            Entry.source,
         )
         .where(
             Entry.period == ctx.period,
@@ -431,7 +433,8 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
         sheet.write_string(row, 5, provider)
         sheet.write_string(row, 6, service)
         wb.text(sheet, row, 7, reference)
-        wb.text(sheet, row, 8, memo)
+        reason = reasons.get(source or "")
+        wb.text(sheet, row, 8, f"{memo}: {reason}" if reason and reason != memo else memo)
         wb.money(sheet, row, 9, minor)
         total += minor
     if row < start:
@@ -470,6 +473,8 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     if not found:
         row += 1
         sheet.write_string(row, 0, "none")
+
+    row = _voids(wb, sheet, conn, ctx.period, row + 3)
 
     row += 3
     sheet.write_string(row, 0, "Close and reopen history", f.subtitle)
@@ -536,3 +541,43 @@ def _audit_before_close(conn: Connection, ctx: DocumentContext) -> list[audit.Re
     if closes and len(done) >= closes:
         return [r for r in records if r.id < done[closes - 1].id]
     return records  # the close being written now has no record yet
+
+
+def _adjustment_reasons(conn: Connection, period: str) -> dict[str, str]:
+    """The internal reason of each adjustment of the period, by its entries' source."""
+    source = literal("adjustment:") + cast(Adjustment.id, String)
+    return dict(conn.execute(select(source, Adjustment.reason).where(Adjustment.period == period)).tuples().all())
+
+
+def _voids(wb: Workbook, sheet: Worksheet, conn: Connection, period: str, row: int) -> int:
+    """The period's voids (imports and adjustments taken back before a close): what, when,
+    who, why. Returns the last row written."""
+    f = wb.formats
+    sheet.write_string(row, 0, "Voids: imports and adjustments taken back before a close", f.subtitle)
+    row += 1
+    wb.header(
+        sheet,
+        row,
+        ["Voided", "Void", "At (UTC)", "", "User", "Usage lines", "", "", "Reason", "Amount"],
+        numeric=(1, 5, 9),
+    )
+    found = False
+    for number, kind, target, at, user, lines, reason, minor in conn.execute(
+        select(Void.id, Void.kind, Void.target, Void.at, Void.user, Void.lines, Void.reason, Void.amount_minor)
+        .where(Void.period == period)
+        .order_by(Void.id)
+    ):
+        row += 1
+        found = True
+        sheet.write_string(row, 0, f"{kind} {target}")
+        sheet.write_number(row, 1, number)
+        sheet.write_datetime(row, 2, at, f.datetime)
+        wb.text(sheet, row, 4, user)
+        sheet.write_number(row, 5, lines)
+        wb.text(sheet, row, 8, reason)
+        if minor is not None:
+            wb.money(sheet, row, 9, minor)
+    if not found:
+        row += 1
+        sheet.write_string(row, 0, "none")
+    return row

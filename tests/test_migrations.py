@@ -321,7 +321,7 @@ def test_who_imported_each_earlier_file_comes_from_the_audit_log_or_stays_unknow
     api.import_file(engine, mini_book / "usage" / "2026-04.csv", "2026-04")
     user = api.audit_log(engine)[0][-1].user
     with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0012")
+        command.downgrade(db.alembic_config(conn), "0012")
         conn.execute(
             text(
                 "INSERT INTO imports (period, file_name, sha256, at, lines_read, imported, duplicates) "

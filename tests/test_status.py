@@ -12,7 +12,7 @@ from conftest import usage_file
 
 from chargeback import api
 from chargeback.cli import main
-from chargeback.ingest.tabular import sha256_of
+from chargeback.core.digests import sha256_of
 
 
 def cli(url: str, *args: str) -> tuple[int, str, str]:

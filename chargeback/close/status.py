@@ -177,7 +177,7 @@ def statuses(conn: Connection, period: str | None = None, out_dir: Path | None =
     scope = (lambda column: [column == period]) if period else (lambda column: [])
 
     def grouped(query: Any) -> list[Any]:
-        return conn.execute(query).all()
+        return list(conn.execute(query).all())
 
     unposted = ~exists().where(ChargeLine.usage_id == Usage.id)
     for p, count in grouped(
@@ -259,8 +259,9 @@ def _documents(conn: Connection, found: dict[str, PeriodStatus], out_dir: Path, 
         .where(*scope(Delivery.period))
         .order_by(Delivery.period, Delivery.unit, Delivery.sent_at)
     ):
-        docs = found[p].documents
-        assert docs is not None
+        kept = found[p].documents
+        assert kept is not None
+        docs = kept
         if unit not in docs.delivered:
             docs.delivered.append(unit)
         docs.delivered_at = max(docs.delivered_at or sent, sent)

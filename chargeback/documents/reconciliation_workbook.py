@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Row, String, cast, func, literal, or_, select
+from sqlalchemy import Connection, String, cast, func, literal, or_, select
 from xlsxwriter.worksheet import Worksheet
 
 from chargeback.close.reconciliation import (

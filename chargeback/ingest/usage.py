@@ -22,7 +22,6 @@ from sqlalchemy import Column, Connection, MetaData, String, Table, func, insert
 from sqlalchemy.exc import IntegrityError
 
 from chargeback.book.snapshot import load_reference
-from chargeback.close.periods import _user as os_user
 from chargeback.close.periods import lock_open_period
 from chargeback.core.digests import sha256_of
 from chargeback.core.errors import InputRefused, Problem, Refused
@@ -39,6 +38,7 @@ from chargeback.ingest.usage_checks import (
     started_usage,
     sums,
 )
+from chargeback.ledger.audit import os_user
 from chargeback.store.db import collector_paused, date_text, frame, insert_plain_rows
 from chargeback.store.schema import Import, Usage
 

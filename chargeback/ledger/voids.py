@@ -23,10 +23,10 @@ from pathlib import Path
 from sqlalchemy import Connection, String, cast, exists, func, insert, literal, select, update
 
 from chargeback.book.snapshot import load_reference
-from chargeback.close.periods import _user as os_user
 from chargeback.close.periods import lock_period
 from chargeback.core.errors import Refused
 from chargeback.core.money import from_minor
+from chargeback.ledger.audit import os_user
 from chargeback.store.schema import Adjustment, ChargeLine, Entry, Import, Usage, Void
 
 KINDS = ("import", "adjustment")

@@ -410,26 +410,67 @@ def reconcile(url: str | Engine | None, period: str) -> Reconciliation:
         return result
 
 
-def export(url: str | Engine | None, period: str, fmt: str, out: Path | None = None) -> str | None:
-    """The period's journal as text (when `out` is None) or written to `out`; refused
-    while the period is open (its journal is not final, and may lack what is pending)."""
-    check_period(period)
+def export(
+    url: str | Engine | None,
+    period: str | None,
+    fmt: str,
+    out: Path | None = None,
+    *,
+    first: str | None = None,
+    through: str | None = None,
+    fiscal_year: int | None = None,
+) -> str | None:
+    """The journal of `period`, or of every closed period from `first` through `through`
+    (or of the fiscal year `fiscal_year`) in one file, as text (when `out` is None) or
+    written to `out`; refused while a period in it is open (its journal is not final, and
+    may lack what is pending)."""
     with db.reading(_engine(url)) as conn:
-        if period_status(conn, period) != "closed":
-            lines, adjustments, amount = pending(conn, period)
-            rec = _reconcile(conn, period)
-            rec.pending_lines, rec.pending_adjustments, rec.pending_adjustments_minor = lines, adjustments, amount
-            raise Refused(
-                f"period {period} is open: {rec.pending_text()}; its journal is exported once it is "
-                f"closed (`chargeback close {period}`)"
-            )
+        periods = export_periods(conn, period, first, through, fiscal_year)
+        for each in periods:
+            if period_status(conn, each) != "closed":
+                lines, adjustments, amount = pending(conn, each)
+                rec = _reconcile(conn, each)
+                rec.pending_lines, rec.pending_adjustments, rec.pending_adjustments_minor = lines, adjustments, amount
+                raise Refused(
+                    f"period {each} is open: {rec.pending_text()}; its journal is exported once it is "
+                    f"closed (`chargeback close {each}`)"
+                )
         if out is None:
             buffer = io.StringIO()
-            _export(conn, period, fmt, buffer)
+            _export(conn, periods, fmt, buffer)
             return buffer.getvalue()
         with open(out, "w", encoding="utf-8", newline="") as handle:
-            _export(conn, period, fmt, handle)
+            _export(conn, periods, fmt, handle)
         return None
+
+
+def export_periods(
+    conn: Connection, period: str | None, first: str | None, through: str | None, fiscal_year: int | None
+) -> list[str]:
+    """The periods an export covers: `period` alone, or every period with activity from
+    `first` through `through`, or in `fiscal_year` (book.toml's `fiscal_year_start`)."""
+    if period is not None:
+        return [check_period(period)]
+    if fiscal_year is not None:
+        if not 1000 <= fiscal_year <= 9999:
+            raise Refused(f"{fiscal_year} is not a fiscal year: write the year it ends in, YYYY")
+        start = conn.execute(select(Book.fiscal_year_start)).scalar()
+        if start is None:
+            raise Refused("no book is loaded: run `chargeback load BOOK` first")
+        months = _budgets.fiscal_periods(fiscal_year, start)
+        first, through = months[0], months[-1]
+        span = f"fiscal year {fiscal_year} ({first} to {through})"
+    elif first is not None and through is not None:
+        check_period(first), check_period(through)
+        if first > through:
+            raise Refused(f"--from {first} is after --through {through}: give the earlier period first")
+        span = f"{first} to {through}"
+    else:
+        raise Refused("give a period, --from and --through, or --fiscal-year")
+    periods = [p for p, _ in periods_with_activity(conn) if first <= p <= through]
+    if not periods:
+        raise Refused(f"no period of {span} has any activity: nothing to export")
+    return periods
 
 
 def verify(

@@ -39,7 +39,7 @@ from chargeback.close.recovery import write_workbook as write_recovery
 from chargeback.core.errors import Refused
 from chargeback.core.safe import file_in
 from chargeback.documents import delivery
-from chargeback.documents.folder import staged, write_documents
+from chargeback.documents.folder import remove_draft, staged, write_documents, write_version
 from chargeback.ingest.usage import ImportResult, import_usage
 from chargeback.ledger import audit
 from chargeback.ledger import seals as _seals
@@ -166,8 +166,8 @@ def close(
                 started = time.perf_counter()
                 result = _close_reviewed(conn, period, now(), progress)
                 posted = time.perf_counter()
-                write_documents(
-                    conn, period, folder, progress=progress, review=result.review, totals=_totals_used(result)
+                write_version(
+                    conn, period, out_dir, folder, progress=progress, review=result.review, totals=_totals_used(result)
                 )
                 if seconds is not None:
                     seconds["close"] = seconds.get("close", 0.0) + posted - started
@@ -181,6 +181,7 @@ def close(
                     f"{out_dir / period}: {exc.strerror or exc}; write them with "
                     f"`chargeback report {period} --out {out_dir}`"
                 ) from exc
+            remove_draft(out_dir, period)
         return result
 
 
@@ -277,7 +278,9 @@ def budgets(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("ou
 
 
 def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"), progress: bool = False) -> Path:
-    """Write a closed period's documents again."""
+    """Write a closed period's documents again: the same bytes for the same close; a
+    version that differs from the one in the folder becomes its next revision, the one
+    there kept under `revisions/` (see `documents.revisions`)."""
     engine = _engine(url)
     out_dir = Path(out_dir)
     with audit.command(engine, "report", {"period": period, "out": str(out_dir)}, period=period) as log:
@@ -287,7 +290,7 @@ def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"), p
                 if period_status(conn, period) != "closed":
                     raise Refused(f"period {period} is not closed: documents are written for closed periods")
                 with staged(out_dir, period) as (folder, publish):
-                    files = write_documents(conn, period, folder, progress=progress)
+                    files = write_version(conn, period, out_dir, folder, progress=progress)
                     publish()
                 log.done(conn, f"{files} files written to {out_dir / period}")
     return out_dir / period

@@ -28,6 +28,7 @@ from chargeback.close.reconciliation import PeriodTotal, period_totals
 from chargeback.core.fields import period_bounds, previous_period
 from chargeback.core.money import from_minor
 from chargeback.core.safe import FORMULA_STARTS
+from chargeback.documents.revisions import Revision, revision_of
 from chargeback.ledger.seals import Seal, seal_of
 from chargeback.store.db import bytewise, dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import (
@@ -81,6 +82,9 @@ class DocumentContext:
     #: The seal of the period's close (the journal head after it, signed when a seal key is
     #: configured), which the documents carry so auditors hold it outside the database.
     seal: Seal | None = None
+    #: Which version of the period's documents these are (`revisions`): 1 for the first
+    #: close's; a revised invoice's number ends `-R2`, `-R3`... and lists what changed.
+    revision: Revision = field(default_factory=Revision)
 
     @property
     def first_day(self) -> dt.date:
@@ -155,6 +159,7 @@ def document_context(
         statuses_for(conn, period, totals),
         limit,
         None if draft else seal_of(conn, period),
+        Revision() if draft else revision_of(conn, period),
     )
 
 

@@ -46,9 +46,10 @@ def template() -> jinja2.Template:
     return env.get_template(TEMPLATE)
 
 
-def invoice_number(ctx: DocumentContext, code: str, external: bool) -> str:
-    """Stable for a period and unit: `INV-202603-EXT-1`, `ICN-202603-ART`."""
-    return f"{'INV' if external else 'ICN'}-{ctx.period.replace('-', '')}-{code}"
+def invoice_number(ctx: DocumentContext, code: str, external: bool, revision: int | None = None) -> str:
+    """Stable for a period, a unit and a version of the period's documents:
+    `INV-202603-EXT-1`, `ICN-202603-ART`, then `ICN-202603-ART-R2` once revised."""
+    return f"{'INV' if external else 'ICN'}-{ctx.period.replace('-', '')}-{code}{ctx.revision.suffix(revision)}"
 
 
 def due_date(terms: str | None, issued: dt.date) -> dt.date | None:
@@ -268,6 +269,8 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
         groups=groups,
         marks=marks,
         number=invoice_number(ctx, unit.code, external),
+        replaces=invoice_number(ctx, unit.code, external, ctx.revision.replaces) if ctx.revision.replaces else None,
+        changes=ctx.revision.changes.get(unit.code),
         issued=issued,
         due=due_date(ctx.payment_terms, issued) if external else None,
         total_minor=bill.total_minor,

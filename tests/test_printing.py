@@ -236,3 +236,16 @@ def test_an_invoice_renders_in_chromium_to_a_page_that_is_not_blank(out: tuple[s
             timeout=120,
         )
         _first_page_png(pdf, tmp_path / f"invoice-{unit}-printed")
+
+
+def test_the_audit_logs_long_arguments_wrap_in_a_column_of_their_own(out: tuple[str, Path]) -> None:
+    """A path and a sha256 in one cell would widen the printed page until nothing is legible."""
+    _, folder = out
+    sheet = openpyxl.load_workbook(folder / "2026-03" / "reconciliation.xlsx")["Exceptions"]
+    cells = [row[10] for row in sheet.iter_rows() if len(row) > 10 and row[10].value and "sha256:" in row[10].value]
+    assert cells
+    width = sheet.column_dimensions["K"].width
+    assert width <= 80
+    for cell in cells:
+        assert cell.alignment.wrap_text
+        assert sheet.row_dimensions[cell.row].height >= 15 * math.ceil(len(cell.value) / (width - 2))

@@ -384,7 +384,9 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     f = wb.formats
     sheet.write_string(0, 0, wb.title(f"{ctx.book}: exceptions of {ctx.period}"), f.title)
     # the third column holds dates and, further down, times of day (`yyyy-mm-dd hh:mm:ss`)
-    wb.widths(sheet, [22, 9, 20, 11, 14, 14, 12, 16, 40, 14])
+    # the last one: the audit log's arguments and input files, wrapped (a long path and a
+    # sha256 in one cell would otherwise widen the printed page until it is unreadable)
+    wb.widths(sheet, [22, 9, 20, 11, 14, 14, 12, 16, 40, 14, 60])
     row = 2
     sheet.write_string(row, 0, "Charges: late charges, credits, adjustments", f.subtitle)
     row += 1
@@ -461,6 +463,7 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
         row,
         ["File", "Import", "Imported at (UTC)", "", "Lines read", "Imported", "Duplicates skipped", "SHA-256"],
         numeric=(1, 4, 5, 6),
+        lines=2,
     )
     found = False
     for number, name, at, read, imported, duplicates, digest in conn.execute(
@@ -511,20 +514,17 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     records = _audit_before_close(conn, ctx)
     for record in records:
         row += 1
+        arguments = "; ".join(
+            [" ".join(f"{k}={v}" for k, v in record.arguments.items() if v not in (None, ""))]
+            + [f"{i['file']} sha256:{i['sha256'] or 'unreadable'}" for i in record.inputs]
+        )
+        sheet.set_row(row, 15 * wb.header_lines([arguments], 60, most=12))  # as tall as the wrapped text
         sheet.write_string(row, 0, record.command)
         sheet.write_number(row, 1, record.id)
         sheet.write_datetime(row, 2, record.at, f.datetime)
         wb.text(sheet, row, 4, record.user)
         wb.text(sheet, row, 8, record.outcome)
-        wb.text(
-            sheet,
-            row,
-            10,
-            "; ".join(
-                [" ".join(f"{k}={v}" for k, v in record.arguments.items() if v not in (None, ""))]
-                + [f"{i['file']} sha256:{i['sha256'] or 'unreadable'}" for i in record.inputs]
-            ),
-        )
+        wb.text(sheet, row, 10, arguments, f.wrap)
     if not records:
         row += 1
         sheet.write_string(row, 0, "none")

@@ -7,9 +7,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from conftest import usage_file
 
 from chargeback import api
+from chargeback.core.errors import Refused
 
 
 def manifest(folder: Path) -> dict:  # type: ignore[type-arg]
@@ -92,9 +94,7 @@ def test_a_reclose_keeps_the_first_version_and_revises_the_invoices(
     api.close(loaded, "2026-03", out)
     assert sorted(p.name for p in (march / "revisions").iterdir()) == ["1", "2"]
     assert tree(march / "revisions" / "1") == first
-    assert tree(march / "revisions" / "2") == {
-        k: v for k, v in second.items() if not k.startswith("revisions/")
-    }
+    assert tree(march / "revisions" / "2") == {k: v for k, v in second.items() if not k.startswith("revisions/")}
     art = (march / "invoices" / "ART.html").read_text(encoding="utf-8")
     assert number_of(march / "invoices" / "ART.html") == "ICN-202603-ART-R3"
     assert '<strong id="replaces">ICN-202603-ART-R2</strong>' in art
@@ -113,3 +113,36 @@ def test_a_close_removes_the_periods_drafts_and_a_preview_replaces_the_last(
     assert "Setup fee" in (out / "2026-03-draft" / "invoices" / "ART.html").read_text(encoding="utf-8")
     api.close(loaded, "2026-03", out)
     assert sorted(p.name for p in out.iterdir()) == ["2026-03"]
+
+
+def test_a_reclose_that_cannot_write_leaves_every_version_as_it_was(
+    loaded: str, mini_book: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    march = out / "2026-03"
+    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
+    api.close(loaded, "2026-03", out)
+    api.reopen(loaded, "2026-03", "late ticket")
+    api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "Setup fee")
+    api.close(loaded, "2026-03", out)
+    before = tree(march)
+    api.reopen(loaded, "2026-03", "one more")
+    api.adjust(loaded, "2026-03", "HELP", "ART", "5.00", "Cable")
+    real_open = open
+
+    def full_disk(path, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "w" in mode and ".2026-03.partial" in str(path) and str(path).endswith("journal.csv"):
+            raise OSError(28, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_disk)
+    with pytest.raises(Refused, match="No space left on device; the period stays open"):
+        api.close(loaded, "2026-03", out)
+    monkeypatch.undo()
+    # revision 2 in place, revision 1 kept, nothing half-written beside them
+    assert tree(march) == before
+    assert sorted(p.name for p in out.iterdir()) == ["2026-03"]
+    assert api.reconcile(loaded, "2026-03").status == "open"
+    api.close(loaded, "2026-03", out)
+    assert sorted(p.name for p in (march / "revisions").iterdir()) == ["1", "2"]
+    assert number_of(march / "invoices" / "ART.html") == "ICN-202603-ART-R3"

@@ -464,7 +464,8 @@ def export_periods(
         first, through = months[0], months[-1]
         span = f"fiscal year {fiscal_year} ({first} to {through})"
     elif first is not None and through is not None:
-        check_period(first), check_period(through)
+        check_period(first)
+        check_period(through)
         if first > through:
             raise Refused(f"--from {first} is after --through {through}: give the earlier period first")
         span = f"{first} to {through}"

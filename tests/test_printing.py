@@ -86,7 +86,8 @@ def test_a_linked_credit_on_the_invoice_names_the_charge_it_corrects(
     api.adjust(loaded, "2026-04", None, None, "-30.00", "Ticket T-1 billed twice", against="HELP:T-1")
     api.close(loaded, "2026-04", out)
     html = (out / "2026-04" / "invoices" / "ART.html").read_text(encoding="utf-8")
-    assert '<span class="tag adjustment">corrects HELP:T-1</span>' in html
+    # the charge it corrects: T-1 of March, 1.5 h at 60.00
+    assert '<span class="tag adjustment">corrects HELP:T-1, charged in 2026-03: 90.00</span>' in html
 
 
 # Rendered pages -----------------------------------------------------------------------

@@ -160,10 +160,12 @@ def _groups(
     lines: list[Line],
     usage: dict[int, list[UsageShown]] | None = None,
     charges_of: dict[tuple[str, str], int] | None = None,
+    consumer: str = "",
 ) -> list[ProviderGroup]:
     """Charges by provider, then service (they arrive in that order), each with the usage
     lines shown under it; `charges_of`: the charge (entry) of each (service, reference)
-    of the consumer's usage lines, which a linked credit names."""
+    of the `consumer`'s usage lines, which a linked credit names, with the period and
+    amount of the charge it corrects (`DocumentContext.linked`)."""
     charges_of = charges_of or {}
     first_day = ctx.first_day
     dates: dict[dt.date, str] = {}
@@ -187,7 +189,12 @@ def _groups(
         if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST):
             target = line.rate_source[len(AGAINST) :]  # type: ignore[index]
             charge = charges_of.get(tuple(target.split(":", 1)))  # type: ignore[arg-type]
-            notes.append((html("adjustment"), html(f"corrects {target}" + (f" (charge {charge})" if charge else ""))))
+            service, _, reference = target.partition(":")
+            original = ctx.linked.get((service, reference, consumer))
+            where = f", charged in {', '.join(original[0])}: {money(ctx, original[1])}" if original else ""
+            notes.append(
+                (html("adjustment"), html(f"corrects {target}{where}" + (f" (charge {charge})" if charge else "")))
+            )
         return Shown(
             line.entry,
             date,
@@ -253,7 +260,7 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
             .iter_rows()
         ):
             charges_of[(service, reference)] = entry
-    groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of)
+    groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of, unit.code)
     lines_total = bill.usage.height
     lines_shown = min(lines_total, ctx.invoice_line_limit)
     marks = {"late": 0, "credit": 0, "adjustment": 0}

@@ -487,13 +487,30 @@ def reopen(ctx: Context, period: str, reason: str) -> None:
 
 
 @main.command()
-@click.argument("period", type=PERIOD)
+@click.argument("period", type=PERIOD, required=False)
+@click.option("--from", "first", type=PERIOD, default=None, help="First period of a multi-period export.")
+@click.option("--through", type=PERIOD, default=None, help="Last period of a multi-period export.")
+@click.option(
+    "--fiscal-year", "fiscal_year", type=click.IntRange(1000, 9999), default=None, help="Export a whole fiscal year."
+)
 @click.option("--format", "fmt", required=True, type=click.Choice(["csv", "hledger", "beancount"]))
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_obj
-def export(ctx: Context, period: str, fmt: str, out_file: Path | None) -> None:
-    """The period's journal for a general ledger or a plain-text accounting tool."""
-    text = api.export(ctx.url, period, fmt, out_file)
+def export(
+    ctx: Context,
+    period: str | None,
+    first: str | None,
+    through: str | None,
+    fiscal_year: int | None,
+    fmt: str,
+    out_file: Path | None,
+) -> None:
+    """The journal of a period (or of the closed periods --from --through, or of
+    --fiscal-year) for a general ledger or a plain-text accounting tool."""
+    ranges = (first is not None or through is not None) + (fiscal_year is not None) + (period is not None)
+    if ranges != 1 or (first is None) != (through is None):
+        raise click.UsageError("give one of: PERIOD, --from YYYY-MM --through YYYY-MM, --fiscal-year YYYY")
+    text = api.export(ctx.url, period, fmt, out_file, first=first, through=through, fiscal_year=fiscal_year)
     if text is not None:
         click.echo(text, nl=False)
 

@@ -1,10 +1,11 @@
 """The README's month-end walk-through, command by command, as a finance user runs it:
 preview, read the variance review, fix a refused file, void a wrong one, see the status,
-preview again, close, deliver."""
+preview again, close, deliver, revise after a late ticket, hand over the fiscal year."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -104,3 +105,20 @@ def test_the_month_end_walk_through(db_url: str, mini_book: Path, tmp_path: Path
     assert sorted(rcpt[0] for rcpt, _ in inbox.messages) == ["art@uni.example", "math@uni.example"]
     code, stdout, _ = run("deliver", "2026-04", "--out", str(out), "--smtp", server)
     assert code == 0 and "sent before, not again: ART, MATH" in stdout and len(inbox.messages) == 2
+
+    # a late ticket after the close: reopen, import, close again; the invoice is revised
+    assert run("reopen", "2026-04", "--reason", "Late ticket T-12")[0] == 0
+    late = usage_file(tmp_path, "2026-04-late.csv", [["2026-04-28", "HELP", "ART", "1", "T-12", "Scanner"]])
+    assert run("import", str(late), "--period", "2026-04")[0] == 0
+    assert run("close", "2026-04", "--out", str(out))[0] == 0
+    revised = (out / "2026-04" / "invoices" / "ART.html").read_text(encoding="utf-8")
+    first = (out / "2026-04" / "revisions" / "1" / "invoices" / "ART.html").read_text(encoding="utf-8")
+    assert re.search(r'id="number">ICN-202604-ART-R2<', revised) and 'id="replaces">ICN-202604-ART<' in revised
+    assert "Total 252.50 before, 312.50 now (USD)" in revised  # + 1 h at 60.00
+    assert re.search(r'id="number">ICN-202604-ART<', first)
+
+    # hand over the fiscal year (July 2025 to June 2026) in one file, for beancount
+    code, _, _ = run("export", "--fiscal-year", "2026", "--format", "beancount", "--out", str(tmp_path / "FY2026.bean"))
+    text = (tmp_path / "FY2026.bean").read_text(encoding="utf-8")
+    assert code == 0 and text.count("open Expenses:Internal:ART USD") == 1
+    assert 'period: "2026-03"' in text and 'period: "2026-04"' in text

@@ -6,6 +6,7 @@ tests can call them directly with a database URL.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import time
@@ -21,6 +22,7 @@ from xlsxwriter.exceptions import FileCreateError
 from chargeback.book.load import LoadResult, load_book
 from chargeback.bundled import bundled
 from chargeback.close import budgets as _budgets
+from chargeback.close import service_levels as _sla
 from chargeback.close import variance
 from chargeback.close.periods import (
     CloseResult,
@@ -40,6 +42,7 @@ from chargeback.core.errors import Refused
 from chargeback.core.safe import file_in
 from chargeback.documents import delivery
 from chargeback.documents.folder import staged, write_documents
+from chargeback.ingest.measurements import MeasurementResult, import_measurements
 from chargeback.ingest.usage import ImportResult, import_usage
 from chargeback.ledger import audit
 from chargeback.ledger import seals as _seals
@@ -99,6 +102,37 @@ def import_file(url: str | Engine | None, path: Path, period: str, progress: boo
                 f"{result.lines_read} lines read, {result.imported} imported, {result.duplicates} duplicates skipped",
             )
             return result
+
+
+def sla_import(url: str | Engine | None, path: Path, period: str) -> MeasurementResult:
+    """Import service-level measurements into an open period; refused whole on any problem."""
+    engine = _engine(url)
+    with audit.command(engine, "sla import", {"file": str(path), "period": period}, [Path(path)], period) as log:
+        check_period(period)
+        if Path(path).exists() and not Path(path).is_file():
+            raise Refused(f"{path}: not a regular file: import a CSV or XLSX file")
+        with db.transaction(engine) as conn:
+            result = import_measurements(conn, Path(path), period, now())
+            log.done(
+                conn,
+                f"{result.lines_read} measurements read, {result.imported} imported, "
+                f"{result.corrected} corrected, {result.unchanged} unchanged",
+            )
+            return result
+
+
+def sla_report(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("out")) -> tuple[_sla.SlaReport, Path]:
+    """The service levels of a fiscal year, also written to `out_dir/sla-FYYYYY.xlsx`."""
+    if not 1000 <= fiscal_year <= 9999:
+        raise Refused(f"{fiscal_year} is not a fiscal year: write the year it ends in, YYYY")
+    with db.reading(_engine(url)) as conn:
+        result = _sla.sla_report(conn, fiscal_year)
+    path = Path(out_dir) / f"sla-FY{fiscal_year}.xlsx"
+    try:
+        _sla.write_workbook(result, path)
+    except OSError as exc:
+        raise Refused(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return result, path
 
 
 def adjust(
@@ -189,6 +223,8 @@ def _close_reviewed(conn: Connection, period: str, when: dt.datetime, progress: 
     `close` and `preview` print, computed in the same transaction."""
     result = close_period(conn, period, when, progress)
     result.review = variance.review(conn, period, result.totals)
+    if result.service_levels is not None:
+        result.review = dataclasses.replace(result.review, service_levels=tuple(result.service_levels.review_lines()))
     result.budget_warnings = _budgets.warnings(conn, period, result.totals)
     return result
 

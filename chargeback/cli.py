@@ -174,6 +174,44 @@ def import_(ctx: Context, file: Path, period: str) -> None:
     _say(ctx, _import_summary(api.import_file(ctx.url, file, period, progress=not ctx.quiet)))
 
 
+@main.group()
+def sla() -> None:
+    """Service levels: import measurements, report attainment and credits."""
+
+
+@sla.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--period", required=True, type=PERIOD, help="The open period the values were measured in.")
+@click.pass_obj
+def sla_import(ctx: Context, file: Path, period: str) -> None:
+    """Import service-level measurements (CSV or XLSX: service,metric,value[,consumer][,note])."""
+    result = api.sla_import(ctx.url, file, period)
+    _say(
+        ctx,
+        f"{result.file} -> {result.period}: {result.lines_read} measurements read, {result.imported} imported, "
+        f"{result.corrected} corrected, {result.unchanged} unchanged",
+    )
+
+
+@sla.command(name="report")
+@click.option(
+    "--fiscal-year",
+    "fiscal_year",
+    required=True,
+    type=click.IntRange(1000, 9999),
+    metavar="YYYY",
+    help="The fiscal year, named by the year it ends in.",
+)
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def sla_report(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
+    """Service levels of a fiscal year: attainment per service and month, and the credits given."""
+    report, path = api.sla_report(ctx.url, fiscal_year, out_dir)
+    for line in report.summary_lines():
+        _say(ctx, line)
+    _say(ctx, f"written {path}")
+
+
 @main.command()
 @click.argument("period", type=PERIOD)
 @click.option("--service", default=None, help="Required unless --against names the charge.")

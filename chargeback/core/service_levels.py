@@ -150,9 +150,7 @@ def assess(level: Level, value: Decimal | None, bands: Sequence[Band]) -> Assess
     return Assessment(level, value, band)
 
 
-def measured_value(
-    values: Mapping[str | None, Decimal], consumer: str
-) -> Decimal | None:
+def measured_value(values: Mapping[str | None, Decimal], consumer: str) -> Decimal | None:
     """The value that applies to `consumer`: its own measurement wins over the one for
     all consumers (key None)."""
     if consumer in values:

@@ -108,3 +108,153 @@ def test_a_miss_credits_each_consumer_a_share_of_its_charges(sla_loaded: str, tm
     assert art.source == "sla:HELP:availability:2026-03:ART"
     assert api.verify(url).ok
     assert any("SLA missed: HELP availability 98.7% < 99%: 25%" in line for line in closed.review.service_levels)
+
+
+def test_several_metrics_add_up_to_the_charges_at_most(sla_loaded: str, tmp_path: Path) -> None:
+    url = sla_loaded
+    api.sla_import(url, measurements(tmp_path, [*MEASURED, ["HELP", "availability", "40", "ART", ""]]), "2026-03")
+    api.close(url, "2026-03", tmp_path / "out")
+    found = credits(url)
+    # ART's availability 40 < 50: 100% of 630.00; its response-time credit (20%) would
+    # take the credits past the charges, so it is cut to nothing.
+    assert found[("ART", "availability")] == -63000
+    assert ("ART", "response_time") not in found
+    with db.connect(url).connect() as conn:
+        text = conn.execute(
+            select(Entry.rate_source).where(Entry.kind == "sla_credit", Entry.consumer == "ART")
+        ).scalar_one()
+    assert text == "HELP availability 40% < 50%: 100%"
+
+
+def test_a_corrected_measurement_posts_the_difference_at_re_close(sla_loaded: str, tmp_path: Path) -> None:
+    url = sla_loaded
+    api.sla_import(url, measurements(tmp_path, MEASURED), "2026-03")
+    api.close(url, "2026-03", tmp_path / "out")
+    api.reopen(url, "2026-03", "availability was measured wrong")
+    again = api.close(url, "2026-03", tmp_path / "out")
+    assert again.posted == 0  # nothing changed, nothing posted
+    api.reopen(url, "2026-03", "availability corrected")
+    corrected = [["HELP", "availability", "94.5", "", "corrected"], *MEASURED[1:]]
+    result = api.sla_import(url, measurements(tmp_path, corrected, "fixed.csv"), "2026-03")
+    assert (result.imported, result.corrected, result.unchanged) == (0, 1, 3)
+    revised = api.close(url, "2026-03", tmp_path / "out")
+    assert revised.reconciliation.balanced
+    # 94.5 < 95: 50% instead of 25%: ART 315.00 (157.50 more), EXT-1 90.00 (45.00 more).
+    assert credits(url)[("ART", "availability")] == -31500
+    assert credits(url)[("EXT-1", "availability")] == -9000
+    with db.connect(url).connect() as conn:
+        added = conn.execute(
+            select(Entry.source, Entry.amount_minor, Entry.memo)
+            .where(Entry.kind == "sla_credit", Entry.source.like("%:2"))
+            .order_by(Entry.source)
+        ).all()
+    assert [(s, a) for s, a, _ in added] == [
+        ("sla:HELP:availability:2026-03:ART:2", -15750),
+        ("sla:HELP:availability:2026-03:EXT-1:2", -4500),
+    ]
+    assert all(memo.endswith("(revised)") for _, _, memo in added)
+    assert api.verify(url).ok
+
+
+@pytest.mark.parametrize("setting", ["warn", "refuse"])
+def test_a_missing_measurement_warns_or_refuses(db_url: str, mini_book: Path, tmp_path: Path, setting: str) -> None:
+    sla_book(mini_book, missing=setting)
+    api.load(db_url, mini_book)
+    api.import_file(db_url, mini_book / "usage" / "2026-03.csv", "2026-03")
+    api.sla_import(db_url, measurements(tmp_path, [MEASURED[0]]), "2026-03")  # no response time
+    if setting == "refuse":
+        with pytest.raises(Refused, match=r"no measurement of HELP response_time for ART, MATH .*sla import"):
+            api.close(db_url, "2026-03", tmp_path / "out")
+        assert api.reconcile(db_url, "2026-03").status == "open"
+        assert not (tmp_path / "out" / "2026-03").exists()
+        return
+    closed = api.close(db_url, "2026-03", tmp_path / "out")
+    assert any(
+        "SLA not measured: HELP response_time (internal) in 2026-03, no value for ART, MATH" in line
+        for line in closed.review.service_levels
+    )
+    # MATH has no availability of its own here: 25% of 199.98 = 49.995, rounded half-up once.
+    assert credits(db_url) == {
+        ("ART", "availability"): -15750,
+        ("MATH", "availability"): -5000,
+        ("EXT-1", "availability"): -4500,
+    }
+
+
+def test_measurements_are_refused_whole_with_file_line_column(sla_loaded: str, tmp_path: Path) -> None:
+    url = sla_loaded
+    bad = measurements(
+        tmp_path,
+        [
+            ["HELP", "availability", "101", "", ""],
+            ["HELP", "uptime", "99", "", ""],
+            ["NOPE", "availability", "99", "", ""],
+            ["HELP", "response_time", "x", "", ""],
+            ["HELP", "response_time", "3", "NOBODY", ""],
+            ["HELP", "availability", "99.5", "ART", ""],
+            ["HELP", "availability", "99.6", "ART", ""],
+        ],
+    )
+    with pytest.raises(InputRefused) as refused:
+        api.sla_import(url, bad, "2026-03")
+    shown = refused.value.shown()
+    assert "sla-2026-03.csv:2: value: 101 is not a percentage between 0 and 100" in shown
+    assert any(line.startswith("sla-2026-03.csv:3: metric: HELP has no SLA for 'uptime'") for line in shown)
+    assert "sla-2026-03.csv:4: service: 'NOPE' is not a service code in services.csv" in shown
+    assert any(line.startswith("sla-2026-03.csv:5: value:") for line in shown)
+    assert "sla-2026-03.csv:6: consumer: 'NOBODY' is not a unit code in units.csv" in shown
+    assert "sla-2026-03.csv:8: value: HELP availability for ART is already measured on line 7" in shown
+    api.close(url, "2026-03", tmp_path / "out")
+    assert credits(url) == {}  # nothing of the refused file was stored
+    with pytest.raises(Refused, match="period 2026-03 is closed"):
+        api.sla_import(url, measurements(tmp_path, MEASURED), "2026-03")
+
+
+def test_importing_again_changes_nothing_and_xlsx_works(sla_loaded: str, tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    url = sla_loaded
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["service", "metric", "value", "consumer", "note"])
+    for row in MEASURED:
+        sheet.append([row[0], row[1], float(row[2]), row[3] or None, row[4] or None])
+    book.save(tmp_path / "levels.xlsx")
+    first = api.sla_import(url, tmp_path / "levels.xlsx", "2026-03")
+    assert (first.imported, first.corrected) == (4, 0)
+    again = api.sla_import(url, measurements(tmp_path, MEASURED), "2026-03")
+    assert (again.imported, again.corrected, again.unchanged) == (0, 0, 4)
+
+
+def test_the_book_checks_slas_and_bands(db_url: str, mini_book: Path) -> None:
+    write_csv(
+        mini_book / "slas.csv",
+        SLA_HEADER,
+        [
+            ["HELP", "availability", "percent", "99.9", "min", "", "2026-01-01", ""],
+            ["HELP", "availability", "percent", "99.5", "min", "", "2026-06-01", ""],
+            ["HELP", "response_time", "hours", "4", "sideways", "", "2026-01-01", ""],
+            ["NOPE", "availability", "percent", "120", "min", "", "2026-01-01", ""],
+        ],
+    )
+    write_csv(
+        mini_book / "sla_credits.csv",
+        ["service", "metric", "breach_from", "credit_percent"],
+        [["HELP", "availability", "99", "150"], ["HELP", "latency", "5", "10"], ["HELP", "availability", "99", "5"]],
+    )
+    toml = mini_book / "book.toml"
+    toml.write_text(toml.read_text() + 'sla_missing = "ignore"\n')
+    with pytest.raises(InputRefused) as refused:
+        api.load(db_url, mini_book)
+    shown = refused.value.shown()
+    assert any(line.startswith("book.toml:3: sla_missing:") for line in shown)
+    assert any(
+        line.startswith("slas.csv:3: effective_from: HELP availability (internal) is also in force on line 2")
+        for line in shown
+    )
+    assert any(line.startswith("slas.csv:4: direction: 'sideways' is not allowed") for line in shown)
+    assert "slas.csv:5: service: 'NOPE' is not a service code in services.csv" in shown
+    assert "slas.csv:5: target: 120 is not a percentage between 0 and 100" in shown
+    assert "sla_credits.csv:2: credit_percent: 150 must be more than 0 and at most 100" in shown
+    assert "sla_credits.csv:3: metric: HELP latency has no SLA in slas.csv: add it there first" in shown
+    assert "sla_credits.csv:4: breach_from: the band of HELP availability from 99 is already given on line 2" in shown

@@ -4,6 +4,7 @@ the fiscal-year report; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,89 @@ def test_the_book_checks_slas_and_bands(db_url: str, mini_book: Path) -> None:
     assert "sla_credits.csv:2: credit_percent: 150 must be more than 0 and at most 100" in shown
     assert "sla_credits.csv:3: metric: HELP latency has no SLA in slas.csv: add it there first" in shown
     assert "sla_credits.csv:4: breach_from: the band of HELP availability from 99 is already given on line 2" in shown
+
+
+def test_documents_show_the_service_levels_and_credits(sla_loaded: str, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    url = sla_loaded
+    api.sla_import(url, measurements(tmp_path, MEASURED), "2026-03")
+    api.close(url, "2026-03", tmp_path / "out")
+    folder = tmp_path / "out" / "2026-03"
+    sheet = load_workbook(folder / "statements" / "ART.xlsx")["Service levels"]
+    rows = [[c.value for c in row] for row in sheet.iter_rows(min_row=4, max_row=6)]
+    assert rows[0] == ["HELP", "availability", "percent", "at least 99.9", 98.7, "missed", 25, 157.5]
+    assert rows[1] == ["HELP", "response_time", "hours", "at most 4", 9, "missed", 20, 126]
+    assert rows[2][6:] == ["Total", "=SUM(H4:H5)"]
+    math = load_workbook(folder / "statements" / "MATH.xlsx", data_only=False)["Service levels"]
+    assert [c.value for c in math[4]][4:8] == [99.95, "met", 0, 0]
+    invoice = (folder / "invoices" / "ART.html").read_text()
+    # Each credit is a line under its service (HELP, of IT, after FLEET's van rental).
+    help_part = invoice[invoice.index("Help desk") :]
+    assert invoice.index("Van rental") < invoice.index("Help desk")
+    assert "service level missed: HELP availability 98.7% &lt; 99%: 25%" in help_part
+    assert "-157.50" in help_part and "-126.00" in help_part
+    external = (folder / "invoices" / "EXT-1.html").read_text()
+    assert "-45.00" in external
+    book = load_workbook(folder / "reconciliation.xlsx")
+    summary = {row[0].value: row for row in book["Summary"].iter_rows() if row[0].value}
+    assert summary["SLA credits given"][1].value == 157.5 + 126 + 10 + 45
+    assert summary["SLA credits given"][2].value.startswith("=ROUND(-(SUMIFS(")
+    values = load_workbook(folder / "reconciliation.xlsx", data_only=True)["Summary"]
+    checks = {row[0].value: row[3].value for row in values.iter_rows() if row[0].value}
+    assert checks["SLA credits given"] == 0
+    exceptions = [row[0].value for row in book["Exceptions"].iter_rows() if row[0].value]
+    assert exceptions.count("credit, SLA credit (service level missed)") == 4
+
+
+def test_the_fiscal_year_report_charts_attainment_against_target(sla_loaded: str, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    url = sla_loaded
+    api.sla_import(url, measurements(tmp_path, MEASURED), "2026-03")
+    api.close(url, "2026-03", tmp_path / "out")
+    report, path = api.sla_report(url, 2026, tmp_path / "out")
+    assert path == tmp_path / "out" / "sla-FY2026.xlsx"
+    assert any("availability" in line and "missed: 2026-03" in line for line in report.summary_lines())
+    book = load_workbook(path)
+    sheet = book["Attainment"]
+    header = [c.value for c in sheet[3]]
+    assert header[:6] == ["Service", "Metric", "Class", "Unit", "Direction", "2025-07"]
+    march = header.index("2026-03") + 1
+    rows = {(r[0].value, r[1].value, r[2].value): r for r in sheet.iter_rows(min_row=4, max_row=6)}
+    assert rows[("HELP", "availability", "internal")][march - 1].value == 98.7
+    assert rows[("HELP", "response_time", "internal")][march - 1].value == 6  # the value for all
+    assert sum(len(rules.rules) for rules in sheet.conditional_formatting) == 6  # met and missed, per SLA
+    credits_sheet = book["Credits"]
+    amounts = [r[4].value for r in credits_sheet.iter_rows(min_row=2) if r[4].value is not None]
+    assert amounts[-1] == 157.5 + 126 + 10 + 45
+    with zipfile.ZipFile(path) as archive:
+        charts = [archive.read(n).decode() for n in archive.namelist() if n.startswith("xl/charts/chart")]
+    assert len(charts) == 3 and all("<c:lineChart>" in chart for chart in charts)
+    assert all("Attainment!$F$" in chart for chart in charts)  # measured and target rows, month by month
+
+
+def test_libreoffice_recalculates_the_sla_figures_to_the_engines(
+    sqlite_url: str, mini_book: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from documents_book import soffice_recalculate
+    from openpyxl import load_workbook
+
+    if not shutil.which("soffice"):
+        pytest.skip("LibreOffice is not installed")
+    sla_book(mini_book)
+    api.load(sqlite_url, mini_book)
+    api.import_file(sqlite_url, mini_book / "usage" / "2026-03.csv", "2026-03")
+    api.sla_import(sqlite_url, measurements(tmp_path, MEASURED), "2026-03")
+    api.close(sqlite_url, "2026-03", tmp_path / "out")
+    folder = tmp_path / "out" / "2026-03"
+    files = [folder / "reconciliation.xlsx", folder / "statements" / "ART.xlsx"]
+    again = soffice_recalculate(files, tmp_path / "lo")
+    summary = {r[0].value: r for r in load_workbook(again[files[0]], data_only=True)["Summary"].iter_rows()}
+    assert round(summary["SLA credits given"][2].value, 2) == 338.5
+    assert summary["SLA credits given"][3].value == 0
+    assert summary["All checks"][1].value == "OK"
+    levels = load_workbook(again[files[1]], data_only=True)["Service levels"]
+    assert round(levels["H6"].value, 2) == 283.5

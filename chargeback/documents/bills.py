@@ -29,6 +29,8 @@ from chargeback.core.fields import period_bounds, previous_period
 from chargeback.core.money import from_minor
 from chargeback.core.safe import FORMULA_STARTS
 from chargeback.ledger.seals import Seal, seal_of
+from chargeback.ledger.service_levels import KIND as SLA_CREDIT
+from chargeback.ledger.service_levels import period_levels
 from chargeback.store.db import bytewise, dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import (
     Book,
@@ -56,6 +58,56 @@ MONTHS = (
 )
 
 
+class LevelRow(NamedTuple):
+    """One SLA of a service a consumer used, as its statement shows it: the target, the
+    value measured, met or missed, the band's percentage and the credit posted."""
+
+    service: str
+    metric: str
+    unit: str
+    direction: str
+    target: Decimal
+    value: Decimal | None
+    result: str
+    percent: Decimal
+    credit_minor: int
+
+
+def service_level_rows(conn: Connection, period: str, digits: int) -> dict[str, tuple[LevelRow, ...]]:
+    """The period's service levels by consumer; the credit is what the journal holds for
+    each (consumer, service, metric), revisions included."""
+    levels = period_levels(conn, period, digits)
+    if not levels.rows:
+        return {}
+    posted: dict[tuple[str, str, str], int] = {}
+    for consumer, service, source, amount in conn.execute(
+        select(Entry.consumer, Entry.service, Entry.source, Entry.amount_minor).where(
+            Entry.period == period, Entry.kind == SLA_CREDIT
+        )
+    ):
+        key = (consumer, service, source.split(":")[2])
+        posted[key] = posted.get(key, 0) - amount
+    found: dict[str, list[LevelRow]] = {}
+    for row in levels.rows:
+        for a in row.assessments:
+            level = a.level
+            result = "not measured" if not a.measured else "met" if a.met else "missed"
+            found.setdefault(row.consumer, []).append(
+                LevelRow(
+                    row.service,
+                    level.metric,
+                    level.unit,
+                    level.direction,
+                    level.target,
+                    a.value,
+                    result,
+                    a.percent,
+                    posted.get((row.consumer, row.service, level.metric), 0),
+                )
+            )
+    return {consumer: tuple(rows) for consumer, rows in found.items()}
+
+
 @dataclass(frozen=True)
 class DocumentContext:
     """What every document of one period shares: the book, the period, the issue date
@@ -81,6 +133,8 @@ class DocumentContext:
     #: The seal of the period's close (the journal head after it, signed when a seal key is
     #: configured), which the documents carry so auditors hold it outside the database.
     seal: Seal | None = None
+    #: Each consumer's service levels of the period (services with an SLA it was charged for).
+    service_levels: dict[str, tuple[LevelRow, ...]] = field(default_factory=dict)
 
     @property
     def first_day(self) -> dt.date:
@@ -155,6 +209,7 @@ def document_context(
         statuses_for(conn, period, totals),
         limit,
         None if draft else seal_of(conn, period),
+        service_level_rows(conn, period, ref.digits),
     )
 
 

@@ -187,6 +187,9 @@ def _groups(
             target = line.rate_source[len(AGAINST) :]  # type: ignore[index]
             charge = charges_of.get(tuple(target.split(":", 1)))  # type: ignore[arg-type]
             notes.append((html("adjustment"), html(f"corrects {target}" + (f" (charge {charge})" if charge else ""))))
+        if line.kind == "sla_credit":
+            notes.append(("sla", html(f"service level missed: {line.rate_source or ''}")))
+            quantity = ""
         return Shown(
             line.entry,
             date,
@@ -255,12 +258,13 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
     groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of)
     lines_total = bill.usage.height
     lines_shown = min(lines_total, ctx.invoice_line_limit)
-    marks = {"late": 0, "credit": 0, "adjustment": 0}
+    marks = {"late": 0, "credit": 0, "adjustment": 0, "sla": 0}
     first_day = ctx.first_day
     for line in bill.lines:
         marks["late"] += line.service_date < first_day
         marks["credit"] += line.amount_minor < 0
         marks["adjustment"] += line.kind == "adjustment"
+        marks["sla"] += line.kind == "sla_credit"
     return template().render(
         ctx=ctx,
         unit=unit,

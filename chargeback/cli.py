@@ -549,6 +549,8 @@ def recovery(ctx: Context, fiscal_year: int, out_file: Path) -> None:
             f"  {p.provider:<12} cost {m(p.cost) or '-':>14}  revenue {m(p.revenue):>14}  "
             f"surplus {m(p.surplus) or '-':>14}  recovery {ratio:>7}{flag}",
         )
+        if p.sla_credits:
+            _say(ctx, f"  {'':<12} SLA credits given {m(p.sla_credits)} (revenue is net of them)")
     for s in rec.services:
         if s.break_even_rate is not None:
             current = "-" if s.current_rate is None else f"{s.current_rate}"

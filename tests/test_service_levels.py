@@ -345,3 +345,39 @@ def test_libreoffice_recalculates_the_sla_figures_to_the_engines(
     assert summary["All checks"][1].value == "OK"
     levels = load_workbook(again[files[1]], data_only=True)["Service levels"]
     assert round(levels["H6"].value, 2) == 283.5
+
+
+def test_recovery_counts_the_credits_against_the_provider(sla_loaded: str, tmp_path: Path) -> None:
+    url = sla_loaded
+    api.sla_import(url, measurements(tmp_path, MEASURED), "2026-03")
+    api.close(url, "2026-03", tmp_path / "out")
+    rec = api.recovery(url, 2026, tmp_path / "recovery.xlsx")
+    it = next(p for p in rec.providers if p.provider == "IT")
+    assert it.sla_credits == 15750 + 12600 + 1000 + 4500
+    assert (it.internal, it.external) == (63000 + 19998 - 15750 - 12600 - 1000, 18000 - 4500)
+
+
+def test_the_command_line_imports_and_reports(sla_loaded: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from chargeback.cli import main
+
+    url = sla_loaded
+    runner = CliRunner()
+    done = runner.invoke(
+        main, ["--db", url, "sla", "import", str(measurements(tmp_path, MEASURED)), "--period", "2026-03"]
+    )
+    assert done.exit_code == 0, done.output
+    assert "4 measurements read, 4 imported, 0 corrected, 0 unchanged" in done.output
+    bad = measurements(tmp_path, [["HELP", "uptime", "1", "", ""]], "bad.csv")
+    refused = runner.invoke(main, ["--db", url, "sla", "import", str(bad), "--period", "2026-03"])
+    assert refused.exit_code == 1 and "bad.csv:2: metric:" in refused.output
+    usage = runner.invoke(main, ["--db", url, "sla", "import", str(bad), "--period", "2026-3"])
+    assert usage.exit_code == 2
+    closed = runner.invoke(main, ["--db", url, "close", "2026-03", "--out", str(tmp_path / "out")])
+    assert (
+        closed.exit_code == 0 and "SLA missed: HELP availability 98.7% < 99%: 25%; ART credited 157.50" in closed.output
+    )
+    report = runner.invoke(main, ["--db", url, "sla", "report", "--fiscal-year", "2026", "--out", str(tmp_path)])
+    assert report.exit_code == 0 and (tmp_path / "sla-FY2026.xlsx").exists()
+    assert "met 0 of 1 months measured; missed: 2026-03; credits 157.50" in report.output  # availability, internal

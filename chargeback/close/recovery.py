@@ -98,6 +98,9 @@ class ProviderLine(_Figures):
     external: int
     months_costed: int = 0
     uncosted_revenue: int = 0
+    #: The service credits the provider gave for missed SLAs over the year (a positive
+    #: amount); its revenue is already net of them.
+    sla_credits: int = 0
 
     @property
     def flag(self) -> str:
@@ -180,6 +183,14 @@ def recovery(conn: Connection, fiscal_year: int) -> Recovery:
         for prefix, slot in ((INTERNAL_REVENUE, 0), (EXTERNAL_REVENUE, 1)):
             if account.startswith(prefix):
                 revenue[(account[len(prefix) :], period)][slot] += int(amount)
+    credited = {
+        provider: -int(amount)
+        for provider, amount in conn.execute(
+            select(Entry.provider, func.sum(Entry.amount_minor))
+            .where(in_year, Entry.kind == "sla_credit")
+            .group_by(Entry.provider)
+        )
+    }
     status = dict(conn.execute(select(Period.period, Period.status).where(Period.period.in_(periods))).all())
     providers = sorted({p for p, _ in costs} | {p for p, _ in revenue})
     for provider in providers:
@@ -188,6 +199,7 @@ def recovery(conn: Connection, fiscal_year: int) -> Recovery:
         total = ProviderLine(
             provider, ref.units[provider].name if provider in ref.units else provider, 0 if costed else None, 0, 0
         )
+        total.sla_credits = credited.get(provider, 0)
         for period in periods:
             cost = costs.get((provider, period))
             internal, external = revenue.get((provider, period), (0, 0))
@@ -334,6 +346,7 @@ def write_workbook(rec: Recovery, path: Path) -> None:
             "Flag",
             "Months with cost",
             "Revenue of months without cost",
+            "SLA credits given (revenue is net of them)",
         ],
         [
             [
@@ -347,10 +360,19 @@ def write_workbook(rec: Recovery, path: Path) -> None:
                 p.flag,
                 p.months_costed,
                 money(p.uncosted_revenue),
+                money(p.sla_credits),
             ]
             for p in rec.providers
         ],
-        {3: money_format, 4: money_format, 5: money_format, 6: money_format, 7: "0.00%", 10: money_format},
+        {
+            3: money_format,
+            4: money_format,
+            5: money_format,
+            6: money_format,
+            7: "0.00%",
+            10: money_format,
+            11: money_format,
+        },
         first_width=30,
     )
     sheet(

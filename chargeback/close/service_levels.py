@@ -59,6 +59,7 @@ class CreditLine:
     metric: str
     consumer: str
     amount_minor: int
+    customer_class: str = "internal"
 
 
 @dataclass
@@ -78,16 +79,17 @@ class SlaReport:
         out = [f"service levels FY{self.fiscal_year} ({self.periods[0]} to {self.periods[-1]}), {self.currency}"]
         if not self.rows:
             out.append("  no SLA is in force in this fiscal year")
-        credited: dict[tuple[str, str], int] = defaultdict(int)
+        credited: dict[tuple[str, str, str], int] = defaultdict(int)
         for c in self.credits:
-            credited[(c.service, c.metric)] += c.amount_minor
+            credited[(c.service, c.metric, c.customer_class)] += c.amount_minor
         for row in self.rows:
             measured = [p for p in row.targets if row.met(p) is not None]
             met = sum(1 for p in measured if row.met(p))
             misses = ", ".join(row.misses) or "none"
+            given = -credited[(row.service, row.metric, row.customer_class)]
             out.append(
                 f"  {row.service:<10} {row.metric:<18} {row.customer_class:<8} met {met} of {len(measured)} "
-                f"months measured; missed: {misses}; credits {self.money(-credited[(row.service, row.metric)])}"
+                f"months measured; missed: {misses}; credits {self.money(given)}"
             )
         return out
 
@@ -118,9 +120,9 @@ def sla_report(conn: Connection, fiscal_year: int) -> SlaReport:
                 row.values[period] = value
     report.rows = [rows[key] for key in sorted(rows)]
     report.credits = [
-        CreditLine(period, service, source.split(":")[2], consumer, int(amount))
-        for period, service, consumer, source, amount in conn.execute(
-            select(Entry.period, Entry.service, Entry.consumer, Entry.source, Entry.amount_minor)
+        CreditLine(period, service, source.split(":")[2], consumer, int(amount), customer_class)
+        for period, service, consumer, source, amount, customer_class in conn.execute(
+            select(Entry.period, Entry.service, Entry.consumer, Entry.source, Entry.amount_minor, Entry.customer_class)
             .where(Entry.period.in_(periods), Entry.kind == KIND)
             .order_by(Entry.id)
         )

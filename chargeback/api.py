@@ -506,15 +506,17 @@ class RunResult:
     load: LoadResult
     imports: list[ImportResult] = field(default_factory=list)
     closes: list[CloseResult] = field(default_factory=list)
+    measurements: list[MeasurementResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     out_dir: Path = Path("out")
     #: Wall seconds per phase: load, import, close (pricing, posting, checks), documents.
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]]:
-    """(period, file) of every usage file of the book, in name order."""
-    folder = Path(book) / "usage"
+def usage_files(book: Path, through: str | None = None, folder_name: str = "usage") -> list[tuple[str, Path]]:
+    """(period, file) of every usage file of the book (or, with `folder_name`, of
+    another folder of period files: `measurements`), in name order."""
+    folder = Path(book) / folder_name
     if not folder.is_dir():
         return []
     found = []
@@ -525,7 +527,7 @@ def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]
         try:
             check_period(period)
         except Refused:
-            raise Refused(f"{path.name}: a usage file's name must start with its period, YYYY-MM") from None
+            raise Refused(f"{path.name}: a {folder_name} file's name must start with its period, YYYY-MM") from None
         if through is None or period <= through:
             found.append((period, path))
     return found
@@ -538,7 +540,8 @@ def run(
     through: str | None = None,
     progress: bool = False,
 ) -> RunResult:
-    """The monthly job: load the book, import its usage files, close the periods in order
+    """The monthly job: load the book, import its usage files and its service-level
+    measurements (`BOOK/measurements/YYYY-MM*.csv|xlsx`), close the periods in order
     (with the months that have allocation costs, up to the last month with usage).
 
         Safe to run again: imported lines are skipped as duplicates and closed periods are
@@ -563,6 +566,9 @@ def run(
         started = time.perf_counter()
         result.imports.append(import_file(engine, path, period, progress))
         result.seconds["import"] = result.seconds.get("import", 0.0) + time.perf_counter() - started
+    for period, path in usage_files(book, through, "measurements"):
+        if status.get(period) != "closed" and period in periods:
+            result.measurements.append(sla_import(engine, path, period))
     for period in periods:
         if status.get(period) == "closed":
             result.skipped.append(period)

@@ -22,6 +22,7 @@ from chargeback.close.reconciliation import Reconciliation
 from chargeback.close.recovery import percent
 from chargeback.core.errors import InputRefused, Refused
 from chargeback.documents import delivery
+from chargeback.ingest.measurements import MeasurementResult
 from chargeback.ingest.usage import ImportResult
 from chargeback.store.db import database_url, redact, without_secrets
 
@@ -185,11 +186,13 @@ def sla() -> None:
 @click.pass_obj
 def sla_import(ctx: Context, file: Path, period: str) -> None:
     """Import service-level measurements (CSV or XLSX: service,metric,value[,consumer][,note])."""
-    result = api.sla_import(ctx.url, file, period)
-    _say(
-        ctx,
+    _say(ctx, _sla_import_summary(api.sla_import(ctx.url, file, period)))
+
+
+def _sla_import_summary(result: MeasurementResult) -> str:
+    return (
         f"{result.file} -> {result.period}: {result.lines_read} measurements read, {result.imported} imported, "
-        f"{result.corrected} corrected, {result.unchanged} unchanged",
+        f"{result.corrected} corrected, {result.unchanged} unchanged"
     )
 
 
@@ -566,10 +569,15 @@ def _run_summary(ctx: Context, result: api.RunResult) -> None:
     _say(ctx, f"loaded {result.load.name}")
     for imported in result.imports:
         _say(ctx, _import_summary(imported))
+    for measured in result.measurements:
+        _say(ctx, _sla_import_summary(measured))
     for period in result.skipped:
         _say(ctx, f"{period} is closed already: left as it is")
     for closed in result.closes:
         _say(ctx, f"closed {closed.period}: {closed.posted} entries posted; {_totals(closed.reconciliation)}")
+        if closed.review is not None:
+            for line in closed.review.service_levels:
+                _say(ctx, line)
     _say(ctx, f"documents in {result.out_dir}")
     lines = sum(i.lines_read for i in result.imports)
     times = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.seconds.items())
@@ -591,7 +599,7 @@ def _counted(number: int, noun: str) -> str:
 @click.option("--through", default=None, type=PERIOD, help="Import and close periods up to this one only.")
 @click.pass_obj
 def run(ctx: Context, book: Path, out_dir: Path, through: str | None) -> None:
-    """The monthly job: load BOOK, import BOOK/usage/*, close the periods in order."""
+    """The monthly job: load BOOK, import BOOK/usage/* and BOOK/measurements/*, close the periods in order."""
     _run_summary(ctx, api.run(ctx.url, book, out_dir, through, progress=not ctx.quiet))
 
 

@@ -239,6 +239,8 @@ class Line(NamedTuple):
             found.append("credit")
         if self.kind == "adjustment":
             found.append("adjustment")
+        if self.kind == SLA_CREDIT:
+            found.append("service level missed")
         return found
 
 

@@ -33,6 +33,10 @@ TEMPLATE = "invoice.html.j2"
 NET_DAYS = re.compile(r"\bnet\s*(\d{1,3})\b", re.IGNORECASE)
 
 
+#: The note of an SLA credit (`bills.Line.notes`); the invoice tags it with its rate source.
+SLA_NOTE = "service level missed"
+
+
 @lru_cache(maxsize=1)
 def template() -> jinja2.Template:
     env = jinja2.Environment(
@@ -182,13 +186,13 @@ def _groups(
             rate = rates[line.rate_micro] = grouped_micro(line.rate_micro, ctx.digits)
         if line.rate_micro is None and line.kind == "usage":
             rate = "tiers"
-        notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day)]
+        notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day) if note != SLA_NOTE]
         if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST):
             target = line.rate_source[len(AGAINST) :]  # type: ignore[index]
             charge = charges_of.get(tuple(target.split(":", 1)))  # type: ignore[arg-type]
             notes.append((html("adjustment"), html(f"corrects {target}" + (f" (charge {charge})" if charge else ""))))
         if line.kind == "sla_credit":
-            notes.append(("sla", html(f"service level missed: {line.rate_source or ''}")))
+            notes.append(("sla", html(f"{SLA_NOTE}: {line.rate_source or ''}")))
             quantity = ""
         return Shown(
             line.entry,

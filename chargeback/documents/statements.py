@@ -496,7 +496,7 @@ def _detail(wb: Workbook, bill: Bill) -> None:
             line.service,
             line.memo,
             line.reference,
-            None if line.kind == "adjustment" else line.quantity_micro,
+            None if line.kind in ("adjustment", "sla_credit") else line.quantity_micro,
             line.rate_micro,
             line.amount_minor,
             line.notes(first_day),

@@ -381,3 +381,18 @@ def test_the_command_line_imports_and_reports(sla_loaded: str, tmp_path: Path) -
     report = runner.invoke(main, ["--db", url, "sla", "report", "--fiscal-year", "2026", "--out", str(tmp_path)])
     assert report.exit_code == 0 and (tmp_path / "sla-FY2026.xlsx").exists()
     assert "met 0 of 1 months measured; missed: 2026-03; credits 157.50" in report.output  # availability, internal
+
+
+def test_preview_prints_the_misses_and_posts_nothing(sla_loaded: str, tmp_path: Path) -> None:
+    url = sla_loaded
+    api.sla_import(url, measurements(tmp_path, MEASURED), "2026-03")
+    preview = api.preview(url, "2026-03", tmp_path / "out")
+    assert "  SLA missed: HELP availability 98.7% < 99%: 25%; ART credited 157.50 of 630.00" in (
+        preview.review.service_levels
+    )
+    assert preview.reconciliation.balanced
+    assert credits(url) == {}  # rolled back
+    from openpyxl import load_workbook
+
+    draft = load_workbook(tmp_path / "out" / "2026-03-draft" / "statements" / "ART.xlsx")["Service levels"]
+    assert draft["H4"].value == 157.5

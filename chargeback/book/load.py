@@ -54,6 +54,7 @@ from chargeback.store.schema import (
     Service,
     ServiceLevel,
     SlaCreditBand,
+    SlaMeasurement,
     Unit,
     Usage,
 )
@@ -1026,7 +1027,9 @@ def _refuse_removing_used(conn: Connection, book: BookData) -> None:
     missing_units = (
         conn.execute(select(used_units.c[0]).where(used_units.c[0].not_in(units)).distinct()).scalars().all()
     )
-    used_services = union_all(select(Usage.service), select(Adjustment.service), select(Entry.service)).subquery()
+    used_services = union_all(
+        select(Usage.service), select(Adjustment.service), select(Entry.service), select(SlaMeasurement.service)
+    ).subquery()
     missing_services = (
         conn.execute(select(used_services.c[0]).where(used_services.c[0].not_in(services)).distinct()).scalars().all()
     )

@@ -175,6 +175,16 @@ def import_(ctx: Context, file: Path, period: str) -> None:
     _say(ctx, _import_summary(api.import_file(ctx.url, file, period, progress=not ctx.quiet)))
 
 
+fiscal_year_option = click.option(
+    "--fiscal-year",
+    "fiscal_year",
+    required=True,
+    type=click.IntRange(1000, 9999),
+    metavar="YYYY",
+    help="The fiscal year, named by the year it ends in.",
+)
+
+
 @main.group()
 def sla() -> None:
     """Service levels: import measurements, report attainment and credits."""
@@ -197,14 +207,7 @@ def _sla_import_summary(result: MeasurementResult) -> str:
 
 
 @sla.command(name="report")
-@click.option(
-    "--fiscal-year",
-    "fiscal_year",
-    required=True,
-    type=click.IntRange(1000, 9999),
-    metavar="YYYY",
-    help="The fiscal year, named by the year it ends in.",
-)
+@fiscal_year_option
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.pass_obj
 def sla_report(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
@@ -304,14 +307,7 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
 
 
 @main.command(name="budgets")
-@click.option(
-    "--fiscal-year",
-    "fiscal_year",
-    required=True,
-    type=click.IntRange(1000, 9999),
-    metavar="YYYY",
-    help="The fiscal year, named by the year it ends in.",
-)
+@fiscal_year_option
 @out_option
 @click.pass_obj
 def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
@@ -522,14 +518,7 @@ def audit_(ctx: Context, period: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--fiscal-year",
-    "fiscal_year",
-    required=True,
-    type=click.IntRange(1000, 9999),
-    metavar="YYYY",
-    help="The fiscal year, named by the year it ends in.",
-)
+@fiscal_year_option
 @click.option(
     "--out", "out_file", default="recovery.xlsx", show_default=True, type=click.Path(dir_okay=False, path_type=Path)
 )

@@ -16,8 +16,6 @@ half away from zero, and six places for rates.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,6 +30,7 @@ from chargeback.core.errors import Refused
 from chargeback.core.fields import period_bounds
 from chargeback.core.money import format_amount, from_micro, from_minor, round_fraction
 from chargeback.core.safe import neutralize
+from chargeback.documents.workbooks import report_workbook
 from chargeback.store.schema import Entry, Period, ProviderCost
 
 #: A provider whose revenue is more than this share over or under its cost is flagged.
@@ -284,17 +283,12 @@ def write_workbook(rec: Recovery, path: Path) -> None:
     """`recovery.xlsx`: sheets Summary (per provider over the year), Periods (per provider
     and period, with the balance carried forward) and Services (break-even rates).
     Written to a temporary file and moved into place, so no half-written file is left."""
-    import xlsxwriter
-
     money_format = (f"#,##0.{'0' * rec.digits}" if rec.digits else "#,##0") + f' "{rec.currency}"'
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".recovery-", suffix=".xlsx", dir=path.parent)
-    os.close(handle)
-    book = xlsxwriter.Workbook(
-        temporary,
-        {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
-    )
+    with report_workbook(path, "recovery") as book:
+        _recovery_sheets(book, rec, money_format)
+
+
+def _recovery_sheets(book, rec: Recovery, money_format: str) -> None:  # type: ignore[no-untyped-def]
     bold = book.add_format({"bold": True})
     styles: dict[str, object] = {}
 
@@ -435,9 +429,3 @@ def write_workbook(rec: Recovery, path: Path) -> None:
         ],
         {5: money_format, 6: money_format, 7: "#,##0.######", 8: "#,##0.00####", 9: "#,##0.00####", 10: "#,##0.00####"},
     )
-    try:
-        book.close()
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -10,13 +10,12 @@ chart per SLA of the measured values against the target) and `Credits`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+import xlsxwriter
 from sqlalchemy import Connection, select
 
 from chargeback.book.snapshot import load_reference
@@ -25,6 +24,7 @@ from chargeback.core.fields import period_bounds
 from chargeback.core.money import format_amount, from_minor
 from chargeback.core.safe import neutralize
 from chargeback.core.service_levels import Level, in_force
+from chargeback.documents.workbooks import report_workbook
 from chargeback.ledger.service_levels import KIND, levels, measurements
 from chargeback.store.schema import Entry
 
@@ -132,16 +132,11 @@ def sla_report(conn: Connection, fiscal_year: int) -> SlaReport:
 
 def write_workbook(report: SlaReport, path: Path) -> None:
     """`sla-FYYYYY.xlsx`, written to a temporary file and moved into place."""
-    import xlsxwriter
+    with report_workbook(path, "sla") as book:
+        _sla_sheets(book, report)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".sla-", suffix=".xlsx", dir=path.parent)
-    os.close(handle)
-    book = xlsxwriter.Workbook(
-        temporary,
-        {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
-    )
+
+def _sla_sheets(book: xlsxwriter.Workbook, report: SlaReport) -> None:
     bold = book.add_format({"bold": True})
     number = book.add_format({"num_format": "0.######"})
     met = book.add_format({"bg_color": "#C6EFCE", "font_color": "#006100"})
@@ -217,5 +212,3 @@ def write_workbook(report: SlaReport, path: Path) -> None:
     total_row = len(report.credits) + 1
     credits.write_string(total_row, 3, "Total", bold)
     credits.write_number(total_row, 4, from_minor(-sum(c.amount_minor for c in report.credits), report.digits), money)
-    book.close()
-    os.replace(temporary, path)

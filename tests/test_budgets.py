@@ -13,7 +13,8 @@ from conftest import usage_file, write_csv
 
 from chargeback import api
 from chargeback.cli import main
-from chargeback.close.budgets import BudgetStatus, fiscal_periods, fiscal_year, status_for
+from chargeback.close.budgets import BudgetStatus, statuses_for
+from chargeback.core.calendar import fiscal_periods, fiscal_year
 from chargeback.core.errors import InputRefused
 from chargeback.store import db
 
@@ -79,19 +80,19 @@ def test_status_for_a_statement(db_url: str, mini_book: Path, tmp_path: Path) ->
     assert api.load(db_url, mini_book).budgets == 2
     api.run(db_url, mini_book, tmp_path / "out")  # March: ART 185.00; April: ART -30.00
     with db.transaction(db.connect(db_url)) as conn:
-        march = status_for(conn, "ART", "2026-03")
-        april = status_for(conn, "ART", "2026-04")
+        march = statuses_for(conn, "2026-03").get("ART")
+        april = statuses_for(conn, "2026-04").get("ART")
         assert (march.budget, march.spent, march.remaining, march.used) == (100000, 18500, 81500, Decimal("0.185"))
         # the tool's first charges are March's: two months counted, eight left
         assert (april.spent, april.months, april.through, april.counted_from) == (15500, 2, "2026-04", "2026-03")
         assert april.projected == 77500
-        assert status_for(conn, "MATH", "2026-03") is None  # no budget
-        assert status_for(conn, "ART", "2027-01").spent == 0
+        assert statuses_for(conn, "2026-03").get("MATH") is None  # no budget
+        assert statuses_for(conn, "2027-01").get("ART").spent == 0
     # reloading the book without budgets.csv removes them
     (mini_book / "budgets.csv").unlink()
     api.load(db_url, mini_book)
     with db.transaction(db.connect(db_url)) as conn:
-        assert status_for(conn, "ART", "2026-03") is None
+        assert statuses_for(conn, "2026-03").get("ART") is None
 
 
 def test_preview_and_close_warn_about_budgets(loaded: str, mini_book: Path, tmp_path: Path) -> None:
@@ -171,14 +172,19 @@ def test_a_statement_shows_the_units_budget(db_url: str, mini_book: Path, tmp_pa
     api.load(db_url, mini_book)
     api.run(db_url, mini_book, tmp_path / "out")  # March: ART 185.00; April: ART -30.00
 
+    def sheet_of(period: str, unit: str) -> openpyxl.worksheet.worksheet.Worksheet:
+        return openpyxl.load_workbook(tmp_path / "out" / period / "statements" / f"{unit}.xlsx")["Summary"]
+
     def facts(period: str, unit: str) -> dict[str, object]:
-        sheet = openpyxl.load_workbook(tmp_path / "out" / period / "statements" / f"{unit}.xlsx")["Summary"]
-        return {row[0]: row[1] for row in sheet.iter_rows(values_only=True) if row[0]}
+        return {row[0]: row[1] for row in sheet_of(period, unit).iter_rows(values_only=True) if row[0]}
 
     april = facts("2026-04", "ART")
     assert april["Budget, fiscal year 2026"] == 1000
     assert Decimal(str(april["Spent, fiscal year 2026 to date"])) == Decimal("155.00")
     assert Decimal(str(april["Remaining"])) == Decimal("845.00")
-    assert april["Budget used"] == "15.5%"
+    # a number with a percent format, which a spreadsheet can compute with
+    assert april["Budget used"] == pytest.approx(0.155)
+    used = next(r[1] for r in sheet_of("2026-04", "ART").iter_rows() if r[0].value == "Budget used")
+    assert used.data_type == "n" and used.number_format == "0.0%"
     assert "Budget warning" not in april
     assert not any(str(label).startswith("Budget") for label in facts("2026-04", "MATH"))

@@ -19,8 +19,7 @@ import xlsxwriter
 from sqlalchemy import Connection, select
 
 from chargeback.book.snapshot import load_reference
-from chargeback.close.recovery import fiscal_periods
-from chargeback.core.fields import period_bounds
+from chargeback.core.calendar import fiscal_periods, period_bounds
 from chargeback.core.money import format_amount, from_minor
 from chargeback.core.safe import neutralize
 from chargeback.core.service_levels import Level, in_force

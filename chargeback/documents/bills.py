@@ -25,14 +25,16 @@ from sqlalchemy import Connection, func, select
 from chargeback.book.snapshot import ServiceInfo, UnitInfo, load_reference
 from chargeback.close.budgets import BudgetStatus, statuses_for
 from chargeback.close.reconciliation import PeriodTotal, period_totals
-from chargeback.core.fields import period_bounds, previous_period
+from chargeback.core.calendar import month_name, period_bounds, previous_period
 from chargeback.core.money import from_minor
 from chargeback.core.safe import FORMULA_STARTS
+from chargeback.documents.revisions import Revision, revision_of
 from chargeback.ledger.seals import Seal, seal_of
 from chargeback.ledger.service_levels import KIND as SLA_CREDIT
 from chargeback.ledger.service_levels import period_levels
 from chargeback.store.db import bytewise, dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import (
+    Adjustment,
     Book,
     ChargeLine,
     Entry,
@@ -40,21 +42,6 @@ from chargeback.store.schema import (
     Period,
     PeriodTotalRow,
     Usage,
-)
-
-MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
 )
 
 
@@ -133,6 +120,12 @@ class DocumentContext:
     #: The seal of the period's close (the journal head after it, signed when a seal key is
     #: configured), which the documents carry so auditors hold it outside the database.
     seal: Seal | None = None
+    #: Which version of the period's documents these are (`revisions`): 1 for the first
+    #: close's; a revised invoice's number ends `-R2`, `-R3`... and lists what changed.
+    revision: Revision = field(default_factory=Revision)
+    #: The charges the period's linked credits correct, by (service, reference, consumer):
+    #: the periods they were charged in and their amount (`linked_originals`).
+    linked: dict[tuple[str, str, str], tuple[tuple[str, ...], int]] = field(default_factory=dict)
     #: Each consumer's service levels of the period (services with an SLA it was charged for).
     service_levels: dict[str, tuple[LevelRow, ...]] = field(default_factory=dict)
 
@@ -147,7 +140,7 @@ class DocumentContext:
     @property
     def period_label(self) -> str:
         """`2026-03` as `March 2026`."""
-        return f"{MONTHS[int(self.period[5:7]) - 1]} {self.period[:4]}"
+        return month_name(self.period)
 
     @property
     def previous_period(self) -> str:
@@ -202,15 +195,52 @@ def document_context(
         when,
         ref.payment_terms,
         ref.fiscal_year_start,
-        None if draft else record.closed_hash,
+        None if draft or record is None else record.closed_hash,
         ref.units,
         ref.services,
         draft,
         statuses_for(conn, period, totals),
         limit,
         None if draft else seal_of(conn, period),
+        Revision() if draft else revision_of(conn, period),
+        linked_originals(conn, period),
         service_level_rows(conn, period, ref.digits),
     )
+
+
+def linked_originals(conn: Connection, period: str) -> dict[tuple[str, str, str], tuple[tuple[str, ...], int]]:
+    """The posted charges that the period's linked adjustments (`adjust --against`)
+    correct, so that invoices say which charge each corrects: by (service, reference,
+    consumer), the periods it was charged in and its amount (a usage line's own amount,
+    or the recurring fee's or allocation share's entries)."""
+    targets = {
+        (str(service), str(reference), consumer)
+        for service, reference, consumer in conn.execute(
+            select(Adjustment.against_service, Adjustment.against_reference, Adjustment.consumer).where(
+                Adjustment.period == period, Adjustment.against_service.is_not(None)
+            )
+        )
+    }
+    found: dict[tuple[str, str, str], tuple[set[str], int]] = {}
+    for service, reference, consumer in targets:
+        rows = list(
+            conn.execute(
+                select(Usage.period, ChargeLine.amount_minor)
+                .join(ChargeLine, ChargeLine.usage_id == Usage.id)
+                .where(Usage.service == service, Usage.reference == reference, Usage.consumer == consumer)
+            ).all()
+        )
+        rows += conn.execute(
+            select(Entry.period, Entry.amount_minor).where(
+                Entry.service == service,
+                Entry.reference == reference,
+                Entry.consumer == consumer,
+                Entry.kind.in_(("recurring", "allocation")),
+            )
+        ).all()
+        if rows:
+            found[(service, reference, consumer)] = ({p for p, _ in rows}, sum(m for _, m in rows))
+    return {key: (tuple(sorted(periods)), minor) for key, (periods, minor) in found.items()}
 
 
 class Line(NamedTuple):
@@ -412,8 +442,9 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals, usage: pl.Data
     # One object for each distinct day and repeated text (a line's kind, provider, service,
     # class and rate source): less memory, and each is pickled once for the workers.
     days: dict[object, dt.date] = {}
+    texts: dict[str, str] = {}
     shared: dict[str | None, str | None] = {}
-    known, one = days.get, shared.setdefault
+    known, one, one_or_none = days.get, texts.setdefault, shared.setdefault
 
     def day(raw: str | dt.date) -> dt.date:
         found = days[raw] = stored_date(raw)
@@ -434,9 +465,24 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals, usage: pl.Data
                 amount,
                 reference,
                 memo,
-                one(rate_source, rate_source),
+                one_or_none(rate_source, rate_source),
             )
-            for _, entry, date, service_date, kind, provider, service, customer_class, quantity, rate, amount, reference, memo, rate_source in group
+            for (
+                _,
+                entry,
+                date,
+                service_date,
+                kind,
+                provider,
+                service,
+                customer_class,
+                quantity,
+                rate,
+                amount,
+                reference,
+                memo,
+                rate_source,
+            ) in group
         ]
         unit = ctx.units.get(consumer) or UnitInfo(
             consumer, consumer, "internal", None, None, None, None, None, None, None

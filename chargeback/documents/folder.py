@@ -16,7 +16,6 @@ read of the journal.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -40,6 +39,8 @@ from chargeback.close.reconciliation import (
     reconcile,
     stored_totals,
 )
+from chargeback.core import settings
+from chargeback.core.digests import sha256_of
 from chargeback.core.progress import Progress
 from chargeback.documents.bills import (
     Bill,
@@ -52,21 +53,23 @@ from chargeback.documents.bills import (
 )
 from chargeback.documents.invoices import write_invoice
 from chargeback.documents.reconciliation_workbook import matrix_of, write_reconciliation_workbook
+from chargeback.documents.revisions import REVISIONS, Revision, archive_name, keep_earlier, read_manifest, same_files
 from chargeback.documents.statements import Rollup, rollups, write_rollup, write_statement
 from chargeback.ledger.export import CsvJournal, journal_chunks
 from chargeback.ledger.seals import seal_of
 from chargeback.store.db import collector_paused
 from chargeback.store.schema import Book, Period
 
-#: From this many consumers on, their documents are written by worker processes. Each
-#: consumer is one or two files of some milliseconds whatever its lines, and starting
-#: the workers costs about a second: 2,000 consumers with 10,000 lines between them
-#: took 19.7-22.7 s in one process and 13.5-15.4 s with two.
-PARALLEL_UNITS = 500
-#: From this many entries on, writing takes long enough to show a progress bar.
-PROGRESS_LINES = 20_000
 #: Charge lines handed to a worker at a time.
 BATCH_LINES = 5_000
+
+
+def workers_for(consumers: int) -> int:
+    """The processes writing the invoices and statements of `consumers` consumers: one
+    per core (the settings' `workers`) from the settings' `parallel_units` on, else 1
+    (this process alone)."""
+    tuned = settings.current()
+    return tuned.cores() if consumers >= tuned.parallel_units else 1
 
 
 def write_documents(
@@ -75,17 +78,16 @@ def write_documents(
     folder: Path,
     *,
     progress: bool = False,
-    workers: int | None = None,
-    parallel_units: int = PARALLEL_UNITS,
     draft: bool = False,
     issued: dt.datetime | None = None,
     review: variance.Review | None = None,
     totals: list[PeriodTotal] | None = None,
 ) -> int:
     """Write every document of `period` into `folder`; returns the number of files.
-    `progress` allows a progress bar on a terminal for a big period. `workers`: the
-    number of processes writing invoices and statements; by default one per core when
-    the period has at least `parallel_units` consumers, else none besides this one.
+    `progress` allows a progress bar on a terminal for a big period (from the settings'
+    `progress_lines` entries). Invoices and statements are written by worker processes,
+    one per core (`workers`), when the period has at least the settings' `parallel_units`
+    consumers, else in this process.
     `draft` writes an open period's documents as drafts (a preview's), dated `issued`; a
     closed period's are dated by its close, so `report` writes the same bytes again.
     `review`: the period's variance review, and `totals` its totals (`period_totals`),
@@ -103,10 +105,9 @@ def write_documents(
     usage = period_lines(conn, period)
     write_lines_csv(usage, ctx.digits, folder / "lines.csv")
     consumers = len({line.consumer for line in current})
-    if workers is None:
-        workers = (os.cpu_count() or 1) if consumers >= parallel_units else 1
+    workers = workers_for(consumers)
     total = consumers + len(rec.consumers) + len(parents) + 2
-    show = progress and rec.entries >= PROGRESS_LINES and sys.stderr.isatty()
+    show = progress and rec.entries >= settings.current().progress_lines and sys.stderr.isatty()
     with ExitStack() as stack:
         bar = stack.enter_context(Progress(total, f"writing the documents of {period}", show))
         writers = stack.enter_context(Writers(folder, ctx, workers, bar))
@@ -126,7 +127,23 @@ def write_documents(
         bar.add(2)
         write_variance(conn, period, folder, draft=draft, issued=issued, review=review)
         writers.finish()
-    return write_manifest(conn, period, folder, draft=draft, reconciliation=rec)
+    return write_manifest(conn, period, folder, draft=draft, reconciliation=rec, revision=ctx.revision)
+
+
+def write_version(conn: Connection, period: str, out_dir: Path, staging: Path, **options: object) -> int:
+    """Write a closed period's documents into `staging` to replace `out_dir/period`,
+    with every earlier version under `revisions/` (see `revisions`), so that publishing
+    the staging folder keeps them all: the version there now is kept too unless the new
+    one is the same files. `options` go to `write_documents`. Returns the number of files
+    of this version."""
+    target = out_dir / period
+    previous = None if target.is_symlink() else read_manifest(target)
+    files = write_documents(conn, period, staging, **options)  # type: ignore[arg-type]
+    if previous is None or same_files(read_manifest(staging), previous):
+        keep_earlier(target, staging, None)
+    else:
+        keep_earlier(target, staging, archive_name(target, previous))
+    return files
 
 
 @collector_paused()
@@ -150,9 +167,10 @@ def write_batch(folder: Path, ctx: DocumentContext, batch: list[Bill], parents: 
 _CONTEXT: DocumentContext | None = None
 
 
-def _start_worker(ctx: DocumentContext) -> None:
+def _start_worker(ctx: DocumentContext, tuned: settings.Settings) -> None:
     global _CONTEXT
     _CONTEXT = ctx
+    settings.adopt(tuned)
     follow_parent()
 
 
@@ -187,7 +205,10 @@ class Writers:
             None
             if workers <= 1
             else ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(ctx,)
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(ctx, settings.current()),
             )
         )
         self.futures: list[Future[int]] = []
@@ -251,21 +272,32 @@ def write_variance(
     when = issued if draft or closed_at is None else closed_at
     if when is None:
         raise ValueError(f"period {period} is not closed: give the draft's issue date")
-    variance.write_workbook(review, folder / "variance.xlsx", book=book, draft=draft, when=when)
+    variance.write_workbook(review, folder / "variance.xlsx", book=book or "", draft=draft, when=when)
 
 
 def write_manifest(
-    conn: Connection, period: str, folder: Path, *, draft: bool = False, reconciliation: Reconciliation | None = None
+    conn: Connection,
+    period: str,
+    folder: Path,
+    *,
+    draft: bool = False,
+    reconciliation: Reconciliation | None = None,
+    revision: Revision | None = None,
 ) -> int:
-    """`manifest.json`: every file with its sha256 and size, and the period's totals."""
-    paths = [p for p in sorted(folder.rglob("*")) if p.is_file() and p != folder / "manifest.json"]
+    """`manifest.json`: every file with its sha256 and size, and the period's totals;
+    the earlier versions under `revisions/` have their own."""
+    paths = [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p != folder / "manifest.json" and p.relative_to(folder).parts[0] != REVISIONS
+    ]
     # hashlib and file reads let other threads run: a million-line period's gigabyte of
     # files is hashed on every core (one: 1.2 s)
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        digests = list(pool.map(_sha256_of, paths))
+    with ThreadPoolExecutor(settings.current().cores()) as pool:
+        digests = list(pool.map(_sha256_and_size, paths))
     files = [
         {"path": path.relative_to(folder).as_posix(), "sha256": digest, "bytes": size}
-        for path, (digest, size) in zip(paths, digests)
+        for path, (digest, size) in zip(paths, digests, strict=False)
     ]
     book = conn.execute(select(Book.name)).scalar()
     record = None if draft else conn.execute(select(Period.__table__).where(Period.period == period)).first()
@@ -279,6 +311,7 @@ def write_manifest(
         "closed_at": record.closed_at.isoformat() if record and record.closed_at else None,
         "journal_hash": record.closed_hash if record else None,
         "seal": None if draft or (seal := seal_of(conn, period)) is None else seal.as_json(),
+        "revision": None if draft else (revision or Revision()).as_json(),
         "totals": totals,
         "files": files,
     }
@@ -286,10 +319,8 @@ def write_manifest(
     return len(files) + 1
 
 
-def _sha256_of(path: Path) -> tuple[str, int]:
-    """sha256 and size of a file, read a piece at a time (journal.csv can be 250 MB)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest(), os.fstat(handle.fileno()).st_size
+def _sha256_and_size(path: Path) -> tuple[str, int]:
+    return sha256_of(path), path.stat().st_size
 
 
 @contextmanager
@@ -319,6 +350,16 @@ def staged(out_dir: Path, name: str) -> Iterator[tuple[Path, Callable[[], None]]
         yield staging, publish
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_draft(out_dir: Path, period: str) -> None:
+    """A closed period's preview (`out_dir/YYYY-MM-draft/`) is out of date: removed (a
+    link put in its place is removed, what it points to untouched)."""
+    draft = out_dir / f"{period}-draft"
+    if draft.is_symlink():
+        draft.unlink()
+    elif draft.is_dir():
+        shutil.rmtree(draft, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -1,14 +1,15 @@
 """Invoices (`invoices/<UNIT>.html`): one self-contained, print-ready page per consumer.
 
 External customers get an invoice to pay; internal units get an internal charge notice,
-settled by journal transfer. It lists the consumer's charges and, under each usage
-charge, its usage lines, up to the book's `invoice_line_limit` lines in all; past it, it
-says where every line is (the statement's `Detail` sheet, or `detail/<UNIT>.csv` written
-here for an external customer), so a consumer of a million lines gets a readable page. The Jinja2 template (`templates/invoice.html.j2`) is
-compiled once per process, with autoescaping on, so text from input files is shown,
-never run. The tables of services and lines are written with autoescaping off, their
-texts escaped here once per distinct text (`html`): a big invoice has hundreds of
-services and thousands of lines, and escaping in the template took about half its work.
+settled by journal transfer. It lists the consumer's charges and, under each usage charge,
+its usage lines, up to the book's `invoice_line_limit` lines in all; past it, it says where
+every line is (the statement's `Detail` sheet, or `detail/<UNIT>.csv` written here for an
+external customer), so a consumer of a million lines gets a readable page. The Jinja2
+template (`templates/invoice.html.j2`) is compiled once per process, with autoescaping on,
+so text from input files is shown, never run. The tables of services and lines are written
+with autoescaping off, their texts escaped here once per distinct text (`html`): a big
+invoice has hundreds of services and thousands of lines, and escaping in the template took
+about half its work.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def template() -> jinja2.Template:
     return env.get_template(TEMPLATE)
 
 
-def invoice_number(ctx: DocumentContext, code: str, external: bool) -> str:
-    """Stable for a period and unit: `INV-202603-EXT-1`, `ICN-202603-ART`."""
-    return f"{'INV' if external else 'ICN'}-{ctx.period.replace('-', '')}-{code}"
+def invoice_number(ctx: DocumentContext, code: str, external: bool, revision: int | None = None) -> str:
+    """Stable for a period, a unit and a version of the period's documents:
+    `INV-202603-EXT-1`, `ICN-202603-ART`, then `ICN-202603-ART-R2` once revised."""
+    return f"{'INV' if external else 'ICN'}-{ctx.period.replace('-', '')}-{code}{ctx.revision.suffix(revision)}"
 
 
 def due_date(terms: str | None, issued: dt.date) -> dt.date | None:
@@ -73,14 +75,14 @@ class Shown(NamedTuple):
     entry: int
     date: str
     memo: str
-    notes: list[tuple[str, str]]  # (tag, text)
+    notes: list[tuple[Markup, Markup]]  # (tag, text)
     reference: str
     quantity: str
     rate: str
     amount: str
     credit: bool
     adjustment: bool
-    usage: list[tuple[str, str, str, str, str, str]]  # its usage lines shown under it
+    usage: list[UsageShown]  # its usage lines shown under it
 
 
 class UsageShown(NamedTuple):
@@ -102,7 +104,7 @@ class ServiceGroup(NamedTuple):
     label: Markup
     unit_of_measure: Markup
     lines: list[Shown]
-    count: int  # of charges
+    charges: int  # how many
     total: str  # the sum of the lines' amounts, as the invoice shows it
 
 
@@ -163,10 +165,12 @@ def _groups(
     lines: list[Line],
     usage: dict[int, list[UsageShown]] | None = None,
     charges_of: dict[tuple[str, str], int] | None = None,
+    consumer: str = "",
 ) -> list[ProviderGroup]:
     """Charges by provider, then service (they arrive in that order), each with the usage
     lines shown under it; `charges_of`: the charge (entry) of each (service, reference)
-    of the consumer's usage lines, which a linked credit names."""
+    of the `consumer`'s usage lines, which a linked credit names, with the period and
+    amount of the charge it corrects (`DocumentContext.linked`)."""
     charges_of = charges_of or {}
     first_day = ctx.first_day
     dates: dict[dt.date, str] = {}
@@ -181,18 +185,25 @@ def _groups(
         quantity = quantities.get(line.quantity_micro)
         if quantity is None:
             quantity = quantities[line.quantity_micro] = grouped_micro(line.quantity_micro)
-        rate = rates.get(line.rate_micro)
+        micro = line.rate_micro
+        rate = rates.get(micro)
         if rate is None:
-            rate = rates[line.rate_micro] = grouped_micro(line.rate_micro, ctx.digits)
+            rate = rates[micro] = "" if micro is None else grouped_micro(micro, ctx.digits)
         if line.rate_micro is None and line.kind == "usage":
             rate = "tiers"
         notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day) if note != SLA_NOTE]
-        if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST):
-            target = line.rate_source[len(AGAINST) :]  # type: ignore[index]
-            charge = charges_of.get(tuple(target.split(":", 1)))  # type: ignore[arg-type]
-            notes.append((html("adjustment"), html(f"corrects {target}" + (f" (charge {charge})" if charge else ""))))
+        source = line.rate_source or ""
+        if line.kind == "adjustment" and source.startswith(AGAINST):
+            target = source[len(AGAINST) :]
+            service, _, reference = target.partition(":")
+            charge = charges_of.get((service, reference))
+            original = ctx.linked.get((service, reference, consumer))
+            where = f", charged in {', '.join(original[0])}: {money(ctx, original[1])}" if original else ""
+            notes.append(
+                (html("adjustment"), html(f"corrects {target}{where}" + (f" (charge {charge})" if charge else "")))
+            )
         if line.kind == "sla_credit":
-            notes.append(("sla", html(f"{SLA_NOTE}: {line.rate_source or ''}")))
+            notes.append(("sla", html(f"{SLA_NOTE}: {source}")))
             quantity = ""
         return Shown(
             line.entry,
@@ -245,7 +256,7 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
     external = unit.kind == "external"
     issued = ctx.issued.date()
     linked = [
-        line.rate_source[len(AGAINST) :].split(":", 1)
+        (line.rate_source or "")[len(AGAINST) :].split(":", 1)
         for line in bill.lines
         if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST)
     ]
@@ -259,7 +270,7 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
             .iter_rows()
         ):
             charges_of[(service, reference)] = entry
-    groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of)
+    groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of, unit.code)
     lines_total = bill.usage.height
     lines_shown = min(lines_total, ctx.invoice_line_limit)
     marks = {"late": 0, "credit": 0, "adjustment": 0, "sla": 0}
@@ -276,6 +287,8 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
         groups=groups,
         marks=marks,
         number=invoice_number(ctx, unit.code, external),
+        replaces=invoice_number(ctx, unit.code, external, ctx.revision.replaces) if ctx.revision.replaces else None,
+        changes=ctx.revision.changes.get(unit.code),
         issued=issued,
         due=due_date(ctx.payment_terms, issued) if external else None,
         total_minor=bill.total_minor,

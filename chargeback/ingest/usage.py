@@ -23,10 +23,11 @@ from sqlalchemy.exc import IntegrityError
 
 from chargeback.book.snapshot import load_reference
 from chargeback.close.periods import lock_open_period
+from chargeback.core.digests import sha256_of
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.money import from_minor
 from chargeback.core.progress import csv_lines, phase
-from chargeback.ingest.tabular import read_table, sha256_of
+from chargeback.ingest.tabular import read_table
 from chargeback.ingest.usage_checks import (
     USAGE,
     Book,
@@ -37,6 +38,7 @@ from chargeback.ingest.usage_checks import (
     started_usage,
     sums,
 )
+from chargeback.ledger.audit import os_user
 from chargeback.store.db import collector_paused, date_text, frame, insert_plain_rows
 from chargeback.store.schema import Import, Usage
 
@@ -140,6 +142,7 @@ def _record_import(
             lines_read=lines_read,
             imported=imported,
             duplicates=duplicates,
+            user=os_user(),
         )
         .returning(Import.id)
     ).scalar_one()
@@ -152,7 +155,7 @@ def _store(conn: Connection, fresh: pl.DataFrame, period: str, import_id: int, s
     date = "date_text" if conn.dialect.name == "sqlite" else "date"
     columns = [date, "service", "consumer", "quantity_micro", "reference", "description"]
 
-    def rows():  # type: ignore[no-untyped-def]
+    def rows():
         for part in fresh.select("line", *columns).iter_slices(STORE_BATCH):
             yield from zip(repeat(period), repeat(import_id), *(part[c].to_list() for c in part.columns))
             stored(part.height)
@@ -170,7 +173,7 @@ def _period_usage(conn: Connection, period: str, fresh: pl.DataFrame) -> pl.Data
     return frame(
         conn,
         select(Usage.service, Usage.consumer, date_text(conn, Usage.date), func.sum(Usage.quantity_micro))
-        .where(Usage.period == period, Usage.service.in_(services))
+        .where(Usage.period == period, Usage.service.in_(services), Usage.void_id.is_(None))
         .group_by(Usage.service, Usage.consumer, Usage.date),
         schema,
     )
@@ -209,13 +212,14 @@ def _stored(conn: Connection, keys: pl.DataFrame) -> pl.DataFrame:
         INCOMING,
         ("service", "reference"),
         chain.from_iterable(
-            zip(part["service"].to_list(), part["reference"].to_list()) for part in keys.iter_slices(STORE_BATCH)
+            zip(part["service"].to_list(), part["reference"].to_list(), strict=False)
+            for part in keys.iter_slices(STORE_BATCH)
         ),
     )
     rows = conn.execute(
-        select(Usage.service, Usage.reference, Usage.date, Usage.consumer, Usage.quantity_micro).join(
-            INCOMING, (INCOMING.c.service == Usage.service) & (INCOMING.c.reference == Usage.reference)
-        )
+        select(Usage.service, Usage.reference, Usage.date, Usage.consumer, Usage.quantity_micro)
+        .join(INCOMING, (INCOMING.c.service == Usage.service) & (INCOMING.c.reference == Usage.reference))
+        .where(Usage.void_id.is_(None))
     ).all()
     INCOMING.drop(conn)
     return pl.DataFrame(rows, schema=found.schema, orient="row") if rows else found

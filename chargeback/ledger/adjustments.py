@@ -21,6 +21,9 @@ from chargeback.core.fields import CODE_PATTERN
 from chargeback.core.money import LIMIT, format_amount, from_minor, parse_decimal, to_minor
 from chargeback.store.schema import Adjustment, ChargeLine, Entry, Usage
 
+#: The longest memo: a line of an invoice.
+MEMO_LENGTH = 200
+
 
 @dataclass(frozen=True)
 class AdjustResult:
@@ -71,16 +74,18 @@ def find_original(conn: Connection, service: str, reference: str, consumer: str 
             unlinked.where(Adjustment.service == service, Adjustment.reference == reference)
         ).scalars()
     ]
-    rows = conn.execute(
-        select(Entry.consumer, Entry.period, Entry.amount_minor)
-        .where(
-            Entry.service == service,
-            Entry.reference == reference,
-            Entry.kind.in_(("recurring", "allocation")) | Entry.source.in_(sources),
+    rows = list(
+        conn.execute(
+            select(Entry.consumer, Entry.period, Entry.amount_minor)
+            .where(
+                Entry.service == service,
+                Entry.reference == reference,
+                Entry.kind.in_(("recurring", "allocation")) | Entry.source.in_(sources),
+            )
+            .order_by(Entry.id)
+            .with_for_update()
         )
-        .order_by(Entry.id)
-        .with_for_update()
-    ).all()
+    )
     rows += conn.execute(  # a usage line, priced into a charge
         select(Usage.consumer, Usage.period, ChargeLine.amount_minor)
         .join(ChargeLine, ChargeLine.usage_id == Usage.id)
@@ -89,7 +94,7 @@ def find_original(conn: Connection, service: str, reference: str, consumer: str 
     ).all()
     if not rows:
         pending = conn.execute(
-            select(Usage.period).where(Usage.service == service, Usage.reference == reference)
+            select(Usage.period).where(Usage.service == service, Usage.reference == reference, Usage.void_id.is_(None))
         ).scalar()
         if pending is not None:
             raise Refused(
@@ -110,6 +115,7 @@ def find_original(conn: Connection, service: str, reference: str, consumer: str 
             Adjustment.against_service == service,
             Adjustment.against_reference == reference,
             Adjustment.consumer == consumer,
+            Adjustment.void_id.is_(None),
         )
     ).scalar_one()
     return Original(
@@ -132,6 +138,7 @@ def adjust(
     reference: str | None,
     now: dt.datetime,
     against: str | None = None,
+    memo: str | None = None,
 ) -> AdjustResult:
     """Record a manual charge (positive) or credit (negative) in an open period,
     optionally linked to the posted charge it corrects (`SERVICE:REFERENCE`)."""
@@ -156,6 +163,10 @@ def adjust(
         raise Refused(f"--consumer: {consumer!r} provides {service}: a unit cannot charge itself")
     if not reason or not reason.strip():
         raise Refused("--reason: an adjustment needs a reason")
+    if memo is not None:
+        memo = memo.strip()
+        if not memo or len(memo) > MEMO_LENGTH:
+            raise Refused(f"--memo: give 1-{MEMO_LENGTH} characters: what the documents show for it")
     try:
         amount = parse_decimal(amount_text, ref.digits, what="amount")
     except ValueError as exc:
@@ -168,7 +179,10 @@ def adjust(
     if original is not None and amount_minor < 0:
         left = original.amount_minor + original.linked_minor
         if left + amount_minor < 0:
-            money = lambda minor: format_amount(minor, ref.digits)  # noqa: E731
+
+            def money(minor: int) -> str:
+                return format_amount(minor, ref.digits)
+
             raise Refused(
                 f"--amount: a credit of {money(-amount_minor)} {ref.currency} against "
                 f"{original.label} is larger than the original charge: {money(original.amount_minor)} "
@@ -192,6 +206,7 @@ def adjust(
             consumer=consumer,
             amount_minor=amount_minor,
             reason=reason.strip(),
+            memo=memo,
             reference=reference,
             at=now.replace(microsecond=0),
             against_service=original.service if original else None,

@@ -45,8 +45,8 @@ from chargeback.core.allocation import (
 from chargeback.core.allocation import (
     Driver as DriverSpec,
 )
+from chargeback.core.calendar import period_bounds
 from chargeback.core.errors import Refused
-from chargeback.core.fields import period_bounds
 from chargeback.core.money import format_amount, from_micro, quantize, to_micro
 from chargeback.core.pricing import (
     LINE_COLUMNS,
@@ -56,7 +56,8 @@ from chargeback.core.pricing import (
     rate_frame,
     rounded_minor,
 )
-from chargeback.ledger.journal import MAX_AMOUNT_MINOR, Draft, accounts
+from chargeback.ledger.entries import Draft, accounts
+from chargeback.ledger.journal import MAX_AMOUNT_MINOR
 from chargeback.store.db import bulk_insert, date_text, frame
 from chargeback.store.schema import (
     Adjustment,
@@ -71,6 +72,8 @@ from chargeback.store.schema import (
 )
 
 RATE_SOURCE_LENGTH = 200
+#: What documents show for an adjustment entered without `--memo` (its reason is internal).
+ADJUSTMENT_MEMO = "Adjustment"
 
 
 def _draft(
@@ -119,8 +122,8 @@ def _draft(
 
 
 def _unpriced(period: str) -> tuple[ColumnElement[bool], ...]:
-    """The usage lines of `period` not priced into a charge yet."""
-    return Usage.period == period, ~exists().where(ChargeLine.usage_id == Usage.id)
+    """The usage lines of `period` not priced into a charge yet (and not voided)."""
+    return Usage.period == period, Usage.void_id.is_(None), ~exists().where(ChargeLine.usage_id == Usage.id)
 
 
 def unposted_usage_count(conn: Connection, period: str) -> int:
@@ -134,7 +137,7 @@ def pending(conn: Connection, period: str) -> tuple[int, int, int]:
     posted = exists().where(Entry.source == literal("adjustment:") + cast(Adjustment.id, String))
     adjustments, amount = conn.execute(
         select(func.count(), func.coalesce(func.sum(Adjustment.amount_minor), 0)).where(
-            Adjustment.period == period, ~posted
+            Adjustment.period == period, Adjustment.void_id.is_(None), ~posted
         )
     ).one()
     return unposted_usage_count(conn, period), int(adjustments), int(amount)
@@ -515,7 +518,8 @@ def adjustment_charges(conn: Connection, ref: Reference, period: str) -> Iterato
     _, last_day = period_bounds(period)
     posted = select(Entry.source).where(Entry.period == period, Entry.kind == "adjustment")
     done = set(conn.execute(posted).scalars())
-    for adj in conn.execute(select(Adjustment.__table__).where(Adjustment.period == period).order_by(Adjustment.id)):
+    adjustments = select(Adjustment.__table__).where(Adjustment.period == period, Adjustment.void_id.is_(None))
+    for adj in conn.execute(adjustments.order_by(Adjustment.id)):
         source = f"adjustment:{adj.id}"
         if source in done:
             continue
@@ -533,7 +537,7 @@ def adjustment_charges(conn: Connection, ref: Reference, period: str) -> Iterato
             rate_micro=None,
             amount_minor=adj.amount_minor,
             reference=adj.reference or f"ADJ-{adj.id}",
-            memo=adj.reason,
+            memo=adj.memo or ADJUSTMENT_MEMO,
             rate_source=adjustment_source(adj.against_service, adj.against_reference),
         )
 
@@ -619,7 +623,7 @@ def _posted_allocations(conn: Connection, period: str) -> dict[str, tuple[int, i
             Entry.period == period, Entry.kind == "allocation"
         )
     ):
-        key = ":".join(source.split(":")[:4])
+        key = ":".join((source or "").split(":")[:4])  # an allocation always has its source
         q, a, n = posted.get(key, (0, 0, 0))
         posted[key] = (q + quantity, a + amount, n + 1)
     return posted

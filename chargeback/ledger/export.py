@@ -1,19 +1,19 @@
-"""The journal of a period for a general ledger (CSV) or a plain-text accounting tool
-(hledger, beancount). Rows are streamed from the database in entry order."""
+"""The journal of a period, or of several closed periods in order (`export --from
+--through`, `--fiscal-year`), for a general ledger (CSV) or a plain-text accounting tool
+(hledger, beancount). Rows are streamed from the database in entry order, period by
+period; one file has one header (CSV) and opens each account once (beancount)."""
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
 from sqlalchemy import Connection, Result, Row, select
-from sqlalchemy.sql.elements import ColumnElement
 
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount
-from chargeback.core.safe import neutralize
-from chargeback.store.db import dates_as_stored, plain_rows, stored_date
+from chargeback.core.safe import neutralize, one_line
+from chargeback.store.db import SQLColumn, dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import Book, Entry
 
 #: The contract's columns, in its order; columns of our own come after them.
@@ -63,7 +63,7 @@ JOURNAL_COLUMNS = (
 JournalRow = tuple[Any, ...]
 
 
-def journal_chunks(conn: Connection, period: str) -> Iterator[list[JournalRow]]:
+def journal_chunks(conn: Connection, period: str) -> Iterator[Sequence[JournalRow]]:
     """The period's entries in entry order, as plain tuples of `JOURNAL_COLUMNS`
     (`db.plain_rows`), in lists of 20,000, the dates as the database stores them
     (`db.dates_as_stored`)."""
@@ -72,7 +72,7 @@ def journal_chunks(conn: Connection, period: str) -> Iterator[list[JournalRow]]:
     )
 
 
-def _journal(conn: Connection, period: str, columns: Iterable[ColumnElement[object]]) -> Result:  # type: ignore[type-arg]
+def _journal(conn: Connection, period: str, columns: Iterable[SQLColumn]) -> Result[Any]:
     # yield_per on the statement, not the connection: Connection.execution_options changes
     # the connection in place, and every later statement would use a server-side cursor
     return conn.execute(
@@ -80,7 +80,7 @@ def _journal(conn: Connection, period: str, columns: Iterable[ColumnElement[obje
     )
 
 
-def _entries(conn: Connection, period: str) -> Iterator[Row]:  # type: ignore[type-arg]
+def _entries(conn: Connection, period: str) -> Iterator[Row[Any]]:
     """The period's entries in entry order, the dates as dates."""
     yield from _journal(conn, period, JOURNAL_COLUMNS)
 
@@ -99,13 +99,20 @@ def csv_field(text: str) -> str:
     return text
 
 
-def write_csv(conn: Connection, period: str, out: TextIO) -> None:
+def _periods(periods: str | Sequence[str]) -> list[str]:
+    return [periods] if isinstance(periods, str) else list(periods)
+
+
+def write_csv(conn: Connection, periods: str | Sequence[str], out: TextIO) -> None:
     """journal.csv: two lines per entry (the debit line, then the credit line) in
-    `CSV_HEADER`'s columns, text from input neutralized."""
+    `CSV_HEADER`'s columns, text from input neutralized; one header for all `periods`."""
     _, digits = _currency(conn)
-    journal = CsvJournal(out, period, digits)
-    for chunk in journal_chunks(conn, period):
-        journal.write(chunk)
+    listed = _periods(periods)
+    journal = CsvJournal(out, listed[0] if listed else "", digits)
+    for period in listed:
+        journal.shown_period = csv_field(period)
+        for chunk in journal_chunks(conn, period):
+            journal.write(chunk)
 
 
 class CsvJournal:
@@ -121,7 +128,7 @@ class CsvJournal:
         self.dates: dict[object, str] = {}
         out.write(",".join(csv_field(title) for title in CSV_HEADER) + "\n")
 
-    def passing(self, chunks: Iterable[list[JournalRow]]) -> Iterator[JournalRow]:
+    def passing(self, chunks: Iterable[Sequence[JournalRow]]) -> Iterator[JournalRow]:
         """The entries of `chunks` one by one, each chunk written here first: the Journal
         sheet of the auditors' workbook reads them as they pass."""
         for chunk in chunks:
@@ -182,19 +189,27 @@ class CsvJournal:
             known[None] = ""
 
 
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
+def _title(periods: list[str]) -> str:
+    if len(periods) == 1:
+        return f"period {periods[0]}"
+    return f"periods {periods[0]} to {periods[-1]} ({len(periods)} closed periods)" if periods else "no periods"
 
 
-def write_hledger(conn: Connection, period: str, out: TextIO) -> None:
+def _all_entries(conn: Connection, periods: list[str]) -> Iterator[Row]:  # type: ignore[type-arg]
+    for period in periods:
+        yield from _entries(conn, period)
+
+
+def write_hledger(conn: Connection, periods: str | Sequence[str], out: TextIO) -> None:
     currency, digits = _currency(conn)
-    out.write(f"; chargeback journal, period {period}\n\n")
-    for e in _entries(conn, period):
+    listed = _periods(periods)
+    out.write(f"; chargeback journal, {_title(listed)}\n\n")
+    for e in _all_entries(conn, listed):
         amount = format_amount(e.amount_minor, digits)
         negated = format_amount(-e.amount_minor, digits)
-        title = _one_line(f"{e.service} {e.reference or ''} | {e.memo or e.kind}").replace(";", ",")
+        title = one_line(f"{e.service} {e.reference or ''} | {e.memo or e.kind}").replace(";", ",")
         out.write(f"{e.date.isoformat()} ({e.id}) {title}\n")
-        rate = f", rate-source:{_one_line(e.rate_source).replace(',', ' ')}" if e.rate_source else ""
+        rate = f", rate-source:{one_line(e.rate_source).replace(',', ' ')}" if e.rate_source else ""
         out.write(f"    ; period:{e.period}, kind:{e.kind}, service-date:{e.service_date.isoformat()}{rate}\n")
         out.write(f"    {e.debit_account}  {amount} {currency}\n")
         out.write(f"    {e.credit_account}  {negated} {currency}\n\n")
@@ -213,22 +228,26 @@ def beancount_account(account: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return '"' + _one_line(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + one_line(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_beancount(conn: Connection, period: str, out: TextIO) -> None:
+def write_beancount(conn: Connection, periods: str | Sequence[str], out: TextIO) -> None:
+    """Every account is opened once, on the first entry's date, before the entries of
+    all `periods`: monthly files cannot be joined (bean-check: duplicate open directive),
+    a multi-period export can."""
     currency, digits = _currency(conn)
-    entries = list(_entries(conn, period))
+    listed = _periods(periods)
+    entries = list(_all_entries(conn, listed))
     names: dict[str, str] = {}
     for e in entries:
         for account in (e.debit_account, e.credit_account):
             mapped = beancount_account(account)
             if names.setdefault(mapped, account) != account:
                 raise Refused(f"accounts {names[mapped]} and {account} both become {mapped} in beancount")
-    out.write(f'; chargeback journal, period {period}\noption "operating_currency" "{currency}"\n\n')
+    out.write(f'; chargeback journal, {_title(listed)}\noption "operating_currency" "{currency}"\n\n')
     opened = min((e.date for e in entries), default=None)
     for mapped in sorted(names):
-        out.write(f"{opened.isoformat() if opened else period + '-01'} open {mapped} {currency}\n")
+        out.write(f"{opened.isoformat() if opened else listed[0] + '-01'} open {mapped} {currency}\n")
     out.write("\n")
     for e in entries:
         payee = _quote(f"{e.service} {e.reference or ''}")
@@ -243,14 +262,9 @@ def write_beancount(conn: Connection, period: str, out: TextIO) -> None:
 WRITERS = {"csv": write_csv, "hledger": write_hledger, "beancount": write_beancount}
 
 
-def export(conn: Connection, period: str, fmt: str, out: TextIO) -> None:
-    """Write the period's journal in `fmt` (csv, hledger or beancount) to `out`."""
+def export(conn: Connection, periods: str | Sequence[str], fmt: str, out: TextIO) -> None:
+    """Write the journal of the period (or of the `periods`, in the order given) in `fmt`
+    (csv, hledger or beancount) to `out`."""
     if fmt not in WRITERS:
         raise Refused(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    WRITERS[fmt](conn, period, out)
-
-
-def export_text(conn: Connection, period: str, fmt: str) -> str:
-    buffer = io.StringIO()
-    export(conn, period, fmt, buffer)
-    return buffer.getvalue()
+    WRITERS[fmt](conn, periods, out)

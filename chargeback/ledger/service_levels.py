@@ -24,11 +24,11 @@ from decimal import Decimal
 from sqlalchemy import Connection, func, select
 
 from chargeback.book.snapshot import Reference
+from chargeback.core.calendar import period_bounds
 from chargeback.core.errors import Refused
-from chargeback.core.fields import period_bounds
 from chargeback.core.money import format_amount, from_micro
 from chargeback.core.service_levels import Assessment, Band, Level, assess, capped, credit_minor, in_force
-from chargeback.ledger.journal import Draft, accounts
+from chargeback.ledger.entries import Draft, accounts
 from chargeback.store.schema import Book, Entry, ServiceLevel, SlaCreditBand, SlaMeasurement
 
 KIND = "sla_credit"

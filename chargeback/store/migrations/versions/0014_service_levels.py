@@ -5,15 +5,15 @@ entry kind `sla_credit` (a credit for a missed SLA).
 On SQLite the entries table is rebuilt to change its kind constraint (as 0005 and 0007
 rebuilt it); ids and hashes do not change.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

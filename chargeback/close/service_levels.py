@@ -64,7 +64,7 @@ class CreditLine:
 @dataclass
 class SlaReport:
     fiscal_year: int
-    periods: list[str]
+    periods: tuple[str, ...]
     currency: str
     digits: int
     rows: list[Attainment] = field(default_factory=list)
@@ -119,7 +119,7 @@ def sla_report(conn: Connection, fiscal_year: int) -> SlaReport:
                 row.values[period] = value
     report.rows = [rows[key] for key in sorted(rows)]
     report.credits = [
-        CreditLine(period, service, source.split(":")[2], consumer, int(amount), customer_class)
+        CreditLine(period, service, (source or "::").split(":")[2], consumer, int(amount), customer_class)
         for period, service, consumer, source, amount, customer_class in conn.execute(
             select(Entry.period, Entry.service, Entry.consumer, Entry.source, Entry.amount_minor, Entry.customer_class)
             .where(Entry.period.in_(periods), Entry.kind == KIND)

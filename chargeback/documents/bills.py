@@ -72,7 +72,7 @@ def service_level_rows(conn: Connection, period: str, digits: int) -> dict[str, 
             Entry.period == period, Entry.kind == SLA_CREDIT
         )
     ):
-        key = (consumer, service, source.split(":")[2])
+        key = (consumer, service, (source or "::").split(":")[2])
         posted[key] = posted.get(key, 0) - amount
     found: dict[str, list[LevelRow]] = {}
     for row in levels.rows:

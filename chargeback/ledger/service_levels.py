@@ -200,7 +200,7 @@ def _posted(conn: Connection, period: str) -> dict[str, tuple[int, int]]:
     for source, amount in conn.execute(
         select(Entry.source, Entry.amount_minor).where(Entry.period == period, Entry.kind == KIND)
     ):
-        key = ":".join(source.split(":")[:5])
+        key = ":".join((source or "").split(":")[:5])
         done, count = posted.get(key, (0, 0))
         posted[key] = (done + amount, count + 1)
     return posted

@@ -739,7 +739,7 @@ def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Pr
             )
 
 
-def _check_slas(slas, credits, service_provider: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+def _check_slas(slas, credits, service_provider: dict[str, str], problems: list[Problem]) -> None:
     """One SLA per (service, metric, class) in force on a date; every band names an SLA's
     metric, gives 0-100 percent (more than 0) and is not given twice."""
     name = "slas.csv"
@@ -780,7 +780,7 @@ def _check_slas(slas, credits, service_provider: dict[str, str], problems: list[
                 )
         spans.setdefault((sla.service, sla.metric, sla.customer_class), []).append((line, sla))
     name = "sla_credits.csv"
-    seen: dict[tuple, int] = {}  # type: ignore[type-arg]
+    seen: dict[tuple[str, str, Decimal], int] = {}
     for line, band in credits:
         if (band.service, band.metric) not in units:
             problems.append(

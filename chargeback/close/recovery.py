@@ -275,7 +275,7 @@ def write_workbook(rec: Recovery, path: Path) -> None:
         _recovery_sheets(book, rec, money_format)
 
 
-def _recovery_sheets(book, rec: Recovery, money_format: str) -> None:  # type: ignore[no-untyped-def]
+def _recovery_sheets(book, rec: Recovery, money_format: str) -> None:
     bold = book.add_format({"bold": True})
     styles: dict[str, object] = {}
 

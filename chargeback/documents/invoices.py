@@ -203,7 +203,7 @@ def _groups(
                 (html("adjustment"), html(f"corrects {target}{where}" + (f" (charge {charge})" if charge else "")))
             )
         if line.kind == "sla_credit":
-            notes.append(("sla", html(f"{SLA_NOTE}: {source}")))
+            notes.append((html("sla"), html(f"{SLA_NOTE}: {source}")))
             quantity = ""
         return Shown(
             line.entry,

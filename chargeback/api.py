@@ -8,6 +8,7 @@ so that the CLI imports this module alone (import-linter's contract in pyproject
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import time
@@ -24,6 +25,7 @@ from chargeback.book.load import LoadResult, load_book
 from chargeback.book.snapshot import load_reference
 from chargeback.bundled import bundled
 from chargeback.close import budgets as _budgets
+from chargeback.close import service_levels as _sla
 from chargeback.close import status as _status
 from chargeback.close import variance
 from chargeback.close.budgets import BudgetStatus as BudgetStatus
@@ -52,6 +54,7 @@ from chargeback.documents import delivery
 from chargeback.documents.delivery import parse_server as parse_server
 from chargeback.documents.folder import remove_draft, staged, write_documents, write_version
 from chargeback.documents.unit_charges import write_unit_charges
+from chargeback.ingest.measurements import MeasurementResult, import_measurements
 from chargeback.ingest.usage import ImportResult, import_usage
 from chargeback.ledger import audit
 from chargeback.ledger import seals as _seals
@@ -117,6 +120,37 @@ def import_file(url: str | Engine | None, path: Path, period: str, progress: boo
                 f"{result.lines_read} lines read, {result.imported} imported, {result.duplicates} duplicates skipped",
             )
             return result
+
+
+def sla_import(url: str | Engine | None, path: Path, period: str) -> MeasurementResult:
+    """Import service-level measurements into an open period; refused whole on any problem."""
+    engine = _engine(url)
+    with audit.command(engine, "sla import", {"file": str(path), "period": period}, [Path(path)], period) as log:
+        check_period(period)
+        if Path(path).exists() and not Path(path).is_file():
+            raise Refused(f"{path}: not a regular file: import a CSV or XLSX file")
+        with db.transaction(engine) as conn:
+            result = import_measurements(conn, Path(path), period, now())
+            log.done(
+                conn,
+                f"{result.lines_read} measurements read, {result.imported} imported, "
+                f"{result.corrected} corrected, {result.unchanged} unchanged",
+            )
+            return result
+
+
+def sla_report(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("out")) -> tuple[_sla.SlaReport, Path]:
+    """The service levels of a fiscal year, also written to `out_dir/sla-FYYYYY.xlsx`."""
+    if not 1000 <= fiscal_year <= 9999:
+        raise Refused(f"{fiscal_year} is not a fiscal year: write the year it ends in, YYYY")
+    with db.reading(_engine(url)) as conn:
+        result = _sla.sla_report(conn, fiscal_year)
+    path = Path(out_dir) / f"sla-FY{fiscal_year}.xlsx"
+    try:
+        _sla.write_workbook(result, path)
+    except OSError as exc:
+        raise Refused(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return result, path
 
 
 def adjust(
@@ -211,6 +245,8 @@ def _close_reviewed(conn: Connection, period: str, when: dt.datetime, progress: 
     `close` and `preview` print, computed in the same transaction."""
     result = close_period(conn, period, when, progress)
     result.review = variance.review(conn, period, result.totals)
+    if result.service_levels is not None:
+        result.review = dataclasses.replace(result.review, service_levels=tuple(result.service_levels.review_lines()))
     result.budget_warnings = _budgets.warnings(conn, period, result.totals)
     return result
 
@@ -588,15 +624,17 @@ class RunResult:
     load: LoadResult
     imports: list[ImportResult] = field(default_factory=list)
     closes: list[CloseResult] = field(default_factory=list)
+    measurements: list[MeasurementResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     out_dir: Path = Path("out")
     #: Wall seconds per phase: load, import, close (pricing, posting, checks), documents.
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]]:
-    """(period, file) of every usage file of the book, in name order."""
-    folder = Path(book) / "usage"
+def usage_files(book: Path, through: str | None = None, folder_name: str = "usage") -> list[tuple[str, Path]]:
+    """(period, file) of every usage file of the book (or, with `folder_name`, of
+    another folder of period files: `measurements`), in name order."""
+    folder = Path(book) / folder_name
     if not folder.is_dir():
         return []
     found = []
@@ -607,7 +645,7 @@ def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]
         try:
             check_period(period)
         except Refused:
-            raise Refused(f"{path.name}: a usage file's name must start with its period, YYYY-MM") from None
+            raise Refused(f"{path.name}: a {folder_name} file's name must start with its period, YYYY-MM") from None
         if through is None or period <= through:
             found.append((period, path))
     return found
@@ -620,7 +658,8 @@ def run(
     through: str | None = None,
     progress: bool = False,
 ) -> RunResult:
-    """The monthly job: load the book, import its usage files, close the periods in order
+    """The monthly job: load the book, import its usage files and its service-level
+    measurements (`BOOK/measurements/YYYY-MM*.csv|xlsx`), close the periods in order
     (with the months that have allocation costs, up to the last month with usage).
 
         Safe to run again: imported lines are skipped as duplicates and closed periods are
@@ -645,6 +684,9 @@ def run(
         started = time.perf_counter()
         result.imports.append(import_file(engine, path, period, progress))
         result.seconds["import"] = result.seconds.get("import", 0.0) + time.perf_counter() - started
+    for period, path in usage_files(book, through, "measurements"):
+        if status.get(period) != "closed" and period in periods:
+            result.measurements.append(sla_import(engine, path, period))
     for period in periods:
         if status.get(period) == "closed":
             result.skipped.append(period)

@@ -19,6 +19,7 @@ from chargeback import api
 from chargeback.api import (
     ImportResult,
     InputRefused,
+    MeasurementResult,
     Reconciliation,
     Refused,
     check_period,
@@ -177,6 +178,49 @@ def import_(ctx: Context, file: Path, period: str) -> None:
     _say(ctx, _import_summary(api.import_file(ctx.url, file, period, progress=not ctx.quiet)))
 
 
+fiscal_year_option = click.option(
+    "--fiscal-year",
+    "fiscal_year",
+    required=True,
+    type=click.IntRange(1000, 9999),
+    metavar="YYYY",
+    help="The fiscal year, named by the year it ends in.",
+)
+
+
+@main.group()
+def sla() -> None:
+    """Service levels: import measurements, report attainment and credits."""
+
+
+@sla.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--period", required=True, type=PERIOD, help="The open period the values were measured in.")
+@click.pass_obj
+def sla_import(ctx: Context, file: Path, period: str) -> None:
+    """Import service-level measurements (CSV or XLSX: service,metric,value[,consumer][,note])."""
+    _say(ctx, _sla_import_summary(api.sla_import(ctx.url, file, period)))
+
+
+def _sla_import_summary(result: MeasurementResult) -> str:
+    return (
+        f"{result.file} -> {result.period}: {result.lines_read} measurements read, {result.imported} imported, "
+        f"{result.corrected} corrected, {result.unchanged} unchanged"
+    )
+
+
+@sla.command(name="report")
+@fiscal_year_option
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def sla_report(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
+    """Service levels of a fiscal year: attainment per service and month, and the credits given."""
+    report, path = api.sla_report(ctx.url, fiscal_year, out_dir)
+    for line in report.summary_lines():
+        _say(ctx, line)
+    _say(ctx, f"written {path}")
+
+
 @main.command()
 @click.argument("period", type=PERIOD)
 @click.option("--service", default=None, help="Required unless --against names the charge.")
@@ -284,14 +328,7 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
 
 
 @main.command(name="budgets")
-@click.option(
-    "--fiscal-year",
-    "fiscal_year",
-    required=True,
-    type=click.IntRange(1000, 9999),
-    metavar="YYYY",
-    help="The fiscal year, named by the year it ends in.",
-)
+@fiscal_year_option
 @out_option
 @click.pass_obj
 def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
@@ -596,14 +633,7 @@ def audit_(ctx: Context, period: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--fiscal-year",
-    "fiscal_year",
-    required=True,
-    type=click.IntRange(1000, 9999),
-    metavar="YYYY",
-    help="The fiscal year, named by the year it ends in.",
-)
+@fiscal_year_option
 @click.option(
     "--out", "out_file", default="recovery.xlsx", show_default=True, type=click.Path(dir_okay=False, path_type=Path)
 )
@@ -626,6 +656,8 @@ def recovery(ctx: Context, fiscal_year: int, out_file: Path) -> None:
             f"  {p.provider:<12} cost {m(p.cost) or '-':>14}  revenue {m(p.revenue):>14}  "
             f"surplus {m(p.surplus) or '-':>14}  recovery {ratio:>7}{flag}",
         )
+        if p.sla_credits:
+            _say(ctx, f"  {'':<12} SLA credits given {m(p.sla_credits)} (revenue is net of them)")
     for s in rec.services:
         if s.break_even_rate is not None:
             current = "-" if s.current_rate is None else f"{s.current_rate}"
@@ -641,10 +673,15 @@ def _run_summary(ctx: Context, result: api.RunResult) -> None:
     _say(ctx, f"loaded {result.load.name}")
     for imported in result.imports:
         _say(ctx, _import_summary(imported))
+    for measured in result.measurements:
+        _say(ctx, _sla_import_summary(measured))
     for period in result.skipped:
         _say(ctx, f"{period} is closed already: left as it is")
     for closed in result.closes:
         _say(ctx, f"closed {closed.period}: {closed.posted} entries posted; {_totals(closed.reconciliation)}")
+        if closed.review is not None:
+            for line in closed.review.service_levels:
+                _say(ctx, line)
     _say(ctx, f"documents in {result.out_dir}")
     lines = sum(i.lines_read for i in result.imports)
     times = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.seconds.items())
@@ -666,7 +703,7 @@ def _counted(number: int, noun: str) -> str:
 @click.option("--through", default=None, type=PERIOD, help="Import and close periods up to this one only.")
 @click.pass_obj
 def run(ctx: Context, book: Path, out_dir: Path, through: str | None) -> None:
-    """The monthly job: load BOOK, import BOOK/usage/*, close the periods in order."""
+    """The monthly job: load BOOK, import BOOK/usage/* and BOOK/measurements/*, close the periods in order."""
     _run_summary(ctx, api.run(ctx.url, book, out_dir, through, progress=not ctx.quiet))
 
 

@@ -30,6 +30,8 @@ from chargeback.core.money import from_minor
 from chargeback.core.safe import FORMULA_STARTS
 from chargeback.documents.revisions import Revision, revision_of
 from chargeback.ledger.seals import Seal, seal_of
+from chargeback.ledger.service_levels import KIND as SLA_CREDIT
+from chargeback.ledger.service_levels import period_levels
 from chargeback.store.db import bytewise, dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import (
     Adjustment,
@@ -41,6 +43,56 @@ from chargeback.store.schema import (
     PeriodTotalRow,
     Usage,
 )
+
+
+class LevelRow(NamedTuple):
+    """One SLA of a service a consumer used, as its statement shows it: the target, the
+    value measured, met or missed, the band's percentage and the credit posted."""
+
+    service: str
+    metric: str
+    unit: str
+    direction: str
+    target: Decimal
+    value: Decimal | None
+    result: str
+    percent: Decimal
+    credit_minor: int
+
+
+def service_level_rows(conn: Connection, period: str, digits: int) -> dict[str, tuple[LevelRow, ...]]:
+    """The period's service levels by consumer; the credit is what the journal holds for
+    each (consumer, service, metric), revisions included."""
+    levels = period_levels(conn, period, digits)
+    if not levels.rows:
+        return {}
+    posted: dict[tuple[str, str, str], int] = {}
+    for consumer, service, source, amount in conn.execute(
+        select(Entry.consumer, Entry.service, Entry.source, Entry.amount_minor).where(
+            Entry.period == period, Entry.kind == SLA_CREDIT
+        )
+    ):
+        key = (consumer, service, (source or "::").split(":")[2])
+        posted[key] = posted.get(key, 0) - amount
+    found: dict[str, list[LevelRow]] = {}
+    for row in levels.rows:
+        for a in row.assessments:
+            level = a.level
+            result = "not measured" if not a.measured else "met" if a.met else "missed"
+            found.setdefault(row.consumer, []).append(
+                LevelRow(
+                    row.service,
+                    level.metric,
+                    level.unit,
+                    level.direction,
+                    level.target,
+                    a.value,
+                    result,
+                    a.percent,
+                    posted.get((row.consumer, row.service, level.metric), 0),
+                )
+            )
+    return {consumer: tuple(rows) for consumer, rows in found.items()}
 
 
 @dataclass(frozen=True)
@@ -74,6 +126,8 @@ class DocumentContext:
     #: The charges the period's linked credits correct, by (service, reference, consumer):
     #: the periods they were charged in and their amount (`linked_originals`).
     linked: dict[tuple[str, str, str], tuple[tuple[str, ...], int]] = field(default_factory=dict)
+    #: Each consumer's service levels of the period (services with an SLA it was charged for).
+    service_levels: dict[str, tuple[LevelRow, ...]] = field(default_factory=dict)
 
     @property
     def first_day(self) -> dt.date:
@@ -150,6 +204,7 @@ def document_context(
         None if draft else seal_of(conn, period),
         Revision() if draft else revision_of(conn, period),
         linked_originals(conn, period),
+        service_level_rows(conn, period, ref.digits),
     )
 
 
@@ -214,6 +269,8 @@ class Line(NamedTuple):
             found.append("credit")
         if self.kind == "adjustment":
             found.append("adjustment")
+        if self.kind == SLA_CREDIT:
+            found.append("service level missed")
         return found
 
 

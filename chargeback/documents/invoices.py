@@ -34,6 +34,10 @@ TEMPLATE = "invoice.html.j2"
 NET_DAYS = re.compile(r"\bnet\s*(\d{1,3})\b", re.IGNORECASE)
 
 
+#: The note of an SLA credit (`bills.Line.notes`); the invoice tags it with its rate source.
+SLA_NOTE = "service level missed"
+
+
 @lru_cache(maxsize=1)
 def template() -> jinja2.Template:
     env = jinja2.Environment(
@@ -187,7 +191,7 @@ def _groups(
             rate = rates[micro] = "" if micro is None else grouped_micro(micro, ctx.digits)
         if line.rate_micro is None and line.kind == "usage":
             rate = "tiers"
-        notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day)]
+        notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day) if note != SLA_NOTE]
         source = line.rate_source or ""
         if line.kind == "adjustment" and source.startswith(AGAINST):
             target = source[len(AGAINST) :]
@@ -198,6 +202,9 @@ def _groups(
             notes.append(
                 (html("adjustment"), html(f"corrects {target}{where}" + (f" (charge {charge})" if charge else "")))
             )
+        if line.kind == "sla_credit":
+            notes.append((html("sla"), html(f"{SLA_NOTE}: {source}")))
+            quantity = ""
         return Shown(
             line.entry,
             date,
@@ -266,12 +273,13 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
     groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of, unit.code)
     lines_total = bill.usage.height
     lines_shown = min(lines_total, ctx.invoice_line_limit)
-    marks = {"late": 0, "credit": 0, "adjustment": 0}
+    marks = {"late": 0, "credit": 0, "adjustment": 0, "sla": 0}
     first_day = ctx.first_day
     for line in bill.lines:
         marks["late"] += line.service_date < first_day
         marks["credit"] += line.amount_minor < 0
         marks["adjustment"] += line.kind == "adjustment"
+        marks["sla"] += line.kind == "sla_credit"
     return template().render(
         ctx=ctx,
         unit=unit,

@@ -32,6 +32,7 @@ from chargeback.documents.bills import DocumentContext
 from chargeback.documents.workbooks import EXCEL_EPOCH, Workbook, cell, column_range, sum_formula
 from chargeback.ledger import audit
 from chargeback.ledger.export import JournalRow
+from chargeback.ledger.service_levels import KIND as SLA_CREDIT
 from chargeback.store.db import stored_date
 from chargeback.store.schema import Adjustment, Entry, Import, PeriodEvent, Void
 
@@ -49,7 +50,7 @@ JOURNAL_TITLES = [
     "Kind",
     "Entry hash",
 ]
-ACCOUNT, DEBIT, CREDIT = 2, 5, 6
+ACCOUNT, DEBIT, CREDIT, KIND = 2, 5, 6, 10
 #: Width of a consumer's column in the Matrix sheet: room for 99,999,999.99.
 MATRIX_WIDTH = 13
 #: About how many characters of column width an A4 landscape page holds at 70%: a wider
@@ -136,6 +137,22 @@ def _journal_sum(account_prefix: str, add: int, subtract: int, parts: list[tuple
     return f"=ROUND({side(add)}-({side(subtract)}),{digits})"
 
 
+def _sla_credits_sum(parts: list[tuple[str, int]], digits: int) -> str:
+    """The SLA credits of the period from the Journal sheet: the consumers' side (expense
+    and receivable accounts) of the lines of kind `sla_credit`, as a positive amount."""
+    accounts = _over_journal(parts, ACCOUNT)
+    kinds = _over_journal(parts, KIND)
+
+    def side(col: int) -> str:
+        return "+".join(
+            f'SUMIFS({values},{where},"{prefix}*",{kind},"{SLA_CREDIT}")'
+            for values, where, kind in zip(_over_journal(parts, col), accounts, kinds, strict=True)
+            for prefix in ("expenses:", "assets:")
+        )
+
+    return f"=ROUND(-({side(DEBIT)}-({side(CREDIT)})),{digits})"
+
+
 def _summary(
     wb: Workbook,
     sheet: Worksheet,
@@ -199,6 +216,9 @@ def _summary(
         ),
         ("Matrix: internal total", rec.internal_revenue, f"={matrix_total[0]}", matrix_total[1]),
     ]
+    sla_total = sum(level.credit_minor for rows in ctx.service_levels.values() for level in rows)
+    if sla_total:
+        figures.append(("SLA credits given", sla_total, _sla_credits_sum(parts, ctx.digits), sla_total))
     checks = []
     for offset, (label, minor, formula, value) in enumerate(figures):
         r = first + offset
@@ -434,7 +454,12 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
         )
         .where(
             Entry.period == ctx.period,
-            or_(Entry.service_date < first_day, Entry.amount_minor < 0, Entry.kind == "adjustment"),
+            or_(
+                Entry.service_date < first_day,
+                Entry.amount_minor < 0,
+                Entry.kind == "adjustment",
+                Entry.kind == SLA_CREDIT,
+            ),
         )
         .order_by(Entry.id)
     ):
@@ -446,6 +471,8 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
             what.append("credit")
         if kind == "adjustment":
             what.append("adjustment")
+        if kind == SLA_CREDIT:
+            what.append("SLA credit (service level missed)")
         sheet.write_string(row, 0, ", ".join(what))
         sheet.write_number(row, 1, entry)
         sheet.write_datetime(row, 2, service_date, f.date)

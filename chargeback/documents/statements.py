@@ -24,11 +24,13 @@ from xlsxwriter.worksheet import Worksheet
 from chargeback.book.snapshot import UnitInfo
 from chargeback.core import settings
 from chargeback.core.money import format_amount, from_micro
+from chargeback.core.pricing import plain
 from chargeback.core.safe import file_in, neutralize
 from chargeback.documents.bills import (
     Bill,
     ByService,
     DocumentContext,
+    LevelRow,
     ServiceTotal,
     Totals,
     sorted_totals,
@@ -267,8 +269,42 @@ def write_statement(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
     _chart(wb, summary, "Summary", first, now, after + 2, rows)
     _summary_widths(wb, summary, 4)
     _detail(wb, bill)
+    if ctx.service_levels.get(unit.code):
+        _service_levels(wb, ctx.service_levels[unit.code])
     wb.close()
     return path
+
+
+SERVICE_LEVEL_TITLES = ["Service", "Metric", "Unit", "Target", "Measured", "Result", "Credit %", "Credit"]
+
+
+def _service_levels(wb: Workbook, rows: tuple[LevelRow, ...]) -> None:
+    """`Service levels`: each service the unit used that has an SLA, its targets, the
+    values measured, met or missed, and the credit posted."""
+    ctx, f = wb.ctx, wb.formats
+    sheet = wb.sheet("Service levels")
+    sheet.write_string(0, 0, f"Service levels of {ctx.period_label}", f.subtitle)
+    wb.header(sheet, 2, SERVICE_LEVEL_TITLES, numeric=(3, 4, 6, 7))
+    wb.widths(sheet, [14, 18, 10, 16, 12, 14, 10, 14])
+    for r, level in enumerate(rows, 3):
+        wb.text(sheet, r, 0, level.service)
+        wb.text(sheet, r, 1, level.metric)
+        wb.text(sheet, r, 2, level.unit)
+        wb.text(sheet, r, 3, f"{'at least' if level.direction == 'min' else 'at most'} {plain(level.target)}")
+        wb.number(sheet, r, 4, level.value)
+        wb.text(sheet, r, 5, level.result)
+        wb.number(sheet, r, 6, level.percent)
+        wb.money(sheet, r, 7, level.credit_minor)
+    total_row = 3 + len(rows)
+    sheet.write_string(total_row, 6, "Total", f.total_label)
+    wb.formula(
+        sheet,
+        total_row,
+        7,
+        sum_formula(3, total_row - 1, 7),
+        sum(level.credit_minor for level in rows),
+        f.money_total,
+    )
 
 
 def _budget_facts(ctx: DocumentContext, code: str) -> list[tuple[str, object]]:
@@ -459,7 +495,7 @@ def _detail(wb: Workbook, bill: Bill) -> None:
             line.service,
             line.memo,
             line.reference,
-            None if line.kind == "adjustment" else line.quantity_micro,
+            None if line.kind in ("adjustment", "sla_credit") else line.quantity_micro,
             line.rate_micro,
             line.amount_minor,
             line.notes(first_day),

@@ -17,7 +17,10 @@ period's time). Sheets are written top to bottom, as `constant_memory` requires.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -202,3 +205,25 @@ def sum_formula(first_row: int, last_row: int, col: int) -> str:
 
 
 EXCEL_EPOCH = dt.date(1899, 12, 30)
+
+
+@contextmanager
+def report_workbook(path: Path, prefix: str) -> Iterator[xlsxwriter.Workbook]:
+    """A small report's workbook (in memory; text is never a formula, link or number),
+    written to a temporary file beside `path` and moved into place once closed, so no
+    half-written file is ever left at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{prefix}-", suffix=".xlsx", dir=path.parent)
+    os.close(handle)
+    book = xlsxwriter.Workbook(
+        temporary,
+        {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
+    )
+    try:
+        yield book
+        book.close()
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

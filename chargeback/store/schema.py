@@ -87,6 +87,8 @@ class Book(Base):
     variance_threshold: Mapped[str] = mapped_column(String(20))
     #: How many usage lines an invoice lists under its charges before it points to the detail.
     invoice_line_limit: Mapped[int] = mapped_column(Integer, default=300, server_default="300")
+    #: What a close does when a service with an SLA in force has no measurement: warn | refuse.
+    sla_missing: Mapped[str] = mapped_column(String(6), default="warn", server_default="warn")
     loaded_at: Mapped[dt.datetime] = mapped_column(DateTime)
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 
@@ -408,7 +410,7 @@ class Entry(Base):
     hash: Mapped[str] = mapped_column(String(64))
     __table_args__ = (
         CheckConstraint("debit_account <> credit_account", name="two_accounts"),
-        CheckConstraint("kind IN ('usage', 'recurring', 'adjustment', 'allocation')", name="kind"),
+        CheckConstraint("kind IN ('usage', 'recurring', 'adjustment', 'allocation', 'sla_credit')", name="kind"),
         CheckConstraint("customer_class IN ('internal', 'external')", name="class"),
         Index("ix_entries_period", "period"),
     )
@@ -493,6 +495,54 @@ class AuditHead(Base):
     last_record: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class ServiceLevel(Base):
+    """An SLA from `slas.csv`: a service's target for a metric, for one customer class."""
+
+    __tablename__ = "slas"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"))
+    metric: Mapped[str] = mapped_column(CODE)
+    unit: Mapped[str] = mapped_column(String(8))
+    target_micro: Mapped[int] = mapped_column(BigInteger)
+    direction: Mapped[str] = mapped_column(String(3))
+    customer_class: Mapped[str] = mapped_column(String(8))
+    effective_from: Mapped[dt.date] = mapped_column(Date)
+    effective_to: Mapped[dt.date | None] = mapped_column(Date)
+    description: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        CheckConstraint("direction IN ('min', 'max')", name="direction"),
+        CheckConstraint("customer_class IN ('internal', 'external')", name="class"),
+    )
+
+
+class SlaCreditBand(Base):
+    """A graduated credit of an SLA metric, from `sla_credits.csv`."""
+
+    __tablename__ = "sla_credit_bands"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"))
+    metric: Mapped[str] = mapped_column(CODE)
+    breach_from_micro: Mapped[int] = mapped_column(BigInteger)
+    credit_percent_micro: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        CheckConstraint("credit_percent_micro > 0 AND credit_percent_micro <= 100000000", name="percent"),
+    )
+
+
+class SlaMeasurement(Base):
+    """A service level measured in a period (`sla import`): for every consumer (consumer
+    `''`) or for one. A corrected value replaces the one before while the period is open."""
+
+    __tablename__ = "sla_measurements"
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"), primary_key=True)
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"), primary_key=True)
+    metric: Mapped[str] = mapped_column(CODE, primary_key=True)
+    consumer: Mapped[str] = mapped_column(CODE, primary_key=True)
+    value_micro: Mapped[int] = mapped_column(BigInteger)
+    note: Mapped[str | None] = mapped_column(Text)
+    imported_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 class Budget(Base):

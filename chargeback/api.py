@@ -40,6 +40,7 @@ from chargeback.core.errors import Refused
 from chargeback.core.safe import file_in
 from chargeback.documents import delivery
 from chargeback.documents.folder import staged, write_documents
+from chargeback.ingest.cloud import CloudResult, import_cloud
 from chargeback.ingest.usage import ImportResult, import_usage
 from chargeback.ledger import audit
 from chargeback.ledger import seals as _seals
@@ -97,6 +98,23 @@ def import_file(url: str | Engine | None, path: Path, period: str, progress: boo
             log.done(
                 conn,
                 f"{result.lines_read} lines read, {result.imported} imported, {result.duplicates} duplicates skipped",
+            )
+            return result
+
+
+def import_cloud_bill(url: str | Engine | None, path: Path, period: str) -> CloudResult:
+    """Import a cloud bill (a FOCUS export: CSV, gzip CSV or Parquet) into an open period."""
+    engine = _engine(url)
+    with audit.command(engine, "import-cloud", {"file": str(path), "period": period}, [Path(path)], period) as log:
+        check_period(period)
+        if Path(path).exists() and not Path(path).is_file():
+            raise Refused(f"{path}: not a regular file: import a FOCUS export (.csv, .csv.gz or .parquet)")
+        with db.transaction(engine) as conn:
+            result = import_cloud(conn, Path(path), period, now())
+            log.done(
+                conn,
+                f"{result.rows} rows read, {result.lines} usage lines"
+                + (" (imported before: nothing changed)" if result.already_imported else ""),
             )
             return result
 

@@ -1,0 +1,513 @@
+"""Importing a cloud bill: a FOCUS cost export (CSV, gzip CSV or Parquet) into an open period.
+
+The file is scanned lazily (Polars) and never held whole: the columns used are parsed
+over whole columns, each row is put in exactly one bucket and the rows charged to a
+department are summed per (day, consumer, ServiceName, SkuId) into usage lines, in one
+pass (`pl.collect_all` over the problems, the lines and the buckets, streaming).
+
+- A row's consumer is given by the first rule of cloud_map.csv that matches it (a
+  `pl.when` chain in priority order: an exact FOCUS column, a ResourceId prefix or a
+  `tag:KEY` of the Tags JSON object).
+- Buckets: `purchase` (Purchase rows of a commitment: their cost reaches departments
+  through EffectiveCost, so they are charged to no one), `unused` (unused commitment),
+  `charged` (a rule matched), `untagged` (no rule matched, no tags) and `unmatched` (no
+  rule matched). `unused`, `untagged` and `unmatched` go to the book's cloud pool.
+- Costs are read as exact decimals (at most 16 places) into 128-bit integers, summed
+  exactly, and rounded once per line or bucket, half away from zero. The markup (a
+  percent per ServiceCategory) is applied to the exact sums.
+
+Any problem refuses the file whole (FILE:LINE: COLUMN: message; a Parquet file's line
+is its row number). A file imported before into the period (same sha256) changes
+nothing. Each line records its import (whose sha256 is the file's) and its row count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from itertools import repeat
+from pathlib import Path
+
+import polars as pl
+from sqlalchemy import Connection, func, insert, select
+
+from chargeback.book.cloud import EXACT_MATCHES, PREFIX_MATCHES, TAG_PREFIX
+from chargeback.close.periods import lock_open_period
+from chargeback.core.errors import InputRefused, Problem, Refused
+from chargeback.core.fields import period_bounds
+from chargeback.core.money import from_minor, rounded_scaled
+from chargeback.ingest.tabular import sha256_of
+from chargeback.store.db import collector_paused, insert_plain_rows
+from chargeback.store.schema import Book, CloudBucket, CloudRule, CloudSettings, Import, Usage
+
+__all__ = ["CloudResult", "import_cloud"]
+
+#: The FOCUS columns every bill must have (the spec requires them, and the import uses them).
+REQUIRED = (
+    "BilledCost",
+    "EffectiveCost",
+    "BillingCurrency",
+    "ChargeCategory",
+    "ChargePeriodStart",
+    "ServiceName",
+    "ServiceCategory",
+)
+#: Columns used when present (null when absent).
+OPTIONAL = (
+    "ListCost",
+    "ChargeClass",
+    "CommitmentDiscountId",
+    "CommitmentDiscountStatus",
+    "ConsumedQuantity",
+    "PricingQuantity",
+    "SkuId",
+    "SubAccountId",
+    "SubAccountName",
+    "ResourceId",
+    "RegionId",
+    "Tags",
+    "InvoiceId",
+)
+CATEGORIES = ("Usage", "Purchase", "Tax", "Credit", "Adjustment")
+BUCKETS = ("charged", "purchase", "unused", "unmatched", "untagged")
+#: Decimal places costs and quantities are read with, exactly.
+SCALE = 16
+#: A markup percent's places: the factor (1 + markup) is an integer in units of 10**-MARKUP_SCALE.
+MARKUP_SCALE = 6
+DECIMAL = r"^-?[0-9]{1,15}(\.[0-9]{1,16})?$"
+#: Problems listed per check at most (a file wrong throughout says so in a screenful).
+PER_CHECK = 20
+STORE_BATCH = 50_000
+USAGE_COLUMNS = (
+    "period",
+    "import_id",
+    "line",
+    "date",
+    "service",
+    "consumer",
+    "quantity_micro",
+    "reference",
+    "description",
+    "amount_minor",
+    "source_rows",
+)
+
+
+@dataclass
+class CloudResult:
+    """What a cloud import did, for the command's summary."""
+
+    file: str
+    period: str
+    rows: int = 0
+    lines: int = 0
+    already_imported: bool = False
+    currency: str = ""
+    basis: str = ""
+    #: bucket -> (rows, amount charged: to departments, to the pool, or nothing for purchases)
+    buckets: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    billed: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    provider: str
+    service: str
+    basis: str
+    pool: str
+    quantity: str
+    markup: dict[str, Decimal]
+    rules: list[tuple[str, str, str]]  # (match, value, consumer) in the order they apply
+
+    @classmethod
+    def of(cls, conn: Connection) -> Settings:
+        row = conn.execute(select(CloudSettings.__table__)).first()
+        if row is None:
+            raise Refused(
+                "the book has no cloud provider: add a [cloud] table to book.toml and cloud_map.csv, then load"
+            )
+        rules = conn.execute(
+            select(CloudRule.match, CloudRule.value, CloudRule.consumer).order_by(CloudRule.priority, CloudRule.line)
+        ).all()
+        markup = {k: Decimal(v) for k, v in json.loads(row.markup).items()}
+        return cls(row.provider, row.service, row.basis, row.pool, row.quantity, markup, [tuple(r) for r in rules])  # type: ignore[misc]
+
+
+@contextmanager
+def _scanned(path: Path) -> Iterator[tuple[pl.LazyFrame, int]]:
+    """The file as a lazy frame of its columns (CSV: all text) with `line`, the line (CSV)
+    or row number (Parquet) of each row. A gzip CSV is decompressed to a temporary file
+    first (streamed, never in memory), since a lazy scan reads plain files."""
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        yield pl.scan_parquet(path).with_row_index("line", offset=1), 1
+        return
+    if name.endswith(".gz"):
+        with tempfile.TemporaryDirectory(prefix="chargeback-focus-") as folder:
+            plain = Path(folder) / "bill.csv"
+            with gzip.open(path, "rb") as source, open(plain, "wb") as target:
+                try:
+                    shutil.copyfileobj(source, target, 1 << 20)
+                except (OSError, EOFError) as exc:
+                    raise Refused(f"{path.name}: not a readable gzip file: {exc}") from None
+            yield _csv(plain), 2
+        return
+    if not name.endswith(".csv"):
+        raise Refused(f"{path.name}: a FOCUS export is a .csv, .csv.gz or .parquet file")
+    yield _csv(path), 2
+
+
+def _csv(path: Path) -> pl.LazyFrame:
+    return pl.scan_csv(path, infer_schema=False, row_index_name="line", row_index_offset=2, encoding="utf8-lossy")
+
+
+def _text(column: str, present: set[str], dtype: pl.DataType | None = None) -> pl.Expr:
+    if column not in present:
+        return pl.lit(None, pl.String).alias(column)
+    expr = pl.col(column)
+    if dtype is not None and dtype != pl.String:
+        expr = expr.cast(pl.String)
+    return expr.str.strip_chars().alias(column)
+
+
+def _exact(text: pl.Expr) -> pl.Expr:
+    """Decimal text as an integer in units of 10**-SCALE; null when not a plain decimal."""
+    body = text.str.strip_prefix("-")
+    whole = body.str.extract(r"^([0-9]+)", 1).cast(pl.Int64, strict=False).cast(pl.Int128)
+    fraction = body.str.extract(r"\.([0-9]+)$", 1).fill_null("").str.pad_end(SCALE, "0").cast(pl.Int64, strict=False)
+    value = whole * 10**SCALE + fraction.cast(pl.Int128)
+    return pl.when(text.str.contains(DECIMAL)).then(pl.when(text.str.starts_with("-")).then(-value).otherwise(value))
+
+
+def _rule(match: str, value: str) -> pl.Expr:
+    if match in EXACT_MATCHES:
+        return pl.col(match) == value
+    if match in PREFIX_MATCHES:
+        return pl.col(match).str.starts_with(value)
+    key = match[len(TAG_PREFIX) :]
+    return pl.col("Tags").str.json_path_match(f"$['{key}']") == value
+
+
+def _consumer(rules: list[tuple[str, str, str]]) -> pl.Expr:
+    """The first rule that matches gives the consumer: one `pl.when` chain, in order."""
+    if not rules:
+        return pl.lit(None, pl.String)
+    (match, value, consumer), *rest = rules
+    chain = pl.when(_rule(match, value).fill_null(False)).then(pl.lit(consumer))
+    for match, value, consumer in rest:
+        chain = chain.when(_rule(match, value).fill_null(False)).then(pl.lit(consumer))
+    return chain.otherwise(pl.lit(None, pl.String))
+
+
+def _problem(rows: pl.LazyFrame, condition: pl.Expr, column: str, message: pl.Expr) -> pl.LazyFrame:
+    return (
+        rows.filter(condition)
+        .select(pl.col("line").cast(pl.Int64), pl.lit(column).alias("column"), message.alias("message"))
+        .head(PER_CHECK)
+    )
+
+
+@collector_paused()
+def import_cloud(conn: Connection, path: Path, period: str, now: dt.datetime) -> CloudResult:
+    """Import the FOCUS export at `path` into `period`; refuses it whole on any problem."""
+    name = path.name
+    if not path.is_file():
+        raise Refused(f"{path}: no such file")
+    lock_open_period(conn, period, create=True)
+    settings = Settings.of(conn)
+    currency, digits = conn.execute(select(Book.currency, Book.minor_digits)).one()
+    result = CloudResult(name, period, currency=currency, basis=settings.basis)
+    sha256 = sha256_of(path)
+    before = conn.execute(
+        select(Import.id, Import.lines_read, Import.imported)
+        .where(Import.period == period, Import.sha256 == sha256)
+        .where(select(CloudBucket.id).where(CloudBucket.import_id == Import.id).exists())
+    ).first()
+    if before is not None:
+        result.already_imported, result.rows = True, before.lines_read
+        return result
+    with _scanned(path) as (scan, _):
+        problems, lines, buckets = _read(scan, name, period, currency, settings, digits)
+    if problems:
+        raise InputRefused(problems)
+    result.rows = int(buckets["rows"].sum())
+    lines = lines.sort(["date", "consumer", "ServiceName", "SkuId"], nulls_last=True).with_row_index("n")
+    import_id = conn.execute(
+        insert(Import)
+        .values(
+            period=period,
+            file_name=str(path),
+            sha256=sha256,
+            at=now,
+            lines_read=result.rows,
+            imported=lines.height,
+            duplicates=0,
+        )
+        .returning(Import.id)
+    ).scalar_one()
+    _store_lines(conn, lines, period, import_id, settings.service, sha256)
+    _store_buckets(conn, buckets, period, import_id, settings.basis)
+    pool = conn.execute(
+        select(func.sum(CloudBucket.charged_minor)).where(
+            CloudBucket.period == period, CloudBucket.bucket.in_(("unused", "unmatched", "untagged"))
+        )
+    ).scalar()
+    if pool is not None and pool < 0:
+        raise Refused(
+            f"{name}: the rows no rule maps sum to a credit of {from_minor(-int(pool), digits)} {currency} in "
+            f"{period}: the pool {settings.pool} cannot spread a credit; map them in cloud_map.csv"
+        )
+    result.lines = lines.height
+    for row in buckets.group_by("bucket").agg(pl.col("rows").sum(), pl.col("charged_minor").sum()).iter_rows():
+        result.buckets[row[0]] = (int(row[1]), from_minor(int(row[2]), digits))
+    result.billed = from_minor(int(buckets["billed_minor"].sum()), digits)
+    return result
+
+
+def _read(
+    scan: pl.LazyFrame, name: str, period: str, currency: str, settings: Settings, digits: int
+) -> tuple[list[Problem], pl.DataFrame, pl.DataFrame]:
+    """(problems, usage lines, buckets) of the bill, in one pass over the file."""
+    try:
+        schema = scan.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise Refused(f"{name}: not a readable FOCUS export: {exc}") from None
+    present = {column.lstrip("\ufeff") for column in schema}
+    scan = scan.rename({c: c.lstrip("\ufeff") for c in schema if c.startswith("\ufeff")})
+    dtypes = {c.lstrip("\ufeff"): t for c, t in schema.items()}
+    needed = set(REQUIRED) | {settings.basis}
+    needed |= {m for m, _, _ in settings.rules if not m.startswith(TAG_PREFIX)}
+    if any(m.startswith(TAG_PREFIX) for m, _, _ in settings.rules):
+        needed.add("Tags")
+    missing = sorted(needed - present)
+    if missing:
+        raise InputRefused(
+            [
+                Problem(name, 1, column, "column is missing: a FOCUS export has it (see the FOCUS specification)")
+                for column in missing
+            ]
+        )
+    first, last = period_bounds(period)
+    day_type = dtypes["ChargePeriodStart"]
+    day = (
+        pl.col("ChargePeriodStart").cast(pl.Date)
+        if isinstance(day_type, (pl.Datetime, pl.Date))
+        else pl.col("ChargePeriodStart")
+        .cast(pl.String)
+        .str.strip_chars()
+        .str.slice(0, 10)
+        .str.to_date("%Y-%m-%d", strict=False)
+    )
+    texts = [_text(c, present, dtypes.get(c)) for c in REQUIRED + OPTIONAL if c != "ChargePeriodStart"]
+    other = "PricingQuantity" if settings.quantity == "ConsumedQuantity" else "ConsumedQuantity"
+    quantity = pl.coalesce(
+        pl.when(pl.col(settings.quantity) != "").then(pl.col(settings.quantity)),
+        pl.when(pl.col(other) != "").then(pl.col(other)),
+        pl.lit("0"),
+    )
+    markup = pl.col("ServiceCategory").replace_strict(
+        {k: int(v * 10 ** (MARKUP_SCALE - 2)) for k, v in settings.markup.items()}, default=0, return_dtype=pl.Int64
+    )
+    rows = (
+        scan.select(
+            "line",
+            pl.col("ChargePeriodStart").cast(pl.String).alias("start_text"),
+            day.alias("date"),
+            *texts,
+        )
+        .with_columns(
+            billed=_exact(pl.col("BilledCost")),
+            effective=_exact(pl.col("EffectiveCost")),
+            basis=_exact(pl.col(settings.basis)),
+            quantity_text=quantity,
+        )
+        .with_columns(
+            quantity=_exact(pl.col("quantity_text")),
+            factor=pl.lit(10**MARKUP_SCALE, pl.Int64) + markup,
+            consumer=_consumer(settings.rules),
+            purchase=(pl.col("ChargeCategory") == "Purchase")
+            & (
+                pl.col("CommitmentDiscountId").fill_null("").ne("")
+                if "CommitmentDiscountId" in present
+                else pl.lit(True)
+            ),
+            invoice=pl.col("InvoiceId").fill_null(""),
+        )
+        .with_columns(
+            bucket=pl.when(pl.col("purchase"))
+            .then(pl.lit("purchase"))
+            .when(pl.col("CommitmentDiscountStatus") == "Unused")
+            .then(pl.lit("unused"))
+            .when(pl.col("consumer").is_not_null())
+            .then(pl.lit("charged"))
+            .when(pl.col("Tags").fill_null("").str.replace_all(r"\s", "").is_in(["", "{}"]))
+            .then(pl.lit("untagged"))
+            .otherwise(pl.lit("unmatched")),
+            amount=pl.col("basis") * pl.col("factor"),
+        )
+    )
+    problem_frames = [
+        _problem(
+            rows,
+            ~pl.col("ChargeCategory").is_in(CATEGORIES).fill_null(False),
+            "ChargeCategory",
+            pl.format(
+                "{} is not a FOCUS charge category: one of " + ", ".join(CATEGORIES),
+                pl.col("ChargeCategory").fill_null("(empty)"),
+            ),
+        ),
+        _problem(
+            rows,
+            pl.col("date").is_null(),
+            "ChargePeriodStart",
+            pl.format(
+                "{} is not a date-time: write it as YYYY-MM-DDTHH:MM:SSZ", pl.col("start_text").fill_null("(empty)")
+            ),
+        ),
+        _problem(
+            rows,
+            (pl.col("date") < first) | (pl.col("date") > last),
+            "ChargePeriodStart",
+            pl.format(
+                f"{{}} is outside the period {period}: import the bill of that month into its own period",
+                pl.col("start_text"),
+            ),
+        ),
+        _problem(
+            rows,
+            pl.col("BillingCurrency").fill_null("") != currency,
+            "BillingCurrency",
+            pl.format(
+                f"{{}} is not the book's currency {currency}: export the bill in {currency}",
+                pl.col("BillingCurrency").fill_null("(empty)"),
+            ),
+        ),
+    ]
+    for column, parsed in (("BilledCost", "billed"), ("EffectiveCost", "effective"), (settings.basis, "basis")):
+        problem_frames.append(
+            _problem(
+                rows,
+                pl.col(parsed).is_null(),
+                column,
+                pl.format(
+                    "{} is not a plain decimal: write digits with an optional - and . (at most 16 decimals)",
+                    pl.col(column).fill_null("(empty)"),
+                ),
+            )
+        )
+    problem_frames.append(
+        _problem(
+            rows,
+            pl.col("quantity").is_null(),
+            settings.quantity,
+            pl.format("{} is not a plain decimal quantity", pl.col("quantity_text")),
+        )
+    )
+    charged = rows.filter(pl.col("bucket") == "charged")
+    lines = charged.group_by("date", "consumer", "ServiceName", "SkuId").agg(
+        line=pl.col("line").min().cast(pl.Int64),
+        quantity=pl.col("quantity").sum(),
+        amount=pl.col("amount").sum(),
+        rows=pl.len(),
+    )
+    buckets = rows.group_by("invoice", "bucket").agg(
+        rows=pl.len(),
+        billed=pl.col("billed").sum(),
+        effective=pl.col("effective").sum(),
+        basis=pl.col("basis").sum(),
+        amount=pl.col("amount").sum(),
+    )
+    try:
+        found, lines_frame, buckets_frame = pl.collect_all(
+            [pl.concat(problem_frames), lines, buckets], engine="streaming"
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise Refused(f"{name}: not a readable FOCUS export: {exc}") from None
+    problems = sorted(Problem(name, line, column, message) for line, column, message in found.iter_rows())
+    if problems:
+        return problems, lines_frame, buckets_frame
+    lines_frame = lines_frame.with_columns(
+        quantity_micro=rounded_scaled(pl.col("quantity"), SCALE, 6).cast(pl.Int64),
+        amount_minor=rounded_scaled(pl.col("amount"), SCALE + MARKUP_SCALE, digits).cast(pl.Int64),
+    )
+    buckets_frame = buckets_frame.with_columns(
+        billed_minor=rounded_scaled(pl.col("billed"), SCALE, digits).cast(pl.Int64),
+        effective_minor=rounded_scaled(pl.col("effective"), SCALE, digits).cast(pl.Int64),
+        basis_minor=rounded_scaled(pl.col("basis"), SCALE, digits).cast(pl.Int64),
+        amount_minor=rounded_scaled(pl.col("amount"), SCALE + MARKUP_SCALE, digits).cast(pl.Int64),
+    ).with_columns(
+        markup_minor=pl.when(pl.col("bucket") == "purchase")
+        .then(0)
+        .otherwise(pl.col("amount_minor") - pl.col("basis_minor")),
+        charged_minor=pl.when(pl.col("bucket") == "purchase").then(0).otherwise(pl.col("amount_minor")),
+    )
+    return [], lines_frame, buckets_frame
+
+
+def _store_lines(conn: Connection, lines: pl.DataFrame, period: str, import_id: int, service: str, sha256: str) -> None:
+    """The usage lines in one bulk insert. A line whose rows' quantities sum to zero (a
+    credit, a tax) gets quantity 1: a stored line's quantity is never zero."""
+    if not lines.height:
+        return
+    sqlite = conn.dialect.name == "sqlite"
+    ready = lines.select(
+        "line",
+        pl.col("date").cast(pl.String) if sqlite else pl.col("date"),
+        "consumer",
+        pl.when(pl.col("quantity_micro") == 0)
+        .then(1_000_000)
+        .otherwise(pl.col("quantity_micro"))
+        .alias("quantity_micro"),
+        (pl.lit(f"FOCUS-{sha256[:16]}-") + pl.col("n").cast(pl.String).str.zfill(7)).alias("reference"),
+        (
+            pl.col("ServiceName").fill_null("")
+            + pl.lit(" ")
+            + pl.col("SkuId").fill_null("")
+            + pl.lit(" (")
+            + pl.col("rows").cast(pl.String)
+            + pl.when(pl.col("rows") == 1).then(pl.lit(" row)")).otherwise(pl.lit(" rows)"))
+        )
+        .str.strip_chars()
+        .alias("description"),
+        "amount_minor",
+        pl.col("rows").cast(pl.Int64),
+    )
+
+    def rows():  # type: ignore[no-untyped-def]
+        for part in ready.iter_slices(STORE_BATCH):
+            columns = [part[c].to_list() for c in part.columns]
+            line, date, consumer, quantity, reference, description, amount, count = columns
+            yield from zip(
+                repeat(period),
+                repeat(import_id),
+                line,
+                date,
+                repeat(service),
+                consumer,
+                quantity,
+                reference,
+                description,
+                amount,
+                count,
+            )
+
+    insert_plain_rows(conn, Usage.__table__, USAGE_COLUMNS, rows())
+
+
+def _store_buckets(conn: Connection, buckets: pl.DataFrame, period: str, import_id: int, basis: str) -> None:
+    keys = ("rows", "billed_minor", "effective_minor", "basis_minor", "markup_minor", "charged_minor")
+    rows = [
+        {"import_id": import_id, "period": period, "basis": basis, "invoice": row["invoice"][:200]}
+        | {"bucket": row["bucket"]}
+        | {key: row[key] for key in keys}
+        for row in buckets.sort("invoice", "bucket").iter_rows(named=True)
+    ]
+    if rows:
+        conn.execute(insert(CloudBucket), rows)

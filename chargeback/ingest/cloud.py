@@ -183,7 +183,9 @@ def _exact(text: pl.Expr) -> pl.Expr:
     whole = body.str.extract(r"^([0-9]+)", 1).cast(pl.Int64, strict=False).cast(pl.Int128)
     fraction = body.str.extract(r"\.([0-9]+)$", 1).fill_null("").str.pad_end(SCALE, "0").cast(pl.Int64, strict=False)
     value = whole * 10**SCALE + fraction.cast(pl.Int128)
-    return pl.when(text.str.contains(DECIMAL)).then(pl.when(text.str.starts_with("-")).then(-value).otherwise(value))
+    return pl.when(text.str.contains(DECIMAL)).then(
+        pl.when(text.str.starts_with("-")).then(pl.lit(0, pl.Int128) - value).otherwise(value)
+    )
 
 
 def _rule(match: str, value: str) -> pl.Expr:
@@ -390,7 +392,8 @@ def _read(
             ),
         ),
     ]
-    for column, parsed in (("BilledCost", "billed"), ("EffectiveCost", "effective"), (settings.basis, "basis")):
+    checked = {"BilledCost": "billed", "EffectiveCost": "effective"} | {settings.basis: "basis"}
+    for column, parsed in checked.items():
         problem_frames.append(
             _problem(
                 rows,

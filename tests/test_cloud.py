@@ -248,7 +248,8 @@ def test_a_bad_bill_is_refused_whole_with_file_line_column(loaded_cloud: str, tm
         api.import_cloud_bill(loaded_cloud, bill, PERIOD)
     shown = [str(p) for p in refused.value.problems]
     assert shown == [
-        "bill.csv:3: BilledCost: 1e-5 is not a plain decimal: write digits with an optional - and . (at most 16 decimals)",
+        "bill.csv:3: BilledCost: 1e-5 is not a plain decimal: write digits with an optional - and . "
+        "(at most 16 decimals)",
         "bill.csv:4: ChargePeriodStart: 2026-04-01T00:00:00Z is outside the period 2026-03: "
         "import the bill of that month into its own period",
         "bill.csv:5: BillingCurrency: EUR is not the book's currency USD: export the bill in USD",

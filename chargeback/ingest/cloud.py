@@ -29,6 +29,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -38,7 +39,7 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy import Connection, func, insert, select
 
-from chargeback.book.cloud import EXACT_MATCHES, PREFIX_MATCHES, TAG_PREFIX
+from chargeback.book.cloud import PREFIX_MATCHES, TAG_PREFIX
 from chargeback.close.periods import lock_open_period
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.fields import period_bounds
@@ -188,24 +189,28 @@ def _exact(text: pl.Expr) -> pl.Expr:
     )
 
 
-def _rule(match: str, value: str) -> pl.Expr:
-    if match in EXACT_MATCHES:
-        return pl.col(match) == value
-    if match in PREFIX_MATCHES:
-        return pl.col(match).str.starts_with(value)
-    key = match[len(TAG_PREFIX) :]
-    return pl.col("Tags").str.json_path_match(f"$['{key}']") == value
-
-
 def _consumer(rules: list[tuple[str, str, str]]) -> pl.Expr:
-    """The first rule that matches gives the consumer: one `pl.when` chain, in order."""
+    """The consumer of the first rule (in priority order) that matches a row. Each exact
+    match kind (a FOCUS column, a tag's key, whose JSON is read once) is one lookup of the
+    row's value among that kind's rules, giving the rule's rank; each ResourceId prefix
+    is one test; the lowest rank found names the consumer."""
     if not rules:
         return pl.lit(None, pl.String)
-    (match, value, consumer), *rest = rules
-    chain = pl.when(_rule(match, value).fill_null(False)).then(pl.lit(consumer))
-    for match, value, consumer in rest:
-        chain = chain.when(_rule(match, value).fill_null(False)).then(pl.lit(consumer))
-    return chain.otherwise(pl.lit(None, pl.String))
+    exact: dict[str, dict[str, int]] = {}
+    ranks = []
+    for rank, (match, value, _) in enumerate(rules):
+        if match in PREFIX_MATCHES:
+            ranks.append(pl.when(pl.col(match).str.starts_with(value)).then(pl.lit(rank, pl.Int32)))
+        else:
+            exact.setdefault(match, {}).setdefault(value, rank)  # the first rule of a value wins
+    for match, ranked in exact.items():
+        if match.startswith(TAG_PREFIX):
+            column = pl.col("Tags").str.json_path_match(f"$['{match[len(TAG_PREFIX) :]}']")
+        else:
+            column = pl.col(match)
+        ranks.append(column.replace_strict(ranked, default=None, return_dtype=pl.Int32))
+    consumers = {rank: consumer for rank, (_, _, consumer) in enumerate(rules)}
+    return pl.min_horizontal(ranks).replace_strict(consumers, default=None, return_dtype=pl.String)
 
 
 def _problem(rows: pl.LazyFrame, condition: pl.Expr, column: str, message: pl.Expr) -> pl.LazyFrame:
@@ -226,7 +231,11 @@ def import_cloud(conn: Connection, path: Path, period: str, now: dt.datetime) ->
     settings = Settings.of(conn)
     currency, digits = conn.execute(select(Book.currency, Book.minor_digits)).one()
     result = CloudResult(name, period, currency=currency, basis=settings.basis)
-    sha256 = sha256_of(path)
+    with ThreadPoolExecutor(1) as hashing:  # the file's sha256 is read while Polars reads it
+        digest = hashing.submit(sha256_of, path)
+        with _scanned(path) as (scan, _):
+            problems, lines, buckets = _read(scan, name, period, currency, settings, digits)
+        sha256 = digest.result()
     before = conn.execute(
         select(Import.id, Import.lines_read, Import.imported)
         .where(Import.period == period, Import.sha256 == sha256)
@@ -235,8 +244,6 @@ def import_cloud(conn: Connection, path: Path, period: str, now: dt.datetime) ->
     if before is not None:
         result.already_imported, result.rows = True, before.lines_read
         return result
-    with _scanned(path) as (scan, _):
-        problems, lines, buckets = _read(scan, name, period, currency, settings, digits)
     if problems:
         raise InputRefused(problems)
     result.rows = int(buckets["rows"].sum())
@@ -355,9 +362,8 @@ def _read(
             amount=pl.col("basis") * pl.col("factor"),
         )
     )
-    problem_frames = [
-        _problem(
-            rows,
+    checks = [
+        (
             ~pl.col("ChargeCategory").is_in(CATEGORIES).fill_null(False),
             "ChargeCategory",
             pl.format(
@@ -365,25 +371,22 @@ def _read(
                 pl.col("ChargeCategory").fill_null("(empty)"),
             ),
         ),
-        _problem(
-            rows,
+        (
             pl.col("date").is_null(),
             "ChargePeriodStart",
             pl.format(
                 "{} is not a date-time: write it as YYYY-MM-DDTHH:MM:SSZ", pl.col("start_text").fill_null("(empty)")
             ),
         ),
-        _problem(
-            rows,
-            (pl.col("date") < first) | (pl.col("date") > last),
+        (
+            ((pl.col("date") < first) | (pl.col("date") > last)).fill_null(False),
             "ChargePeriodStart",
             pl.format(
                 f"{{}} is outside the period {period}: import the bill of that month into its own period",
                 pl.col("start_text"),
             ),
         ),
-        _problem(
-            rows,
+        (
             pl.col("BillingCurrency").fill_null("") != currency,
             "BillingCurrency",
             pl.format(
@@ -392,50 +395,53 @@ def _read(
             ),
         ),
     ]
-    checked = {"BilledCost": "billed", "EffectiveCost": "effective"} | {settings.basis: "basis"}
-    for column, parsed in checked.items():
-        problem_frames.append(
-            _problem(
-                rows,
-                pl.col(parsed).is_null(),
-                column,
-                pl.format(
-                    "{} is not a plain decimal: write digits with an optional - and . (at most 16 decimals)",
-                    pl.col(column).fill_null("(empty)"),
-                ),
-            )
+    parsed = {"BilledCost": "billed", "EffectiveCost": "effective"} | {settings.basis: "basis"}
+    checks += [
+        (
+            pl.col(value).is_null(),
+            column,
+            pl.format(
+                "{} is not a plain decimal: write digits with an optional - and . (at most 16 decimals)",
+                pl.col(column).fill_null("(empty)"),
+            ),
         )
-    problem_frames.append(
-        _problem(
-            rows,
+        for column, value in parsed.items()
+    ]
+    checks.append(
+        (
             pl.col("quantity").is_null(),
             settings.quantity,
             pl.format("{} is not a plain decimal quantity", pl.col("quantity_text")),
         )
     )
-    charged = rows.filter(pl.col("bucket") == "charged")
-    lines = charged.group_by("date", "consumer", "ServiceName", "SkuId").agg(
+    # One streaming pass: the rows summed per (invoice, bucket, day, consumer, service,
+    # SKU), with the count of rows that fail a check. Lines and buckets are sums of these.
+    fine = rows.group_by("invoice", "bucket", "date", "consumer", "ServiceName", "SkuId").agg(
         line=pl.col("line").min().cast(pl.Int64),
+        rows=pl.len(),
         quantity=pl.col("quantity").sum(),
-        amount=pl.col("amount").sum(),
-        rows=pl.len(),
-    )
-    buckets = rows.group_by("invoice", "bucket").agg(
-        rows=pl.len(),
         billed=pl.col("billed").sum(),
         effective=pl.col("effective").sum(),
         basis=pl.col("basis").sum(),
         amount=pl.col("amount").sum(),
+        bad=pl.any_horizontal([condition for condition, _, _ in checks]).sum(),
     )
     try:
-        found, lines_frame, buckets_frame = pl.collect_all(
-            [pl.concat(problem_frames), lines, buckets], engine="streaming"
-        )
+        sums = fine.collect(engine="streaming")
+        if sums["bad"].sum():  # a second pass names the rows, only for a file to refuse
+            found = pl.concat([_problem(rows, *check) for check in checks]).collect(engine="streaming")
+            problems = sorted(Problem(name, line, column, message) for line, column, message in found.iter_rows())
+            return problems, sums, sums
     except pl.exceptions.PolarsError as exc:
         raise Refused(f"{name}: not a readable FOCUS export: {exc}") from None
-    problems = sorted(Problem(name, line, column, message) for line, column, message in found.iter_rows())
-    if problems:
-        return problems, lines_frame, buckets_frame
+    lines_frame = (
+        sums.filter(pl.col("bucket") == "charged")
+        .group_by("date", "consumer", "ServiceName", "SkuId")
+        .agg(pl.col("line").min(), pl.col("quantity").sum(), pl.col("amount").sum(), pl.col("rows").sum())
+    )
+    buckets_frame = sums.group_by("invoice", "bucket").agg(
+        pl.col("rows").sum(), *(pl.col(c).sum() for c in ("billed", "effective", "basis", "amount"))
+    )
     lines_frame = lines_frame.with_columns(
         quantity_micro=rounded_scaled(pl.col("quantity"), SCALE, 6).cast(pl.Int64),
         amount_minor=rounded_scaled(pl.col("amount"), SCALE + MARKUP_SCALE, digits).cast(pl.Int64),

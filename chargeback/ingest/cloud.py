@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import io
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import repeat
@@ -141,32 +139,62 @@ class Settings:
         return cls(row.provider, row.service, row.basis, row.pool, row.quantity, markup, [tuple(r) for r in rules])  # type: ignore[misc]
 
 
-@contextmanager
-def _scanned(path: Path) -> Iterator[tuple[pl.LazyFrame, int]]:
-    """The file as a lazy frame of its columns (CSV: all text) with `line`, the line (CSV)
-    or row number (Parquet) of each row. A gzip CSV is decompressed to a temporary file
-    first (streamed, never in memory), since a lazy scan reads plain files."""
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        yield pl.scan_parquet(path).with_row_index("line", offset=1), 1
-        return
-    if name.endswith(".gz"):
-        with tempfile.TemporaryDirectory(prefix="chargeback-focus-") as folder:
-            plain = Path(folder) / "bill.csv"
-            with gzip.open(path, "rb") as source, open(plain, "wb") as target:
+#: Bytes of a CSV bill parsed at a time: memory holds one piece, never the file.
+CHUNK_BYTES = 48 << 20
+
+
+class Bill:
+    """A FOCUS export read a piece at a time: its columns and types (`schema`) and its
+    rows as frames (`chunks`), each with `line`, the row's line in the file (CSV: the
+    header is line 1) or its row number (Parquet). A gzip CSV is decompressed as it is
+    read; a CSV is never mapped into memory whole."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        lower = path.name.lower()
+        self.parquet = lower.endswith(".parquet")
+        self.gzip = lower.endswith(".gz")
+        if not (self.parquet or lower.endswith(".csv") or lower.endswith(".csv.gz")):
+            raise Refused(f"{path.name}: a FOCUS export is a .csv, .csv.gz or .parquet file")
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        return gzip.open(self.path, "rb") if self.gzip else open(self.path, "rb")
+
+    def schema(self) -> dict[str, pl.DataType]:
+        if self.parquet:
+            return dict(pl.read_parquet_schema(self.path))
+        with self._open() as handle:
+            header = handle.readline()
+        return dict(pl.read_csv(io.BytesIO(header), infer_schema=False, encoding="utf8-lossy").schema)
+
+    def chunks(self) -> Iterator[pl.DataFrame]:
+        if self.parquet:
+            scan = pl.scan_parquet(self.path).with_row_index("line", offset=1)
+            yield from scan.collect_batches(chunk_size=500_000)
+            return
+        line = 2
+        with self._open() as handle:
+            header = handle.readline()
+            rest = b""
+            while True:
+                block = handle.read(CHUNK_BYTES)
+                if not block and not rest:
+                    return
+                data = rest + block
+                cut = data.rfind(b"\n") + 1 if block else len(data)
+                if cut == 0:  # one row longer than a piece: read on
+                    rest = data
+                    continue
+                piece, rest = data[:cut], data[cut:]
                 try:
-                    shutil.copyfileobj(source, target, 1 << 20)
-                except (OSError, EOFError) as exc:
-                    raise Refused(f"{path.name}: not a readable gzip file: {exc}") from None
-            yield _csv(plain), 2
-        return
-    if not name.endswith(".csv"):
-        raise Refused(f"{path.name}: a FOCUS export is a .csv, .csv.gz or .parquet file")
-    yield _csv(path), 2
-
-
-def _csv(path: Path) -> pl.LazyFrame:
-    return pl.scan_csv(path, infer_schema=False, row_index_name="line", row_index_offset=2, encoding="utf8-lossy")
+                    frame = pl.read_csv(io.BytesIO(header + piece), infer_schema=False, encoding="utf8-lossy")
+                except pl.exceptions.ComputeError:
+                    if not block:
+                        raise
+                    rest = piece + rest  # a quoted line break cut the piece: read on
+                    continue
+                yield frame.with_columns(pl.int_range(line, line + frame.height, dtype=pl.Int64).alias("line"))
+                line += frame.height
 
 
 def _text(column: str, present: set[str], dtype: pl.DataType | None = None) -> pl.Expr:
@@ -233,8 +261,10 @@ def import_cloud(conn: Connection, path: Path, period: str, now: dt.datetime) ->
     result = CloudResult(name, period, currency=currency, basis=settings.basis)
     with ThreadPoolExecutor(1) as hashing:  # the file's sha256 is read while Polars reads it
         digest = hashing.submit(sha256_of, path)
-        with _scanned(path) as (scan, _):
-            problems, lines, buckets = _read(scan, name, period, currency, settings, digits)
+        try:
+            problems, lines, buckets = _read(Bill(path), name, period, currency, settings, digits)
+        except (pl.exceptions.PolarsError, OSError, EOFError) as exc:
+            raise Refused(f"{name}: not a readable FOCUS export: {exc}") from None
         sha256 = digest.result()
     before = conn.execute(
         select(Import.id, Import.lines_read, Import.imported)
@@ -281,15 +311,12 @@ def import_cloud(conn: Connection, path: Path, period: str, now: dt.datetime) ->
 
 
 def _read(
-    scan: pl.LazyFrame, name: str, period: str, currency: str, settings: Settings, digits: int
+    bill: Bill, name: str, period: str, currency: str, settings: Settings, digits: int
 ) -> tuple[list[Problem], pl.DataFrame, pl.DataFrame]:
     """(problems, usage lines, buckets) of the bill, in one pass over the file."""
-    try:
-        schema = scan.collect_schema()
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise Refused(f"{name}: not a readable FOCUS export: {exc}") from None
+    schema = bill.schema()
     present = {column.lstrip("\ufeff") for column in schema}
-    scan = scan.rename({c: c.lstrip("\ufeff") for c in schema if c.startswith("\ufeff")})
+    bom = {c: c.lstrip("\ufeff") for c in schema if c.startswith("\ufeff")}
     dtypes = {c.lstrip("\ufeff"): t for c, t in schema.items()}
     needed = set(REQUIRED) | {settings.basis}
     needed |= {m for m, _, _ in settings.rules if not m.startswith(TAG_PREFIX)}
@@ -324,44 +351,48 @@ def _read(
     markup = pl.col("ServiceCategory").replace_strict(
         {k: int(v * 10 ** (MARKUP_SCALE - 2)) for k, v in settings.markup.items()}, default=0, return_dtype=pl.Int64
     )
-    rows = (
-        scan.select(
-            "line",
-            pl.col("ChargePeriodStart").cast(pl.String).alias("start_text"),
-            day.alias("date"),
-            *texts,
+
+    def prepared(scan: pl.LazyFrame) -> pl.LazyFrame:
+        return (
+            scan.rename(bom)
+            .select(
+                "line",
+                pl.col("ChargePeriodStart").cast(pl.String).alias("start_text"),
+                day.alias("date"),
+                *texts,
+            )
+            .with_columns(
+                billed=_exact(pl.col("BilledCost")),
+                effective=_exact(pl.col("EffectiveCost")),
+                basis=_exact(pl.col(settings.basis)),
+                quantity_text=quantity,
+            )
+            .with_columns(
+                quantity=_exact(pl.col("quantity_text")),
+                factor=pl.lit(10**MARKUP_SCALE, pl.Int64) + markup,
+                consumer=_consumer(settings.rules),
+                purchase=(pl.col("ChargeCategory") == "Purchase")
+                & (
+                    pl.col("CommitmentDiscountId").fill_null("").ne("")
+                    if "CommitmentDiscountId" in present
+                    else pl.lit(True)
+                ),
+                invoice=pl.col("InvoiceId").fill_null(""),
+            )
+            .with_columns(
+                bucket=pl.when(pl.col("purchase"))
+                .then(pl.lit("purchase"))
+                .when(pl.col("CommitmentDiscountStatus") == "Unused")
+                .then(pl.lit("unused"))
+                .when(pl.col("consumer").is_not_null())
+                .then(pl.lit("charged"))
+                .when(pl.col("Tags").fill_null("").str.replace_all(r"\s", "").is_in(["", "{}"]))
+                .then(pl.lit("untagged"))
+                .otherwise(pl.lit("unmatched")),
+                amount=pl.col("basis") * pl.col("factor"),
+            )
         )
-        .with_columns(
-            billed=_exact(pl.col("BilledCost")),
-            effective=_exact(pl.col("EffectiveCost")),
-            basis=_exact(pl.col(settings.basis)),
-            quantity_text=quantity,
-        )
-        .with_columns(
-            quantity=_exact(pl.col("quantity_text")),
-            factor=pl.lit(10**MARKUP_SCALE, pl.Int64) + markup,
-            consumer=_consumer(settings.rules),
-            purchase=(pl.col("ChargeCategory") == "Purchase")
-            & (
-                pl.col("CommitmentDiscountId").fill_null("").ne("")
-                if "CommitmentDiscountId" in present
-                else pl.lit(True)
-            ),
-            invoice=pl.col("InvoiceId").fill_null(""),
-        )
-        .with_columns(
-            bucket=pl.when(pl.col("purchase"))
-            .then(pl.lit("purchase"))
-            .when(pl.col("CommitmentDiscountStatus") == "Unused")
-            .then(pl.lit("unused"))
-            .when(pl.col("consumer").is_not_null())
-            .then(pl.lit("charged"))
-            .when(pl.col("Tags").fill_null("").str.replace_all(r"\s", "").is_in(["", "{}"]))
-            .then(pl.lit("untagged"))
-            .otherwise(pl.lit("unmatched")),
-            amount=pl.col("basis") * pl.col("factor"),
-        )
-    )
+
     checks = [
         (
             ~pl.col("ChargeCategory").is_in(CATEGORIES).fill_null(False),
@@ -414,26 +445,49 @@ def _read(
             pl.format("{} is not a plain decimal quantity", pl.col("quantity_text")),
         )
     )
-    # One streaming pass: the rows summed per (invoice, bucket, day, consumer, service,
-    # SKU), with the count of rows that fail a check. Lines and buckets are sums of these.
-    fine = rows.group_by("invoice", "bucket", "date", "consumer", "ServiceName", "SkuId").agg(
-        line=pl.col("line").min().cast(pl.Int64),
-        rows=pl.len(),
-        quantity=pl.col("quantity").sum(),
-        billed=pl.col("billed").sum(),
-        effective=pl.col("effective").sum(),
-        basis=pl.col("basis").sum(),
-        amount=pl.col("amount").sum(),
-        bad=pl.any_horizontal([condition for condition, _, _ in checks]).sum(),
-    )
-    try:
-        sums = fine.collect(engine="streaming")
-        if sums["bad"].sum():  # a second pass names the rows, only for a file to refuse
-            found = pl.concat([_problem(rows, *check) for check in checks]).collect(engine="streaming")
-            problems = sorted(Problem(name, line, column, message) for line, column, message in found.iter_rows())
-            return problems, sums, sums
-    except pl.exceptions.PolarsError as exc:
-        raise Refused(f"{name}: not a readable FOCUS export: {exc}") from None
+    # One pass, a piece of the file at a time: the rows summed per (invoice, bucket, day,
+    # consumer, service, SKU), with the count of rows that fail a check; the pieces' sums
+    # are summed again as they come. Lines and buckets are sums of these.
+    keys = ["invoice", "bucket", "date", "consumer", "ServiceName", "SkuId"]
+    summed = ("rows", "quantity", "billed", "effective", "basis", "amount", "bad")
+    sums: pl.DataFrame | None = None
+    for chunk in bill.chunks():
+        part = (
+            prepared(chunk.lazy())
+            .group_by(keys)
+            .agg(
+                line=pl.col("line").min().cast(pl.Int64),
+                rows=pl.len().cast(pl.Int64),
+                quantity=pl.col("quantity").sum(),
+                billed=pl.col("billed").sum(),
+                effective=pl.col("effective").sum(),
+                basis=pl.col("basis").sum(),
+                amount=pl.col("amount").sum(),
+                bad=pl.any_horizontal([condition for condition, _, _ in checks]).cast(pl.Int64).sum(),
+            )
+            .collect()
+        )
+        sums = (
+            part
+            if sums is None
+            else pl.concat([sums, part]).group_by(keys).agg(pl.col("line").min(), *(pl.col(c).sum() for c in summed))
+        )
+    if sums is None:
+        raise Refused(f"{name}: the bill has no rows")
+    if sums["bad"].sum():  # a second pass names the rows, only for a file to refuse
+        found = []
+        for chunk in bill.chunks():
+            rows = prepared(chunk.lazy())
+            found.append(pl.concat([_problem(rows, *check) for check in checks]).collect())
+        problems = sorted(
+            Problem(name, line, column, message)
+            for line, column, message in pl.concat(found)
+            .group_by("column", maintain_order=True)
+            .head(PER_CHECK)
+            .select("line", "column", "message")
+            .iter_rows()
+        )
+        return problems, sums, sums
     lines_frame = (
         sums.filter(pl.col("bucket") == "charged")
         .group_by("date", "consumer", "ServiceName", "SkuId")

@@ -61,7 +61,6 @@ REQUIRED = (
 #: Columns used when present (null when absent).
 OPTIONAL = (
     "ListCost",
-    "ChargeClass",
     "CommitmentDiscountId",
     "CommitmentDiscountStatus",
     "ConsumedQuantity",
@@ -75,6 +74,8 @@ OPTIONAL = (
     "InvoiceId",
 )
 CATEGORIES = ("Usage", "Purchase", "Tax", "Credit", "Adjustment")
+#: Columns read only when a rule matches them (or, ListCost, when it is the cost basis).
+RULE_COLUMNS = ("ListCost", "SubAccountId", "SubAccountName", "ResourceId", "RegionId")
 BUCKETS = ("charged", "purchase", "unused", "unmatched", "untagged")
 #: Decimal places costs and quantities are read with, exactly.
 SCALE = 16
@@ -140,7 +141,9 @@ class Settings:
 
 
 #: Bytes of a CSV bill parsed at a time: memory holds one piece, never the file.
-CHUNK_BYTES = 48 << 20
+CHUNK_BYTES = 32 << 20
+#: The pieces' sums are summed again once they hold this many rows.
+SUMMED_AGAIN = 2_000_000
 
 
 class Bill:
@@ -167,9 +170,10 @@ class Bill:
             header = handle.readline()
         return dict(pl.read_csv(io.BytesIO(header), infer_schema=False, encoding="utf8-lossy").schema)
 
-    def chunks(self) -> Iterator[pl.DataFrame]:
+    def chunks(self, columns: list[str]) -> Iterator[pl.DataFrame]:
+        """The rows a piece at a time, of `columns` only (the others are not parsed)."""
         if self.parquet:
-            scan = pl.scan_parquet(self.path).with_row_index("line", offset=1)
+            scan = pl.scan_parquet(self.path).select(columns).with_row_index("line", offset=1)
             yield from scan.collect_batches(chunk_size=500_000)
             return
         line = 2
@@ -187,7 +191,9 @@ class Bill:
                     continue
                 piece, rest = data[:cut], data[cut:]
                 try:
-                    frame = pl.read_csv(io.BytesIO(header + piece), infer_schema=False, encoding="utf8-lossy")
+                    frame = pl.read_csv(
+                        io.BytesIO(header + piece), infer_schema=False, encoding="utf8-lossy", columns=columns
+                    )
                 except pl.exceptions.ComputeError:
                     if not block:
                         raise
@@ -203,17 +209,14 @@ def _text(column: str, present: set[str], dtype: pl.DataType | None = None) -> p
     expr = pl.col(column)
     if dtype is not None and dtype != pl.String:
         expr = expr.cast(pl.String)
-    return expr.str.strip_chars().alias(column)
+    return expr.alias(column)
 
 
 def _exact(text: pl.Expr) -> pl.Expr:
-    """Decimal text as an integer in units of 10**-SCALE; null when not a plain decimal."""
-    body = text.str.strip_prefix("-")
-    whole = body.str.extract(r"^([0-9]+)", 1).cast(pl.Int64, strict=False).cast(pl.Int128)
-    fraction = body.str.extract(r"\.([0-9]+)$", 1).fill_null("").str.pad_end(SCALE, "0").cast(pl.Int64, strict=False)
-    value = whole * 10**SCALE + fraction.cast(pl.Int128)
+    """Decimal text as an integer in units of 10**-SCALE (a decimal's own digits, as
+    Polars stores a Decimal(38, SCALE)); null when not a plain decimal."""
     return pl.when(text.str.contains(DECIMAL)).then(
-        pl.when(text.str.starts_with("-")).then(pl.lit(0, pl.Int128) - value).otherwise(value)
+        text.cast(pl.Decimal(38, SCALE), strict=False).to_physical().cast(pl.Int128)
     )
 
 
@@ -317,6 +320,7 @@ def _read(
     schema = bill.schema()
     present = {column.lstrip("\ufeff") for column in schema}
     bom = {c: c.lstrip("\ufeff") for c in schema if c.startswith("\ufeff")}
+    schema_name = {c.lstrip("\ufeff"): c for c in schema}
     dtypes = {c.lstrip("\ufeff"): t for c, t in schema.items()}
     needed = set(REQUIRED) | {settings.basis}
     needed |= {m for m, _, _ in settings.rules if not m.startswith(TAG_PREFIX)}
@@ -341,7 +345,14 @@ def _read(
         .str.slice(0, 10)
         .str.to_date("%Y-%m-%d", strict=False)
     )
-    texts = [_text(c, present, dtypes.get(c)) for c in REQUIRED + OPTIONAL if c != "ChargePeriodStart"]
+    matched = {m for m, _, _ in settings.rules}
+    used = [
+        c
+        for c in REQUIRED + OPTIONAL
+        if c not in RULE_COLUMNS or c in matched or (c == "ListCost" and settings.basis == c)
+    ]
+    columns = [schema_name[c] for c in used if c in present]  # only these are parsed
+    texts = [_text(c, present, dtypes.get(c)) for c in used if c != "ChargePeriodStart"]
     other = "PricingQuantity" if settings.quantity == "ConsumedQuantity" else "ConsumedQuantity"
     quantity = pl.coalesce(
         pl.when(pl.col(settings.quantity) != "").then(pl.col(settings.quantity)),
@@ -386,7 +397,7 @@ def _read(
                 .then(pl.lit("unused"))
                 .when(pl.col("consumer").is_not_null())
                 .then(pl.lit("charged"))
-                .when(pl.col("Tags").fill_null("").str.replace_all(r"\s", "").is_in(["", "{}"]))
+                .when(pl.col("Tags").fill_null("").str.strip_chars().is_in(["", "{}"]))
                 .then(pl.lit("untagged"))
                 .otherwise(pl.lit("unmatched")),
                 amount=pl.col("basis") * pl.col("factor"),
@@ -450,8 +461,12 @@ def _read(
     # are summed again as they come. Lines and buckets are sums of these.
     keys = ["invoice", "bucket", "date", "consumer", "ServiceName", "SkuId"]
     summed = ("rows", "quantity", "billed", "effective", "basis", "amount", "bad")
-    sums: pl.DataFrame | None = None
-    for chunk in bill.chunks():
+    parts: list[pl.DataFrame] = []
+
+    def summed_again(frames: list[pl.DataFrame]) -> pl.DataFrame:
+        return pl.concat(frames).group_by(keys).agg(pl.col("line").min(), *(pl.col(c).sum() for c in summed))
+
+    for chunk in bill.chunks(columns):
         part = (
             prepared(chunk.lazy())
             .group_by(keys)
@@ -467,16 +482,16 @@ def _read(
             )
             .collect()
         )
-        sums = (
-            part
-            if sums is None
-            else pl.concat([sums, part]).group_by(keys).agg(pl.col("line").min(), *(pl.col(c).sum() for c in summed))
-        )
-    if sums is None:
+        parts.append(part)
+        if sum(p.height for p in parts) > SUMMED_AGAIN:
+            parts = [summed_again(parts)]
+    if not parts:
         raise Refused(f"{name}: the bill has no rows")
+    sums = summed_again(parts)
+    del parts
     if sums["bad"].sum():  # a second pass names the rows, only for a file to refuse
         found = []
-        for chunk in bill.chunks():
+        for chunk in bill.chunks(columns):
             rows = prepared(chunk.lazy())
             found.append(pl.concat([_problem(rows, *check) for check in checks]).collect())
         problems = sorted(

@@ -487,6 +487,7 @@ class RunResult:
 
     load: LoadResult
     imports: list[ImportResult] = field(default_factory=list)
+    cloud: list[CloudResult] = field(default_factory=list)
     closes: list[CloseResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     out_dir: Path = Path("out")
@@ -513,6 +514,26 @@ def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]
     return found
 
 
+def cloud_files(book: Path, through: str | None = None) -> list[tuple[str, Path]]:
+    """(period, file) of every cloud bill of the book (`cloud/YYYY-MM*.csv`, `.csv.gz`
+    or `.parquet`), in name order."""
+    folder = Path(book) / "cloud"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
+            continue
+        period = path.name[:7]
+        try:
+            check_period(period)
+        except Refused:
+            raise Refused(f"{path.name}: a cloud bill's name must start with its period, YYYY-MM") from None
+        if through is None or period <= through:
+            found.append((period, path))
+    return found
+
+
 def run(
     url: str | Engine | None,
     book: Path,
@@ -520,7 +541,7 @@ def run(
     through: str | None = None,
     progress: bool = False,
 ) -> RunResult:
-    """The monthly job: load the book, import its usage files, close the periods in order
+    """The monthly job: load the book, import its usage files and cloud bills, close the periods in order
     (with the months that have allocation costs, up to the last month with usage).
 
         Safe to run again: imported lines are skipped as duplicates and closed periods are
@@ -532,7 +553,8 @@ def run(
     result = RunResult(load(engine, book), out_dir=Path(out_dir))
     result.seconds["load"] = time.perf_counter() - started
     files = usage_files(book, through)
-    periods = sorted({p for p, _ in files})
+    bills = cloud_files(book, through)
+    periods = sorted({p for p, _ in files} | {p for p, _ in bills})
     with db.transaction(engine) as conn:
         status = dict(periods_with_activity(conn))
         if periods:
@@ -544,6 +566,12 @@ def run(
             continue
         started = time.perf_counter()
         result.imports.append(import_file(engine, path, period, progress))
+        result.seconds["import"] = result.seconds.get("import", 0.0) + time.perf_counter() - started
+    for period, path in bills:
+        if status.get(period) == "closed":
+            continue
+        started = time.perf_counter()
+        result.cloud.append(import_cloud_bill(engine, path, period))
         result.seconds["import"] = result.seconds.get("import", 0.0) + time.perf_counter() - started
     for period in periods:
         if status.get(period) == "closed":

@@ -17,6 +17,7 @@ first in the file) that matches a row gives its consumer.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -133,8 +134,8 @@ def read_rules(folder: Path, config: CloudConfig | None, problems: list[Problem]
 def check_cloud(
     config: CloudConfig | None,
     rules: list[Rule],
-    unit_kind: dict[str, str],
-    service_provider: dict[str, str],
+    unit_kind: Mapping[str, str],
+    service_provider: Mapping[str, str],
     pools: set[str],
     problems: list[Problem],
 ) -> None:

@@ -169,11 +169,11 @@ def write_cloud_workbook(conn: Connection, period: str, path: Path, *, draft: bo
             nonlocal r
             proof_rows[key] = r
             sheet.write_string(r, 0, label)
-            shown = amount(value) if is_money else value  # type: ignore[arg-type]
+            shown = amount(value) if is_money else value
             sheet.write_formula(r, 1, formula, money if is_money else None, shown)
             if check is not None:
                 other, other_value = check
-                shown_other = amount(other_value) if is_money else other_value  # type: ignore[arg-type]
+                shown_other = amount(other_value) if is_money else other_value
                 sheet.write_formula(r, 2, other, money if is_money else None, shown_other)
                 ok = "OK" if shown == shown_other else "DIFFERENT"
                 here, there = xl_rowcol_to_cell(r, 1), xl_rowcol_to_cell(r, 2)
@@ -193,7 +193,7 @@ def write_cloud_workbook(conn: Connection, period: str, path: Path, *, draft: bo
             text = invoice.replace('"', '""')
             line(
                 f"invoice {invoice}",
-                neutralize(f"  bill of InvoiceId {invoice or '(none)'} (BilledCost)"),
+                neutralize(f"  bill of InvoiceId {invoice or '(none)'} (BilledCost)") or "",
                 f'=SUMIF({column(1)},"{text}",{column(4)})',
                 sum(b.billed_minor for b in buckets if b.invoice == invoice),
             )

@@ -33,16 +33,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import repeat
 from pathlib import Path
+from typing import IO, cast
 
 import polars as pl
 from sqlalchemy import Connection, func, insert, select
 
 from chargeback.book.cloud import PREFIX_MATCHES, TAG_PREFIX
 from chargeback.close.periods import lock_open_period
+from chargeback.core.calendar import period_bounds
+from chargeback.core.digests import sha256_of
 from chargeback.core.errors import InputRefused, Problem, Refused
-from chargeback.core.fields import period_bounds
 from chargeback.core.money import from_minor, rounded_scaled
-from chargeback.ingest.tabular import sha256_of
 from chargeback.store.db import collector_paused, insert_plain_rows
 from chargeback.store.schema import Book, CloudBucket, CloudRule, CloudSettings, Import, Usage
 
@@ -160,8 +161,10 @@ class Bill:
         if not (self.parquet or lower.endswith(".csv") or lower.endswith(".csv.gz")):
             raise Refused(f"{path.name}: a FOCUS export is a .csv, .csv.gz or .parquet file")
 
-    def _open(self):  # type: ignore[no-untyped-def]
-        return gzip.open(self.path, "rb") if self.gzip else open(self.path, "rb")
+    def _open(self) -> IO[bytes]:
+        if self.gzip:
+            return cast(IO[bytes], gzip.open(self.path, "rb"))
+        return open(self.path, "rb")
 
     def schema(self) -> dict[str, pl.DataType]:
         if self.parquet:
@@ -228,10 +231,10 @@ def _consumer(rules: list[tuple[str, str, str]]) -> pl.Expr:
     if not rules:
         return pl.lit(None, pl.String)
     exact: dict[str, dict[str, int]] = {}
-    ranks = []
+    ranks: list[pl.Expr] = []
     for rank, (match, value, _) in enumerate(rules):
         if match in PREFIX_MATCHES:
-            ranks.append(pl.when(pl.col(match).str.starts_with(value)).then(pl.lit(rank, pl.Int32)))
+            ranks.append(pl.when(pl.col(match).str.starts_with(value)).then(pl.lit(rank, pl.Int32)).otherwise(None))
         else:
             exact.setdefault(match, {}).setdefault(value, rank)  # the first rule of a value wins
     for match, ranked in exact.items():
@@ -558,7 +561,7 @@ def _store_lines(conn: Connection, lines: pl.DataFrame, period: str, import_id: 
         pl.col("rows").cast(pl.Int64),
     )
 
-    def rows():  # type: ignore[no-untyped-def]
+    def rows() -> Iterator[tuple[object, ...]]:
         for part in ready.iter_slices(STORE_BATCH):
             columns = [part[c].to_list() for c in part.columns]
             line, date, consumer, quantity, reference, description, amount, count = columns

@@ -333,3 +333,4 @@ def test_cloud_xlsx_proves_the_bill_to_the_cent(loaded_cloud: str, tmp_path: Pat
     spread = proof["Pool CLOUD-POOL spread by allocation (when posted)"]
     assert (Decimal(str(spread[0])), spread[1]) == (Decimal("15.50"), "OK")
     assert sum(charged(loaded_cloud).values()) + sum(allocated(loaded_cloud).values()) == Decimal("48.88")
+    assert "at cost" in (folder / "invoices" / "ART.html").read_text(encoding="utf-8")

@@ -195,6 +195,10 @@ def test_unmatched_and_untagged_rows_go_to_the_pool(loaded_cloud: str, tmp_path:
     assert charged(loaded_cloud) == {"ART": Decimal("30.00"), "MATH": Decimal("10.00")}
     assert allocated(loaded_cloud) == {"ART": Decimal("7.50"), "MATH": Decimal("2.50")}
     assert api.verify(loaded_cloud).problems == []
+    # downstream, a cloud charge is a charge: the journal export carries it
+    exported = api.export(loaded_cloud, PERIOD, "csv") or ""
+    # 2 charges and 2 pool shares, two journal lines each
+    assert sum("CLOUD-BILL" in line for line in exported.splitlines()) == 8
 
 
 def test_the_same_bill_twice_changes_nothing(loaded_cloud: str, tmp_path: Path) -> None:

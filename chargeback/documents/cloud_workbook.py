@@ -27,7 +27,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 
 from chargeback.core.money import currency_format, from_minor
 from chargeback.core.safe import neutralize
-from chargeback.ledger.cloud import POOL_BUCKETS
+from chargeback.ledger.cloud import POOL_BUCKETS, voided
 from chargeback.store.schema import Book, CloudBucket, CloudSettings, Entry, Import, Usage
 
 HEADER = ("File", "InvoiceId", "Bucket", "Rows", "BilledCost", "EffectiveCost", "Cost basis", "Markup", "Charged", "To")
@@ -41,7 +41,8 @@ GOES_TO = {
 
 
 def has_cloud(conn: Connection, period: str) -> bool:
-    return conn.execute(select(CloudBucket.id).where(CloudBucket.period == period).limit(1)).first() is not None
+    found = select(CloudBucket.id).where(CloudBucket.period == period, ~voided()).limit(1)
+    return conn.execute(found).first() is not None
 
 
 def write_cloud_workbook(conn: Connection, period: str, path: Path, *, draft: bool, when: dt.datetime) -> None:
@@ -62,10 +63,10 @@ def write_cloud_workbook(conn: Connection, period: str, path: Path, *, draft: bo
             CloudBucket.basis,
         )
         .join(Import, Import.id == CloudBucket.import_id)
-        .where(CloudBucket.period == period)
+        .where(CloudBucket.period == period, ~voided())
         .order_by(CloudBucket.import_id, CloudBucket.invoice, CloudBucket.bucket)
     ).all()
-    imports = select(CloudBucket.import_id).where(CloudBucket.period == period).distinct()
+    imports = select(CloudBucket.import_id).where(CloudBucket.period == period, ~voided()).distinct()
     rows_read = conn.execute(select(func.sum(Import.lines_read)).where(Import.id.in_(imports))).scalar() or 0
     lines_posted = (
         conn.execute(

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, cast
 
 import polars as pl
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, insert, select
 
 from chargeback.book.cloud import PREFIX_MATCHES, TAG_PREFIX
 from chargeback.close.periods import lock_open_period
@@ -44,8 +44,10 @@ from chargeback.core.calendar import period_bounds
 from chargeback.core.digests import sha256_of
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.money import from_minor, rounded_scaled
+from chargeback.ledger.audit import os_user
+from chargeback.ledger.cloud import cloud_pool_costs
 from chargeback.store.db import collector_paused, insert_plain_rows
-from chargeback.store.schema import Book, CloudBucket, CloudRule, CloudSettings, Import, Usage
+from chargeback.store.schema import Book, CloudBucket, CloudRule, CloudSettings, Import, Usage, Void
 
 __all__ = ["CloudResult", "import_cloud"]
 
@@ -276,6 +278,7 @@ def import_cloud(conn: Connection, path: Path, period: str, now: dt.datetime) ->
         select(Import.id, Import.lines_read, Import.imported)
         .where(Import.period == period, Import.sha256 == sha256)
         .where(select(CloudBucket.id).where(CloudBucket.import_id == Import.id).exists())
+        .where(~select(Void.id).where(Void.kind == "import", Void.target == Import.id).exists())
     ).first()
     if before is not None:
         result.already_imported, result.rows = True, before.lines_read
@@ -294,16 +297,13 @@ def import_cloud(conn: Connection, path: Path, period: str, now: dt.datetime) ->
             lines_read=result.rows,
             imported=lines.height,
             duplicates=0,
+            user=os_user(),
         )
         .returning(Import.id)
     ).scalar_one()
     _store_lines(conn, lines, period, import_id, settings.service, sha256)
     _store_buckets(conn, buckets, period, import_id, settings.basis)
-    pool = conn.execute(
-        select(func.sum(CloudBucket.charged_minor)).where(
-            CloudBucket.period == period, CloudBucket.bucket.in_(("unused", "unmatched", "untagged"))
-        )
-    ).scalar()
+    pool = cloud_pool_costs(conn, period).get(settings.pool)
     if pool is not None and pool < 0:
         raise Refused(
             f"{name}: the rows no rule maps sum to a credit of {from_minor(-int(pool), digits)} {currency} in "

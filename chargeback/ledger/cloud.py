@@ -4,7 +4,8 @@ mapped (unused commitments, unmatched and untagged rows) is the cloud pool's cos
 A line imported from a cloud bill (`ingest/cloud.py`) carries its amount (the summed cost
 basis with the markup, rounded once) instead of being priced by a rate: its rate is
 null, as for a line spanning tiers, and its charge is one per (service, consumer). The
-pool's cost of a period is the sum of the pool buckets of its imported bills; the book's
+pool's cost of a period is the sum of the pool buckets of its imported bills (a voided
+import's count nowhere); the book's
 `[cloud]` pool spreads it like any allocation (`amount:SERVICE`: each consumer's share
 of the cloud charges).
 """
@@ -12,9 +13,9 @@ of the cloud charges).
 from __future__ import annotations
 
 import polars as pl
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, exists, func, select
 
-from chargeback.store.schema import CloudBucket, CloudSettings
+from chargeback.store.schema import CloudBucket, CloudSettings, Void
 
 #: A cloud line's price and rate source: its amount comes with it from the bill.
 AMOUNT_PRICE = "cloud bill: cost basis with markup (see cloud.xlsx)"
@@ -31,6 +32,11 @@ def amount_priced(lines: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def voided() -> ColumnElement[bool]:
+    """A bucket whose bill's import was voided (`void import ID`): it counts nowhere."""
+    return exists().where(Void.kind == "import", Void.target == CloudBucket.import_id)
+
+
 def cloud_pool_costs(conn: Connection, period: str) -> dict[str, int]:
     """{pool: amount} of the period's cloud bills, when the book has a cloud pool and
     the bills sent something to it."""
@@ -39,7 +45,7 @@ def cloud_pool_costs(conn: Connection, period: str) -> dict[str, int]:
         return {}
     total = conn.execute(
         select(func.sum(CloudBucket.charged_minor)).where(
-            CloudBucket.period == period, CloudBucket.bucket.in_(POOL_BUCKETS)
+            CloudBucket.period == period, CloudBucket.bucket.in_(POOL_BUCKETS), ~voided()
         )
     ).scalar()
     return {pool: int(total)} if total else {}

@@ -8,15 +8,15 @@ of the bill the line sums. `cloud_settings` is book.toml's `[cloud]` table and
 imported bill, InvoiceId and bucket (charged, purchase, unused, unmatched, untagged),
 the rows and their sums: what `cloud.xlsx` reconciles and what the pool spreads.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

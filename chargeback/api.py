@@ -54,6 +54,7 @@ from chargeback.documents import delivery
 from chargeback.documents.delivery import parse_server as parse_server
 from chargeback.documents.folder import remove_draft, staged, write_documents, write_version
 from chargeback.documents.unit_charges import write_unit_charges
+from chargeback.ingest.cloud import CloudResult, import_cloud
 from chargeback.ingest.measurements import MeasurementResult, import_measurements
 from chargeback.ingest.usage import ImportResult, import_usage
 from chargeback.ledger import audit
@@ -135,6 +136,23 @@ def sla_import(url: str | Engine | None, path: Path, period: str) -> Measurement
                 conn,
                 f"{result.lines_read} measurements read, {result.imported} imported, "
                 f"{result.corrected} corrected, {result.unchanged} unchanged",
+            )
+            return result
+
+
+def import_cloud_bill(url: str | Engine | None, path: Path, period: str) -> CloudResult:
+    """Import a cloud bill (a FOCUS export: CSV, gzip CSV or Parquet) into an open period."""
+    engine = _engine(url)
+    with audit.command(engine, "import-cloud", {"file": str(path), "period": period}, [Path(path)], period) as log:
+        check_period(period)
+        if Path(path).exists() and not Path(path).is_file():
+            raise Refused(f"{path}: not a regular file: import a FOCUS export (.csv, .csv.gz or .parquet)")
+        with db.transaction(engine) as conn:
+            result = import_cloud(conn, Path(path), period, now())
+            log.done(
+                conn,
+                f"{result.rows} rows read, {result.lines} usage lines"
+                + (" (imported before: nothing changed)" if result.already_imported else ""),
             )
             return result
 
@@ -623,6 +641,7 @@ class RunResult:
 
     load: LoadResult
     imports: list[ImportResult] = field(default_factory=list)
+    cloud: list[CloudResult] = field(default_factory=list)
     closes: list[CloseResult] = field(default_factory=list)
     measurements: list[MeasurementResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -651,6 +670,26 @@ def usage_files(book: Path, through: str | None = None, folder_name: str = "usag
     return found
 
 
+def cloud_files(book: Path, through: str | None = None) -> list[tuple[str, Path]]:
+    """(period, file) of every cloud bill of the book (`cloud/YYYY-MM*.csv`, `.csv.gz`
+    or `.parquet`), in name order."""
+    folder = Path(book) / "cloud"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
+            continue
+        period = path.name[:7]
+        try:
+            check_period(period)
+        except Refused:
+            raise Refused(f"{path.name}: a cloud bill's name must start with its period, YYYY-MM") from None
+        if through is None or period <= through:
+            found.append((period, path))
+    return found
+
+
 def run(
     url: str | Engine | None,
     book: Path,
@@ -658,8 +697,8 @@ def run(
     through: str | None = None,
     progress: bool = False,
 ) -> RunResult:
-    """The monthly job: load the book, import its usage files and its service-level
-    measurements (`BOOK/measurements/YYYY-MM*.csv|xlsx`), close the periods in order
+    """The monthly job: load the book, import its usage files, its cloud bills and its
+    service-level measurements (`BOOK/measurements/YYYY-MM*.csv|xlsx`), close the periods in order
     (with the months that have allocation costs, up to the last month with usage).
 
         Safe to run again: imported lines are skipped as duplicates and closed periods are
@@ -671,7 +710,8 @@ def run(
     result = RunResult(load(engine, book), out_dir=Path(out_dir))
     result.seconds["load"] = time.perf_counter() - started
     files = usage_files(book, through)
-    periods = sorted({p for p, _ in files})
+    bills = cloud_files(book, through)
+    periods = sorted({p for p, _ in files} | {p for p, _ in bills})
     with db.transaction(engine) as conn:
         status = dict(periods_with_activity(conn))
         if periods:
@@ -687,6 +727,12 @@ def run(
     for period, path in usage_files(book, through, "measurements"):
         if status.get(period) != "closed" and period in periods:
             result.measurements.append(sla_import(engine, path, period))
+    for period, path in bills:
+        if status.get(period) == "closed":
+            continue
+        started = time.perf_counter()
+        result.cloud.append(import_cloud_bill(engine, path, period))
+        result.seconds["import"] = result.seconds.get("import", 0.0) + time.perf_counter() - started
     for period in periods:
         if status.get(period) == "closed":
             result.skipped.append(period)

@@ -221,6 +221,25 @@ def sla_report(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
     _say(ctx, f"written {path}")
 
 
+@main.command(name="import-cloud")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--period", required=True, type=PERIOD, help="The open period the bill is of.")
+@click.pass_obj
+def import_cloud(ctx: Context, file: Path, period: str) -> None:
+    """Import a cloud bill FILE (a FOCUS export: CSV, gzip CSV or Parquet) into an open period."""
+    result = api.import_cloud_bill(ctx.url, file, period)
+    if result.already_imported:
+        _say(ctx, f"{result.file} -> {period}: imported before ({result.rows} rows): nothing changed")
+        return
+    lines = [
+        f"{result.file} -> {period}: {result.rows} rows read, {result.lines} usage lines, "
+        f"bill {result.billed} {result.currency} (BilledCost), charged at {result.basis}"
+    ]
+    for bucket, (rows, amount) in sorted(result.buckets.items()):
+        lines.append(f"  {bucket:<10} {rows:>10} rows {amount:>16} {result.currency}")
+    _say(ctx, "\n".join(lines))
+
+
 @main.command()
 @click.argument("period", type=PERIOD)
 @click.option("--service", default=None, help="Required unless --against names the charge.")

@@ -2,6 +2,7 @@
 independently when the book was written (each line rounded half up, recurring fees
 included)."""
 
+from decimal import Decimal
 from pathlib import Path
 
 from chargeback import api
@@ -15,10 +16,12 @@ def test_demo_closes_three_balanced_months(tmp_path: Path) -> None:
     # August's file-share availability of 98.6% misses its 99.9% target (band below 99.0:
     # 25%): LAB-GEN 25% of 250.00 = 62.50, Med_Sch of 62.50 = 15.625 -> 15.63, PHYS of 6.25
     # = 1.5625 -> 1.56; 79.69 in all, off 268,514.67.
+    # September also has the AWS bill: 749.11 charged to CS, BIO, CHEM and LAB-GEN and
+    # 47.95 (an unused commitment, an untagged row and tax) spread from the cloud pool
     expected = {
         "2026-07": ("271960.98", "8341.78"),
         "2026-08": ("268434.98", "11436.03"),
-        "2026-09": ("274401.12", "10100.01"),
+        "2026-09": (str(Decimal("274401.12") + Decimal("749.11") + Decimal("47.95")), "10100.01"),
     }
     for period, (internal, external) in expected.items():
         rec = api.reconcile(url, period).as_json()
@@ -42,6 +45,9 @@ def test_demo_closes_three_balanced_months(tmp_path: Path) -> None:
         ("Med_Sch", 1563),
         ("PHYS", 156),
     }
+    (bill,) = result.cloud
+    assert (bill.rows, bill.buckets["charged"], bill.billed) == (10, (6, Decimal("749.11")), Decimal("1803.50"))
+    assert (tmp_path / "out" / "2026-09" / "cloud.xlsx").exists()
 
 
 def test_the_demo_books_readme_gives_the_totals_the_demo_prints(tmp_path: Path) -> None:

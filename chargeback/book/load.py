@@ -20,6 +20,7 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 from sqlalchemy import Connection, delete, func, insert, select, union_all, update
 
+from chargeback.book.cloud import CloudConfig, Rule, check_cloud, read_rules, store_cloud
 from chargeback.core.allocation import EQUAL, parse_driver, parse_targets
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.fields import (
@@ -46,6 +47,7 @@ from chargeback.store.schema import (
     Allocation,
     Book,
     Budget,
+    CloudRule,
     Cost,
     Driver,
     Entry,
@@ -73,6 +75,7 @@ class Settings(BaseModel):
     variance_threshold: Decimal = Field(default=Decimal("0.25"), ge=0)
     invoice_line_limit: StrictInt = Field(default=300, ge=1, le=100_000)
     sla_missing: Literal["warn", "refuse"] = "warn"
+    cloud: CloudConfig | None = None
 
     @field_validator("name", "payment_terms")
     @classmethod
@@ -273,6 +276,7 @@ class BookData:
     budgets: list[BudgetRow] = field(default_factory=list)
     slas: list[SlaRow] = field(default_factory=list)
     sla_credits: list[SlaCreditRow] = field(default_factory=list)
+    cloud_rules: list[Rule] = field(default_factory=list)
 
 
 #: The model of a book file's row (`UnitRow`, `RateFileRow`...).
@@ -311,11 +315,12 @@ def _read_settings(folder: Path, problems: list[Problem]) -> Settings | None:
         return Settings.model_validate(data)
     except ValidationError as exc:
         for item in exc.errors():
-            key = str(item["loc"][0]) if item["loc"] else "-"
+            key = ".".join(str(part) for part in item["loc"]) if item["loc"] else "-"
             message = item["msg"].removeprefix("Value error, ")
             if item["type"] == "extra_forbidden":
-                message = "unknown key; the keys are: " + ", ".join(Settings.model_fields)
-            line = _toml_line(path, key)
+                keys = CloudConfig.model_fields if key.startswith("cloud.") else Settings.model_fields
+                message = "unknown key; the keys are: " + ", ".join(keys)
+            line = _toml_line(path, key.split(".")[-1])
             problems.append(Problem("book.toml", line, key, message))
         return None
 
@@ -360,6 +365,9 @@ def read_book(folder: Path) -> BookData:
     slas = _read_file(folder, "slas.csv", SLAS, SlaRow, problems, required=False)
     sla_credits = _read_file(folder, "sla_credits.csv", SLA_CREDITS, SlaCreditRow, problems, required=False)
     _check_slas(slas, sla_credits, service_provider, problems)
+    cloud = settings.cloud if settings else None
+    cloud_rules = read_rules(folder, cloud, problems)
+    check_cloud(cloud, cloud_rules, unit_kind, service_provider, {a.pool for _, a in allocations}, problems)
     if problems or settings is None:
         raise InputRefused(sorted(set(problems)), what="load")
     return BookData(
@@ -375,6 +383,7 @@ def read_book(folder: Path) -> BookData:
         budgets=[b for _, b in budgets],
         slas=[r for _, r in slas],
         sla_credits=[r for _, r in sla_credits],
+        cloud_rules=cloud_rules,
     )
 
 
@@ -522,7 +531,7 @@ def _check_allocations(
                 )
             )
         driver = parse_driver(pool.driver)
-        if driver.kind == "usage" and driver.name not in service_provider:
+        if driver.kind in ("usage", "amount") and driver.name not in service_provider:
             problems.append(
                 Problem(
                     name, line, "driver", f"pool {pool.pool}: {driver.name!r} is not a service code in services.csv"
@@ -874,6 +883,7 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
             conn.execute(insert(Service).values(**row))
     conn.execute(delete(Rate))
     conn.execute(delete(Recurring))
+    conn.execute(delete(CloudRule))  # they name units, which may go next
     for table in (Cost, Allocation, Driver, ProviderCost):
         conn.execute(delete(table))
     conn.execute(delete(Budget))
@@ -915,6 +925,7 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
             ],
         )
     _insert_allocations(conn, book, digits)
+    store_cloud(conn, settings.cloud, book.cloud_rules, [a.order for a in book.allocations if a.order is not None])
     if book.budgets:
         conn.execute(
             insert(Budget),

@@ -51,6 +51,7 @@ from chargeback.documents.bills import (
     service_totals,
     write_lines_csv,
 )
+from chargeback.documents.cloud_workbook import has_cloud, write_cloud_workbook
 from chargeback.documents.invoices import write_invoice
 from chargeback.documents.reconciliation_workbook import matrix_of, write_reconciliation_workbook
 from chargeback.documents.revisions import REVISIONS, Revision, archive_name, keep_earlier, read_manifest, same_files
@@ -126,6 +127,7 @@ def write_documents(
                 pass
         bar.add(2)
         write_variance(conn, period, folder, draft=draft, issued=issued, review=review)
+        write_cloud(conn, period, folder, draft=draft, issued=issued)
         writers.finish()
     return write_manifest(conn, period, folder, draft=draft, reconciliation=rec, revision=ctx.revision)
 
@@ -273,6 +275,15 @@ def write_variance(
     if when is None:
         raise ValueError(f"period {period} is not closed: give the draft's issue date")
     variance.write_workbook(review, folder / "variance.xlsx", book=book or "", draft=draft, when=when)
+
+
+def write_cloud(conn: Connection, period: str, folder: Path, *, draft: bool, issued: dt.datetime | None) -> None:
+    """`cloud.xlsx` when the period has imported cloud bills (see `cloud_workbook`)."""
+    if not has_cloud(conn, period):
+        return
+    closed_at = conn.execute(select(Period.closed_at).where(Period.period == period)).scalar()
+    when = issued if draft or closed_at is None else closed_at
+    write_cloud_workbook(conn, period, folder / "cloud.xlsx", draft=draft, when=when or dt.datetime(2000, 1, 1))
 
 
 def write_manifest(

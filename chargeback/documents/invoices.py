@@ -29,6 +29,7 @@ from chargeback.bundled import bundled
 from chargeback.core.money import format_grouped, grouped_micro
 from chargeback.core.safe import file_in
 from chargeback.documents.bills import Bill, DocumentContext, Line, decimal_text, neutralized
+from chargeback.ledger.cloud import AMOUNT_PRICE
 
 TEMPLATE = "invoice.html.j2"
 NET_DAYS = re.compile(r"\bnet\s*(\d{1,3})\b", re.IGNORECASE)
@@ -138,9 +139,9 @@ def _usage_shown(ctx: DocumentContext, usage: pl.DataFrame) -> dict[int, list[Us
     consumer's, in charge order) by charge."""
     shown: dict[int, list[UsageShown]] = {}
     digits = ctx.digits
-    for entry, date, reference, description, quantity, rate, amount in (
+    for entry, date, reference, description, quantity, rate, amount, tiers in (
         usage.head(ctx.invoice_line_limit)
-        .select("entry", "date", "reference", "description", "quantity_micro", "rate_micro", "amount_minor")
+        .select("entry", "date", "reference", "description", "quantity_micro", "rate_micro", "amount_minor", "tiers")
         .iter_rows()
     ):
         shown.setdefault(entry, []).append(
@@ -149,13 +150,15 @@ def _usage_shown(ctx: DocumentContext, usage: pl.DataFrame) -> dict[int, list[Us
                 html_once(reference) if reference else "",
                 html(description) if description else "",
                 grouped_micro(quantity),
-                grouped_micro(rate, digits) if rate is not None else "tiers",
+                grouped_micro(rate, digits) if rate is not None else ("tiers" if tiers else AT_COST),
                 money(ctx, amount),
             )
         )
     return shown
 
 
+#: The rate shown for a line priced by its amount (a cloud bill's: cost basis with markup).
+AT_COST = "at cost"
 #: A linked credit's rate source names the charge it corrects (`charges.adjustment_source`).
 AGAINST = "manual adjustment against "
 
@@ -190,7 +193,7 @@ def _groups(
         if rate is None:
             rate = rates[micro] = "" if micro is None else grouped_micro(micro, ctx.digits)
         if line.rate_micro is None and line.kind == "usage":
-            rate = "tiers"
+            rate = AT_COST if (line.rate_source or "").startswith(AMOUNT_PRICE) else "tiers"
         notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day) if note != SLA_NOTE]
         source = line.rate_source or ""
         if line.kind == "adjustment" and source.startswith(AGAINST):

@@ -235,6 +235,10 @@ class Usage(Base):
     quantity_micro: Mapped[int] = mapped_column(BigInteger)
     reference: Mapped[str] = mapped_column(String(100))
     description: Mapped[str | None] = mapped_column(Text)
+    #: A cloud bill's line is priced by its amount (cost basis with markup), not by a rate.
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    #: How many rows of the cloud bill the line sums.
+    source_rows: Mapped[int | None] = mapped_column(BigInteger)
     #: The void of its import (`voids.id`), the one change allowed (migration 0013): a
     #: voided line is priced, posted and counted nowhere, and its reference is free again.
     void_id: Mapped[int | None] = mapped_column(Integer)
@@ -250,6 +254,53 @@ class Usage(Base):
         CheckConstraint("quantity_micro <> 0", name="quantity_not_zero"),
         Index("ix_usage_period", "period"),
     )
+
+
+class CloudSettings(Base):
+    """book.toml's `[cloud]` table: who recharges the cloud bill, under which service,
+    at which cost basis, with which markup per ServiceCategory (JSON), and the pool."""
+
+    __tablename__ = "cloud_settings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(CODE)
+    service: Mapped[str] = mapped_column(CODE)
+    basis: Mapped[str] = mapped_column(String(20))
+    pool: Mapped[str] = mapped_column(CODE)
+    quantity: Mapped[str] = mapped_column(String(20))
+    markup: Mapped[str] = mapped_column(Text)
+
+
+class CloudRule(Base):
+    """A row of `cloud_map.csv`: rows of a cloud bill whose `match` column (or tag) is
+    `value` go to `consumer`; the lowest priority (then the first line) wins."""
+
+    __tablename__ = "cloud_rules"
+    priority: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    match: Mapped[str] = mapped_column(String(200))
+    value: Mapped[str] = mapped_column(Text)
+    consumer: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+
+
+class CloudBucket(Base):
+    """What one imported cloud bill holds per InvoiceId and bucket (`charged`,
+    `purchase`, `unused`, `unmatched`, `untagged`): rows, BilledCost, EffectiveCost, the
+    cost basis, markup and the amount charged (to departments, or to the pool)."""
+
+    __tablename__ = "cloud_buckets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    import_id: Mapped[int] = mapped_column(Integer)  # the bill's `imports` row
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
+    basis: Mapped[str] = mapped_column(String(20))
+    invoice: Mapped[str] = mapped_column(String(200))
+    bucket: Mapped[str] = mapped_column(String(20))
+    rows: Mapped[int] = mapped_column(BigInteger)
+    billed_minor: Mapped[int] = mapped_column(BigInteger)
+    effective_minor: Mapped[int] = mapped_column(BigInteger)
+    basis_minor: Mapped[int] = mapped_column(BigInteger)
+    markup_minor: Mapped[int] = mapped_column(BigInteger)
+    charged_minor: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (UniqueConstraint("import_id", "invoice", "bucket"), Index("ix_cloud_buckets_period", "period"))
 
 
 class Adjustment(Base):

@@ -29,6 +29,9 @@ from chargeback import api
 from chargeback.core.errors import Refused
 from chargeback.documents import folder as documents
 
+# big files, a private PostgreSQL server stopped mid-command, killed processes: minutes
+pytestmark = pytest.mark.slow
+
 KILLS = rounds(3, 40)
 LINES = 3000
 SEED = int(os.environ.get("CHARGEBACK_SEED", time.time_ns() % 1_000_000))

@@ -238,6 +238,7 @@ def _pages(pdf: Path) -> int:
     return len(re.findall(rb"/Type\s*/Page(?![a-z])", data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("paper", ["Letter", "A4"])
 def test_chromium_prints_an_invoice(out: tuple[str, Path], tmp_path: Path, paper: str) -> None:
     browser = _chromium()

@@ -36,7 +36,7 @@ PARENT_PREFIX = "parent:"
 
 
 @dataclass(frozen=True)
-class Driver:
+class AllocationDriver:
     """An allocation driver: `equal`, `usage:SERVICE` or a name from drivers.csv."""
 
     kind: str  # "equal" | "usage" | "named"
@@ -47,19 +47,19 @@ class Driver:
         return {"equal": EQUAL, "usage": USAGE_PREFIX + self.name}.get(self.kind, self.name)
 
 
-def parse_driver(text: str) -> Driver:
+def parse_driver(text: str) -> AllocationDriver:
     """Read the `driver` column; raises ValueError saying how to write it."""
     text = text.strip()
     if text == EQUAL:
-        return Driver("equal", "")
+        return AllocationDriver("equal", "")
     if text.startswith(USAGE_PREFIX):
         service = text[len(USAGE_PREFIX) :].strip()
         if not CODE_PATTERN.fullmatch(service):
             raise ValueError(f"{text!r}: write usage:SERVICE with a service code after the colon")
-        return Driver("usage", service)
+        return AllocationDriver("usage", service)
     if not CODE_PATTERN.fullmatch(text):
         raise ValueError(f"{text!r} is not a driver: write a name used in drivers.csv, usage:SERVICE or equal")
-    return Driver("named", text)
+    return AllocationDriver("named", text)
 
 
 @dataclass(frozen=True)

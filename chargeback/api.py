@@ -266,7 +266,7 @@ def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) 
         period,
         result.posted,
         result.reconciliation,
-        result.review,  # type: ignore[arg-type]
+        result.review,  # type: ignore[arg-type]  # _close_reviewed always sets it
         result.budget_warnings,
         Path(out_dir) / f"{period}-draft",
     )

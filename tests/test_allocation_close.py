@@ -16,14 +16,14 @@ from chargeback.store import db
 from chargeback.store.schema import Entry
 
 
-def _entries(url: str, period: str, kind: str = "allocation") -> list:  # type: ignore[type-arg]
+def _entries(url: str, period: str, kind: str = "allocation") -> list:
     with db.connect(url).connect() as conn:
         return conn.execute(
             select(Entry.__table__).where(Entry.period == period, Entry.kind == kind).order_by(Entry.id)
         ).all()
 
 
-def _by_pool(rows) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+def _by_pool(rows) -> dict[str, dict[str, int]]:
     shares: dict[str, dict[str, int]] = {}
     for row in rows:
         pool = row.source.split(":")[1]

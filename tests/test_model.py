@@ -156,7 +156,7 @@ class Books(RuleBasedStateMachine):
                 csv.writer(handle).writerows([USAGE_HEADER, *rows])
         return path
 
-    def _refused(self, call, *args, match: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    def _refused(self, call, *args, match: str | None = None) -> None:
         before = self._fingerprint()
         with pytest.raises(Refused) as refused:
             call(self.engine, *args)

@@ -243,7 +243,7 @@ def test_a_full_disk_while_a_workbook_is_written_gets_the_proper_message(
     api.import_file(loaded, usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]]), "2026-03")
     real_open = builtins.open
 
-    def full_disk(path, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+    def full_disk(path, mode="r", *args, **kwargs):
         if "w" in str(mode) and str(path).endswith(".xlsx"):
             raise OSError(28, "No space left on device")
         return real_open(path, mode, *args, **kwargs)

@@ -162,4 +162,4 @@ def test_a_database_password_never_appears(secret_url: str, mini_book: Path, tmp
             assert SECRET.encode() not in path.read_bytes(), path
     records = json.loads(chargeback("--db", secret_url, "audit", "--json").stdout)
     assert records and SECRET not in json.dumps(records)
-    reset_postgres(PG_URL)  # type: ignore[arg-type]
+    reset_postgres(PG_URL)

@@ -41,11 +41,11 @@ def minor(amount: int) -> Decimal:
     return (Decimal(amount) / 100).quantize(CENT)
 
 
-def rows(sheet) -> list[tuple]:  # type: ignore[no-untyped-def,type-arg]
+def rows(sheet) -> list[tuple]:
     return list(sheet.iter_rows(values_only=True))
 
 
-def find(sheet, label: str) -> tuple:  # type: ignore[no-untyped-def,type-arg]
+def find(sheet, label: str) -> tuple:
     for row in sheet.iter_rows(values_only=True):
         if row and row[0] == label:
             return row

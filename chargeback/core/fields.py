@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import BeforeValidator, ValidationError
 
 from chargeback.core.errors import Problem
 from chargeback.core.money import QUANTITY_PLACES, RATE_PLACES, parse_decimal
+
+#: What a cell check returns (a code, a Decimal, a date...).
+Checked = TypeVar("Checked")
 
 CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 PERIOD_PATTERN = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
@@ -87,7 +91,7 @@ def check_year(value: object) -> int:
     return int(text)
 
 
-def decimal_checker(places: int, what: str):  # type: ignore[no-untyped-def]
+def decimal_checker(places: int, what: str) -> Callable[[object], Decimal]:
     def check(value: object) -> Decimal:
         if isinstance(value, Decimal):
             value = str(value)
@@ -96,8 +100,8 @@ def decimal_checker(places: int, what: str):  # type: ignore[no-untyped-def]
     return check
 
 
-def _required(check):  # type: ignore[no-untyped-def]
-    def run(value: object) -> object:
+def _required(check: Callable[[object], Checked]) -> Callable[[object], Checked]:
+    def run(value: object) -> Checked:
         if value is None or (isinstance(value, str) and not value.strip()):
             raise ValueError("is required and is blank")
         return check(value)
@@ -105,8 +109,8 @@ def _required(check):  # type: ignore[no-untyped-def]
     return run
 
 
-def _optional(check):  # type: ignore[no-untyped-def]
-    def run(value: object) -> object:
+def _optional(check: Callable[[object], Checked]) -> Callable[[object], Checked | None]:
+    def run(value: object) -> Checked | None:
         value = blank_to_none(value)
         return None if value is None else check(value)
 

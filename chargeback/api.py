@@ -28,7 +28,6 @@ from chargeback.close.budgets import BudgetStatus as BudgetStatus
 from chargeback.close.budgets import warning_text as warning_text
 from chargeback.close.periods import (
     CloseResult,
-    check_period,
     close_period,
     cost_periods,
     period_status,
@@ -45,6 +44,7 @@ from chargeback.close.variance import Review as Review
 from chargeback.close.variance import report_lines as report_lines
 from chargeback.core.errors import InputRefused as InputRefused
 from chargeback.core.errors import Refused
+from chargeback.core.fields import check_period as check_period
 from chargeback.core.safe import file_in
 from chargeback.documents import delivery
 from chargeback.documents.delivery import parse_server as parse_server

@@ -265,8 +265,7 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
     _review(ctx, result.review, result.budget_warnings)
 
 
-@main.command(name="budgets")
-@click.option(
+fiscal_year_option = click.option(
     "--fiscal-year",
     "fiscal_year",
     required=True,
@@ -274,6 +273,10 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
     metavar="YYYY",
     help="The fiscal year, named by the year it ends in.",
 )
+
+
+@main.command(name="budgets")
+@fiscal_year_option
 @out_option
 @click.pass_obj
 def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
@@ -484,14 +487,7 @@ def audit_(ctx: Context, period: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--fiscal-year",
-    "fiscal_year",
-    required=True,
-    type=click.IntRange(1000, 9999),
-    metavar="YYYY",
-    help="The fiscal year, named by the year it ends in.",
-)
+@fiscal_year_option
 @click.option(
     "--out", "out_file", default="recovery.xlsx", show_default=True, type=click.Path(dir_okay=False, path_type=Path)
 )

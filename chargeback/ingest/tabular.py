@@ -333,24 +333,30 @@ def _xlsx_rows(
     if refusal:
         problems.append(Problem(name, 0, "-", refusal))
         return
-    unsafe = "declares XML entities or a DTD, which spreadsheet programs never write: refused as unsafe"
+
+    def unreadable(exc: Exception, line: int) -> Problem:
+        """The problem of a workbook openpyxl could not read: unsafe XML, or broken."""
+        if _caused_by(exc, DefusedXmlException):
+            return Problem(
+                name,
+                0,
+                "-",
+                "declares XML entities or a DTD, which spreadsheet programs never write: refused as unsafe",
+            )
+        return Problem(
+            name,
+            line,
+            "-",
+            f"is not a readable XLSX workbook ({type(exc).__name__}): "
+            "open it in a spreadsheet program and save it again",
+        )
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             workbook = load_workbook(path, read_only=True, data_only=True)
         except Exception as exc:  # noqa: BLE001 openpyxl raises many kinds on broken XML
-            if _caused_by(exc, DefusedXmlException):
-                problems.append(Problem(name, 0, "-", unsafe))
-                return
-            problems.append(
-                Problem(
-                    name,
-                    0,
-                    "-",
-                    f"is not a readable XLSX workbook ({type(exc).__name__}): "
-                    "open it in a spreadsheet program and save it again",
-                )
-            )
+            problems.append(unreadable(exc, 0))
             return
         where = [0]  # the row being read, for an error in the middle of the sheet
         try:
@@ -361,18 +367,7 @@ def _xlsx_rows(
             marks = _SheetMarks.of(path, sheet.title)
             yield from _sheet_rows(sheet, marks, columns, problems, name, where)
         except Exception as exc:  # noqa: BLE001 a broken sheet fails in the middle in many ways: refused, not a crash
-            if _caused_by(exc, DefusedXmlException):
-                problems.append(Problem(name, 0, "-", unsafe))
-                return
-            problems.append(
-                Problem(
-                    name,
-                    where[0],
-                    "-",
-                    f"is not a readable XLSX workbook ({type(exc).__name__}): "
-                    "open it in a spreadsheet program and save it again",
-                )
-            )
+            problems.append(unreadable(exc, where[0]))
         finally:
             workbook.close()
 

@@ -31,3 +31,47 @@ def test_demo_closes_three_balanced_months(tmp_path: Path) -> None:
     assert sum(i.late for i in result.imports if i.period == "2026-08") == 1
     assert any(i.file.endswith(".xlsx") for i in september)
     assert api.verify(url).ok
+
+
+def test_the_demo_books_readme_gives_the_totals_the_demo_prints(tmp_path: Path) -> None:
+    """ledgers/demo/README.md's table: each column is what the journal holds (internal
+    entries by kind) and the internal total is what `reconcile` prints."""
+    from decimal import Decimal
+
+    from sqlalchemy import func, select
+
+    from chargeback.store import db
+    from chargeback.store.schema import Entry
+
+    readme = (api.demo_book() / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| period | usage |") :].split("\n\n")[0].splitlines()
+    assert table[0].split("|")[1:-1] == [
+        " period ",
+        " usage ",
+        " recurring ",
+        " allocations ",
+        " internal total (revenue = spend) ",
+        " external revenue ",
+    ]
+    rows = {
+        cells[0]: [Decimal(c.replace(",", "")) for c in cells[1:]]
+        for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in table[2:])
+    }
+    result, url = api.demo(tmp_path / "out")
+    assert sorted(rows) == [c.period for c in result.closes]
+    with db.transaction(db.connect(url)) as conn:
+        by_kind = {
+            (period, kind): Decimal(minor) / 100
+            for period, kind, minor in conn.execute(
+                select(Entry.period, Entry.kind, func.sum(Entry.amount_minor))
+                .where(Entry.debit_account.like("expenses:internal:%"))
+                .group_by(Entry.period, Entry.kind)
+            )
+        }
+    for period, (usage, recurring, allocations, internal, external) in rows.items():
+        assert (usage, recurring, allocations) == tuple(
+            by_kind.get((period, kind), Decimal(0)) for kind in ("usage", "recurring", "allocation")
+        )
+        assert usage + recurring + allocations == internal
+        rec = api.reconcile(url, period).as_json()
+        assert (Decimal(rec["internal_revenue"]), Decimal(rec["external_revenue"])) == (internal, external)

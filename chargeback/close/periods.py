@@ -60,8 +60,8 @@ def lock_open_period(conn: Connection, period: str, create: bool = True) -> None
 
 def _earlier_open_with_activity(conn: Connection, period: str) -> list[str]:
     activity = or_(
-        exists().where(Usage.period == Period.period),
-        exists().where(Adjustment.period == Period.period),
+        exists().where(Usage.period == Period.period, Usage.void_id.is_(None)),
+        exists().where(Adjustment.period == Period.period, Adjustment.void_id.is_(None)),
         exists().where(Entry.period == Period.period),
     )
     return list(

@@ -300,6 +300,7 @@ def write_workbook(rec: Recovery, path: Path) -> None:
                 else:
                     ws.write_number(row, col, value, fmt)
         ws.freeze_panes(1, 0)
+        ws.repeat_rows(0)
 
     def money(minor: int | None) -> Decimal | None:
         return None if minor is None else from_minor(minor, rec.digits)

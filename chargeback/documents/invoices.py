@@ -47,9 +47,10 @@ def template() -> jinja2.Template:
     return env.get_template(TEMPLATE)
 
 
-def invoice_number(ctx: DocumentContext, code: str, external: bool) -> str:
-    """Stable for a period and unit: `INV-202603-EXT-1`, `ICN-202603-ART`."""
-    return f"{'INV' if external else 'ICN'}-{ctx.period.replace('-', '')}-{code}"
+def invoice_number(ctx: DocumentContext, code: str, external: bool, revision: int | None = None) -> str:
+    """Stable for a period, a unit and a version of the period's documents:
+    `INV-202603-EXT-1`, `ICN-202603-ART`, then `ICN-202603-ART-R2` once revised."""
+    return f"{'INV' if external else 'ICN'}-{ctx.period.replace('-', '')}-{code}{ctx.revision.suffix(revision)}"
 
 
 def due_date(terms: str | None, issued: dt.date) -> dt.date | None:
@@ -160,10 +161,12 @@ def _groups(
     lines: list[Line],
     usage: dict[int, list[UsageShown]] | None = None,
     charges_of: dict[tuple[str, str], int] | None = None,
+    consumer: str = "",
 ) -> list[ProviderGroup]:
     """Charges by provider, then service (they arrive in that order), each with the usage
     lines shown under it; `charges_of`: the charge (entry) of each (service, reference)
-    of the consumer's usage lines, which a linked credit names."""
+    of the `consumer`'s usage lines, which a linked credit names, with the period and
+    amount of the charge it corrects (`DocumentContext.linked`)."""
     charges_of = charges_of or {}
     first_day = ctx.first_day
     dates: dict[dt.date, str] = {}
@@ -190,7 +193,11 @@ def _groups(
             target = source[len(AGAINST) :]
             service, _, reference = target.partition(":")
             charge = charges_of.get((service, reference))
-            notes.append((html("adjustment"), html(f"corrects {target}" + (f" (charge {charge})" if charge else ""))))
+            original = ctx.linked.get((service, reference, consumer))
+            where = f", charged in {', '.join(original[0])}: {money(ctx, original[1])}" if original else ""
+            notes.append(
+                (html("adjustment"), html(f"corrects {target}{where}" + (f" (charge {charge})" if charge else "")))
+            )
         return Shown(
             line.entry,
             date,
@@ -256,7 +263,7 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
             .iter_rows()
         ):
             charges_of[(service, reference)] = entry
-    groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of)
+    groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of, unit.code)
     lines_total = bill.usage.height
     lines_shown = min(lines_total, ctx.invoice_line_limit)
     marks = {"late": 0, "credit": 0, "adjustment": 0}
@@ -272,6 +279,8 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
         groups=groups,
         marks=marks,
         number=invoice_number(ctx, unit.code, external),
+        replaces=invoice_number(ctx, unit.code, external, ctx.revision.replaces) if ctx.revision.replaces else None,
+        changes=ctx.revision.changes.get(unit.code),
         issued=issued,
         due=due_date(ctx.payment_terms, issued) if external else None,
         total_minor=bill.total_minor,

@@ -23,7 +23,7 @@ from xlsxwriter.worksheet import Worksheet
 
 from chargeback.book.snapshot import UnitInfo
 from chargeback.core import settings
-from chargeback.core.money import format_amount, format_percent, from_micro
+from chargeback.core.money import format_amount, from_micro
 from chargeback.core.safe import file_in, neutralize
 from chargeback.documents.bills import (
     Bill,
@@ -281,7 +281,7 @@ def _budget_facts(ctx: DocumentContext, code: str) -> list[tuple[str, object]]:
         (f"Budget, {year}", ("money", status.budget)),
         (f"Spent, {year} to date", ("money", status.spent)),
         ("Remaining", ("money", status.remaining)),
-        ("Budget used", format_percent(status.used) if status.used is not None else None),
+        ("Budget used", ("percent", status.used) if status.used is not None else None),
     ]
     if status.over:
         facts.append(("Budget warning", "over budget"))
@@ -331,6 +331,7 @@ def _detail(wb: Workbook, bill: Bill) -> None:
     sheet.write_string(0, 9, "(of the lines shown)")
     wb.header(sheet, DETAIL_HEADER, DETAIL_TITLES, numeric=(5, 7, 8, 10))
     sheet.freeze_panes(DETAIL_HEADER + 1, 0)
+    sheet.repeat_rows(DETAIL_HEADER)  # printed: the titles on every page
     sheet.autofilter(DETAIL_HEADER, 0, last, len(DETAIL_TITLES) - 1)
     wb.widths(sheet, [11, 28, 28, 40, 16, 10, 14, 12, 14, 30, 9, 40])
     date, money, quantity, rate = f.date, f.money, f.quantity, f.rate
@@ -587,6 +588,7 @@ def _units_sheet(wb: Workbook, folder: Path, rollup: Rollup) -> None:
     ]
     wb.header(sheet, 0, titles, numeric=(4, 5, 6, 7))
     sheet.freeze_panes(1, 0)
+    sheet.repeat_rows(0)
     wb.widths(sheet, [14, 40, 14, 24, 16, 16, 16, 16, 24])
     indents: dict[int, object] = {}
     statements = folder / "statements"

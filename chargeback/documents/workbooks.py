@@ -47,6 +47,7 @@ class Formats:
     quantity: Format
     rate: Format
     wrap: Format
+    percent: Format
 
 
 class Workbook:
@@ -89,6 +90,7 @@ class Workbook:
             quantity=add({"num_format": "General"}),
             rate=add({"num_format": "#,##0.00####"}),
             wrap=add({"text_wrap": True, "valign": "top"}),
+            percent=add({"num_format": "0.0%"}),
         )
 
     def title(self, text: str) -> str:
@@ -149,19 +151,28 @@ class Workbook:
             else:
                 sheet.write_blank(row, col, None, fmt)
 
+    def header_lines(self, texts: list[str], width: float, most: int = 6) -> int:
+        """How many lines the longest of `texts` takes wrapped in a column `width`
+        characters wide (at most `most`), so that a header row can be made that tall."""
+        per_line = max(int(width) - 2, 4)
+        return max([1] + [min(most, -(-len(text) // per_line)) for text in texts])
+
     def widths(self, sheet: Worksheet, widths: Sequence[float], first_col: int = 0) -> None:
         for col, width in enumerate(widths, first_col):
             sheet.set_column(col, col, width)
 
     def facts(self, sheet: Worksheet, row: int, facts: list[tuple[str, object]]) -> int:
-        """Label/value rows (values: text, date, datetime or amount in minor units as
-        ("money", minor)); returns the next free row."""
+        """Label/value rows (values: text, date, datetime, amount in minor units as
+        ("money", minor), or a share as ("percent", Decimal), written as a number with a
+        percent format); returns the next free row."""
         for label, value in facts:
             sheet.write_string(row, 0, label, self.formats.label)
             if isinstance(value, dt.datetime):
                 sheet.write_datetime(row, 1, value, self.formats.datetime)
             elif isinstance(value, dt.date):
                 sheet.write_datetime(row, 1, value, self.formats.date)
+            elif isinstance(value, tuple) and value[0] == "percent":
+                sheet.write_number(row, 1, value[1], self.formats.percent)
             elif isinstance(value, tuple):
                 self.money(sheet, row, 1, value[1])
             elif isinstance(value, int):

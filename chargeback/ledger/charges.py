@@ -70,6 +70,8 @@ from chargeback.store.schema import (
 )
 
 RATE_SOURCE_LENGTH = 200
+#: What documents show for an adjustment entered without `--memo` (its reason is internal).
+ADJUSTMENT_MEMO = "Adjustment"
 
 
 def _draft(
@@ -118,8 +120,8 @@ def _draft(
 
 
 def _unpriced(period: str) -> tuple[ColumnElement[bool], ...]:
-    """The usage lines of `period` not priced into a charge yet."""
-    return Usage.period == period, ~exists().where(ChargeLine.usage_id == Usage.id)
+    """The usage lines of `period` not priced into a charge yet (and not voided)."""
+    return Usage.period == period, Usage.void_id.is_(None), ~exists().where(ChargeLine.usage_id == Usage.id)
 
 
 def unposted_usage_count(conn: Connection, period: str) -> int:
@@ -133,7 +135,7 @@ def pending(conn: Connection, period: str) -> tuple[int, int, int]:
     posted = exists().where(Entry.source == literal("adjustment:") + cast(Adjustment.id, String))
     adjustments, amount = conn.execute(
         select(func.count(), func.coalesce(func.sum(Adjustment.amount_minor), 0)).where(
-            Adjustment.period == period, ~posted
+            Adjustment.period == period, Adjustment.void_id.is_(None), ~posted
         )
     ).one()
     return unposted_usage_count(conn, period), int(adjustments), int(amount)
@@ -514,7 +516,8 @@ def adjustment_charges(conn: Connection, ref: Reference, period: str) -> Iterato
     _, last_day = period_bounds(period)
     posted = select(Entry.source).where(Entry.period == period, Entry.kind == "adjustment")
     done = set(conn.execute(posted).scalars())
-    for adj in conn.execute(select(Adjustment.__table__).where(Adjustment.period == period).order_by(Adjustment.id)):
+    adjustments = select(Adjustment.__table__).where(Adjustment.period == period, Adjustment.void_id.is_(None))
+    for adj in conn.execute(adjustments.order_by(Adjustment.id)):
         source = f"adjustment:{adj.id}"
         if source in done:
             continue
@@ -532,7 +535,7 @@ def adjustment_charges(conn: Connection, ref: Reference, period: str) -> Iterato
             rate_micro=None,
             amount_minor=adj.amount_minor,
             reference=adj.reference or f"ADJ-{adj.id}",
-            memo=adj.reason,
+            memo=adj.memo or ADJUSTMENT_MEMO,
             rate_source=adjustment_source(adj.against_service, adj.against_reference),
         )
 

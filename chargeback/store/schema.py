@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -211,6 +212,8 @@ class Import(Base):
     lines_read: Mapped[int] = mapped_column(BigInteger)
     imported: Mapped[int] = mapped_column(BigInteger)
     duplicates: Mapped[int] = mapped_column(BigInteger)
+    #: The operating-system user who imported it; None for imports before migration 0013.
+    user: Mapped[str | None] = mapped_column(String(100))
 
 
 class Usage(Base):
@@ -230,8 +233,18 @@ class Usage(Base):
     quantity_micro: Mapped[int] = mapped_column(BigInteger)
     reference: Mapped[str] = mapped_column(String(100))
     description: Mapped[str | None] = mapped_column(Text)
+    #: The void of its import (`voids.id`), the one change allowed (migration 0013): a
+    #: voided line is priced, posted and counted nowhere, and its reference is free again.
+    void_id: Mapped[int | None] = mapped_column(Integer)
     __table_args__ = (
-        UniqueConstraint("service", "reference"),
+        Index(
+            "uq_usage_service_reference",
+            "service",
+            "reference",
+            unique=True,
+            sqlite_where=text("void_id IS NULL"),
+            postgresql_where=text("void_id IS NULL"),
+        ),
         CheckConstraint("quantity_micro <> 0", name="quantity_not_zero"),
         Index("ix_usage_period", "period"),
     )
@@ -252,10 +265,34 @@ class Adjustment(Base):
     #: A linked credit names the charge it corrects: (service, reference) of the original.
     against_service: Mapped[str | None] = mapped_column(CODE, ForeignKey("services.code"))
     against_reference: Mapped[str | None] = mapped_column(String(100))
+    #: What documents show (None: "Adjustment"); `reason` is internal.
+    memo: Mapped[str | None] = mapped_column(Text)
+    #: Its void, if voided before a close posted it.
+    void_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("voids.id"))
     __table_args__ = (
         CheckConstraint("amount_minor <> 0", name="amount_not_zero"),
         CheckConstraint("(against_service IS NULL) = (against_reference IS NULL)", name="against_both_or_neither"),
         Index("ix_adjustments_against", "against_service", "against_reference"),
+    )
+
+
+class Void(Base):
+    """A void of an import or an adjustment not posted yet (migration 0013): why, by whom,
+    when, and what it took out (`lines` usage lines, or the adjustment's amount)."""
+
+    __tablename__ = "voids"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
+    kind: Mapped[str] = mapped_column(String(10))
+    target: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    user: Mapped[str | None] = mapped_column(String(100))
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+    lines: Mapped[int] = mapped_column(BigInteger)
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (
+        UniqueConstraint("kind", "target"),
+        CheckConstraint("kind IN ('import', 'adjustment')", name="kind"),
     )
 
 

@@ -364,6 +364,7 @@ def _settings() -> settings:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_engine_keeps_to_the_model(backend: str, tmp_path: Path) -> None:
     if backend == "postgresql" and not PG_URL:

@@ -107,7 +107,7 @@ def test_a_close_removes_the_periods_drafts_and_a_preview_replaces_the_last(
     out = tmp_path / "out"
     api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
     api.preview(loaded, "2026-03", out)
-    api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "Setup fee")
+    api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "asked by the dean", memo="Setup fee")
     api.preview(loaded, "2026-03", out)
     assert sorted(p.name for p in out.iterdir()) == ["2026-03-draft"]
     assert "Setup fee" in (out / "2026-03-draft" / "invoices" / "ART.html").read_text(encoding="utf-8")

@@ -565,7 +565,7 @@ def _audit_before_close(conn: Connection, ctx: DocumentContext) -> list[audit.Re
 def _adjustment_reasons(conn: Connection, period: str) -> dict[str, str]:
     """The internal reason of each adjustment of the period, by its entries' source."""
     source = literal("adjustment:") + cast(Adjustment.id, String)
-    return dict(conn.execute(select(source, Adjustment.reason).where(Adjustment.period == period)).all())  # type: ignore[arg-type]
+    return dict(conn.execute(select(source, Adjustment.reason).where(Adjustment.period == period)).all())
 
 
 def _voids(wb: Workbook, sheet: Worksheet, conn: Connection, period: str, row: int) -> int:

@@ -52,7 +52,7 @@ MONEY = '"$"#,##0.00;[Red]-"$"#,##0.00'
 CANDIDATES = ("openpyxl", "xlsxwriter", "chargeback", "rust", "pyexcelerate")
 
 
-def rows(count: int) -> Iterator[tuple]:  # type: ignore[type-arg]
+def rows(count: int) -> Iterator[tuple]:
     """Journal lines: a debit line then a credit line per entry, seeded and plain."""
     day = dt.date(2026, 3, 1)
     for n in range(count):

@@ -32,7 +32,6 @@ from chargeback.close.budgets import BudgetStatus as BudgetStatus
 from chargeback.close.budgets import warning_text as warning_text
 from chargeback.close.periods import (
     CloseResult,
-    check_period,
     close_period,
     cost_periods,
     period_status,
@@ -49,6 +48,7 @@ from chargeback.close.variance import Review as Review
 from chargeback.close.variance import report_lines as report_lines
 from chargeback.core.errors import InputRefused as InputRefused
 from chargeback.core.errors import Refused
+from chargeback.core.fields import check_period as check_period
 from chargeback.core.safe import file_in
 from chargeback.documents import delivery
 from chargeback.documents.delivery import parse_server as parse_server
@@ -330,7 +330,7 @@ def preview(url: str | Engine | None, period: str, out_dir: Path = Path("out")) 
         period,
         result.posted,
         result.reconciliation,
-        result.review,  # type: ignore[arg-type]
+        result.review,  # type: ignore[arg-type]  # _close_reviewed always sets it
         result.budget_warnings,
         Path(out_dir) / f"{period}-draft",
     )

@@ -114,7 +114,7 @@ USAGE_HEADER = ["date", "service", "consumer", "quantity", "reference", "descrip
 
 
 def usage_workbook(*rows: list[object], pad: int = 0, **options: object) -> bytes:
-    return workbook(sheet_xml([USAGE_HEADER, *rows], **options), pad=pad)  # type: ignore[arg-type]
+    return workbook(sheet_xml([USAGE_HEADER, *rows], **options), pad=pad)
 
 
 LAUGHS = (

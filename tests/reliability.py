@@ -72,7 +72,7 @@ def fingerprint(conn_or_url: object, skip: set[str] = AUDIT_TABLES) -> dict[str,
     """sha256 of every table's rows (in primary-key order), the audit log left out: equal
     fingerprints mean the command changed nothing."""
     owned = isinstance(conn_or_url, str)
-    engine = engine_for(conn_or_url) if owned else None  # type: ignore[arg-type]
+    engine = engine_for(conn_or_url) if owned else None
     conn = engine.connect() if engine is not None else conn_or_url
     try:
         found = {}
@@ -80,17 +80,17 @@ def fingerprint(conn_or_url: object, skip: set[str] = AUDIT_TABLES) -> dict[str,
             if table.name in skip:
                 continue
             order = list(table.primary_key.columns) or list(table.columns)
-            rows = conn.execute(select(table).order_by(*order)).all()  # type: ignore[union-attr]
+            rows = conn.execute(select(table).order_by(*order)).all()
             found[table.name] = hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest()
         return found
     finally:
         if engine is not None:
-            conn.close()  # type: ignore[union-attr]
+            conn.close()
             engine.dispose()
 
 
 def rows(url: str, table: str) -> int:
-    return int(scalar(url, f"SELECT count(*) FROM {table}"))  # type: ignore[arg-type]
+    return int(scalar(url, f"SELECT count(*) FROM {table}"))
 
 
 def cli_env() -> dict[str, str]:

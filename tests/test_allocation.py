@@ -210,7 +210,7 @@ OPERATING_UNITS = ("O1", "O2", "O3", "O4", "O5")
 
 
 @st.composite
-def pool_systems(draw):  # type: ignore[no-untyped-def]
+def pool_systems(draw):
     """Random pools: distinct support providers S1..Sn serving each other and operating
     units O1..Om; every pool gives some positive driver value to an operating unit."""
     count = draw(st.integers(1, 4))
@@ -229,7 +229,7 @@ def pool_systems(draw):  # type: ignore[no-untyped-def]
     return pools, operating
 
 
-def _check_shares(results, pools) -> None:  # type: ignore[no-untyped-def]
+def _check_shares(results, pools) -> None:
     for result in results:
         assert sum(s.amount for s in result.shares) == result.total
         assert all(s.amount >= 0 for s in result.shares)
@@ -240,13 +240,13 @@ def _check_shares(results, pools) -> None:  # type: ignore[no-untyped-def]
     assert credited == debited
 
 
-def _to_operating(results, operating) -> int:  # type: ignore[no-untyped-def]
+def _to_operating(results, operating) -> int:
     return sum(s.amount for r in results for s in r.shares if s.unit in operating)
 
 
 @settings(max_examples=150, deadline=None)
 @given(pool_systems())
-def test_every_method_balances_and_direct_equals_step(system) -> None:  # type: ignore[no-untyped-def]
+def test_every_method_balances_and_direct_equals_step(system) -> None:
     pools, operating = system
     everything = sum(p.amount for p in pools)
     direct = allocate(pools, "direct")
@@ -259,7 +259,7 @@ def test_every_method_balances_and_direct_equals_step(system) -> None:  # type: 
     assert abs(_to_operating(reciprocal, operating) - everything) < reciprocal_bound(reciprocal)
 
 
-def reciprocal_bound(results) -> Fraction:  # type: ignore[no-untyped-def]
+def reciprocal_bound(results) -> Fraction:
     """How far the reciprocal method's total to operating units can be from the pools'
     cost. The exact solution sends all of it; rounding each pool's total moves at most
     half a unit, and each share to another pool's provider is within one unit of its
@@ -342,7 +342,7 @@ def test_reciprocal_drift_can_exceed_one_unit_per_pool() -> None:
         max_size=8,
     ).filter(lambda w: sum(w.values()) > 0),
 )
-def test_split_is_exact_and_within_a_unit_of_the_quota(total: int, weights: dict) -> None:  # type: ignore[type-arg]
+def test_split_is_exact_and_within_a_unit_of_the_quota(total: int, weights: dict) -> None:
     shares = split(total, weights)
     assert sum(shares.values()) == total
     whole = sum(weights.values())

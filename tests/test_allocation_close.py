@@ -16,14 +16,14 @@ from chargeback.store import db
 from chargeback.store.schema import Entry
 
 
-def _entries(url: str, period: str, kind: str = "allocation") -> list:  # type: ignore[type-arg]
+def _entries(url: str, period: str, kind: str = "allocation") -> list:
     with db.connect(url).connect() as conn:
         return conn.execute(
             select(Entry.__table__).where(Entry.period == period, Entry.kind == kind).order_by(Entry.id)
         ).all()
 
 
-def _by_pool(rows) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+def _by_pool(rows) -> dict[str, dict[str, int]]:
     shares: dict[str, dict[str, int]] = {}
     for row in rows:
         pool = row.source.split(":")[1]
@@ -299,7 +299,7 @@ def test_load_checks_costs_and_drivers(db_url: str, tmp_path: Path) -> None:
         "drivers.csv (write a driver name used there, usage:SERVICE or equal)",
         "costs.csv:2: amount: 10.001 has more decimal places than the currency's 2",
         "costs.csv:3: pool: 'GHOST' is not a pool in allocations.csv",
-        "costs.csv:4: period: '2026-13' is not a period: write it as YYYY-MM",
+        "costs.csv:4: period: '2026-13' is not a period: write it as YYYY-MM, e.g. 2026-10",
         "drivers.csv:2: value: must not be negative",
         "drivers.csv:3: unit: the sqft of ART in 2026-03 is already given on line 2",
         "drivers.csv:4: driver: 'equal' is reserved: it needs no rows; choose another name",

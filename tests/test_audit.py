@@ -200,7 +200,7 @@ def test_the_audit_migration_goes_down_and_up(loaded: str) -> None:
     assert api.verify(loaded).ok
 
 
-def test_an_input_file_is_recorded_by_its_absolute_path(loaded: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_an_input_file_is_recorded_by_its_absolute_path(loaded: str, tmp_path: Path, monkeypatch) -> None:
     """An auditor reading the log later does not know which folder `../county/x.csv` meant."""
     (tmp_path / "county").mkdir()
     (tmp_path / "work").mkdir()

@@ -48,6 +48,7 @@ def usage(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", sorted(UNIFORM_BEFORE_SHAPES))
 def test_uniform_is_unchanged(generate: ModuleType, tmp_path: Path, size: tuple[int, int, int, int]) -> None:
     lines, units, services, seed = size

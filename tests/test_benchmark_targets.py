@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+# the benchmark itself at small sizes
+pytestmark = pytest.mark.slow
+
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 

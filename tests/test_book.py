@@ -121,7 +121,7 @@ def test_recurring_problems(mini_book: Path) -> None:
     problems = refusal(mini_book)
     assert problems == [
         "recurring.csv:3: consumer: 'IT' provides HELP: a unit cannot charge itself",
-        "recurring.csv:4: from_period: '2026-3' is not a period: write it as YYYY-MM",
+        "recurring.csv:4: from_period: '2026-3' is not a period: write it as YYYY-MM, e.g. 2026-10",
         "recurring.csv:5: quantity: must not be zero",
         "recurring.csv:5: to_period: is before from_period",
     ]

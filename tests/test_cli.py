@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from conftest import usage_file
 
@@ -120,6 +121,7 @@ def test_a_database_password_never_appears(tmp_path: Path) -> None:
     assert err.startswith("database error")
 
 
+@pytest.mark.slow
 def test_the_installed_command_runs_the_mini_book(mini_book: Path, tmp_path: Path) -> None:
     env = dict(os.environ, CHARGEBACK_DB=f"sqlite:///{tmp_path / 'db.sqlite'}")
     done = subprocess.run(

@@ -18,11 +18,11 @@ from chargeback.store.schema import Entry, PeriodEvent
 D = Decimal
 
 
-def engine_for(url: str):  # type: ignore[no-untyped-def]
+def engine_for(url: str):
     return create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
 
 
-def entries(url: str, period: str | None = None) -> list[tuple]:  # type: ignore[type-arg]
+def entries(url: str, period: str | None = None) -> list[tuple]:
     query = select(
         Entry.kind, Entry.consumer, Entry.service, Entry.amount_minor, Entry.debit_account, Entry.credit_account
     ).order_by(Entry.id)
@@ -255,12 +255,12 @@ def test_each_close_stores_its_totals_and_a_close_after_a_reopen_replaces_them(l
 
     def stored_and_grouped() -> tuple[list[object], list[object]]:
         with engine.connect() as conn:
-            return stored_totals(conn, "2026-03"), period_totals(conn, "2026-03")  # type: ignore[return-value]
+            return stored_totals(conn, "2026-03"), period_totals(conn, "2026-03")
 
     march(loaded, tmp_path)
     api.close(loaded, "2026-03", tmp_path / "out", documents=False)
     first, grouped = stored_and_grouped()
-    assert first == grouped and sum(t.entries for t in first) == 2  # type: ignore[attr-defined]
+    assert first == grouped and sum(t.entries for t in first) == 2
     api.reopen(loaded, "2026-03", "a late ticket")
     api.import_file(
         loaded, usage_file(tmp_path, "late.csv", [["2026-03-30", "HELP", "ART", "2", "T-3", "Printer"]]), "2026-03"
@@ -268,7 +268,7 @@ def test_each_close_stores_its_totals_and_a_close_after_a_reopen_replaces_them(l
     api.close(loaded, "2026-03", tmp_path / "out", documents=False)
     again, grouped = stored_and_grouped()
     assert again == grouped != first
-    assert [(t.consumer, t.entries, t.amount_minor) for t in again if t.consumer == "ART"] == [  # type: ignore[attr-defined]
+    assert [(t.consumer, t.entries, t.amount_minor) for t in again if t.consumer == "ART"] == [
         ("ART", 2, sum(a for _, c, _, a, _, _ in entries(loaded, "2026-03") if c == "ART"))
     ]
     assert api.verify(loaded).ok

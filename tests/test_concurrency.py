@@ -19,6 +19,9 @@ from reliability import cli_env, count, rounds, rows, scalar
 
 from chargeback import api
 
+# commands racing in several processes
+pytestmark = pytest.mark.slow
+
 ROUNDS = rounds(1, 12)
 STARTER = (
     "import sys, time; from chargeback.cli import main; start = float(sys.argv[1]); "

@@ -43,13 +43,13 @@ class Inbox:
         self.messages: list[tuple[list[str], EmailMessage]] = []
         self.delay = 0.0  # seconds the server takes to accept a message
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith("bounce@"):
             return "550 5.1.1 no such mailbox"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+    async def handle_DATA(self, server, session, envelope):
         await asyncio.sleep(self.delay)
         message = email.message_from_bytes(envelope.original_content or envelope.content, policy=default)
         self.messages.append((list(envelope.rcpt_tos), message))
@@ -61,7 +61,7 @@ class Inbox:
 
 
 @pytest.fixture
-def smtp() -> tuple[Inbox, str]:  # type: ignore[misc]
+def smtp() -> tuple[Inbox, str]:
     inbox = Inbox()
     port = free_port()
     controller = aiosmtpd.Controller(inbox, hostname="127.0.0.1", port=port)
@@ -308,7 +308,7 @@ def test_missing_documents_are_written_again_or_named(
     real_report = api.report
     calls: list[Path] = []
 
-    def report_without_statements(url_, period, out_dir):  # type: ignore[no-untyped-def]
+    def report_without_statements(url_, period, out_dir):
         """The period's documents written again, but no statement for ART (a writer that fails
         to produce one): deliver must name what is missing, for which unit, and send nothing."""
         calls.append(Path(out_dir))
@@ -329,7 +329,7 @@ def test_missing_documents_are_written_again_or_named(
     assert calls == [out] and inbox.messages == [] and deliveries(url) == []
 
     # documents in another folder (or from an earlier close) are written again, then sent
-    def report_with_documents(url_, period, out_dir):  # type: ignore[no-untyped-def]
+    def report_with_documents(url_, period, out_dir):
         folder = real_report(url_, period, out_dir)
         documents_for(folder, CONSUMERS)
         return folder

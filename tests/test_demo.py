@@ -5,9 +5,12 @@ included)."""
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from chargeback import api
 
 
+@pytest.mark.slow
 def test_demo_closes_three_balanced_months(tmp_path: Path) -> None:
     result, url = api.demo(tmp_path / "out")
     assert [c.period for c in result.closes] == ["2026-07", "2026-08", "2026-09"]

@@ -198,7 +198,7 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
     from chargeback.store import db
     from chargeback.store.schema import Entry
 
-    def journal_lines(conn, period):  # type: ignore[no-untyped-def]
+    def journal_lines(conn, period):
         """The lines, plainly: two per entry, the debit line then the credit line."""
         for e in conn.execute(select(Entry.__table__).where(Entry.period == period).order_by(Entry.id)):
             amount = f"{from_minor(abs(e.amount_minor), 2):.2f}"

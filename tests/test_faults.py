@@ -29,6 +29,9 @@ from chargeback import api
 from chargeback.core.errors import Refused
 from chargeback.documents import folder as documents
 
+# big files, a private PostgreSQL server stopped mid-command, killed processes: minutes
+pytestmark = pytest.mark.slow
+
 KILLS = rounds(3, 40)
 LINES = 3000
 SEED = int(os.environ.get("CHARGEBACK_SEED", time.time_ns() % 1_000_000))
@@ -84,8 +87,8 @@ def run_and_kill(rng: random.Random, budget: float, *args: str) -> bool:
         process.wait()
         return True
     finally:
-        process.stdout.close()  # type: ignore[union-attr]
-        process.stderr.close()  # type: ignore[union-attr]
+        process.stdout.close()
+        process.stderr.close()
 
 
 def timed(*args: str) -> float:
@@ -127,13 +130,12 @@ def priced_lines_of(url: str, period: str) -> int:
     return int(
         scalar(
             url,
-            "SELECT count(*) FROM charge_lines c JOIN usage u ON u.id = c.usage_id "  # type: ignore[arg-type]
-            f"WHERE u.period = '{period}'",
+            f"SELECT count(*) FROM charge_lines c JOIN usage u ON u.id = c.usage_id WHERE u.period = '{period}'",
         )
     )
 
 
-def tally(command: str, outcomes: Counter) -> None:  # type: ignore[type-arg]
+def tally(command: str, outcomes: Counter) -> None:
     """Add a test's kills to the run's figures and show how they fell."""
     count("kills", sum(n for (how, _), n in outcomes.items() if how == "killed"))
     count("kill rounds", KILLS)
@@ -227,7 +229,7 @@ def test_a_full_disk_during_close_undoes_it(loaded: str, tmp_path: Path, monkeyp
     before = fingerprint(loaded)
     real_open = open
 
-    def full_disk(path, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+    def full_disk(path, mode="r", *args, **kwargs):
         if "w" in mode and ".2026-03.partial" in str(path):
             raise OSError(28, "No space left on device")
         return real_open(path, mode, *args, **kwargs)
@@ -276,7 +278,7 @@ def test_a_failure_to_move_the_documents_in_says_what_to_do(
     march(loaded, tmp_path)
     real_rename = Path.rename
 
-    def refuse(self: Path, target: Path) -> Path:  # type: ignore[override]
+    def refuse(self: Path, target: Path) -> Path:
         if ".partial-" in self.name:
             raise OSError(5, "Input/output error")
         return real_rename(self, target)
@@ -298,7 +300,7 @@ def test_a_failure_to_move_the_documents_in_says_what_to_do(
 # ---- the database going away ----------------------------------------------------------
 
 
-def _backend_of_another(conn) -> int | None:  # type: ignore[no-untyped-def]
+def _backend_of_another(conn) -> int | None:
     return conn.exec_driver_sql(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
         "AND backend_type = 'client backend' AND state IN ('idle in transaction', 'active') LIMIT 1"
@@ -384,7 +386,7 @@ class PrivateServer:
 
 
 @pytest.fixture
-def private_server():  # type: ignore[no-untyped-def]
+def private_server():
     if not (PG_BIN / "initdb").exists() or (os.geteuid() == 0 and not shutil.which("runuser")):
         pytest.skip(f"no PostgreSQL server binaries in {PG_BIN} (set CHARGEBACK_PG_BIN)")
     server = PrivateServer()

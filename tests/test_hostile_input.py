@@ -403,6 +403,7 @@ def test_fuzz_csv_bytes(tmp_path: Path, data: bytes) -> None:
     count("fuzzed inputs")
 
 
+@pytest.mark.slow
 @FUZZ
 @given(csv_text)
 def test_fuzz_import_of_csv_tables(book_db: str, tmp_path: Path, text: str) -> None:

@@ -237,11 +237,12 @@ def _chromium() -> str:
 def _pages(pdf: Path) -> int:
     if shutil.which("pdfinfo"):
         info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True)
-        return int(re.search(r"Pages:\s+(\d+)", info.stdout).group(1))  # type: ignore[union-attr]
+        return int(re.search(r"Pages:\s+(\d+)", info.stdout).group(1))
     data = pdf.read_bytes()
     return len(re.findall(rb"/Type\s*/Page(?![a-z])", data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("paper", ["Letter", "A4"])
 def test_chromium_prints_an_invoice(out: tuple[str, Path], tmp_path: Path, paper: str) -> None:
     browser = _chromium()
@@ -274,7 +275,7 @@ def test_chromium_prints_an_invoice(out: tuple[str, Path], tmp_path: Path, paper
     assert _pages(pdf) >= 1
 
 
-def _bill(url: str, period: str, code: str):  # type: ignore[no-untyped-def]
+def _bill(url: str, period: str, code: str):
     from chargeback.documents.bills import bills, document_context, service_totals
 
     with db.transaction(db.connect(url)) as conn:

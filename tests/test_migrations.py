@@ -14,7 +14,7 @@ from chargeback.store import db
 from chargeback.store.schema import Adjustment, ChargeLine, Entry, PeriodTotalRow, Usage
 
 
-def _diff(engine) -> list:  # type: ignore[no-untyped-def]
+def _diff(engine) -> list:
     with engine.connect() as conn:
         return model_differences(conn)
 

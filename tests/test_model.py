@@ -156,7 +156,7 @@ class Books(RuleBasedStateMachine):
                 csv.writer(handle).writerows([USAGE_HEADER, *rows])
         return path
 
-    def _refused(self, call, *args, match: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    def _refused(self, call, *args, match: str | None = None) -> None:
         before = self._fingerprint()
         with pytest.raises(Refused) as refused:
             call(self.engine, *args)
@@ -364,6 +364,7 @@ def _settings() -> settings:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_engine_keeps_to_the_model(backend: str, tmp_path: Path) -> None:
     if backend == "postgresql" and not PG_URL:

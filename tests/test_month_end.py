@@ -15,7 +15,7 @@ from test_deliver import CONSUMERS, Inbox, documents_for, smtp, with_emails  # n
 from chargeback.cli import main
 
 
-def test_the_month_end_walk_through(db_url: str, mini_book: Path, tmp_path: Path, smtp: tuple[Inbox, str]) -> None:  # noqa: F811
+def test_the_month_end_walk_through(db_url: str, mini_book: Path, tmp_path: Path, smtp: tuple[Inbox, str]) -> None:  # noqa: F811 the smtp fixture, imported above
     inbox, server = smtp
     out = tmp_path / "out"
 

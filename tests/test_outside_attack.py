@@ -67,6 +67,7 @@ def test_a_connection_error_never_prints_the_password() -> None:
     assert err.startswith("database error (postgresql://cbu@127.0.0.1:1/cb?")
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_early_is_a_normal_end(loaded: str, tmp_path: Path) -> None:
     """Before: `chargeback audit | head -1` ended now and then in `error: BrokenPipeError`,
     exit 1. Now a closed pipe ends the command quietly, exit 0."""
@@ -202,6 +203,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("follow", [True, False])
 def test_a_killed_command_leaves_no_worker_running(tmp_path: Path, follow: bool) -> None:
     """Before: after `kill -9` of a close mid-way its pool workers (and multiprocessing's
@@ -243,7 +245,7 @@ def test_a_full_disk_while_a_workbook_is_written_gets_the_proper_message(
     api.import_file(loaded, usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]]), "2026-03")
     real_open = builtins.open
 
-    def full_disk(path, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+    def full_disk(path, mode="r", *args, **kwargs):
         if "w" in str(mode) and str(path).endswith(".xlsx"):
             raise OSError(28, "No space left on device")
         return real_open(path, mode, *args, **kwargs)

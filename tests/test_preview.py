@@ -170,7 +170,7 @@ def test_a_preview_that_fails_leaves_nothing(loaded: str, tmp_path: Path, monkey
     before = state(loaded)
     first = (tmp_path / "out" / "2026-03-draft" / "journal.csv").read_bytes()
 
-    def full_disk(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(variance, "write_workbook", full_disk)

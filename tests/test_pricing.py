@@ -182,6 +182,6 @@ def test_an_invoice_shows_a_quantity_or_rate_as_its_decimal_grouped(micro: int, 
     from chargeback.core.money import from_micro, grouped_micro
 
     value = from_micro(micro)
-    if -value.as_tuple().exponent < places:  # type: ignore[operator]
+    if -value.as_tuple().exponent < places:
         value = value.quantize(D(1).scaleb(-places))
     assert grouped_micro(micro, places) == f"{value:,f}"

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import usage_file
+
+# progress bars of big imports and closes on a pseudo-terminal
+pytestmark = pytest.mark.slow
 
 LINES = 25_000
 

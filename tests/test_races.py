@@ -4,12 +4,16 @@ refused cleanly, and nothing is posted twice."""
 import threading
 from pathlib import Path
 
+import pytest
 from conftest import usage_file
 from sqlalchemy import text
 
 from chargeback import api
 from chargeback.core.errors import Refused
 from chargeback.store import db
+
+# simultaneous commands over thousands of lines on PostgreSQL
+pytestmark = pytest.mark.slow
 
 
 def test_two_simultaneous_closes_one_wins(pg_url: str, mini_book: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from chargeback import api
 from chargeback.core.errors import Refused
 
 
-def manifest(folder: Path) -> dict:  # type: ignore[type-arg]
+def manifest(folder: Path) -> dict:
     return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
 
 
@@ -130,7 +130,7 @@ def test_a_reclose_that_cannot_write_leaves_every_version_as_it_was(
     api.adjust(loaded, "2026-03", "HELP", "ART", "5.00", "Cable")
     real_open = open
 
-    def full_disk(path, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+    def full_disk(path, mode="r", *args, **kwargs):
         if "w" in mode and ".2026-03.partial" in str(path) and str(path).endswith("journal.csv"):
             raise OSError(28, "No space left on device")
         return real_open(path, mode, *args, **kwargs)

@@ -123,7 +123,7 @@ def test_the_database_refuses_a_usage_line_or_entry_that_names_nothing(loaded: s
         with pytest.raises(IntegrityError) as caught, engine.begin() as conn:
             conn.execute(text(statement))
         if engine.dialect.name == "postgresql":
-            assert caught.value.orig.diag.constraint_name == name  # type: ignore[union-attr]
+            assert caught.value.orig.diag.constraint_name == name
             assert "is not present in table" in str(caught.value)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM usage")).scalar() == 3
@@ -276,14 +276,14 @@ def test_plain_rows_reads_what_sqlalchemy_reads_a_chunk_at_a_time(db_url: str) -
 
     from sqlalchemy import Column, MetaData, Table, TypeDecorator, select
 
-    class Shouted(TypeDecorator):  # type: ignore[type-arg]
+    class Shouted(TypeDecorator):
         impl = String
         cache_ok = True
 
-        def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+        def process_result_value(self, value, dialect):
             return value.upper()
 
-        def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+        def process_bind_param(self, value, dialect):
             return value.lower()
 
     lines = Table(

@@ -60,7 +60,7 @@ def adjustment_entry(url: str) -> int:
     return found
 
 
-def events_writable(conn, writable: bool) -> None:  # type: ignore[no-untyped-def]
+def events_writable(conn, writable: bool) -> None:
     """Get around the append-only triggers of `period_events`, as a database owner can."""
     if conn.dialect.name == "postgresql":
         conn.execute(text(f"ALTER TABLE period_events {'DISABLE' if writable else 'ENABLE'} TRIGGER USER"))
@@ -69,7 +69,7 @@ def events_writable(conn, writable: bool) -> None:  # type: ignore[no-untyped-de
             conn.execute(text(f"DROP TRIGGER period_events_no_{action}"))
 
 
-def rechain_events(conn, new_hash: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def rechain_events(conn, new_hash: dict[str, str]) -> None:
     """Give every close's seal its rewritten journal hash and chain the events again."""
     previous = GENESIS
     for row in conn.execute(select(*seals.EVENT_COLUMNS).order_by(PeriodEvent.id)).all():

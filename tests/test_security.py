@@ -121,6 +121,7 @@ def secret_url(pg_url: str) -> str:
     return pg_url.replace("//chargeback:chargeback@", f"//cb_secret_probe:{SECRET}@", 1)
 
 
+@pytest.mark.slow
 def test_a_database_password_never_appears(secret_url: str, mini_book: Path, tmp_path: Path) -> None:
     bad = usage_file(tmp_path, "bad.csv", [["2026-03-02", "HELP", "NOBODY", "1", "R-1", ""]])
     good = mini_book / "usage" / "2026-03.csv"
@@ -162,4 +163,4 @@ def test_a_database_password_never_appears(secret_url: str, mini_book: Path, tmp
             assert SECRET.encode() not in path.read_bytes(), path
     records = json.loads(chargeback("--db", secret_url, "audit", "--json").stdout)
     assert records and SECRET not in json.dumps(records)
-    reset_postgres(PG_URL)  # type: ignore[arg-type]
+    reset_postgres(PG_URL)

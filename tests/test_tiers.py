@@ -31,7 +31,7 @@ def schedule(*tiers: tuple[str, str]) -> tuple[RateRow, ...]:
 HELP = schedule(("0", "60"), ("100", "50"), ("150", "40"))
 
 
-def pieces(start: str, quantity: str, tiers=HELP) -> list[str]:  # type: ignore[no-untyped-def]
+def pieces(start: str, quantity: str, tiers=HELP) -> list[str]:
     return [p.text for p in tier_pieces(D(start), D(quantity), tiers)]
 
 
@@ -61,7 +61,7 @@ def test_lines_accumulate_and_each_is_rounded_once() -> None:
     assert next(price_tiered([(D("1"), fine)], 2)).amount == D("0.01")
 
 
-def _cumulative(quantity: D, tiers) -> D:  # type: ignore[no-untyped-def]
+def _cumulative(quantity: D, tiers) -> D:
     """The exact price of the first `quantity` units, tier by tier."""
     total = D(0)
     for index, tier in enumerate(tiers):
@@ -78,7 +78,7 @@ def _cumulative(quantity: D, tiers) -> D:  # type: ignore[no-untyped-def]
     st.lists(st.tuples(st.integers(1, 500), st.integers(0, 10_000)), min_size=0, max_size=4),
     st.lists(st.integers(-300, 600).filter(bool), min_size=1, max_size=12),
 )
-def test_pieces_add_up_to_the_schedule(steps, quantities) -> None:  # type: ignore[no-untyped-def]
+def test_pieces_add_up_to_the_schedule(steps, quantities) -> None:
     tiers, start = [RateRow("S", "internal", DAY, None, D(60), D(0))], D(0)
     for width, rate in steps:
         start += width
@@ -227,7 +227,7 @@ def test_a_higher_tier_needs_a_base_tier(db_url: str, tmp_path: Path) -> None:
     st.decimals(D("0"), D("300"), places=2),
     st.sampled_from([0, 2, 3]),
 )
-def test_the_close_prices_whole_columns_as_line_by_line_pricing_does(steps, quantities, start, digits) -> None:  # type: ignore[no-untyped-def]
+def test_the_close_prices_whole_columns_as_line_by_line_pricing_does(steps, quantities, start, digits) -> None:
     """`price_lines` (the close: cumulative sums against the tier table, over columns)
     gives each line the pieces and amount `price_tiered` (one line at a time) gives it."""
     thresholds = [D(0)] + sorted(D(t) for t, _ in steps)[: len(steps) - 1]

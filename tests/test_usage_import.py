@@ -369,6 +369,7 @@ def test_the_summary_is_the_plain_computation_to_the_cent(loaded: str, tmp_path:
     assert (result.late, result.credits, result.imported) == (1, 1, 4)
 
 
+@pytest.mark.slow
 def test_200000_generated_lines_add_up_to_the_plain_computation(loaded: str, tmp_path: Path) -> None:
     """Every figure of the summary of a big file, late lines, credits, six-digit
     fractions and both rates of VAN among them, equals the line-by-line computation."""

@@ -11,7 +11,7 @@ import pytest
 from conftest import usage_file
 
 from chargeback import api
-from chargeback.close.variance import Line, Total, compute, moved, report_lines, window_of
+from chargeback.close.variance import Total, UnitVariance, compute, moved, report_lines, window_of
 
 D = Decimal
 Q = D("0.25")
@@ -103,7 +103,9 @@ def test_a_consumer_that_disappears_is_called_out() -> None:
         "2026-03", [t("2026-02", "MATH", "HELP", 3000)], ("2026-02",), threshold=Q, digits=2, currency="USD"
     )
     assert review.gone_consumers == ("MATH",)
-    assert review.consumer("MATH") == Line("MATH", "internal", 0, 3000, 3000, True, review.consumer("MATH").drivers)
+    assert review.consumer("MATH") == UnitVariance(
+        "MATH", "internal", 0, 3000, 3000, True, review.consumer("MATH").drivers
+    )
     text = "\n".join(report_lines(review))
     assert "consumer gone: MATH (charged 30.00 in 2026-02, nothing in 2026-03)" in text
     assert "no usage of HELP (IT) in 2026-03: 30.00 in 2026-02" in text

@@ -41,11 +41,11 @@ def minor(amount: int) -> Decimal:
     return (Decimal(amount) / 100).quantize(CENT)
 
 
-def rows(sheet) -> list[tuple]:  # type: ignore[no-untyped-def,type-arg]
+def rows(sheet) -> list[tuple]:
     return list(sheet.iter_rows(values_only=True))
 
 
-def find(sheet, label: str) -> tuple:  # type: ignore[no-untyped-def,type-arg]
+def find(sheet, label: str) -> tuple:
     for row in sheet.iter_rows(values_only=True):
         if row and row[0] == label:
             return row
@@ -260,6 +260,7 @@ def test_exceptions_list_what_needs_a_second_look(out: tuple[str, Path]) -> None
     assert "late charge" in kinds and "credit" in kinds and "adjustment" in kinds
 
 
+@pytest.mark.slow
 def test_libreoffice_recalculates_every_formula_to_the_engines_value(out: tuple[str, Path], tmp_path: Path) -> None:
     if not shutil.which("soffice"):
         pytest.skip("LibreOffice is not installed (Debian package `libreoffice-calc-nogui`)")
@@ -301,6 +302,7 @@ def test_libreoffice_recalculates_every_formula_to_the_engines_value(out: tuple[
         assert find(summary, "All checks")[1] == "OK"
 
 
+@pytest.mark.slow
 def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ties(
     db_url: str, tmp_path: Path, tuned: Callable[..., Settings]
 ) -> None:
@@ -331,6 +333,7 @@ def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ti
     assert find(summary, "All checks")[1] == "OK"
 
 
+@pytest.mark.slow
 def test_a_statement_with_many_services_charts_its_largest(tmp_path: Path, tuned: Callable[..., Settings]) -> None:
     """Past `chart_services` (settings) services, the chart shows a table of the largest ones, each
     figure a formula on its row of the service table that LibreOffice recalculates to

@@ -227,7 +227,7 @@ class Table:
 
     def write(self, path: Path, book: str, when: dt.datetime) -> None:
         """The table as a workbook, amounts as numbers with the currency's format."""
-        from chargeback.documents.small_workbooks import Money, Sheets, money, percent  # openpyxl: loaded when needed
+        from chargeback.documents.small_workbooks import Money, Sheets, money, percent  # XlsxWriter: loaded when needed
 
         sheets = Sheets(
             f"Budgets fiscal year {self.fiscal_year}",

@@ -26,7 +26,7 @@ from chargeback.close.reconciliation import (
     store_totals,
 )
 from chargeback.core.errors import Refused
-from chargeback.core.fields import PERIOD_PATTERN, outside_calendar
+from chargeback.core.fields import check_period
 from chargeback.core.progress import on_terminal, phase
 from chargeback.ledger import journal, seals
 from chargeback.ledger import service_levels as sla
@@ -38,16 +38,6 @@ from chargeback.store.schema import Adjustment, Cost, Entry, Period, Usage
 if TYPE_CHECKING:
     from chargeback.close.budgets import BudgetStatus
     from chargeback.close.variance import Review
-
-
-def check_period(period: str) -> str:
-    """A `YYYY-MM` period, or a refusal that says how to write one."""
-    if not PERIOD_PATTERN.fullmatch(period or ""):
-        raise Refused(f"{period!r} is not a period: write it as YYYY-MM, e.g. 2026-10")
-    problem = outside_calendar(period)
-    if problem:
-        raise Refused(problem)
-    return period
 
 
 def lock_period(conn: Connection, period: str, create: bool) -> str | None:

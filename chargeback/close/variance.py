@@ -69,7 +69,9 @@ TotalRow = tuple[str, str, str, str, str, str, int]
 
 
 @dataclass(frozen=True)
-class Driver:
+class ServiceChange:
+    """A service whose spend moved: one of the drivers of a unit's change."""
+
     service: str
     change: int
 
@@ -82,7 +84,7 @@ def share(change: int | None, base: int | None) -> Decimal | None:
 
 
 @dataclass(frozen=True)
-class Line:
+class UnitVariance:
     """One consumer's charges or one provider's revenue, against earlier periods."""
 
     unit: str
@@ -91,7 +93,7 @@ class Line:
     previous: int | None  # None: no earlier period to compare with
     average: int | None
     flagged: bool = False
-    drivers: tuple[Driver, ...] = ()
+    drivers: tuple[ServiceChange, ...] = ()
 
     @property
     def change(self) -> int | None:
@@ -127,8 +129,8 @@ class Review:
     digits: int
     threshold: Decimal
     window: tuple[str, ...]  # the earlier periods compared with, newest first
-    consumers: tuple[Line, ...] = ()
-    providers: tuple[Line, ...] = ()
+    consumers: tuple[UnitVariance, ...] = ()
+    providers: tuple[UnitVariance, ...] = ()
     new_consumers: tuple[str, ...] = ()
     gone_consumers: tuple[str, ...] = ()
     silent_services: tuple[SilentService, ...] = ()
@@ -141,10 +143,10 @@ class Review:
         return self.window[0] if self.window else None
 
     @property
-    def flagged(self) -> list[Line]:
+    def flagged(self) -> list[UnitVariance]:
         return [line for line in self.consumers + self.providers if line.flagged]
 
-    def consumer(self, unit: str) -> Line:
+    def consumer(self, unit: str) -> UnitVariance:
         return next(line for line in self.consumers if line.unit == unit)
 
     def money(self, minor: int | None) -> str:
@@ -221,19 +223,19 @@ def compute(
             usage[service][period_of] += amount
     previous = window[0] if window else None
 
-    def lines(amounts: Amounts, kind_of: dict[str, str] | None) -> tuple[Line, ...]:
+    def lines(amounts: Amounts, kind_of: dict[str, str] | None) -> tuple[UnitVariance, ...]:
         found = []
         for unit in sorted(u for u, by_period in amounts.items() if period in by_period or previous in by_period):
             by_period = amounts[unit]
             current = sum(by_period.get(period, {}).values())
             kind = kind_of[unit] if kind_of is not None else "provider"
             if previous is None:
-                found.append(Line(unit, kind, current, None, None))
+                found.append(UnitVariance(unit, kind, current, None, None))
                 continue
             before = sum(by_period.get(previous, {}).values())
             average = int(quantize(Decimal(sum(sum(by_period.get(p, {}).values()) for p in window)) / len(window), 0))
             found.append(
-                Line(
+                UnitVariance(
                     unit,
                     kind,
                     current,
@@ -280,10 +282,10 @@ def compute(
     )
 
 
-def _drivers(now: dict[str, int], before: dict[str, int]) -> tuple[Driver, ...]:
+def _drivers(now: dict[str, int], before: dict[str, int]) -> tuple[ServiceChange, ...]:
     changes = [(service, now.get(service, 0) - before.get(service, 0)) for service in set(now) | set(before)]
     changes = sorted(((s, c) for s, c in changes if c), key=lambda sc: (-abs(sc[1]), sc[0]))
-    return tuple(Driver(s, c) for s, c in changes[:MAX_DRIVERS])
+    return tuple(ServiceChange(s, c) for s, c in changes[:MAX_DRIVERS])
 
 
 def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None = None) -> Review:
@@ -341,7 +343,7 @@ def _signed(review: Review, minor: int | None) -> str:
     return text if minor < 0 else f"+{text}"
 
 
-def drivers_text(review: Review, line: Line) -> str:
+def drivers_text(review: Review, line: UnitVariance) -> str:
     return ", ".join(f"{d.service} {_signed(review, d.change)}" for d in line.drivers)
 
 

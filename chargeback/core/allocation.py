@@ -37,7 +37,7 @@ PARENT_PREFIX = "parent:"
 
 
 @dataclass(frozen=True)
-class Driver:
+class AllocationDriver:
     """An allocation driver: `equal`, `usage:SERVICE` (the quantity posted of a service),
     `amount:SERVICE` (the amount of its usage charges) or a name from drivers.csv."""
 
@@ -50,26 +50,26 @@ class Driver:
         return EQUAL if self.kind == "equal" else prefixes.get(self.kind, "") + self.name
 
 
-def parse_driver(text: str) -> Driver:
+def parse_driver(text: str) -> AllocationDriver:
     """Read the `driver` column; raises ValueError saying how to write it."""
     text = text.strip()
     if text == EQUAL:
-        return Driver("equal", "")
+        return AllocationDriver("equal", "")
     if text.startswith(USAGE_PREFIX):
         service = text[len(USAGE_PREFIX) :].strip()
         if not CODE_PATTERN.fullmatch(service):
             raise ValueError(f"{text!r}: write usage:SERVICE with a service code after the colon")
-        return Driver("usage", service)
+        return AllocationDriver("usage", service)
     if text.startswith(AMOUNT_PREFIX):
         service = text[len(AMOUNT_PREFIX) :].strip()
         if not CODE_PATTERN.fullmatch(service):
             raise ValueError(f"{text!r}: write amount:SERVICE with a service code after the colon")
-        return Driver("amount", service)
+        return AllocationDriver("amount", service)
     if not CODE_PATTERN.fullmatch(text):
         raise ValueError(
             f"{text!r} is not a driver: write a name used in drivers.csv, usage:SERVICE, amount:SERVICE or equal"
         )
-    return Driver("named", text)
+    return AllocationDriver("named", text)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import BeforeValidator, ValidationError
 
-from chargeback.core.errors import Problem
+from chargeback.core.errors import Problem, Refused
 from chargeback.core.money import QUANTITY_PLACES, RATE_PLACES, parse_decimal
+
+#: What a cell check returns (a code, a Decimal, a date...).
+Checked = TypeVar("Checked")
 
 CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 PERIOD_PATTERN = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
@@ -63,14 +67,22 @@ def outside_calendar(period: str) -> str | None:
     return None
 
 
-def check_period(value: object) -> str:
-    text = str(value).strip()
-    if not PERIOD_PATTERN.fullmatch(text):
-        raise ValueError(f"{text!r} is not a period: write it as YYYY-MM")
-    problem = outside_calendar(text)
+def check_period(period: str) -> str:
+    """A `YYYY-MM` period within the calendar, or a refusal that says how to write one."""
+    if not PERIOD_PATTERN.fullmatch(period or ""):
+        raise Refused(f"{period!r} is not a period: write it as YYYY-MM, e.g. 2026-10")
+    problem = outside_calendar(period)
     if problem:
-        raise ValueError(problem)
-    return text
+        raise Refused(problem)
+    return period
+
+
+def _period_cell(value: object) -> str:
+    """`check_period` for a cell of a book file: stripped, and a ValueError (pydantic's)."""
+    try:
+        return check_period(str(value).strip())
+    except Refused as exc:
+        raise ValueError(str(exc)) from None
 
 
 def check_text(value: object) -> str:
@@ -87,7 +99,7 @@ def check_year(value: object) -> int:
     return int(text)
 
 
-def decimal_checker(places: int, what: str):  # type: ignore[no-untyped-def]
+def decimal_checker(places: int, what: str) -> Callable[[object], Decimal]:
     def check(value: object) -> Decimal:
         if isinstance(value, Decimal):
             value = str(value)
@@ -96,8 +108,8 @@ def decimal_checker(places: int, what: str):  # type: ignore[no-untyped-def]
     return check
 
 
-def _required(check):  # type: ignore[no-untyped-def]
-    def run(value: object) -> object:
+def _required(check: Callable[[object], Checked]) -> Callable[[object], Checked]:
+    def run(value: object) -> Checked:
         if value is None or (isinstance(value, str) and not value.strip()):
             raise ValueError("is required and is blank")
         return check(value)
@@ -105,8 +117,8 @@ def _required(check):  # type: ignore[no-untyped-def]
     return run
 
 
-def _optional(check):  # type: ignore[no-untyped-def]
-    def run(value: object) -> object:
+def _optional(check: Callable[[object], Checked]) -> Callable[[object], Checked | None]:
+    def run(value: object) -> Checked | None:
         value = blank_to_none(value)
         return None if value is None else check(value)
 
@@ -119,8 +131,8 @@ Text = Annotated[str, BeforeValidator(_required(check_text))]
 OptionalText = Annotated[str | None, BeforeValidator(_optional(check_text))]
 Date = Annotated[dt.date, BeforeValidator(_required(check_date))]
 OptionalDate = Annotated[dt.date | None, BeforeValidator(_optional(check_date))]
-PeriodText = Annotated[str, BeforeValidator(_required(check_period))]
-OptionalPeriod = Annotated[str | None, BeforeValidator(_optional(check_period))]
+PeriodText = Annotated[str, BeforeValidator(_required(_period_cell))]
+OptionalPeriod = Annotated[str | None, BeforeValidator(_optional(_period_cell))]
 Year = Annotated[int, BeforeValidator(_required(check_year))]
 Quantity = Annotated[Decimal, BeforeValidator(_required(decimal_checker(QUANTITY_PLACES, "quantity")))]
 RateValue = Annotated[Decimal, BeforeValidator(_required(decimal_checker(RATE_PLACES, "rate")))]

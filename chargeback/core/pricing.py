@@ -313,7 +313,7 @@ def price_lines(
 
 def _refuse_unpriced(missing: pl.DataFrame) -> None:
     if missing.height:
-        raise Unpriced(int(missing["usage_id"].min()))  # type: ignore[arg-type]
+        raise Unpriced(int(missing.select(pl.col("usage_id").min()).item()))
 
 
 def _price_tiered(

@@ -140,7 +140,7 @@ def write_version(conn: Connection, period: str, out_dir: Path, staging: Path, *
     of this version."""
     target = out_dir / period
     previous = None if target.is_symlink() else read_manifest(target)
-    files = write_documents(conn, period, staging, **options)  # type: ignore[arg-type]
+    files = write_documents(conn, period, staging, **options)  # type: ignore[arg-type]  # options: write_documents' own keywords
     if previous is None or same_files(read_manifest(staging), previous):
         keep_earlier(target, staging, None)
     else:

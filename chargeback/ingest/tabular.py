@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from operator import itemgetter
 from pathlib import Path
+from xml.etree.ElementTree import Element
 
 import polars as pl
 
@@ -56,7 +57,7 @@ def read_rows(
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         yield from _xlsx_rows(path, columns, problems, name)
     else:
-        yield from _csv_rows(path, columns, problems, name)  # type: ignore[misc]
+        yield from _csv_rows(path, columns, problems, name)  # type: ignore[misc]  # unordered: the rows are dicts
 
 
 def read_records(
@@ -70,7 +71,7 @@ def read_records(
         for line, values in _xlsx_rows(path, columns, problems, name):
             yield line, tuple(values.get(column, "") for column in columns.all)
     else:
-        yield from _csv_rows(path, columns, problems, name, ordered=True)  # type: ignore[misc]
+        yield from _csv_rows(path, columns, problems, name, ordered=True)  # type: ignore[misc]  # ordered: tuples
 
 
 def _in_order(wanted: list[str], columns: Columns) -> Callable[[list[str]], tuple[str, ...]]:
@@ -332,24 +333,30 @@ def _xlsx_rows(
     if refusal:
         problems.append(Problem(name, 0, "-", refusal))
         return
-    unsafe = "declares XML entities or a DTD, which spreadsheet programs never write: refused as unsafe"
+
+    def unreadable(exc: Exception, line: int) -> Problem:
+        """The problem of a workbook openpyxl could not read: unsafe XML, or broken."""
+        if _caused_by(exc, DefusedXmlException):
+            return Problem(
+                name,
+                0,
+                "-",
+                "declares XML entities or a DTD, which spreadsheet programs never write: refused as unsafe",
+            )
+        return Problem(
+            name,
+            line,
+            "-",
+            f"is not a readable XLSX workbook ({type(exc).__name__}): "
+            "open it in a spreadsheet program and save it again",
+        )
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             workbook = load_workbook(path, read_only=True, data_only=True)
         except Exception as exc:  # noqa: BLE001 openpyxl raises many kinds on broken XML
-            if _caused_by(exc, DefusedXmlException):
-                problems.append(Problem(name, 0, "-", unsafe))
-                return
-            problems.append(
-                Problem(
-                    name,
-                    0,
-                    "-",
-                    f"is not a readable XLSX workbook ({type(exc).__name__}): "
-                    "open it in a spreadsheet program and save it again",
-                )
-            )
+            problems.append(unreadable(exc, 0))
             return
         where = [0]  # the row being read, for an error in the middle of the sheet
         try:
@@ -360,18 +367,7 @@ def _xlsx_rows(
             marks = _SheetMarks.of(path, sheet.title)
             yield from _sheet_rows(sheet, marks, columns, problems, name, where)
         except Exception as exc:  # noqa: BLE001 a broken sheet fails in the middle in many ways: refused, not a crash
-            if _caused_by(exc, DefusedXmlException):
-                problems.append(Problem(name, 0, "-", unsafe))
-                return
-            problems.append(
-                Problem(
-                    name,
-                    where[0],
-                    "-",
-                    f"is not a readable XLSX workbook ({type(exc).__name__}): "
-                    "open it in a spreadsheet program and save it again",
-                )
-            )
+            problems.append(unreadable(exc, where[0]))
         finally:
             workbook.close()
 
@@ -476,14 +472,14 @@ def _sheet_member(archive: zipfile.ZipFile, title: str) -> str | None:
     def attribute(element, name: str) -> str | None:
         return next((v for k, v in element.attrib.items() if local(k) == name), None)
 
-    def target(rels_member: str, folder: str, wanted: Callable[[object], bool]) -> str | None:
+    def target(rels_member: str, folder: str, wanted: Callable[[Element], bool]) -> str | None:
         for rel in fromstring(archive.read(rels_member)):
             if wanted(rel):
                 found = rel.get("Target", "")
                 return found.lstrip("/") if found.startswith("/") else posixpath.normpath(posixpath.join(folder, found))
         return None
 
-    book = target("_rels/.rels", "", lambda rel: rel.get("Type", "").endswith("/officeDocument"))  # type: ignore[attr-defined]
+    book = target("_rels/.rels", "", lambda rel: rel.get("Type", "").endswith("/officeDocument"))
     if book is None:
         return None
     folder, _, file = book.rpartition("/")
@@ -493,7 +489,7 @@ def _sheet_member(archive: zipfile.ZipFile, title: str) -> str | None:
     if sheet is None:
         return None
     rel_id = attribute(sheet, "id")
-    return target(posixpath.join(folder, "_rels", f"{file}.rels"), folder, lambda rel: rel.get("Id") == rel_id)  # type: ignore[attr-defined]
+    return target(posixpath.join(folder, "_rels", f"{file}.rels"), folder, lambda rel: rel.get("Id") == rel_id)
 
 
 def _numbered_rows(sheet, runs: list[tuple[int, int]] | None) -> Iterator[tuple[int, tuple]]:

@@ -35,15 +35,13 @@ from sqlalchemy import ColumnElement, Connection, String, cast, exists, func, li
 
 from chargeback.book.snapshot import Reference
 from chargeback.core.allocation import (
+    AllocationDriver,
     AllocationError,
     PoolSpec,
     allocate,
     parse_driver,
     parse_targets,
     resolve_targets,
-)
-from chargeback.core.allocation import (
-    Driver as DriverSpec,
 )
 from chargeback.core.calendar import period_bounds
 from chargeback.core.errors import Refused
@@ -577,7 +575,7 @@ def allocation_charges(conn: Connection, ref: Reference, period: str) -> Iterato
     pools = {p.pool: p for p in conn.execute(select(Allocation.__table__).where(Allocation.pool.in_(list(costs))))}
     first_day, last_day = period_bounds(period)
     specs = []
-    drivers: dict[str, DriverSpec] = {}
+    drivers: dict[str, AllocationDriver] = {}
     for code in sorted(pools):
         pool = pools[code]
         drivers[code] = parse_driver(pool.driver)
@@ -642,7 +640,7 @@ def _posted_allocations(conn: Connection, period: str) -> dict[str, tuple[int, i
 
 
 def _driver_values(
-    conn: Connection, driver: DriverSpec, period: str, units: Sequence[str], pool: str
+    conn: Connection, driver: AllocationDriver, period: str, units: Sequence[str], pool: str
 ) -> dict[str, int]:
     """Each target's driver value in the period, in millionths."""
     if driver.kind == "equal":

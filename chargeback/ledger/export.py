@@ -195,7 +195,7 @@ def _title(periods: list[str]) -> str:
     return f"periods {periods[0]} to {periods[-1]} ({len(periods)} closed periods)" if periods else "no periods"
 
 
-def _all_entries(conn: Connection, periods: list[str]) -> Iterator[Row]:  # type: ignore[type-arg]
+def _all_entries(conn: Connection, periods: list[str]) -> Iterator[Row[Any]]:
     for period in periods:
         yield from _entries(conn, period)
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import groupby, zip_longest
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Select, select
 
@@ -150,7 +150,7 @@ def _check_stored_totals(conn: Connection, result: VerifyResult) -> None:
     periods = set(conn.execute(select(Entry.period).distinct()).scalars())
     periods |= set(conn.execute(select(PeriodTotalRow.period).distinct()).scalars())
 
-    def rows(query: Select) -> Iterator[tuple[object, ...]]:  # type: ignore[type-arg]
+    def rows(query: Select[Any]) -> Iterator[tuple[object, ...]]:
         for row in conn.execute(query.execution_options(yield_per=20_000)):
             yield (*row[:7], *(int(value) for value in row[7:]))
 

@@ -185,7 +185,7 @@ def upgrade(engine: Engine) -> None:
         return
     with engine.connect() as conn:
         raw = conn.connection.driver_connection  # a PRAGMA outside SQLAlchemy's autobegin
-        raw.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+        raw.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]  # connected: the driver connection and module are set
         try:
             with conn.begin():
                 command.upgrade(alembic_config(conn), "head")
@@ -196,7 +196,7 @@ def upgrade(engine: Engine) -> None:
                         f"(first: table {broken[0][0]}); nothing was changed"
                     )
         finally:
-            raw.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
+            raw.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]  # connected: the driver connection and module are set
 
 
 #: The newest migration in `migrations/versions`. Every command checks the database's
@@ -311,7 +311,7 @@ def plain_rows(conn: Connection, statement: Select, size: int = 20_000) -> Itera
         return
     if not conn.in_transaction():
         conn.begin()  # as conn.execute would: the read sees the transaction's snapshot
-    with conn.connection.driver_connection.cursor(name=f"plain_rows_{next(_cursors)}") as cursor:  # type: ignore[union-attr]
+    with conn.connection.driver_connection.cursor(name=f"plain_rows_{next(_cursors)}") as cursor:  # type: ignore[union-attr]  # connected: the driver connection and module are set
         cursor.execute(str(compiled), compiled.params)
         while rows := cursor.fetchmany(size):
             yield rows
@@ -341,23 +341,23 @@ def insert_values(conn: Connection, table_name: str, columns: Sequence[str], row
     preparing the next rows meanwhile (`Overlapped`) is not held up row by row."""
     raw = conn.connection.driver_connection
     width = len(columns)
-    limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
+    limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]  # connected: the driver connection and module are set
     per = max(1, min(settings.current().rows_per_insert, limit // width))
     one = f"({', '.join('?' * width)})"
     head = f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES "
     full = head + ", ".join([one] * per)
-    cursor = raw.cursor()  # type: ignore[union-attr]
+    cursor = raw.cursor()  # type: ignore[union-attr]  # connected: the driver connection and module are set
 
     def write(part: list[Sequence[object]]) -> None:
         statement = full if len(part) == per else head + ", ".join([one] * len(part))
         try:
             cursor.execute(statement, list(chain.from_iterable(part)))
-        except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
+        except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]  # connected: the driver connection and module are set
             raise DBAPIError.instance(
                 head + one,
                 None,
                 exc,
-                conn.dialect.dbapi.Error,  # type: ignore[union-attr]
+                conn.dialect.dbapi.Error,  # type: ignore[union-attr]  # connected: the driver connection and module are set
                 dialect=conn.dialect,
             ) from exc
 
@@ -506,12 +506,12 @@ def insert_plain_rows(conn: Connection, table: Table, columns: Sequence[str], ro
     what the database stores as is (on SQLite a date as its ISO text `YYYY-MM-DD`, as
     SQLAlchemy stores a Date). A driver's error is raised as SQLAlchemy's (IntegrityError...)."""
     names = ", ".join(columns)
-    dbapi_error = conn.dialect.dbapi.Error  # type: ignore[union-attr]
+    dbapi_error = conn.dialect.dbapi.Error  # type: ignore[union-attr]  # connected: the driver connection and module are set
     raw = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
         types = copy_types(table, tuple(columns))
         statement = f"COPY {table.name} ({names}) FROM STDIN" + (" (FORMAT BINARY)" if types else "")
-        cursor = raw.cursor()  # type: ignore[union-attr]
+        cursor = raw.cursor()  # type: ignore[union-attr]  # connected: the driver connection and module are set
         try:
             with cursor.copy(statement) as copy:
                 if types:
@@ -524,7 +524,7 @@ def insert_plain_rows(conn: Connection, table: Table, columns: Sequence[str], ro
             cursor.close()
         return
     statement = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
-    cursor = raw.cursor()  # type: ignore[union-attr]
+    cursor = raw.cursor()  # type: ignore[union-attr]  # connected: the driver connection and module are set
     try:
         cursor.executemany(statement, rows)
     except dbapi_error as exc:

@@ -60,8 +60,10 @@ def generate(
     period: str = "2026-03",
     xlsx: bool = False,
     shape: str = "uniform",
+    chunk: int = CHUNK,
 ) -> Path:
-    """Write a book with `lines` usage lines of `shape` in `period` into `folder`; returns it."""
+    """Write a book with `lines` usage lines of `shape` in `period` into `folder`, `chunk`
+    lines at a time (the same bytes whatever the chunk); returns it."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
     rng = random.Random(seed)
@@ -138,11 +140,11 @@ def generate(
         w.writerow(["date", "service", "consumer", "quantity", "reference", "description"])
         if shape == "uniform":
             weights = [20] * len(departments) + [5] * len(providers) + [1] * len(externals)
-            rows = _uniform(rng, lines, consumers, weights, codes, owner, f"{year}-{month}")
+            rows = _uniform(rng, lines, consumers, weights, codes, owner, f"{year}-{month}", chunk)
         else:
-            rows = _skewed(rng, lines, consumers, codes, owner, f"{year}-{month}")
-        for chunk in rows:
-            w.writerows(chunk)
+            rows = _skewed(rng, lines, consumers, codes, owner, f"{year}-{month}", chunk)
+        for part in rows:
+            w.writerows(part)
     if xlsx:
         from openpyxl import Workbook
 
@@ -166,6 +168,7 @@ def _uniform(
     codes: list[str],
     owner: dict[str, str],
     month: str,
+    chunk: int,
 ) -> Rows:
     """The uniform lines, in chunks, byte for byte as when all consumers were drawn first.
 
@@ -178,9 +181,9 @@ def _uniform(
         draw()
     cum_weights = list(accumulate(weights))
     services = len(codes)
-    for start in range(0, lines, CHUNK):
+    for start in range(0, lines, chunk):
         rows = []
-        picks = picker.choices(consumers, cum_weights=cum_weights, k=min(CHUNK, lines - start))
+        picks = picker.choices(consumers, cum_weights=cum_weights, k=min(chunk, lines - start))
         for n, consumer in enumerate(picks, start):
             service = codes[rng.randrange(services)]
             while owner[service] == consumer:
@@ -192,7 +195,13 @@ def _uniform(
 
 
 def _skewed(
-    rng: random.Random, lines: int, consumers: list[str], codes: list[str], owner: dict[str, str], month: str
+    rng: random.Random,
+    lines: int,
+    consumers: list[str],
+    codes: list[str],
+    owner: dict[str, str],
+    month: str,
+    chunk: int,
 ) -> Rows:
     """Lines as organisations have them: few services per consumer, Zipf-like volumes.
 
@@ -216,15 +225,15 @@ def _skewed(
     rng.shuffle(covering)
     cum_weights = list(accumulate(weights))
     dates = [f"{month}-{day:02d}" for day in range(1, 29)]
-    for start in range(0, lines, CHUNK):
-        size = min(CHUNK, lines - start)
+    for start in range(0, lines, chunk):
+        size = min(chunk, lines - start)
         cover = covering[start : start + size]
         picks = cover + rng.choices(range(len(pairs)), cum_weights=cum_weights, k=size - len(cover))
         days = rng.choices(dates, k=size)
         quantities = rng.choices(QUANTITIES, k=size)
         yield [
             [days[i], pairs[p][1], pairs[p][0], quantities[i], f"R{n:08d}", f"Usage {n}"]
-            for i, (n, p) in enumerate(zip(range(start, start + size), picks))
+            for i, (n, p) in enumerate(zip(range(start, start + size), picks, strict=False))
         ]
 
 

@@ -48,7 +48,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from generate import SHAPES, generate
+from generate import SHAPES, generate  # noqa: E402 importable once sys.path has this folder
 
 PERIOD = "2026-03"
 MILLION = 1_000_000

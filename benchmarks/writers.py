@@ -149,7 +149,7 @@ def write_rust(path: Path, count: int) -> None:
 
     def records() -> Iterator[dict[str, object]]:
         for row in rows(count):
-            yield dict(zip(TITLES, row))  # it takes Decimal and date as they are
+            yield dict(zip(TITLES, row, strict=False))  # it takes Decimal and date as they are
 
     money, date = Format().set_num_format(MONEY), Format().set_num_format("yyyy-mm-dd")
     (
@@ -200,7 +200,7 @@ def check(path: Path, count: int) -> None:
     *_, last = rows(count)
     expected.append(last)
     assert len(read) == 2, read
-    for got, want in zip(read, expected):
+    for got, want in zip(read, expected, strict=False):
         got = (*got, *[None] * (len(want) - len(got)))  # trailing empty cells may be cut
         assert got[0] == want[0], (got, want)
         assert isinstance(got[1], dt.datetime) and got[1].date() == want[1], (got, want)
@@ -228,7 +228,10 @@ def measure(name: str, count: int, folder: Path) -> dict[str, object] | str:
     # read back in another process: Linux counts the RSS a child had when it was forked
     # into its peak, so this (parent) process stays small and loads no writer or reader
     checked = subprocess.run(
-        [sys.executable, __file__, "--check", "--rows", str(count), "--path", str(path)], capture_output=True, text=True
+        [sys.executable, __file__, "--check", "--rows", str(count), "--path", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     lines = checked.stderr.strip().splitlines()
     verdict = "ok" if checked.returncode == 0 else f"FAILED: {lines[-1][:100] if lines else '?'}"

@@ -1,7 +1,9 @@
 """The engine's entry points: one function per command, each in one transaction.
 
 The CLI only parses arguments, calls one of these and prints the result; scripts and
-tests can call them directly with a database URL.
+tests can call them directly with a database URL. The names the CLI shows besides
+these results (`Refused`, `Review`, `redact`...) are re-exported here (`import X as X`),
+so that the CLI imports this module alone (import-linter's contract in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from chargeback.book.load import LoadResult, load_book
 from chargeback.bundled import bundled
 from chargeback.close import budgets as _budgets
 from chargeback.close import variance
+from chargeback.close.budgets import BudgetStatus as BudgetStatus
+from chargeback.close.budgets import warning_text as warning_text
 from chargeback.close.periods import (
     CloseResult,
     check_period,
@@ -34,11 +38,16 @@ from chargeback.close.periods import (
 from chargeback.close.reconciliation import PeriodTotal, Reconciliation
 from chargeback.close.reconciliation import reconcile as _reconcile
 from chargeback.close.recovery import Recovery
+from chargeback.close.recovery import percent as percent
 from chargeback.close.recovery import recovery as _recovery
 from chargeback.close.recovery import write_workbook as write_recovery
+from chargeback.close.variance import Review as Review
+from chargeback.close.variance import report_lines as report_lines
+from chargeback.core.errors import InputRefused as InputRefused
 from chargeback.core.errors import Refused
 from chargeback.core.safe import file_in
 from chargeback.documents import delivery
+from chargeback.documents.delivery import parse_server as parse_server
 from chargeback.documents.folder import staged, write_documents
 from chargeback.ingest.usage import ImportResult, import_usage
 from chargeback.ledger import audit
@@ -50,6 +59,9 @@ from chargeback.ledger.export import export as _export
 from chargeback.ledger.verification import VerifyResult
 from chargeback.ledger.verification import verify as _verify
 from chargeback.store import db
+from chargeback.store.db import database_url as database_url
+from chargeback.store.db import redact as redact
+from chargeback.store.db import without_secrets as without_secrets
 from chargeback.store.schema import Book, Delivery
 
 

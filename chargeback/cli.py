@@ -16,14 +16,17 @@ import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from chargeback import api
-from chargeback.close import budgets, variance
-from chargeback.close.periods import check_period
-from chargeback.close.reconciliation import Reconciliation
-from chargeback.close.recovery import percent
-from chargeback.core.errors import InputRefused, Refused
-from chargeback.documents import delivery
-from chargeback.ingest.usage import ImportResult
-from chargeback.store.db import database_url, redact, without_secrets
+from chargeback.api import (
+    ImportResult,
+    InputRefused,
+    Reconciliation,
+    Refused,
+    check_period,
+    database_url,
+    percent,
+    redact,
+    without_secrets,
+)
 
 
 class PeriodType(click.ParamType):
@@ -96,7 +99,7 @@ class ChargebackGroup(click.Group):
             sys.exit(0)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
-        except Exception as exc:  # a bug: one line for the user, the traceback with --debug
+        except Exception as exc:  # noqa: BLE001 a bug: one line for the user, the traceback with --debug
             if _debug(ctx):
                 traceback.print_exc()
             url = ctx.obj.url if isinstance(ctx.obj, Context) else ""
@@ -239,12 +242,12 @@ out_option = click.option(
 )
 
 
-def _review(ctx: Context, review: variance.Review, warnings: list[budgets.BudgetStatus]) -> None:
+def _review(ctx: Context, review: api.Review, warnings: list[api.BudgetStatus]) -> None:
     """The variance review and the budget warnings, as preview and close print them."""
-    for line in variance.report_lines(review):
+    for line in api.report_lines(review):
         _say(ctx, line)
     for status in warnings:
-        _say(ctx, budgets.warning_text(status, review.digits, review.currency))
+        _say(ctx, api.warning_text(status, review.digits, review.currency))
 
 
 @main.command()
@@ -316,7 +319,7 @@ def report(ctx: Context, period: str, out_dir: Path) -> None:
 
 def _server(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     try:
-        delivery.parse_server(value)
+        api.parse_server(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     return value
@@ -562,10 +565,8 @@ def demo(ctx: Context, out_dir: Path) -> None:
     """Run the bundled demo book with a fresh database in the --out folder."""
     result, url = api.demo(out_dir)
     _run_summary(ctx, result)
-    _say(
-        ctx,
-        f"demo database: {url}\n  try: chargeback --db {url} reconcile {result.closes[-1].period if result.closes else 'YYYY-MM'}",
-    )
+    last = result.closes[-1].period if result.closes else "YYYY-MM"
+    _say(ctx, f"demo database: {url}\n  try: chargeback --db {url} reconcile {last}")
 
 
 if __name__ == "__main__":  # pragma: no cover

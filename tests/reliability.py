@@ -104,6 +104,7 @@ def chargeback(*args: str, cwd: Path | None = None, timeout: float = 120) -> sub
     """Run the command line in a fresh process of this checkout."""
     return subprocess.run(
         [sys.executable, "-m", "chargeback", *args],
+        check=False,
         cwd=cwd,
         env=cli_env(),
         capture_output=True,

@@ -75,7 +75,7 @@ def test_reciprocal_totals_solve_the_equations_exactly() -> None:
 def _float_solve(matrix: list[list[float]], rhs: list[float]) -> list[float]:
     """Gaussian elimination in binary floating point, as a float program would do it."""
     size = len(rhs)
-    rows = [list(row) + [b] for row, b in zip(matrix, rhs)]
+    rows = [list(row) + [b] for row, b in zip(matrix, rhs, strict=False)]
     for col in range(size):
         pivot = max(range(col, size), key=lambda r: abs(rows[r][col]))
         rows[col], rows[pivot] = rows[pivot], rows[col]
@@ -84,7 +84,7 @@ def _float_solve(matrix: list[list[float]], rhs: list[float]) -> list[float]:
         for r in range(size):
             if r != col:
                 factor = rows[r][col]
-                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col])]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col], strict=False)]
     return [rows[r][size] for r in range(size)]
 
 

@@ -191,9 +191,9 @@ def test_chargeback_audit_prints_the_log(audited: str) -> None:
 def test_the_audit_migration_goes_down_and_up(loaded: str) -> None:
     engine = db.connect(loaded)
     with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0001")
+        command.downgrade(db.alembic_config(conn), "0001")
     with engine.begin() as conn:
-        command.upgrade(db._alembic_config(conn), "head")
+        command.upgrade(db.alembic_config(conn), "head")
     engine.dispose()
     api.adjust(loaded, "2026-03", "HELP", "ART", "1", "after the round trip")
     assert [r.id for r in records(loaded)] == [1]

@@ -55,13 +55,10 @@ def test_uniform_is_unchanged(generate: ModuleType, tmp_path: Path, size: tuple[
     assert digest(folder) == UNIFORM_BEFORE_SHAPES[size]
 
 
-def test_uniform_is_the_same_across_chunks(
-    generate: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_uniform_is_the_same_across_chunks(generate: ModuleType, tmp_path: Path) -> None:
     """Writing in chunks must not change which random draw goes where."""
     whole = generate.generate(tmp_path / "whole", 1000, 300, 50, 7)
-    monkeypatch.setattr(generate, "CHUNK", 64)
-    chunked = generate.generate(tmp_path / "chunked", 1000, 300, 50, 7)
+    chunked = generate.generate(tmp_path / "chunked", 1000, 300, 50, 7, chunk=64)
     assert digest(whole) == digest(chunked)
 
 

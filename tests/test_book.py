@@ -176,7 +176,7 @@ def test_reload_updates_reference_data_without_touching_posted_entries(
 def test_a_unit_with_charges_cannot_disappear(db_url: str, mini_book: Path, tmp_path: Path) -> None:
     api.run(db_url, mini_book, tmp_path / "out", through="2026-03")
     lines = (mini_book / "units.csv").read_text().splitlines()
-    (mini_book / "units.csv").write_text("\n".join(l for l in lines if not l.startswith("MATH")) + "\n")
+    (mini_book / "units.csv").write_text("\n".join(line for line in lines if not line.startswith("MATH")) + "\n")
     with pytest.raises(InputRefused) as caught:
         api.load(db_url, mini_book)
     assert [str(p) for p in caught.value.problems] == [

@@ -327,7 +327,7 @@ def test_a_tally_sums_and_orders_as_the_database_groups(keys: list[tuple[str, ..
     import datetime as dt
 
     from chargeback.close.reconciliation import PeriodTotal, Tally
-    from chargeback.ledger.journal import Draft
+    from chargeback.ledger.entries import Draft
 
     day = dt.date(2026, 3, 1)
     drafts = [

@@ -39,7 +39,7 @@ def together(*commands: list[str], delays: list[float] | None = None) -> list[tu
             stderr=subprocess.PIPE,
             text=True,
         )
-        for args, delay in zip(commands, delays)
+        for args, delay in zip(commands, delays, strict=False)
     ]
     results = []
     for process in processes:

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import openpyxl
@@ -21,6 +22,7 @@ from chargeback import api
 from chargeback.cli import main
 from chargeback.core.errors import Refused
 from chargeback.core.safe import file_in, neutralize
+from chargeback.core.settings import Settings
 from chargeback.documents import folder as documents
 from chargeback.documents.bills import bills, document_context, service_totals
 from chargeback.documents.statements import write_statement
@@ -81,34 +83,32 @@ def test_report_writes_the_same_documents_again(db_url: str, tmp_path: Path) -> 
         assert before[name] == after[name], name
 
 
-def test_parallel_writing_gives_the_same_files(out: tuple[str, Path], tmp_path: Path) -> None:
+def test_parallel_writing_gives_the_same_files(
+    out: tuple[str, Path], tmp_path: Path, tuned: Callable[..., Settings]
+) -> None:
     url, folder = out
     engine = db.connect(url)
     with db.transaction(engine) as conn:
-        documents.write_documents(conn, "2026-03", tmp_path / "one", workers=1)
-        documents.write_documents(conn, "2026-03", tmp_path / "two", workers=2)
+        tuned(parallel_units=1, workers=1)
+        documents.write_documents(conn, "2026-03", tmp_path / "one")
+        tuned(parallel_units=1, workers=2)
+        documents.write_documents(conn, "2026-03", tmp_path / "two")
     assert files_of(tmp_path / "one") == files_of(tmp_path / "two") == files_of(folder / "2026-03")
 
 
 @pytest.mark.parametrize("parallel_units, workers", [(2, 2), (10**6, 1)])
 def test_many_consumers_are_written_by_workers_even_with_few_lines(
-    out: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel_units: int, workers: int
+    out: tuple[str, Path], tmp_path: Path, tuned: Callable[..., Settings], parallel_units: int, workers: int
 ) -> None:
     """Each consumer's documents cost milliseconds whatever their lines: a period of at
     least `parallel_units` consumers is written on every core; the files are the same."""
     url, folder = out
-    chosen: list[int] = []
-    start = documents.Writers.__init__
-
-    def spy(self, folder, ctx, workers, bar):  # type: ignore[no-untyped-def]
-        chosen.append(workers)
-        start(self, folder, ctx, workers, bar)
-
-    monkeypatch.setattr(documents.Writers, "__init__", spy)
-    monkeypatch.setattr(documents.os, "cpu_count", lambda: 2)
+    tuned(parallel_units=parallel_units, workers=2)
+    consumers = len(api.reconcile(url, "2026-03").consumers)
+    assert consumers >= 2
+    assert documents.workers_for(consumers) == workers
     with db.transaction(db.connect(url)) as conn:
-        documents.write_documents(conn, "2026-03", tmp_path / "out", parallel_units=parallel_units)
-    assert chosen == [workers]
+        documents.write_documents(conn, "2026-03", tmp_path / "out")
     assert files_of(tmp_path / "out") == files_of(folder / "2026-03")
 
 
@@ -214,20 +214,24 @@ def test_a_failure_while_writing_leaves_the_period_open(
 
 
 def test_no_progress_bar_when_stderr_is_not_a_terminal(
-    out: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    out: tuple[str, Path], tmp_path: Path, tuned: Callable[..., Settings]
 ) -> None:
     url, _ = out
-    monkeypatch.setattr(documents, "PROGRESS_LINES", 0)
+    tuned(progress_lines=0)
     result = CliRunner().invoke(main, ["--db", url, "report", "2026-03", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "writing the documents" not in result.output
 
 
 def test_progress_bar_on_a_terminal_for_a_big_period(
-    out: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    out: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tuned: Callable[..., Settings],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, _ = out
-    monkeypatch.setattr(documents, "PROGRESS_LINES", 0)
+    tuned(progress_lines=0)
     monkeypatch.setattr(documents.sys.stderr, "isatty", lambda: True, raising=False)
     api.report(url, "2026-03", tmp_path, progress=True)
     assert "writing the documents of 2026-03" in capsys.readouterr().err

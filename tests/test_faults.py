@@ -369,6 +369,7 @@ class PrivateServer:
     def remove(self) -> None:
         subprocess.run(
             [*self.as_user, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+            check=False,
             capture_output=True,
         )
         shutil.rmtree(self.root, ignore_errors=True)

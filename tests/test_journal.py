@@ -3,16 +3,20 @@ made behind the engine's back with plain SQL."""
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import DBAPIError
 
 from chargeback import api
 from chargeback.core.errors import Refused
-from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, entry_hash, hashed_json
+from chargeback.core.settings import Settings
+from chargeback.ledger.entries import GENESIS, entry_hash, hashed_json
+from chargeback.ledger.journal import ENTRY_COLUMNS
 
 
 def sql(url: str, statement: str) -> None:
@@ -37,7 +41,7 @@ def test_entries_link_to_the_one_before(closed: str) -> None:
         rows = conn.execute(select(*ENTRY_COLUMNS).order_by(ENTRY_COLUMNS[0])).all()
     engine.dispose()
     assert rows[0].prev_hash == GENESIS
-    for before, after in zip(rows, rows[1:]):
+    for before, after in zip(rows, rows[1:], strict=False):
         assert after.prev_hash == before.hash
     assert all(entry_hash(tuple(r)[:-2], r.lines_digest) == r.hash for r in rows)
 
@@ -89,9 +93,9 @@ def test_an_entry_moved_to_another_account_is_found(closed: str) -> None:
 
 
 def test_the_database_refuses_an_entry_with_one_account(closed: str) -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(DBAPIError):
         sql(closed, "UPDATE entries SET credit_account = debit_account WHERE id = 1")
-    with pytest.raises(Exception):
+    with pytest.raises(DBAPIError):
         sql(closed, "UPDATE entries SET amount_minor = NULL WHERE id = 1")
 
 
@@ -141,7 +145,7 @@ def test_the_fast_json_is_the_standard_librarys(values: list[object]) -> None:
     assert hashed_json(values) == reference.encode("utf-8")
 
 
-def test_posted_entries_store_exactly_what_was_hashed(loaded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_posted_entries_store_exactly_what_was_hashed(loaded: str, tuned: Callable[..., Settings]) -> None:
     """On SQLite a batch is inserted many rows a statement (here 3, so a batch of 10 ends
     with a shorter one), its dates as the text they were hashed with; on PostgreSQL it is
     copied in. Either way every value comes back as posted: text with quotes, backslashes,
@@ -152,10 +156,10 @@ def test_posted_entries_store_exactly_what_was_hashed(loaded: str, monkeypatch: 
     from chargeback.close.periods import lock_period
     from chargeback.close.reconciliation import period_totals, store_totals
     from chargeback.ledger import journal
-    from chargeback.ledger.journal import Draft
+    from chargeback.ledger.entries import Draft
     from chargeback.store import db
 
-    monkeypatch.setattr(db, "ROWS_PER_INSERT", 3)
+    tuned(rows_per_insert=3)
 
     awkward = [
         'say "hi"',

@@ -24,7 +24,7 @@ def test_the_schema_check_knows_the_newest_migration(db_url: str) -> None:
     migration must move it."""
     engine = db.connect(db_url)
     with engine.connect() as conn:
-        assert ScriptDirectory.from_config(db._alembic_config(conn)).get_current_head() == db.SCHEMA_HEAD
+        assert ScriptDirectory.from_config(db.alembic_config(conn)).get_current_head() == db.SCHEMA_HEAD
         assert not db.schema_is_current(conn)  # an empty database
     api.init(engine)
     with engine.connect() as conn:
@@ -44,17 +44,17 @@ def test_migrations_match_the_models(db_url: str) -> None:
 def test_upgrade_keeps_data_and_downgrade_round_trips(db_url: str, mini_book: Path) -> None:
     engine = db.connect(db_url)
     with engine.begin() as conn:
-        command.upgrade(db._alembic_config(conn), "0001")
+        command.upgrade(db.alembic_config(conn), "0001")
     with engine.begin() as conn:
-        command.upgrade(db._alembic_config(conn), "head")
+        command.upgrade(db.alembic_config(conn), "head")
     api.load(engine, mini_book)
     api.adjust(engine, "2026-03", "HELP", "ART", "10.00", "setup")
     with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0001")
+        command.downgrade(db.alembic_config(conn), "0001")
     with engine.begin() as conn:
         assert "allocations" not in inspect(conn).get_table_names()
         assert not db.schema_is_current(conn)
-        command.upgrade(db._alembic_config(conn), "head")
+        command.upgrade(db.alembic_config(conn), "head")
     assert _diff(engine) == []
     with engine.connect() as conn:
         rows = conn.execute(select(Adjustment.amount_minor, Adjustment.against_service)).all()
@@ -84,14 +84,14 @@ def test_dropping_the_hash_index_keeps_the_journal_and_its_constraints(
             )
 
     with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0007")  # 0008 moves foreign keys on PostgreSQL
+        command.downgrade(db.alembic_config(conn), "0007")  # 0008 moves foreign keys on PostgreSQL
     after = shape()
     with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0004")
+        command.downgrade(db.alembic_config(conn), "0004")
     before = shape()
     assert before[3] == sorted([("hash",), ("source",), ("usage_id",)])
     with engine.begin() as conn:
-        command.upgrade(db._alembic_config(conn), "0007")
+        command.upgrade(db.alembic_config(conn), "0007")
     assert shape() == after
     db.upgrade(engine)
     assert after[3] == sorted([("source",), ("usage_id",)])
@@ -115,7 +115,7 @@ def test_the_upgrade_stores_the_totals_of_every_period_from_its_entries(
         before = {period: stored_totals(conn, period) for period in ("2026-03", "2026-04")}
     assert all(before.values())
     with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0005")
+        command.downgrade(db.alembic_config(conn), "0005")
         assert "period_totals" not in inspect(conn).get_table_names()
     db.upgrade(engine)
     with engine.connect() as conn:
@@ -147,7 +147,7 @@ def test_an_entry_id_becomes_sqlite_s_row_id_and_keeps_its_entry(db_url: str, mi
 
     after = shape()
     with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0006")
+        command.downgrade(db.alembic_config(conn), "0006")
     before = shape()
     db.upgrade(engine)
     assert shape() == after
@@ -198,7 +198,7 @@ def test_widening_the_keys_keeps_the_journal(db_url: str, mini_book: Path, tmp_p
     with engine.connect() as conn:
         before = conn.execute(journal).all()
     with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0009")
+        command.downgrade(db.alembic_config(conn), "0009")
         assert not db.schema_is_current(conn)
     db.upgrade(engine)
     with engine.connect() as conn:
@@ -225,7 +225,7 @@ def test_a_journal_posted_line_by_line_upgrades_to_charges_of_one_line(
     from chargeback.core.errors import Refused
     from chargeback.core.money import minor_of_product, to_micro
     from chargeback.ledger import journal
-    from chargeback.ledger.journal import Draft, accounts
+    from chargeback.ledger.entries import Draft, accounts
 
     engine = db.connect(db_url)
     api.load(engine, mini_book)
@@ -267,7 +267,7 @@ def test_a_journal_posted_line_by_line_upgrades_to_charges_of_one_line(
         journal.post(conn, drafts, dt.datetime(2026, 3, 31, 18, 0))
         assert conn.execute(select(ChargeLine.usage_id)).first() is None  # nothing recorded: as before 0011
     with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0010")
+        command.downgrade(db.alembic_config(conn), "0010")
     db.upgrade(engine)
     with engine.connect() as conn:
         lines = conn.execute(

@@ -19,7 +19,6 @@ from chargeback.core.money import (
     to_minor,
 )
 from chargeback.core.pricing import RateRow, RateTable, overlapping
-from chargeback.core.pricing import price as price_line
 
 D = Decimal
 
@@ -80,7 +79,7 @@ def test_rate_in_force_on_the_usage_date_for_the_consumers_class() -> None:
     assert table.find("VAN", "internal", dt.date(2025, 12, 31)) is None
     assert table.find("BUS", "internal", dt.date(2026, 3, 16)) is None
     row = table.find("VAN", "internal", dt.date(2026, 3, 20))
-    assert price_line(D("2"), row, 2).amount == D("95.00")
+    assert price(D("2"), row.rate, 2) == D("95.00")
     assert row.provenance == "VAN/internal/2026-03-16"
 
 

@@ -14,7 +14,7 @@ from chargeback.store import db
 
 def test_two_simultaneous_closes_one_wins(pg_url: str, mini_book: Path, tmp_path: Path) -> None:
     api.load(pg_url, mini_book)
-    rows = [["2026-03-%02d" % (1 + i % 28), "HELP", "ART", "1", f"T-{i}", ""] for i in range(5000)]
+    rows = [[f"2026-03-{1 + i % 28:02d}", "HELP", "ART", "1", f"T-{i}", ""] for i in range(5000)]
     api.import_file(pg_url, usage_file(tmp_path, "big.csv", rows), "2026-03")
     barrier = threading.Barrier(2)
     outcomes: list[str] = []

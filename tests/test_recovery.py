@@ -13,13 +13,13 @@ from test_allocation_close import campus
 
 from chargeback import api
 from chargeback.cli import main
-from chargeback.close.recovery import fiscal_periods
+from chargeback.core.calendar import fiscal_periods
 
 
 def test_fiscal_periods() -> None:
     assert fiscal_periods(2026, 7)[0] == "2025-07" and fiscal_periods(2026, 7)[-1] == "2026-06"
-    assert fiscal_periods(2026, 1) == [f"2026-{m:02d}" for m in range(1, 13)]
-    assert fiscal_periods(2026, 10)[:4] == ["2025-10", "2025-11", "2025-12", "2026-01"]
+    assert list(fiscal_periods(2026, 1)) == [f"2026-{m:02d}" for m in range(1, 13)]
+    assert fiscal_periods(2026, 10)[:4] == ("2025-10", "2025-11", "2025-12", "2026-01")
 
 
 def _book(tmp_path: Path) -> Path:

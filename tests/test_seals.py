@@ -23,7 +23,8 @@ from sqlalchemy.exc import DBAPIError
 from chargeback import api
 from chargeback.cli import main
 from chargeback.ledger import seals
-from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, entry_hash
+from chargeback.ledger.entries import GENESIS, entry_hash
+from chargeback.ledger.journal import ENTRY_COLUMNS
 from chargeback.store import db
 from chargeback.store.schema import (
     Entry,
@@ -407,7 +408,7 @@ def test_a_chained_reopen_without_its_audit_record_is_found(closed: str) -> None
             last.last_hash,
         )
         digest = seals.event_hash(values)
-        conn.execute(insert(PeriodEvent).values(**dict(zip(seals.HASHED_FIELDS, values)), hash=digest))
+        conn.execute(insert(PeriodEvent).values(**dict(zip(seals.HASHED_FIELDS, values, strict=False)), hash=digest))
         conn.execute(update(PeriodEventHead).values(last_event=values[0], last_hash=digest))
         conn.execute(update(Period).where(Period.period == "2026-04").values(status="open"))
     engine.dispose()
@@ -425,7 +426,7 @@ def test_the_upgrade_chains_the_events_already_there(closed: str) -> None:
     before = api.seals(closed)
     engine = db.connect(closed)
     with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0011")
+        command.downgrade(db.alembic_config(conn), "0011")
         conn.execute(text("UPDATE period_events SET journal_entry = NULL, journal_hash = NULL"))
         conn.execute(
             text(

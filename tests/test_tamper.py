@@ -11,7 +11,8 @@ from reliability import engine_for, sql
 from sqlalchemy import select, update
 
 from chargeback import api
-from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, entry_hash
+from chargeback.ledger.entries import GENESIS, entry_hash
+from chargeback.ledger.journal import ENTRY_COLUMNS
 from chargeback.store.schema import Entry, JournalHead, Period
 
 

@@ -234,7 +234,7 @@ def test_the_close_prices_whole_columns_as_line_by_line_pricing_does(steps, quan
     rates = [rate for _, rate in steps]
     tiers = [
         RateRow("HELP", "internal", dt.date(2026, 1, 1), None, rate, threshold)
-        for threshold, rate in zip(thresholds, rates)
+        for threshold, rate in zip(thresholds, rates, strict=False)
     ]
     table = RateTable(tiers)
     lines = pl.DataFrame(

@@ -8,6 +8,7 @@ import datetime as dt
 import re
 import shutil
 import zipfile
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from documents_book import build, soffice_recalculate
 from sqlalchemy import select
 
 from chargeback import api
+from chargeback.core.settings import Settings
 from chargeback.store import db
 from chargeback.store.schema import Entry
 
@@ -128,7 +130,7 @@ def test_statement_summary_previous_period_and_year_to_date(out: tuple[str, Path
     def cache(xml: str, tag: str) -> list[str]:
         return re.findall(r"<c:v>(.*?)</c:v>", re.search(rf"<c:{tag}>.*?</c:{tag}>", xml, re.S).group())
 
-    for one, column in zip(series, (4, 5)):
+    for one, column in zip(series, (4, 5), strict=False):
         categories = re.search(r"<c:cat>.*?</c:cat>", one, re.S).group()
         assert cache(categories, "strCache") == [r[1] for r in table]
         values = re.search(r"<c:val>.*?</c:val>", one, re.S).group()
@@ -195,7 +197,7 @@ def test_reconciliation_workbook_ties_to_the_engine(out: tuple[str, Path]) -> No
         if r[0] == "Total":
             break
         provider = str(r[0]).rsplit("(", 1)[1].rstrip(")")
-        for code, value in zip(header[1:], r[1:]):
+        for code, value in zip(header[1:], r[1:], strict=False):
             if value is not None and "total" not in str(code).lower():
                 cells[(provider, code)] = money(value)
     assert cells == {pair: minor(amount) for pair, amount in expected.items()}
@@ -221,7 +223,7 @@ def test_journal_sheet_matches_journal_csv_with_hashes(out: tuple[str, Path]) ->
     with open(folder / "2026-03" / "journal.csv", encoding="utf-8") as handle:
         exported = list(csv.DictReader(handle))
     assert len(journal) - 1 == len(exported)
-    for row, line in zip(journal[1:], exported):
+    for row, line in zip(journal[1:], exported, strict=False):
         assert str(row[0]) == line["entry"] and row[2] == line["account"] and row[4] == line["unit"]
         assert (money(row[5]) if row[5] is not None else "") == (Decimal(line["debit"]) if line["debit"] else "")
         assert (money(row[6]) if row[6] is not None else "") == (Decimal(line["credit"]) if line["credit"] else "")
@@ -300,12 +302,10 @@ def test_libreoffice_recalculates_every_formula_to_the_engines_value(out: tuple[
 
 
 def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ties(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, tmp_path: Path, tuned: Callable[..., Settings]
 ) -> None:
     """Excel's row limit, made small: 6 journal lines a sheet (3 entries)."""
-    from chargeback.documents import reconciliation_workbook
-
-    monkeypatch.setattr(reconciliation_workbook, "JOURNAL_LINES_PER_SHEET", 6)
+    tuned(journal_lines_per_sheet=6)
     folder = build(db_url, tmp_path)
     path = folder / "2026-03" / "reconciliation.xlsx"
     rec = api.reconcile(db_url, "2026-03")
@@ -331,13 +331,11 @@ def test_a_journal_past_one_sheet_continues_on_the_next_and_the_summary_still_ti
     assert find(summary, "All checks")[1] == "OK"
 
 
-def test_a_statement_with_many_services_charts_its_largest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past `CHART_SERVICES` services, the chart shows a table of the largest ones, each
+def test_a_statement_with_many_services_charts_its_largest(tmp_path: Path, tuned: Callable[..., Settings]) -> None:
+    """Past `chart_services` (settings) services, the chart shows a table of the largest ones, each
     figure a formula on its row of the service table that LibreOffice recalculates to
     the engine's value; the chart's cached figures are that table's."""
-    import chargeback.documents.statements
-
-    monkeypatch.setattr(chargeback.documents.statements, "CHART_SERVICES", 1)
+    tuned(chart_services=1)
     folder = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
     path = folder / "2026-04" / "statements" / "ART.xlsx"
     formulas, cached = (
@@ -390,6 +388,7 @@ def test_the_documents_touch_no_private_member_of_another_package() -> None:
     ]
     found = subprocess.run(
         [str(ruff), "check", "--no-cache", "--select", "SLF001", *(str(root / f"{name}.py") for name in modules)],
+        check=False,
         capture_output=True,
         text=True,
     )

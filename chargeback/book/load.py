@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 from sqlalchemy import Connection, delete, func, insert, select, union_all, update
@@ -228,9 +229,13 @@ class BookData:
     budgets: list[BudgetRow] = field(default_factory=list)
 
 
+#: The model of a book file's row (`UnitRow`, `RateFileRow`...).
+Row = TypeVar("Row", bound=BaseModel)
+
+
 def _read_file(
-    folder: Path, name: str, columns: Columns, model: type[BaseModel], problems: list[Problem], required: bool = True
-) -> list[tuple[int, BaseModel]]:
+    folder: Path, name: str, columns: Columns, model: type[Row], problems: list[Problem], required: bool = True
+) -> list[tuple[int, Row]]:
     path = folder / name
     if not path.exists():
         if required:
@@ -289,9 +294,9 @@ def read_book(folder: Path) -> BookData:
     recurring = _read_file(folder, "recurring.csv", RECURRING, RecurringRow, problems, required=False)
     budgets = _read_file(folder, "budgets.csv", BUDGETS, BudgetRow, problems, required=False)
     _check_units(units, problems)
-    unit_kind = {u.code: u.kind for _, u in units}  # type: ignore[attr-defined]
+    unit_kind = {u.code: u.kind for _, u in units}
     _check_services(services, unit_kind, problems)
-    service_provider = {s.code: s.provider for _, s in services}  # type: ignore[attr-defined]
+    service_provider = {s.code: s.provider for _, s in services}
     _check_rates(rates, service_provider, problems)
     _check_recurring(recurring, service_provider, unit_kind, problems)
     allocations = _read_file(folder, "allocations.csv", ALLOCATIONS, AllocationRow, problems, required=False)
@@ -299,10 +304,10 @@ def read_book(folder: Path) -> BookData:
     drivers = _read_file(folder, "drivers.csv", DRIVERS, DriverRow, problems, required=False)
     provider_costs = _read_file(folder, "provider_costs.csv", PROVIDER_COSTS, ProviderCostRow, problems, required=False)
     digits = minor_digits(settings.currency) if settings else None
-    driver_names = {d.driver for _, d in drivers}  # type: ignore[attr-defined]
+    driver_names = {d.driver for _, d in drivers}
     method = settings.allocation_method if settings else "direct"
     _check_allocations(allocations, method, service_provider, unit_kind, driver_names, problems)
-    _check_costs(costs, {a.pool for _, a in allocations}, digits, problems)  # type: ignore[attr-defined]
+    _check_costs(costs, {a.pool for _, a in allocations}, digits, problems)
     _check_drivers(drivers, unit_kind, problems)
     _check_provider_costs(provider_costs, unit_kind, digits, problems)
     _check_budgets(budgets, unit_kind, settings, problems)
@@ -310,19 +315,19 @@ def read_book(folder: Path) -> BookData:
         raise InputRefused(sorted(set(problems)), what="load")
     return BookData(
         settings=settings,
-        units=[u for _, u in units],  # type: ignore[misc]
-        services=[s for _, s in services],  # type: ignore[misc]
-        rates=[r for _, r in rates],  # type: ignore[misc]
-        recurring=[r for _, r in recurring],  # type: ignore[misc]
-        allocations=[a for _, a in allocations],  # type: ignore[misc]
-        costs=[c for _, c in costs],  # type: ignore[misc]
-        drivers=[d for _, d in drivers],  # type: ignore[misc]
-        provider_costs=[c for _, c in provider_costs],  # type: ignore[misc]
-        budgets=[b for _, b in budgets],  # type: ignore[misc]
+        units=[u for _, u in units],
+        services=[s for _, s in services],
+        rates=[r for _, r in rates],
+        recurring=[r for _, r in recurring],
+        allocations=[a for _, a in allocations],
+        costs=[c for _, c in costs],
+        drivers=[d for _, d in drivers],
+        provider_costs=[c for _, c in provider_costs],
+        budgets=[b for _, b in budgets],
     )
 
 
-def _check_units(rows: list[tuple[int, UnitRow]], problems: list[Problem]) -> None:  # type: ignore[type-arg]
+def _check_units(rows: list[tuple[int, UnitRow]], problems: list[Problem]) -> None:
     name = "units.csv"
     first_line: dict[str, int] = {}
     for line, unit in rows:
@@ -341,7 +346,8 @@ def _check_units(rows: list[tuple[int, UnitRow]], problems: list[Problem]) -> No
         if unit.parent not in parents:
             problems.append(Problem(name, line, "parent", f"{unit.parent!r} is not a unit code in units.csv"))
             continue
-        seen, cursor = {unit.code}, unit.parent
+        seen: set[str] = {unit.code}
+        cursor: str | None = unit.parent
         while cursor is not None:
             if cursor in seen:
                 problems.append(
@@ -352,7 +358,7 @@ def _check_units(rows: list[tuple[int, UnitRow]], problems: list[Problem]) -> No
             cursor = parents.get(cursor)
 
 
-def _check_services(rows, unit_kind: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+def _check_services(rows, unit_kind: Mapping[str, str], problems: list[Problem]) -> None:
     name = "services.csv"
     first_line: dict[str, int] = {}
     for line, service in rows:
@@ -373,7 +379,7 @@ def _check_services(rows, unit_kind: dict[str, str], problems: list[Problem]) ->
             )
 
 
-def _check_rates(rows, service_provider: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+def _check_rates(rows, service_provider: dict[str, str], problems: list[Problem]) -> None:
     name = "rates.csv"
     lines: dict[RateRow, int] = {}
     for line, rate in rows:
@@ -414,7 +420,7 @@ def _rate_row(rate: RateFileRow) -> RateRow:
     return RateRow(rate.service, rate.customer_class, rate.effective_from, rate.effective_to, rate.rate, rate.tier_from)
 
 
-def _check_recurring(rows, service_provider, unit_kind, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+def _check_recurring(rows, service_provider, unit_kind, problems: list[Problem]) -> None:
     name = "recurring.csv"
     for line, fee in rows:
         provider = service_provider.get(fee.service)
@@ -435,8 +441,8 @@ def _check_recurring(rows, service_provider, unit_kind, problems: list[Problem])
 def _check_allocations(
     rows,
     method: str,
-    service_provider: dict[str, str],  # type: ignore[no-untyped-def]
-    unit_kind: dict[str, str],
+    service_provider: dict[str, str],
+    unit_kind: Mapping[str, str],
     driver_names: set[str],
     problems: list[Problem],
 ) -> None:
@@ -536,7 +542,13 @@ def _check_allocations(
 
 
 def _check_internal(
-    name: str, line: int, column: str, code: str, unit_kind: dict[str, str], problems: list[Problem], prefix: str = ""
+    name: str,
+    line: int,
+    column: str,
+    code: str,
+    unit_kind: Mapping[str, str],
+    problems: list[Problem],
+    prefix: str = "",
 ) -> None:
     kind = unit_kind.get(code)
     if kind is None:
@@ -559,7 +571,7 @@ def _check_unique(
     line: int,
     column: str,
     key: tuple,
-    seen: dict,  # type: ignore[type-arg]
+    seen: dict,
     what: str,
     problems: list[Problem],
 ) -> None:
@@ -569,7 +581,7 @@ def _check_unique(
         seen[key] = line
 
 
-def _check_costs(rows, pools: set[str], digits: int | None, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+def _check_costs(rows, pools: set[str], digits: int | None, problems: list[Problem]) -> None:
     name = "costs.csv"
     seen: dict[tuple[str, str], int] = {}
     for line, cost in rows:
@@ -587,7 +599,7 @@ def _check_costs(rows, pools: set[str], digits: int | None, problems: list[Probl
         )
 
 
-def _check_drivers(rows, unit_kind: dict[str, str], problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+def _check_drivers(rows, unit_kind: Mapping[str, str], problems: list[Problem]) -> None:
     name = "drivers.csv"
     seen: dict[tuple[str, str, str], int] = {}
     for line, row in rows:
@@ -612,8 +624,8 @@ def _check_drivers(rows, unit_kind: dict[str, str], problems: list[Problem]) -> 
 
 def _check_provider_costs(
     rows,
-    unit_kind: dict[str, str],
-    digits: int | None,  # type: ignore[no-untyped-def]
+    unit_kind: Mapping[str, str],
+    digits: int | None,
     problems: list[Problem],
 ) -> None:
     name = "provider_costs.csv"
@@ -632,9 +644,10 @@ def _check_provider_costs(
         )
 
 
-def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Problem]) -> None:  # type: ignore[no-untyped-def]
+def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Problem]) -> None:
     name = "budgets.csv"
-    digits = minor_digits(settings.currency) if settings else None
+    currency = settings.currency if settings else None
+    digits = minor_digits(currency) if currency else None
     first_line: dict[tuple[int, str], int] = {}
     for line, budget in rows:
         kind = unit_kind.get(budget.unit)
@@ -670,7 +683,7 @@ def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Pr
                     name,
                     line,
                     "amount",
-                    f"amount '{budget.amount}' has more than {digits} decimal places ({settings.currency})",
+                    f"amount '{budget.amount}' has more than {digits} decimal places ({currency})",
                 )
             )
 
@@ -707,17 +720,17 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
                 f"book.toml: currency: the book is kept in {current} and has posted entries; "
                 f"it cannot change to {settings.currency}"
             )
-    values = dict(
-        name=settings.name,
-        currency=settings.currency,
-        minor_digits=digits,
-        fiscal_year_start=settings.fiscal_year_start,
-        payment_terms=settings.payment_terms,
-        allocation_method=settings.allocation_method,
-        variance_threshold=str(settings.variance_threshold),
-        invoice_line_limit=settings.invoice_line_limit,
-        loaded_at=now,
-    )
+    values = {
+        "name": settings.name,
+        "currency": settings.currency,
+        "minor_digits": digits,
+        "fiscal_year_start": settings.fiscal_year_start,
+        "payment_terms": settings.payment_terms,
+        "allocation_method": settings.allocation_method,
+        "variance_threshold": str(settings.variance_threshold),
+        "invoice_line_limit": settings.invoice_line_limit,
+        "loaded_at": now,
+    }
     if current is None:
         conn.execute(insert(Book).values(id=1, **values))
     else:
@@ -756,14 +769,14 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
         conn.execute(
             insert(Rate),
             [
-                dict(
-                    service=r.service,
-                    customer_class=r.customer_class,
-                    effective_from=r.effective_from,
-                    effective_to=r.effective_to,
-                    rate_micro=to_micro(r.rate),
-                    tier_from_micro=to_micro(r.tier_from),
-                )
+                {
+                    "service": r.service,
+                    "customer_class": r.customer_class,
+                    "effective_from": r.effective_from,
+                    "effective_to": r.effective_to,
+                    "rate_micro": to_micro(r.rate),
+                    "tier_from_micro": to_micro(r.tier_from),
+                }
                 for r in book.rates
             ],
         )
@@ -771,14 +784,14 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
         conn.execute(
             insert(Recurring),
             [
-                dict(
-                    service=r.service,
-                    consumer=r.consumer,
-                    quantity_micro=to_micro(r.quantity),
-                    from_period=r.from_period,
-                    to_period=r.to_period,
-                    description=r.description,
-                )
+                {
+                    "service": r.service,
+                    "consumer": r.consumer,
+                    "quantity_micro": to_micro(r.quantity),
+                    "from_period": r.from_period,
+                    "to_period": r.to_period,
+                    "description": r.description,
+                }
                 for r in book.recurring
             ],
         )
@@ -787,7 +800,7 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
         conn.execute(
             insert(Budget),
             [
-                dict(fiscal_year=b.fiscal_year, unit=b.unit, amount_minor=to_minor(b.amount, digits))
+                {"fiscal_year": b.fiscal_year, "unit": b.unit, "amount_minor": to_minor(b.amount, digits)}
                 for b in book.budgets
             ],
         )
@@ -812,26 +825,29 @@ def _insert_allocations(conn: Connection, book: BookData, digits: int) -> None:
         (
             Allocation,
             [
-                dict(
-                    pool=a.pool,
-                    provider=a.provider,
-                    service=a.service,
-                    driver=a.driver,
-                    targets=a.targets,
-                    step_order=a.order,
-                )
+                {
+                    "pool": a.pool,
+                    "provider": a.provider,
+                    "service": a.service,
+                    "driver": a.driver,
+                    "targets": a.targets,
+                    "step_order": a.order,
+                }
                 for a in book.allocations
             ],
         ),
-        (Cost, [dict(period=c.period, pool=c.pool, amount_minor=to_minor(c.amount, digits)) for c in book.costs]),
+        (Cost, [{"period": c.period, "pool": c.pool, "amount_minor": to_minor(c.amount, digits)} for c in book.costs]),
         (
             Driver,
-            [dict(period=d.period, driver=d.driver, unit=d.unit, value_micro=to_micro(d.value)) for d in book.drivers],
+            [
+                {"period": d.period, "driver": d.driver, "unit": d.unit, "value_micro": to_micro(d.value)}
+                for d in book.drivers
+            ],
         ),
         (
             ProviderCost,
             [
-                dict(period=c.period, provider=c.provider, amount_minor=to_minor(c.amount, digits))
+                {"period": c.period, "provider": c.provider, "amount_minor": to_minor(c.amount, digits)}
                 for c in book.provider_costs
             ],
         ),

@@ -21,24 +21,10 @@ from pathlib import Path
 from sqlalchemy import Connection, func, select
 
 from chargeback.close.reconciliation import PeriodTotal
+from chargeback.core.calendar import MONTHS, fiscal_periods, fiscal_year
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount, format_percent, quantize
 from chargeback.store.schema import Book, Budget, Entry, PeriodTotalRow, Unit
-
-MONTHS = 12
-
-
-def fiscal_year(period: str, start: int) -> int:
-    """The fiscal year (the year it ends in) that holds `period`."""
-    year, month = int(period[:4]), int(period[5:7])
-    return year + 1 if start > 1 and month >= start else year
-
-
-def fiscal_periods(year: int, start: int) -> tuple[str, ...]:
-    """The twelve periods of fiscal year `year`, in order."""
-    first_year = year - 1 if start > 1 else year
-    months = [(first_year * 12 + start - 1 + i) for i in range(MONTHS)]
-    return tuple(f"{m // 12:04d}-{m % 12 + 1:02d}" for m in months)
 
 
 @dataclass(frozen=True)
@@ -118,7 +104,6 @@ def _statuses(
     conn: Connection,
     year: int,
     through: str | None,
-    unit: str | None = None,
     with_unbudgeted: bool = True,
     last: Iterable[PeriodTotal] | None = None,
 ) -> list[BudgetStatus]:
@@ -127,9 +112,7 @@ def _statuses(
     `through` itself when the caller has read them; only the earlier periods are read."""
     periods = fiscal_periods(year, _start(conn))
     budgets = select(Budget.unit, Budget.amount_minor).where(Budget.fiscal_year == year)
-    if unit is not None:
-        budgets = budgets.where(Budget.unit == unit)
-    amounts = {code: amount for code, amount in conn.execute(budgets)}
+    amounts = dict(conn.execute(budgets).all())
     spent: dict[str, int] = {}
     if through is not None:
         # the year's earlier periods from their totals stored at close; `through` itself
@@ -140,8 +123,6 @@ def _statuses(
             .where(stored.customer_class == "internal", stored.period >= periods[0], stored.period < through)
             .group_by(stored.consumer)
         )
-        if unit is not None:
-            earlier = earlier.where(stored.consumer == unit)
         spent = {code: int(amount) for code, amount in conn.execute(earlier)}
         if last is None:
             now = (
@@ -149,12 +130,11 @@ def _statuses(
                 .where(Entry.customer_class == "internal", Entry.period == through)
                 .group_by(Entry.consumer)
             )
-            through_spent: Iterable[tuple[str, int]] = conn.execute(now)  # type: ignore[assignment]
+            through_spent: Iterable[tuple[str, int]] = conn.execute(now)
         else:
             through_spent = ((t.consumer, t.amount_minor) for t in last if t.customer_class == "internal")
         for code, amount in through_spent:
-            if unit in (None, code):
-                spent[code] = spent.get(code, 0) + int(amount)
+            spent[code] = spent.get(code, 0) + int(amount)
     first_known = conn.execute(select(func.min(Entry.period))).scalar()
     counted_from = first_known if through and periods[0] < (first_known or "") <= through else None
     months = periods.index(through) + 1 - (periods.index(counted_from) if counted_from else 0) if through else 0
@@ -181,13 +161,6 @@ def statuses_for(conn: Connection, period: str, totals: Iterable[PeriodTotal] | 
     `totals`: the period's own, when the caller has read them."""
     found = _statuses(conn, fiscal_year(period, _start(conn)), period, with_unbudgeted=False, last=totals)
     return {status.unit: status for status in found}
-
-
-def status_for(conn: Connection, unit: str, period: str) -> BudgetStatus | None:
-    """`unit`'s budget status for the fiscal year of `period`, through `period`: budget,
-    spend to date, remaining, share used; None when it has no budget that year."""
-    found = _statuses(conn, fiscal_year(period, _start(conn)), period, unit, with_unbudgeted=False)
-    return found[0] if found else None
 
 
 def warnings(conn: Connection, period: str, totals: Iterable[PeriodTotal] | None = None) -> list[BudgetStatus]:
@@ -274,10 +247,10 @@ class Table:
             ["Unit", "Name", "Budget", "Spent to date", "Remaining", "Used", "Projected year end", "Status"],
             [14, 32, 15, 15, 15, 9, 15, 20],
         )
-        for row, s in enumerate(self.rows, start=row + 1):
+        for at, s in enumerate(self.rows, start=row + 1):
             sheets.row(
                 sheet,
-                row,
+                at,
                 [
                     s.unit,
                     self.names.get(s.unit, ""),
@@ -295,9 +268,11 @@ class Table:
 def table(conn: Connection, year: int) -> Table:
     """The budget table of fiscal year `year`, through its last period with posted entries."""
     book = conn.execute(select(Book.currency, Book.minor_digits)).first()
+    if book is None:
+        raise Refused("no book is loaded: run `chargeback load BOOK` first")
     periods = fiscal_periods(year, _start(conn))
     through = last_posted(conn, year)
-    names = {code: name for code, name in conn.execute(select(Unit.code, Unit.name))}
+    names = dict(conn.execute(select(Unit.code, Unit.name)).all())
     return Table(
         year,
         periods[0],

@@ -9,7 +9,6 @@ the second waits, then sees the first one's result and is refused cleanly.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +29,7 @@ from chargeback.core.errors import Refused
 from chargeback.core.fields import PERIOD_PATTERN, outside_calendar
 from chargeback.core.progress import on_terminal, phase
 from chargeback.ledger import journal, seals
+from chargeback.ledger.audit import os_user
 from chargeback.ledger.charges import allocation_charges, period_charges, price_usage, store_lines, unposted_usage_count
 from chargeback.store.db import collector_paused
 from chargeback.store.schema import Adjustment, Cost, Entry, Period, Usage
@@ -47,13 +47,6 @@ def check_period(period: str) -> str:
     if problem:
         raise Refused(problem)
     return period
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name in some containers
-        return "unknown"
 
 
 def lock_period(conn: Connection, period: str, create: bool) -> str | None:
@@ -152,7 +145,7 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
             f"internal spend {result.money(result.internal_spend)}; nothing was posted"
         )
     store_totals(conn, period, totals)
-    seal = seals.record_close(conn, period, now, f"{posted_count} entries posted", _user(), signer)
+    seal = seals.record_close(conn, period, now, f"{posted_count} entries posted", os_user(), signer)
     conn.execute(
         update(Period)
         .where(Period.period == period)
@@ -180,7 +173,7 @@ def reopen_period(conn: Connection, period: str, reason: str, now: dt.datetime) 
     if status != "closed":
         raise Refused(f"period {period} is open already")
     conn.execute(update(Period).where(Period.period == period).values(status="open"))
-    seals.record_reopen(conn, period, now, reason.strip(), _user())
+    seals.record_reopen(conn, period, now, reason.strip(), os_user())
 
 
 def period_status(conn: Connection, period: str) -> str | None:

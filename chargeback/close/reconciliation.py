@@ -24,7 +24,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, Select, delete, func, select
 
 from chargeback.core.money import format_amount
-from chargeback.ledger.journal import Draft
+from chargeback.ledger.entries import Draft
 from chargeback.store.db import bulk_insert, bytewise
 from chargeback.store.schema import Book, Entry, Period, PeriodTotalRow
 
@@ -128,7 +128,7 @@ TOTAL_KEYS = (
 )
 
 
-def grouped_totals_query(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
+def grouped_totals_query(conn: Connection, period: str) -> Select:
     """The grouping of `period`'s entries that `period_totals` reads."""
     return (
         select(*TOTAL_KEYS, func.count(), func.sum(Entry.quantity_micro), func.sum(Entry.amount_minor))
@@ -138,7 +138,7 @@ def grouped_totals_query(conn: Connection, period: str) -> Select:  # type: igno
     )
 
 
-def stored_totals_query(conn: Connection, period: str) -> Select:  # type: ignore[type-arg]
+def stored_totals_query(conn: Connection, period: str) -> Select:
     """`period`'s stored totals, in the same order as `grouped_totals_query`."""
     keys = [getattr(PeriodTotalRow, name) for name in PeriodTotal._fields[:7]]
     return (
@@ -154,7 +154,7 @@ def period_totals(conn: Connection, period: str) -> list[PeriodTotal]:
     return _totals(conn, grouped_totals_query(conn, period))
 
 
-def _totals(conn: Connection, query: Select) -> list[PeriodTotal]:  # type: ignore[type-arg]
+def _totals(conn: Connection, query: Select) -> list[PeriodTotal]:
     shared: dict[str, str] = {}
     one = shared.setdefault
     return [
@@ -183,23 +183,22 @@ class Tally:
 
     #: A draft's grouping key, in `PeriodTotal`'s order (the fields share their names).
     key_of = itemgetter(*(Draft._fields.index(name) for name in PeriodTotal._fields[:7]))
-    QUANTITY, AMOUNT = Draft._fields.index("quantity_micro"), Draft._fields.index("amount_minor")
 
     def __init__(self) -> None:
         self._sums: dict[tuple[str, ...], list[int]] = {}
 
     def counting(self, drafts: Iterable[Draft]) -> Iterator[Draft]:
         """`drafts`, each added to the tally as it is handed on to be posted."""
-        sums, key_of, quantity, amount = self._sums, self.key_of, self.QUANTITY, self.AMOUNT
+        sums, key_of = self._sums, self.key_of
         for draft in drafts:
             key = key_of(draft)
             found = sums.get(key)
             if found is None:
-                sums[key] = [1, draft[quantity], draft[amount]]
+                sums[key] = [1, draft.quantity_micro, draft.amount_minor]
             else:
                 found[0] += 1
-                found[1] += draft[quantity]
-                found[2] += draft[amount]
+                found[1] += draft.quantity_micro
+                found[2] += draft.amount_minor
             yield draft
 
     def totals(self) -> list[PeriodTotal]:
@@ -260,12 +259,12 @@ def reconcile(conn: Connection, period: str, totals: Sequence[PeriodTotal] | Non
             select(Entry.credit_account, func.sum(Entry.amount_minor), func.count())
             .where(Entry.period == period)
             .group_by(Entry.credit_account)
-        )  # type: ignore[assignment]
+        )
         debits: Iterable[tuple[str, int]] = conn.execute(
             select(Entry.debit_account, func.sum(Entry.amount_minor))
             .where(Entry.period == period)
             .group_by(Entry.debit_account)
-        )  # type: ignore[assignment]
+        )
     else:
         credits, debits = _by_account(totals)
     revenue: dict[str, list[int]] = defaultdict(lambda: [0, 0])

@@ -28,8 +28,8 @@ from sqlalchemy import Connection, func, select
 
 from chargeback.book.snapshot import load_reference
 from chargeback.close.reconciliation import EXTERNAL_REVENUE, INTERNAL_REVENUE
+from chargeback.core.calendar import fiscal_periods, period_bounds
 from chargeback.core.errors import Refused
-from chargeback.core.fields import period_bounds
 from chargeback.core.money import format_amount, from_micro, from_minor, round_fraction
 from chargeback.core.safe import neutralize
 from chargeback.store.schema import Entry, Period, ProviderCost
@@ -37,19 +37,6 @@ from chargeback.store.schema import Entry, Period, ProviderCost
 #: A provider whose revenue is more than this share over or under its cost is flagged.
 TOLERANCE = Fraction(5, 100)
 RATE_PLACES = 6
-
-
-def fiscal_periods(fiscal_year: int, start_month: int) -> list[str]:
-    """The twelve periods of fiscal year `fiscal_year`, which ends in that year."""
-    year = fiscal_year - 1 if start_month != 1 else fiscal_year
-    periods = []
-    month = start_month
-    for _ in range(12):
-        periods.append(f"{year:04d}-{month:02d}")
-        month += 1
-        if month == 13:
-            year, month = year + 1, 1
-    return periods
 
 
 class _Figures:
@@ -160,7 +147,7 @@ def recovery(conn: Connection, fiscal_year: int) -> Recovery:
     if not 1000 <= fiscal_year <= 9999:
         raise Refused(f"--fiscal-year: {fiscal_year} is not a year (YYYY)")
     ref = load_reference(conn)
-    periods = fiscal_periods(fiscal_year, ref.fiscal_year_start)
+    periods = list(fiscal_periods(fiscal_year, ref.fiscal_year_start))
     result = Recovery(fiscal_year, periods, ref.currency, ref.digits)
     in_year = Entry.period.in_(periods)
     costs = {
@@ -214,7 +201,7 @@ def recovery(conn: Connection, fiscal_year: int) -> Recovery:
 def _services(
     conn: Connection,
     ref,
-    periods: list[str],  # type: ignore[no-untyped-def]
+    periods: list[str],
     providers: dict[str, ProviderLine],
 ) -> list[ServiceLine]:
     in_year = Entry.period.in_(periods)
@@ -311,7 +298,7 @@ def write_workbook(rec: Recovery, path: Path) -> None:
                 if isinstance(value, str):
                     ws.write_string(row, col, neutralize(value) or "", fmt)
                 else:
-                    ws.write_number(row, col, value, fmt)  # type: ignore[arg-type]
+                    ws.write_number(row, col, value, fmt)
         ws.freeze_panes(1, 0)
 
     def money(minor: int | None) -> Decimal | None:

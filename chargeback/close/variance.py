@@ -42,8 +42,8 @@ from typing import NamedTuple
 from sqlalchemy import Connection, func, select
 
 from chargeback.close.reconciliation import PeriodTotal, period_totals
+from chargeback.core.calendar import previous_period
 from chargeback.core.errors import Refused
-from chargeback.core.fields import previous_period
 from chargeback.core.money import format_amount, format_percent, quantize
 from chargeback.store.schema import Book, Entry, PeriodTotalRow, Unit
 
@@ -243,7 +243,8 @@ def compute(
             )
         return tuple(found)
 
-    new = gone = ()
+    new: tuple[str, ...] = ()
+    gone: tuple[str, ...] = ()
     silent: list[SilentService] = []
     if window:
         new = tuple(
@@ -260,8 +261,8 @@ def compute(
             by_period = usage[service]
             if period in by_period:
                 continue
-            last = next(p for p in window if p in by_period)
-            silent.append(SilentService(service, provider_of[service], last, by_period[last]))
+            last_seen = next(p for p in window if p in by_period)
+            silent.append(SilentService(service, provider_of[service], last_seen, by_period[last_seen]))
     return Review(
         period,
         currency,
@@ -292,7 +293,7 @@ def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None 
         raise Refused("no book is loaded: run `chargeback load BOOK` first")
     first = conn.execute(select(func.min(Entry.period)).where(Entry.period < period)).scalar()
     window = window_of(period, first)
-    names = {code: name for code, name in conn.execute(select(Unit.code, Unit.name))}
+    names = dict(conn.execute(select(Unit.code, Unit.name)).all())
     this = period_totals(conn, period) if current is None else current
 
     def totals() -> Iterator[TotalRow]:
@@ -300,7 +301,7 @@ def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None 
         one; streamed, as `compute` sums them (half a million rows a month at 1M lines)."""
         if window:
             stored = PeriodTotalRow
-            for row in conn.execute(
+            yield from conn.execute(
                 select(
                     stored.period,
                     stored.consumer,
@@ -313,8 +314,7 @@ def review(conn: Connection, period: str, current: Sequence[PeriodTotal] | None 
                 .where(stored.period.in_(window))
                 .order_by(stored.period)
                 .execution_options(yield_per=20_000)
-            ):
-                yield tuple(row)
+            )
         for t in this:
             yield (period, t.consumer, t.customer_class, t.provider, t.service, t.kind, t.amount_minor)
 
@@ -414,10 +414,10 @@ def write_workbook(review: Review, path: Path, *, book: str, draft: bool, when: 
     for name, lines in (("Consumers", r.consumers), ("Providers", r.providers)):
         sheet, row = sheets.sheet(name, f"Variance review {r.period}: {name.lower()}", notes)
         sheets.header(sheet, row, HEADER, WIDTHS)
-        for row, line in enumerate(lines, start=row + 1):
+        for at, line in enumerate(lines, start=row + 1):
             sheets.row(
                 sheet,
-                row,
+                at,
                 [
                     line.unit,
                     r.names.get(line.unit, ""),
@@ -464,6 +464,6 @@ def write_workbook(review: Review, path: Path, *, book: str, draft: bool, when: 
         ]
         for s in r.silent_services
     ]
-    for row, values in enumerate(callouts, start=row + 1):
-        sheets.row(sheet, row, values)
+    for at, values in enumerate(callouts, start=row + 1):
+        sheets.row(sheet, at, values)
     sheets.save(path, when)

@@ -99,11 +99,16 @@ def parse_targets(text: str) -> Targets:
 
 
 class UnitLike(Protocol):
-    code: str
-    kind: str
-    parent: str | None
-    active_from: dt.date | None
-    active_to: dt.date | None
+    @property
+    def code(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def parent(self) -> str | None: ...
+    @property
+    def active_from(self) -> dt.date | None: ...
+    @property
+    def active_to(self) -> dt.date | None: ...
 
 
 def resolve_targets(
@@ -312,7 +317,7 @@ def _reciprocal(pools: list[PoolSpec]) -> list[PoolResult]:
             "the reciprocal equations have no single solution: these pools send all of "
             "their cost to each other; give units outside the pools a driver value",
         ) from None
-    return [_spread(p, t, w) for p, t, w in zip(pools, exact, weights)]
+    return [_spread(p, t, w) for p, t, w in zip(pools, exact, weights, strict=False)]
 
 
 def solve(matrix: Sequence[Sequence[Fraction]], rhs: Sequence[Fraction]) -> list[Fraction]:
@@ -320,7 +325,7 @@ def solve(matrix: Sequence[Sequence[Fraction]], rhs: Sequence[Fraction]) -> list
 
     Raises ZeroDivisionError when the matrix is singular."""
     size = len(rhs)
-    rows = [[Fraction(v) for v in row] + [Fraction(b)] for row, b in zip(matrix, rhs)]
+    rows = [[Fraction(v) for v in row] + [Fraction(b)] for row, b in zip(matrix, rhs, strict=False)]
     for col in range(size):
         pivot = next((r for r in range(col, size) if rows[r][col] != 0), None)
         if pivot is None:
@@ -331,5 +336,5 @@ def solve(matrix: Sequence[Sequence[Fraction]], rhs: Sequence[Fraction]) -> list
         for r in range(size):
             if r != col and rows[r][col] != 0:
                 factor = rows[r][col]
-                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col])]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col], strict=False)]
     return [rows[r][size] for r in range(size)]

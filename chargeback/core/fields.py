@@ -123,7 +123,6 @@ PeriodText = Annotated[str, BeforeValidator(_required(check_period))]
 OptionalPeriod = Annotated[str | None, BeforeValidator(_optional(check_period))]
 Year = Annotated[int, BeforeValidator(_required(check_year))]
 Quantity = Annotated[Decimal, BeforeValidator(_required(decimal_checker(QUANTITY_PLACES, "quantity")))]
-OptionalQuantity = Annotated[Decimal | None, BeforeValidator(_optional(decimal_checker(QUANTITY_PLACES, "quantity")))]
 RateValue = Annotated[Decimal, BeforeValidator(_required(decimal_checker(RATE_PLACES, "rate")))]
 #: An amount of money as written in a book file; its places are checked against the
 #: currency once the book's currency is known.
@@ -154,16 +153,3 @@ def problems_of(error: ValidationError, file: str, line: int) -> list[Problem]:
             message = f"{item.get('input')!r} is not allowed: {message.split('Input should be ')[-1]}"
         found.append(Problem(file, line, column, message))
     return found
-
-
-def period_bounds(period: str) -> tuple[dt.date, dt.date]:
-    """First and last day of a `YYYY-MM` period."""
-    year, month = int(period[:4]), int(period[5:7])
-    first = dt.date(year, month, 1)
-    nxt = dt.date(year + (month == 12), month % 12 + 1, 1)
-    return first, nxt - dt.timedelta(days=1)
-
-
-def previous_period(period: str) -> str:
-    year, month = int(period[:4]), int(period[5:7])
-    return f"{year - (month == 1):04d}-{(month - 2) % 12 + 1:02d}"

@@ -15,7 +15,7 @@ from babel.numbers import get_currency_precision, get_currency_symbol, list_curr
 RATE_PLACES = 6
 QUANTITY_PLACES = 6
 MICRO = Decimal(10) ** RATE_PLACES
-MICRO_SQUARED = 10 ** (2 * RATE_PLACES)
+MICRO_SQUARED: int = 10 ** (2 * RATE_PLACES)
 #: Largest magnitude accepted for a quantity, a rate or an amount: keeps every
 #: stored integer (and every product) well inside a signed 64-bit column.
 LIMIT = Decimal(10) ** 12
@@ -158,7 +158,7 @@ def minor_of_product(quantity_micro: int, rate_micro: int, digits: int) -> int:
     """quantity x rate (both in millionths) in minor units, rounded half up (away from
     zero) exactly as `quantize` rounds it, in integers: the close prices a million lines
     with this, where Decimal arithmetic per line would cost seconds."""
-    numerator = quantity_micro * rate_micro * 10**digits
+    numerator: int = quantity_micro * rate_micro * 10**digits
     whole, rest = divmod(abs(numerator), MICRO_SQUARED)
     if 2 * rest >= MICRO_SQUARED:
         whole += 1

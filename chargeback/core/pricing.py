@@ -46,15 +46,6 @@ class RateRow:
         return text + (f"/tier {self.tier_from}" if self.tier_from else "")
 
 
-@dataclass(frozen=True)
-class Priced:
-    """A priced line: the rate applied and the amount, rounded once."""
-
-    rate: Decimal
-    amount: Decimal
-    rate_row: RateRow
-
-
 class RateTable:
     """All rates of a book, indexed for lookups by (service, class, date)."""
 
@@ -96,11 +87,6 @@ class RateTable:
             r for r in self._by_key.get((service, customer_class), ()) if r.effective_from <= day and r.tier_from == 0
         ]
         return max(earlier, key=lambda r: r.effective_from) if earlier else None
-
-
-def price(quantity: Decimal, rate_row: RateRow, digits: int) -> Priced:
-    """Price one line at one rate: quantity x rate, rounded once."""
-    return Priced(rate_row.rate, quantize(quantity * rate_row.rate, digits), rate_row)
 
 
 @dataclass(frozen=True)
@@ -185,7 +171,7 @@ def overlapping(rows: Iterable[RateRow]) -> list[tuple[RateRow, RateRow]]:
     clashes = []
     for group in groups.values():
         group.sort(key=lambda r: r.effective_from)
-        for earlier, later in zip(group, group[1:]):
+        for earlier, later in zip(group, group[1:], strict=False):
             if earlier.effective_to is None or later.effective_from <= earlier.effective_to:
                 clashes.append((earlier, later))
     return clashes
@@ -274,7 +260,7 @@ def rounded_minor(exact: pl.Expr, digits: int) -> pl.Expr:
     """An exact amount in millionths of millionths (quantity x rate, both in millionths)
     as minor units of a currency of `digits`, rounded half away from zero: the rule of
     `money.quantize`, over a whole column in 128-bit integers."""
-    divisor = 10 ** (12 - digits)
+    divisor: int = 10 ** (12 - digits)
     return (exact.abs() + divisor // 2) // divisor * exact.sign()
 
 

@@ -21,6 +21,12 @@ def neutralize(text: str | None) -> str | None:
     return text
 
 
+def one_line(text: str | None) -> str:
+    """`text` on one line: every run of white space (line breaks included) as one space,
+    for a header, a title or a quoted string that a line break would end or forge."""
+    return " ".join((text or "").split())
+
+
 def file_in(folder: Path, code: str, suffix: str) -> Path:
     """The path of `<code><suffix>` inside `folder`, refusing any code that would leave it."""
     name = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in code)

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, func, select
 from chargeback.book.snapshot import ServiceInfo, UnitInfo, load_reference
 from chargeback.close.budgets import BudgetStatus, statuses_for
 from chargeback.close.reconciliation import PeriodTotal, period_totals
-from chargeback.core.fields import period_bounds, previous_period
+from chargeback.core.calendar import month_name, period_bounds, previous_period
 from chargeback.core.money import from_minor
 from chargeback.core.safe import FORMULA_STARTS
 from chargeback.ledger.seals import Seal, seal_of
@@ -38,21 +38,6 @@ from chargeback.store.schema import (
     Period,
     PeriodTotalRow,
     Usage,
-)
-
-MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
 )
 
 
@@ -93,7 +78,7 @@ class DocumentContext:
     @property
     def period_label(self) -> str:
         """`2026-03` as `March 2026`."""
-        return f"{MONTHS[int(self.period[5:7]) - 1]} {self.period[:4]}"
+        return month_name(self.period)
 
     @property
     def previous_period(self) -> str:
@@ -148,7 +133,7 @@ def document_context(
         when,
         ref.payment_terms,
         ref.fiscal_year_start,
-        None if draft else record.closed_hash,
+        None if draft or record is None else record.closed_hash,
         ref.units,
         ref.services,
         draft,
@@ -355,8 +340,9 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals, usage: pl.Data
     # One object for each distinct day and repeated text (a line's kind, provider, service,
     # class and rate source): less memory, and each is pickled once for the workers.
     days: dict[object, dt.date] = {}
+    texts: dict[str, str] = {}
     shared: dict[str | None, str | None] = {}
-    known, one = days.get, shared.setdefault
+    known, one, one_or_none = days.get, texts.setdefault, shared.setdefault
 
     def day(raw: str | dt.date) -> dt.date:
         found = days[raw] = stored_date(raw)
@@ -377,9 +363,24 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals, usage: pl.Data
                 amount,
                 reference,
                 memo,
-                one(rate_source, rate_source),
+                one_or_none(rate_source, rate_source),
             )
-            for _, entry, date, service_date, kind, provider, service, customer_class, quantity, rate, amount, reference, memo, rate_source in group
+            for (
+                _,
+                entry,
+                date,
+                service_date,
+                kind,
+                provider,
+                service,
+                customer_class,
+                quantity,
+                rate,
+                amount,
+                reference,
+                memo,
+                rate_source,
+            ) in group
         ]
         unit = ctx.units.get(consumer) or UnitInfo(
             consumer, consumer, "internal", None, None, None, None, None, None, None

@@ -35,25 +35,12 @@ from pathlib import Path
 from sqlalchemy import Connection, func, select
 
 from chargeback.close.budgets import BudgetStatus, statuses_for
+from chargeback.core.calendar import month_name
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount, format_percent
-from chargeback.core.safe import file_in
+from chargeback.core.safe import file_in, one_line
 from chargeback.store.schema import Book, Delivery, Entry, Period, Unit
 
-MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
 ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+")
 STATEMENT = ("statements", ".xlsx", "statement")
 INVOICE = ("invoices", ".html", "invoice")
@@ -121,7 +108,7 @@ class Plan:
 
     @property
     def label(self) -> str:
-        return f"{MONTHS[int(self.period[5:7]) - 1]} {self.period[:4]}"
+        return month_name(self.period)
 
     def money(self, minor: int | None) -> str:
         return "" if minor is None else f"{format_amount(minor, self.digits)} {self.currency}"
@@ -179,17 +166,13 @@ def plan(conn: Connection, period: str) -> Plan:
     return result
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def message(
     plan: Plan, recipient: Recipient, folder: Path, sender: str, when: dt.datetime
 ) -> tuple[EmailMessage, list[tuple[str, str]]]:
     """The message to `recipient`, and (path, sha256) of each file attached."""
     r, p = recipient, plan
     what = "statement and invoice" if r.kind == "internal" else "invoice"
-    subject = f"{_one_line(p.book)}: {what} of {_one_line(r.name)} ({r.unit}) for {p.label}"
+    subject = f"{one_line(p.book)}: {what} of {one_line(r.name)} ({r.unit}) for {p.label}"
     msg = EmailMessage()
     msg["Subject"] = f"Revised: {subject}" if r.unit in p.revised else subject
     msg["From"] = sender
@@ -197,16 +180,16 @@ def message(
     msg["Date"] = format_datetime(when.replace(tzinfo=dt.UTC))
     msg["Message-ID"] = make_msgid("chargeback", domain=sender.rpartition("@")[2] or None)
     lines = [
-        f"Dear {_one_line(r.manager or r.name)},",
+        f"Dear {one_line(r.manager or r.name)},",
         "",
-        f"attached {'are' if r.kind == 'internal' else 'is'} the {what} of {_one_line(r.name)} "
-        f"({r.unit}) for {p.label}, from {_one_line(p.book)}.",
+        f"attached {'are' if r.kind == 'internal' else 'is'} the {what} of {one_line(r.name)} "
+        f"({r.unit}) for {p.label}, from {one_line(p.book)}.",
     ]
     if r.unit in p.revised:
         lines.append("The period was reopened and closed again: these documents replace the ones sent before.")
     lines += ["", f"{'Charges of the period' if r.kind == 'internal' else 'Amount due'}: {p.money(r.total)}"]
     if r.kind == "external" and p.payment_terms:
-        lines.append(f"Payment terms: {_one_line(p.payment_terms)}")
+        lines.append(f"Payment terms: {one_line(p.payment_terms)}")
     if r.budget is not None:
         b = r.budget
         lines.append(
@@ -216,7 +199,7 @@ def message(
     lines += ["", "-- ", "sent by chargeback"]
     msg.set_content("\n".join(lines) + "\n")
     attached = []
-    for path, (sub, suffix, kind) in zip(r.files(folder), r.documents):
+    for path, (sub, suffix, kind) in zip(r.files(folder), r.documents, strict=False):
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -326,7 +309,8 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return "; ".join(f"{to}: {code} {text.decode(errors='replace')}" for to, (code, text) in exc.recipients.items())
     if isinstance(exc, smtplib.SMTPResponseException):
-        return f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
+        said = exc.smtp_error
+        return f"{exc.smtp_code} {said.decode(errors='replace') if isinstance(said, bytes) else said}"
     return str(exc) or type(exc).__name__
 
 

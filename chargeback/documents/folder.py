@@ -16,7 +16,6 @@ read of the journal.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -41,6 +40,8 @@ from chargeback.close.reconciliation import (
     reconcile,
     stored_totals,
 )
+from chargeback.core import settings
+from chargeback.core.digests import sha256_of
 from chargeback.core.progress import Progress
 from chargeback.documents.bills import (
     Bill,
@@ -59,15 +60,16 @@ from chargeback.ledger.seals import seal_of
 from chargeback.store.db import collector_paused
 from chargeback.store.schema import Book, Period
 
-#: From this many consumers on, their documents are written by worker processes. Each
-#: consumer is one or two files of some milliseconds whatever its lines, and starting
-#: the workers costs about a second: 2,000 consumers with 10,000 lines between them
-#: took 19.7-22.7 s in one process and 13.5-15.4 s with two.
-PARALLEL_UNITS = 500
-#: From this many entries on, writing takes long enough to show a progress bar.
-PROGRESS_LINES = 20_000
 #: Charge lines handed to a worker at a time.
 BATCH_LINES = 5_000
+
+
+def workers_for(consumers: int) -> int:
+    """The processes writing the invoices and statements of `consumers` consumers: one
+    per core (the settings' `workers`) from the settings' `parallel_units` on, else 1
+    (this process alone)."""
+    tuned = settings.current()
+    return tuned.cores() if consumers >= tuned.parallel_units else 1
 
 
 def write_documents(
@@ -76,17 +78,16 @@ def write_documents(
     folder: Path,
     *,
     progress: bool = False,
-    workers: int | None = None,
-    parallel_units: int = PARALLEL_UNITS,
     draft: bool = False,
     issued: dt.datetime | None = None,
     review: variance.Review | None = None,
     totals: list[PeriodTotal] | None = None,
 ) -> int:
     """Write every document of `period` into `folder`; returns the number of files.
-    `progress` allows a progress bar on a terminal for a big period. `workers`: the
-    number of processes writing invoices and statements; by default one per core when
-    the period has at least `parallel_units` consumers, else none besides this one.
+    `progress` allows a progress bar on a terminal for a big period (from the settings'
+    `progress_lines` entries). Invoices and statements are written by worker processes,
+    one per core (`workers`), when the period has at least the settings' `parallel_units`
+    consumers, else in this process.
     `draft` writes an open period's documents as drafts (a preview's), dated `issued`; a
     closed period's are dated by its close, so `report` writes the same bytes again.
     `review`: the period's variance review, and `totals` its totals (`period_totals`),
@@ -104,10 +105,9 @@ def write_documents(
     usage = period_lines(conn, period)
     write_lines_csv(usage, ctx.digits, folder / "lines.csv")
     consumers = len({line.consumer for line in current})
-    if workers is None:
-        workers = (os.cpu_count() or 1) if consumers >= parallel_units else 1
+    workers = workers_for(consumers)
     total = consumers + len(rec.consumers) + len(parents) + 2
-    show = progress and rec.entries >= PROGRESS_LINES and sys.stderr.isatty()
+    show = progress and rec.entries >= settings.current().progress_lines and sys.stderr.isatty()
     with ExitStack() as stack:
         bar = stack.enter_context(Progress(total, f"writing the documents of {period}", show))
         writers = stack.enter_context(Writers(folder, ctx, workers, bar))
@@ -151,9 +151,10 @@ def write_batch(folder: Path, ctx: DocumentContext, batch: list[Bill], parents: 
 _CONTEXT: DocumentContext | None = None
 
 
-def _start_worker(ctx: DocumentContext) -> None:
+def _start_worker(ctx: DocumentContext, tuned: settings.Settings) -> None:
     global _CONTEXT
     _CONTEXT = ctx
+    settings.adopt(tuned)
     follow_parent()
 
 
@@ -188,7 +189,10 @@ class Writers:
             None
             if workers <= 1
             else ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(ctx,)
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(ctx, settings.current()),
             )
         )
         self.futures: list[Future[int]] = []
@@ -255,7 +259,7 @@ def write_variance(
     when = issued if draft or closed_at is None else closed_at
     if when is None:
         raise ValueError(f"period {period} is not closed: give the draft's issue date")
-    variance.write_workbook(review, folder / "variance.xlsx", book=book, draft=draft, when=when)
+    variance.write_workbook(review, folder / "variance.xlsx", book=book or "", draft=draft, when=when)
 
 
 def write_manifest(
@@ -265,11 +269,11 @@ def write_manifest(
     paths = [p for p in sorted(folder.rglob("*")) if p.is_file() and p != folder / "manifest.json"]
     # hashlib and file reads let other threads run: a million-line period's gigabyte of
     # files is hashed on every core (one: 1.2 s)
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        digests = list(pool.map(_sha256_of, paths))
+    with ThreadPoolExecutor(settings.current().cores()) as pool:
+        digests = list(pool.map(_sha256_and_size, paths))
     files = [
         {"path": path.relative_to(folder).as_posix(), "sha256": digest, "bytes": size}
-        for path, (digest, size) in zip(paths, digests, strict=True)
+        for path, (digest, size) in zip(paths, digests, strict=False)
     ]
     book = conn.execute(select(Book.name)).scalar()
     record = None if draft else conn.execute(select(Period.__table__).where(Period.period == period)).first()
@@ -290,10 +294,8 @@ def write_manifest(
     return len(files) + 1
 
 
-def _sha256_of(path: Path) -> tuple[str, int]:
-    """sha256 and size of a file, read a piece at a time (journal.csv can be 250 MB)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest(), os.fstat(handle.fileno()).st_size
+def _sha256_and_size(path: Path) -> tuple[str, int]:
+    return sha256_of(path), path.stat().st_size
 
 
 @contextmanager

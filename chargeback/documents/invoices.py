@@ -1,14 +1,15 @@
 """Invoices (`invoices/<UNIT>.html`): one self-contained, print-ready page per consumer.
 
 External customers get an invoice to pay; internal units get an internal charge notice,
-settled by journal transfer. It lists the consumer's charges and, under each usage
-charge, its usage lines, up to the book's `invoice_line_limit` lines in all; past it, it
-says where every line is (the statement's `Detail` sheet, or `detail/<UNIT>.csv` written
-here for an external customer), so a consumer of a million lines gets a readable page. The Jinja2 template (`templates/invoice.html.j2`) is
-compiled once per process, with autoescaping on, so text from input files is shown,
-never run. The tables of services and lines are written with autoescaping off, their
-texts escaped here once per distinct text (`html`): a big invoice has hundreds of
-services and thousands of lines, and escaping in the template took about half its work.
+settled by journal transfer. It lists the consumer's charges and, under each usage charge,
+its usage lines, up to the book's `invoice_line_limit` lines in all; past it, it says where
+every line is (the statement's `Detail` sheet, or `detail/<UNIT>.csv` written here for an
+external customer), so a consumer of a million lines gets a readable page. The Jinja2
+template (`templates/invoice.html.j2`) is compiled once per process, with autoescaping on,
+so text from input files is shown, never run. The tables of services and lines are written
+with autoescaping off, their texts escaped here once per distinct text (`html`): a big
+invoice has hundreds of services and thousands of lines, and escaping in the template took
+about half its work.
 """
 
 from __future__ import annotations
@@ -69,14 +70,14 @@ class Shown(NamedTuple):
     entry: int
     date: str
     memo: str
-    notes: list[tuple[str, str]]  # (tag, text)
+    notes: list[tuple[Markup, Markup]]  # (tag, text)
     reference: str
     quantity: str
     rate: str
     amount: str
     credit: bool
     adjustment: bool
-    usage: list[tuple[str, str, str, str, str, str]]  # its usage lines shown under it
+    usage: list[UsageShown]  # its usage lines shown under it
 
 
 class UsageShown(NamedTuple):
@@ -98,7 +99,7 @@ class ServiceGroup(NamedTuple):
     label: Markup
     unit_of_measure: Markup
     lines: list[Shown]
-    count: int  # of charges
+    charges: int  # how many
     total: str  # the sum of the lines' amounts, as the invoice shows it
 
 
@@ -177,15 +178,18 @@ def _groups(
         quantity = quantities.get(line.quantity_micro)
         if quantity is None:
             quantity = quantities[line.quantity_micro] = grouped_micro(line.quantity_micro)
-        rate = rates.get(line.rate_micro)
+        micro = line.rate_micro
+        rate = rates.get(micro)
         if rate is None:
-            rate = rates[line.rate_micro] = grouped_micro(line.rate_micro, ctx.digits)
+            rate = rates[micro] = "" if micro is None else grouped_micro(micro, ctx.digits)
         if line.rate_micro is None and line.kind == "usage":
             rate = "tiers"
         notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day)]
-        if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST):
-            target = line.rate_source[len(AGAINST) :]  # type: ignore[index]
-            charge = charges_of.get(tuple(target.split(":", 1)))  # type: ignore[arg-type]
+        source = line.rate_source or ""
+        if line.kind == "adjustment" and source.startswith(AGAINST):
+            target = source[len(AGAINST) :]
+            service, _, reference = target.partition(":")
+            charge = charges_of.get((service, reference))
             notes.append((html("adjustment"), html(f"corrects {target}" + (f" (charge {charge})" if charge else ""))))
         return Shown(
             line.entry,
@@ -238,7 +242,7 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
     external = unit.kind == "external"
     issued = ctx.issued.date()
     linked = [
-        line.rate_source[len(AGAINST) :].split(":", 1)
+        (line.rate_source or "")[len(AGAINST) :].split(":", 1)
         for line in bill.lines
         if line.kind == "adjustment" and (line.rate_source or "").startswith(AGAINST)
     ]

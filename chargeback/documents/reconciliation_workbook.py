@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Row, func, or_, select
+from sqlalchemy import Connection, func, or_, select
 from xlsxwriter.worksheet import Worksheet
 
 from chargeback.close.reconciliation import (
@@ -26,10 +26,12 @@ from chargeback.close.reconciliation import (
     PeriodTotal,
     Reconciliation,
 )
+from chargeback.core import settings
 from chargeback.core.safe import neutralize
 from chargeback.documents.bills import DocumentContext
 from chargeback.documents.workbooks import EXCEL_EPOCH, Workbook, cell, column_range, sum_formula
 from chargeback.ledger import audit
+from chargeback.ledger.export import JournalRow
 from chargeback.store.db import stored_date
 from chargeback.store.schema import Entry, Import, PeriodEvent
 
@@ -70,8 +72,13 @@ def matrix_of(totals: Iterable[PeriodTotal]) -> Matrix:
 
 
 def write_reconciliation_workbook(
-    conn: Connection, ctx: DocumentContext, rec: Reconciliation, path: Path, matrix: Matrix, entries: Iterator[Row]
-) -> Path:  # type: ignore[type-arg]
+    conn: Connection,
+    ctx: DocumentContext,
+    rec: Reconciliation,
+    path: Path,
+    matrix: Matrix,
+    entries: Iterator[JournalRow],
+) -> Path:
     """The workbook of `ctx.period`. `matrix`: `matrix_of` the period's totals; `entries`:
     the period's entries as `export.journal_chunks` reads them (`journal.csv` is written
     from the same read)."""
@@ -90,16 +97,12 @@ def write_reconciliation_workbook(
     return path
 
 
-#: Journal lines on one sheet below its header: Excel's 1,048,576 rows less the header,
-#: kept even so that an entry's debit and credit lines stay on one sheet.
-JOURNAL_LINES_PER_SHEET = 1_048_574
-
-
 def journal_parts(entries: int) -> list[tuple[str, int]]:
     """(sheet name, journal lines) of the Journal sheets: `Journal`, then `Journal (2)`,
     `Journal (3)`... when a period's lines pass one sheet's rows."""
-    per_sheet = JOURNAL_LINES_PER_SHEET - JOURNAL_LINES_PER_SHEET % 2
-    lines, parts = entries * 2, []
+    limit = settings.current().journal_lines_per_sheet
+    per_sheet = limit - limit % 2  # even: an entry's debit and credit lines stay on one sheet
+    lines, parts = entries * 2, list[tuple[str, int]]()
     while True:
         name = "Journal" if not parts else f"Journal ({len(parts) + 1})"
         parts.append((name, min(lines, per_sheet)))
@@ -122,7 +125,7 @@ def _journal_sum(account_prefix: str, add: int, subtract: int, parts: list[tuple
     def side(col: int) -> str:
         return "+".join(
             f'SUMIFS({values},{where},"{account_prefix}*")'
-            for values, where in zip(_over_journal(parts, col), accounts)
+            for values, where in zip(_over_journal(parts, col), accounts, strict=False)
         )
 
     return f"=ROUND({side(add)}-({side(subtract)}),{digits})"
@@ -286,8 +289,12 @@ def _matrix(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, matrix: Matrix
 
 
 def _journal(
-    wb: Workbook, sheets: list[Worksheet], parts: list[tuple[str, int]], entries: Iterator[Row], ctx: DocumentContext
-) -> None:  # type: ignore[type-arg]
+    wb: Workbook,
+    sheets: list[Worksheet],
+    parts: list[tuple[str, int]],
+    entries: Iterator[JournalRow],
+    ctx: DocumentContext,
+) -> None:
     """Every journal line, two per entry (debit line, then credit line), as journal.csv,
     continued on the next Journal sheet when one is full."""
     date_style, money_style = wb.formats.date, wb.formats.money
@@ -306,7 +313,7 @@ def _journal(
         return found
 
     remaining = iter(entries)
-    for sheet, (_, lines) in zip(sheets, parts):
+    for sheet, (_, lines) in zip(sheets, parts, strict=False):
         wb.header(sheet, 0, JOURNAL_TITLES, numeric=(0, 5, 6))
         sheet.freeze_panes(1, 0)
         wb.widths(sheet, [9, 11, 30, 12, 12, 14, 14, 10, 16, 36, 11, 66])

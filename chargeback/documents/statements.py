@@ -1,12 +1,12 @@
 """Department statements (`statements/<UNIT>.xlsx`): what an internal unit was charged.
 
-`Summary` shows the unit's charges by service and by provider against the previous
-period and the fiscal year to date, with a bar chart (of the `CHART_SERVICES` largest
-services, in a small table of their own, when there are more); `Detail` lists every usage
-line with its charge's entry, then the unit's other charges, ready to filter and sort. A
-parent unit also gets a roll-up of its whole subtree
-(`statements/rollup/<UNIT>.xlsx`), with a column per child and a row per unit. Totals
-are live formulas whose stored values are the engine's figures.
+`Summary` shows the unit's charges by service and by provider against the previous period
+and the fiscal year to date, with a bar chart (of the `chart_services` (settings) largest services, in
+a small table of their own, when there are more); `Detail` lists every usage line with its
+charge's entry, then the unit's other charges, ready to filter and sort. A parent unit also
+gets a roll-up of its whole subtree (`statements/rollup/<UNIT>.xlsx`), with a column per
+child and a row per unit. Totals are live formulas whose stored values are the engine's
+figures.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import polars as pl
 from xlsxwriter.worksheet import Worksheet
 
 from chargeback.book.snapshot import UnitInfo
+from chargeback.core import settings
 from chargeback.core.money import format_amount, format_percent, from_micro
 from chargeback.core.safe import file_in, neutralize
 from chargeback.documents.bills import (
@@ -184,15 +185,11 @@ def _side_header(wb: Workbook, sheet: Worksheet, row: int, labels: list[str], no
     wb.header(sheet, row, amounts, numeric=tuple(range(len(amounts))), first_col=now)
 
 
-#: A chart shows at most this many services: a bar for each of hundreds is unreadable.
-CHART_SERVICES = 15
-
-
 def _chart(
     wb: Workbook, sheet: Worksheet, name: str, first: int, now: int, at_row: int, rows: list[ServiceTotal]
 ) -> None:
     """A bar chart of this period's (and the previous period's) spend by service, from
-    the service table; with more than `CHART_SERVICES` services, from a table of the
+    the service table; with more than `chart_services` (settings) services, from a table of the
     largest ones placed first (each figure a formula on the service table). Its cached
     figures (what a viewer that never recalculates shows) are given here: a sheet
     written in `constant_memory` mode cannot be read back."""
@@ -200,7 +197,7 @@ def _chart(
         return
     ctx = wb.ctx
     title = "Spend by service"
-    if len(rows) > CHART_SERVICES:
+    if len(rows) > settings.current().chart_services:
         at_row, first, rows = _largest(wb, sheet, at_row, rows, first, now)
         title = f"Spend on the {len(rows)} largest services"
     last = first + len(rows) - 1
@@ -231,11 +228,11 @@ def _chart(
 def _largest(
     wb: Workbook, sheet: Worksheet, top: int, rows: list[ServiceTotal], first: int, now: int
 ) -> tuple[int, int, list[ServiceTotal]]:
-    """The `CHART_SERVICES` services with the most spend this period, in the service
+    """The `chart_services` (settings) services with the most spend this period, in the service
     table's columns, each figure a formula on its row there. Returns the row for the
     chart below it, the table's first data row and its services."""
     ctx, f = wb.ctx, wb.formats
-    ranked = sorted(range(len(rows)), key=lambda i: (-rows[i].amount_minor, i))[:CHART_SERVICES]
+    ranked = sorted(range(len(rows)), key=lambda i: (-rows[i].amount_minor, i))[: settings.current().chart_services]
     sheet.write_string(top, 0, f"The {len(ranked)} largest services this period", f.subtitle)
     _side_header(wb, sheet, top + 1, ["Provider", "Service"], now, ["This period", "Previous period"])
     for row, index in enumerate(ranked, top + 2):

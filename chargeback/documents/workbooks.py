@@ -17,6 +17,7 @@ period's time). Sheets are written top to bottom, as `constant_memory` requires.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -148,7 +149,7 @@ class Workbook:
             else:
                 sheet.write_blank(row, col, None, fmt)
 
-    def widths(self, sheet: Worksheet, widths: list[float], first_col: int = 0) -> None:
+    def widths(self, sheet: Worksheet, widths: Sequence[float], first_col: int = 0) -> None:
         for col, width in enumerate(widths, first_col):
             sheet.set_column(col, col, width)
 

@@ -77,7 +77,7 @@ def _in_order(wanted: list[str], columns: Columns) -> Callable[[list[str]], tupl
     """A record's cells in `columns.all` order, given the header's order (`wanted`)."""
     places = [wanted.index(column) if column in wanted else None for column in columns.all]
     if None not in places and len(places) > 1:
-        return itemgetter(*places)  # type: ignore[return-value]
+        return itemgetter(*places)
     return lambda record: tuple("" if place is None else record[place] for place in places)
 
 
@@ -187,7 +187,7 @@ def _csv_rows(
                 if len(record) < width:
                     record = record + [""] * (width - len(record))
                 if nul and any("\x00" in cell for cell in record):
-                    column = next(c for c, cell in zip(wanted, record) if "\x00" in cell)
+                    column = next(c for c, cell in zip(wanted, record, strict=False) if "\x00" in cell)
                     problems.append(
                         Problem(
                             name,
@@ -197,7 +197,7 @@ def _csv_rows(
                         )
                     )
                     continue
-                yield start, dict(zip(wanted, record)) if in_order is None else in_order(record)
+                yield start, dict(zip(wanted, record, strict=False)) if in_order is None else in_order(record)
     except UnicodeDecodeError:
         bad_line, column = _first_bad_utf8(path, wanted)
         problems.append(Problem(name, bad_line, column, "not UTF-8 text: save the file as CSV UTF-8"))
@@ -234,7 +234,7 @@ def _first_bad_utf8(path: Path, header: list[str] | None) -> tuple[int, str]:
         header = [h.strip() for h in _cells(first)]
     end = LINE_BREAK.search(data, start)
     text = data[breaks[-1] : end.start() if end else len(data)].decode("utf-8", "replace")
-    column = next((c for c, cell in zip(header, _cells(text)) if "\ufffd" in cell), "-")
+    column = next((c for c, cell in zip(header, _cells(text), strict=False) if "\ufffd" in cell), "-")
     return line, column
 
 
@@ -288,7 +288,7 @@ def _xlsx_refusal(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except Exception:  # BadZipFile, NotImplementedError (an unknown zip version), struct errors...
+    except Exception:  # noqa: BLE001 BadZipFile, NotImplementedError (an unknown zip version), struct errors...
         return "is damaged (not a complete XLSX archive): save it again from the spreadsheet program"
     total = 0
     for member in members:
@@ -337,7 +337,7 @@ def _xlsx_rows(
         warnings.simplefilter("ignore")
         try:
             workbook = load_workbook(path, read_only=True, data_only=True)
-        except Exception as exc:  # openpyxl raises many kinds on broken XML
+        except Exception as exc:  # noqa: BLE001 openpyxl raises many kinds on broken XML
             if _caused_by(exc, DefusedXmlException):
                 problems.append(Problem(name, 0, "-", unsafe))
                 return
@@ -359,7 +359,7 @@ def _xlsx_rows(
             sheet = workbook.worksheets[0]
             marks = _SheetMarks.of(path, sheet.title)
             yield from _sheet_rows(sheet, marks, columns, problems, name, where)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 a broken sheet fails in the middle in many ways: refused, not a crash
             if _caused_by(exc, DefusedXmlException):
                 problems.append(Problem(name, 0, "-", unsafe))
                 return
@@ -473,7 +473,7 @@ def _sheet_member(archive: zipfile.ZipFile, title: str) -> str | None:
     def local(tag: str) -> str:
         return tag.rpartition("}")[2]
 
-    def attribute(element, name: str) -> str | None:  # type: ignore[no-untyped-def]
+    def attribute(element, name: str) -> str | None:
         return next((v for k, v in element.attrib.items() if local(k) == name), None)
 
     def target(rels_member: str, folder: str, wanted: Callable[[object], bool]) -> str | None:
@@ -496,7 +496,7 @@ def _sheet_member(archive: zipfile.ZipFile, title: str) -> str | None:
     return target(posixpath.join(folder, "_rels", f"{file}.rels"), folder, lambda rel: rel.get("Id") == rel_id)  # type: ignore[attr-defined]
 
 
-def _numbered_rows(sheet, runs: list[tuple[int, int]] | None) -> Iterator[tuple[int, tuple]]:  # type: ignore[no-untyped-def,type-arg]
+def _numbered_rows(sheet, runs: list[tuple[int, int]] | None) -> Iterator[tuple[int, tuple]]:
     """(row number, cells) of the sheet from row 1, a run of rows at a time (openpyxl
     reads the sheet again from its start for each, skipping the rows before it)."""
     for first, last in runs if runs is not None else [(1, None)]:
@@ -507,7 +507,7 @@ def _sheet_rows(
     sheet,
     marks: _SheetMarks,
     columns: Columns,
-    problems: list[Problem],  # type: ignore[no-untyped-def]
+    problems: list[Problem],
     name: str,
     where: list[int],
 ) -> Iterator[tuple[int, dict[str, str]]]:
@@ -584,7 +584,7 @@ def _sheet_rows(
             problems.append(Problem(name, number, "-", f"cells beyond the {width} columns of the header"))
             continue
         if any(texts):
-            yield number, dict(zip(wanted, texts))
+            yield number, dict(zip(wanted, texts, strict=False))
     for ref in marks.merged:
         try:
             min_col, min_row, _, _ = CellRange(ref).bounds
@@ -683,7 +683,7 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
         line = 1 + pl.int_range(pl.len(), dtype=pl.Int64) + breaks.cum_sum().shift(1, fill_value=0).cast(pl.Int64)
     else:
         line = 1 + pl.int_range(pl.len(), dtype=pl.Int64)
-    table = table.with_columns(line.alias("line")).slice(1).rename(dict(zip(cells, wanted)))
+    table = table.with_columns(line.alias("line")).slice(1).rename(dict(zip(cells, wanted, strict=False)))
     table = table.select(
         "line",
         *[
@@ -700,14 +700,3 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
 
 def _empty(columns: Columns) -> pl.DataFrame:
     return pl.DataFrame(schema={"line": pl.Int64, **dict.fromkeys(columns.all, pl.String)})
-
-
-def sha256_of(path: Path) -> str:
-    """The sha256 of a file's bytes, recorded with each import."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -23,10 +23,11 @@ from sqlalchemy.exc import IntegrityError
 
 from chargeback.book.snapshot import load_reference
 from chargeback.close.periods import lock_open_period
+from chargeback.core.digests import sha256_of
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.money import from_minor
 from chargeback.core.progress import csv_lines, phase
-from chargeback.ingest.tabular import read_table, sha256_of
+from chargeback.ingest.tabular import read_table
 from chargeback.ingest.usage_checks import (
     USAGE,
     Book,
@@ -152,7 +153,7 @@ def _store(conn: Connection, fresh: pl.DataFrame, period: str, import_id: int, s
     date = "date_text" if conn.dialect.name == "sqlite" else "date"
     columns = [date, "service", "consumer", "quantity_micro", "reference", "description"]
 
-    def rows():  # type: ignore[no-untyped-def]
+    def rows():
         for part in fresh.select("line", *columns).iter_slices(STORE_BATCH):
             yield from zip(repeat(period), repeat(import_id), *(part[c].to_list() for c in part.columns))
             stored(part.height)
@@ -209,7 +210,8 @@ def _stored(conn: Connection, keys: pl.DataFrame) -> pl.DataFrame:
         INCOMING,
         ("service", "reference"),
         chain.from_iterable(
-            zip(part["service"].to_list(), part["reference"].to_list()) for part in keys.iter_slices(STORE_BATCH)
+            zip(part["service"].to_list(), part["reference"].to_list(), strict=False)
+            for part in keys.iter_slices(STORE_BATCH)
         ),
     )
     rows = conn.execute(

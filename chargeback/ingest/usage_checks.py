@@ -17,7 +17,7 @@ import polars as pl
 from sqlalchemy import Connection, select
 
 from chargeback.book.snapshot import Reference
-from chargeback.core.fields import period_bounds
+from chargeback.core.calendar import period_bounds
 from chargeback.core.money import LIMIT, MICRO_SQUARED, QUANTITY_PLACES, from_micro
 from chargeback.ingest.tabular import Columns, stripped
 from chargeback.store.schema import Rate
@@ -379,7 +379,7 @@ def new_lines(
         & (pl.col("quantity_micro") == pl.col("stored_quantity"))
     )
     before = before.with_columns(known.alias("known"), (known & same_stored).alias("same"))
-    duplicates = repeats["same"].sum() + before["same"].sum()
+    duplicates = int(repeats["same"].sum()) + int(before["same"].sum())
     reference = _quoted(pl.col("reference")) + pl.lit(" of ") + pl.col("service")
     found = pl.concat(
         [

@@ -71,16 +71,18 @@ def find_original(conn: Connection, service: str, reference: str, consumer: str 
             unlinked.where(Adjustment.service == service, Adjustment.reference == reference)
         ).scalars()
     ]
-    rows = conn.execute(
-        select(Entry.consumer, Entry.period, Entry.amount_minor)
-        .where(
-            Entry.service == service,
-            Entry.reference == reference,
-            Entry.kind.in_(("recurring", "allocation")) | Entry.source.in_(sources),
+    rows = list(
+        conn.execute(
+            select(Entry.consumer, Entry.period, Entry.amount_minor)
+            .where(
+                Entry.service == service,
+                Entry.reference == reference,
+                Entry.kind.in_(("recurring", "allocation")) | Entry.source.in_(sources),
+            )
+            .order_by(Entry.id)
+            .with_for_update()
         )
-        .order_by(Entry.id)
-        .with_for_update()
-    ).all()
+    )
     rows += conn.execute(  # a usage line, priced into a charge
         select(Usage.consumer, Usage.period, ChargeLine.amount_minor)
         .join(ChargeLine, ChargeLine.usage_id == Usage.id)
@@ -168,7 +170,10 @@ def adjust(
     if original is not None and amount_minor < 0:
         left = original.amount_minor + original.linked_minor
         if left + amount_minor < 0:
-            money = lambda minor: format_amount(minor, ref.digits)  # noqa: E731
+
+            def money(minor: int) -> str:
+                return format_amount(minor, ref.digits)
+
             raise Refused(
                 f"--amount: a credit of {money(-amount_minor)} {ref.currency} against "
                 f"{original.label} is larger than the original charge: {money(original.amount_minor)} "

@@ -28,6 +28,7 @@ journal's: refused attempts are recorded without touching the journal.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -38,11 +39,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from chargeback.close.periods import _user as os_user
+from chargeback.core.digests import sha256_of
 from chargeback.core.errors import InputRefused, Refused
 from chargeback.core.fields import PERIOD_PATTERN
-from chargeback.ingest.tabular import sha256_of
-from chargeback.ledger.journal import GENESIS, entry_hash
+from chargeback.ledger.entries import GENESIS, entry_hash
 from chargeback.store import db
 from chargeback.store.schema import AuditHead, AuditRecord
 
@@ -116,6 +116,14 @@ def book_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in BOOK_SUFFIXES)
 
 
+def os_user() -> str:
+    """The login name running the command, recorded with each audit record and seal."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 no login name in some containers
+        return "unknown"
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
@@ -135,8 +143,9 @@ def append(
     ).one()
     if period is not None and not PERIOD_PATTERN.fullmatch(period):
         period = None
+    record: int = head.last_record + 1
     values = (
-        head.last_record + 1,
+        record,
         (at or _now()).replace(microsecond=0),
         os_user()[:100],
         command[:20],
@@ -147,9 +156,9 @@ def append(
         head.last_hash,
     )
     digest = entry_hash(values)
-    conn.execute(insert(AuditRecord).values(**dict(zip(HASHED_FIELDS, values)), hash=digest))
+    conn.execute(insert(AuditRecord).values(**dict(zip(HASHED_FIELDS, values, strict=False)), hash=digest))
     conn.execute(update(AuditHead).where(AuditHead.id == 1).values(last_record=values[0], last_hash=digest))
-    return values[0]
+    return record
 
 
 def _record(row: Any) -> Record:

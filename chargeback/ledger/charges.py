@@ -45,8 +45,8 @@ from chargeback.core.allocation import (
 from chargeback.core.allocation import (
     Driver as DriverSpec,
 )
+from chargeback.core.calendar import period_bounds
 from chargeback.core.errors import Refused
-from chargeback.core.fields import period_bounds
 from chargeback.core.money import format_amount, from_micro, quantize, to_micro
 from chargeback.core.pricing import (
     LINE_COLUMNS,
@@ -56,7 +56,8 @@ from chargeback.core.pricing import (
     rate_frame,
     rounded_minor,
 )
-from chargeback.ledger.journal import MAX_AMOUNT_MINOR, Draft, accounts
+from chargeback.ledger.entries import Draft, accounts
+from chargeback.ledger.journal import MAX_AMOUNT_MINOR
 from chargeback.store.db import bulk_insert, date_text, frame
 from chargeback.store.schema import (
     Adjustment,
@@ -619,7 +620,7 @@ def _posted_allocations(conn: Connection, period: str) -> dict[str, tuple[int, i
             Entry.period == period, Entry.kind == "allocation"
         )
     ):
-        key = ":".join(source.split(":")[:4])
+        key = ":".join((source or "").split(":")[:4])  # an allocation always has its source
         q, a, n = posted.get(key, (0, 0, 0))
         posted[key] = (q + quantity, a + amount, n + 1)
     return posted

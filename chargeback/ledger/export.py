@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
 from sqlalchemy import Connection, Result, Row, select
-from sqlalchemy.sql.elements import ColumnElement
 
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount
-from chargeback.core.safe import neutralize
-from chargeback.store.db import dates_as_stored, plain_rows, stored_date
+from chargeback.core.safe import neutralize, one_line
+from chargeback.store.db import SQLColumn, dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import Book, Entry
 
 #: The contract's columns, in its order; columns of our own come after them.
@@ -63,7 +61,7 @@ JOURNAL_COLUMNS = (
 JournalRow = tuple[Any, ...]
 
 
-def journal_chunks(conn: Connection, period: str) -> Iterator[list[JournalRow]]:
+def journal_chunks(conn: Connection, period: str) -> Iterator[Sequence[JournalRow]]:
     """The period's entries in entry order, as plain tuples of `JOURNAL_COLUMNS`
     (`db.plain_rows`), in lists of 20,000, the dates as the database stores them
     (`db.dates_as_stored`)."""
@@ -72,7 +70,7 @@ def journal_chunks(conn: Connection, period: str) -> Iterator[list[JournalRow]]:
     )
 
 
-def _journal(conn: Connection, period: str, columns: Iterable[ColumnElement[object]]) -> Result:  # type: ignore[type-arg]
+def _journal(conn: Connection, period: str, columns: Iterable[SQLColumn]) -> Result[Any]:
     # yield_per on the statement, not the connection: Connection.execution_options changes
     # the connection in place, and every later statement would use a server-side cursor
     return conn.execute(
@@ -80,7 +78,7 @@ def _journal(conn: Connection, period: str, columns: Iterable[ColumnElement[obje
     )
 
 
-def _entries(conn: Connection, period: str) -> Iterator[Row]:  # type: ignore[type-arg]
+def _entries(conn: Connection, period: str) -> Iterator[Row[Any]]:
     """The period's entries in entry order, the dates as dates."""
     yield from _journal(conn, period, JOURNAL_COLUMNS)
 
@@ -121,7 +119,7 @@ class CsvJournal:
         self.dates: dict[object, str] = {}
         out.write(",".join(csv_field(title) for title in CSV_HEADER) + "\n")
 
-    def passing(self, chunks: Iterable[list[JournalRow]]) -> Iterator[JournalRow]:
+    def passing(self, chunks: Iterable[Sequence[JournalRow]]) -> Iterator[JournalRow]:
         """The entries of `chunks` one by one, each chunk written here first: the Journal
         sheet of the auditors' workbook reads them as they pass."""
         for chunk in chunks:
@@ -182,19 +180,15 @@ class CsvJournal:
             known[None] = ""
 
 
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
-
-
 def write_hledger(conn: Connection, period: str, out: TextIO) -> None:
     currency, digits = _currency(conn)
     out.write(f"; chargeback journal, period {period}\n\n")
     for e in _entries(conn, period):
         amount = format_amount(e.amount_minor, digits)
         negated = format_amount(-e.amount_minor, digits)
-        title = _one_line(f"{e.service} {e.reference or ''} | {e.memo or e.kind}").replace(";", ",")
+        title = one_line(f"{e.service} {e.reference or ''} | {e.memo or e.kind}").replace(";", ",")
         out.write(f"{e.date.isoformat()} ({e.id}) {title}\n")
-        rate = f", rate-source:{_one_line(e.rate_source).replace(',', ' ')}" if e.rate_source else ""
+        rate = f", rate-source:{one_line(e.rate_source).replace(',', ' ')}" if e.rate_source else ""
         out.write(f"    ; period:{e.period}, kind:{e.kind}, service-date:{e.service_date.isoformat()}{rate}\n")
         out.write(f"    {e.debit_account}  {amount} {currency}\n")
         out.write(f"    {e.credit_account}  {negated} {currency}\n\n")
@@ -213,7 +207,7 @@ def beancount_account(account: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return '"' + _one_line(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + one_line(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def write_beancount(conn: Connection, period: str, out: TextIO) -> None:
@@ -248,9 +242,3 @@ def export(conn: Connection, period: str, fmt: str, out: TextIO) -> None:
     if fmt not in WRITERS:
         raise Refused(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     WRITERS[fmt](conn, period, out)
-
-
-def export_text(conn: Connection, period: str, fmt: str) -> str:
-    buffer = io.StringIO()
-    export(conn, period, fmt, buffer)
-    return buffer.getvalue()

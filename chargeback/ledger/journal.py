@@ -14,74 +14,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import orjson
 from sqlalchemy import Connection, select, update
 
 from chargeback.core.errors import Refused
+from chargeback.ledger.entries import HASHED_FIELDS, Draft, hashed_json
 from chargeback.store.db import Overlapped, bind_processor, bulk_insert, collector_paused, insert_values
 from chargeback.store.schema import Entry, JournalHead
 
-GENESIS = "0" * 64
 #: No charge reaches 10^12 in any currency (minor digits 0-3): every amount, and the sum
 #: of a period's amounts, stays well inside a signed 64-bit column.
 MAX_AMOUNT_MINOR = 10**15
-
-
-def accounts(customer_class: str, consumer: str, provider: str) -> tuple[str, str]:
-    """(debit, credit) accounts of a charge, as the contract names them."""
-    if customer_class == "internal":
-        return f"expenses:internal:{consumer}", f"revenue:internal:{provider}"
-    return f"assets:receivable:{consumer}", f"revenue:external:{provider}"
-
-
-class Draft(NamedTuple):
-    """A charge ready to post: everything an entry holds but its place in the chain.
-
-    `lines_digest` (usage charges) is the sha256 of the charge's lines
-    (`charges.lines_digests`); the entry's hash covers it after `prev_hash`."""
-
-    period: str
-    date: dt.date
-    service_date: dt.date
-    kind: str
-    usage_id: int | None
-    source: str | None
-    service: str
-    provider: str
-    consumer: str
-    customer_class: str
-    quantity_micro: int
-    rate_micro: int | None
-    amount_minor: int
-    debit_account: str
-    credit_account: str
-    debit_gl: str | None
-    credit_gl: str | None
-    reference: str | None
-    memo: str | None
-    rate_source: str | None
-    lines_digest: str | None = None
-
-
-DRAFT_FIELDS = Draft._fields[:-1]
-HASHED_FIELDS = ("id", "posted_at") + DRAFT_FIELDS + ("prev_hash",)
-
-
-def hashed_json(values: list[object]) -> bytes:
-    """The bytes an entry's hash is taken over: its values as compact JSON in UTF-8, text
-    unescaped but for what JSON requires, dates and timestamps as ISO text. This is
-    `json.dumps(values, ensure_ascii=False, separators=(",", ":"))` with dates as
-    `isoformat()`, the form the chain was defined with; orjson writes the same bytes
-    (tests/test_journal.py checks it against the standard library for any text) about
-    ten times faster. A value of another type is refused (TypeError)."""
-    return orjson.dumps(values)
-
-
-def entry_hash(values: Sequence[object], lines_digest: str | None = None) -> str:
-    """sha256 of an entry's values in HASHED_FIELDS order (JSON, so it is unambiguous),
-    followed by its lines digest when it has one."""
-    hashed = list(values) if lines_digest is None else [*values, lines_digest]
-    return hashlib.sha256(hashed_json(hashed)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -132,7 +74,7 @@ def prepared(
         day, service_day = draft[1], draft[2]
         day_text = iso.get(day) or iso.setdefault(day, day.isoformat())
         service_text = iso.get(service_day) or iso.setdefault(service_day, service_day.isoformat())
-        values = [None, stamp, draft[0], day_text, service_text, *draft[3:-1]]
+        values: list[object] = [None, stamp, draft[0], day_text, service_text, *draft[3:-1]]
         text = encode(values)
         if b"\\u0000" in text and any(isinstance(v, str) and "\x00" in v for v in draft):
             raise Refused(
@@ -192,7 +134,7 @@ def chain(conn: Connection, batches: Iterable[Prepared], on_batch: Callable[[int
     previous = last_hash.encode()
     with Overlapped() as inserts:
         for rows, tails, digests in batches:
-            for row, tail, lines in zip(rows, tails, digests):
+            for row, tail, lines in zip(rows, tails, digests, strict=False):
                 last_id += 1
                 row[0] = last_id
                 if lines is None:

@@ -31,13 +31,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from sqlalchemy import Connection, insert, select, update
 
 from chargeback.core.errors import Refused
 from chargeback.core.fields import PERIOD_PATTERN
-from chargeback.ledger.journal import GENESIS, entry_hash
+from chargeback.ledger.entries import GENESIS, entry_hash
 from chargeback.store.schema import AuditRecord, Entry, JournalHead, Period, PeriodEvent, PeriodEventHead
 
 if TYPE_CHECKING:  # cryptography is loaded only by the commands that sign or check (35 ms)
@@ -63,7 +63,7 @@ EVENT_COLUMNS = [getattr(PeriodEvent, name) for name in HASHED_FIELDS] + [Period
 MAX_SEALS_FILE = 64 * 1024 * 1024
 
 
-def _hex(value: object, length: int) -> bool:
+def _hex(value: object, length: int) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) == length and all(c in "0123456789abcdef" for c in value)
 
 
@@ -211,7 +211,7 @@ def _append(
         last.last_hash,
     )
     digest = event_hash(values)
-    conn.execute(insert(PeriodEvent).values(**dict(zip(HASHED_FIELDS, values)), hash=digest))
+    conn.execute(insert(PeriodEvent).values(**dict(zip(HASHED_FIELDS, values, strict=False)), hash=digest))
     conn.execute(update(PeriodEventHead).where(PeriodEventHead.id == 1).values(last_event=values[0], last_hash=digest))
 
 
@@ -386,7 +386,7 @@ def check_events(conn: Connection) -> tuple[int, list[str]]:
     closes = [row for row in rows if row.action == "close" and row.journal_hash is not None]
     held = _journal_hashes(conn, (row.journal_entry for row in closes if row.journal_entry is not None))
     for row in closes:
-        if held.get(row.journal_entry) != row.journal_hash:  # type: ignore[arg-type]
+        if held.get(row.journal_entry) != row.journal_hash:
             problems.append(
                 f"period {row.period}: the seal of its close at {_utc_text(row.at)} (entry "
                 f"{row.journal_entry}, {row.journal_hash[:16]}...) is no longer in the journal: "
@@ -407,7 +407,7 @@ def _replay(conn: Connection, rows: Sequence[Any]) -> list[str]:
     for period in conn.execute(select(Period.__table__).order_by(Period.period)):
         state, last_close = "open", None
         for event in by_period.get(period.period, []):
-            if event.action == "close" and state == "closed":
+            if event.action == "close" and state == "closed" and last_close is not None:
                 problems.append(
                     f"period {period.period}: closed again at {_utc_text(event.at)} without a "
                     f"reopen after its close at {_utc_text(last_close.at)}: its status was "
@@ -452,7 +452,8 @@ def _match_audit(conn: Connection, rows: Sequence[Any]) -> list[str]:
         .where(AuditRecord.command.in_(("close", "reopen")), AuditRecord.outcome.like("done%"))
         .order_by(AuditRecord.id)
     ):
-        audited[period].append(command)
+        if period is not None:  # a close or reopen always names its period
+            audited[period].append(command)
     problems = []
     for period in sorted(set(events) | set(audited)):
         if events[period] != audited[period]:

@@ -1,14 +1,14 @@
 """`verify`: prove that history was not rewritten.
 
-Recomputes every entry's hash and the chain that links them, checks each entry's
-accounts against its consumer, provider and class, checks the journal head, checks that
-the tier pieces of every tiered charge add up to its quantity and (rounded once) its
-amount, checks over whole columns that every usage charge's lines add up to it and still
-hash to its lines digest (`charges.check_lines`), recomputes every closed period's totals against those recorded when it was
-closed, and checks that the journal hash recorded at each close is still in the journal
-(a journal rewritten and re-chained from scratch no longer holds it). The audit log's own
-chain is checked too (`audit.verify_chain`), and so are the closes and reopens
-(`seals.check_events`): their chain, each close's seal still in the journal, each
+Recomputes every entry's hash and the chain that links them, checks each entry's accounts
+against its consumer, provider and class, checks the journal head, checks that the tier
+pieces of every tiered charge add up to its quantity and (rounded once) its amount, checks
+over whole columns that every usage charge's lines add up to it and still hash to its lines
+digest (`charges.check_lines`), recomputes every closed period's totals against those
+recorded when it was closed, and checks that the journal hash recorded at each close is
+still in the journal (a journal rewritten and re-chained from scratch no longer holds it).
+The audit log's own chain is checked too (`audit.verify_chain`), and so are the closes and
+reopens (`seals.check_events`): their chain, each close's seal still in the journal, each
 period's status following from them, and the audit log recording each of them.
 
 A forger who rewrites all of that consistently is caught only from outside the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from itertools import groupby, zip_longest
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,8 @@ from chargeback.close.reconciliation import (
 from chargeback.core.money import from_micro, to_minor
 from chargeback.ledger import audit, seals
 from chargeback.ledger.charges import check_lines
-from chargeback.ledger.journal import ENTRY_COLUMNS, GENESIS, accounts, entry_hash, head
+from chargeback.ledger.entries import GENESIS, accounts, entry_hash
+from chargeback.ledger.journal import ENTRY_COLUMNS, head
 from chargeback.store.schema import Book, Entry, EntryTier, Period, PeriodTotalRow
 
 if TYPE_CHECKING:
@@ -77,7 +79,7 @@ def verify(
     for row in rows:
         values = tuple(row)
         entry_id, stored_hash, lines_digest = values[0], values[-2], values[-1]
-        fields = dict(zip([c.key for c in ENTRY_COLUMNS], values))
+        fields = dict(zip([c.key for c in ENTRY_COLUMNS], values, strict=False))
         result.entries += 1
         if entry_id != expected_id:
             result.problems.append(
@@ -175,10 +177,10 @@ def _check_tiers(conn: Connection, result: VerifyResult) -> None:
         .order_by(EntryTier.entry_id, EntryTier.piece)
         .execution_options(yield_per=20_000)
     )
-    for entry_id, pieces in groupby(rows, key=lambda row: row[0]):
-        pieces = list(pieces)
+    for entry_id, group in groupby(rows, key=lambda row: row[0]):
+        pieces = list(group)
         quantity, amount = pieces[0][3], pieces[0][4]
-        exact = sum(from_micro(q) * from_micro(r) for _, q, r, _, _ in pieces)
+        exact = sum((from_micro(q) * from_micro(r) for _, q, r, _, _ in pieces), Decimal(0))
         if sum(q for _, q, _, _, _ in pieces) != quantity or to_minor(exact, digits) != amount:
             result.problems.append(
                 f"entry {entry_id}: its tier pieces do not add up to its quantity and amount: entry_tiers was altered"

@@ -22,6 +22,7 @@ retry; locks make the loser wait and then get a plain answer.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
 import os
@@ -57,13 +58,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
+from chargeback.core import settings
 from chargeback.core.errors import Refused
 
 DEFAULT_URL = "sqlite:///chargeback.db"
 T = TypeVar("T")
+
+
+#: A column as a query names it: a Core expression or a mapped attribute (`Entry.date`).
+SQLColumn = ColumnElement[Any] | QueryableAttribute[Any]
 
 
 def database_url(url: str | None = None) -> str:
@@ -132,14 +139,12 @@ def _sqlite_transactions(engine: Engine, begin: str = "BEGIN IMMEDIATE") -> None
     foreign keys on."""
 
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _connect(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
-        try:
+        with contextlib.suppress(sqlite3.OperationalError):  # a read-only file keeps its mode; reading still works
             cursor.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError:  # a read-only file keeps its mode; reading still works
-            pass
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA cache_size = -262144")
         # big sorts (a million-line period's GROUP BY and ORDER BY) spill to temporary
@@ -156,7 +161,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 
-def _alembic_config(conn: Connection) -> Config:
+def alembic_config(conn: Connection) -> Config:
     from alembic.config import Config  # Alembic is loaded to migrate, not for every command
 
     cfg = Config()
@@ -176,14 +181,14 @@ def upgrade(engine: Engine) -> None:
 
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), "head")
+            command.upgrade(alembic_config(conn), "head")
         return
     with engine.connect() as conn:
         raw = conn.connection.driver_connection  # a PRAGMA outside SQLAlchemy's autobegin
         raw.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
         try:
             with conn.begin():
-                command.upgrade(_alembic_config(conn), "head")
+                command.upgrade(alembic_config(conn), "head")
                 broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                 if broken:
                     raise Refused(
@@ -223,7 +228,7 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: It
     processors = [bind_processor(table.c[c].type, conn.dialect) for c in columns]
     converting = [
         (i, _remembered(p) if isinstance(table.c[c].type, (Date, DateTime)) else p)
-        for i, (c, p) in enumerate(zip(columns, processors))
+        for i, (c, p) in enumerate(zip(columns, processors, strict=False))
         if p is not None
     ]
     if not converting:
@@ -267,7 +272,7 @@ def bind_processor(kind: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], A
     return kind.dialect_impl(dialect).bind_processor(dialect)
 
 
-def dates_as_stored(columns: Iterable[ColumnElement[object]]) -> list[ColumnElement[object]]:
+def dates_as_stored(columns: Iterable[SQLColumn]) -> list[SQLColumn]:
     """`columns` with each date column read as the database hands it over, unconverted:
     ISO text on SQLite (SQLAlchemy's conversion of a million dates is a sixth of a read
     of the journal), a date on PostgreSQL. `stored_date` reads either, once per distinct
@@ -279,7 +284,7 @@ def dates_as_stored(columns: Iterable[ColumnElement[object]]) -> list[ColumnElem
 _cursors = count(1)
 
 
-def plain_rows(conn: Connection, statement: Select, size: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:  # type: ignore[type-arg]
+def plain_rows(conn: Connection, statement: Select, size: int = 20_000) -> Iterator[Sequence[Any]]:
     """The rows of `statement`, `size` at a time, as the driver hands them over: plain
     tuples, read by position, without SQLAlchemy's rows (a million entries of the journal:
     3.8-4.4 s of CPU against 5.8-9.0 s on SQLite, 2.5-3.2 against 4.1-5.1 s on PostgreSQL).
@@ -317,18 +322,13 @@ def stored_date(value: str | dt.date) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
 
 
-def bytewise(conn: Connection, *columns: ColumnElement[str]) -> list[ColumnElement[str]]:
+def bytewise(conn: Connection, *columns: SQLColumn) -> list[SQLColumn]:
     """Text columns compared in plain character (byte) order on both databases, for ORDER
     BY and keyset paging: SQLite's default; PostgreSQL's default collation follows the
     locale, so its "C" collation."""
     if conn.dialect.name == "postgresql":
         return [column.collate("C") for column in columns]
     return list(columns)
-
-
-#: Rows per SQLite INSERT at most; fewer when the row is wide (SQLite binds at most
-#: `SQLITE_LIMIT_VARIABLE_NUMBER` values a statement, 32,766 by default).
-ROWS_PER_INSERT = 2_000
 
 
 def insert_values(conn: Connection, table_name: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> int:
@@ -342,7 +342,7 @@ def insert_values(conn: Connection, table_name: str, columns: Sequence[str], row
     raw = conn.connection.driver_connection
     width = len(columns)
     limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
-    per = max(1, min(ROWS_PER_INSERT, limit // width))
+    per = max(1, min(settings.current().rows_per_insert, limit // width))
     one = f"({', '.join('?' * width)})"
     head = f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES "
     full = head + ", ".join([one] * per)
@@ -481,14 +481,14 @@ def rolled_back(engine: Engine) -> Iterator[Connection]:
             outer.rollback()
 
 
-def date_text(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[str]:
+def date_text(conn: Connection, column: SQLColumn) -> ColumnElement[str]:
     """A date column read as its ISO text (`YYYY-MM-DD`) on both databases, for `frame`."""
     if conn.dialect.name == "postgresql":
         return func.to_char(column, "YYYY-MM-DD")
     return cast(column, String)
 
 
-def frame(conn: Connection, statement: Select, schema: dict[str, Any], size: int = 200_000) -> pl.DataFrame:  # type: ignore[type-arg]
+def frame(conn: Connection, statement: Select, schema: dict[str, Any], size: int = 200_000) -> pl.DataFrame:
     """The rows of `statement` as one Polars frame of `schema` (a name and a Polars type
     for each selected column, in order), read with `plain_rows`: select a date column
     through `date_text`, and give it `pl.Date` here."""

@@ -10,6 +10,7 @@ Alembic migrations in `chargeback/migrations` build exactly this schema.
 from __future__ import annotations
 
 import datetime as dt
+from typing import ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -65,6 +67,9 @@ STATEMENT_CHECKED = frozenset(
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    #: every mapped class here is a plain table (no joined or selectable mapping), so its
+    #: `__table__` is a `Table` (named, with `c`, insertable)
+    __table__: ClassVar[Table]
 
 
 class Book(Base):

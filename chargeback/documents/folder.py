@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
-import pickle
 import shutil
 import sys
 import threading
@@ -172,10 +171,10 @@ def follow_parent() -> None:
     threading.Thread(target=watch, name="chargeback-parent-watch", daemon=True).start()
 
 
-def _work(folder: Path, batch: bytes, parents: list[Rollup]) -> int:
-    """A batch (its bills pickled) in a worker, with the context it was started with."""
+def _work(folder: Path, batch: list[Bill], parents: list[Rollup]) -> int:
+    """A batch in a worker, with the context it was started with."""
     assert _CONTEXT is not None
-    return write_batch(folder, _CONTEXT, pickle.loads(batch), parents)
+    return write_batch(folder, _CONTEXT, batch, parents)
 
 
 class Writers:
@@ -226,11 +225,8 @@ class Writers:
             self.batch, self.batch_lines = [], 0
 
     def _submit(self, batch: list[Bill], parents: list[Rollup]) -> None:
-        """The bills go pickled: a batch waits in the pool's queue until a worker takes
-        it, and all of a big period's bills are queued before the first few are written
-        (as objects, a million-line period's waiting bills held some 400 MB more)."""
         assert self.pool is not None
-        future = self.pool.submit(_work, self.folder, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL), parents)
+        future = self.pool.submit(_work, self.folder, batch, parents)
         future.add_done_callback(self._done)
         self.futures.append(future)
 

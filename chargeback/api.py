@@ -8,6 +8,7 @@ so that the CLI imports this module alone (import-linter's contract in pyproject
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import time
@@ -21,8 +22,11 @@ from sqlalchemy.exc import IntegrityError
 from xlsxwriter.exceptions import FileCreateError
 
 from chargeback.book.load import LoadResult, load_book
+from chargeback.book.snapshot import load_reference
 from chargeback.bundled import bundled
 from chargeback.close import budgets as _budgets
+from chargeback.close import service_levels as _sla
+from chargeback.close import status as _status
 from chargeback.close import variance
 from chargeback.close.budgets import BudgetStatus as BudgetStatus
 from chargeback.close.budgets import warning_text as warning_text
@@ -48,7 +52,10 @@ from chargeback.core.errors import Refused
 from chargeback.core.safe import file_in
 from chargeback.documents import delivery
 from chargeback.documents.delivery import parse_server as parse_server
-from chargeback.documents.folder import staged, write_documents
+from chargeback.documents.folder import remove_draft, staged, write_documents, write_version
+from chargeback.documents.unit_charges import write_unit_charges
+from chargeback.ingest.cloud import CloudResult, import_cloud
+from chargeback.ingest.measurements import MeasurementResult, import_measurements
 from chargeback.ingest.usage import ImportResult, import_usage
 from chargeback.ledger import audit
 from chargeback.ledger import seals as _seals
@@ -56,8 +63,11 @@ from chargeback.ledger.adjustments import AdjustResult
 from chargeback.ledger.adjustments import adjust as _adjust
 from chargeback.ledger.charges import pending
 from chargeback.ledger.export import export as _export
+from chargeback.ledger.unit_charges import UnitCharges, unit_charges
 from chargeback.ledger.verification import VerifyResult
 from chargeback.ledger.verification import verify as _verify
+from chargeback.ledger.voids import VoidResult
+from chargeback.ledger.voids import void as _void
 from chargeback.store import db
 from chargeback.store.db import database_url as database_url
 from chargeback.store.db import redact as redact
@@ -113,6 +123,54 @@ def import_file(url: str | Engine | None, path: Path, period: str, progress: boo
             return result
 
 
+def sla_import(url: str | Engine | None, path: Path, period: str) -> MeasurementResult:
+    """Import service-level measurements into an open period; refused whole on any problem."""
+    engine = _engine(url)
+    with audit.command(engine, "sla import", {"file": str(path), "period": period}, [Path(path)], period) as log:
+        check_period(period)
+        if Path(path).exists() and not Path(path).is_file():
+            raise Refused(f"{path}: not a regular file: import a CSV or XLSX file")
+        with db.transaction(engine) as conn:
+            result = import_measurements(conn, Path(path), period, now())
+            log.done(
+                conn,
+                f"{result.lines_read} measurements read, {result.imported} imported, "
+                f"{result.corrected} corrected, {result.unchanged} unchanged",
+            )
+            return result
+
+
+def import_cloud_bill(url: str | Engine | None, path: Path, period: str) -> CloudResult:
+    """Import a cloud bill (a FOCUS export: CSV, gzip CSV or Parquet) into an open period."""
+    engine = _engine(url)
+    with audit.command(engine, "import-cloud", {"file": str(path), "period": period}, [Path(path)], period) as log:
+        check_period(period)
+        if Path(path).exists() and not Path(path).is_file():
+            raise Refused(f"{path}: not a regular file: import a FOCUS export (.csv, .csv.gz or .parquet)")
+        with db.transaction(engine) as conn:
+            result = import_cloud(conn, Path(path), period, now())
+            log.done(
+                conn,
+                f"{result.rows} rows read, {result.lines} usage lines"
+                + (" (imported before: nothing changed)" if result.already_imported else ""),
+            )
+            return result
+
+
+def sla_report(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("out")) -> tuple[_sla.SlaReport, Path]:
+    """The service levels of a fiscal year, also written to `out_dir/sla-FYYYYY.xlsx`."""
+    if not 1000 <= fiscal_year <= 9999:
+        raise Refused(f"{fiscal_year} is not a fiscal year: write the year it ends in, YYYY")
+    with db.reading(_engine(url)) as conn:
+        result = _sla.sla_report(conn, fiscal_year)
+    path = Path(out_dir) / f"sla-FY{fiscal_year}.xlsx"
+    try:
+        _sla.write_workbook(result, path)
+    except OSError as exc:
+        raise Refused(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return result, path
+
+
 def adjust(
     url: str | Engine | None,
     period: str,
@@ -122,9 +180,11 @@ def adjust(
     reason: str,
     reference: str | None = None,
     against: str | None = None,
+    memo: str | None = None,
 ) -> AdjustResult:
     """A manual charge or credit; `against` (`SERVICE:REFERENCE`) links it to the posted
-    charge it corrects, and then `service` and `consumer` may be left out."""
+    charge it corrects, and then `service` and `consumer` may be left out. `memo` is what
+    documents show (default "Adjustment"); `reason` is internal."""
     engine = _engine(url)
     arguments = {
         "period": period,
@@ -134,11 +194,12 @@ def adjust(
         "reason": reason,
         "reference": reference,
         "against": against,
+        "memo": memo,
     }
     with audit.command(engine, "adjust", arguments, period=period) as log:
         check_period(period)
         with db.transaction(engine) as conn:
-            result = _adjust(conn, period, service, consumer, amount, reason, reference, now(), against)
+            result = _adjust(conn, period, service, consumer, amount, reason, reference, now(), against, memo)
             log.done(conn, f"adjustment {result.id}: {result.amount} {result.currency}")
             return result
 
@@ -178,8 +239,8 @@ def close(
                 started = time.perf_counter()
                 result = _close_reviewed(conn, period, now(), progress)
                 posted = time.perf_counter()
-                write_documents(
-                    conn, period, folder, progress=progress, review=result.review, totals=_totals_used(result)
+                write_version(
+                    conn, period, out_dir, folder, progress=progress, review=result.review, totals=_totals_used(result)
                 )
                 if seconds is not None:
                     seconds["close"] = seconds.get("close", 0.0) + posted - started
@@ -193,6 +254,7 @@ def close(
                     f"{out_dir / period}: {exc.strerror or exc}; write them with "
                     f"`chargeback report {period} --out {out_dir}`"
                 ) from exc
+            remove_draft(out_dir, period)
         return result
 
 
@@ -201,6 +263,8 @@ def _close_reviewed(conn: Connection, period: str, when: dt.datetime, progress: 
     `close` and `preview` print, computed in the same transaction."""
     result = close_period(conn, period, when, progress)
     result.review = variance.review(conn, period, result.totals)
+    if result.service_levels is not None:
+        result.review = dataclasses.replace(result.review, service_levels=tuple(result.service_levels.review_lines()))
     result.budget_warnings = _budgets.warnings(conn, period, result.totals)
     return result
 
@@ -289,7 +353,9 @@ def budgets(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("ou
 
 
 def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"), progress: bool = False) -> Path:
-    """Write a closed period's documents again."""
+    """Write a closed period's documents again: the same bytes for the same close; a
+    version that differs from the one in the folder becomes its next revision, the one
+    there kept under `revisions/` (see `documents.revisions`)."""
     engine = _engine(url)
     out_dir = Path(out_dir)
     with audit.command(engine, "report", {"period": period, "out": str(out_dir)}, period=period) as log:
@@ -299,7 +365,7 @@ def report(url: str | Engine | None, period: str, out_dir: Path = Path("out"), p
                 if period_status(conn, period) != "closed":
                     raise Refused(f"period {period} is not closed: documents are written for closed periods")
                 with staged(out_dir, period) as (folder, publish):
-                    files = write_documents(conn, period, folder, progress=progress)
+                    files = write_version(conn, period, out_dir, folder, progress=progress)
                     publish()
                 log.done(conn, f"{files} files written to {out_dir / period}")
     return out_dir / period
@@ -413,6 +479,58 @@ def reopen(url: str | Engine | None, period: str, reason: str) -> None:
             log.done(conn, "reopened")
 
 
+def void(url: str | Engine | None, kind: str, target: int, reason: str) -> VoidResult:
+    """Void an import (its usage lines) or an adjustment of an open period, before a close
+    posts it; the void is recorded with its reason and is in the audit log."""
+    engine = _engine(url)
+    with audit.command(engine, "void", {"kind": kind, "id": target, "reason": reason}) as log:
+        with db.transaction(engine) as conn:
+            result = _void(conn, kind, target, reason, now())
+            log.period = result.period
+            what = f"{result.lines} usage lines" if kind == "import" else f"{result.amount} {result.currency}"
+            log.done(conn, f"void {result.id}: {kind} {target} ({result.label}), {what}")
+            return result
+
+
+def status(
+    url: str | Engine | None, period: str | None = None, out_dir: Path | None = Path("out")
+) -> list[_status.PeriodStatus]:
+    """Every period's state (or one's): what waits, what is posted, the last close and its
+    seal, the documents in `out_dir` and their deliveries."""
+    if period is not None:
+        check_period(period)
+    with db.reading(_engine(url)) as conn:
+        return _status.statuses(conn, period, out_dir)
+
+
+def imports(url: str | Engine | None, period: str) -> _status.Imports:
+    """Each import of the period: file, sha256, lines, amount, when, who, void."""
+    check_period(period)
+    with db.reading(_engine(url)) as conn:
+        return _status.imports(conn, period)
+
+
+def charges(
+    url: str | Engine | None,
+    unit: str,
+    period: str | None = None,
+    fiscal_year: int | None = None,
+    xlsx: Path | None = None,
+) -> UnitCharges:
+    """One unit's posted charges in a period or a fiscal year; with `xlsx`, also written
+    to that workbook."""
+    if period is not None:
+        check_period(period)
+    with db.reading(_engine(url)) as conn:
+        result = unit_charges(conn, unit, period, fiscal_year)
+        if xlsx is not None:
+            try:
+                write_unit_charges(result, load_reference(conn), Path(xlsx), now())
+            except (OSError, FileCreateError) as exc:
+                raise Refused(f"--xlsx: {xlsx} cannot be written: {exc}") from exc
+        return result
+
+
 def reconcile(url: str | Engine | None, period: str) -> Reconciliation:
     check_period(period)
     with db.reading(_engine(url)) as conn:
@@ -422,26 +540,68 @@ def reconcile(url: str | Engine | None, period: str) -> Reconciliation:
         return result
 
 
-def export(url: str | Engine | None, period: str, fmt: str, out: Path | None = None) -> str | None:
-    """The period's journal as text (when `out` is None) or written to `out`; refused
-    while the period is open (its journal is not final, and may lack what is pending)."""
-    check_period(period)
+def export(
+    url: str | Engine | None,
+    period: str | None,
+    fmt: str,
+    out: Path | None = None,
+    *,
+    first: str | None = None,
+    through: str | None = None,
+    fiscal_year: int | None = None,
+) -> str | None:
+    """The journal of `period`, or of every closed period from `first` through `through`
+    (or of the fiscal year `fiscal_year`) in one file, as text (when `out` is None) or
+    written to `out`; refused while a period in it is open (its journal is not final, and
+    may lack what is pending)."""
     with db.reading(_engine(url)) as conn:
-        if period_status(conn, period) != "closed":
-            lines, adjustments, amount = pending(conn, period)
-            rec = _reconcile(conn, period)
-            rec.pending_lines, rec.pending_adjustments, rec.pending_adjustments_minor = lines, adjustments, amount
-            raise Refused(
-                f"period {period} is open: {rec.pending_text()}; its journal is exported once it is "
-                f"closed (`chargeback close {period}`)"
-            )
+        periods = export_periods(conn, period, first, through, fiscal_year)
+        for each in periods:
+            if period_status(conn, each) != "closed":
+                lines, adjustments, amount = pending(conn, each)
+                rec = _reconcile(conn, each)
+                rec.pending_lines, rec.pending_adjustments, rec.pending_adjustments_minor = lines, adjustments, amount
+                raise Refused(
+                    f"period {each} is open: {rec.pending_text()}; its journal is exported once it is "
+                    f"closed (`chargeback close {each}`)"
+                )
         if out is None:
             buffer = io.StringIO()
-            _export(conn, period, fmt, buffer)
+            _export(conn, periods, fmt, buffer)
             return buffer.getvalue()
         with open(out, "w", encoding="utf-8", newline="") as handle:
-            _export(conn, period, fmt, handle)
+            _export(conn, periods, fmt, handle)
         return None
+
+
+def export_periods(
+    conn: Connection, period: str | None, first: str | None, through: str | None, fiscal_year: int | None
+) -> list[str]:
+    """The periods an export covers: `period` alone, or every period with activity from
+    `first` through `through`, or in `fiscal_year` (book.toml's `fiscal_year_start`)."""
+    if period is not None:
+        return [check_period(period)]
+    if fiscal_year is not None:
+        if not 1000 <= fiscal_year <= 9999:
+            raise Refused(f"{fiscal_year} is not a fiscal year: write the year it ends in, YYYY")
+        start = conn.execute(select(Book.fiscal_year_start)).scalar()
+        if start is None:
+            raise Refused("no book is loaded: run `chargeback load BOOK` first")
+        months = _budgets.fiscal_periods(fiscal_year, start)
+        first, through = months[0], months[-1]
+        span = f"fiscal year {fiscal_year} ({first} to {through})"
+    elif first is not None and through is not None:
+        check_period(first)
+        check_period(through)
+        if first > through:
+            raise Refused(f"--from {first} is after --through {through}: give the earlier period first")
+        span = f"{first} to {through}"
+    else:
+        raise Refused("give a period, --from and --through, or --fiscal-year")
+    periods = [p for p, _ in periods_with_activity(conn) if first <= p <= through]
+    if not periods:
+        raise Refused(f"no period of {span} has any activity: nothing to export")
+    return periods
 
 
 def verify(
@@ -481,16 +641,19 @@ class RunResult:
 
     load: LoadResult
     imports: list[ImportResult] = field(default_factory=list)
+    cloud: list[CloudResult] = field(default_factory=list)
     closes: list[CloseResult] = field(default_factory=list)
+    measurements: list[MeasurementResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     out_dir: Path = Path("out")
     #: Wall seconds per phase: load, import, close (pricing, posting, checks), documents.
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]]:
-    """(period, file) of every usage file of the book, in name order."""
-    folder = Path(book) / "usage"
+def usage_files(book: Path, through: str | None = None, folder_name: str = "usage") -> list[tuple[str, Path]]:
+    """(period, file) of every usage file of the book (or, with `folder_name`, of
+    another folder of period files: `measurements`), in name order."""
+    folder = Path(book) / folder_name
     if not folder.is_dir():
         return []
     found = []
@@ -501,7 +664,27 @@ def usage_files(book: Path, through: str | None = None) -> list[tuple[str, Path]
         try:
             check_period(period)
         except Refused:
-            raise Refused(f"{path.name}: a usage file's name must start with its period, YYYY-MM") from None
+            raise Refused(f"{path.name}: a {folder_name} file's name must start with its period, YYYY-MM") from None
+        if through is None or period <= through:
+            found.append((period, path))
+    return found
+
+
+def cloud_files(book: Path, through: str | None = None) -> list[tuple[str, Path]]:
+    """(period, file) of every cloud bill of the book (`cloud/YYYY-MM*.csv`, `.csv.gz`
+    or `.parquet`), in name order."""
+    folder = Path(book) / "cloud"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
+            continue
+        period = path.name[:7]
+        try:
+            check_period(period)
+        except Refused:
+            raise Refused(f"{path.name}: a cloud bill's name must start with its period, YYYY-MM") from None
         if through is None or period <= through:
             found.append((period, path))
     return found
@@ -514,7 +697,8 @@ def run(
     through: str | None = None,
     progress: bool = False,
 ) -> RunResult:
-    """The monthly job: load the book, import its usage files, close the periods in order
+    """The monthly job: load the book, import its usage files, its cloud bills and its
+    service-level measurements (`BOOK/measurements/YYYY-MM*.csv|xlsx`), close the periods in order
     (with the months that have allocation costs, up to the last month with usage).
 
         Safe to run again: imported lines are skipped as duplicates and closed periods are
@@ -526,7 +710,8 @@ def run(
     result = RunResult(load(engine, book), out_dir=Path(out_dir))
     result.seconds["load"] = time.perf_counter() - started
     files = usage_files(book, through)
-    periods = sorted({p for p, _ in files})
+    bills = cloud_files(book, through)
+    periods = sorted({p for p, _ in files} | {p for p, _ in bills})
     with db.transaction(engine) as conn:
         status = dict(periods_with_activity(conn))
         if periods:
@@ -538,6 +723,15 @@ def run(
             continue
         started = time.perf_counter()
         result.imports.append(import_file(engine, path, period, progress))
+        result.seconds["import"] = result.seconds.get("import", 0.0) + time.perf_counter() - started
+    for period, path in usage_files(book, through, "measurements"):
+        if status.get(period) != "closed" and period in periods:
+            result.measurements.append(sla_import(engine, path, period))
+    for period, path in bills:
+        if status.get(period) == "closed":
+            continue
+        started = time.perf_counter()
+        result.cloud.append(import_cloud_bill(engine, path, period))
         result.seconds["import"] = result.seconds.get("import", 0.0) + time.perf_counter() - started
     for period in periods:
         if status.get(period) == "closed":

@@ -19,6 +19,7 @@ from chargeback import api
 from chargeback.api import (
     ImportResult,
     InputRefused,
+    MeasurementResult,
     Reconciliation,
     Refused,
     check_period,
@@ -177,12 +178,75 @@ def import_(ctx: Context, file: Path, period: str) -> None:
     _say(ctx, _import_summary(api.import_file(ctx.url, file, period, progress=not ctx.quiet)))
 
 
+fiscal_year_option = click.option(
+    "--fiscal-year",
+    "fiscal_year",
+    required=True,
+    type=click.IntRange(1000, 9999),
+    metavar="YYYY",
+    help="The fiscal year, named by the year it ends in.",
+)
+
+
+@main.group()
+def sla() -> None:
+    """Service levels: import measurements, report attainment and credits."""
+
+
+@sla.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--period", required=True, type=PERIOD, help="The open period the values were measured in.")
+@click.pass_obj
+def sla_import(ctx: Context, file: Path, period: str) -> None:
+    """Import service-level measurements (CSV or XLSX: service,metric,value[,consumer][,note])."""
+    _say(ctx, _sla_import_summary(api.sla_import(ctx.url, file, period)))
+
+
+def _sla_import_summary(result: MeasurementResult) -> str:
+    return (
+        f"{result.file} -> {result.period}: {result.lines_read} measurements read, {result.imported} imported, "
+        f"{result.corrected} corrected, {result.unchanged} unchanged"
+    )
+
+
+@sla.command(name="report")
+@fiscal_year_option
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def sla_report(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
+    """Service levels of a fiscal year: attainment per service and month, and the credits given."""
+    report, path = api.sla_report(ctx.url, fiscal_year, out_dir)
+    for line in report.summary_lines():
+        _say(ctx, line)
+    _say(ctx, f"written {path}")
+
+
+@main.command(name="import-cloud")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--period", required=True, type=PERIOD, help="The open period the bill is of.")
+@click.pass_obj
+def import_cloud(ctx: Context, file: Path, period: str) -> None:
+    """Import a cloud bill FILE (a FOCUS export: CSV, gzip CSV or Parquet) into an open period."""
+    result = api.import_cloud_bill(ctx.url, file, period)
+    if result.already_imported:
+        _say(ctx, f"{result.file} -> {period}: imported before ({result.rows} rows): nothing changed")
+        return
+    lines = [
+        f"{result.file} -> {period}: {result.rows} rows read, {result.lines} usage lines, "
+        f"bill {result.billed} {result.currency} (BilledCost), charged at {result.basis}"
+    ]
+    for bucket, (rows, amount) in sorted(result.buckets.items()):
+        lines.append(f"  {bucket:<10} {rows:>10} rows {amount:>16} {result.currency}")
+    _say(ctx, "\n".join(lines))
+
+
 @main.command()
 @click.argument("period", type=PERIOD)
 @click.option("--service", default=None, help="Required unless --against names the charge.")
 @click.option("--consumer", default=None, help="Required unless --against names the charge.")
 @click.option("--amount", required=True, help="Positive for a charge, negative for a credit.")
-@click.option("--reason", required=True)
+@click.option("--reason", required=True, help="Why (internal: kept in the database and the audit log).")
+@click.option("--memo", default=None, help='What documents show (default "Adjustment").')
 @click.option("--reference", default=None)
 @click.option(
     "--against",
@@ -198,19 +262,36 @@ def adjust(
     consumer: str | None,
     amount: str,
     reason: str,
+    memo: str | None,
     reference: str | None,
     against: str | None,
 ) -> None:
     """Record a manual charge or credit in an open period."""
     if against is None and (service is None or consumer is None):
         raise click.UsageError("--service and --consumer are required unless --against is given")
-    result = api.adjust(ctx.url, period, service, consumer, amount, reason, reference, against)
+    result = api.adjust(ctx.url, period, service, consumer, amount, reason, reference, against, memo)
     link = f" against {result.against}" if result.against else ""
     _say(
         ctx,
         f"adjustment {result.id} recorded in {result.period}: {result.service} -> "
         f"{result.consumer} {result.amount} {result.currency}{link}",
     )
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["import", "adjustment"]))
+@click.argument("target", metavar="ID", type=click.IntRange(min=1))
+@click.option("--reason", required=True, help="Why (kept in the void and the audit log).")
+@click.pass_obj
+def void(ctx: Context, kind: str, target: int, reason: str) -> None:
+    """Void an import or an adjustment that no close has posted yet."""
+    result = api.void(ctx.url, kind, target, reason)
+    what = (
+        f"{result.lines} usage lines of {result.label} left out"
+        if kind == "import"
+        else f"{result.label} {result.amount} {result.currency} left out"
+    )
+    _say(ctx, f"void {result.id}: {kind} {target} in {result.period} voided: {what}")
 
 
 def _totals(rec: Reconciliation) -> str:
@@ -266,14 +347,7 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
 
 
 @main.command(name="budgets")
-@click.option(
-    "--fiscal-year",
-    "fiscal_year",
-    required=True,
-    type=click.IntRange(1000, 9999),
-    metavar="YYYY",
-    help="The fiscal year, named by the year it ends in.",
-)
+@fiscal_year_option
 @out_option
 @click.pass_obj
 def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
@@ -305,6 +379,83 @@ def reconcile(ctx: Context, period: str, as_json: bool) -> None:
             click.echo(f"  {rec.pending_text()}: close {period} to post them")
     if not rec.balanced:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("period", type=PERIOD, required=False)
+@out_option
+@click.option("--json", "as_json", is_flag=True, help="Print the contract's JSON object.")
+@click.pass_obj
+def status(ctx: Context, period: str | None, out_dir: Path, as_json: bool) -> None:
+    """Every period (or PERIOD): state, what waits, the last close and seal, documents."""
+    found = api.status(ctx.url, period, out_dir)
+    if as_json:
+        click.echo(json.dumps({"periods": [s.as_json() for s in found]}, indent=1))
+        return
+    if not found:
+        click.echo("no periods yet: import usage or adjust to open one")
+    for state in found:
+        for line in state.lines():
+            click.echo(line)
+
+
+@main.command()
+@click.argument("period", type=PERIOD)
+@click.option("--json", "as_json", is_flag=True, help="Print the contract's JSON object.")
+@click.pass_obj
+def imports(ctx: Context, period: str, as_json: bool) -> None:
+    """Each import of PERIOD: id, file, sha256, lines, amount, when, who."""
+    found = api.imports(ctx.url, period)
+    if as_json:
+        click.echo(json.dumps(found.as_json(), indent=1))
+        return
+    if not found.imports:
+        click.echo(f"{period}: no imports")
+    for i in found.imports:
+        amount = "-" if i.amount_minor is None else f"{found.money(i.amount_minor)} {found.currency}"
+        click.echo(
+            f"{i.id:>5}  {i.at:%Y-%m-%d %H:%M}  {i.user or 'unknown':<12} {Path(i.file).name}  "
+            f"{i.imported}/{i.lines_read} lines ({i.duplicates} duplicates)  {amount}  {i.state}"
+        )
+        click.echo(f"       sha256 {i.sha256}" + (f"; voided: {i.void_reason}" if i.void_reason else ""))
+    if found.problem:
+        click.echo(f"  amounts unknown: {found.problem}")
+
+
+@main.command()
+@click.option("--unit", required=True, metavar="CODE", help="The unit charged (the consumer).")
+@click.option("--period", type=PERIOD, default=None, help="One period.")
+@click.option(
+    "--fiscal-year", "fiscal_year", type=click.IntRange(1000, 9999), metavar="YYYY", default=None, help="A fiscal year."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the contract's JSON object.")
+@click.option("--xlsx", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write them to a workbook.")
+@click.pass_obj
+def charges(
+    ctx: Context, unit: str, period: str | None, fiscal_year: int | None, as_json: bool, xlsx: Path | None
+) -> None:
+    """One unit's posted charges: service, quantity, rate, amount, period."""
+    if (period is None) == (fiscal_year is None):
+        raise click.UsageError("give one of --period YYYY-MM and --fiscal-year YYYY")
+    if as_json and xlsx is not None:
+        raise click.UsageError("give --json or --xlsx, not both")
+    result = api.charges(ctx.url, unit, period, fiscal_year, xlsx)
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=1))
+        return
+    if xlsx is not None:
+        _say(
+            ctx,
+            f"{len(result.charges)} charges to {unit}, {result.money(result.total_minor)} {result.currency}: {xlsx}",
+        )
+        return
+    for c in result.charges:
+        rate = "" if c.rate is None else f"@ {c.rate}"
+        click.echo(
+            f"{c.period}  {c.entry:>7}  {c.service:<10} {c.reference or '':<14} {c.quantity:>10} "
+            f"{c.unit_of_measure:<8} {rate:<12} {result.money(c.amount_minor):>14}  {c.memo or ''}".rstrip()
+        )
+    click.echo(f"total {len(result.charges)} charges to {unit}: {result.money(result.total_minor)} {result.currency}")
 
 
 @main.command()
@@ -392,13 +543,30 @@ def reopen(ctx: Context, period: str, reason: str) -> None:
 
 
 @main.command()
-@click.argument("period", type=PERIOD)
+@click.argument("period", type=PERIOD, required=False)
+@click.option("--from", "first", type=PERIOD, default=None, help="First period of a multi-period export.")
+@click.option("--through", type=PERIOD, default=None, help="Last period of a multi-period export.")
+@click.option(
+    "--fiscal-year", "fiscal_year", type=click.IntRange(1000, 9999), default=None, help="Export a whole fiscal year."
+)
 @click.option("--format", "fmt", required=True, type=click.Choice(["csv", "hledger", "beancount"]))
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_obj
-def export(ctx: Context, period: str, fmt: str, out_file: Path | None) -> None:
-    """The period's journal for a general ledger or a plain-text accounting tool."""
-    text = api.export(ctx.url, period, fmt, out_file)
+def export(
+    ctx: Context,
+    period: str | None,
+    first: str | None,
+    through: str | None,
+    fiscal_year: int | None,
+    fmt: str,
+    out_file: Path | None,
+) -> None:
+    """The journal of a period (or of the closed periods --from --through, or of
+    --fiscal-year) for a general ledger or a plain-text accounting tool."""
+    ranges = (first is not None or through is not None) + (fiscal_year is not None) + (period is not None)
+    if ranges != 1 or (first is None) != (through is None):
+        raise click.UsageError("give one of: PERIOD, --from YYYY-MM --through YYYY-MM, --fiscal-year YYYY")
+    text = api.export(ctx.url, period, fmt, out_file, first=first, through=through, fiscal_year=fiscal_year)
     if text is not None:
         click.echo(text, nl=False)
 
@@ -484,14 +652,7 @@ def audit_(ctx: Context, period: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--fiscal-year",
-    "fiscal_year",
-    required=True,
-    type=click.IntRange(1000, 9999),
-    metavar="YYYY",
-    help="The fiscal year, named by the year it ends in.",
-)
+@fiscal_year_option
 @click.option(
     "--out", "out_file", default="recovery.xlsx", show_default=True, type=click.Path(dir_okay=False, path_type=Path)
 )
@@ -514,6 +675,8 @@ def recovery(ctx: Context, fiscal_year: int, out_file: Path) -> None:
             f"  {p.provider:<12} cost {m(p.cost) or '-':>14}  revenue {m(p.revenue):>14}  "
             f"surplus {m(p.surplus) or '-':>14}  recovery {ratio:>7}{flag}",
         )
+        if p.sla_credits:
+            _say(ctx, f"  {'':<12} SLA credits given {m(p.sla_credits)} (revenue is net of them)")
     for s in rec.services:
         if s.break_even_rate is not None:
             current = "-" if s.current_rate is None else f"{s.current_rate}"
@@ -529,10 +692,15 @@ def _run_summary(ctx: Context, result: api.RunResult) -> None:
     _say(ctx, f"loaded {result.load.name}")
     for imported in result.imports:
         _say(ctx, _import_summary(imported))
+    for measured in result.measurements:
+        _say(ctx, _sla_import_summary(measured))
     for period in result.skipped:
         _say(ctx, f"{period} is closed already: left as it is")
     for closed in result.closes:
         _say(ctx, f"closed {closed.period}: {closed.posted} entries posted; {_totals(closed.reconciliation)}")
+        if closed.review is not None:
+            for line in closed.review.service_levels:
+                _say(ctx, line)
     _say(ctx, f"documents in {result.out_dir}")
     lines = sum(i.lines_read for i in result.imports)
     times = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.seconds.items())
@@ -554,7 +722,7 @@ def _counted(number: int, noun: str) -> str:
 @click.option("--through", default=None, type=PERIOD, help="Import and close periods up to this one only.")
 @click.pass_obj
 def run(ctx: Context, book: Path, out_dir: Path, through: str | None) -> None:
-    """The monthly job: load BOOK, import BOOK/usage/*, close the periods in order."""
+    """The monthly job: load BOOK, import BOOK/usage/* and BOOK/measurements/*, close the periods in order."""
     _run_summary(ctx, api.run(ctx.url, book, out_dir, through, progress=not ctx.quiet))
 
 

@@ -64,7 +64,7 @@ def build(url: str, folder: Path) -> Path:
     )
     api.import_file(url, march, "2026-03")
     api.import_file(url, march, "2026-03")  # every line a duplicate
-    api.adjust(url, "2026-03", "HELP", "MATH", "-5.25", "Goodwill <credit> & thanks")
+    api.adjust(url, "2026-03", "HELP", "MATH", "-5.25", "goodwill", memo="Goodwill <credit> & thanks")
     api.close(url, "2026-03", out)
     api.reopen(url, "2026-03", "Late <invoice> from IT & fleet")
     late = usage_file(
@@ -88,7 +88,7 @@ def build(url: str, folder: Path) -> Path:
         ],
     )
     api.import_file(url, april, "2026-04")
-    api.adjust(url, "2026-04", "VAN", "ART", "12.00", "Fuel surcharge", "FUEL-1")
+    api.adjust(url, "2026-04", "VAN", "ART", "12.00", "fuel price", "FUEL-1", memo="Fuel surcharge")
     api.close(url, "2026-04", out)
     return out
 

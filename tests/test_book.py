@@ -40,7 +40,7 @@ def test_unknown_column_and_key_are_named(mini_book: Path) -> None:
     problems = refusal(mini_book)
     assert any(p.startswith("units.csv:1: colour: unknown column") for p in problems)
     assert (
-        "book.toml:3: fiscal_year: unknown key; the keys are: name, currency, fiscal_year_start, payment_terms, allocation_method, variance_threshold, invoice_line_limit"
+        "book.toml:3: fiscal_year: unknown key; the keys are: name, currency, fiscal_year_start, payment_terms, allocation_method, variance_threshold, invoice_line_limit, sla_missing, cloud"
         in problems
     )
 

@@ -172,14 +172,19 @@ def test_a_statement_shows_the_units_budget(db_url: str, mini_book: Path, tmp_pa
     api.load(db_url, mini_book)
     api.run(db_url, mini_book, tmp_path / "out")  # March: ART 185.00; April: ART -30.00
 
+    def sheet_of(period: str, unit: str) -> openpyxl.worksheet.worksheet.Worksheet:
+        return openpyxl.load_workbook(tmp_path / "out" / period / "statements" / f"{unit}.xlsx")["Summary"]
+
     def facts(period: str, unit: str) -> dict[str, object]:
-        sheet = openpyxl.load_workbook(tmp_path / "out" / period / "statements" / f"{unit}.xlsx")["Summary"]
-        return {row[0]: row[1] for row in sheet.iter_rows(values_only=True) if row[0]}
+        return {row[0]: row[1] for row in sheet_of(period, unit).iter_rows(values_only=True) if row[0]}
 
     april = facts("2026-04", "ART")
     assert april["Budget, fiscal year 2026"] == 1000
     assert Decimal(str(april["Spent, fiscal year 2026 to date"])) == Decimal("155.00")
     assert Decimal(str(april["Remaining"])) == Decimal("845.00")
-    assert april["Budget used"] == "15.5%"
+    # a number with a percent format, which a spreadsheet can compute with
+    assert april["Budget used"] == pytest.approx(0.155)
+    used = next(r[1] for r in sheet_of("2026-04", "ART").iter_rows() if r[0].value == "Budget used")
+    assert used.data_type == "n" and used.number_format == "0.0%"
     assert "Budget warning" not in april
     assert not any(str(label).startswith("Budget") for label in facts("2026-04", "MATH"))

@@ -298,7 +298,7 @@ def test_a_first_close_sums_its_totals_as_it_posts_and_they_equal_the_entries_gr
             assert stored == period_totals(conn, period)
             kinds |= {t.kind for t in stored}
     engine.dispose()
-    assert kinds == {"usage", "recurring", "adjustment", "allocation"}
+    assert kinds == {"usage", "recurring", "adjustment", "allocation", "sla_credit"}
     assert api.verify(db_url).ok
 
 

@@ -40,7 +40,13 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """The files of the version of the documents in `folder` (the earlier ones, under
+    `revisions/`, left out: `test_revisions`)."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).parts[0] != "revisions"
+    }
 
 
 def cells_of(path: Path) -> dict[str, list[tuple[object, ...]]]:

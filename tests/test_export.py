@@ -6,13 +6,17 @@ import os
 import shutil
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chargeback import api
+from chargeback.cli import main
+from chargeback.core.errors import Refused
 from chargeback.ledger.export import CONTRACT_HEADER, CSV_HEADER, beancount_account
 
 
@@ -156,13 +160,7 @@ def test_hledger_reads_the_export_and_internal_accounts_net_to_zero(closed: str,
 def test_bean_check_accepts_the_export(closed: str, tmp_path: Path) -> None:
     path = tmp_path / "2026-03.beancount"
     api.export(closed, "2026-03", "beancount", path)
-    # beancount is a test dependency: its bean-check sits beside this Python, on PATH or not
-    beside = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    checker = shutil.which("bean-check", path=beside) or pytest.skip(
-        "bean-check is not installed (pip install beancount)"
-    )
-    done = subprocess.run([checker, str(path)], check=False, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    _bean_check(path)
 
 
 def test_beancount_account_names() -> None:
@@ -179,7 +177,7 @@ def test_formula_text_in_the_csv_is_neutralised(loaded: str, tmp_path: Path) -> 
         usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "1", "=1+1", '=HYPERLINK("http://x")']]),
         "2026-03",
     )
-    api.adjust(loaded, "2026-03", "HELP", "ART", "1.00", '=HYPERLINK("http://x")', "R-1")
+    api.adjust(loaded, "2026-03", "HELP", "ART", "1.00", "typo", "R-1", memo='=HYPERLINK("http://x")')
     api.close(loaded, "2026-03", tmp_path / "out")
     rows = list(csv.reader(io.StringIO(api.export(loaded, "2026-03", "csv"))))
     assert [row[9:11] for row in rows[1:] if row[9]] == [["R-1", '\'=HYPERLINK("http://x")']] * 2
@@ -239,14 +237,14 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
         ),
         "2026-03",
     )
-    # the journal's texts from input are adjustments' references and reasons
-    for amount, reason, reference in (
+    # the journal's texts from input are adjustments' references and memos
+    for amount, memo, reference in (
         ("60.00", 'a "quoted", memo', "T,1"),
         ("-150.00", "line one\nline two", 'T"2'),
         ("1.00", "@at", "T3"),
         ("2.00", "+plus", "T4"),
     ):
-        api.adjust(loaded, "2026-03", "HELP", "ART", amount, reason, reference)
+        api.adjust(loaded, "2026-03", "HELP", "ART", amount, "entered by hand", reference, memo=memo)
     api.close(loaded, "2026-03", tmp_path / "out", documents=False)
     engine = db.connect(loaded)
     with engine.connect() as conn:
@@ -281,3 +279,111 @@ def test_a_csv_field_is_quoted_as_csv_writer_quotes_it(fields: list[str]) -> Non
         plain = io.StringIO()
         csv.writer(plain, lineterminator="\n").writerow(fields)
         assert line == plain.getvalue()
+
+
+# Multi-period exports: one file for a range of closed periods or a fiscal year.
+
+
+def _bean_check(path: Path) -> None:
+    # beancount is a test dependency: its bean-check sits beside this Python, on PATH or not
+    beside = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    checker = shutil.which("bean-check", path=beside) or pytest.skip(
+        "bean-check is not installed (pip install beancount)"
+    )
+    done = subprocess.run([checker, str(path)], check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _beancount_balances(path: Path) -> dict[str, Decimal]:
+    """Each account's balance, as beancount's own loader reads the file."""
+    from beancount import loader
+    from beancount.core import data
+
+    entries, errors, _ = loader.load_file(str(path))
+    assert errors == []
+    balances: dict[str, Decimal] = {}
+    for entry in entries:
+        if isinstance(entry, data.Transaction):
+            for posting in entry.postings:
+                balances[posting.account] = balances.get(posting.account, Decimal(0)) + posting.units.number
+    return balances
+
+
+def _hledger_balances(path: Path) -> dict[str, str]:
+    rows = csv.reader(io.StringIO(hledger("-f", str(path), "bal", "--flat", "--no-total", "-O", "csv")))
+    return dict(list(rows)[1:])
+
+
+def _summed(balances: list[dict[str, Decimal]]) -> dict[str, Decimal]:
+    total: dict[str, Decimal] = {}
+    for each in balances:
+        for account, amount in each.items():
+            total[account] = total.get(account, Decimal(0)) + amount
+    return total
+
+
+def test_a_fiscal_years_beancount_file_passes_bean_check_and_sums_its_months(closed: str, tmp_path: Path) -> None:
+    year = tmp_path / "FY2026.beancount"
+    api.export(closed, None, "beancount", year, fiscal_year=2026)  # July 2025 to June 2026: March and April
+    _bean_check(year)
+    text = year.read_text()
+    assert text.count("open Expenses:Internal:ART USD") == 1
+    months = []
+    for period in ("2026-03", "2026-04"):
+        api.export(closed, period, "beancount", tmp_path / f"{period}.beancount")
+        months.append(_beancount_balances(tmp_path / f"{period}.beancount"))
+    # the months' files cannot be joined (each opens its accounts); the year's can, and
+    # its balances are the months' added up
+    assert _beancount_balances(year) == _summed(months)
+    assert _beancount_balances(year)["Income:External:IT"] == Decimal("-180.00")  # nothing external in April
+
+
+def test_a_ranges_hledger_file_passes_hledger_check_and_sums_its_months(closed: str, tmp_path: Path) -> None:
+    both = tmp_path / "range.journal"
+    api.export(closed, None, "hledger", both, first="2026-01", through="2026-12")
+    hledger("-f", str(both), "check")
+    months = []
+    for period in ("2026-03", "2026-04"):
+        api.export(closed, period, "hledger", tmp_path / f"{period}.journal")
+        months.append({a: Decimal(v.split()[0]) for a, v in _hledger_balances(tmp_path / f"{period}.journal").items()})
+    year = {a: Decimal(v.split()[0]) for a, v in _hledger_balances(both).items()}
+    assert year == {a: v for a, v in _summed(months).items() if v != 0}
+    assert "; chargeback journal, periods 2026-03 to 2026-04 (2 closed periods)" in both.read_text()
+
+
+def test_a_ranges_csv_has_one_header_and_every_periods_entries_in_order(closed: str) -> None:
+    rows = list(csv.reader(io.StringIO(api.export(closed, None, "csv", first="2026-03", through="2026-04"))))
+    march = list(csv.reader(io.StringIO(api.export(closed, "2026-03", "csv"))))
+    april = list(csv.reader(io.StringIO(api.export(closed, "2026-04", "csv"))))
+    assert rows == march + april[1:]
+    assert [row[2] for row in rows[1:]] == sorted(row[2] for row in rows[1:])
+
+
+def test_a_range_with_an_open_period_is_refused_with_what_is_pending(
+    loaded: str, mini_book: Path, tmp_path: Path
+) -> None:
+    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
+    api.close(loaded, "2026-03", tmp_path / "out")
+    api.import_file(loaded, mini_book / "usage" / "2026-04.csv", "2026-04")
+    with pytest.raises(Refused, match=r"period 2026-04 is open: .*pending.*`chargeback close 2026-04`"):
+        api.export(loaded, None, "beancount", first="2026-03", through="2026-04")
+    with pytest.raises(Refused, match="period 2026-04 is open"):
+        api.export(loaded, None, "csv", fiscal_year=2026)
+    with pytest.raises(Refused, match="no period of fiscal year 2027 .* has any activity"):
+        api.export(loaded, None, "csv", fiscal_year=2027)
+    with pytest.raises(Refused, match="--from 2026-04 is after --through 2026-03"):
+        api.export(loaded, None, "csv", first="2026-04", through="2026-03")
+
+
+def test_export_arguments_are_one_period_a_range_or_a_fiscal_year(closed: str) -> None:
+    runner = CliRunner()
+    done = runner.invoke(main, ["--db", closed, "export", "--fiscal-year", "2026", "--format", "csv"])
+    assert done.exit_code == 0, done.output
+    assert done.output.count("entry,date,period") == 1 and ",2026-04," in done.output and ",2026-03," in done.output
+    for bad in (
+        ["export", "2026-03", "--fiscal-year", "2026", "--format", "csv"],
+        ["export", "--from", "2026-03", "--format", "csv"],
+        ["export", "--format", "csv"],
+        ["export", "--from", "2026-3", "--through", "2026-04", "--format", "csv"],
+    ):
+        assert runner.invoke(main, ["--db", closed, *bad]).exit_code == 2, bad

@@ -97,12 +97,20 @@ def timed(*args: str) -> float:
 
 def complete(folder: Path) -> bool:
     """A documents folder is complete when its manifest lists exactly its other files,
-    each with the right sha256."""
+    each with the right sha256, and each earlier version it keeps is complete."""
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         return False
     listed = {f["path"]: f["sha256"] for f in json.loads(manifest.read_text())["files"]}
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json"}
+    present = {
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.relative_to(folder).parts[0] != "revisions"
+    } - {"manifest.json"}
+    # the earlier versions a re-close keeps (`revisions/N/`) are each complete as well
+    revisions = folder / "revisions"
+    if revisions.is_dir() and not all(complete(kept) for kept in revisions.iterdir()):
+        return False
     return set(listed) == present and all(
         hashlib.sha256((folder / path).read_bytes()).hexdigest() == digest for path, digest in listed.items()
     )

@@ -318,7 +318,7 @@ def test_the_book_loader_names_file_line_and_column(tmp_path: Path) -> None:
     problems = [str(p) for p in refused.value.problems]
     assert (
         "book.toml:3: colour: unknown key; the keys are: name, currency, fiscal_year_start, payment_terms, "
-        "allocation_method, variance_threshold, invoice_line_limit" in problems
+        "allocation_method, variance_threshold, invoice_line_limit, sla_missing, cloud" in problems
     )
     assert "units.csv:1: -: the file is separated by ';': save it as comma-separated CSV" in problems
     assert f"rates.csv:2: rate: rate '1e30' {NOT_PLAIN}" in problems

@@ -123,13 +123,17 @@ def test_external_invoice_and_internal_notice(out: tuple[str, Path]) -> None:
     external = Invoice((folder / "2026-03" / "invoices" / "EXT-1.html").read_text())
     text = " ".join(external.text)
     assert "Bill to" in text and "Amount due" in text and "Net 30" in text
-    assert external.ids["number"] == "INV-202603-EXT-1"
+    # March was closed twice (reopened for a late ticket): its documents are revision 2
+    assert external.ids["number"] == "INV-202603-EXT-1-R2"
+    assert external.ids["replaces"].startswith("INV-202603-EXT-1, issued ")
     assert external.ids["due"] > external.ids["issued"]
     internal = Invoice((folder / "2026-03" / "invoices" / "ART.html").read_text())
     text = " ".join(internal.text)
     assert "journal transfer" in text and "not to be paid" in text and "Amount due" not in text
-    assert internal.ids["number"] == "ICN-202603-ART"
+    assert internal.ids["number"] == "ICN-202603-ART-R2"
     assert internal.ids["consumer"] == "ART"
+    april = Invoice((folder / "2026-04" / "invoices" / "ART.html").read_text())
+    assert april.ids["number"] == "ICN-202604-ART" and "replaces" not in april.ids
 
 
 def test_late_charges_credits_and_adjustments_are_marked(out: tuple[str, Path]) -> None:

@@ -51,7 +51,7 @@ def test_a_credit_against_a_charge_of_a_closed_period(closed_march: str, tmp_pat
         links = conn.execute(select(Adjustment.against_service, Adjustment.against_reference)).all()
     assert [e.amount_minor for e in entries] == [-3000, -6000, 1000, -1000]
     assert {e.rate_source for e in entries} == {"manual adjustment against HELP:T-1"}
-    assert entries[0].memo == "half the setup was a warranty job"
+    assert entries[0].memo == "Adjustment"  # no --memo: the reason stays internal
     assert set(links) == {("HELP", "T-1")}
     # Still limited after the close, counting the posted credits.
     with pytest.raises(Refused, match="larger than the original charge"):

@@ -304,3 +304,39 @@ def test_a_journal_posted_line_by_line_upgrades_to_charges_of_one_line(
         "all of it",
         against=f"{first.service}:{first.reference}",
     )
+
+
+def test_who_imported_each_earlier_file_comes_from_the_audit_log_or_stays_unknown(
+    db_url: str, mini_book: Path, tmp_path: Path
+) -> None:
+    """0013: each import made before it gets its user from its `import` audit record; an
+    import without one (made before the audit log) stays unknown (NULL)."""
+    from sqlalchemy import text
+
+    from chargeback.store.schema import Import
+
+    engine = db.connect(db_url)
+    api.load(engine, mini_book)
+    api.import_file(engine, mini_book / "usage" / "2026-03.csv", "2026-03")
+    api.import_file(engine, mini_book / "usage" / "2026-04.csv", "2026-04")
+    user = api.audit_log(engine)[0][-1].user
+    with engine.begin() as conn:
+        command.downgrade(db.alembic_config(conn), "0012")
+        conn.execute(
+            text(
+                "INSERT INTO imports (period, file_name, sha256, at, lines_read, imported, duplicates) "
+                "VALUES ('2026-04', 'before-the-audit-log.csv', :digest, '2026-04-02 08:00:00', 0, 0, 0)"
+            ),
+            {"digest": "0" * 64},
+        )
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        found = conn.execute(select(Import.file_name, Import.user).order_by(Import.id)).all()
+    assert [(Path(name).name, who) for name, who in found] == [
+        ("2026-03.csv", user),
+        ("2026-04.csv", user),
+        ("before-the-audit-log.csv", None),
+    ]
+    assert user
+    assert _diff(engine) == []
+    engine.dispose()

@@ -1,9 +1,11 @@
 """The README's month-end walk-through, command by command, as a finance user runs it:
-preview, read the variance review, fix a refused file, preview again, close, deliver."""
+preview, read the variance review, fix a refused file, void a wrong one, see the status,
+preview again, close, deliver, revise after a late ticket, hand over the fiscal year."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -47,8 +49,21 @@ def test_the_month_end_walk_through(db_url: str, mini_book: Path, tmp_path: Path
     # fix the file, import it and the fleet's; a manual credit; preview again
     april[1][2] = "MATH"
     assert run("import", str(usage_file(tmp_path, "2026-04-help.csv", april)), "--period", "2026-04")[0] == 0
+    # the fleet's file comes in with 30 days for 3; status shows it waiting, void takes it back
+    wrong = usage_file(tmp_path, "2026-04-fleet.csv", [["2026-04-06", "VAN", "ART", "30", "V-10", "Exhibit"]])
+    assert run("import", str(wrong), "--period", "2026-04")[0] == 0
+    code, stdout, _ = run("status", "2026-04", "--out", str(out))
+    assert code == 0 and stdout.splitlines()[:2] == [
+        "2026-04  open",
+        "  waiting: 3 usage lines (1605.00 USD), 0 adjustments (0.00 USD)",
+    ]
+    code, stdout, _ = run("imports", "2026-04")
+    assert "2026-04-fleet.csv  1/1 lines (0 duplicates)  1425.00 USD  pending" in stdout.splitlines()[2]
+    code, stdout, _ = run("void", "import", "3", "--reason", "30 days keyed for 3")
+    assert (code, stdout) == (0, "void 1: import 3 in 2026-04 voided: 1 usage lines of 2026-04-fleet.csv left out\n")
     fleet = usage_file(tmp_path, "2026-04-fleet.csv", [["2026-04-06", "VAN", "ART", "3", "V-10", "Exhibit"]])
-    assert run("import", str(fleet), "--period", "2026-04")[0] == 0
+    code, stdout, _ = run("import", str(fleet), "--period", "2026-04")
+    assert code == 0 and "1 imported, 0 duplicates skipped" in stdout
     assert (
         run(
             "adjust",
@@ -61,6 +76,8 @@ def test_the_month_end_walk_through(db_url: str, mini_book: Path, tmp_path: Path
             "-10.00",
             "--reason",
             "Duplicate ticket",
+            "--memo",
+            "Ticket T-10 credited",
         )[0]
         == 0
     )
@@ -88,3 +105,20 @@ def test_the_month_end_walk_through(db_url: str, mini_book: Path, tmp_path: Path
     assert sorted(rcpt[0] for rcpt, _ in inbox.messages) == ["art@uni.example", "math@uni.example"]
     code, stdout, _ = run("deliver", "2026-04", "--out", str(out), "--smtp", server)
     assert code == 0 and "sent before, not again: ART, MATH" in stdout and len(inbox.messages) == 2
+
+    # a late ticket after the close: reopen, import, close again; the invoice is revised
+    assert run("reopen", "2026-04", "--reason", "Late ticket T-12")[0] == 0
+    late = usage_file(tmp_path, "2026-04-late.csv", [["2026-04-28", "HELP", "ART", "1", "T-12", "Scanner"]])
+    assert run("import", str(late), "--period", "2026-04")[0] == 0
+    assert run("close", "2026-04", "--out", str(out))[0] == 0
+    revised = (out / "2026-04" / "invoices" / "ART.html").read_text(encoding="utf-8")
+    first = (out / "2026-04" / "revisions" / "1" / "invoices" / "ART.html").read_text(encoding="utf-8")
+    assert re.search(r'id="number">ICN-202604-ART-R2<', revised) and 'id="replaces">ICN-202604-ART<' in revised
+    assert "Total 252.50 before, 312.50 now (USD)" in revised  # + 1 h at 60.00
+    assert re.search(r'id="number">ICN-202604-ART<', first)
+
+    # hand over the fiscal year (July 2025 to June 2026) in one file, for beancount
+    code, _, _ = run("export", "--fiscal-year", "2026", "--format", "beancount", "--out", str(tmp_path / "FY2026.bean"))
+    text = (tmp_path / "FY2026.bean").read_text(encoding="utf-8")
+    assert code == 0 and text.count("open Expenses:Internal:ART USD") == 1
+    assert 'period: "2026-03"' in text and 'period: "2026-04"' in text

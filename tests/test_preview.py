@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import openpyxl
@@ -87,8 +88,11 @@ def test_a_close_after_a_preview_gives_the_same_figures(db_url: str, mini_book: 
     api.preview(db_url, "2026-04", tmp_path / "out")  # a first look...
     api.adjust(db_url, "2026-04", "HELP", "MATH", "-10.00", "Duplicate ticket")  # ...a fix...
     preview = api.preview(db_url, "2026-04", tmp_path / "out")  # ...and the last preview
+    draft = shutil.copytree(tmp_path / "out" / "2026-04-draft", tmp_path / "kept-draft")
     closed = api.close(db_url, "2026-04", tmp_path / "out")
-    draft, final = tmp_path / "out" / "2026-04-draft", tmp_path / "out" / "2026-04"
+    final = tmp_path / "out" / "2026-04"
+    # the close removes the period's drafts, out of date once it is closed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["2026-03", "2026-04"]
 
     assert closed.posted == preview.posted == 6
     expected = preview.reconciliation.as_json() | {"status": "closed"}

@@ -20,6 +20,7 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 from sqlalchemy import Connection, delete, func, insert, select, union_all, update
 
+from chargeback.book.cloud import CloudConfig, Rule, check_cloud, read_rules, store_cloud
 from chargeback.core.allocation import EQUAL, parse_driver, parse_targets
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.fields import (
@@ -46,6 +47,7 @@ from chargeback.store.schema import (
     Allocation,
     Book,
     Budget,
+    CloudRule,
     Cost,
     Driver,
     Entry,
@@ -53,6 +55,9 @@ from chargeback.store.schema import (
     Rate,
     Recurring,
     Service,
+    ServiceLevel,
+    SlaCreditBand,
+    SlaMeasurement,
     Unit,
     Usage,
 )
@@ -69,6 +74,8 @@ class Settings(BaseModel):
     allocation_method: Literal["direct", "step", "reciprocal"] = "direct"
     variance_threshold: Decimal = Field(default=Decimal("0.25"), ge=0)
     invoice_line_limit: StrictInt = Field(default=300, ge=1, le=100_000)
+    sla_missing: Literal["warn", "refuse"] = "warn"
+    cloud: CloudConfig | None = None
 
     @field_validator("name", "payment_terms")
     @classmethod
@@ -199,6 +206,41 @@ class BudgetRow(BaseModel):
     amount: Amount
 
 
+class SlaRow(BaseModel):
+    """An SLA: a service's target for a metric, for consumers of one class."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: Code
+    metric: Code
+    unit: Literal["percent", "hours", "minutes", "count"]
+    target: Quantity
+    direction: Literal["min", "max"]
+    customer_class: Literal["internal", "external"] = "internal"
+    effective_from: Date
+    effective_to: OptionalDate = None
+    description: OptionalText = None
+
+    @field_validator("customer_class", mode="before")
+    @classmethod
+    def _class(cls, value: object) -> object:
+        return "internal" if value in (None, "") else str(value).strip()
+
+    @field_validator("unit", "direction", mode="before")
+    @classmethod
+    def _word(cls, value: object) -> object:
+        return value.strip() if isinstance(value, str) else value
+
+
+class SlaCreditRow(BaseModel):
+    """A graduated credit: a miss beyond `breach_from` gives `credit_percent` of the charges."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: Code
+    metric: Code
+    breach_from: Quantity
+    credit_percent: Quantity
+
+
 UNITS = Columns(
     ("code", "name"),
     ("kind", "parent", "manager", "email", "active_from", "active_to", "expense_account", "revenue_account"),
@@ -211,6 +253,11 @@ COSTS = Columns(("period", "pool", "amount"))
 DRIVERS = Columns(("period", "driver", "unit", "value"))
 PROVIDER_COSTS = Columns(("period", "provider", "amount"))
 BUDGETS = Columns(("fiscal_year", "unit", "amount"))
+SLAS = Columns(
+    ("service", "metric", "unit", "target", "direction", "effective_from"),
+    ("customer_class", "effective_to", "description"),
+)
+SLA_CREDITS = Columns(("service", "metric", "breach_from", "credit_percent"))
 
 
 @dataclass
@@ -227,6 +274,9 @@ class BookData:
     drivers: list[DriverRow] = field(default_factory=list)
     provider_costs: list[ProviderCostRow] = field(default_factory=list)
     budgets: list[BudgetRow] = field(default_factory=list)
+    slas: list[SlaRow] = field(default_factory=list)
+    sla_credits: list[SlaCreditRow] = field(default_factory=list)
+    cloud_rules: list[Rule] = field(default_factory=list)
 
 
 #: The model of a book file's row (`UnitRow`, `RateFileRow`...).
@@ -265,11 +315,12 @@ def _read_settings(folder: Path, problems: list[Problem]) -> Settings | None:
         return Settings.model_validate(data)
     except ValidationError as exc:
         for item in exc.errors():
-            key = str(item["loc"][0]) if item["loc"] else "-"
+            key = ".".join(str(part) for part in item["loc"]) if item["loc"] else "-"
             message = item["msg"].removeprefix("Value error, ")
             if item["type"] == "extra_forbidden":
-                message = "unknown key; the keys are: " + ", ".join(Settings.model_fields)
-            line = _toml_line(path, key)
+                keys = CloudConfig.model_fields if key.startswith("cloud.") else Settings.model_fields
+                message = "unknown key; the keys are: " + ", ".join(keys)
+            line = _toml_line(path, key.split(".")[-1])
             problems.append(Problem("book.toml", line, key, message))
         return None
 
@@ -311,6 +362,12 @@ def read_book(folder: Path) -> BookData:
     _check_drivers(drivers, unit_kind, problems)
     _check_provider_costs(provider_costs, unit_kind, digits, problems)
     _check_budgets(budgets, unit_kind, settings, problems)
+    slas = _read_file(folder, "slas.csv", SLAS, SlaRow, problems, required=False)
+    sla_credits = _read_file(folder, "sla_credits.csv", SLA_CREDITS, SlaCreditRow, problems, required=False)
+    _check_slas(slas, sla_credits, service_provider, problems)
+    cloud = settings.cloud if settings else None
+    cloud_rules = read_rules(folder, cloud, problems)
+    check_cloud(cloud, cloud_rules, unit_kind, service_provider, {a.pool for _, a in allocations}, problems)
     if problems or settings is None:
         raise InputRefused(sorted(set(problems)), what="load")
     return BookData(
@@ -324,6 +381,9 @@ def read_book(folder: Path) -> BookData:
         drivers=[d for _, d in drivers],
         provider_costs=[c for _, c in provider_costs],
         budgets=[b for _, b in budgets],
+        slas=[r for _, r in slas],
+        sla_credits=[r for _, r in sla_credits],
+        cloud_rules=cloud_rules,
     )
 
 
@@ -471,7 +531,7 @@ def _check_allocations(
                 )
             )
         driver = parse_driver(pool.driver)
-        if driver.kind == "usage" and driver.name not in service_provider:
+        if driver.kind in ("usage", "amount") and driver.name not in service_provider:
             problems.append(
                 Problem(
                     name, line, "driver", f"pool {pool.pool}: {driver.name!r} is not a service code in services.csv"
@@ -688,6 +748,70 @@ def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Pr
             )
 
 
+def _check_slas(slas, credits, service_provider: dict[str, str], problems: list[Problem]) -> None:
+    """One SLA per (service, metric, class) in force on a date; every band names an SLA's
+    metric, gives 0-100 percent (more than 0) and is not given twice."""
+    name = "slas.csv"
+    spans: dict[tuple[str, str, str], list[tuple[int, SlaRow]]] = {}
+    units: dict[tuple[str, str], tuple[str, str]] = {}
+    for line, sla in slas:
+        if sla.service not in service_provider:
+            problems.append(Problem(name, line, "service", f"{sla.service!r} is not a service code in services.csv"))
+        if sla.effective_to and sla.effective_to < sla.effective_from:
+            problems.append(Problem(name, line, "effective_to", "is before effective_from"))
+            continue
+        if sla.unit == "percent" and not 0 <= sla.target <= 100:
+            problems.append(Problem(name, line, "target", f"{sla.target} is not a percentage between 0 and 100"))
+        key = (sla.service, sla.metric)
+        if key in units and units[key] != (sla.unit, sla.direction):
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    "unit",
+                    f"{sla.service} {sla.metric} is measured in {units[key][0]} with direction {units[key][1]} "
+                    "on another line: one metric has one unit and direction",
+                )
+            )
+        units.setdefault(key, (sla.unit, sla.direction))
+        for other_line, other in spans.get((sla.service, sla.metric, sla.customer_class), []):
+            if sla.effective_from <= (other.effective_to or dt.date.max) and other.effective_from <= (
+                sla.effective_to or dt.date.max
+            ):
+                problems.append(
+                    Problem(
+                        name,
+                        line,
+                        "effective_from",
+                        f"{sla.service} {sla.metric} ({sla.customer_class}) is also in force on line {other_line} "
+                        "on some of these dates: one SLA per service and metric on a date",
+                    )
+                )
+        spans.setdefault((sla.service, sla.metric, sla.customer_class), []).append((line, sla))
+    name = "sla_credits.csv"
+    seen: dict[tuple[str, str, Decimal], int] = {}
+    for line, band in credits:
+        if (band.service, band.metric) not in units:
+            problems.append(
+                Problem(
+                    name, line, "metric", f"{band.service} {band.metric} has no SLA in slas.csv: add it there first"
+                )
+            )
+        if not 0 < band.credit_percent <= 100:
+            problems.append(
+                Problem(name, line, "credit_percent", f"{band.credit_percent} must be more than 0 and at most 100")
+            )
+        _check_unique(
+            name,
+            line,
+            "breach_from",
+            (band.service, band.metric, band.breach_from),
+            seen,
+            f"the band of {band.service} {band.metric} from {band.breach_from}",
+            problems,
+        )
+
+
 @dataclass
 class LoadResult:
     """What `load` did, for the command's summary."""
@@ -703,6 +827,7 @@ class LoadResult:
     driver_rows: int = 0
     provider_cost_rows: int = 0
     budgets: int = 0
+    slas: int = 0
 
 
 def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
@@ -729,6 +854,7 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
         "allocation_method": settings.allocation_method,
         "variance_threshold": str(settings.variance_threshold),
         "invoice_line_limit": settings.invoice_line_limit,
+        "sla_missing": settings.sla_missing,
         "loaded_at": now,
     }
     if current is None:
@@ -757,9 +883,12 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
             conn.execute(insert(Service).values(**row))
     conn.execute(delete(Rate))
     conn.execute(delete(Recurring))
+    conn.execute(delete(CloudRule))  # they name units, which may go next
     for table in (Cost, Allocation, Driver, ProviderCost):
         conn.execute(delete(table))
     conn.execute(delete(Budget))
+    conn.execute(delete(ServiceLevel))
+    conn.execute(delete(SlaCreditBand))
     kept_services = {s.code for s in book.services}
     conn.execute(delete(Service).where(Service.code.not_in(kept_services)))
     kept_units = {u.code for u in book.units}
@@ -796,6 +925,7 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
             ],
         )
     _insert_allocations(conn, book, digits)
+    store_cloud(conn, settings.cloud, book.cloud_rules, [a.order for a in book.allocations if a.order is not None])
     if book.budgets:
         conn.execute(
             insert(Budget),
@@ -804,6 +934,7 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
                 for b in book.budgets
             ],
         )
+    _insert_slas(conn, book)
     return LoadResult(
         settings.name,
         added,
@@ -816,7 +947,43 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
         len(book.drivers),
         len(book.provider_costs),
         len(book.budgets),
+        len(book.slas),
     )
+
+
+def _insert_slas(conn: Connection, book: BookData) -> None:
+    """The SLAs and their credit bands, replacing what was loaded before."""
+    if book.slas:
+        conn.execute(
+            insert(ServiceLevel),
+            [
+                {
+                    "service": r.service,
+                    "metric": r.metric,
+                    "unit": r.unit,
+                    "target_micro": to_micro(r.target),
+                    "direction": r.direction,
+                    "customer_class": r.customer_class,
+                    "effective_from": r.effective_from,
+                    "effective_to": r.effective_to,
+                    "description": r.description,
+                }
+                for r in book.slas
+            ],
+        )
+    if book.sla_credits:
+        conn.execute(
+            insert(SlaCreditBand),
+            [
+                {
+                    "service": r.service,
+                    "metric": r.metric,
+                    "breach_from_micro": to_micro(r.breach_from),
+                    "credit_percent_micro": to_micro(r.credit_percent),
+                }
+                for r in book.sla_credits
+            ],
+        )
 
 
 def _insert_allocations(conn: Connection, book: BookData, digits: int) -> None:
@@ -887,7 +1054,9 @@ def _refuse_removing_used(conn: Connection, book: BookData) -> None:
     missing_units = (
         conn.execute(select(used_units.c[0]).where(used_units.c[0].not_in(units)).distinct()).scalars().all()
     )
-    used_services = union_all(select(Usage.service), select(Adjustment.service), select(Entry.service)).subquery()
+    used_services = union_all(
+        select(Usage.service), select(Adjustment.service), select(Entry.service), select(SlaMeasurement.service)
+    ).subquery()
     missing_services = (
         conn.execute(select(used_services.c[0]).where(used_services.c[0].not_in(services)).distinct()).scalars().all()
     )

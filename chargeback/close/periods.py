@@ -29,6 +29,7 @@ from chargeback.core.errors import Refused
 from chargeback.core.fields import PERIOD_PATTERN, outside_calendar
 from chargeback.core.progress import on_terminal, phase
 from chargeback.ledger import journal, seals
+from chargeback.ledger import service_levels as sla
 from chargeback.ledger.audit import os_user
 from chargeback.ledger.charges import allocation_charges, period_charges, price_usage, store_lines, unposted_usage_count
 from chargeback.store.db import collector_paused
@@ -70,8 +71,8 @@ def lock_open_period(conn: Connection, period: str, create: bool = True) -> None
 
 def _earlier_open_with_activity(conn: Connection, period: str) -> list[str]:
     activity = or_(
-        exists().where(Usage.period == Period.period),
-        exists().where(Adjustment.period == Period.period),
+        exists().where(Usage.period == Period.period, Usage.void_id.is_(None)),
+        exists().where(Adjustment.period == Period.period, Adjustment.void_id.is_(None)),
         exists().where(Entry.period == Period.period),
     )
     return list(
@@ -105,6 +106,8 @@ class CloseResult:
     totals: list[PeriodTotal] = field(default_factory=list, repr=False)
     #: The journal head after the close, as the documents carry it.
     seal: seals.Seal | None = None
+    #: The period's service levels: misses, credits and missing measurements.
+    service_levels: sla.PeriodLevels | None = None
 
 
 @collector_paused()
@@ -135,8 +138,11 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
         if usage.first_id is not None:
             store_lines(conn, priced, usage.first_id)
         charged = journal.post(conn, tally.counting(period_charges(conn, ref, period)), now)
+    levels = sla.period_levels(conn, period, ref.digits)
+    sla.refuse_missing(conn, levels)
+    credited = journal.post(conn, tally.counting(list(sla.credit_drafts(ref, conn, levels))), now)
     allocated = journal.post(conn, tally.counting(allocation_charges(conn, ref, period)), now)
-    posted_count = usage.count + charged.count + allocated.count
+    posted_count = usage.count + charged.count + credited.count + allocated.count
     totals = tally.totals() if first_close else period_totals(conn, period)
     result = reconcile(conn, period, totals)
     if not result.balanced:
@@ -160,7 +166,7 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
         )
     )
     result.status = "closed"
-    return CloseResult(period, posted_count, result, now, seal.hash, totals=totals, seal=seal)
+    return CloseResult(period, posted_count, result, now, seal.hash, totals=totals, seal=seal, service_levels=levels)
 
 
 def reopen_period(conn: Connection, period: str, reason: str, now: dt.datetime) -> None:

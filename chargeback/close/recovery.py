@@ -16,8 +16,6 @@ half away from zero, and six places for rates.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,6 +30,7 @@ from chargeback.core.calendar import fiscal_periods, period_bounds
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount, from_micro, from_minor, round_fraction
 from chargeback.core.safe import neutralize
+from chargeback.documents.workbooks import report_workbook
 from chargeback.store.schema import Entry, Period, ProviderCost
 
 #: A provider whose revenue is more than this share over or under its cost is flagged.
@@ -85,6 +84,9 @@ class ProviderLine(_Figures):
     external: int
     months_costed: int = 0
     uncosted_revenue: int = 0
+    #: The service credits the provider gave for missed SLAs over the year (a positive
+    #: amount); its revenue is already net of them.
+    sla_credits: int = 0
 
     @property
     def flag(self) -> str:
@@ -167,6 +169,14 @@ def recovery(conn: Connection, fiscal_year: int) -> Recovery:
         for prefix, slot in ((INTERNAL_REVENUE, 0), (EXTERNAL_REVENUE, 1)):
             if account.startswith(prefix):
                 revenue[(account[len(prefix) :], period)][slot] += int(amount)
+    credited = {
+        provider: -int(amount)
+        for provider, amount in conn.execute(
+            select(Entry.provider, func.sum(Entry.amount_minor))
+            .where(in_year, Entry.kind == "sla_credit")
+            .group_by(Entry.provider)
+        )
+    }
     status = dict(conn.execute(select(Period.period, Period.status).where(Period.period.in_(periods))).all())
     providers = sorted({p for p, _ in costs} | {p for p, _ in revenue})
     for provider in providers:
@@ -175,6 +185,7 @@ def recovery(conn: Connection, fiscal_year: int) -> Recovery:
         total = ProviderLine(
             provider, ref.units[provider].name if provider in ref.units else provider, 0 if costed else None, 0, 0
         )
+        total.sla_credits = credited.get(provider, 0)
         for period in periods:
             cost = costs.get((provider, period))
             internal, external = revenue.get((provider, period), (0, 0))
@@ -259,17 +270,12 @@ def write_workbook(rec: Recovery, path: Path) -> None:
     """`recovery.xlsx`: sheets Summary (per provider over the year), Periods (per provider
     and period, with the balance carried forward) and Services (break-even rates).
     Written to a temporary file and moved into place, so no half-written file is left."""
-    import xlsxwriter
-
     money_format = (f"#,##0.{'0' * rec.digits}" if rec.digits else "#,##0") + f' "{rec.currency}"'
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".recovery-", suffix=".xlsx", dir=path.parent)
-    os.close(handle)
-    book = xlsxwriter.Workbook(
-        temporary,
-        {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
-    )
+    with report_workbook(path, "recovery") as book:
+        _recovery_sheets(book, rec, money_format)
+
+
+def _recovery_sheets(book, rec: Recovery, money_format: str) -> None:
     bold = book.add_format({"bold": True})
     styles: dict[str, object] = {}
 
@@ -300,6 +306,7 @@ def write_workbook(rec: Recovery, path: Path) -> None:
                 else:
                     ws.write_number(row, col, value, fmt)
         ws.freeze_panes(1, 0)
+        ws.repeat_rows(0)
 
     def money(minor: int | None) -> Decimal | None:
         return None if minor is None else from_minor(minor, rec.digits)
@@ -321,6 +328,7 @@ def write_workbook(rec: Recovery, path: Path) -> None:
             "Flag",
             "Months with cost",
             "Revenue of months without cost",
+            "SLA credits given (revenue is net of them)",
         ],
         [
             [
@@ -334,10 +342,19 @@ def write_workbook(rec: Recovery, path: Path) -> None:
                 p.flag,
                 p.months_costed,
                 money(p.uncosted_revenue),
+                money(p.sla_credits),
             ]
             for p in rec.providers
         ],
-        {3: money_format, 4: money_format, 5: money_format, 6: money_format, 7: "0.00%", 10: money_format},
+        {
+            3: money_format,
+            4: money_format,
+            5: money_format,
+            6: money_format,
+            7: "0.00%",
+            10: money_format,
+            11: money_format,
+        },
         first_width=30,
     )
     sheet(
@@ -400,9 +417,3 @@ def write_workbook(rec: Recovery, path: Path) -> None:
         ],
         {5: money_format, 6: money_format, 7: "#,##0.######", 8: "#,##0.00####", 9: "#,##0.00####", 10: "#,##0.00####"},
     )
-    try:
-        book.close()
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -133,6 +133,8 @@ class Review:
     gone_consumers: tuple[str, ...] = ()
     silent_services: tuple[SilentService, ...] = ()
     names: dict[str, str] = field(default_factory=dict)
+    #: The service levels' misses and missing measurements, as lines to print.
+    service_levels: tuple[str, ...] = ()
 
     @property
     def previous(self) -> str | None:
@@ -378,6 +380,7 @@ def report_lines(review: Review) -> list[str]:
         f"in {s.last_period}; is a usage file missing?"
         for s in r.silent_services
     )
+    out.extend(r.service_levels)
     return out
 
 

@@ -32,19 +32,22 @@ from chargeback.core.money import round_fraction
 METHODS = ("direct", "step", "reciprocal")
 EQUAL = "equal"
 USAGE_PREFIX = "usage:"
+AMOUNT_PREFIX = "amount:"
 PARENT_PREFIX = "parent:"
 
 
 @dataclass(frozen=True)
 class Driver:
-    """An allocation driver: `equal`, `usage:SERVICE` or a name from drivers.csv."""
+    """An allocation driver: `equal`, `usage:SERVICE` (the quantity posted of a service),
+    `amount:SERVICE` (the amount of its usage charges) or a name from drivers.csv."""
 
-    kind: str  # "equal" | "usage" | "named"
-    name: str  # the service for "usage", the driver name for "named"
+    kind: str  # "equal" | "usage" | "amount" | "named"
+    name: str  # the service for "usage" and "amount", the driver name for "named"
 
     @property
     def text(self) -> str:
-        return {"equal": EQUAL, "usage": USAGE_PREFIX + self.name}.get(self.kind, self.name)
+        prefixes = {"usage": USAGE_PREFIX, "amount": AMOUNT_PREFIX}
+        return EQUAL if self.kind == "equal" else prefixes.get(self.kind, "") + self.name
 
 
 def parse_driver(text: str) -> Driver:
@@ -57,8 +60,15 @@ def parse_driver(text: str) -> Driver:
         if not CODE_PATTERN.fullmatch(service):
             raise ValueError(f"{text!r}: write usage:SERVICE with a service code after the colon")
         return Driver("usage", service)
+    if text.startswith(AMOUNT_PREFIX):
+        service = text[len(AMOUNT_PREFIX) :].strip()
+        if not CODE_PATTERN.fullmatch(service):
+            raise ValueError(f"{text!r}: write amount:SERVICE with a service code after the colon")
+        return Driver("amount", service)
     if not CODE_PATTERN.fullmatch(text):
-        raise ValueError(f"{text!r} is not a driver: write a name used in drivers.csv, usage:SERVICE or equal")
+        raise ValueError(
+            f"{text!r} is not a driver: write a name used in drivers.csv, usage:SERVICE, amount:SERVICE or equal"
+        )
     return Driver("named", text)
 
 

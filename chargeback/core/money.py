@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 
+import polars as pl
 from babel.numbers import get_currency_precision, get_currency_symbol, list_currencies
 
 RATE_PLACES = 6
@@ -163,3 +164,12 @@ def minor_of_product(quantity_micro: int, rate_micro: int, digits: int) -> int:
     if 2 * rest >= MICRO_SQUARED:
         whole += 1
     return whole if numerator >= 0 else -whole
+
+
+def rounded_scaled(exact: pl.Expr, scale: int, digits: int) -> pl.Expr:
+    """A column of exact integers in units of 10**-scale as units of 10**-digits,
+    rounded half away from zero: the rule of `quantize`, over a whole column (128-bit
+    integers). A cloud bill's costs are summed exactly, then rounded once with this."""
+    divisor = 10 ** (scale - digits)
+    rounded: pl.Expr = (exact.abs() + divisor // 2) // divisor * exact.sign()
+    return rounded

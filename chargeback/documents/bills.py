@@ -28,9 +28,13 @@ from chargeback.close.reconciliation import PeriodTotal, period_totals
 from chargeback.core.calendar import month_name, period_bounds, previous_period
 from chargeback.core.money import from_minor
 from chargeback.core.safe import FORMULA_STARTS
+from chargeback.documents.revisions import Revision, revision_of
 from chargeback.ledger.seals import Seal, seal_of
+from chargeback.ledger.service_levels import KIND as SLA_CREDIT
+from chargeback.ledger.service_levels import period_levels
 from chargeback.store.db import bytewise, dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import (
+    Adjustment,
     Book,
     ChargeLine,
     Entry,
@@ -39,6 +43,56 @@ from chargeback.store.schema import (
     PeriodTotalRow,
     Usage,
 )
+
+
+class LevelRow(NamedTuple):
+    """One SLA of a service a consumer used, as its statement shows it: the target, the
+    value measured, met or missed, the band's percentage and the credit posted."""
+
+    service: str
+    metric: str
+    unit: str
+    direction: str
+    target: Decimal
+    value: Decimal | None
+    result: str
+    percent: Decimal
+    credit_minor: int
+
+
+def service_level_rows(conn: Connection, period: str, digits: int) -> dict[str, tuple[LevelRow, ...]]:
+    """The period's service levels by consumer; the credit is what the journal holds for
+    each (consumer, service, metric), revisions included."""
+    levels = period_levels(conn, period, digits)
+    if not levels.rows:
+        return {}
+    posted: dict[tuple[str, str, str], int] = {}
+    for consumer, service, source, amount in conn.execute(
+        select(Entry.consumer, Entry.service, Entry.source, Entry.amount_minor).where(
+            Entry.period == period, Entry.kind == SLA_CREDIT
+        )
+    ):
+        key = (consumer, service, (source or "::").split(":")[2])
+        posted[key] = posted.get(key, 0) - amount
+    found: dict[str, list[LevelRow]] = {}
+    for row in levels.rows:
+        for a in row.assessments:
+            level = a.level
+            result = "not measured" if not a.measured else "met" if a.met else "missed"
+            found.setdefault(row.consumer, []).append(
+                LevelRow(
+                    row.service,
+                    level.metric,
+                    level.unit,
+                    level.direction,
+                    level.target,
+                    a.value,
+                    result,
+                    a.percent,
+                    posted.get((row.consumer, row.service, level.metric), 0),
+                )
+            )
+    return {consumer: tuple(rows) for consumer, rows in found.items()}
 
 
 @dataclass(frozen=True)
@@ -66,6 +120,14 @@ class DocumentContext:
     #: The seal of the period's close (the journal head after it, signed when a seal key is
     #: configured), which the documents carry so auditors hold it outside the database.
     seal: Seal | None = None
+    #: Which version of the period's documents these are (`revisions`): 1 for the first
+    #: close's; a revised invoice's number ends `-R2`, `-R3`... and lists what changed.
+    revision: Revision = field(default_factory=Revision)
+    #: The charges the period's linked credits correct, by (service, reference, consumer):
+    #: the periods they were charged in and their amount (`linked_originals`).
+    linked: dict[tuple[str, str, str], tuple[tuple[str, ...], int]] = field(default_factory=dict)
+    #: Each consumer's service levels of the period (services with an SLA it was charged for).
+    service_levels: dict[str, tuple[LevelRow, ...]] = field(default_factory=dict)
 
     @property
     def first_day(self) -> dt.date:
@@ -140,7 +202,45 @@ def document_context(
         statuses_for(conn, period, totals),
         limit,
         None if draft else seal_of(conn, period),
+        Revision() if draft else revision_of(conn, period),
+        linked_originals(conn, period),
+        service_level_rows(conn, period, ref.digits),
     )
+
+
+def linked_originals(conn: Connection, period: str) -> dict[tuple[str, str, str], tuple[tuple[str, ...], int]]:
+    """The posted charges that the period's linked adjustments (`adjust --against`)
+    correct, so that invoices say which charge each corrects: by (service, reference,
+    consumer), the periods it was charged in and its amount (a usage line's own amount,
+    or the recurring fee's or allocation share's entries)."""
+    targets = {
+        (str(service), str(reference), consumer)
+        for service, reference, consumer in conn.execute(
+            select(Adjustment.against_service, Adjustment.against_reference, Adjustment.consumer).where(
+                Adjustment.period == period, Adjustment.against_service.is_not(None)
+            )
+        )
+    }
+    found: dict[tuple[str, str, str], tuple[set[str], int]] = {}
+    for service, reference, consumer in targets:
+        rows = list(
+            conn.execute(
+                select(Usage.period, ChargeLine.amount_minor)
+                .join(ChargeLine, ChargeLine.usage_id == Usage.id)
+                .where(Usage.service == service, Usage.reference == reference, Usage.consumer == consumer)
+            ).all()
+        )
+        rows += conn.execute(
+            select(Entry.period, Entry.amount_minor).where(
+                Entry.service == service,
+                Entry.reference == reference,
+                Entry.consumer == consumer,
+                Entry.kind.in_(("recurring", "allocation")),
+            )
+        ).all()
+        if rows:
+            found[(service, reference, consumer)] = ({p for p, _ in rows}, sum(m for _, m in rows))
+    return {key: (tuple(sorted(periods)), minor) for key, (periods, minor) in found.items()}
 
 
 class Line(NamedTuple):
@@ -169,6 +269,8 @@ class Line(NamedTuple):
             found.append("credit")
         if self.kind == "adjustment":
             found.append("adjustment")
+        if self.kind == SLA_CREDIT:
+            found.append("service level missed")
         return found
 
 

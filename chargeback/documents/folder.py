@@ -51,8 +51,10 @@ from chargeback.documents.bills import (
     service_totals,
     write_lines_csv,
 )
+from chargeback.documents.cloud_workbook import has_cloud, write_cloud_workbook
 from chargeback.documents.invoices import write_invoice
 from chargeback.documents.reconciliation_workbook import matrix_of, write_reconciliation_workbook
+from chargeback.documents.revisions import REVISIONS, Revision, archive_name, keep_earlier, read_manifest, same_files
 from chargeback.documents.statements import Rollup, rollups, write_rollup, write_statement
 from chargeback.ledger.export import CsvJournal, journal_chunks
 from chargeback.ledger.seals import seal_of
@@ -125,8 +127,25 @@ def write_documents(
                 pass
         bar.add(2)
         write_variance(conn, period, folder, draft=draft, issued=issued, review=review)
+        write_cloud(conn, period, folder, draft=draft, issued=issued)
         writers.finish()
-    return write_manifest(conn, period, folder, draft=draft, reconciliation=rec)
+    return write_manifest(conn, period, folder, draft=draft, reconciliation=rec, revision=ctx.revision)
+
+
+def write_version(conn: Connection, period: str, out_dir: Path, staging: Path, **options: object) -> int:
+    """Write a closed period's documents into `staging` to replace `out_dir/period`,
+    with every earlier version under `revisions/` (see `revisions`), so that publishing
+    the staging folder keeps them all: the version there now is kept too unless the new
+    one is the same files. `options` go to `write_documents`. Returns the number of files
+    of this version."""
+    target = out_dir / period
+    previous = None if target.is_symlink() else read_manifest(target)
+    files = write_documents(conn, period, staging, **options)  # type: ignore[arg-type]
+    if previous is None or same_files(read_manifest(staging), previous):
+        keep_earlier(target, staging, None)
+    else:
+        keep_earlier(target, staging, archive_name(target, previous))
+    return files
 
 
 @collector_paused()
@@ -258,11 +277,31 @@ def write_variance(
     variance.write_workbook(review, folder / "variance.xlsx", book=book or "", draft=draft, when=when)
 
 
+def write_cloud(conn: Connection, period: str, folder: Path, *, draft: bool, issued: dt.datetime | None) -> None:
+    """`cloud.xlsx` when the period has imported cloud bills (see `cloud_workbook`)."""
+    if not has_cloud(conn, period):
+        return
+    closed_at = conn.execute(select(Period.closed_at).where(Period.period == period)).scalar()
+    when = issued if draft or closed_at is None else closed_at
+    write_cloud_workbook(conn, period, folder / "cloud.xlsx", draft=draft, when=when or dt.datetime(2000, 1, 1))
+
+
 def write_manifest(
-    conn: Connection, period: str, folder: Path, *, draft: bool = False, reconciliation: Reconciliation | None = None
+    conn: Connection,
+    period: str,
+    folder: Path,
+    *,
+    draft: bool = False,
+    reconciliation: Reconciliation | None = None,
+    revision: Revision | None = None,
 ) -> int:
-    """`manifest.json`: every file with its sha256 and size, and the period's totals."""
-    paths = [p for p in sorted(folder.rglob("*")) if p.is_file() and p != folder / "manifest.json"]
+    """`manifest.json`: every file with its sha256 and size, and the period's totals;
+    the earlier versions under `revisions/` have their own."""
+    paths = [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p != folder / "manifest.json" and p.relative_to(folder).parts[0] != REVISIONS
+    ]
     # hashlib and file reads let other threads run: a million-line period's gigabyte of
     # files is hashed on every core (one: 1.2 s)
     with ThreadPoolExecutor(settings.current().cores()) as pool:
@@ -283,6 +322,7 @@ def write_manifest(
         "closed_at": record.closed_at.isoformat() if record and record.closed_at else None,
         "journal_hash": record.closed_hash if record else None,
         "seal": None if draft or (seal := seal_of(conn, period)) is None else seal.as_json(),
+        "revision": None if draft else (revision or Revision()).as_json(),
         "totals": totals,
         "files": files,
     }
@@ -321,6 +361,16 @@ def staged(out_dir: Path, name: str) -> Iterator[tuple[Path, Callable[[], None]]
         yield staging, publish
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_draft(out_dir: Path, period: str) -> None:
+    """A closed period's preview (`out_dir/YYYY-MM-draft/`) is out of date: removed (a
+    link put in its place is removed, what it points to untouched)."""
+    draft = out_dir / f"{period}-draft"
+    if draft.is_symlink():
+        draft.unlink()
+    elif draft.is_dir():
+        shutil.rmtree(draft, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

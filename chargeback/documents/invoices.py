@@ -29,9 +29,14 @@ from chargeback.bundled import bundled
 from chargeback.core.money import format_grouped, grouped_micro
 from chargeback.core.safe import file_in
 from chargeback.documents.bills import Bill, DocumentContext, Line, decimal_text, neutralized
+from chargeback.ledger.cloud import AMOUNT_PRICE
 
 TEMPLATE = "invoice.html.j2"
 NET_DAYS = re.compile(r"\bnet\s*(\d{1,3})\b", re.IGNORECASE)
+
+
+#: The note of an SLA credit (`bills.Line.notes`); the invoice tags it with its rate source.
+SLA_NOTE = "service level missed"
 
 
 @lru_cache(maxsize=1)
@@ -47,9 +52,10 @@ def template() -> jinja2.Template:
     return env.get_template(TEMPLATE)
 
 
-def invoice_number(ctx: DocumentContext, code: str, external: bool) -> str:
-    """Stable for a period and unit: `INV-202603-EXT-1`, `ICN-202603-ART`."""
-    return f"{'INV' if external else 'ICN'}-{ctx.period.replace('-', '')}-{code}"
+def invoice_number(ctx: DocumentContext, code: str, external: bool, revision: int | None = None) -> str:
+    """Stable for a period, a unit and a version of the period's documents:
+    `INV-202603-EXT-1`, `ICN-202603-ART`, then `ICN-202603-ART-R2` once revised."""
+    return f"{'INV' if external else 'ICN'}-{ctx.period.replace('-', '')}-{code}{ctx.revision.suffix(revision)}"
 
 
 def due_date(terms: str | None, issued: dt.date) -> dt.date | None:
@@ -133,9 +139,9 @@ def _usage_shown(ctx: DocumentContext, usage: pl.DataFrame) -> dict[int, list[Us
     consumer's, in charge order) by charge."""
     shown: dict[int, list[UsageShown]] = {}
     digits = ctx.digits
-    for entry, date, reference, description, quantity, rate, amount in (
+    for entry, date, reference, description, quantity, rate, amount, tiers in (
         usage.head(ctx.invoice_line_limit)
-        .select("entry", "date", "reference", "description", "quantity_micro", "rate_micro", "amount_minor")
+        .select("entry", "date", "reference", "description", "quantity_micro", "rate_micro", "amount_minor", "tiers")
         .iter_rows()
     ):
         shown.setdefault(entry, []).append(
@@ -144,13 +150,15 @@ def _usage_shown(ctx: DocumentContext, usage: pl.DataFrame) -> dict[int, list[Us
                 html_once(reference) if reference else "",
                 html(description) if description else "",
                 grouped_micro(quantity),
-                grouped_micro(rate, digits) if rate is not None else "tiers",
+                grouped_micro(rate, digits) if rate is not None else ("tiers" if tiers else AT_COST),
                 money(ctx, amount),
             )
         )
     return shown
 
 
+#: The rate shown for a line priced by its amount (a cloud bill's: cost basis with markup).
+AT_COST = "at cost"
 #: A linked credit's rate source names the charge it corrects (`charges.adjustment_source`).
 AGAINST = "manual adjustment against "
 
@@ -160,10 +168,12 @@ def _groups(
     lines: list[Line],
     usage: dict[int, list[UsageShown]] | None = None,
     charges_of: dict[tuple[str, str], int] | None = None,
+    consumer: str = "",
 ) -> list[ProviderGroup]:
     """Charges by provider, then service (they arrive in that order), each with the usage
     lines shown under it; `charges_of`: the charge (entry) of each (service, reference)
-    of the consumer's usage lines, which a linked credit names."""
+    of the `consumer`'s usage lines, which a linked credit names, with the period and
+    amount of the charge it corrects (`DocumentContext.linked`)."""
     charges_of = charges_of or {}
     first_day = ctx.first_day
     dates: dict[dt.date, str] = {}
@@ -183,14 +193,21 @@ def _groups(
         if rate is None:
             rate = rates[micro] = "" if micro is None else grouped_micro(micro, ctx.digits)
         if line.rate_micro is None and line.kind == "usage":
-            rate = "tiers"
-        notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day)]
+            rate = AT_COST if (line.rate_source or "").startswith(AMOUNT_PRICE) else "tiers"
+        notes = [(html(note.split(" ")[0]), html(note)) for note in line.notes(first_day) if note != SLA_NOTE]
         source = line.rate_source or ""
         if line.kind == "adjustment" and source.startswith(AGAINST):
             target = source[len(AGAINST) :]
             service, _, reference = target.partition(":")
             charge = charges_of.get((service, reference))
-            notes.append((html("adjustment"), html(f"corrects {target}" + (f" (charge {charge})" if charge else ""))))
+            original = ctx.linked.get((service, reference, consumer))
+            where = f", charged in {', '.join(original[0])}: {money(ctx, original[1])}" if original else ""
+            notes.append(
+                (html("adjustment"), html(f"corrects {target}{where}" + (f" (charge {charge})" if charge else "")))
+            )
+        if line.kind == "sla_credit":
+            notes.append((html("sla"), html(f"{SLA_NOTE}: {source}")))
+            quantity = ""
         return Shown(
             line.entry,
             date,
@@ -256,15 +273,16 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
             .iter_rows()
         ):
             charges_of[(service, reference)] = entry
-    groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of)
+    groups = _groups(ctx, bill.lines, _usage_shown(ctx, bill.usage), charges_of, unit.code)
     lines_total = bill.usage.height
     lines_shown = min(lines_total, ctx.invoice_line_limit)
-    marks = {"late": 0, "credit": 0, "adjustment": 0}
+    marks = {"late": 0, "credit": 0, "adjustment": 0, "sla": 0}
     first_day = ctx.first_day
     for line in bill.lines:
         marks["late"] += line.service_date < first_day
         marks["credit"] += line.amount_minor < 0
         marks["adjustment"] += line.kind == "adjustment"
+        marks["sla"] += line.kind == "sla_credit"
     return template().render(
         ctx=ctx,
         unit=unit,
@@ -272,6 +290,8 @@ def render_invoice(ctx: DocumentContext, bill: Bill) -> str:
         groups=groups,
         marks=marks,
         number=invoice_number(ctx, unit.code, external),
+        replaces=invoice_number(ctx, unit.code, external, ctx.revision.replaces) if ctx.revision.replaces else None,
+        changes=ctx.revision.changes.get(unit.code),
         issued=issued,
         due=due_date(ctx.payment_terms, issued) if external else None,
         total_minor=bill.total_minor,

@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, String, cast, func, literal, or_, select
 from xlsxwriter.worksheet import Worksheet
 
 from chargeback.close.reconciliation import (
@@ -32,8 +32,9 @@ from chargeback.documents.bills import DocumentContext
 from chargeback.documents.workbooks import EXCEL_EPOCH, Workbook, cell, column_range, sum_formula
 from chargeback.ledger import audit
 from chargeback.ledger.export import JournalRow
+from chargeback.ledger.service_levels import KIND as SLA_CREDIT
 from chargeback.store.db import stored_date
-from chargeback.store.schema import Entry, Import, PeriodEvent
+from chargeback.store.schema import Adjustment, Entry, Import, PeriodEvent, Void
 
 JOURNAL_TITLES = [
     "Entry",
@@ -49,7 +50,12 @@ JOURNAL_TITLES = [
     "Kind",
     "Entry hash",
 ]
-ACCOUNT, DEBIT, CREDIT = 2, 5, 6
+ACCOUNT, DEBIT, CREDIT, KIND = 2, 5, 6, 10
+#: Width of a consumer's column in the Matrix sheet: room for 99,999,999.99.
+MATRIX_WIDTH = 13
+#: About how many characters of column width an A4 landscape page holds at 70%: a wider
+#: Matrix is printed on A3 (still fit to the page's width).
+A4_LANDSCAPE_CHARACTERS = 190
 
 
 class Matrix(NamedTuple):
@@ -131,6 +137,22 @@ def _journal_sum(account_prefix: str, add: int, subtract: int, parts: list[tuple
     return f"=ROUND({side(add)}-({side(subtract)}),{digits})"
 
 
+def _sla_credits_sum(parts: list[tuple[str, int]], digits: int) -> str:
+    """The SLA credits of the period from the Journal sheet: the consumers' side (expense
+    and receivable accounts) of the lines of kind `sla_credit`, as a positive amount."""
+    accounts = _over_journal(parts, ACCOUNT)
+    kinds = _over_journal(parts, KIND)
+
+    def side(col: int) -> str:
+        return "+".join(
+            f'SUMIFS({values},{where},"{prefix}*",{kind},"{SLA_CREDIT}")'
+            for values, where, kind in zip(_over_journal(parts, col), accounts, kinds, strict=True)
+            for prefix in ("expenses:", "assets:")
+        )
+
+    return f"=ROUND(-({side(DEBIT)}-({side(CREDIT)})),{digits})"
+
+
 def _summary(
     wb: Workbook,
     sheet: Worksheet,
@@ -194,6 +216,9 @@ def _summary(
         ),
         ("Matrix: internal total", rec.internal_revenue, f"={matrix_total[0]}", matrix_total[1]),
     ]
+    sla_total = sum(level.credit_minor for rows in ctx.service_levels.values() for level in rows)
+    if sla_total:
+        figures.append(("SLA credits given", sla_total, _sla_credits_sum(parts, ctx.digits), sla_total))
     checks = []
     for offset, (label, minor, formula, value) in enumerate(figures):
         r = first + offset
@@ -244,12 +269,24 @@ def _matrix(wb: Workbook, sheet: Worksheet, ctx: DocumentContext, matrix: Matrix
     for col, (what, code) in enumerate(columns, 1):
         wb.text(sheet, head, col, code if what == "unit" else titles[what], f.header_number)
     sheet.write_blank(names, 0, None, f.header)
+    shown_names = []
     for col, (what, code) in enumerate(columns, 1):
         unit = ctx.units.get(code) if what == "unit" else None
-        wb.text(sheet, names, col, unit.name if unit else "", f.header_number)
+        shown_names.append(unit.name if unit else "")
+        wb.text(sheet, names, col, shown_names[-1], f.header_number)
+    # the names wrap within their row, made as tall as the longest needs (up to six
+    # lines: a longer name is cut at the cell's edge, its code above it), so that no
+    # header runs over the first provider's amounts
+    sheet.set_row(names, 15 * wb.header_lines(shown_names, MATRIX_WIDTH))
     sheet.freeze_panes(names + 1, 1)
-    sheet.set_column(0, 0, 34)
-    sheet.set_column(1, len(columns), 15)
+    sheet.set_column(0, 0, 30)
+    sheet.set_column(1, len(columns), MATRIX_WIDTH)
+    # printed: landscape, as wide as one page (A3 when it holds many consumers), the
+    # header rows and the provider column on every page
+    if 30 + MATRIX_WIDTH * len(columns) > A4_LANDSCAPE_CHARACTERS:
+        sheet.set_paper(8)
+    sheet.repeat_rows(head, names)
+    sheet.repeat_columns(0)
     first = names + 1
     internal_col = len(internal) + 1
     external_col = internal_col + len(external) + 1
@@ -316,6 +353,7 @@ def _journal(
     for sheet, (_, lines) in zip(sheets, parts, strict=False):
         wb.header(sheet, 0, JOURNAL_TITLES, numeric=(0, 5, 6))
         sheet.freeze_panes(1, 0)
+        sheet.repeat_rows(0)  # printed: the titles on every page
         wb.widths(sheet, [9, 11, 30, 12, 12, 14, 14, 10, 16, 36, 11, 66])
         write_number, write_string = sheet.write_number, sheet.write_string
         row = 0
@@ -372,7 +410,10 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     bytes: `chargeback audit` lists them all)."""
     f = wb.formats
     sheet.write_string(0, 0, wb.title(f"{ctx.book}: exceptions of {ctx.period}"), f.title)
-    wb.widths(sheet, [22, 9, 11, 11, 14, 14, 12, 16, 40, 14])
+    # the third column holds dates and, further down, times of day (`yyyy-mm-dd hh:mm:ss`)
+    # the last one: the audit log's arguments and input files, wrapped (a long path and a
+    # sha256 in one cell would otherwise widen the printed page until it is unreadable)
+    wb.widths(sheet, [22, 9, 20, 11, 14, 14, 12, 16, 40, 14, 60])
     row = 2
     sheet.write_string(row, 0, "Charges: late charges, credits, adjustments", f.subtitle)
     row += 1
@@ -396,7 +437,8 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     first_day = ctx.first_day
     start = row + 1
     total = 0
-    for entry, service_date, date, kind, consumer, provider, service, reference, memo, minor in conn.execute(
+    reasons = _adjustment_reasons(conn, ctx.period)
+    for entry, service_date, date, kind, consumer, provider, service, reference, memo, minor, source in conn.execute(
         select(
             Entry.id,
             Entry.service_date,
@@ -408,10 +450,16 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
             Entry.reference,
             Entry.memo,
             Entry.amount_minor,
+            Entry.source,
         )
         .where(
             Entry.period == ctx.period,
-            or_(Entry.service_date < first_day, Entry.amount_minor < 0, Entry.kind == "adjustment"),
+            or_(
+                Entry.service_date < first_day,
+                Entry.amount_minor < 0,
+                Entry.kind == "adjustment",
+                Entry.kind == SLA_CREDIT,
+            ),
         )
         .order_by(Entry.id)
     ):
@@ -423,6 +471,8 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
             what.append("credit")
         if kind == "adjustment":
             what.append("adjustment")
+        if kind == SLA_CREDIT:
+            what.append("SLA credit (service level missed)")
         sheet.write_string(row, 0, ", ".join(what))
         sheet.write_number(row, 1, entry)
         sheet.write_datetime(row, 2, service_date, f.date)
@@ -431,7 +481,8 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
         sheet.write_string(row, 5, provider)
         sheet.write_string(row, 6, service)
         wb.text(sheet, row, 7, reference)
-        wb.text(sheet, row, 8, memo)
+        reason = reasons.get(source or "")
+        wb.text(sheet, row, 8, f"{memo}: {reason}" if reason and reason != memo else memo)
         wb.money(sheet, row, 9, minor)
         total += minor
     if row < start:
@@ -449,6 +500,7 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
         row,
         ["File", "Import", "Imported at (UTC)", "", "Lines read", "Imported", "Duplicates skipped", "SHA-256"],
         numeric=(1, 4, 5, 6),
+        lines=2,
     )
     found = False
     for number, name, at, read, imported, duplicates, digest in conn.execute(
@@ -470,6 +522,8 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     if not found:
         row += 1
         sheet.write_string(row, 0, "none")
+
+    row = _voids(wb, sheet, conn, ctx.period, row + 3)
 
     row += 3
     sheet.write_string(row, 0, "Close and reopen history", f.subtitle)
@@ -499,20 +553,17 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     records = _audit_before_close(conn, ctx)
     for record in records:
         row += 1
+        arguments = "; ".join(
+            [" ".join(f"{k}={v}" for k, v in record.arguments.items() if v not in (None, ""))]
+            + [f"{i['file']} sha256:{i['sha256'] or 'unreadable'}" for i in record.inputs]
+        )
+        sheet.set_row(row, 15 * wb.header_lines([arguments], 60, most=12))  # as tall as the wrapped text
         sheet.write_string(row, 0, record.command)
         sheet.write_number(row, 1, record.id)
         sheet.write_datetime(row, 2, record.at, f.datetime)
         wb.text(sheet, row, 4, record.user)
         wb.text(sheet, row, 8, record.outcome)
-        wb.text(
-            sheet,
-            row,
-            10,
-            "; ".join(
-                [" ".join(f"{k}={v}" for k, v in record.arguments.items() if v not in (None, ""))]
-                + [f"{i['file']} sha256:{i['sha256'] or 'unreadable'}" for i in record.inputs]
-            ),
-        )
+        wb.text(sheet, row, 10, arguments, f.wrap)
     if not records:
         row += 1
         sheet.write_string(row, 0, "none")
@@ -536,3 +587,43 @@ def _audit_before_close(conn: Connection, ctx: DocumentContext) -> list[audit.Re
     if closes and len(done) >= closes:
         return [r for r in records if r.id < done[closes - 1].id]
     return records  # the close being written now has no record yet
+
+
+def _adjustment_reasons(conn: Connection, period: str) -> dict[str, str]:
+    """The internal reason of each adjustment of the period, by its entries' source."""
+    source = literal("adjustment:") + cast(Adjustment.id, String)
+    return dict(conn.execute(select(source, Adjustment.reason).where(Adjustment.period == period)).all())
+
+
+def _voids(wb: Workbook, sheet: Worksheet, conn: Connection, period: str, row: int) -> int:
+    """The period's voids (imports and adjustments taken back before a close): what, when,
+    who, why. Returns the last row written."""
+    f = wb.formats
+    sheet.write_string(row, 0, "Voids: imports and adjustments taken back before a close", f.subtitle)
+    row += 1
+    wb.header(
+        sheet,
+        row,
+        ["Voided", "Void", "At (UTC)", "", "User", "Usage lines", "", "", "Reason", "Amount"],
+        numeric=(1, 5, 9),
+    )
+    found = False
+    for number, kind, target, at, user, lines, reason, minor in conn.execute(
+        select(Void.id, Void.kind, Void.target, Void.at, Void.user, Void.lines, Void.reason, Void.amount_minor)
+        .where(Void.period == period)
+        .order_by(Void.id)
+    ):
+        row += 1
+        found = True
+        sheet.write_string(row, 0, f"{kind} {target}")
+        sheet.write_number(row, 1, number)
+        sheet.write_datetime(row, 2, at, f.datetime)
+        wb.text(sheet, row, 4, user)
+        sheet.write_number(row, 5, lines)
+        wb.text(sheet, row, 8, reason)
+        if minor is not None:
+            wb.money(sheet, row, 9, minor)
+    if not found:
+        row += 1
+        sheet.write_string(row, 0, "none")
+    return row

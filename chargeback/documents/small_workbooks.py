@@ -123,6 +123,8 @@ class _Sheet:
             sheet.set_column(col, col, width)
         if self.frozen is not None:
             sheet.freeze_panes(self.frozen, 0)
+            if self.frozen > 0:
+                sheet.repeat_rows(0, self.frozen - 1)  # printed: the frozen titles on every page
         for (row, col), cell in sorted(self.cells.items()):
             fmt = formats[cell.fmt] if cell.fmt else None
             value: Any = cell.value

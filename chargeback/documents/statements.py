@@ -23,12 +23,14 @@ from xlsxwriter.worksheet import Worksheet
 
 from chargeback.book.snapshot import UnitInfo
 from chargeback.core import settings
-from chargeback.core.money import format_amount, format_percent, from_micro
+from chargeback.core.money import format_amount, from_micro
+from chargeback.core.pricing import plain
 from chargeback.core.safe import file_in, neutralize
 from chargeback.documents.bills import (
     Bill,
     ByService,
     DocumentContext,
+    LevelRow,
     ServiceTotal,
     Totals,
     sorted_totals,
@@ -268,8 +270,42 @@ def write_statement(folder: Path, ctx: DocumentContext, bill: Bill) -> Path:
     _chart(wb, summary, "Summary", first, now, after + 2, rows)
     _summary_widths(wb, summary, 4)
     _detail(wb, bill)
+    if ctx.service_levels.get(unit.code):
+        _service_levels(wb, ctx.service_levels[unit.code])
     wb.close()
     return path
+
+
+SERVICE_LEVEL_TITLES = ["Service", "Metric", "Unit", "Target", "Measured", "Result", "Credit %", "Credit"]
+
+
+def _service_levels(wb: Workbook, rows: tuple[LevelRow, ...]) -> None:
+    """`Service levels`: each service the unit used that has an SLA, its targets, the
+    values measured, met or missed, and the credit posted."""
+    ctx, f = wb.ctx, wb.formats
+    sheet = wb.sheet("Service levels")
+    sheet.write_string(0, 0, f"Service levels of {ctx.period_label}", f.subtitle)
+    wb.header(sheet, 2, SERVICE_LEVEL_TITLES, numeric=(3, 4, 6, 7))
+    wb.widths(sheet, [14, 18, 10, 16, 12, 14, 10, 14])
+    for r, level in enumerate(rows, 3):
+        wb.text(sheet, r, 0, level.service)
+        wb.text(sheet, r, 1, level.metric)
+        wb.text(sheet, r, 2, level.unit)
+        wb.text(sheet, r, 3, f"{'at least' if level.direction == 'min' else 'at most'} {plain(level.target)}")
+        wb.number(sheet, r, 4, level.value)
+        wb.text(sheet, r, 5, level.result)
+        wb.number(sheet, r, 6, level.percent)
+        wb.money(sheet, r, 7, level.credit_minor)
+    total_row = 3 + len(rows)
+    sheet.write_string(total_row, 6, "Total", f.total_label)
+    wb.formula(
+        sheet,
+        total_row,
+        7,
+        sum_formula(3, total_row - 1, 7),
+        sum(level.credit_minor for level in rows),
+        f.money_total,
+    )
 
 
 def _budget_facts(ctx: DocumentContext, code: str) -> list[tuple[str, object]]:
@@ -282,7 +318,7 @@ def _budget_facts(ctx: DocumentContext, code: str) -> list[tuple[str, object]]:
         (f"Budget, {year}", ("money", status.budget)),
         (f"Spent, {year} to date", ("money", status.spent)),
         ("Remaining", ("money", status.remaining)),
-        ("Budget used", format_percent(status.used) if status.used is not None else None),
+        ("Budget used", ("percent", status.used) if status.used is not None else None),
     ]
     if status.over:
         facts.append(("Budget warning", "over budget"))
@@ -332,6 +368,7 @@ def _detail(wb: Workbook, bill: Bill) -> None:
     sheet.write_string(0, 9, "(of the lines shown)")
     wb.header(sheet, DETAIL_HEADER, DETAIL_TITLES, numeric=(5, 7, 8, 10))
     sheet.freeze_panes(DETAIL_HEADER + 1, 0)
+    sheet.repeat_rows(DETAIL_HEADER)  # printed: the titles on every page
     sheet.autofilter(DETAIL_HEADER, 0, last, len(DETAIL_TITLES) - 1)
     wb.widths(sheet, [11, 28, 28, 40, 16, 10, 14, 12, 14, 30, 9, 40])
     date, money, quantity, rate = f.date, f.money, f.quantity, f.rate
@@ -459,7 +496,7 @@ def _detail(wb: Workbook, bill: Bill) -> None:
             line.service,
             line.memo,
             line.reference,
-            None if line.kind == "adjustment" else line.quantity_micro,
+            None if line.kind in ("adjustment", "sla_credit") else line.quantity_micro,
             line.rate_micro,
             line.amount_minor,
             line.notes(first_day),
@@ -588,6 +625,7 @@ def _units_sheet(wb: Workbook, folder: Path, rollup: Rollup) -> None:
     ]
     wb.header(sheet, 0, titles, numeric=(4, 5, 6, 7))
     sheet.freeze_panes(1, 0)
+    sheet.repeat_rows(0)
     wb.widths(sheet, [14, 40, 14, 24, 16, 16, 16, 16, 24])
     indents: dict[int, object] = {}
     statements = folder / "statements"

@@ -17,7 +17,10 @@ period's time). Sheets are written top to bottom, as `constant_memory` requires.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -47,6 +50,7 @@ class Formats:
     quantity: Format
     rate: Format
     wrap: Format
+    percent: Format
 
 
 class Workbook:
@@ -89,6 +93,7 @@ class Workbook:
             quantity=add({"num_format": "General"}),
             rate=add({"num_format": "#,##0.00####"}),
             wrap=add({"text_wrap": True, "valign": "top"}),
+            percent=add({"num_format": "0.0%"}),
         )
 
     def title(self, text: str) -> str:
@@ -149,19 +154,28 @@ class Workbook:
             else:
                 sheet.write_blank(row, col, None, fmt)
 
+    def header_lines(self, texts: list[str], width: float, most: int = 6) -> int:
+        """How many lines the longest of `texts` takes wrapped in a column `width`
+        characters wide (at most `most`), so that a header row can be made that tall."""
+        per_line = max(int(width) - 2, 4)
+        return max([1] + [min(most, -(-len(text) // per_line)) for text in texts])
+
     def widths(self, sheet: Worksheet, widths: Sequence[float], first_col: int = 0) -> None:
         for col, width in enumerate(widths, first_col):
             sheet.set_column(col, col, width)
 
     def facts(self, sheet: Worksheet, row: int, facts: list[tuple[str, object]]) -> int:
-        """Label/value rows (values: text, date, datetime or amount in minor units as
-        ("money", minor)); returns the next free row."""
+        """Label/value rows (values: text, date, datetime, amount in minor units as
+        ("money", minor), or a share as ("percent", Decimal), written as a number with a
+        percent format); returns the next free row."""
         for label, value in facts:
             sheet.write_string(row, 0, label, self.formats.label)
             if isinstance(value, dt.datetime):
                 sheet.write_datetime(row, 1, value, self.formats.datetime)
             elif isinstance(value, dt.date):
                 sheet.write_datetime(row, 1, value, self.formats.date)
+            elif isinstance(value, tuple) and value[0] == "percent":
+                sheet.write_number(row, 1, value[1], self.formats.percent)
             elif isinstance(value, tuple):
                 self.money(sheet, row, 1, value[1])
             elif isinstance(value, int):
@@ -191,3 +205,25 @@ def sum_formula(first_row: int, last_row: int, col: int) -> str:
 
 
 EXCEL_EPOCH = dt.date(1899, 12, 30)
+
+
+@contextmanager
+def report_workbook(path: Path, prefix: str) -> Iterator[xlsxwriter.Workbook]:
+    """A small report's workbook (in memory; text is never a formula, link or number),
+    written to a temporary file beside `path` and moved into place once closed, so no
+    half-written file is ever left at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{prefix}-", suffix=".xlsx", dir=path.parent)
+    os.close(handle)
+    book = xlsxwriter.Workbook(
+        temporary,
+        {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
+    )
+    try:
+        yield book
+        book.close()
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -38,6 +38,7 @@ from chargeback.ingest.usage_checks import (
     started_usage,
     sums,
 )
+from chargeback.ledger.audit import os_user
 from chargeback.store.db import collector_paused, date_text, frame, insert_plain_rows
 from chargeback.store.schema import Import, Usage
 
@@ -141,6 +142,7 @@ def _record_import(
             lines_read=lines_read,
             imported=imported,
             duplicates=duplicates,
+            user=os_user(),
         )
         .returning(Import.id)
     ).scalar_one()
@@ -171,7 +173,7 @@ def _period_usage(conn: Connection, period: str, fresh: pl.DataFrame) -> pl.Data
     return frame(
         conn,
         select(Usage.service, Usage.consumer, date_text(conn, Usage.date), func.sum(Usage.quantity_micro))
-        .where(Usage.period == period, Usage.service.in_(services))
+        .where(Usage.period == period, Usage.service.in_(services), Usage.void_id.is_(None))
         .group_by(Usage.service, Usage.consumer, Usage.date),
         schema,
     )
@@ -215,9 +217,9 @@ def _stored(conn: Connection, keys: pl.DataFrame) -> pl.DataFrame:
         ),
     )
     rows = conn.execute(
-        select(Usage.service, Usage.reference, Usage.date, Usage.consumer, Usage.quantity_micro).join(
-            INCOMING, (INCOMING.c.service == Usage.service) & (INCOMING.c.reference == Usage.reference)
-        )
+        select(Usage.service, Usage.reference, Usage.date, Usage.consumer, Usage.quantity_micro)
+        .join(INCOMING, (INCOMING.c.service == Usage.service) & (INCOMING.c.reference == Usage.reference))
+        .where(Usage.void_id.is_(None))
     ).all()
     INCOMING.drop(conn)
     return pl.DataFrame(rows, schema=found.schema, orient="row") if rows else found

@@ -21,6 +21,9 @@ from chargeback.core.fields import CODE_PATTERN
 from chargeback.core.money import LIMIT, format_amount, from_minor, parse_decimal, to_minor
 from chargeback.store.schema import Adjustment, ChargeLine, Entry, Usage
 
+#: The longest memo: a line of an invoice.
+MEMO_LENGTH = 200
+
 
 @dataclass(frozen=True)
 class AdjustResult:
@@ -91,7 +94,7 @@ def find_original(conn: Connection, service: str, reference: str, consumer: str 
     ).all()
     if not rows:
         pending = conn.execute(
-            select(Usage.period).where(Usage.service == service, Usage.reference == reference)
+            select(Usage.period).where(Usage.service == service, Usage.reference == reference, Usage.void_id.is_(None))
         ).scalar()
         if pending is not None:
             raise Refused(
@@ -112,6 +115,7 @@ def find_original(conn: Connection, service: str, reference: str, consumer: str 
             Adjustment.against_service == service,
             Adjustment.against_reference == reference,
             Adjustment.consumer == consumer,
+            Adjustment.void_id.is_(None),
         )
     ).scalar_one()
     return Original(
@@ -134,6 +138,7 @@ def adjust(
     reference: str | None,
     now: dt.datetime,
     against: str | None = None,
+    memo: str | None = None,
 ) -> AdjustResult:
     """Record a manual charge (positive) or credit (negative) in an open period,
     optionally linked to the posted charge it corrects (`SERVICE:REFERENCE`)."""
@@ -158,6 +163,10 @@ def adjust(
         raise Refused(f"--consumer: {consumer!r} provides {service}: a unit cannot charge itself")
     if not reason or not reason.strip():
         raise Refused("--reason: an adjustment needs a reason")
+    if memo is not None:
+        memo = memo.strip()
+        if not memo or len(memo) > MEMO_LENGTH:
+            raise Refused(f"--memo: give 1-{MEMO_LENGTH} characters: what the documents show for it")
     try:
         amount = parse_decimal(amount_text, ref.digits, what="amount")
     except ValueError as exc:
@@ -197,6 +206,7 @@ def adjust(
             consumer=consumer,
             amount_minor=amount_minor,
             reason=reason.strip(),
+            memo=memo,
             reference=reference,
             at=now.replace(microsecond=0),
             against_service=original.service if original else None,

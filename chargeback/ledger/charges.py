@@ -56,6 +56,7 @@ from chargeback.core.pricing import (
     rate_frame,
     rounded_minor,
 )
+from chargeback.ledger.cloud import amount_priced, cloud_pool_costs
 from chargeback.ledger.entries import Draft, accounts
 from chargeback.ledger.journal import MAX_AMOUNT_MINOR
 from chargeback.store.db import bulk_insert, date_text, frame
@@ -72,6 +73,8 @@ from chargeback.store.schema import (
 )
 
 RATE_SOURCE_LENGTH = 200
+#: What documents show for an adjustment entered without `--memo` (its reason is internal).
+ADJUSTMENT_MEMO = "Adjustment"
 
 
 def _draft(
@@ -120,8 +123,8 @@ def _draft(
 
 
 def _unpriced(period: str) -> tuple[ColumnElement[bool], ...]:
-    """The usage lines of `period` not priced into a charge yet."""
-    return Usage.period == period, ~exists().where(ChargeLine.usage_id == Usage.id)
+    """The usage lines of `period` not priced into a charge yet (and not voided)."""
+    return Usage.period == period, Usage.void_id.is_(None), ~exists().where(ChargeLine.usage_id == Usage.id)
 
 
 def unposted_usage_count(conn: Connection, period: str) -> int:
@@ -135,7 +138,7 @@ def pending(conn: Connection, period: str) -> tuple[int, int, int]:
     posted = exists().where(Entry.source == literal("adjustment:") + cast(Adjustment.id, String))
     adjustments, amount = conn.execute(
         select(func.count(), func.coalesce(func.sum(Adjustment.amount_minor), 0)).where(
-            Adjustment.period == period, ~posted
+            Adjustment.period == period, Adjustment.void_id.is_(None), ~posted
         )
     ).one()
     return unposted_usage_count(conn, period), int(adjustments), int(amount)
@@ -151,15 +154,21 @@ def _no_rate(service: str, reference: str, day: dt.date, consumer: str) -> Refus
 def unposted_lines(conn: Connection, ref: Reference, period: str) -> pl.DataFrame:
     """The period's usage lines not priced yet (`pricing.LINE_COLUMNS`), one query."""
     query = select(
-        Usage.id, date_text(conn, Usage.date), Usage.service, Usage.consumer, Usage.quantity_micro, Usage.reference
+        Usage.id,
+        date_text(conn, Usage.date),
+        Usage.service,
+        Usage.consumer,
+        Usage.quantity_micro,
+        Usage.reference,
+        Usage.amount_minor,
     ).where(*_unpriced(period))
     schema = {name: kind for name, kind in LINE_COLUMNS.items() if name != "customer_class"}
-    lines = frame(conn, query, schema)
+    lines = frame(conn, query, {**schema, "amount_minor": pl.Int64})
     classes = pl.DataFrame(
         {"consumer": list(ref.units), "customer_class": [u.kind for u in ref.units.values()]},
         schema={"consumer": pl.String, "customer_class": pl.String},
     )
-    return lines.join(classes, on="consumer", how="left").select(list(LINE_COLUMNS))
+    return lines.join(classes, on="consumer", how="left").select(*LINE_COLUMNS, "amount_minor")
 
 
 def posted_quantities(conn: Connection, period: str, services: frozenset[str]) -> pl.DataFrame:
@@ -252,6 +261,8 @@ def price_usage(conn: Connection, ref: Reference, period: str) -> PricedUsage:
     A charge's quantity and amount are its lines' sums; each line keeps its own amount,
     rounded half-up on its own."""
     lines = unposted_lines(conn, ref, period)
+    by_amount = lines.filter(pl.col("amount_minor").is_not_null())  # cloud bills' lines: priced by their amount
+    lines = lines.filter(pl.col("amount_minor").is_null()).drop("amount_minor")
     tiered = ref.rates.tiered
     try:
         priced, pieces = price_lines(
@@ -260,6 +271,8 @@ def price_usage(conn: Connection, ref: Reference, period: str) -> PricedUsage:
     except Unpriced as missing:
         line = lines.filter(pl.col("usage_id") == missing.usage_id).row(0, named=True)
         raise _no_rate(line["service"], line["reference"], line["date"], line["consumer"]) from None
+    if by_amount.height:
+        priced = pl.concat([priced, amount_priced(by_amount)], how="vertical_relaxed").sort("usage_id")
     too_large = priced.filter(pl.col("amount_minor").abs() >= MAX_AMOUNT_MINOR)
     if too_large.height:
         line = too_large.row(0, named=True)
@@ -516,7 +529,8 @@ def adjustment_charges(conn: Connection, ref: Reference, period: str) -> Iterato
     _, last_day = period_bounds(period)
     posted = select(Entry.source).where(Entry.period == period, Entry.kind == "adjustment")
     done = set(conn.execute(posted).scalars())
-    for adj in conn.execute(select(Adjustment.__table__).where(Adjustment.period == period).order_by(Adjustment.id)):
+    adjustments = select(Adjustment.__table__).where(Adjustment.period == period, Adjustment.void_id.is_(None))
+    for adj in conn.execute(adjustments.order_by(Adjustment.id)):
         source = f"adjustment:{adj.id}"
         if source in done:
             continue
@@ -534,7 +548,7 @@ def adjustment_charges(conn: Connection, ref: Reference, period: str) -> Iterato
             rate_micro=None,
             amount_minor=adj.amount_minor,
             reference=adj.reference or f"ADJ-{adj.id}",
-            memo=adj.reason,
+            memo=adj.memo or ADJUSTMENT_MEMO,
             rate_source=adjustment_source(adj.against_service, adj.against_reference),
         )
 
@@ -557,6 +571,7 @@ def allocation_charges(conn: Connection, ref: Reference, period: str) -> Iterato
     else of the period is posted. Refuses, naming the pool and period, when a pool
     cannot be allocated."""
     costs = dict(conn.execute(select(Cost.pool, Cost.amount_minor).where(Cost.period == period)).all())
+    costs.update(cloud_pool_costs(conn, period))
     if not costs:
         return
     pools = {p.pool: p for p in conn.execute(select(Allocation.__table__).where(Allocation.pool.in_(list(costs))))}
@@ -632,15 +647,18 @@ def _driver_values(
     """Each target's driver value in the period, in millionths."""
     if driver.kind == "equal":
         return dict.fromkeys(units, 1000000)
-    if driver.kind == "usage":
+    if driver.kind in ("usage", "amount"):
+        # usage: the quantities posted of the service; amount: its usage charges' amounts
+        measure = Entry.quantity_micro if driver.kind == "usage" else Entry.amount_minor
+        kinds = ("usage", "recurring") if driver.kind == "usage" else ("usage",)
         values = {
             consumer: int(total)
             for consumer, total in conn.execute(
-                select(Entry.consumer, func.sum(Entry.quantity_micro))
+                select(Entry.consumer, func.sum(measure))
                 .where(
                     Entry.period == period,
                     Entry.service == driver.name,
-                    Entry.kind.in_(("usage", "recurring")),
+                    Entry.kind.in_(kinds),
                     Entry.consumer.in_(list(units)),
                 )
                 .group_by(Entry.consumer)

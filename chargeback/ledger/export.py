@@ -1,5 +1,7 @@
-"""The journal of a period for a general ledger (CSV) or a plain-text accounting tool
-(hledger, beancount). Rows are streamed from the database in entry order."""
+"""The journal of a period, or of several closed periods in order (`export --from
+--through`, `--fiscal-year`), for a general ledger (CSV) or a plain-text accounting tool
+(hledger, beancount). Rows are streamed from the database in entry order, period by
+period; one file has one header (CSV) and opens each account once (beancount)."""
 
 from __future__ import annotations
 
@@ -97,13 +99,20 @@ def csv_field(text: str) -> str:
     return text
 
 
-def write_csv(conn: Connection, period: str, out: TextIO) -> None:
+def _periods(periods: str | Sequence[str]) -> list[str]:
+    return [periods] if isinstance(periods, str) else list(periods)
+
+
+def write_csv(conn: Connection, periods: str | Sequence[str], out: TextIO) -> None:
     """journal.csv: two lines per entry (the debit line, then the credit line) in
-    `CSV_HEADER`'s columns, text from input neutralized."""
+    `CSV_HEADER`'s columns, text from input neutralized; one header for all `periods`."""
     _, digits = _currency(conn)
-    journal = CsvJournal(out, period, digits)
-    for chunk in journal_chunks(conn, period):
-        journal.write(chunk)
+    listed = _periods(periods)
+    journal = CsvJournal(out, listed[0] if listed else "", digits)
+    for period in listed:
+        journal.shown_period = csv_field(period)
+        for chunk in journal_chunks(conn, period):
+            journal.write(chunk)
 
 
 class CsvJournal:
@@ -180,10 +189,22 @@ class CsvJournal:
             known[None] = ""
 
 
-def write_hledger(conn: Connection, period: str, out: TextIO) -> None:
+def _title(periods: list[str]) -> str:
+    if len(periods) == 1:
+        return f"period {periods[0]}"
+    return f"periods {periods[0]} to {periods[-1]} ({len(periods)} closed periods)" if periods else "no periods"
+
+
+def _all_entries(conn: Connection, periods: list[str]) -> Iterator[Row]:  # type: ignore[type-arg]
+    for period in periods:
+        yield from _entries(conn, period)
+
+
+def write_hledger(conn: Connection, periods: str | Sequence[str], out: TextIO) -> None:
     currency, digits = _currency(conn)
-    out.write(f"; chargeback journal, period {period}\n\n")
-    for e in _entries(conn, period):
+    listed = _periods(periods)
+    out.write(f"; chargeback journal, {_title(listed)}\n\n")
+    for e in _all_entries(conn, listed):
         amount = format_amount(e.amount_minor, digits)
         negated = format_amount(-e.amount_minor, digits)
         title = one_line(f"{e.service} {e.reference or ''} | {e.memo or e.kind}").replace(";", ",")
@@ -210,19 +231,23 @@ def _quote(text: str) -> str:
     return '"' + one_line(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_beancount(conn: Connection, period: str, out: TextIO) -> None:
+def write_beancount(conn: Connection, periods: str | Sequence[str], out: TextIO) -> None:
+    """Every account is opened once, on the first entry's date, before the entries of
+    all `periods`: monthly files cannot be joined (bean-check: duplicate open directive),
+    a multi-period export can."""
     currency, digits = _currency(conn)
-    entries = list(_entries(conn, period))
+    listed = _periods(periods)
+    entries = list(_all_entries(conn, listed))
     names: dict[str, str] = {}
     for e in entries:
         for account in (e.debit_account, e.credit_account):
             mapped = beancount_account(account)
             if names.setdefault(mapped, account) != account:
                 raise Refused(f"accounts {names[mapped]} and {account} both become {mapped} in beancount")
-    out.write(f'; chargeback journal, period {period}\noption "operating_currency" "{currency}"\n\n')
+    out.write(f'; chargeback journal, {_title(listed)}\noption "operating_currency" "{currency}"\n\n')
     opened = min((e.date for e in entries), default=None)
     for mapped in sorted(names):
-        out.write(f"{opened.isoformat() if opened else period + '-01'} open {mapped} {currency}\n")
+        out.write(f"{opened.isoformat() if opened else listed[0] + '-01'} open {mapped} {currency}\n")
     out.write("\n")
     for e in entries:
         payee = _quote(f"{e.service} {e.reference or ''}")
@@ -237,8 +262,9 @@ def write_beancount(conn: Connection, period: str, out: TextIO) -> None:
 WRITERS = {"csv": write_csv, "hledger": write_hledger, "beancount": write_beancount}
 
 
-def export(conn: Connection, period: str, fmt: str, out: TextIO) -> None:
-    """Write the period's journal in `fmt` (csv, hledger or beancount) to `out`."""
+def export(conn: Connection, periods: str | Sequence[str], fmt: str, out: TextIO) -> None:
+    """Write the journal of the period (or of the `periods`, in the order given) in `fmt`
+    (csv, hledger or beancount) to `out`."""
     if fmt not in WRITERS:
         raise Refused(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    WRITERS[fmt](conn, period, out)
+    WRITERS[fmt](conn, periods, out)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -86,6 +87,8 @@ class Book(Base):
     variance_threshold: Mapped[str] = mapped_column(String(20))
     #: How many usage lines an invoice lists under its charges before it points to the detail.
     invoice_line_limit: Mapped[int] = mapped_column(Integer, default=300, server_default="300")
+    #: What a close does when a service with an SLA in force has no measurement: warn | refuse.
+    sla_missing: Mapped[str] = mapped_column(String(6), default="warn", server_default="warn")
     loaded_at: Mapped[dt.datetime] = mapped_column(DateTime)
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 
@@ -211,6 +214,8 @@ class Import(Base):
     lines_read: Mapped[int] = mapped_column(BigInteger)
     imported: Mapped[int] = mapped_column(BigInteger)
     duplicates: Mapped[int] = mapped_column(BigInteger)
+    #: The operating-system user who imported it; None for imports before migration 0013.
+    user: Mapped[str | None] = mapped_column(String(100))
 
 
 class Usage(Base):
@@ -230,11 +235,72 @@ class Usage(Base):
     quantity_micro: Mapped[int] = mapped_column(BigInteger)
     reference: Mapped[str] = mapped_column(String(100))
     description: Mapped[str | None] = mapped_column(Text)
+    #: A cloud bill's line is priced by its amount (cost basis with markup), not by a rate.
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    #: How many rows of the cloud bill the line sums.
+    source_rows: Mapped[int | None] = mapped_column(BigInteger)
+    #: The void of its import (`voids.id`), the one change allowed (migration 0013): a
+    #: voided line is priced, posted and counted nowhere, and its reference is free again.
+    void_id: Mapped[int | None] = mapped_column(Integer)
     __table_args__ = (
-        UniqueConstraint("service", "reference"),
+        Index(
+            "uq_usage_service_reference",
+            "service",
+            "reference",
+            unique=True,
+            sqlite_where=text("void_id IS NULL"),
+            postgresql_where=text("void_id IS NULL"),
+        ),
         CheckConstraint("quantity_micro <> 0", name="quantity_not_zero"),
         Index("ix_usage_period", "period"),
     )
+
+
+class CloudSettings(Base):
+    """book.toml's `[cloud]` table: who recharges the cloud bill, under which service,
+    at which cost basis, with which markup per ServiceCategory (JSON), and the pool."""
+
+    __tablename__ = "cloud_settings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(CODE)
+    service: Mapped[str] = mapped_column(CODE)
+    basis: Mapped[str] = mapped_column(String(20))
+    pool: Mapped[str] = mapped_column(CODE)
+    quantity: Mapped[str] = mapped_column(String(20))
+    markup: Mapped[str] = mapped_column(Text)
+
+
+class CloudRule(Base):
+    """A row of `cloud_map.csv`: rows of a cloud bill whose `match` column (or tag) is
+    `value` go to `consumer`; the lowest priority (then the first line) wins."""
+
+    __tablename__ = "cloud_rules"
+    priority: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    match: Mapped[str] = mapped_column(String(200))
+    value: Mapped[str] = mapped_column(Text)
+    consumer: Mapped[str] = mapped_column(CODE, ForeignKey("units.code"))
+
+
+class CloudBucket(Base):
+    """What one imported cloud bill holds per InvoiceId and bucket (`charged`,
+    `purchase`, `unused`, `unmatched`, `untagged`): rows, BilledCost, EffectiveCost, the
+    cost basis, markup and the amount charged (to departments, or to the pool)."""
+
+    __tablename__ = "cloud_buckets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    import_id: Mapped[int] = mapped_column(Integer)  # the bill's `imports` row
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
+    basis: Mapped[str] = mapped_column(String(20))
+    invoice: Mapped[str] = mapped_column(String(200))
+    bucket: Mapped[str] = mapped_column(String(20))
+    rows: Mapped[int] = mapped_column(BigInteger)
+    billed_minor: Mapped[int] = mapped_column(BigInteger)
+    effective_minor: Mapped[int] = mapped_column(BigInteger)
+    basis_minor: Mapped[int] = mapped_column(BigInteger)
+    markup_minor: Mapped[int] = mapped_column(BigInteger)
+    charged_minor: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (UniqueConstraint("import_id", "invoice", "bucket"), Index("ix_cloud_buckets_period", "period"))
 
 
 class Adjustment(Base):
@@ -252,10 +318,34 @@ class Adjustment(Base):
     #: A linked credit names the charge it corrects: (service, reference) of the original.
     against_service: Mapped[str | None] = mapped_column(CODE, ForeignKey("services.code"))
     against_reference: Mapped[str | None] = mapped_column(String(100))
+    #: What documents show (None: "Adjustment"); `reason` is internal.
+    memo: Mapped[str | None] = mapped_column(Text)
+    #: Its void, if voided before a close posted it.
+    void_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("voids.id"))
     __table_args__ = (
         CheckConstraint("amount_minor <> 0", name="amount_not_zero"),
         CheckConstraint("(against_service IS NULL) = (against_reference IS NULL)", name="against_both_or_neither"),
         Index("ix_adjustments_against", "against_service", "against_reference"),
+    )
+
+
+class Void(Base):
+    """A void of an import or an adjustment not posted yet (migration 0013): why, by whom,
+    when, and what it took out (`lines` usage lines, or the adjustment's amount)."""
+
+    __tablename__ = "voids"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"))
+    kind: Mapped[str] = mapped_column(String(10))
+    target: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    user: Mapped[str | None] = mapped_column(String(100))
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+    lines: Mapped[int] = mapped_column(BigInteger)
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (
+        UniqueConstraint("kind", "target"),
+        CheckConstraint("kind IN ('import', 'adjustment')", name="kind"),
     )
 
 
@@ -371,7 +461,7 @@ class Entry(Base):
     hash: Mapped[str] = mapped_column(String(64))
     __table_args__ = (
         CheckConstraint("debit_account <> credit_account", name="two_accounts"),
-        CheckConstraint("kind IN ('usage', 'recurring', 'adjustment', 'allocation')", name="kind"),
+        CheckConstraint("kind IN ('usage', 'recurring', 'adjustment', 'allocation', 'sla_credit')", name="kind"),
         CheckConstraint("customer_class IN ('internal', 'external')", name="class"),
         Index("ix_entries_period", "period"),
     )
@@ -456,6 +546,54 @@ class AuditHead(Base):
     last_record: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class ServiceLevel(Base):
+    """An SLA from `slas.csv`: a service's target for a metric, for one customer class."""
+
+    __tablename__ = "slas"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"))
+    metric: Mapped[str] = mapped_column(CODE)
+    unit: Mapped[str] = mapped_column(String(8))
+    target_micro: Mapped[int] = mapped_column(BigInteger)
+    direction: Mapped[str] = mapped_column(String(3))
+    customer_class: Mapped[str] = mapped_column(String(8))
+    effective_from: Mapped[dt.date] = mapped_column(Date)
+    effective_to: Mapped[dt.date | None] = mapped_column(Date)
+    description: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        CheckConstraint("direction IN ('min', 'max')", name="direction"),
+        CheckConstraint("customer_class IN ('internal', 'external')", name="class"),
+    )
+
+
+class SlaCreditBand(Base):
+    """A graduated credit of an SLA metric, from `sla_credits.csv`."""
+
+    __tablename__ = "sla_credit_bands"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"))
+    metric: Mapped[str] = mapped_column(CODE)
+    breach_from_micro: Mapped[int] = mapped_column(BigInteger)
+    credit_percent_micro: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        CheckConstraint("credit_percent_micro > 0 AND credit_percent_micro <= 100000000", name="percent"),
+    )
+
+
+class SlaMeasurement(Base):
+    """A service level measured in a period (`sla import`): for every consumer (consumer
+    `''`) or for one. A corrected value replaces the one before while the period is open."""
+
+    __tablename__ = "sla_measurements"
+    period: Mapped[str] = mapped_column(PERIOD, ForeignKey("periods.period"), primary_key=True)
+    service: Mapped[str] = mapped_column(CODE, ForeignKey("services.code"), primary_key=True)
+    metric: Mapped[str] = mapped_column(CODE, primary_key=True)
+    consumer: Mapped[str] = mapped_column(CODE, primary_key=True)
+    value_micro: Mapped[int] = mapped_column(BigInteger)
+    note: Mapped[str | None] = mapped_column(Text)
+    imported_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 class Budget(Base):

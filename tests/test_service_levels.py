@@ -321,6 +321,7 @@ def test_the_fiscal_year_report_charts_attainment_against_target(sla_loaded: str
     assert all("Attainment!$F$" in chart for chart in charts)  # measured and target rows, month by month
 
 
+@pytest.mark.slow
 def test_libreoffice_recalculates_the_sla_figures_to_the_engines(
     sqlite_url: str, mini_book: Path, tmp_path: Path
 ) -> None:

@@ -394,3 +394,13 @@ def test_an_unreachable_server_sends_and_records_nothing(march: tuple[str, Path]
     with pytest.raises(Refused, match=r"cannot reach the mail server 127\.0\.0\.1:\d+: .*; nothing was sent"):
         api.deliver(url, "2026-03", out, f"127.0.0.1:{free_port()}")
     assert deliveries(url) == []
+
+
+def test_a_units_email_may_name_several_addresses_bare_or_with_a_name() -> None:
+    assert delivery.addresses("head@art.example.edu") == ["head@art.example.edu"]
+    assert delivery.addresses("Head of Art <head@art.example.edu>; office@art.example.edu") == [
+        "head@art.example.edu",
+        "office@art.example.edu",
+    ]
+    for nothing_to_send_to in ("", "  ", "the head of art", "head@art@example.edu", "Head <>"):
+        assert delivery.addresses(nothing_to_send_to) is None

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, getaddresses, make_msgid
 from pathlib import Path
 
 from sqlalchemy import Connection, func, select
@@ -60,10 +60,12 @@ def parse_server(text: str) -> tuple[str, int]:
 
 
 def addresses(email: str | None) -> list[str] | None:
-    """The addresses of a unit's `email` (several may be separated by `,` or `;`), or
-    None when it holds no valid address."""
-    found = [part.strip() for part in re.split(r"[,;]", email or "") if part.strip()]
-    if not found or not all(ADDRESS.fullmatch(address) for address in found):
+    """The addresses of a unit's `email` (several may be separated by `,` or `;`, each
+    bare or as `Name <address>`), read by `email.utils.getaddresses`, or None when it
+    holds no valid address."""
+    parts = [part for part in re.split(r"[,;]", email or "") if part.strip()]
+    found = [address for _, address in getaddresses(parts)]
+    if not found or len(found) != len(parts) or not all(ADDRESS.fullmatch(address) for address in found):
         return None
     return found
 

@@ -44,6 +44,7 @@ from chargeback.core.calendar import period_bounds
 from chargeback.core.digests import sha256_of
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.money import from_minor, rounded_scaled
+from chargeback.ingest.usage import STORE_BATCH, USAGE_COLUMNS
 from chargeback.ledger.audit import os_user
 from chargeback.ledger.cloud import cloud_pool_costs
 from chargeback.store.db import collector_paused, insert_plain_rows
@@ -87,20 +88,8 @@ MARKUP_SCALE = 6
 DECIMAL = r"^-?[0-9]{1,15}(\.[0-9]{1,16})?$"
 #: Problems listed per check at most (a file wrong throughout says so in a screenful).
 PER_CHECK = 20
-STORE_BATCH = 50_000
-USAGE_COLUMNS = (
-    "period",
-    "import_id",
-    "line",
-    "date",
-    "service",
-    "consumer",
-    "quantity_micro",
-    "reference",
-    "description",
-    "amount_minor",
-    "source_rows",
-)
+#: A cloud usage line is a usage line with its amount and the bill rows it sums.
+CLOUD_USAGE_COLUMNS = (*USAGE_COLUMNS, "amount_minor", "source_rows")
 
 
 @dataclass
@@ -579,7 +568,7 @@ def _store_lines(conn: Connection, lines: pl.DataFrame, period: str, import_id: 
                 count,
             )
 
-    insert_plain_rows(conn, Usage.__table__, USAGE_COLUMNS, rows())
+    insert_plain_rows(conn, Usage.__table__, CLOUD_USAGE_COLUMNS, rows())
 
 
 def _store_buckets(conn: Connection, buckets: pl.DataFrame, period: str, import_id: int, basis: str) -> None:

@@ -12,10 +12,11 @@ import dataclasses
 import datetime as dt
 import io
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -74,6 +75,9 @@ from chargeback.store.db import redact as redact
 from chargeback.store.db import without_secrets as without_secrets
 from chargeback.store.schema import Book, Delivery
 
+#: What an import of one file into a period gives back.
+R = TypeVar("R")
+
 
 def now() -> dt.datetime:
     """The current UTC time, without microseconds, as stored."""
@@ -107,54 +111,69 @@ def load(url: str | Engine | None, book: Path) -> LoadResult:
             return result
 
 
-def import_file(url: str | Engine | None, path: Path, period: str, progress: bool = False) -> ImportResult:
-    """Import a usage file into an open period; `progress` allows a bar on a terminal."""
+def _file_into_period(
+    url: str | Engine | None,
+    command: str,
+    path: Path,
+    period: str,
+    kinds: str,
+    read: Callable[[Connection, Path, str, dt.datetime], R],
+    summary: Callable[[R], str],
+) -> R:
+    """One file read into an open period: audited, refused whole, in one transaction."""
     engine = _engine(url)
-    with audit.command(engine, "import", {"file": str(path), "period": period}, [Path(path)], period) as log:
+    with audit.command(engine, command, {"file": str(path), "period": period}, [Path(path)], period) as log:
         check_period(period)
         if Path(path).exists() and not Path(path).is_file():
-            raise Refused(f"{path}: not a regular file: import a CSV or XLSX file")
+            raise Refused(f"{path}: not a regular file: import {kinds}")
         with db.transaction(engine) as conn:
-            result = import_usage(conn, Path(path), period, now(), progress)
-            log.done(
-                conn,
-                f"{result.lines_read} lines read, {result.imported} imported, {result.duplicates} duplicates skipped",
-            )
+            result = read(conn, Path(path), period, now())
+            log.done(conn, summary(result))
             return result
+
+
+def import_file(url: str | Engine | None, path: Path, period: str, progress: bool = False) -> ImportResult:
+    """Import a usage file into an open period; `progress` allows a bar on a terminal."""
+    return _file_into_period(
+        url,
+        "import",
+        path,
+        period,
+        "a CSV or XLSX file",
+        lambda conn, file, into, at: import_usage(conn, file, into, at, progress),
+        lambda r: f"{r.lines_read} lines read, {r.imported} imported, {r.duplicates} duplicates skipped",
+    )
 
 
 def sla_import(url: str | Engine | None, path: Path, period: str) -> MeasurementResult:
     """Import service-level measurements into an open period; refused whole on any problem."""
-    engine = _engine(url)
-    with audit.command(engine, "sla import", {"file": str(path), "period": period}, [Path(path)], period) as log:
-        check_period(period)
-        if Path(path).exists() and not Path(path).is_file():
-            raise Refused(f"{path}: not a regular file: import a CSV or XLSX file")
-        with db.transaction(engine) as conn:
-            result = import_measurements(conn, Path(path), period, now())
-            log.done(
-                conn,
-                f"{result.lines_read} measurements read, {result.imported} imported, "
-                f"{result.corrected} corrected, {result.unchanged} unchanged",
-            )
-            return result
+    return _file_into_period(
+        url,
+        "sla import",
+        path,
+        period,
+        "a CSV or XLSX file",
+        import_measurements,
+        lambda r: (
+            f"{r.lines_read} measurements read, {r.imported} imported, {r.corrected} corrected, {r.unchanged} unchanged"
+        ),
+    )
 
 
 def import_cloud_bill(url: str | Engine | None, path: Path, period: str) -> CloudResult:
     """Import a cloud bill (a FOCUS export: CSV, gzip CSV or Parquet) into an open period."""
-    engine = _engine(url)
-    with audit.command(engine, "import-cloud", {"file": str(path), "period": period}, [Path(path)], period) as log:
-        check_period(period)
-        if Path(path).exists() and not Path(path).is_file():
-            raise Refused(f"{path}: not a regular file: import a FOCUS export (.csv, .csv.gz or .parquet)")
-        with db.transaction(engine) as conn:
-            result = import_cloud(conn, Path(path), period, now())
-            log.done(
-                conn,
-                f"{result.rows} rows read, {result.lines} usage lines"
-                + (" (imported before: nothing changed)" if result.already_imported else ""),
-            )
-            return result
+    return _file_into_period(
+        url,
+        "import-cloud",
+        path,
+        period,
+        "a FOCUS export (.csv, .csv.gz or .parquet)",
+        import_cloud,
+        lambda r: (
+            f"{r.rows} rows read, {r.lines} usage lines"
+            + (" (imported before: nothing changed)" if r.already_imported else "")
+        ),
+    )
 
 
 def sla_report(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("out")) -> tuple[_sla.SlaReport, Path]:

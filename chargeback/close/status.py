@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, String, cast, exists, func, literal, select
+from sqlalchemy import Connection, func, select
 
 from chargeback.book.snapshot import load_reference
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount
-from chargeback.ledger.charges import price_usage
+from chargeback.ledger.charges import adjustment_posted, price_usage, usage_waiting
 from chargeback.store.db import frame
 from chargeback.store.schema import (
     Adjustment,
@@ -179,17 +179,13 @@ def statuses(conn: Connection, period: str | None = None, out_dir: Path | None =
     def grouped(query: Any) -> list[Any]:
         return list(conn.execute(query).all())
 
-    unposted = ~exists().where(ChargeLine.usage_id == Usage.id)
     for p, count in grouped(
-        select(Usage.period, func.count())
-        .where(*scope(Usage.period), Usage.void_id.is_(None), unposted)
-        .group_by(Usage.period)
+        select(Usage.period, func.count()).where(*scope(Usage.period), *usage_waiting()).group_by(Usage.period)
     ):
         found[p].pending_lines = int(count)
-    posted_adjustment = exists().where(Entry.source == literal("adjustment:") + cast(Adjustment.id, String))
     for p, count, amount in grouped(
         select(Adjustment.period, func.count(), func.sum(Adjustment.amount_minor))
-        .where(*scope(Adjustment.period), Adjustment.void_id.is_(None), ~posted_adjustment)
+        .where(*scope(Adjustment.period), Adjustment.void_id.is_(None), ~adjustment_posted())
         .group_by(Adjustment.period)
     ):
         found[p].pending_adjustments, found[p].pending_adjustments_minor = int(count), int(amount)

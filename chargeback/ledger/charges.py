@@ -120,9 +120,19 @@ def _draft(
     )
 
 
+def usage_waiting() -> tuple[ColumnElement[bool], ...]:
+    """Usage lines a close will price: not priced into a charge yet, and not voided."""
+    return Usage.void_id.is_(None), ~exists().where(ChargeLine.usage_id == Usage.id)
+
+
+def adjustment_posted() -> ColumnElement[bool]:
+    """Whether an adjustment is posted: an entry has it as its source."""
+    return exists().where(Entry.source == literal("adjustment:") + cast(Adjustment.id, String))
+
+
 def _unpriced(period: str) -> tuple[ColumnElement[bool], ...]:
     """The usage lines of `period` not priced into a charge yet (and not voided)."""
-    return Usage.period == period, Usage.void_id.is_(None), ~exists().where(ChargeLine.usage_id == Usage.id)
+    return Usage.period == period, *usage_waiting()
 
 
 def unposted_usage_count(conn: Connection, period: str) -> int:
@@ -133,10 +143,9 @@ def unposted_usage_count(conn: Connection, period: str) -> int:
 def pending(conn: Connection, period: str) -> tuple[int, int, int]:
     """What `period` holds that no close has posted: usage lines, adjustments and the
     adjustments' amount in minor units."""
-    posted = exists().where(Entry.source == literal("adjustment:") + cast(Adjustment.id, String))
     adjustments, amount = conn.execute(
         select(func.count(), func.coalesce(func.sum(Adjustment.amount_minor), 0)).where(
-            Adjustment.period == period, Adjustment.void_id.is_(None), ~posted
+            Adjustment.period == period, Adjustment.void_id.is_(None), ~adjustment_posted()
         )
     ).one()
     return unposted_usage_count(conn, period), int(adjustments), int(amount)

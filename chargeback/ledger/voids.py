@@ -20,14 +20,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import Connection, String, cast, exists, func, insert, literal, select, update
+from sqlalchemy import Connection, exists, func, insert, select, update
 
 from chargeback.book.snapshot import load_reference
 from chargeback.close.periods import lock_period
 from chargeback.core.errors import Refused
 from chargeback.core.money import from_minor
 from chargeback.ledger.audit import os_user
-from chargeback.store.schema import Adjustment, ChargeLine, Entry, Import, Usage, Void
+from chargeback.ledger.charges import adjustment_posted
+from chargeback.store.schema import Adjustment, ChargeLine, Import, Usage, Void
 
 KINDS = ("import", "adjustment")
 
@@ -111,13 +112,12 @@ def _import_lines(conn: Connection, target: int) -> tuple[int, None, str]:
 
 def _adjustment(conn: Connection, target: int) -> tuple[int, int, str]:
     """An adjustment's amount, refused when a close has posted it."""
-    source = literal("adjustment:") + cast(Adjustment.id, String)
     row = conn.execute(
         select(
             Adjustment.service,
             Adjustment.consumer,
             Adjustment.amount_minor,
-            exists().where(Entry.source == source).label("posted"),
+            adjustment_posted().label("posted"),
         ).where(Adjustment.id == target)
     ).one()
     if row.posted:

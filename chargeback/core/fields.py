@@ -135,6 +135,8 @@ PeriodText = Annotated[str, BeforeValidator(_required(_period_cell))]
 OptionalPeriod = Annotated[str | None, BeforeValidator(_optional(_period_cell))]
 Year = Annotated[int, BeforeValidator(_required(check_year))]
 Quantity = Annotated[Decimal, BeforeValidator(_required(decimal_checker(QUANTITY_PLACES, "quantity")))]
+#: A measured value (a service level's): a quantity's precision, named as what it is.
+MeasuredValue = Annotated[Decimal, BeforeValidator(_required(decimal_checker(QUANTITY_PLACES, "value")))]
 RateValue = Annotated[Decimal, BeforeValidator(_required(decimal_checker(RATE_PLACES, "rate")))]
 #: An amount of money as written in a book file; its places are checked against the
 #: currency once the book's currency is known.

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from chargeback.close.periods import lock_open_period
 from chargeback.core.errors import InputRefused, Problem, Refused
-from chargeback.core.fields import Code, OptionalCode, OptionalText, Quantity, problems_of
+from chargeback.core.fields import Code, MeasuredValue, OptionalCode, OptionalText, problems_of
 from chargeback.core.money import to_micro
 from chargeback.ingest.tabular import Columns, read_rows
 from chargeback.ledger.service_levels import levels_in_force
@@ -37,7 +37,7 @@ class MeasurementRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
     service: Code
     metric: Code
-    value: Quantity
+    value: MeasuredValue
     consumer: OptionalCode = None
     note: OptionalText = None
 

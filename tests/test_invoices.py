@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from browser import run_chromium
 from documents_book import build
 from sqlalchemy import select
 
@@ -226,14 +227,6 @@ def test_report_keeps_the_invoice_number_and_issue_date(out: tuple[str, Path], t
         assert (again / "invoices" / path.name).read_bytes() == path.read_bytes()
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("Chromium is not installed (Debian package `chromium`)")
-
-
 def _pages(pdf: Path) -> int:
     if shutil.which("pdfinfo"):
         info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True)
@@ -245,31 +238,12 @@ def _pages(pdf: Path) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("paper", ["Letter", "A4"])
 def test_chromium_prints_an_invoice(out: tuple[str, Path], tmp_path: Path, paper: str) -> None:
-    browser = _chromium()
     _, folder = out
     html = (folder / "2026-03" / "invoices" / "CHEM.html").read_text()
     page = tmp_path / "invoice.html"
     page.write_text(html.replace("<style>", f"<style>@page {{ size: {paper}; }}", 1))
     pdf = tmp_path / "invoice.pdf"
-    subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--no-pdf-header-footer",
-            f"--print-to-pdf={pdf}",
-            page.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    run_chromium(tmp_path / "profile", "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri())
     assert pdf.read_bytes().startswith(b"%PDF-")
     assert pdf.stat().st_size > 5_000
     assert _pages(pdf) >= 1

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from browser import run_chromium
 from documents_book import build
 
 from chargeback import api
@@ -187,55 +188,16 @@ def test_the_matrix_renders_on_a_landscape_page(out: tuple[str, Path], tmp_path:
 
 @pytest.mark.slow
 def test_an_invoice_renders_in_chromium_to_a_page_that_is_not_blank(out: tuple[str, Path], tmp_path: Path) -> None:
-    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-    if browser is None:
-        pytest.skip("Chromium is not installed (Debian package `chromium`)")
     _, folder = out
     for unit in ("CHEM", "EXT-1"):
         png = tmp_path / f"invoice-{unit}.png"
-        subprocess.run(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "--window-size=1000,1400",
-                "--hide-scrollbars",
-                f"--screenshot={png}",
-                (folder / "2026-03" / "invoices" / f"{unit}.html").as_uri(),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        page = (folder / "2026-03" / "invoices" / f"{unit}.html").as_uri()
+        run_chromium(tmp_path / "profile", "--window-size=1000,1400", "--hide-scrollbars", f"--screenshot={png}", page)
         data = png.read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 20_000  # text on a white page compresses less
         # not blank: printed to PDF by the same browser, its first page has ink
         pdf = tmp_path / f"invoice-{unit}.pdf"
-        subprocess.run(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "--no-pdf-header-footer",
-                f"--print-to-pdf={pdf}",
-                (folder / "2026-03" / "invoices" / f"{unit}.html").as_uri(),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        run_chromium(tmp_path / "profile", "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page)
         _first_page_png(pdf, tmp_path / f"invoice-{unit}-printed")
 
 

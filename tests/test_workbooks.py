@@ -19,6 +19,8 @@ from sqlalchemy import select
 
 from chargeback import api
 from chargeback.core.settings import Settings
+from chargeback.documents.reconciliation_workbook import JOURNAL_TITLES
+from chargeback.documents.statements import DETAIL_TITLES
 from chargeback.store import db
 from chargeback.store.schema import Entry
 
@@ -76,17 +78,7 @@ def test_statement_detail_has_every_line_as_numbers_and_dates(out: tuple[str, Pa
     assert detail.freeze_panes == "A3"
     assert detail.auto_filter.ref == f"A2:L{2 + len(lines)}"
     header = [c.value for c in detail[2]]
-    assert header[:9] == [
-        "Date",
-        "Provider",
-        "Service",
-        "Description",
-        "Reference",
-        "Quantity",
-        "Unit of measure",
-        "Rate",
-        "Amount",
-    ]
+    assert header == DETAIL_TITLES
     data = list(detail.iter_rows(min_row=3))
     assert {row[10].value: money(row[8].value) for row in data} == {e: minor(a) for e, a in lines}
     assert header[11] == "Priced by"
@@ -206,20 +198,7 @@ def test_reconciliation_workbook_ties_to_the_engine(out: tuple[str, Path]) -> No
 def test_journal_sheet_matches_journal_csv_with_hashes(out: tuple[str, Path]) -> None:
     url, folder = out
     journal = rows(openpyxl.load_workbook(folder / "2026-03" / "reconciliation.xlsx")["Journal"])
-    assert journal[0] == (
-        "Entry",
-        "Date",
-        "Account",
-        "GL account",
-        "Unit",
-        "Debit",
-        "Credit",
-        "Service",
-        "Reference",
-        "Memo",
-        "Kind",
-        "Entry hash",
-    )
+    assert journal[0] == tuple(JOURNAL_TITLES)
     with open(folder / "2026-03" / "journal.csv", encoding="utf-8") as handle:
         exported = list(csv.DictReader(handle))
     assert len(journal) - 1 == len(exported)

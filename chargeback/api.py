@@ -672,38 +672,30 @@ class RunResult:
 def usage_files(book: Path, through: str | None = None, folder_name: str = "usage") -> list[tuple[str, Path]]:
     """(period, file) of every usage file of the book (or, with `folder_name`, of
     another folder of period files: `measurements`), in name order."""
-    folder = Path(book) / folder_name
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in (".csv", ".xlsx"):
-            continue
-        period = path.name[:7]
-        try:
-            check_period(period)
-        except Refused:
-            raise Refused(f"{path.name}: a {folder_name} file's name must start with its period, YYYY-MM") from None
-        if through is None or period <= through:
-            found.append((period, path))
-    return found
+    return _period_files(Path(book) / folder_name, (".csv", ".xlsx"), f"a {folder_name} file", through)
 
 
 def cloud_files(book: Path, through: str | None = None) -> list[tuple[str, Path]]:
     """(period, file) of every cloud bill of the book (`cloud/YYYY-MM*.csv`, `.csv.gz`
     or `.parquet`), in name order."""
-    folder = Path(book) / "cloud"
+    return _period_files(Path(book) / "cloud", (".csv", ".csv.gz", ".parquet"), "a cloud bill", through)
+
+
+def _period_files(folder: Path, endings: tuple[str, ...], what: str, through: str | None) -> list[tuple[str, Path]]:
+    """(period, file) of the files of `folder` whose names end in one of `endings` (in any
+    case) and start with their period, through `through`, in name order; hidden files are
+    passed over, a name without its period refused."""
     if not folder.is_dir():
         return []
     found = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
+        if path.name.startswith(".") or not path.name.lower().endswith(endings):
             continue
         period = path.name[:7]
         try:
             check_period(period)
         except Refused:
-            raise Refused(f"{path.name}: a cloud bill's name must start with its period, YYYY-MM") from None
+            raise Refused(f"{path.name}: {what}'s name must start with its period, YYYY-MM") from None
         if through is None or period <= through:
             found.append((period, path))
     return found

@@ -126,6 +126,19 @@ def main(ctx: click.Context, db: str | None, debug: bool, quiet: bool) -> None:
     ctx.obj = Context(db, debug, quiet)
 
 
+#: `--out DIR` of the commands that write a period's files.
+out_option = click.option(
+    "--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path)
+)
+#: `--json` of the commands whose result the contract gives as a JSON object.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the contract's JSON object.")
+
+
+def _print_json(value: object) -> None:
+    """What a command prints with `--json`, indented by one."""
+    click.echo(json.dumps(value, indent=1))
+
+
 def _say(ctx: Context, text: str) -> None:
     if not ctx.quiet:
         click.echo(text)
@@ -211,7 +224,7 @@ def _sla_import_summary(result: MeasurementResult) -> str:
 
 @sla.command(name="report")
 @fiscal_year_option
-@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@out_option
 @click.pass_obj
 def sla_report(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
     """Service levels of a fiscal year: attainment per service and month, and the credits given."""
@@ -305,7 +318,7 @@ def _totals(rec: Reconciliation) -> str:
 
 @main.command()
 @click.argument("period", type=PERIOD)
-@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@out_option
 @click.option("--no-documents", is_flag=True, help="Close without writing documents (write them later with `report`).")
 @click.pass_obj
 def close(ctx: Context, period: str, out_dir: Path, no_documents: bool) -> None:
@@ -315,12 +328,6 @@ def close(ctx: Context, period: str, out_dir: Path, no_documents: bool) -> None:
     _say(ctx, f"closed {period}: {result.posted} entries posted; {_totals(result.reconciliation)}; {where}")
     if result.review is not None:
         _review(ctx, result.review, result.budget_warnings)
-
-
-#: `--out DIR` of the commands that write a period's files.
-out_option = click.option(
-    "--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path)
-)
 
 
 def _review(ctx: Context, review: api.Review, warnings: list[api.BudgetStatus]) -> None:
@@ -360,13 +367,13 @@ def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
 
 @main.command()
 @click.argument("period", type=PERIOD)
-@click.option("--json", "as_json", is_flag=True, help="Print the contract's JSON object.")
+@json_option
 @click.pass_obj
 def reconcile(ctx: Context, period: str, as_json: bool) -> None:
     """The net-zero reconciliation; exit 0 when balanced, 1 when not."""
     rec = api.reconcile(ctx.url, period)
     if as_json:
-        click.echo(json.dumps(rec.as_json(), indent=1))
+        _print_json(rec.as_json())
     else:
         m = rec.money
         click.echo(f"{period} ({rec.status}): {'balanced' if rec.balanced else 'NOT BALANCED'}")
@@ -384,13 +391,13 @@ def reconcile(ctx: Context, period: str, as_json: bool) -> None:
 @main.command()
 @click.argument("period", type=PERIOD, required=False)
 @out_option
-@click.option("--json", "as_json", is_flag=True, help="Print the contract's JSON object.")
+@json_option
 @click.pass_obj
 def status(ctx: Context, period: str | None, out_dir: Path, as_json: bool) -> None:
     """Every period (or PERIOD): state, what waits, the last close and seal, documents."""
     found = api.status(ctx.url, period, out_dir)
     if as_json:
-        click.echo(json.dumps({"periods": [s.as_json() for s in found]}, indent=1))
+        _print_json({"periods": [s.as_json() for s in found]})
         return
     if not found:
         click.echo("no periods yet: import usage or adjust to open one")
@@ -401,13 +408,13 @@ def status(ctx: Context, period: str | None, out_dir: Path, as_json: bool) -> No
 
 @main.command()
 @click.argument("period", type=PERIOD)
-@click.option("--json", "as_json", is_flag=True, help="Print the contract's JSON object.")
+@json_option
 @click.pass_obj
 def imports(ctx: Context, period: str, as_json: bool) -> None:
     """Each import of PERIOD: id, file, sha256, lines, amount, when, who."""
     found = api.imports(ctx.url, period)
     if as_json:
-        click.echo(json.dumps(found.as_json(), indent=1))
+        _print_json(found.as_json())
         return
     if not found.imports:
         click.echo(f"{period}: no imports")
@@ -428,7 +435,7 @@ def imports(ctx: Context, period: str, as_json: bool) -> None:
 @click.option(
     "--fiscal-year", "fiscal_year", type=click.IntRange(1000, 9999), metavar="YYYY", default=None, help="A fiscal year."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the contract's JSON object.")
+@json_option
 @click.option("--xlsx", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write them to a workbook.")
 @click.pass_obj
 def charges(
@@ -441,7 +448,7 @@ def charges(
         raise click.UsageError("give --json or --xlsx, not both")
     result = api.charges(ctx.url, unit, period, fiscal_year, xlsx)
     if as_json:
-        click.echo(json.dumps(result.as_json(), indent=1))
+        _print_json(result.as_json())
         return
     if xlsx is not None:
         _say(
@@ -460,7 +467,7 @@ def charges(
 
 @main.command()
 @click.argument("period", type=PERIOD)
-@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@out_option
 @click.pass_obj
 def report(ctx: Context, period: str, out_dir: Path) -> None:
     """Write a closed period's documents again."""
@@ -617,7 +624,7 @@ def seals_(ctx: Context, as_json: bool) -> None:
     """Every close's seal: the journal head after it, for auditors to keep."""
     found = api.seals(ctx.url)
     if as_json:
-        click.echo(json.dumps([seal.as_json() for seal in found], indent=1))
+        _print_json([seal.as_json() for seal in found])
         return
     for seal in found:
         signed = (
@@ -718,7 +725,7 @@ def _counted(number: int, noun: str) -> str:
 
 @main.command()
 @click.argument("book", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@out_option
 @click.option("--through", default=None, type=PERIOD, help="Import and close periods up to this one only.")
 @click.pass_obj
 def run(ctx: Context, book: Path, out_dir: Path, through: str | None) -> None:
@@ -727,7 +734,7 @@ def run(ctx: Context, book: Path, out_dir: Path, through: str | None) -> None:
 
 
 @main.command()
-@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@out_option
 @click.pass_obj
 def demo(ctx: Context, out_dir: Path) -> None:
     """Run the bundled demo book with a fresh database in the --out folder."""

@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -157,12 +157,12 @@ def signer_from_environment() -> Signer | None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except OSError as exc:
-        raise Refused(f"{SEAL_KEY}: cannot read {path}: {exc.strerror or exc}") from None
-    except (ValueError, TypeError):
-        raise Refused(f"{SEAL_KEY}: {path} is not an unencrypted PEM private key") from None
+    key = _pem_key(
+        path,
+        lambda data: serialization.load_pem_private_key(data, password=None),
+        SEAL_KEY,
+        "an unencrypted PEM private key",
+    )
     if not isinstance(key, Ed25519PrivateKey):
         raise Refused(f"{SEAL_KEY}: {path} is not an ed25519 key: seals are signed with ed25519")
     return Signer(key, fingerprint(key.public_key()))
@@ -173,15 +173,22 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except OSError as exc:
-        raise Refused(f"--public-key: cannot read {path}: {exc.strerror or exc}") from None
-    except (ValueError, TypeError):
-        raise Refused(f"--public-key: {path} is not a PEM public key") from None
+    key = _pem_key(path, serialization.load_pem_public_key, "--public-key", "a PEM public key")
     if not isinstance(key, Ed25519PublicKey):
         raise Refused(f"--public-key: {path} is not an ed25519 public key")
     return key
+
+
+def _pem_key(path: str | Path, parse: Callable[[bytes], object], source: str, form: str) -> object:
+    """The key that `parse` reads from the PEM file at `path`; a refusal naming `source`
+    (the option or variable that gave the path) when the file cannot be read or is not
+    `form`."""
+    try:
+        return parse(Path(path).read_bytes())
+    except OSError as exc:
+        raise Refused(f"{source}: cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, TypeError):
+        raise Refused(f"{source}: {path} is not {form}") from None
 
 
 def event_hash(values: Sequence[object]) -> str:

@@ -139,9 +139,11 @@ def _print_json(value: object) -> None:
     click.echo(json.dumps(value, indent=1))
 
 
-def _say(ctx: Context, text: str) -> None:
+def _say(ctx: Context, *lines: str) -> None:
+    """Print `lines`, one a line, unless --quiet."""
     if not ctx.quiet:
-        click.echo(text)
+        for line in lines:
+            click.echo(line)
 
 
 @main.command()
@@ -229,9 +231,7 @@ def _sla_import_summary(result: MeasurementResult) -> str:
 def sla_report(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
     """Service levels of a fiscal year: attainment per service and month, and the credits given."""
     report, path = api.sla_report(ctx.url, fiscal_year, out_dir)
-    for line in report.summary_lines():
-        _say(ctx, line)
-    _say(ctx, f"written {path}")
+    _say(ctx, *report.summary_lines(), f"written {path}")
 
 
 @main.command(name="import-cloud")
@@ -332,8 +332,7 @@ def close(ctx: Context, period: str, out_dir: Path, no_documents: bool) -> None:
 
 def _review(ctx: Context, review: api.Review, warnings: list[api.BudgetStatus]) -> None:
     """The variance review and the budget warnings, as preview and close print them."""
-    for line in api.report_lines(review):
-        _say(ctx, line)
+    _say(ctx, *api.report_lines(review))
     for status in warnings:
         _say(ctx, api.warning_text(status, review.digits, review.currency))
 
@@ -360,9 +359,7 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
 def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
     """Each unit's budget, spend to date, remaining, percent used and year-end projection."""
     table, path = api.budgets(ctx.url, fiscal_year, out_dir)
-    for line in table.lines():
-        _say(ctx, line)
-    _say(ctx, f"written to {path}")
+    _say(ctx, *table.lines(), f"written to {path}")
 
 
 @main.command()
@@ -706,8 +703,7 @@ def _run_summary(ctx: Context, result: api.RunResult) -> None:
     for closed in result.closes:
         _say(ctx, f"closed {closed.period}: {closed.posted} entries posted; {_totals(closed.reconciliation)}")
         if closed.review is not None:
-            for line in closed.review.service_levels:
-                _say(ctx, line)
+            _say(ctx, *closed.review.service_levels)
     _say(ctx, f"documents in {result.out_dir}")
     lines = sum(i.lines_read for i in result.imports)
     times = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.seconds.items())

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 from sqlalchemy import Connection, delete, func, insert, select, union_all, update
@@ -894,47 +894,10 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
     kept_units = {u.code for u in book.units}
     conn.execute(update(Unit).where(Unit.code.not_in(kept_units)).values(parent=None))
     conn.execute(delete(Unit).where(Unit.code.not_in(kept_units)))
-    if book.rates:
-        conn.execute(
-            insert(Rate),
-            [
-                {
-                    "service": r.service,
-                    "customer_class": r.customer_class,
-                    "effective_from": r.effective_from,
-                    "effective_to": r.effective_to,
-                    "rate_micro": to_micro(r.rate),
-                    "tier_from_micro": to_micro(r.tier_from),
-                }
-                for r in book.rates
-            ],
-        )
-    if book.recurring:
-        conn.execute(
-            insert(Recurring),
-            [
-                {
-                    "service": r.service,
-                    "consumer": r.consumer,
-                    "quantity_micro": to_micro(r.quantity),
-                    "from_period": r.from_period,
-                    "to_period": r.to_period,
-                    "description": r.description,
-                }
-                for r in book.recurring
-            ],
-        )
-    _insert_allocations(conn, book, digits)
+    for table, rows in _reference_rows(book, digits):
+        if rows:
+            conn.execute(insert(table), rows)
     store_cloud(conn, settings.cloud, book.cloud_rules, [a.order for a in book.allocations if a.order is not None])
-    if book.budgets:
-        conn.execute(
-            insert(Budget),
-            [
-                {"fiscal_year": b.fiscal_year, "unit": b.unit, "amount_minor": to_minor(b.amount, digits)}
-                for b in book.budgets
-            ],
-        )
-    _insert_slas(conn, book)
     return LoadResult(
         settings.name,
         added,
@@ -951,77 +914,40 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
     )
 
 
-def _insert_slas(conn: Connection, book: BookData) -> None:
-    """The SLAs and their credit bands, replacing what was loaded before."""
-    if book.slas:
-        conn.execute(
-            insert(ServiceLevel),
-            [
-                {
-                    "service": r.service,
-                    "metric": r.metric,
-                    "unit": r.unit,
-                    "target_micro": to_micro(r.target),
-                    "direction": r.direction,
-                    "customer_class": r.customer_class,
-                    "effective_from": r.effective_from,
-                    "effective_to": r.effective_to,
-                    "description": r.description,
-                }
-                for r in book.slas
-            ],
-        )
-    if book.sla_credits:
-        conn.execute(
-            insert(SlaCreditBand),
-            [
-                {
-                    "service": r.service,
-                    "metric": r.metric,
-                    "breach_from_micro": to_micro(r.breach_from),
-                    "credit_percent_micro": to_micro(r.credit_percent),
-                }
-                for r in book.sla_credits
-            ],
-        )
+def _reference_rows(book: BookData, digits: int) -> list[tuple[type[Any], list[dict[str, Any]]]]:
+    """Each table of the book's files with its rows, as `load_book` stores them after
+    removing what was loaded before."""
+    return [
+        (Rate, [_stored(r, digits, micro=("rate", "tier_from")) for r in book.rates]),
+        (Recurring, [_stored(r, digits, micro=("quantity",)) for r in book.recurring]),
+        (Allocation, [_stored(a, digits, renamed={"order": "step_order"}) for a in book.allocations]),
+        (Cost, [_stored(c, digits, minor=("amount",)) for c in book.costs]),
+        (Driver, [_stored(d, digits, micro=("value",)) for d in book.drivers]),
+        (ProviderCost, [_stored(c, digits, minor=("amount",)) for c in book.provider_costs]),
+        (Budget, [_stored(b, digits, minor=("amount",)) for b in book.budgets]),
+        (ServiceLevel, [_stored(r, digits, micro=("target",)) for r in book.slas]),
+        (SlaCreditBand, [_stored(r, digits, micro=("breach_from", "credit_percent")) for r in book.sla_credits]),
+    ]
 
 
-def _insert_allocations(conn: Connection, book: BookData, digits: int) -> None:
-    """The allocation files, replacing what was loaded before."""
-    tables = (
-        (
-            Allocation,
-            [
-                {
-                    "pool": a.pool,
-                    "provider": a.provider,
-                    "service": a.service,
-                    "driver": a.driver,
-                    "targets": a.targets,
-                    "step_order": a.order,
-                }
-                for a in book.allocations
-            ],
-        ),
-        (Cost, [{"period": c.period, "pool": c.pool, "amount_minor": to_minor(c.amount, digits)} for c in book.costs]),
-        (
-            Driver,
-            [
-                {"period": d.period, "driver": d.driver, "unit": d.unit, "value_micro": to_micro(d.value)}
-                for d in book.drivers
-            ],
-        ),
-        (
-            ProviderCost,
-            [
-                {"period": c.period, "provider": c.provider, "amount_minor": to_minor(c.amount, digits)}
-                for c in book.provider_costs
-            ],
-        ),
-    )
-    for table, rows in tables:
-        if rows:
-            conn.execute(insert(table), rows)
+def _stored(
+    row: BaseModel,
+    digits: int,
+    micro: tuple[str, ...] = (),
+    minor: tuple[str, ...] = (),
+    renamed: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A book file's row as its table stores it: each field under its own name, but the
+    quantities of `micro` as millionths in `NAME_micro`, the amounts of `minor` as minor
+    units in `NAME_minor` and the fields of `renamed` under their new names."""
+    values = row.model_dump()
+    for name in micro:
+        values[f"{name}_micro"] = to_micro(values.pop(name))
+    for name in minor:
+        values[f"{name}_minor"] = to_minor(values.pop(name), digits)
+    for name, column in (renamed or {}).items():
+        values[column] = values.pop(name)
+    return values
 
 
 def _parents_first(units: list[UnitRow]) -> list[UnitRow]:

@@ -391,12 +391,7 @@ def _check_units(rows: list[tuple[int, UnitRow]], problems: list[Problem]) -> No
     name = "units.csv"
     first_line: dict[str, int] = {}
     for line, unit in rows:
-        if unit.code in first_line:
-            problems.append(
-                Problem(name, line, "code", f"{unit.code!r} is already used on line {first_line[unit.code]}")
-            )
-        else:
-            first_line[unit.code] = line
+        _check_first_use(name, line, "code", unit.code, first_line, problems)
         if unit.active_from and unit.active_to and unit.active_to < unit.active_from:
             problems.append(Problem(name, line, "active_to", "is before active_from"))
     parents = {u.code: u.parent for _, u in rows}
@@ -422,12 +417,7 @@ def _check_services(rows, unit_kind: Mapping[str, str], problems: list[Problem])
     name = "services.csv"
     first_line: dict[str, int] = {}
     for line, service in rows:
-        if service.code in first_line:
-            problems.append(
-                Problem(name, line, "code", f"{service.code!r} is already used on line {first_line[service.code]}")
-            )
-        else:
-            first_line[service.code] = line
+        _check_first_use(name, line, "code", service.code, first_line, problems)
         kind = unit_kind.get(service.provider)
         if kind is None:
             problems.append(Problem(name, line, "provider", f"{service.provider!r} is not a unit code in units.csv"))
@@ -511,12 +501,8 @@ def _check_allocations(
     orders: dict[int, str] = {}
     pools_of: dict[str, str] = {}
     for line, pool in rows:
-        if pool.pool in first_line:
-            problems.append(
-                Problem(name, line, "pool", f"{pool.pool!r} is already used on line {first_line[pool.pool]}")
-            )
+        if not _check_first_use(name, line, "pool", pool.pool, first_line, problems):
             continue
-        first_line[pool.pool] = line
         _check_internal(name, line, "provider", pool.provider, unit_kind, problems)
         owner = service_provider.get(pool.service)
         if owner is None:
@@ -624,6 +610,18 @@ def _check_money(
         problems.append(Problem(name, line, column, "must not be negative"))
     elif digits is not None and quantize(amount, digits) != amount:
         problems.append(Problem(name, line, column, f"{amount} has more decimal places than the currency's {digits}"))
+
+
+def _check_first_use(
+    name: str, line: int, column: str, code: str, first_line: dict[str, int], problems: list[Problem]
+) -> bool:
+    """Whether `line` is the first to use `code` in the file (`first_line` records it); a
+    problem when an earlier line did."""
+    if code in first_line:
+        problems.append(Problem(name, line, column, f"{code!r} is already used on line {first_line[code]}"))
+        return False
+    first_line[code] = line
+    return True
 
 
 def _check_unique(

@@ -79,11 +79,9 @@ def _draft(
     ref: Reference,
     period: str,
     *,
-    date: dt.date,
-    service_date: dt.date,
+    day: dt.date,
     kind: str,
-    usage_id: int | None,
-    source: str | None,
+    source: str,
     service: str,
     consumer: str,
     quantity_micro: int,
@@ -93,15 +91,18 @@ def _draft(
     memo: str | None,
     rate_source: str | None,
 ) -> Draft:
+    """A charge the close makes itself, not from usage lines (a recurring fee, an
+    adjustment, an allocation share), as a journal draft: dated and served on `day`, its
+    provider, accounts and GL accounts those of the book."""
     provider = ref.services[service].provider
     unit = ref.units[consumer]
     debit, credit = accounts(unit.kind, consumer, provider)
     return Draft(
         period,
-        date,
-        service_date,
+        day,
+        day,
         kind,
-        usage_id,
+        None,
         source,
         service,
         provider,
@@ -515,10 +516,8 @@ def recurring_charges(conn: Connection, ref: Reference, period: str) -> Iterator
         yield _draft(
             ref,
             period,
-            date=first_day,
-            service_date=first_day,
+            day=first_day,
             kind="recurring",
-            usage_id=None,
             source=source,
             service=fee.service,
             consumer=fee.consumer,
@@ -544,10 +543,8 @@ def adjustment_charges(conn: Connection, ref: Reference, period: str) -> Iterato
         yield _draft(
             ref,
             period,
-            date=last_day,
-            service_date=last_day,
+            day=last_day,
             kind="adjustment",
-            usage_id=None,
             source=source,
             service=adj.service,
             consumer=adj.consumer,
@@ -617,10 +614,8 @@ def allocation_charges(conn: Connection, ref: Reference, period: str) -> Iterato
             yield _draft(
                 ref,
                 period,
-                date=last_day,
-                service_date=last_day,
+                day=last_day,
                 kind="allocation",
-                usage_id=None,
                 source=source,
                 service=pool.service,
                 consumer=unit,

@@ -414,12 +414,11 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
     # the last one: the audit log's arguments and input files, wrapped (a long path and a
     # sha256 in one cell would otherwise widen the printed page until it is unreadable)
     wb.widths(sheet, [22, 9, 20, 11, 14, 14, 12, 16, 40, 14, 60])
-    row = 2
-    sheet.write_string(row, 0, "Charges: late charges, credits, adjustments", f.subtitle)
-    row += 1
-    wb.header(
+    row = _section(
+        wb,
         sheet,
-        row,
+        2,
+        "Charges: late charges, credits, adjustments",
         [
             "Exception",
             "Entry",
@@ -485,19 +484,16 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
         wb.text(sheet, row, 8, f"{memo}: {reason}" if reason and reason != memo else memo)
         wb.money(sheet, row, 9, minor)
         total += minor
-    if row < start:
-        row += 1
-        sheet.write_string(row, 0, "none")
+    row = _none_if_empty(sheet, row, row < start)
     row += 1
     sheet.write_string(row, 8, "Total", f.total_label)
     wb.formula(sheet, row, 9, sum_formula(start, row - 1, 9), total, f.money_total)
 
-    row += 3
-    sheet.write_string(row, 0, "Imports: usage files and the duplicates they skipped", f.subtitle)
-    row += 1
-    wb.header(
+    row = _section(
+        wb,
         sheet,
-        row,
+        row + 3,
+        "Imports: usage files and the duplicates they skipped",
         ["File", "Import", "Imported at (UTC)", "", "Lines read", "Imported", "Duplicates skipped", "SHA-256"],
         numeric=(1, 4, 5, 6),
         lines=2,
@@ -519,16 +515,18 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
         sheet.write_number(row, 5, imported)
         sheet.write_number(row, 6, duplicates)
         sheet.write_string(row, 7, digest)
-    if not found:
-        row += 1
-        sheet.write_string(row, 0, "none")
+    row = _none_if_empty(sheet, row, not found)
 
     row = _voids(wb, sheet, conn, ctx.period, row + 3)
 
-    row += 3
-    sheet.write_string(row, 0, "Close and reopen history", f.subtitle)
-    row += 1
-    wb.header(sheet, row, ["Action", "Event", "At (UTC)", "", "User", "", "", "", "Reason"], numeric=(1,))
+    row = _section(
+        wb,
+        sheet,
+        row + 3,
+        "Close and reopen history",
+        ["Action", "Event", "At (UTC)", "", "User", "", "", "", "Reason"],
+        numeric=(1,),
+    )
     for number, at, action, reason, user in conn.execute(
         select(PeriodEvent.id, PeriodEvent.at, PeriodEvent.action, PeriodEvent.reason, PeriodEvent.user)
         .where(PeriodEvent.period == ctx.period)
@@ -541,12 +539,11 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
         wb.text(sheet, row, 4, user)
         wb.text(sheet, row, 8, reason)
 
-    row += 3
-    sheet.write_string(row, 0, "Audit log: the commands of this period up to its close", f.subtitle)
-    row += 1
-    wb.header(
+    row = _section(
+        wb,
         sheet,
-        row,
+        row + 3,
+        "Audit log: the commands of this period up to its close",
         ["Command", "Record", "At (UTC)", "", "User", "", "", "", "Outcome", "", "Arguments and input files"],
         numeric=(1,),
     )
@@ -564,9 +561,32 @@ def _exceptions(wb: Workbook, sheet: Worksheet, conn: Connection, ctx: DocumentC
         wb.text(sheet, row, 4, record.user)
         wb.text(sheet, row, 8, record.outcome)
         wb.text(sheet, row, 10, arguments, f.wrap)
-    if not records:
+    _none_if_empty(sheet, row, not records)
+
+
+def _section(
+    wb: Workbook,
+    sheet: Worksheet,
+    row: int,
+    subtitle: str,
+    titles: list[str],
+    numeric: tuple[int, ...] = (),
+    lines: int = 1,
+) -> int:
+    """A section of the Exceptions sheet: its subtitle on `row` and its column titles on
+    the next, which is returned (the section's rows follow it)."""
+    sheet.write_string(row, 0, subtitle, wb.formats.subtitle)
+    wb.header(sheet, row + 1, titles, numeric=numeric, lines=lines)
+    return row + 1
+
+
+def _none_if_empty(sheet: Worksheet, row: int, empty: bool) -> int:
+    """Writes "none" under a section's titles when the section is `empty` (`row` is its
+    last row); returns the section's last row."""
+    if empty:
         row += 1
         sheet.write_string(row, 0, "none")
+    return row
 
 
 def _audit_before_close(conn: Connection, ctx: DocumentContext) -> list[audit.Record]:
@@ -599,11 +619,11 @@ def _voids(wb: Workbook, sheet: Worksheet, conn: Connection, period: str, row: i
     """The period's voids (imports and adjustments taken back before a close): what, when,
     who, why. Returns the last row written."""
     f = wb.formats
-    sheet.write_string(row, 0, "Voids: imports and adjustments taken back before a close", f.subtitle)
-    row += 1
-    wb.header(
+    row = _section(
+        wb,
         sheet,
         row,
+        "Voids: imports and adjustments taken back before a close",
         ["Voided", "Void", "At (UTC)", "", "User", "Usage lines", "", "", "Reason", "Amount"],
         numeric=(1, 5, 9),
     )
@@ -623,7 +643,4 @@ def _voids(wb: Workbook, sheet: Worksheet, conn: Connection, period: str, row: i
         wb.text(sheet, row, 8, reason)
         if minor is not None:
             wb.money(sheet, row, 9, minor)
-    if not found:
-        row += 1
-        sheet.write_string(row, 0, "none")
-    return row
+    return _none_if_empty(sheet, row, not found)

@@ -254,6 +254,15 @@ LINE_COLUMNS = {
     "quantity_micro": pl.Int64,
     "reference": pl.String,
 }
+#: A line's tier pieces, as `price_lines` gives them and `line_tiers` stores them: one row a
+#: piece, numbered from 0 within its line.
+PIECE_COLUMNS = {
+    "usage_id": pl.Int64,
+    "piece": pl.Int64,
+    "tier_from_micro": pl.Int64,
+    "quantity_micro": pl.Int64,
+    "rate_micro": pl.Int64,
+}
 
 
 def rounded_minor(exact: pl.Expr, digits: int) -> pl.Expr:
@@ -319,13 +328,6 @@ def _refuse_unpriced(missing: pl.DataFrame) -> None:
 def _price_tiered(
     lines: pl.DataFrame, rates: pl.DataFrame, started: pl.DataFrame, digits: int
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    piece_columns = {
-        "usage_id": pl.Int64,
-        "piece": pl.Int64,
-        "tier_from_micro": pl.Int64,
-        "quantity_micro": pl.Int64,
-        "rate_micro": pl.Int64,
-    }
     if not lines.height:
         empty = lines.with_columns(
             amount_minor=pl.lit(None, pl.Int128),
@@ -333,7 +335,7 @@ def _price_tiered(
             price=pl.lit(None, pl.String),
             rate_source=pl.lit(None, pl.String),
         )
-        return empty, pl.DataFrame(schema=piece_columns)
+        return empty, pl.DataFrame(schema=PIECE_COLUMNS)
     wide = pl.Int128
     ordered = (
         lines.sort(["service", "consumer", "date", "reference"])

@@ -27,6 +27,7 @@ from chargeback.close.budgets import BudgetStatus, statuses_for
 from chargeback.close.reconciliation import PeriodTotal, period_totals
 from chargeback.core.calendar import month_name, period_bounds, previous_period
 from chargeback.core.money import from_minor
+from chargeback.core.pricing import PIECE_COLUMNS
 from chargeback.core.safe import FORMULA_STARTS
 from chargeback.documents.revisions import Revision, revision_of
 from chargeback.ledger.seals import Seal, seal_of
@@ -543,15 +544,8 @@ def _tier_pieces(conn: Connection, period: str) -> pl.DataFrame:
         .join(ChargeLine, ChargeLine.usage_id == Usage.id)
         .where(Usage.period == period, ChargeLine.rate_micro.is_(None))
     )
-    schema = {
-        "usage_id": pl.Int64(),
-        "piece": pl.Int64(),
-        "tier_from_micro": pl.Int64(),
-        "quantity_micro": pl.Int64(),
-        "rate_micro": pl.Int64(),
-    }
-    frames = [pl.DataFrame(chunk, schema=schema, orient="row") for chunk in plain_rows(conn, pieces) if chunk]
-    frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    frames = [pl.DataFrame(chunk, schema=PIECE_COLUMNS, orient="row") for chunk in plain_rows(conn, pieces) if chunk]
+    frame = pl.concat(frames) if frames else pl.DataFrame(schema=PIECE_COLUMNS)
     text = pl.concat_str(
         decimal_text("quantity_micro", 6, trim=True),
         pl.lit(" from "),

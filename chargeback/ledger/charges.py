@@ -48,6 +48,7 @@ from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount, from_micro, quantize, to_micro
 from chargeback.core.pricing import (
     LINE_COLUMNS,
+    PIECE_COLUMNS,
     Unpriced,
     plain,
     price_lines,
@@ -392,8 +393,8 @@ def store_lines(conn: Connection, priced: PricedUsage, first_entry: int) -> None
     bulk_insert(
         conn,
         LineTier.__table__,
-        ("usage_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro"),
-        priced.pieces.select("usage_id", "piece", "tier_from_micro", "quantity_micro", "rate_micro").iter_rows(),
+        tuple(PIECE_COLUMNS),
+        priced.pieces.select(*PIECE_COLUMNS).iter_rows(),
     )
 
 
@@ -428,13 +429,7 @@ def check_lines(conn: Connection, result: Any) -> None:
         select(
             LineTier.usage_id, LineTier.piece, LineTier.tier_from_micro, LineTier.quantity_micro, LineTier.rate_micro
         ),
-        {
-            "usage_id": pl.Int64,
-            "piece": pl.Int64,
-            "tier_from_micro": pl.Int64,
-            "quantity_micro": pl.Int64,
-            "rate_micro": pl.Int64,
-        },
+        PIECE_COLUMNS,
     )
     entries = frame(
         conn,

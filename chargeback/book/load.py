@@ -36,6 +36,7 @@ from chargeback.core.fields import (
     Quantity,
     RateValue,
     Text,
+    UnitClass,
     Year,
     problems_of,
 )
@@ -103,7 +104,7 @@ class UnitRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: Code
     name: Text
-    kind: Literal["internal", "external"] = "internal"
+    kind: UnitClass = "internal"
     parent: OptionalCode = None
     manager: OptionalText = None
     email: OptionalText = None
@@ -111,11 +112,6 @@ class UnitRow(BaseModel):
     active_to: OptionalDate = None
     expense_account: OptionalText = None
     revenue_account: OptionalText = None
-
-    @field_validator("kind", mode="before")
-    @classmethod
-    def _kind(cls, value: object) -> object:
-        return "internal" if value in (None, "") else str(value).strip()
 
 
 class ServiceRow(BaseModel):
@@ -130,16 +126,11 @@ class ServiceRow(BaseModel):
 class RateFileRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
     service: Code
-    customer_class: Literal["internal", "external"] = "internal"
+    customer_class: UnitClass = "internal"
     effective_from: Date
     effective_to: OptionalDate = None
     rate: RateValue
     tier_from: Quantity = Decimal(0)
-
-    @field_validator("customer_class", mode="before")
-    @classmethod
-    def _class(cls, value: object) -> object:
-        return "internal" if value in (None, "") else str(value).strip()
 
     @field_validator("tier_from", mode="before")
     @classmethod
@@ -215,15 +206,10 @@ class SlaRow(BaseModel):
     unit: Literal["percent", "hours", "minutes", "count"]
     target: Quantity
     direction: Literal["min", "max"]
-    customer_class: Literal["internal", "external"] = "internal"
+    customer_class: UnitClass = "internal"
     effective_from: Date
     effective_to: OptionalDate = None
     description: OptionalText = None
-
-    @field_validator("customer_class", mode="before")
-    @classmethod
-    def _class(cls, value: object) -> object:
-        return "internal" if value in (None, "") else str(value).strip()
 
     @field_validator("unit", "direction", mode="before")
     @classmethod

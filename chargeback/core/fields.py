@@ -11,7 +11,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BeforeValidator, ValidationError
 
@@ -151,6 +151,15 @@ def check_integer(value: object) -> int:
 
 
 OptionalInteger = Annotated[int | None, BeforeValidator(_optional(check_integer))]
+
+
+def _internal_when_blank(value: object) -> object:
+    return "internal" if value in (None, "") else str(value).strip()
+
+
+#: A unit's kind, or the class of consumers a rate or an SLA is for: `internal` when the
+#: cell is empty.
+UnitClass = Annotated[Literal["internal", "external"], BeforeValidator(_internal_when_blank)]
 
 
 def problems_of(error: ValidationError, file: str, line: int) -> list[Problem]:

@@ -23,11 +23,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import Field, StrictInt, ValidationError, field_validator
 from sqlalchemy import Connection, delete, insert
 
 from chargeback.core.errors import Problem
-from chargeback.core.fields import Code, Text, problems_of
+from chargeback.core.fields import Code, FileRecord, Text, problems_of
 from chargeback.ingest.tabular import Columns, read_rows
 from chargeback.store.schema import Allocation, CloudRule, CloudSettings
 
@@ -40,10 +40,9 @@ CLOUD_MAP = Columns(("priority", "match", "value", "consumer"))
 MAP_FILE = "cloud_map.csv"
 
 
-class CloudConfig(BaseModel):
+class CloudConfig(FileRecord):
     """book.toml's `[cloud]` table."""
 
-    model_config = ConfigDict(extra="forbid")
     provider: Code
     service: Code
     pool: Code
@@ -68,8 +67,7 @@ class CloudConfig(BaseModel):
         return out
 
 
-class RuleRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RuleRow(FileRecord):
     priority: int = Field(ge=0, le=1_000_000)
     match: Text
     value: Text

@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import AfterValidator, Field, StrictInt, ValidationError, field_validator
 from sqlalchemy import Connection, delete, func, insert, select, union_all, update
 
 from chargeback.book.cloud import CloudConfig, Rule, check_cloud, read_rules, store_cloud
@@ -27,6 +27,7 @@ from chargeback.core.fields import (
     Amount,
     Code,
     Date,
+    FileRecord,
     OptionalCode,
     OptionalDate,
     OptionalInteger,
@@ -64,10 +65,9 @@ from chargeback.store.schema import (
 )
 
 
-class Settings(BaseModel):
+class Settings(FileRecord):
     """`book.toml`."""
 
-    model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     currency: str
     fiscal_year_start: StrictInt = Field(default=7, ge=1, le=12)
@@ -100,8 +100,7 @@ class Settings(BaseModel):
         return value
 
 
-class UnitRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class UnitRow(FileRecord):
     code: Code
     name: Text
     kind: UnitClass = "internal"
@@ -114,8 +113,7 @@ class UnitRow(BaseModel):
     revenue_account: OptionalText = None
 
 
-class ServiceRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ServiceRow(FileRecord):
     code: Code
     provider: Code
     name: Text
@@ -123,8 +121,7 @@ class ServiceRow(BaseModel):
     description: OptionalText = None
 
 
-class RateFileRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RateFileRow(FileRecord):
     service: Code
     customer_class: UnitClass = "internal"
     effective_from: Date
@@ -138,8 +135,7 @@ class RateFileRow(BaseModel):
         return "0" if value in (None, "") or str(value).strip() == "" else value
 
 
-class RecurringRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RecurringRow(FileRecord):
     service: Code
     consumer: Code
     quantity: Quantity
@@ -156,8 +152,7 @@ def _targets_text(value: str) -> str:
     return parse_targets(value).text
 
 
-class AllocationRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AllocationRow(FileRecord):
     pool: Code
     provider: Code
     service: Code
@@ -166,41 +161,36 @@ class AllocationRow(BaseModel):
     order: OptionalInteger = None
 
 
-class CostRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CostRow(FileRecord):
     period: PeriodText
     pool: Code
     amount: Amount
 
 
-class DriverRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DriverRow(FileRecord):
     period: PeriodText
     driver: Code
     unit: Code
     value: Quantity
 
 
-class ProviderCostRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ProviderCostRow(FileRecord):
     period: PeriodText
     provider: Code
     amount: Amount
 
 
-class BudgetRow(BaseModel):
+class BudgetRow(FileRecord):
     """A unit's internal-spend budget for the fiscal year that ends in `fiscal_year`."""
 
-    model_config = ConfigDict(extra="forbid")
     fiscal_year: Year
     unit: Code
     amount: Amount
 
 
-class SlaRow(BaseModel):
+class SlaRow(FileRecord):
     """An SLA: a service's target for a metric, for consumers of one class."""
 
-    model_config = ConfigDict(extra="forbid")
     service: Code
     metric: Code
     unit: Literal["percent", "hours", "minutes", "count"]
@@ -217,10 +207,9 @@ class SlaRow(BaseModel):
         return value.strip() if isinstance(value, str) else value
 
 
-class SlaCreditRow(BaseModel):
+class SlaCreditRow(FileRecord):
     """A graduated credit: a miss beyond `breach_from` gives `credit_percent` of the charges."""
 
-    model_config = ConfigDict(extra="forbid")
     service: Code
     metric: Code
     breach_from: Quantity
@@ -266,7 +255,7 @@ class BookData:
 
 
 #: The model of a book file's row (`UnitRow`, `RateFileRow`...).
-Row = TypeVar("Row", bound=BaseModel)
+Row = TypeVar("Row", bound=FileRecord)
 
 
 def _read_file(
@@ -915,7 +904,7 @@ def _reference_rows(book: BookData, digits: int) -> list[tuple[type[Any], list[d
 
 
 def _stored(
-    row: BaseModel,
+    row: FileRecord,
     digits: int,
     micro: tuple[str, ...] = (),
     minor: tuple[str, ...] = (),

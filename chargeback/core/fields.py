@@ -13,7 +13,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BeforeValidator, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from chargeback.core.errors import Problem, Refused
 from chargeback.core.money import QUANTITY_PLACES, RATE_PLACES, parse_decimal
@@ -123,6 +123,13 @@ def _optional(check: Callable[[object], Checked]) -> Callable[[object], Checked 
         return None if value is None else check(value)
 
     return run
+
+
+class FileRecord(BaseModel):
+    """A record read from a user's file (a row of a CSV, a table of book.toml): a field
+    it does not know is refused."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 Code = Annotated[str, BeforeValidator(_required(check_code))]

@@ -19,12 +19,12 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import Connection, insert, select, update
 
 from chargeback.close.periods import lock_open_period
 from chargeback.core.errors import InputRefused, Problem, Refused
-from chargeback.core.fields import Code, MeasuredValue, OptionalCode, OptionalText, problems_of
+from chargeback.core.fields import Code, FileRecord, MeasuredValue, OptionalCode, OptionalText, problems_of
 from chargeback.core.money import to_micro
 from chargeback.ingest.tabular import Columns, read_rows
 from chargeback.ledger.service_levels import levels_in_force
@@ -33,8 +33,7 @@ from chargeback.store.schema import Service, SlaMeasurement, Unit
 MEASUREMENTS = Columns(("service", "metric", "value"), ("consumer", "note"))
 
 
-class MeasurementRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MeasurementRow(FileRecord):
     service: Code
     metric: Code
     value: MeasuredValue

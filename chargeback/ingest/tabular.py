@@ -19,7 +19,7 @@ import posixpath
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from operator import itemgetter
@@ -111,6 +111,19 @@ UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'"}
 
 
+def _separated_otherwise(header: Sequence[str], name: str, problems: list[Problem]) -> bool:
+    """Whether the header is one cell holding another separator than the comma (a file
+    saved with semicolons, tabs or bars), the problem added to `problems`."""
+    if len(header) == 1:
+        for separator, said in SEPARATORS.items():
+            if separator in header[0]:
+                problems.append(
+                    Problem(name, 1, "-", f"the file is separated by {said}: save it as comma-separated CSV")
+                )
+                return True
+    return False
+
+
 def _head(path: Path, size: int = 8) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(size)
@@ -158,13 +171,8 @@ def _csv_rows(
             except StopIteration:
                 problems.append(Problem(name, 1, "-", "the file is empty; it needs a header row"))
                 return
-            if len(header) == 1:
-                for separator, said in SEPARATORS.items():
-                    if separator in header[0]:
-                        problems.append(
-                            Problem(name, 1, "-", f"the file is separated by {said}: save it as comma-separated CSV")
-                        )
-                        return
+            if _separated_otherwise(header, name, problems):
+                return
             if nul and "\x00" in "".join(header):
                 problems.append(
                     Problem(name, 1, "-", "contains a NUL byte: the file is not plain CSV text; save it as CSV UTF-8")
@@ -664,13 +672,8 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
     cells = table.columns
     header_row = table.row(0)
     header = [] if header_row == (None,) else ["" if cell is None else cell for cell in header_row]
-    if len(header) == 1:
-        for separator, said in SEPARATORS.items():
-            if separator in header[0]:
-                problems.append(
-                    Problem(name, 1, "-", f"the file is separated by {said}: save it as comma-separated CSV")
-                )
-                return _empty(columns)
+    if _separated_otherwise(header, name, problems):
+        return _empty(columns)
     wanted = _check_header(header, columns, problems, name)
     if wanted is None:
         return _empty(columns)

@@ -265,6 +265,21 @@ PIECE_COLUMNS = {
 }
 
 
+def latest_rates(frame: pl.DataFrame, rates: pl.DataFrame, class_column: str) -> pl.DataFrame:
+    """`frame` sorted by `date`, each row with the columns of the rate of its `service`
+    and class (`class_column`) that started last on or before its date, nulls where none
+    has; whether that rate had ended by then (`effective_to`) is the caller's to check.
+    `rates` must be sorted by `effective_from`."""
+    return frame.sort("date").join_asof(
+        rates,
+        left_on="date",
+        right_on="effective_from",
+        by=["service", class_column],
+        strategy="backward",
+        check_sortedness=False,
+    )
+
+
 def rounded_minor(exact: pl.Expr, digits: int) -> pl.Expr:
     """An exact amount in millionths of millionths (quantity x rate, both in millionths)
     as minor units of a currency of `digits`, rounded half away from zero: the rule of
@@ -292,21 +307,10 @@ def price_lines(
     Raises `Unpriced` naming the first line (by id) with no rate."""
     flat = lines.filter(~pl.col("service").is_in(list(tiered)))
     base = rates.filter(pl.col("tier_from_micro") == 0).sort("effective_from")
-    flat = (
-        flat.sort("date")
-        .join_asof(
-            base.drop("tier_from_micro"),
-            left_on="date",
-            right_on="effective_from",
-            by=["service", "customer_class"],
-            strategy="backward",
-            check_sortedness=False,
-        )
-        .with_columns(
-            pl.when(pl.col("effective_to").is_null() | (pl.col("date") <= pl.col("effective_to")))
-            .then(pl.col("rate_micro"))
-            .alias("rate_micro")
-        )
+    flat = latest_rates(flat, base.drop("tier_from_micro"), "customer_class").with_columns(
+        pl.when(pl.col("effective_to").is_null() | (pl.col("date") <= pl.col("effective_to")))
+        .then(pl.col("rate_micro"))
+        .alias("rate_micro")
     )
     _refuse_unpriced(flat.filter(pl.col("rate_micro").is_null()))
     flat = flat.with_columns(

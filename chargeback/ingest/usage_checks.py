@@ -19,6 +19,7 @@ from sqlalchemy import Connection, select
 from chargeback.book.snapshot import Reference
 from chargeback.core.calendar import period_bounds
 from chargeback.core.money import LIMIT, MICRO_SQUARED, QUANTITY_PLACES, from_micro
+from chargeback.core.pricing import latest_rates
 from chargeback.ingest.tabular import Columns, stripped
 from chargeback.store.schema import Rate
 
@@ -257,18 +258,7 @@ def against_book(lines: pl.DataFrame, book: Book) -> tuple[pl.DataFrame, pl.Data
     known = known.with_columns(inactive.alias("inactive"))
     priced = both & ~pl.col("inactive")
     days = (
-        known.filter(priced)
-        .select("service", "kind", "date")
-        .unique()
-        .sort("date")
-        .join_asof(
-            book.rates,
-            left_on="date",
-            right_on="effective_from",
-            by=["service", "kind"],
-            strategy="backward",
-            check_sortedness=False,
-        )  # both sorted by date
+        latest_rates(known.filter(priced).select("service", "kind", "date").unique(), book.rates, "kind")
         .filter(pl.col("effective_to").is_null() | (pl.col("date") <= pl.col("effective_to")))
         .select("service", "kind", "date", "rate_micro", "rate_text")
     )
@@ -478,17 +468,10 @@ def started_usage(stored: pl.DataFrame, book: Book) -> pl.DataFrame:
     """The period's stored usage per (service, consumer), from its sums per (service,
     consumer, date): quantity_micro and exact (priced at each date's base rate)."""
     wide = pl.Int128
-    priced = (
-        stored.join(book.units.select("consumer", "kind"), on="consumer", how="left")
-        .sort("date")
-        .join_asof(
-            book.rates.select("service", "kind", "effective_from", "rate_micro"),
-            left_on="date",
-            right_on="effective_from",
-            by=["service", "kind"],
-            strategy="backward",
-            check_sortedness=False,
-        )
+    priced = latest_rates(
+        stored.join(book.units.select("consumer", "kind"), on="consumer", how="left"),
+        book.rates.select("service", "kind", "effective_from", "rate_micro"),
+        "kind",
     )
     return priced.group_by("service", "consumer").agg(
         pl.col("quantity_micro").cast(wide).sum(),

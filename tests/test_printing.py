@@ -8,13 +8,13 @@ import datetime as dt
 import math
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import openpyxl
 import pytest
 from browser import run_chromium
 from documents_book import build
+from libreoffice import soffice_convert
 
 from chargeback import api
 
@@ -135,26 +135,7 @@ def _inked(pgm: Path) -> float:
 
 
 def _soffice_pdf(files: list[Path], folder: Path) -> list[Path]:
-    soffice = _tool("soffice")
-    profile = Path(tempfile.mkdtemp(prefix="lo-profile-"))
-    try:
-        subprocess.run(
-            [
-                soffice,
-                f"-env:UserInstallation={profile.as_uri()}",
-                "--headless",
-                "--convert-to",
-                "pdf",
-                "--outdir",
-                str(folder),
-                *map(str, files),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    soffice_convert(files, "pdf", folder)
     return [folder / f"{path.stem}.pdf" for path in files]
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from documents_book import build, soffice_recalculate
+from documents_book import build
+from libreoffice import soffice_recalculate
 from sqlalchemy import select
 
 from chargeback import api

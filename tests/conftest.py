@@ -7,11 +7,13 @@ starts one and prints its URL). Without it they skip on a developer's machine; i
 
 from __future__ import annotations
 
+import builtins
 import csv
+import io
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -179,3 +181,20 @@ USAGE_HEADER = ["date", "service", "consumer", "quantity", "reference", "descrip
 
 def usage_file(folder: Path, name: str, rows: list[list[object]], bom: bool = False) -> Path:
     return write_csv(folder / name, USAGE_HEADER, rows, bom=bom)
+
+
+@contextmanager
+def full_disk(filled: Callable[[str], bool]) -> Iterator[None]:
+    """Inside it, opening a file for writing fails as on a full disk (ENOSPC) when
+    `filled(path)` says so: `with full_disk(lambda path: path.endswith(".xlsx")): ...`."""
+    real_open = builtins.open
+
+    def open_on_a_full_disk(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "w" in str(mode) and filled(str(file)):
+            raise OSError(28, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(builtins, "open", open_on_a_full_disk)
+        patch.setattr(io, "open", open_on_a_full_disk)
+        yield

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import USAGE_HEADER
+from conftest import USAGE_HEADER, full_disk
 from reliability import chargeback, count, engine_for, fingerprint, popen, rounds, rows, scalar
 
 from chargeback import api
@@ -224,20 +224,11 @@ def march(url: str, folder: Path) -> None:
     api.import_file(url, big_file(folder, "m", "2026-03", lines=3), "2026-03")
 
 
-def test_a_full_disk_during_close_undoes_it(loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_during_close_undoes_it(loaded: str, tmp_path: Path) -> None:
     march(loaded, tmp_path)
     before = fingerprint(loaded)
-    real_open = open
-
-    def full_disk(path, mode="r", *args, **kwargs):
-        if "w" in mode and ".2026-03.partial" in str(path):
-            raise OSError(28, "No space left on device")
-        return real_open(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr("builtins.open", full_disk)
-    with pytest.raises(Refused) as refused:
+    with full_disk(lambda path: ".2026-03.partial" in path), pytest.raises(Refused) as refused:
         api.close(loaded, "2026-03", tmp_path / "out")
-    monkeypatch.undo()
     assert str(refused.value) == (
         f"cannot write the documents to {tmp_path / 'out'}: No space left on device; the period stays open: "
         "free some space, make the folder writable or choose another --out folder"

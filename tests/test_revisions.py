@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import usage_file
+from conftest import full_disk, usage_file
 
 from chargeback import api
 from chargeback.core.errors import Refused
@@ -116,7 +116,7 @@ def test_a_close_removes_the_periods_drafts_and_a_preview_replaces_the_last(
 
 
 def test_a_reclose_that_cannot_write_leaves_every_version_as_it_was(
-    loaded: str, mini_book: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loaded: str, mini_book: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     march = out / "2026-03"
@@ -128,17 +128,11 @@ def test_a_reclose_that_cannot_write_leaves_every_version_as_it_was(
     before = tree(march)
     api.reopen(loaded, "2026-03", "one more")
     api.adjust(loaded, "2026-03", "HELP", "ART", "5.00", "Cable")
-    real_open = open
-
-    def full_disk(path, mode="r", *args, **kwargs):
-        if "w" in mode and ".2026-03.partial" in str(path) and str(path).endswith("journal.csv"):
-            raise OSError(28, "No space left on device")
-        return real_open(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr("builtins.open", full_disk)
-    with pytest.raises(Refused, match="No space left on device; the period stays open"):
+    with (
+        full_disk(lambda path: ".2026-03.partial" in path and path.endswith("journal.csv")),
+        pytest.raises(Refused, match="No space left on device; the period stays open"),
+    ):
         api.close(loaded, "2026-03", out)
-    monkeypatch.undo()
     # revision 2 in place, revision 1 kept, nothing half-written beside them
     assert tree(march) == before
     assert sorted(p.name for p in out.iterdir()) == ["2026-03"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from conftest import usage_file
 from sqlalchemy import select
 
@@ -86,42 +87,18 @@ def test_against_names_a_posted_charge_of_the_right_consumer(closed_march: str, 
         api.adjust(url, "2026-04", None, None, "-1", "x", against="HELP:T-99")
 
 
+def adjust(url: str, arguments: str) -> Result:
+    """`chargeback --db URL adjust ARGUMENTS`, the arguments as typed in a shell."""
+    return CliRunner().invoke(main, ["--db", url, "adjust", *shlex.split(arguments)])
+
+
 def test_cli_adjust_against(closed_march: str) -> None:
-    runner = CliRunner()
-    out = runner.invoke(
-        main,
-        [
-            "--db",
-            closed_march,
-            "adjust",
-            "2026-04",
-            "--amount",
-            "-15.00",
-            "--reason",
-            "goodwill",
-            "--against",
-            "HELP:T-1",
-        ],
-    )
+    out = adjust(closed_march, "2026-04 --amount -15.00 --reason goodwill --against HELP:T-1")
     assert out.exit_code == 0, out.output
     assert "HELP -> ART -15.00 USD against HELP:T-1" in out.output
-    out = runner.invoke(
-        main,
-        [
-            "--db",
-            closed_march,
-            "adjust",
-            "2026-04",
-            "--amount",
-            "-100",
-            "--reason",
-            "too much",
-            "--against",
-            "HELP:T-1",
-        ],
-    )
+    out = adjust(closed_march, "2026-04 --amount -100 --reason 'too much' --against HELP:T-1")
     assert out.exit_code == 1
     assert "refused: --amount: a credit of 100.00 USD against HELP:T-1 is larger than" in out.output
-    out = runner.invoke(main, ["--db", closed_march, "adjust", "2026-04", "--amount", "-1", "--reason", "x"])
+    out = adjust(closed_march, "2026-04 --amount -1 --reason x")
     assert out.exit_code == 2
     assert "--service and --consumer are required unless --against is given" in out.output

@@ -12,6 +12,7 @@ import csv
 import io
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -198,3 +199,10 @@ def full_disk(filled: Callable[[str], bool]) -> Iterator[None]:
         patch.setattr(builtins, "open", open_on_a_full_disk)
         patch.setattr(io, "open", open_on_a_full_disk)
         yield
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1 (for a test's own server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

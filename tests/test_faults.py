@@ -13,7 +13,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -22,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import USAGE_HEADER, full_disk
+from conftest import USAGE_HEADER, free_port, full_disk
 from reliability import chargeback, count, engine_for, fingerprint, popen, rounds, rows, scalar
 
 from chargeback import api
@@ -327,19 +326,13 @@ def test_a_connection_killed_mid_command_leaves_nothing_half_done(pg_url: str, m
 PG_BIN = Path(os.environ.get("CHARGEBACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PrivateServer:
     """A throwaway PostgreSQL cluster of this test's own (the shared server is left alone)."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="chargeback-pg-"))
         self.root.chmod(0o755)
-        self.data, self.port = self.root / "data", _free_port()
+        self.data, self.port = self.root / "data", free_port()
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.as_user:
             shutil.chown(self.root, "postgres")

@@ -204,26 +204,11 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
             amount = f"{from_minor(abs(e.amount_minor), 2):.2f}"
             debit, credit = ((amount, ""), ("", amount)) if e.amount_minor >= 0 else (("", amount), (amount, ""))
             tail = [e.service, neutralize(e.reference) or "", neutralize(e.memo) or "", neutralize(e.rate_source) or ""]
-            yield [
-                str(e.id),
-                e.date.isoformat(),
-                e.period,
-                e.debit_account,
-                neutralize(e.debit_gl) or "",
-                e.consumer,
-                *debit,
-                *tail,
-            ]
-            yield [
-                str(e.id),
-                e.date.isoformat(),
-                e.period,
-                e.credit_account,
-                neutralize(e.credit_gl) or "",
-                e.provider,
-                *credit,
-                *tail,
-            ]
+            for account, gl, unit, amounts in (
+                (e.debit_account, e.debit_gl, e.consumer, debit),
+                (e.credit_account, e.credit_gl, e.provider, credit),
+            ):
+                yield [str(e.id), e.date.isoformat(), e.period, account, neutralize(gl) or "", unit, *amounts, *tail]
 
     api.import_file(
         loaded,

@@ -177,6 +177,13 @@ def loaded(db_url: str, mini_book: Path) -> Iterator[str]:
     yield db_url
 
 
+@pytest.fixture
+def imported(loaded: str, mini_book: Path) -> str:
+    """`loaded` with the mini book's March usage imported (usage/2026-03.csv), nothing closed."""
+    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
+    return loaded
+
+
 USAGE_HEADER = ["date", "service", "consumer", "quantity", "reference", "description"]
 
 

@@ -18,11 +18,10 @@ from chargeback.store.schema import Adjustment, Entry
 
 
 @pytest.fixture
-def closed_march(loaded: str, tmp_path: Path) -> str:
+def closed_march(imported: str, tmp_path: Path) -> str:
     """The mini book with March closed: T-1 (1.5 h of HELP for ART, 90.00) among others."""
-    api.import_file(loaded, Path(__file__).parent / "books" / "mini" / "usage" / "2026-03.csv", "2026-03")
-    api.close(loaded, "2026-03", tmp_path / "out")
-    return loaded
+    api.close(imported, "2026-03", tmp_path / "out")
+    return imported
 
 
 def test_a_credit_against_a_charge_of_a_closed_period(closed_march: str, tmp_path: Path) -> None:

@@ -30,13 +30,12 @@ def test_a_credit_against_a_charge_of_a_closed_period(closed_march: str, tmp_pat
     assert (first.service, first.consumer, first.against) == ("HELP", "ART", "HELP:T-1")
     second = api.adjust(url, "2026-04", "HELP", "ART", "-60.00", "the rest too", against="HELP:T-1")
     assert second.against == "HELP:T-1"
-    with pytest.raises(
-        Refused,
-        match=r"^--amount: a credit of 0.01 USD against HELP:T-1 is larger than the "
-        r"original charge: 90.00 charged to ART in 2026-03, -90.00 already "
-        r"linked to it, 0.00 left$",
-    ):
+    with pytest.raises(Refused) as refused:
         api.adjust(url, "2026-04", None, None, "-0.01", "one cent more", against="HELP:T-1")
+    assert str(refused.value) == (
+        "--amount: a credit of 0.01 USD against HELP:T-1 is larger than the original charge: "
+        "90.00 charged to ART in 2026-03, -90.00 already linked to it, 0.00 left"
+    )
     # A linked charge (positive) is not limited, and makes room for a later credit.
     api.adjust(url, "2026-04", None, None, "10.00", "re-billed", against="HELP:T-1")
     api.adjust(url, "2026-04", None, None, "-10.00", "and credited", against="HELP:T-1")
@@ -59,13 +58,12 @@ def test_a_credit_against_a_charge_of_a_closed_period(closed_march: str, tmp_pat
 
 
 def test_a_credit_larger_than_the_original_is_refused_at_once(closed_march: str) -> None:
-    with pytest.raises(
-        Refused,
-        match=r"a credit of 90.01 USD against HELP:T-1 is larger than the original "
-        r"charge: 90.00 charged to ART in 2026-03, 0.00 already linked to it, "
-        r"90.00 left",
-    ):
+    with pytest.raises(Refused) as refused:
         api.adjust(closed_march, "2026-04", None, None, "-90.01", "too much", against="HELP:T-1")
+    assert str(refused.value) == (
+        "--amount: a credit of 90.01 USD against HELP:T-1 is larger than the original charge: "
+        "90.00 charged to ART in 2026-03, 0.00 already linked to it, 90.00 left"
+    )
     with db.connect(closed_march).connect() as conn:
         assert conn.execute(select(Adjustment.id)).first() is None
 

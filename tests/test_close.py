@@ -8,7 +8,8 @@ import pytest
 from conftest import usage_file
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, func, select
+from reliability import engine_for
+from sqlalchemy import func, select
 
 from chargeback import api
 from chargeback.core.errors import Refused
@@ -16,10 +17,6 @@ from chargeback.documents import folder as documents
 from chargeback.store.schema import Entry, PeriodEvent
 
 D = Decimal
-
-
-def engine_for(url: str):
-    return create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
 
 
 def entries(url: str, period: str | None = None) -> list[tuple]:

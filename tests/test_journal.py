@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, select, text
+from reliability import engine_for
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from chargeback import api
@@ -20,7 +21,7 @@ from chargeback.ledger.journal import ENTRY_COLUMNS
 
 
 def sql(url: str, statement: str) -> None:
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = engine_for(url)
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
@@ -36,7 +37,7 @@ def closed(db_url: str, mini_book: Path, tmp_path: Path) -> str:
 
 
 def test_entries_link_to_the_one_before(closed: str) -> None:
-    engine = create_engine(closed.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = engine_for(closed)
     with engine.connect() as conn:
         rows = conn.execute(select(*ENTRY_COLUMNS).order_by(ENTRY_COLUMNS[0])).all()
     engine.dispose()

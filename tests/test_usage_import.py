@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import USAGE_HEADER, usage_file
 from openpyxl import Workbook
-from sqlalchemy import create_engine, func, select
+from reliability import engine_for
+from sqlalchemy import func, select
 
 from chargeback import api
 from chargeback.core.errors import InputRefused, Refused
@@ -18,7 +19,7 @@ D = Decimal
 
 
 def stored(url: str) -> int:
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = engine_for(url)
     with engine.connect() as conn:
         count = conn.execute(select(func.count()).select_from(Usage)).scalar()
     engine.dispose()
@@ -101,7 +102,7 @@ def test_columns_in_any_order_and_without_descriptions_are_stored_by_their_names
         book.save(path)
     result = api.import_file(loaded, path, "2026-03")
     assert result.by_provider == {"FLEET": D("45.13"), "IT": D("150.00")}  # 1 x 45.125; 2.5 x 60
-    engine = create_engine(loaded.replace("postgresql://", "postgresql+psycopg://"))
+    engine = engine_for(loaded)
     with engine.connect() as conn:
         lines = conn.execute(
             select(
@@ -291,7 +292,7 @@ def test_broken_xlsx_is_refused_with_its_name(loaded: str, tmp_path: Path) -> No
 def imports_of(url: str) -> list[tuple[int, int, int]]:
     from chargeback.store.schema import Import
 
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = engine_for(url)
     with engine.connect() as conn:
         found = [
             tuple(r)
@@ -436,7 +437,7 @@ def test_six_fractional_digits_are_kept_and_a_seventh_is_refused(loaded: str, tm
     )
     result = api.import_file(loaded, path, "2026-03")
     assert result.by_provider == {"IT": D("127.41") + D("-0.00") + D("60.00")}  # 2.123456 x 60 = 127.40736
-    engine = create_engine(loaded.replace("postgresql://", "postgresql+psycopg://"))
+    engine = engine_for(loaded)
     with engine.connect() as conn:
         quantities = conn.execute(select(Usage.quantity_micro).order_by(Usage.line)).scalars().all()
     engine.dispose()

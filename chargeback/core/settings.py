@@ -28,6 +28,10 @@ class Settings:
     parallel_units: int = 500
     #: Worker processes (documents) and threads (the manifest's digests); None: one per core.
     workers: int | None = None
+    #: Batches of bills waiting for each document worker at most: enough to keep it busy
+    #: while this process writes the auditors' workbook a piece at a time, few enough
+    #: that the period's bills are not all in memory at once.
+    batches_per_worker: int = 8
     #: From this many entries on, writing the documents shows a progress bar (on a terminal).
     progress_lines: int = 20_000
     #: Journal lines on one sheet of the reconciliation workbook (Excel's 1,048,576 rows,

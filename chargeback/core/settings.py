@@ -21,6 +21,9 @@ class Settings:
     #: Rows per SQLite INSERT at most; fewer when the row is wide (SQLite binds at most
     #: `SQLITE_LIMIT_VARIABLE_NUMBER` values a statement, 32,766 by default).
     rows_per_insert: int = 2_000
+    #: Usage lines a close prices and posts at a time at most (a range of consumers; a
+    #: consumer's lines are never split): a million lines take some 900 MB.
+    close_lines: int = 1_000_000
     #: From this many consumers on, their documents are written by worker processes. Each
     #: consumer is one or two files of some milliseconds whatever its lines, and starting
     #: the workers costs about a second: 2,000 consumers with 10,000 lines between them

@@ -57,7 +57,7 @@ from chargeback.core.pricing import (
 from chargeback.ledger.cloud import amount_priced, cloud_pool_costs
 from chargeback.ledger.entries import Draft, accounts
 from chargeback.ledger.journal import MAX_AMOUNT_MINOR
-from chargeback.store.db import bulk_insert, date_text, frame
+from chargeback.store.db import bulk_insert, bytewise, date_text, frame
 from chargeback.store.schema import (
     Adjustment,
     Allocation,
@@ -158,8 +158,36 @@ def _no_rate(service: str, reference: str, day: dt.date, consumer: str) -> Refus
     )
 
 
-def unposted_lines(conn: Connection, ref: Reference, period: str) -> pl.DataFrame:
-    """The period's usage lines not priced yet (`pricing.LINE_COLUMNS`), one query."""
+def consumer_ranges(conn: Connection, period: str, most_lines: int) -> list[tuple[str, str]]:
+    """The consumers with usage of `period` still to price, cut into ranges (first, last
+    consumer code, in byte order) of at most `most_lines` lines each, a consumer never
+    split (one with more lines is a range of its own). A close prices and posts a range
+    at a time, so its memory follows the range, not the month."""
+    consumer = bytewise(conn, Usage.consumer)[0]
+    counts = conn.execute(
+        select(Usage.consumer, func.count()).where(*_unpriced(period)).group_by(Usage.consumer).order_by(consumer)
+    ).all()
+    ranges: list[tuple[str, str]] = []
+    lines = 0
+    for code, count in counts:
+        if ranges and lines + count <= most_lines:
+            ranges[-1] = (ranges[-1][0], code)
+            lines += count
+        else:
+            ranges.append((code, code))
+            lines = count
+    return ranges
+
+
+def unposted_lines(
+    conn: Connection, ref: Reference, period: str, consumers: tuple[str, str] | None = None
+) -> pl.DataFrame:
+    """The period's usage lines not priced yet (`pricing.LINE_COLUMNS`), one query;
+    `consumers`: only those of a range of consumers (`consumer_ranges`)."""
+    within: tuple[ColumnElement[bool], ...] = ()
+    if consumers is not None:
+        consumer = bytewise(conn, Usage.consumer)[0]
+        within = (consumer >= consumers[0], consumer <= consumers[1])
     query = select(
         Usage.id,
         date_text(conn, Usage.date),
@@ -168,7 +196,7 @@ def unposted_lines(conn: Connection, ref: Reference, period: str) -> pl.DataFram
         Usage.quantity_micro,
         Usage.reference,
         Usage.amount_minor,
-    ).where(*_unpriced(period))
+    ).where(*_unpriced(period), *within)
     schema = {name: kind for name, kind in LINE_COLUMNS.items() if name != "customer_class"}
     lines = frame(conn, query, {**schema, "amount_minor": pl.Int64})
     classes = pl.DataFrame(
@@ -271,12 +299,12 @@ class PricedUsage:
     pieces: pl.DataFrame
 
 
-def price_usage(conn: Connection, ref: Reference, period: str) -> PricedUsage:
-    """Price every unposted usage line of the period over whole columns and group the
-    lines into charges: one per consumer, service and price (rate row or tier schedule).
-    A charge's quantity and amount are its lines' sums; each line keeps its own amount,
-    rounded half-up on its own."""
-    lines = unposted_lines(conn, ref, period)
+def price_usage(conn: Connection, ref: Reference, period: str, consumers: tuple[str, str] | None = None) -> PricedUsage:
+    """Price every unposted usage line of the period (of a range of `consumers`) over
+    whole columns and group the lines into charges: one per consumer, service and price
+    (rate row or tier schedule). A charge's quantity and amount are its lines' sums; each
+    line keeps its own amount, rounded half-up on its own."""
+    lines = unposted_lines(conn, ref, period, consumers)
     by_amount = lines.filter(pl.col("amount_minor").is_not_null())  # cloud bills' lines: priced by their amount
     lines = lines.filter(pl.col("amount_minor").is_null()).drop("amount_minor")
     tiered = ref.rates.tiered

@@ -80,36 +80,16 @@ def generate(
         w.writerow(["ROOT", "Benchmark University", "internal", "", "", "", "", "", "6000", ""])
         for d in divisions:
             w.writerow([d, f"Division {d}", "internal", "ROOT", "", "", "", "", "6000", ""])
-        for i, p in enumerate(providers):
-            w.writerow(
-                [
-                    p,
-                    f"Provider {p}",
-                    "internal",
-                    divisions[i % len(divisions)],
-                    f"Manager {p}",
-                    f"{p.lower()}@example.edu",
-                    "",
-                    "",
-                    f"6{i % 1000:03d}",
-                    f"4{i % 1000:03d}",
-                ]
-            )
-        for i, d in enumerate(departments):
-            w.writerow(
-                [
-                    d,
-                    f"Department {d}",
-                    "internal",
-                    divisions[i % len(divisions)],
-                    f"Head {d}",
-                    f"{d.lower()}@example.edu",
-                    "",
-                    "",
-                    f"7{i % 1000:03d}",
-                    "",
-                ]
-            )
+        for kind, head, codes, expense, revenue in (
+            ("Provider", "Manager", providers, "6", "4"),
+            ("Department", "Head", departments, "7", ""),
+        ):
+            for i, c in enumerate(codes):
+                gl = f"{i % 1000:03d}"  # the GL accounts: the kind's digit, then the unit's number
+                w.writerow(
+                    [c, f"{kind} {c}", "internal", divisions[i % len(divisions)], f"{head} {c}"]
+                    + [f"{c.lower()}@example.edu", "", "", expense + gl, revenue + gl if revenue else ""]
+                )
         for e in externals:
             w.writerow([e, f"Customer {e}", "external", "", "", "", "", "", "", ""])
     codes = [f"S{i:04d}" for i in range(services)]

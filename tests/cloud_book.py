@@ -7,32 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.conftest import BOOKS
+from benchmark_scripts import benchmark_script
+from conftest import BOOKS
 
-FOCUS_COLUMNS = [
-    "BillingAccountId",
-    "BillingCurrency",
-    "BilledCost",
-    "EffectiveCost",
-    "ListCost",
-    "ChargeCategory",
-    "ChargeClass",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
-    "CommitmentDiscountId",
-    "CommitmentDiscountStatus",
-    "ConsumedQuantity",
-    "PricingQuantity",
-    "InvoiceId",
-    "RegionId",
-    "ResourceId",
-    "ServiceCategory",
-    "ServiceName",
-    "SkuId",
-    "SubAccountId",
-    "SubAccountName",
-    "Tags",
-]
+#: The columns of a FOCUS bill, in the order the benchmark's generator writes them.
+FOCUS_COLUMNS = benchmark_script("focus").COLUMNS
 
 CLOUD_TOML = """
 [cloud]

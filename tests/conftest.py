@@ -7,11 +7,14 @@ starts one and prints its URL). Without it they skip on a developer's machine; i
 
 from __future__ import annotations
 
+import builtins
 import csv
+import io
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -174,8 +177,39 @@ def loaded(db_url: str, mini_book: Path) -> Iterator[str]:
     yield db_url
 
 
+@pytest.fixture
+def imported(loaded: str, mini_book: Path) -> str:
+    """`loaded` with the mini book's March usage imported (usage/2026-03.csv), nothing closed."""
+    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
+    return loaded
+
+
 USAGE_HEADER = ["date", "service", "consumer", "quantity", "reference", "description"]
 
 
 def usage_file(folder: Path, name: str, rows: list[list[object]], bom: bool = False) -> Path:
     return write_csv(folder / name, USAGE_HEADER, rows, bom=bom)
+
+
+@contextmanager
+def full_disk(filled: Callable[[str], bool]) -> Iterator[None]:
+    """Inside it, opening a file for writing fails as on a full disk (ENOSPC) when
+    `filled(path)` says so: `with full_disk(lambda path: path.endswith(".xlsx")): ...`."""
+    real_open = builtins.open
+
+    def open_on_a_full_disk(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "w" in str(mode) and filled(str(file)):
+            raise OSError(28, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(builtins, "open", open_on_a_full_disk)
+        patch.setattr(io, "open", open_on_a_full_disk)
+        yield
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1 (for a test's own server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import subprocess
-import tempfile
-import zipfile
 from pathlib import Path
 
 from conftest import BOOKS, usage_file
@@ -91,58 +88,3 @@ def build(url: str, folder: Path) -> Path:
     api.adjust(url, "2026-04", "VAN", "ART", "12.00", "fuel price", "FUEL-1", memo="Fuel surcharge")
     api.close(url, "2026-04", out)
     return out
-
-
-def soffice_recalculate(files: list[Path], folder: Path) -> dict[Path, Path]:
-    """Copies of `files` with every stored formula value set to 0, recalculated by
-    LibreOffice on load; returns {original: recalculated copy}."""
-    zeroed = folder / "zeroed"
-    converted = folder / "converted"
-    zeroed.mkdir(parents=True)
-    profile = Path(tempfile.mkdtemp(prefix="lo-profile-"))
-    (profile / "user").mkdir()
-    (profile / "user" / "registrymodifications.xcu").write_text(
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<oor:items xmlns:oor="http://openoffice.org/2001/registry" '
-        'xmlns:xs="http://www.w3.org/2001/XMLSchema" '
-        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
-        '<item oor:path="/org.openoffice.Office.Calc/Formula/Load">'
-        '<prop oor:name="OOXMLRecalcMode" oor:op="fuse"><value>0</value></prop></item>\n'
-        "</oor:items>\n"
-    )
-    names = {}
-    for index, path in enumerate(files):
-        copy = zeroed / f"{index}-{path.name}"
-        _zero_formula_values(path, copy)
-        names[path] = converted / copy.name
-    try:
-        subprocess.run(
-            [
-                "soffice",
-                f"-env:UserInstallation={profile.as_uri()}",
-                "--headless",
-                "--convert-to",
-                "xlsx",
-                "--outdir",
-                str(converted),
-                *(str(zeroed / names[p].name) for p in files),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=240,
-        )
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    return names
-
-
-def _zero_formula_values(source: Path, target: Path) -> None:
-    import re
-
-    pattern = re.compile(rb"(<f>[^<]*</f>)<v>[^<]*</v>")
-    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zout:
-        for info in zin.infolist():
-            data = zin.read(info.filename)
-            if info.filename.startswith("xl/worksheets/sheet"):
-                data = pattern.sub(rb"\1<v>0</v>", data)
-            zout.writestr(info, data)

@@ -11,10 +11,12 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hypothesis import settings
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Connection, Engine, create_engine, select, text
 
 from chargeback.store.schema import Base
 
@@ -46,6 +48,17 @@ def engine_for(url: str) -> Engine:
     return create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
 
 
+@contextmanager
+def plain_connection(url: str) -> Iterator[Connection]:
+    """A connection of a plain engine (see `engine_for`), the engine disposed of after."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
 def sql(url: str, *statements: str) -> None:
     """Run raw SQL in one transaction, foreign keys off on SQLite."""
     engine = engine_for(url)
@@ -58,11 +71,8 @@ def sql(url: str, *statements: str) -> None:
 
 
 def scalar(url: str, statement: str) -> object:
-    engine = engine_for(url)
-    with engine.connect() as conn:
-        value = conn.execute(text(statement)).scalar()
-    engine.dispose()
-    return value
+    with plain_connection(url) as conn:
+        return conn.execute(text(statement)).scalar()
 
 
 AUDIT_TABLES = {"audit_log", "audit_head"}

@@ -103,7 +103,10 @@ def campus(
     allocations: list[list[object]] | None = None,
     drivers: list[list[object]] | None = None,
     costs: list[list[object]] | None = None,
+    usage: dict[str, list[list[object]]] | None = None,
 ) -> Path:
+    """The small campus's book in `folder`; `allocations`, `drivers`, `costs` and `usage`
+    (rows by period) replace its own when given."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "book.toml").write_text(f'name = "Small Campus"\ncurrency = "USD"\nallocation_method = "{method}"\n')
     write_csv(
@@ -177,17 +180,20 @@ def campus(
             ["2026-04", "PERSONNEL", "4000.00"],
         ],
     )
-    usage_file(
-        folder / "usage",
-        "2026-03.csv",
-        [
-            ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"],
-            ["2026-03-09", "HELP", "BIO", "5", "H-2", "Printer"],
-            ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"],
-            ["2026-03-21", "HELP", "EXT-1", "2", "H-4", "Wifi"],
-        ],
-    )
-    usage_file(folder / "usage", "2026-04.csv", [["2026-04-02", "HELP", "ART", "1", "H-5", "Password"]])
+    for period, rows in (
+        usage
+        if usage is not None
+        else {
+            "2026-03": [
+                ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"],
+                ["2026-03-09", "HELP", "BIO", "5", "H-2", "Printer"],
+                ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"],
+                ["2026-03-21", "HELP", "EXT-1", "2", "H-4", "Wifi"],
+            ],
+            "2026-04": [["2026-04-02", "HELP", "ART", "1", "H-5", "Password"]],
+        }
+    ).items():
+        usage_file(folder / "usage", f"{period}.csv", rows)
     return folder
 
 

@@ -3,25 +3,19 @@ cloud import reads into every bucket."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import polars as pl
 import pytest
+from benchmark_scripts import benchmark_script
 
 from chargeback import api
-
-FOCUS = Path(__file__).resolve().parent.parent / "benchmarks" / "focus.py"
 
 
 @pytest.fixture(scope="module")
 def focus() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmark_focus", FOCUS)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("focus")
 
 
 def test_a_seed_gives_the_same_bill_and_another_seed_another(focus: ModuleType, tmp_path: Path) -> None:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 from collections import Counter, defaultdict
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-GENERATE = Path(__file__).resolve().parent.parent / "benchmarks" / "generate.py"
+from benchmark_scripts import benchmark_script
 
 # sha256 over the folder written by the generator as it was before shapes existed
 # (commit 33f1dbd), computed once from that code with `digest` below; the uniform shape
@@ -28,11 +26,7 @@ UNIFORM_BEFORE_SHAPES = {
 
 @pytest.fixture(scope="module")
 def generate() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmark_generate", GENERATE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("generate")
 
 
 def digest(folder: Path) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import usage_file
-from sqlalchemy import create_engine, select
+from reliability import plain_connection
+from sqlalchemy import select
 
 from chargeback import api
 from chargeback.book.load import read_book
@@ -139,8 +140,7 @@ def test_a_refused_book_loads_nothing(db_url: str, mini_book: Path) -> None:
     append(mini_book / "rates.csv", "HELP,internal,2026-06-01,,55")
     with pytest.raises(InputRefused):
         api.load(db_url, mini_book)
-    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.connect() as conn:
+    with plain_connection(db_url) as conn:
         assert conn.execute(select(Unit.code)).all() == []
 
 
@@ -160,8 +160,7 @@ def test_reload_updates_reference_data_without_touching_posted_entries(
     (mini_book / "rates.csv").write_text(rates + "HELP,internal,2026-04-01,,65.00\n")
     result = api.load(db_url, mini_book)
     assert (result.units_added, result.units_updated, result.rates) == (0, 6, 5)
-    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.connect() as conn:
+    with plain_connection(db_url) as conn:
         assert conn.execute(select(Unit.name).where(Unit.code == "ART")).scalar() == "Department of Art"
         assert (
             conn.execute(select(Rate.rate_micro).where(Rate.effective_from == dt.date(2026, 4, 1))).scalar()

@@ -9,7 +9,8 @@ import pytest
 from conftest import usage_file
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, func, select
+from reliability import engine_for, plain_connection
+from sqlalchemy import func, select
 
 from chargeback import api
 from chargeback.core.errors import Refused
@@ -22,20 +23,14 @@ from chargeback.store.schema import Entry, PeriodEvent
 D = Decimal
 
 
-def engine_for(url: str):
-    return create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-
-
 def entries(url: str, period: str | None = None) -> list[tuple]:
     query = select(
         Entry.kind, Entry.consumer, Entry.service, Entry.amount_minor, Entry.debit_account, Entry.credit_account
     ).order_by(Entry.id)
     if period:
         query = query.where(Entry.period == period)
-    engine = engine_for(url)
-    with engine.connect() as conn:
+    with plain_connection(url) as conn:
         rows = [tuple(r) for r in conn.execute(query)]
-    engine.dispose()
     return rows
 
 
@@ -201,8 +196,7 @@ def test_reopen_needs_a_reason_and_a_later_close_posts_only_what_is_new(loaded: 
     result = api.close(loaded, "2026-03", tmp_path / "out")
     assert result.posted == 1
     assert result.reconciliation.internal_spend == 9000 + 6000
-    engine = engine_for(loaded)
-    with engine.connect() as conn:
+    with plain_connection(loaded) as conn:
         events = conn.execute(select(PeriodEvent.action, PeriodEvent.reason).order_by(PeriodEvent.id)).all()
         assert [tuple(e) for e in events] == [
             ("close", "2 entries posted"),
@@ -210,7 +204,6 @@ def test_reopen_needs_a_reason_and_a_later_close_posts_only_what_is_new(loaded: 
             ("close", "1 entries posted"),
         ]
         assert conn.execute(select(func.count()).select_from(Entry)).scalar() == 3
-    engine.dispose()
     assert api.verify(loaded).ok
 
 

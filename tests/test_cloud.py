@@ -11,13 +11,13 @@ from pathlib import Path
 import openpyxl
 import polars as pl
 import pytest
+from cloud_book import FOCUS_COLUMNS, cloud_book, row, write_focus
 from sqlalchemy import func, select
 
 from chargeback import api
 from chargeback.core.errors import InputRefused
 from chargeback.store import db
 from chargeback.store.schema import CloudBucket, Entry, Usage
-from tests.cloud_book import FOCUS_COLUMNS, cloud_book, row, write_focus
 
 PERIOD = "2026-03"
 

@@ -5,9 +5,9 @@ without an address are listed; dry runs write .eml files; missing documents are 
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import email
-import socket
 import threading
 from email.message import EmailMessage
 from email.policy import default
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_csv
+from conftest import BOOKS, free_port, write_csv
 from sqlalchemy import Connection, insert, select
 
 from chargeback import api
@@ -26,14 +26,6 @@ from chargeback.store import db
 from chargeback.store.schema import Delivery
 
 aiosmtpd = pytest.importorskip("aiosmtpd.controller")
-
-UNITS = ["code", "name", "kind", "parent", "email", "manager"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Inbox:
@@ -71,17 +63,12 @@ def smtp() -> tuple[Inbox, str]:
 
 
 def with_emails(mini_book: Path, emails: dict[str, str]) -> None:
-    rows = [
-        ["COL", "Mini College", "internal", ""],
-        ["IT", "Information Technology", "internal", "COL"],
-        ["FLEET", "Fleet Services", "internal", "COL"],
-        ["ART", "Art Department", "internal", "COL"],
-        ["MATH", "Mathematics", "internal", "COL"],
-        ["EXT-1", "Town Library", "external", ""],
-    ]
+    """The mini book's units with an email each (from `emails`, else blank) and ART's manager."""
+    with open(BOOKS / "mini" / "units.csv", encoding="utf-8", newline="") as handle:
+        header, *rows = csv.reader(handle)
     write_csv(
         mini_book / "units.csv",
-        UNITS,
+        [*header, "email", "manager"],
         [row + [emails.get(row[0], ""), "Dr. Ada Byron" if row[0] == "ART" else ""] for row in rows],
     )
 

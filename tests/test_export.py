@@ -204,26 +204,11 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
             amount = f"{from_minor(abs(e.amount_minor), 2):.2f}"
             debit, credit = ((amount, ""), ("", amount)) if e.amount_minor >= 0 else (("", amount), (amount, ""))
             tail = [e.service, neutralize(e.reference) or "", neutralize(e.memo) or "", neutralize(e.rate_source) or ""]
-            yield [
-                str(e.id),
-                e.date.isoformat(),
-                e.period,
-                e.debit_account,
-                neutralize(e.debit_gl) or "",
-                e.consumer,
-                *debit,
-                *tail,
-            ]
-            yield [
-                str(e.id),
-                e.date.isoformat(),
-                e.period,
-                e.credit_account,
-                neutralize(e.credit_gl) or "",
-                e.provider,
-                *credit,
-                *tail,
-            ]
+            for account, gl, unit, amounts in (
+                (e.debit_account, e.debit_gl, e.consumer, debit),
+                (e.credit_account, e.credit_gl, e.provider, credit),
+            ):
+                yield [str(e.id), e.date.isoformat(), e.period, account, neutralize(gl) or "", unit, *amounts, *tail]
 
     api.import_file(
         loaded,
@@ -360,19 +345,18 @@ def test_a_ranges_csv_has_one_header_and_every_periods_entries_in_order(closed: 
 
 
 def test_a_range_with_an_open_period_is_refused_with_what_is_pending(
-    loaded: str, mini_book: Path, tmp_path: Path
+    imported: str, mini_book: Path, tmp_path: Path
 ) -> None:
-    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
-    api.close(loaded, "2026-03", tmp_path / "out")
-    api.import_file(loaded, mini_book / "usage" / "2026-04.csv", "2026-04")
+    api.close(imported, "2026-03", tmp_path / "out")
+    api.import_file(imported, mini_book / "usage" / "2026-04.csv", "2026-04")
     with pytest.raises(Refused, match=r"period 2026-04 is open: .*pending.*`chargeback close 2026-04`"):
-        api.export(loaded, None, "beancount", first="2026-03", through="2026-04")
+        api.export(imported, None, "beancount", first="2026-03", through="2026-04")
     with pytest.raises(Refused, match="period 2026-04 is open"):
-        api.export(loaded, None, "csv", fiscal_year=2026)
+        api.export(imported, None, "csv", fiscal_year=2026)
     with pytest.raises(Refused, match="no period of fiscal year 2027 .* has any activity"):
-        api.export(loaded, None, "csv", fiscal_year=2027)
+        api.export(imported, None, "csv", fiscal_year=2027)
     with pytest.raises(Refused, match="--from 2026-04 is after --through 2026-03"):
-        api.export(loaded, None, "csv", first="2026-04", through="2026-03")
+        api.export(imported, None, "csv", first="2026-04", through="2026-03")
 
 
 def test_export_arguments_are_one_period_a_range_or_a_fiscal_year(closed: str) -> None:

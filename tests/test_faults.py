@@ -13,7 +13,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -22,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import USAGE_HEADER
+from conftest import USAGE_HEADER, free_port, full_disk
 from reliability import chargeback, count, engine_for, fingerprint, popen, rounds, rows, scalar
 
 from chargeback import api
@@ -224,20 +223,11 @@ def march(url: str, folder: Path) -> None:
     api.import_file(url, big_file(folder, "m", "2026-03", lines=3), "2026-03")
 
 
-def test_a_full_disk_during_close_undoes_it(loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_during_close_undoes_it(loaded: str, tmp_path: Path) -> None:
     march(loaded, tmp_path)
     before = fingerprint(loaded)
-    real_open = open
-
-    def full_disk(path, mode="r", *args, **kwargs):
-        if "w" in mode and ".2026-03.partial" in str(path):
-            raise OSError(28, "No space left on device")
-        return real_open(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr("builtins.open", full_disk)
-    with pytest.raises(Refused) as refused:
+    with full_disk(lambda path: ".2026-03.partial" in path), pytest.raises(Refused) as refused:
         api.close(loaded, "2026-03", tmp_path / "out")
-    monkeypatch.undo()
     assert str(refused.value) == (
         f"cannot write the documents to {tmp_path / 'out'}: No space left on device; the period stays open: "
         "free some space, make the folder writable or choose another --out folder"
@@ -336,19 +326,13 @@ def test_a_connection_killed_mid_command_leaves_nothing_half_done(pg_url: str, m
 PG_BIN = Path(os.environ.get("CHARGEBACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PrivateServer:
     """A throwaway PostgreSQL cluster of this test's own (the shared server is left alone)."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="chargeback-pg-"))
         self.root.chmod(0o755)
-        self.data, self.port = self.root / "data", _free_port()
+        self.data, self.port = self.root / "data", free_port()
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.as_user:
             shutil.chown(self.root, "postgres")

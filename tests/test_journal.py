@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, select, text
+from reliability import plain_connection, sql
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from chargeback import api
@@ -17,15 +18,6 @@ from chargeback.core.errors import Refused
 from chargeback.core.settings import Settings
 from chargeback.ledger.entries import GENESIS, entry_hash, hashed_json
 from chargeback.ledger.journal import ENTRY_COLUMNS
-
-
-def sql(url: str, statement: str) -> None:
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
-        conn.execute(text(statement))
-    engine.dispose()
 
 
 @pytest.fixture
@@ -36,10 +28,8 @@ def closed(db_url: str, mini_book: Path, tmp_path: Path) -> str:
 
 
 def test_entries_link_to_the_one_before(closed: str) -> None:
-    engine = create_engine(closed.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.connect() as conn:
+    with plain_connection(closed) as conn:
         rows = conn.execute(select(*ENTRY_COLUMNS).order_by(ENTRY_COLUMNS[0])).all()
-    engine.dispose()
     assert rows[0].prev_hash == GENESIS
     for before, after in zip(rows, rows[1:], strict=False):
         assert after.prev_hash == before.hash

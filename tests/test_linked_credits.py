@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from conftest import usage_file
 from sqlalchemy import select
 
@@ -17,11 +18,10 @@ from chargeback.store.schema import Adjustment, Entry
 
 
 @pytest.fixture
-def closed_march(loaded: str, tmp_path: Path) -> str:
+def closed_march(imported: str, tmp_path: Path) -> str:
     """The mini book with March closed: T-1 (1.5 h of HELP for ART, 90.00) among others."""
-    api.import_file(loaded, Path(__file__).parent / "books" / "mini" / "usage" / "2026-03.csv", "2026-03")
-    api.close(loaded, "2026-03", tmp_path / "out")
-    return loaded
+    api.close(imported, "2026-03", tmp_path / "out")
+    return imported
 
 
 def test_a_credit_against_a_charge_of_a_closed_period(closed_march: str, tmp_path: Path) -> None:
@@ -30,13 +30,12 @@ def test_a_credit_against_a_charge_of_a_closed_period(closed_march: str, tmp_pat
     assert (first.service, first.consumer, first.against) == ("HELP", "ART", "HELP:T-1")
     second = api.adjust(url, "2026-04", "HELP", "ART", "-60.00", "the rest too", against="HELP:T-1")
     assert second.against == "HELP:T-1"
-    with pytest.raises(
-        Refused,
-        match=r"^--amount: a credit of 0.01 USD against HELP:T-1 is larger than the "
-        r"original charge: 90.00 charged to ART in 2026-03, -90.00 already "
-        r"linked to it, 0.00 left$",
-    ):
+    with pytest.raises(Refused) as refused:
         api.adjust(url, "2026-04", None, None, "-0.01", "one cent more", against="HELP:T-1")
+    assert str(refused.value) == (
+        "--amount: a credit of 0.01 USD against HELP:T-1 is larger than the original charge: "
+        "90.00 charged to ART in 2026-03, -90.00 already linked to it, 0.00 left"
+    )
     # A linked charge (positive) is not limited, and makes room for a later credit.
     api.adjust(url, "2026-04", None, None, "10.00", "re-billed", against="HELP:T-1")
     api.adjust(url, "2026-04", None, None, "-10.00", "and credited", against="HELP:T-1")
@@ -59,13 +58,12 @@ def test_a_credit_against_a_charge_of_a_closed_period(closed_march: str, tmp_pat
 
 
 def test_a_credit_larger_than_the_original_is_refused_at_once(closed_march: str) -> None:
-    with pytest.raises(
-        Refused,
-        match=r"a credit of 90.01 USD against HELP:T-1 is larger than the original "
-        r"charge: 90.00 charged to ART in 2026-03, 0.00 already linked to it, "
-        r"90.00 left",
-    ):
+    with pytest.raises(Refused) as refused:
         api.adjust(closed_march, "2026-04", None, None, "-90.01", "too much", against="HELP:T-1")
+    assert str(refused.value) == (
+        "--amount: a credit of 90.01 USD against HELP:T-1 is larger than the original charge: "
+        "90.00 charged to ART in 2026-03, 0.00 already linked to it, 90.00 left"
+    )
     with db.connect(closed_march).connect() as conn:
         assert conn.execute(select(Adjustment.id)).first() is None
 
@@ -86,42 +84,18 @@ def test_against_names_a_posted_charge_of_the_right_consumer(closed_march: str, 
         api.adjust(url, "2026-04", None, None, "-1", "x", against="HELP:T-99")
 
 
+def adjust(url: str, arguments: str) -> Result:
+    """`chargeback --db URL adjust ARGUMENTS`, the arguments as typed in a shell."""
+    return CliRunner().invoke(main, ["--db", url, "adjust", *shlex.split(arguments)])
+
+
 def test_cli_adjust_against(closed_march: str) -> None:
-    runner = CliRunner()
-    out = runner.invoke(
-        main,
-        [
-            "--db",
-            closed_march,
-            "adjust",
-            "2026-04",
-            "--amount",
-            "-15.00",
-            "--reason",
-            "goodwill",
-            "--against",
-            "HELP:T-1",
-        ],
-    )
+    out = adjust(closed_march, "2026-04 --amount -15.00 --reason goodwill --against HELP:T-1")
     assert out.exit_code == 0, out.output
     assert "HELP -> ART -15.00 USD against HELP:T-1" in out.output
-    out = runner.invoke(
-        main,
-        [
-            "--db",
-            closed_march,
-            "adjust",
-            "2026-04",
-            "--amount",
-            "-100",
-            "--reason",
-            "too much",
-            "--against",
-            "HELP:T-1",
-        ],
-    )
+    out = adjust(closed_march, "2026-04 --amount -100 --reason 'too much' --against HELP:T-1")
     assert out.exit_code == 1
     assert "refused: --amount: a credit of 100.00 USD against HELP:T-1 is larger than" in out.output
-    out = runner.invoke(main, ["--db", closed_march, "adjust", "2026-04", "--amount", "-1", "--reason", "x"])
+    out = adjust(closed_march, "2026-04 --amount -1 --reason x")
     assert out.exit_code == 2
     assert "--service and --consumer are required unless --against is given" in out.output

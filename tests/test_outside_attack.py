@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import usage_file
+from conftest import full_disk, usage_file
 
 from chargeback import api
 from chargeback.cli import main
@@ -234,27 +234,12 @@ def test_a_killed_command_leaves_no_worker_running(tmp_path: Path, follow: bool)
     assert (left == set()) is follow
 
 
-def test_a_full_disk_while_a_workbook_is_written_gets_the_proper_message(
-    loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_full_disk_while_a_workbook_is_written_gets_the_proper_message(loaded: str, tmp_path: Path) -> None:
     """Before: a disk that filled up while XlsxWriter wrote a workbook gave `error:
     FileCreateError: [Errno 28] ...`; every other document got the proper message."""
-    import builtins
-    import io
-
     api.import_file(loaded, usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]]), "2026-03")
-    real_open = builtins.open
-
-    def full_disk(path, mode="r", *args, **kwargs):
-        if "w" in str(mode) and str(path).endswith(".xlsx"):
-            raise OSError(28, "No space left on device")
-        return real_open(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", full_disk)
-    monkeypatch.setattr(io, "open", full_disk)
-    with pytest.raises(Refused) as refused:
+    with full_disk(lambda path: path.endswith(".xlsx")), pytest.raises(Refused) as refused:
         api.close(loaded, "2026-03", tmp_path / "out")
-    monkeypatch.undo()
     assert str(refused.value) == (
         f"cannot write the documents to {tmp_path / 'out'}: No space left on device; the period stays open: "
         "free some space, make the folder writable or choose another --out folder"

@@ -8,13 +8,13 @@ import datetime as dt
 import math
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import openpyxl
 import pytest
 from browser import run_chromium
 from documents_book import build
+from libreoffice import soffice_convert
 
 from chargeback import api
 
@@ -78,14 +78,11 @@ def test_exceptions_times_are_datetimes_in_a_column_wide_enough(out: tuple[str, 
     assert sheet.column_dimensions["C"].width >= len("yyyy-mm-dd hh:mm:ss") + 1
 
 
-def test_a_linked_credit_on_the_invoice_names_the_charge_it_corrects(
-    loaded: str, mini_book: Path, tmp_path: Path
-) -> None:
+def test_a_linked_credit_on_the_invoice_names_the_charge_it_corrects(imported: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
-    api.close(loaded, "2026-03", out)
-    api.adjust(loaded, "2026-04", None, None, "-30.00", "Ticket T-1 billed twice", against="HELP:T-1")
-    api.close(loaded, "2026-04", out)
+    api.close(imported, "2026-03", out)
+    api.adjust(imported, "2026-04", None, None, "-30.00", "Ticket T-1 billed twice", against="HELP:T-1")
+    api.close(imported, "2026-04", out)
     html = (out / "2026-04" / "invoices" / "ART.html").read_text(encoding="utf-8")
     # the charge it corrects: T-1 of March, 1.5 h at 60.00
     assert '<span class="tag adjustment">corrects HELP:T-1, charged in 2026-03: 90.00</span>' in html
@@ -135,26 +132,7 @@ def _inked(pgm: Path) -> float:
 
 
 def _soffice_pdf(files: list[Path], folder: Path) -> list[Path]:
-    soffice = _tool("soffice")
-    profile = Path(tempfile.mkdtemp(prefix="lo-profile-"))
-    try:
-        subprocess.run(
-            [
-                soffice,
-                f"-env:UserInstallation={profile.as_uri()}",
-                "--headless",
-                "--convert-to",
-                "pdf",
-                "--outdir",
-                str(folder),
-                *map(str, files),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    soffice_convert(files, "pdf", folder)
     return [folder / f"{path.stem}.pdf" for path in files]
 
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import usage_file
+from conftest import full_disk, usage_file
 
 from chargeback import api
 from chargeback.core.errors import Refused
@@ -28,13 +28,10 @@ def number_of(invoice: Path) -> str:
     return found.group(1)
 
 
-def test_a_reclose_keeps_the_first_version_and_revises_the_invoices(
-    loaded: str, mini_book: Path, tmp_path: Path
-) -> None:
+def test_a_reclose_keeps_the_first_version_and_revises_the_invoices(imported: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     march = out / "2026-03"
-    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
-    api.close(loaded, "2026-03", out)
+    api.close(imported, "2026-03", out)
     first = tree(march)
     assert number_of(march / "invoices" / "ART.html") == "ICN-202603-ART"
     assert manifest(march)["revision"] == {
@@ -45,16 +42,16 @@ def test_a_reclose_keeps_the_first_version_and_revises_the_invoices(
     }
 
     # the same close written again: the same bytes, no revision
-    api.report(loaded, "2026-03", out)
+    api.report(imported, "2026-03", out)
     assert tree(march) == first
     assert not (march / "revisions").exists()
 
     # reopened: a late ticket for ART (2 h at 60.00) and a credit to MATH; closed again
-    api.reopen(loaded, "2026-03", "late tickets")
+    api.reopen(imported, "2026-03", "late tickets")
     late = usage_file(tmp_path, "late.csv", [["2026-03-30", "HELP", "ART", "2", "T-9", "Late ticket"]])
-    api.import_file(loaded, late, "2026-03")
-    api.adjust(loaded, "2026-03", "VAN", "MATH", "-5.00", "Parking refund")
-    api.close(loaded, "2026-03", out)
+    api.import_file(imported, late, "2026-03")
+    api.adjust(imported, "2026-03", "VAN", "MATH", "-5.00", "Parking refund")
+    api.close(imported, "2026-03", out)
 
     # the first version is kept whole, byte for byte, under revisions/1/
     assert tree(march / "revisions" / "1") == first
@@ -84,14 +81,14 @@ def test_a_reclose_keeps_the_first_version_and_revises_the_invoices(
 
     # reporting the revised close again makes no third version, and writes revision 2 again
     second = tree(march)
-    api.report(loaded, "2026-03", out)
+    api.report(imported, "2026-03", out)
     assert tree(march) == second
     assert sorted(p.name for p in (march / "revisions").iterdir()) == ["1"]
 
     # a third close: revision 3 replaces R2, and both earlier versions are kept
-    api.reopen(loaded, "2026-03", "one more")
-    api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "Setup fee")
-    api.close(loaded, "2026-03", out)
+    api.reopen(imported, "2026-03", "one more")
+    api.adjust(imported, "2026-03", "HELP", "ART", "10.00", "Setup fee")
+    api.close(imported, "2026-03", out)
     assert sorted(p.name for p in (march / "revisions").iterdir()) == ["1", "2"]
     assert tree(march / "revisions" / "1") == first
     assert tree(march / "revisions" / "2") == {k: v for k, v in second.items() if not k.startswith("revisions/")}
@@ -101,48 +98,36 @@ def test_a_reclose_keeps_the_first_version_and_revises_the_invoices(
     assert "Total 305.00 before, 315.00 now (USD)" in art
 
 
-def test_a_close_removes_the_periods_drafts_and_a_preview_replaces_the_last(
-    loaded: str, mini_book: Path, tmp_path: Path
-) -> None:
+def test_a_close_removes_the_periods_drafts_and_a_preview_replaces_the_last(imported: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
-    api.preview(loaded, "2026-03", out)
-    api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "asked by the dean", memo="Setup fee")
-    api.preview(loaded, "2026-03", out)
+    api.preview(imported, "2026-03", out)
+    api.adjust(imported, "2026-03", "HELP", "ART", "10.00", "asked by the dean", memo="Setup fee")
+    api.preview(imported, "2026-03", out)
     assert sorted(p.name for p in out.iterdir()) == ["2026-03-draft"]
     assert "Setup fee" in (out / "2026-03-draft" / "invoices" / "ART.html").read_text(encoding="utf-8")
-    api.close(loaded, "2026-03", out)
+    api.close(imported, "2026-03", out)
     assert sorted(p.name for p in out.iterdir()) == ["2026-03"]
 
 
-def test_a_reclose_that_cannot_write_leaves_every_version_as_it_was(
-    loaded: str, mini_book: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_reclose_that_cannot_write_leaves_every_version_as_it_was(imported: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     march = out / "2026-03"
-    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
-    api.close(loaded, "2026-03", out)
-    api.reopen(loaded, "2026-03", "late ticket")
-    api.adjust(loaded, "2026-03", "HELP", "ART", "10.00", "Setup fee")
-    api.close(loaded, "2026-03", out)
+    api.close(imported, "2026-03", out)
+    api.reopen(imported, "2026-03", "late ticket")
+    api.adjust(imported, "2026-03", "HELP", "ART", "10.00", "Setup fee")
+    api.close(imported, "2026-03", out)
     before = tree(march)
-    api.reopen(loaded, "2026-03", "one more")
-    api.adjust(loaded, "2026-03", "HELP", "ART", "5.00", "Cable")
-    real_open = open
-
-    def full_disk(path, mode="r", *args, **kwargs):
-        if "w" in mode and ".2026-03.partial" in str(path) and str(path).endswith("journal.csv"):
-            raise OSError(28, "No space left on device")
-        return real_open(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr("builtins.open", full_disk)
-    with pytest.raises(Refused, match="No space left on device; the period stays open"):
-        api.close(loaded, "2026-03", out)
-    monkeypatch.undo()
+    api.reopen(imported, "2026-03", "one more")
+    api.adjust(imported, "2026-03", "HELP", "ART", "5.00", "Cable")
+    with (
+        full_disk(lambda path: ".2026-03.partial" in path and path.endswith("journal.csv")),
+        pytest.raises(Refused, match="No space left on device; the period stays open"),
+    ):
+        api.close(imported, "2026-03", out)
     # revision 2 in place, revision 1 kept, nothing half-written beside them
     assert tree(march) == before
     assert sorted(p.name for p in out.iterdir()) == ["2026-03"]
-    assert api.reconcile(loaded, "2026-03").status == "open"
-    api.close(loaded, "2026-03", out)
+    assert api.reconcile(imported, "2026-03").status == "open"
+    api.close(imported, "2026-03", out)
     assert sorted(p.name for p in (march / "revisions").iterdir()) == ["1", "2"]
     assert number_of(march / "invoices" / "ART.html") == "ICN-202603-ART-R3"

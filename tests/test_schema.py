@@ -5,7 +5,20 @@ from pathlib import Path
 
 import pytest
 from conftest import model_differences
-from sqlalchemy import BigInteger, Date, DateTime, Integer, String, Text, inspect, text, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    text,
+    type_coerce,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from chargeback import api
@@ -225,23 +238,28 @@ def test_a_unit_named_by_an_uncommitted_usage_line_cannot_be_deleted_meanwhile(p
     engine.dispose()
 
 
-def test_bulk_insert_stores_every_kind_of_value_as_given(db_url: str) -> None:
-    """PostgreSQL's COPY goes in binary form where every column has one (`db.copy_types`),
-    in text form otherwise; either way, and on SQLite, the values read back as given."""
-    import datetime as dt
-
-    from sqlalchemy import Column, MetaData, Numeric, Table, select
-
-    kinds = Table(
-        "kinds",
+def plain_table(name: str, *more: Column) -> Table:
+    """A table with a column of each plain kind: integer, big integer, short text, long text, date."""
+    return Table(
+        name,
         MetaData(),
         Column("n", Integer),
         Column("big", BigInteger),
         Column("code", String(8)),
         Column("memo", Text),
         Column("day", Date),
-        Column("at", DateTime),
+        *more,
     )
+
+
+def test_bulk_insert_stores_every_kind_of_value_as_given(db_url: str) -> None:
+    """PostgreSQL's COPY goes in binary form where every column has one (`db.copy_types`),
+    in text form otherwise; either way, and on SQLite, the values read back as given."""
+    import datetime as dt
+
+    from sqlalchemy import Numeric, select
+
+    kinds = plain_table("kinds", Column("at", DateTime))
     decimal = Table("decimals", MetaData(), Column("n", Integer), Column("amount", Numeric(12, 2)))
     assert db.copy_types(kinds, ("n", "big", "code", "memo", "day", "at")) == (
         "int4",
@@ -274,7 +292,7 @@ def test_plain_rows_reads_what_sqlalchemy_reads_a_chunk_at_a_time(db_url: str) -
     included); a column or a parameter that needs SQLAlchemy's conversion is refused."""
     import datetime as dt
 
-    from sqlalchemy import Column, MetaData, Table, TypeDecorator, select
+    from sqlalchemy import TypeDecorator, select
 
     class Shouted(TypeDecorator):
         impl = String
@@ -286,15 +304,7 @@ def test_plain_rows_reads_what_sqlalchemy_reads_a_chunk_at_a_time(db_url: str) -
         def process_bind_param(self, value, dialect):
             return value.lower()
 
-    lines = Table(
-        "lines",
-        MetaData(),
-        Column("n", Integer),
-        Column("big", BigInteger),
-        Column("code", String(8)),
-        Column("memo", Text),
-        Column("day", Date),
-    )
+    lines = plain_table("lines")
     rows = [
         (n, 2**40 + n, f"C{n % 3}", None if n % 4 else f'memo {n}, "quoted"', dt.date(2026, 3, 1 + n % 28))
         for n in range(1, 12)

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from reliability import engine_for, sql
+from reliability import engine_for, plain_connection, sql
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
@@ -53,10 +53,8 @@ def closed(db_url: str, mini_book: Path, tmp_path: Path) -> str:
 
 
 def adjustment_entry(url: str) -> int:
-    engine = engine_for(url)
-    with engine.connect() as conn:
+    with plain_connection(url) as conn:
         found = conn.execute(select(Entry.id).where(Entry.kind == "adjustment")).scalar_one()
-    engine.dispose()
     return found
 
 

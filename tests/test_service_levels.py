@@ -327,7 +327,7 @@ def test_libreoffice_recalculates_the_sla_figures_to_the_engines(
 ) -> None:
     import shutil
 
-    from documents_book import soffice_recalculate
+    from libreoffice import soffice_recalculate
     from openpyxl import load_workbook
 
     if not shutil.which("soffice"):

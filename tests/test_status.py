@@ -20,18 +20,17 @@ def cli(url: str, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_status_of_a_closed_a_reopened_and_an_open_period(loaded: str, mini_book: Path, tmp_path: Path) -> None:
+def test_status_of_a_closed_a_reopened_and_an_open_period(imported: str, mini_book: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
-    api.close(loaded, "2026-03", out)
-    api.import_file(loaded, mini_book / "usage" / "2026-04.csv", "2026-04")
-    api.adjust(loaded, "2026-04", "HELP", "ART", "12.50", "setup fee")
-    api.adjust(loaded, "2026-04", "HELP", "MATH", "99", "wrong")
-    api.void(loaded, "adjustment", 2, "typed for the wrong unit")
+    api.close(imported, "2026-03", out)
+    api.import_file(imported, mini_book / "usage" / "2026-04.csv", "2026-04")
+    api.adjust(imported, "2026-04", "HELP", "ART", "12.50", "setup fee")
+    api.adjust(imported, "2026-04", "HELP", "MATH", "99", "wrong")
+    api.void(imported, "adjustment", 2, "typed for the wrong unit")
     extra = usage_file(tmp_path, "extra.csv", [["2026-03-25", "HELP", "MATH", "2", "T-9", ""]])
-    api.reopen(loaded, "2026-03", "a late file")
-    api.import_file(loaded, extra, "2026-03")
-    code, text, _ = cli(loaded, "status", "--out", str(out), "--json")
+    api.reopen(imported, "2026-03", "a late file")
+    api.import_file(imported, extra, "2026-03")
+    code, text, _ = cli(imported, "status", "--out", str(out), "--json")
     assert code == 0
     march, april = json.loads(text)["periods"]
     assert march["state"] == "reopened" and march["closes"] == 1
@@ -44,7 +43,7 @@ def test_status_of_a_closed_a_reopened_and_an_open_period(loaded: str, mini_book
         "adjustments_amount": "0.00",
     }
     assert march["posted"] == {"entries": 5, "amount": "425.13"}
-    seal = api.seals(loaded)[0]
+    seal = api.seals(imported)[0]
     assert march["last_close"]["seal"] == {"entry": seal.entry, "journal_hash": seal.hash, "signed": False}
     assert march["documents"]["written"] and march["documents"]["current"] is None  # open again
     # April: 60.00 - 30.00 + 142.50 of usage; the voided 99 is not waiting
@@ -52,17 +51,17 @@ def test_status_of_a_closed_a_reopened_and_an_open_period(loaded: str, mini_book
     assert april["pending"]["usage_lines"] == 3 and april["pending"]["usage_amount"] == "172.50"
     assert (april["pending"]["adjustments"], april["pending"]["adjustments_amount"]) == (1, "12.50")
     assert (april["voids"], april["documents"]["written"]) == (1, False)
-    api.close(loaded, "2026-03", out)
-    (march_again,) = api.status(loaded, "2026-03", out)
+    api.close(imported, "2026-03", out)
+    (march_again,) = api.status(imported, "2026-03", out)
     assert (march_again.state, march_again.pending_lines, march_again.posted_minor) == ("closed", 0, 54513)
     assert march_again.documents is not None and march_again.documents.current is True
-    code, text, _ = cli(loaded, "status", "2026-04", "--out", str(out))
+    code, text, _ = cli(imported, "status", "2026-04", "--out", str(out))
     assert text.splitlines()[:2] == [
         "2026-04  open",
         "  waiting: 3 usage lines (172.50 USD), 1 adjustments (12.50 USD)",
     ]
-    assert cli(loaded, "status", "2026-07")[:2] == (1, "")
-    assert cli(loaded, "status", "2026-7")[0] == 2
+    assert cli(imported, "status", "2026-07")[:2] == (1, "")
+    assert cli(imported, "status", "2026-7")[0] == 2
 
 
 def test_imports_list_each_file_with_its_amount_and_who(loaded: str, mini_book: Path, tmp_path: Path) -> None:

@@ -126,20 +126,15 @@ M = 10**6
 
 
 def test_tiers_accumulate_by_date_and_carry_on_after_a_reopen(db_url: str, tmp_path: Path) -> None:
-    book = campus(tmp_path / "campus", costs=[])
-    (book / "usage" / "2026-04.csv").unlink()
     # In the file, the later line comes first: pricing follows date, then reference.
-    usage_file(
-        book / "usage",
-        "2026-03.csv",
-        [
-            ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"],
-            ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"],
-            ["2026-03-09", "HELP", "BIO", "5", "H-2", "Printer"],
-            ["2026-03-20", "HELP", "ART", "2", "H-30", "Same day, reference after H-3"],
-            ["2026-03-21", "HELP", "EXT-1", "200", "H-4", "External: no tiers"],
-        ],
-    )
+    march = [
+        ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"],
+        ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"],
+        ["2026-03-09", "HELP", "BIO", "5", "H-2", "Printer"],
+        ["2026-03-20", "HELP", "ART", "2", "H-30", "Same day, reference after H-3"],
+        ["2026-03-21", "HELP", "EXT-1", "200", "H-4", "External: no tiers"],
+    ]
+    book = campus(tmp_path / "campus", costs=[], usage={"2026-03": march})
     api.run(db_url, book, tmp_path / "out")
     march = _usage_entries(db_url, "2026-03")
     assert march["H-1"] == (540000, 60 * M, [(0, 90 * M, 60 * M)])

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import USAGE_HEADER, usage_file
 from openpyxl import Workbook
-from sqlalchemy import create_engine, func, select
+from reliability import plain_connection
+from sqlalchemy import func, select
 
 from chargeback import api
 from chargeback.core.errors import InputRefused, Refused
@@ -18,10 +19,8 @@ D = Decimal
 
 
 def stored(url: str) -> int:
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.connect() as conn:
+    with plain_connection(url) as conn:
         count = conn.execute(select(func.count()).select_from(Usage)).scalar()
-    engine.dispose()
     return count
 
 
@@ -101,8 +100,7 @@ def test_columns_in_any_order_and_without_descriptions_are_stored_by_their_names
         book.save(path)
     result = api.import_file(loaded, path, "2026-03")
     assert result.by_provider == {"FLEET": D("45.13"), "IT": D("150.00")}  # 1 x 45.125; 2.5 x 60
-    engine = create_engine(loaded.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.connect() as conn:
+    with plain_connection(loaded) as conn:
         lines = conn.execute(
             select(
                 Usage.line,
@@ -114,7 +112,6 @@ def test_columns_in_any_order_and_without_descriptions_are_stored_by_their_names
                 Usage.description,
             ).order_by(Usage.line)
         ).all()
-    engine.dispose()
     assert [tuple(line) for line in lines] == [
         (2, dt.date(2026, 3, 5), "HELP", "MATH", 2_500_000, "R-1", None),
         (3, dt.date(2026, 3, 6), "VAN", "ART", 1_000_000, "R-2", None),
@@ -291,13 +288,11 @@ def test_broken_xlsx_is_refused_with_its_name(loaded: str, tmp_path: Path) -> No
 def imports_of(url: str) -> list[tuple[int, int, int]]:
     from chargeback.store.schema import Import
 
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.connect() as conn:
+    with plain_connection(url) as conn:
         found = [
             tuple(r)
             for r in conn.execute(select(Import.lines_read, Import.imported, Import.duplicates).order_by(Import.id))
         ]
-    engine.dispose()
     return found
 
 
@@ -436,10 +431,8 @@ def test_six_fractional_digits_are_kept_and_a_seventh_is_refused(loaded: str, tm
     )
     result = api.import_file(loaded, path, "2026-03")
     assert result.by_provider == {"IT": D("127.41") + D("-0.00") + D("60.00")}  # 2.123456 x 60 = 127.40736
-    engine = create_engine(loaded.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.connect() as conn:
+    with plain_connection(loaded) as conn:
         quantities = conn.execute(select(Usage.quantity_micro).order_by(Usage.line)).scalars().all()
-    engine.dispose()
     assert quantities == [2_123_456, -1, 1_000_000]
     seven = usage_file(tmp_path, "seven.csv", [["2026-03-02", "HELP", "MATH", "2.1234567", "Q-4", ""]])
     assert refused(loaded, seven, "2026-03") == [

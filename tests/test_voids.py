@@ -31,28 +31,25 @@ def wrong_file(folder: Path, hours: str) -> Path:
     )
 
 
-def test_a_voided_import_leaves_every_total_and_its_file_can_be_imported_again(
-    loaded: str, mini_book: Path, tmp_path: Path
-) -> None:
+def test_a_voided_import_leaves_every_total_and_its_file_can_be_imported_again(imported: str, tmp_path: Path) -> None:
     """The wrong file (10 hours a ticket instead of 1) is voided: its lines stay in the
     database, marked void, and are neither pending nor posted; the corrected file with
     the same references is imported (not skipped as duplicates) and posted."""
-    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
-    wrong = api.import_file(loaded, wrong_file(tmp_path, "10"), "2026-03")
+    wrong = api.import_file(imported, wrong_file(tmp_path, "10"), "2026-03")
     assert wrong.imported == 2
-    assert api.reconcile(loaded, "2026-03").pending_lines == 7
-    code, out, err = cli(loaded, "void", "import", "2", "--reason", "hours keyed as minutes")
+    assert api.reconcile(imported, "2026-03").pending_lines == 7
+    code, out, err = cli(imported, "void", "import", "2", "--reason", "hours keyed as minutes")
     assert (code, err) == (0, "")
     assert out == "void 1: import 2 in 2026-03 voided: 2 usage lines of help-10.csv left out\n"
-    assert api.reconcile(loaded, "2026-03").pending_lines == 5
-    again = api.import_file(loaded, wrong_file(tmp_path, "1"), "2026-03")
+    assert api.reconcile(imported, "2026-03").pending_lines == 5
+    again = api.import_file(imported, wrong_file(tmp_path, "1"), "2026-03")
     assert (again.imported, again.duplicates) == (2, 0)
-    api.close(loaded, "2026-03", tmp_path / "out")
-    rec = api.reconcile(loaded, "2026-03")
+    api.close(imported, "2026-03", tmp_path / "out")
+    rec = api.reconcile(imported, "2026-03")
     # 2026-03.csv: ART 1.5 h help 90.00 + 2 van days 95.00, MATH 1 van day 45.13, FLEET 0.25 h
     # help 15.00, EXT-1 2 h external; the corrected file: ART 2 x 1 h = 120.00
     assert (rec.money(rec.consumers["ART"]), rec.money(rec.internal_revenue)) == ("305.00", "365.13")
-    engine = db.connect(loaded)
+    engine = db.connect(imported)
     with engine.connect() as conn:
         rows = conn.execute(
             text("SELECT reference, quantity_micro, void_id FROM usage WHERE reference LIKE 'W-%' ORDER BY id")
@@ -61,32 +58,31 @@ def test_a_voided_import_leaves_every_total_and_its_file_can_be_imported_again(
     exceptions = openpyxl.load_workbook(tmp_path / "out" / "2026-03" / "reconciliation.xlsx")["Exceptions"]
     voids = [r for r in exceptions.iter_rows(values_only=True) if r[0] == "import 2"]
     assert [(r[1], r[5], r[8]) for r in voids] == [(1, 2, "hours keyed as minutes")]
-    records = [r for r in api.audit_log(loaded)[0] if r.command == "void"]
+    records = [r for r in api.audit_log(imported)[0] if r.command == "void"]
     assert [(r.period, r.outcome) for r in records] == [
         ("2026-03", "done: void 1: import 2 (help-10.csv), 2 usage lines")
     ]
     engine.dispose()
 
 
-def test_what_is_posted_is_corrected_by_a_new_entry_not_voided(loaded: str, mini_book: Path, tmp_path: Path) -> None:
-    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
-    api.adjust(loaded, "2026-03", "HELP", "ART", "50", "setup")
-    api.close(loaded, "2026-03", tmp_path / "out", documents=False)
+def test_what_is_posted_is_corrected_by_a_new_entry_not_voided(imported: str, tmp_path: Path) -> None:
+    api.adjust(imported, "2026-03", "HELP", "ART", "50", "setup")
+    api.close(imported, "2026-03", tmp_path / "out", documents=False)
     for kind in ("import", "adjustment"):
         with pytest.raises(Refused, match="is in 2026-03, which is closed: it is posted; a posted charge is corrected"):
-            api.void(loaded, kind, 1, "too late")
-    api.reopen(loaded, "2026-03", "one more file")
+            api.void(imported, kind, 1, "too late")
+    api.reopen(imported, "2026-03", "one more file")
     with pytest.raises(Refused, match=r"import 1 \(2026-03.csv\): 5 of its usage lines are posted"):
-        api.void(loaded, "import", 1, "too late")
+        api.void(imported, "import", 1, "too late")
     with pytest.raises(Refused, match="adjustment 1 is posted"):
-        api.void(loaded, "adjustment", 1, "too late")
-    code, _, err = cli(loaded, "void", "import", "7", "--reason", "no such")
+        api.void(imported, "adjustment", 1, "too late")
+    code, _, err = cli(imported, "void", "import", "7", "--reason", "no such")
     assert (
         code == 1 and err == "refused: import 7: there is no such import (`chargeback status` lists what is pending)\n"
     )
-    assert cli(loaded, "void", "usage", "1", "--reason", "x")[0] == 2
-    assert cli(loaded, "void", "import", "1")[0] == 2
-    engine = db.connect(loaded)
+    assert cli(imported, "void", "usage", "1", "--reason", "x")[0] == 2
+    assert cli(imported, "void", "import", "1")[0] == 2
+    engine = db.connect(imported)
     with pytest.raises(IntegrityError, match="usage lines are append-only"), engine.begin() as conn:
         conn.execute(
             text(
@@ -112,20 +108,19 @@ def test_a_voided_adjustment_is_not_posted_and_cannot_be_voided_twice(loaded: st
     assert api.close(loaded, "2026-03", tmp_path / "out").posted == 0
 
 
-def test_an_external_invoice_shows_the_memo_never_the_reason(loaded: str, mini_book: Path, tmp_path: Path) -> None:
+def test_an_external_invoice_shows_the_memo_never_the_reason(imported: str, tmp_path: Path) -> None:
     """The +50 / -50 pair on the outside customer's invoice: each line shows its memo
     ("Adjustment" when none is given); the internal reasons appear only in the
     reconciliation workbook."""
-    api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
     code, out, _ = cli(
-        loaded, "adjust", "2026-03", "--service", "HELP", "--consumer", "EXT-1", "--amount", "50",
+        imported, "adjust", "2026-03", "--service", "HELP", "--consumer", "EXT-1", "--amount", "50",
         "--reason", "kiosk hours from the old sheet", "--memo", "Kiosk support, March",
     )  # fmt: skip
     assert code == 0 and out.endswith("HELP -> EXT-1 50.00 USD\n")
-    api.adjust(loaded, "2026-03", "HELP", "EXT-1", "-50", "Reverses adjustment 1, entered in error")
-    assert cli(loaded, "adjust", "2026-03", "--service", "HELP", "--consumer", "EXT-1", "--amount", "1",
+    api.adjust(imported, "2026-03", "HELP", "EXT-1", "-50", "Reverses adjustment 1, entered in error")
+    assert cli(imported, "adjust", "2026-03", "--service", "HELP", "--consumer", "EXT-1", "--amount", "1",
                "--reason", "x", "--memo", "  ")[0] == 1  # fmt: skip
-    api.close(loaded, "2026-03", tmp_path / "out")
+    api.close(imported, "2026-03", tmp_path / "out")
     invoice = (tmp_path / "out" / "2026-03" / "invoices" / "EXT-1.html").read_text()
     assert "Kiosk support, March" in invoice and "<td>Adjustment <span" in invoice
     assert "Reverses adjustment" not in invoice and "old sheet" not in invoice

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from documents_book import build, soffice_recalculate
+from documents_book import build
+from libreoffice import soffice_recalculate
 from sqlalchemy import select
 
 from chargeback import api
@@ -401,19 +402,13 @@ def test_the_documents_touch_no_private_member_of_another_package() -> None:
 def test_a_line_priced_over_several_tiers_shows_its_pieces_in_the_detail(db_url: str, tmp_path: Path) -> None:
     """The statement's Detail has no single rate for a line crossing a tier: it says its
     pieces; `lines.csv` leaves its rate empty."""
-    from conftest import usage_file
     from test_allocation_close import campus
 
-    book = campus(tmp_path / "campus", costs=[])
-    (book / "usage" / "2026-04.csv").unlink()
-    usage_file(
-        book / "usage",
-        "2026-03.csv",
-        [
-            ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"],
-            ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"],
-        ],
-    )
+    march = [
+        ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"],
+        ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"],
+    ]
+    book = campus(tmp_path / "campus", costs=[], usage={"2026-03": march})
     api.run(db_url, book, tmp_path / "out")
     detail = rows(openpyxl.load_workbook(tmp_path / "out" / "2026-03" / "statements" / "ART.xlsx")["Detail"])
     crossing = next(row for row in detail if row[4] == "H-3")

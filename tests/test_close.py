@@ -1,6 +1,7 @@
 """Closing a period (contract section 4): price, recurring fees, adjustments, post,
 net zero, lock, documents; all or nothing; reopen and a later close."""
 
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,7 +14,10 @@ from sqlalchemy import func, select
 
 from chargeback import api
 from chargeback.core.errors import Refused
+from chargeback.core.settings import Settings
 from chargeback.documents import folder as documents
+from chargeback.ledger.charges import consumer_ranges
+from chargeback.store import db
 from chargeback.store.schema import Entry, PeriodEvent
 
 D = Decimal
@@ -63,6 +67,45 @@ def test_close_posts_one_balanced_entry_per_charge_and_locks(loaded: str, tmp_pa
         api.close(loaded, "2026-03", tmp_path / "out")
     with pytest.raises(Refused, match="period 2026-03 is closed"):
         api.adjust(loaded, "2026-03", "HELP", "ART", "-5", "goodwill")
+
+
+def test_a_month_priced_a_few_consumers_at_a_time_posts_the_same_charges(
+    loaded: str, tmp_path: Path, tuned: Callable[..., Settings]
+) -> None:
+    """A close prices and posts a range of consumers at a time (`close_lines` usage
+    lines at most, a consumer never split), so a big month needs the memory of a range.
+    Cut into three ranges, the charges, their lines and the totals are the month's."""
+    api.import_file(
+        loaded,
+        usage_file(
+            tmp_path,
+            "m.csv",
+            [
+                ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop"],
+                ["2026-03-05", "HELP", "ART", "0.5", "T-3", "Printer"],
+                ["2026-03-10", "VAN", "MATH", "2", "V-1", "Field trip"],
+                ["2026-03-20", "VAN", "MATH", "1", "V-2", "Move"],
+                ["2026-03-21", "HELP", "EXT-1", "2", "T-2", "Kiosk"],
+            ],
+        ),
+        "2026-03",
+    )
+    with db.reading(db.connect(loaded)) as conn:
+        assert consumer_ranges(conn, "2026-03", 10) == [("ART", "MATH")]
+        assert consumer_ranges(conn, "2026-03", 1) == [("ART", "ART"), ("EXT-1", "EXT-1"), ("MATH", "MATH")]
+        assert consumer_ranges(conn, "2026-03", 3) == [("ART", "EXT-1"), ("MATH", "MATH")]
+    tuned(close_lines=2)
+    result = api.close(loaded, "2026-03", tmp_path / "out", documents=False)
+    assert result.posted == 4
+    assert sorted(entries(loaded)) == [
+        ("usage", "ART", "HELP", 12000, "expenses:internal:ART", "revenue:internal:IT"),  # 1.5 h + 0.5 h at 60.00
+        ("usage", "EXT-1", "HELP", 18000, "assets:receivable:EXT-1", "revenue:external:IT"),
+        ("usage", "MATH", "VAN", 4750, "expenses:internal:MATH", "revenue:internal:FLEET"),  # 1 day at 47.50
+        ("usage", "MATH", "VAN", 9025, "expenses:internal:MATH", "revenue:internal:FLEET"),  # 2 days at 45.125
+    ]
+    figures = api.reconcile(loaded, "2026-03")
+    assert (figures.internal_revenue, figures.internal_spend, figures.external_revenue) == (25775, 25775, 18000)
+    assert api.verify(loaded).problems == []
 
 
 def test_earlier_periods_with_activity_close_first(loaded: str, tmp_path: Path) -> None:

@@ -99,7 +99,10 @@ def test_parallel_writing_gives_the_same_files(
         documents.write_documents(conn, "2026-03", tmp_path / "one")
         tuned(parallel_units=1, workers=2)
         documents.write_documents(conn, "2026-03", tmp_path / "two")
+        tuned(parallel_units=1, workers=2, batches_per_worker=1)  # each batch waits for a worker's room
+        documents.write_documents(conn, "2026-03", tmp_path / "waiting")
     assert files_of(tmp_path / "one") == files_of(tmp_path / "two") == files_of(folder / "2026-03")
+    assert files_of(tmp_path / "waiting") == files_of(tmp_path / "one")
 
 
 @pytest.mark.parametrize("parallel_units, workers", [(2, 2), (10**6, 1)])

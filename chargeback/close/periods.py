@@ -25,13 +25,21 @@ from chargeback.close.reconciliation import (
     reconcile,
     store_totals,
 )
+from chargeback.core import settings
 from chargeback.core.errors import Refused
 from chargeback.core.fields import check_period
 from chargeback.core.progress import on_terminal, phase
 from chargeback.ledger import journal, seals
 from chargeback.ledger import service_levels as sla
 from chargeback.ledger.audit import os_user
-from chargeback.ledger.charges import allocation_charges, period_charges, price_usage, store_lines, unposted_usage_count
+from chargeback.ledger.charges import (
+    allocation_charges,
+    consumer_ranges,
+    period_charges,
+    price_usage,
+    store_lines,
+    unposted_usage_count,
+)
 from chargeback.store.db import collector_paused
 from chargeback.store.schema import Adjustment, Cost, Entry, Period, Usage
 
@@ -121,18 +129,22 @@ def close_period(conn: Connection, period: str, now: dt.datetime, progress: bool
     first_close = not _has_entries(conn, period)
     tally = Tally()
     lines = unposted_usage_count(conn, period) if on_terminal(progress) else 0
+    usage_count = 0
     with phase(f"pricing and posting {period}", lines, progress) as bar:
-        priced = price_usage(conn, ref, period)
-        usage = journal.post(conn, tally.counting(priced.drafts), now)
-        bar.add(lines)
-        if usage.first_id is not None:
-            store_lines(conn, priced, usage.first_id)
+        for consumers in consumer_ranges(conn, period, settings.current().close_lines):
+            priced = price_usage(conn, ref, period, consumers)
+            usage = journal.post(conn, tally.counting(priced.drafts), now)
+            bar.add(priced.lines.height)
+            if usage.first_id is not None:
+                store_lines(conn, priced, usage.first_id)
+            usage_count += usage.count
+            del priced
         charged = journal.post(conn, tally.counting(period_charges(conn, ref, period)), now)
     levels = sla.period_levels(conn, period, ref.digits)
     sla.refuse_missing(conn, levels)
     credited = journal.post(conn, tally.counting(list(sla.credit_drafts(ref, conn, levels))), now)
     allocated = journal.post(conn, tally.counting(allocation_charges(conn, ref, period)), now)
-    posted_count = usage.count + charged.count + credited.count + allocated.count
+    posted_count = usage_count + charged.count + credited.count + allocated.count
     totals = tally.totals() if first_close else period_totals(conn, period)
     result = reconcile(conn, period, totals)
     if not result.balanced:

@@ -21,6 +21,9 @@ class Settings:
     #: Rows per SQLite INSERT at most; fewer when the row is wide (SQLite binds at most
     #: `SQLITE_LIMIT_VARIABLE_NUMBER` values a statement, 32,766 by default).
     rows_per_insert: int = 2_000
+    #: Usage lines a close prices and posts at a time at most (a range of consumers; a
+    #: consumer's lines are never split): a million lines take some 900 MB.
+    close_lines: int = 1_000_000
     #: From this many consumers on, their documents are written by worker processes. Each
     #: consumer is one or two files of some milliseconds whatever its lines, and starting
     #: the workers costs about a second: 2,000 consumers with 10,000 lines between them
@@ -28,6 +31,10 @@ class Settings:
     parallel_units: int = 500
     #: Worker processes (documents) and threads (the manifest's digests); None: one per core.
     workers: int | None = None
+    #: Batches of bills waiting for each document worker at most: enough to keep it busy
+    #: while this process writes the auditors' workbook a piece at a time, few enough
+    #: that the period's bills are not all in memory at once.
+    batches_per_worker: int = 8
     #: From this many entries on, writing the documents shows a progress bar (on a terminal).
     progress_lines: int = 20_000
     #: Journal lines on one sheet of the reconciliation workbook (Excel's 1,048,576 rows,

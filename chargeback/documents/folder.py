@@ -23,11 +23,12 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from sqlalchemy import Connection, select
 
@@ -63,6 +64,8 @@ from chargeback.store.schema import Book, Period
 
 #: Charge lines handed to a worker at a time.
 BATCH_LINES = 5_000
+
+T = TypeVar("T")
 
 
 def workers_for(consumers: int) -> int:
@@ -115,16 +118,15 @@ def write_documents(
         writers.rollups(parents)  # first: the workers start on them while the rest is read
         review = review or variance.review(conn, period, current)
         matrix = matrix_of(current)
-        consumers_bills = bills(conn, ctx, by_service, usage)
+        writers.feed(bills(conn, ctx, by_service, usage))
         del current, usage  # not kept while the files are written: the bills take their parts
-        for bill in consumers_bills:
-            writers.bill(bill)
-        writers.flush()
         with open(folder / "journal.csv", "w", encoding="utf-8", newline="") as handle:
-            entries = CsvJournal(handle, period, ctx.digits).passing(journal_chunks(conn, period))
+            chunks = writers.topping_up(journal_chunks(conn, period))
+            entries = CsvJournal(handle, period, ctx.digits).passing(chunks)
             write_reconciliation_workbook(conn, ctx, rec, folder / "reconciliation.xlsx", matrix, entries)
             for _ in entries:  # none are left unless the count disagreed; the CSV has them all
                 pass
+        writers.drain()
         bar.add(2)
         write_variance(conn, period, folder, draft=draft, issued=issued, review=review)
         write_cloud(conn, period, folder, draft=draft, issued=issued)
@@ -199,7 +201,12 @@ def _work(folder: Path, batch: list[Bill], parents: list[Rollup]) -> int:
 class Writers:
     """Writes bills' documents in this process, or, for `workers` above one, in a pool
     of that many worker processes (spawned: nothing of this process's connection or
-    threads is inherited)."""
+    threads is inherited).
+
+    Bills are handed over as the workers take them: at most the settings'
+    `batches_per_worker` batches wait for each worker, so the period's bills are never
+    all in memory at once (a million lines' were 300 MB), and this process tops the
+    queue up between the pieces of its own work (`topping_up`)."""
 
     def __init__(self, folder: Path, ctx: DocumentContext, workers: int, bar: Progress) -> None:
         self.folder, self.ctx, self.bar = folder, ctx, bar
@@ -216,9 +223,42 @@ class Writers:
         self.futures: list[Future[int]] = []
         self.batch: list[Bill] = []
         self.batch_lines = 0
+        self.most = workers * settings.current().batches_per_worker
+        self.in_flight = 0
+        self.freed = threading.Condition()
+        self.waiting: Iterator[Bill] = iter(())
 
     def __enter__(self) -> Writers:
         return self
+
+    def feed(self, bills: Iterator[Bill]) -> None:
+        """The bills to write, taken as the workers have room (`topping_up`, `drain`)."""
+        self.waiting = bills
+
+    def topping_up(self, chunks: Iterable[T]) -> Iterator[T]:
+        """`chunks` as they are, the workers' queue topped up before each."""
+        for chunk in chunks:
+            self.top_up()
+            yield chunk
+
+    def top_up(self) -> None:
+        """Hand over bills until the workers have `most` batches waiting (none in this
+        process: it writes them all in `drain`)."""
+        if self.pool is None:
+            return
+        while self.in_flight < self.most:
+            bill = next(self.waiting, None)
+            if bill is None:
+                return
+            self.bill(bill)
+
+    def drain(self) -> None:
+        """Write or hand over every bill left, waiting for room; then the last batch."""
+        for bill in self.waiting:
+            self.bill(bill)
+        if self.pool is not None and self.batch:
+            self._submit(self.batch, [])
+            self.batch, self.batch_lines = [], 0
 
     def bill(self, bill: Bill) -> None:
         if self.pool is None:
@@ -227,7 +267,8 @@ class Writers:
         self.batch.append(bill)
         self.batch_lines += len(bill.lines)
         if self.batch_lines >= BATCH_LINES:
-            self.flush()
+            self._submit(self.batch, [])
+            self.batch, self.batch_lines = [], 0
 
     def rollups(self, parents: list[Rollup]) -> None:
         """Each roll-up on its own: a worker writes one while another writes the next."""
@@ -237,19 +278,19 @@ class Writers:
         for parent in parents:
             self._submit([], [parent])
 
-    def flush(self) -> None:
-        """Hand over the last, partly filled batch of bills."""
-        if self.pool is not None and self.batch:
-            self._submit(self.batch, [])
-            self.batch, self.batch_lines = [], 0
-
     def _submit(self, batch: list[Bill], parents: list[Rollup]) -> None:
         assert self.pool is not None
+        with self.freed:
+            self.freed.wait_for(lambda: self.in_flight < self.most)
+            self.in_flight += 1
         future = self.pool.submit(_work, self.folder, batch, parents)
         future.add_done_callback(self._done)
         self.futures.append(future)
 
     def _done(self, future: Future[int]) -> None:
+        with self.freed:
+            self.in_flight -= 1
+            self.freed.notify()
         if not future.cancelled() and future.exception() is None:
             self.bar.add(future.result())
 

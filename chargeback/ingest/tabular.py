@@ -660,10 +660,12 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
             data = data.replace(b"\r", b"\n")  # CR line ends (old Mac files), as the csv module reads them
         elif data.count(b"\r") != data.count(b"\r\n"):
             return None
+    quoted = b'"' in data
     try:
         table = pl.read_csv(data, has_header=False, infer_schema=False, separator=",", quote_char='"', encoding="utf8")
     except Exception:  # noqa: BLE001 - Polars says no in many ways; the csv module says why
         return None
+    del data  # the file's bytes, as big as the file, are not kept while the rows are checked
     if (
         table.height == 0
         or table.select(pl.max_horizontal(pl.all().str.len_bytes()).max()).item() > csv.field_size_limit()
@@ -677,7 +679,7 @@ def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str)
     wanted = _check_header(header, columns, problems, name)
     if wanted is None:
         return _empty(columns)
-    if b'"' in data:  # a quoted cell may hold line breaks: a row's line counts those before it
+    if quoted:  # a quoted cell may hold line breaks: a row's line counts those before it
         breaks = pl.sum_horizontal(pl.all().str.count_matches("\n", literal=True).fill_null(0))
         line = 1 + pl.int_range(pl.len(), dtype=pl.Int64) + breaks.cum_sum().shift(1, fill_value=0).cast(pl.Int64)
     else:

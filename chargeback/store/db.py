@@ -146,7 +146,9 @@ def _sqlite_transactions(engine: Engine, begin: str = "BEGIN IMMEDIATE") -> None
         with contextlib.suppress(sqlite3.OperationalError):  # a read-only file keeps its mode; reading still works
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA cache_size = -262144")
+        # 64 MB of page cache a connection: 256 MB made a million-line close and report
+        # 200-250 MB bigger at the same CPU time (import and close timed alike)
+        cursor.execute("PRAGMA cache_size = -65536")
         # big sorts (a million-line period's GROUP BY and ORDER BY) spill to temporary
         # files rather than the process's memory: 250 MB less at peak, no slower here
         cursor.execute("PRAGMA temp_store = FILE")
@@ -488,10 +490,11 @@ def date_text(conn: Connection, column: SQLColumn) -> ColumnElement[str]:
     return cast(column, String)
 
 
-def frame(conn: Connection, statement: Select, schema: dict[str, Any], size: int = 200_000) -> pl.DataFrame:
+def frame(conn: Connection, statement: Select, schema: dict[str, Any], size: int = 50_000) -> pl.DataFrame:
     """The rows of `statement` as one Polars frame of `schema` (a name and a Polars type
     for each selected column, in order), read with `plain_rows`: select a date column
-    through `date_text`, and give it `pl.Date` here."""
+    through `date_text`, and give it `pl.Date` here. `size` rows at a time pass through
+    Python (a million usage lines peaked 50 MB lower at 50,000 than at 200,000)."""
     read = {name: pl.String if kind == pl.Date else kind for name, kind in schema.items()}
     parts = [pl.DataFrame(rows, schema=read, orient="row") for rows in plain_rows(conn, statement, size)]
     table = pl.concat(parts) if parts else pl.DataFrame(schema=read)

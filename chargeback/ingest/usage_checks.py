@@ -355,9 +355,10 @@ def new_lines(
     when its date, consumer and quantity are the same, a problem when not. Returns the
     new lines, the number of duplicates and the problems."""
     key = ["service", "reference"]
-    marked = lines.with_columns(pl.struct(key).is_first_distinct().alias("first"))  # in the file's order
-    firsts = marked.filter("first").drop("first")
-    repeats = marked.filter(~pl.col("first")).join(
+    first = lines.select(pl.struct(key).is_first_distinct()).to_series()  # in the file's order
+    # a file without repeats (the usual one) is not copied: a copy is its size again
+    firsts = lines if first.all() else lines.filter(first)
+    repeats = lines.filter(~first).join(
         firsts.select(
             *key, first_line="line", first_date="date", first_consumer="consumer", first_quantity="quantity_micro"
         ),
@@ -371,7 +372,10 @@ def new_lines(
         & (pl.col("quantity_micro") == pl.col("first_quantity"))
     )
     repeats = repeats.with_columns(same.alias("same"))
-    before = firsts.join(stored(firsts.select(key)), on=key, how="left", maintain_order="left")
+    earlier = stored(firsts.select(key))
+    if not earlier.height:  # nothing of the file stored before (a new month's file, a new book)
+        return firsts, int(repeats["same"].sum()), _repeated(repeats)
+    before = firsts.join(earlier, on=key, how="left", maintain_order="left")
     known = pl.col("stored_quantity").is_not_null()
     same_stored = (
         (pl.col("date") == pl.col("stored_date"))
@@ -383,14 +387,7 @@ def new_lines(
     reference = _quoted(pl.col("reference")) + pl.lit(" of ") + pl.col("service")
     found = pl.concat(
         [
-            _problems(
-                repeats.filter(~pl.col("same")),
-                "reference",
-                reference
-                + pl.lit(" is also on line ")
-                + pl.col("first_line").cast(pl.String)
-                + pl.lit(" with other values"),
-            ),
+            _repeated(repeats),
             _problems(
                 before.filter(pl.col("known") & ~pl.col("same")),
                 "reference",
@@ -403,6 +400,20 @@ def new_lines(
     )
     fresh = before.filter(~pl.col("known")).drop("stored_date", "stored_consumer", "stored_quantity", "known", "same")
     return fresh, int(duplicates), found
+
+
+def _repeated(repeats: pl.DataFrame) -> pl.DataFrame:
+    """The problems of a (service, reference) met again in the file with other values."""
+    return _problems(
+        repeats.filter(~pl.col("same")),
+        "reference",
+        _quoted(pl.col("reference"))
+        + pl.lit(" of ")
+        + pl.col("service")
+        + pl.lit(" is also on line ")
+        + pl.col("first_line").cast(pl.String)
+        + pl.lit(" with other values"),
+    )
 
 
 @dataclass(frozen=True)

@@ -244,9 +244,16 @@ def against_book(lines: pl.DataFrame, book: Book) -> tuple[pl.DataFrame, pl.Data
     """The lines checked against the book: in the period or before it (a late charge),
     a known service and consumer, no self-charging, in the consumer's active dates, a
     rate in force on the line's date, and a charge that fits the journal. Returns the
-    lines that pass, with their `provider` and `rate_micro`, and the problems."""
-    known = lines.join(book.services, on="service", how="left", maintain_order="left").join(
-        book.units, on="consumer", how="left", maintain_order="left"
+    lines that pass, with their `provider` and `rate_micro`, and the problems.
+
+    The book is joined to the four columns it checks, row for row (each join finds at
+    most one row), and the lines take the two columns they keep from it: joining the
+    whole lines copied every column of ten million lines twice over."""
+    keys = ("service", "consumer", "date", "quantity_micro")
+    known = (
+        lines.select(keys)
+        .join(book.services, on="service", how="left", maintain_order="left")
+        .join(book.units, on="consumer", how="left", maintain_order="left")
     )
     both = pl.col("provider").is_not_null() & pl.col("kind").is_not_null()
     date = pl.col("date")
@@ -284,8 +291,8 @@ def against_book(lines: pl.DataFrame, book: Book) -> tuple[pl.DataFrame, pl.Data
         too_large=priced & rate.is_not_null() & (charge >= pl.lit(int(LIMIT) * MICRO_SQUARED, dtype=pl.Int128)),
     )
     flags = ["after", "no_service", "no_consumer", "self_charge", "inactive", "no_rate", "too_large"]
-    ok = ~pl.any_horizontal(flags)
-    bad = checked.filter(~ok)
+    ok = checked.select(~pl.any_horizontal(flags)).to_series()
+    bad = pl.concat([lines, checked.drop(keys)], how="horizontal").filter(~ok)
     text, service, consumer = pl.col("date_text"), pl.col("service"), pl.col("consumer")
     found = pl.concat(
         [
@@ -336,7 +343,8 @@ def against_book(lines: pl.DataFrame, book: Book) -> tuple[pl.DataFrame, pl.Data
             ),
         ]
     )
-    return checked.filter(ok).drop(*flags, "kind", "active_from", "active_to", "active", "rate_text"), found
+    passed = lines.with_columns(checked["provider"], checked["rate_micro"])
+    return (passed.filter(ok) if bad.height else passed), found
 
 
 def _micro_text(micro: pl.Expr) -> pl.Expr:

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, create_engine, text
 
 from chargeback import api
 from chargeback.core.settings import Settings, current, using
+from chargeback.ingest.usage import ImportResult
 from chargeback.store import db
 from chargeback.store.schema import STATEMENT_CHECKED, Base
 
@@ -189,6 +190,23 @@ USAGE_HEADER = ["date", "service", "consumer", "quantity", "reference", "descrip
 
 def usage_file(folder: Path, name: str, rows: list[list[object]], bom: bool = False) -> Path:
     return write_csv(folder / name, USAGE_HEADER, rows, bom=bom)
+
+
+def usage_rows(text: str) -> list[list[object]]:
+    """Usage lines written as the CSV file shows them, one a line, without the header
+    (`"2026-03-02,HELP,ART,1.5,T-1,Laptop"`, several in a triple-quoted block); blank
+    lines and the block's indentation are left out."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return [list(row) for row in csv.reader(lines)]
+
+
+def import_rows(
+    url: str, folder: Path, rows: list[list[object]] | str, period: str = "2026-03", name: str = "usage.csv"
+) -> ImportResult:
+    """Write `rows` (lists, or CSV text as `usage_rows` reads it) as the usage file `name`
+    in `folder` and import it into `period`."""
+    lines = usage_rows(rows) if isinstance(rows, str) else rows
+    return api.import_file(url, usage_file(folder, name, lines), period)
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from benchmark_scripts import benchmark_script
 from hypothesis import HealthCheck, settings
 from sqlalchemy import Connection, create_engine, text
 
@@ -90,12 +91,8 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI, which must run every test: {report.longrepr}"
 
 
-def reset_postgres(url: str) -> None:
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
+#: Empties a PostgreSQL database: the benchmark's own (benchmarks/postgres.py).
+reset_postgres = benchmark_script("postgres").reset_postgres
 
 
 @pytest.fixture

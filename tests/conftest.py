@@ -189,9 +189,9 @@ def usage_file(folder: Path, name: str, rows: list[list[object]], bom: bool = Fa
     return write_csv(folder / name, USAGE_HEADER, rows, bom=bom)
 
 
-def usage_rows(text: str) -> list[list[object]]:
-    """Usage lines written as the CSV file shows them, one a line, without the header
-    (`"2026-03-02,HELP,ART,1.5,T-1,Laptop"`, several in a triple-quoted block); blank
+def csv_rows(text: str) -> list[list[object]]:
+    """Rows written as the CSV file shows them, one a line, without the header (a usage
+    line: `"2026-03-02,HELP,ART,1.5,T-1,Laptop"`; several in a triple-quoted block); blank
     lines and the block's indentation are left out."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return [list(row) for row in csv.reader(lines)]
@@ -200,9 +200,9 @@ def usage_rows(text: str) -> list[list[object]]:
 def import_rows(
     url: str, folder: Path, rows: list[list[object]] | str, period: str = "2026-03", name: str = "usage.csv"
 ) -> ImportResult:
-    """Write `rows` (lists, or CSV text as `usage_rows` reads it) as the usage file `name`
+    """Write `rows` (lists, or CSV text as `csv_rows` reads it) as the usage file `name`
     in `folder` and import it into `period`."""
-    lines = usage_rows(rows) if isinstance(rows, str) else rows
+    lines = csv_rows(rows) if isinstance(rows, str) else rows
     return api.import_file(url, usage_file(folder, name, lines), period)
 
 

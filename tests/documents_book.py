@@ -8,7 +8,7 @@ import csv
 import shutil
 from pathlib import Path
 
-from conftest import BOOKS, import_rows, usage_rows
+from conftest import BOOKS, csv_rows, import_rows
 
 from chargeback import api
 
@@ -46,7 +46,7 @@ def build(url: str, folder: Path) -> Path:
     (book / "book.toml").write_text('name = "Mini College & Co"\ncurrency = "USD"\npayment_terms = "Net 30"\n')
     out = folder / "out"
     api.load(url, book)
-    march = usage_rows("""
+    march = csv_rows("""
         2026-03-02,HELP,ART,1.5,T-1,Laptop setup
         2026-03-05,VAN,MATH,1,V-1,Conference trip
         2026-03-20,VAN,ART,2,V-2,Exhibit transport
@@ -54,7 +54,7 @@ def build(url: str, folder: Path) -> Path:
         2026-03-22,HELP,FLEET,0.25,T-3,Dispatch PC
     """)
     march += [["2026-03-23", "HELP", "CHEM", "1", f"H-{n}", text] for n, text in enumerate(HOSTILE)]
-    march += usage_rows("2026-03-24,VAN,CHEM,3,+ref-1,-minus start")
+    march += csv_rows("2026-03-24,VAN,CHEM,3,+ref-1,-minus start")
     import_rows(url, folder, march, name="2026-03.csv")
     import_rows(url, folder, march, name="2026-03.csv")  # every line a duplicate
     api.adjust(url, "2026-03", "HELP", "MATH", "-5.25", "goodwill", memo="Goodwill <credit> & thanks")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import import_rows, usage_file, usage_rows
+from conftest import csv_rows, import_rows, usage_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text, update
@@ -127,7 +127,7 @@ M = 10**6
 
 def test_tiers_accumulate_by_date_and_carry_on_after_a_reopen(db_url: str, tmp_path: Path) -> None:
     # In the file, the later line comes first: pricing follows date, then reference.
-    march = usage_rows("""
+    march = csv_rows("""
         2026-03-20,HELP,ART,30,H-3,Crosses 100
         2026-03-02,HELP,ART,90,H-1,Laptops
         2026-03-09,HELP,BIO,5,H-2,Printer

@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import USAGE_HEADER, import_rows, usage_file, usage_rows
+from conftest import USAGE_HEADER, csv_rows, import_rows, usage_file
 from openpyxl import Workbook
 from reliability import plain_connection
 from sqlalchemy import func, select
@@ -51,7 +51,7 @@ def test_bom_csv_and_codes_with_dots_underscores_and_lower_case(db_url: str, min
             "eng.civil,Civil Engineering,internal,COL\nMed_Sch,Medicine,internal,COL\nlab-3,Lab three,internal,COL\n"
         )
     api.load(db_url, mini_book)
-    rows = usage_rows("""
+    rows = csv_rows("""
         2026-03-02,HELP,eng.civil,0.335,B-1,float trap
         2026-03-03,HELP,Med_Sch,1,B-2,
         2026-03-04,HELP,lab-3,0.000125,B-3,tiny
@@ -128,7 +128,7 @@ def refused_quantity_message(loaded: str, tmp_path: Path) -> str:
 
 def test_every_rule_is_checked_and_the_file_is_refused_whole(loaded: str, tmp_path: Path) -> None:
     # the file's line 2 is fine; each line after it breaks one rule
-    rows = usage_rows("""
+    rows = csv_rows("""
         2026-03-02,HELP,ART,1,OK-1,fine
         2026-04-01,HELP,ART,1,F-1,after period
         2026-03-32,HELP,ART,1,F-2,
@@ -198,7 +198,7 @@ def test_duplicates_and_conflicting_duplicates(loaded: str, tmp_path: Path) -> N
         name="b.csv",
     )
     assert (result.imported, result.duplicates) == (2, 2)
-    rows = usage_rows("""
+    rows = csv_rows("""
         2026-03-05,HELP,ART,1,T-1,other date
         2026-03-06,HELP,MATH,1,T-3,
         2026-03-06,HELP,ART,1,T-3,"other consumer, same file"
@@ -243,7 +243,7 @@ def test_inactive_consumer_is_refused(db_url: str, mini_book: Path, tmp_path: Pa
     )
     (mini_book / "units.csv").write_text(units)
     api.load(db_url, mini_book)
-    path = usage_file(tmp_path, "m.csv", usage_rows("2026-03-21,HELP,MATH,1,I-1,\n2026-03-20,HELP,MATH,1,I-2,"))
+    path = usage_file(tmp_path, "m.csv", csv_rows("2026-03-21,HELP,MATH,1,I-1,\n2026-03-20,HELP,MATH,1,I-2,"))
     assert refused(db_url, path, "2026-03") == [
         "m.csv:2: date: 2026-03-21 is outside the active dates of MATH (2026-03-10 to 2026-03-20)"
     ]
@@ -252,7 +252,7 @@ def test_inactive_consumer_is_refused(db_url: str, mini_book: Path, tmp_path: Pa
 def test_import_into_a_closed_period_is_refused(loaded: str, tmp_path: Path) -> None:
     import_rows(loaded, tmp_path, "2026-03-02,HELP,ART,1,T-1,", name="a.csv")
     api.close(loaded, "2026-03", tmp_path / "out")
-    late = usage_file(tmp_path, "b.csv", usage_rows("2026-03-03,HELP,ART,1,T-2,"))
+    late = usage_file(tmp_path, "b.csv", csv_rows("2026-03-03,HELP,ART,1,T-2,"))
     with pytest.raises(Refused, match="period 2026-03 is closed"):
         api.import_file(loaded, late, "2026-03")
     assert stored(loaded) == 1
@@ -282,7 +282,7 @@ def test_a_file_of_new_lines_with_repeated_references_is_counted_once(loaded: st
     lines are stored once, the others counted as duplicates."""
     assert import_rows(loaded, tmp_path, "2026-03-02,HELP,ART,1,R-9,earlier", name="first.csv").imported == 1
     rows = [["2026-03-03", "HELP", "MATH", str(n), f"N-{n}", "new"] for n in range(1, 6)]
-    repeated = usage_rows("2026-03-02,HELP,ART,1,R-9,earlier\n2026-03-03,HELP,MATH,2,N-2,new")
+    repeated = csv_rows("2026-03-02,HELP,ART,1,R-9,earlier\n2026-03-03,HELP,MATH,2,N-2,new")
     result = import_rows(loaded, tmp_path, rows + repeated, name="again.csv")
     assert (result.lines_read, result.imported, result.duplicates) == (7, 5, 2)  # R-9 stored, N-2 twice
     assert stored(loaded) == 6
@@ -405,7 +405,7 @@ def test_six_fractional_digits_are_kept_and_a_seventh_is_refused(loaded: str, tm
     with plain_connection(loaded) as conn:
         quantities = conn.execute(select(Usage.quantity_micro).order_by(Usage.line)).scalars().all()
     assert quantities == [2_123_456, -1, 1_000_000]
-    seven = usage_file(tmp_path, "seven.csv", usage_rows("2026-03-02,HELP,MATH,2.1234567,Q-4,"))
+    seven = usage_file(tmp_path, "seven.csv", csv_rows("2026-03-02,HELP,MATH,2.1234567,Q-4,"))
     assert refused(loaded, seven, "2026-03") == [
         "seven.csv:2: quantity: quantity '2.1234567' has more than 6 decimal places"
     ]

@@ -52,6 +52,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from generate import SHAPES, generate  # noqa: E402 importable once sys.path has this folder
+from postgres import reset_postgres  # noqa: E402 importable once sys.path has this folder
 
 PERIOD = "2026-03"
 MILLION = 1_000_000
@@ -84,16 +85,6 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> Measured:
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{output[-2000:]}")
     return Measured(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024)
-
-
-def reset_postgres(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
 
 
 def _csv(path: Path) -> Iterator[dict[str, str]]:

@@ -25,9 +25,12 @@ Compute = 10
 Storage = 2.5
 """
 
+#: The account the first rule gives to ART.
+ART_ACCOUNT = "111111111111"
+
 RULES = [
     ["priority", "match", "value", "consumer"],
-    ["10", "SubAccountId", "111111111111", "ART"],
+    ["10", "SubAccountId", ART_ACCOUNT, "ART"],
     ["20", "tag:team", "math", "MATH"],
     ["30", "ResourceId", "arn:aws:s3:::fleet-", "FLEET"],
     ["40", "ServiceName", "Amazon Route 53", "IT"],

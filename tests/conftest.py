@@ -22,11 +22,13 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from benchmark_scripts import benchmark_script
 from hypothesis import HealthCheck, settings
 from sqlalchemy import Connection, create_engine, text
 
 from chargeback import api
 from chargeback.core.settings import Settings, current, using
+from chargeback.ingest.usage import ImportResult
 from chargeback.store import db
 from chargeback.store.schema import STATEMENT_CHECKED, Base
 
@@ -89,12 +91,8 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI, which must run every test: {report.longrepr}"
 
 
-def reset_postgres(url: str) -> None:
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
+#: Empties a PostgreSQL database: the benchmark's own (benchmarks/postgres.py).
+reset_postgres = benchmark_script("postgres").reset_postgres
 
 
 @pytest.fixture
@@ -189,6 +187,23 @@ USAGE_HEADER = ["date", "service", "consumer", "quantity", "reference", "descrip
 
 def usage_file(folder: Path, name: str, rows: list[list[object]], bom: bool = False) -> Path:
     return write_csv(folder / name, USAGE_HEADER, rows, bom=bom)
+
+
+def csv_rows(text: str) -> list[list[object]]:
+    """Rows written as the CSV file shows them, one a line, without the header (a usage
+    line: `"2026-03-02,HELP,ART,1.5,T-1,Laptop"`; several in a triple-quoted block); blank
+    lines and the block's indentation are left out."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return [list(row) for row in csv.reader(lines)]
+
+
+def import_rows(
+    url: str, folder: Path, rows: list[list[object]] | str, period: str = "2026-03", name: str = "usage.csv"
+) -> ImportResult:
+    """Write `rows` (lists, or CSV text as `csv_rows` reads it) as the usage file `name`
+    in `folder` and import it into `period`."""
+    lines = csv_rows(rows) if isinstance(rows, str) else rows
+    return api.import_file(url, usage_file(folder, name, lines), period)
 
 
 @contextmanager

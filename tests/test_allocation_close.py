@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import textbook as tb
-from conftest import usage_file, write_csv
+from conftest import csv_rows, usage_file, write_csv
 from sqlalchemy import select
 
 from chargeback import api
@@ -109,39 +109,32 @@ def campus(
     (rows by period) replace its own when given."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "book.toml").write_text(f'name = "Small Campus"\ncurrency = "USD"\nallocation_method = "{method}"\n')
+    units = """
+        COL,College,internal,
+        SCI,Sciences,internal,COL
+        IT,Information Technology,internal,COL
+        FAC,Facilities,internal,COL
+        HR,Human Resources,internal,COL
+        ART,Art,internal,COL
+        BIO,Biology,internal,SCI
+        CHEM,Chemistry,internal,SCI
+        EXT-1,Town Library,external,
+    """
+    write_csv(folder / "units.csv", ["code", "name", "kind", "parent"], csv_rows(units))
+    services = """
+        HELP,IT,Help desk,hour
+        SPACE,FAC,Space and utilities,sq ft
+        PEOPLE,HR,Human resources,head
+    """
+    write_csv(folder / "services.csv", ["code", "provider", "name", "unit_of_measure"], csv_rows(services))
+    rates = """
+        HELP,internal,2026-01-01,60.00,0
+        HELP,internal,2026-01-01,50.00,100
+        HELP,internal,2026-01-01,40.00,150
+        HELP,external,2026-01-01,90.00,
+    """
     write_csv(
-        folder / "units.csv",
-        ["code", "name", "kind", "parent"],
-        [
-            ["COL", "College", "internal", ""],
-            ["SCI", "Sciences", "internal", "COL"],
-            ["IT", "Information Technology", "internal", "COL"],
-            ["FAC", "Facilities", "internal", "COL"],
-            ["HR", "Human Resources", "internal", "COL"],
-            ["ART", "Art", "internal", "COL"],
-            ["BIO", "Biology", "internal", "SCI"],
-            ["CHEM", "Chemistry", "internal", "SCI"],
-            ["EXT-1", "Town Library", "external", ""],
-        ],
-    )
-    write_csv(
-        folder / "services.csv",
-        ["code", "provider", "name", "unit_of_measure"],
-        [
-            ["HELP", "IT", "Help desk", "hour"],
-            ["SPACE", "FAC", "Space and utilities", "sq ft"],
-            ["PEOPLE", "HR", "Human resources", "head"],
-        ],
-    )
-    write_csv(
-        folder / "rates.csv",
-        ["service", "customer_class", "effective_from", "rate", "tier_from"],
-        [
-            ["HELP", "internal", "2026-01-01", "60.00", "0"],
-            ["HELP", "internal", "2026-01-01", "50.00", "100"],
-            ["HELP", "internal", "2026-01-01", "40.00", "150"],
-            ["HELP", "external", "2026-01-01", "90.00", ""],
-        ],
+        folder / "rates.csv", ["service", "customer_class", "effective_from", "rate", "tier_from"], csv_rows(rates)
     )
     write_csv(
         folder / "allocations.csv",
@@ -155,18 +148,18 @@ def campus(
         ["period", "driver", "unit", "value"],
         drivers
         if drivers is not None
-        else [
-            ["2026-03", "sqft", "IT", "1200"],
-            ["2026-03", "sqft", "HR", "800"],
-            ["2026-03", "sqft", "ART", "3000"],
-            ["2026-03", "sqft", "BIO", "2500"],
-            ["2026-03", "sqft", "CHEM", "2500"],
-            ["2026-03", "headcount", "IT", "12"],
-            ["2026-03", "headcount", "FAC", "6"],
-            ["2026-03", "headcount", "ART", "10"],
-            ["2026-03", "headcount", "BIO", "8"],
-            ["2026-03", "headcount", "CHEM", "6.5"],
-        ],
+        else csv_rows("""
+            2026-03,sqft,IT,1200
+            2026-03,sqft,HR,800
+            2026-03,sqft,ART,3000
+            2026-03,sqft,BIO,2500
+            2026-03,sqft,CHEM,2500
+            2026-03,headcount,IT,12
+            2026-03,headcount,FAC,6
+            2026-03,headcount,ART,10
+            2026-03,headcount,BIO,8
+            2026-03,headcount,CHEM,6.5
+        """),
     )
     write_csv(
         folder / "costs.csv",

@@ -22,9 +22,12 @@ def refusal(book: Path) -> list[str]:
     return [str(p) for p in caught.value.problems]
 
 
-def append(path: Path, line: str) -> None:
+def append(path: Path, lines: str) -> None:
+    """Add `lines` (one, or several in a triple-quoted block) to the end of the file."""
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
+        for line in lines.splitlines():
+            if line.strip():
+                handle.write(line.strip() + "\n")
 
 
 def test_mini_book_reads(mini_book: Path) -> None:
@@ -47,13 +50,19 @@ def test_unknown_column_and_key_are_named(mini_book: Path) -> None:
 
 
 def test_unit_problems(mini_book: Path) -> None:
-    append(mini_book / "units.csv", "IT,Duplicate,internal,COL")  # line 8
-    append(mini_book / "units.csv", "GHOST,Ghost,internal,NOPE")  # line 9
-    append(mini_book / "units.csv", "A1,Loop A,internal,B1")  # line 10
-    append(mini_book / "units.csv", "B1,Loop B,internal,A1")  # line 11
-    append(mini_book / "units.csv", "bad code,Spaces,internal,")  # line 12
-    append(mini_book / "units.csv", "X2,Bad kind,partner,")  # line 13
-    append(mini_book / "units.csv", "X3,Dates,internal,,,,2026-05-01,2026-04-30")
+    # lines 8 to 14
+    append(
+        mini_book / "units.csv",
+        """
+        IT,Duplicate,internal,COL
+        GHOST,Ghost,internal,NOPE
+        A1,Loop A,internal,B1
+        B1,Loop B,internal,A1
+        bad code,Spaces,internal,
+        X2,Bad kind,partner,
+        X3,Dates,internal,,,,2026-05-01,2026-04-30
+        """,
+    )
     problems = refusal(mini_book)
     assert "units.csv:8: code: 'IT' is already used on line 3" in problems
     assert "units.csv:9: parent: 'NOPE' is not a unit code in units.csv" in problems
@@ -79,10 +88,16 @@ def test_unit_header_with_all_columns(mini_book: Path) -> None:
 
 
 def test_services_problems(mini_book: Path) -> None:
-    append(mini_book / "services.csv", "HELP,IT,Again,hour")  # line 4
-    append(mini_book / "services.csv", "SALE,EXT-1,Resale,item")  # line 5
-    append(mini_book / "services.csv", "GONE,NOBODY,Ghost,item")  # line 6
-    append(mini_book / "services.csv", "NOUOM,IT,No unit,")  # line 7
+    # lines 4 to 7
+    append(
+        mini_book / "services.csv",
+        """
+        HELP,IT,Again,hour
+        SALE,EXT-1,Resale,item
+        GONE,NOBODY,Ghost,item
+        NOUOM,IT,No unit,
+        """,
+    )
     problems = refusal(mini_book)
     assert "services.csv:4: code: 'HELP' is already used on line 2" in problems
     assert "services.csv:5: provider: 'EXT-1' is an external unit; a provider must be internal" in problems
@@ -91,13 +106,19 @@ def test_services_problems(mini_book: Path) -> None:
 
 
 def test_rate_problems(mini_book: Path) -> None:
-    append(mini_book / "rates.csv", "HELP,internal,2026-06-01,,55")  # line 6: overlaps line 2
-    append(mini_book / "rates.csv", "VAN,external,2026-01-01,,-1")  # line 7
-    append(mini_book / "rates.csv", "VAN,external,2026-02-30,,1")  # line 8
-    append(mini_book / "rates.csv", "NOPE,internal,2026-01-01,,1")  # line 9
-    append(mini_book / "rates.csv", "HELP,partner,2026-01-01,,1")  # line 10
-    append(mini_book / "rates.csv", "HELP,external,2027-01-01,,1.1234567")  # line 11
-    append(mini_book / "rates.csv", "HELP,external,2028-01-01,2027-12-01,1")
+    # lines 6 to 12; line 6 overlaps line 2
+    append(
+        mini_book / "rates.csv",
+        """
+        HELP,internal,2026-06-01,,55
+        VAN,external,2026-01-01,,-1
+        VAN,external,2026-02-30,,1
+        NOPE,internal,2026-01-01,,1
+        HELP,partner,2026-01-01,,1
+        HELP,external,2027-01-01,,1.1234567
+        HELP,external,2028-01-01,2027-12-01,1
+        """,
+    )
     problems = refusal(mini_book)
     assert (
         "rates.csv:6: effective_from: overlaps the rate on line 2 for HELP internal: end the earlier range before this one starts"

@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import usage_file
+from conftest import import_rows
 from hypothesis import given
 from hypothesis import strategies as st
 from reliability import engine_for, plain_connection
@@ -35,17 +35,13 @@ def entries(url: str, period: str | None = None) -> list[tuple]:
 
 
 def march(url: str, tmp_path: Path) -> None:
-    api.import_file(
+    import_rows(
         url,
-        usage_file(
-            tmp_path,
-            "m.csv",
-            [
-                ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop"],
-                ["2026-03-21", "HELP", "EXT-1", "2", "T-2", "Kiosk"],
-            ],
-        ),
-        "2026-03",
+        tmp_path,
+        """
+        2026-03-02,HELP,ART,1.5,T-1,Laptop
+        2026-03-21,HELP,EXT-1,2,T-2,Kiosk
+        """,
     )
 
 
@@ -75,20 +71,16 @@ def test_a_month_priced_a_few_consumers_at_a_time_posts_the_same_charges(
     """A close prices and posts a range of consumers at a time (`close_lines` usage
     lines at most, a consumer never split), so a big month needs the memory of a range.
     Cut into three ranges, the charges, their lines and the totals are the month's."""
-    api.import_file(
+    import_rows(
         loaded,
-        usage_file(
-            tmp_path,
-            "m.csv",
-            [
-                ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop"],
-                ["2026-03-05", "HELP", "ART", "0.5", "T-3", "Printer"],
-                ["2026-03-10", "VAN", "MATH", "2", "V-1", "Field trip"],
-                ["2026-03-20", "VAN", "MATH", "1", "V-2", "Move"],
-                ["2026-03-21", "HELP", "EXT-1", "2", "T-2", "Kiosk"],
-            ],
-        ),
-        "2026-03",
+        tmp_path,
+        """
+        2026-03-02,HELP,ART,1.5,T-1,Laptop
+        2026-03-05,HELP,ART,0.5,T-3,Printer
+        2026-03-10,VAN,MATH,2,V-1,Field trip
+        2026-03-20,VAN,MATH,1,V-2,Move
+        2026-03-21,HELP,EXT-1,2,T-2,Kiosk
+        """,
     )
     with db.reading(db.connect(loaded)) as conn:
         assert consumer_ranges(conn, "2026-03", 10) == [("ART", "MATH")]
@@ -110,7 +102,7 @@ def test_a_month_priced_a_few_consumers_at_a_time_posts_the_same_charges(
 
 def test_earlier_periods_with_activity_close_first(loaded: str, tmp_path: Path) -> None:
     march(loaded, tmp_path)
-    api.import_file(loaded, usage_file(tmp_path, "a.csv", [["2026-04-02", "HELP", "ART", "1", "T-3", ""]]), "2026-04")
+    import_rows(loaded, tmp_path, "2026-04-02,HELP,ART,1,T-3,", "2026-04")
     with pytest.raises(Refused, match="period 2026-03 is still open and has activity: close it before 2026-04"):
         api.close(loaded, "2026-04", tmp_path / "out")
     api.close(loaded, "2026-03", tmp_path / "out")
@@ -181,17 +173,13 @@ def test_reopen_needs_a_reason_and_a_later_close_posts_only_what_is_new(loaded: 
     api.reopen(loaded, "2026-03", "Missed help desk tickets")
     with pytest.raises(Refused, match="open already"):
         api.reopen(loaded, "2026-03", "again")
-    api.import_file(
+    import_rows(
         loaded,
-        usage_file(
-            tmp_path,
-            "more.csv",
-            [
-                ["2026-03-02", "HELP", "ART", "1.5", "T-1", "Laptop (already posted)"],
-                ["2026-03-30", "HELP", "MATH", "1", "T-9", "Missed ticket"],
-            ],
-        ),
-        "2026-03",
+        tmp_path,
+        """
+        2026-03-02,HELP,ART,1.5,T-1,Laptop (already posted)
+        2026-03-30,HELP,MATH,1,T-9,Missed ticket
+        """,
     )
     result = api.close(loaded, "2026-03", tmp_path / "out")
     assert result.posted == 1
@@ -298,9 +286,7 @@ def test_each_close_stores_its_totals_and_a_close_after_a_reopen_replaces_them(l
     first, grouped = stored_and_grouped()
     assert first == grouped and sum(t.entries for t in first) == 2
     api.reopen(loaded, "2026-03", "a late ticket")
-    api.import_file(
-        loaded, usage_file(tmp_path, "late.csv", [["2026-03-30", "HELP", "ART", "2", "T-3", "Printer"]]), "2026-03"
-    )
+    import_rows(loaded, tmp_path, "2026-03-30,HELP,ART,2,T-3,Printer")
     api.close(loaded, "2026-03", tmp_path / "out", documents=False)
     again, grouped = stored_and_grouped()
     assert again == grouped != first

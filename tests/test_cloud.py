@@ -11,7 +11,7 @@ from pathlib import Path
 import openpyxl
 import polars as pl
 import pytest
-from cloud_book import FOCUS_COLUMNS, cloud_book, row, write_focus
+from cloud_book import ART_ACCOUNT, FOCUS_COLUMNS, cloud_book, row, write_focus
 from sqlalchemy import func, select
 
 from chargeback import api
@@ -20,6 +20,13 @@ from chargeback.store import db
 from chargeback.store.schema import CloudBucket, Entry, Usage
 
 PERIOD = "2026-03"
+#: A row of ART's that the commitment ri-1 covered: nothing billed, its cost amortized.
+COVERED_BY_RI_1 = {
+    "SubAccountId": ART_ACCOUNT,
+    "CommitmentDiscountId": "ri-1",
+    "CommitmentDiscountStatus": "Used",
+    "BilledCost": "0",
+}
 
 
 @pytest.fixture
@@ -63,7 +70,7 @@ def test_each_mapping_kind_gives_its_consumer_first_rule_wins(loaded_cloud: str,
     bill = write_focus(
         tmp_path / "bill.csv",
         [
-            row(SubAccountId="111111111111", cost="1.00"),  # SubAccountId -> ART
+            row(SubAccountId=ART_ACCOUNT, cost="1.00"),  # SubAccountId -> ART
             row(tags={"team": "math", "env": "prod"}, cost="2.00"),  # tag:team -> MATH
             row(ResourceId="arn:aws:s3:::fleet-photos", ServiceCategory="Other", cost="4.00"),  # prefix -> FLEET
             row(ServiceName="Amazon Route 53", ServiceCategory="Networking", cost="8.00"),  # ServiceName -> IT
@@ -71,7 +78,7 @@ def test_each_mapping_kind_gives_its_consumer_first_rule_wins(loaded_cloud: str,
             row(ServiceCategory="Databases", cost="32.00"),  # ServiceCategory -> IT
             row(RegionId="eu-west-1", ServiceCategory="Other", cost="64.00"),  # RegionId -> MATH
             # matches SubAccountId (10) and tag (20): the lower priority wins
-            row(SubAccountId="111111111111", tags={"team": "math"}, ServiceCategory="Other", cost="128.00"),
+            row(SubAccountId=ART_ACCOUNT, tags={"team": "math"}, ServiceCategory="Other", cost="128.00"),
         ],
     )
     result = api.import_cloud_bill(loaded_cloud, bill, PERIOD)
@@ -94,9 +101,9 @@ def test_markup_per_service_category_on_the_exact_sum(loaded_cloud: str, tmp_pat
         tmp_path / "bill.csv",
         [
             # two rows of one (day, consumer, service, sku): summed exactly, then marked up and rounded once
-            row(SubAccountId="111111111111", cost="0.004"),
-            row(SubAccountId="111111111111", cost="0.004"),
-            row(SubAccountId="111111111111", ServiceCategory="Storage", ServiceName="S3", SkuId="S3-STD", cost="10.00"),
+            row(SubAccountId=ART_ACCOUNT, cost="0.004"),
+            row(SubAccountId=ART_ACCOUNT, cost="0.004"),
+            row(SubAccountId=ART_ACCOUNT, ServiceCategory="Storage", ServiceName="S3", SkuId="S3-STD", cost="10.00"),
         ],
     )
     api.import_cloud_bill(loaded_cloud, bill, PERIOD)
@@ -120,14 +127,7 @@ def _commitment_bill(path: Path) -> Path:
             # the commitment bought this month: billed, not amortized
             row(ChargeCategory="Purchase", CommitmentDiscountId="ri-1", BilledCost="300.00", EffectiveCost="0"),
             # used by ART: nothing billed, 20.00 amortized
-            row(
-                SubAccountId="111111111111",
-                CommitmentDiscountId="ri-1",
-                CommitmentDiscountStatus="Used",
-                BilledCost="0",
-                EffectiveCost="20.00",
-                ListCost="50.00",
-            ),
+            row(**COVERED_BY_RI_1, EffectiveCost="20.00", ListCost="50.00"),
             # on demand by MATH
             row(tags={"team": "math"}, cost="10.00"),
             # unused part of the commitment: to the pool
@@ -159,15 +159,11 @@ def test_credits_and_refunds_reduce_the_charge(loaded_cloud: str, tmp_path: Path
     bill = write_focus(
         tmp_path / "bill.csv",
         [
-            row(SubAccountId="111111111111", cost="100.00"),
-            row(SubAccountId="111111111111", ChargeCategory="Credit", cost="-12.00", ConsumedQuantity=""),
+            row(SubAccountId=ART_ACCOUNT, cost="100.00"),
+            row(SubAccountId=ART_ACCOUNT, ChargeCategory="Credit", cost="-12.00", ConsumedQuantity=""),
             row(
-                SubAccountId="111111111111",
-                ChargeCategory="Usage",
-                ChargeClass="Correction",
-                cost="-8.00",
-                ConsumedQuantity="-1",
-            ),
+                SubAccountId=ART_ACCOUNT, ChargeClass="Correction", cost="-8.00", ConsumedQuantity="-1"
+            ),  # ChargeCategory Usage, as row() makes it
             row(tags={"team": "math"}, ChargeCategory="Adjustment", cost="-1.00", ServiceCategory="Other"),
             row(tags={"team": "math"}, cost="5.00", ServiceCategory="Other"),
         ],
@@ -182,7 +178,7 @@ def test_unmatched_and_untagged_rows_go_to_the_pool(loaded_cloud: str, tmp_path:
     bill = write_focus(
         tmp_path / "bill.csv",
         [
-            row(SubAccountId="111111111111", cost="30.00", ServiceCategory="Other"),
+            row(SubAccountId=ART_ACCOUNT, cost="30.00", ServiceCategory="Other"),
             row(tags={"team": "math"}, cost="10.00", ServiceCategory="Other"),
             row(tags={"team": "unknown"}, cost="7.00", ServiceCategory="Other"),  # unmatched
             row(cost="3.00", ServiceCategory="Other"),  # untagged
@@ -293,14 +289,8 @@ def test_cloud_xlsx_proves_the_bill_to_the_cent(loaded_cloud: str, tmp_path: Pat
         tmp_path / "bill.csv",
         [
             row(ChargeCategory="Purchase", CommitmentDiscountId="ri-1", BilledCost="300.00", EffectiveCost="0"),
-            row(
-                SubAccountId="111111111111",
-                CommitmentDiscountId="ri-1",
-                CommitmentDiscountStatus="Used",
-                BilledCost="0",
-                EffectiveCost="20.005",
-            ),
-            row(SubAccountId="111111111111", SkuId="SKU-2", cost="0.3333"),
+            row(**COVERED_BY_RI_1, EffectiveCost="20.005"),
+            row(SubAccountId=ART_ACCOUNT, SkuId="SKU-2", cost="0.3333"),
             row(tags={"team": "math"}, cost="10.00", InvoiceId="INV-B"),
             row(CommitmentDiscountId="ri-1", CommitmentDiscountStatus="Unused", BilledCost="0", EffectiveCost="5.00"),
             row(cost="3.00", ServiceCategory="Other"),

@@ -163,13 +163,9 @@ def test_beancount_account_names() -> None:
 
 
 def test_formula_text_in_the_csv_is_neutralised(loaded: str, tmp_path: Path) -> None:
-    from conftest import usage_file
+    from conftest import import_rows
 
-    api.import_file(
-        loaded,
-        usage_file(tmp_path, "u.csv", [["2026-03-02", "HELP", "ART", "1", "=1+1", '=HYPERLINK("http://x")']]),
-        "2026-03",
-    )
+    import_rows(loaded, tmp_path, [["2026-03-02", "HELP", "ART", "1", "=1+1", '=HYPERLINK("http://x")']])
     api.adjust(loaded, "2026-03", "HELP", "ART", "1.00", "typo", "R-1", memo='=HYPERLINK("http://x")')
     api.close(loaded, "2026-03", tmp_path / "out")
     rows = list(csv.reader(io.StringIO(api.export(loaded, "2026-03", "csv"))))
@@ -182,7 +178,7 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
     """`write_csv` formats lines itself, for speed: byte for byte what `csv.writer` makes
     of the entries' lines, with commas, quotes, line breaks and formula text in the memos
     and references, and credits."""
-    from conftest import usage_file
+    from conftest import import_rows
     from sqlalchemy import select
 
     from chargeback.core.money import from_minor
@@ -203,18 +199,7 @@ def test_journal_csv_is_what_csv_writer_writes(loaded: str, tmp_path: Path) -> N
             ):
                 yield [str(e.id), e.date.isoformat(), e.period, account, neutralize(gl) or "", unit, *amounts, *tail]
 
-    api.import_file(
-        loaded,
-        usage_file(
-            tmp_path,
-            "u.csv",
-            [
-                ["2026-03-02", "HELP", "ART", "1", "T5", ""],
-                ["2026-03-04", "HELP", "EXT-1", "3", "=T3", "@at"],
-            ],
-        ),
-        "2026-03",
-    )
+    import_rows(loaded, tmp_path, "2026-03-02,HELP,ART,1,T5,\n2026-03-04,HELP,EXT-1,3,=T3,@at")
     # the journal's texts from input are adjustments' references and memos
     for amount, memo, reference in (
         ("60.00", 'a "quoted", memo', "T,1"),

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import usage_file, write_csv
+from conftest import csv_rows, usage_file, write_csv
 from sqlalchemy import select
 
 from chargeback import api
@@ -22,14 +22,15 @@ SLAS = [
     ["HELP", "availability", "percent", "99.9", "min", "external", "2026-01-01", ""],
     ["HELP", "response_time", "hours", "4", "max", "", "2026-01-01", ""],
 ]
-BANDS = [
-    ["HELP", "availability", "99.9", "10"],
-    ["HELP", "availability", "99.0", "25"],
-    ["HELP", "availability", "95.0", "50"],
-    ["HELP", "availability", "50", "100"],
-    ["HELP", "response_time", "4", "5"],
-    ["HELP", "response_time", "8", "20"],
-]
+#: sla_credits.csv: service, metric, breach_from, credit_percent
+BANDS = csv_rows("""
+    HELP,availability,99.9,10
+    HELP,availability,99.0,25
+    HELP,availability,95.0,50
+    HELP,availability,50,100
+    HELP,response_time,4,5
+    HELP,response_time,8,20
+""")
 MEASURED = [
     ["HELP", "availability", "98.7", "", "outage on the 12th"],
     ["HELP", "availability", "99.95", "MATH", "MATH is on the other site"],

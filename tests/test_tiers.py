@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import usage_file
+from conftest import csv_rows, import_rows, usage_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text, update
@@ -127,13 +127,13 @@ M = 10**6
 
 def test_tiers_accumulate_by_date_and_carry_on_after_a_reopen(db_url: str, tmp_path: Path) -> None:
     # In the file, the later line comes first: pricing follows date, then reference.
-    march = [
-        ["2026-03-20", "HELP", "ART", "30", "H-3", "Crosses 100"],
-        ["2026-03-02", "HELP", "ART", "90", "H-1", "Laptops"],
-        ["2026-03-09", "HELP", "BIO", "5", "H-2", "Printer"],
-        ["2026-03-20", "HELP", "ART", "2", "H-30", "Same day, reference after H-3"],
-        ["2026-03-21", "HELP", "EXT-1", "200", "H-4", "External: no tiers"],
-    ]
+    march = csv_rows("""
+        2026-03-20,HELP,ART,30,H-3,Crosses 100
+        2026-03-02,HELP,ART,90,H-1,Laptops
+        2026-03-09,HELP,BIO,5,H-2,Printer
+        2026-03-20,HELP,ART,2,H-30,"Same day, reference after H-3"
+        2026-03-21,HELP,EXT-1,200,H-4,External: no tiers
+    """)
     book = campus(tmp_path / "campus", costs=[], usage={"2026-03": march})
     api.run(db_url, book, tmp_path / "out")
     march = _usage_entries(db_url, "2026-03")
@@ -149,15 +149,11 @@ def test_tiers_accumulate_by_date_and_carry_on_after_a_reopen(db_url: str, tmp_p
     }
     # Reopen, import more for March: ART carries on from 122.
     api.reopen(db_url, "2026-03", "late help desk tickets")
-    late = usage_file(
-        tmp_path,
-        "late.csv",
-        [
-            ["2026-03-25", "HELP", "ART", "40", "H-6", "Crosses 150"],
-            ["2026-03-01", "HELP", "ART", "1", "H-7", "Dated earlier, priced after what is posted"],
-        ],
-    )
-    api.import_file(db_url, late, "2026-03")
+    late = """
+        2026-03-25,HELP,ART,40,H-6,Crosses 150
+        2026-03-01,HELP,ART,1,H-7,"Dated earlier, priced after what is posted"
+    """
+    import_rows(db_url, tmp_path, late, name="late.csv")
     result = api.close(db_url, "2026-03", tmp_path / "out")
     assert result.posted == 1 and result.reconciliation.balanced  # both late lines: one charge
     march = _usage_entries(db_url, "2026-03")

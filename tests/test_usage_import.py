@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import USAGE_HEADER, usage_file
+from conftest import USAGE_HEADER, csv_rows, import_rows, usage_file
 from openpyxl import Workbook
 from reliability import plain_connection
 from sqlalchemy import func, select
@@ -51,16 +51,12 @@ def test_bom_csv_and_codes_with_dots_underscores_and_lower_case(db_url: str, min
             "eng.civil,Civil Engineering,internal,COL\nMed_Sch,Medicine,internal,COL\nlab-3,Lab three,internal,COL\n"
         )
     api.load(db_url, mini_book)
-    path = usage_file(
-        tmp_path,
-        "bom.csv",
-        [
-            ["2026-03-02", "HELP", "eng.civil", "0.335", "B-1", "float trap"],
-            ["2026-03-03", "HELP", "Med_Sch", "1", "B-2", ""],
-            ["2026-03-04", "HELP", "lab-3", "0.000125", "B-3", "tiny"],
-        ],
-        bom=True,
-    )
+    rows = csv_rows("""
+        2026-03-02,HELP,eng.civil,0.335,B-1,float trap
+        2026-03-03,HELP,Med_Sch,1,B-2,
+        2026-03-04,HELP,lab-3,0.000125,B-3,tiny
+    """)
+    path = usage_file(tmp_path, "bom.csv", rows, bom=True)
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")
     result = api.import_file(db_url, path, "2026-03")
     # 0.335 x 60 = 20.10; 1 x 60 = 60.00; 0.000125 x 60 = 0.0075 -> 0.01
@@ -131,26 +127,24 @@ def refused_quantity_message(loaded: str, tmp_path: Path) -> str:
 
 
 def test_every_rule_is_checked_and_the_file_is_refused_whole(loaded: str, tmp_path: Path) -> None:
-    path = usage_file(
-        tmp_path,
-        "bad.csv",
-        [
-            ["2026-03-02", "HELP", "ART", "1", "OK-1", "fine"],  # 2
-            ["2026-04-01", "HELP", "ART", "1", "F-1", "after period"],  # 3
-            ["2026-03-32", "HELP", "ART", "1", "F-2", ""],  # 4
-            ["2026-03-02", "NOPE", "ART", "1", "F-3", ""],  # 5
-            ["2026-03-02", "HELP", "NOBODY", "1", "F-4", ""],  # 6
-            ["2026-03-02", "HELP", "IT", "1", "F-5", "self"],  # 7
-            ["2026-03-02", "HELP", "ART", "0", "F-6", ""],  # 8
-            ["2026-03-02", "HELP", "ART", "1,5", "F-7", ""],  # 9
-            ["2026-03-02", "HELP", "ART", "1", "", ""],  # 10
-            ["2026-03-02", "VAN", "EXT-1", "1", "F-9", "no external rate"],  # 11
-            ["2025-12-31", "HELP", "ART", "1", "F-10", "no rate yet"],  # 12
-            ["2026-03-02", "HELP", "ART", "1.0000001", "F-11", ""],  # 13
-            ["2026-03-02", "HELP", "ART", "NaN", "F-12", ""],  # 14
-            ["2026-03-02", "HELP", "ART", "1e30", "F-13", ""],  # 15
-        ],
-    )
+    # the file's line 2 is fine; each line after it breaks one rule
+    rows = csv_rows("""
+        2026-03-02,HELP,ART,1,OK-1,fine
+        2026-04-01,HELP,ART,1,F-1,after period
+        2026-03-32,HELP,ART,1,F-2,
+        2026-03-02,NOPE,ART,1,F-3,
+        2026-03-02,HELP,NOBODY,1,F-4,
+        2026-03-02,HELP,IT,1,F-5,self
+        2026-03-02,HELP,ART,0,F-6,
+        2026-03-02,HELP,ART,"1,5",F-7,
+        2026-03-02,HELP,ART,1,,
+        2026-03-02,VAN,EXT-1,1,F-9,no external rate
+        2025-12-31,HELP,ART,1,F-10,no rate yet
+        2026-03-02,HELP,ART,1.0000001,F-11,
+        2026-03-02,HELP,ART,NaN,F-12,
+        2026-03-02,HELP,ART,1e30,F-13,
+    """)
+    path = usage_file(tmp_path, "bad.csv", rows)
     problems = refused(loaded, path, "2026-03")
     assert problems == [
         "bad.csv:3: date: 2026-04-01 is after the end of period 2026-03: import it into its own period",
@@ -191,29 +185,25 @@ def test_header_problems(loaded: str, tmp_path: Path) -> None:
 
 
 def test_duplicates_and_conflicting_duplicates(loaded: str, tmp_path: Path) -> None:
-    first = usage_file(tmp_path, "a.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", "x"]])
-    api.import_file(loaded, first, "2026-03")
-    again = usage_file(
+    import_rows(loaded, tmp_path, "2026-03-02,HELP,ART,1,T-1,x", name="a.csv")
+    result = import_rows(
+        loaded,
         tmp_path,
-        "b.csv",
-        [
-            ["2026-03-02", "HELP", "ART", "1.000", "T-1", "same line, other description"],
-            ["2026-03-03", "HELP", "ART", "2", "T-2", "new"],
-            ["2026-03-03", "HELP", "ART", "2", "T-2", "repeated in the file"],
-            ["2026-03-03", "VAN", "ART", "2", "T-1", "same reference, other service"],
-        ],
+        """
+        2026-03-02,HELP,ART,1.000,T-1,"same line, other description"
+        2026-03-03,HELP,ART,2,T-2,new
+        2026-03-03,HELP,ART,2,T-2,repeated in the file
+        2026-03-03,VAN,ART,2,T-1,"same reference, other service"
+        """,
+        name="b.csv",
     )
-    result = api.import_file(loaded, again, "2026-03")
     assert (result.imported, result.duplicates) == (2, 2)
-    conflict = usage_file(
-        tmp_path,
-        "c.csv",
-        [
-            ["2026-03-05", "HELP", "ART", "1", "T-1", "other date"],
-            ["2026-03-06", "HELP", "MATH", "1", "T-3", ""],
-            ["2026-03-06", "HELP", "ART", "1", "T-3", "other consumer, same file"],
-        ],
-    )
+    rows = csv_rows("""
+        2026-03-05,HELP,ART,1,T-1,other date
+        2026-03-06,HELP,MATH,1,T-3,
+        2026-03-06,HELP,ART,1,T-3,"other consumer, same file"
+    """)
+    conflict = usage_file(tmp_path, "c.csv", rows)
     assert refused(loaded, conflict, "2026-03") == [
         "c.csv:2: reference: 'T-1' of HELP was imported before with another date, consumer or quantity: give the correction a new reference",
         "c.csv:4: reference: 'T-3' of HELP is also on line 3 with other values",
@@ -222,15 +212,11 @@ def test_duplicates_and_conflicting_duplicates(loaded: str, tmp_path: Path) -> N
 
 
 def test_late_charge_and_credit_are_accepted_and_priced_at_their_own_date(loaded: str, tmp_path: Path) -> None:
-    path = usage_file(
-        tmp_path,
-        "apr.csv",
-        [
-            ["2026-03-10", "VAN", "MATH", "1", "L-1", "late, old rate"],
-            ["2026-04-02", "VAN", "MATH", "-1", "C-1", "credit"],
-        ],
-    )
-    result = api.import_file(loaded, path, "2026-04")
+    rows = """
+        2026-03-10,VAN,MATH,1,L-1,"late, old rate"
+        2026-04-02,VAN,MATH,-1,C-1,credit
+    """
+    result = import_rows(loaded, tmp_path, rows, "2026-04", name="apr.csv")
     assert (result.late, result.credits) == (1, 1)
     assert result.by_provider == {"FLEET": D("-2.37")}  # 45.13 - 47.50
 
@@ -257,21 +243,16 @@ def test_inactive_consumer_is_refused(db_url: str, mini_book: Path, tmp_path: Pa
     )
     (mini_book / "units.csv").write_text(units)
     api.load(db_url, mini_book)
-    path = usage_file(
-        tmp_path,
-        "m.csv",
-        [["2026-03-21", "HELP", "MATH", "1", "I-1", ""], ["2026-03-20", "HELP", "MATH", "1", "I-2", ""]],
-    )
+    path = usage_file(tmp_path, "m.csv", csv_rows("2026-03-21,HELP,MATH,1,I-1,\n2026-03-20,HELP,MATH,1,I-2,"))
     assert refused(db_url, path, "2026-03") == [
         "m.csv:2: date: 2026-03-21 is outside the active dates of MATH (2026-03-10 to 2026-03-20)"
     ]
 
 
 def test_import_into_a_closed_period_is_refused(loaded: str, tmp_path: Path) -> None:
-    path = usage_file(tmp_path, "a.csv", [["2026-03-02", "HELP", "ART", "1", "T-1", ""]])
-    api.import_file(loaded, path, "2026-03")
+    import_rows(loaded, tmp_path, "2026-03-02,HELP,ART,1,T-1,", name="a.csv")
     api.close(loaded, "2026-03", tmp_path / "out")
-    late = usage_file(tmp_path, "b.csv", [["2026-03-03", "HELP", "ART", "1", "T-2", ""]])
+    late = usage_file(tmp_path, "b.csv", csv_rows("2026-03-03,HELP,ART,1,T-2,"))
     with pytest.raises(Refused, match="period 2026-03 is closed"):
         api.import_file(loaded, late, "2026-03")
     assert stored(loaded) == 1
@@ -299,16 +280,10 @@ def imports_of(url: str) -> list[tuple[int, int, int]]:
 def test_a_file_of_new_lines_with_repeated_references_is_counted_once(loaded: str, tmp_path: Path) -> None:
     """Lines imported before and lines repeated in the file, after new ones: the new
     lines are stored once, the others counted as duplicates."""
-    first = usage_file(tmp_path, "first.csv", [["2026-03-02", "HELP", "ART", "1", "R-9", "earlier"]])
-    assert api.import_file(loaded, first, "2026-03").imported == 1
+    assert import_rows(loaded, tmp_path, "2026-03-02,HELP,ART,1,R-9,earlier", name="first.csv").imported == 1
     rows = [["2026-03-03", "HELP", "MATH", str(n), f"N-{n}", "new"] for n in range(1, 6)]
-    again = usage_file(
-        tmp_path,
-        "again.csv",
-        rows
-        + [["2026-03-02", "HELP", "ART", "1", "R-9", "earlier"], ["2026-03-03", "HELP", "MATH", "2", "N-2", "new"]],
-    )
-    result = api.import_file(loaded, again, "2026-03")
+    repeated = csv_rows("2026-03-02,HELP,ART,1,R-9,earlier\n2026-03-03,HELP,MATH,2,N-2,new")
+    result = import_rows(loaded, tmp_path, rows + repeated, name="again.csv")
     assert (result.lines_read, result.imported, result.duplicates) == (7, 5, 2)  # R-9 stored, N-2 twice
     assert stored(loaded) == 6
     assert imports_of(loaded) == [(1, 1, 0), (7, 5, 2)]
@@ -357,7 +332,7 @@ def test_the_summary_is_the_plain_computation_to_the_cent(loaded: str, tmp_path:
         ["2026-03-09", "HELP", "EXT-1", "3", "S-3", "external"],
         ["2026-03-20", "VAN", "ART", "0.000333", "S-4", ""],
     ]
-    result = api.import_file(loaded, usage_file(tmp_path, "s.csv", rows), "2026-03")
+    result = import_rows(loaded, tmp_path, rows, name="s.csv")
     assert {k: getattr(result, k) for k in ("imported", "late", "credits", "by_provider")} == plain_summary(
         loaded, rows, "2026-03"
     )
@@ -375,7 +350,7 @@ def test_200000_generated_lines_add_up_to_the_plain_computation(loaded: str, tmp
         day = f"2026-02-{20 + n % 9:02d}" if n % 11 == 0 else f"2026-03-{1 + n % 31:02d}"
         quantity = f"{'-' if n % 97 == 0 else ''}{n % 1000}.{(n * 7919) % 1_000_000:06d}"
         rows.append([day, service, consumer, quantity, f"G-{n}", f"line {n}"])
-    result = api.import_file(loaded, usage_file(tmp_path, "big.csv", rows), "2026-03")
+    result = import_rows(loaded, tmp_path, rows, name="big.csv")
     assert {k: getattr(result, k) for k in ("imported", "late", "credits", "by_provider")} == plain_summary(
         loaded, rows, "2026-03"
     )
@@ -396,7 +371,7 @@ def test_a_big_file_is_imported_to_the_cent(loaded: str, tmp_path: Path) -> None
         ]
         for n in range(1, 25_001)
     ]
-    result = api.import_file(loaded, usage_file(tmp_path, "big.csv", rows), "2026-03")
+    result = import_rows(loaded, tmp_path, rows, name="big.csv")
     assert (result.lines_read, result.imported, result.late, result.credits) == (25_000, 25_000, 3571, 25)
     # HELP: 60.00 internal, 90.00 external a unit; 1.25 x 60 = 75.00 and 1.25 x 90 = 112.50 a line
     internal = [r for n, r in enumerate(rows, 1) if n % 3]
@@ -404,7 +379,7 @@ def test_a_big_file_is_imported_to_the_cent(loaded: str, tmp_path: Path) -> None
     expected = sum(D(r[3]) * 60 for r in internal) + sum(D(r[3]) * 90 for r in external)
     assert result.by_provider == {"IT": expected}
     assert stored(loaded) == 25_000
-    again = api.import_file(loaded, usage_file(tmp_path, "again.csv", rows[:10]), "2026-03")
+    again = import_rows(loaded, tmp_path, rows[:10], name="again.csv")
     assert (again.imported, again.duplicates) == (0, 10)
 
 
@@ -420,21 +395,17 @@ def test_problems_far_down_a_big_file_name_their_lines(loaded: str, tmp_path: Pa
 
 
 def test_six_fractional_digits_are_kept_and_a_seventh_is_refused(loaded: str, tmp_path: Path) -> None:
-    path = usage_file(
-        tmp_path,
-        "six.csv",
-        [
-            ["2026-03-02", "HELP", "MATH", "2.123456", "Q-1", ""],
-            ["2026-03-02", "HELP", "MATH", "-0.000001", "Q-2", ""],
-            ["2026-03-02", "HELP", "MATH", "1.0000000", "Q-3", "zeros are fine"],
-        ],
-    )
-    result = api.import_file(loaded, path, "2026-03")
+    rows = """
+        2026-03-02,HELP,MATH,2.123456,Q-1,
+        2026-03-02,HELP,MATH,-0.000001,Q-2,
+        2026-03-02,HELP,MATH,1.0000000,Q-3,zeros are fine
+    """
+    result = import_rows(loaded, tmp_path, rows, name="six.csv")
     assert result.by_provider == {"IT": D("127.41") + D("-0.00") + D("60.00")}  # 2.123456 x 60 = 127.40736
     with plain_connection(loaded) as conn:
         quantities = conn.execute(select(Usage.quantity_micro).order_by(Usage.line)).scalars().all()
     assert quantities == [2_123_456, -1, 1_000_000]
-    seven = usage_file(tmp_path, "seven.csv", [["2026-03-02", "HELP", "MATH", "2.1234567", "Q-4", ""]])
+    seven = usage_file(tmp_path, "seven.csv", csv_rows("2026-03-02,HELP,MATH,2.1234567,Q-4,"))
     assert refused(loaded, seven, "2026-03") == [
         "seven.csv:2: quantity: quantity '2.1234567' has more than 6 decimal places"
     ]

@@ -91,7 +91,9 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime, pr
     lines_read = table.height
     del table
     lines, in_book = against_book(cells, book)
+    del cells  # each step's frame is let go once the next has it: ten million lines are gigabytes
     fresh, duplicates, repeated = new_lines(lines, lambda keys: _stored(conn, keys))
+    del lines
     too_much = beyond_one_charge(fresh, started_usage(_period_usage(conn, period, fresh), book), book)
     problems += [
         Problem(name, line, column, message)

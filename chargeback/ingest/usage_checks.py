@@ -245,9 +245,16 @@ def against_book(lines: pl.DataFrame, book: Book) -> tuple[pl.DataFrame, pl.Data
     """The lines checked against the book: in the period or before it (a late charge),
     a known service and consumer, no self-charging, in the consumer's active dates, a
     rate in force on the line's date, and a charge that fits the journal. Returns the
-    lines that pass, with their `provider` and `rate_micro`, and the problems."""
-    known = lines.join(book.services, on="service", how="left", maintain_order="left").join(
-        book.units, on="consumer", how="left", maintain_order="left"
+    lines that pass, with their `provider` and `rate_micro`, and the problems.
+
+    The book is joined to the four columns it checks, row for row (each join finds at
+    most one row), and the lines take the two columns they keep from it: joining the
+    whole lines copied every column of ten million lines twice over."""
+    keys = ("service", "consumer", "date", "quantity_micro")
+    known = (
+        lines.select(keys)
+        .join(book.services, on="service", how="left", maintain_order="left")
+        .join(book.units, on="consumer", how="left", maintain_order="left")
     )
     both = pl.col("provider").is_not_null() & pl.col("kind").is_not_null()
     date = pl.col("date")
@@ -274,8 +281,8 @@ def against_book(lines: pl.DataFrame, book: Book) -> tuple[pl.DataFrame, pl.Data
         too_large=priced & rate.is_not_null() & (charge >= pl.lit(int(LIMIT) * MICRO_SQUARED, dtype=pl.Int128)),
     )
     flags = ["after", "no_service", "no_consumer", "self_charge", "inactive", "no_rate", "too_large"]
-    ok = ~pl.any_horizontal(flags)
-    bad = checked.filter(~ok)
+    ok = checked.select(~pl.any_horizontal(flags)).to_series()
+    bad = pl.concat([lines, checked.drop(keys)], how="horizontal").filter(~ok)
     text, service, consumer = pl.col("date_text"), pl.col("service"), pl.col("consumer")
     found = pl.concat(
         [
@@ -326,7 +333,8 @@ def against_book(lines: pl.DataFrame, book: Book) -> tuple[pl.DataFrame, pl.Data
             ),
         ]
     )
-    return checked.filter(ok).drop(*flags, "kind", "active_from", "active_to", "active", "rate_text"), found
+    passed = lines.with_columns(checked["provider"], checked["rate_micro"])
+    return (passed.filter(ok) if bad.height else passed), found
 
 
 def _micro_text(micro: pl.Expr) -> pl.Expr:
@@ -345,9 +353,10 @@ def new_lines(
     when its date, consumer and quantity are the same, a problem when not. Returns the
     new lines, the number of duplicates and the problems."""
     key = ["service", "reference"]
-    marked = lines.with_columns(pl.struct(key).is_first_distinct().alias("first"))  # in the file's order
-    firsts = marked.filter("first").drop("first")
-    repeats = marked.filter(~pl.col("first")).join(
+    first = lines.select(pl.struct(key).is_first_distinct()).to_series()  # in the file's order
+    # a file without repeats (the usual one) is not copied: a copy is its size again
+    firsts = lines if first.all() else lines.filter(first)
+    repeats = lines.filter(~first).join(
         firsts.select(
             *key, first_line="line", first_date="date", first_consumer="consumer", first_quantity="quantity_micro"
         ),
@@ -361,7 +370,10 @@ def new_lines(
         & (pl.col("quantity_micro") == pl.col("first_quantity"))
     )
     repeats = repeats.with_columns(same.alias("same"))
-    before = firsts.join(stored(firsts.select(key)), on=key, how="left", maintain_order="left")
+    earlier = stored(firsts.select(key))
+    if not earlier.height:  # nothing of the file stored before (a new month's file, a new book)
+        return firsts, int(repeats["same"].sum()), _repeated(repeats)
+    before = firsts.join(earlier, on=key, how="left", maintain_order="left")
     known = pl.col("stored_quantity").is_not_null()
     same_stored = (
         (pl.col("date") == pl.col("stored_date"))
@@ -373,14 +385,7 @@ def new_lines(
     reference = _quoted(pl.col("reference")) + pl.lit(" of ") + pl.col("service")
     found = pl.concat(
         [
-            _problems(
-                repeats.filter(~pl.col("same")),
-                "reference",
-                reference
-                + pl.lit(" is also on line ")
-                + pl.col("first_line").cast(pl.String)
-                + pl.lit(" with other values"),
-            ),
+            _repeated(repeats),
             _problems(
                 before.filter(pl.col("known") & ~pl.col("same")),
                 "reference",
@@ -393,6 +398,20 @@ def new_lines(
     )
     fresh = before.filter(~pl.col("known")).drop("stored_date", "stored_consumer", "stored_quantity", "known", "same")
     return fresh, int(duplicates), found
+
+
+def _repeated(repeats: pl.DataFrame) -> pl.DataFrame:
+    """The problems of a (service, reference) met again in the file with other values."""
+    return _problems(
+        repeats.filter(~pl.col("same")),
+        "reference",
+        _quoted(pl.col("reference"))
+        + pl.lit(" of ")
+        + pl.col("service")
+        + pl.lit(" is also on line ")
+        + pl.col("first_line").cast(pl.String)
+        + pl.lit(" with other values"),
+    )
 
 
 @dataclass(frozen=True)

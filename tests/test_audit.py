@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from click.testing import CliRunner
-from conftest import usage_file
+from conftest import built_state, usage_file
 from reliability import engine_for, fingerprint, sql
 from sqlalchemy.exc import DatabaseError
 
@@ -130,11 +130,15 @@ def without_triggers(url: str, *statements: str) -> None:
         sql(url, "ALTER TABLE audit_log DISABLE TRIGGER USER", *statements, "ALTER TABLE audit_log ENABLE TRIGGER USER")
 
 
+def verified_month(url: str, book: Path, folder: Path) -> None:
+    month(url, book, folder)
+    assert api.verify(url).ok
+
+
 @pytest.fixture
-def audited(db_url: str, mini_book: Path, tmp_path: Path) -> str:
-    month(db_url, mini_book, tmp_path)
-    assert api.verify(db_url).ok
-    return db_url
+def audited(request: pytest.FixtureRequest, db_url: str) -> str:
+    """`month`'s six records; the paths in them are those of the folder it ran in."""
+    return built_state(request, db_url, "audited", verified_month)
 
 
 def test_verify_finds_a_changed_record(audited: str) -> None:

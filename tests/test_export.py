@@ -21,12 +21,6 @@ from chargeback.core.errors import Refused
 from chargeback.ledger.export import CONTRACT_HEADER, CSV_HEADER, beancount_account
 
 
-@pytest.fixture
-def closed(db_url: str, mini_book: Path, tmp_path: Path) -> str:
-    api.run(db_url, mini_book, tmp_path / "out")
-    return db_url
-
-
 def test_csv_export_has_a_debit_and_a_credit_line_per_entry(closed: str) -> None:
     rows = list(csv.reader(io.StringIO(api.export(closed, "2026-04", "csv"))))
     assert rows[0] == CSV_HEADER

@@ -4,7 +4,6 @@ made behind the engine's back with plain SQL."""
 import datetime as dt
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,13 +17,6 @@ from chargeback.core.errors import Refused
 from chargeback.core.settings import Settings
 from chargeback.ledger.entries import GENESIS, entry_hash, hashed_json
 from chargeback.ledger.journal import ENTRY_COLUMNS
-
-
-@pytest.fixture
-def closed(db_url: str, mini_book: Path, tmp_path: Path) -> str:
-    api.run(db_url, mini_book, tmp_path / "out")
-    assert api.verify(db_url).ok
-    return db_url
 
 
 def test_entries_link_to_the_one_before(closed: str) -> None:

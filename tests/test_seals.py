@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import built_state
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from reliability import engine_for, plain_connection, sql
@@ -41,15 +42,18 @@ def cli(url: str, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def close_with_an_adjustment(url: str, book: Path, folder: Path) -> None:
+    api.load(url, book)
+    api.adjust(url, "2026-03", "HELP", "ART", "10.00", "setup fee", reference="ADJ-1")
+    api.run(url, book, folder / "out")
+    assert api.verify(url).ok
+
+
 @pytest.fixture
-def closed(db_url: str, mini_book: Path, tmp_path: Path) -> str:
+def closed(request: pytest.FixtureRequest, db_url: str) -> str:
     """The mini book's two months closed, with a manual adjustment in the first (an entry
     without usage lines, so changing its amount needs no change to `charge_lines`)."""
-    api.load(db_url, mini_book)
-    api.adjust(db_url, "2026-03", "HELP", "ART", "10.00", "setup fee", reference="ADJ-1")
-    api.run(db_url, mini_book, tmp_path / "out")
-    assert api.verify(db_url).ok
-    return db_url
+    return built_state(request, db_url, "closed_with_an_adjustment", close_with_an_adjustment)
 
 
 def adjustment_entry(url: str) -> int:
@@ -221,16 +225,18 @@ def _key_files(folder: Path, name: str) -> tuple[Ed25519PrivateKey, Path, Path]:
     return key, private, public
 
 
+def close_with_a_seal_key(url: str, book: Path, folder: Path) -> None:
+    """`close_with_an_adjustment` with CHARGEBACK_SEAL_KEY set to folder/seal.pem."""
+    _, private, _ = _key_files(folder, "seal")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHARGEBACK_SEAL_KEY", str(private))
+        close_with_an_adjustment(url, book, folder)
+
+
 @pytest.fixture
-def signed(db_url: str, mini_book: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+def signed(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> tuple[str, Path]:
     """The mini book closed with a seal key; returns the database and the public key's file."""
-    _, private, public = _key_files(tmp_path, "seal")
-    monkeypatch.setenv("CHARGEBACK_SEAL_KEY", str(private))
-    api.load(db_url, mini_book)
-    api.adjust(db_url, "2026-03", "HELP", "ART", "10.00", "setup fee", reference="ADJ-1")
-    api.run(db_url, mini_book, tmp_path / "out")
-    monkeypatch.delenv("CHARGEBACK_SEAL_KEY")
-    return db_url, public
+    return built_state(request, db_url, "signed", close_with_a_seal_key), tmp_path / "seal.pub.pem"
 
 
 def test_signed_seals_verify_with_the_public_key(signed: tuple[str, Path], tmp_path: Path) -> None:

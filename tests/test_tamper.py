@@ -4,9 +4,6 @@ recorded when the period was closed, and the journal hash recorded at its close,
 give the rewrite away. (test_journal.py covers the plain changes: an amount, a deleted,
 inserted or reordered entry; test_audit.py the audit log.)"""
 
-from pathlib import Path
-
-import pytest
 from reliability import engine_for, sql
 from sqlalchemy import select, update
 
@@ -14,13 +11,6 @@ from chargeback import api
 from chargeback.ledger.entries import GENESIS, entry_hash
 from chargeback.ledger.journal import ENTRY_COLUMNS
 from chargeback.store.schema import Entry, JournalHead, Period
-
-
-@pytest.fixture
-def closed(db_url: str, mini_book: Path, tmp_path: Path) -> str:
-    api.run(db_url, mini_book, tmp_path / "out")
-    assert api.verify(db_url).ok
-    return db_url
 
 
 def rechain(url: str, entry_id: int, delta: int) -> None:

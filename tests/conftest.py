@@ -197,15 +197,17 @@ def sqlite_states() -> dict[str, Path]:
 
 def built_state(request: pytest.FixtureRequest, url: str, name: str, build: Build) -> str:
     """The test's database `url` (its `db_url`) in the state `build` leaves it, with the files it wrote under the
-    test's `tmp_path`. On PostgreSQL `build` runs for the test. On SQLite it runs once per
-    test process, from the test's own starting file, in a folder of its own; each test gets
-    a copy of that database file and of those files, so what a test changes (a tampered
-    entry, another close) is its own. The database's copy is SQLite's backup of it, whole
-    even with a write-ahead log. Paths the database records (the audit log's arguments)
-    are then those of the state's folder, not the test's."""
+    test's `tmp_path` and the book as `build` left it in the test's `mini_book`. On
+    PostgreSQL `build` runs for the test. On SQLite it runs once per test process, from
+    the test's own starting file, in a folder laid out as `tmp_path` is; each test gets a
+    copy of that database file and of those files, so what a test changes (a tampered
+    entry, another close, the book) is its own. The database's copy is SQLite's backup of
+    it, whole even with a write-ahead log. Paths the database records (the audit log's
+    arguments) are then those of the state's folder, not the test's."""
     tmp_path: Path = request.getfixturevalue("tmp_path")
+    mini_book: Path = request.getfixturevalue("mini_book")
     if not url.startswith("sqlite:///"):
-        build(url, request.getfixturevalue("mini_book"), tmp_path)
+        build(url, mini_book, tmp_path)
         return url
     database = Path(url.removeprefix("sqlite:///"))
     states = request.getfixturevalue("sqlite_states")
@@ -218,9 +220,8 @@ def built_state(request: pytest.FixtureRequest, url: str, name: str, build: Buil
 
 
 def _build_sqlite_state(state: Path, start: Path, build: Build) -> Path:
-    book = shutil.copytree(BOOKS / "mini", state / "book")
     files = state / "files"
-    files.mkdir()
+    book = shutil.copytree(BOOKS / "mini", files / "mini")  # where the test's `mini_book` is
     building = state / "building" / start.name
     building.parent.mkdir()
     if start.exists():  # the migrated copy most modules start from; else an empty file

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import BOOKS, free_port, write_csv
+from conftest import BOOKS, built_state, free_port, write_csv
 from sqlalchemy import Connection, insert, select
 
 from chargeback import api
@@ -89,17 +89,20 @@ def documents_for(folder: Path, units: dict[str, str]) -> None:
 CONSUMERS = {"ART": "internal", "MATH": "internal", "FLEET": "internal", "EXT-1": "external"}
 
 
-@pytest.fixture
-def march(db_url: str, mini_book: Path, tmp_path: Path) -> tuple[str, Path]:
-    """March of the mini book closed, with addresses for ART, MATH and the library."""
+def close_march_with_addresses(url: str, book: Path, folder: Path) -> None:
     with_emails(
-        mini_book,
+        book,
         {"ART": "art@uni.example", "MATH": "math@uni.example, dean@uni.example", "EXT-1": "billing@library.example"},
     )
-    write_csv(mini_book / "budgets.csv", ["fiscal_year", "unit", "amount"], [[2026, "ART", "1000"]])
-    api.run(db_url, mini_book, tmp_path / "out", through="2026-03")
-    documents_for(tmp_path / "out" / "2026-03", CONSUMERS)
-    return db_url, tmp_path / "out"
+    write_csv(book / "budgets.csv", ["fiscal_year", "unit", "amount"], [[2026, "ART", "1000"]])
+    api.run(url, book, folder / "out", through="2026-03")
+    documents_for(folder / "out" / "2026-03", CONSUMERS)
+
+
+@pytest.fixture
+def march(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """March of the mini book closed, with addresses for ART, MATH and the library."""
+    return built_state(request, db_url, "march_with_addresses", close_march_with_addresses), tmp_path / "out"
 
 
 def deliveries(url: str) -> list[tuple[str, str, str]]:

@@ -190,8 +190,8 @@ Build = Callable[[str, Path, Path], None]
 
 
 @pytest.fixture(scope="session")
-def sqlite_states() -> dict[str, Path]:
-    """The folders of the states `built_state` made in this test process, by name."""
+def sqlite_states() -> dict[tuple[str, bool], Path]:
+    """The folders of the states `built_state` made in this test process, by name and start."""
     return {}
 
 
@@ -211,9 +211,10 @@ def built_state(request: pytest.FixtureRequest, url: str, name: str, build: Buil
         return url
     database = Path(url.removeprefix("sqlite:///"))
     states = request.getfixturevalue("sqlite_states")
-    if name not in states:
-        states[name] = _build_sqlite_state(request.getfixturevalue("tmp_path_factory").mktemp(name), database, build)
-    state = states[name]
+    key = (name, database.exists())  # built from a migrated file or from an empty one, as the test starts
+    if key not in states:
+        states[key] = _build_sqlite_state(request.getfixturevalue("tmp_path_factory").mktemp(name), database, build)
+    state = states[key]
     shutil.copyfile(state / database.name, database)
     shutil.copytree(state / "files", tmp_path, dirs_exist_ok=True)
     return url

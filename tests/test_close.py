@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import import_rows
+from conftest import built_state, import_rows
 from hypothesis import given
 from hypothesis import strategies as st
 from reliability import engine_for, plain_connection
@@ -208,7 +208,20 @@ def test_run_is_safe_to_repeat(db_url: str, mini_book: Path, tmp_path: Path) -> 
     assert len(entries(db_url)) == 8
 
 
-def test_the_figures_read_once_are_the_figures_read_each_way(db_url: str, tmp_path: Path) -> None:
+def close_the_demo_book(url: str, book: Path, folder: Path) -> None:
+    """The demo book's months (budgets, external customers, allocations, an adjustment in
+    the last) closed by `run`, documents in `folder/out`; `book` is not read."""
+    api.run(url, api.demo_book(), folder / "out", through="2026-08")
+    api.adjust(url, "2026-09", "IT-HELPDESK", "CHEM", "-12.50", "Goodwill credit")
+    api.run(url, api.demo_book(), folder / "out")
+
+
+@pytest.fixture
+def demo_closed(request: pytest.FixtureRequest, db_url: str) -> str:
+    return built_state(request, db_url, "demo_closed", close_the_demo_book)
+
+
+def test_the_figures_read_once_are_the_figures_read_each_way(demo_closed: str) -> None:
     """The close and the documents read a period's totals once (`period_totals`) and sum
     the reconciliation, the variance review, the budgets and the statements' service
     table from them. Each equals what its own query over the entries gives, on the demo
@@ -219,9 +232,7 @@ def test_the_figures_read_once_are_the_figures_read_each_way(db_url: str, tmp_pa
     from chargeback.documents.bills import document_context, service_totals
     from chargeback.store import db
 
-    api.run(db_url, api.demo_book(), tmp_path / "out", through="2026-08")
-    api.adjust(db_url, "2026-09", "IT-HELPDESK", "CHEM", "-12.50", "Goodwill credit")
-    api.run(db_url, api.demo_book(), tmp_path / "out")
+    db_url = demo_closed
     engine = engine_for(db_url)
     with engine.begin() as conn:
         first = conn.execute(
@@ -297,9 +308,7 @@ def test_each_close_stores_its_totals_and_a_close_after_a_reopen_replaces_them(l
     engine.dispose()
 
 
-def test_a_first_close_sums_its_totals_as_it_posts_and_they_equal_the_entries_grouped(
-    db_url: str, tmp_path: Path
-) -> None:
+def test_a_first_close_sums_its_totals_as_it_posts_and_they_equal_the_entries_grouped(demo_closed: str) -> None:
     """A first close sums the period's totals from the drafts it posts (`Tally`) instead of
     grouping the entries it has just written: on the demo book's months (usage, recurring
     fees, an adjustment, allocations, external customers) the totals stored at each close
@@ -307,9 +316,7 @@ def test_a_first_close_sums_its_totals_as_it_posts_and_they_equal_the_entries_gr
     from chargeback.close.reconciliation import period_totals, stored_totals
     from chargeback.store import db
 
-    api.run(db_url, api.demo_book(), tmp_path / "out", through="2026-08")
-    api.adjust(db_url, "2026-09", "IT-HELPDESK", "CHEM", "-12.50", "Goodwill credit")
-    api.run(db_url, api.demo_book(), tmp_path / "out")
+    db_url = demo_closed
     engine = db.connect(db_url)
     with engine.connect() as conn:
         periods = conn.execute(select(Entry.period).distinct().order_by(Entry.period)).scalars().all()

@@ -102,15 +102,12 @@ def test_dropping_the_hash_index_keeps_the_journal_and_its_constraints(
     assert _diff(engine) == []
 
 
-def test_the_upgrade_stores_the_totals_of_every_period_from_its_entries(
-    db_url: str, mini_book: Path, tmp_path: Path
-) -> None:
+def test_the_upgrade_stores_the_totals_of_every_period_from_its_entries(closed: str) -> None:
     """0006: a journal closed before it gets each period's totals from its entries, so
     later closes can read them and `verify` passes."""
     from chargeback.close.reconciliation import stored_totals
 
-    engine = db.connect(db_url)
-    api.run(engine, mini_book, tmp_path / "out")
+    engine = db.connect(closed)  # the mini book's months closed by `run`
     with engine.connect() as conn:
         before = {period: stored_totals(conn, period) for period in ("2026-03", "2026-04")}
     assert all(before.values())
@@ -123,12 +120,11 @@ def test_the_upgrade_stores_the_totals_of_every_period_from_its_entries(
     assert api.verify(engine).ok
 
 
-def test_an_entry_id_becomes_sqlite_s_row_id_and_keeps_its_entry(db_url: str, mini_book: Path, tmp_path: Path) -> None:
+def test_an_entry_id_becomes_sqlite_s_row_id_and_keeps_its_entry(closed: str) -> None:
     """0007: on SQLite `entries.id` becomes the row id, so a period's entries are read in
     id order without sorting them; every entry, its hash and its tier pieces come
     through, and `verify` passes. PostgreSQL keeps its BIGINT."""
-    engine = db.connect(db_url)
-    api.run(engine, mini_book, tmp_path / "out")
+    engine = db.connect(closed)  # the mini book's months closed by `run`
     sqlite = engine.dialect.name == "sqlite"
     journal = select(Entry.id, Entry.hash).where(Entry.period == "2026-03").order_by(Entry.id)
 
@@ -185,11 +181,10 @@ def test_usage_lines_and_totals_numbered_past_32_bits_are_imported_closed_and_ve
     assert api.verify(engine).ok
 
 
-def test_widening_the_keys_keeps_the_journal(db_url: str, mini_book: Path, tmp_path: Path) -> None:
+def test_widening_the_keys_keeps_the_journal(closed: str) -> None:
     """0010 down and up again on a closed journal: every entry, its hash and the usage
     lines priced into it come through, and `verify` passes."""
-    engine = db.connect(db_url)
-    api.run(engine, mini_book, tmp_path / "out")
+    engine = db.connect(closed)  # the mini book's months closed by `run`
     journal = (
         select(Entry.id, ChargeLine.usage_id, Entry.hash)
         .outerjoin(ChargeLine, ChargeLine.entry_id == Entry.id)

@@ -89,6 +89,7 @@ def test_report_writes_the_same_documents_again(db_url: str, tmp_path: Path) -> 
         assert before[name] == after[name], name
 
 
+@pytest.mark.slow  # three process pools; the fast tier compares one pool's files in the test below
 def test_parallel_writing_gives_the_same_files(
     out: tuple[str, Path], tmp_path: Path, tuned: Callable[..., Settings]
 ) -> None:

@@ -223,11 +223,17 @@ def built_state(request: pytest.FixtureRequest, url: str, name: str, build: Buil
 def _build_sqlite_state(state: Path, start: Path, build: Build) -> Path:
     files = state / "files"
     book = shutil.copytree(BOOKS / "mini", files / "mini")  # where the test's `mini_book` is
+    return _sqlite_state(state, start, lambda url: build(url, book, files))
+
+
+def _sqlite_state(state: Path, start: Path, build: Callable[[str], object]) -> Path:
+    """`build(url)` run on a copy of the database file `start` (or a new file), which is
+    then `state / start.name`, made whole: SQLite's backup of it."""
     building = state / "building" / start.name
     building.parent.mkdir()
     if start.exists():  # the migrated copy most modules start from; else an empty file
         shutil.copyfile(start, building)
-    build(f"sqlite:///{building}", book, files)
+    build(f"sqlite:///{building}")
     gc.collect()  # the engines the build made, and their connections
     with closing(sqlite3.connect(building)) as source, closing(sqlite3.connect(state / start.name)) as copy:
         source.backup(copy)
@@ -245,6 +251,24 @@ def close_the_mini_book(url: str, book: Path, folder: Path) -> None:
 def closed(request: pytest.FixtureRequest, db_url: str) -> str:
     """A database with the mini book's two months closed, their documents in tmp_path/out."""
     return built_state(request, db_url, "closed", close_the_mini_book)
+
+
+@pytest.fixture(scope="session")
+def documents_book_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`documents_book.build`'s database (db.sqlite) and folder (files/), made once per
+    test process for the modules that read its documents."""
+    from documents_book import build
+
+    state = tmp_path_factory.mktemp("documents_book")
+    (state / "files").mkdir()
+    return _sqlite_state(state, state / "db.sqlite", lambda url: build(url, state / "files"))
+
+
+def documents_book_copy(state: Path, folder: Path) -> tuple[str, Path]:
+    """A copy of `documents_book_state` in `folder`: its database's URL and its documents folder."""
+    shutil.copyfile(state / "db.sqlite", folder / "db.sqlite")
+    shutil.copytree(state / "files", folder, dirs_exist_ok=True)
+    return f"sqlite:///{folder / 'db.sqlite'}", folder / "out"
 
 
 USAGE_HEADER = ["date", "service", "consumer", "quantity", "reference", "description"]

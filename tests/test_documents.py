@@ -14,6 +14,7 @@ import openpyxl
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from conftest import documents_book_copy
 from documents_book import HOSTILE, build
 from openpyxl.utils.escape import unescape
 from sqlalchemy import insert, select
@@ -33,10 +34,9 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    folder = tmp_path_factory.mktemp("documents")
-    url = f"sqlite:///{folder / 'db.sqlite'}"
-    return url, build(url, folder)
+def out(tmp_path_factory: pytest.TempPathFactory, documents_book_state: Path) -> tuple[str, Path]:
+    """The documents book's months closed (`documents_book.build`), a copy for this module."""
+    return documents_book_copy(documents_book_state, tmp_path_factory.mktemp("documents"))
 
 
 def files_of(folder: Path) -> dict[str, bytes]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from browser import run_chromium
-from documents_book import build
+from conftest import documents_book_copy
 from sqlalchemy import select
 
 from chargeback.store import db
@@ -19,10 +19,9 @@ from chargeback.store.schema import Entry
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    folder = tmp_path_factory.mktemp("invoices")
-    url = f"sqlite:///{folder / 'db.sqlite'}"
-    return url, build(url, folder)
+def out(tmp_path_factory: pytest.TempPathFactory, documents_book_state: Path) -> tuple[str, Path]:
+    """The documents book's months closed (`documents_book.build`), a copy for this module."""
+    return documents_book_copy(documents_book_state, tmp_path_factory.mktemp("invoices"))
 
 
 class Invoice(HTMLParser):

@@ -13,17 +13,16 @@ from pathlib import Path
 import openpyxl
 import pytest
 from browser import run_chromium
-from documents_book import build
+from conftest import documents_book_copy
 from libreoffice import soffice_convert
 
 from chargeback import api
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    folder = tmp_path_factory.mktemp("printing")
-    url = f"sqlite:///{folder / 'db.sqlite'}"
-    return url, build(url, folder)
+def out(tmp_path_factory: pytest.TempPathFactory, documents_book_state: Path) -> tuple[str, Path]:
+    """The documents book's months closed (`documents_book.build`), a copy for this module."""
+    return documents_book_copy(documents_book_state, tmp_path_factory.mktemp("printing"))
 
 
 def test_the_matrix_is_printed_landscape_one_page_wide_with_its_headers_on_every_page(out: tuple[str, Path]) -> None:

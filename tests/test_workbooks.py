@@ -14,6 +14,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from conftest import documents_book_copy
 from documents_book import build
 from libreoffice import soffice_recalculate
 from sqlalchemy import select
@@ -29,10 +30,9 @@ CENT = Decimal("0.01")
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    folder = tmp_path_factory.mktemp("workbooks")
-    url = f"sqlite:///{folder / 'db.sqlite'}"
-    return url, build(url, folder)
+def out(tmp_path_factory: pytest.TempPathFactory, documents_book_state: Path) -> tuple[str, Path]:
+    """The documents book's months closed (`documents_book.build`), a copy for this module."""
+    return documents_book_copy(documents_book_state, tmp_path_factory.mktemp("workbooks"))
 
 
 def money(value: object) -> Decimal:

@@ -76,10 +76,19 @@ def test_manifest_lists_every_file_with_hash_size_and_totals(out: tuple[str, Pat
     } <= set(listed)
 
 
-def test_report_writes_the_same_documents_again(db_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+def documents_closed(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """The documents book closed on each database, documents in the folder returned: on
+    SQLite a copy of the one built for this test process."""
+    if db_url.startswith("sqlite"):
+        return documents_book_copy(request.getfixturevalue("documents_book_state"), tmp_path)
+    return db_url, build(db_url, tmp_path)
+
+
+def test_report_writes_the_same_documents_again(documents_closed: tuple[str, Path], tmp_path: Path) -> None:
     """Byte for byte, workbooks included (their zip entries and properties carry the
     close's timestamp, not the clock), and cell for cell."""
-    first = build(db_url, tmp_path)
+    db_url, first = documents_closed
     again = api.report(db_url, "2026-03", tmp_path / "again")
     before, after = files_of(first / "2026-03"), files_of(again)
     assert before.keys() == after.keys()

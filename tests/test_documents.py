@@ -347,7 +347,9 @@ def test_lines_csv_lists_every_priced_line_adding_up_to_its_charges(out: tuple[s
         assert listed["lines.csv"] == hashlib.sha256((folder / period / "lines.csv").read_bytes()).hexdigest()
 
 
-def test_past_the_invoice_line_limit_the_detail_csv_is_written_and_listed(tmp_path: Path) -> None:
+def test_past_the_invoice_line_limit_the_detail_csv_is_written_and_listed(
+    documents_book_state: Path, tmp_path: Path
+) -> None:
     """With `invoice_line_limit` below a consumer's lines, its invoice points to the
     detail: an external customer's `detail/<UNIT>.csv` has every line and the manifest
     lists it; an internal unit's points to its statement."""
@@ -355,8 +357,7 @@ def test_past_the_invoice_line_limit_the_detail_csv_is_written_and_listed(tmp_pa
 
     from chargeback.store.schema import Book
 
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    build(url, tmp_path)
+    url, _ = documents_book_copy(documents_book_state, tmp_path)
     engine = db.connect(url)
     with db.transaction(engine) as conn:
         conn.execute(update(Book).values(invoice_line_limit=2))

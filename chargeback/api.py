@@ -105,8 +105,8 @@ def load(url: str | Engine | None, book: Path) -> LoadResult:
             result = load_book(conn, Path(book), now())
             log.done(
                 conn,
-                f"{result.units_added + result.units_updated} units, {result.services} services, "
-                f"{result.rates} rates, {result.recurring} recurring fees",
+                f"{result.units_added + result.units_updated} units, {len(result.book.services)} services, "
+                f"{len(result.book.rates)} rates, {len(result.book.recurring)} recurring fees",
             )
             return result
 

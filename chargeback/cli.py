@@ -160,16 +160,18 @@ def init(ctx: Context) -> None:
 def load(ctx: Context, book: Path) -> None:
     """Load or update the reference data of BOOK (a folder)."""
     result = api.load(ctx.url, book)
+    stored = result.book
     pools = (
-        f", {result.pools} allocation pools ({result.cost_rows} costs, {result.driver_rows} driver values)"
-        if result.pools
+        f", {len(stored.allocations)} allocation pools ({len(stored.costs)} costs, {len(stored.drivers)} driver values)"
+        if stored.allocations
         else ""
     )
     _say(
         ctx,
         f"loaded {result.name}: {result.units_added + result.units_updated} units "
-        f"({result.units_added} new), {result.services} services, {result.rates} rates, "
-        f"{result.recurring} recurring fees{pools}" + (f", {result.budgets} budgets" if result.budgets else ""),
+        f"({result.units_added} new), {len(stored.services)} services, {len(stored.rates)} rates, "
+        f"{len(stored.recurring)} recurring fees{pools}"
+        + (f", {len(stored.budgets)} budgets" if stored.budgets else ""),
     )
 
 

@@ -12,7 +12,7 @@ import datetime as dt
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -237,21 +237,21 @@ SLA_CREDITS = Columns(("service", "metric", "breach_from", "credit_percent"))
 
 @dataclass
 class BookData:
-    """A validated book, ready to load."""
+    """A validated book, ready to load: every file's rows, checked against each other."""
 
     settings: Settings
-    units: list[UnitRow] = field(default_factory=list)
-    services: list[ServiceRow] = field(default_factory=list)
-    rates: list[RateFileRow] = field(default_factory=list)
-    recurring: list[RecurringRow] = field(default_factory=list)
-    allocations: list[AllocationRow] = field(default_factory=list)
-    costs: list[CostRow] = field(default_factory=list)
-    drivers: list[DriverRow] = field(default_factory=list)
-    provider_costs: list[ProviderCostRow] = field(default_factory=list)
-    budgets: list[BudgetRow] = field(default_factory=list)
-    slas: list[SlaRow] = field(default_factory=list)
-    sla_credits: list[SlaCreditRow] = field(default_factory=list)
-    cloud_rules: list[Rule] = field(default_factory=list)
+    units: list[UnitRow]
+    services: list[ServiceRow]
+    rates: list[RateFileRow]
+    recurring: list[RecurringRow]
+    allocations: list[AllocationRow]
+    costs: list[CostRow]
+    drivers: list[DriverRow]
+    provider_costs: list[ProviderCostRow]
+    budgets: list[BudgetRow]
+    slas: list[SlaRow]
+    sla_credits: list[SlaCreditRow]
+    cloud_rules: list[Rule]
 
 
 #: The model of a book file's row (`UnitRow`, `RateFileRow`...).
@@ -787,20 +787,16 @@ def _check_slas(slas, credits, service_provider: dict[str, str], problems: list[
 
 @dataclass
 class LoadResult:
-    """What `load` did, for the command's summary."""
+    """What `load` did, for the command's summary: the book as stored, and which of its
+    units were new."""
 
-    name: str
+    book: BookData
     units_added: int
     units_updated: int
-    services: int
-    rates: int
-    recurring: int
-    pools: int = 0
-    cost_rows: int = 0
-    driver_rows: int = 0
-    provider_cost_rows: int = 0
-    budgets: int = 0
-    slas: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.book.settings.name
 
 
 def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
@@ -871,20 +867,7 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
         if rows:
             conn.execute(insert(table), rows)
     store_cloud(conn, settings.cloud, book.cloud_rules, [a.order for a in book.allocations if a.order is not None])
-    return LoadResult(
-        settings.name,
-        added,
-        updated,
-        len(book.services),
-        len(book.rates),
-        len(book.recurring),
-        len(book.allocations),
-        len(book.costs),
-        len(book.drivers),
-        len(book.provider_costs),
-        len(book.budgets),
-        len(book.slas),
-    )
+    return LoadResult(book, added, updated)
 
 
 def _reference_rows(book: BookData, digits: int) -> list[tuple[type[Any], list[dict[str, Any]]]]:

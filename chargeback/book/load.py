@@ -393,15 +393,15 @@ def _check_services(rows, unit_kind: Mapping[str, str], problems: list[Problem])
     first_line: dict[str, int] = {}
     for line, service in rows:
         _check_first_use(name, line, "code", service.code, first_line, problems)
-        kind = unit_kind.get(service.provider)
-        if kind is None:
-            problems.append(Problem(name, line, "provider", f"{service.provider!r} is not a unit code in units.csv"))
-        elif kind != "internal":
-            problems.append(
-                Problem(
-                    name, line, "provider", f"{service.provider!r} is an external unit; a provider must be internal"
-                )
-            )
+        _check_internal(
+            name,
+            line,
+            "provider",
+            service.provider,
+            unit_kind,
+            problems,
+            external="an external unit; a provider must be internal",
+        )
 
 
 def _check_rates(rows, service_provider: dict[str, str], problems: list[Problem]) -> None:
@@ -570,12 +570,14 @@ def _check_internal(
     unit_kind: Mapping[str, str],
     problems: list[Problem],
     prefix: str = "",
+    external: str = "an external unit; it must be internal",
 ) -> None:
+    """`code` must be a unit of units.csv and an internal one; `external` says why."""
     kind = unit_kind.get(code)
     if kind is None:
         problems.append(Problem(name, line, column, f"{prefix}{code!r} is not a unit code in units.csv"))
     elif kind != "internal":
-        problems.append(Problem(name, line, column, f"{prefix}{code!r} is an external unit; it must be internal"))
+        problems.append(Problem(name, line, column, f"{prefix}{code!r} is {external}"))
 
 
 def _check_money(
@@ -620,16 +622,26 @@ def _check_costs(rows, pools: set[str], digits: int | None, problems: list[Probl
     for line, cost in rows:
         if cost.pool not in pools:
             problems.append(Problem(name, line, "pool", f"{cost.pool!r} is not a pool in allocations.csv"))
-        _check_money(name, line, "amount", cost.amount, digits, problems)
-        _check_unique(
-            name,
-            line,
-            "pool",
-            (cost.period, cost.pool),
-            seen,
-            f"the cost of pool {cost.pool} in {cost.period}",
-            problems,
+        _check_cost(
+            name, line, "pool", (cost.period, cost.pool), f"pool {cost.pool}", cost.amount, digits, seen, problems
         )
+
+
+def _check_cost(
+    name: str,
+    line: int,
+    column: str,
+    key: tuple[str, str],
+    label: str,
+    amount: Decimal,
+    digits: int | None,
+    seen: dict[tuple[str, str], int],
+    problems: list[Problem],
+) -> None:
+    """A cost of one period (`key`: the period and the pool or provider named by `label`):
+    an amount of the currency, given once a period."""
+    _check_money(name, line, "amount", amount, digits, problems)
+    _check_unique(name, line, column, key, seen, f"the cost of {label} in {key[0]}", problems)
 
 
 def _check_drivers(rows, unit_kind: Mapping[str, str], problems: list[Problem]) -> None:
@@ -665,15 +677,8 @@ def _check_provider_costs(
     seen: dict[tuple[str, str], int] = {}
     for line, row in rows:
         _check_internal(name, line, "provider", row.provider, unit_kind, problems)
-        _check_money(name, line, "amount", row.amount, digits, problems)
-        _check_unique(
-            name,
-            line,
-            "provider",
-            (row.period, row.provider),
-            seen,
-            f"the cost of {row.provider} in {row.period}",
-            problems,
+        _check_cost(
+            name, line, "provider", (row.period, row.provider), row.provider, row.amount, digits, seen, problems
         )
 
 
@@ -683,18 +688,15 @@ def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Pr
     digits = minor_digits(currency) if currency else None
     first_line: dict[tuple[int, str], int] = {}
     for line, budget in rows:
-        kind = unit_kind.get(budget.unit)
-        if kind is None:
-            problems.append(Problem(name, line, "unit", f"{budget.unit!r} is not a unit code in units.csv"))
-        elif kind != "internal":
-            problems.append(
-                Problem(
-                    name,
-                    line,
-                    "unit",
-                    f"{budget.unit!r} is an external customer: budgets are for internal units' spend",
-                )
-            )
+        _check_internal(
+            name,
+            line,
+            "unit",
+            budget.unit,
+            unit_kind,
+            problems,
+            external="an external customer: budgets are for internal units' spend",
+        )
         key = (budget.fiscal_year, budget.unit)
         if key in first_line:
             problems.append(

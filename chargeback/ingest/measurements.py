@@ -48,6 +48,13 @@ class MeasurementResult(FileImport):
     corrected: int = 0
     unchanged: int = 0
 
+    def outcome(self) -> str:
+        """The audit log's line for this import."""
+        return (
+            f"{self.lines_read} measurements read, {self.imported} imported, "
+            f"{self.corrected} corrected, {self.unchanged} unchanged"
+        )
+
 
 def import_measurements(conn: Connection, path: Path, period: str, now: dt.datetime) -> MeasurementResult:
     """Import the measurements at `path` into the open `period`; refuses the file whole

@@ -69,6 +69,10 @@ class ImportResult(FileImport):
     by_provider: dict[str, Decimal] = field(default_factory=dict)
     currency: str = ""
 
+    def outcome(self) -> str:
+        """The audit log's line for this import."""
+        return f"{self.lines_read} lines read, {self.imported} imported, {self.duplicates} duplicates skipped"
+
 
 @collector_paused()
 def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime, progress: bool = False) -> ImportResult:

@@ -190,16 +190,17 @@ Build = Callable[[str, Path, Path], None]
 
 
 @pytest.fixture(scope="session")
-def sqlite_states() -> dict[tuple[str, bool], Path]:
-    """The folders of the states `built_state` made in this test process, by name and start."""
+def sqlite_states() -> dict[str, Path]:
+    """The folders of the states `built_state` made in this test process, by name."""
     return {}
 
 
 def built_state(request: pytest.FixtureRequest, url: str, name: str, build: Build) -> str:
-    """The test's database `url` (its `db_url`) in the state `build` leaves it, with the files it wrote under the
-    test's `tmp_path` and the book as `build` left it in the test's `mini_book`. On
-    PostgreSQL `build` runs for the test. On SQLite it runs once per test process, from
-    the test's own starting file, in a folder laid out as `tmp_path` is; each test gets a
+    """The test's database `url` (its `db_url`) in the state `build` leaves it, with the
+    files it wrote under the test's `tmp_path` and the book as `build` left it in the
+    test's `mini_book`. On PostgreSQL `build` runs for the test. On SQLite it runs once
+    per test process, on a copy of the migrated empty file (the schema a new file gets
+    at the build's first `load`), in a folder laid out as `tmp_path` is; each test gets a
     copy of that database file and of those files, so what a test changes (a tampered
     entry, another close, the book) is its own. The database's copy is SQLite's backup of
     it, whole even with a write-ahead log. Paths the database records (the audit log's
@@ -209,29 +210,26 @@ def built_state(request: pytest.FixtureRequest, url: str, name: str, build: Buil
     if not url.startswith("sqlite:///"):
         build(url, mini_book, tmp_path)
         return url
-    database = Path(url.removeprefix("sqlite:///"))
     states = request.getfixturevalue("sqlite_states")
-    key = (name, database.exists())  # built from a migrated file or from an empty one, as the test starts
-    if key not in states:
-        states[key] = _build_sqlite_state(request.getfixturevalue("tmp_path_factory").mktemp(name), database, build)
-    state = states[key]
-    shutil.copyfile(state / database.name, database)
+    if name not in states:
+        state = request.getfixturevalue("tmp_path_factory").mktemp(name)
+        files = state / "files"
+        book = shutil.copytree(BOOKS / "mini", files / "mini")  # where the test's `mini_book` is
+        start = request.getfixturevalue("migrated_sqlite")
+        states[name] = _sqlite_state(state, start, lambda url: build(url, book, files))
+    state = states[name]
+    database = Path(url.removeprefix("sqlite:///"))
+    shutil.copyfile(state / "chargeback.db", database)
     shutil.copytree(state / "files", tmp_path, dirs_exist_ok=True)
     return url
 
 
-def _build_sqlite_state(state: Path, start: Path, build: Build) -> Path:
-    files = state / "files"
-    book = shutil.copytree(BOOKS / "mini", files / "mini")  # where the test's `mini_book` is
-    return _sqlite_state(state, start, lambda url: build(url, book, files))
-
-
 def _sqlite_state(state: Path, start: Path, build: Callable[[str], object]) -> Path:
-    """`build(url)` run on a copy of the database file `start` (or a new file), which is
-    then `state / start.name`, made whole: SQLite's backup of it."""
+    """`build(url)` run on a copy of the database file `start` (or a new file if there is
+    none), which is then `state / start.name`, made whole: SQLite's backup of it."""
     building = state / "building" / start.name
     building.parent.mkdir()
-    if start.exists():  # the migrated copy most modules start from; else an empty file
+    if start.exists():
         shutil.copyfile(start, building)
     build(f"sqlite:///{building}")
     gc.collect()  # the engines the build made, and their connections

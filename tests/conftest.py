@@ -170,11 +170,14 @@ def mini_book(tmp_path: Path) -> Path:
     return target
 
 
+def load_the_mini_book(url: str, book: Path, folder: Path) -> None:
+    api.load(url, book)
+
+
 @pytest.fixture
-def loaded(db_url: str, mini_book: Path) -> Iterator[str]:
+def loaded(request: pytest.FixtureRequest, db_url: str) -> str:
     """A database with the mini book loaded and nothing imported."""
-    api.load(db_url, mini_book)
-    yield db_url
+    return built_state(request, db_url, "loaded", load_the_mini_book)
 
 
 @pytest.fixture

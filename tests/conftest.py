@@ -214,16 +214,14 @@ def built_state(request: pytest.FixtureRequest, url: str, name: str, build: Buil
         build(url, mini_book, tmp_path)
         return url
     states = request.getfixturevalue("sqlite_states")
+    start: Path = request.getfixturevalue("migrated_sqlite")
     if name not in states:
         state = request.getfixturevalue("tmp_path_factory").mktemp(name)
         files = state / "files"
         book = shutil.copytree(BOOKS / "mini", files / "mini")  # where the test's `mini_book` is
-        start = request.getfixturevalue("migrated_sqlite")
-        states[name] = _sqlite_state(state, start, lambda url: build(url, book, files))
-    state = states[name]
-    database = Path(url.removeprefix("sqlite:///"))
-    shutil.copyfile(state / "chargeback.db", database)
-    shutil.copytree(state / "files", tmp_path, dirs_exist_ok=True)
+        states[name] = _sqlite_state(state, start, lambda building: build(building, book, files))
+    shutil.copyfile(states[name] / start.name, url.removeprefix("sqlite:///"))
+    shutil.copytree(states[name] / "files", tmp_path, dirs_exist_ok=True)
     return url
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -232,6 +233,11 @@ fiscal_year_option = click.option(
 )
 
 
+def year_workbook(command: Callable[[Context, int, Path], None]) -> Callable[..., None]:
+    """The options of a command that writes a fiscal year's workbook into --out."""
+    return fiscal_year_option(out_option(click.pass_obj(command)))
+
+
 @main.group()
 def sla() -> None:
     """Service levels: import measurements, report attainment and credits."""
@@ -251,9 +257,7 @@ def _sla_import_summary(result: MeasurementResult) -> str:
 
 
 @sla.command(name="report")
-@fiscal_year_option
-@out_option
-@click.pass_obj
+@year_workbook
 def sla_report(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
     """Service levels of a fiscal year: attainment per service and month, and the credits given."""
     _written(ctx, api.sla_report(ctx.url, fiscal_year, out_dir))
@@ -369,9 +373,7 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
 
 
 @main.command(name="budgets")
-@fiscal_year_option
-@out_option
-@click.pass_obj
+@year_workbook
 def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
     """Each unit's budget, spend to date, remaining, percent used and year-end projection."""
     _written(ctx, api.budgets(ctx.url, fiscal_year, out_dir))

@@ -36,32 +36,10 @@ CSV_HEADER = CONTRACT_HEADER + ["rate_source"]
 FORMATS = ("csv", "hledger", "beancount")
 
 
-#: What is read of each entry, in this order, by every writer of the journal (the CSV,
-#: the plain-text formats and the auditors' Journal sheet), so that one read serves them all.
-JOURNAL_COLUMNS = (
-    Entry.id,
-    Entry.date,
-    Entry.service_date,
-    Entry.period,
-    Entry.kind,
-    Entry.service,
-    Entry.provider,
-    Entry.consumer,
-    Entry.amount_minor,
-    Entry.debit_account,
-    Entry.credit_account,
-    Entry.debit_gl,
-    Entry.credit_gl,
-    Entry.reference,
-    Entry.memo,
-    Entry.rate_source,
-    Entry.hash,
-)
-
-
 class JournalRow(NamedTuple):
-    """An entry as every writer of the journal reads it: `JOURNAL_COLUMNS`, in order,
-    the dates as the database stores them (`db.dates_as_stored`)."""
+    """An entry as every writer of the journal (the CSV, the plain-text formats and the
+    auditors' Journal sheet) reads it, the dates as the database stores them
+    (`db.dates_as_stored`); `entry` is the entry's id."""
 
     entry: int
     date: Any
@@ -80,6 +58,10 @@ class JournalRow(NamedTuple):
     memo: str | None
     rate_source: str | None
     hash: str
+
+
+#: The entries' columns read for `JournalRow`, in its order: one read serves every writer.
+JOURNAL_COLUMNS = tuple(Entry.__table__.c["id" if name == "entry" else name] for name in JournalRow._fields)
 
 
 def journal_chunks(conn: Connection, period: str) -> Iterator[Sequence[JournalRow]]:

@@ -27,6 +27,9 @@ USAGE = Columns(("date", "service", "consumer", "quantity", "reference"), ("desc
 MAX_REFERENCE = 100
 MAX_DESCRIPTION = 2000
 
+#: Lines worked on at a time where a step makes 128-bit columns of every line.
+SLICE = 1 << 20
+
 PROBLEMS = {"line": pl.Int64, "column": pl.String, "message": pl.String}
 CODE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
 ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
@@ -456,7 +459,15 @@ def sums(lines: pl.DataFrame, book: Book) -> Sums:
     whole = product.abs() // scale
     rounded = whole + (2 * (product.abs() % scale) >= scale).cast(pl.Int128)
     amount = pl.when(product < 0).then(pl.lit(0, dtype=pl.Int128) - rounded).otherwise(rounded)
-    totals = lines.group_by("provider").agg(amount.sum().alias("amount")).sort("provider")
+    totals = (
+        pl.concat(
+            [part.group_by("provider").agg(amount.sum().alias("amount")) for part in lines.iter_slices(SLICE)]
+            or [pl.DataFrame(schema={"provider": pl.String, "amount": pl.Int128})]
+        )
+        .group_by("provider")
+        .agg(pl.col("amount").sum())
+        .sort("provider")
+    )  # a slice at a time: each 128-bit step over ten million lines is 160 MB
     return Sums(
         {p: int(a) for p, a in totals.iter_rows()},
         int(lines.select((pl.col("date") < book.first_day).sum()).item()),
@@ -515,16 +526,21 @@ def _near_a_limit(
         pl.Categorical
     ).to_physical().cast(pl.UInt64)
     codes = fresh.select(number.alias("pair")).to_series()
-    sizes = (
-        fresh.select(
-            pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"),
-            pl.col("quantity_micro").cast(wide).abs().alias("quantity"),
-            (pl.col("quantity_micro").cast(wide) * pl.col("rate_micro").cast(wide)).abs().alias("exact"),
-            codes,
-        )
-        .group_by("pair")
-        .agg(pl.col("row").first(), pl.col("quantity").sum(), pl.col("exact").sum())
+    sizes = pl.concat(
+        [
+            part.select(
+                pl.int_range(start, start + part.height, dtype=pl.Int64).alias("row"),
+                pl.col("quantity_micro").cast(wide).abs().alias("quantity"),
+                (pl.col("quantity_micro").cast(wide) * pl.col("rate_micro").cast(wide)).abs().alias("exact"),
+                codes.slice(start, part.height),
+            )
+            .group_by("pair")
+            .agg(pl.col("row").first(), pl.col("quantity").sum(), pl.col("exact").sum())
+            for start, part in zip(range(0, fresh.height, SLICE), fresh.iter_slices(SLICE), strict=False)
+        ]
+        or [pl.DataFrame(schema={"pair": pl.UInt64, "row": pl.Int64, "quantity": wide, "exact": wide})]
     )
+    sizes = sizes.group_by("pair").agg(pl.col("row").min(), pl.col("quantity").sum(), pl.col("exact").sum())
     named = pl.concat([fresh.select("service", "consumer")[sizes["row"]], sizes.drop("row")], how="horizontal")
     bounds = named.join(started, on=["service", "consumer"], how="left", suffix="_started")
     near = bounds.filter(

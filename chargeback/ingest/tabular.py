@@ -662,7 +662,7 @@ def read_pieces(
             for piece in _csv_pieces(path, columns, problems, name, PIECE_BYTES):
                 done.append(each(piece))
                 del piece  # not kept while the next piece is read
-        except _ByTheCsvModule:
+        except (_ByTheCsvModule, OSError):  # the csv module also says why a file cannot be read
             pass
         else:
             return done

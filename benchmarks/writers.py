@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -34,20 +35,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-TITLES = [
-    "Entry",
-    "Date",
-    "Account",
-    "GL account",
-    "Unit",
-    "Debit",
-    "Credit",
-    "Service",
-    "Reference",
-    "Memo",
-    "Kind",
-    "Entry hash",
-]
+#: The Journal sheet's column titles (`reconciliation_workbook.JOURNAL_TITLES`), handed to
+#: each writer's process by `main`, which reads them in a process of their own: importing
+#: the documents' module costs some 70 MB, and a measured process must hold only its writer.
+TITLES: list[str] = []
 MONEY = '"$"#,##0.00;[Red]-"$"#,##0.00'
 CANDIDATES = ("openpyxl", "xlsxwriter", "chargeback", "rust", "pyexcelerate")
 
@@ -213,11 +204,23 @@ def check(path: Path, count: int) -> None:
     assert book["Journal"].max_row in (count + 1, None)
 
 
+def journal_titles() -> list[str]:
+    """The Journal sheet's titles, read in a process of their own (see `TITLES`)."""
+    read = (
+        "import json; from chargeback.documents.reconciliation_workbook import JOURNAL_TITLES; "
+        "print(json.dumps(JOURNAL_TITLES))"
+    )
+    found = subprocess.run([sys.executable, "-c", read], check=True, capture_output=True, text=True, cwd=HERE.parent)
+    return json.loads(found.stdout)
+
+
 def measure(name: str, count: int, folder: Path) -> dict[str, object] | str:
     path = folder / f"{name}.xlsx"
     start = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, __file__, "--only", name, "--rows", str(count), "--path", str(path)], stderr=subprocess.PIPE
+        [sys.executable, __file__, "--only", name, "--rows", str(count), "--path", str(path)]
+        + ["--titles", json.dumps(TITLES)],
+        stderr=subprocess.PIPE,
     )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
@@ -250,10 +253,12 @@ def main() -> None:
     parser.add_argument("--only", choices=CANDIDATES)
     parser.add_argument("--path", type=Path)
     parser.add_argument("--check", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--titles", type=json.loads, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.check:
         check(args.path, args.rows)
         return
+    TITLES[:] = args.titles or journal_titles()
     if args.only and args.path:
         WRITERS[args.only](args.path, args.rows)
         return

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -75,8 +75,14 @@ from chargeback.store.db import redact as redact
 from chargeback.store.db import without_secrets as without_secrets
 from chargeback.store.schema import Book, Delivery
 
-#: What an import of one file into a period gives back.
-R = TypeVar("R")
+
+class Imported(Protocol):
+    """What an import of one file into a period gives back: its line for the audit log."""
+
+    def outcome(self) -> str: ...
+
+
+R = TypeVar("R", bound=Imported)
 
 
 def now() -> dt.datetime:
@@ -105,8 +111,8 @@ def load(url: str | Engine | None, book: Path) -> LoadResult:
             result = load_book(conn, Path(book), now())
             log.done(
                 conn,
-                f"{result.units_added + result.units_updated} units, {result.services} services, "
-                f"{result.rates} rates, {result.recurring} recurring fees",
+                f"{result.units_added + result.units_updated} units, {len(result.book.services)} services, "
+                f"{len(result.book.rates)} rates, {len(result.book.recurring)} recurring fees",
             )
             return result
 
@@ -118,9 +124,9 @@ def _file_into_period(
     period: str,
     kinds: str,
     read: Callable[[Connection, Path, str, dt.datetime], R],
-    summary: Callable[[R], str],
 ) -> R:
-    """One file read into an open period: audited, refused whole, in one transaction."""
+    """One file read into an open period: audited (with the result's `outcome`), refused
+    whole, in one transaction."""
     engine = _engine(url)
     with audit.command(engine, command, {"file": str(path), "period": period}, [Path(path)], period) as log:
         check_period(period)
@@ -128,52 +134,28 @@ def _file_into_period(
             raise Refused(f"{path}: not a regular file: import {kinds}")
         with db.transaction(engine) as conn:
             result = read(conn, Path(path), period, now())
-            log.done(conn, summary(result))
+            log.done(conn, result.outcome())
             return result
 
 
 def import_file(url: str | Engine | None, path: Path, period: str, progress: bool = False) -> ImportResult:
     """Import a usage file into an open period; `progress` allows a bar on a terminal."""
-    return _file_into_period(
-        url,
-        "import",
-        path,
-        period,
-        "a CSV or XLSX file",
-        lambda conn, file, into, at: import_usage(conn, file, into, at, progress),
-        lambda r: f"{r.lines_read} lines read, {r.imported} imported, {r.duplicates} duplicates skipped",
-    )
+
+    def read(conn: Connection, file: Path, into: str, at: dt.datetime) -> ImportResult:
+        return import_usage(conn, file, into, at, progress)
+
+    return _file_into_period(url, "import", path, period, "a CSV or XLSX file", read)
 
 
 def sla_import(url: str | Engine | None, path: Path, period: str) -> MeasurementResult:
     """Import service-level measurements into an open period; refused whole on any problem."""
-    return _file_into_period(
-        url,
-        "sla import",
-        path,
-        period,
-        "a CSV or XLSX file",
-        import_measurements,
-        lambda r: (
-            f"{r.lines_read} measurements read, {r.imported} imported, {r.corrected} corrected, {r.unchanged} unchanged"
-        ),
-    )
+    return _file_into_period(url, "sla import", path, period, "a CSV or XLSX file", import_measurements)
 
 
 def import_cloud_bill(url: str | Engine | None, path: Path, period: str) -> CloudResult:
     """Import a cloud bill (a FOCUS export: CSV, gzip CSV or Parquet) into an open period."""
-    return _file_into_period(
-        url,
-        "import-cloud",
-        path,
-        period,
-        "a FOCUS export (.csv, .csv.gz or .parquet)",
-        import_cloud,
-        lambda r: (
-            f"{r.rows} rows read, {r.lines} usage lines"
-            + (" (imported before: nothing changed)" if r.already_imported else "")
-        ),
-    )
+    kinds = "a FOCUS export (.csv, .csv.gz or .parquet)"
+    return _file_into_period(url, "import-cloud", path, period, kinds, import_cloud)
 
 
 def sla_report(url: str | Engine | None, fiscal_year: int, out_dir: Path = Path("out")) -> tuple[_sla.SlaReport, Path]:

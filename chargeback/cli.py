@@ -11,6 +11,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any, Protocol
 
 import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -20,7 +21,6 @@ from chargeback.api import (
     ImportResult,
     InputRefused,
     MeasurementResult,
-    Reconciliation,
     Refused,
     check_period,
     database_url,
@@ -139,6 +139,33 @@ def _print_json(value: object) -> None:
     click.echo(json.dumps(value, indent=1))
 
 
+class Printed(Protocol):
+    """A command's result that prints itself, in lines of text."""
+
+    def lines(self) -> list[str]: ...
+
+
+class Shown(Printed, Protocol):
+    """A command's result that prints itself as the contract's JSON too."""
+
+    def as_json(self) -> Any: ...
+
+
+def _show(found: Shown, as_json: bool) -> None:
+    """`found` as its JSON (`--json`) or its lines."""
+    if as_json:
+        _print_json(found.as_json())
+    else:
+        for line in found.lines():
+            click.echo(line)
+
+
+def _written(ctx: Context, made: tuple[Printed, Path]) -> None:
+    """A workbook a command wrote: what it holds, then where it is."""
+    found, path = made
+    _say(ctx, *found.lines(), f"written to {path}")
+
+
 def _say(ctx: Context, *lines: str) -> None:
     """Print `lines`, one a line, unless --quiet."""
     if not ctx.quiet:
@@ -160,16 +187,18 @@ def init(ctx: Context) -> None:
 def load(ctx: Context, book: Path) -> None:
     """Load or update the reference data of BOOK (a folder)."""
     result = api.load(ctx.url, book)
+    stored = result.book
     pools = (
-        f", {result.pools} allocation pools ({result.cost_rows} costs, {result.driver_rows} driver values)"
-        if result.pools
+        f", {len(stored.allocations)} allocation pools ({len(stored.costs)} costs, {len(stored.drivers)} driver values)"
+        if stored.allocations
         else ""
     )
     _say(
         ctx,
         f"loaded {result.name}: {result.units_added + result.units_updated} units "
-        f"({result.units_added} new), {result.services} services, {result.rates} rates, "
-        f"{result.recurring} recurring fees{pools}" + (f", {result.budgets} budgets" if result.budgets else ""),
+        f"({result.units_added} new), {len(stored.services)} services, {len(stored.rates)} rates, "
+        f"{len(stored.recurring)} recurring fees{pools}"
+        + (f", {len(stored.budgets)} budgets" if stored.budgets else ""),
     )
 
 
@@ -218,10 +247,7 @@ def sla_import(ctx: Context, file: Path, period: str) -> None:
 
 
 def _sla_import_summary(result: MeasurementResult) -> str:
-    return (
-        f"{result.file} -> {result.period}: {result.lines_read} measurements read, {result.imported} imported, "
-        f"{result.corrected} corrected, {result.unchanged} unchanged"
-    )
+    return f"{result.file} -> {result.period}: {result.outcome()}"
 
 
 @sla.command(name="report")
@@ -230,8 +256,7 @@ def _sla_import_summary(result: MeasurementResult) -> str:
 @click.pass_obj
 def sla_report(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
     """Service levels of a fiscal year: attainment per service and month, and the credits given."""
-    report, path = api.sla_report(ctx.url, fiscal_year, out_dir)
-    _say(ctx, *report.summary_lines(), f"written {path}")
+    _written(ctx, api.sla_report(ctx.url, fiscal_year, out_dir))
 
 
 @main.command(name="import-cloud")
@@ -307,15 +332,6 @@ def void(ctx: Context, kind: str, target: int, reason: str) -> None:
     _say(ctx, f"void {result.id}: {kind} {target} in {result.period} voided: {what}")
 
 
-def _totals(rec: Reconciliation) -> str:
-    m = rec.money
-    return (
-        f"internal revenue {m(rec.internal_revenue)} {rec.currency}, internal spend "
-        f"{m(rec.internal_spend)}, difference {m(rec.difference)}, external revenue "
-        f"{m(rec.external_revenue)}"
-    )
-
-
 @main.command()
 @click.argument("period", type=PERIOD)
 @out_option
@@ -325,7 +341,7 @@ def close(ctx: Context, period: str, out_dir: Path, no_documents: bool) -> None:
     """Price, post, check net zero, lock the period and write its documents."""
     result = api.close(ctx.url, period, out_dir, documents=not no_documents, progress=not ctx.quiet)
     where = "no documents written" if no_documents else f"documents in {out_dir / period}"
-    _say(ctx, f"closed {period}: {result.posted} entries posted; {_totals(result.reconciliation)}; {where}")
+    _say(ctx, f"closed {period}: {result.posted} entries posted; {result.reconciliation.totals_text()}; {where}")
     if result.review is not None:
         _review(ctx, result.review, result.budget_warnings)
 
@@ -346,7 +362,7 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
     result = api.preview(ctx.url, period, out_dir)
     _say(
         ctx,
-        f"preview of {period}: {result.posted} charges priced; {_totals(result.reconciliation)}; "
+        f"preview of {period}: {result.posted} charges priced; {result.reconciliation.totals_text()}; "
         f"nothing was posted; draft documents in {result.folder}",
     )
     _review(ctx, result.review, result.budget_warnings)
@@ -358,8 +374,7 @@ def preview(ctx: Context, period: str, out_dir: Path) -> None:
 @click.pass_obj
 def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
     """Each unit's budget, spend to date, remaining, percent used and year-end projection."""
-    table, path = api.budgets(ctx.url, fiscal_year, out_dir)
-    _say(ctx, *table.lines(), f"written to {path}")
+    _written(ctx, api.budgets(ctx.url, fiscal_year, out_dir))
 
 
 @main.command()
@@ -369,18 +384,7 @@ def budgets_(ctx: Context, fiscal_year: int, out_dir: Path) -> None:
 def reconcile(ctx: Context, period: str, as_json: bool) -> None:
     """The net-zero reconciliation; exit 0 when balanced, 1 when not."""
     rec = api.reconcile(ctx.url, period)
-    if as_json:
-        _print_json(rec.as_json())
-    else:
-        m = rec.money
-        click.echo(f"{period} ({rec.status}): {'balanced' if rec.balanced else 'NOT BALANCED'}")
-        click.echo(f"  {_totals(rec)}")
-        for unit, (internal, external) in sorted(rec.providers.items()):
-            click.echo(f"  provider {unit:<20} internal {m(internal):>14}  external {m(external):>14}")
-        for unit, spend in sorted(rec.consumers.items()):
-            click.echo(f"  consumer {unit:<20} spend    {m(spend):>14}")
-        if rec.pending:
-            click.echo(f"  {rec.pending_text()}: close {period} to post them")
+    _show(rec, as_json)
     if not rec.balanced:
         sys.exit(1)
 
@@ -409,21 +413,7 @@ def status(ctx: Context, period: str | None, out_dir: Path, as_json: bool) -> No
 @click.pass_obj
 def imports(ctx: Context, period: str, as_json: bool) -> None:
     """Each import of PERIOD: id, file, sha256, lines, amount, when, who."""
-    found = api.imports(ctx.url, period)
-    if as_json:
-        _print_json(found.as_json())
-        return
-    if not found.imports:
-        click.echo(f"{period}: no imports")
-    for i in found.imports:
-        amount = "-" if i.amount_minor is None else f"{found.money(i.amount_minor)} {found.currency}"
-        click.echo(
-            f"{i.id:>5}  {i.at:%Y-%m-%d %H:%M}  {i.user or 'unknown':<12} {Path(i.file).name}  "
-            f"{i.imported}/{i.lines_read} lines ({i.duplicates} duplicates)  {amount}  {i.state}"
-        )
-        click.echo(f"       sha256 {i.sha256}" + (f"; voided: {i.void_reason}" if i.void_reason else ""))
-    if found.problem:
-        click.echo(f"  amounts unknown: {found.problem}")
+    _show(api.imports(ctx.url, period), as_json)
 
 
 @main.command()
@@ -701,7 +691,7 @@ def _run_summary(ctx: Context, result: api.RunResult) -> None:
     for period in result.skipped:
         _say(ctx, f"{period} is closed already: left as it is")
     for closed in result.closes:
-        _say(ctx, f"closed {closed.period}: {closed.posted} entries posted; {_totals(closed.reconciliation)}")
+        _say(ctx, f"closed {closed.period}: {closed.posted} entries posted; {closed.reconciliation.totals_text()}")
         if closed.review is not None:
             _say(ctx, *closed.review.service_levels)
     _say(ctx, f"documents in {result.out_dir}")

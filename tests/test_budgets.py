@@ -77,7 +77,7 @@ def budget_book(mini_book: Path, rows: list[list[object]], start: int = 1) -> No
 
 def test_status_for_a_statement(db_url: str, mini_book: Path, tmp_path: Path) -> None:
     budget_book(mini_book, [[2026, "ART", "1000"], [2027, "ART", "5000"]], start=1)
-    assert api.load(db_url, mini_book).budgets == 2
+    assert len(api.load(db_url, mini_book).book.budgets) == 2
     api.run(db_url, mini_book, tmp_path / "out")  # March: ART 185.00; April: ART -30.00
     with db.transaction(db.connect(db_url)) as conn:
         march = statuses_for(conn, "2026-03").get("ART")

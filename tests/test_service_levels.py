@@ -303,7 +303,7 @@ def test_the_fiscal_year_report_charts_attainment_against_target(sla_loaded: str
     api.close(url, "2026-03", tmp_path / "out")
     report, path = api.sla_report(url, 2026, tmp_path / "out")
     assert path == tmp_path / "out" / "sla-FY2026.xlsx"
-    assert any("availability" in line and "missed: 2026-03" in line for line in report.summary_lines())
+    assert any("availability" in line and "missed: 2026-03" in line for line in report.lines())
     book = load_workbook(path)
     sheet = book["Attainment"]
     header = [c.value for c in sheet[3]]

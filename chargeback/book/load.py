@@ -12,7 +12,7 @@ import datetime as dt
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -237,21 +237,21 @@ SLA_CREDITS = Columns(("service", "metric", "breach_from", "credit_percent"))
 
 @dataclass
 class BookData:
-    """A validated book, ready to load."""
+    """A validated book, ready to load: every file's rows, checked against each other."""
 
     settings: Settings
-    units: list[UnitRow] = field(default_factory=list)
-    services: list[ServiceRow] = field(default_factory=list)
-    rates: list[RateFileRow] = field(default_factory=list)
-    recurring: list[RecurringRow] = field(default_factory=list)
-    allocations: list[AllocationRow] = field(default_factory=list)
-    costs: list[CostRow] = field(default_factory=list)
-    drivers: list[DriverRow] = field(default_factory=list)
-    provider_costs: list[ProviderCostRow] = field(default_factory=list)
-    budgets: list[BudgetRow] = field(default_factory=list)
-    slas: list[SlaRow] = field(default_factory=list)
-    sla_credits: list[SlaCreditRow] = field(default_factory=list)
-    cloud_rules: list[Rule] = field(default_factory=list)
+    units: list[UnitRow]
+    services: list[ServiceRow]
+    rates: list[RateFileRow]
+    recurring: list[RecurringRow]
+    allocations: list[AllocationRow]
+    costs: list[CostRow]
+    drivers: list[DriverRow]
+    provider_costs: list[ProviderCostRow]
+    budgets: list[BudgetRow]
+    slas: list[SlaRow]
+    sla_credits: list[SlaCreditRow]
+    cloud_rules: list[Rule]
 
 
 #: The model of a book file's row (`UnitRow`, `RateFileRow`...).
@@ -393,15 +393,15 @@ def _check_services(rows, unit_kind: Mapping[str, str], problems: list[Problem])
     first_line: dict[str, int] = {}
     for line, service in rows:
         _check_first_use(name, line, "code", service.code, first_line, problems)
-        kind = unit_kind.get(service.provider)
-        if kind is None:
-            problems.append(Problem(name, line, "provider", f"{service.provider!r} is not a unit code in units.csv"))
-        elif kind != "internal":
-            problems.append(
-                Problem(
-                    name, line, "provider", f"{service.provider!r} is an external unit; a provider must be internal"
-                )
-            )
+        _check_internal(
+            name,
+            line,
+            "provider",
+            service.provider,
+            unit_kind,
+            problems,
+            external="an external unit; a provider must be internal",
+        )
 
 
 def _check_rates(rows, service_provider: dict[str, str], problems: list[Problem]) -> None:
@@ -570,12 +570,14 @@ def _check_internal(
     unit_kind: Mapping[str, str],
     problems: list[Problem],
     prefix: str = "",
+    external: str = "an external unit; it must be internal",
 ) -> None:
+    """`code` must be a unit of units.csv and an internal one; `external` says why."""
     kind = unit_kind.get(code)
     if kind is None:
         problems.append(Problem(name, line, column, f"{prefix}{code!r} is not a unit code in units.csv"))
     elif kind != "internal":
-        problems.append(Problem(name, line, column, f"{prefix}{code!r} is an external unit; it must be internal"))
+        problems.append(Problem(name, line, column, f"{prefix}{code!r} is {external}"))
 
 
 def _check_money(
@@ -620,16 +622,26 @@ def _check_costs(rows, pools: set[str], digits: int | None, problems: list[Probl
     for line, cost in rows:
         if cost.pool not in pools:
             problems.append(Problem(name, line, "pool", f"{cost.pool!r} is not a pool in allocations.csv"))
-        _check_money(name, line, "amount", cost.amount, digits, problems)
-        _check_unique(
-            name,
-            line,
-            "pool",
-            (cost.period, cost.pool),
-            seen,
-            f"the cost of pool {cost.pool} in {cost.period}",
-            problems,
+        _check_cost(
+            name, line, "pool", (cost.period, cost.pool), f"pool {cost.pool}", cost.amount, digits, seen, problems
         )
+
+
+def _check_cost(
+    name: str,
+    line: int,
+    column: str,
+    key: tuple[str, str],
+    label: str,
+    amount: Decimal,
+    digits: int | None,
+    seen: dict[tuple[str, str], int],
+    problems: list[Problem],
+) -> None:
+    """A cost of one period (`key`: the period and the pool or provider named by `label`):
+    an amount of the currency, given once a period."""
+    _check_money(name, line, "amount", amount, digits, problems)
+    _check_unique(name, line, column, key, seen, f"the cost of {label} in {key[0]}", problems)
 
 
 def _check_drivers(rows, unit_kind: Mapping[str, str], problems: list[Problem]) -> None:
@@ -665,15 +677,8 @@ def _check_provider_costs(
     seen: dict[tuple[str, str], int] = {}
     for line, row in rows:
         _check_internal(name, line, "provider", row.provider, unit_kind, problems)
-        _check_money(name, line, "amount", row.amount, digits, problems)
-        _check_unique(
-            name,
-            line,
-            "provider",
-            (row.period, row.provider),
-            seen,
-            f"the cost of {row.provider} in {row.period}",
-            problems,
+        _check_cost(
+            name, line, "provider", (row.period, row.provider), row.provider, row.amount, digits, seen, problems
         )
 
 
@@ -683,18 +688,15 @@ def _check_budgets(rows, unit_kind, settings: Settings | None, problems: list[Pr
     digits = minor_digits(currency) if currency else None
     first_line: dict[tuple[int, str], int] = {}
     for line, budget in rows:
-        kind = unit_kind.get(budget.unit)
-        if kind is None:
-            problems.append(Problem(name, line, "unit", f"{budget.unit!r} is not a unit code in units.csv"))
-        elif kind != "internal":
-            problems.append(
-                Problem(
-                    name,
-                    line,
-                    "unit",
-                    f"{budget.unit!r} is an external customer: budgets are for internal units' spend",
-                )
-            )
+        _check_internal(
+            name,
+            line,
+            "unit",
+            budget.unit,
+            unit_kind,
+            problems,
+            external="an external customer: budgets are for internal units' spend",
+        )
         key = (budget.fiscal_year, budget.unit)
         if key in first_line:
             problems.append(
@@ -787,20 +789,16 @@ def _check_slas(slas, credits, service_provider: dict[str, str], problems: list[
 
 @dataclass
 class LoadResult:
-    """What `load` did, for the command's summary."""
+    """What `load` did, for the command's summary: the book as stored, and which of its
+    units were new."""
 
-    name: str
+    book: BookData
     units_added: int
     units_updated: int
-    services: int
-    rates: int
-    recurring: int
-    pools: int = 0
-    cost_rows: int = 0
-    driver_rows: int = 0
-    provider_cost_rows: int = 0
-    budgets: int = 0
-    slas: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.book.settings.name
 
 
 def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
@@ -871,20 +869,7 @@ def load_book(conn: Connection, folder: Path, now: dt.datetime) -> LoadResult:
         if rows:
             conn.execute(insert(table), rows)
     store_cloud(conn, settings.cloud, book.cloud_rules, [a.order for a in book.allocations if a.order is not None])
-    return LoadResult(
-        settings.name,
-        added,
-        updated,
-        len(book.services),
-        len(book.rates),
-        len(book.recurring),
-        len(book.allocations),
-        len(book.costs),
-        len(book.drivers),
-        len(book.provider_costs),
-        len(book.budgets),
-        len(book.slas),
-    )
+    return LoadResult(book, added, updated)
 
 
 def _reference_rows(book: BookData, digits: int) -> list[tuple[type[Any], list[dict[str, Any]]]]:

@@ -76,6 +76,28 @@ class Reconciliation:
     def money(self, minor: int) -> str:
         return format_amount(minor, self.digits)
 
+    def totals_text(self) -> str:
+        """The period's four totals in a line, as `close` and `reconcile` print them."""
+        m = self.money
+        return (
+            f"internal revenue {m(self.internal_revenue)} {self.currency}, internal spend "
+            f"{m(self.internal_spend)}, difference {m(self.difference)}, external revenue "
+            f"{m(self.external_revenue)}"
+        )
+
+    def lines(self) -> list[str]:
+        """What `reconcile` prints: the verdict, the totals, each provider and consumer."""
+        m = self.money
+        lines = [f"{self.period} ({self.status}): {'balanced' if self.balanced else 'NOT BALANCED'}"]
+        lines.append(f"  {self.totals_text()}")
+        for unit, (internal, external) in sorted(self.providers.items()):
+            lines.append(f"  provider {unit:<20} internal {m(internal):>14}  external {m(external):>14}")
+        for unit, spend in sorted(self.consumers.items()):
+            lines.append(f"  consumer {unit:<20} spend    {m(spend):>14}")
+        if self.pending:
+            lines.append(f"  {self.pending_text()}: close {self.period} to post them")
+        return lines
+
     def as_json(self) -> dict[str, object]:
         """The contract's `reconcile --json` object."""
         m = self.money

@@ -73,7 +73,7 @@ class SlaReport:
     def money(self, minor: int) -> str:
         return format_amount(minor, self.digits)
 
-    def summary_lines(self) -> list[str]:
+    def lines(self) -> list[str]:
         """What the command prints: each SLA's months met, its misses and its credits."""
         out = [f"service levels FY{self.fiscal_year} ({self.periods[0]} to {self.periods[-1]}), {self.currency}"]
         if not self.rows:

@@ -301,6 +301,20 @@ class Imports:
     def money(self, minor: int | None) -> str:
         return "unknown" if minor is None else format_amount(minor, self.digits)
 
+    def lines(self) -> list[str]:
+        """What `imports` prints: two lines an import (what it did; its sha256 and void)."""
+        lines = [] if self.imports else [f"{self.period}: no imports"]
+        for i in self.imports:
+            amount = "-" if i.amount_minor is None else f"{self.money(i.amount_minor)} {self.currency}"
+            lines.append(
+                f"{i.id:>5}  {i.at:%Y-%m-%d %H:%M}  {i.user or 'unknown':<12} {Path(i.file).name}  "
+                f"{i.imported}/{i.lines_read} lines ({i.duplicates} duplicates)  {amount}  {i.state}"
+            )
+            lines.append(f"       sha256 {i.sha256}" + (f"; voided: {i.void_reason}" if i.void_reason else ""))
+        if self.problem:
+            lines.append(f"  amounts unknown: {self.problem}")
+        return lines
+
     def as_json(self) -> dict[str, Any]:
         return {
             "period": self.period,

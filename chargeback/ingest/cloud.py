@@ -107,6 +107,11 @@ class CloudResult:
     buckets: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
     billed: Decimal = Decimal(0)
 
+    def outcome(self) -> str:
+        """The audit log's line for this import."""
+        again = " (imported before: nothing changed)" if self.already_imported else ""
+        return f"{self.rows} rows read, {self.lines} usage lines{again}"
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -26,7 +26,7 @@ from chargeback.close.periods import lock_open_period
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.fields import Code, FileRecord, MeasuredValue, OptionalCode, OptionalText, problems_of
 from chargeback.core.money import to_micro
-from chargeback.ingest.tabular import Columns, read_rows
+from chargeback.ingest.tabular import Columns, FileImport, read_rows
 from chargeback.ledger.service_levels import levels_in_force
 from chargeback.store.schema import Service, SlaMeasurement, Unit
 
@@ -42,15 +42,18 @@ class MeasurementRow(FileRecord):
 
 
 @dataclass
-class MeasurementResult:
+class MeasurementResult(FileImport):
     """What `sla import` did, for the command's summary."""
 
-    file: str
-    period: str
-    lines_read: int = 0
-    imported: int = 0
     corrected: int = 0
     unchanged: int = 0
+
+    def outcome(self) -> str:
+        """The audit log's line for this import."""
+        return (
+            f"{self.lines_read} measurements read, {self.imported} imported, "
+            f"{self.corrected} corrected, {self.unchanged} unchanged"
+        )
 
 
 def import_measurements(conn: Connection, path: Path, period: str, now: dt.datetime) -> MeasurementResult:

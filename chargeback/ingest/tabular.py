@@ -34,6 +34,17 @@ from chargeback.core.errors import Problem
 csv.field_size_limit(1 << 20)
 
 
+@dataclass
+class FileImport:
+    """What reading one file into a period did: how many of its lines were read and how
+    many stored (each kind of file adds what else it counts)."""
+
+    file: str
+    period: str
+    lines_read: int = 0
+    imported: int = 0
+
+
 @dataclass(frozen=True)
 class Columns:
     """The header a file must have: required and optional column names."""

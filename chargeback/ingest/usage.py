@@ -28,7 +28,7 @@ from chargeback.core.digests import sha256_of
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.money import from_minor
 from chargeback.core.progress import csv_lines, phase
-from chargeback.ingest.tabular import read_pieces
+from chargeback.ingest.tabular import FileImport, read_pieces
 from chargeback.ingest.usage_checks import (
     USAGE,
     Book,
@@ -61,18 +61,18 @@ STORE_BATCH = 50_000
 
 
 @dataclass
-class ImportResult:
-    """What an import did, for the command's summary."""
+class ImportResult(FileImport):
+    """What an import of usage did, for the command's summary."""
 
-    file: str
-    period: str
-    lines_read: int = 0
-    imported: int = 0
     duplicates: int = 0
     late: int = 0
     credits: int = 0
     by_provider: dict[str, Decimal] = field(default_factory=dict)
     currency: str = ""
+
+    def outcome(self) -> str:
+        """The audit log's line for this import."""
+        return f"{self.lines_read} lines read, {self.imported} imported, {self.duplicates} duplicates skipped"
 
 
 @collector_paused()

@@ -4,10 +4,10 @@ Every value comes out as a string (XLSX numbers through `str()`, dates as ISO te
 one set of validators serves both formats. Header problems and unreadable content are
 reported as `Problem`s with the file, line and column, never as a traceback.
 
-`read_rows` gives a row at a time (book files); `read_table` a whole file as a Polars
-frame of text columns (usage files), read by Polars itself for a CSV. Only public APIs
-of other packages are used: openpyxl's read-only workbook, the sheet's XML through
-zipfile and defusedxml for what openpyxl's values do not show.
+`read_rows` gives a row at a time (book files); `read_pieces` a file as Polars frames of
+text columns a piece at a time (usage files), read by Polars itself for a CSV. Only
+public APIs of other packages are used: openpyxl's read-only workbook, the sheet's XML
+through zipfile and defusedxml for what openpyxl's values do not show.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from operator import itemgetter
 from pathlib import Path
+from typing import TypeVar
 from xml.etree.ElementTree import Element
 
 import polars as pl
@@ -634,68 +635,145 @@ def stripped(table: pl.DataFrame, columns: tuple[str, ...]) -> list[pl.Expr]:
     ]
 
 
-def read_table(path: Path, columns: Columns, problems: list[Problem], name: str | None = None) -> pl.DataFrame:
-    """The data rows of a file as a frame: `line` (the header is line 1) and each of
-    `columns.all` as text, blank for an optional column the file does not have; blank
-    rows left out. Problems with the header or the bytes go to `problems`, as
-    `read_rows` reports them, and the rows they concern are left out.
+#: Bytes of a CSV file read and checked at a time by `read_pieces` (about a million
+#: usage lines): a file's memory is one piece's frame, not the whole file's.
+PIECE_BYTES = 64 << 20
 
-    A CSV file is read by Polars in one go; one it cannot read as RFC 4180 UTF-8 text
-    (a quote never closed, a row of too many cells, NUL bytes, lone CR line ends within
-    LF ones...) is read by the csv module (`read_records`), which says exactly where it
-    breaks. A workbook is read through openpyxl, a row at a time."""
+T = TypeVar("T")
+
+
+class _ByTheCsvModule(Exception):
+    """Polars cannot read the file as it is: the csv module must (see `read_pieces`)."""
+
+
+def read_pieces(
+    path: Path,
+    columns: Columns,
+    problems: list[Problem],
+    name: str | None,
+    each: Callable[[pl.DataFrame], T],
+) -> list[T]:
+    """`each` of the pieces of a file's data rows, in the file's order. A piece is a
+    frame: `line` (the header is line 1) and each of `columns.all` as text, blank for an
+    optional column the file does not have; blank rows left out. Problems with the
+    header or the bytes go to `problems`, as `read_rows` reports them, and the rows they
+    concern are left out.
+
+    A CSV file is read by Polars `PIECE_BYTES` at a time, cut at a line end outside any
+    quoted cell, so that only one piece's text is in memory; one it cannot read as RFC
+    4180 UTF-8 text (a quote never closed, a row of too many cells, NUL bytes, lone CR
+    line ends within LF ones...) is read by the csv module (`read_records`), which says
+    exactly where it breaks: what `each` gave for the pieces before is dropped and the
+    whole file is one piece. A workbook is read through openpyxl, a row at a time, as one
+    piece."""
     name = name or path.name
-    frame = None if path.suffix.lower() in (".xlsx", ".xlsm") else _csv_frame(path, columns, problems, name)
-    if frame is not None:
-        return frame
+    if path.suffix.lower() not in (".xlsx", ".xlsm"):
+        done: list[T] = []
+        try:
+            for piece in _csv_pieces(path, columns, problems, name, PIECE_BYTES):
+                done.append(each(piece))
+                del piece  # not kept while the next piece is read
+        except (_ByTheCsvModule, OSError):  # the csv module also says why a file cannot be read
+            pass
+        else:
+            return done
+        del done
     lines: list[int] = []
     records: list[tuple[str, ...]] = []
     for line, values in read_records(path, columns, problems, name):
         lines.append(line)
         records.append(values)
     frame = pl.DataFrame(records, schema=[(c, pl.String) for c in columns.all], orient="row")
-    return frame.select(pl.Series("line", lines, dtype=pl.Int64), *columns.all)
+    del records
+    return [each(frame.select(pl.Series("line", lines, dtype=pl.Int64), *columns.all))]
 
 
-def _csv_frame(path: Path, columns: Columns, problems: list[Problem], name: str) -> pl.DataFrame | None:
-    """The CSV file read by Polars, every cell as text; None when the csv module must
-    read it (see `read_table`)."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if not data or _not_csv(data[:8]) or b"\x00" in data:
-        return None
-    if b"\r" in data:
-        if b"\n" not in data:
-            data = data.replace(b"\r", b"\n")  # CR line ends (old Mac files), as the csv module reads them
-        elif data.count(b"\r") != data.count(b"\r\n"):
-            return None
-    quoted = b'"' in data
-    try:
-        table = pl.read_csv(data, has_header=False, infer_schema=False, separator=",", quote_char='"', encoding="utf8")
-    except Exception:  # noqa: BLE001 - Polars says no in many ways; the csv module says why
-        return None
-    del data  # the file's bytes, as big as the file, are not kept while the rows are checked
-    if (
-        table.height == 0
-        or table.select(pl.max_horizontal(pl.all().str.len_bytes()).max()).item() > csv.field_size_limit()
-    ):
-        return None
-    cells = table.columns
-    header_row = table.row(0)
-    header = [] if header_row == (None,) else ["" if cell is None else cell for cell in header_row]
-    if _separated_otherwise(header, name, problems):
-        return _empty(columns)
-    wanted = _check_header(header, columns, problems, name)
-    if wanted is None:
-        return _empty(columns)
+def _byte_pieces(path: Path, size: int) -> Iterator[bytes]:
+    """The file's bytes about `size` at a time, each piece ending at a line end outside
+    any quoted cell (an even number of quotes before it: an escaped quote is two), the
+    last one where the file ends."""
+    with open(path, "rb") as source:
+        tail = b""
+        for block in iter(lambda: source.read(size), b""):
+            data = tail + block
+            cut = data.rfind(b"\n")
+            quotes = data.count(b'"', 0, cut) if cut >= 0 else 0
+            while cut >= 0 and quotes % 2:
+                before = data.rfind(b"\n", 0, cut)
+                quotes -= data.count(b'"', max(before, 0), cut)
+                cut = before
+            if cut < 0:
+                tail = data
+                continue
+            yield data[: cut + 1]
+            tail = data[cut + 1 :]
+        if tail:
+            yield tail
+
+
+def _csv_pieces(path: Path, columns: Columns, problems: list[Problem], name: str, size: int) -> Iterator[pl.DataFrame]:
+    """The CSV file read by Polars a piece at a time, every cell as text; raises
+    `_ByTheCsvModule` when the csv module must read it (see `read_pieces`)."""
+    wanted: list[str] | None = None
+    line = 1  # the file's line where the piece starts
+    for number, data in enumerate(_byte_pieces(path, size)):
+        if (number == 0 and _not_csv(data[:8])) or b"\x00" in data:
+            raise _ByTheCsvModule
+        starts_at, line = line, line + data.count(b"\n")
+        if b"\r" in data:
+            if b"\n" not in data and number == 0:
+                data = data.replace(b"\r", b"\n")  # CR line ends (old Mac files), as the csv module reads them
+            elif data.count(b"\r") != data.count(b"\r\n"):
+                raise _ByTheCsvModule
+        quoted = b'"' in data
+        try:
+            table = pl.read_csv(
+                data, has_header=False, infer_schema=False, separator=",", quote_char='"', encoding="utf8"
+            )
+        except Exception as exc:  # Polars says no in many ways; the csv module says why
+            raise _ByTheCsvModule from exc
+        del data  # the piece's bytes are not kept while its rows are checked
+        if (
+            table.height == 0
+            or table.select(pl.max_horizontal(pl.all().str.len_bytes()).max()).item() > csv.field_size_limit()
+        ):
+            raise _ByTheCsvModule
+        if wanted is None:
+            header_row = table.row(0)
+            header = [] if header_row == (None,) else ["" if cell is None else cell for cell in header_row]
+            if _separated_otherwise(header, name, problems):
+                yield _empty(columns)
+                return
+            wanted = _check_header(header, columns, problems, name)
+            if wanted is None:
+                yield _empty(columns)
+                return
+            cells = table.columns
+        elif table.width > len(cells):
+            raise _ByTheCsvModule  # a row of more cells than the header: Polars refused it in one piece
+        table = _piece_frame(table, wanted, cells, columns, starts_at, quoted, number == 0)
+        yield table
+        del table  # not kept while the next piece is read
+    if wanted is None:  # an empty file
+        raise _ByTheCsvModule
+
+
+def _piece_frame(
+    table: pl.DataFrame, wanted: list[str], cells: list[str], columns: Columns, line: int, quoted: bool, header: bool
+) -> pl.DataFrame:
+    """A piece of a CSV file as Polars read it (the header its first row when `header`),
+    as `read_pieces` gives it: the lines numbered from `line`, the cells named."""
+    table = table.rename(dict(zip(table.columns, cells, strict=False))).with_columns(
+        pl.lit(None, dtype=pl.String).alias(c) for c in cells[table.width :]
+    )  # a piece whose rows are all shorter than the header's has fewer cells
     if quoted:  # a quoted cell may hold line breaks: a row's line counts those before it
-        breaks = pl.sum_horizontal(pl.all().str.count_matches("\n", literal=True).fill_null(0))
-        line = 1 + pl.int_range(pl.len(), dtype=pl.Int64) + breaks.cum_sum().shift(1, fill_value=0).cast(pl.Int64)
+        breaks = pl.sum_horizontal(pl.col(cells).str.count_matches("\n", literal=True).fill_null(0))
+        number = line + pl.int_range(pl.len(), dtype=pl.Int64) + breaks.cum_sum().shift(1, fill_value=0).cast(pl.Int64)
     else:
-        line = 1 + pl.int_range(pl.len(), dtype=pl.Int64)
-    table = table.with_columns(line.alias("line")).slice(1).rename(dict(zip(cells, wanted, strict=False)))
+        number = line + pl.int_range(pl.len(), dtype=pl.Int64)
+    table = table.with_columns(number.alias("line")).rename(dict(zip(cells, wanted, strict=False)))
+    if header:
+        table = table.slice(1)
     table = table.select(
         "line",
         *[

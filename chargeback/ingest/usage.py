@@ -1,9 +1,10 @@
 """Importing a usage file (CSV or XLSX) into an open period.
 
-The file is read into a frame (`tabular.read_table`) and checked a whole column at a
-time (`usage_lines`): each cell on its own, each line against the book (service,
-consumer, active dates, a rate in force) and against what was imported before
-((service, reference) identifies a line for ever). Any problem refuses the file whole:
+The file is read a piece at a time (`tabular.read_pieces`, about a million lines), and
+each piece checked a whole column at a time: each cell on its own, each line against the
+book (service, consumer, active dates, a rate in force); then the lines that pass, of
+all the pieces, against each other and against what was imported before ((service,
+reference) identifies a line for ever). Any problem refuses the file whole:
 nothing of it is stored, and every problem is listed. The new lines are stored in one
 bulk insert of plain tuples, in the command's one transaction.
 """
@@ -27,7 +28,7 @@ from chargeback.core.digests import sha256_of
 from chargeback.core.errors import InputRefused, Problem, Refused
 from chargeback.core.money import from_minor
 from chargeback.core.progress import csv_lines, phase
-from chargeback.ingest.tabular import FileImport, read_table
+from chargeback.ingest.tabular import FileImport, read_pieces
 from chargeback.ingest.usage_checks import (
     USAGE,
     Book,
@@ -85,19 +86,26 @@ def import_usage(conn: Connection, path: Path, period: str, now: dt.datetime, pr
     book = Book.of(conn, load_reference(conn), period)
     problems: list[Problem] = []
     with phase(f"reading {name}", csv_lines(path) if progress else 0, progress) as bar:
-        table = read_table(path, USAGE, problems, name)
-        bar.add(table.height)
-    cells, found = checked_cells(table)
-    lines_read = table.height
-    del table
-    lines, in_book = against_book(cells, book)
-    del cells  # each step's frame is let go once the next has it: ten million lines are gigabytes
+
+        def checked(piece: pl.DataFrame) -> tuple[int, pl.DataFrame, pl.DataFrame]:
+            """A piece's lines that pass on their own and against the book, and the
+            problems of the others: only what the lines keep outlives the piece's text."""
+            cells, found = checked_cells(piece)
+            bar.add(piece.height)
+            lines, in_book = against_book(cells, book)
+            return piece.height, lines.drop("date_text"), pl.concat([found, in_book])
+
+        pieces = read_pieces(path, USAGE, problems, name, checked)
+    lines_read = sum(height for height, _, _ in pieces)
+    lines = pl.concat([piece for _, piece, _ in pieces])
+    found = [piece for _, _, piece in pieces]
+    del pieces
     fresh, duplicates, repeated = new_lines(lines, lambda keys: _stored(conn, keys))
     del lines
     too_much = beyond_one_charge(fresh, started_usage(_period_usage(conn, period, fresh), book), book)
     problems += [
         Problem(name, line, column, message)
-        for line, column, message in pl.concat([found, in_book, repeated, too_much]).iter_rows()
+        for line, column, message in pl.concat([*found, repeated, too_much]).iter_rows()
     ]
     if problems:
         raise InputRefused(sorted(problems))
@@ -153,12 +161,14 @@ def _record_import(
 def _store(conn: Connection, fresh: pl.DataFrame, period: str, import_id: int, stored: Callable[[int], None]) -> None:
     """The new lines in one bulk insert of plain tuples, `STORE_BATCH` turned into Python
     values at a time. SQLite gets a date as the ISO text SQLAlchemy stores for a Date
-    column (the cell's own text, checked to be that); PostgreSQL's COPY a date."""
-    date = "date_text" if conn.dialect.name == "sqlite" else "date"
+    column (written from the date: the cell's own text, checked to be that); PostgreSQL's
+    COPY a date."""
+    date = pl.col("date").dt.to_string("%Y-%m-%d") if conn.dialect.name == "sqlite" else pl.col("date")
     columns = [date, "service", "consumer", "quantity_micro", "reference", "description"]
 
     def rows():
-        for part in fresh.select("line", *columns).iter_slices(STORE_BATCH):
+        for piece in fresh.iter_slices(STORE_BATCH):
+            part = piece.select("line", *columns)
             yield from zip(repeat(period), repeat(import_id), *(part[c].to_list() for c in part.columns))
             stored(part.height)
 

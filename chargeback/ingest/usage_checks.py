@@ -27,6 +27,9 @@ USAGE = Columns(("date", "service", "consumer", "quantity", "reference"), ("desc
 MAX_REFERENCE = 100
 MAX_DESCRIPTION = 2000
 
+#: Lines worked on at a time where a step makes 128-bit columns of every line.
+SLICE = 1 << 20
+
 PROBLEMS = {"line": pl.Int64, "column": pl.String, "message": pl.String}
 CODE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
 ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
@@ -353,11 +356,14 @@ def new_lines(
     when its date, consumer and quantity are the same, a problem when not. Returns the
     new lines, the number of duplicates and the problems."""
     key = ["service", "reference"]
-    first = lines.select(pl.struct(key).is_first_distinct()).to_series()  # in the file's order
+    first = _first_of_key(lines, key)  # in the file's order
     # a file without repeats (the usual one) is not copied: a copy is its size again
     firsts = lines if first.all() else lines.filter(first)
-    repeats = lines.filter(~first).join(
-        firsts.select(
+    again = lines.filter(~first)
+    # only the first lines of the keys met again are joined: a join keeps a table of its other side
+    met = firsts.join(again.select(key).unique(), on=key, how="semi") if again.height else firsts.clear()
+    repeats = again.join(
+        met.select(
             *key, first_line="line", first_date="date", first_consumer="consumer", first_quantity="quantity_micro"
         ),
         on=key,
@@ -400,6 +406,22 @@ def new_lines(
     return fresh, int(duplicates), found
 
 
+def _first_of_key(lines: pl.DataFrame, key: list[str]) -> pl.Series:
+    """Whether each line is the first of its `key` in the file's order. The keys' hashes,
+    sorted, show the few that may repeat (a repeated key, or two keys of one hash); only
+    the lines of those are compared whole. Telling apart ten million keys whole took a
+    table of them over a gigabyte; their sorted hashes are 80 MB."""
+    hashed = lines.select(pl.struct(key).hash()).to_series()
+    ordered = hashed.sort()
+    twice = ordered.filter(ordered == ordered.shift(1)).unique()
+    del ordered
+    maybe = hashed.is_in(twice.implode())
+    if not maybe.any():
+        return ~maybe
+    compared = lines.filter(maybe).select(pl.struct(key).is_first_distinct()).to_series()
+    return (~maybe).scatter(maybe.arg_true(), compared)
+
+
 def _repeated(repeats: pl.DataFrame) -> pl.DataFrame:
     """The problems of a (service, reference) met again in the file with other values."""
     return _problems(
@@ -437,7 +459,15 @@ def sums(lines: pl.DataFrame, book: Book) -> Sums:
     whole = product.abs() // scale
     rounded = whole + (2 * (product.abs() % scale) >= scale).cast(pl.Int128)
     amount = pl.when(product < 0).then(pl.lit(0, dtype=pl.Int128) - rounded).otherwise(rounded)
-    totals = lines.group_by("provider").agg(amount.sum().alias("amount")).sort("provider")
+    totals = (
+        pl.concat(
+            [part.group_by("provider").agg(amount.sum().alias("amount")) for part in lines.iter_slices(SLICE)]
+            or [pl.DataFrame(schema={"provider": pl.String, "amount": pl.Int128})]
+        )
+        .group_by("provider")
+        .agg(pl.col("amount").sum())
+        .sort("provider")
+    )  # a slice at a time: each 128-bit step over ten million lines is 160 MB
     return Sums(
         {p: int(a) for p, a in totals.iter_rows()},
         int(lines.select((pl.col("date") < book.first_day).sum()).item()),
@@ -457,7 +487,8 @@ def beyond_one_charge(fresh: pl.DataFrame, started: pl.DataFrame, book: Book) ->
     limit_exact = pl.lit(int(LIMIT) * MICRO_SQUARED, dtype=wide)
     pair = ["service", "consumer"]
     running = (
-        fresh.select("line", *pair, "quantity_micro", "rate_micro")
+        _near_a_limit(fresh, started, limit_quantity, limit_exact)
+        .select("line", *pair, "quantity_micro", "rate_micro")
         .join(started, on=pair, how="left", suffix="_started", maintain_order="left")
         .with_columns(
             quantity=pl.col("quantity_micro_started").fill_null(0).cast(wide)
@@ -481,6 +512,42 @@ def beyond_one_charge(fresh: pl.DataFrame, started: pl.DataFrame, book: Book) ->
             f"10^12 {book.currency} at its rate): check the quantities"
         ),
     )
+
+
+def _near_a_limit(
+    fresh: pl.DataFrame, started: pl.DataFrame, limit_quantity: pl.Expr, limit_exact: pl.Expr
+) -> pl.DataFrame:
+    """The lines of the pairs (service, consumer) whose running sums could reach a limit:
+    a running sum is never further from zero than the pair's started sum plus the sizes
+    of all its lines, and most pairs stay far below. The pairs are told apart by their
+    codes' numbers: a window or a group over ten million pairs of texts took gigabytes."""
+    wide = pl.Int128
+    number = pl.col("service").cast(pl.Categorical).to_physical().cast(pl.UInt64) * 2**32 + pl.col("consumer").cast(
+        pl.Categorical
+    ).to_physical().cast(pl.UInt64)
+    codes = fresh.select(number.alias("pair")).to_series()
+    sizes = pl.concat(
+        [
+            part.select(
+                pl.int_range(start, start + part.height, dtype=pl.Int64).alias("row"),
+                pl.col("quantity_micro").cast(wide).abs().alias("quantity"),
+                (pl.col("quantity_micro").cast(wide) * pl.col("rate_micro").cast(wide)).abs().alias("exact"),
+                codes.slice(start, part.height),
+            )
+            .group_by("pair")
+            .agg(pl.col("row").first(), pl.col("quantity").sum(), pl.col("exact").sum())
+            for start, part in zip(range(0, fresh.height, SLICE), fresh.iter_slices(SLICE), strict=False)
+        ]
+        or [pl.DataFrame(schema={"pair": pl.UInt64, "row": pl.Int64, "quantity": wide, "exact": wide})]
+    )
+    sizes = sizes.group_by("pair").agg(pl.col("row").min(), pl.col("quantity").sum(), pl.col("exact").sum())
+    named = pl.concat([fresh.select("service", "consumer")[sizes["row"]], sizes.drop("row")], how="horizontal")
+    bounds = named.join(started, on=["service", "consumer"], how="left", suffix="_started")
+    near = bounds.filter(
+        (pl.col("quantity") + pl.col("quantity_micro").fill_null(0).cast(wide).abs() >= limit_quantity)
+        | (pl.col("exact") + pl.col("exact_started").fill_null(0).cast(wide).abs() >= limit_exact)
+    )["pair"]
+    return fresh.filter(codes.is_in(near.implode())) if near.len() else fresh.clear()
 
 
 def started_usage(stored: pl.DataFrame, book: Book) -> pl.DataFrame:

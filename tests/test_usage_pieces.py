@@ -4,6 +4,7 @@ the import must be the one a single piece gives: the same lines stored, the same
 numbers, every problem of every piece listed, duplicates found across pieces."""
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,15 +14,17 @@ from sqlalchemy import select
 from test_usage_import import refused, stored
 
 from chargeback import api
-from chargeback.ingest import tabular
-from chargeback.ingest.tabular import _byte_pieces
+from chargeback.core.errors import Problem
+from chargeback.core.settings import Settings
+from chargeback.ingest.tabular import byte_pieces, read_pieces
+from chargeback.ingest.usage_checks import USAGE
 from chargeback.store.schema import Usage
 
 
 @pytest.fixture
-def small_pieces(monkeypatch: pytest.MonkeyPatch) -> int:
+def small_pieces(tuned: Callable[..., Settings]) -> int:
     """Pieces of 200 bytes: three or four usage lines each."""
-    monkeypatch.setattr(tabular, "PIECE_BYTES", 200)
+    tuned(usage_piece_bytes=200)
     return 200
 
 
@@ -49,12 +52,21 @@ def lines_by_the_csv_module(path: Path) -> list[tuple[int, str, str]]:
 
 def test_the_pieces_are_the_file_cut_at_line_ends_outside_quotes(tmp_path: Path, small_pieces: int) -> None:
     path = usage_file(tmp_path, "cut.csv", rows_of(60))
-    pieces = list(_byte_pieces(path, small_pieces))
+    pieces = list(byte_pieces(path, small_pieces))
     assert len(pieces) > 10
     assert b"".join(pieces) == path.read_bytes()
     for piece in pieces:
         assert piece.endswith(b"\n")
         assert piece.count(b'"') % 2 == 0  # no quoted cell open at a piece's end
+
+
+def test_the_settings_piece_size_is_what_a_usage_file_is_read_by(tmp_path: Path, small_pieces: int) -> None:
+    path = usage_file(tmp_path, "cut.csv", rows_of(60))
+    problems: list[Problem] = []
+    heights = read_pieces(path, USAGE, problems, None, lambda piece: piece.height)
+    assert problems == []
+    assert len(heights) == len(list(byte_pieces(path, small_pieces))) > 10
+    assert sum(heights) == 60
 
 
 def test_a_file_read_in_small_pieces_is_stored_as_written(loaded: str, tmp_path: Path, small_pieces: int) -> None:
@@ -102,7 +114,7 @@ def test_duplicates_across_pieces_are_counted_once(loaded: str, tmp_path: Path, 
 
 
 def test_a_row_polars_refuses_in_a_later_piece_is_read_by_the_csv_module(
-    loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loaded: str, tmp_path: Path, tuned: Callable[..., Settings]
 ) -> None:
     """A row of too many cells far down the file: the pieces before it were read by
     Polars, then the whole file by the csv module, which names the row; as in one piece."""
@@ -110,7 +122,7 @@ def test_a_row_polars_refuses_in_a_later_piece_is_read_by_the_csv_module(
     body = "".join(f"2026-03-02,HELP,MATH,1,W-{n},\n" for n in range(50))
     path.write_text(f"{','.join(USAGE_HEADER)}\n{body}2026-03-02,HELP,MATH,1,W-50,,extra\n", newline="")
     in_one = refused(loaded, path, "2026-03")
-    monkeypatch.setattr(tabular, "PIECE_BYTES", 200)
+    tuned(usage_piece_bytes=200)
     assert refused(loaded, path, "2026-03") == in_one
     assert len(in_one) == 1
     assert in_one[0].startswith("wide.csv:52: ")

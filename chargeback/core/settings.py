@@ -21,6 +21,9 @@ class Settings:
     #: Rows per SQLite INSERT at most; fewer when the row is wide (SQLite binds at most
     #: `SQLITE_LIMIT_VARIABLE_NUMBER` values a statement, 32,766 by default).
     rows_per_insert: int = 2_000
+    #: Bytes of a usage file read and checked at a time (about a million lines): an
+    #: import's memory is one piece's lines, not the whole file's text (10M lines: 3.5 GB).
+    usage_piece_bytes: int = 64 << 20
     #: Usage lines a close prices and posts at a time at most (a range of consumers; a
     #: consumer's lines are never split): a million lines take some 900 MB.
     close_lines: int = 1_000_000

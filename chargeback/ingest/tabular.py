@@ -29,6 +29,7 @@ from xml.etree.ElementTree import Element
 
 import polars as pl
 
+from chargeback.core import settings
 from chargeback.core.errors import Problem
 
 csv.field_size_limit(1 << 20)
@@ -635,10 +636,6 @@ def stripped(table: pl.DataFrame, columns: tuple[str, ...]) -> list[pl.Expr]:
     ]
 
 
-#: Bytes of a CSV file read and checked at a time by `read_pieces` (about a million
-#: usage lines): a file's memory is one piece's frame, not the whole file's.
-PIECE_BYTES = 64 << 20
-
 T = TypeVar("T")
 
 
@@ -659,8 +656,8 @@ def read_pieces(
     header or the bytes go to `problems`, as `read_rows` reports them, and the rows they
     concern are left out.
 
-    A CSV file is read by Polars `PIECE_BYTES` at a time, cut at a line end outside any
-    quoted cell, so that only one piece's text is in memory; one it cannot read as RFC
+    A CSV file is read by Polars a piece at a time (the settings' `usage_piece_bytes`),
+    cut at a line end outside any quoted cell, so that only one piece's text is in memory; one it cannot read as RFC
     4180 UTF-8 text (a quote never closed, a row of too many cells, NUL bytes, lone CR
     line ends within LF ones...) is read by the csv module (`read_records`), which says
     exactly where it breaks: what `each` gave for the pieces before is dropped and the
@@ -670,7 +667,7 @@ def read_pieces(
     if path.suffix.lower() not in (".xlsx", ".xlsm"):
         done: list[T] = []
         try:
-            for piece in _csv_pieces(path, columns, problems, name, PIECE_BYTES):
+            for piece in _csv_pieces(path, columns, problems, name, settings.current().usage_piece_bytes):
                 done.append(each(piece))
                 del piece  # not kept while the next piece is read
         except (_ByTheCsvModule, OSError):  # the csv module also says why a file cannot be read
@@ -688,7 +685,7 @@ def read_pieces(
     return [each(frame.select(pl.Series("line", lines, dtype=pl.Int64), *columns.all))]
 
 
-def _byte_pieces(path: Path, size: int) -> Iterator[bytes]:
+def byte_pieces(path: Path, size: int) -> Iterator[bytes]:
     """The file's bytes about `size` at a time, each piece ending at a line end outside
     any quoted cell (an even number of quotes before it: an escaped quote is two), the
     last one where the file ends."""
@@ -716,7 +713,7 @@ def _csv_pieces(path: Path, columns: Columns, problems: list[Problem], name: str
     `_ByTheCsvModule` when the csv module must read it (see `read_pieces`)."""
     wanted: list[str] | None = None
     line = 1  # the file's line where the piece starts
-    for number, data in enumerate(_byte_pieces(path, size)):
+    for number, data in enumerate(byte_pieces(path, size)):
         if (number == 0 and _not_csv(data[:8])) or b"\x00" in data:
             raise _ByTheCsvModule
         starts_at, line = line, line + data.count(b"\n")

@@ -62,7 +62,6 @@ from chargeback.ledger import audit
 from chargeback.ledger import seals as _seals
 from chargeback.ledger.adjustments import AdjustResult
 from chargeback.ledger.adjustments import adjust as _adjust
-from chargeback.ledger.charges import pending
 from chargeback.ledger.export import export as _export
 from chargeback.ledger.unit_charges import UnitCharges, unit_charges
 from chargeback.ledger.verification import VerifyResult
@@ -537,7 +536,7 @@ def reconcile(url: str | Engine | None, period: str) -> Reconciliation:
     with db.reading(_engine(url)) as conn:
         result = _reconcile(conn, period)
         if result.status == "open":
-            result.pending_lines, result.pending_adjustments, result.pending_adjustments_minor = pending(conn, period)
+            result.pending = _status.pending(conn, period)
         return result
 
 
@@ -559,9 +558,8 @@ def export(
         periods = export_periods(conn, period, first, through, fiscal_year)
         for each in periods:
             if period_status(conn, each) != "closed":
-                lines, adjustments, amount = pending(conn, each)
                 rec = _reconcile(conn, each)
-                rec.pending_lines, rec.pending_adjustments, rec.pending_adjustments_minor = lines, adjustments, amount
+                rec.pending = _status.pending(conn, each)
                 raise Refused(
                     f"period {each} is open: {rec.pending_text()}; its journal is exported once it is "
                     f"closed (`chargeback close {each}`)"

@@ -53,7 +53,7 @@ def test_status_of_a_closed_a_reopened_and_an_open_period(imported: str, mini_bo
     assert (april["voids"], april["documents"]["written"]) == (1, False)
     api.close(imported, "2026-03", out)
     (march_again,) = api.status(imported, "2026-03", out)
-    assert (march_again.state, march_again.pending_lines, march_again.posted_minor) == ("closed", 0, 54513)
+    assert (march_again.state, march_again.pending.usage_lines, march_again.posted_minor) == ("closed", 0, 54513)
     assert march_again.documents is not None and march_again.documents.current is True
     code, text, _ = cli(imported, "status", "2026-04", "--out", str(out))
     assert text.splitlines()[:2] == [

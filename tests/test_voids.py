@@ -37,11 +37,11 @@ def test_a_voided_import_leaves_every_total_and_its_file_can_be_imported_again(i
     the same references is imported (not skipped as duplicates) and posted."""
     wrong = api.import_file(imported, wrong_file(tmp_path, "10"), "2026-03")
     assert wrong.imported == 2
-    assert api.reconcile(imported, "2026-03").pending_lines == 7
+    assert api.reconcile(imported, "2026-03").pending.usage_lines == 7
     code, out, err = cli(imported, "void", "import", "2", "--reason", "hours keyed as minutes")
     assert (code, err) == (0, "")
     assert out == "void 1: import 2 in 2026-03 voided: 2 usage lines of help-10.csv left out\n"
-    assert api.reconcile(imported, "2026-03").pending_lines == 5
+    assert api.reconcile(imported, "2026-03").pending.usage_lines == 5
     again = api.import_file(imported, wrong_file(tmp_path, "1"), "2026-03")
     assert (again.imported, again.duplicates) == (2, 0)
     api.close(imported, "2026-03", tmp_path / "out")
@@ -97,14 +97,14 @@ def test_what_is_posted_is_corrected_by_a_new_entry_not_voided(imported: str, tm
 def test_a_voided_adjustment_is_not_posted_and_cannot_be_voided_twice(loaded: str, tmp_path: Path) -> None:
     api.adjust(loaded, "2026-03", "HELP", "MATH", "50", "credit kiosk time")
     api.adjust(loaded, "2026-03", "HELP", "MATH", "-50", "Reverses adjustment 1, entered in error")
-    assert api.reconcile(loaded, "2026-03").pending_adjustments == 2
+    assert api.reconcile(loaded, "2026-03").pending.adjustments == 2
     code, out, _ = cli(loaded, "void", "adjustment", "1", "--reason", "entered in error")
     assert (code, out) == (0, "void 1: adjustment 1 in 2026-03 voided: HELP -> MATH 50.00 USD left out\n")
     api.void(loaded, "adjustment", 2, "its pair is voided")
     with pytest.raises(Refused, match=r"adjustment 2 was voided already \(void 2, "):
         api.void(loaded, "adjustment", 2, "again")
     rec = api.reconcile(loaded, "2026-03")
-    assert (rec.pending_adjustments, rec.pending_adjustments_minor) == (0, 0)
+    assert (rec.pending.adjustments, rec.pending.adjustments_minor) == (0, 0)
     assert api.close(loaded, "2026-03", tmp_path / "out").posted == 0
 
 

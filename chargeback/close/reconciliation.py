@@ -34,6 +34,19 @@ INTERNAL_SPEND = "expenses:internal:"
 
 
 @dataclass
+class Pending:
+    """What an open period holds that no close has posted yet: usage lines, adjustments
+    and the adjustments' amount in minor units. True when anything waits."""
+
+    usage_lines: int = 0
+    adjustments: int = 0
+    adjustments_minor: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.usage_lines or self.adjustments)
+
+
+@dataclass
 class Reconciliation:
     """Totals of one period in minor units, by provider and by internal consumer."""
 
@@ -47,22 +60,16 @@ class Reconciliation:
     external_revenue: int = 0
     providers: dict[str, tuple[int, int]] = field(default_factory=dict)
     consumers: dict[str, int] = field(default_factory=dict)
-    #: What an open period holds that no close has posted yet (`charges.pending`):
-    #: usage lines, adjustments and the adjustments' amount.
-    pending_lines: int = 0
-    pending_adjustments: int = 0
-    pending_adjustments_minor: int = 0
-
-    @property
-    def pending(self) -> bool:
-        return bool(self.pending_lines or self.pending_adjustments)
+    #: What an open period holds that no close has posted yet (`status.pending`).
+    pending: Pending = field(default_factory=Pending)
 
     def pending_text(self) -> str:
         """`N usage lines and M adjustments (X USD) are pending, not posted`."""
+        lines, adjustments = self.pending.usage_lines, self.pending.adjustments
         return (
-            f"{self.pending_lines} usage line{'s' if self.pending_lines != 1 else ''} and "
-            f"{self.pending_adjustments} adjustment{'s' if self.pending_adjustments != 1 else ''} "
-            f"({self.money(self.pending_adjustments_minor)} {self.currency}) are pending, not posted"
+            f"{lines} usage line{'s' if lines != 1 else ''} and "
+            f"{adjustments} adjustment{'s' if adjustments != 1 else ''} "
+            f"({self.money(self.pending.adjustments_minor)} {self.currency}) are pending, not posted"
         )
 
     @property
@@ -116,9 +123,9 @@ class Reconciliation:
             ],
             "consumers": [{"unit": unit, "internal_spend": m(spend)} for unit, spend in sorted(self.consumers.items())],
             "pending": {
-                "usage_lines": self.pending_lines,
-                "adjustments": self.pending_adjustments,
-                "adjustments_amount": m(self.pending_adjustments_minor),
+                "usage_lines": self.pending.usage_lines,
+                "adjustments": self.pending.adjustments,
+                "adjustments_amount": m(self.pending.adjustments_minor),
             },
         }
 

@@ -20,9 +20,10 @@ import polars as pl
 from sqlalchemy import Connection, func, select
 
 from chargeback.book.snapshot import load_reference
+from chargeback.close.reconciliation import Pending
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount
-from chargeback.ledger.charges import adjustment_posted, price_usage, usage_waiting
+from chargeback.ledger.charges import adjustment_posted, price_usage, unposted_usage_count, usage_waiting
 from chargeback.store.db import frame
 from chargeback.store.schema import (
     Adjustment,
@@ -74,13 +75,11 @@ class PeriodStatus:
     digits: int
     currency: str
     imports: int = 0
-    pending_lines: int = 0
+    pending: Pending = field(default_factory=Pending)
     #: The usage waiting, priced as the close will price it; None when a line has no
     #: rate in force (`pending_problem` says which)
     pending_amount_minor: int | None = 0
     pending_problem: str | None = None
-    pending_adjustments: int = 0
-    pending_adjustments_minor: int = 0
     voids: int = 0
     voided_lines: int = 0
     entries: int = 0
@@ -109,11 +108,11 @@ class PeriodStatus:
             "currency": self.currency,
             "imports": self.imports,
             "pending": {
-                "usage_lines": self.pending_lines,
+                "usage_lines": self.pending.usage_lines,
                 "usage_amount": None if self.pending_amount_minor is None else m(self.pending_amount_minor),
                 "usage_problem": self.pending_problem,
-                "adjustments": self.pending_adjustments,
-                "adjustments_amount": m(self.pending_adjustments_minor),
+                "adjustments": self.pending.adjustments,
+                "adjustments_amount": m(self.pending.adjustments_minor),
             },
             "voids": self.voids,
             "voided_lines": self.voided_lines,
@@ -136,8 +135,8 @@ class PeriodStatus:
         out = [head]
         if self.state != "closed":
             amount = m(self.pending_amount_minor)
-            waiting = f"  waiting: {self.pending_lines} usage lines ({amount} {cur})"
-            waiting += f", {self.pending_adjustments} adjustments ({m(self.pending_adjustments_minor)} {cur})"
+            waiting = f"  waiting: {self.pending.usage_lines} usage lines ({amount} {cur})"
+            waiting += f", {self.pending.adjustments} adjustments ({m(self.pending.adjustments_minor)} {cur})"
             out.append(waiting + (f"; {self.pending_problem}" if self.pending_problem else ""))
         out.append(
             f"  {self.imports} imports, {self.voids} voids ({self.voided_lines} usage lines voided); "
@@ -182,13 +181,13 @@ def statuses(conn: Connection, period: str | None = None, out_dir: Path | None =
     for p, count in grouped(
         select(Usage.period, func.count()).where(*scope(Usage.period), *usage_waiting()).group_by(Usage.period)
     ):
-        found[p].pending_lines = int(count)
+        found[p].pending.usage_lines = int(count)
     for p, count, amount in grouped(
         select(Adjustment.period, func.count(), func.sum(Adjustment.amount_minor))
         .where(*scope(Adjustment.period), Adjustment.void_id.is_(None), ~adjustment_posted())
         .group_by(Adjustment.period)
     ):
-        found[p].pending_adjustments, found[p].pending_adjustments_minor = int(count), int(amount)
+        found[p].pending.adjustments, found[p].pending.adjustments_minor = int(count), int(amount)
     for p, count in grouped(select(Import.period, func.count()).where(*scope(Import.period)).group_by(Import.period)):
         found[p].imports = int(count)
     for p, count, lines in grouped(
@@ -214,10 +213,20 @@ def statuses(conn: Connection, period: str | None = None, out_dir: Path | None =
     for state in found.values():
         if state.state == "open" and state.closes:
             state.state = "reopened"
-    _price_pending(conn, [s for s in found.values() if s.state != "closed" and s.pending_lines])
+    _price_pending(conn, [s for s in found.values() if s.state != "closed" and s.pending.usage_lines])
     if out_dir is not None:
         _documents(conn, found, Path(out_dir), scope)
     return list(found.values())
+
+
+def pending(conn: Connection, period: str) -> Pending:
+    """What `period` holds that no close has posted."""
+    adjustments, amount = conn.execute(
+        select(func.count(), func.coalesce(func.sum(Adjustment.amount_minor), 0)).where(
+            Adjustment.period == period, Adjustment.void_id.is_(None), ~adjustment_posted()
+        )
+    ).one()
+    return Pending(unposted_usage_count(conn, period), int(adjustments), int(amount))
 
 
 def _price_pending(conn: Connection, waiting: list[PeriodStatus]) -> None:

@@ -142,17 +142,6 @@ def unposted_usage_count(conn: Connection, period: str) -> int:
     return conn.execute(select(func.count()).select_from(Usage).where(*_unpriced(period))).scalar() or 0
 
 
-def pending(conn: Connection, period: str) -> tuple[int, int, int]:
-    """What `period` holds that no close has posted: usage lines, adjustments and the
-    adjustments' amount in minor units."""
-    adjustments, amount = conn.execute(
-        select(func.count(), func.coalesce(func.sum(Adjustment.amount_minor), 0)).where(
-            Adjustment.period == period, Adjustment.void_id.is_(None), ~adjustment_posted()
-        )
-    ).one()
-    return unposted_usage_count(conn, period), int(adjustments), int(amount)
-
-
 def _no_rate(service: str, reference: str, day: dt.date, consumer: str) -> Refused:
     return Refused(
         f"usage {service} {reference} ({day.isoformat()}, {consumer}): no rate in "

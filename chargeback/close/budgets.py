@@ -23,7 +23,7 @@ from sqlalchemy import Connection, func, select
 from chargeback.close.reconciliation import PeriodTotal
 from chargeback.core.calendar import MONTHS, fiscal_periods, fiscal_year
 from chargeback.core.errors import Refused
-from chargeback.core.money import format_amount, format_percent, quantize
+from chargeback.core.money import InCurrency, format_amount, format_percent, quantize
 from chargeback.store.schema import Book, Budget, Entry, PeriodTotalRow, Unit
 
 
@@ -191,7 +191,7 @@ def warning_text(status: BudgetStatus, digits: int, currency: str) -> str:
 
 
 @dataclass(frozen=True)
-class Table:
+class Table(InCurrency):
     """The budget table of a fiscal year, for the `budgets` command."""
 
     fiscal_year: int
@@ -203,9 +203,6 @@ class Table:
     digits: int
     rows: list[BudgetStatus]
     names: dict[str, str]
-
-    def money(self, minor: int | None) -> str:
-        return "" if minor is None else format_amount(minor, self.digits)
 
     @property
     def heading(self) -> str:

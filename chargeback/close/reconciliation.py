@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Select, delete, func, select
 
-from chargeback.core.money import format_amount
+from chargeback.core.money import InCurrency
 from chargeback.ledger.entries import Draft
 from chargeback.store.db import bulk_insert, bytewise
 from chargeback.store.schema import Book, Entry, Period, PeriodTotalRow
@@ -47,7 +47,7 @@ class Pending:
 
 
 @dataclass
-class Reconciliation:
+class Reconciliation(InCurrency):
     """Totals of one period in minor units, by provider and by internal consumer."""
 
     period: str
@@ -79,9 +79,6 @@ class Reconciliation:
     @property
     def balanced(self) -> bool:
         return self.difference == 0
-
-    def money(self, minor: int) -> str:
-        return format_amount(minor, self.digits)
 
     def totals_text(self) -> str:
         """The period's four totals in a line, as `close` and `reconcile` print them."""

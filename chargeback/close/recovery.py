@@ -28,7 +28,7 @@ from chargeback.book.snapshot import load_reference
 from chargeback.close.reconciliation import EXTERNAL_REVENUE, INTERNAL_REVENUE
 from chargeback.core.calendar import fiscal_periods, period_bounds
 from chargeback.core.errors import Refused
-from chargeback.core.money import format_amount, from_micro, from_minor, round_fraction
+from chargeback.core.money import InCurrency, from_micro, from_minor, round_fraction
 from chargeback.core.safe import neutralize
 from chargeback.documents.workbooks import report_workbook
 from chargeback.store.schema import Entry, Period, ProviderCost
@@ -121,7 +121,7 @@ class ServiceLine:
 
 
 @dataclass
-class Recovery:
+class Recovery(InCurrency):
     fiscal_year: int
     periods_of_year: list[str]
     currency: str
@@ -129,9 +129,6 @@ class Recovery:
     periods: list[PeriodLine] = field(default_factory=list)
     providers: list[ProviderLine] = field(default_factory=list)
     services: list[ServiceLine] = field(default_factory=list)
-
-    def money(self, minor: int | None) -> str:
-        return "" if minor is None else format_amount(minor, self.digits)
 
 
 def _decimal(value: Fraction, places: int) -> Decimal:

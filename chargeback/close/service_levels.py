@@ -20,7 +20,7 @@ from sqlalchemy import Connection, select
 
 from chargeback.book.snapshot import load_reference
 from chargeback.core.calendar import fiscal_periods, period_bounds
-from chargeback.core.money import format_amount, from_minor
+from chargeback.core.money import InCurrency, from_minor
 from chargeback.core.safe import neutralize
 from chargeback.core.service_levels import Level, in_force
 from chargeback.documents.workbooks import report_workbook
@@ -62,16 +62,13 @@ class CreditLine:
 
 
 @dataclass
-class SlaReport:
+class SlaReport(InCurrency):
     fiscal_year: int
     periods: tuple[str, ...]
     currency: str
     digits: int
     rows: list[Attainment] = field(default_factory=list)
     credits: list[CreditLine] = field(default_factory=list)
-
-    def money(self, minor: int) -> str:
-        return format_amount(minor, self.digits)
 
     def lines(self) -> list[str]:
         """What the command prints: each SLA's months met, its misses and its credits."""

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 from sqlalchemy import Connection, func, select
@@ -22,7 +22,7 @@ from sqlalchemy import Connection, func, select
 from chargeback.book.snapshot import load_reference
 from chargeback.close.reconciliation import Pending
 from chargeback.core.errors import Refused
-from chargeback.core.money import format_amount
+from chargeback.core.money import InCurrency
 from chargeback.ledger.charges import adjustment_posted, price_usage, unposted_usage_count, usage_waiting
 from chargeback.store.db import frame
 from chargeback.store.schema import (
@@ -66,7 +66,7 @@ class Documents:
 
 
 @dataclass
-class PeriodStatus:
+class PeriodStatus(InCurrency):
     """One period: `state` is open (never closed), closed, or reopened (open after a
     close); what waits to be posted; what is posted; the last close and its seal."""
 
@@ -92,8 +92,7 @@ class PeriodStatus:
     signed: bool = False
     documents: Documents | None = None
 
-    def money(self, minor: int | None) -> str:
-        return "unknown" if minor is None else format_amount(minor, self.digits)
+    unknown: ClassVar[str] = "unknown"  # an amount no rate could price
 
     def as_json(self) -> dict[str, Any]:
         m = self.money
@@ -300,15 +299,14 @@ class ImportLine:
 
 
 @dataclass
-class Imports:
+class Imports(InCurrency):
     period: str
     digits: int
     currency: str
     imports: list[ImportLine]
     problem: str | None = None
 
-    def money(self, minor: int | None) -> str:
-        return "unknown" if minor is None else format_amount(minor, self.digits)
+    unknown: ClassVar[str] = "unknown"  # an amount no rate could price
 
     def lines(self) -> list[str]:
         """What `imports` prints: two lines an import (what it did; its sha256 and void)."""

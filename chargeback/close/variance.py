@@ -44,7 +44,7 @@ from sqlalchemy import Connection, func, select
 from chargeback.close.reconciliation import PeriodTotal, period_totals
 from chargeback.core.calendar import previous_period
 from chargeback.core.errors import Refused
-from chargeback.core.money import format_amount, format_percent, quantize
+from chargeback.core.money import InCurrency, format_percent, quantize
 from chargeback.store.schema import Book, Entry, PeriodTotalRow, Unit
 
 WINDOW = 3
@@ -123,7 +123,7 @@ class SilentService:
 
 
 @dataclass(frozen=True)
-class Review:
+class Review(InCurrency):
     period: str
     currency: str
     digits: int
@@ -148,9 +148,6 @@ class Review:
 
     def consumer(self, unit: str) -> UnitVariance:
         return next(line for line in self.consumers if line.unit == unit)
-
-    def money(self, minor: int | None) -> str:
-        return "" if minor is None else format_amount(minor, self.digits)
 
     @property
     def rule(self) -> str:

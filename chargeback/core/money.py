@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
+from typing import ClassVar
 
 import polars as pl
 from babel.numbers import get_currency_precision, get_currency_symbol, list_currencies
@@ -70,6 +71,18 @@ def format_amount(minor: int, digits: int) -> str:
         return str(minor)
     whole, part = divmod(abs(minor), _SCALES[digits])
     return f"{'-' if minor < 0 else ''}{whole}.{str(part).zfill(digits)}"
+
+
+class InCurrency:
+    """A record of amounts in minor units of the book's currency, which has `digits`
+    decimal places: `money` shows one of them as the JSON and the printed lines do, and
+    an amount that could not be worked out (None) as `unknown`."""
+
+    digits: int
+    unknown: ClassVar[str] = ""
+
+    def money(self, minor: int | None) -> str:
+        return self.unknown if minor is None else format_amount(minor, self.digits)
 
 
 def format_grouped(minor: int, digits: int) -> str:

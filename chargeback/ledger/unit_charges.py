@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 from chargeback.book.snapshot import load_reference
 from chargeback.close.budgets import fiscal_periods
 from chargeback.core.errors import Refused
-from chargeback.core.money import format_amount, from_micro, from_minor
+from chargeback.core.money import InCurrency, from_micro, from_minor
 from chargeback.store.schema import Entry
 
 #: The kinds of entry whose quantity is in the service's unit of measure (an adjustment's
@@ -40,7 +40,7 @@ class Charge:
 
 
 @dataclass
-class UnitCharges:
+class UnitCharges(InCurrency):
     unit: str
     name: str
     periods: tuple[str, ...]
@@ -51,9 +51,6 @@ class UnitCharges:
     @property
     def total_minor(self) -> int:
         return sum(c.amount_minor for c in self.charges)
-
-    def money(self, minor: int) -> str:
-        return format_amount(minor, self.digits)
 
     def amount(self, minor: int) -> Decimal:
         return from_minor(minor, self.digits)

@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TextIO
 
-from sqlalchemy import Connection, Result, Row, select
+from sqlalchemy import Connection, select
 
 from chargeback.core.errors import Refused
 from chargeback.core.money import format_amount
 from chargeback.core.safe import neutralize, one_line
-from chargeback.store.db import SQLColumn, dates_as_stored, plain_rows, stored_date
+from chargeback.store.db import dates_as_stored, plain_rows, stored_date
 from chargeback.store.schema import Book, Entry
 
 #: The contract's columns, in its order; columns of our own come after them.
@@ -37,9 +37,10 @@ FORMATS = ("csv", "hledger", "beancount")
 
 
 class JournalRow(NamedTuple):
-    """An entry as every writer of the journal (the CSV, the plain-text formats and the
-    auditors' Journal sheet) reads it, the dates as the database stores them
-    (`db.dates_as_stored`); `entry` is the entry's id."""
+    """An entry as every writer of the journal (the CSV, hledger's and beancount's text
+    and the auditors' Journal sheet) reads it (`journal_chunks`), the dates as the
+    database stores them (`db.dates_as_stored`, read with `db.stored_date`); `entry` is
+    the entry's id."""
 
     entry: int
     date: Any
@@ -71,19 +72,6 @@ def journal_chunks(conn: Connection, period: str) -> Iterator[Sequence[JournalRo
         conn, select(*dates_as_stored(JOURNAL_COLUMNS)).where(Entry.period == period).order_by(Entry.id)
     ):
         yield [make(JournalRow, row) for row in rows]
-
-
-def _journal(conn: Connection, period: str, columns: Iterable[SQLColumn]) -> Result[Any]:
-    # yield_per on the statement, not the connection: Connection.execution_options changes
-    # the connection in place, and every later statement would use a server-side cursor
-    return conn.execute(
-        select(*columns).where(Entry.period == period).order_by(Entry.id).execution_options(yield_per=20_000)
-    )
-
-
-def _entries(conn: Connection, period: str) -> Iterator[Row[Any]]:
-    """The period's entries in entry order, the dates as dates."""
-    yield from _journal(conn, period, JOURNAL_COLUMNS)
 
 
 def _currency(conn: Connection) -> tuple[str, int]:
@@ -180,9 +168,10 @@ def _title(periods: list[str]) -> str:
     return f"periods {periods[0]} to {periods[-1]} ({len(periods)} closed periods)" if periods else "no periods"
 
 
-def _all_entries(conn: Connection, periods: list[str]) -> Iterator[Row[Any]]:
+def _all_entries(conn: Connection, periods: list[str]) -> Iterator[JournalRow]:
     for period in periods:
-        yield from _entries(conn, period)
+        for chunk in journal_chunks(conn, period):
+            yield from chunk
 
 
 def write_hledger(conn: Connection, periods: str | Sequence[str], out: TextIO) -> None:
@@ -193,9 +182,11 @@ def write_hledger(conn: Connection, periods: str | Sequence[str], out: TextIO) -
         amount = format_amount(e.amount_minor, digits)
         negated = format_amount(-e.amount_minor, digits)
         title = one_line(f"{e.service} {e.reference or ''} | {e.memo or e.kind}").replace(";", ",")
-        out.write(f"{e.date.isoformat()} ({e.id}) {title}\n")
+        out.write(f"{stored_date(e.date).isoformat()} ({e.entry}) {title}\n")
         rate = f", rate-source:{one_line(e.rate_source).replace(',', ' ')}" if e.rate_source else ""
-        out.write(f"    ; period:{e.period}, kind:{e.kind}, service-date:{e.service_date.isoformat()}{rate}\n")
+        out.write(
+            f"    ; period:{e.period}, kind:{e.kind}, service-date:{stored_date(e.service_date).isoformat()}{rate}\n"
+        )
         out.write(f"    {e.debit_account}  {amount} {currency}\n")
         out.write(f"    {e.credit_account}  {negated} {currency}\n\n")
 
@@ -230,14 +221,14 @@ def write_beancount(conn: Connection, periods: str | Sequence[str], out: TextIO)
             if names.setdefault(mapped, account) != account:
                 raise Refused(f"accounts {names[mapped]} and {account} both become {mapped} in beancount")
     out.write(f'; chargeback journal, {_title(listed)}\noption "operating_currency" "{currency}"\n\n')
-    opened = min((e.date for e in entries), default=None)
+    opened = min((stored_date(e.date) for e in entries), default=None)
     for mapped in sorted(names):
         out.write(f"{opened.isoformat() if opened else listed[0] + '-01'} open {mapped} {currency}\n")
     out.write("\n")
     for e in entries:
         payee = _quote(f"{e.service} {e.reference or ''}")
-        out.write(f"{e.date.isoformat()} * {payee} {_quote(e.memo or e.kind)}\n")
-        out.write(f'  entry: "{e.id}"\n  period: "{e.period}"\n')
+        out.write(f"{stored_date(e.date).isoformat()} * {payee} {_quote(e.memo or e.kind)}\n")
+        out.write(f'  entry: "{e.entry}"\n  period: "{e.period}"\n')
         if e.rate_source:
             out.write(f"  rate_source: {_quote(e.rate_source)}\n")
         out.write(f"  {beancount_account(e.debit_account)}  {format_amount(e.amount_minor, digits)} {currency}\n")

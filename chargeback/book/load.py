@@ -592,28 +592,27 @@ def _check_money(
 def _check_first_use(
     name: str, line: int, column: str, code: str, first_line: dict[str, int], problems: list[Problem]
 ) -> bool:
-    """Whether `line` is the first to use `code` in the file (`first_line` records it); a
-    problem when an earlier line did."""
-    if code in first_line:
-        problems.append(Problem(name, line, column, f"{code!r} is already used on line {first_line[code]}"))
-        return False
-    first_line[code] = line
-    return True
+    """Whether `line` is the first to use the code `code` in the file (`_check_unique`)."""
+    return _check_unique(name, line, column, code, first_line, repr(code), problems, "used")
 
 
 def _check_unique(
     name: str,
     line: int,
     column: str,
-    key: tuple,
+    key: object,
     seen: dict,
     what: str,
     problems: list[Problem],
-) -> None:
+    done: str = "given",
+) -> bool:
+    """Whether `line` is the first with `key` in the file (`seen` records it); a problem
+    naming `what` and the earlier line when not."""
     if key in seen:
-        problems.append(Problem(name, line, column, f"{what} is already given on line {seen[key]}"))
-    else:
-        seen[key] = line
+        problems.append(Problem(name, line, column, f"{what} is already {done} on line {seen[key]}"))
+        return False
+    seen[key] = line
+    return True
 
 
 def _check_costs(rows, pools: set[str], digits: int | None, problems: list[Problem]) -> None:
